@@ -1,0 +1,121 @@
+"""Settings: the one place that reads the environment.
+
+Every setting is read from ``TELECONSULT_<NAME>`` (upper case) or, when
+``TELECONSULT_CONFIG`` names a TOML file, from that file (environment wins).
+Each field is documented in README.md; ``tests/web/test_settings_doc.py``
+checks that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "TELECONSULT_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+class Secret(str):
+    """A string whose repr never shows its value (for logs and tracebacks)."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the app can be configured with; see README.md, "Settings"."""
+
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allowed_origins: tuple[str, ...] = ()
+    session_ttl_seconds: int = 12 * 3600
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 15 * 60
+    escalate_after_routine_seconds: int = 4 * 3600
+    escalate_after_urgent_seconds: int = 30 * 60
+    escalate_after_emergency_seconds: int = 5 * 60
+    escalation_check_seconds: float = 15.0
+    default_locale: str = "zh_CN"
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 2
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("tls_cert and tls_key must be set together")
+        if self.default_locale not in ("zh_CN", "en"):
+            raise SettingsError("default_locale must be zh_CN or en")
+        for name in ("session_ttl_seconds", "login_max_failures", "login_lockout_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'teleconsult.sqlite3').resolve()}"
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks HTTPS (cookies are then marked Secure)."""
+        return self.tls_cert is not None
+
+    def escalate_after(self, urgency: str) -> int:
+        """Seconds a request of this urgency may wait before it is escalated."""
+        return int(getattr(self, f"escalate_after_{urgency}_seconds"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from a TOML file (``TELECONSULT_CONFIG``), the environment, overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        config = env.get(ENV_PREFIX + "CONFIG")
+        if config:
+            with open(config, "rb") as fh:
+                values.update(tomllib.load(fh))
+        for f in dataclasses.fields(cls):
+            key = ENV_PREFIX + f.name.upper()
+            if key in env:
+                values[f.name] = env[key]
+        values.update(overrides)
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+        hints = get_type_hints(cls)
+        return cls(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    text = hint if isinstance(hint, str) else repr(hint)
+    try:
+        if value is None:
+            return None
+        if hint is int:
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is Path or "Path" in text:
+            return Path(value) if value != "" else None
+        if hint is Secret:
+            return Secret(value)
+        if "tuple" in text:
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {name}: {exc}") from exc
