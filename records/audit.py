@@ -1,0 +1,197 @@
+"""The append-only, hash-chained audit log.
+
+Entry *n* stores ``hash = SHA-256(canonical JSON of its fields + hash of entry n-1)``.
+Editing an entry breaks its hash; inserting or removing one breaks the sequence or
+the link to the previous hash; removing the newest entries is caught by the
+``audit_head`` row, which appending updates in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from records.schema import audit_head, audit_log
+
+GENESIS = "0" * 64
+
+
+def entry_hash(
+    *,
+    seq: int,
+    at: datetime,
+    actor_id: str | None,
+    action: str,
+    object_type: str,
+    object_id: str | None,
+    client_addr: str | None,
+    detail: dict[str, Any],
+    prev_hash: str,
+) -> str:
+    """The SHA-256 that chains one entry to the previous one."""
+    canonical = json.dumps(
+        [
+            seq,
+            at.astimezone(UTC).isoformat(timespec="microseconds"),
+            actor_id,
+            action,
+            object_type,
+            object_id,
+            client_addr,
+            detail,
+            prev_hash,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256((canonical).encode()).hexdigest()
+
+
+async def append(
+    conn: AsyncConnection,
+    *,
+    at: datetime,
+    actor_id: str | None,
+    action: str,
+    object_type: str,
+    object_id: str | None = None,
+    client_addr: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> int:
+    """Append one entry inside the caller's write transaction.
+
+    Args:
+        conn: a connection inside ``Database.write()``.
+        at: when it happened.
+        actor_id: the account that acted, or None for the system.
+        action: a dotted verb, e.g. ``patient.read``.
+        object_type: what kind of object was touched.
+        object_id: which one.
+        client_addr: the client's network address.
+        detail: small JSON-able facts; never names, ID numbers or free text.
+
+    Returns:
+        The entry's sequence number.
+    """
+    detail = detail or {}
+    head = (
+        await conn.execute(
+            sa.select(audit_head.c.seq, audit_head.c.hash)
+            .where(audit_head.c.id == 1)
+            .with_for_update()
+        )
+    ).first()
+    seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
+    digest = entry_hash(
+        seq=seq,
+        at=at,
+        actor_id=actor_id,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        client_addr=client_addr,
+        detail=detail,
+        prev_hash=prev,
+    )
+    await conn.execute(
+        audit_log.insert().values(
+            seq=seq,
+            at=at,
+            actor_id=actor_id,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            client_addr=client_addr,
+            detail=detail,
+            prev_hash=prev,
+            hash=digest,
+        )
+    )
+    if head:
+        await conn.execute(
+            audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest)
+        )
+    else:
+        await conn.execute(audit_head.insert().values(id=1, seq=seq, hash=digest))
+    return seq
+
+
+@dataclass
+class Verification:
+    """The outcome of checking the chain."""
+
+    entries: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+
+async def verify(conn: AsyncConnection, *, batch: int = 5000) -> Verification:
+    """Walk the whole chain and report every break.
+
+    Args:
+        conn: any connection.
+        batch: rows fetched per query.
+
+    Returns:
+        The number of entries checked and a description of each problem.
+    """
+    result = Verification()
+    expected_seq, prev = 1, GENESIS
+    last_seq = 0
+    while True:
+        rows = (
+            (
+                await conn.execute(
+                    sa.select(audit_log)
+                    .where(audit_log.c.seq > last_seq)
+                    .order_by(audit_log.c.seq)
+                    .limit(batch)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            break
+        for row in rows:
+            result.entries += 1
+            if row["seq"] != expected_seq:
+                result.problems.append(
+                    f"entry {row['seq']}: expected sequence {expected_seq} "
+                    "(an entry was removed or inserted)"
+                )
+            if row["prev_hash"] != prev:
+                result.problems.append(f"entry {row['seq']}: does not link to the previous entry")
+            digest = entry_hash(
+                seq=row["seq"],
+                at=row["at"],
+                actor_id=row["actor_id"],
+                action=row["action"],
+                object_type=row["object_type"],
+                object_id=row["object_id"],
+                client_addr=row["client_addr"],
+                detail=row["detail"],
+                prev_hash=row["prev_hash"],
+            )
+            if digest != row["hash"]:
+                result.problems.append(f"entry {row['seq']}: content does not match its hash")
+            prev, expected_seq, last_seq = row["hash"], row["seq"] + 1, row["seq"]
+    head = (await conn.execute(sa.select(audit_head).where(audit_head.c.id == 1))).first()
+    head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS)
+    if head_seq != last_seq or head_hash != prev:
+        result.problems.append(
+            f"the chain ends at entry {last_seq} but the head records entry {head_seq} "
+            "(newest entries were removed or the head was edited)"
+        )
+    return result

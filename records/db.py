@@ -1,0 +1,105 @@
+"""The database: an async SQLAlchemy engine, transactions, migrations.
+
+SQLite allows one writer at a time; rather than let concurrent writers fail with
+"database is locked", writes are serialized here with an asyncio lock and reads
+go on in parallel (WAL mode). On PostgreSQL the lock is not taken: the database
+serializes what needs it (row locks, conditional updates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class Database:
+    """An async engine plus the write discipline described in the module docstring."""
+
+    def __init__(self, url: str) -> None:
+        """Open (lazily) the database at ``url``.
+
+        Args:
+            url: an SQLAlchemy async URL, ``sqlite+aiosqlite:///...`` or
+                ``postgresql+asyncpg://...``.
+        """
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            path = sa.engine.make_url(url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._write_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that may write; committed on success, rolled back on error."""
+        if self.is_sqlite:
+            async with self._write_lock, self.engine.connect() as conn:
+                # BEGIN IMMEDIATE takes SQLite's write lock at once, so a read
+                # followed by a write in this transaction sees no other writer.
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    await conn.rollback()
+                    raise
+                else:
+                    await conn.commit()
+        else:
+            async with self.engine.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def upgrade(self) -> None:
+        """Bring the schema to the newest migration."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def alembic_config() -> Config:
+    """Alembic configuration pointing at the bundled migrations."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def _upgrade(sync_conn: sa.Connection) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = sync_conn
+    command.upgrade(cfg, "head")
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # aiosqlite's driver would otherwise open transactions on its own; SQLAlchemy
+    # and the explicit BEGIN IMMEDIATE above decide instead.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()

@@ -1,0 +1,32 @@
+"""Errors raised by the records layer, each with a stable code."""
+
+from __future__ import annotations
+
+
+class RecordsError(Exception):
+    """Root of the records errors."""
+
+    code = "records_error"
+
+    def __init__(self, message: str, *, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+
+class NotFound(RecordsError):
+    """The row does not exist (or the caller may not know that it does)."""
+
+    code = "not_found"
+
+
+class Conflict(RecordsError):
+    """The write collides with what is stored (a unique key, a changed state)."""
+
+    code = "conflict"
+
+
+class AuditChainBroken(RecordsError):
+    """The audit log's hash chain does not verify."""
+
+    code = "audit_chain_broken"

@@ -1,0 +1,248 @@
+"""Tables of the system of record (SQLAlchemy Core).
+
+Identifiers are random 32-hex-digit strings: they are put in URLs and must not
+reveal how many patients or consultations an institution has. Times are stored as
+timezone-aware UTC. The migrations in ``records/migrations`` create exactly this
+schema; ``tests/records/test_migrations.py`` compares the two.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A UTC instant: stored without zone (as UTC), always read back timezone-aware.
+
+    SQLite has no zone-aware type; storing naive UTC everywhere keeps SQLite and
+    PostgreSQL identical and keeps the audit hashes stable.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = sa.String(32)
+TS = UTCDateTime()
+
+INSTITUTION_KINDS = ("township_clinic", "county_hospital", "specialist_hospital")
+ROLES = ("clinic_doctor", "specialist", "coordinator", "reviewer", "admin")
+URGENCIES = ("emergency", "urgent", "routine")
+STATES = (
+    "requested",
+    "escalated",
+    "accepted",
+    "live",
+    "ended",
+    "signed",
+    "referred",
+    "cancelled",
+    "declined",
+)
+
+institutions = sa.Table(
+    "institutions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("region", sa.String(200), nullable=False),
+    sa.CheckConstraint(
+        "kind IN ('township_clinic', 'county_hospital', 'specialist_hospital')", name="kind"
+    ),
+)
+
+departments = sa.Table(
+    "departments",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("institution_id", ID, sa.ForeignKey("institutions.id"), nullable=False),
+    sa.Column("code", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.UniqueConstraint("institution_id", "code", name="uq_departments_institution_code"),
+)
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("display_name", sa.String(100), nullable=False),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("institution_id", ID, sa.ForeignKey("institutions.id"), nullable=False),
+    sa.Column("licence_no", sa.String(64), nullable=True),
+    sa.Column("title", sa.String(100), nullable=True),
+    sa.Column("practice_start", sa.Date, nullable=True),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", TS, nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.CheckConstraint(
+        "role IN ('clinic_doctor', 'specialist', 'coordinator', 'reviewer', 'admin')",
+        name="role",
+    ),
+)
+
+account_departments = sa.Table(
+    "account_departments",
+    metadata,
+    sa.Column("account_id", ID, sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("department_id", ID, sa.ForeignKey("departments.id"), primary_key=True),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    # Only a hash of the session token is stored: a copy of the database does not
+    # let anyone log in as the users in it.
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("account_id", ID, sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+    sa.Column("revoked_at", TS, nullable=True),
+    sa.Column("client_addr", sa.String(64), nullable=True),
+)
+
+patients = sa.Table(
+    "patients",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("institution_id", ID, sa.ForeignKey("institutions.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("sex", sa.String(8), nullable=False),
+    sa.Column("birth_date", sa.Date, nullable=False),
+    sa.Column("national_id", sa.String(18), nullable=False),
+    sa.Column("phone", sa.String(32), nullable=True),
+    sa.Column("created_by", ID, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.UniqueConstraint("institution_id", "national_id", name="uq_patients_institution_nid"),
+    sa.CheckConstraint("sex IN ('male', 'female', 'other')", name="sex"),
+)
+
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
+    sa.Column("scope_consultation", sa.Boolean, nullable=False),
+    sa.Column("scope_recording", sa.Boolean, nullable=False),
+    sa.Column("given_by", sa.String(100), nullable=False),
+    sa.Column("relationship", sa.String(32), nullable=False),
+    sa.Column("taken_by", ID, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("given_at", TS, nullable=False),
+    sa.Column("withdrawn_at", TS, nullable=True),
+    sa.Column("withdrawn_by", ID, sa.ForeignKey("accounts.id"), nullable=True),
+)
+
+consultations = sa.Table(
+    "consultations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
+    sa.Column("requesting_institution_id", ID, sa.ForeignKey("institutions.id"), nullable=False),
+    sa.Column("requested_by", ID, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("department_id", ID, sa.ForeignKey("departments.id"), nullable=False, index=True),
+    # The hospital the department belongs to, kept on the row so that visibility
+    # for its coordinators and reviewers is one indexed comparison.
+    sa.Column(
+        "consulted_institution_id", ID, sa.ForeignKey("institutions.id"), nullable=False, index=True
+    ),
+    sa.Column("target_specialist_id", ID, sa.ForeignKey("accounts.id"), nullable=True),
+    sa.Column("assigned_specialist_id", ID, sa.ForeignKey("accounts.id"), nullable=True),
+    sa.Column("urgency", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("question", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("escalated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("decline_reason", sa.String(500), nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.CheckConstraint("urgency IN ('emergency', 'urgent', 'routine')", name="urgency"),
+)
+
+consultation_events = sa.Table(
+    "consultation_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("consultation_id", ID, sa.ForeignKey("consultations.id"), nullable=False, index=True),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("actor_id", ID, sa.ForeignKey("accounts.id"), nullable=True),
+    sa.Column("data", sa.JSON, nullable=False),
+)
+
+opinions = sa.Table(
+    "opinions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("consultation_id", ID, sa.ForeignKey("consultations.id"), nullable=False),
+    sa.Column("author_id", ID, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("signed_at", TS, nullable=False),
+    # SHA-256 of the canonical JSON of the body: signing freezes the text.
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.CheckConstraint("kind IN ('opinion', 'referral', 'addendum')", name="kind"),
+)
+
+roster = sa.Table(
+    "roster",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("department_id", ID, sa.ForeignKey("departments.id"), nullable=False, index=True),
+    sa.Column("account_id", ID, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("starts_at", TS, nullable=False),
+    sa.Column("ends_at", TS, nullable=False),
+    sa.Column("created_by", ID, sa.ForeignKey("accounts.id"), nullable=False),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("actor_id", ID, nullable=True),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("object_type", sa.String(32), nullable=False),
+    sa.Column("object_id", sa.String(64), nullable=True),
+    sa.Column("client_addr", sa.String(64), nullable=True),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# One row: the sequence number and hash of the newest audit entry. Appending locks
+# it (serializing writers on PostgreSQL) and verification compares the chain's end
+# with it, so that removing the newest entries is detected too.
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)

@@ -1,0 +1,637 @@
+"""Storage functions: all SQL of the product lives here and in ``audit.py``.
+
+Every function takes a connection opened by ``Database.read()`` or
+``Database.write()``; the caller owns the transaction, so a state change, its
+timeline event and its audit entry commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from records.errors import Conflict
+from records.models import (
+    Account,
+    Consent,
+    Consultation,
+    Department,
+    Event,
+    Institution,
+    Opinion,
+    Patient,
+    RosterEntry,
+)
+from records.schema import (
+    account_departments,
+    accounts,
+    consents,
+    consultation_events,
+    consultations,
+    departments,
+    institutions,
+    opinions,
+    patients,
+    roster,
+    sessions,
+)
+
+
+def new_id() -> str:
+    """A random, unguessable identifier (128 bits, hex)."""
+    return secrets.token_hex(16)
+
+
+# -- institutions and departments -------------------------------------------------
+
+
+async def add_institution(conn: AsyncConnection, *, name: str, kind: str, region: str) -> str:
+    """Store an institution and return its id."""
+    iid = new_id()
+    await conn.execute(institutions.insert().values(id=iid, name=name, kind=kind, region=region))
+    return iid
+
+
+async def get_institution(conn: AsyncConnection, institution_id: str) -> Institution | None:
+    """The institution, or None."""
+    row = (
+        (await conn.execute(sa.select(institutions).where(institutions.c.id == institution_id)))
+        .mappings()
+        .first()
+    )
+    return Institution.from_row(row) if row else None
+
+
+async def list_institutions(conn: AsyncConnection) -> list[Institution]:
+    """Every institution, by name."""
+    rows = (await conn.execute(sa.select(institutions).order_by(institutions.c.name))).mappings()
+    return [Institution.from_row(r) for r in rows]
+
+
+async def add_department(
+    conn: AsyncConnection, *, institution_id: str, code: str, name: str
+) -> str:
+    """Store a department and return its id."""
+    did = new_id()
+    await conn.execute(
+        departments.insert().values(id=did, institution_id=institution_id, code=code, name=name)
+    )
+    return did
+
+
+async def get_department(conn: AsyncConnection, department_id: str) -> Department | None:
+    """The department, or None."""
+    row = (
+        (await conn.execute(sa.select(departments).where(departments.c.id == department_id)))
+        .mappings()
+        .first()
+    )
+    return Department.from_row(row) if row else None
+
+
+async def list_departments(
+    conn: AsyncConnection, *, institution_kind: str | None = None
+) -> list[tuple[Department, Institution]]:
+    """Departments with their institutions, optionally of one kind of institution."""
+    query = (
+        sa.select(departments, *[c.label(f"i_{c.name}") for c in institutions.c])
+        .join(institutions, institutions.c.id == departments.c.institution_id)
+        .order_by(institutions.c.name, departments.c.code)
+    )
+    if institution_kind:
+        query = query.where(institutions.c.kind == institution_kind)
+    out = []
+    for row in (await conn.execute(query)).mappings():
+        inst = {c.name: row[f"i_{c.name}"] for c in institutions.c}
+        out.append((Department.from_row(row), Institution(**inst)))
+    return out
+
+
+# -- accounts and sessions --------------------------------------------------------
+
+
+async def add_account(
+    conn: AsyncConnection,
+    *,
+    username: str,
+    password_hash: str,
+    display_name: str,
+    role: str,
+    institution_id: str,
+    created_at: datetime,
+    licence_no: str | None = None,
+    title: str | None = None,
+    practice_start: date | None = None,
+    department_ids: Iterable[str] = (),
+) -> str:
+    """Store an account (and the departments it serves); return its id."""
+    aid = new_id()
+    try:
+        await conn.execute(
+            accounts.insert().values(
+                id=aid,
+                username=username,
+                password_hash=password_hash,
+                display_name=display_name,
+                role=role,
+                institution_id=institution_id,
+                licence_no=licence_no,
+                title=title,
+                practice_start=practice_start,
+                created_at=created_at,
+            )
+        )
+    except IntegrityError as exc:
+        raise Conflict("username already taken", fields=("username",)) from exc
+    for did in department_ids:
+        await conn.execute(account_departments.insert().values(account_id=aid, department_id=did))
+    return aid
+
+
+async def _department_ids(conn: AsyncConnection, account_id: str) -> frozenset[str]:
+    rows = await conn.execute(
+        sa.select(account_departments.c.department_id).where(
+            account_departments.c.account_id == account_id
+        )
+    )
+    return frozenset(r[0] for r in rows)
+
+
+async def get_account(conn: AsyncConnection, account_id: str) -> Account | None:
+    """The account with the departments it serves, or None."""
+    row = (
+        (await conn.execute(sa.select(accounts).where(accounts.c.id == account_id)))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    return Account.from_row(row, await _department_ids(conn, account_id))
+
+
+async def get_login(conn: AsyncConnection, username: str) -> tuple[Account, str] | None:
+    """The account and its password hash for a username, or None."""
+    row = (
+        (await conn.execute(sa.select(accounts).where(accounts.c.username == username)))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    return Account.from_row(row, await _department_ids(conn, row["id"])), row["password_hash"]
+
+
+async def set_login_state(
+    conn: AsyncConnection,
+    account_id: str,
+    *,
+    failed_logins: int,
+    locked_until: datetime | None,
+    password_hash: str | None = None,
+) -> None:
+    """Record the outcome of a login attempt (failure count, lock-out, rehash)."""
+    values: dict[str, Any] = {"failed_logins": failed_logins, "locked_until": locked_until}
+    if password_hash is not None:
+        values["password_hash"] = password_hash
+    await conn.execute(accounts.update().where(accounts.c.id == account_id).values(**values))
+
+
+async def list_accounts(
+    conn: AsyncConnection,
+    *,
+    institution_id: str | None = None,
+    role: str | None = None,
+    department_id: str | None = None,
+) -> list[Account]:
+    """Active accounts matching every given filter, by display name."""
+    query = sa.select(accounts).where(accounts.c.active.is_(True))
+    if institution_id:
+        query = query.where(accounts.c.institution_id == institution_id)
+    if role:
+        query = query.where(accounts.c.role == role)
+    if department_id:
+        query = query.where(
+            accounts.c.id.in_(
+                sa.select(account_departments.c.account_id).where(
+                    account_departments.c.department_id == department_id
+                )
+            )
+        )
+    rows = (await conn.execute(query.order_by(accounts.c.display_name))).mappings().all()
+    return [Account.from_row(r, await _department_ids(conn, r["id"])) for r in rows]
+
+
+async def add_session(
+    conn: AsyncConnection,
+    *,
+    token_hash: str,
+    account_id: str,
+    csrf_token: str,
+    created_at: datetime,
+    expires_at: datetime,
+    client_addr: str | None,
+) -> None:
+    """Store a new login session."""
+    await conn.execute(
+        sessions.insert().values(
+            token_hash=token_hash,
+            account_id=account_id,
+            csrf_token=csrf_token,
+            created_at=created_at,
+            expires_at=expires_at,
+            client_addr=client_addr,
+        )
+    )
+
+
+async def get_session(conn: AsyncConnection, token_hash: str) -> dict[str, Any] | None:
+    """The session row for a token hash, or None."""
+    row = (
+        (await conn.execute(sa.select(sessions).where(sessions.c.token_hash == token_hash)))
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+async def revoke_sessions(
+    conn: AsyncConnection,
+    at: datetime,
+    *,
+    token_hash: str | None = None,
+    account_id: str | None = None,
+) -> int:
+    """Revoke one session (by token hash) or all of an account's; return how many."""
+    query = sessions.update().where(sessions.c.revoked_at.is_(None)).values(revoked_at=at)
+    if token_hash:
+        query = query.where(sessions.c.token_hash == token_hash)
+    elif account_id:
+        query = query.where(sessions.c.account_id == account_id)
+    else:
+        raise ValueError("token_hash or account_id is required")
+    return (await conn.execute(query)).rowcount
+
+
+# -- patients and consent ---------------------------------------------------------
+
+
+async def add_patient(
+    conn: AsyncConnection,
+    *,
+    institution_id: str,
+    name: str,
+    sex: str,
+    birth_date: date,
+    national_id: str,
+    phone: str | None,
+    created_by: str,
+    created_at: datetime,
+) -> str:
+    """Store a patient; a second patient with the same ID number is a Conflict."""
+    pid = new_id()
+    try:
+        await conn.execute(
+            patients.insert().values(
+                id=pid,
+                institution_id=institution_id,
+                name=name,
+                sex=sex,
+                birth_date=birth_date,
+                national_id=national_id,
+                phone=phone,
+                created_by=created_by,
+                created_at=created_at,
+            )
+        )
+    except IntegrityError as exc:
+        raise Conflict(
+            "a patient with this ID number is already registered", fields=("national_id",)
+        ) from exc
+    return pid
+
+
+async def get_patient(conn: AsyncConnection, patient_id: str) -> Patient | None:
+    """The patient, or None."""
+    row = (
+        (await conn.execute(sa.select(patients).where(patients.c.id == patient_id)))
+        .mappings()
+        .first()
+    )
+    return Patient.from_row(row) if row else None
+
+
+async def list_patients(conn: AsyncConnection, institution_id: str) -> list[Patient]:
+    """The patients of one institution, newest first."""
+    rows = await conn.execute(
+        sa.select(patients)
+        .where(patients.c.institution_id == institution_id)
+        .order_by(patients.c.created_at.desc())
+    )
+    return [Patient.from_row(r) for r in rows.mappings()]
+
+
+async def add_consent(
+    conn: AsyncConnection,
+    *,
+    patient_id: str,
+    scope_consultation: bool,
+    scope_recording: bool,
+    given_by: str,
+    relationship: str,
+    taken_by: str,
+    given_at: datetime,
+) -> str:
+    """Store a consent and return its id."""
+    cid = new_id()
+    await conn.execute(
+        consents.insert().values(
+            id=cid,
+            patient_id=patient_id,
+            scope_consultation=scope_consultation,
+            scope_recording=scope_recording,
+            given_by=given_by,
+            relationship=relationship,
+            taken_by=taken_by,
+            given_at=given_at,
+        )
+    )
+    return cid
+
+
+async def list_consents(conn: AsyncConnection, patient_id: str) -> list[Consent]:
+    """A patient's consents, newest first."""
+    rows = await conn.execute(
+        sa.select(consents)
+        .where(consents.c.patient_id == patient_id)
+        .order_by(consents.c.given_at.desc())
+    )
+    return [Consent.from_row(r) for r in rows.mappings()]
+
+
+async def get_consent(conn: AsyncConnection, consent_id: str) -> Consent | None:
+    """The consent, or None."""
+    row = (
+        (await conn.execute(sa.select(consents).where(consents.c.id == consent_id)))
+        .mappings()
+        .first()
+    )
+    return Consent.from_row(row) if row else None
+
+
+async def withdraw_consent(
+    conn: AsyncConnection, consent_id: str, *, at: datetime, by: str
+) -> bool:
+    """Mark a consent withdrawn; False if it already was."""
+    result = await conn.execute(
+        consents.update()
+        .where(consents.c.id == consent_id, consents.c.withdrawn_at.is_(None))
+        .values(withdrawn_at=at, withdrawn_by=by)
+    )
+    return result.rowcount == 1
+
+
+async def active_consent(conn: AsyncConnection, patient_id: str) -> Consent | None:
+    """The newest un-withdrawn consent that covers consultation, or None."""
+    for consent in await list_consents(conn, patient_id):
+        if consent.withdrawn_at is None and consent.scope_consultation:
+            return consent
+    return None
+
+
+# -- consultations ----------------------------------------------------------------
+
+
+async def add_consultation(conn: AsyncConnection, **values: Any) -> str:
+    """Store a new consultation (state ``requested``) and return its id."""
+    cid = new_id()
+    now = values["created_at"]
+    await conn.execute(
+        consultations.insert().values(id=cid, state="requested", updated_at=now, **values)
+    )
+    return cid
+
+
+async def get_consultation(conn: AsyncConnection, consultation_id: str) -> Consultation | None:
+    """The consultation, or None."""
+    row = (
+        (await conn.execute(sa.select(consultations).where(consultations.c.id == consultation_id)))
+        .mappings()
+        .first()
+    )
+    return Consultation.from_row(row) if row else None
+
+
+URGENCY_ORDER = sa.case(
+    {"emergency": 0, "urgent": 1, "routine": 2}, value=consultations.c.urgency, else_=3
+)
+
+
+async def list_consultations(
+    conn: AsyncConnection,
+    *,
+    requesting_institution_id: str | None = None,
+    department_ids: Iterable[str] | None = None,
+    assigned_specialist_id: str | None = None,
+    states: Sequence[str] | None = None,
+    queue_order: bool = False,
+    limit: int = 200,
+) -> list[Consultation]:
+    """Consultations visible through the given filters.
+
+    ``department_ids`` and ``assigned_specialist_id`` widen each other (a
+    specialist sees their departments' requests and whatever is assigned to
+    them); ``requesting_institution_id`` and ``states`` narrow. ``queue_order``
+    sorts by urgency and then age (oldest first), otherwise newest first.
+    """
+    query = sa.select(consultations)
+    scope = []
+    if department_ids is not None:
+        scope.append(consultations.c.department_id.in_(list(department_ids)))
+    if assigned_specialist_id is not None:
+        scope.append(consultations.c.assigned_specialist_id == assigned_specialist_id)
+    if scope:
+        query = query.where(sa.or_(*scope))
+    if requesting_institution_id is not None:
+        query = query.where(consultations.c.requesting_institution_id == requesting_institution_id)
+    if states is not None:
+        query = query.where(consultations.c.state.in_(list(states)))
+    if queue_order:
+        query = query.order_by(URGENCY_ORDER, consultations.c.created_at)
+    else:
+        query = query.order_by(consultations.c.created_at.desc())
+    rows = await conn.execute(query.limit(limit))
+    return [Consultation.from_row(r) for r in rows.mappings()]
+
+
+async def change_state(
+    conn: AsyncConnection,
+    consultation_id: str,
+    *,
+    from_states: Iterable[str],
+    to_state: str,
+    at: datetime,
+    **values: Any,
+) -> bool:
+    """Move a consultation to ``to_state`` if it is still in one of ``from_states``.
+
+    The check and the change are one conditional UPDATE, so of two concurrent
+    callers (two specialists accepting at once) exactly one succeeds, on SQLite
+    and on PostgreSQL alike.
+
+    Returns:
+        True if this call changed the row.
+    """
+    result = await conn.execute(
+        consultations.update()
+        .where(consultations.c.id == consultation_id, consultations.c.state.in_(list(from_states)))
+        .values(state=to_state, updated_at=at, **values)
+    )
+    return result.rowcount == 1
+
+
+async def set_consultation(conn: AsyncConnection, consultation_id: str, **values: Any) -> None:
+    """Update columns of a consultation without a state change."""
+    await conn.execute(
+        consultations.update().where(consultations.c.id == consultation_id).values(**values)
+    )
+
+
+async def overdue_requests(
+    conn: AsyncConnection, *, cutoffs: dict[str, datetime]
+) -> list[Consultation]:
+    """Requests still waiting (``requested``) that were made before their urgency's cutoff."""
+    conditions = [
+        sa.and_(consultations.c.urgency == urgency, consultations.c.created_at <= cutoff)
+        for urgency, cutoff in cutoffs.items()
+    ]
+    rows = await conn.execute(
+        sa.select(consultations).where(consultations.c.state == "requested", sa.or_(*conditions))
+    )
+    return [Consultation.from_row(r) for r in rows.mappings()]
+
+
+async def add_event(
+    conn: AsyncConnection,
+    *,
+    consultation_id: str,
+    at: datetime,
+    kind: str,
+    actor_id: str | None,
+    data: dict[str, Any] | None = None,
+) -> int:
+    """Append an event to a consultation's timeline and return its id."""
+    result = await conn.execute(
+        consultation_events.insert().values(
+            consultation_id=consultation_id, at=at, kind=kind, actor_id=actor_id, data=data or {}
+        )
+    )
+    pk = result.inserted_primary_key
+    assert pk is not None  # noqa: S101 - an INSERT always has one
+    return int(pk[0])
+
+
+async def list_events(
+    conn: AsyncConnection, consultation_id: str, *, after_id: int = 0
+) -> list[Event]:
+    """A consultation's timeline in order (optionally only events after ``after_id``)."""
+    rows = await conn.execute(
+        sa.select(consultation_events)
+        .where(
+            consultation_events.c.consultation_id == consultation_id,
+            consultation_events.c.id > after_id,
+        )
+        .order_by(consultation_events.c.id)
+    )
+    return [Event.from_row(r) for r in rows.mappings()]
+
+
+async def add_opinion(
+    conn: AsyncConnection,
+    *,
+    consultation_id: str,
+    author_id: str,
+    kind: str,
+    body: dict[str, Any],
+    signed_at: datetime,
+    sha256: str,
+) -> str:
+    """Store a signed opinion, referral or addendum (never updated afterwards)."""
+    oid = new_id()
+    await conn.execute(
+        opinions.insert().values(
+            id=oid,
+            consultation_id=consultation_id,
+            author_id=author_id,
+            kind=kind,
+            body=body,
+            signed_at=signed_at,
+            sha256=sha256,
+        )
+    )
+    return oid
+
+
+async def list_opinions(conn: AsyncConnection, consultation_id: str) -> list[Opinion]:
+    """A consultation's signed documents in signing order."""
+    rows = await conn.execute(
+        sa.select(opinions)
+        .where(opinions.c.consultation_id == consultation_id)
+        .order_by(opinions.c.signed_at)
+    )
+    return [Opinion.from_row(r) for r in rows.mappings()]
+
+
+# -- roster -----------------------------------------------------------------------
+
+
+async def add_roster_entry(
+    conn: AsyncConnection,
+    *,
+    department_id: str,
+    account_id: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    created_by: str,
+) -> str:
+    """Put a specialist on duty for a department; return the entry's id."""
+    rid = new_id()
+    await conn.execute(
+        roster.insert().values(
+            id=rid,
+            department_id=department_id,
+            account_id=account_id,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            created_by=created_by,
+        )
+    )
+    return rid
+
+
+async def list_roster(
+    conn: AsyncConnection, department_ids: Iterable[str], *, ending_after: datetime
+) -> list[RosterEntry]:
+    """Roster entries of the departments that have not ended yet, by start."""
+    rows = await conn.execute(
+        sa.select(roster)
+        .where(roster.c.department_id.in_(list(department_ids)), roster.c.ends_at > ending_after)
+        .order_by(roster.c.starts_at)
+    )
+    return [RosterEntry.from_row(r) for r in rows.mappings()]
+
+
+async def get_roster_entry(conn: AsyncConnection, entry_id: str) -> RosterEntry | None:
+    """The roster entry, or None."""
+    row = (await conn.execute(sa.select(roster).where(roster.c.id == entry_id))).mappings().first()
+    return RosterEntry.from_row(row) if row else None
+
+
+async def delete_roster_entry(conn: AsyncConnection, entry_id: str) -> None:
+    """Take an entry off the roster (the audit log keeps the trace)."""
+    await conn.execute(roster.delete().where(roster.c.id == entry_id))

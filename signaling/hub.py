@@ -1,0 +1,74 @@
+"""Presence and server push: who is connected, and telling them what changed.
+
+A pushed message carries identifiers and states only, never patient data: the
+page fetches the details through the API, where access is checked and audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from records.models import Account, Consultation
+
+log = logging.getLogger(__name__)
+
+
+class Channel(Protocol):
+    """One connected client (a browser tab's WebSocket, or a test's fake)."""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Deliver one JSON-able message; raise if the client is gone."""
+        ...
+
+
+class Hub:
+    """Connected channels, keyed by the account behind them."""
+
+    def __init__(self) -> None:
+        """Start with nobody connected."""
+        self._channels: dict[Channel, Account] = {}
+
+    def subscribe(self, account: Account, channel: Channel) -> None:
+        """Start pushing to ``channel`` what ``account`` may see."""
+        self._channels[channel] = account
+
+    def unsubscribe(self, channel: Channel) -> None:
+        """Stop pushing to ``channel``."""
+        self._channels.pop(channel, None)
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    async def publish(self, message: dict[str, Any], audience: Callable[[Account], bool]) -> int:
+        """Send ``message`` to every channel whose account is in ``audience``.
+
+        Returns:
+            How many channels it was delivered to. A channel whose send fails is
+            dropped (its socket handler cleans up the rest).
+        """
+        targets = [ch for ch, acc in self._channels.items() if audience(acc)]
+        results = await asyncio.gather(
+            *(ch.send(message) for ch in targets), return_exceptions=True
+        )
+        delivered = 0
+        for ch, result in zip(targets, results, strict=True):
+            if isinstance(result, BaseException):
+                log.info("push failed, dropping channel: %s", type(result).__name__)
+                self.unsubscribe(ch)
+            else:
+                delivered += 1
+        return delivered
+
+
+def consultation_changed(consultation: Consultation) -> dict[str, Any]:
+    """The push message for a consultation whose state or assignment changed."""
+    return {
+        "type": "consultation.changed",
+        "id": consultation.id,
+        "state": consultation.state,
+        "escalated": consultation.escalated,
+        "department_id": consultation.department_id,
+    }

@@ -1,0 +1,42 @@
+"""Who may see and do what: the visibility rules in one place.
+
+The API, the push hub and (later) the call signaling all ask these functions, so
+that a rule cannot be enforced in one place and forgotten in another.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from records.models import Account, Consultation
+
+MIN_PRACTICE_YEARS = 3
+HOSPITAL_ROLES = frozenset({"coordinator", "reviewer"})
+
+
+def can_see(account: Account, consultation: Consultation) -> bool:
+    """Whether ``account`` may know that ``consultation`` exists."""
+    if not account.active:
+        return False
+    if account.role == "clinic_doctor":
+        return consultation.requesting_institution_id == account.institution_id
+    if account.role == "specialist":
+        return (
+            consultation.department_id in account.department_ids
+            or consultation.assigned_specialist_id == account.id
+        ) and consultation.consulted_institution_id == account.institution_id
+    if account.role in HOSPITAL_ROLES:
+        return consultation.consulted_institution_id == account.institution_id
+    return False
+
+
+def is_participant(account: Account, consultation: Consultation) -> bool:
+    """The requesting clinic's doctors and the assigned specialist take part in the call."""
+    if account.role == "clinic_doctor":
+        return consultation.requesting_institution_id == account.institution_id
+    return account.id == consultation.assigned_specialist_id
+
+
+def may_practise_remotely(account: Account, today: date) -> bool:
+    """At least three years of independent practice (remote medical service rules)."""
+    return account.years_of_practice(today) >= MIN_PRACTICE_YEARS

@@ -1,0 +1,1 @@
+"""The HTTP edge and composition root: app factory, API, pages, WebSocket, CLI."""

@@ -1,0 +1,22 @@
+"""Typed keys for everything the app holds (no string keys, no module globals)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from records.clock import Clock
+from records.db import Database
+from signaling.auth import AuthService, Session
+from signaling.hub import Hub
+from signaling.service import ConsultationService
+from web.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+DB = web.AppKey("db", Database)
+HUB = web.AppKey("hub", Hub)
+SERVICE = web.AppKey("service", ConsultationService)
+AUTH = web.AppKey("auth", AuthService)
+
+# Set by the auth middleware on requests that carry a valid session cookie.
+SESSION = web.RequestKey("session", Session)
