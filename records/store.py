@@ -635,3 +635,21 @@ async def get_roster_entry(conn: AsyncConnection, entry_id: str) -> RosterEntry 
 async def delete_roster_entry(conn: AsyncConnection, entry_id: str) -> None:
     """Take an entry off the roster (the audit log keeps the trace)."""
     await conn.execute(roster.delete().where(roster.c.id == entry_id))
+
+
+async def get_patients(conn: AsyncConnection, patient_ids: Iterable[str]) -> dict[str, Patient]:
+    """Patients by id (one query)."""
+    ids = list(set(patient_ids))
+    if not ids:
+        return {}
+    rows = await conn.execute(sa.select(patients).where(patients.c.id.in_(ids)))
+    return {r["id"]: Patient.from_row(r) for r in rows.mappings()}
+
+
+async def get_accounts(conn: AsyncConnection, account_ids: Iterable[str]) -> dict[str, Account]:
+    """Accounts by id (without their departments; one query)."""
+    ids = list(set(account_ids))
+    if not ids:
+        return {}
+    rows = await conn.execute(sa.select(accounts).where(accounts.c.id.in_(ids)))
+    return {r["id"]: Account.from_row(r) for r in rows.mappings()}

@@ -72,6 +72,15 @@ class ConsultationView:
     opinions: list[Opinion]
 
 
+@dataclass(frozen=True, kw_only=True)
+class Brief:
+    """A consultation in a list: with its patient and assigned specialist."""
+
+    consultation: Consultation
+    patient: Patient
+    assigned_specialist: Account | None
+
+
 class ConsultationService:
     """Use cases of the consultation workflow (see ``lifecycle.py`` for the states)."""
 
@@ -191,6 +200,27 @@ class ConsultationService:
             consultation_changed(consultation), lambda acc: policy.can_see(acc, consultation)
         )
 
+    async def _briefs(self, conn: AsyncConnection, items: list[Consultation]) -> list[Brief]:
+        patients = await store.get_patients(conn, (c.patient_id for c in items))
+        specialists = await store.get_accounts(
+            conn, (c.assigned_specialist_id for c in items if c.assigned_specialist_id)
+        )
+        return [
+            Brief(
+                consultation=c,
+                patient=patients[c.patient_id],
+                assigned_specialist=(
+                    specialists[c.assigned_specialist_id] if c.assigned_specialist_id else None
+                ),
+            )
+            for c in items
+        ]
+
+    async def brief(self, consultation: Consultation) -> Brief:
+        """The list form of a consultation the caller has just acted on (and may see)."""
+        async with self.db.read() as conn:
+            return (await self._briefs(conn, [consultation]))[0]
+
     def _require_role(self, actor: Actor, *roles: str) -> None:
         if actor.role not in roles:
             raise Forbidden("your role does not allow this", code="role_forbidden")
@@ -215,6 +245,35 @@ class ConsultationService:
         """Specialists serving a department."""
         async with self.db.read() as conn:
             return await store.list_accounts(conn, role="specialist", department_id=department_id)
+
+    async def institutions(self) -> list[Institution]:
+        """Every institution (names for display; no patient data)."""
+        async with self.db.read() as conn:
+            return await store.list_institutions(conn)
+
+    async def all_departments(self) -> list[tuple[Department, Institution]]:
+        """Every department of every institution."""
+        async with self.db.read() as conn:
+            return await store.list_departments(conn)
+
+    async def people(self, account_ids: list[str]) -> dict[str, Account]:
+        """Staff accounts by id, for names on timelines and rosters."""
+        async with self.db.read() as conn:
+            return await store.get_accounts(conn, account_ids)
+
+    async def active_consents(self, patient_ids: list[str]) -> dict[str, Consent]:
+        """The current consultation consent of each patient that has one.
+
+        Only for patients the caller has just been allowed to list (the listing is
+        the audited read).
+        """
+        async with self.db.read() as conn:
+            out = {}
+            for pid in patient_ids:
+                consent = await store.active_consent(conn, pid)
+                if consent is not None:
+                    out[pid] = consent
+            return out
 
     async def account(self, account_id: str) -> Account | None:
         """An account by id (no patient data)."""
@@ -429,9 +488,9 @@ class ConsultationService:
             await self._audit(
                 conn, actor, "consultation.list", "consultation", None, count=len(items)
             )
-        return items
+            return await self._briefs(conn, items)
 
-    async def queue(self, actor: Actor) -> list[Consultation]:
+    async def queue(self, actor: Actor) -> list[Brief]:
         """Waiting requests for the actor's departments (or hospital), by urgency then age."""
         self._require_role(actor, "specialist", "coordinator")
         account = actor.account
@@ -454,7 +513,7 @@ class ConsultationService:
             await self._audit(
                 conn, actor, "consultation.queue", "consultation", None, count=len(items)
             )
-        return items
+            return await self._briefs(conn, items)
 
     async def view(self, actor: Actor, consultation_id: str) -> ConsultationView:
         """One consultation with its patient, timeline and signed documents."""
@@ -572,9 +631,9 @@ class ConsultationService:
         """The call starts; refused without the patient's consent."""
         async with self.db.write() as conn:
             c = await self._visible(conn, actor, consultation_id)
+            next_state(c.state, Action.GO_LIVE)  # an illegal step is reported before consent
             if not policy.is_participant(actor.account, c):
                 raise Forbidden("only the participants start the call", code="not_participant")
-            next_state(c.state, Action.GO_LIVE)  # an illegal step is reported before consent
             if await store.active_consent(conn, c.patient_id) is None:
                 raise RuleViolation(
                     "the patient's informed consent must be recorded before the session",
@@ -588,6 +647,7 @@ class ConsultationService:
         """The clinic doctor or the specialist ends the call."""
         async with self.db.write() as conn:
             c = await self._visible(conn, actor, consultation_id)
+            next_state(c.state, Action.END)
             if not policy.is_participant(actor.account, c):
                 raise Forbidden("only the participants end the call", code="not_participant")
             c = await self._transition(conn, actor, c, Action.END, "ended")
@@ -601,9 +661,10 @@ class ConsultationService:
         the patient to an in-person visit (``kind='referral'``)."""
         async with self.db.write() as conn:
             c = await self._visible(conn, actor, consultation_id)
+            action = Action.SIGN if kind == "opinion" else Action.REFER
+            next_state(c.state, action)  # the state is checked before the person
             if actor.id != c.assigned_specialist_id:
                 raise Forbidden("only the assigned specialist signs", code="not_assigned")
-            action = Action.SIGN if kind == "opinion" else Action.REFER
             now = self.clock.now()
             digest = hashlib.sha256(
                 json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()

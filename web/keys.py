@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from records.clock import Clock
@@ -17,6 +19,10 @@ DB = web.AppKey("db", Database)
 HUB = web.AppKey("hub", Hub)
 SERVICE = web.AppKey("service", ConsultationService)
 AUTH = web.AppKey("auth", AuthService)
+# Open WebSockets, closed on shutdown.
+SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
+# The OpenAPI document, built once from the route table.
+OPENAPI = web.AppKey("openapi", dict[str, Any])
 
 # Set by the auth middleware on requests that carry a valid session cookie.
 SESSION = web.RequestKey("session", Session)

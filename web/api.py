@@ -1,0 +1,572 @@
+"""JSON REST API handlers (one line of docstring each; the rules live in signaling/)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from records.models import Account, Consent, Consultation, Event, Institution, Opinion, Patient
+from signaling import policy
+from signaling.service import Brief, ConsultationView
+from web import schemas
+from web.auth import COOKIE, actor, client_addr, set_session_cookie
+from web.errors import ApiError
+from web.keys import AUTH, CLOCK, OPENAPI, SERVICE, SESSION
+from web.openapi import Route
+
+B = TypeVar("B", bound=BaseModel)
+
+
+async def body(request: web.Request, model: type[B]) -> B:
+    """Parse and validate a JSON body (415 if it is not JSON, 400 naming bad fields)."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = await request.read()
+    return model.model_validate_json(raw, strict=True)
+
+
+def iso(value: Any) -> str | None:
+    """ISO 8601 for dates and times (None stays None)."""
+    return None if value is None else value.isoformat()
+
+
+def age(birth: date, today: date) -> int:
+    """Whole years between ``birth`` and ``today``."""
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+# -- serializers ------------------------------------------------------------------
+
+
+class Directory:
+    """Names of institutions and departments for one response (two small queries)."""
+
+    def __init__(self, institutions: list[Institution], departments: dict[str, Any]) -> None:
+        self.institutions = {i.id: i for i in institutions}
+        self.departments = departments
+
+    @classmethod
+    async def load(cls, request: web.Request) -> Directory:
+        """Read the directory."""
+        service = request.app[SERVICE]
+        institutions = await service.institutions()
+        departments = {d.id: d for d, _ in await service.all_departments()}
+        return cls(institutions, departments)
+
+    def institution(self, institution_id: str) -> dict[str, Any]:
+        """An institution reference."""
+        i = self.institutions[institution_id]
+        return {"id": i.id, "name": i.name, "kind": i.kind}
+
+    def department(self, department_id: str) -> dict[str, Any]:
+        """A department reference."""
+        d = self.departments[department_id]
+        return {"id": d.id, "name": d.name, "code": d.code}
+
+
+def account_json(account: Account, directory: Directory, today: date) -> dict[str, Any]:
+    """An account as the API shows it (never the password hash)."""
+    return {
+        "id": account.id,
+        "username": account.username,
+        "display_name": account.display_name,
+        "role": account.role,
+        "institution": directory.institution(account.institution_id),
+        "title": account.title,
+        "licence_no": account.licence_no,
+        "practice_years": int(account.years_of_practice(today)),
+        "eligible": account.role == "specialist" and policy.may_practise_remotely(account, today),
+        "department_ids": sorted(account.department_ids),
+    }
+
+
+def person_ref(account: Account | None) -> dict[str, Any] | None:
+    """A short reference to a staff member."""
+    if account is None:
+        return None
+    return {"id": account.id, "display_name": account.display_name, "title": account.title}
+
+
+def consent_json(consent: Consent | None) -> dict[str, Any] | None:
+    """A consent record."""
+    if consent is None:
+        return None
+    return {
+        "id": consent.id,
+        "scope_consultation": consent.scope_consultation,
+        "scope_recording": consent.scope_recording,
+        "given_by": consent.given_by,
+        "relationship": consent.relationship,
+        "given_at": iso(consent.given_at),
+        "withdrawn_at": iso(consent.withdrawn_at),
+    }
+
+
+def patient_json(patient: Patient, today: date, consent: Consent | None = None) -> dict[str, Any]:
+    """A patient; the ID number is masked (the full number never leaves the server)."""
+    return {
+        "id": patient.id,
+        "name": patient.name,
+        "sex": patient.sex,
+        "birth_date": iso(patient.birth_date),
+        "age": age(patient.birth_date, today),
+        "national_id_masked": patient.national_id_masked,
+        "phone": patient.phone,
+        "consent": consent_json(consent),
+    }
+
+
+def summary_json(brief: Brief, directory: Directory, today: date) -> dict[str, Any]:
+    """A consultation in lists: no patient name, only sex and age."""
+    c = brief.consultation
+    return {
+        "id": c.id,
+        "state": c.state,
+        "urgency": c.urgency,
+        "escalated": c.escalated,
+        "reason": c.reason,
+        "question": c.question,
+        "created_at": iso(c.created_at),
+        "updated_at": iso(c.updated_at),
+        "department": directory.department(c.department_id),
+        "consulted_institution": directory.institution(c.consulted_institution_id),
+        "requesting_institution": directory.institution(c.requesting_institution_id),
+        "patient": {"sex": brief.patient.sex, "age": age(brief.patient.birth_date, today)},
+        "assigned_specialist": person_ref(brief.assigned_specialist),
+        "target_specialist_id": c.target_specialist_id,
+        "decline_reason": c.decline_reason,
+    }
+
+
+def event_json(event: Event, people: dict[str, Account]) -> dict[str, Any]:
+    """A timeline event."""
+    return {
+        "id": event.id,
+        "at": iso(event.at),
+        "kind": event.kind,
+        "actor": person_ref(people.get(event.actor_id)) if event.actor_id else None,
+        "data": event.data,
+    }
+
+
+def opinion_json(opinion: Opinion, people: dict[str, Account]) -> dict[str, Any]:
+    """A signed opinion, referral or addendum."""
+    return {
+        "id": opinion.id,
+        "kind": opinion.kind,
+        "author": person_ref(people.get(opinion.author_id)),
+        "body": opinion.body,
+        "signed_at": iso(opinion.signed_at),
+        "sha256": opinion.sha256,
+    }
+
+
+async def consultation_out(request: web.Request, c: Consultation) -> dict[str, Any]:
+    """``{"consultation": summary}`` for a consultation the caller just acted on."""
+    brief = await request.app[SERVICE].brief(c)
+    directory = await Directory.load(request)
+    return {"consultation": summary_json(brief, directory, request.app[CLOCK].now().date())}
+
+
+# -- auth -------------------------------------------------------------------------
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Log in with username and password; sets the session cookie."""
+    data = await body(request, schemas.LoginIn)
+    session = await request.app[AUTH].login(data.username, data.password, client_addr(request))
+    directory = await Directory.load(request)
+    today = request.app[CLOCK].now().date()
+    response = web.json_response(
+        {
+            "account": account_json(session.account, directory, today),
+            "csrf_token": session.csrf_token,
+        }
+    )
+    set_session_cookie(request, response, session.token)
+    return response
+
+
+async def whoami(request: web.Request) -> web.StreamResponse:
+    """The logged-in account and its CSRF token."""
+    session = request[SESSION]
+    directory = await Directory.load(request)
+    today = request.app[CLOCK].now().date()
+    return web.json_response(
+        {
+            "account": account_json(session.account, directory, today),
+            "csrf_token": session.csrf_token,
+        }
+    )
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """Log out: the session is revoked on the server and the cookie cleared."""
+    await request.app[AUTH].logout(request[SESSION], client_addr(request))
+    response = web.Response(status=204)
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    """Liveness probe."""
+    return web.json_response({"status": "ok"})
+
+
+# -- directory --------------------------------------------------------------------
+
+
+async def departments(request: web.Request) -> web.StreamResponse:
+    """Departments of specialist hospitals that take requests."""
+    items = await request.app[SERVICE].departments()
+    return web.json_response(
+        {
+            "departments": [
+                {
+                    "id": d.id,
+                    "code": d.code,
+                    "name": d.name,
+                    "institution": {"id": i.id, "name": i.name},
+                }
+                for d, i in items
+            ]
+        }
+    )
+
+
+async def department_specialists(request: web.Request) -> web.StreamResponse:
+    """Specialists serving a department, with eligibility and who is on duty now."""
+    service = request.app[SERVICE]
+    department_id = request.match_info["department_id"]
+    if department_id not in {d.id for d, _ in await service.departments()}:
+        raise ApiError(404, "not_found", "department not found")
+    today = request.app[CLOCK].now().date()
+    on_duty = set(await service.on_duty(department_id))
+    return web.json_response(
+        {
+            "specialists": [
+                {
+                    "id": a.id,
+                    "display_name": a.display_name,
+                    "title": a.title,
+                    "practice_years": int(a.years_of_practice(today)),
+                    "eligible": policy.may_practise_remotely(a, today),
+                    "on_duty": a.id in on_duty,
+                }
+                for a in await service.specialists(department_id)
+            ]
+        }
+    )
+
+
+# -- patients ---------------------------------------------------------------------
+
+
+async def list_patients(request: web.Request) -> web.StreamResponse:
+    """The clinic's patients with their current consent."""
+    service = request.app[SERVICE]
+    today = request.app[CLOCK].now().date()
+    items = await service.list_patients(actor(request))
+    consents = await service.active_consents([p.id for p in items])
+    return web.json_response(
+        {"patients": [patient_json(p, today, consents.get(p.id)) for p in items]}
+    )
+
+
+async def create_patient(request: web.Request) -> web.StreamResponse:
+    """Register a patient at the clinic."""
+    data = await body(request, schemas.PatientIn)
+    patient = await request.app[SERVICE].register_patient(actor(request), **data.model_dump())
+    today = request.app[CLOCK].now().date()
+    return web.json_response({"patient": patient_json(patient, today)}, status=201)
+
+
+async def get_patient(request: web.Request) -> web.StreamResponse:
+    """One patient with every consent (including withdrawn ones)."""
+    patient, consents = await request.app[SERVICE].get_patient(
+        actor(request), request.match_info["patient_id"]
+    )
+    active = next((c for c in consents if c.withdrawn_at is None), None)
+    today = request.app[CLOCK].now().date()
+    return web.json_response(
+        {
+            "patient": patient_json(patient, today, active),
+            "consents": [consent_json(c) for c in consents],
+        }
+    )
+
+
+async def create_consent(request: web.Request) -> web.StreamResponse:
+    """Record the patient's informed consent."""
+    data = await body(request, schemas.ConsentIn)
+    consent = await request.app[SERVICE].record_consent(
+        actor(request), request.match_info["patient_id"], **data.model_dump()
+    )
+    return web.json_response({"consent": consent_json(consent)}, status=201)
+
+
+async def withdraw_consent(request: web.Request) -> web.StreamResponse:
+    """Withdraw a consent."""
+    consent = await request.app[SERVICE].withdraw_consent(
+        actor(request), request.match_info["patient_id"], request.match_info["consent_id"]
+    )
+    return web.json_response({"consent": consent_json(consent)})
+
+
+# -- consultations ----------------------------------------------------------------
+
+
+async def list_consultations(request: web.Request) -> web.StreamResponse:
+    """Consultations the caller may see, newest first."""
+    states = request.query.getall("state", []) or None
+    briefs = await request.app[SERVICE].list_for(actor(request), states=states)
+    directory = await Directory.load(request)
+    today = request.app[CLOCK].now().date()
+    return web.json_response({"consultations": [summary_json(b, directory, today) for b in briefs]})
+
+
+async def queue(request: web.Request) -> web.StreamResponse:
+    """Waiting requests of the caller's departments, by urgency then age."""
+    briefs = await request.app[SERVICE].queue(actor(request))
+    directory = await Directory.load(request)
+    today = request.app[CLOCK].now().date()
+    return web.json_response({"consultations": [summary_json(b, directory, today) for b in briefs]})
+
+
+async def create_consultation(request: web.Request) -> web.StreamResponse:
+    """Request a consultation from a department of a specialist hospital."""
+    data = await body(request, schemas.ConsultationIn)
+    c = await request.app[SERVICE].request(actor(request), **data.model_dump())
+    return web.json_response(await consultation_out(request, c), status=201)
+
+
+async def get_consultation(request: web.Request) -> web.StreamResponse:
+    """One consultation with its patient, consent, timeline and signed documents."""
+    view: ConsultationView = await request.app[SERVICE].view(
+        actor(request), request.match_info["consultation_id"]
+    )
+    directory = await Directory.load(request)
+    today = request.app[CLOCK].now().date()
+    people = await request.app[SERVICE].people(
+        [e.actor_id for e in view.events if e.actor_id] + [o.author_id for o in view.opinions]
+    )
+    out = summary_json(
+        Brief(
+            consultation=view.consultation,
+            patient=view.patient,
+            assigned_specialist=view.assigned_specialist,
+        ),
+        directory,
+        today,
+    )
+    out.update(
+        patient=patient_json(view.patient, today, view.consent),
+        consent=consent_json(view.consent),
+        requested_by=person_ref(view.requested_by),
+        events=[event_json(e, people) for e in view.events],
+        opinions=[opinion_json(o, people) for o in view.opinions],
+    )
+    return web.json_response({"consultation": out})
+
+
+async def accept(request: web.Request) -> web.StreamResponse:
+    """Accept a waiting request (specialists with at least 3 years of practice)."""
+    c = await request.app[SERVICE].accept(actor(request), request.match_info["consultation_id"])
+    return web.json_response(await consultation_out(request, c))
+
+
+async def decline(request: web.Request) -> web.StreamResponse:
+    """Decline a waiting request with a reason."""
+    data = await body(request, schemas.ReasonIn)
+    c = await request.app[SERVICE].decline(
+        actor(request), request.match_info["consultation_id"], data.reason
+    )
+    return web.json_response(await consultation_out(request, c))
+
+
+async def assign(request: web.Request) -> web.StreamResponse:
+    """Assign or reassign a consultation to a specialist (coordinators)."""
+    data = await body(request, schemas.AssignIn)
+    c = await request.app[SERVICE].assign(
+        actor(request), request.match_info["consultation_id"], data.specialist_id
+    )
+    return web.json_response(await consultation_out(request, c))
+
+
+async def cancel(request: web.Request) -> web.StreamResponse:
+    """Cancel a request before the call (the requesting clinic)."""
+    data = await body(request, schemas.ReasonIn)
+    c = await request.app[SERVICE].cancel(
+        actor(request), request.match_info["consultation_id"], data.reason
+    )
+    return web.json_response(await consultation_out(request, c))
+
+
+async def start(request: web.Request) -> web.StreamResponse:
+    """Start the call (needs the patient's consent)."""
+    c = await request.app[SERVICE].go_live(actor(request), request.match_info["consultation_id"])
+    return web.json_response(await consultation_out(request, c))
+
+
+async def end(request: web.Request) -> web.StreamResponse:
+    """End the call."""
+    c = await request.app[SERVICE].end(actor(request), request.match_info["consultation_id"])
+    return web.json_response(await consultation_out(request, c))
+
+
+async def sign_opinion(request: web.Request) -> web.StreamResponse:
+    """Sign the consultation opinion (the assigned specialist, after the call)."""
+    data = await body(request, schemas.OpinionIn)
+    opinion = await request.app[SERVICE].sign(
+        actor(request),
+        request.match_info["consultation_id"],
+        kind="opinion",
+        body=data.model_dump(),
+    )
+    people = await request.app[SERVICE].people([opinion.author_id])
+    return web.json_response({"opinion": opinion_json(opinion, people)}, status=201)
+
+
+async def refer(request: web.Request) -> web.StreamResponse:
+    """End with a referral to an in-person visit instead of an opinion."""
+    data = await body(request, schemas.ReferralIn)
+    opinion = await request.app[SERVICE].sign(
+        actor(request),
+        request.match_info["consultation_id"],
+        kind="referral",
+        body=data.model_dump(),
+    )
+    people = await request.app[SERVICE].people([opinion.author_id])
+    return web.json_response({"opinion": opinion_json(opinion, people)}, status=201)
+
+
+async def timeline(request: web.Request) -> web.StreamResponse:
+    """The consultation's timeline."""
+    events = await request.app[SERVICE].timeline(
+        actor(request), request.match_info["consultation_id"]
+    )
+    people = await request.app[SERVICE].people([e.actor_id for e in events if e.actor_id])
+    return web.json_response({"events": [event_json(e, people) for e in events]})
+
+
+# -- roster -----------------------------------------------------------------------
+
+
+def _roster_json(
+    entry: Any, directory: Directory, people: dict[str, Account], now: Any
+) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "department": directory.department(entry.department_id),
+        "specialist": person_ref(people.get(entry.account_id)),
+        "starts_at": iso(entry.starts_at),
+        "ends_at": iso(entry.ends_at),
+        "on_duty_now": entry.starts_at <= now < entry.ends_at,
+    }
+
+
+async def roster(request: web.Request) -> web.StreamResponse:
+    """The hospital's current and future duty roster."""
+    service = request.app[SERVICE]
+    entries = await service.roster(actor(request))
+    directory = await Directory.load(request)
+    people = await service.people([e.account_id for e in entries])
+    now = request.app[CLOCK].now()
+    return web.json_response(
+        {"entries": [_roster_json(e, directory, people, now) for e in entries]}
+    )
+
+
+async def add_roster(request: web.Request) -> web.StreamResponse:
+    """Put a specialist on duty for a department."""
+    data = await body(request, schemas.RosterIn)
+    service = request.app[SERVICE]
+    entry = await service.add_roster_entry(actor(request), **data.model_dump())
+    directory = await Directory.load(request)
+    people = await service.people([entry.account_id])
+    now = request.app[CLOCK].now()
+    return web.json_response({"entry": _roster_json(entry, directory, people, now)}, status=201)
+
+
+async def remove_roster(request: web.Request) -> web.StreamResponse:
+    """Take an entry off the roster."""
+    await request.app[SERVICE].remove_roster_entry(actor(request), request.match_info["entry_id"])
+    return web.Response(status=204)
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    """This API's OpenAPI document."""
+    return web.json_response(request.app[OPENAPI])
+
+
+C = "/api/consultations/{consultation_id}"
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/api/session", login, "Log in", schemas.LoginIn, tag="auth", public=True),
+    Route("GET", "/api/session", whoami, "Current account", tag="auth"),
+    Route("DELETE", "/api/session", logout, "Log out", status=204, tag="auth"),
+    Route("GET", "/api/health", health, "Liveness", tag="meta", public=True),
+    Route("GET", "/api/openapi.json", openapi, "This document", tag="meta", public=True),
+    Route("GET", "/api/departments", departments, "Departments taking requests", tag="directory"),
+    Route(
+        "GET",
+        "/api/departments/{department_id}/specialists",
+        department_specialists,
+        "Specialists of a department",
+        tag="directory",
+    ),
+    Route("GET", "/api/patients", list_patients, "The clinic's patients", tag="patients"),
+    Route(
+        "POST",
+        "/api/patients",
+        create_patient,
+        "Register a patient",
+        schemas.PatientIn,
+        201,
+        tag="patients",
+    ),
+    Route("GET", "/api/patients/{patient_id}", get_patient, "A patient", tag="patients"),
+    Route(
+        "POST",
+        "/api/patients/{patient_id}/consents",
+        create_consent,
+        "Record consent",
+        schemas.ConsentIn,
+        201,
+        tag="patients",
+    ),
+    Route(
+        "POST",
+        "/api/patients/{patient_id}/consents/{consent_id}/withdraw",
+        withdraw_consent,
+        "Withdraw consent",
+        tag="patients",
+    ),
+    Route("GET", "/api/consultations", list_consultations, "Visible consultations"),
+    Route(
+        "POST",
+        "/api/consultations",
+        create_consultation,
+        "Request a consultation",
+        schemas.ConsultationIn,
+        201,
+    ),
+    Route("GET", "/api/queue", queue, "Waiting requests of my departments"),
+    Route("GET", C, get_consultation, "A consultation"),
+    Route("POST", C + "/accept", accept, "Accept"),
+    Route("POST", C + "/decline", decline, "Decline", schemas.ReasonIn),
+    Route("POST", C + "/assign", assign, "Assign or reassign", schemas.AssignIn),
+    Route("POST", C + "/cancel", cancel, "Cancel", schemas.ReasonIn),
+    Route("POST", C + "/start", start, "Start the call"),
+    Route("POST", C + "/end", end, "End the call"),
+    Route("POST", C + "/opinion", sign_opinion, "Sign the opinion", schemas.OpinionIn, 201),
+    Route("POST", C + "/referral", refer, "Refer to an in-person visit", schemas.ReferralIn, 201),
+    Route("GET", C + "/timeline", timeline, "Timeline"),
+    Route("GET", "/api/roster", roster, "Duty roster", tag="roster"),
+    Route("POST", "/api/roster", add_roster, "Add a duty", schemas.RosterIn, 201, tag="roster"),
+    Route(
+        "DELETE", "/api/roster/{entry_id}", remove_roster, "Remove a duty", status=204, tag="roster"
+    ),
+)

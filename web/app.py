@@ -1,0 +1,110 @@
+"""The composition root: ``create_app(settings)`` wires every part of the server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import WSCloseCode, web
+
+from records.clock import Clock, SystemClock
+from records.db import Database
+from records.passwords import Passwords
+from signaling.auth import AuthService
+from signaling.hub import Hub
+from signaling.service import ConsultationService
+from web import api, ws
+from web.auth import auth_middleware
+from web.errors import error_middleware
+from web.keys import AUTH, CLOCK, DB, HUB, OPENAPI, SERVICE, SETTINGS, SOCKETS
+from web.openapi import build_spec
+from web.pages import setup_pages
+from web.security import security_headers_middleware
+from web.settings import Settings
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+MAX_BODY = 1024 * 1024
+
+
+def passwords_for(settings: Settings) -> Passwords:
+    """The password hasher configured by settings."""
+    return Passwords(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    """Build the application; resources open on start-up and close on clean-up."""
+    app = web.Application(
+        middlewares=[
+            security_headers_middleware(settings.tls),
+            error_middleware,
+            auth_middleware,
+        ],
+        client_max_size=MAX_BODY,
+    )
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or SystemClock()
+    app[HUB] = Hub()
+    app[SOCKETS] = set()
+    app[OPENAPI] = build_spec(api.ROUTES, title="teleconsult API", version=VERSION)
+    app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(_escalation)
+    app.on_shutdown.append(_close_sockets)
+    for route in api.ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    app.router.add_get("/ws", ws.websocket)
+    setup_pages(app)
+    return app
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    db = Database(settings.effective_database_url)
+    await db.upgrade()
+    app[DB] = db
+    app[AUTH] = AuthService(
+        db=db,
+        clock=app[CLOCK],
+        passwords=passwords_for(settings),
+        max_failures=settings.login_max_failures,
+        lockout_seconds=settings.login_lockout_seconds,
+        session_ttl_seconds=settings.session_ttl_seconds,
+    )
+    app[SERVICE] = ConsultationService(
+        db=db,
+        clock=app[CLOCK],
+        hub=app[HUB],
+        escalate_after={u: settings.escalate_after(u) for u in ("routine", "urgent", "emergency")},
+    )
+    yield
+    await db.close()
+
+
+async def _escalation(app: web.Application) -> AsyncIterator[None]:
+    async def loop() -> None:
+        while True:
+            # A periodic timer, not a wait for a condition: requests become
+            # overdue by the passing of time alone.
+            await asyncio.sleep(app[SETTINGS].escalation_check_seconds)
+            try:
+                await app[SERVICE].escalate_overdue()
+            except Exception:
+                log.exception("escalation check failed")
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _close_sockets(app: web.Application) -> None:
+    for sock in list(app[SOCKETS]):
+        await sock.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

@@ -1,0 +1,158 @@
+"""The ``teleconsult`` command: serve, demo, db upgrade, audit verify.
+
+Logging is configured and the app is run here, and only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import asyncio
+import ipaddress
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from records import audit
+from records.clock import SystemClock
+from records.db import Database
+from records.demo import DEMO_PASSWORD, DemoLogin, load_demo
+from web.app import create_app, passwords_for
+from web.settings import Settings
+from web.tls import ensure_self_signed, ssl_context
+
+log = logging.getLogger("teleconsult")
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (plain HTTP is allowed only there)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_settings(settings: Settings) -> Settings:
+    """Settings with a certificate: the configured one, or a self-signed one for a LAN trial.
+
+    Browsers give camera and microphone only to secure contexts, so anything
+    reachable beyond this machine must speak HTTPS.
+    """
+    if settings.tls or is_loopback(settings.host):
+        return settings
+    names = [settings.host] if settings.host not in ("0.0.0.0", "::") else []  # noqa: S104
+    cert, key = ensure_self_signed(settings.data_dir, [*names, "localhost", "127.0.0.1"])
+    log.warning("no certificate configured: using a self-signed one (%s)", cert)
+    return dataclasses.replace(settings, tls_cert=cert, tls_key=key)
+
+
+async def _load_demo(settings: Settings) -> list[DemoLogin]:
+    db = Database(settings.effective_database_url)
+    try:
+        await db.upgrade()
+        return await load_demo(db, hash_password=passwords_for(settings).hash, clock=SystemClock())
+    finally:
+        await db.close()
+
+
+def _print_logins(logins: list[DemoLogin]) -> None:
+    if not logins:
+        print("demo data already present")
+        return
+    print(f"demo accounts (password: {DEMO_PASSWORD}):")
+    for login in logins:
+        note = f"  ({login.note})" if login.note else ""
+        print(f"  {login.username:<14} {login.role:<14} {login.institution}{note}")
+
+
+async def _upgrade(settings: Settings) -> None:
+    db = Database(settings.effective_database_url)
+    try:
+        await db.upgrade()
+    finally:
+        await db.close()
+
+
+async def _verify(settings: Settings) -> int:
+    db = Database(settings.effective_database_url)
+    try:
+        async with db.read() as conn:
+            result = await audit.verify(conn)
+    finally:
+        await db.close()
+    for problem in result.problems:
+        print(f"BROKEN: {problem}")
+    if result.ok:
+        print(f"audit chain intact: {result.entries} entries")
+        return 0
+    print(f"audit chain broken: {len(result.problems)} problem(s) in {result.entries} entries")
+    return 1
+
+
+def serve(settings: Settings, *, demo: bool) -> None:
+    """Run the server until interrupted."""
+    settings = tls_settings(settings)
+    if demo:
+        _print_logins(asyncio.run(_load_demo(settings)))
+    scheme = "https" if settings.tls else "http"
+    shown = "localhost" if settings.host in ("127.0.0.1", "::1") else settings.host
+    print(f"teleconsult is running: open {scheme}://{shown}:{settings.port}/", flush=True)
+    ctx = (
+        ssl_context(settings.tls_cert, settings.tls_key)
+        if settings.tls_cert and (settings.tls_key)
+        else None
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ssl_context=ctx,
+        print=None,
+        access_log=None,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``teleconsult`` command."""
+    parser = argparse.ArgumentParser(prog="teleconsult", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the server")
+    p_serve.add_argument("--demo", action="store_true", help="load demo data first")
+    p_serve.add_argument("--host", help="address to listen on (setting: host)")
+    p_serve.add_argument("--port", type=int, help="port to listen on (setting: port)")
+    sub.add_parser("demo", help="load demo data (once) and print the demo logins")
+    p_db = sub.add_parser("db", help="database administration")
+    p_db.add_argument("action", choices=["upgrade"])
+    p_audit = sub.add_parser("audit", help="audit log administration")
+    p_audit.add_argument("action", choices=["verify"])
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides = {}
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None):
+        overrides["port"] = args.port
+    settings = Settings.from_env(**overrides)
+
+    if args.command == "serve":
+        serve(settings, demo=args.demo)
+        return 0
+    if args.command == "demo":
+        _print_logins(asyncio.run(_load_demo(settings)))
+        return 0
+    if args.command == "db":
+        asyncio.run(_upgrade(settings))
+        print("database schema is up to date")
+        return 0
+    return asyncio.run(_verify(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

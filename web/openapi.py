@@ -1,0 +1,111 @@
+"""The API's route table and the OpenAPI 3.1 document built from it.
+
+Routes are declared once (method, path, handler, body model, summary) so that the
+router and the served description cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from web.errors import HTTP_CODES
+
+ApiHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API operation."""
+
+    method: str
+    path: str
+    handler: ApiHandler
+    summary: str
+    body: type[BaseModel] | None = None
+    status: int = 200
+    tag: str = "consultations"
+    public: bool = False
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "fields"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "fields": {"type": "array", "items": {"type": "string"}},
+            },
+        }
+    },
+}
+
+
+def build_spec(routes: Sequence[Route], *, title: str, version: str) -> dict[str, Any]:
+    """An OpenAPI 3.1 document for ``routes``."""
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        op: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": route.handler.__name__,
+            "tags": [route.tag],
+            "responses": {
+                str(route.status): {
+                    "description": "success",
+                    **(
+                        {"content": {"application/json": {"schema": {"type": "object"}}}}
+                        if route.status != 204
+                        else {}
+                    ),
+                },
+                "default": {
+                    "description": "error ("
+                    + ", ".join(f"{s} {c}" for s, c in sorted(HTTP_CODES.items()))
+                    + ")",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            },
+        }
+        params = re.findall(r"{(\w+)}", route.path)
+        if params:
+            op["parameters"] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in params
+            ]
+        if route.body is not None:
+            name = route.body.__name__
+            schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[name] = schema
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}
+                },
+            }
+        if not route.public:
+            op["security"] = [{"session": []}]
+        paths.setdefault(route.path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": "tc_session"}
+            },
+        },
+    }

@@ -1,0 +1,115 @@
+"""Request bodies of the JSON API, validated with pydantic (and described in OpenAPI).
+
+Bodies are parsed strictly from JSON: unknown fields, wrong types and over-long
+text are refused with 400 naming the fields, before anything is stored.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from records.identity import normalize_resident_id
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Long = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+Id = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+
+ResidentId = Annotated[str, AfterValidator(normalize_resident_id)]
+
+
+class Body(BaseModel):
+    """Base of every request body: strict, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class LoginIn(Body):
+    """Log in."""
+
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class PatientIn(Body):
+    """Register a patient."""
+
+    name: Name
+    sex: Literal["male", "female", "other"]
+    birth_date: date
+    national_id: ResidentId
+    phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 -]{5,20}$")] | None = None
+
+
+class ConsentIn(Body):
+    """Record a patient's informed consent."""
+
+    scope_consultation: bool
+    scope_recording: bool
+    given_by: Name
+    relationship: Literal["self", "guardian", "spouse", "child", "other"]
+
+
+class ConsultationIn(Body):
+    """Request a consultation."""
+
+    patient_id: Id
+    department_id: Id
+    urgency: Literal["emergency", "urgent", "routine"]
+    reason: Short
+    question: Long
+    target_specialist_id: Id | None = None
+
+
+class ReasonIn(Body):
+    """A reason (declining, cancelling)."""
+
+    reason: Short
+
+
+class AssignIn(Body):
+    """Assign a consultation to a specialist."""
+
+    specialist_id: Id
+
+
+class OpinionIn(Body):
+    """A consultation opinion, signed on submission."""
+
+    findings: Long
+    impression: Long
+    recommendations: Long
+    notes: Long | None = None
+
+
+class ReferralIn(Body):
+    """End with a referral to an in-person visit."""
+
+    reason: Long
+    department: Short | None = None
+
+
+class RosterIn(Body):
+    """Put a specialist on duty."""
+
+    department_id: Id
+    specialist_id: Id
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime = Field(description="must be after starts_at")
+
+
+BODIES: tuple[type[Body], ...] = (
+    LoginIn,
+    PatientIn,
+    ConsentIn,
+    ConsultationIn,
+    ReasonIn,
+    AssignIn,
+    OpinionIn,
+    ReferralIn,
+    RosterIn,
+)

@@ -1,0 +1,2 @@
+// Plain home page: only the shared header behaviour.
+import "./ui.js";

@@ -1,0 +1,29 @@
+// Login page: posts the form as JSON to /api/session, then goes on.
+
+import { ApiError, post } from "./api.js";
+import { PAGE, busy, checkRequired, errorMessage } from "./ui.js";
+
+const form = document.getElementById("login-form");
+const box = document.getElementById("login-error");
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (!checkRequired(form, box)) return;
+  const username = form.elements.namedItem("username").value.trim();
+  const password = form.elements.namedItem("password").value;
+  await busy(form, async () => {
+    try {
+      await post("/api/session", { username, password });
+      location.assign(PAGE.next || "/");
+    } catch (err) {
+      box.textContent = errorMessage(err);
+      box.dataset.code = err instanceof ApiError ? err.code : "unknown";
+      box.hidden = false;
+      const password_ = form.elements.namedItem("password");
+      password_.value = "";
+      password_.focus();
+    }
+  });
+});
+
+document.getElementById("username").focus();

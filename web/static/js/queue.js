@@ -1,0 +1,179 @@
+// Specialist queue: waiting requests of my departments (accept / decline) and my
+// own accepted, live and ended consultations. Kept current by server push.
+
+import { get, post } from "./api.js";
+import { connectPush } from "./push.js";
+import {
+  PAGE,
+  ago,
+  busy,
+  checkRequired,
+  el,
+  errorMessage,
+  handleAuthLoss,
+  replaceChildren,
+  setPushStatus,
+  sexAge,
+  showFormError,
+  stateBadge,
+  t,
+  toast,
+  urgencyBadge,
+  wireDialog,
+} from "./ui.js";
+
+const MINE = new Set(["accepted", "live", "ended"]);
+const me = PAGE.account || {};
+
+const $ = (id) => document.getElementById(id);
+const queueList = $("queue-list");
+const mineList = $("mine-list");
+const declineDialog = wireDialog($("decline-dialog"));
+const declineForm = $("decline-form");
+let declineId = null;
+
+function facts(c) {
+  return el(
+    "dl",
+    { class: "item-body" },
+    el("dt", { text: t("label.reason") }),
+    el("dd", { text: c.reason }),
+    el("dt", { text: t("label.question") }),
+    el("dd", { text: c.question }),
+  );
+}
+
+function itemHead(c, withState) {
+  return el(
+    "div",
+    { class: "item-head" },
+    withState ? stateBadge(c.state) : null,
+    urgencyBadge(c.urgency),
+    el("span", { class: "item-title", text: c.requesting_institution.name }),
+    el("span", { class: "item-sub", text: c.department.name }),
+  );
+}
+
+function itemMeta(c) {
+  return el(
+    "div",
+    { class: "item-meta" },
+    el("span", { text: `${t("label.patient")}: ${sexAge(c.patient)}` }),
+    el("span", {}, `${t("label.requested")} `, ago(c.created_at)),
+    c.escalated ? el("span", { class: "text-warn", text: t("label.escalated") }) : null,
+  );
+}
+
+async function accept(c, button) {
+  button.disabled = true;
+  try {
+    await post(`/api/consultations/${encodeURIComponent(c.id)}/accept`);
+    toast(t("done.accepted"));
+  } catch (err) {
+    if (handleAuthLoss(err)) return;
+    toast(errorMessage(err), "error");
+  } finally {
+    button.disabled = false;
+    await load();
+  }
+}
+
+function queueItem(c) {
+  const acceptButton = el("button", {
+    type: "button",
+    class: "btn btn-primary btn-small",
+    dataset: { action: "accept" },
+    text: t("action.accept"),
+  });
+  acceptButton.addEventListener("click", () => accept(c, acceptButton));
+  const declineButton = el("button", {
+    type: "button",
+    class: "btn btn-small btn-danger-quiet",
+    dataset: { action: "decline" },
+    text: t("action.decline"),
+    on: { click: () => openDecline(c) },
+  });
+  const addressed =
+    c.target_specialist_id && c.target_specialist_id === me.id
+      ? el("span", { class: "tag tag-info", text: t("label.assigned_to") + ": " + me.display_name })
+      : null;
+  return el(
+    "li",
+    {
+      class: `item urgency-edge-${c.urgency}${c.escalated ? " item-escalated" : ""}`,
+      dataset: { consultationId: c.id, state: c.state },
+    },
+    itemHead(c, c.escalated),
+    itemMeta(c),
+    facts(c),
+    el("div", { class: "item-actions" }, addressed, declineButton, acceptButton),
+  );
+}
+
+function mineItem(c) {
+  return el(
+    "li",
+    { class: "item", dataset: { consultationId: c.id, state: c.state } },
+    itemHead(c, true),
+    itemMeta(c),
+    facts(c),
+  );
+}
+
+async function load() {
+  const [queue, all] = await Promise.all([get("/api/queue"), get("/api/consultations")]);
+  replaceChildren(queueList, queue.consultations.map(queueItem), $("queue-empty"));
+  $("queue-count").textContent = String(queue.consultations.length);
+  const mine = all.consultations
+    .filter((c) => MINE.has(c.state) && c.assigned_specialist && c.assigned_specialist.id === me.id)
+    .sort((a, b) => b.updated_at.localeCompare(a.updated_at));
+  replaceChildren(mineList, mine.map(mineItem), $("mine-empty"));
+}
+
+function openDecline(c) {
+  declineId = c.id;
+  declineForm.reset();
+  $("decline-error").hidden = true;
+  $("decline-summary").textContent = `${c.requesting_institution.name} · ${c.reason}`;
+  declineDialog.showModal();
+}
+
+declineForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const box = $("decline-error");
+  if (!checkRequired(declineForm, box)) return;
+  const reason = declineForm.elements.namedItem("reason").value.trim();
+  await busy(declineForm, async () => {
+    try {
+      await post(`/api/consultations/${encodeURIComponent(declineId)}/decline`, { reason });
+      declineDialog.close();
+      toast(t("done.declined"));
+    } catch (err) {
+      if (!handleAuthLoss(err)) showFormError(declineForm, box, err);
+    }
+  });
+  await load().catch(() => {});
+});
+
+let reloadTimer = null;
+function scheduleReload() {
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(() => {
+    load().catch((err) => {
+      if (!handleAuthLoss(err)) toast(t("error.network"), "error");
+    });
+  }, 100);
+}
+
+async function start() {
+  try {
+    await load();
+  } catch (err) {
+    if (!handleAuthLoss(err)) toast(t("error.network"), "error");
+  }
+  connectPush((message) => {
+    if (message.type === "hello" || message.type === "consultation.changed") scheduleReload();
+  }, setPushStatus);
+}
+
+start();

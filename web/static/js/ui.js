@@ -1,0 +1,253 @@
+// Shared page pieces: translated strings, DOM building (textContent only),
+// badges, relative times, form helpers, the toast, and the header (sign out,
+// live-update indicator).
+
+import { ApiError, del } from "./api.js";
+
+function readJson(id) {
+  const node = document.getElementById(id);
+  if (!node) return {};
+  try {
+    return JSON.parse(node.textContent || "{}");
+  } catch {
+    return {};
+  }
+}
+
+export const STRINGS = readJson("tc-strings");
+export const PAGE = readJson("tc-page");
+export const LOCALE = PAGE.locale || document.documentElement.lang || "zh-CN";
+
+// Translate a key; "%(name)s" placeholders are filled from params.
+export function t(key, params = {}) {
+  const text = Object.prototype.hasOwnProperty.call(STRINGS, key) ? STRINGS[key] : key;
+  return text.replace(/%\((\w+)\)s/g, (_, name) => String(params[name] ?? ""));
+}
+
+// Build an element. attrs: plain attributes, plus "class", "dataset", "text",
+// "hidden", "disabled", "on" ({event: handler}). Children: nodes or strings
+// (strings become text nodes, never HTML).
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name === "text") node.textContent = value;
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name === "on") {
+      for (const [event, handler] of Object.entries(value)) node.addEventListener(event, handler);
+    } else if (value === true) node.setAttribute(name, "");
+    else node.setAttribute(name, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export function stateBadge(state) {
+  return el("span", {
+    class: `badge badge-state state-${state}`,
+    dataset: { state },
+    text: t(`state.${state}`),
+  });
+}
+
+export function urgencyBadge(urgency) {
+  return el("span", {
+    class: `badge badge-urgency urgency-${urgency}`,
+    dataset: { urgency },
+    text: t(`urgency.${urgency}`),
+  });
+}
+
+const relative = new Intl.RelativeTimeFormat(LOCALE, { numeric: "auto", style: "long" });
+const dateTime = new Intl.DateTimeFormat(LOCALE, {
+  month: "short",
+  day: "numeric",
+  hour: "2-digit",
+  minute: "2-digit",
+});
+
+export function formatDateTime(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? "" : dateTime.format(date);
+}
+
+export function timeAgo(iso, now = Date.now()) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "";
+  const seconds = Math.round((date.getTime() - now) / 1000);
+  const abs = Math.abs(seconds);
+  if (abs < 45) return relative.format(0, "second");
+  if (abs < 3600) return relative.format(Math.round(seconds / 60), "minute");
+  if (abs < 86400) return relative.format(Math.round(seconds / 3600), "hour");
+  return relative.format(Math.round(seconds / 86400), "day");
+}
+
+// A <time> that keeps its "12 minutes ago" current (see refreshTimes).
+export function ago(iso) {
+  return el("time", {
+    class: "ago",
+    datetime: iso,
+    title: formatDateTime(iso),
+    dataset: { ago: iso },
+    text: timeAgo(iso),
+  });
+}
+
+export function refreshTimes() {
+  for (const node of document.querySelectorAll("time[data-ago]")) {
+    node.textContent = timeAgo(node.dataset.ago);
+  }
+}
+
+export function sexAge(patient) {
+  const parts = [];
+  if (patient && patient.sex) parts.push(t(`sex.${patient.sex}`));
+  if (patient && patient.age !== undefined && patient.age !== null) {
+    parts.push(t("age", { age: patient.age }));
+  }
+  return parts.join(" · ");
+}
+
+export function errorMessage(err) {
+  if (err instanceof ApiError) {
+    const key = `error.${err.code}`;
+    if (Object.prototype.hasOwnProperty.call(STRINGS, key)) return t(key);
+    if (err.status === 0) return t("error.network");
+    if (err.status === 401) return t("error.unauthenticated");
+    if (err.status === 403 && /csrf/i.test(err.code)) return t("error.csrf");
+    if (err.status === 400) return t("error.invalid");
+    if (err.status === 429) return t("error.rate_limited");
+    return t("error.unknown");
+  }
+  return t("error.unknown");
+}
+
+// Show an error next to a form and mark the fields the server named.
+export function showFormError(form, box, err) {
+  clearFormError(form, box);
+  box.textContent = errorMessage(err);
+  box.hidden = false;
+  const fields = err instanceof ApiError ? err.fields : [];
+  for (const name of fields) {
+    const input = form.elements.namedItem(name);
+    if (input && input.setAttribute) {
+      input.setAttribute("aria-invalid", "true");
+      input.setAttribute("aria-describedby", box.id);
+    }
+  }
+  const first = form.querySelector('[aria-invalid="true"]');
+  if (first && first.focus) first.focus();
+}
+
+export function clearFormError(form, box) {
+  box.hidden = true;
+  box.textContent = "";
+  for (const input of form.querySelectorAll("[aria-invalid]")) {
+    input.removeAttribute("aria-invalid");
+    input.removeAttribute("aria-describedby");
+  }
+}
+
+// Client-side check of required fields, so the server gets sensible requests;
+// marks the empty ones and returns false.
+export function checkRequired(form, box) {
+  clearFormError(form, box);
+  const missing = [];
+  for (const input of form.querySelectorAll("[required]")) {
+    if (input.disabled) continue;
+    const empty =
+      input.type === "radio"
+        ? !form.querySelector(`input[name="${input.name}"]:checked`)
+        : !String(input.value || "").trim();
+    if (empty) missing.push(input);
+  }
+  if (missing.length === 0) return true;
+  for (const input of missing) input.setAttribute("aria-invalid", "true");
+  box.textContent = t("error.invalid");
+  box.hidden = false;
+  missing[0].focus();
+  return false;
+}
+
+// Disable a form's buttons while a request runs (no double submits).
+export async function busy(form, fn) {
+  const buttons = [...form.querySelectorAll("button")];
+  for (const b of buttons) b.disabled = true;
+  form.setAttribute("aria-busy", "true");
+  try {
+    return await fn();
+  } finally {
+    for (const b of buttons) b.disabled = false;
+    form.removeAttribute("aria-busy");
+  }
+}
+
+let toastTimer = null;
+export function toast(message, kind = "ok") {
+  const node = document.getElementById("toast");
+  if (!node) return;
+  node.textContent = message;
+  node.dataset.kind = kind;
+  node.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    node.hidden = true;
+  }, 4000);
+}
+
+export function replaceChildren(list, items, empty) {
+  list.replaceChildren(...items);
+  if (empty) empty.hidden = items.length > 0;
+}
+
+export function option(value, label, extra = {}) {
+  return el("option", { value, ...extra, text: label });
+}
+
+// Dialog helpers: [data-close] buttons close their dialog.
+export function wireDialog(dialog) {
+  for (const button of dialog.querySelectorAll("[data-close]")) {
+    button.addEventListener("click", () => dialog.close());
+  }
+  return dialog;
+}
+
+export function setPushStatus(status) {
+  const node = document.getElementById("push-status");
+  if (!node) return;
+  node.dataset.status = status;
+  node.title = status === "online" ? t("push.online") : t("push.offline");
+  node.textContent = status === "offline" ? t("push.offline") : "";
+}
+
+function wireHeader() {
+  const logout = document.getElementById("logout");
+  if (logout) {
+    logout.addEventListener("click", async () => {
+      logout.disabled = true;
+      try {
+        await del("/api/session");
+      } catch {
+        // Signed out already (or the server is gone): go to the login page anyway.
+      }
+      location.assign("/login");
+    });
+  }
+  setInterval(refreshTimes, 30000);
+}
+
+// Sends the user to the login page when the session has ended.
+export function handleAuthLoss(err) {
+  if (err instanceof ApiError && err.status === 401) {
+    const next = encodeURIComponent(location.pathname);
+    location.assign(`/login?next=${next}`);
+    return true;
+  }
+  return false;
+}
+
+wireHeader();
