@@ -24,6 +24,18 @@ class NotFound(SignalingError):
 
     code = "not_found"
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        fields: tuple[str, ...] = (),
+        probe: tuple[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, code=code, fields=fields)
+        # (object type, id) that was asked for, so the refusal can be audited.
+        self.probe = probe
+
 
 class Invalid(SignalingError):
     """The request names something that cannot be used (the fields say which)."""

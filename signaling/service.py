@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -128,15 +130,32 @@ class ConsultationService:
             detail=detail,
         )
 
+    @asynccontextmanager
+    async def _tx(self, actor: Actor) -> AsyncIterator[AsyncConnection]:
+        """A write transaction on behalf of ``actor``.
+
+        A refused look at something the actor may not see rolls the transaction
+        back; the attempt itself is then audited in a transaction of its own, so
+        that probing across institutions leaves a trace.
+        """
+        try:
+            async with self.db.write() as conn:
+                yield conn
+        except NotFound as exc:
+            if exc.probe is not None:
+                kind, object_id = exc.probe
+                async with self.db.write() as conn:
+                    await self._audit(conn, actor, f"{kind}.denied", kind, object_id)
+            raise
+
     async def _visible(
         self, conn: AsyncConnection, actor: Actor, consultation_id: str
     ) -> Consultation:
         consultation = await store.get_consultation(conn, consultation_id)
         if consultation is None or not policy.can_see(actor.account, consultation):
-            # Record the miss (who probed which id), then answer exactly as for an
-            # id that does not exist.
-            await self._audit(conn, actor, "consultation.denied", "consultation", consultation_id)
-            raise NotFound("consultation not found")
+            # Answer exactly as for an id that does not exist; ``_tx`` records
+            # the probe (who asked for which id) after the rollback.
+            raise NotFound("consultation not found", probe=("consultation", consultation_id))
         return consultation
 
     async def _own_patient(self, conn: AsyncConnection, actor: Actor, patient_id: str) -> Patient:
@@ -146,8 +165,9 @@ class ConsultationService:
             or actor.role != "clinic_doctor"
             or patient.institution_id != actor.account.institution_id
         ):
-            await self._audit(conn, actor, "patient.denied", "patient", patient_id)
-            raise NotFound("patient not found", fields=("patient_id",))
+            raise NotFound(
+                "patient not found", fields=("patient_id",), probe=("patient", patient_id)
+            )
         return patient
 
     async def _transition(
@@ -294,7 +314,7 @@ class ConsultationService:
     ) -> Patient:
         """Register a patient at the clinic doctor's institution."""
         self._require_role(actor, "clinic_doctor")
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             pid = await store.add_patient(
                 conn,
                 institution_id=actor.account.institution_id,
@@ -314,14 +334,14 @@ class ConsultationService:
     async def list_patients(self, actor: Actor) -> list[Patient]:
         """The clinic's patients."""
         self._require_role(actor, "clinic_doctor")
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             patients = await store.list_patients(conn, actor.account.institution_id)
             await self._audit(conn, actor, "patient.list", "patient", None, count=len(patients))
         return patients
 
     async def get_patient(self, actor: Actor, patient_id: str) -> tuple[Patient, list[Consent]]:
         """A patient of the clinic with their consents."""
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             patient = await self._own_patient(conn, actor, patient_id)
             consents = await store.list_consents(conn, patient_id)
             await self._audit(conn, actor, "patient.read", "patient", patient_id)
@@ -345,7 +365,7 @@ class ConsultationService:
             )
         if not scope_consultation:
             raise Invalid("a consent must cover the consultation", fields=("scope_consultation",))
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             await self._own_patient(conn, actor, patient_id)
             cid = await store.add_consent(
                 conn,
@@ -372,7 +392,7 @@ class ConsultationService:
 
     async def withdraw_consent(self, actor: Actor, patient_id: str, consent_id: str) -> Consent:
         """Withdraw a consent; live sessions are not cut, but no new one may start."""
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             await self._own_patient(conn, actor, patient_id)
             consent = await store.get_consent(conn, consent_id)
             if consent is None or consent.patient_id != patient_id:
@@ -399,7 +419,7 @@ class ConsultationService:
     ) -> Consultation:
         """A clinic doctor asks a department of a specialist hospital for a consultation."""
         self._require_role(actor, "clinic_doctor")
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             await self._own_patient(conn, actor, patient_id)
             department = await store.get_department(conn, department_id)
             institution = (
@@ -461,7 +481,7 @@ class ConsultationService:
     ) -> list[Consultation]:
         """The consultations the actor may see (their clinic's, departments' or hospital's)."""
         account = actor.account
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             if account.role == "clinic_doctor":
                 items = await store.list_consultations(
                     conn, requesting_institution_id=account.institution_id, states=states
@@ -494,7 +514,7 @@ class ConsultationService:
         """Waiting requests for the actor's departments (or hospital), by urgency then age."""
         self._require_role(actor, "specialist", "coordinator")
         account = actor.account
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             if account.role == "specialist":
                 department_ids = list(account.department_ids)
             else:
@@ -517,7 +537,7 @@ class ConsultationService:
 
     async def view(self, actor: Actor, consultation_id: str) -> ConsultationView:
         """One consultation with its patient, timeline and signed documents."""
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             c = await self._visible(conn, actor, consultation_id)
             patient = await store.get_patient(conn, c.patient_id)
             department = await store.get_department(conn, c.department_id)
@@ -548,7 +568,7 @@ class ConsultationService:
     async def accept(self, actor: Actor, consultation_id: str) -> Consultation:
         """A specialist of the department takes the request."""
         self._require_role(actor, "specialist")
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             c = await self._visible(conn, actor, consultation_id)
             self._check_practice(actor.account)
             if c.target_specialist_id and c.target_specialist_id != actor.id and not c.escalated:
@@ -571,7 +591,7 @@ class ConsultationService:
     async def decline(self, actor: Actor, consultation_id: str, reason: str) -> Consultation:
         """The hospital declines the request (a specialist of the department or a coordinator)."""
         self._require_role(actor, "specialist", "coordinator")
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             c = await self._visible(conn, actor, consultation_id)
             c = await self._transition(
                 conn,
@@ -588,7 +608,7 @@ class ConsultationService:
     async def assign(self, actor: Actor, consultation_id: str, specialist_id: str) -> Consultation:
         """A coordinator assigns (or reassigns) the consultation to a specialist."""
         self._require_role(actor, "coordinator")
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             c = await self._visible(conn, actor, consultation_id)
             specialist = await store.get_account(conn, specialist_id)
             if (
@@ -619,7 +639,7 @@ class ConsultationService:
     async def cancel(self, actor: Actor, consultation_id: str, reason: str) -> Consultation:
         """The requesting clinic withdraws its request before the call."""
         self._require_role(actor, "clinic_doctor")
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             c = await self._visible(conn, actor, consultation_id)
             c = await self._transition(
                 conn, actor, c, Action.CANCEL, "cancelled", {"reason": reason}
@@ -629,7 +649,7 @@ class ConsultationService:
 
     async def go_live(self, actor: Actor, consultation_id: str) -> Consultation:
         """The call starts; refused without the patient's consent."""
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             c = await self._visible(conn, actor, consultation_id)
             next_state(c.state, Action.GO_LIVE)  # an illegal step is reported before consent
             if not policy.is_participant(actor.account, c):
@@ -645,7 +665,7 @@ class ConsultationService:
 
     async def end(self, actor: Actor, consultation_id: str) -> Consultation:
         """The clinic doctor or the specialist ends the call."""
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             c = await self._visible(conn, actor, consultation_id)
             next_state(c.state, Action.END)
             if not policy.is_participant(actor.account, c):
@@ -659,7 +679,7 @@ class ConsultationService:
     ) -> Opinion:
         """The assigned specialist signs the opinion (``kind='opinion'``) or refers
         the patient to an in-person visit (``kind='referral'``)."""
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             c = await self._visible(conn, actor, consultation_id)
             action = Action.SIGN if kind == "opinion" else Action.REFER
             next_state(c.state, action)  # the state is checked before the person
@@ -692,7 +712,7 @@ class ConsultationService:
 
     async def timeline(self, actor: Actor, consultation_id: str) -> list[Event]:
         """The consultation's timeline."""
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             c = await self._visible(conn, actor, consultation_id)
             events = await store.list_events(conn, c.id)
             await self._audit(conn, actor, "timeline.read", "consultation", c.id)
@@ -763,7 +783,7 @@ class ConsultationService:
         self._require_role(actor, "coordinator")
         if ends_at <= starts_at:
             raise Invalid("a duty must end after it starts", fields=("ends_at",))
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             if department_id not in {d.id for d in await self._hospital_departments(conn, actor)}:
                 raise Invalid(
                     "no such department", code="unknown_department", fields=("department_id",)
@@ -799,7 +819,7 @@ class ConsultationService:
     async def remove_roster_entry(self, actor: Actor, entry_id: str) -> None:
         """Take an entry off the roster."""
         self._require_role(actor, "coordinator")
-        async with self.db.write() as conn:
+        async with self._tx(actor) as conn:
             entry = await store.get_roster_entry(conn, entry_id)
             departments = {d.id for d in await self._hospital_departments(conn, actor)}
             if entry is None or entry.department_id not in departments:

@@ -123,6 +123,7 @@ def _account_data(request: web.Request, account: Account) -> dict[str, Any]:
         "id": account.id,
         "display_name": account.display_name,
         "role": account.role,
+        "institution_id": account.institution_id,
         "department_ids": sorted(account.department_ids),
         "practice_years": account.years_of_practice(today),
         "eligible": policy.may_practise_remotely(account, today),

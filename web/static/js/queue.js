@@ -65,16 +65,20 @@ function itemMeta(c) {
 }
 
 async function accept(c, button) {
+  const item = button.closest("li");
+  const previous = item.querySelector(".item-error");
+  if (previous) previous.remove();
   button.disabled = true;
   try {
     await post(`/api/consultations/${encodeURIComponent(c.id)}/accept`);
     toast(t("done.accepted"));
+    await load();
   } catch (err) {
     if (handleAuthLoss(err)) return;
-    toast(errorMessage(err), "error");
-  } finally {
     button.disabled = false;
-    await load();
+    // Shown in the item itself: the doctor should see why this one failed.
+    item.append(el("p", { class: "item-error", role: "alert", text: errorMessage(err) }));
+    if (err.status === 404 || err.status === 409) await load();
   }
 }
 
@@ -95,7 +99,7 @@ function queueItem(c) {
   });
   const addressed =
     c.target_specialist_id && c.target_specialist_id === me.id
-      ? el("span", { class: "tag tag-info", text: t("label.assigned_to") + ": " + me.display_name })
+      ? el("span", { class: "tag tag-info", text: t("label.addressed_to_you") })
       : null;
   return el(
     "li",

@@ -1,0 +1,57 @@
+"""Every setting is documented in the README, and the environment reaches each one."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from web.settings import Settings, SettingsError
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    documented = set(re.findall(r"^\| `(\w+)` \|", README.read_text(), re.MULTILINE))
+    declared = {f.name for f in dataclasses.fields(Settings)}
+    assert declared - documented == set(), "undocumented settings"
+    assert documented - declared == set(), "documented settings that do not exist"
+
+
+def test_environment_and_toml_are_read(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('port = 9000\nhost = "0.0.0.0"\nallowed_origins = ["https://a.example"]\n')
+    settings = Settings.from_env(
+        {
+            "TELECONSULT_CONFIG": str(config),
+            "TELECONSULT_PORT": "9443",
+            "TELECONSULT_ESCALATION_CHECK_SECONDS": "2.5",
+        }
+    )
+    assert settings.port == 9443  # the environment wins over the file
+    assert settings.host == "0.0.0.0"  # noqa: S104
+    assert settings.allowed_origins == ("https://a.example",)
+    assert settings.escalation_check_seconds == 2.5
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"TELECONSULT_PORT": "eighty"},
+        {"TELECONSULT_TLS_CERT": "/x.pem"},  # without a key
+        {"TELECONSULT_DEFAULT_LOCALE": "fr"},
+        {"TELECONSULT_LOGIN_MAX_FAILURES": "0"},
+    ],
+)
+def test_bad_values_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError):
+        Settings.from_env(env)
+
+
+def test_unknown_keys_in_the_file_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("prot = 1\n")
+    with pytest.raises(SettingsError, match="prot"):
+        Settings.from_env({"TELECONSULT_CONFIG": str(config)})
