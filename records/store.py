@@ -450,7 +450,7 @@ async def list_consultations(
     sorts by urgency and then age (oldest first), otherwise newest first.
     """
     query = sa.select(consultations)
-    scope = []
+    scope: list[sa.ColumnElement[bool]] = []
     if department_ids is not None:
         scope.append(consultations.c.department_id.in_(list(department_ids)))
     if assigned_specialist_id is not None:

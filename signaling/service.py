@@ -478,7 +478,7 @@ class ConsultationService:
 
     async def list_for(
         self, actor: Actor, *, states: list[str] | None = None
-    ) -> list[Consultation]:
+    ) -> list[Brief]:
         """The consultations the actor may see (their clinic's, departments' or hospital's)."""
         account = actor.account
         async with self._tx(actor) as conn:

@@ -106,5 +106,6 @@ async def _escalation(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    for sock in list(app[SOCKETS]):
+    sockets: set[web.WebSocketResponse] = app[SOCKETS]
+    for sock in list(sockets):
         await sock.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
