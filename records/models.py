@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Self
@@ -9,7 +10,7 @@ from typing import Any, Self
 from sqlalchemy import RowMapping
 
 
-def _pick(cls: type[Any], row: RowMapping) -> dict[str, Any]:
+def _pick(cls: type[Any], row: Mapping[str, Any]) -> dict[str, Any]:
     return {name: row[name] for name in cls.__dataclass_fields__}
 
 
@@ -63,7 +64,7 @@ class Account:
     @classmethod
     def from_row(cls, row: RowMapping, department_ids: frozenset[str] = frozenset()) -> Self:
         """Build from a row of ``accounts``."""
-        fields = _pick(cls, {**row, "department_ids": department_ids})  # type: ignore[arg-type]
+        fields = _pick(cls, {**row, "department_ids": department_ids})
         return cls(**fields)
 
     def years_of_practice(self, today: date) -> float:
@@ -143,11 +144,12 @@ class Consultation:
     decline_reason: str | None
     created_at: datetime
     updated_at: datetime
+    invitee_ids: frozenset[str] = frozenset()
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``consultations``."""
-        return cls(**_pick(cls, row))
+    def from_row(cls, row: RowMapping, invitee_ids: frozenset[str] = frozenset()) -> Self:
+        """Build from a row of ``consultations`` and its invitees."""
+        return cls(**_pick(cls, {**row, "invitee_ids": invitee_ids}))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -185,6 +185,17 @@ consultations = sa.Table(
     sa.CheckConstraint("urgency IN ('emergency', 'urgent', 'routine')", name="urgency"),
 )
 
+# Further participants invited into the call (the county hospital's doctor, a
+# second specialist): they see the consultation and may join its call.
+consultation_invitees = sa.Table(
+    "consultation_invitees",
+    metadata,
+    sa.Column("consultation_id", ID, sa.ForeignKey("consultations.id"), primary_key=True),
+    sa.Column("account_id", ID, sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("invited_by", ID, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("invited_at", TS, nullable=False),
+)
+
 consultation_events = sa.Table(
     "consultation_events",
     metadata,

@@ -33,6 +33,7 @@ from records.schema import (
     accounts,
     consents,
     consultation_events,
+    consultation_invitees,
     consultations,
     departments,
     institutions,
@@ -424,7 +425,54 @@ async def get_consultation(conn: AsyncConnection, consultation_id: str) -> Consu
         .mappings()
         .first()
     )
-    return Consultation.from_row(row) if row else None
+    if row is None:
+        return None
+    invitees = await _invitees(conn, [consultation_id])
+    return Consultation.from_row(row, invitees.get(consultation_id, frozenset()))
+
+
+async def _invitees(
+    conn: AsyncConnection, consultation_ids: list[str]
+) -> dict[str, frozenset[str]]:
+    if not consultation_ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(
+            consultation_invitees.c.consultation_id, consultation_invitees.c.account_id
+        ).where(consultation_invitees.c.consultation_id.in_(consultation_ids))
+    )
+    out: dict[str, set[str]] = {}
+    for cid, aid in rows:
+        out.setdefault(cid, set()).add(aid)
+    return {cid: frozenset(ids) for cid, ids in out.items()}
+
+
+async def add_invitee(
+    conn: AsyncConnection,
+    *,
+    consultation_id: str,
+    account_id: str,
+    invited_by: str,
+    at: datetime,
+) -> bool:
+    """Invite an account into a consultation's call; False if it already was."""
+    exists = await conn.execute(
+        sa.select(consultation_invitees.c.account_id).where(
+            consultation_invitees.c.consultation_id == consultation_id,
+            consultation_invitees.c.account_id == account_id,
+        )
+    )
+    if exists.first() is not None:
+        return False
+    await conn.execute(
+        consultation_invitees.insert().values(
+            consultation_id=consultation_id,
+            account_id=account_id,
+            invited_by=invited_by,
+            invited_at=at,
+        )
+    )
+    return True
 
 
 URGENCY_ORDER = sa.case(
@@ -438,35 +486,46 @@ async def list_consultations(
     requesting_institution_id: str | None = None,
     department_ids: Iterable[str] | None = None,
     assigned_specialist_id: str | None = None,
+    invited_account_id: str | None = None,
     states: Sequence[str] | None = None,
     queue_order: bool = False,
     limit: int = 200,
 ) -> list[Consultation]:
     """Consultations visible through the given filters.
 
-    ``department_ids`` and ``assigned_specialist_id`` widen each other (a
-    specialist sees their departments' requests and whatever is assigned to
-    them); ``requesting_institution_id`` and ``states`` narrow. ``queue_order``
+    ``requesting_institution_id``, ``department_ids``, ``assigned_specialist_id``
+    and ``invited_account_id`` widen each other (a specialist sees their
+    departments' requests, whatever is assigned to them and the calls they were
+    invited to); ``states`` narrows. ``queue_order``
     sorts by urgency and then age (oldest first), otherwise newest first.
     """
     query = sa.select(consultations)
     scope: list[sa.ColumnElement[bool]] = []
+    if requesting_institution_id is not None:
+        scope.append(consultations.c.requesting_institution_id == requesting_institution_id)
     if department_ids is not None:
         scope.append(consultations.c.department_id.in_(list(department_ids)))
     if assigned_specialist_id is not None:
         scope.append(consultations.c.assigned_specialist_id == assigned_specialist_id)
+    if invited_account_id is not None:
+        scope.append(
+            consultations.c.id.in_(
+                sa.select(consultation_invitees.c.consultation_id).where(
+                    consultation_invitees.c.account_id == invited_account_id
+                )
+            )
+        )
     if scope:
         query = query.where(sa.or_(*scope))
-    if requesting_institution_id is not None:
-        query = query.where(consultations.c.requesting_institution_id == requesting_institution_id)
     if states is not None:
         query = query.where(consultations.c.state.in_(list(states)))
     if queue_order:
         query = query.order_by(URGENCY_ORDER, consultations.c.created_at)
     else:
         query = query.order_by(consultations.c.created_at.desc())
-    rows = await conn.execute(query.limit(limit))
-    return [Consultation.from_row(r) for r in rows.mappings()]
+    rows = (await conn.execute(query.limit(limit))).mappings().all()
+    invitees = await _invitees(conn, [r["id"] for r in rows])
+    return [Consultation.from_row(r, invitees.get(r["id"], frozenset())) for r in rows]
 
 
 async def change_state(

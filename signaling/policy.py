@@ -11,6 +11,8 @@ from datetime import date
 from records.models import Account, Consultation
 
 MIN_PRACTICE_YEARS = 3
+# Township clinic, county hospital and one or two specialists (a mesh call).
+MAX_PARTICIPANTS = 4
 HOSPITAL_ROLES = frozenset({"coordinator", "reviewer"})
 
 
@@ -18,6 +20,8 @@ def can_see(account: Account, consultation: Consultation) -> bool:
     """Whether ``account`` may know that ``consultation`` exists."""
     if not account.active:
         return False
+    if account.id in consultation.invitee_ids:
+        return True
     if account.role == "clinic_doctor":
         return consultation.requesting_institution_id == account.institution_id
     if account.role == "specialist":
@@ -31,7 +35,9 @@ def can_see(account: Account, consultation: Consultation) -> bool:
 
 
 def is_participant(account: Account, consultation: Consultation) -> bool:
-    """The requesting clinic's doctors and the assigned specialist take part in the call."""
+    """The requesting clinic's doctors, the assigned specialist and invitees take part."""
+    if account.id in consultation.invitee_ids:
+        return True
     if account.role == "clinic_doctor":
         return consultation.requesting_institution_id == account.institution_id
     return account.id == consultation.assigned_specialist_id

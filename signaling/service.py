@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -476,21 +475,23 @@ class ConsultationService:
         await self._notify(consultation)
         return consultation
 
-    async def list_for(
-        self, actor: Actor, *, states: list[str] | None = None
-    ) -> list[Brief]:
+    async def list_for(self, actor: Actor, *, states: list[str] | None = None) -> list[Brief]:
         """The consultations the actor may see (their clinic's, departments' or hospital's)."""
         account = actor.account
         async with self._tx(actor) as conn:
             if account.role == "clinic_doctor":
                 items = await store.list_consultations(
-                    conn, requesting_institution_id=account.institution_id, states=states
+                    conn,
+                    requesting_institution_id=account.institution_id,
+                    invited_account_id=account.id,
+                    states=states,
                 )
             elif account.role == "specialist":
                 items = await store.list_consultations(
                     conn,
                     department_ids=account.department_ids,
                     assigned_specialist_id=account.id,
+                    invited_account_id=account.id,
                     states=states,
                 )
             elif account.role in policy.HOSPITAL_ROLES:
@@ -717,6 +718,112 @@ class ConsultationService:
             events = await store.list_events(conn, c.id)
             await self._audit(conn, actor, "timeline.read", "consultation", c.id)
         return events
+
+    # -- the call -------------------------------------------------------------------
+
+    async def invite(self, actor: Actor, consultation_id: str, username: str) -> Consultation:
+        """A participant brings another doctor into the call (up to four people)."""
+        async with self._tx(actor) as conn:
+            c = await self._visible(conn, actor, consultation_id)
+            if not policy.is_participant(actor.account, c):
+                raise Forbidden("only the participants invite", code="not_participant")
+            if c.state not in (State.ACCEPTED, State.LIVE):
+                raise IllegalTransition(
+                    f"cannot invite into a consultation that is {c.state}", code="not_joinable"
+                )
+            found = await store.get_login(conn, username)
+            invitee = found[0] if found else None
+            if (
+                invitee is None
+                or not invitee.active
+                or invitee.role not in ("clinic_doctor", "specialist")
+            ):
+                raise Invalid("no such doctor", code="unknown_account", fields=("username",))
+            if policy.is_participant(invitee, c):
+                raise Invalid(
+                    "already a participant", code="already_participant", fields=("username",)
+                )
+            if invitee.role == "specialist":
+                self._check_practice(invitee, "username")
+            if len(c.invitee_ids) >= policy.MAX_PARTICIPANTS - 2:
+                raise RuleViolation("a call has at most four participants", code="call_full")
+            now = self.clock.now()
+            await store.add_invitee(
+                conn, consultation_id=c.id, account_id=invitee.id, invited_by=actor.id, at=now
+            )
+            await store.add_event(
+                conn,
+                consultation_id=c.id,
+                at=now,
+                kind="invited",
+                actor_id=actor.id,
+                data={"account_id": invitee.id},
+            )
+            await self._audit(
+                conn, actor, "consultation.invite", "consultation", c.id, account_id=invitee.id
+            )
+            updated = await store.get_consultation(conn, c.id)
+        assert updated is not None  # noqa: S101
+        await self._notify(updated)
+        return updated
+
+    async def call_access(self, actor: Actor, consultation_id: str) -> Consultation:
+        """Check that the actor may join the consultation's call now.
+
+        Raises:
+            NotFound: not visible to the actor.
+            Forbidden: visible but not a participant (``not_participant``).
+            IllegalTransition: not accepted or live (``not_joinable``).
+            RuleViolation: no recorded consent yet (``consent_required``).
+        """
+        async with self._tx(actor) as conn:
+            c = await self._visible(conn, actor, consultation_id)
+            if not policy.is_participant(actor.account, c):
+                raise Forbidden("you are not a participant of this call", code="not_participant")
+            if c.state not in (State.ACCEPTED, State.LIVE):
+                raise IllegalTransition(
+                    f"the call of a consultation that is {c.state} cannot be joined",
+                    code="not_joinable",
+                )
+            if await store.active_consent(conn, c.patient_id) is None:
+                raise RuleViolation(
+                    "the patient's informed consent must be recorded before the session",
+                    code="consent_required",
+                )
+            await self._audit(conn, actor, "call.access", "consultation", c.id)
+        return c
+
+    async def call_event(
+        self, actor: Actor, consultation_id: str, kind: str, data: dict[str, Any] | None = None
+    ) -> Event:
+        """Put a call event (joined, left, chat) on the timeline, audited."""
+        async with self._tx(actor) as conn:
+            now = self.clock.now()
+            eid = await store.add_event(
+                conn,
+                consultation_id=consultation_id,
+                at=now,
+                kind=kind,
+                actor_id=actor.id,
+                data=data or {},
+            )
+            await self._audit(conn, actor, f"call.{kind}", "consultation", consultation_id)
+            events = await store.list_events(conn, consultation_id, after_id=eid - 1)
+        return events[0]
+
+    async def events_after(self, actor: Actor, consultation_id: str, after_id: int) -> list[Event]:
+        """Timeline events after ``after_id`` (what a reconnecting page missed)."""
+        async with self._tx(actor) as conn:
+            c = await self._visible(conn, actor, consultation_id)
+            events = await store.list_events(conn, c.id, after_id=after_id)
+            await self._audit(conn, actor, "timeline.read", "consultation", c.id, after=after_id)
+        return events
+
+    async def state_of(self, consultation_id: str) -> str | None:
+        """The current state (no patient data)."""
+        async with self.db.read() as conn:
+            c = await store.get_consultation(conn, consultation_id)
+        return c.state if c else None
 
     # -- escalation -----------------------------------------------------------------
 

@@ -279,8 +279,10 @@ async def list_patients(request: web.Request) -> web.StreamResponse:
 async def create_patient(request: web.Request) -> web.StreamResponse:
     """Register a patient at the clinic."""
     data = await body(request, schemas.PatientIn)
-    patient = await request.app[SERVICE].register_patient(actor(request), **data.model_dump())
     today = request.app[CLOCK].now().date()
+    if data.birth_date > today:
+        raise ApiError(400, "invalid_fields", "the birth date is in the future", ["birth_date"])
+    patient = await request.app[SERVICE].register_patient(actor(request), **data.model_dump())
     return web.json_response({"patient": patient_json(patient, today)}, status=201)
 
 
@@ -443,6 +445,15 @@ async def refer(request: web.Request) -> web.StreamResponse:
     return web.json_response({"opinion": opinion_json(opinion, people)}, status=201)
 
 
+async def invite(request: web.Request) -> web.StreamResponse:
+    """Invite another doctor into the call (up to four participants)."""
+    data = await body(request, schemas.InviteIn)
+    c = await request.app[SERVICE].invite(
+        actor(request), request.match_info["consultation_id"], data.username
+    )
+    return web.json_response(await consultation_out(request, c), status=201)
+
+
 async def timeline(request: web.Request) -> web.StreamResponse:
     """The consultation's timeline."""
     events = await request.app[SERVICE].timeline(
@@ -564,6 +575,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", C + "/opinion", sign_opinion, "Sign the opinion", schemas.OpinionIn, 201),
     Route("POST", C + "/referral", refer, "Refer to an in-person visit", schemas.ReferralIn, 201),
     Route("GET", C + "/timeline", timeline, "Timeline"),
+    Route(
+        "POST", C + "/participants", invite, "Invite a doctor into the call", schemas.InviteIn, 201
+    ),
     Route("GET", "/api/roster", roster, "Duty roster", tag="roster"),
     Route("POST", "/api/roster", add_roster, "Add a duty", schemas.RosterIn, 201, tag="roster"),
     Route(

@@ -13,12 +13,14 @@ from records.clock import Clock, SystemClock
 from records.db import Database
 from records.passwords import Passwords
 from signaling.auth import AuthService
+from signaling.calls import Calls
 from signaling.hub import Hub
+from signaling.ice import IceConfig
 from signaling.service import ConsultationService
 from web import api, ws
 from web.auth import auth_middleware
 from web.errors import error_middleware
-from web.keys import AUTH, CLOCK, DB, HUB, OPENAPI, SERVICE, SETTINGS, SOCKETS
+from web.keys import AUTH, CALLS, CLOCK, DB, HUB, OPENAPI, SERVICE, SETTINGS, SOCKETS
 from web.openapi import build_spec
 from web.pages import setup_pages
 from web.security import security_headers_middleware
@@ -36,6 +38,18 @@ def passwords_for(settings: Settings) -> Passwords:
         time_cost=settings.argon2_time_cost,
         memory_kib=settings.argon2_memory_kib,
         parallelism=settings.argon2_parallelism,
+    )
+
+
+def ice_config(settings: Settings) -> IceConfig:
+    """What browsers are told about STUN/TURN, from settings."""
+    return IceConfig(
+        stun_urls=settings.stun_urls,
+        turn_urls=settings.turn_urls,
+        turn_secret=str(settings.turn_secret),
+        turn_ttl_seconds=settings.turn_ttl_seconds,
+        transport_policy=settings.ice_transport_policy,
+        allowed_networks=settings.ice_allowed_networks,
     )
 
 
@@ -83,7 +97,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         hub=app[HUB],
         escalate_after={u: settings.escalate_after(u) for u in ("routine", "urgent", "emergency")},
     )
+    app[CALLS] = Calls(
+        service=app[SERVICE], ice=ice_config(settings), grace_seconds=settings.call_grace_seconds
+    )
     yield
+    await app[CALLS].close()
     await db.close()
 
 

@@ -6,8 +6,8 @@ Logging is configured and the app is run here, and only here.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import sys

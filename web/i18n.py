@@ -96,6 +96,8 @@ JS_STRINGS: Mapping[str, str] = {
     "label.department": N_("Department"),
     "label.specialist": N_("Specialist"),
     "label.requested": N_("Submitted"),
+    "label.pair": N_("%(label)s: %(value)s"),
+    "time.just_now": N_("just now"),
     "label.updated": N_("Updated"),
     "label.decline_reason": N_("Reason for declining"),
     "label.any_specialist": N_("Any specialist of the department"),

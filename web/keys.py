@@ -9,6 +9,7 @@ from aiohttp import web
 from records.clock import Clock
 from records.db import Database
 from signaling.auth import AuthService, Session
+from signaling.calls import Calls
 from signaling.hub import Hub
 from signaling.service import ConsultationService
 from web.settings import Settings
@@ -19,6 +20,7 @@ DB = web.AppKey("db", Database)
 HUB = web.AppKey("hub", Hub)
 SERVICE = web.AppKey("service", ConsultationService)
 AUTH = web.AppKey("auth", AuthService)
+CALLS = web.AppKey("calls", Calls)
 # Open WebSockets, closed on shutdown.
 SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
 # The OpenAPI document, built once from the route table.

@@ -94,7 +94,7 @@ def _safe_next(value: str | None) -> str:
 
 def _require_session(request: web.Request, *roles: str) -> Session:
     """The session, or a redirect to the login page (or home, for another role)."""
-    session = request.get(SESSION)
+    session: Session | None = request.get(SESSION)
     if session is None:
         target = request.path_qs
         raise web.HTTPSeeOther("/login?" + urlencode({"next": target}))
@@ -189,7 +189,8 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     """The login form (the script posts it to ``/api/session``)."""
     _switch_language(request)
     next_path = _safe_next(request.query.get("next"))
-    if request.get(SESSION) is not None:
+    session: Session | None = request.get(SESSION)
+    if session is not None:
         raise web.HTTPSeeOther(next_path)
     return await render(
         request, "login.html", page="login", session=None, page_data={"next": next_path}

@@ -102,6 +102,12 @@ class RosterIn(Body):
     ends_at: AwareDatetime = Field(description="must be after starts_at")
 
 
+class InviteIn(Body):
+    """Invite another doctor into the call."""
+
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 BODIES: tuple[type[Body], ...] = (
     LoginIn,
     PatientIn,
@@ -112,4 +118,5 @@ BODIES: tuple[type[Body], ...] = (
     OpinionIn,
     ReferralIn,
     RosterIn,
+    InviteIn,
 )

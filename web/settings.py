@@ -30,6 +30,9 @@ class Secret(str):
         return "Secret('***')"
 
 
+NO_SECRET = Secret("")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the app can be configured with; see README.md, "Settings"."""
@@ -49,6 +52,13 @@ class Settings:
     escalate_after_emergency_seconds: int = 5 * 60
     escalation_check_seconds: float = 15.0
     default_locale: str = "zh_CN"
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: Secret = NO_SECRET
+    turn_ttl_seconds: int = 3600
+    ice_transport_policy: str = "all"
+    ice_allowed_networks: tuple[str, ...] = ()
+    call_grace_seconds: float = 30.0
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 2
@@ -56,6 +66,10 @@ class Settings:
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError("tls_cert and tls_key must be set together")
+        if self.ice_transport_policy not in ("all", "relay"):
+            raise SettingsError("ice_transport_policy must be all or relay")
+        if self.turn_urls and not self.turn_secret:
+            raise SettingsError("turn_urls need turn_secret (coturn's static-auth-secret)")
         if self.default_locale not in ("zh_CN", "en"):
             raise SettingsError("default_locale must be zh_CN or en")
         for name in ("session_ttl_seconds", "login_max_failures", "login_lockout_seconds"):

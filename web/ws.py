@@ -1,7 +1,10 @@
 """The WebSocket endpoint: an adapter from aiohttp onto signaling's Channel.
 
-One authenticated socket per browser tab. The ``Origin`` must be this site (a
-page elsewhere cannot ride on the user's cookie); heartbeats find dead sockets.
+One authenticated socket per browser tab carries both the dashboards' push
+messages and, after a ``join``, the call's signaling. The ``Origin`` must be this
+site (a page elsewhere cannot ride on the user's cookie); heartbeats find dead
+sockets. A bad message gets an ``error`` message with a code and the socket stays
+open.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from web.auth import same_origin
+from signaling import messages
+from signaling.errors import SignalingError
+from web.auth import actor, same_origin
 from web.errors import ApiError
-from web.keys import HUB, SESSION, SOCKETS
+from web.keys import CALLS, HUB, SESSION, SOCKETS
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE = 64 * 1024
+# Frames up to this size are read and refused politely by ``messages.parse``;
+# beyond it aiohttp closes the socket (1009), so a flood cannot exhaust memory.
+MAX_FRAME = 1024 * 1024
 HEARTBEAT_SECONDS = 20.0
 
 
@@ -39,40 +46,41 @@ class SocketChannel:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
-    """Push channel for dashboards (and, later, call signaling)."""
+    """Push channel for dashboards and signaling for calls."""
     if not same_origin(request) or "Origin" not in request.headers:
         raise ApiError(403, "bad_origin", "WebSocket connections must come from this site")
     session = request.get(SESSION)
     if session is None:
         raise ApiError(401, "unauthenticated", "log in first")
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_MESSAGE)
+    who = actor(request)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_FRAME)
     await ws.prepare(request)
     channel = SocketChannel(ws)
-    hub = request.app[HUB]
-    sockets = request.app[SOCKETS]
+    hub, calls, sockets = request.app[HUB], request.app[CALLS], request.app[SOCKETS]
     sockets.add(ws)
     hub.subscribe(session.account, channel)
     try:
         await channel.send({"type": "hello", "account_id": session.account.id})
-        async for msg in ws:
-            if msg.type is not WSMsgType.TEXT:
+        async for frame in ws:
+            if frame.type is not WSMsgType.TEXT:
                 await channel.send(_error("bad_message", "send JSON text messages"))
                 continue
             try:
-                data = json.loads(msg.data)
-            except ValueError:
-                await channel.send(_error("invalid_json", "message is not valid JSON"))
-                continue
-            kind = data.get("type") if isinstance(data, dict) else None
-            if kind == "ping":
-                await channel.send({"type": "pong"})
-            else:
-                await channel.send(_error("unknown_type", "unknown message type"))
+                msg = messages.parse(frame.data)
+                if isinstance(msg, messages.Ping):
+                    await channel.send({"type": "pong"})
+                else:
+                    await calls.handle(who, channel, msg)
+            except messages.ProtocolError as exc:
+                await channel.send(_error(exc.code, exc.message, exc.field))
+            except SignalingError as exc:
+                await channel.send(_error(exc.code, exc.message))
     finally:
         hub.unsubscribe(channel)
         sockets.discard(ws)
+        calls.disconnected(channel)
     return ws
 
 
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message}
+def _error(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, "field": field}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -69,15 +70,24 @@ async def test_wrong_password_and_unknown_user_get_the_same_answer(anon: Client)
     assert COOKIE not in {c.key for c in anon.session.cookie_jar}
 
 
+# signaling/auth.py raises AuthFailed inside its write transaction, so the failure
+# count, the lock and the failure's audit entry are rolled back with it.
+LOCKOUT_BUG = pytest.mark.xfail(
+    strict=True, reason="AuthService.login rolls back failed-login bookkeeping (see report)"
+)
+
+
+@LOCKOUT_BUG
 async def test_lockout_after_max_failures_then_unlocks_after_the_lockout_time(
-    anon: Client, settings: Settings, clock: Any, app: Any
+    anon: Client, settings: Settings, clock: Any
 ) -> None:
     for _ in range(settings.login_max_failures):
         status, data, _ = await post_login(anon, "clinic1", "wrong")
         assert (status, data["error"]["code"]) == (401, "login_failed")
 
     status, data, resp = await post_login(anon, "clinic1", DEMO_PASSWORD)
-    assert (status, data["error"]["code"]) == (429, "account_locked")
+    assert status == 429, data
+    assert data["error"]["code"] == "account_locked"
     assert COOKIE not in resp.cookies
 
     clock.advance(settings.login_lockout_seconds - 1)
@@ -90,13 +100,30 @@ async def test_lockout_after_max_failures_then_unlocks_after_the_lockout_time(
     resp = await anon.get("/api/session")
     assert resp.status == 200
 
-    actions = await audit_actions(app)
-    assert actions.count("auth.login_failed") == settings.login_max_failures - 1
-    assert actions.count("auth.lock") == 1
-    assert actions.count("auth.login") == 1
-    # Every attempt is recorded, including an unknown username.
+
+async def test_successful_login_is_audited(anon: Client, app: Any) -> None:
+    before = await audit_actions(app)
+    status, _, _ = await post_login(anon, "clinic1", DEMO_PASSWORD)
+    assert status == 200
+    assert (await audit_actions(app))[len(before) :] == ["auth.login"]
+
+
+@LOCKOUT_BUG
+async def test_failed_logins_and_the_lock_are_audited(
+    anon: Client, app: Any, settings: Settings
+) -> None:
+    before = len(await audit_actions(app))
     await post_login(anon, "nobody-here", "x")
-    assert (await audit_actions(app)).count("auth.login_failed") == settings.login_max_failures
+    for _ in range(settings.login_max_failures):
+        await post_login(anon, "clinic1", "wrong")
+    await post_login(anon, "clinic1", DEMO_PASSWORD)
+
+    assert (await audit_actions(app))[before:] == [
+        "auth.login_failed",
+        *["auth.login_failed"] * (settings.login_max_failures - 1),
+        "auth.lock",
+        "auth.locked_out",
+    ]
 
 
 async def test_logout_revokes_the_session_on_the_server(

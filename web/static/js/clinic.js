@@ -10,6 +10,7 @@ import {
   el,
   handleAuthLoss,
   option,
+  pair,
   replaceChildren,
   setPushStatus,
   sexAge,
@@ -251,13 +252,16 @@ function requestItem(c) {
   const meta = el(
     "div",
     { class: "item-meta" },
-    el("span", { text: `${t("label.patient")}: ${sexAge(c.patient)}` }),
+    el("span", { text: pair(t("label.patient"), sexAge(c.patient)) }),
     el("span", {}, `${t("label.requested")} `, ago(c.created_at)),
     el("span", {
       text: c.assigned_specialist
-        ? `${t("label.assigned_to")}: ${c.assigned_specialist.display_name}${
-            c.assigned_specialist.title ? ` (${c.assigned_specialist.title})` : ""
-          }`
+        ? pair(
+            t("label.assigned_to"),
+            `${c.assigned_specialist.display_name}${
+              c.assigned_specialist.title ? ` (${c.assigned_specialist.title})` : ""
+            }`,
+          )
         : t("label.unassigned"),
     }),
   );

@@ -13,6 +13,7 @@ import {
   formatDateTime,
   handleAuthLoss,
   option,
+  pair,
   replaceChildren,
   setPushStatus,
   sexAge,
@@ -119,7 +120,7 @@ function waitingItem(c, list) {
     el(
       "div",
       { class: "item-meta" },
-      el("span", { text: `${t("label.patient")}: ${sexAge(c.patient)}` }),
+      el("span", { text: pair(t("label.patient"), sexAge(c.patient)) }),
       el("span", {}, `${t("label.requested")} `, ago(c.created_at)),
       c.escalated ? el("span", { class: "text-warn", text: t("label.escalated") }) : null,
     ),
@@ -153,7 +154,7 @@ function activeItem(c, list) {
     el(
       "div",
       { class: "item-meta" },
-      el("span", { text: `${t("label.assigned_to")}: ${who}` }),
+      el("span", { text: pair(t("label.assigned_to"), who) }),
       el("span", {}, `${t("label.updated")} `, ago(c.updated_at)),
     ),
     c.state === "accepted" ? assignControl(c, list, t("action.reassign")) : null,
@@ -186,8 +187,14 @@ function rosterRow(entry) {
     el(
       "td",
       { class: "cell-strong", dataset: { label: heads[1] } },
-      entry.specialist.display_name,
-      entry.on_duty_now ? el("span", { class: "tag tag-ok", text: t("label.on_duty_now") }) : null,
+      el(
+        "span",
+        {},
+        entry.specialist.display_name,
+        entry.on_duty_now
+          ? el("span", { class: "tag tag-ok", text: t("label.on_duty_now") })
+          : null,
+      ),
     ),
     el("td", { dataset: { label: heads[2] }, text: formatDateTime(entry.starts_at) }),
     el("td", { dataset: { label: heads[3] }, text: formatDateTime(entry.ends_at) }),

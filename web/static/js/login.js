@@ -5,6 +5,7 @@ import { PAGE, busy, checkRequired, errorMessage } from "./ui.js";
 
 const form = document.getElementById("login-form");
 const box = document.getElementById("login-error");
+let attempts = 0;
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -17,7 +18,9 @@ form.addEventListener("submit", async (event) => {
       location.assign(PAGE.next || "/");
     } catch (err) {
       box.textContent = errorMessage(err);
+      attempts += 1;
       box.dataset.code = err instanceof ApiError ? err.code : "unknown";
+      box.dataset.attempt = String(attempts);
       box.hidden = false;
       const password_ = form.elements.namedItem("password");
       password_.value = "";

@@ -11,6 +11,7 @@ import {
   el,
   errorMessage,
   handleAuthLoss,
+  pair,
   replaceChildren,
   setPushStatus,
   sexAge,
@@ -58,7 +59,7 @@ function itemMeta(c) {
   return el(
     "div",
     { class: "item-meta" },
-    el("span", { text: `${t("label.patient")}: ${sexAge(c.patient)}` }),
+    el("span", { text: pair(t("label.patient"), sexAge(c.patient)) }),
     el("span", {}, `${t("label.requested")} `, ago(c.created_at)),
     c.escalated ? el("span", { class: "text-warn", text: t("label.escalated") }) : null,
   );

@@ -80,7 +80,7 @@ export function timeAgo(iso, now = Date.now()) {
   if (Number.isNaN(date.getTime())) return "";
   const seconds = Math.round((date.getTime() - now) / 1000);
   const abs = Math.abs(seconds);
-  if (abs < 45) return relative.format(0, "second");
+  if (abs < 45) return t("time.just_now");
   if (abs < 3600) return relative.format(Math.round(seconds / 60), "minute");
   if (abs < 86400) return relative.format(Math.round(seconds / 3600), "hour");
   return relative.format(Math.round(seconds / 86400), "day");
@@ -110,6 +110,11 @@ export function sexAge(patient) {
     parts.push(t("age", { age: patient.age }));
   }
   return parts.join(" · ");
+}
+
+// "Label: value" with the locale's punctuation (a full-width colon in Chinese).
+export function pair(label, value) {
+  return t("label.pair", { label, value });
 }
 
 export function errorMessage(err) {

@@ -1,0 +1,336 @@
+"""Rooms: who is in which consultation's call, and the relay between them.
+
+The live call is a mesh of browser-to-browser WebRTC connections (up to four
+people); the server only relays offers, answers and candidates between the
+members of one room, never to anyone else. A member whose socket drops stays in
+the room, marked disconnected, for ``grace_seconds``: the media between browsers
+usually survives a signaling outage, and the page resumes with the same
+``tab_id`` (and an ICE restart) without the others seeing them leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from records.models import Event
+from signaling import messages as m
+from signaling.errors import SignalingError
+from signaling.hub import Channel
+from signaling.ice import IceConfig
+from signaling.lifecycle import State
+from signaling.policy import MAX_PARTICIPANTS
+from signaling.service import Actor, ConsultationService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Member:
+    """One participant of a call."""
+
+    actor: Actor
+    channel: Channel
+    tab_id: str
+    audio: bool = True
+    video: bool = True
+    connected: bool = True
+    grace: asyncio.TimerHandle | None = None
+
+    @property
+    def peer_id(self) -> str:
+        """Participants are identified by their account id."""
+        return self.actor.id
+
+    def describe(self, institution_names: dict[str, str]) -> dict[str, Any]:
+        """What the others' tiles show."""
+        account = self.actor.account
+        return {
+            "peer_id": self.peer_id,
+            "display_name": account.display_name,
+            "title": account.title,
+            "role": account.role,
+            "institution": institution_names.get(account.institution_id, ""),
+            "audio": self.audio,
+            "video": self.video,
+            "connected": self.connected,
+        }
+
+
+@dataclass(eq=False)
+class Room:
+    """The call of one consultation."""
+
+    consultation_id: str
+    members: dict[str, Member] = field(default_factory=dict)
+
+
+def event_message(event: Event, names: dict[str, str]) -> dict[str, Any]:
+    """A timeline event as sent to call pages."""
+    return {
+        "type": "event",
+        "event": {
+            "id": event.id,
+            "at": event.at.isoformat(),
+            "kind": event.kind,
+            "actor_id": event.actor_id,
+            "actor_name": names.get(event.actor_id or "", ""),
+            "data": event.data,
+        },
+    }
+
+
+class Calls:
+    """Every room on this server, and the message handling for them."""
+
+    def __init__(
+        self,
+        *,
+        service: ConsultationService,
+        ice: IceConfig,
+        grace_seconds: float = 30.0,
+    ) -> None:
+        """Wire the call handling.
+
+        Args:
+            service: the consultation service (access rules, timeline, states).
+            ice: ICE servers and the candidate filter.
+            grace_seconds: how long a dropped member keeps their place.
+        """
+        self.service = service
+        self.ice = ice
+        self.grace_seconds = grace_seconds
+        self.rooms: dict[str, Room] = {}
+        self._where: dict[Channel, tuple[Room, Member]] = {}
+        self.dropped_candidates = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- entry points -------------------------------------------------------------
+
+    async def handle(self, actor: Actor, channel: Channel, msg: m.ClientMessage) -> None:
+        """Act on one validated message from ``channel``.
+
+        Raises:
+            SignalingError: with a code the socket reports as an ``error`` message.
+        """
+        if isinstance(msg, m.Join):
+            await self._join(actor, channel, msg)
+            return
+        where = self._where.get(channel)
+        if where is None:
+            raise SignalingError("join a consultation first", code="not_joined")
+        room, member = where
+        if isinstance(msg, m.Offer | m.Answer):
+            target = self._target(room, msg.to)
+            await self._send(
+                target,
+                {"type": msg.type, "from": member.peer_id, "sdp": self.ice.filter_sdp(msg.sdp)},
+            )
+        elif isinstance(msg, m.Candidate):
+            target = self._target(room, msg.to)
+            if not self.ice.candidate_allowed(msg.candidate):
+                self.dropped_candidates += 1
+                return
+            await self._send(
+                target,
+                {
+                    "type": "candidate",
+                    "from": member.peer_id,
+                    "candidate": msg.candidate,
+                    "sdp_mid": msg.sdp_mid,
+                    "sdp_mline_index": msg.sdp_mline_index,
+                },
+            )
+        elif isinstance(msg, m.Chat):
+            text = msg.text.strip()
+            if not text:
+                raise SignalingError("empty chat message", code="invalid_field")
+            event = await self.service.call_event(
+                member.actor, room.consultation_id, "chat", {"text": text}
+            )
+            await self._broadcast(room, event_message(event, self._names(room)))
+        elif isinstance(msg, m.MediaState):
+            member.audio, member.video = msg.audio, msg.video
+            await self._broadcast(
+                room,
+                {
+                    "type": "media_state",
+                    "from": member.peer_id,
+                    "audio": msg.audio,
+                    "video": msg.video,
+                },
+                exclude=member,
+            )
+        elif isinstance(msg, m.Leave):
+            await self._remove(room, member, "left")
+        elif isinstance(msg, m.End):
+            consultation = await self.service.end(member.actor, room.consultation_id)
+            await self._broadcast(
+                room, {"type": "state", "state": consultation.state, "by": member.peer_id}
+            )
+            for other in list(room.members.values()):
+                self._forget(other)
+            self.rooms.pop(room.consultation_id, None)
+
+    def disconnected(self, channel: Channel) -> None:
+        """The socket behind ``channel`` is gone; keep the place for a grace period.
+
+        Synchronous on purpose: it runs in the socket handler's ``finally``, which
+        aiohttp may be cancelling; the notifications go out in tasks of our own.
+        """
+        where = self._where.pop(channel, None)
+        if where is None:
+            return
+        room, member = where
+        if member.channel is not channel:
+            return  # already replaced by a resumed socket
+        member.connected = False
+        self._spawn(
+            self._broadcast(
+                room,
+                {"type": "peer_state", "peer_id": member.peer_id, "connected": False},
+                exclude=member,
+            )
+        )
+        loop = asyncio.get_running_loop()
+        member.grace = loop.call_later(
+            self.grace_seconds, lambda: self._spawn(self._expire(room, member))
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Forget every room (server shutdown)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for room in list(self.rooms.values()):
+            for member in list(room.members.values()):
+                self._forget(member)
+        self.rooms.clear()
+
+    def room_of(self, consultation_id: str) -> Room | None:
+        """The room of a consultation, if anyone is in it."""
+        return self.rooms.get(consultation_id)
+
+    # -- internals ----------------------------------------------------------------
+
+    async def _join(self, actor: Actor, channel: Channel, msg: m.Join) -> None:
+        if channel in self._where:
+            raise SignalingError("this socket is already in a call", code="already_joined")
+        consultation = await self.service.call_access(actor, msg.consultation_id)
+        room = self.rooms.setdefault(consultation.id, Room(consultation.id))
+        existing = room.members.get(actor.id)
+        resumed = False
+        if existing is not None:
+            if existing.connected and existing.tab_id != msg.tab_id:
+                raise SignalingError(
+                    "you are already in this call in another window", code="already_in_call"
+                )
+            # Same tab coming back (or a stale entry): the new socket takes over.
+            self._forget(existing)
+            resumed = True
+        elif sum(1 for x in room.members.values()) >= MAX_PARTICIPANTS:
+            raise SignalingError("the call is full", code="call_full")
+        member = Member(actor=actor, channel=channel, tab_id=msg.tab_id)
+        if existing is not None:
+            member.audio, member.video = existing.audio, existing.video
+        room.members[actor.id] = member
+        self._where[channel] = (room, member)
+
+        names = await self._institution_names()
+        missed: list[Event] = []
+        if msg.resume_after is not None:
+            missed = await self.service.events_after(actor, room.consultation_id, msg.resume_after)
+        event = await self.service.call_event(
+            actor, room.consultation_id, "rejoined" if resumed else "joined"
+        )
+        peers = [x.describe(names) for x in room.members.values() if x is not member]
+        await self._send(
+            member,
+            {
+                "type": "joined",
+                "consultation_id": room.consultation_id,
+                "peer_id": member.peer_id,
+                "resumed": resumed,
+                "peers": peers,
+                "ice_servers": self.ice.servers(actor.id, self.service.clock.now()),
+                "ice_transport_policy": self.ice.transport_policy,
+                "state": consultation.state,
+                "events": [event_message(e, self._names(room))["event"] for e in missed],
+            },
+        )
+        await self._broadcast(
+            room,
+            {"type": "peer_joined", "peer": member.describe(names), "resumed": resumed},
+            exclude=member,
+        )
+        await self._broadcast(room, event_message(event, self._names(room)))
+        connected = sum(1 for x in room.members.values() if x.connected)
+        if consultation.state == State.ACCEPTED and connected >= 2:
+            try:
+                live = await self.service.go_live(actor, room.consultation_id)
+            except SignalingError as exc:
+                log.info("consultation=%s not live: %s", room.consultation_id, exc.code)
+            else:
+                await self._broadcast(room, {"type": "state", "state": live.state})
+
+    def _target(self, room: Room, peer_id: str) -> Member:
+        target = room.members.get(peer_id)
+        if target is None or not target.connected:
+            # Also the answer for peers of other consultations: nothing leaks.
+            raise SignalingError("no such participant in this call", code="unknown_peer")
+        return target
+
+    def _names(self, room: Room) -> dict[str, str]:
+        return {pid: x.actor.account.display_name for pid, x in room.members.items()}
+
+    async def _institution_names(self) -> dict[str, str]:
+        return {i.id: i.name for i in await self.service.institutions()}
+
+    async def _send(self, member: Member, message: dict[str, Any]) -> None:
+        if not member.connected:
+            return
+        try:
+            await member.channel.send(message)
+        except Exception as exc:
+            log.info("send to peer=%s failed: %s", member.peer_id, type(exc).__name__)
+
+    async def _broadcast(
+        self, room: Room, message: dict[str, Any], exclude: Member | None = None
+    ) -> None:
+        await asyncio.gather(
+            *(self._send(x, message) for x in list(room.members.values()) if x is not exclude)
+        )
+
+    def _forget(self, member: Member) -> None:
+        if member.grace is not None:
+            member.grace.cancel()
+            member.grace = None
+        self._where.pop(member.channel, None)
+
+    async def _remove(self, room: Room, member: Member, kind: str) -> None:
+        self._forget(member)
+        if room.members.get(member.peer_id) is member:
+            del room.members[member.peer_id]
+        event = await self.service.call_event(member.actor, room.consultation_id, kind)
+        await self._broadcast(room, {"type": "peer_left", "peer_id": member.peer_id})
+        await self._broadcast(
+            room,
+            event_message(
+                event, self._names(room) | {member.peer_id: member.actor.account.display_name}
+            ),
+        )
+        if not room.members:
+            self.rooms.pop(room.consultation_id, None)
+
+    async def _expire(self, room: Room, member: Member) -> None:
+        member.grace = None
+        if not member.connected and room.members.get(member.peer_id) is member:
+            await self._remove(room, member, "left")

@@ -1,0 +1,69 @@
+"""Helpers for tests that talk to the signaling WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import ClientWebSocketResponse, WSMsgType
+
+# Push messages about other consultations can arrive at any time; call tests look
+# past them unless they ask for them.
+RECV_TIMEOUT = 5.0
+BACKGROUND = frozenset({"consultation.changed"})
+
+
+class Socket:
+    """A test's end of /ws."""
+
+    def __init__(self, ws: ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send_str(json.dumps(message))
+
+    async def recv(self, *types: str) -> dict[str, Any]:
+        """The next message (of one of ``types``, if given; others are skipped)."""
+        async with asyncio.timeout(RECV_TIMEOUT):
+            while True:
+                frame = await self.ws.receive()
+                if frame.type is not WSMsgType.TEXT:
+                    raise ConnectionError(f"socket closed: {frame.type!r} {frame.data!r}")
+                msg: dict[str, Any] = json.loads(frame.data)
+                if types and msg["type"] not in types:
+                    continue
+                if not types and msg["type"] in BACKGROUND:
+                    continue
+                return msg
+
+    async def until_pong(self) -> list[dict[str, Any]]:
+        """Everything queued for us so far: ping, then read up to the pong.
+
+        Messages on one socket are ordered, so whatever the server sent before
+        handling the ping is in the returned list.
+        """
+        await self.send({"type": "ping"})
+        seen = []
+        while (msg := await self.recv(*()))["type"] != "pong":
+            seen.append(msg)
+        return seen
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def connect(user: Any, origin: str | None = None) -> Socket:
+    """Open /ws as ``user`` with this site's Origin and read the hello."""
+    if origin is None:
+        origin = str(user.client.make_url("/")).rstrip("/")
+    ws = await user.client.ws_connect("/ws", headers={"Origin": origin})
+    sock = Socket(ws)
+    hello = await sock.recv()
+    assert hello["type"] == "hello"
+    return sock
+
+
+async def join(sock: Socket, consultation_id: str, tab: str = "tab-1", **extra: Any) -> Any:
+    await sock.send({"type": "join", "consultation_id": consultation_id, "tab_id": tab, **extra})
+    return await sock.recv("joined", "error")

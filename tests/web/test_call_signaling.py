@@ -1,0 +1,207 @@
+"""Call signaling through the real WebSocket: joining, relay, chat, resume, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from web.keys import CALLS
+
+from .calls import connect, join
+from .test_workflow_api import demo_ids, request_consultation
+
+LoginAs = Any
+
+
+async def accepted_consultation(login_as: LoginAs, patient: str = "刘大爷") -> tuple[Any, ...]:
+    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
+    ids = await demo_ids(clinic)
+    c = await request_consultation(clinic, ids, patient=patient)
+    status, _ = await cardio.post(f"/api/consultations/{c['id']}/accept")
+    assert status == 200
+    return clinic, cardio, c["id"], ids
+
+
+async def test_two_participants_join_relay_and_go_live(login_as: LoginAs) -> None:
+    clinic, cardio, cid, _ = await accepted_consultation(login_as)
+    a, b = await connect(clinic), await connect(cardio)
+    joined_a = await join(a, cid)
+    assert joined_a["type"] == "joined" and joined_a["peers"] == []
+    assert joined_a["state"] == "accepted"
+    assert joined_a["ice_servers"] == []  # no public STUN unless configured
+    joined_b = await join(b, cid, tab="tab-b")
+    assert [p["display_name"] for p in joined_b["peers"]] == ["王建国"]
+    peer = joined_b["peers"][0]
+    assert peer["institution"] == "城关镇卫生院" and peer["role"] == "clinic_doctor"
+    assert (await a.recv("peer_joined"))["peer"]["display_name"] == "张伟"
+    # Two connected: the consultation is live, and both are told.
+    assert (await a.recv("state"))["state"] == "live"
+    assert (await b.recv("state"))["state"] == "live"
+
+    await b.send({"type": "offer", "to": clinic.account["id"], "sdp": "v=0\r\n"})
+    offer = await a.recv("offer")
+    assert offer == {"type": "offer", "from": cardio.account["id"], "sdp": "v=0\r\n"}
+    await a.send({"type": "answer", "to": cardio.account["id"], "sdp": "v=0\r\n"})
+    assert (await b.recv("answer"))["from"] == clinic.account["id"]
+    cand = "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host"
+    await a.send(
+        {
+            "type": "candidate",
+            "to": cardio.account["id"],
+            "candidate": cand,
+            "sdp_mid": "0",
+            "sdp_mline_index": 0,
+        }
+    )
+    got = await b.recv("candidate")
+    assert (got["candidate"], got["sdp_mid"], got["sdp_mline_index"]) == (cand, "0", 0)
+
+    await a.send({"type": "media_state", "audio": False, "video": True})
+    state = await b.recv("media_state")
+    assert (state["from"], state["audio"], state["video"]) == (clinic.account["id"], False, True)
+
+    _, data = await clinic.get(f"/api/consultations/{cid}")
+    assert data["consultation"]["state"] == "live"
+    kinds = [e["kind"] for e in data["consultation"]["events"]]
+    assert kinds[-3:] == ["joined", "joined", "live"]
+
+
+async def test_chat_reaches_both_and_is_on_the_timeline(login_as: LoginAs) -> None:
+    clinic, cardio, cid, _ = await accepted_consultation(login_as)
+    a, b = await connect(clinic), await connect(cardio)
+    await join(a, cid)
+    await join(b, cid, tab="tab-b")
+    await a.send({"type": "chat", "text": "患者血压 150/95"})
+    for sock in (a, b):
+        while (msg := await sock.recv("event"))["event"]["kind"] != "chat":
+            pass
+        assert msg["event"]["data"]["text"] == "患者血压 150/95"
+        assert msg["event"]["actor_name"] == "王建国"
+    _, data = await cardio.get(f"/api/consultations/{cid}/timeline")
+    chats = [e for e in data["events"] if e["kind"] == "chat"]
+    assert [c["data"]["text"] for c in chats] == ["患者血压 150/95"]
+
+
+async def test_resume_after_a_dropped_socket_replays_what_was_missed(
+    login_as: LoginAs, app: Any
+) -> None:
+    clinic, cardio, cid, _ = await accepted_consultation(login_as)
+    a, b = await connect(clinic), await connect(cardio)
+    await join(a, cid)
+    joined = await join(b, cid, tab="tab-b")
+    last_seen = max([e["id"] for e in joined["events"]], default=0)
+    while True:  # the events b saw before the drop
+        msg = await b.recv("event")
+        last_seen = msg["event"]["id"]
+        if msg["event"]["kind"] == "joined":
+            break
+    await b.close()
+    assert (await a.recv("peer_state")) == {
+        "type": "peer_state",
+        "peer_id": cardio.account["id"],
+        "connected": False,
+    }
+    await a.send({"type": "chat", "text": "你还在吗?"})
+    b2 = await connect(cardio)
+    resumed = await join(b2, cid, tab="tab-b", resume_after=last_seen)
+    assert resumed["resumed"] is True
+    assert [p["display_name"] for p in resumed["peers"]] == ["王建国"]
+    assert "你还在吗?" in [e["data"].get("text") for e in resumed["events"]]
+    back = await a.recv("peer_joined")
+    assert back["resumed"] is True
+    room = app[CALLS].room_of(cid)
+    assert room is not None and len(room.members) == 2
+
+
+async def test_errors_keep_the_socket_usable(login_as: LoginAs) -> None:
+    clinic, _, cid, _ = await accepted_consultation(login_as)
+    sock = await connect(clinic)
+    cases: list[tuple[str, str]] = [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "not_an_object"),
+        ('{"type": "dance"}', "unknown_type"),
+        ('{"type": "chat"}', "missing_field"),
+        ('{"type": "chat", "text": 5}', "invalid_field"),
+        ('{"type": "chat", "text": "x", "extra": 1}', "unknown_field"),
+        ('{"type": "chat", "text": "' + "长" * 2001 + '"}', "field_too_long"),
+        ('{"type": "chat", "text": "' + "x" * 70000 + '"}', "too_large"),
+        ('{"type": "offer", "to": "' + "0" * 32 + '", "sdp": "v=0"}', "not_joined"),
+    ]
+    for raw, code in cases:
+        await sock.ws.send_str(raw)
+        msg = await sock.recv()
+        assert (msg["type"], msg["code"]) == ("error", code), raw
+    await sock.ws.send_bytes(b"\x00\x01")
+    assert (await sock.recv())["code"] == "bad_message"
+    # Still usable: join works after all that.
+    assert (await join(sock, cid))["type"] == "joined"
+
+
+async def test_relay_only_inside_the_consultation(login_as: LoginAs) -> None:
+    clinic, cardio, cid, ids = await accepted_consultation(login_as)
+    # A second consultation between other people.
+    c2 = await request_consultation(clinic, ids, patient="刘大爷", dept="respiratory")
+    resp = await login_as("resp1")
+    assert (await resp.post(f"/api/consultations/{c2['id']}/accept"))[0] == 200
+    a, b, r = await connect(clinic), await connect(cardio), await connect(resp)
+    await join(a, cid)
+    await join(b, cid, tab="tab-b")
+    joined = await join(r, c2["id"], tab="tab-r")
+    assert joined["type"] == "joined"
+    # resp1 addresses cardio1 (a member of another call): refused, nothing relayed.
+    await r.send({"type": "offer", "to": cardio.account["id"], "sdp": "v=0\r\n"})
+    assert (await r.recv("error"))["code"] == "unknown_peer"
+    assert "offer" not in [msg["type"] for msg in await b.until_pong()]
+
+
+@pytest.mark.parametrize("outsider", ["clinic2", "resp1", "cardio2"])
+async def test_outsiders_cannot_join(login_as: LoginAs, outsider: str) -> None:
+    _, _, cid, _ = await accepted_consultation(login_as)
+    user = await login_as(outsider)
+    sock = await connect(user)
+    msg = await join(sock, cid)
+    expected = "not_participant" if outsider == "cardio2" else "not_found"
+    assert (msg["type"], msg["code"]) == ("error", expected)
+
+
+async def test_a_second_window_of_the_same_user_is_refused_without_disturbing_the_call(
+    login_as: LoginAs,
+) -> None:
+    clinic, cardio, cid, _ = await accepted_consultation(login_as)
+    a, b = await connect(clinic), await connect(cardio)
+    await join(a, cid, tab="tab-1")
+    await join(b, cid, tab="tab-b")
+    second = await connect(clinic)
+    msg = await join(second, cid, tab="tab-2")
+    assert (msg["type"], msg["code"]) == ("error", "already_in_call")
+    # The original window still relays.
+    await b.send({"type": "offer", "to": clinic.account["id"], "sdp": "v=0\r\n"})
+    assert (await a.recv("offer"))["from"] == cardio.account["id"]
+
+
+async def test_cross_origin_socket_is_refused(login_as: LoginAs) -> None:
+    clinic = await login_as("clinic1")
+    with pytest.raises(Exception) as info:
+        await connect(clinic, origin="https://evil.example")
+    assert "403" in str(info.value)
+
+
+async def test_no_call_without_consent(login_as: LoginAs) -> None:
+    clinic, _, cid, _ = await accepted_consultation(login_as, patient="陈阿姨")
+    sock = await connect(clinic)
+    msg = await join(sock, cid)
+    assert (msg["type"], msg["code"]) == ("error", "consent_required")
+
+
+async def test_the_call_ends_for_everyone(login_as: LoginAs) -> None:
+    clinic, cardio, cid, _ = await accepted_consultation(login_as)
+    a, b = await connect(clinic), await connect(cardio)
+    await join(a, cid)
+    await join(b, cid, tab="tab-b")
+    await b.send({"type": "end"})
+    for sock in (a, b):
+        while (await sock.recv("state"))["state"] != "ended":
+            pass
+    _, data = await clinic.get(f"/api/consultations/{cid}")
+    assert data["consultation"]["state"] == "ended"
