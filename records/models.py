@@ -10,7 +10,7 @@ from typing import Any, Self
 from sqlalchemy import RowMapping
 
 
-def _pick(cls: type[Any], row: Mapping[str, Any]) -> dict[str, Any]:
+def _pick(cls: type[Any], row: Mapping[Any, Any]) -> dict[str, Any]:
     return {name: row[name] for name in cls.__dataclass_fields__}
 
 

@@ -82,10 +82,15 @@ class AuthService:
         stored = found[1] if found else None
         # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
         ok = await asyncio.to_thread(self.passwords.check, stored, password)
-        async with self.db.write() as conn:
-            if not found or not ok or not found[0].active:
-                if found:
-                    account = found[0]
+        if not found or not ok or not found[0].active:
+            # Recorded in its own transaction: raising inside it would roll back
+            # the failure count, the lock and the audit entry.
+            async with self.db.write() as conn:
+                current = await store.get_login(conn, username) if found else None
+                if current:
+                    # Counted from the row as it is now, inside the write lock, so
+                    # concurrent wrong guesses cannot overwrite each other's count.
+                    account = current[0]
                     failures = account.failed_logins + 1
                     locked = now + self.lockout if failures >= self.max_failures else None
                     await store.set_login_state(
@@ -114,7 +119,8 @@ class AuthService:
                         object_id=None,
                         client_addr=client_addr,
                     )
-                raise AuthFailed("wrong username or password")
+            raise AuthFailed("wrong username or password")
+        async with self.db.write() as conn:
             account = found[0]
             rehash = None
             if self.passwords.needs_rehash(found[1]):

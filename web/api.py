@@ -16,6 +16,7 @@ from web.auth import COOKIE, actor, client_addr, set_session_cookie
 from web.errors import ApiError
 from web.keys import AUTH, CLOCK, OPENAPI, SERVICE, SESSION
 from web.openapi import Route
+from web.ws import close_sockets
 
 B = TypeVar("B", bound=BaseModel)
 
@@ -205,7 +206,9 @@ async def whoami(request: web.Request) -> web.StreamResponse:
 
 async def logout(request: web.Request) -> web.StreamResponse:
     """Log out: the session is revoked on the server and the cookie cleared."""
-    await request.app[AUTH].logout(request[SESSION], client_addr(request))
+    session = request[SESSION]
+    await request.app[AUTH].logout(session, client_addr(request))
+    await close_sockets(request.app, session.token)
     response = web.Response(status=204)
     response.del_cookie(COOKIE, path="/")
     return response

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from records.clock import Clock, SystemClock
 from records.db import Database
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 MAX_BODY = 1024 * 1024
+# How often open WebSockets are checked against their (revocable) sessions.
+SESSION_SWEEP_SECONDS = 60.0
 
 
 def passwords_for(settings: Settings) -> Passwords:
@@ -66,10 +68,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
     app[HUB] = Hub()
-    app[SOCKETS] = set()
+    app[SOCKETS] = {}
     app[OPENAPI] = build_spec(api.ROUTES, title="teleconsult API", version=VERSION)
     app.cleanup_ctx.append(_services)
-    app.cleanup_ctx.append(_escalation)
+    app.cleanup_ctx.append(_housekeeping)
     app.on_shutdown.append(_close_sockets)
     for route in api.ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
@@ -105,25 +107,31 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await db.close()
 
 
-async def _escalation(app: web.Application) -> AsyncIterator[None]:
-    async def loop() -> None:
+async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
+    async def every(seconds: float, job: Callable[[], Awaitable[Any]], name: str) -> None:
         while True:
-            # A periodic timer, not a wait for a condition: requests become
-            # overdue by the passing of time alone.
-            await asyncio.sleep(app[SETTINGS].escalation_check_seconds)
+            # Periodic timers, not waits for a condition: requests become overdue
+            # and sessions lapse by the passing of time alone.
+            await asyncio.sleep(seconds)
             try:
-                await app[SERVICE].escalate_overdue()
+                await job()
             except Exception:
-                log.exception("escalation check failed")
+                log.exception("%s failed", name)
 
-    task = asyncio.create_task(loop())
+    settings = app[SETTINGS]
+    tasks = [
+        asyncio.create_task(
+            every(settings.escalation_check_seconds, app[SERVICE].escalate_overdue, "escalation")
+        ),
+        asyncio.create_task(
+            every(SESSION_SWEEP_SECONDS, lambda: ws.sweep_sessions(app), "session sweep")
+        ),
+    ]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _close_sockets(app: web.Application) -> None:
-    sockets: set[web.WebSocketResponse] = app[SOCKETS]
-    for sock in list(sockets):
-        await sock.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    await ws.close_sockets(app)

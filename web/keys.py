@@ -21,8 +21,9 @@ HUB = web.AppKey("hub", Hub)
 SERVICE = web.AppKey("service", ConsultationService)
 AUTH = web.AppKey("auth", AuthService)
 CALLS = web.AppKey("calls", Calls)
-# Open WebSockets, closed on shutdown.
-SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
+# Open WebSockets and the session token behind each: closed on logout, when the
+# session lapses, and on shutdown.
+SOCKETS = web.AppKey("sockets", dict[web.WebSocketResponse, str])
 # The OpenAPI document, built once from the route table.
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 

@@ -14,13 +14,13 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from signaling import messages
 from signaling.errors import SignalingError
 from web.auth import actor, same_origin
 from web.errors import ApiError
-from web.keys import CALLS, HUB, SESSION, SOCKETS
+from web.keys import AUTH, CALLS, HUB, SESSION, SOCKETS
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     channel = SocketChannel(ws)
     hub, calls, sockets = request.app[HUB], request.app[CALLS], request.app[SOCKETS]
-    sockets.add(ws)
+    sockets[ws] = session.token
     hub.subscribe(session.account, channel)
     try:
         await channel.send({"type": "hello", "account_id": session.account.id})
@@ -77,9 +77,28 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 await channel.send(_error(exc.code, exc.message))
     finally:
         hub.unsubscribe(channel)
-        sockets.discard(ws)
+        sockets.pop(ws, None)
         calls.disconnected(channel)
     return ws
+
+
+async def close_sockets(app: web.Application, token: str | None = None) -> None:
+    """Close the sockets of one session (logout), or all of them (shutdown)."""
+    sockets = app[SOCKETS]
+    for ws, owner in list(sockets.items()):
+        if token is None or owner == token:
+            await ws.close(
+                code=WSCloseCode.POLICY_VIOLATION if token else WSCloseCode.GOING_AWAY,
+                message=b"session ended" if token else b"server shutdown",
+            )
+
+
+async def sweep_sessions(app: web.Application) -> None:
+    """Close sockets whose session expired or was revoked, or whose account was disabled."""
+    auth = app[AUTH]
+    for token in set(app[SOCKETS].values()):
+        if await auth.authenticate(token) is None:
+            await close_sockets(app, token)
 
 
 def _error(code: str, message: str, field: str | None = None) -> dict[str, Any]:

@@ -108,9 +108,6 @@ async def test_wrong_password_is_explained(open_as: Any) -> None:
     assert problems.csp_violations == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="AuthService.login rolls back failed-login bookkeeping (see test_auth.py)"
-)
 async def test_locked_account_is_explained(open_as: Any, settings: Any) -> None:
     _, page, problems = await open_as(None)
     error = page.locator("#login-error")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -70,14 +69,6 @@ async def test_wrong_password_and_unknown_user_get_the_same_answer(anon: Client)
     assert COOKIE not in {c.key for c in anon.session.cookie_jar}
 
 
-# signaling/auth.py raises AuthFailed inside its write transaction, so the failure
-# count, the lock and the failure's audit entry are rolled back with it.
-LOCKOUT_BUG = pytest.mark.xfail(
-    strict=True, reason="AuthService.login rolls back failed-login bookkeeping (see report)"
-)
-
-
-@LOCKOUT_BUG
 async def test_lockout_after_max_failures_then_unlocks_after_the_lockout_time(
     anon: Client, settings: Settings, clock: Any
 ) -> None:
@@ -108,7 +99,6 @@ async def test_successful_login_is_audited(anon: Client, app: Any) -> None:
     assert (await audit_actions(app))[len(before) :] == ["auth.login"]
 
 
-@LOCKOUT_BUG
 async def test_failed_logins_and_the_lock_are_audited(
     anon: Client, app: Any, settings: Settings
 ) -> None:

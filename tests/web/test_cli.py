@@ -116,7 +116,7 @@ def test_audit_verify_finds_a_removed_newest_entry(demo_dir: Path) -> None:
 
 
 def test_audit_verify_finds_a_removed_middle_entry(demo_dir: Path) -> None:
-    # The demo load writes a single entry: add two through a real login first.
+    # The demo load writes a single entry: two real logins add two more.
     serve_and_login(demo_dir)
     sql(demo_dir, "DELETE FROM audit_log WHERE seq = 2")
 
@@ -124,6 +124,7 @@ def test_audit_verify_finds_a_removed_middle_entry(demo_dir: Path) -> None:
 
     assert result.returncode == 1
     assert "BROKEN: entry 3:" in result.stdout
+    assert "expected sequence 2" in result.stdout  # the gap is named
 
 
 def free_port() -> int:
@@ -206,10 +207,11 @@ def serve_and_login(data_dir: Path) -> None:
     try:
         server.wait_for_line("teleconsult is running")
         server.wait_until_listening()
-        status, _ = request(
-            server.port, "POST", "/api/session", {"username": "clinic1", "password": "demo1234"}
-        )
-        assert status == 200
+        for username in ("clinic1", "cardio1"):
+            status, _ = request(
+                server.port, "POST", "/api/session", {"username": username, "password": "demo1234"}
+            )
+            assert status == 200
     finally:
         assert server.stop() == 0
 

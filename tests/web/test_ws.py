@@ -161,3 +161,16 @@ async def test_an_oversized_frame_closes_the_socket(login_as: LoginAs) -> None:
     assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
     assert ws.closed
     assert ws.close_code == 1009  # message too big
+
+
+async def test_logout_closes_the_sessions_socket(login_as: LoginAs) -> None:
+    cardio, clinic = await login_as("cardio1"), await login_as("clinic1")
+    ws = await connect(cardio)
+    status, _ = await cardio.delete("/api/session")
+    assert status == 204
+
+    await request_cardiology(clinic)
+
+    # A revoked session hears nothing more: the server has closed its socket.
+    msg = await ws.receive(timeout=TIMEOUT)
+    assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING), msg

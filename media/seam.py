@@ -1,0 +1,162 @@
+"""The one place that reaches into aiortc's and aioice's private parts.
+
+aiortc has no public API for *encoded* frames on the receiving side (aiortc
+issues #55, #449, #984). Its receiver hands each complete frame from the jitter
+buffer to a thread that calls the module-global ``get_decoder(codec)`` and queues
+whatever ``decode()`` returns onto the track. Replacing that lookup with a
+"decoder" that returns the encoded bytes makes ``track.recv()`` yield
+``EncodedFrame``s: nothing is decoded or re-encoded.
+
+Also private, and also here: the receiver's PLI sender (aiortc sends no keyframe
+request when nothing decodes), the negotiated codecs of a transceiver, and
+aioice's host-address lookup (it skips 127.0.0.1; the recorder must gather on
+configured addresses).
+
+Checked against aiortc 1.16 and aioice 0.10-0.13 (pyproject pins aiortc to
+>=1.16,<1.17). ``tests/media/test_seam.py`` fails loudly if any of this moves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aioice.ice
+import aiortc
+import aiortc.rtcrtpreceiver as rtcrtpreceiver
+from aiortc import RTCRtpReceiver, RTCRtpTransceiver
+
+from media.errors import SeamBroken
+
+TESTED_AIORTC = ("1.16.",)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    """One complete encoded frame as it left aiortc's jitter buffer.
+
+    ``timestamp`` is in the codec clock (90 kHz video, 48 kHz Opus), re-based by
+    aiortc to start at 0 for each track; ``arrival`` is ``time.monotonic()`` when
+    the frame was handed over, which places the track on the recording's clock.
+    """
+
+    data: bytes
+    timestamp: int
+    codec: str
+    kind: str
+    clock_rate: int
+    keyframe: bool
+    arrival: float
+
+
+def is_keyframe(codec: str, data: bytes) -> bool:
+    """Whether an encoded frame can be decoded on its own.
+
+    VP8: bit 0 of the first byte is 0 on key frames. H.264 (Annex-B, as aiortc
+    depayloads it): the access unit holds an IDR slice (NAL type 5).
+    """
+    if not data:
+        return False
+    if codec == "vp8":
+        return data[0] & 1 == 0
+    if codec == "h264":
+        i, n = 0, len(data)
+        while True:
+            i = data.find(b"\x00\x00\x01", i)
+            if i < 0 or i + 3 >= n:
+                return False
+            if data[i + 3] & 0x1F == 5:
+                return True
+            i += 3
+    return True  # audio: every Opus packet stands alone
+
+
+class PassthroughDecoder:
+    """Stands where aiortc expects a decoder and hands frames on still encoded."""
+
+    def __init__(self, codec: Any) -> None:
+        self.codec = codec.name.lower()
+        self.kind = codec.mimeType.split("/")[0]
+        self.clock_rate = int(codec.clockRate)
+
+    def decode(self, encoded_frame: Any) -> list[EncodedFrame]:
+        """Called on aiortc's decoder thread with a ``JitterFrame``."""
+        data = bytes(encoded_frame.data)
+        return [
+            EncodedFrame(
+                data=data,
+                timestamp=int(encoded_frame.timestamp),
+                codec=self.codec,
+                kind=self.kind,
+                clock_rate=self.clock_rate,
+                keyframe=is_keyframe(self.codec, data),
+                arrival=time.monotonic(),
+            )
+        ]
+
+
+_original_get_decoder: Callable[[Any], Any] | None = None
+
+
+def check() -> None:
+    """Raise ``SeamBroken`` unless aiortc and aioice still look as this module expects."""
+    version = getattr(aiortc, "__version__", "")
+    if not version.startswith(TESTED_AIORTC):
+        raise SeamBroken(f"aiortc {version} is not a tested version ({TESTED_AIORTC})")
+    worker = getattr(rtcrtpreceiver, "decoder_worker", None)
+    if worker is None or "get_decoder" not in worker.__code__.co_names:
+        raise SeamBroken("aiortc's decoder_worker no longer looks up get_decoder")
+    if not callable(getattr(rtcrtpreceiver, "get_decoder", None)):
+        raise SeamBroken("aiortc.rtcrtpreceiver.get_decoder is gone")
+    if not hasattr(RTCRtpReceiver, "_send_rtcp_pli"):
+        raise SeamBroken("RTCRtpReceiver._send_rtcp_pli is gone")
+    if not callable(getattr(aioice.ice, "get_host_addresses", None)):
+        raise SeamBroken("aioice.ice.get_host_addresses is gone")
+
+
+def install_passthrough() -> None:
+    """Make every aiortc receiver in this process yield encoded frames.
+
+    The server never decodes media, so this is process-wide on purpose.
+    Idempotent.
+    """
+    global _original_get_decoder  # noqa: PLW0603 - the patch is process state by nature
+    check()
+    if _original_get_decoder is None:
+        _original_get_decoder = rtcrtpreceiver.get_decoder
+        rtcrtpreceiver.get_decoder = PassthroughDecoder  # type: ignore[assignment]
+
+
+def restrict_host_addresses(addresses: Sequence[str]) -> None:
+    """Make aioice gather host candidates on exactly ``addresses`` (if any given)."""
+    check()
+    if not addresses:
+        return
+    chosen = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = host_addresses
+
+
+async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
+    """Send an RTCP PLI for each SSRC the receiver has heard; False if none yet."""
+    sources = receiver.getSynchronizationSources()
+    for source in sources:
+        await receiver._send_rtcp_pli(source.source)
+    return bool(sources)
+
+
+def negotiated_codec(transceiver: RTCRtpTransceiver) -> str | None:
+    """The codec the remote side will send on this transceiver (lower case), if known."""
+    codecs = getattr(transceiver, "_codecs", None)
+    if not codecs:
+        return None
+    for codec in codecs:
+        name = str(codec.mimeType.split("/")[1]).lower()
+        if name not in ("rtx", "red", "ulpfec"):
+            return name
+    return None

@@ -1,0 +1,199 @@
+"""Writing one participant's encoded audio and video into one file, off the loop.
+
+A ``TrackWriter`` owns a thread and a queue: the event loop only enqueues
+``EncodedFrame``s; muxing and disk I/O happen on the thread. While the call runs
+the file has a ``.partial`` name and the muxer flushes every packet, with WebM
+clusters of at most one second (fragmented MP4: fragments of at most one
+second), so a killed server leaves a file that loses at most the last second or
+so. ``finalize.py`` turns it into the final file.
+
+Timing: aiortc re-bases each track's RTP timestamps to start at 0, so audio and
+video would both start at 0 whatever their real start. Each track is therefore
+anchored at the arrival time of its first frame, measured from the recording's
+``t0``, and keeps its RTP timing from there: gaps (loss, muted camera) stay gaps,
+and audio and video stay in sync to within the arrival jitter of their first
+frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from av.container import OutputContainer
+from av.stream import Stream
+
+from media.opushead import opus_template
+from media.seam import EncodedFrame
+
+log = logging.getLogger(__name__)
+
+CONTAINER_FOR = {"vp8": "webm", "h264": "mp4", None: "webm"}
+SUFFIX_FOR = {"webm": ".webm", "mp4": ".mp4"}
+OPUS_FRAME = 960  # 20 ms at 48 kHz
+
+
+def container_options(fmt: str) -> dict[str, str]:
+    """Muxer options that keep a crashed recording playable."""
+    if fmt == "mp4":
+        return {
+            "movflags": "frag_keyframe+empty_moov+default_base_moof",
+            "frag_duration": "1000000",
+            "flush_packets": "1",
+        }
+    return {"cluster_time_limit": "1000", "cluster_size_limit": "2097152", "flush_packets": "1"}
+
+
+@dataclass
+class TrackState:
+    """Per-track timing and counters (touched only on the writer thread)."""
+
+    stream: Stream
+    clock_rate: int
+    base: int | None = None
+    last_pts: int = -1
+    waiting_for_key: bool = True
+    packets: int = 0
+    dropped: int = 0
+    first_pts: int | None = None
+    end_pts: int = 0
+
+
+@dataclass
+class WriterStats:
+    """What was written, for the records and the tests."""
+
+    path: Path
+    format: str
+    video_codec: str | None
+    audio_codec: str | None
+    video_packets: int = 0
+    audio_packets: int = 0
+    video_dropped: int = 0
+    first_media_offset: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class TrackWriter:
+    """One output file, fed from the event loop, written on its own thread."""
+
+    def __init__(self, path: Path, *, video_codec: str | None, audio: bool, t0: float) -> None:
+        """Prepare (but do not yet create) the file.
+
+        Args:
+            path: the ``.partial`` file to write.
+            video_codec: ``"vp8"``, ``"h264"`` or None for audio only.
+            audio: whether an Opus track is expected.
+            t0: ``time.monotonic()`` of the recording's start.
+        """
+        if video_codec not in CONTAINER_FOR:
+            raise ValueError(f"unsupported video codec {video_codec!r}")
+        self.path = path
+        self.video_codec = video_codec
+        self.audio = audio
+        self.t0 = t0
+        self.format = CONTAINER_FOR[video_codec]
+        self.stats = WriterStats(
+            path=path, format=self.format, video_codec=video_codec,
+            audio_codec="opus" if audio else None,
+        )
+        # Set by the writer thread when video waits for a keyframe; read by the
+        # recorder's keyframe loop (a plain bool is enough between two threads).
+        self.needs_keyframe = video_codec is not None
+        self._queue: queue.SimpleQueue[EncodedFrame | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"rec-{path.stem}", daemon=True)
+        self._thread.start()
+
+    def put(self, frame: EncodedFrame) -> None:
+        """Hand over one frame (never blocks)."""
+        self._queue.put(frame)
+
+    def close(self) -> WriterStats:
+        """Flush and close the file; blocks until the thread is done (call off the loop)."""
+        self._queue.put(None)
+        self._thread.join()
+        return self.stats
+
+    # -- writer thread --------------------------------------------------------------
+
+    def _open(self) -> tuple[OutputContainer, dict[str, TrackState]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        out = av.open(
+            str(self.path), "w", format=self.format,
+            container_options=container_options(self.format),
+        )
+        tracks: dict[str, TrackState] = {}
+        if self.video_codec:
+            stream = out.add_mux_stream(self.video_codec, rate=30)
+            stream.time_base = Fraction(1, 90000)
+            tracks["video"] = TrackState(stream=stream, clock_rate=90000)
+        if self.audio:
+            stream = out.add_stream_from_template(opus_template())
+            tracks["audio"] = TrackState(
+                stream=stream, clock_rate=48000, waiting_for_key=False
+            )
+        return out, tracks
+
+    def _run(self) -> None:
+        out: OutputContainer | None = None
+        tracks: dict[str, TrackState] = {}
+        try:
+            while (frame := self._queue.get()) is not None:
+                if out is None:
+                    out, tracks = self._open()
+                self._write(out, tracks, frame)
+        except Exception as exc:  # the recording fails; the call must go on
+            log.exception("recording writer failed: %s", self.path.name)
+            self.stats.errors.append(repr(exc))
+            while self._queue.get() is not None:
+                pass
+        finally:
+            if out is not None:
+                try:
+                    out.close()
+                except Exception as exc:
+                    self.stats.errors.append(repr(exc))
+            for kind, state in tracks.items():
+                if kind == "video":
+                    self.stats.video_packets = state.packets
+                    self.stats.video_dropped = state.dropped
+                else:
+                    self.stats.audio_packets = state.packets
+
+    def _write(
+        self, out: OutputContainer, tracks: dict[str, TrackState], frame: EncodedFrame
+    ) -> None:
+        state = tracks.get(frame.kind)
+        if state is None:
+            return  # a track that was not expected (renegotiation); ignored
+        if state.base is None:
+            offset = max(frame.arrival - self.t0, 0.0)
+            state.base = round(offset * frame.clock_rate) - frame.timestamp
+            if self.stats.first_media_offset is None:
+                self.stats.first_media_offset = offset
+        if state.waiting_for_key:
+            if not frame.keyframe:
+                state.dropped += 1
+                return
+            state.waiting_for_key = False
+            self.needs_keyframe = False
+        pts = state.base + frame.timestamp
+        if pts <= state.last_pts:
+            # aiortc hands over frames in order; equal timestamps (a repeated
+            # frame) would make the muxer fail, so nudge by one tick.
+            pts = state.last_pts + 1
+        packet = av.Packet(frame.data)
+        packet.stream = state.stream
+        packet.time_base = Fraction(1, frame.clock_rate)
+        packet.pts = packet.dts = pts
+        if frame.kind == "audio":
+            packet.duration = OPUS_FRAME
+        packet.is_keyframe = frame.keyframe
+        out.mux(packet)
+        state.last_pts = pts
+        state.packets += 1

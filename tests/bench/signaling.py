@@ -1,0 +1,417 @@
+"""Signaling benchmark: many joined sockets relaying at a steady rate, against a bare relay.
+
+    python tests/bench/signaling.py [--consultations N] [--rate M] [--seconds S]
+
+Starts one real teleconsult server (``python -m web.cli serve``) on a fresh demo
+database, creates N accepted consultations through the API, and has worker
+processes join two sockets per consultation (clinic1's and cardio1's) and relay
+M messages per second in total for S seconds. Then the same load runs against a
+bare aiohttp relay (``_bare_relay.py``) in the same run, as the baseline: the
+machine is shared, so only the ratio is meaningful. The last line is the summary:
+``signaling: N sockets, p99 X ms at M msg/s (bare relay p99 Y ms)``.
+
+``--profile DIR`` runs the teleconsult server under cProfile (``-m cProfile``,
+nothing in the product) and writes ``DIR/server.prof``; the server is stopped with
+SIGINT so the profile is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load import raise_fd_limit, worker_main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+BARE = Path(__file__).resolve().parent / "_bare_relay.py"
+PASSWORD = "demo1234"  # noqa: S105 - the documented demo password
+PATIENT = "刘大爷"  # the demo patient who has consented
+HEALTH_TIMEOUT = 60.0
+SETUP_CONCURRENCY = 4
+READY_TIMEOUT = 900.0
+STOP_TIMEOUT = 30.0
+
+
+@dataclass
+class Outcome:
+    """What one target achieved."""
+
+    name: str
+    sockets: int
+    held: int
+    sent: int
+    received: int
+    lost: int
+    rate: float
+    p50: float
+    p99: float
+    p999: float
+    max: float
+    cpu_percent: float
+    rss_kib_per_socket: float
+    join_seconds: float
+    settle_seconds: float
+    pushes: int
+    errors: dict[str, int]
+
+
+# -- the server process -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # After the command: state is field 3, utime 14 and stime 15 (1-based).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+@contextmanager
+def server_process(
+    cmd: list[str], env: dict[str, str], log: Path, stop: signal.Signals = signal.SIGTERM
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(stop)
+                try:
+                    proc.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(STOP_TIMEOUT)
+
+
+async def wait_healthy(origin: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
+            try:
+                async with session.get(f"{origin}/api/health") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"server not healthy after {HEALTH_TIMEOUT} s:\n{log.read_text()[-3000:]}")
+
+
+# -- setup through the real API ---------------------------------------------------------
+
+
+@dataclass
+class Login:
+    cookie: str
+    csrf: str
+    account_id: str
+
+
+async def login(session: aiohttp.ClientSession, origin: str, username: str) -> Login:
+    async with session.post(
+        f"{origin}/api/session",
+        json={"username": username, "password": PASSWORD},
+        headers={"Origin": origin},
+    ) as resp:
+        data = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(f"login {username}: {resp.status} {data}")
+        token = resp.cookies["tc_session"].value
+    return Login(f"tc_session={token}", data["csrf_token"], data["account"]["id"])
+
+
+async def api(
+    session: aiohttp.ClientSession,
+    origin: str,
+    user: Login,
+    method: str,
+    path: str,
+    body: Any = None,
+) -> Any:
+    headers = {"Origin": origin, "Cookie": user.cookie, "X-CSRF-Token": user.csrf}
+    async with session.request(method, f"{origin}{path}", json=body, headers=headers) as resp:
+        data = await resp.json()
+        if resp.status >= 300:
+            raise RuntimeError(f"{method} {path}: {resp.status} {data}")
+        return data
+
+
+async def setup(origin: str, n: int) -> tuple[Login, Login, list[str]]:
+    """Log in clinic1 and cardio1; create and accept ``n`` consultations."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        clinic = await login(session, origin, "clinic1")
+        cardio = await login(session, origin, "cardio1")
+        patients = await api(session, origin, clinic, "GET", "/api/patients")
+        patient_id = next(p["id"] for p in patients["patients"] if p["name"] == PATIENT)
+        depts = await api(session, origin, clinic, "GET", "/api/departments")
+        dept_id = next(d["id"] for d in depts["departments"] if d["code"] == "cardiology")
+        gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+
+        async def one() -> str:
+            async with gate:
+                created = await api(
+                    session,
+                    origin,
+                    clinic,
+                    "POST",
+                    "/api/consultations",
+                    {
+                        "patient_id": patient_id,
+                        "department_id": dept_id,
+                        "urgency": "routine",
+                        "reason": "胸闷两周，心电图ST段改变",
+                        "question": "是否需要转上级医院行冠脉造影？",
+                    },
+                )
+                cid: str = created["consultation"]["id"]
+                await api(session, origin, cardio, "POST", f"/api/consultations/{cid}/accept", {})
+                return cid
+
+        cids = await asyncio.gather(*(one() for _ in range(n)))
+    return clinic, cardio, list(cids)
+
+
+# -- running the load -------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def receive(conn: Any, expected: str, timeout: float) -> Any:
+    if not conn.poll(timeout):
+        raise RuntimeError(f"worker sent no {expected} within {timeout:.0f} s")
+    kind, payload = conn.recv()
+    if kind != expected:
+        raise RuntimeError(f"worker: {kind}: {payload}")
+    return payload
+
+
+def drive(name: str, pid: int, specs: list[dict[str, Any]], seconds: float, ctx: Any) -> Outcome:
+    """Start the workers, let them join, run the load window, gather the numbers."""
+    rss_before = rss_kib(pid)
+    pipes, procs = [], []
+    try:
+        for spec in specs:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(child, spec), daemon=True)
+            proc.start()
+            child.close()
+            pipes.append(parent)
+            procs.append(proc)
+        ready = [receive(p, "ready", READY_TIMEOUT) for p in pipes]
+        rss_after = rss_kib(pid)
+        sockets = sum(r["sockets"] for r in ready)
+        cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+        for p in pipes:
+            p.send("go")
+        time.sleep(seconds)
+        cpu1, t1 = cpu_seconds(pid), time.perf_counter()
+        results = [receive(p, "result", seconds + 120) for p in pipes]
+    finally:
+        for p in pipes:
+            p.close()
+        for proc in procs:
+            proc.join(STOP_TIMEOUT)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(STOP_TIMEOUT)
+    latencies = [x for r in results for x in r["latencies"]]
+    errors: dict[str, int] = {}
+    for r in results:
+        for code, count in r["errors"].items():
+            errors[code] = errors.get(code, 0) + count
+    duration = max(r["duration"] for r in results)
+    received = sum(r["received"] for r in results)
+    return Outcome(
+        name=name,
+        sockets=sockets,
+        held=sum(r["held"] for r in results),
+        sent=sum(r["sent"] for r in results),
+        received=received,
+        lost=sum(r["lost"] for r in results),
+        rate=received / duration,
+        p50=percentile(latencies, 0.50),
+        p99=percentile(latencies, 0.99),
+        p999=percentile(latencies, 0.999),
+        max=max(latencies, default=0.0),
+        cpu_percent=100.0 * (cpu1 - cpu0) / (t1 - t0),
+        rss_kib_per_socket=(rss_after - rss_before) / sockets if sockets else 0.0,
+        join_seconds=max(r["join_seconds"] for r in ready),
+        settle_seconds=max(r["settle_seconds"] for r in ready),
+        pushes=sum(r["pushes"] for r in ready),
+        errors=errors,
+    )
+
+
+def split(keys: list[str], workers: int) -> list[list[str]]:
+    return [keys[i::workers] for i in range(workers) if keys[i::workers]]
+
+
+def run_teleconsult(args: argparse.Namespace, tmp: Path, ctx: Any) -> Outcome:
+    env = dict(os.environ)
+    env.update(
+        TELECONSULT_DATA_DIR=str(tmp / "data"),
+        TELECONSULT_HOST="127.0.0.1",
+        TELECONSULT_ARGON2_TIME_COST="1",
+        TELECONSULT_ARGON2_MEMORY_KIB="8192",
+        TELECONSULT_ARGON2_PARALLELISM="1",
+    )
+    env.pop("TELECONSULT_CONFIG", None)
+    (tmp / "data").mkdir()
+    subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "web.cli", "demo"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "web.cli", "serve", "--port", str(port)]
+    stop = signal.SIGTERM
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        prof = str(Path(args.profile).resolve() / "server.prof")
+        cmd = [sys.executable, "-m", "cProfile", "-o", prof, *cmd[1:]]
+        stop = signal.SIGINT  # KeyboardInterrupt: run_app returns, cProfile writes
+    log = tmp / "teleconsult.log"
+    with server_process(cmd, env, log, stop) as proc:
+        asyncio.run(wait_healthy(origin, proc, log))
+        t0 = time.perf_counter()
+        clinic, cardio, cids = asyncio.run(setup(origin, args.consultations))
+        print(f"setup: {len(cids)} consultations in {time.perf_counter() - t0:.1f} s", flush=True)
+        specs = [
+            {
+                "kind": "teleconsult",
+                "ws_url": f"ws://127.0.0.1:{port}/ws",
+                "origin": origin,
+                "clinic": {"cookie": clinic.cookie, "id": clinic.account_id},
+                "cardio": {"cookie": cardio.cookie, "id": cardio.account_id},
+                "keys": keys,
+                "rate": args.rate / args.workers,
+                "seconds": args.seconds,
+                "seed": i + 1,
+            }
+            for i, keys in enumerate(split(cids, args.workers))
+        ]
+        return drive("teleconsult", proc.pid, specs, args.seconds, ctx)
+
+
+def run_bare(args: argparse.Namespace, tmp: Path, ctx: Any) -> Outcome:
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    log = tmp / "bare.log"
+    cmd = [sys.executable, str(BARE), "--port", str(port)]
+    with server_process(cmd, dict(os.environ), log) as proc:
+        asyncio.run(wait_healthy(origin, proc, log))
+        keys = [f"pair{i:06d}" for i in range(args.consultations)]
+        specs = [
+            {
+                "kind": "bare",
+                "ws_url": f"ws://127.0.0.1:{port}/ws",
+                "origin": origin,
+                "clinic": {"cookie": "", "id": "a" * 32},
+                "cardio": {"cookie": "", "id": "b" * 32},
+                "keys": part,
+                "rate": args.rate / args.workers,
+                "seconds": args.seconds,
+                "seed": i + 1,
+            }
+            for i, part in enumerate(split(keys, args.workers))
+        ]
+        return drive("bare relay", proc.pid, specs, args.seconds, ctx)
+
+
+def report(outcomes: list[Outcome]) -> None:
+    head = (
+        f"{'':<12} {'sockets':>7} {'msg/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'p99.9 ms':>8} {'max ms':>7} {'CPU %':>6} {'RSS KiB/socket':>14}"
+    )
+    print(head)
+    for o in outcomes:
+        print(
+            f"{o.name:<12} {o.sockets:>7} {o.rate:>7.0f} {o.p50:>7.2f} {o.p99:>7.2f} "
+            f"{o.p999:>8.2f} {o.max:>7.1f} {o.cpu_percent:>6.1f} {o.rss_kib_per_socket:>14.1f}"
+        )
+    for o in outcomes:
+        print(
+            f"{o.name}: sent {o.sent}, delivered {o.received}, lost {o.lost}, "
+            f"held at end {o.held}, errors {o.errors or 'none'}, "
+            f"join {o.join_seconds:.1f} s (+{o.settle_seconds:.1f} s settle, "
+            f"{o.pushes} pushes received while joining)"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--consultations", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=2000.0, help="aggregate msg/s")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--profile", metavar="DIR", help="cProfile the teleconsult server")
+    args = parser.parse_args()
+    raise_fd_limit()
+    ctx = multiprocessing.get_context("spawn")
+    tmp = Path(tempfile.mkdtemp(prefix="tc-bench-"))
+    try:
+        print(
+            f"load: {args.consultations} consultations, {args.rate:.0f} msg/s, "
+            f"{args.seconds:.0f} s, {args.workers} workers",
+            flush=True,
+        )
+        tele = run_teleconsult(args, tmp, ctx)
+        bare = run_bare(args, tmp, ctx)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report([tele, bare])
+    ratio = tele.p99 / bare.p99 if bare.p99 else float("inf")
+    print(f"p99 ratio teleconsult/bare relay: {ratio:.2f}")
+    print(
+        f"signaling: {tele.sockets} sockets, p99 {tele.p99:.2f} ms at {tele.rate:.0f} msg/s "
+        f"(bare relay p99 {bare.p99:.2f} ms)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
