@@ -63,9 +63,12 @@ def finalize(partial: Path) -> FinishedFile:
     options = {"movflags": "+faststart"} if fmt == "mp4" else {"cues_to_front": "1"}
     counts = {"video": 0, "audio": 0}
     ends: list[float] = []
-    with av.open(str(partial), "r") as src, av.open(
-        str(tmp), "w", format=fmt, container_options=options
-    ) as dst:
+    # The .partial name hides the format from FFmpeg's guess: name the demuxer.
+    demuxer = "mp4" if fmt == "mp4" else "matroska"
+    with (
+        av.open(str(partial), "r", format=demuxer) as src,
+        av.open(str(tmp), "w", format=fmt, container_options=options) as dst,
+    ):
         mapping = {}
         for stream in src.streams:
             if stream.type in ("video", "audio"):

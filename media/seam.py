@@ -122,7 +122,7 @@ def install_passthrough() -> None:
     The server never decodes media, so this is process-wide on purpose.
     Idempotent.
     """
-    global _original_get_decoder  # noqa: PLW0603 - the patch is process state by nature
+    global _original_get_decoder
     check()
     if _original_get_decoder is None:
         _original_get_decoder = rtcrtpreceiver.get_decoder

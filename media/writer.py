@@ -9,10 +9,11 @@ so. ``finalize.py`` turns it into the final file.
 
 Timing: aiortc re-bases each track's RTP timestamps to start at 0, so audio and
 video would both start at 0 whatever their real start. Each track is therefore
-anchored at the arrival time of its first frame, measured from the recording's
-``t0``, and keeps its RTP timing from there: gaps (loss, muted camera) stay gaps,
-and audio and video stay in sync to within the arrival jitter of their first
-frames.
+anchored at the arrival time of its first frame, relative to the first frame of
+either track (the file's time 0), and keeps its RTP timing from there: gaps
+(loss, muted camera) stay gaps, and audio and video stay in sync to within the
+arrival jitter of their first frames. Where time 0 lies after the leg's start is
+reported as ``first_media_offset``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import av
 from av.container import OutputContainer
 from av.stream import Stream
 
+from media.bitstream import picture_size
 from media.opushead import opus_template
 from media.seam import EncodedFrame
 
@@ -36,6 +38,12 @@ log = logging.getLogger(__name__)
 CONTAINER_FOR = {"vp8": "webm", "h264": "mp4", None: "webm"}
 SUFFIX_FOR = {"webm": ".webm", "mp4": ".mp4"}
 OPUS_FRAME = 960  # 20 ms at 48 kHz
+GAP_TICKS = 45000
+# Header size when no keyframe told the real one (players use the bitstream's).
+DEFAULT_SIZE = (640, 480)
+MAX_WAIT_FOR_KEYFRAME = (
+    5.0  # seconds of buffered media before opening anyway  # half a second of 90 kHz video clock
+)
 
 
 def container_options(fmt: str) -> dict[str, str]:
@@ -99,12 +107,15 @@ class TrackWriter:
         self.t0 = t0
         self.format = CONTAINER_FOR[video_codec]
         self.stats = WriterStats(
-            path=path, format=self.format, video_codec=video_codec,
+            path=path,
+            format=self.format,
+            video_codec=video_codec,
             audio_codec="opus" if audio else None,
         )
         # Set by the writer thread when video waits for a keyframe; read by the
         # recorder's keyframe loop (a plain bool is enough between two threads).
         self.needs_keyframe = video_codec is not None
+        self._origin: float | None = None
         self._queue: queue.SimpleQueue[EncodedFrame | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"rec-{path.stem}", daemon=True)
         self._thread.start()
@@ -121,32 +132,47 @@ class TrackWriter:
 
     # -- writer thread --------------------------------------------------------------
 
-    def _open(self) -> tuple[OutputContainer, dict[str, TrackState]]:
+    def _open(self, size: tuple[int, int]) -> tuple[OutputContainer, dict[str, TrackState]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         out = av.open(
-            str(self.path), "w", format=self.format,
+            str(self.path),
+            "w",
+            format=self.format,
             container_options=container_options(self.format),
         )
         tracks: dict[str, TrackState] = {}
         if self.video_codec:
-            stream = out.add_mux_stream(self.video_codec, rate=30)
+            stream = out.add_mux_stream(self.video_codec, rate=30, width=size[0], height=size[1])
             stream.time_base = Fraction(1, 90000)
             tracks["video"] = TrackState(stream=stream, clock_rate=90000)
         if self.audio:
             stream = out.add_stream_from_template(opus_template())
-            tracks["audio"] = TrackState(
-                stream=stream, clock_rate=48000, waiting_for_key=False
-            )
+            tracks["audio"] = TrackState(stream=stream, clock_rate=48000, waiting_for_key=False)
         return out, tracks
 
     def _run(self) -> None:
         out: OutputContainer | None = None
         tracks: dict[str, TrackState] = {}
         try:
+            # The header needs the picture size, which the first video keyframe
+            # tells; until then frames wait here (a few seconds at most).
+            pending: list[EncodedFrame] = []
             while (frame := self._queue.get()) is not None:
                 if out is None:
-                    out, tracks = self._open()
+                    pending.append(frame)
+                    size = self._size_from(pending)
+                    if size is None:
+                        continue
+                    out, tracks = self._open(size)
+                    for waiting in pending:
+                        self._write(out, tracks, waiting)
+                    pending.clear()
+                    continue
                 self._write(out, tracks, frame)
+            if out is None and pending:
+                out, tracks = self._open(DEFAULT_SIZE)
+                for waiting in pending:
+                    self._write(out, tracks, waiting)
         except Exception as exc:  # the recording fails; the call must go on
             log.exception("recording writer failed: %s", self.path.name)
             self.stats.errors.append(repr(exc))
@@ -165,17 +191,32 @@ class TrackWriter:
                 else:
                     self.stats.audio_packets = state.packets
 
+    def _size_from(self, pending: list[EncodedFrame]) -> tuple[int, int] | None:
+        if self.video_codec is None:
+            return DEFAULT_SIZE
+        frame = pending[-1]
+        if frame.kind == "video" and frame.keyframe:
+            size = picture_size(self.video_codec, frame.data)
+            if size:
+                return size
+        if pending[-1].arrival - pending[0].arrival > MAX_WAIT_FOR_KEYFRAME:
+            return DEFAULT_SIZE  # no usable keyframe: record the audio at least
+        return None
+
     def _write(
         self, out: OutputContainer, tracks: dict[str, TrackState], frame: EncodedFrame
     ) -> None:
         state = tracks.get(frame.kind)
         if state is None:
             return  # a track that was not expected (renegotiation); ignored
+        if self._origin is None:
+            # The file's time 0 is the first frame of either track; the records
+            # keep where that lies on the session's clock.
+            self._origin = frame.arrival
+            self.stats.first_media_offset = max(frame.arrival - self.t0, 0.0)
         if state.base is None:
-            offset = max(frame.arrival - self.t0, 0.0)
+            offset = max(frame.arrival - self._origin, 0.0)
             state.base = round(offset * frame.clock_rate) - frame.timestamp
-            if self.stats.first_media_offset is None:
-                self.stats.first_media_offset = offset
         if state.waiting_for_key:
             if not frame.keyframe:
                 state.dropped += 1
@@ -183,6 +224,10 @@ class TrackWriter:
             state.waiting_for_key = False
             self.needs_keyframe = False
         pts = state.base + frame.timestamp
+        if frame.kind == "video" and state.last_pts >= 0 and pts - state.last_pts > GAP_TICKS:
+            # Frames went missing (loss the jitter buffer gave up on, or a stall):
+            # what follows may reference them, so ask for a fresh keyframe.
+            self.needs_keyframe = True
         if pts <= state.last_pts:
             # aiortc hands over frames in order; equal timestamps (a repeated
             # frame) would make the muxer fail, so nudge by one tick.

@@ -25,7 +25,7 @@ from records import store
 from records.models import Account
 from signaling import policy
 from signaling.auth import Session
-from web.i18n import JS_STRINGS, LOCALE_COOKIE, LOCALES, I18n, Localizer
+from web.i18n import JS_STRINGS, LOCALE_COOKIE, LOCALES, N_, I18n, Localizer
 from web.keys import CLOCK, DB, SESSION, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ def setup_pages(app: web.Application) -> None:
     app.router.add_get("/clinic", clinic_page, name="clinic")
     app.router.add_get("/queue", queue_page, name="queue")
     app.router.add_get("/coordinator", coordinator_page, name="coordinator")
+    app.router.add_get("/consultations/{consultation_id}/call", call_page, name="call")
     app.router.add_static("/static/", STATIC_DIR, name="static")
 
 
@@ -137,6 +138,7 @@ async def render(
     page: str,
     session: Session | None,
     page_data: dict[str, Any] | None = None,
+    extra_strings: dict[str, str] | None = None,
     **context: Any,
 ) -> web.Response:
     """Render ``template`` in the request's language with the common page context."""
@@ -155,7 +157,8 @@ async def render(
         role_label=loc.gettext(_ROLE_LABELS.get(account.role, account.role)) if account else "",
         institution=await _institution_name(request, account) if account else "",
         csrf_token=session.csrf_token if session else "",
-        strings=loc.js_strings(),
+        strings=loc.js_strings()
+        | {key: loc.gettext(msgid) for key, msgid in (extra_strings or {}).items()},
         page_data=data,
         **context,
     )
@@ -216,3 +219,122 @@ async def coordinator_page(request: web.Request) -> web.StreamResponse:
     _switch_language(request)
     session = _require_session(request, "coordinator")
     return await render(request, "coordinator.html", page="coordinator", session=session)
+
+
+# What only the call page's scripts show (kept out of every other page's JSON).
+CALL_STRINGS: dict[str, str] = {
+    "call.state.connecting": N_("Connecting…"),
+    "call.state.waiting": N_("Waiting for the other side to join…"),
+    "call.state.live": N_("In session"),
+    "call.state.reconnecting": N_("Connection to the server lost; reconnecting…"),
+    "call.state.ended": N_("The consultation call has ended."),
+    "call.state.left": N_("You left the call."),
+    "call.state.failed": N_("You cannot join this call."),
+    "call.peer.connecting": N_("Connecting…"),
+    "call.peer.reconnecting": N_("Reconnecting…"),
+    "call.peer.no_video": N_("No video"),
+    "call.you": N_("You"),
+    "call.mic_off": N_("Microphone off"),
+    "call.camera_off": N_("Camera off"),
+    "call.audio_only": N_("Audio only"),
+    "call.mic.on": N_("Mute"),
+    "call.mic.off": N_("Unmute"),
+    "call.camera.on": N_("Stop camera"),
+    "call.camera.off": N_("Start camera"),
+    "call.audio_only.on": N_("Audio only"),
+    "call.audio_only.off": N_("Back to video"),
+    "call.media.camera_denied": N_(
+        "Camera access was denied: the others hear you but cannot see you. "
+        "Allow the camera in the browser's site settings and rejoin to be seen."
+    ),
+    "call.media.camera_missing": N_(
+        "No camera was found: the call goes on with your voice only."
+    ),
+    "call.media.mic_denied": N_(
+        "Microphone access was denied: the others cannot hear you. Use the chat, "
+        "or allow the microphone in the browser's site settings and rejoin."
+    ),
+    "call.media.mic_missing": N_("No microphone was found: the others cannot hear you."),
+    "call.media.none": N_(
+        "No camera or microphone can be used: you see and hear the others and can "
+        "write in the chat."
+    ),
+    "call.media.busy": N_(
+        "The camera or microphone is used by another program; close it and rejoin."
+    ),
+    "call.quality.good": N_("Good connection"),
+    "call.quality.fair": N_("Fair connection"),
+    "call.quality.poor": N_("Poor connection"),
+    "call.quality.unknown": N_("Measuring the connection…"),
+    "call.stat.rtt": N_("Round trip"),
+    "call.stat.loss": N_("Packet loss"),
+    "call.stat.bitrate": N_("Receiving"),
+    "call.stat.path": N_("Path"),
+    "call.path.relay": N_("relayed (TURN)"),
+    "call.path.direct": N_("direct"),
+    "call.chat.pending": N_("waiting for the connection"),
+    "call.event.joined": N_("%(name)s joined"),
+    "call.event.rejoined": N_("%(name)s reconnected"),
+    "call.event.left": N_("%(name)s left"),
+    "call.event.live": N_("The consultation is in session"),
+    "call.event.ended": N_("%(name)s ended the call"),
+    "call.event.invited": N_("%(name)s invited another doctor"),
+    "call.confirm.end": N_("End the consultation call for everyone?"),
+    "call.error.not_participant": N_("You are not a participant of this consultation."),
+    "call.error.not_joinable": N_(
+        "This consultation cannot be joined now: it is not accepted yet, or already over."
+    ),
+    "call.error.consent_required": N_(
+        "The patient's consent must be recorded before the call can start."
+    ),
+    "call.error.already_in_call": N_("You are already in this call in another window or tab."),
+    "call.error.call_full": N_("The call is full (at most four participants)."),
+    "call.error.not_found": N_("This consultation was not found."),
+    "call.error.session": N_("Your session has ended. Please sign in again."),
+}
+
+# Consultations in these states have a call to join.
+JOINABLE = ("accepted", "live")
+
+
+async def call_page(request: web.Request) -> web.StreamResponse:
+    """The video call of one consultation, for its participants."""
+    _switch_language(request)
+    session = _require_session(request, "clinic_doctor", "specialist")
+    consultation_id = request.match_info["consultation_id"]
+    if DB not in request.app:
+        raise web.HTTPNotFound()
+    async with request.app[DB].read() as conn:
+        consultation = await store.get_consultation(conn, consultation_id)
+        department = (
+            await store.get_department(conn, consultation.department_id) if consultation else None
+        )
+        requesting = (
+            await store.get_institution(conn, consultation.requesting_institution_id)
+            if consultation
+            else None
+        )
+    account = session.account
+    # Not a participant: answer as for an id that does not exist (the WebSocket
+    # join, which is audited, makes the same check again).
+    if (
+        consultation is None
+        or not policy.can_see(account, consultation)
+        or not policy.is_participant(account, consultation)
+    ):
+        raise web.HTTPNotFound()
+    return await render(
+        request,
+        "call.html",
+        page="call",
+        session=session,
+        page_data={
+            "consultation_id": consultation.id,
+            "state": consultation.state,
+            "home": ROLE_HOME.get(account.role, "/"),
+        },
+        extra_strings=CALL_STRINGS,
+        department=department.name if department else "",
+        requesting_institution=requesting.name if requesting else "",
+        joinable=consultation.state in JOINABLE,
+    )

@@ -132,6 +132,7 @@ class Worker:
         self.kind: str = spec["kind"]
         self.pending: dict[int, tuple[float, Sock]] = {}
         self.latencies: list[float] = []
+        self.by_kind: dict[str, list[float]] = collections.defaultdict(list)
         self.errors: collections.Counter[str] = collections.Counter()
         self.pushes = 0
         self.other = 0
@@ -169,7 +170,7 @@ class Worker:
             seq = int(msg["sdp"].split("\r\n", 2)[1].split(" ", 2)[1])
         elif kind == "media_state":
             if sock.media_fifo:
-                self.record(now - sock.media_fifo.popleft())
+                self.record("media_state", now - sock.media_fifo.popleft())
             return
         elif kind == "chat":  # bare relay: the message as sent
             seq = int(msg["text"].rsplit(" ", 1)[1])
@@ -177,6 +178,7 @@ class Worker:
             event = msg["event"]
             if event["kind"] != "chat":
                 return
+            kind = "chat"
             seq = int(event["data"]["text"].rsplit(" ", 1)[1])
         elif kind == "joined":
             if not sock.joined.done():
@@ -193,11 +195,12 @@ class Worker:
         entry = self.pending.get(seq)
         if entry is not None and entry[1] is sock:  # the sender's own chat echo is skipped
             del self.pending[seq]
-            self.record(now - entry[0])
+            self.record("sdp" if kind in ("offer", "answer") else str(kind), now - entry[0])
 
-    def record(self, seconds: float) -> None:
+    def record(self, kind: str, seconds: float) -> None:
         self.received += 1
         self.latencies.append(seconds * 1000.0)
+        self.by_kind[kind].append(seconds * 1000.0)
 
     # -- joining ------------------------------------------------------------------
 
@@ -274,7 +277,7 @@ class Worker:
 
     async def load(self, rate: float, seconds: float) -> float:
         """Send at ``rate`` msg/s for ``seconds``, by absolute deadlines; returns the duration."""
-        rng = random.Random(self.spec["seed"])
+        rng = random.Random(self.spec["seed"])  # noqa: S311 - a reproducible mix, not a secret
         interval = 1.0 / rate
         t0 = time.perf_counter()
         end = t0 + seconds
@@ -358,6 +361,7 @@ class Worker:
                         "lost": lost,
                         "duration": duration,
                         "latencies": self.latencies,
+                        "by_kind": dict(self.by_kind),
                         "errors": dict(self.errors),
                         "held": held,
                         "pushes_during_load": self.pushes - pushes_before,

@@ -10,6 +10,8 @@ bare aiohttp relay (``_bare_relay.py``) in the same run, as the baseline: the
 machine is shared, so only the ratio is meaningful. The last line is the summary:
 ``signaling: N sockets, p99 X ms at M msg/s (bare relay p99 Y ms)``.
 
+``--py-spy FILE`` samples the teleconsult server with py-spy during the load window
+only (``pip install py-spy``; collapsed stacks, one per line with its count).
 ``--profile DIR`` runs the teleconsult server under cProfile (``-m cProfile``,
 nothing in the product) and writes ``DIR/server.prof``; the server is stopped with
 SIGINT so the profile is written.
@@ -38,7 +40,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import raise_fd_limit, worker_main  # noqa: E402
+from _load import raise_fd_limit, worker_main
 
 ROOT = Path(__file__).resolve().parents[2]
 BARE = Path(__file__).resolve().parent / "_bare_relay.py"
@@ -71,6 +73,7 @@ class Outcome:
     settle_seconds: float
     pushes: int
     errors: dict[str, int]
+    by_kind: dict[str, list[float]]
 
 
 # -- the server process -----------------------------------------------------------------
@@ -105,6 +108,11 @@ def server_process(
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
         try:
             yield proc
+        except BaseException:
+            # The temp dir goes away with the log: show its end now.
+            out.flush()
+            print(f"--- {log.name} (end) ---\n{log.read_text(errors='replace')[-3000:]}")
+            raise
         finally:
             if proc.poll() is None:
                 proc.send_signal(stop)
@@ -115,12 +123,12 @@ def server_process(
                     proc.wait(STOP_TIMEOUT)
 
 
-async def wait_healthy(origin: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+async def wait_healthy(origin: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + HEALTH_TIMEOUT
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"server exited with {proc.returncode}")
             try:
                 async with session.get(f"{origin}/api/health") as resp:
                     if resp.status == 200:
@@ -128,7 +136,7 @@ async def wait_healthy(origin: str, proc: subprocess.Popen[bytes], log: Path) ->
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.1)
-    raise RuntimeError(f"server not healthy after {HEALTH_TIMEOUT} s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"server not healthy after {HEALTH_TIMEOUT} s")
 
 
 # -- setup through the real API ---------------------------------------------------------
@@ -225,7 +233,14 @@ def receive(conn: Any, expected: str, timeout: float) -> Any:
     return payload
 
 
-def drive(name: str, pid: int, specs: list[dict[str, Any]], seconds: float, ctx: Any) -> Outcome:
+def drive(
+    name: str,
+    pid: int,
+    specs: list[dict[str, Any]],
+    seconds: float,
+    ctx: Any,
+    spy: str | None = None,
+) -> Outcome:
     """Start the workers, let them join, run the load window, gather the numbers."""
     rss_before = rss_kib(pid)
     pipes, procs = [], []
@@ -240,11 +255,14 @@ def drive(name: str, pid: int, specs: list[dict[str, Any]], seconds: float, ctx:
         ready = [receive(p, "ready", READY_TIMEOUT) for p in pipes]
         rss_after = rss_kib(pid)
         sockets = sum(r["sockets"] for r in ready)
+        sampler = start_py_spy(pid, seconds, spy) if spy else None
         cpu0, t0 = cpu_seconds(pid), time.perf_counter()
         for p in pipes:
             p.send("go")
         time.sleep(seconds)
         cpu1, t1 = cpu_seconds(pid), time.perf_counter()
+        if sampler is not None:
+            sampler.wait(STOP_TIMEOUT)
         results = [receive(p, "result", seconds + 120) for p in pipes]
     finally:
         for p in pipes:
@@ -259,6 +277,10 @@ def drive(name: str, pid: int, specs: list[dict[str, Any]], seconds: float, ctx:
     for r in results:
         for code, count in r["errors"].items():
             errors[code] = errors.get(code, 0) + count
+    by_kind: dict[str, list[float]] = {}
+    for r in results:
+        for kind, values in r["by_kind"].items():
+            by_kind.setdefault(kind, []).extend(values)
     duration = max(r["duration"] for r in results)
     received = sum(r["received"] for r in results)
     return Outcome(
@@ -279,7 +301,19 @@ def drive(name: str, pid: int, specs: list[dict[str, Any]], seconds: float, ctx:
         settle_seconds=max(r["settle_seconds"] for r in ready),
         pushes=sum(r["pushes"] for r in ready),
         errors=errors,
+        by_kind=by_kind,
     )
+
+
+def start_py_spy(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes]:
+    """Sample the server during the load window (collapsed stacks, for reading or a flame graph).
+
+    ``--nonblocking`` so the samples do not pause the server and skew its latency.
+    """
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(math.ceil(seconds))]
+    cmd += ["--rate", "250", "--nonblocking", "--threads", "--format", "raw", "-o", out]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
 
 
 def split(keys: list[str], workers: int) -> list[list[str]]:
@@ -297,7 +331,7 @@ def run_teleconsult(args: argparse.Namespace, tmp: Path, ctx: Any) -> Outcome:
     )
     env.pop("TELECONSULT_CONFIG", None)
     (tmp / "data").mkdir()
-    subprocess.run(  # noqa: S603
+    subprocess.run(
         [sys.executable, "-m", "web.cli", "demo"],
         cwd=ROOT,
         env=env,
@@ -316,7 +350,7 @@ def run_teleconsult(args: argparse.Namespace, tmp: Path, ctx: Any) -> Outcome:
         stop = signal.SIGINT  # KeyboardInterrupt: run_app returns, cProfile writes
     log = tmp / "teleconsult.log"
     with server_process(cmd, env, log, stop) as proc:
-        asyncio.run(wait_healthy(origin, proc, log))
+        asyncio.run(wait_healthy(origin, proc))
         t0 = time.perf_counter()
         clinic, cardio, cids = asyncio.run(setup(origin, args.consultations))
         print(f"setup: {len(cids)} consultations in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -334,7 +368,7 @@ def run_teleconsult(args: argparse.Namespace, tmp: Path, ctx: Any) -> Outcome:
             }
             for i, keys in enumerate(split(cids, args.workers))
         ]
-        return drive("teleconsult", proc.pid, specs, args.seconds, ctx)
+        return drive("teleconsult", proc.pid, specs, args.seconds, ctx, args.py_spy)
 
 
 def run_bare(args: argparse.Namespace, tmp: Path, ctx: Any) -> Outcome:
@@ -343,7 +377,7 @@ def run_bare(args: argparse.Namespace, tmp: Path, ctx: Any) -> Outcome:
     log = tmp / "bare.log"
     cmd = [sys.executable, str(BARE), "--port", str(port)]
     with server_process(cmd, dict(os.environ), log) as proc:
-        asyncio.run(wait_healthy(origin, proc, log))
+        asyncio.run(wait_healthy(origin, proc))
         keys = [f"pair{i:06d}" for i in range(args.consultations)]
         specs = [
             {
@@ -380,6 +414,13 @@ def report(outcomes: list[Outcome]) -> None:
             f"join {o.join_seconds:.1f} s (+{o.settle_seconds:.1f} s settle, "
             f"{o.pushes} pushes received while joining)"
         )
+        print(
+            f"{o.name} by type (n, p50/p99 ms): "
+            + ", ".join(
+                f"{kind} {len(v)} {percentile(v, 0.5):.2f}/{percentile(v, 0.99):.2f}"
+                for kind, v in sorted(o.by_kind.items())
+            )
+        )
 
 
 def main() -> int:
@@ -389,6 +430,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument("--profile", metavar="DIR", help="cProfile the teleconsult server")
+    parser.add_argument(
+        "--py-spy",
+        metavar="FILE",
+        help="sample the teleconsult server with py-spy during the load window (collapsed stacks)",
+    )
     args = parser.parse_args()
     raise_fd_limit()
     ctx = multiprocessing.get_context("spawn")

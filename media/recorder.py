@@ -1,0 +1,306 @@
+"""The recorder: one server-side, receive-only peer per recorded participant.
+
+Each participant's page opens a second, send-only RTCPeerConnection to the
+server with the same camera and microphone tracks. The recorder answers it with
+aiortc, takes the frames out still encoded (``seam.py``) and hands them to a
+``TrackWriter`` thread; the event loop never touches a codec or the disk.
+
+aiortc sends no keyframe request when nothing decodes, so the recorder asks
+(RTCP PLI) until the first video keyframe arrives, again after a gap in the
+video, and every ``keyframe_interval`` seconds so the file stays seekable
+(Chrome otherwise sends almost no keyframes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import candidate_from_sdp
+
+from media import seam
+from media.errors import RecordingFailed
+from media.finalize import FinishedFile, finalize, leftovers
+from media.writer import CONTAINER_FOR, SUFFIX_FOR, TrackWriter
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_VIDEO = ("vp8", "h264")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingKey:
+    """Which recording: a consultation, a participant, and the part number
+    (a participant who reconnects continues in a numbered follow-on part)."""
+
+    consultation_id: str
+    participant_id: str
+    part: int = 1
+
+    def filename(self, fmt: str) -> str:
+        """File name of the finished part."""
+        return f"{self.participant_id}-part{self.part}{SUFFIX_FOR[fmt]}"
+
+
+@dataclass(eq=False)
+class Leg:
+    """A live recording leg."""
+
+    key: RecordingKey
+    pc: RTCPeerConnection
+    started_at: datetime
+    t0: float
+    writer: TrackWriter | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    receivers: list[Any] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    result: asyncio.Future[LegResult] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LegResult:
+    """What a finished leg produced."""
+
+    key: RecordingKey
+    started_at: datetime
+    first_media_offset: float | None
+    file: FinishedFile | None
+    error: str | None = None
+
+
+class Recorder:
+    """All recording legs of this server process."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        ice_servers: Sequence[RTCIceServer] = (),
+        host_addresses: Sequence[str] = (),
+        keyframe_interval: float = 10.0,
+        on_finished: Callable[[LegResult], None] | None = None,
+    ) -> None:
+        """Prepare the recorder.
+
+        Args:
+            directory: where recordings are written (one folder per consultation).
+            ice_servers: STUN/TURN for the recorder's own candidates (explicit,
+                so that aiortc never falls back to a public STUN server).
+            host_addresses: addresses to gather host candidates on (aioice skips
+                loopback by itself); empty: every interface.
+            keyframe_interval: seconds between keyframe requests once recording.
+            on_finished: called (on the loop) when a leg ends by itself, e.g.
+                when the browser goes away.
+        """
+        seam.install_passthrough()
+        seam.restrict_host_addresses(host_addresses)
+        self.directory = directory
+        self.config = RTCConfiguration(iceServers=list(ice_servers))
+        self.keyframe_interval = keyframe_interval
+        self.on_finished = on_finished
+        self.legs: dict[RecordingKey, Leg] = {}
+
+    def partial_path(self, key: RecordingKey, fmt: str) -> Path:
+        """Where a leg's file is written while recording."""
+        return self.directory / key.consultation_id / (key.filename(fmt) + ".partial")
+
+    async def start(self, key: RecordingKey, offer_sdp: str, *, now: datetime) -> str:
+        """Answer a participant's recording offer; returns the answer SDP.
+
+        Raises:
+            RecordingFailed: a leg with this key exists, or the offer carries no
+                video codec the recorder can store (VP8, H.264).
+        """
+        if key in self.legs:
+            raise RecordingFailed(f"already recording {key}")
+        pc = RTCPeerConnection(configuration=self.config)
+        leg = Leg(key=key, pc=pc, started_at=now, t0=time.monotonic())
+        self.legs[key] = leg
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            leg.tasks.append(asyncio.ensure_future(self._consume(leg, track)))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed") and leg.result is None:
+                log.info("recording peer=%s %s", key.participant_id, pc.connectionState)
+                result = await self._finish(leg)
+                if self.on_finished is not None:
+                    self.on_finished(result)
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            video_codec, audio = None, False
+            for transceiver in pc.getTransceivers():
+                codec = seam.negotiated_codec(transceiver)
+                if transceiver.kind == "video":
+                    if codec not in SUPPORTED_VIDEO:
+                        raise RecordingFailed(f"cannot record video codec {codec}")
+                    video_codec = codec
+                    leg.receivers.append(transceiver.receiver)
+                elif transceiver.kind == "audio" and codec == "opus":
+                    audio = True
+            fmt = CONTAINER_FOR[video_codec]
+            leg.writer = TrackWriter(
+                self.partial_path(key, fmt), video_codec=video_codec, audio=audio, t0=leg.t0
+            )
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception:
+            self.legs.pop(key, None)
+            await pc.close()
+            raise
+        if video_codec:
+            leg.tasks.append(asyncio.ensure_future(self._keyframes(leg)))
+        log.info(
+            "recording consultation=%s peer=%s part=%d codec=%s",
+            key.consultation_id,
+            key.participant_id,
+            key.part,
+            video_codec,
+        )
+        return pc.localDescription.sdp
+
+    async def add_candidate(
+        self, key: RecordingKey, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None
+    ) -> None:
+        """A trickled ICE candidate from the browser for its recording leg."""
+        leg = self.legs.get(key)
+        if leg is None or not candidate:
+            return
+        parsed = candidate_from_sdp(candidate.removeprefix("candidate:").removeprefix("a="))
+        parsed.sdpMid = sdp_mid
+        parsed.sdpMLineIndex = sdp_mline_index
+        await leg.pc.addIceCandidate(parsed)
+
+    async def stop(self, key: RecordingKey) -> LegResult | None:
+        """End a leg (if it has not ended by itself) and return what it produced."""
+        leg = self.legs.get(key)
+        if leg is None:
+            return None
+        result = await self._finish(leg)
+        self.legs.pop(key, None)
+        return result
+
+    async def _finish(self, leg: Leg) -> LegResult:
+        # Both stop() and the peer's own end may get here; the work runs once.
+        if leg.result is None:
+            leg.result = asyncio.ensure_future(self._finalize_leg(leg))
+        return await asyncio.shield(leg.result)
+
+    async def _finalize_leg(self, leg: Leg) -> LegResult:
+        """Close the peer, flush the writer, finalize the file (off the loop)."""
+        key = leg.key
+        leg.done.set()
+        await leg.pc.close()
+        for task in leg.tasks:
+            task.cancel()
+        await asyncio.gather(*leg.tasks, return_exceptions=True)
+        if leg.writer is None:
+            return LegResult(
+                key=key,
+                started_at=leg.started_at,
+                first_media_offset=None,
+                file=None,
+                error="no media",
+            )
+        stats = await asyncio.to_thread(leg.writer.close)
+        if stats.first_media_offset is None:
+            await asyncio.to_thread(_discard, stats.path)
+            return LegResult(
+                key=key,
+                started_at=leg.started_at,
+                first_media_offset=None,
+                file=None,
+                error="no media arrived",
+            )
+        try:
+            finished = await asyncio.to_thread(finalize, stats.path)
+        except Exception as exc:
+            log.exception("finalizing %s failed", stats.path.name)
+            return LegResult(
+                key=key,
+                started_at=leg.started_at,
+                first_media_offset=stats.first_media_offset,
+                file=None,
+                error=repr(exc),
+            )
+        return LegResult(
+            key=key,
+            started_at=leg.started_at,
+            first_media_offset=stats.first_media_offset,
+            file=finished,
+            error="; ".join(stats.errors) or None,
+        )
+
+    async def close(self) -> list[LegResult]:
+        """Stop every leg (server shutdown): every recording is finalized."""
+        results = []
+        for key in list(self.legs):
+            result = await self.stop(key)
+            if result is not None:
+                results.append(result)
+        return results
+
+    def recover(self) -> list[tuple[Path, FinishedFile | None, str | None]]:
+        """Repair what a killed server left: every ``.partial`` file is finalized.
+
+        Blocking (call it on a worker thread, at start-up, before new legs).
+        Returns (partial path, finished file or None, error or None) for each.
+        """
+        out: list[tuple[Path, FinishedFile | None, str | None]] = []
+        for partial in leftovers(self.directory):
+            try:
+                out.append((partial, finalize(partial), None))
+            except Exception as exc:
+                log.exception("could not repair %s", partial.name)
+                out.append((partial, None, repr(exc)))
+        return out
+
+    # -- internals ----------------------------------------------------------------
+
+    async def _consume(self, leg: Leg, track: MediaStreamTrack) -> None:
+        # aiortc's queues are unbounded: every accepted track is drained.
+        writer = leg.writer
+        try:
+            while True:
+                frame = await track.recv()
+                if writer is not None and isinstance(frame, seam.EncodedFrame):
+                    writer.put(frame)
+        except MediaStreamError:
+            return
+
+    async def _keyframes(self, leg: Leg) -> None:
+        last_request = 0.0
+        while not leg.done.is_set():
+            writer = leg.writer
+            now = time.monotonic()
+            due = (writer is not None and writer.needs_keyframe and now - last_request >= 0.5) or (
+                now - last_request >= self.keyframe_interval
+            )
+            if due:
+                for receiver in leg.receivers:
+                    with contextlib.suppress(Exception):
+                        if await seam.request_keyframe(receiver):
+                            last_request = now
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(leg.done.wait(), timeout=0.25)
+
+
+def _discard(path: Path) -> None:
+    path.unlink(missing_ok=True)

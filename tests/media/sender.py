@@ -1,0 +1,113 @@
+"""A stand-in for a browser's recording leg, run as its own process.
+
+It sends synthetic video (VP8 or H.264, numbered frames) and Opus audio to the
+recorder through a real aiortc peer connection on loopback, so that the test
+process, which hosts the recorder, can assert it never encodes or decodes.
+
+Protocol on stdin/stdout, one JSON object per line:
+  -> {"offer": sdp}          <- {"answer": sdp}
+  -> {"connected": true}     (media flows; sends for --seconds)
+  -> {"sent": {"video": n, "audio": n, "seconds": s}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+import aioice.ice
+from aiortc import (
+    AudioStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
+from av import VideoFrame
+
+# Loopback only (aioice skips 127.0.0.1 by itself).
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+
+
+class Counting(VideoStreamTrack):
+    """Numbered grey frames at 30 fps; counts what it produced."""
+
+    def __init__(self, width: int, height: int, pause: tuple[float, float] | None) -> None:
+        super().__init__()
+        self.width, self.height, self.pause = width, height, pause
+        self.sent = 0
+        self.started: float | None = None
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        if self.started is None:
+            self.started = time.monotonic()
+        if self.pause and self.pause[0] <= time.monotonic() - self.started < self.pause[1]:
+            # A muted camera: no frames for a while (the browser stops sending).
+            await asyncio.sleep(self.pause[1] - (time.monotonic() - self.started))
+            pts, time_base = await self.next_timestamp()
+        frame = VideoFrame(width=self.width, height=self.height, format="yuv420p")
+        for plane in frame.planes:
+            plane.update(bytes([(self.sent * 7) % 256]) * plane.buffer_size)
+        frame.pts, frame.time_base = pts, time_base
+        self.sent += 1
+        return frame
+
+
+class CountingAudio(AudioStreamTrack):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+
+    async def recv(self):  # type: ignore[no-untyped-def]
+        frame = await super().recv()
+        self.sent += 1
+        return frame
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--size", default="320x240")
+    parser.add_argument("--pause", default="", help="start,end seconds without video")
+    args = parser.parse_args()
+    width, height = (int(x) for x in args.size.split("x"))
+    pause = tuple(float(x) for x in args.pause.split(",")) if args.pause else None
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    video = Counting(width, height, pause)  # type: ignore[arg-type]
+    audio = CountingAudio()
+    vt = pc.addTransceiver(video, direction="sendonly")
+    pc.addTransceiver(audio, direction="sendonly")
+    caps = RTCRtpSender.getCapabilities("video").codecs
+    want = "video/" + ("VP8" if args.codec == "vp8" else "H264")
+    vt.setCodecPreferences([c for c in caps if c.mimeType == want])
+    await pc.setLocalDescription(await pc.createOffer())
+    print(json.dumps({"offer": pc.localDescription.sdp}), flush=True)
+    loop = asyncio.get_running_loop()
+    line = await loop.run_in_executor(None, sys.stdin.readline)
+    await pc.setRemoteDescription(RTCSessionDescription(json.loads(line)["answer"], "answer"))
+    connected = asyncio.Event()
+
+    @pc.on("connectionstatechange")
+    def on_state() -> None:
+        if pc.connectionState == "connected":
+            connected.set()
+
+    await asyncio.wait_for(connected.wait(), 10)
+    print(json.dumps({"connected": True}), flush=True)
+    start = time.monotonic()
+    await asyncio.sleep(args.seconds)
+    seconds = time.monotonic() - (video.started or start)
+    sent = {"video": video.sent, "audio": audio.sent, "seconds": seconds}
+    await pc.close()
+    print(json.dumps({"sent": sent}), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

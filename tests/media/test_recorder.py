@@ -1,0 +1,120 @@
+"""The recorder against real aiortc peers (in another process) sending VP8/H.264 + Opus.
+
+The files are reopened and decoded with PyAV, as a reviewer's player would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiortc.codecs
+import av
+import pytest
+
+from media.recorder import Recorder, RecordingKey
+
+SENDER = Path(__file__).with_name("sender.py")
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def no_codecs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail if anything in this (the server's) process creates an encoder or decoder."""
+    made: list[str] = []
+
+    def forbid(name: str, original: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            made.append(name)
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(
+        aiortc.codecs, "get_decoder", forbid("get_decoder", aiortc.codecs.get_decoder)
+    )
+    monkeypatch.setattr(
+        aiortc.codecs, "get_encoder", forbid("get_encoder", aiortc.codecs.get_encoder)
+    )
+    monkeypatch.setattr(
+        av.CodecContext, "create", forbid("CodecContext.create", av.CodecContext.create)
+    )
+    yield made
+    assert made == [], f"the server process made codecs: {made}"
+
+
+@pytest.fixture
+async def recorder(tmp_path: Path) -> AsyncIterator[Recorder]:
+    rec = Recorder(tmp_path / "recordings", host_addresses=["127.0.0.1"], keyframe_interval=2.0)
+    yield rec
+    await rec.close()
+
+
+async def send(recorder: Recorder, key: RecordingKey, *args: str) -> dict[str, Any]:
+    """Run the sender process through one recording leg; return what it sent."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SENDER),
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdin and proc.stdout
+    try:
+        async with asyncio.timeout(60):
+            offer = json.loads(await proc.stdout.readline())["offer"]
+            answer = await recorder.start(key, offer, now=datetime.now(UTC))
+            proc.stdin.write((json.dumps({"answer": answer}) + "\n").encode())
+            await proc.stdin.drain()
+            assert json.loads(await proc.stdout.readline()) == {"connected": True}
+            sent: dict[str, Any] = json.loads(await proc.stdout.readline())["sent"]
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return sent
+
+
+def probe(path: Path) -> dict[str, Any]:
+    """Decode the whole file with PyAV (test side) and describe it."""
+    out: dict[str, Any] = {}
+    with av.open(str(path)) as container:
+        out["duration"] = (container.duration or 0) / 1e6
+        out["video_codec"] = container.streams.video[0].codec_context.name
+        video_frames = [f for f in container.decode(video=0)]
+        out["video_frames"] = len(video_frames)
+        out["first_keyframe"] = video_frames[0].key_frame if video_frames else None
+        out["video_end"] = float(video_frames[-1].time) if video_frames else 0.0
+    with av.open(str(path)) as container:
+        audio = list(container.decode(audio=0))
+        out["audio_frames"] = len(audio)
+        out["audio_end"] = float(audio[-1].time + audio[-1].samples / audio[-1].sample_rate)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("codec, suffix", [("vp8", ".webm"), ("h264", ".mp4")])
+async def test_recording_is_complete_and_in_sync(
+    recorder: Recorder, no_codecs: list[str], codec: str, suffix: str
+) -> None:
+    key = RecordingKey("c" * 32, "p" * 32)
+    sent = await send(recorder, key, "--codec", codec, "--seconds", "4")
+    result = await recorder.stop(key)
+    assert result is not None and result.file is not None, result
+    path = result.file.path
+    assert path.suffix == suffix and path.exists()
+    assert not list(path.parent.glob("*.partial"))
+    info = probe(path)
+    assert info["video_codec"] == codec
+    assert info["first_keyframe"] is True
+    assert abs(info["video_frames"] - sent["video"]) <= 0.05 * sent["video"], (info, sent)
+    assert abs(info["duration"] - sent["seconds"]) <= 0.5, (info, sent)
+    assert abs(info["audio_end"] - info["video_end"]) <= 0.2, info
+    assert result.file.sha256 and result.file.size == path.stat().st_size

@@ -1,0 +1,144 @@
+// One RTCPeerConnection per remote participant (the call is a mesh), negotiated
+// with the "perfect negotiation" pattern: either side may offer at any time
+// (a newcomer, an ICE restart after a reconnect, audio-only mode), and when both
+// offer at once the impolite side ignores the other's offer while the polite
+// side rolls its own back. Which side is polite follows from comparing the two
+// peer ids, so both agree without talking about it.
+//
+// Candidates are trickled through signaling; the server drops the ones outside
+// the allowed networks. The ICE servers and the transport policy are always the
+// ones the server handed out in `joined` (a bare RTCPeerConnection would use
+// none, and relay-only deployments depend on the policy).
+
+export class Peer {
+  constructor({ peerId, myId, config, tracks, signaling, onTrack, onStateChange }) {
+    this.peerId = peerId;
+    this.polite = myId < peerId;
+    this.signaling = signaling;
+    this.onTrack = onTrack;
+    this.onStateChange = onStateChange;
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.settingAnswer = false;
+    this.closed = false;
+    this.stream = new MediaStream();
+    this.pc = new RTCPeerConnection(config);
+    const pc = this.pc;
+
+    pc.addEventListener("track", ({ track }) => {
+      if (!this.stream.getTracks().includes(track)) this.stream.addTrack(track);
+      track.addEventListener("unmute", () => this.onTrack(this));
+      this.onTrack(this);
+    });
+    pc.addEventListener("icecandidate", ({ candidate }) => {
+      // The end-of-candidates marker is not sent: trickle works without it.
+      if (!candidate || !candidate.candidate) return;
+      this.signaling.send({
+        type: "candidate",
+        to: this.peerId,
+        candidate: candidate.candidate,
+        sdp_mid: candidate.sdpMid,
+        sdp_mline_index: candidate.sdpMLineIndex,
+      });
+    });
+    pc.addEventListener("negotiationneeded", () => this.offer());
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc.connectionState === "failed" && !this.closed) pc.restartIce();
+      this.onStateChange(this);
+    });
+    pc.addEventListener("iceconnectionstatechange", () => this.onStateChange(this));
+
+    // One audio and one video transceiver, whatever the local devices: without
+    // a camera (denied, missing, audio-only) the video m-line stays and the
+    // others' video is still received.
+    this.audio = this.addTransceiver("audio", tracks.audio);
+    this.video = this.addTransceiver("video", tracks.video);
+  }
+
+  addTransceiver(kind, track) {
+    return this.pc.addTransceiver(track || kind, {
+      direction: "sendrecv",
+      streams: track ? [new MediaStream([track])] : [],
+    });
+  }
+
+  async offer(options = {}) {
+    if (this.closed) return;
+    try {
+      this.makingOffer = true;
+      if (options.iceRestart) this.pc.restartIce();
+      await this.pc.setLocalDescription();
+      const description = this.pc.localDescription;
+      if (description && description.type === "offer") {
+        this.signaling.send({ type: "offer", to: this.peerId, sdp: description.sdp });
+      }
+    } catch (err) {
+      console.warn("offer failed", err);
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  // An ICE restart towards this peer (after our signaling socket came back).
+  restart() {
+    if (this.closed) return;
+    this.pc.restartIce();
+  }
+
+  async description(type, sdp) {
+    if (this.closed) return;
+    const pc = this.pc;
+    // A collision: we are making an offer, or have one out that is not answered.
+    const readyForOffer =
+      !this.makingOffer && (pc.signalingState === "stable" || this.settingAnswer);
+    const collision = type === "offer" && !readyForOffer;
+    this.ignoreOffer = !this.polite && collision;
+    if (this.ignoreOffer) return;
+    try {
+      this.settingAnswer = type === "answer";
+      await pc.setRemoteDescription({ type, sdp }); // rolls our offer back if needed
+      this.settingAnswer = false;
+      if (type === "offer") {
+        await pc.setLocalDescription();
+        this.signaling.send({ type: "answer", to: this.peerId, sdp: pc.localDescription.sdp });
+      }
+    } catch (err) {
+      this.settingAnswer = false;
+      console.warn("remote description failed", err);
+    }
+  }
+
+  async candidate(message) {
+    if (this.closed) return;
+    try {
+      await this.pc.addIceCandidate({
+        candidate: message.candidate,
+        sdpMid: message.sdp_mid,
+        sdpMLineIndex: message.sdp_mline_index,
+      });
+    } catch (err) {
+      // Candidates of an offer we ignored are expected to fail.
+      if (!this.ignoreOffer) console.warn("candidate failed", err);
+    }
+  }
+
+  // Swap what we send (mute is track.enabled; these change the track itself).
+  async replace(kind, track) {
+    const transceiver = kind === "audio" ? this.audio : this.video;
+    if (!transceiver || this.closed) return;
+    await transceiver.sender.replaceTrack(track || null);
+    if (track) transceiver.sender.setStreams(new MediaStream([track]));
+  }
+
+  // Audio-only mode: no video either way (saves a weak link), renegotiated.
+  setVideoDirection(direction) {
+    if (!this.video || this.closed) return;
+    if (this.video.direction !== direction) this.video.direction = direction;
+  }
+
+  close() {
+    this.closed = true;
+    this.pc.close();
+    for (const track of this.stream.getTracks()) track.stop();
+  }
+}
