@@ -90,7 +90,7 @@ class Recorder:
         self,
         directory: Path,
         *,
-        ice_servers: Sequence[RTCIceServer] = (),
+        stun_urls: Sequence[str] = (),
         host_addresses: Sequence[str] = (),
         keyframe_interval: float = 10.0,
         on_finished: Callable[[LegResult], None] | None = None,
@@ -99,7 +99,8 @@ class Recorder:
 
         Args:
             directory: where recordings are written (one folder per consultation).
-            ice_servers: STUN/TURN for the recorder's own candidates (explicit,
+            stun_urls: STUN servers for the recorder's own candidates (none by
+                default: it is a server with known addresses; passed explicitly
                 so that aiortc never falls back to a public STUN server).
             host_addresses: addresses to gather host candidates on (aioice skips
                 loopback by itself); empty: every interface.
@@ -110,7 +111,9 @@ class Recorder:
         seam.install_passthrough()
         seam.restrict_host_addresses(host_addresses)
         self.directory = directory
-        self.config = RTCConfiguration(iceServers=list(ice_servers))
+        self.config = RTCConfiguration(
+            iceServers=[RTCIceServer(urls=list(stun_urls))] if stun_urls else []
+        )
         self.keyframe_interval = keyframe_interval
         self.on_finished = on_finished
         self.legs: dict[RecordingKey, Leg] = {}

@@ -125,8 +125,8 @@ def install_passthrough() -> None:
     global _original_get_decoder
     check()
     if _original_get_decoder is None:
-        _original_get_decoder = rtcrtpreceiver.get_decoder
-        rtcrtpreceiver.get_decoder = PassthroughDecoder  # type: ignore[assignment]
+        _original_get_decoder = getattr(rtcrtpreceiver, "get_decoder")  # noqa: B009
+        setattr(rtcrtpreceiver, "get_decoder", PassthroughDecoder)  # noqa: B010
 
 
 def restrict_host_addresses(addresses: Sequence[str]) -> None:

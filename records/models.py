@@ -201,3 +201,31 @@ class RosterEntry:
     def from_row(cls, row: RowMapping) -> Self:
         """Build from a row of ``roster``."""
         return cls(**_pick(cls, row))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recording:
+    """A recorded participant leg and its file."""
+
+    id: str
+    consultation_id: str
+    participant_id: str
+    part: int
+    path: str
+    container: str
+    video_codec: str | None
+    audio_codec: str | None
+    started_at: datetime
+    offset_ms: int | None
+    duration_ms: int | None
+    size: int | None
+    sha256: str | None
+    status: str
+    error: str | None
+    finished_at: datetime | None
+    retain_until: datetime | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        """Build from a row of ``recordings``."""
+        return cls(**_pick(cls, row))

@@ -221,6 +221,35 @@ opinions = sa.Table(
     sa.CheckConstraint("kind IN ('opinion', 'referral', 'addendum')", name="kind"),
 )
 
+# One row per recorded participant leg (a participant who reconnects gets a
+# numbered follow-on part). The file lives under the data directory; its SHA-256
+# is recorded when it is finished, so an archive copy can be verified.
+recordings = sa.Table(
+    "recordings",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("consultation_id", ID, sa.ForeignKey("consultations.id"), nullable=False, index=True),
+    sa.Column("participant_id", ID, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("part", sa.Integer, nullable=False),
+    sa.Column("path", sa.String(500), nullable=False, unique=True),
+    sa.Column("container", sa.String(8), nullable=False),
+    sa.Column("video_codec", sa.String(16), nullable=True),
+    sa.Column("audio_codec", sa.String(16), nullable=True),
+    sa.Column("started_at", TS, nullable=False),
+    sa.Column("offset_ms", sa.Integer, nullable=True),
+    sa.Column("duration_ms", sa.Integer, nullable=True),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.String(500), nullable=True),
+    sa.Column("finished_at", TS, nullable=True),
+    sa.Column("retain_until", TS, nullable=True),
+    sa.UniqueConstraint("consultation_id", "participant_id", "part", name="uq_recordings_part"),
+    sa.CheckConstraint(
+        "status IN ('recording', 'finished', 'recovered', 'failed', 'purged')", name="status"
+    ),
+)
+
 roster = sa.Table(
     "roster",
     metadata,

@@ -26,6 +26,7 @@ from records.models import (
     Institution,
     Opinion,
     Patient,
+    Recording,
     RosterEntry,
 )
 from records.schema import (
@@ -39,6 +40,7 @@ from records.schema import (
     institutions,
     opinions,
     patients,
+    recordings,
     roster,
     sessions,
 )
@@ -712,3 +714,69 @@ async def get_accounts(conn: AsyncConnection, account_ids: Iterable[str]) -> dic
         return {}
     rows = await conn.execute(sa.select(accounts).where(accounts.c.id.in_(ids)))
     return {r["id"]: Account.from_row(r) for r in rows.mappings()}
+
+
+# -- recordings -------------------------------------------------------------------
+
+
+async def next_recording_part(
+    conn: AsyncConnection, consultation_id: str, participant_id: str
+) -> int:
+    """The part number for a participant's next recording leg in a consultation."""
+    current = (
+        await conn.execute(
+            sa.select(sa.func.max(recordings.c.part)).where(
+                recordings.c.consultation_id == consultation_id,
+                recordings.c.participant_id == participant_id,
+            )
+        )
+    ).scalar()
+    return int(current or 0) + 1
+
+
+async def add_recording(conn: AsyncConnection, **values: Any) -> str:
+    """Store a recording that has started (status ``recording``)."""
+    rid = new_id()
+    await conn.execute(recordings.insert().values(id=rid, status="recording", **values))
+    return rid
+
+
+async def update_recording(conn: AsyncConnection, recording_id: str, **values: Any) -> None:
+    """Record how a recording ended (finished, recovered, failed, purged)."""
+    await conn.execute(recordings.update().where(recordings.c.id == recording_id).values(**values))
+
+
+async def get_recording(conn: AsyncConnection, recording_id: str) -> Recording | None:
+    """The recording, or None."""
+    row = (
+        (await conn.execute(sa.select(recordings).where(recordings.c.id == recording_id)))
+        .mappings()
+        .first()
+    )
+    return Recording.from_row(row) if row else None
+
+
+async def recording_by_path(conn: AsyncConnection, path: str) -> Recording | None:
+    """The recording stored at ``path`` (relative to the recordings directory), or None."""
+    row = (
+        (await conn.execute(sa.select(recordings).where(recordings.c.path == path)))
+        .mappings()
+        .first()
+    )
+    return Recording.from_row(row) if row else None
+
+
+async def list_recordings(
+    conn: AsyncConnection,
+    *,
+    consultation_id: str | None = None,
+    statuses: Sequence[str] | None = None,
+) -> list[Recording]:
+    """Recordings, oldest first, optionally of one consultation and in some statuses."""
+    query = sa.select(recordings).order_by(recordings.c.started_at, recordings.c.part)
+    if consultation_id is not None:
+        query = query.where(recordings.c.consultation_id == consultation_id)
+    if statuses is not None:
+        query = query.where(recordings.c.status.in_(list(statuses)))
+    rows = await conn.execute(query)
+    return [Recording.from_row(r) for r in rows.mappings()]

@@ -23,6 +23,7 @@ from signaling.hub import Channel
 from signaling.ice import IceConfig
 from signaling.lifecycle import State
 from signaling.policy import MAX_PARTICIPANTS
+from signaling.recording import RecordingService
 from signaling.service import Actor, ConsultationService
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class Calls:
         service: ConsultationService,
         ice: IceConfig,
         grace_seconds: float = 30.0,
+        recording: RecordingService | None = None,
+        recording_max_bitrate: int = 500_000,
     ) -> None:
         """Wire the call handling.
 
@@ -99,10 +102,16 @@ class Calls:
             service: the consultation service (access rules, timeline, states).
             ice: ICE servers and the candidate filter.
             grace_seconds: how long a dropped member keeps their place.
+            recording: the recording service; None: calls are not recorded.
+            recording_max_bitrate: the cap each page sets on its recording leg.
         """
         self.service = service
         self.ice = ice
         self.grace_seconds = grace_seconds
+        self.recording = recording
+        self.recording_max_bitrate = recording_max_bitrate
+        if recording is not None:
+            recording.listener = self._recording_changed
         self.rooms: dict[str, Room] = {}
         self._where: dict[Channel, tuple[Room, Member]] = {}
         self.dropped_candidates = 0
@@ -164,6 +173,20 @@ class Calls:
                 },
                 exclude=member,
             )
+        elif isinstance(msg, m.RecOffer):
+            await self._record(room, member, msg.sdp)
+        elif isinstance(msg, m.RecCandidate):
+            if self.recording is None:
+                raise SignalingError("recording is not available", code="recording_unavailable")
+            await self.recording.candidate(
+                member.actor,
+                room.consultation_id,
+                msg.candidate,
+                msg.sdp_mid,
+                msg.sdp_mline_index,
+            )
+        elif isinstance(msg, m.RecStop):
+            await self._stop_recording(room, member.peer_id)
         elif isinstance(msg, m.Leave):
             await self._remove(room, member, "left")
         elif isinstance(msg, m.End):
@@ -171,6 +194,10 @@ class Calls:
             await self._broadcast(
                 room, {"type": "state", "state": consultation.state, "by": member.peer_id}
             )
+            if self.recording is not None:
+                # Finished off the message path: the files are finalized (seek
+                # index, hash) and stored while the pages move on.
+                self._spawn(self._finish_recordings(room.consultation_id))
             for other in list(room.members.values()):
                 self._forget(other)
             self.rooms.pop(room.consultation_id, None)
@@ -199,6 +226,42 @@ class Calls:
         member.grace = loop.call_later(
             self.grace_seconds, lambda: self._spawn(self._expire(room, member))
         )
+
+    async def _finish_recordings(self, consultation_id: str) -> None:
+        if self.recording is not None:
+            await self.recording.stop_all(consultation_id)
+
+    async def _record(self, room: Room, member: Member, sdp: str) -> None:
+        if self.recording is None:
+            raise SignalingError("recording is not available", code="recording_unavailable")
+        try:
+            answer = await self.recording.start(member.actor, room.consultation_id, sdp)
+        except SignalingError:
+            raise
+        except Exception as exc:
+            log.exception(
+                "consultation=%s peer=%s recording failed to start",
+                room.consultation_id,
+                member.peer_id,
+            )
+            await self._broadcast(
+                room, {"type": "recording", "peer_id": member.peer_id, "state": "failed"}
+            )
+            raise SignalingError("the recorder could not start", code="recording_failed") from exc
+        await self._send(member, {"type": "rec_answer", "sdp": answer})
+        await self._broadcast(
+            room, {"type": "recording", "peer_id": member.peer_id, "state": "recording"}
+        )
+
+    async def _stop_recording(self, room: Room, peer_id: str) -> None:
+        if self.recording is None or not self.recording.is_recording(room.consultation_id, peer_id):
+            return
+        await self.recording.stop(room.consultation_id, peer_id)
+
+    async def _recording_changed(self, consultation_id: str, peer_id: str, state: str) -> None:
+        room = self.rooms.get(consultation_id)
+        if room is not None:
+            await self._broadcast(room, {"type": "recording", "peer_id": peer_id, "state": state})
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -263,6 +326,7 @@ class Calls:
                 "ice_servers": self.ice.servers(actor.id, self.service.clock.now()),
                 "ice_transport_policy": self.ice.transport_policy,
                 "state": consultation.state,
+                "recording": await self._recording_info(room),
                 "events": [event_message(e, self._names(room))["event"] for e in missed],
             },
         )
@@ -280,6 +344,20 @@ class Calls:
                 log.info("consultation=%s not live: %s", room.consultation_id, exc.code)
             else:
                 await self._broadcast(room, {"type": "state", "state": live.state})
+
+    async def _recording_info(self, room: Room) -> dict[str, Any]:
+        if self.recording is None:
+            return {"available": False, "allowed": False, "recording": []}
+        return {
+            "available": True,
+            "allowed": await self.recording.allowed(room.consultation_id),
+            "max_bitrate": self.recording_max_bitrate,
+            "recording": [
+                pid
+                for pid in room.members
+                if self.recording.is_recording(room.consultation_id, pid)
+            ],
+        }
 
     def _target(self, room: Room, peer_id: str) -> Member:
         target = room.members.get(peer_id)
@@ -317,6 +395,7 @@ class Calls:
 
     async def _remove(self, room: Room, member: Member, kind: str) -> None:
         self._forget(member)
+        await self._stop_recording(room, member.peer_id)
         if room.members.get(member.peer_id) is member:
             del room.members[member.peer_id]
         event = await self.service.call_event(member.actor, room.consultation_id, kind)

@@ -107,15 +107,67 @@ class End:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RecOffer:
+    """The offer of the sender's send-only recording connection to the server."""
+
+    type: ClassVar[str] = "rec_offer"
+    sdp: str = field(metadata=_limit(MAX_SDP))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecCandidate:
+    """A trickled ICE candidate of the recording connection."""
+
+    type: ClassVar[str] = "rec_candidate"
+    candidate: str = field(metadata=_limit(1024))
+    sdp_mid: str | None = field(default=None, metadata=_limit(64))
+    sdp_mline_index: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecStop:
+    """The sender stops its recording leg (e.g. before a reconnect)."""
+
+    type: ClassVar[str] = "rec_stop"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Ping:
     """Application-level ping (the server also sends WebSocket heartbeats)."""
 
     type: ClassVar[str] = "ping"
 
 
-ClientMessage = Join | Leave | Offer | Answer | Candidate | Chat | MediaState | End | Ping
+ClientMessage = (
+    Join
+    | Leave
+    | Offer
+    | Answer
+    | Candidate
+    | Chat
+    | MediaState
+    | End
+    | RecOffer
+    | RecCandidate
+    | RecStop
+    | Ping
+)
 TYPES: dict[str, type[Any]] = {
-    cls.type: cls for cls in (Join, Leave, Offer, Answer, Candidate, Chat, MediaState, End, Ping)
+    cls.type: cls
+    for cls in (
+        Join,
+        Leave,
+        Offer,
+        Answer,
+        Candidate,
+        Chat,
+        MediaState,
+        End,
+        RecOffer,
+        RecCandidate,
+        RecStop,
+        Ping,
+    )
 }
 
 

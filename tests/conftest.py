@@ -50,6 +50,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "argon2_memory_kib": 8192,
         "argon2_parallelism": 1,
         "escalation_check_seconds": 3600.0,
+        # Keep every packet on loopback (see shared/notes/loopback-webrtc.md).
+        "recorder_addresses": ("127.0.0.1",),
+        "ice_allowed_networks": ("127.0.0.0/8", "::1/128"),
     }
     values.update(overrides)
     return Settings(**values)

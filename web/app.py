@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from media.recorder import Recorder
 from records.clock import Clock, SystemClock
 from records.db import Database
 from records.passwords import Passwords
@@ -16,11 +17,23 @@ from signaling.auth import AuthService
 from signaling.calls import Calls
 from signaling.hub import Hub
 from signaling.ice import IceConfig
+from signaling.recording import RecordingService
 from signaling.service import ConsultationService
 from web import api, ws
 from web.auth import auth_middleware
 from web.errors import error_middleware
-from web.keys import AUTH, CALLS, CLOCK, DB, HUB, OPENAPI, SERVICE, SETTINGS, SOCKETS
+from web.keys import (
+    AUTH,
+    CALLS,
+    CLOCK,
+    DB,
+    HUB,
+    OPENAPI,
+    RECORDING,
+    SERVICE,
+    SETTINGS,
+    SOCKETS,
+)
 from web.openapi import build_spec
 from web.pages import setup_pages
 from web.security import security_headers_middleware
@@ -99,11 +112,31 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         hub=app[HUB],
         escalate_after={u: settings.escalate_after(u) for u in ("routine", "urgent", "emergency")},
     )
+    recorder = Recorder(
+        settings.data_dir / "recordings",
+        stun_urls=settings.stun_urls,
+        host_addresses=settings.recorder_addresses,
+    )
+    app[RECORDING] = RecordingService(
+        db=db,
+        clock=app[CLOCK],
+        recorder=recorder,
+        retention_days=settings.recording_retention_days,
+    )
+    # What a killed server left behind is repaired before anything new starts.
+    recovered = await app[RECORDING].recover()
+    if recovered:
+        log.warning("repaired %d recording(s) left by an unclean stop", len(recovered))
     app[CALLS] = Calls(
-        service=app[SERVICE], ice=ice_config(settings), grace_seconds=settings.call_grace_seconds
+        service=app[SERVICE],
+        ice=ice_config(settings),
+        grace_seconds=settings.call_grace_seconds,
+        recording=app[RECORDING],
+        recording_max_bitrate=settings.recording_max_bitrate,
     )
     yield
     await app[CALLS].close()
+    await app[RECORDING].close()
     await db.close()
 
 

@@ -89,6 +89,8 @@ JS_STRINGS: Mapping[str, str] = {
     "action.remove": N_("Remove"),
     "action.consent": N_("Record consent"),
     "action.request": N_("Request consultation"),
+    "action.join": N_("Join video call"),
+    "action.join_live": N_("Join the call in progress"),
     "label.reason": N_("Reason"),
     "label.question": N_("Clinical question"),
     "label.patient": N_("Patient"),

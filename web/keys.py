@@ -11,6 +11,7 @@ from records.db import Database
 from signaling.auth import AuthService, Session
 from signaling.calls import Calls
 from signaling.hub import Hub
+from signaling.recording import RecordingService
 from signaling.service import ConsultationService
 from web.settings import Settings
 
@@ -21,6 +22,7 @@ HUB = web.AppKey("hub", Hub)
 SERVICE = web.AppKey("service", ConsultationService)
 AUTH = web.AppKey("auth", AuthService)
 CALLS = web.AppKey("calls", Calls)
+RECORDING = web.AppKey("recording", RecordingService)
 # Open WebSockets and the session token behind each: closed on logout, when the
 # session lapses, and on shutdown.
 SOCKETS = web.AppKey("sockets", dict[web.WebSocketResponse, str])

@@ -247,9 +247,7 @@ CALL_STRINGS: dict[str, str] = {
         "Camera access was denied: the others hear you but cannot see you. "
         "Allow the camera in the browser's site settings and rejoin to be seen."
     ),
-    "call.media.camera_missing": N_(
-        "No camera was found: the call goes on with your voice only."
-    ),
+    "call.media.camera_missing": N_("No camera was found: the call goes on with your voice only."),
     "call.media.mic_denied": N_(
         "Microphone access was denied: the others cannot hear you. Use the chat, "
         "or allow the microphone in the browser's site settings and rejoin."

@@ -59,6 +59,9 @@ class Settings:
     ice_transport_policy: str = "all"
     ice_allowed_networks: tuple[str, ...] = ()
     call_grace_seconds: float = 30.0
+    recorder_addresses: tuple[str, ...] = ()
+    recording_max_bitrate: int = 500_000
+    recording_retention_days: int = 1096
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 2
@@ -70,6 +73,10 @@ class Settings:
             raise SettingsError("ice_transport_policy must be all or relay")
         if self.turn_urls and not self.turn_secret:
             raise SettingsError("turn_urls need turn_secret (coturn's static-auth-secret)")
+        if self.recording_retention_days < 1096:
+            raise SettingsError(
+                "recording_retention_days cannot be under 1096 (3 years, the legal minimum)"
+            )
         if self.default_locale not in ("zh_CN", "en"):
             raise SettingsError("default_locale must be zh_CN or en")
         for name in ("session_ttl_seconds", "login_max_failures", "login_lockout_seconds"):

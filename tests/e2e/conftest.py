@@ -29,6 +29,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
+    # WebRTC gathers 127.0.0.1 and ::1 too; the call tests relay only those.
+    "--allow-loopback-in-peer-connection",
 ]
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "screenshots"
@@ -44,11 +46,12 @@ def _require_chromium() -> None:
 
 
 @pytest.fixture
-async def live_server(settings: Settings) -> AsyncIterator[str]:
-    """The real app with the demo community on 127.0.0.1 (ephemeral port); its base URL.
+async def live_app(settings: Settings) -> AsyncIterator[tuple[web.Application, str]]:
+    """The real app with the demo community on 127.0.0.1 (ephemeral port), and its base URL.
 
-    Uses the system clock (not the manual one): the browser shows times relative
-    to its own clock.
+    Runs in the test's own event loop, so a test can reach into the app (e.g. close
+    a socket from the server side). Uses the system clock (not the manual one): the
+    browser shows times relative to its own clock.
     """
     app = create_app(settings)
     runner = web.AppRunner(app)
@@ -57,9 +60,15 @@ async def live_server(settings: Settings) -> AsyncIterator[str]:
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
-        yield f"http://{host}:{port}"
+        yield app, f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+def live_server(live_app: tuple[web.Application, str]) -> str:
+    """The base URL of ``live_app``."""
+    return live_app[1]
 
 
 @pytest.fixture
@@ -166,3 +175,114 @@ def screenshots_dir() -> Path:
     """Where screenshots go (gitignored)."""
     SCREENSHOTS.mkdir(exist_ok=True)
     return SCREENSHOTS
+
+
+# -- calls ----------------------------------------------------------------------------
+
+# Call tests keep every packet on loopback: only these candidates are relayed.
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
+
+# Page-side helpers over the call page's test hook (window.__call).
+CALL_JS = """
+window.__callTest = {
+  async stats(id) {
+    const pc = window.__call.pc(id);
+    if (!pc) return null;
+    const report = await pc.getStats();
+    const byId = new Map();
+    report.forEach((s) => byId.set(s.id, s));
+    let frames = 0, width = 0, pair = null;
+    for (const s of byId.values()) {
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        frames += s.framesDecoded || 0;
+        width = Math.max(width, s.frameWidth || 0);
+      }
+      if (s.type === "transport" && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
+    }
+    if (!pair) {
+      for (const s of byId.values()) {
+        if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s;
+      }
+    }
+    const cand = (c) => c && { address: c.address || c.ip, type: c.candidateType, protocol: c.protocol,
+                                relayProtocol: c.relayProtocol || null };
+    return {
+      frames, width,
+      local: pair ? cand(byId.get(pair.localCandidateId)) : null,
+      remote: pair ? cand(byId.get(pair.remoteCandidateId)) : null,
+    };
+  },
+  // True once every remote video of `count` peers has a size and its decoded
+  // frame count has grown by `more` since the first call with this `token`.
+  async flowing(count, token, more) {
+    const c = window.__call;
+    if (!c || !c.pc) return false;
+    const ids = c.peers();
+    if (ids.length !== count) return false;
+    window.__frameBase = window.__frameBase || {};
+    const base = (window.__frameBase[token] = window.__frameBase[token] || {});
+    let ok = true;
+    for (const id of ids) {
+      const video = c.remoteVideo(id);
+      const s = await this.stats(id);
+      if (!video || !s) return false;
+      if (!(id in base)) base[id] = s.frames;
+      if (!(video.videoWidth > 0 && s.frames >= base[id] + more)) ok = false;
+    }
+    return ok;
+  },
+};
+"""
+
+
+async def video_flowing(page: Any, peers: int, *, token: str, timeout: float = 20_000) -> None:
+    """Wait until ``page`` shows ``peers`` remote videos whose decoded frames rise."""
+    await page.evaluate(CALL_JS.strip().rstrip(";"))
+    await page.wait_for_function(
+        "([n, token]) => window.__callTest.flowing(n, token, 10)",
+        arg=[peers, token],
+        polling=250,
+        timeout=timeout,
+    )
+
+
+async def selected_pairs(page: Any) -> list[dict[str, Any]]:
+    """The selected candidate pair (local and remote candidate) towards each peer."""
+    await page.evaluate(CALL_JS.strip().rstrip(";"))
+    result: list[dict[str, Any]] = await page.evaluate(
+        "Promise.all(window.__call.peers().map((id) => window.__callTest.stats(id)))"
+    )
+    return result
+
+
+async def csrf(page: Any) -> dict[str, str]:
+    """The CSRF header of the page's session, for API calls through its context."""
+    token = await page.get_attribute('meta[name="csrf-token"]', "content")
+    return {"X-CSRF-Token": token or ""}
+
+
+async def accepted_consultation(clinic: Any, specialist: Any) -> str:
+    """A cardiology consultation for the demo patient with consent, accepted."""
+    patients = (await (await clinic.request.get("/api/patients")).json())["patients"]
+    patient = next(p for p in patients if p["consent"])
+    departments = (await (await clinic.request.get("/api/departments")).json())["departments"]
+    cardiology = next(d["id"] for d in departments if d["code"] == "cardiology")
+    response = await clinic.request.post(
+        "/api/consultations",
+        headers=await csrf(clinic),
+        data={
+            "patient_id": patient["id"],
+            "department_id": cardiology,
+            "urgency": "urgent",
+            "reason": "胸痛 2 小时，心电图 ST 段抬高",
+            "question": "是否需要立即转诊行介入治疗？",
+        },
+    )
+    assert response.status == 201, await response.text()
+    cid: str = (await response.json())["consultation"]["id"]
+    response = await specialist.request.post(
+        f"/api/consultations/{cid}/accept", headers=await csrf(specialist)
+    )
+    assert response.status == 200, await response.text()
+    return cid

@@ -6,6 +6,7 @@ import { connectPush } from "./push.js";
 import {
   ago,
   busy,
+  callLink,
   checkRequired,
   el,
   handleAuthLoss,
@@ -23,6 +24,7 @@ import {
 } from "./ui.js";
 
 const CANCELLABLE = new Set(["requested", "escalated", "accepted"]);
+const JOINABLE = new Set(["accepted", "live"]);
 const ACTIVE = new Set(["requested", "escalated", "accepted", "live", "ended"]);
 
 const data = { patients: [], consultations: [] };
@@ -280,6 +282,7 @@ function requestItem(c) {
     );
   }
   const actions = el("div", { class: "item-actions" });
+  if (JOINABLE.has(c.state)) actions.append(callLink(c));
   if (CANCELLABLE.has(c.state)) {
     actions.append(
       el("button", {

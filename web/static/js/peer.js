@@ -11,8 +11,12 @@
 // none, and relay-only deployments depend on the policy).
 
 export class Peer {
-  constructor({ peerId, myId, config, tracks, signaling, onTrack, onStateChange }) {
+  // initiator: we offer first (we are the newcomer, or the peer has no
+  // connection to us). local() returns {audio, video, videoDirection}: the tracks
+  // we send now and "sendrecv" or "inactive" (audio-only mode).
+  constructor({ peerId, myId, config, initiator, local, signaling, onTrack, onStateChange }) {
     this.peerId = peerId;
+    this.local = local;
     this.polite = myId < peerId;
     this.signaling = signaling;
     this.onTrack = onTrack;
@@ -50,16 +54,52 @@ export class Peer {
 
     // One audio and one video transceiver, whatever the local devices: without
     // a camera (denied, missing, audio-only) the video m-line stays and the
-    // others' video is still received.
-    this.audio = this.addTransceiver("audio", tracks.audio);
-    this.video = this.addTransceiver("video", tracks.video);
+    // others' video is still received. The side that answers first does not make
+    // its own (they would not match the offer's m-lines, which only addTrack's
+    // do): it adopts the ones the offer creates (see adopt).
+    this.audio = null;
+    this.video = null;
+    if (initiator) {
+      const { audio, video, videoDirection } = this.local();
+      this.audio = this.addTransceiver("audio", audio, "sendrecv");
+      this.video = this.addTransceiver("video", video, videoDirection);
+    }
   }
 
-  addTransceiver(kind, track) {
+  addTransceiver(kind, track, direction) {
     return this.pc.addTransceiver(track || kind, {
-      direction: "sendrecv",
+      direction,
       streams: track ? [new MediaStream([track])] : [],
     });
+  }
+
+  // After a remote offer: use its m-lines for what we send, if ours are not
+  // part of the session yet (we are answering first, or lost a glare).
+  async adopt() {
+    const { audio, video, videoDirection } = this.local();
+    for (const [kind, track, direction] of [
+      ["audio", audio, "sendrecv"],
+      ["video", video, videoDirection],
+    ]) {
+      const mine = this[kind];
+      if (mine && mine.mid !== null) continue;
+      const theirs = this.pc
+        .getTransceivers()
+        .find(
+          (t) =>
+            t !== this.audio &&
+            t !== this.video &&
+            t.mid !== null &&
+            t.receiver.track.kind === kind &&
+            t.currentDirection !== "stopped",
+        );
+      if (!theirs) continue;
+      if (mine) mine.stop();
+      this[kind] = theirs;
+      theirs.direction = direction;
+      await theirs.sender.replaceTrack(track || null);
+      if (track) theirs.sender.setStreams(new MediaStream([track]));
+    }
   }
 
   async offer(options = {}) {
@@ -99,6 +139,7 @@ export class Peer {
       await pc.setRemoteDescription({ type, sdp }); // rolls our offer back if needed
       this.settingAnswer = false;
       if (type === "offer") {
+        await this.adopt();
         await pc.setLocalDescription();
         this.signaling.send({ type: "answer", to: this.peerId, sdp: pc.localDescription.sdp });
       }

@@ -7,6 +7,7 @@ import {
   PAGE,
   ago,
   busy,
+  callLink,
   checkRequired,
   el,
   errorMessage,
@@ -23,6 +24,7 @@ import {
   wireDialog,
 } from "./ui.js";
 
+const JOINABLE = new Set(["accepted", "live"]);
 const MINE = new Set(["accepted", "live", "ended"]);
 const me = PAGE.account || {};
 
@@ -122,6 +124,7 @@ function mineItem(c) {
     itemHead(c, true),
     itemMeta(c),
     facts(c),
+    JOINABLE.has(c.state) ? el("div", { class: "item-actions" }, callLink(c)) : null,
   );
 }
 

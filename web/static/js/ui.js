@@ -209,6 +209,16 @@ export function replaceChildren(list, items, empty) {
   if (empty) empty.hidden = items.length > 0;
 }
 
+// The link to a consultation's video call (accepted and live consultations).
+export function callLink(c) {
+  return el("a", {
+    class: `btn btn-small ${c.state === "live" ? "btn-primary" : "btn-primary-quiet"} call-link`,
+    href: `/consultations/${encodeURIComponent(c.id)}/call`,
+    dataset: { action: "call" },
+    text: c.state === "live" ? t("action.join_live") : t("action.join"),
+  });
+}
+
 export function option(value, label, extra = {}) {
   return el("option", { value, ...extra, text: label });
 }

@@ -1,0 +1,40 @@
+"""The signaling benchmark still runs: tiny parameters, every message delivered.
+
+Not a performance test (the machine is shared); it keeps ``signaling.py`` working.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).with_name("signaling.py")
+LAST_LINE = re.compile(
+    r"signaling: (\d+) sockets, p99 \d+\.\d\d ms at (\d+) msg/s \(bare relay p99 \d+\.\d\d ms\)"
+)
+
+
+@pytest.mark.slow
+def test_benchmark_runs_and_loses_nothing() -> None:
+    done = subprocess.run(  # noqa: S603 - our own script, fixed arguments
+        [sys.executable, str(SCRIPT), "--consultations", "10", "--rate", "100", "--seconds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    match = LAST_LINE.fullmatch(lines[-1])
+    assert match, lines[-1]
+    assert int(match.group(1)) == 20  # two joined sockets per consultation
+    assert 80 <= int(match.group(2)) <= 120
+    for name in ("teleconsult", "bare relay"):
+        [summary] = [line for line in lines if line.startswith(f"{name}: sent")]
+        sent = int(re.search(r"sent (\d+)", summary).group(1))  # type: ignore[union-attr]
+        assert sent >= 150, summary
+        assert f"delivered {sent}, lost 0, held at end 20, errors none" in summary, summary

@@ -1,0 +1,141 @@
+"""Recording through the real server: consent, the leg, the row, the file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import av
+import sqlalchemy as sa
+
+from records.schema import recordings
+from web.keys import DB, RECORDING
+
+from .calls import connect, join
+from .test_call_signaling import accepted_consultation
+
+ROOT = Path(__file__).parents[2]
+SENDER = ROOT / "tests" / "media" / "sender.py"
+
+
+async def record_leg(sock: Any, *args: str) -> dict[str, Any]:
+    """Run a sender process as the participant's recording leg, signaled over /ws."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SENDER),
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdin and proc.stdout
+    try:
+        async with asyncio.timeout(60):
+            offer = json.loads(await proc.stdout.readline())["offer"]
+            await sock.send({"type": "rec_offer", "sdp": offer})
+            answer = await sock.recv("rec_answer", "error")
+            assert answer["type"] == "rec_answer", answer
+            proc.stdin.write((json.dumps({"answer": answer["sdp"]}) + "\n").encode())
+            await proc.stdin.drain()
+            assert json.loads(await proc.stdout.readline()) == {"connected": True}
+            sent: dict[str, Any] = json.loads(await proc.stdout.readline())["sent"]
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return sent
+
+
+async def rows(app: Any) -> list[Any]:
+    async with app[DB].read() as conn:
+        return list((await conn.execute(sa.select(recordings))).mappings())
+
+
+async def test_a_consented_call_is_recorded_into_a_checked_file(login_as: Any, app: Any) -> None:
+    clinic, cardio, cid, _ = await accepted_consultation(login_as)
+    a, b = await connect(clinic), await connect(cardio)
+    joined = await join(a, cid)
+    assert joined["recording"]["allowed"] is True
+    await join(b, cid, tab="tab-b")
+    sent = await record_leg(a, "--codec", "vp8", "--seconds", "3")
+    assert (await b.recv("recording"))["state"] == "recording"
+    await a.send({"type": "rec_stop"})
+    assert (await b.recv("recording"))["state"] == "stopped"
+
+    [row] = await rows(app)
+    assert row["status"] == "finished", row
+    assert row["participant_id"] == clinic.account["id"] and row["part"] == 1
+    assert row["video_codec"] == "vp8" and row["audio_codec"] == "opus"
+    assert abs(row["duration_ms"] / 1000 - sent["seconds"]) <= 0.5
+    path = app[RECORDING].root / row["path"]
+    assert row["size"] == path.stat().st_size
+    with av.open(str(path)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert abs(frames - sent["video"]) <= 0.05 * sent["video"]
+    _, data = await clinic.get(f"/api/consultations/{cid}/timeline")
+    kinds = [e["kind"] for e in data["events"]]
+    assert "recording_started" in kinds and "recording_finished" in kinds
+    checks = await app[RECORDING].verify()
+    assert [c.ok for c in checks] == [True]
+
+
+async def test_nothing_is_recorded_without_consent_to_recording(login_as: Any, app: Any) -> None:
+    clinic, cardio, cid, ids = await accepted_consultation(login_as, patient="陈阿姨")
+    status, _ = await clinic.post(
+        f"/api/patients/{ids['陈阿姨']}/consents",
+        {
+            "scope_consultation": True,
+            "scope_recording": False,
+            "given_by": "陈阿姨",
+            "relationship": "self",
+        },
+    )
+    assert status == 201
+    a = await connect(clinic)
+    joined = await join(a, cid)
+    assert joined["recording"]["allowed"] is False
+    await a.send({"type": "rec_offer", "sdp": "v=0\r\n"})
+    error = await a.recv("error")
+    assert error["code"] == "recording_not_consented"
+    assert await rows(app) == []
+    recordings_dir = app[RECORDING].root
+    assert not recordings_dir.exists() or not any(recordings_dir.rglob("*"))
+
+
+async def test_verify_reports_a_changed_file_and_purge_refuses_young_recordings(
+    login_as: Any, app: Any, clock: Any
+) -> None:
+    clinic, _, cid, _ = await accepted_consultation(login_as)
+    a = await connect(clinic)
+    await join(a, cid)
+    await record_leg(a, "--codec", "vp8", "--seconds", "1")
+    await a.send({"type": "rec_stop"})
+    await a.until_pong()
+    [row] = await rows(app)
+    service = app[RECORDING]
+    path = service.root / row["path"]
+    with path.open("r+b") as fh:  # flip one byte in the middle
+        fh.seek(path.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    [check] = await service.verify()
+    assert (check.ok, check.problem) == (False, "SHA-256 mismatch")
+
+    from signaling.errors import RuleViolation
+
+    try:
+        await service.purge([row["id"]])
+    except RuleViolation as exc:
+        assert exc.code == "retention_not_reached"
+    else:
+        raise AssertionError("purge of a young recording was not refused")
+    assert path.exists()
+    assert await service.purge() == []  # nothing is old enough
+    clock.advance(1096 * 86400 + 1)
+    purged = await service.purge()
+    assert [r.id for r in purged] == [row["id"]] and not path.exists()
