@@ -7,6 +7,7 @@ process, which hosts the recorder, can assert it never encodes or decodes.
 Protocol on stdin/stdout, one JSON object per line:
   -> {"offer": sdp}          <- {"answer": sdp}
   -> {"connected": true}     (media flows; sends for --seconds)
+  -> {"progress": s}         (with --progress: seconds of media sent, each second)
   -> {"sent": {"video": n, "audio": n, "seconds": s}}
 """
 
@@ -75,6 +76,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--size", default="320x240")
     parser.add_argument("--pause", default="", help="start,end seconds without video")
+    parser.add_argument("--progress", action="store_true", help="print seconds sent, each second")
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
     pause = tuple(float(x) for x in args.pause.split(",")) if args.pause else None
@@ -102,7 +104,10 @@ async def main() -> None:
     await asyncio.wait_for(connected.wait(), 10)
     print(json.dumps({"connected": True}), flush=True)
     start = time.monotonic()
-    await asyncio.sleep(args.seconds)
+    while (elapsed := time.monotonic() - start) < args.seconds:
+        await asyncio.sleep(min(1.0, args.seconds - elapsed))
+        if args.progress:
+            print(json.dumps({"progress": time.monotonic() - (video.started or start)}), flush=True)
     seconds = time.monotonic() - (video.started or start)
     sent = {"video": video.sent, "audio": audio.sent, "seconds": seconds}
     await pc.close()

@@ -250,6 +250,7 @@ function playVideo(entry) {
 }
 
 function createPeer(peerId, initiator) {
+  console.log("DBG createPeer", peerId, initiator, new Error().stack.split("\n")[2]);
   const entry = entryFor(peerId);
   if (entry.peer) entry.peer.close();
   entry.peer = new Peer({

@@ -1,0 +1,93 @@
+"""The private parts of aiortc and aioice that the recorder relies on.
+
+If one of these fails after an upgrade, read media/seam.py before changing the
+pin in pyproject.toml: the recorder takes encoded frames out of aiortc through
+exactly these names.
+"""
+
+from __future__ import annotations
+
+import fractions
+
+import aioice.ice
+import aiortc
+import aiortc.rtcrtpreceiver as rtcrtpreceiver
+import av
+import pytest
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from media import seam
+from media.bitstream import h264_size, picture_size, vp8_size
+from media.opushead import opus_head, opus_template
+
+
+def test_aiortc_is_a_tested_version() -> None:
+    assert aiortc.__version__.startswith(seam.TESTED_AIORTC)
+
+
+def test_the_receiver_still_looks_up_its_decoder_by_module_global() -> None:
+    seam.check()  # raises SeamBroken with a precise message otherwise
+    assert "get_decoder" in rtcrtpreceiver.decoder_worker.__code__.co_names
+    assert "_send_rtcp_pli" in dir(rtcrtpreceiver.RTCRtpReceiver)
+    assert "getSynchronizationSources" in dir(rtcrtpreceiver.RTCRtpReceiver)
+
+
+def test_installing_the_passthrough_replaces_the_decoder_lookup() -> None:
+    seam.install_passthrough()
+    codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    decoder = rtcrtpreceiver.get_decoder(codec)
+    assert isinstance(decoder, seam.PassthroughDecoder)
+
+    class Jitter:
+        data = b"\x10\x02\x00\x9d\x01\x2a\x40\x01\xf0\x00"
+        timestamp = 3000
+
+    [frame] = decoder.decode(Jitter())
+    assert (frame.codec, frame.kind, frame.timestamp, frame.clock_rate) == (
+        "vp8",
+        "video",
+        3000,
+        90000,
+    )
+    assert frame.keyframe and frame.data == Jitter.data
+
+
+def test_host_addresses_can_be_restricted() -> None:
+    original = aioice.ice.get_host_addresses
+    try:
+        seam.restrict_host_addresses(["127.0.0.1", "::1"])
+        assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
+        assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1", "::1"]
+    finally:
+        aioice.ice.get_host_addresses = original
+
+
+def encoded_keyframe(codec: str, width: int, height: int) -> bytes:
+    """A real keyframe from FFmpeg's encoder (test side only; Annex-B for H.264)."""
+    ctx = av.CodecContext.create({"vp8": "libvpx", "h264": "libx264"}[codec], "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+    ctx.time_base = fractions.Fraction(1, 30)
+    frame = av.VideoFrame(width=width, height=height, format="yuv420p")
+    frame.pts = 0
+    packets = [*ctx.encode(frame), *ctx.encode(None)]
+    return bytes(packets[0])
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+@pytest.mark.parametrize("size", [(320, 240), (640, 480), (1280, 720)])
+def test_picture_size_is_read_from_a_real_keyframe(codec: str, size: tuple[int, int]) -> None:
+    data = encoded_keyframe(codec, *size)
+    assert seam.is_keyframe(codec, data)
+    assert picture_size(codec, data) == size
+
+
+def test_size_readers_refuse_what_is_not_a_keyframe() -> None:
+    assert vp8_size(b"\x01\x00\x00") is None
+    assert h264_size(b"\x00\x00\x01\x41\x9a") is None
+    assert not seam.is_keyframe("h264", b"\x00\x00\x01\x41\x9a")
+
+
+def test_the_opus_template_carries_an_opushead_and_no_open_codec() -> None:
+    stream = opus_template()
+    assert stream.codec_context.extradata == opus_head(1)
+    assert stream.codec_context.is_open is False
