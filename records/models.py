@@ -177,6 +177,7 @@ class Opinion:
     consultation_id: str
     author_id: str
     kind: str
+    parent_id: str | None
     body: dict[str, Any]
     signed_at: datetime
     sha256: str

@@ -214,6 +214,8 @@ opinions = sa.Table(
     sa.Column("consultation_id", ID, sa.ForeignKey("consultations.id"), nullable=False),
     sa.Column("author_id", ID, sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
+    # An addendum names the signed document it adds to.
+    sa.Column("parent_id", ID, sa.ForeignKey("opinions.id"), nullable=True),
     sa.Column("body", sa.JSON, nullable=False),
     sa.Column("signed_at", TS, nullable=False),
     # SHA-256 of the canonical JSON of the body: signing freezes the text.
@@ -248,6 +250,98 @@ recordings = sa.Table(
     sa.CheckConstraint(
         "status IN ('recording', 'finished', 'recovered', 'failed', 'purged')", name="status"
     ),
+)
+
+# Attachment contents, stored once per SHA-256 under the data directory
+# (files/<aa>/<bb>/<sha256>); a document row points at its blob.
+blobs = sa.Table(
+    "blobs",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("media_type", sa.String(100), nullable=False),
+    sa.Column("stored_at", TS, nullable=False),
+)
+
+documents = sa.Table(
+    "documents",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
+    sa.Column(
+        "consultation_id", ID, sa.ForeignKey("consultations.id"), nullable=True, index=True
+    ),
+    sa.Column("sha256", sa.String(64), sa.ForeignKey("blobs.sha256"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("media_type", sa.String(100), nullable=False),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("pages", sa.Integer, nullable=True),
+    sa.Column("meta", sa.JSON, nullable=False),
+    sa.Column("preview_sha256", sa.String(64), sa.ForeignKey("blobs.sha256"), nullable=True),
+    sa.Column("uploaded_by", ID, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("uploaded_at", TS, nullable=False),
+    sa.CheckConstraint("kind IN ('pdf', 'jpeg', 'png', 'dicom', 'text')", name="kind"),
+)
+
+# The structured summary of a patient, fed by a county EMR's FHIR R4 Bundle
+# (Condition, MedicationStatement, AllergyIntolerance, Observation). ``source``
+# keeps the FHIR resource id so that a re-import updates instead of duplicating.
+conditions = sa.Table(
+    "conditions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
+    sa.Column("source", sa.String(200), nullable=True),
+    sa.Column("code", sa.String(32), nullable=False),
+    sa.Column("display", sa.String(300), nullable=False),
+    sa.Column("clinical_status", sa.String(32), nullable=True),
+    sa.Column("onset", sa.String(32), nullable=True),
+    sa.Column("recorded_at", TS, nullable=False),
+)
+
+medications = sa.Table(
+    "medications",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
+    sa.Column("source", sa.String(200), nullable=True),
+    sa.Column("code", sa.String(64), nullable=True),
+    sa.Column("display", sa.String(300), nullable=False),
+    sa.Column("dosage", sa.String(500), nullable=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("recorded_at", TS, nullable=False),
+)
+
+allergies = sa.Table(
+    "allergies",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
+    sa.Column("source", sa.String(200), nullable=True),
+    sa.Column("code", sa.String(64), nullable=True),
+    sa.Column("display", sa.String(300), nullable=False),
+    sa.Column("criticality", sa.String(32), nullable=True),
+    sa.Column("reaction", sa.String(300), nullable=True),
+    sa.Column("recorded_at", TS, nullable=False),
+)
+
+observations = sa.Table(
+    "observations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
+    sa.Column("source", sa.String(200), nullable=True),
+    sa.Column("category", sa.String(32), nullable=False),
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("display", sa.String(300), nullable=False),
+    sa.Column("value_number", sa.Float, nullable=True),
+    sa.Column("value_text", sa.String(300), nullable=True),
+    sa.Column("unit", sa.String(32), nullable=True),
+    sa.Column("ref_low", sa.Float, nullable=True),
+    sa.Column("ref_high", sa.Float, nullable=True),
+    sa.Column("effective_at", TS, nullable=True),
+    sa.Column("recorded_at", TS, nullable=False),
 )
 
 roster = sa.Table(
