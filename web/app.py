@@ -19,7 +19,7 @@ from signaling.hub import Hub
 from signaling.ice import IceConfig
 from signaling.recording import RecordingService
 from signaling.service import ConsultationService
-from web import api, ws
+from web import api, api_documents, api_fhir, ws
 from web.auth import auth_middleware
 from web.errors import error_middleware
 from web.keys import (
@@ -34,7 +34,7 @@ from web.keys import (
     SETTINGS,
     SOCKETS,
 )
-from web.openapi import build_spec
+from web.openapi import Route, build_spec
 from web.pages import setup_pages
 from web.security import security_headers_middleware
 from web.settings import Settings
@@ -68,6 +68,11 @@ def ice_config(settings: Settings) -> IceConfig:
     )
 
 
+def all_routes() -> tuple[Route, ...]:
+    """Every API route (one table per API module)."""
+    return api.ROUTES + api_documents.ROUTES + api_fhir.ROUTES
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """Build the application; resources open on start-up and close on clean-up."""
     app = web.Application(
@@ -82,11 +87,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[CLOCK] = clock or SystemClock()
     app[HUB] = Hub()
     app[SOCKETS] = {}
-    app[OPENAPI] = build_spec(api.ROUTES, title="teleconsult API", version=VERSION)
+    app[OPENAPI] = build_spec(all_routes(), title="teleconsult API", version=VERSION)
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(_housekeeping)
     app.on_shutdown.append(_close_sockets)
-    for route in api.ROUTES:
+    for route in all_routes():
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get("/ws", ws.websocket)
     setup_pages(app)

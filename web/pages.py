@@ -225,7 +225,7 @@ async def coordinator_page(request: web.Request) -> web.StreamResponse:
 CALL_STRINGS: dict[str, str] = {
     "call.state.connecting": N_("Connecting…"),
     "call.state.waiting": N_("Waiting for the other side to join…"),
-    "call.state.live": N_("In session"),
+    "call.state.live": N_("Consultation in session"),
     "call.state.reconnecting": N_("Connection to the server lost; reconnecting…"),
     "call.state.ended": N_("The consultation call has ended."),
     "call.state.left": N_("You left the call."),
