@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -621,6 +621,7 @@ async def add_opinion(
     body: dict[str, Any],
     signed_at: datetime,
     sha256: str,
+    parent_id: str | None = None,
 ) -> str:
     """Store a signed opinion, referral or addendum (never updated afterwards)."""
     oid = new_id()
@@ -630,6 +631,7 @@ async def add_opinion(
             consultation_id=consultation_id,
             author_id=author_id,
             kind=kind,
+            parent_id=parent_id,
             body=body,
             signed_at=signed_at,
             sha256=sha256,
@@ -780,3 +782,92 @@ async def list_recordings(
         query = query.where(recordings.c.status.in_(list(statuses)))
     rows = await conn.execute(query)
     return [Recording.from_row(r) for r in rows.mappings()]
+
+
+async def find_recorded_consultations(
+    conn: AsyncConnection,
+    *,
+    consulted_institution_id: str | None = None,
+    participant_scope: tuple[str, str] | None = None,
+    started_from: datetime | None = None,
+    started_to: datetime | None = None,
+    department_id: str | None = None,
+    clinic_id: str | None = None,
+    specialist_id: str | None = None,
+    min_duration_ms: int | None = None,
+    max_duration_ms: int | None = None,
+    offset: int = 0,
+    limit: int = 20,
+) -> tuple[int, list[tuple[Consultation, datetime, int, int]]]:
+    """Consultations with kept recordings, newest first, with paging.
+
+    ``participant_scope`` = (account id, institution id) limits to consultations
+    the account took part in (its clinic's requests, assigned, invited).
+    Returns the total count and, per consultation on the page, the first
+    recording's start, the longest recording (ms) and the number of recordings.
+    """
+    kept = recordings.c.status.in_(["finished", "recovered"])
+    agg = (
+        sa.select(
+            recordings.c.consultation_id.label("cid"),
+            sa.func.min(recordings.c.started_at).label("first_start"),
+            sa.func.max(recordings.c.duration_ms).label("longest"),
+            sa.func.count().label("n"),
+        )
+        .where(kept)
+        .group_by(recordings.c.consultation_id)
+        .subquery()
+    )
+    query = sa.select(consultations, agg.c.first_start, agg.c.longest, agg.c.n).join(
+        agg, agg.c.cid == consultations.c.id
+    )
+    if consulted_institution_id is not None:
+        query = query.where(consultations.c.consulted_institution_id == consulted_institution_id)
+    if participant_scope is not None:
+        account_id, institution_id = participant_scope
+        query = query.where(
+            sa.or_(
+                consultations.c.requesting_institution_id == institution_id,
+                consultations.c.assigned_specialist_id == account_id,
+                consultations.c.id.in_(
+                    sa.select(consultation_invitees.c.consultation_id).where(
+                        consultation_invitees.c.account_id == account_id
+                    )
+                ),
+            )
+        )
+    if started_from is not None:
+        query = query.where(agg.c.first_start >= started_from)
+    if started_to is not None:
+        query = query.where(agg.c.first_start < started_to)
+    if department_id is not None:
+        query = query.where(consultations.c.department_id == department_id)
+    if clinic_id is not None:
+        query = query.where(consultations.c.requesting_institution_id == clinic_id)
+    if specialist_id is not None:
+        query = query.where(consultations.c.assigned_specialist_id == specialist_id)
+    if min_duration_ms is not None:
+        query = query.where(agg.c.longest >= min_duration_ms)
+    if max_duration_ms is not None:
+        query = query.where(agg.c.longest <= max_duration_ms)
+    total = (
+        await conn.execute(sa.select(sa.func.count()).select_from(query.subquery()))
+    ).scalar_one()
+    rows = (
+        (await conn.execute(query.order_by(agg.c.first_start.desc()).offset(offset).limit(limit)))
+        .mappings()
+        .all()
+    )
+    invitees = await _invitees(conn, [r["id"] for r in rows])
+    page = [
+        (
+            Consultation.from_row(r, invitees.get(r["id"], frozenset())),
+            r["first_start"].replace(tzinfo=UTC)
+            if r["first_start"].tzinfo is None
+            else r["first_start"],
+            int(r["longest"] or 0),
+            int(r["n"]),
+        )
+        for r in rows
+    ]
+    return int(total), page

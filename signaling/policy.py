@@ -46,3 +46,12 @@ def is_participant(account: Account, consultation: Consultation) -> bool:
 def may_practise_remotely(account: Account, today: date) -> bool:
     """At least three years of independent practice (remote medical service rules)."""
     return account.years_of_practice(today) >= MIN_PRACTICE_YEARS
+
+
+def can_replay(account: Account, consultation: Consultation) -> bool:
+    """Reviewers and administrators of the consulted hospital, and the participants."""
+    if not account.active:
+        return False
+    if account.role in ("reviewer", "admin"):
+        return consultation.consulted_institution_id == account.institution_id
+    return is_participant(account, consultation)

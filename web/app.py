@@ -18,8 +18,9 @@ from signaling.calls import Calls
 from signaling.hub import Hub
 from signaling.ice import IceConfig
 from signaling.recording import RecordingService
+from signaling.replay import ReplayService
 from signaling.service import ConsultationService
-from web import api, api_documents, api_fhir, ws
+from web import api, api_documents, api_fhir, api_recordings, ws
 from web.auth import auth_middleware
 from web.errors import error_middleware
 from web.keys import (
@@ -30,6 +31,7 @@ from web.keys import (
     HUB,
     OPENAPI,
     RECORDING,
+    REPLAY,
     SERVICE,
     SETTINGS,
     SOCKETS,
@@ -70,7 +72,7 @@ def ice_config(settings: Settings) -> IceConfig:
 
 def all_routes() -> tuple[Route, ...]:
     """Every API route (one table per API module)."""
-    return api.ROUTES + api_documents.ROUTES + api_fhir.ROUTES
+    return api.ROUTES + api_documents.ROUTES + api_fhir.ROUTES + api_recordings.ROUTES
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -128,6 +130,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         recorder=recorder,
         retention_days=settings.recording_retention_days,
     )
+    app[REPLAY] = ReplayService(db=db, clock=app[CLOCK], root=recorder.directory)
     # What a killed server left behind is repaired before anything new starts.
     recovered = await app[RECORDING].recover()
     if recovered:

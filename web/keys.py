@@ -12,6 +12,7 @@ from signaling.auth import AuthService, Session
 from signaling.calls import Calls
 from signaling.hub import Hub
 from signaling.recording import RecordingService
+from signaling.replay import ReplayService
 from signaling.service import ConsultationService
 from web.settings import Settings
 
@@ -23,6 +24,7 @@ SERVICE = web.AppKey("service", ConsultationService)
 AUTH = web.AppKey("auth", AuthService)
 CALLS = web.AppKey("calls", Calls)
 RECORDING = web.AppKey("recording", RecordingService)
+REPLAY = web.AppKey("replay", ReplayService)
 # Open WebSockets and the session token behind each: closed on logout, when the
 # session lapses, and on shutdown.
 SOCKETS = web.AppKey("sockets", dict[web.WebSocketResponse, str])

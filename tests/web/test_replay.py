@@ -1,0 +1,174 @@
+"""Replay: who may find and open recordings, and HTTP Range streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from records.schema import audit_log
+from web.keys import DB
+
+from .calls import connect, join
+from .test_call_signaling import accepted_consultation
+from .test_recording import record_leg
+
+
+@pytest.fixture
+async def recorded(login_as: Any, app: Any) -> dict[str, Any]:
+    """A consultation between clinic1 and cardio1, both recorded, then ended."""
+    clinic, cardio, cid, ids = await accepted_consultation(login_as)
+    a, b = await connect(clinic), await connect(cardio)
+    await join(a, cid)
+    await join(b, cid, tab="tab-b")
+    await a.send({"type": "chat", "text": "开始会诊"})
+    await asyncio.gather(
+        record_leg(a, "--codec", "vp8", "--seconds", "2"),
+        record_leg(b, "--codec", "vp8", "--seconds", "2"),
+    )
+    # Each sender closes its connection when done; the legs end and are stored.
+    stopped = 0
+    while stopped < 2:
+        stopped += (await a.recv("recording"))["state"] == "stopped"
+    await b.send({"type": "end"})
+    while (await a.recv("state"))["state"] != "ended":
+        pass
+    return {"cid": cid, "ids": ids, "clinic": clinic, "cardio": cardio}
+
+
+async def test_reviewer_finds_and_opens_a_recorded_consultation(
+    recorded: dict[str, Any], login_as: Any
+) -> None:
+    review = await login_as("review1")
+    status, data = await review.get("/api/recordings")
+    assert status == 200 and data["total"] == 1
+    [item] = data["items"]
+    assert item["consultation_id"] == recorded["cid"]
+    assert item["recordings"] == 2 and item["department"]["code"] == "cardiology"
+    assert item["specialist"]["display_name"] == "张伟"
+
+    status, data = await review.get(f"/api/consultations/{recorded['cid']}/replay")
+    assert status == 200
+    recs = data["recordings"]
+    assert sorted(r["participant"]["display_name"] for r in recs) == ["张伟", "王建国"]
+    assert all(r["offset_ms"] >= 0 and r["duration_ms"] > 1000 for r in recs)
+    kinds = [e["kind"] for e in data["events"]]
+    assert "chat" in kinds and "ended" in kinds and "recording_finished" in kinds
+    chat = next(e for e in data["events"] if e["kind"] == "chat")
+    assert chat["offset_ms"] >= 0 and chat["data"]["text"] == "开始会诊"
+
+
+FILTERS = [
+    ("department_id={cardiology}", 1),
+    ("department_id={respiratory}", 0),
+    ("clinic_id={clinic}", 1),
+    ("min_duration_ms=1000", 1),
+    ("max_duration_ms=100", 0),
+    ("from=2000-01-01T00:00:00%2B00:00", 1),
+    ("to=2000-01-01T00:00:00%2B00:00", 0),
+    ("page=2&per_page=1", 1),  # total stays 1; the page is empty
+]
+
+
+async def test_filters_and_paging(recorded: dict[str, Any], login_as: Any) -> None:
+    review = await login_as("review1")
+    clinic = recorded["clinic"].account["institution"]["id"]
+    for params, expected in FILTERS:
+        query = params.format(clinic=clinic, **recorded["ids"])
+        status, data = await review.get(f"/api/recordings?{query}")
+        assert status == 200, data
+        assert data["total"] == expected, query
+        if "page=2" in query:
+            assert data["items"] == []
+
+
+async def test_bad_filters_are_named(login_as: Any) -> None:
+    review = await login_as("review1")
+    for query, field in [
+        ("from=yesterday", "from"),
+        ("min_duration_ms=-1", "min_duration_ms"),
+        ("department_id=x", "department_id"),
+        ("per_page=1000", "per_page"),
+    ]:
+        status, data = await review.get(f"/api/recordings?{query}")
+        assert (status, data["error"]["fields"]) == (400, [field])
+
+
+async def test_outsiders_get_404_and_are_audited(
+    recorded: dict[str, Any], login_as: Any, app: Any
+) -> None:
+    cid = recorded["cid"]
+    _, data = await recorded["clinic"].get(f"/api/consultations/{cid}/replay")
+    rec_id = data["recordings"][0]["id"]
+    for outsider in ("clinic2", "resp1", "coord1"):
+        user = await login_as(outsider)
+        real = await user.get(f"/api/consultations/{cid}/replay")
+        fake = await user.get(f"/api/consultations/{'0' * 32}/replay")
+        assert real[0] == fake[0] == 404 and real[1] == fake[1], outsider
+        resp = await user.client.get(f"/api/recordings/{rec_id}/content")
+        assert resp.status == 404
+        _, listed = await user.get("/api/recordings")
+        assert listed["total"] == 0
+    async with app[DB].read() as conn:
+        denied = (
+            (
+                await conn.execute(
+                    sa.select(audit_log.c.object_id).where(audit_log.c.action == "replay.denied")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert cid in denied and rec_id in denied
+
+
+async def test_range_requests(recorded: dict[str, Any], app: Any) -> None:
+    clinic = recorded["clinic"]
+    _, data = await clinic.get(f"/api/consultations/{recorded['cid']}/replay")
+    rec = data["recordings"][0]
+    url = rec["url"]
+    full = await clinic.client.get(url)
+    assert full.status == 200
+    whole = await full.read()
+    assert full.headers["Content-Type"] == "video/webm"
+    assert full.headers["X-Content-SHA256"] == hashlib.sha256(whole).hexdigest() == rec["sha256"]
+    size = len(whole)
+
+    cases = [
+        ("bytes=0-99", 206, whole[0:100], f"bytes 0-99/{size}"),
+        ("bytes=100-", 206, whole[100:], f"bytes 100-{size - 1}/{size}"),
+        ("bytes=-50", 206, whole[-50:], f"bytes {size - 50}-{size - 1}/{size}"),
+    ]
+    for header, status, expected, content_range in cases:
+        resp = await clinic.client.get(url, headers={"Range": header})
+        assert resp.status == status, header
+        assert await resp.read() == expected, header
+        assert resp.headers["Content-Range"] == content_range
+    resp = await clinic.client.get(url, headers={"Range": f"bytes={size + 10}-"})
+    assert resp.status == 416
+
+
+async def test_download_is_audited_and_carries_the_hash(
+    recorded: dict[str, Any], login_as: Any, app: Any
+) -> None:
+    review = await login_as("review1")
+    _, data = await review.get(f"/api/consultations/{recorded['cid']}/replay")
+    rec = data["recordings"][0]
+    resp = await review.client.get(rec["url"] + "?download=1")
+    assert resp.status == 200
+    assert resp.headers["Content-Disposition"].startswith("attachment;")
+    body = await resp.read()
+    assert hashlib.sha256(body).hexdigest() == resp.headers["X-Content-SHA256"]
+    async with app[DB].read() as conn:
+        actions = (
+            await conn.execute(
+                sa.select(audit_log.c.action, audit_log.c.actor_id).where(
+                    audit_log.c.object_id.in_([rec["id"], recorded["cid"]])
+                )
+            )
+        ).all()
+    assert ("recording.download", review.account["id"]) in actions
+    assert ("replay.start", review.account["id"]) in actions
