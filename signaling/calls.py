@@ -19,7 +19,7 @@ from typing import Any
 from records.models import Event
 from signaling import messages as m
 from signaling.errors import SignalingError
-from signaling.hub import Channel
+from signaling.hub import Channel, encode
 from signaling.ice import IceConfig
 from signaling.lifecycle import State
 from signaling.policy import MAX_PARTICIPANTS
@@ -40,6 +40,7 @@ class Member:
     video: bool = True
     connected: bool = True
     grace: asyncio.TimerHandle | None = None
+    chat_tail: asyncio.Task[None] | None = None
 
     @property
     def peer_id(self) -> str:
@@ -157,10 +158,10 @@ class Calls:
             text = msg.text.strip()
             if not text:
                 raise SignalingError("empty chat message", code="invalid_field")
-            event = await self.service.call_event(
-                member.actor, room.consultation_id, "chat", {"text": text}
-            )
-            await self._broadcast(room, event_message(event, self._names(room)))
+            # Storing a chat line waits for the database; offers and candidates
+            # behind it on this socket must not. One chain per member keeps the
+            # member's lines in order.
+            member.chat_tail = self._spawn(self._chat(room, member, text, member.chat_tail))
         elif isinstance(msg, m.MediaState):
             member.audio, member.video = msg.audio, msg.video
             await self._broadcast(
@@ -227,6 +228,28 @@ class Calls:
             self.grace_seconds, lambda: self._spawn(self._expire(room, member))
         )
 
+    async def _chat(
+        self, room: Room, member: Member, text: str, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            event = await self.service.call_event(
+                member.actor, room.consultation_id, "chat", {"text": text}
+            )
+        except Exception:
+            log.exception("consultation=%s chat not stored", room.consultation_id)
+            await self._send(
+                member,
+                {
+                    "type": "error",
+                    "code": "chat_not_stored",
+                    "message": "the message could not be stored",
+                },
+            )
+            return
+        await self._broadcast(room, event_message(event, self._names(room)))
+
     async def _finish_recordings(self, consultation_id: str) -> None:
         if self.recording is not None:
             await self.recording.stop_all(consultation_id)
@@ -263,10 +286,11 @@ class Calls:
         if room is not None:
             await self._broadcast(room, {"type": "recording", "peer_id": peer_id, "state": state})
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def close(self) -> None:
         """Forget every room (server shutdown)."""
@@ -372,19 +396,23 @@ class Calls:
     async def _institution_names(self) -> dict[str, str]:
         return {i.id: i.name for i in await self.service.institutions()}
 
-    async def _send(self, member: Member, message: dict[str, Any]) -> None:
+    async def _send(self, member: Member, message: dict[str, Any] | str) -> None:
         if not member.connected:
             return
         try:
-            await member.channel.send(message)
+            if isinstance(message, str):
+                await member.channel.send_text(message)
+            else:
+                await member.channel.send(message)
         except Exception as exc:
             log.info("send to peer=%s failed: %s", member.peer_id, type(exc).__name__)
 
     async def _broadcast(
         self, room: Room, message: dict[str, Any], exclude: Member | None = None
     ) -> None:
+        text = encode(message)  # once for the whole room
         await asyncio.gather(
-            *(self._send(x, message) for x in list(room.members.values()) if x is not exclude)
+            *(self._send(x, text) for x in list(room.members.values()) if x is not exclude)
         )
 
     def _forget(self, member: Member) -> None:

@@ -7,6 +7,7 @@ page fetches the details through the API, where access is checked and audited.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -22,6 +23,15 @@ class Channel(Protocol):
     async def send(self, message: dict[str, Any]) -> None:
         """Deliver one JSON-able message; raise if the client is gone."""
         ...
+
+    async def send_text(self, text: str) -> None:
+        """Deliver one message already encoded as JSON (sent to many: encoded once)."""
+        ...
+
+
+def encode(message: dict[str, Any]) -> str:
+    """The JSON text of a message, as every channel sends it."""
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
 class Hub:
@@ -50,8 +60,9 @@ class Hub:
             dropped (its socket handler cleans up the rest).
         """
         targets = [ch for ch, acc in self._channels.items() if audience(acc)]
+        text = encode(message)
         results = await asyncio.gather(
-            *(ch.send(message) for ch in targets), return_exceptions=True
+            *(ch.send_text(text) for ch in targets), return_exceptions=True
         )
         delivered = 0
         for ch, result in zip(targets, results, strict=True):

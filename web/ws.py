@@ -10,7 +10,6 @@ open.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -18,6 +17,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from signaling import messages
 from signaling.errors import SignalingError
+from signaling.hub import encode
 from web.auth import actor, same_origin
 from web.errors import ApiError
 from web.keys import AUTH, CALLS, HUB, SESSION, SOCKETS
@@ -38,11 +38,15 @@ class SocketChannel:
         self._lock = asyncio.Lock()
 
     async def send(self, message: dict[str, Any]) -> None:
-        """Send one JSON message (sends are serialized per socket)."""
+        """Send one JSON message."""
+        await self.send_text(encode(message))
+
+    async def send_text(self, text: str) -> None:
+        """Send one encoded message (sends are serialized per socket)."""
         if self.ws.closed:
             raise ConnectionResetError("socket closed")
         async with self._lock:
-            await self.ws.send_str(json.dumps(message, ensure_ascii=False))
+            await self.ws.send_str(text)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:

@@ -10,7 +10,8 @@ number in a field the server relays untouched (the candidate string, the SDP's
 order (the relay keeps a socket's messages in order).
 
 The parent talks to a worker over a ``multiprocessing`` pipe:
-worker -> ``("ready", info)``, parent -> ``"go"``, worker -> ``("result", stats)``.
+worker -> ``("ready", info)``; then, per round, parent -> ``("go", seconds)`` and
+worker -> ``("result", stats)``; finally parent -> ``"stop"``.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ class Worker:
         self.measuring = False
         self.pairs: list[tuple[Sock, Sock]] = []
         self.readers: list[asyncio.Task[None]] = []
+        self.rng = random.Random(spec["seed"])  # noqa: S311 - a reproducible mix, not a secret
+        self.seq = 0
 
     # -- receiving ----------------------------------------------------------------
 
@@ -277,7 +280,7 @@ class Worker:
 
     async def load(self, rate: float, seconds: float) -> float:
         """Send at ``rate`` msg/s for ``seconds``, by absolute deadlines; returns the duration."""
-        rng = random.Random(self.spec["seed"])  # noqa: S311 - a reproducible mix, not a secret
+        rng = self.rng
         interval = 1.0 / rate
         t0 = time.perf_counter()
         end = t0 + seconds
@@ -293,7 +296,8 @@ class Worker:
                 await asyncio.sleep(0)  # behind schedule: still let the readers run
             a, b = self.pairs[k % len(self.pairs)]
             sender, receiver = (a, b) if rng.random() < 0.5 else (b, a)
-            seq = self.spec["seed"] * 100_000_000 + k
+            self.seq += 1
+            seq = self.seq
             if sender.closed_early or receiver.closed_early:
                 self.errors["socket_closed"] += 1
             else:
@@ -311,6 +315,35 @@ class Worker:
             if not self.pending and not any(a.media_fifo or b.media_fifo for a, b in self.pairs):
                 return
             await asyncio.sleep(0.05)
+
+    async def round(self, seconds: float) -> dict[str, Any]:
+        """One load window and its drain; the numbers of this window only."""
+        self.errors.clear()
+        self.latencies, self.by_kind = [], collections.defaultdict(list)
+        self.sent = self.received = 0
+        pushes_before = self.pushes
+        duration = await self.load(self.spec["rate"], seconds)
+        await self.drain()
+        held = sum(
+            (not a.closed_early and not a.ws.closed) + (not b.closed_early and not b.ws.closed)
+            for a, b in self.pairs
+        )
+        lost = len(self.pending) + sum(len(a.media_fifo) + len(b.media_fifo) for a, b in self.pairs)
+        self.pending.clear()
+        for a, b in self.pairs:
+            a.media_fifo.clear()
+            b.media_fifo.clear()
+        return {
+            "sent": self.sent,
+            "received": self.received,
+            "lost": lost,
+            "duration": duration,
+            "latencies": self.latencies,
+            "by_kind": dict(self.by_kind),
+            "errors": dict(self.errors),
+            "held": held,
+            "pushes_during_load": self.pushes - pushes_before,
+        }
 
     # -- the whole run ------------------------------------------------------------
 
@@ -338,36 +371,10 @@ class Worker:
                     },
                 )
             )
-            command = await loop.run_in_executor(None, conn.recv)
-            if command != "go":
-                return
-            self.errors.clear()
-            pushes_before = self.pushes
-            duration = await self.load(self.spec["rate"], self.spec["seconds"])
-            await self.drain()
-            held = sum(
-                (not a.closed_early and not a.ws.closed) + (not b.closed_early and not b.ws.closed)
-                for a, b in self.pairs
-            )
-            lost = len(self.pending) + sum(
-                len(a.media_fifo) + len(b.media_fifo) for a, b in self.pairs
-            )
-            conn.send(
-                (
-                    "result",
-                    {
-                        "sent": self.sent,
-                        "received": self.received,
-                        "lost": lost,
-                        "duration": duration,
-                        "latencies": self.latencies,
-                        "by_kind": dict(self.by_kind),
-                        "errors": dict(self.errors),
-                        "held": held,
-                        "pushes_during_load": self.pushes - pushes_before,
-                    },
-                )
-            )
+            # Rounds of load until told to stop: the parent interleaves the rounds of
+            # the servers it compares, so a noisy neighbour hits both alike.
+            while (command := await loop.run_in_executor(None, conn.recv)) != "stop":
+                conn.send(("result", await self.round(float(command[1]))))
             for a, b in self.pairs:
                 await a.ws.close()
                 await b.ws.close()

@@ -5,12 +5,15 @@
 Starts one real teleconsult server (``python -m web.cli serve``) on a fresh demo
 database, creates N accepted consultations through the API, and has worker
 processes join two sockets per consultation (clinic1's and cardio1's) and relay
-M messages per second in total for S seconds. Then the same load runs against a
-bare aiohttp relay (``_bare_relay.py``) in the same run, as the baseline: the
-machine is shared, so only the ratio is meaningful. The last line is the summary:
+M messages per second in total for S seconds. The same load runs against a bare
+aiohttp relay (``_bare_relay.py``) in the same run, as the baseline. The machine is
+shared, so only the comparison is meaningful: both servers stay up with their
+sockets joined, and the S seconds of each are split into ``--rounds`` windows run
+in ABBA order, so a burst of someone else's work lands on both alike. The last
+line is the summary:
 ``signaling: N sockets, p99 X ms at M msg/s (bare relay p99 Y ms)``.
 
-``--py-spy FILE`` samples the teleconsult server with py-spy during the load window
+``--py-spy FILE`` samples the teleconsult server with py-spy during its load windows
 only (``pip install py-spy``; collapsed stacks, one per line with its count).
 ``--profile DIR`` runs the teleconsult server under cProfile (``-m cProfile``,
 nothing in the product) and writes ``DIR/server.prof``; the server is stopped with
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import multiprocessing
 import os
@@ -233,80 +237,103 @@ def receive(conn: Any, expected: str, timeout: float) -> Any:
     return payload
 
 
-def drive(
-    name: str,
-    pid: int,
-    specs: list[dict[str, Any]],
-    seconds: float,
-    ctx: Any,
-    spy: str | None = None,
-) -> Outcome:
-    """Start the workers, let them join, run the load window, gather the numbers."""
-    rss_before = rss_kib(pid)
-    pipes, procs = [], []
-    try:
-        for spec in specs:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(child, spec), daemon=True)
+class Target:
+    """One server under test, its load-generator workers, and the numbers gathered."""
+
+    def __init__(self, name: str, pid: int, specs: list[dict[str, Any]], ctx: Any) -> None:
+        self.name, self.pid, self.specs, self.ctx = name, pid, specs, ctx
+        self.pipes: list[Any] = []
+        self.procs: list[Any] = []
+        self.ready: list[dict[str, Any]] = []
+        self.results: list[dict[str, Any]] = []
+        self.cpu = self.wall = 0.0
+        self.rss_before = self.rss_after = 0
+
+    def start(self) -> None:
+        """Start the workers and wait until every socket has joined and things are quiet."""
+        self.rss_before = rss_kib(self.pid)
+        for spec in self.specs:
+            parent, child = self.ctx.Pipe()
+            proc = self.ctx.Process(target=worker_main, args=(child, spec), daemon=True)
             proc.start()
             child.close()
-            pipes.append(parent)
-            procs.append(proc)
-        ready = [receive(p, "ready", READY_TIMEOUT) for p in pipes]
-        rss_after = rss_kib(pid)
-        sockets = sum(r["sockets"] for r in ready)
-        sampler = start_py_spy(pid, seconds, spy) if spy else None
-        cpu0, t0 = cpu_seconds(pid), time.perf_counter()
-        for p in pipes:
-            p.send("go")
+            self.pipes.append(parent)
+            self.procs.append(proc)
+        self.ready = [receive(p, "ready", READY_TIMEOUT) for p in self.pipes]
+        self.rss_after = rss_kib(self.pid)
+
+    def round(self, seconds: float, spy: str | None) -> None:
+        """One load window on every worker at once."""
+        sampler = start_py_spy(self.pid, seconds, spy) if spy else None
+        cpu0, t0 = cpu_seconds(self.pid), time.perf_counter()
+        for p in self.pipes:
+            p.send(("go", seconds))
         time.sleep(seconds)
-        cpu1, t1 = cpu_seconds(pid), time.perf_counter()
+        self.cpu += cpu_seconds(self.pid) - cpu0
+        self.wall += time.perf_counter() - t0
+        self.results += [receive(p, "result", seconds + 60) for p in self.pipes]
         if sampler is not None:
             sampler.wait(STOP_TIMEOUT)
-        results = [receive(p, "result", seconds + 120) for p in pipes]
-    finally:
-        for p in pipes:
+
+    def joined_in(self) -> str:
+        return f"{max(r['join_seconds'] for r in self.ready):.1f} s"
+
+    def stop(self) -> None:
+        for p in self.pipes:
+            with contextlib.suppress(OSError):
+                p.send("stop")
             p.close()
-        for proc in procs:
+        for proc in self.procs:
             proc.join(STOP_TIMEOUT)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(STOP_TIMEOUT)
-    latencies = [x for r in results for x in r["latencies"]]
-    errors: dict[str, int] = {}
-    for r in results:
-        for code, count in r["errors"].items():
-            errors[code] = errors.get(code, 0) + count
-    by_kind: dict[str, list[float]] = {}
-    for r in results:
-        for kind, values in r["by_kind"].items():
-            by_kind.setdefault(kind, []).extend(values)
-    duration = max(r["duration"] for r in results)
-    received = sum(r["received"] for r in results)
-    return Outcome(
-        name=name,
-        sockets=sockets,
-        held=sum(r["held"] for r in results),
-        sent=sum(r["sent"] for r in results),
-        received=received,
-        lost=sum(r["lost"] for r in results),
-        rate=received / duration,
-        p50=percentile(latencies, 0.50),
-        p99=percentile(latencies, 0.99),
-        p999=percentile(latencies, 0.999),
-        max=max(latencies, default=0.0),
-        cpu_percent=100.0 * (cpu1 - cpu0) / (t1 - t0),
-        rss_kib_per_socket=(rss_after - rss_before) / sockets if sockets else 0.0,
-        join_seconds=max(r["join_seconds"] for r in ready),
-        settle_seconds=max(r["settle_seconds"] for r in ready),
-        pushes=sum(r["pushes"] for r in ready),
-        errors=errors,
-        by_kind=by_kind,
-    )
+
+    def outcome(self) -> Outcome:
+        results, ready = self.results, self.ready
+        latencies = [x for r in results for x in r["latencies"]]
+        errors: dict[str, int] = {}
+        by_kind: dict[str, list[float]] = {}
+        for r in results:
+            for code, count in r["errors"].items():
+                errors[code] = errors.get(code, 0) + count
+            for kind, values in r["by_kind"].items():
+                by_kind.setdefault(kind, []).extend(values)
+        # Workers run their windows side by side: a round lasts as long as its slowest.
+        rounds = len(results) // len(self.pipes)
+        duration = sum(
+            max(r["duration"] for r in results[i * len(self.pipes) : (i + 1) * len(self.pipes)])
+            for i in range(rounds)
+        )
+        received = sum(r["received"] for r in results)
+        sockets = sum(r["sockets"] for r in ready)
+        return Outcome(
+            name=self.name,
+            sockets=sockets,
+            held=min(
+                sum(r["held"] for r in results[i * len(self.pipes) : (i + 1) * len(self.pipes)])
+                for i in range(rounds)
+            ),
+            sent=sum(r["sent"] for r in results),
+            received=received,
+            lost=sum(r["lost"] for r in results),
+            rate=received / duration if duration else 0.0,
+            p50=percentile(latencies, 0.50),
+            p99=percentile(latencies, 0.99),
+            p999=percentile(latencies, 0.999),
+            max=max(latencies, default=0.0),
+            cpu_percent=100.0 * self.cpu / self.wall if self.wall else 0.0,
+            rss_kib_per_socket=(self.rss_after - self.rss_before) / sockets if sockets else 0.0,
+            join_seconds=max(r["join_seconds"] for r in ready),
+            settle_seconds=max(r["settle_seconds"] for r in ready),
+            pushes=sum(r["pushes"] for r in ready),
+            errors=errors,
+            by_kind=by_kind,
+        )
 
 
 def start_py_spy(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes]:
-    """Sample the server during the load window (collapsed stacks, for reading or a flame graph).
+    """Sample the server during a load window (collapsed stacks, one per line with a count).
 
     ``--nonblocking`` so the samples do not pause the server and skew its latency.
     """
@@ -320,7 +347,28 @@ def split(keys: list[str], workers: int) -> list[list[str]]:
     return [keys[i::workers] for i in range(workers) if keys[i::workers]]
 
 
-def run_teleconsult(args: argparse.Namespace, tmp: Path, ctx: Any) -> Outcome:
+def specs_for(
+    kind: str, port: int, keys: list[str], sides: tuple[dict[str, str], dict[str, str]], args: Any
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": kind,
+            "ws_url": f"ws://127.0.0.1:{port}/ws",
+            "origin": f"http://127.0.0.1:{port}",
+            "clinic": sides[0],
+            "cardio": sides[1],
+            "keys": part,
+            "rate": args.rate / args.workers,
+            "seed": i + 1,
+        }
+        for i, part in enumerate(split(keys, args.workers))
+    ]
+
+
+def teleconsult_server(
+    args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A real server on a fresh demo database (``web.cli demo`` then ``web.cli serve``)."""
     env = dict(os.environ)
     env.update(
         TELECONSULT_DATA_DIR=str(tmp / "data"),
@@ -340,7 +388,6 @@ def run_teleconsult(args: argparse.Namespace, tmp: Path, ctx: Any) -> Outcome:
         timeout=120,
     )
     port = free_port()
-    origin = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "web.cli", "serve", "--port", str(port)]
     stop = signal.SIGTERM
     if args.profile:
@@ -348,52 +395,60 @@ def run_teleconsult(args: argparse.Namespace, tmp: Path, ctx: Any) -> Outcome:
         prof = str(Path(args.profile).resolve() / "server.prof")
         cmd = [sys.executable, "-m", "cProfile", "-o", prof, *cmd[1:]]
         stop = signal.SIGINT  # KeyboardInterrupt: run_app returns, cProfile writes
-    log = tmp / "teleconsult.log"
-    with server_process(cmd, env, log, stop) as proc:
-        asyncio.run(wait_healthy(origin, proc))
-        t0 = time.perf_counter()
-        clinic, cardio, cids = asyncio.run(setup(origin, args.consultations))
-        print(f"setup: {len(cids)} consultations in {time.perf_counter() - t0:.1f} s", flush=True)
-        specs = [
-            {
-                "kind": "teleconsult",
-                "ws_url": f"ws://127.0.0.1:{port}/ws",
-                "origin": origin,
-                "clinic": {"cookie": clinic.cookie, "id": clinic.account_id},
-                "cardio": {"cookie": cardio.cookie, "id": cardio.account_id},
-                "keys": keys,
-                "rate": args.rate / args.workers,
-                "seconds": args.seconds,
-                "seed": i + 1,
-            }
-            for i, keys in enumerate(split(cids, args.workers))
-        ]
-        return drive("teleconsult", proc.pid, specs, args.seconds, ctx, args.py_spy)
+    proc = stack.enter_context(server_process(cmd, env, tmp / "teleconsult.log", stop))
+    asyncio.run(wait_healthy(f"http://127.0.0.1:{port}", proc))
+    return proc, port
 
 
-def run_bare(args: argparse.Namespace, tmp: Path, ctx: Any) -> Outcome:
+def bare_server(tmp: Path, stack: contextlib.ExitStack) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    origin = f"http://127.0.0.1:{port}"
-    log = tmp / "bare.log"
     cmd = [sys.executable, str(BARE), "--port", str(port)]
-    with server_process(cmd, dict(os.environ), log) as proc:
-        asyncio.run(wait_healthy(origin, proc))
-        keys = [f"pair{i:06d}" for i in range(args.consultations)]
-        specs = [
-            {
-                "kind": "bare",
-                "ws_url": f"ws://127.0.0.1:{port}/ws",
-                "origin": origin,
-                "clinic": {"cookie": "", "id": "a" * 32},
-                "cardio": {"cookie": "", "id": "b" * 32},
-                "keys": part,
-                "rate": args.rate / args.workers,
-                "seconds": args.seconds,
-                "seed": i + 1,
-            }
-            for i, part in enumerate(split(keys, args.workers))
-        ]
-        return drive("bare relay", proc.pid, specs, args.seconds, ctx)
+    proc = stack.enter_context(server_process(cmd, dict(os.environ), tmp / "bare.log"))
+    asyncio.run(wait_healthy(f"http://127.0.0.1:{port}", proc))
+    return proc, port
+
+
+def run(args: argparse.Namespace, tmp: Path) -> tuple[Outcome, Outcome]:
+    ctx = multiprocessing.get_context("spawn")
+    with contextlib.ExitStack() as stack:
+        tproc, tport = teleconsult_server(args, tmp, stack)
+        t0 = time.perf_counter()
+        clinic, cardio, cids = asyncio.run(setup(f"http://127.0.0.1:{tport}", args.consultations))
+        print(f"setup: {len(cids)} consultations in {time.perf_counter() - t0:.1f} s", flush=True)
+        sides = (
+            {"cookie": clinic.cookie, "id": clinic.account_id},
+            {"cookie": cardio.cookie, "id": cardio.account_id},
+        )
+        tele = Target(
+            "teleconsult", tproc.pid, specs_for("teleconsult", tport, cids, sides, args), ctx
+        )
+        stack.callback(tele.stop)
+        tele.start()
+        bproc, bport = bare_server(tmp, stack)
+        pairs = [f"pair{i:06d}" for i in range(args.consultations)]
+        anon = ({"cookie": "", "id": "a" * 32}, {"cookie": "", "id": "b" * 32})
+        bare = Target("bare relay", bproc.pid, specs_for("bare", bport, pairs, anon, args), ctx)
+        stack.callback(bare.stop)
+        bare.start()
+        print(
+            f"joined: teleconsult in {tele.joined_in()}, bare relay in {bare.joined_in()}; "
+            f"{args.rounds} rounds of {args.seconds / args.rounds:.1f} s each, interleaved",
+            flush=True,
+        )
+        # ABBA order: a slow drift in the machine's load favours neither server.
+        for i in range(args.rounds):
+            order = (tele, bare) if i % 2 == 0 else (bare, tele)
+            for target in order:
+                spy = f"{args.py_spy}.{i}" if args.py_spy and target is tele else None
+                target.round(args.seconds / args.rounds, spy)
+        if args.py_spy:
+            with open(args.py_spy, "w") as out:
+                for i in range(args.rounds):
+                    part = Path(f"{args.py_spy}.{i}")
+                    if part.exists():
+                        out.write(part.read_text())
+                        part.unlink()
+        return tele.outcome(), bare.outcome()
 
 
 def report(outcomes: list[Outcome]) -> None:
@@ -427,26 +482,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--consultations", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=2000.0, help="aggregate msg/s")
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=20.0, help="load time per server")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved windows per server")
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument("--profile", metavar="DIR", help="cProfile the teleconsult server")
     parser.add_argument(
         "--py-spy",
         metavar="FILE",
-        help="sample the teleconsult server with py-spy during the load window (collapsed stacks)",
+        help="sample the teleconsult server with py-spy during its load windows",
     )
     args = parser.parse_args()
     raise_fd_limit()
-    ctx = multiprocessing.get_context("spawn")
     tmp = Path(tempfile.mkdtemp(prefix="tc-bench-"))
     try:
         print(
             f"load: {args.consultations} consultations, {args.rate:.0f} msg/s, "
-            f"{args.seconds:.0f} s, {args.workers} workers",
+            f"{args.seconds:.0f} s per server, {args.workers} workers",
             flush=True,
         )
-        tele = run_teleconsult(args, tmp, ctx)
-        bare = run_bare(args, tmp, ctx)
+        tele, bare = run(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report([tele, bare])
