@@ -158,6 +158,7 @@ def opinion_json(opinion: Opinion, people: dict[str, Account]) -> dict[str, Any]
     return {
         "id": opinion.id,
         "kind": opinion.kind,
+        "parent_id": opinion.parent_id,
         "author": person_ref(people.get(opinion.author_id)),
         "body": opinion.body,
         "signed_at": iso(opinion.signed_at),

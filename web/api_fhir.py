@@ -1,7 +1,175 @@
-"""(being written) API routes of this area; registered by web.app.all_routes()."""
+"""API of the shared record: the structured summary, FHIR import and export, addenda."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from aiohttp import web
+
+from records.summary import ObservationRow, Summary, split_code
+from web import schemas
+from web.api import body, iso, opinion_json
+from web.auth import actor
+from web.errors import ApiError
+from web.keys import SERVICE, SUMMARY
 from web.openapi import Route
 
-ROUTES: tuple[Route, ...] = ()
+FHIR_JSON = "application/fhir+json"
+
+
+def _coded(stored: str | None) -> dict[str, Any]:
+    system, code = split_code(stored)
+    return {"code": code, "system": system}
+
+
+def observation_json(obs: ObservationRow) -> dict[str, Any]:
+    """A vital sign or lab result with its range and flag (``L``/``H``/None)."""
+    return {
+        "id": obs.id,
+        **_coded(obs.code),
+        "display": obs.display,
+        "value": obs.value_number if obs.value_number is not None else obs.value_text,
+        "unit": obs.unit,
+        "range": (
+            {"low": obs.ref_low, "high": obs.ref_high}
+            if obs.ref_low is not None or obs.ref_high is not None
+            else None
+        ),
+        "flag": obs.flag,
+        "effective_at": iso(obs.effective_at),
+        "source": obs.source,
+    }
+
+
+def summary_json(s: Summary) -> dict[str, Any]:
+    """A patient's structured summary."""
+    return {
+        "conditions": [
+            {
+                "id": c.id,
+                "code": c.code,
+                "system": "ICD-10",
+                "display": c.display,
+                "clinical_status": c.clinical_status,
+                "onset": c.onset,
+                "source": c.source,
+            }
+            for c in s.conditions
+        ],
+        "medications": [
+            {
+                "id": m.id,
+                **_coded(m.code),
+                "display": m.display,
+                "dosage": m.dosage,
+                "status": m.status,
+                "source": m.source,
+            }
+            for m in s.medications
+        ],
+        "allergies": [
+            {
+                "id": a.id,
+                **_coded(a.code),
+                "display": a.display,
+                "criticality": a.criticality,
+                "reaction": a.reaction,
+                "source": a.source,
+            }
+            for a in s.allergies
+        ],
+        "vitals": [observation_json(o) for o in s.vitals],
+        "labs": [observation_json(o) for o in s.labs],
+    }
+
+
+async def import_fhir(request: web.Request) -> web.StreamResponse:
+    """Import a FHIR R4 Bundle from the county EMR into a patient's summary."""
+    if request.content_type not in ("application/json", FHIR_JSON):
+        raise ApiError(
+            415, "unsupported_media_type", f"send the Bundle as {FHIR_JSON} or application/json"
+        )
+    try:
+        data = json.loads(await request.read())
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from exc
+    patient_id = request.match_info["patient_id"]
+    service = request.app[SUMMARY]
+    result = await service.import_bundle(actor(request), patient_id, data)
+    summary = await service.patient_summary(actor(request), patient_id)
+    return web.json_response(
+        {
+            "imported": {"created": result.created, "updated": result.updated},
+            "summary": summary_json(summary),
+        }
+    )
+
+
+async def patient_summary(request: web.Request) -> web.StreamResponse:
+    """A patient's structured summary (diagnoses, medications, allergies, vitals, labs)."""
+    summary = await request.app[SUMMARY].patient_summary(
+        actor(request), request.match_info["patient_id"]
+    )
+    return web.json_response({"summary": summary_json(summary)})
+
+
+async def consultation_summary(request: web.Request) -> web.StreamResponse:
+    """The structured summary of a consultation's patient."""
+    summary = await request.app[SUMMARY].consultation_summary(
+        actor(request), request.match_info["consultation_id"]
+    )
+    return web.json_response({"summary": summary_json(summary)})
+
+
+async def export_fhir(request: web.Request) -> web.StreamResponse:
+    """The consultation as an HL7 FHIR R4 Bundle."""
+    bundle = await request.app[SUMMARY].export(
+        actor(request), request.match_info["consultation_id"]
+    )
+    return web.json_response(
+        bundle, content_type=FHIR_JSON, dumps=lambda o: json.dumps(o, ensure_ascii=False)
+    )
+
+
+async def add_addendum(request: web.Request) -> web.StreamResponse:
+    """Add a signed addendum to a signed opinion or referral (its author only)."""
+    data = await body(request, schemas.AddendumIn)
+    service = request.app[SERVICE]
+    opinion = await service.addendum(
+        actor(request),
+        request.match_info["consultation_id"],
+        request.match_info["opinion_id"],
+        data.model_dump(),
+    )
+    people = await service.people([opinion.author_id])
+    return web.json_response({"opinion": opinion_json(opinion, people)}, status=201)
+
+
+C = "/api/consultations/{consultation_id}"
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/patients/{patient_id}/fhir",
+        import_fhir,
+        "Import a FHIR R4 Bundle into the patient's summary",
+        tag="records",
+    ),
+    Route(
+        "GET",
+        "/api/patients/{patient_id}/summary",
+        patient_summary,
+        "The patient's structured summary",
+        tag="records",
+    ),
+    Route("GET", C + "/summary", consultation_summary, "The patient's summary", tag="records"),
+    Route("GET", C + "/fhir", export_fhir, "Export as a FHIR R4 Bundle", tag="records"),
+    Route(
+        "POST",
+        C + "/opinion/{opinion_id}/addendum",
+        add_addendum,
+        "Add a signed addendum to the opinion",
+        schemas.AddendumIn,
+        201,
+    ),
+)

@@ -12,14 +12,17 @@ from aiohttp import web
 from media.recorder import Recorder
 from records.clock import Clock, SystemClock
 from records.db import Database
+from records.files import FileStore
 from records.passwords import Passwords
 from signaling.auth import AuthService
 from signaling.calls import Calls
+from signaling.documents import DocumentService
 from signaling.hub import Hub
 from signaling.ice import IceConfig
 from signaling.recording import RecordingService
 from signaling.replay import ReplayService
 from signaling.service import ConsultationService
+from signaling.summary import SummaryService
 from web import api, api_documents, api_fhir, api_recordings, ws
 from web.auth import auth_middleware
 from web.errors import error_middleware
@@ -28,6 +31,7 @@ from web.keys import (
     CALLS,
     CLOCK,
     DB,
+    DOCUMENTS,
     HUB,
     OPENAPI,
     RECORDING,
@@ -35,6 +39,7 @@ from web.keys import (
     SERVICE,
     SETTINGS,
     SOCKETS,
+    SUMMARY,
 )
 from web.openapi import Route, build_spec
 from web.pages import setup_pages
@@ -119,6 +124,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         hub=app[HUB],
         escalate_after={u: settings.escalate_after(u) for u in ("routine", "urgent", "emergency")},
     )
+    app[SUMMARY] = SummaryService(consultations=app[SERVICE])
     recorder = Recorder(
         settings.data_dir / "recordings",
         stun_urls=settings.stun_urls,
@@ -131,6 +137,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         retention_days=settings.recording_retention_days,
     )
     app[REPLAY] = ReplayService(db=db, clock=app[CLOCK], root=recorder.directory)
+    app[DOCUMENTS] = DocumentService(
+        db=db,
+        clock=app[CLOCK],
+        files=FileStore(settings.data_dir / "files", settings.data_dir / "incoming"),
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     # What a killed server left behind is repaired before anything new starts.
     recovered = await app[RECORDING].recover()
     if recovered:

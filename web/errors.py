@@ -34,7 +34,13 @@ STATUS: dict[type[Exception], int] = {
 }
 # A rule that a later step can satisfy (record the consent, then start) is a
 # conflict with the current state rather than a refusal of the person.
-CODE_STATUS = {"consent_required": 409}
+CODE_STATUS = {
+    "consent_required": 409,
+    "too_large": 413,
+    "unsupported_type": 415,
+    # A FHIR Bundle about another person than the one it was sent for.
+    "patient_mismatch": 409,
+}
 
 HTTP_CODES = {
     400: "bad_request",

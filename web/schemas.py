@@ -108,6 +108,12 @@ class InviteIn(Body):
     username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
+class AddendumIn(Body):
+    """An addendum to a signed opinion or referral, signed on submission."""
+
+    text: Long
+
+
 BODIES: tuple[type[Body], ...] = (
     LoginIn,
     PatientIn,
@@ -119,4 +125,5 @@ BODIES: tuple[type[Body], ...] = (
     ReferralIn,
     RosterIn,
     InviteIn,
+    AddendumIn,
 )

@@ -62,6 +62,7 @@ class Settings:
     recorder_addresses: tuple[str, ...] = ()
     recording_max_bitrate: int = 500_000
     recording_retention_days: int = 1096
+    max_upload_bytes: int = 50 * 1024 * 1024
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 2
@@ -79,7 +80,12 @@ class Settings:
             )
         if self.default_locale not in ("zh_CN", "en"):
             raise SettingsError("default_locale must be zh_CN or en")
-        for name in ("session_ttl_seconds", "login_max_failures", "login_lockout_seconds"):
+        for name in (
+            "session_ttl_seconds",
+            "login_max_failures",
+            "login_lockout_seconds",
+            "max_upload_bytes",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
 

@@ -7,8 +7,13 @@ Playwright's own browser download cannot work on these machines, so it drives
 
 from __future__ import annotations
 
+import ctypes
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,17 +41,109 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "screenshots"
 
 
-def _require_chromium() -> None:
-    if CHROMIUM.exists():
+def _require(ok: bool, message: str) -> None:
+    """Fail under CI (which provides everything), skip elsewhere."""
+    if ok:
         return
-    message = f"{CHROMIUM} is missing (apt-get install chromium)"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
 
 
+def _require_chromium() -> None:
+    _require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
+
+
+# -- a network namespace with loopback only -------------------------------------------
+#
+# On a host with other interfaces, Chromium pairs its own non-loopback host
+# candidates with the peer's loopback ones (192.0.2.2 -> 127.0.0.1 was selected
+# here), whatever signaling filters. Call tests therefore run the browsers (and
+# coturn) in a network namespace whose only interface is lo; the app listens
+# there too (a second socket on the same port, made from inside the namespace),
+# and on the host's loopback for Playwright's API requests.
+
+CLONE_NEWNET = 0x40000000
+
+
+@dataclass
+class NetNs:
+    """A network namespace kept alive by a sleeping process."""
+
+    process: subprocess.Popen[bytes]
+
+    @property
+    def path(self) -> str:
+        return f"/proc/{self.process.pid}/ns/net"
+
+    def command(self, *argv: str) -> list[str]:
+        """``argv`` run inside the namespace."""
+        return [shutil.which("nsenter") or "nsenter", f"--net={self.path}", *argv]
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        """Run the block with this thread in the namespace (sockets made there stay there)."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(self.path, os.O_RDONLY)
+        try:
+            if libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns into the test namespace failed")
+            try:
+                yield
+            finally:
+                if libc.setns(own, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns back failed")
+        finally:
+            os.close(own)
+            os.close(target)
+
+    def listen(self, port: int) -> socket.socket:
+        """A listening TCP socket on 127.0.0.1:``port`` inside the namespace."""
+        with self.entered():
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+        sock.setblocking(False)
+        return sock
+
+
 @pytest.fixture
-async def live_app(settings: Settings) -> AsyncIterator[tuple[web.Application, str]]:
+def netns() -> NetNs | None:
+    """No namespace by default; call tests override this with ``loopback_netns``."""
+    return None
+
+
+@pytest.fixture
+def loopback_netns() -> Iterator[NetNs]:
+    """A fresh network namespace with lo up and nothing else (needs root)."""
+    tools = {t: shutil.which(t) for t in ("unshare", "nsenter", "ip")}
+    usable = os.geteuid() == 0 and all(tools.values())
+    _require(usable, "call tests need root, unshare, nsenter and ip for a loopback-only netns")
+    script = f"{tools['ip']} link set lo up && echo ready && exec sleep 3600"
+    process = subprocess.Popen(  # noqa: S603 - fixed arguments
+        [str(tools["unshare"]), "--net", "/bin/sh", "-c", script],
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    ready = process.stdout.readline()  # EOF (b"") if the shell failed
+    process.stdout.close()
+    if ready.strip() != b"ready":
+        process.kill()
+        process.wait()
+        pytest.fail("could not make a network namespace")
+    try:
+        yield NetNs(process)
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+async def live_app(
+    settings: Settings, netns: NetNs | None
+) -> AsyncIterator[tuple[web.Application, str]]:
     """The real app with the demo community on 127.0.0.1 (ephemeral port), and its base URL.
 
     Runs in the test's own event loop, so a test can reach into the app (e.g. close
@@ -59,6 +156,9 @@ async def live_app(settings: Settings) -> AsyncIterator[tuple[web.Application, s
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]
+    if netns is not None:
+        # The same address inside the browsers' namespace.
+        await web.SockSite(runner, netns.listen(port)).start()
     try:
         yield app, f"http://{host}:{port}"
     finally:
@@ -72,14 +172,22 @@ def live_server(live_app: tuple[web.Application, str]) -> str:
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    """A headless Chromium driven by Playwright's async API."""
+async def browser(netns: NetNs | None, tmp_path: Path) -> AsyncIterator[Any]:
+    """A headless Chromium driven by Playwright's async API (inside ``netns`` if set)."""
     _require_chromium()
     from playwright.async_api import async_playwright
 
+    executable = CHROMIUM
+    if netns is not None:
+        # Playwright talks to Chromium over pipes, so it can live in the namespace.
+        executable = tmp_path / "chromium-in-netns"
+        executable.write_text(
+            f'#!/bin/sh\nexec nsenter --net={netns.path} {CHROMIUM} "$@"\n', encoding="utf-8"
+        )
+        executable.chmod(0o755)
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            executable_path=str(executable), headless=True, args=CHROMIUM_ARGS
         )
         try:
             yield chromium
@@ -192,43 +300,64 @@ window.__callTest = {
     const report = await pc.getStats();
     const byId = new Map();
     report.forEach((s) => byId.set(s.id, s));
-    let frames = 0, width = 0, pair = null;
+    let frames = 0, width = 0, audioBytes = 0, pair = null;
     for (const s of byId.values()) {
       if (s.type === "inbound-rtp" && s.kind === "video") {
         frames += s.framesDecoded || 0;
         width = Math.max(width, s.frameWidth || 0);
       }
-      if (s.type === "transport" && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
+      if (s.type === "inbound-rtp" && s.kind === "audio") audioBytes += s.bytesReceived || 0;
+      if (s.type === "transport" && s.selectedCandidatePairId) {
+        pair = byId.get(s.selectedCandidatePairId);
+      }
     }
     if (!pair) {
       for (const s of byId.values()) {
         if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s;
       }
     }
-    const cand = (c) => c && { address: c.address || c.ip, type: c.candidateType, protocol: c.protocol,
-                                relayProtocol: c.relayProtocol || null };
+    const cand = (c) => c && {
+      address: c.address || c.ip,
+      type: c.candidateType,
+      protocol: c.protocol,
+      relayProtocol: c.relayProtocol || null,
+    };
     return {
-      frames, width,
+      frames, width, audioBytes,
       local: pair ? cand(byId.get(pair.localCandidateId)) : null,
       remote: pair ? cand(byId.get(pair.remoteCandidateId)) : null,
     };
   },
+  // Stats of every peer, refreshed in the background: wait_for_function's
+  // predicate must be synchronous (a returned promise counts as truthy).
+  latest: {},
+  watch() {
+    if (this.timer) return;
+    this.timer = setInterval(async () => {
+      const c = window.__call;
+      if (!c || !c.pc) return;
+      const latest = {};
+      for (const id of c.peers()) {
+        const s = await this.stats(id);
+        const video = c.remoteVideo(id);
+        if (s) latest[id] = { ...s, videoWidth: video ? video.videoWidth : 0 };
+      }
+      this.latest = latest;
+    }, 200);
+  },
   // True once every remote video of `count` peers has a size and its decoded
   // frame count has grown by `more` since the first call with this `token`.
-  async flowing(count, token, more) {
-    const c = window.__call;
-    if (!c || !c.pc) return false;
-    const ids = c.peers();
+  flowing(count, token, more) {
+    this.watch();
+    const ids = Object.keys(this.latest);
     if (ids.length !== count) return false;
     window.__frameBase = window.__frameBase || {};
     const base = (window.__frameBase[token] = window.__frameBase[token] || {});
     let ok = true;
     for (const id of ids) {
-      const video = c.remoteVideo(id);
-      const s = await this.stats(id);
-      if (!video || !s) return false;
+      const s = this.latest[id];
       if (!(id in base)) base[id] = s.frames;
-      if (!(video.videoWidth > 0 && s.frames >= base[id] + more)) ok = false;
+      if (!(s.videoWidth > 0 && s.frames >= base[id] + more)) ok = false;
     }
     return ok;
   },
@@ -236,20 +365,29 @@ window.__callTest = {
 """
 
 
-async def video_flowing(page: Any, peers: int, *, token: str, timeout: float = 20_000) -> None:
-    """Wait until ``page`` shows ``peers`` remote videos whose decoded frames rise."""
-    await page.evaluate(CALL_JS.strip().rstrip(";"))
+async def watch_call(page: Any) -> None:
+    """Install the page-side helpers (once per page) and start sampling stats."""
+    await page.evaluate(f"(window.__callTest || ({CALL_JS.strip().rstrip(';')})).watch()")
+
+
+async def video_flowing(page: Any, peers: int, *, label: str, timeout_ms: float = 20_000) -> None:
+    """Wait until ``page`` shows ``peers`` remote videos whose decoded frames rise.
+
+    ``label`` names the baseline: frames must rise past what they were at the
+    first wait with the same label.
+    """
+    await watch_call(page)
     await page.wait_for_function(
         "([n, token]) => window.__callTest.flowing(n, token, 10)",
-        arg=[peers, token],
+        arg=[peers, label],
         polling=250,
-        timeout=timeout,
+        timeout=timeout_ms,
     )
 
 
 async def selected_pairs(page: Any) -> list[dict[str, Any]]:
     """The selected candidate pair (local and remote candidate) towards each peer."""
-    await page.evaluate(CALL_JS.strip().rstrip(";"))
+    await watch_call(page)
     result: list[dict[str, Any]] = await page.evaluate(
         "Promise.all(window.__call.peers().map((id) => window.__callTest.stats(id)))"
     )

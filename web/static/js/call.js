@@ -14,7 +14,7 @@ import { CallSignaling, FATAL_CODES } from "./signaling.js";
 import { Peer } from "./peer.js";
 import { openCamera, openMedia } from "./devices.js";
 import { QualityMeter } from "./quality.js";
-import { LOCALE, PAGE, el, t } from "./ui.js";
+import { LOCALE, PAGE, el, setPushStatus, t } from "./ui.js";
 
 const STATS_MS = 2000;
 const CHAT_KINDS = new Set(["chat", "joined", "rejoined", "left", "live", "ended", "invited"]);
@@ -62,6 +62,8 @@ const signaling = new CallSignaling({
   onStatus: (status) => {
     call.status = status;
     if (status === "joined") call.joinedOnce = true;
+    // The header's live-updates dot follows this page's one socket.
+    setPushStatus(status === "joined" ? "online" : "connecting");
     renderBanner();
   },
 });
@@ -250,7 +252,6 @@ function playVideo(entry) {
 }
 
 function createPeer(peerId, initiator) {
-  console.log("DBG createPeer", peerId, initiator, new Error().stack.split("\n")[2]);
   const entry = entryFor(peerId);
   if (entry.peer) entry.peer.close();
   entry.peer = new Peer({

@@ -47,7 +47,6 @@ export class Peer {
     });
     pc.addEventListener("negotiationneeded", () => this.offer());
     pc.addEventListener("connectionstatechange", () => {
-      console.log("DBG state", pc.connectionState);
       if (pc.connectionState === "failed" && !this.closed) pc.restartIce();
       this.onStateChange(this);
     });
@@ -179,7 +178,6 @@ export class Peer {
   }
 
   close() {
-    console.log("DBG close", this.peerId, new Error().stack.split("\n")[2]);
     this.closed = true;
     this.pc.close();
     for (const track of this.stream.getTracks()) track.stop();

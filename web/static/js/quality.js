@@ -96,9 +96,12 @@ export class QualityMeter {
   sparkline(width = 60, height = 18) {
     const values = this.history;
     if (values.length < 2) return "";
-    const max = Math.max(...values, 1);
-    const step = width / (HISTORY - 1);
-    const offset = (HISTORY - values.length) * step;
+    // Headroom above the peak, so a steady bitrate is a line, not the top edge.
+    const max = Math.max(...values, 1) * 1.3;
+    // Grows in from the right; a short history is drawn over at least a third.
+    const slots = Math.max(values.length, 10);
+    const step = width / (slots - 1);
+    const offset = (slots - values.length) * step;
     return values
       .map((v, i) => {
         const x = offset + i * step;
