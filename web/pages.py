@@ -289,6 +289,12 @@ CALL_STRINGS: dict[str, str] = {
     "call.error.call_full": N_("The call is full (at most four participants)."),
     "call.error.not_found": N_("This consultation was not found."),
     "call.error.session": N_("Your session has ended. Please sign in again."),
+    "call.rec.recording": N_("Recording"),
+    "call.rec.starting": N_("Starting the recording…"),
+    "call.rec.failed": N_("Recording is not running; the call goes on."),
+    "call.rec.not_consented": N_("Not recorded: the patient did not consent to recording."),
+    "call.rec.off": N_("This call is not recorded."),
+    "call.rec.others": N_("Recorded participants: %(count)s"),
 }
 
 # Consultations in these states have a call to join.

@@ -400,10 +400,12 @@ async def csrf(page: Any) -> dict[str, str]:
     return {"X-CSRF-Token": token or ""}
 
 
-async def accepted_consultation(clinic: Any, specialist: Any) -> str:
-    """A cardiology consultation for the demo patient with consent, accepted."""
+async def accepted_consultation(clinic: Any, specialist: Any, patient_id: str | None = None) -> str:
+    """A cardiology consultation (by default for the demo patient with consent), accepted."""
     patients = (await (await clinic.request.get("/api/patients")).json())["patients"]
-    patient = next(p for p in patients if p["consent"])
+    patient = next(
+        p for p in patients if p["id"] == patient_id or (not patient_id and p["consent"])
+    )
     departments = (await (await clinic.request.get("/api/departments")).json())["departments"]
     cardiology = next(d["id"] for d in departments if d["code"] == "cardiology")
     response = await clinic.request.post(

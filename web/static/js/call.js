@@ -14,9 +14,11 @@ import { CallSignaling, FATAL_CODES } from "./signaling.js";
 import { Peer } from "./peer.js";
 import { openCamera, openMedia } from "./devices.js";
 import { QualityMeter } from "./quality.js";
+import { RecordingLeg } from "./recording.js";
 import { LOCALE, PAGE, el, setPushStatus, t } from "./ui.js";
 
 const STATS_MS = 2000;
+const REC_ERRORS = new Set(["recording_failed", "recording_not_consented", "recording_unavailable"]);
 const CHAT_KINDS = new Set(["chat", "joined", "rejoined", "left", "live", "ended", "invited"]);
 
 const $ = (id) => document.getElementById(id);
@@ -54,6 +56,8 @@ const call = {
   problems: [],
   entries: new Map(), // peer id -> {info, peer, tile, meter, connected}
   seenEvents: new Set(),
+  recording: { available: false, allowed: false, maxBitrate: 0 },
+  recordingPeers: new Set(), // who the server says is being recorded
 };
 
 const signaling = new CallSignaling({
@@ -67,6 +71,39 @@ const signaling = new CallSignaling({
     renderBanner();
   },
 });
+
+const recordingLeg = new RecordingLeg({ signaling, onChange: renderRecording });
+const recIndicator = $("rec-indicator");
+
+// -- recording ----------------------------------------------------------------------
+
+function renderRecording() {
+  let state;
+  if (!call.recording.available) state = "off";
+  else if (!call.recording.allowed) state = "not_consented";
+  else if (call.myId && call.recordingPeers.has(call.myId)) state = "recording";
+  else state = recordingLeg.state === "off" ? "starting" : recordingLeg.state;
+  if (call.finished) state = "off";
+  recIndicator.dataset.state = state;
+  recIndicator.dataset.peers = String(call.recordingPeers.size);
+  let text = t(`call.rec.${state}`);
+  const others = [...call.recordingPeers].filter((id) => id !== call.myId).length;
+  if (others && state !== "not_consented") text += ` · ${t("call.rec.others", { count: others })}`;
+  recIndicator.querySelector(".rec-text").textContent = text;
+  for (const [peerId, entry] of call.entries) {
+    const flag = entry.tile && entry.tile.querySelector(".flag-rec");
+    if (flag) flag.hidden = !call.recordingPeers.has(peerId);
+  }
+}
+
+function startRecording() {
+  if (call.finished || !call.recording.available || !call.recording.allowed) return;
+  recordingLeg.start({
+    config: call.config,
+    tracks: [call.local.audio, call.audioOnly ? null : call.local.video],
+    maxBitrate: call.recording.maxBitrate,
+  });
+}
 
 // -- local media ------------------------------------------------------------------
 
@@ -159,6 +196,7 @@ audioOnlyButton.addEventListener("click", async () => {
       await entry.peer.replace("video", null);
       entry.peer.setVideoDirection("inactive");
     }
+    await recordingLeg.replace("video", null);
   } else {
     const { video, problems } = await openCamera();
     call.problems = problems;
@@ -172,6 +210,7 @@ audioOnlyButton.addEventListener("click", async () => {
       await entry.peer.replace("video", video);
       entry.peer.setVideoDirection("sendrecv");
     }
+    await recordingLeg.replace("video", video);
   }
   root.dataset.audioOnly = call.audioOnly ? "true" : "false";
   renderLocal();
@@ -230,6 +269,8 @@ function renderTile(entry) {
   if (!entry.connected) status = t("call.peer.reconnecting");
   else if (pcState !== "connected") status = t("call.peer.connecting");
   tile.querySelector(".tile-status").textContent = status;
+  const rec = entry.tile && entry.tile.querySelector(".flag-rec");
+  if (rec) rec.hidden = !call.recordingPeers.has(entry.info.peer_id);
 }
 
 function renderTiles() {
@@ -447,6 +488,7 @@ function finish(kind, failure = "") {
     entry.tile.remove();
   }
   call.entries.clear();
+  recordingLeg.stop(false); // the server finishes the file when we leave or end
   for (const track of [call.local.audio, call.local.video]) if (track) track.stop();
   localVideo.srcObject = null;
   root.dataset.finished = kind;
@@ -500,6 +542,15 @@ function onJoined(msg) {
   }
   sendMediaState();
   renderTiles();
+  const rec = msg.recording || {};
+  call.recording = {
+    available: Boolean(rec.available),
+    allowed: Boolean(rec.allowed),
+    maxBitrate: rec.max_bitrate || 0,
+  };
+  call.recordingPeers = new Set(rec.recording || []);
+  startRecording();
+  renderRecording();
 }
 
 function handle(msg) {
@@ -557,13 +608,25 @@ function handle(msg) {
     case "event":
       addEvent(msg.event);
       break;
+    case "rec_answer":
+      recordingLeg.answer(msg.sdp);
+      break;
+    case "recording":
+      if (msg.state === "recording") call.recordingPeers.add(msg.peer_id);
+      else call.recordingPeers.delete(msg.peer_id);
+      if (msg.peer_id === call.myId && msg.state === "failed") recordingLeg.failed();
+      renderRecording();
+      break;
     case "state":
       call.consultationState = msg.state;
       if (msg.state !== "accepted" && msg.state !== "live") finish("ended");
       renderBanner();
       break;
     case "error":
-      if (FATAL_CODES.has(msg.code) && !signaling.joined) {
+      if (REC_ERRORS.has(msg.code)) {
+        recordingLeg.failed();
+        renderRecording();
+      } else if (FATAL_CODES.has(msg.code) && !signaling.joined) {
         const key = msg.code === "unauthenticated" ? "call.error.session" : `call.error.${msg.code}`;
         finish("failed", t(key));
       } else if (msg.code !== "unknown_peer") {
@@ -594,6 +657,7 @@ window.__call = Object.freeze({
     const entry = call.entries.get(peerId);
     return entry && entry.peer ? entry.peer.pc : null;
   },
+  recording: () => ({ state: recordingLeg.state, peers: [...call.recordingPeers] }),
   remoteVideo: (peerId) => {
     const entry = call.entries.get(peerId);
     return entry ? entry.video : null;

@@ -1,0 +1,566 @@
+"""Recording benchmark: receiver CPU of our passthrough recorder against aiortc's MediaRecorder.
+
+    python tests/bench/recording.py [--seconds S] [--streams N] [--warmup W] [--py-spy DIR]
+
+Pre-encodes, once, a few seconds of 640x480 30 fps VP8 at ~1.1 Mbps (a moving test
+pattern with temporal noise, keyframe every 2 s) plus 20 ms mono Opus into a temporary
+WebM. Sender processes (``_rec_sender.py``) replay those packets over loopback through
+real aiortc peer connections, without encoding anything. Each receiver scenario runs in
+its own fresh process, which starts its senders (their CPU is theirs, not the
+receiver's) and measures its own CPU time (user + sys, every thread) over the
+steady-state window only: after ``W`` seconds of warm-up, for ``S`` seconds; setup,
+stopping and finalizing are outside the window.
+
+  ours-1        ``media.recorder.Recorder`` (passthrough -> WebM), one stream
+  mediarecorder ``aiortc.contrib.media.MediaRecorder`` -> .webm, one stream, fed by a
+                plain aiortc receiving peer (it decodes, and re-encodes on the loop);
+                this process never imports ``media`` (the seam patches aiortc's
+                decoder lookup process-wide)
+  ours-N        ``Recorder`` with N concurrent streams in one process, fed by
+                ceil(N / 6) sender processes
+
+The machine is shared, so the scenarios run back to back in one run on the same input
+and only the ratio between them is meant to be compared across runs. The files are then
+decoded with PyAV (test side) and their video frames counted against what was sent.
+The last two lines are the summary:
+``recording cpu ratio (MediaRecorder/ours): X`` and ``recorded streams per core: N``.
+
+``--py-spy DIR`` samples each receiver process with py-spy over its window (all
+threads; ``pip install py-spy``) and writes ``DIR/<scenario>.txt`` (collapsed stacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+SENDER = Path(__file__).resolve().with_name("_rec_sender.py")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+WIDTH, HEIGHT, FPS = 640, 480, 30
+VIDEO_BITRATE = 1_100_000
+KEYFRAME_EVERY = 60  # frames: 2 s
+AUDIO_BITRATE = 32_000
+LOOP_SECONDS = 4  # the input is looped by the senders; a whole number of keyframe intervals
+STREAMS_PER_SENDER = 6
+SETUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 60.0
+FRAME_TOLERANCE = 0.05  # frames written vs sent, per stream
+
+
+# -- input ------------------------------------------------------------------------------
+
+
+def encode_input(path: Path, seconds: int = LOOP_SECONDS) -> dict[str, float]:
+    """Write the pre-encoded VP8 + Opus input the senders replay; describe it."""
+    import av
+    import numpy as np
+
+    frames = seconds * FPS
+    source = av.open(
+        f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS},noise=alls=12:allf=t", format="lavfi"
+    )
+    video_bytes = keyframes = 0
+    with av.open(str(path), "w", format="webm") as out:
+        video = out.add_stream("libvpx", rate=FPS)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        video.bit_rate = VIDEO_BITRATE
+        video.gop_size = KEYFRAME_EVERY
+        video.options = {
+            "deadline": "realtime",
+            "cpu-used": "8",
+            "lag-in-frames": "0",
+            "minrate": str(VIDEO_BITRATE),
+            "maxrate": str(VIDEO_BITRATE),
+            "bufsize": str(VIDEO_BITRATE),
+            "auto-alt-ref": "0",
+        }
+        audio = out.add_stream("libopus", rate=48000, layout="mono")
+        audio.bit_rate = AUDIO_BITRATE
+
+        def mux(packets: list[Any]) -> None:
+            nonlocal video_bytes, keyframes
+            for packet in packets:
+                if packet.stream is video:
+                    video_bytes += packet.size
+                    keyframes += bool(packet.is_keyframe)
+                out.mux(packet)
+
+        for index, frame in enumerate(source.decode(video=0)):
+            if index == frames:
+                break
+            frame.pts, frame.time_base = index, Fraction(1, FPS)
+            # A keyframe at the start of every interval, so the loop restarts on one.
+            frame.pict_type = av.video.frame.PictureType.I if index % KEYFRAME_EVERY == 0 else 0
+            mux(video.encode(frame))
+        mux(video.encode(None))
+        source.close()
+
+        t = np.arange(seconds * 48000) / 48000
+        tone = (0.2 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 0.5 * t))) * 32767
+        samples = tone.astype(np.int16)
+        for index in range(0, len(samples), 960):
+            frame = av.AudioFrame.from_ndarray(
+                samples[None, index : index + 960], format="s16", layout="mono"
+            )
+            frame.sample_rate, frame.pts = 48000, index
+            frame.time_base = Fraction(1, 48000)
+            mux(audio.encode(frame))
+        mux(audio.encode(None))
+    return {
+        "frames": frames,
+        "keyframes": keyframes,
+        "video_kbps": video_bytes * 8 / seconds / 1000,
+    }
+
+
+# -- a receiver (its own process) ---------------------------------------------------------
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process, every thread (not its children)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Senders:
+    """The sender processes of one scenario and their line protocol."""
+
+    def __init__(self, input_path: Path, streams: int, max_seconds: float) -> None:
+        self.input_path, self.streams, self.max_seconds = input_path, streams, max_seconds
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.counts: list[int] = []
+
+    async def start(self) -> list[str]:
+        """Start the processes; returns every stream's offer."""
+        left = self.streams
+        while left > 0:
+            self.counts.append(min(left, STREAMS_PER_SENDER))
+            left -= self.counts[-1]
+        for count in self.counts:
+            self.procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    str(SENDER),
+                    "--input",
+                    str(self.input_path),
+                    "--streams",
+                    str(count),
+                    "--max-seconds",
+                    str(self.max_seconds),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    cwd=ROOT,
+                )
+            )
+        offers: list[str] = []
+        for proc in self.procs:
+            offers += (await self._read(proc))["offers"]
+        return offers
+
+    async def connect(self, answers: list[str]) -> None:
+        """Hand the answers over; returns once every stream is connected."""
+        at = 0
+        for proc, count in zip(self.procs, self.counts, strict=True):
+            self._write(proc, {"answers": answers[at : at + count]})
+            at += count
+        for proc in self.procs:
+            if (await self._read(proc)) != {"connected": True}:
+                raise RuntimeError("a sender did not connect")
+
+    async def stop(self) -> list[dict[str, Any]]:
+        """Stop sending; returns what each stream sent."""
+        for proc in self.procs:
+            self._write(proc, {"stop": True})
+        sent: list[dict[str, Any]] = []
+        for proc in self.procs:
+            sent += (await self._read(proc))["sent"]
+        return sent
+
+    async def close(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+    def _write(self, proc: asyncio.subprocess.Process, message: dict[str, Any]) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write((json.dumps(message) + "\n").encode())
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> dict[str, Any]:
+        assert proc.stdout is not None
+        line = await proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"sender exited ({await proc.wait()})")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+
+def count_frames_into(track: Any, counter: list[int]) -> None:
+    """Count what ``track.recv()`` hands the recorder (frames it actually got to record)."""
+    original = track.recv
+
+    async def recv() -> Any:
+        frame = await original()
+        counter[0] += 1
+        return frame
+
+    track.recv = recv
+
+
+def video_backlog(tracks: list[Any]) -> int:
+    """Frames waiting in aiortc's (unbounded) track queues: a receiver falling behind."""
+    total = 0
+    for track in tracks:
+        queue = getattr(track, "_queue", None)
+        total += queue.qsize() if queue is not None else 0
+    return total
+
+
+def task_errors(sink: Any) -> str | None:
+    """Why MediaRecorder's per-track tasks died, if they did (they die silently)."""
+    errors = []
+    for track, context in getattr(sink, "_MediaRecorder__tracks", {}).items():
+        task = context.task
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            errors.append(f"{track.kind} task died: {task.exception()!r}")
+    return "; ".join(errors) or None
+
+
+async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
+    """One scenario in this process; returns what it measured and where the files are."""
+    import aioice.ice
+
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+    out_dir = Path(args.out)
+    tracks: list[Any] = []
+    delivered = [0]  # video frames handed to the recorder
+    answer: Callable[[int, str], Awaitable[str]]
+    finish: Callable[[], Awaitable[list[dict[str, Any]]]]
+
+    if args.scenario == "ours":
+        from datetime import UTC, datetime
+
+        from media.recorder import Recorder, RecordingKey
+
+        recorder = Recorder(out_dir, host_addresses=["127.0.0.1"])
+
+        async def answer(index: int, offer: str) -> str:
+            key = RecordingKey("bench", f"p{index:02d}")
+            sdp = await recorder.start(key, offer, now=datetime.now(UTC))
+            pc = recorder.legs[key].pc
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "video":
+                    tracks.append(transceiver.receiver.track)
+                    count_frames_into(transceiver.receiver.track, delivered)
+            return sdp
+
+        async def finish() -> list[dict[str, Any]]:
+            files = []
+            for result in await recorder.close():
+                files.append(
+                    {
+                        "path": str(result.file.path) if result.file else None,
+                        "error": result.error,
+                        "video_packets": result.file.video_packets if result.file else 0,
+                    }
+                )
+            return files
+
+    else:
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+        from aiortc.contrib.media import MediaRecorder
+
+        assert "media.seam" not in sys.modules
+        peers: list[tuple[RTCPeerConnection, MediaRecorder, Path]] = []  # out_dir exists
+
+        async def answer(index: int, offer: str) -> str:
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            path = out_dir / f"p{index:02d}.webm"
+            sink = MediaRecorder(str(path))
+            peers.append((pc, sink, path))
+
+            @pc.on("track")
+            def on_track(track: Any) -> None:
+                if track.kind == "video":
+                    tracks.append(track)
+                    count_frames_into(track, delivered)
+                sink.addTrack(track)
+
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            await sink.start()
+            return str(pc.localDescription.sdp)
+
+        async def finish() -> list[dict[str, Any]]:
+            files = []
+            for pc, sink, path in peers:
+                error = task_errors(sink)
+                try:
+                    await sink.stop()
+                except Exception as exc:
+                    error = repr(exc)
+                await pc.close()
+                files.append({"path": str(path), "error": error, "video_packets": None})
+            return files
+
+    senders = Senders(Path(args.input), args.streams, args.warmup + args.seconds + STOP_TIMEOUT)
+    spy: asyncio.subprocess.Process | None = None
+    try:
+        async with asyncio.timeout(SETUP_TIMEOUT):
+            offers = await senders.start()
+            answers = [await answer(i, offer) for i, offer in enumerate(offers)]
+            await senders.connect(answers)
+        await asyncio.sleep(args.warmup)
+        backlog_before = video_backlog(tracks)
+        if args.py_spy:
+            spy = await asyncio.create_subprocess_exec(
+                shutil.which("py-spy", path=Path(sys.executable).parent) or "py-spy",
+                "record",
+                "--pid",
+                str(os.getpid()),
+                "--duration",
+                str(math.ceil(args.seconds)),
+                "--format",
+                "raw",
+                "--threads",
+                "--nonblocking",
+                "--output",
+                args.py_spy,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        wall0, cpu0, frames0 = time.monotonic(), cpu_seconds(), delivered[0]
+        await asyncio.sleep(args.seconds)
+        wall1, cpu1, frames1 = time.monotonic(), cpu_seconds(), delivered[0]
+        backlog_after = video_backlog(tracks)
+        async with asyncio.timeout(STOP_TIMEOUT):
+            sent = await senders.stop()
+            files = await finish()
+    finally:
+        await senders.close()
+        if spy is not None:
+            try:
+                await asyncio.wait_for(spy.wait(), 30)
+            except TimeoutError:
+                spy.kill()
+                await spy.wait()
+    return {
+        "wall": wall1 - wall0,
+        "cpu": cpu1 - cpu0,
+        "frames": frames1 - frames0,
+        "sent": sent,
+        "files": files,
+        "backlog": [backlog_before, backlog_after],
+    }
+
+
+# -- the orchestrator -----------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    """One receiver scenario and what came of it."""
+
+    name: str
+    label: str
+    kind: str  # "ours" or "mediarecorder"
+    streams: int
+    wall: float = 0.0
+    cpu: float = 0.0
+    window_frames: int = 0  # video frames handed to the recorder in the window
+    sent_video: int = 0
+    written_video: int = 0
+    written_audio: int = 0
+    backlog: tuple[int, int] = (0, 0)
+    problems: list[str] | None = None
+
+    @property
+    def stream_seconds(self) -> float:
+        """Recorded stream-seconds in the window: video frames the recorder got, at 30 fps.
+
+        Equal to ``wall * streams`` when the receiver keeps up; less when it falls
+        behind (a blocked event loop loses packets), so a starved receiver is not
+        credited with seconds it did not record.
+        """
+        return self.window_frames / FPS
+
+    @property
+    def kept_up(self) -> float:
+        """Share of the window's frames the recorder got (1.0: kept up with the senders)."""
+        return self.window_frames / FPS / (self.wall * self.streams)
+
+    @property
+    def percent_per_stream(self) -> float:
+        """Receiver CPU, in % of one core, per recorded stream-second."""
+        return 100.0 * self.cpu / max(self.stream_seconds, 1 / FPS)
+
+
+def count_frames(path: Path) -> tuple[int, int]:
+    """Decode a recorded file (as a reviewer's player would): video frames, audio frames."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            video = 0
+        else:
+            container.streams.video[0].thread_type = "AUTO"
+            video = sum(1 for _ in container.decode(video=0))
+    with av.open(str(path)) as container:
+        audio = sum(1 for _ in container.decode(audio=0)) if container.streams.audio else 0
+    return video, audio
+
+
+def run_scenario(
+    scenario: Scenario, args: argparse.Namespace, input_path: Path, work: Path
+) -> None:
+    out = work / scenario.name
+    out.mkdir()
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--role",
+        "receiver",
+        "--scenario",
+        scenario.kind,
+        "--streams",
+        str(scenario.streams),
+        "--seconds",
+        str(args.seconds),
+        "--warmup",
+        str(args.warmup),
+        "--input",
+        str(input_path),
+        "--out",
+        str(out),
+    ]
+    if args.py_spy:
+        Path(args.py_spy).mkdir(parents=True, exist_ok=True)
+        command += ["--py-spy", str(Path(args.py_spy).resolve() / f"{scenario.name}.txt")]
+    done = subprocess.run(  # noqa: S603 - our own script, fixed arguments
+        command,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=args.warmup + args.seconds + SETUP_TIMEOUT + 2 * STOP_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"receiver {scenario.name} failed ({done.returncode})")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    scenario.wall, scenario.cpu = result["wall"], result["cpu"]
+    scenario.window_frames = result["frames"]
+    scenario.backlog = tuple(result["backlog"])  # type: ignore[assignment]
+    scenario.problems = []
+    for index, (sent, file) in enumerate(zip(result["sent"], result["files"], strict=True)):
+        scenario.sent_video += sent["video"]
+        if file["error"]:
+            scenario.problems.append(f"stream {index}: {file['error']}")
+        if not file["path"] or not Path(file["path"]).exists():
+            scenario.problems.append(f"stream {index}: no file")
+            continue
+        video, audio = count_frames(Path(file["path"]))
+        scenario.written_video += video
+        scenario.written_audio += audio
+        if abs(video - sent["video"]) > FRAME_TOLERANCE * sent["video"] + 2:
+            scenario.problems.append(f"stream {index}: {video} video frames, {sent['video']} sent")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
+    parser.add_argument("--streams", type=int, default=12, help="streams in the ours-N case")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before the window")
+    parser.add_argument("--py-spy", default="", help="directory for py-spy profiles")
+    parser.add_argument("--role", choices=["main", "receiver"], default="main")
+    parser.add_argument("--scenario", choices=["ours", "mediarecorder"], help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "receiver":
+        print(json.dumps(asyncio.run(run_receiver(args))), flush=True)
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="rec-bench-"))
+    try:
+        input_path = work / "input.webm"
+        started = time.monotonic()
+        info = encode_input(input_path)
+        print(
+            f"input: {WIDTH}x{HEIGHT} {FPS} fps VP8 {info['video_kbps']:.0f} kbit/s, "
+            f"{info['keyframes']} keyframes in {info['frames']} frames (looped), "
+            f"Opus {AUDIO_BITRATE // 1000} kbit/s mono; encoded in "
+            f"{time.monotonic() - started:.1f} s",
+            flush=True,
+        )
+        scenarios = [
+            Scenario("ours-1", "ours: Recorder passthrough -> WebM", "ours", 1),
+            Scenario("mediarecorder", "aiortc MediaRecorder -> WebM", "mediarecorder", 1),
+            Scenario(f"ours-{args.streams}", "ours: Recorder, one process", "ours", args.streams),
+        ]
+        for scenario in scenarios:
+            run_scenario(scenario, args, input_path, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    header = (
+        f"{'scenario':<36} {'streams':>7} {'seconds':>7} {'kept up':>7} {'rx CPU s':>8} "
+        f"{'% core/stream':>13} {'video frames written/sent':>25} {'audio':>6} {'backlog':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for s in scenarios:
+        print(
+            f"{s.label:<36} {s.streams:>7} {s.wall:>7.1f} {s.kept_up:>7.0%} {s.cpu:>8.2f} "
+            f"{s.percent_per_stream:>13.1f} {f'{s.written_video}/{s.sent_video}':>25} "
+            f"{s.written_audio:>6} {f'{s.backlog[0]}->{s.backlog[1]}':>8}"
+        )
+    print(
+        "seconds: the measured window; kept up: video frames the recorder got in it / "
+        "frames sent in it; % core/stream: receiver CPU per recorded stream-second "
+        "(frames got / 30 fps); backlog: frames queued in aiortc before -> after the window"
+    )
+    for s in scenarios:
+        if s.kept_up < 0.9:
+            print(
+                f"warning: {s.name} got only {s.kept_up:.0%} of the window's frames (a starved "
+                "receiver loses packets; the machine is shared): per window stream-second it "
+                f"used {100 * s.cpu / s.wall / s.streams:.1f}% of a core"
+            )
+    failed = False
+    for s in scenarios:
+        verdict = "ok" if not s.problems else "; ".join(s.problems)
+        print(f"check {s.name}: {verdict}")
+        failed |= s.kind == "ours" and bool(s.problems)
+    ours, baseline, many = scenarios
+    print(
+        "recording cpu ratio (MediaRecorder/ours): "
+        f"{baseline.percent_per_stream / ours.percent_per_stream:.1f}"
+    )
+    print(f"recorded streams per core: {math.floor(100 / many.percent_per_stream)}")
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
