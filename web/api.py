@@ -241,6 +241,14 @@ async def departments(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def institutions(request: web.Request) -> web.StreamResponse:
+    """Institutions of the medical community (names and kinds, for filters)."""
+    items = await request.app[SERVICE].institutions()
+    return web.json_response(
+        {"institutions": [{"id": i.id, "name": i.name, "kind": i.kind} for i in items]}
+    )
+
+
 async def department_specialists(request: web.Request) -> web.StreamResponse:
     """Specialists serving a department, with eligibility and who is on duty now."""
     service = request.app[SERVICE]
@@ -525,6 +533,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/health", health, "Liveness", tag="meta", public=True),
     Route("GET", "/api/openapi.json", openapi, "This document", tag="meta", public=True),
     Route("GET", "/api/departments", departments, "Departments taking requests", tag="directory"),
+    Route("GET", "/api/institutions", institutions, "Institutions", tag="directory"),
     Route(
         "GET",
         "/api/departments/{department_id}/specialists",

@@ -39,6 +39,8 @@ ROLE_HOME = {
     "clinic_doctor": "/clinic",
     "specialist": "/queue",
     "coordinator": "/coordinator",
+    "reviewer": "/recordings",
+    "admin": "/recordings",
 }
 
 LANG_COOKIE_MAX_AGE = 365 * 24 * 3600
@@ -53,6 +55,10 @@ def setup_pages(app: web.Application) -> None:
     app.router.add_get("/queue", queue_page, name="queue")
     app.router.add_get("/coordinator", coordinator_page, name="coordinator")
     app.router.add_get("/consultations/{consultation_id}/call", call_page, name="call")
+    app.router.add_get("/recordings", recordings_page, name="recordings")
+    app.router.add_get(
+        "/consultations/{consultation_id}/replay", replay_page, name="replay"
+    )
     app.router.add_static("/static/", STATIC_DIR, name="static")
 
 
@@ -341,4 +347,55 @@ async def call_page(request: web.Request) -> web.StreamResponse:
         department=department.name if department else "",
         requesting_institution=requesting.name if requesting else "",
         joinable=consultation.state in JOINABLE,
+    )
+
+
+# What only the replay pages' scripts show.
+REPLAY_STRINGS: dict[str, str] = {
+    "replay.play": N_("Play"),
+    "replay.pause": N_("Pause"),
+    "replay.not_found": N_("This recorded consultation was not found, or you may not replay it."),
+    "replay.no_recordings": N_("No recordings are kept for this consultation."),
+    "replay.before": N_("Not in the call yet"),
+    "replay.after": N_("Left the call"),
+    "replay.part": N_("part %(part)s"),
+    "replay.open_document": N_("Open the document shown"),
+    "replay.event.joined": N_("%(name)s joined"),
+    "replay.event.rejoined": N_("%(name)s reconnected"),
+    "replay.event.left": N_("%(name)s left"),
+    "replay.event.live": N_("The consultation started"),
+    "replay.event.ended": N_("The call ended"),
+    "replay.event.signed": N_("%(name)s signed the opinion"),
+    "replay.event.referred": N_("%(name)s referred the patient to an in-person visit"),
+    "replay.event.document_shown": N_("%(name)s showed a document to all"),
+    "replay.event.document_opened": N_("%(name)s opened a document"),
+    "replay.event.recording_started": N_("Recording of %(name)s started"),
+    "replay.event.recording_finished": N_("Recording of %(name)s finished"),
+    "replay.event.recording_recovered": N_("Recording repaired after a server stop"),
+    "replay.event.other": N_("%(kind)s"),
+    "replay.list.empty": N_("No recorded consultations match."),
+    "replay.list.page": N_("Page %(page)s of %(pages)s (%(total)s in all)"),
+    "replay.list.open": N_("Replay"),
+    "replay.list.minutes": N_("%(minutes)s min"),
+}
+
+
+async def recordings_page(request: web.Request) -> web.StreamResponse:
+    """Recorded consultations the user may replay, with filters and paging."""
+    _switch_language(request)
+    session = _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
+    return await render(
+        request, "recordings.html", page="recordings", session=session,
+        extra_strings=REPLAY_STRINGS,
+    )
+
+
+async def replay_page(request: web.Request) -> web.StreamResponse:
+    """The replay of one recorded consultation (its data comes from the audited API)."""
+    _switch_language(request)
+    session = _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
+    return await render(
+        request, "replay.html", page="replay", session=session,
+        page_data={"consultation_id": request.match_info["consultation_id"]},
+        extra_strings=REPLAY_STRINGS,
     )

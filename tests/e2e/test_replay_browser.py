@@ -1,0 +1,104 @@
+"""Replay in Chromium: a recorded call between fake-device pages, then its replay."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiohttp import web
+
+from records.schema import audit_log
+from web.keys import DB
+
+from .conftest import NetNs, accepted_consultation, video_flowing
+from .test_recording_browser import finished_rows, recording_started
+
+pytestmark = pytest.mark.browser
+
+PLAYING = """(n) => {
+  const ps = window.__replay.players();
+  return ps.length === n && ps.every((p) => p.videoWidth > 0 && p.currentTime > 1.0);
+}"""
+
+
+@pytest.fixture
+def netns(loopback_netns: NetNs) -> NetNs:
+    return loopback_netns
+
+
+async def chat(page: Any, text: str) -> None:
+    await page.fill("#chat-text", text)
+    await page.press("#chat-text", "Enter")
+
+
+async def test_replay_plays_both_recordings_in_step_and_seeks_from_the_timeline(
+    open_as: Any, live_app: tuple[web.Application, str], netns: NetNs
+) -> None:
+    app, _ = live_app
+    _, clinic, _ = await open_as("clinic1")
+    _, cardio, _ = await open_as("cardio1", locale="en")
+    cid = await accepted_consultation(clinic, cardio)
+    with netns.entered():
+        await clinic.goto(f"/consultations/{cid}/call")
+        await cardio.goto(f"/consultations/{cid}/call")
+        for page in (clinic, cardio):
+            await video_flowing(page, 1, label="replay")
+        await asyncio.gather(recording_started(clinic), recording_started(cardio))
+        await asyncio.sleep(2)  # some call before the chat line: time is the condition
+        await chat(clinic, "请看心电图")
+        await cardio.locator('#chat-log li[data-kind="chat"]:not([data-pending])').wait_for()
+        await asyncio.sleep(2)  # and some after it
+        await cardio.click("#ctl-end")
+        await cardio.click('#end-dialog button[value="end"]')
+        await finished_rows(app, 2)
+
+        _, review, review_problems = await open_as("review1", locale="en")
+        await review.goto("/recordings")
+        await review.locator(f'#results-body tr[data-consultation-id="{cid}"] a').click()
+        await review.wait_for_url(f"**/consultations/{cid}/replay")
+        await review.locator('#replay[data-state="ready"]').wait_for()
+        await review.click("#play")
+        await review.wait_for_function(PLAYING, arg=2, polling=200, timeout=20_000)
+
+        await review.click("#play")  # pause, so that positions can be compared
+        event = review.locator('#timeline li[data-kind="chat"] button')
+        offset = float(await event.get_attribute("data-offset") or "nan")
+        await event.click()
+        players = await review.evaluate("window.__replay.players()")
+        for p in players:
+            expected = max(offset - p["offset"], 0.0)
+            assert abs(p["currentTime"] - expected) <= 0.5, (p, offset)
+        assert (
+            await review.locator('#timeline li[data-kind="chat"]').get_attribute("aria-current")
+            == "true"
+        )
+    assert review_problems.page_errors == []
+
+
+async def test_replay_is_refused_to_outsiders_and_audited(
+    open_as: Any, live_app: tuple[web.Application, str]
+) -> None:
+    app, _ = live_app
+    _, clinic, _ = await open_as("clinic1")
+    _, cardio, _ = await open_as("cardio1")
+    cid = await accepted_consultation(clinic, cardio)
+    _, outsider, _ = await open_as("clinic2", locale="en")
+    response = await outsider.request.get(f"/api/consultations/{cid}/replay")
+    assert response.status == 404
+    await outsider.goto(f"/consultations/{cid}/replay")
+    notice = outsider.locator("#replay-error")
+    await notice.wait_for()
+    assert "not found" in (await notice.text_content() or "")
+    async with app[DB].read() as conn:
+        denied = (
+            (
+                await conn.execute(
+                    sa.select(audit_log.c.object_id).where(audit_log.c.action == "replay.denied")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert denied.count(cid) == 2  # the API call and the page's own call

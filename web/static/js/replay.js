@@ -1,0 +1,291 @@
+// The replay page: one player per participant's recording, kept in step on one
+// clock (the session's time since it went live); one play/pause/seek drives all,
+// and each player's drift is corrected. Beside it the timeline: clicking an
+// event seeks every player to its moment, the current event is highlighted, and
+// a document that was shown can be opened from there. The lanes (SVG) draw who
+// was recorded when, the events, and the playhead.
+//
+// window.__replay is a read-only view for the browser tests.
+
+import { get } from "./api.js";
+import { LOCALE, PAGE, el, t } from "./ui.js";
+
+const DRIFT_S = 0.3; // a player further off than this is put back in step
+const TICK_MS = 250;
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+const $ = (id) => document.getElementById(id);
+const root = $("replay");
+const playersBox = $("players");
+const playButton = $("play");
+const seekInput = $("seek");
+const clockText = $("clock");
+const lanes = $("lanes");
+const timelineList = $("timeline");
+const template = $("player-template");
+
+const state = {
+  length: 0, // seconds from the session's start to its last moment
+  time: 0, // current position, seconds
+  playing: false,
+  startedAt: 0, // performance.now() when play began
+  startedFrom: 0, // position when play began
+  players: [], // {rec, video, figure, offset, duration}
+  events: [], // {event, offset, node}
+  current: -1,
+};
+
+function fmt(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const m = Math.floor(s / 60);
+  return `${m}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function eventText(event) {
+  const name = (event.actor && event.actor.display_name) || "";
+  if (event.kind === "chat") return `${name}: ${event.data.text || ""}`;
+  const key = `replay.event.${event.kind}`;
+  const text = t(key, { name, kind: event.kind });
+  return text === key ? t("replay.event.other", { kind: event.kind }) : text;
+}
+
+// -- clock --------------------------------------------------------------------------
+
+function now() {
+  if (!state.playing) return state.time;
+  const t0 = state.startedFrom + (performance.now() - state.startedAt) / 1000;
+  return Math.min(t0, state.length);
+}
+
+function seek(seconds) {
+  state.time = Math.max(0, Math.min(seconds, state.length));
+  state.startedFrom = state.time;
+  state.startedAt = performance.now();
+  for (const p of state.players) place(p, true);
+  render();
+}
+
+function play() {
+  if (state.time >= state.length) state.time = 0;
+  state.playing = true;
+  state.startedFrom = state.time;
+  state.startedAt = performance.now();
+  for (const p of state.players) place(p, true);
+  render();
+}
+
+function pause() {
+  state.time = now();
+  state.playing = false;
+  for (const p of state.players) p.video.pause();
+  render();
+}
+
+// Put one player where the clock says: before its recording starts and after it
+// ends it rests (and says so); inside, it plays and is corrected if it drifts.
+function place(p, force = false) {
+  const local = state.time - p.offset;
+  let where = "inside";
+  if (local < 0) where = "before";
+  else if (local > p.duration) where = "after";
+  p.figure.dataset.state = where;
+  p.figure.querySelector(".player-note").textContent =
+    where === "before" ? t("replay.before") : where === "after" ? t("replay.after") : "";
+  if (where !== "inside") {
+    if (!p.video.paused) p.video.pause();
+    const rest = where === "before" ? 0 : p.duration;
+    if (Math.abs(p.video.currentTime - rest) > DRIFT_S) p.video.currentTime = rest;
+    return;
+  }
+  if (force || Math.abs(p.video.currentTime - local) > DRIFT_S) p.video.currentTime = local;
+  if (state.playing && p.video.paused) p.video.play().catch(() => {});
+  if (!state.playing && !p.video.paused) p.video.pause();
+}
+
+function tick() {
+  if (state.playing) {
+    state.time = now();
+    if (state.time >= state.length) pause();
+    for (const p of state.players) place(p);
+  }
+  render();
+}
+
+// -- drawing ------------------------------------------------------------------------
+
+function render() {
+  playButton.textContent = state.playing ? t("replay.pause") : t("replay.play");
+  clockText.textContent = `${fmt(state.time)} / ${fmt(state.length)}`;
+  if (document.activeElement !== seekInput) seekInput.value = String(state.time);
+  let current = -1;
+  state.events.forEach((e, i) => {
+    if (e.offset <= state.time + 0.05) current = i;
+  });
+  if (current !== state.current) {
+    if (state.current >= 0) state.events[state.current].node.removeAttribute("aria-current");
+    if (current >= 0) {
+      const node = state.events[current].node;
+      node.setAttribute("aria-current", "true");
+      node.scrollIntoView({ block: "nearest" });
+    }
+    state.current = current;
+  }
+  const head = lanes.querySelector(".playhead");
+  if (head && state.length > 0) {
+    const x = (state.time / state.length) * 1000;
+    head.setAttribute("x1", String(x));
+    head.setAttribute("x2", String(x));
+  }
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  return node;
+}
+
+function drawLanes() {
+  const rows = state.players.length || 1;
+  const height = rows * 22 + 26;
+  lanes.setAttribute("viewBox", `0 0 1000 ${height}`);
+  lanes.replaceChildren();
+  const x = (seconds) => (state.length ? (seconds / state.length) * 1000 : 0);
+  state.players.forEach((p, i) => {
+    lanes.append(svg("rect", { class: "lane", x: 0, y: i * 22 + 4, width: 1000, height: 16, rx: 3 }));
+    const bar = svg("rect", {
+      class: "segment",
+      x: x(p.offset),
+      y: i * 22 + 4,
+      width: Math.max(2, x(p.duration)),
+      height: 16,
+      rx: 3,
+    });
+    const title = svg("title", {});
+    title.textContent = p.rec.participant.display_name || "";
+    bar.append(title);
+    lanes.append(bar);
+  });
+  const y = rows * 22 + 6;
+  for (const e of state.events) {
+    const mark = svg("line", { class: `mark mark-${e.event.kind}`, x1: x(e.offset), x2: x(e.offset), y1: y, y2: y + 14 });
+    lanes.append(mark);
+  }
+  lanes.append(svg("line", { class: "playhead", x1: 0, x2: 0, y1: 0, y2: height }));
+}
+
+lanes.addEventListener("click", (event) => {
+  const box = lanes.getBoundingClientRect();
+  if (!box.width) return;
+  seek(((event.clientX - box.left) / box.width) * state.length);
+});
+
+// -- building -----------------------------------------------------------------------
+
+function buildPlayers(recordings) {
+  for (const rec of recordings) {
+    const figure = template.content.firstElementChild.cloneNode(true);
+    const video = figure.querySelector("video");
+    video.src = rec.url;
+    figure.querySelector(".player-name").textContent = rec.participant.display_name || "";
+    const meta = [rec.participant.institution, rec.part > 1 ? t("replay.part", { part: rec.part }) : ""];
+    figure.querySelector(".player-meta").textContent = meta.filter(Boolean).join(" · ");
+    figure.dataset.recordingId = rec.id;
+    playersBox.append(figure);
+    state.players.push({
+      rec,
+      video,
+      figure,
+      offset: (rec.offset_ms || 0) / 1000,
+      duration: (rec.duration_ms || 0) / 1000,
+    });
+  }
+  playersBox.dataset.count = String(recordings.length);
+}
+
+function buildTimeline(events) {
+  for (const event of events) {
+    const offset = Math.max(0, event.offset_ms / 1000);
+    const time = new Intl.DateTimeFormat(LOCALE, { hour: "2-digit", minute: "2-digit", second: "2-digit" }).format(
+      new Date(event.at),
+    );
+    const button = el(
+      "button",
+      { type: "button", class: "event-seek", dataset: { offset: String(offset) } },
+      el("span", { class: "event-time", text: fmt(offset) }),
+      el("span", { class: "event-text", text: eventText(event) }),
+    );
+    button.title = time;
+    button.addEventListener("click", () => seek(offset));
+    const node = el("li", { class: "event", dataset: { kind: event.kind, eventId: String(event.id) } }, button);
+    const documentId = event.data && event.data.document_id;
+    if (documentId) {
+      node.append(
+        el("a", {
+          class: "event-doc",
+          href: `/api/documents/${documentId}/content`,
+          target: "_blank",
+          rel: "noopener",
+          text: t("replay.open_document"),
+        }),
+      );
+    }
+    timelineList.append(node);
+    state.events.push({ event, offset, node });
+  }
+}
+
+async function start() {
+  let data;
+  try {
+    data = await get(`/api/consultations/${PAGE.consultation_id}/replay`);
+  } catch (error) {
+    root.dataset.state = "error";
+    const box = $("replay-error");
+    box.textContent = t("replay.not_found");
+    box.hidden = false;
+    return;
+  }
+  const c = data.consultation;
+  $("replay-meta").textContent = [c.department.name, c.clinic.name, c.hospital.name].join(" · ");
+  buildPlayers(data.recordings);
+  buildTimeline(data.events);
+  const ends = [
+    ...state.players.map((p) => p.offset + p.duration),
+    ...state.events.map((e) => e.offset),
+  ];
+  state.length = Math.max(0, ...ends);
+  seekInput.max = String(state.length);
+  seekInput.disabled = false;
+  playButton.disabled = state.players.length === 0;
+  if (!state.players.length) {
+    const box = $("replay-error");
+    box.textContent = t("replay.no_recordings");
+    box.hidden = false;
+  }
+  drawLanes();
+  root.dataset.state = "ready";
+  for (const p of state.players) place(p, true);
+  render();
+  setInterval(tick, TICK_MS);
+}
+
+playButton.addEventListener("click", () => (state.playing ? pause() : play()));
+seekInput.addEventListener("input", () => seek(Number(seekInput.value)));
+
+window.__replay = Object.freeze({
+  // For the browser tests only.
+  time: () => now(),
+  playing: () => state.playing,
+  offsets: () => state.players.map((p) => p.offset),
+  players: () =>
+    state.players.map((p) => ({
+      id: p.rec.id,
+      offset: p.offset,
+      currentTime: p.video.currentTime,
+      videoWidth: p.video.videoWidth,
+      paused: p.video.paused,
+      state: p.figure.dataset.state,
+    })),
+});
+
+start();
