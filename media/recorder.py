@@ -41,6 +41,7 @@ from media.writer import CONTAINER_FOR, SUFFIX_FOR, TrackWriter
 log = logging.getLogger(__name__)
 
 SUPPORTED_VIDEO = ("vp8", "h264")
+BATCH_SECONDS = 0.1  # how often collected frames are handed to the writer threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class Recorder:
         self.keyframe_interval = keyframe_interval
         self.on_finished = on_finished
         self.legs: dict[RecordingKey, Leg] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     def partial_path(self, key: RecordingKey, fmt: str) -> Path:
         """Where a leg's file is written while recording."""
@@ -170,6 +172,8 @@ class Recorder:
             raise
         if video_codec:
             leg.tasks.append(asyncio.ensure_future(self._keyframes(leg)))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_writers())
         log.info(
             "recording consultation=%s peer=%s part=%d codec=%s",
             key.consultation_id,
@@ -258,7 +262,18 @@ class Recorder:
             result = await self.stop(key)
             if result is not None:
                 results.append(result)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
         return results
+
+    async def _flush_writers(self) -> None:
+        # One timer for every leg: frames reach the writer threads in batches.
+        while self.legs:
+            await asyncio.sleep(BATCH_SECONDS)
+            for leg in list(self.legs.values()):
+                if leg.writer is not None and not leg.done.is_set():
+                    leg.writer.flush()
 
     def recover(self) -> list[tuple[Path, FinishedFile | None, str | None]]:
         """Repair what a killed server left: every ``.partial`` file is finalized.

@@ -1,11 +1,11 @@
 """Writing one participant's encoded audio and video into one file, off the loop.
 
-A ``TrackWriter`` owns a thread and a queue: the event loop only enqueues
-``EncodedFrame``s; muxing and disk I/O happen on the thread. While the call runs
-the file has a ``.partial`` name and the muxer flushes every packet, with WebM
-clusters of at most one second (fragmented MP4: fragments of at most one
-second), so a killed server leaves a file that loses at most the last second or
-so. ``finalize.py`` turns it into the final file.
+A ``TrackWriter`` owns a thread and a queue: the event loop only collects
+``EncodedFrame``s and hands them over in batches (the recorder flushes every
+``BATCH_SECONDS``); muxing and disk I/O happen on the thread. While the call runs
+the file has a ``.partial`` name, WebM clusters close at least every second
+(fragmented MP4: fragments of at most one second) and are flushed to the file at
+once, so a killed server leaves a file that loses about the last second. ``finalize.py`` turns it into the final file.
 
 Timing: aiortc re-bases each track's RTP timestamps to start at 0, so audio and
 video would both start at 0 whatever their real start. Each track is therefore
@@ -54,6 +54,9 @@ def container_options(fmt: str) -> dict[str, str]:
             "frag_duration": "1000000",
             "flush_packets": "1",
         }
+    # flush_packets: what the muxer has written reaches the file at once rather
+    # than waiting in the 32 KiB write buffer (a low-bitrate camera fills that in
+    # tens of seconds, all of which a crash would lose).
     return {"cluster_time_limit": "1000", "cluster_size_limit": "2097152", "flush_packets": "1"}
 
 
@@ -116,16 +119,26 @@ class TrackWriter:
         # recorder's keyframe loop (a plain bool is enough between two threads).
         self.needs_keyframe = video_codec is not None
         self._origin: float | None = None
-        self._queue: queue.SimpleQueue[EncodedFrame | None] = queue.SimpleQueue()
+        # Frames are handed to the thread in batches (``flush``): one wake-up per
+        # batch instead of one per frame (audio alone is 50 frames a second).
+        self._batch: list[EncodedFrame] = []
+        self._queue: queue.SimpleQueue[list[EncodedFrame] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"rec-{path.stem}", daemon=True)
         self._thread.start()
 
     def put(self, frame: EncodedFrame) -> None:
-        """Hand over one frame (never blocks)."""
-        self._queue.put(frame)
+        """Take one frame (never blocks); it reaches the thread at the next ``flush``."""
+        self._batch.append(frame)
+
+    def flush(self) -> None:
+        """Hand the frames taken since the last flush to the writer thread."""
+        if self._batch:
+            self._queue.put(self._batch)
+            self._batch = []
 
     def close(self) -> WriterStats:
         """Flush and close the file; blocks until the thread is done (call off the loop)."""
+        self.flush()
         self._queue.put(None)
         self._thread.join()
         return self.stats
@@ -157,18 +170,19 @@ class TrackWriter:
             # The header needs the picture size, which the first video keyframe
             # tells; until then frames wait here (a few seconds at most).
             pending: list[EncodedFrame] = []
-            while (frame := self._queue.get()) is not None:
-                if out is None:
-                    pending.append(frame)
-                    size = self._size_from(pending)
-                    if size is None:
+            while (batch := self._queue.get()) is not None:
+                for frame in batch:
+                    if out is None:
+                        pending.append(frame)
+                        size = self._size_from(pending)
+                        if size is None:
+                            continue
+                        out, tracks = self._open(size)
+                        for waiting in pending:
+                            self._write(out, tracks, waiting)
+                        pending.clear()
                         continue
-                    out, tracks = self._open(size)
-                    for waiting in pending:
-                        self._write(out, tracks, waiting)
-                    pending.clear()
-                    continue
-                self._write(out, tracks, frame)
+                    self._write(out, tracks, frame)
             if out is None and pending:
                 out, tracks = self._open(DEFAULT_SIZE)
                 for waiting in pending:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from records.models import Account, Consultation
+from records.models import Account, Consultation, Patient
 
 MIN_PRACTICE_YEARS = 3
 # Township clinic, county hospital and one or two specialists (a mesh call).
@@ -55,3 +55,13 @@ def can_replay(account: Account, consultation: Consultation) -> bool:
     if account.role in ("reviewer", "admin"):
         return consultation.consulted_institution_id == account.institution_id
     return is_participant(account, consultation)
+
+
+def can_see_document(account: Account, patient: Patient, consultation: Consultation | None) -> bool:
+    """A patient's document: their clinic's doctors, and whoever may see the
+    consultation it is attached to (specialists, coordinators, invitees)."""
+    if not account.active:
+        return False
+    if account.role == "clinic_doctor" and patient.institution_id == account.institution_id:
+        return True
+    return consultation is not None and can_see(account, consultation)

@@ -9,11 +9,11 @@ recognized as, never sniffed by the browser.
 
 from __future__ import annotations
 
+from email.message import Message
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
-from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from records.documents import Document
 from records.models import Account
@@ -65,8 +65,13 @@ def _original_name(request: web.Request) -> str | None:
     header = request.headers.get(hdrs.CONTENT_DISPOSITION)
     if not header:
         return None
-    _, params = parse_content_disposition(header)
-    return content_disposition_filename(params, "filename")
+    # The email package parses RFC 2231/6266 parameters (``filename*=UTF-8''...``)
+    # leniently; aiohttp's parser refuses a ``/`` in the value, which is exactly
+    # what the name is sanitized for later.
+    message = Message()
+    message[hdrs.CONTENT_DISPOSITION] = header
+    name = message.get_filename()
+    return name if isinstance(name, str) else None
 
 
 async def upload_document(request: web.Request) -> web.StreamResponse:

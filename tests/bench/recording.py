@@ -194,6 +194,10 @@ class Senders:
         return sent
 
     async def close(self) -> None:
+        """Wait for the processes to end (a closed stdin stops a sender), else kill them."""
+        for proc in self.procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
         for proc in self.procs:
             if proc.returncode is None:
                 try:
@@ -395,24 +399,23 @@ class Scenario:
     problems: list[str] | None = None
 
     @property
-    def stream_seconds(self) -> float:
-        """Recorded stream-seconds in the window: video frames the recorder got, at 30 fps.
-
-        Equal to ``wall * streams`` when the receiver keeps up; less when it falls
-        behind (a blocked event loop loses packets), so a starved receiver is not
-        credited with seconds it did not record.
-        """
-        return self.window_frames / FPS
-
-    @property
     def kept_up(self) -> float:
-        """Share of the window's frames the recorder got (1.0: kept up with the senders)."""
+        """Share of the window's video frames the recorder got (1.0: kept up).
+
+        Less when the receiver falls behind: a blocked event loop loses packets and
+        aiortc's jitter buffer then waits for hundreds more before it hands out a frame.
+        """
         return self.window_frames / FPS / (self.wall * self.streams)
 
     @property
     def percent_per_stream(self) -> float:
-        """Receiver CPU, in % of one core, per recorded stream-second."""
-        return 100.0 * self.cpu / max(self.stream_seconds, 1 / FPS)
+        """Receiver CPU in % of one core, per stream-second of the window."""
+        return 100.0 * self.cpu / self.wall / self.streams
+
+    @property
+    def percent_per_frame_second(self) -> float:
+        """The same per stream-second actually received (frames got / 30 fps)."""
+        return 100.0 * self.cpu / max(self.window_frames / FPS, 1 / FPS)
 
 
 def count_frames(path: Path) -> tuple[int, int]:
@@ -537,15 +540,16 @@ def main() -> None:
         )
     print(
         "seconds: the measured window; kept up: video frames the recorder got in it / "
-        "frames sent in it; % core/stream: receiver CPU per recorded stream-second "
-        "(frames got / 30 fps); backlog: frames queued in aiortc before -> after the window"
+        "frames sent in it; % core/stream: receiver CPU (user + sys, all threads) per "
+        "stream-second of the window; backlog: frames queued in aiortc before -> after it"
     )
     for s in scenarios:
         if s.kept_up < 0.9:
             print(
-                f"warning: {s.name} got only {s.kept_up:.0%} of the window's frames (a starved "
-                "receiver loses packets; the machine is shared): per window stream-second it "
-                f"used {100 * s.cpu / s.wall / s.streams:.1f}% of a core"
+                f"warning: {s.name} got only {s.kept_up:.0%} of the window's video frames (it "
+                "fell behind: the machine is shared, or it needs more than a core), so "
+                f"{s.percent_per_stream:.1f}% per stream understates its cost; per stream-second "
+                f"actually received it used {s.percent_per_frame_second:.1f}% of a core"
             )
     failed = False
     for s in scenarios:

@@ -84,7 +84,7 @@ async def test_a_consented_call_is_recorded_into_a_checked_file(login_as: Any, a
 
 
 async def test_nothing_is_recorded_without_consent_to_recording(login_as: Any, app: Any) -> None:
-    clinic, cardio, cid, ids = await accepted_consultation(login_as, patient="陈阿姨")
+    clinic, _cardio, cid, ids = await accepted_consultation(login_as, patient="陈阿姨")
     status, _ = await clinic.post(
         f"/api/patients/{ids['陈阿姨']}/consents",
         {
