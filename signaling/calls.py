@@ -186,6 +186,23 @@ class Calls:
                 msg.sdp_mid,
                 msg.sdp_mline_index,
             )
+        elif isinstance(msg, m.DocShow | m.DocOpen):
+            kind = "document_shown" if isinstance(msg, m.DocShow) else "document_opened"
+            event = await self.service.document_event(
+                member.actor, room.consultation_id, msg.document_id, kind, msg.page
+            )
+            if isinstance(msg, m.DocShow):
+                await self._broadcast(
+                    room,
+                    {
+                        "type": "doc_show",
+                        "from": member.peer_id,
+                        "document_id": msg.document_id,
+                        "page": msg.page,
+                    },
+                    exclude=member,
+                )
+            await self._broadcast(room, event_message(event, self._names(room)))
         elif isinstance(msg, m.RecStop):
             await self._stop_recording(room, member.peer_id)
         elif isinstance(msg, m.Leave):

@@ -132,6 +132,24 @@ class RecStop:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DocShow:
+    """Show a document to everyone in the call (their panels open it at ``page``)."""
+
+    type: ClassVar[str] = "doc_show"
+    document_id: str = field(metadata=_limit(ID_LEN))
+    page: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DocOpen:
+    """The sender opened a document in their own panel (a timeline event)."""
+
+    type: ClassVar[str] = "doc_open"
+    document_id: str = field(metadata=_limit(ID_LEN))
+    page: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Ping:
     """Application-level ping (the server also sends WebSocket heartbeats)."""
 
@@ -150,6 +168,8 @@ ClientMessage = (
     | RecOffer
     | RecCandidate
     | RecStop
+    | DocShow
+    | DocOpen
     | Ping
 )
 TYPES: dict[str, type[Any]] = {
@@ -166,6 +186,8 @@ TYPES: dict[str, type[Any]] = {
         RecOffer,
         RecCandidate,
         RecStop,
+        DocShow,
+        DocOpen,
         Ping,
     )
 }

@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from records import audit, store
+from records import audit, store, summary
+from records import documents as documents_store
 from records.clock import Clock
 from records.db import Database
 from records.models import (
@@ -80,6 +81,11 @@ class Brief:
     consultation: Consultation
     patient: Patient
     assigned_specialist: Account | None
+
+
+def canonical_json(body: Mapping[str, Any]) -> bytes:
+    """The bytes a signature's SHA-256 is taken over: sorted keys, no spaces, UTF-8."""
+    return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class ConsultationService:
@@ -687,9 +693,7 @@ class ConsultationService:
             if actor.id != c.assigned_specialist_id:
                 raise Forbidden("only the assigned specialist signs", code="not_assigned")
             now = self.clock.now()
-            digest = hashlib.sha256(
-                json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-            ).hexdigest()
+            digest = hashlib.sha256(canonical_json(body)).hexdigest()
             c = await self._transition(
                 conn,
                 actor,
@@ -708,6 +712,61 @@ class ConsultationService:
                 sha256=digest,
             )
             opinion = next(o for o in await store.list_opinions(conn, c.id) if o.id == oid)
+        await self._notify(c)
+        return opinion
+
+    async def addendum(
+        self, actor: Actor, consultation_id: str, parent_id: str, body: dict[str, Any]
+    ) -> Opinion:
+        """The author adds to their signed opinion or referral.
+
+        The addendum is signed on submission with its own hash and names its
+        parent; the signed original is never changed.
+        """
+        async with self._tx(actor) as conn:
+            c = await self._visible(conn, actor, consultation_id)
+            if c.state not in (State.SIGNED, State.REFERRED):
+                raise IllegalTransition(
+                    f"only a signed opinion takes an addendum; the consultation is {c.state}",
+                    code="not_signed",
+                )
+            parent = await summary.get_opinion(conn, parent_id)
+            if parent is None or parent.consultation_id != c.id or parent.kind == "addendum":
+                raise NotFound("opinion not found", fields=("opinion_id",))
+            if actor.id != parent.author_id:
+                raise Forbidden("only the author adds to a signed opinion", code="not_author")
+            now = self.clock.now()
+            digest = hashlib.sha256(canonical_json(body)).hexdigest()
+            oid = await store.add_opinion(
+                conn,
+                consultation_id=c.id,
+                author_id=actor.id,
+                kind="addendum",
+                parent_id=parent.id,
+                body=body,
+                signed_at=now,
+                sha256=digest,
+            )
+            await store.add_event(
+                conn,
+                consultation_id=c.id,
+                at=now,
+                kind="addendum",
+                actor_id=actor.id,
+                data={"opinion_id": oid, "parent_id": parent.id, "sha256": digest},
+            )
+            await self._audit(
+                conn,
+                actor,
+                "consultation.addendum",
+                "consultation",
+                c.id,
+                opinion_id=oid,
+                parent_id=parent.id,
+                sha256=digest,
+            )
+            opinion = await summary.get_opinion(conn, oid)
+        assert opinion is not None  # noqa: S101 - stored in this transaction
         await self._notify(c)
         return opinion
 
@@ -809,6 +868,54 @@ class ConsultationService:
             )
             await self._audit(conn, actor, f"call.{kind}", "consultation", consultation_id)
             events = await store.list_events(conn, consultation_id, after_id=eid - 1)
+        return events[0]
+
+    async def document_event(
+        self, actor: Actor, consultation_id: str, document_id: str, kind: str, page: int | None
+    ) -> Event:
+        """A participant opened (``document_opened``) or showed to all
+        (``document_shown``) one of the patient's documents during the call.
+
+        The event carries its offset from the call's start, so a replay can open
+        the document at that moment.
+        """
+        async with self._tx(actor) as conn:
+            c = await self._visible(conn, actor, consultation_id)
+            if not policy.is_participant(actor.account, c):
+                raise Forbidden("only the participants show documents", code="not_participant")
+            document = await documents_store.get_document(conn, document_id)
+            if (
+                document is None
+                or document.patient_id != c.patient_id
+                or document.consultation_id not in (None, c.id)
+            ):
+                raise NotFound("document not found", probe=("document", document_id))
+            now = self.clock.now()
+            live = [e.at for e in await store.list_events(conn, c.id) if e.kind == "live"]
+            offset = round((now - live[0]).total_seconds() * 1000) if live else 0
+            eid = await store.add_event(
+                conn,
+                consultation_id=c.id,
+                at=now,
+                kind=kind,
+                actor_id=actor.id,
+                data={
+                    "document_id": document.id,
+                    "title": document.title,
+                    "page": page,
+                    "offset_ms": offset,
+                },
+            )
+            await self._audit(
+                conn,
+                actor,
+                kind.replace("document_", "document."),
+                "document",
+                document.id,
+                consultation_id=c.id,
+                patient_id=c.patient_id,
+            )
+            events = await store.list_events(conn, c.id, after_id=eid - 1)
         return events[0]
 
     async def events_after(self, actor: Actor, consultation_id: str, after_id: int) -> list[Event]:

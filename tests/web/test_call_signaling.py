@@ -205,3 +205,38 @@ async def test_the_call_ends_for_everyone(login_as: LoginAs) -> None:
             pass
     _, data = await clinic.get(f"/api/consultations/{cid}")
     assert data["consultation"]["state"] == "ended"
+
+
+async def test_showing_a_document_to_all_opens_it_on_the_other_side(login_as: LoginAs) -> None:
+    from tests.records.samples import pdf
+    from tests.web.test_documents import upload
+
+    clinic, cardio, cid, ids = await accepted_consultation(login_as)
+    document = await upload(clinic, ids["刘大爷"], pdf(3), consultation_id=cid, title="心电图")
+    other = await upload(clinic, ids["陈阿姨"], pdf(1), title="other patient")
+    a, b = await connect(clinic), await connect(cardio)
+    await join(a, cid)
+    await join(b, cid, tab="tab-b")
+    await a.send({"type": "doc_show", "document_id": document["id"], "page": 2})
+    shown = await b.recv("doc_show")
+    assert (shown["document_id"], shown["page"], shown["from"]) == (
+        document["id"],
+        2,
+        clinic.account["id"],
+    )
+    for sock in (a, b):
+        while (msg := await sock.recv("event"))["event"]["kind"] != "document_shown":
+            pass
+        data = msg["event"]["data"]
+        assert (data["document_id"], data["page"], data["title"]) == (document["id"], 2, "心电图")
+        assert data["offset_ms"] >= 0
+    await b.send({"type": "doc_open", "document_id": document["id"], "page": 1})
+    while (await a.recv("event"))["event"]["kind"] != "document_opened":
+        pass
+    # A document of another patient cannot be shown in this call.
+    await a.send({"type": "doc_show", "document_id": other["id"]})
+    assert (await a.recv("error"))["code"] == "not_found"
+    assert "doc_show" not in [m["type"] for m in await b.until_pong()]
+    _, data = await clinic.get(f"/api/consultations/{cid}/timeline")
+    kinds = [e["kind"] for e in data["events"]]
+    assert "document_shown" in kinds and "document_opened" in kinds
