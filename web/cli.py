@@ -15,10 +15,13 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from media.recorder import Recorder
 from records import audit
 from records.clock import SystemClock
 from records.db import Database
 from records.demo import DEMO_PASSWORD, DemoLogin, load_demo
+from signaling.errors import SignalingError
+from signaling.recording import RecordingService
 from web.app import create_app, passwords_for
 from web.settings import Settings
 from web.tls import ensure_self_signed, ssl_context
@@ -93,6 +96,46 @@ async def _verify(settings: Settings) -> int:
     return 1
 
 
+def _recordings(settings: Settings, db: Database) -> RecordingService:
+    recorder = Recorder(settings.data_dir / "recordings", host_addresses=("127.0.0.1",))
+    return RecordingService(
+        db=db,
+        clock=SystemClock(),
+        recorder=recorder,
+        retention_days=settings.recording_retention_days,
+    )
+
+
+async def _verify_recordings(settings: Settings) -> int:
+    db = Database(settings.effective_database_url)
+    try:
+        await db.upgrade()
+        checks = await _recordings(settings, db).verify()
+    finally:
+        await db.close()
+    bad = [c for c in checks if not c.ok]
+    for check in bad:
+        print(f"MISMATCH: recording {check.recording.id} ({check.recording.path}): {check.problem}")
+    print(f"{len(checks) - len(bad)} of {len(checks)} recordings match their SHA-256")
+    return 1 if bad else 0
+
+
+async def _purge_recordings(settings: Settings, ids: list[str] | None) -> int:
+    db = Database(settings.effective_database_url)
+    try:
+        await db.upgrade()
+        purged = await _recordings(settings, db).purge(ids)
+    except SignalingError as exc:
+        print(f"refused: {exc.message}")
+        return 1
+    finally:
+        await db.close()
+    for rec in purged:
+        print(f"purged {rec.id} ({rec.path}), kept until {rec.retain_until:%Y-%m-%d}")
+    print(f"{len(purged)} recording(s) purged")
+    return 0
+
+
 def serve(settings: Settings, *, demo: bool) -> None:
     """Run the server until interrupted."""
     settings = tls_settings(settings)
@@ -129,6 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_db.add_argument("action", choices=["upgrade"])
     p_audit = sub.add_parser("audit", help="audit log administration")
     p_audit.add_argument("action", choices=["verify"])
+    p_rec = sub.add_parser("recordings", help="recording files: verify hashes, purge")
+    p_rec.add_argument("action", choices=["verify", "purge"])
+    p_rec.add_argument(
+        "--id",
+        action="append",
+        dest="ids",
+        help="purge only this recording (repeatable); refused if its retention has not passed",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -151,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_upgrade(settings))
         print("database schema is up to date")
         return 0
+    if args.command == "recordings":
+        if args.action == "verify":
+            return asyncio.run(_verify_recordings(settings))
+        return asyncio.run(_purge_recordings(settings, args.ids))
     return asyncio.run(_verify(settings))
 
 

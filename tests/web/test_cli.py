@@ -236,3 +236,14 @@ def test_serve_prints_its_url_answers_health_and_stops_cleanly(tmp_path: Path) -
     finally:
         code = server.stop()
     assert code == 0, "".join(server.output)
+
+
+def test_recordings_verify_and_purge_commands(demo_dir: Path) -> None:
+    # Nothing recorded yet: everything matches and nothing is old enough to purge.
+    result = run(demo_dir, "recordings", "verify")
+    assert result.returncode == 0, result.stderr
+    assert "0 of 0 recordings match" in result.stdout
+    result = run(demo_dir, "recordings", "purge")
+    assert result.returncode == 0 and "0 recording(s) purged" in result.stdout
+    result = run(demo_dir, "recordings", "purge", "--id", "0" * 32)
+    assert result.returncode == 1 and "refused" in result.stdout
