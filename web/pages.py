@@ -56,9 +56,7 @@ def setup_pages(app: web.Application) -> None:
     app.router.add_get("/coordinator", coordinator_page, name="coordinator")
     app.router.add_get("/consultations/{consultation_id}/call", call_page, name="call")
     app.router.add_get("/recordings", recordings_page, name="recordings")
-    app.router.add_get(
-        "/consultations/{consultation_id}/replay", replay_page, name="replay"
-    )
+    app.router.add_get("/consultations/{consultation_id}/replay", replay_page, name="replay")
     app.router.add_static("/static/", STATIC_DIR, name="static")
 
 
@@ -360,6 +358,14 @@ REPLAY_STRINGS: dict[str, str] = {
     "replay.after": N_("Left the call"),
     "replay.part": N_("part %(part)s"),
     "replay.open_document": N_("Open the document shown"),
+    "replay.event.requested": N_("%(name)s requested the consultation"),
+    "replay.event.accepted": N_("%(name)s accepted"),
+    "replay.event.assigned": N_("%(name)s assigned the consultation"),
+    "replay.event.reassigned": N_("%(name)s reassigned the consultation"),
+    "replay.event.escalated": N_("Escalated to the coordinators"),
+    "replay.event.invited": N_("%(name)s invited another doctor"),
+    "replay.event.document_shared": N_("%(name)s attached a document"),
+    "replay.event.recording_failed": N_("A recording failed"),
     "replay.event.joined": N_("%(name)s joined"),
     "replay.event.rejoined": N_("%(name)s reconnected"),
     "replay.event.left": N_("%(name)s left"),
@@ -376,7 +382,6 @@ REPLAY_STRINGS: dict[str, str] = {
     "replay.list.empty": N_("No recorded consultations match."),
     "replay.list.page": N_("Page %(page)s of %(pages)s (%(total)s in all)"),
     "replay.list.open": N_("Replay"),
-    "replay.list.minutes": N_("%(minutes)s min"),
 }
 
 
@@ -385,7 +390,10 @@ async def recordings_page(request: web.Request) -> web.StreamResponse:
     _switch_language(request)
     session = _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
     return await render(
-        request, "recordings.html", page="recordings", session=session,
+        request,
+        "recordings.html",
+        page="recordings",
+        session=session,
         extra_strings=REPLAY_STRINGS,
     )
 
@@ -395,7 +403,10 @@ async def replay_page(request: web.Request) -> web.StreamResponse:
     _switch_language(request)
     session = _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
     return await render(
-        request, "replay.html", page="replay", session=session,
+        request,
+        "replay.html",
+        page="replay",
+        session=session,
         page_data={"consultation_id": request.match_info["consultation_id"]},
         extra_strings=REPLAY_STRINGS,
     )

@@ -34,7 +34,7 @@ async def chat(page: Any, text: str) -> None:
 
 
 async def test_replay_plays_both_recordings_in_step_and_seeks_from_the_timeline(
-    open_as: Any, live_app: tuple[web.Application, str], netns: NetNs
+    open_as: Any, live_app: tuple[web.Application, str], netns: NetNs, screenshots_dir: Any
 ) -> None:
     app, _ = live_app
     _, clinic, _ = await open_as("clinic1")
@@ -74,6 +74,19 @@ async def test_replay_plays_both_recordings_in_step_and_seeks_from_the_timeline(
             await review.locator('#timeline li[data-kind="chat"]').get_attribute("aria-current")
             == "true"
         )
+        # For people to look at (screenshots/ is not committed).
+        for width, height in ((1400, 900), (390, 844)):
+            await review.set_viewport_size({"width": width, "height": height})
+            await review.screenshot(
+                path=str(screenshots_dir / f"replay-en-{width}.png"), full_page=True
+            )
+        await review.goto("/recordings?lang=zh_CN")
+        await review.locator("#results-body tr").first.wait_for()
+        for width, height in ((1400, 900), (390, 844)):
+            await review.set_viewport_size({"width": width, "height": height})
+            await review.screenshot(
+                path=str(screenshots_dir / f"recordings-zh_CN-{width}.png"), full_page=True
+            )
     assert review_problems.page_errors == []
 
 

@@ -14,6 +14,14 @@ let pages = 1;
 
 const dateTime = new Intl.DateTimeFormat(LOCALE, { dateStyle: "medium", timeStyle: "short" });
 
+function duration(ms) {
+  const s = Math.round(ms / 1000);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const mmss = `${String(m).padStart(h ? 2 : 1, "0")}:${String(s % 60).padStart(2, "0")}`;
+  return h ? `${h}:${mmss}` : mmss;
+}
+
 function dayStart(value) {
   return value ? new Date(`${value}T00:00:00`).toISOString() : "";
 }
@@ -48,7 +56,7 @@ async function load() {
         el("td", { text: item.department.name }),
         el("td", { text: item.clinic.name }),
         el("td", { text: item.specialist ? item.specialist.display_name : "" }),
-        el("td", { text: t("replay.list.minutes", { minutes: Math.max(1, Math.round(item.duration_ms / 60000)) }) }),
+        el("td", { text: duration(item.duration_ms) }),
         el(
           "td",
           {},
