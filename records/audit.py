@@ -80,9 +80,34 @@ async def append(
     Returns:
         The entry's sequence number.
     """
-    detail = detail or {}
+    # The three statements run in one hop to the database thread: every audited
+    # action pays for this, and each hop waits for a pass of a busy event loop.
+    return await conn.run_sync(
+        append_sync,
+        at=at,
+        actor_id=actor_id,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        client_addr=client_addr,
+        detail=detail or {},
+    )
+
+
+def append_sync(
+    conn: sa.Connection,
+    *,
+    at: datetime,
+    actor_id: str | None,
+    action: str,
+    object_type: str,
+    object_id: str | None,
+    client_addr: str | None,
+    detail: dict[str, Any],
+) -> int:
+    """``append`` on a synchronous connection (see there)."""
     head = (
-        await conn.execute(
+        conn.execute(
             sa.select(audit_head.c.seq, audit_head.c.hash)
             .where(audit_head.c.id == 1)
             .with_for_update()
@@ -100,7 +125,7 @@ async def append(
         detail=detail,
         prev_hash=prev,
     )
-    await conn.execute(
+    conn.execute(
         audit_log.insert().values(
             seq=seq,
             at=at,
@@ -115,11 +140,9 @@ async def append(
         )
     )
     if head:
-        await conn.execute(
-            audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest)
-        )
+        conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest))
     else:
-        await conn.execute(audit_head.insert().values(id=1, seq=seq, hash=digest))
+        conn.execute(audit_head.insert().values(id=1, seq=seq, hash=digest))
     return seq
 
 

@@ -867,8 +867,14 @@ class ConsultationService:
                 data=data or {},
             )
             await self._audit(conn, actor, f"call.{kind}", "consultation", consultation_id)
-            events = await store.list_events(conn, consultation_id, after_id=eid - 1)
-        return events[0]
+        return Event(
+            id=eid,
+            consultation_id=consultation_id,
+            at=now,
+            kind=kind,
+            actor_id=actor.id,
+            data=data or {},
+        )
 
     async def document_event(
         self, actor: Actor, consultation_id: str, document_id: str, kind: str, page: int | None
