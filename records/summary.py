@@ -1,0 +1,306 @@
+"""Storage of a patient's structured summary, and the reads the FHIR export needs.
+
+The summary (conditions, medications, allergies, observations) is fed by a county
+EMR's FHIR Bundle. Each row keeps the FHIR resource it came from in ``source``
+(``"Condition/abc"``), so that importing the same Bundle again updates rows
+instead of adding copies.
+
+Codes other than ICD-10 diagnoses are stored as FHIR search tokens,
+``"<system>|<code>"`` (``"http://loinc.org|2345-7"``), because the tables have
+one code column and the export must give the code system back; a code whose
+token does not fit the column is kept without its system.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Self
+
+import sqlalchemy as sa
+from sqlalchemy import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from records.models import Consultation, Opinion
+from records.schema import (
+    allergies,
+    blobs,
+    conditions,
+    consultation_invitees,
+    consultations,
+    documents,
+    medications,
+    observations,
+    opinions,
+)
+from records.store import new_id
+
+SummaryTable = Literal["conditions", "medications", "allergies", "observations"]
+TABLES: dict[SummaryTable, sa.Table] = {
+    "conditions": conditions,
+    "medications": medications,
+    "allergies": allergies,
+    "observations": observations,
+}
+
+
+def join_code(system: str | None, code: str | None, max_len: int = 64) -> str | None:
+    """The stored form of a coded value: ``system|code`` if it fits, else the code."""
+    if not code:
+        return None
+    if system and len(system) + 1 + len(code) <= max_len:
+        return f"{system}|{code}"
+    return code
+
+
+def split_code(stored: str | None) -> tuple[str | None, str | None]:
+    """``(system, code)`` of a stored coded value (see ``join_code``)."""
+    if not stored:
+        return None, None
+    system, sep, code = stored.rpartition("|")
+    return (system, code) if sep else (None, stored)
+
+
+def _pick(cls: type[Any], row: Mapping[Any, Any]) -> dict[str, Any]:
+    return {name: row[name] for name in cls.__dataclass_fields__ if name in row}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConditionRow:
+    """A diagnosis (ICD-10)."""
+
+    id: str
+    source: str | None
+    code: str
+    display: str
+    clinical_status: str | None
+    onset: str | None
+    recorded_at: datetime
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        """Build from a row of ``conditions``."""
+        return cls(**_pick(cls, row))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MedicationRow:
+    """A medication the patient takes or took."""
+
+    id: str
+    source: str | None
+    code: str | None
+    display: str
+    dosage: str | None
+    status: str
+    recorded_at: datetime
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        """Build from a row of ``medications``."""
+        return cls(**_pick(cls, row))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllergyRow:
+    """An allergy or intolerance."""
+
+    id: str
+    source: str | None
+    code: str | None
+    display: str
+    criticality: str | None
+    reaction: str | None
+    recorded_at: datetime
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        """Build from a row of ``allergies``."""
+        return cls(**_pick(cls, row))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObservationRow:
+    """A vital sign or lab result, with its reference range."""
+
+    id: str
+    source: str | None
+    category: str
+    code: str
+    display: str
+    value_number: float | None
+    value_text: str | None
+    unit: str | None
+    ref_low: float | None
+    ref_high: float | None
+    effective_at: datetime | None
+    recorded_at: datetime
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        """Build from a row of ``observations``."""
+        return cls(**_pick(cls, row))
+
+    @property
+    def flag(self) -> str | None:
+        """``"L"`` below the reference range, ``"H"`` above it, else None."""
+        if self.value_number is None:
+            return None
+        if self.ref_low is not None and self.value_number < self.ref_low:
+            return "L"
+        if self.ref_high is not None and self.value_number > self.ref_high:
+            return "H"
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Summary:
+    """Everything stored in a patient's structured summary."""
+
+    conditions: list[ConditionRow] = field(default_factory=list)
+    medications: list[MedicationRow] = field(default_factory=list)
+    allergies: list[AllergyRow] = field(default_factory=list)
+    observations: list[ObservationRow] = field(default_factory=list)
+
+    @property
+    def vitals(self) -> list[ObservationRow]:
+        """Observations of category ``vital-signs``."""
+        return [o for o in self.observations if o.category == "vital-signs"]
+
+    @property
+    def labs(self) -> list[ObservationRow]:
+        """Observations of category ``laboratory``."""
+        return [o for o in self.observations if o.category == "laboratory"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DocumentRow:
+    """An attachment as the FHIR export describes it (its blob's size beside it)."""
+
+    id: str
+    patient_id: str
+    consultation_id: str | None
+    sha256: str
+    kind: str
+    media_type: str
+    filename: str
+    title: str
+    pages: int | None
+    size: int
+    uploaded_by: str
+    uploaded_at: datetime
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Self:
+        """Build from a row of ``documents`` joined with ``blobs.size``."""
+        return cls(**_pick(cls, row))
+
+
+# -- the summary ------------------------------------------------------------------
+
+
+async def upsert(
+    conn: AsyncConnection,
+    table: SummaryTable,
+    *,
+    patient_id: str,
+    source: str,
+    values: Mapping[str, Any],
+    recorded_at: datetime,
+) -> bool:
+    """Store a summary row, or update the one that came from the same ``source``.
+
+    Returns:
+        True if a row was added, False if an existing one was updated.
+    """
+    t = TABLES[table]
+    existing = (
+        await conn.execute(
+            sa.select(t.c.id).where(t.c.patient_id == patient_id, t.c.source == source).limit(1)
+        )
+    ).scalar()
+    if existing is not None:
+        await conn.execute(
+            t.update().where(t.c.id == existing).values(**values, recorded_at=recorded_at)
+        )
+        return False
+    await conn.execute(
+        t.insert().values(
+            id=new_id(), patient_id=patient_id, source=source, recorded_at=recorded_at, **values
+        )
+    )
+    return True
+
+
+async def read_summary(conn: AsyncConnection, patient_id: str) -> Summary:
+    """A patient's structured summary (observations newest first)."""
+
+    async def rows(t: sa.Table, *order: Any) -> list[RowMapping]:
+        query = sa.select(t).where(t.c.patient_id == patient_id).order_by(*order, t.c.id)
+        return list((await conn.execute(query)).mappings())
+
+    return Summary(
+        conditions=[ConditionRow.from_row(r) for r in await rows(conditions, conditions.c.code)],
+        medications=[
+            MedicationRow.from_row(r) for r in await rows(medications, medications.c.display)
+        ],
+        allergies=[AllergyRow.from_row(r) for r in await rows(allergies, allergies.c.display)],
+        observations=[
+            ObservationRow.from_row(r)
+            for r in await rows(
+                observations,
+                observations.c.category,
+                observations.c.effective_at.desc(),
+                observations.c.code,
+            )
+        ],
+    )
+
+
+# -- what the export and the access rules read ------------------------------------
+
+
+async def patient_consultations(conn: AsyncConnection, patient_id: str) -> list[Consultation]:
+    """Every consultation of a patient, with its invitees (for visibility checks)."""
+    rows = (
+        (
+            await conn.execute(
+                sa.select(consultations).where(consultations.c.patient_id == patient_id)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    ids = [r["id"] for r in rows]
+    invited: dict[str, set[str]] = {}
+    if ids:
+        pairs = await conn.execute(
+            sa.select(
+                consultation_invitees.c.consultation_id, consultation_invitees.c.account_id
+            ).where(consultation_invitees.c.consultation_id.in_(ids))
+        )
+        for cid, aid in pairs:
+            invited.setdefault(cid, set()).add(aid)
+    return [Consultation.from_row(r, frozenset(invited.get(r["id"], ()))) for r in rows]
+
+
+async def consultation_documents(conn: AsyncConnection, consultation_id: str) -> list[DocumentRow]:
+    """The attachments of a consultation, oldest first, with their sizes."""
+    query = (
+        sa.select(documents, blobs.c.size)
+        .join(blobs, blobs.c.sha256 == documents.c.sha256)
+        .where(documents.c.consultation_id == consultation_id)
+        .order_by(documents.c.uploaded_at, documents.c.id)
+    )
+    return [DocumentRow.from_row(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def get_opinion(conn: AsyncConnection, opinion_id: str) -> Opinion | None:
+    """A signed opinion, referral or addendum, or None."""
+    row = (
+        (await conn.execute(sa.select(opinions).where(opinions.c.id == opinion_id)))
+        .mappings()
+        .first()
+    )
+    return Opinion.from_row(row) if row else None
