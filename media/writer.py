@@ -5,7 +5,8 @@ A ``TrackWriter`` owns a thread and a queue: the event loop only collects
 ``BATCH_SECONDS``); muxing and disk I/O happen on the thread. While the call runs
 the file has a ``.partial`` name, WebM clusters close at least every second
 (fragmented MP4: fragments of at most one second) and are flushed to the file at
-once, so a killed server leaves a file that loses about the last second. ``finalize.py`` turns it into the final file.
+once, so a killed server leaves a file that loses about the last second.
+``finalize.py`` turns it into the final file.
 
 Timing: aiortc re-bases each track's RTP timestamps to start at 0, so audio and
 video would both start at 0 whatever their real start. Each track is therefore
