@@ -268,9 +268,7 @@ documents = sa.Table(
     metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
-    sa.Column(
-        "consultation_id", ID, sa.ForeignKey("consultations.id"), nullable=True, index=True
-    ),
+    sa.Column("consultation_id", ID, sa.ForeignKey("consultations.id"), nullable=True, index=True),
     sa.Column("sha256", sa.String(64), sa.ForeignKey("blobs.sha256"), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("media_type", sa.String(100), nullable=False),

@@ -91,6 +91,8 @@ JS_STRINGS: Mapping[str, str] = {
     "action.request": N_("Request consultation"),
     "action.join": N_("Join video call"),
     "action.join_live": N_("Join the call in progress"),
+    "action.open": N_("Details"),
+    "action.write_opinion": N_("Write the opinion"),
     "label.reason": N_("Reason"),
     "label.question": N_("Clinical question"),
     "label.patient": N_("Patient"),

@@ -14,6 +14,7 @@ before the app starts. The auth middleware sets ``request[SESSION]``.
 from __future__ import annotations
 
 import logging
+import mimetypes
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 I18N = web.AppKey("i18n", I18n)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+# The vendored PDF.js ships as ``.mjs``; module scripts and module workers are
+# refused unless served as JavaScript, and not every system's mime.types knows it.
+mimetypes.add_type("text/javascript", ".mjs")
 
 # Where "/" sends each role; roles not listed get the plain home page.
 ROLE_HOME = {
@@ -54,6 +59,7 @@ def setup_pages(app: web.Application) -> None:
     app.router.add_get("/clinic", clinic_page, name="clinic")
     app.router.add_get("/queue", queue_page, name="queue")
     app.router.add_get("/coordinator", coordinator_page, name="coordinator")
+    app.router.add_get("/consultations/{consultation_id}", consultation_page, name="consultation")
     app.router.add_get("/consultations/{consultation_id}/call", call_page, name="call")
     app.router.add_get("/recordings", recordings_page, name="recordings")
     app.router.add_get("/consultations/{consultation_id}/replay", replay_page, name="replay")
@@ -341,10 +347,149 @@ async def call_page(request: web.Request) -> web.StreamResponse:
             "state": consultation.state,
             "home": ROLE_HOME.get(account.role, "/"),
         },
-        extra_strings=CALL_STRINGS,
+        extra_strings=CALL_STRINGS | RECORDS_STRINGS,
         department=department.name if department else "",
         requesting_institution=requesting.name if requesting else "",
         joinable=consultation.state in JOINABLE,
+    )
+
+
+# What the records panel (records.js) shows, on the call and the consultation page.
+RECORDS_STRINGS: dict[str, str] = {
+    "records.kind.pdf": N_("PDF"),
+    "records.kind.jpeg": N_("Image"),
+    "records.kind.png": N_("Image"),
+    "records.kind.dicom": N_("DICOM image"),
+    "records.kind.text": N_("Text report"),
+    "records.empty": N_("No documents are attached to this consultation yet."),
+    "records.loading": N_("Loading…"),
+    "records.page": N_("Page %(page)s of %(pages)s"),
+    "records.pages": N_("%(pages)s pages"),
+    "records.download": N_("Download"),
+    "records.show": N_("Show to all"),
+    "records.showing": N_("Showing to all"),
+    "records.shown_by": N_("%(name)s is showing: %(title)s, page %(page)s"),
+    "records.shown_by_single": N_("%(name)s is showing: %(title)s"),
+    "records.someone": N_("Another participant"),
+    "records.uploaded_by": N_("%(name)s, %(time)s"),
+    "records.open_failed": N_("This document could not be opened."),
+    "records.no_preview": N_(
+        "No preview of this DICOM file can be shown (no pixel data, or a compression "
+        "the server cannot decode). Download it to view it in a DICOM viewer."
+    ),
+    "records.dicom.modality": N_("Modality"),
+    "records.dicom.study_date": N_("Study date"),
+    "records.dicom.body_part": N_("Body part"),
+    "records.dicom.size": N_("Image size"),
+    "records.dicom.frames": N_("Frames"),
+    "records.uploading": N_("Uploading %(name)s… %(percent)s"),
+    "records.uploaded": N_("Document uploaded."),
+    "records.summary.conditions": N_("Diagnoses"),
+    "records.summary.medications": N_("Medications"),
+    "records.summary.allergies": N_("Allergies"),
+    "records.summary.vitals": N_("Vital signs"),
+    "records.summary.labs": N_("Laboratory results"),
+    "records.summary.none": N_("None recorded."),
+    "records.summary.empty": N_(
+        "No structured records were imported for this patient (diagnoses, "
+        "medications, allergies, vital signs, laboratory results)."
+    ),
+    "records.summary.failed": N_("The summary could not be loaded."),
+    "records.col.item": N_("Item"),
+    "records.col.value": N_("Result"),
+    "records.col.range": N_("Reference range"),
+    "records.flag.H": N_("High"),
+    "records.flag.L": N_("Low"),
+    "records.allergy.high": N_("High risk"),
+    "records.since": N_("since %(date)s"),
+    "error.unsupported_type": N_(
+        "This kind of file cannot be shared: use PDF, JPEG, PNG, DICOM or plain text."
+    ),
+    "error.too_large": N_("The file is too large to upload."),
+    "error.invalid_image": N_("The picture is damaged or not a real JPEG/PNG file."),
+    "error.invalid_dicom": N_("The DICOM file is damaged or not a DICOM file."),
+    "error.type_mismatch": N_("The file's content does not match its type."),
+}
+
+
+# What only the consultation page's script shows.
+CONSULTATION_STRINGS: dict[str, str] = {
+    "cons.event.requested": N_("%(name)s requested the consultation"),
+    "cons.event.accepted": N_("%(name)s accepted"),
+    "cons.event.assigned": N_("%(name)s assigned the consultation"),
+    "cons.event.declined": N_("%(name)s declined"),
+    "cons.event.cancelled": N_("%(name)s cancelled the request"),
+    "cons.event.escalated": N_("Escalated: nobody accepted in time"),
+    "cons.event.invited": N_("%(name)s invited another doctor"),
+    "cons.event.joined": N_("%(name)s joined the call"),
+    "cons.event.rejoined": N_("%(name)s reconnected"),
+    "cons.event.left": N_("%(name)s left the call"),
+    "cons.event.live": N_("The call started"),
+    "cons.event.ended": N_("%(name)s ended the call"),
+    "cons.event.chat": N_("%(name)s: %(text)s"),
+    "cons.event.document_shared": N_("%(name)s attached a document"),
+    "cons.event.document_shared_title": N_("%(name)s attached %(title)s"),
+    "cons.event.document_opened": N_("%(name)s opened %(title)s"),
+    "cons.event.document_shown": N_("%(name)s showed %(title)s to all"),
+    "cons.event.signed": N_("%(name)s signed the opinion"),
+    "cons.event.referred": N_("%(name)s referred the patient to an in-person visit"),
+    "cons.event.addendum": N_("%(name)s signed an addendum"),
+    "cons.event.recording_started": N_("Recording of %(name)s started"),
+    "cons.event.recording_finished": N_("Recording of %(name)s finished"),
+    "cons.event.recording_recovered": N_("Recording repaired after a server stop"),
+    "cons.event.recording_failed": N_("Recording of %(name)s failed"),
+    "cons.event.other": N_("%(kind)s"),
+    "cons.system": N_("System"),
+    "cons.page_suffix": N_("page %(page)s"),
+    "cons.opinion.findings": N_("Findings"),
+    "cons.opinion.impression": N_("Impression"),
+    "cons.opinion.recommendations": N_("Recommendations"),
+    "cons.opinion.notes": N_("Notes"),
+    "cons.referral.reason": N_("Reason for the in-person visit"),
+    "cons.referral.department": N_("Department to visit"),
+    "cons.signed_by": N_("Signed by %(name)s, %(time)s"),
+    "cons.sha": N_("SHA-256 %(hash)s"),
+    "cons.kind.opinion": N_("Consultation opinion"),
+    "cons.kind.referral": N_("Referral to an in-person visit"),
+    "cons.kind.addendum": N_("Addendum"),
+    "cons.wait.before": N_("The opinion is written after the video call."),
+    "cons.wait.ended": N_("Waiting for the specialist's signed opinion."),
+    "cons.wait.closed": N_("This consultation did not take place; there is no opinion."),
+    "cons.done.signed": N_("Opinion signed."),
+    "cons.done.referred": N_("Referral signed."),
+    "cons.done.addendum": N_("Addendum signed."),
+    "cons.not_found": N_("This consultation was not found."),
+    "error.not_assigned": N_("Only the assigned specialist signs the opinion."),
+    "error.not_author": N_("Only the author of the opinion can add to it."),
+    "error.not_signed": N_("The opinion is not signed yet."),
+}
+
+
+async def consultation_page(request: web.Request) -> web.StreamResponse:
+    """One consultation: the request, records, timeline and the signed opinion."""
+    _switch_language(request)
+    session = _require_session(request)
+    consultation_id = request.match_info["consultation_id"]
+    if DB not in request.app:
+        raise web.HTTPNotFound()
+    async with request.app[DB].read() as conn:
+        consultation = await store.get_consultation(conn, consultation_id)
+    account = session.account
+    # Not visible to this account: answer as for an id that does not exist. The
+    # page is a frame; what it shows comes from the audited API.
+    if consultation is None or not policy.can_see(account, consultation):
+        raise web.HTTPNotFound()
+    return await render(
+        request,
+        "consultation.html",
+        page="consultation",
+        session=session,
+        page_data={
+            "consultation_id": consultation.id,
+            "home": ROLE_HOME.get(account.role, "/"),
+            "participant": policy.is_participant(account, consultation),
+        },
+        extra_strings=CONSULTATION_STRINGS | RECORDS_STRINGS,
     )
 
 

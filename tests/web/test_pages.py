@@ -262,3 +262,74 @@ async def test_every_page_module_exists(anon: TestClient[Any, Any]) -> None:
 async def test_static_does_not_escape_its_folder(anon: TestClient[Any, Any]) -> None:
     resp = await anon.get("/static/../pages.py")
     assert resp.status in (403, 404)
+
+
+async def test_the_consultation_page_for_those_who_may_see_it(login_as: Any) -> None:
+    from .test_workflow_api import demo_ids, request_consultation
+
+    clinic = await login_as("clinic1")
+    c = await request_consultation(clinic, await demo_ids(clinic))
+    path = f"/consultations/{c['id']}"
+    # The requesting clinic, a specialist of the department and the hospital's
+    # coordinator see the page: a frame, without patient data.
+    for username in ("clinic1", "cardio1", "coord1"):
+        user = clinic if username == "clinic1" else await login_as(username)
+        status, html, resp = await fetch(user.client, path)
+        assert status == 200, (username, html)
+        assert resp.headers["Cache-Control"] == "no-store"
+        page = Page(html)
+        page.assert_csp_safe()
+        assert [s["src"] for s in page.scripts if s.get("src")] == ["/static/js/consultation.js"]
+        assert {"records", "records-list", "viewer", "opinion-card", "timeline"} <= page.ids
+        data = page.json_blocks["tc-page"]
+        assert data["consultation_id"] == c["id"]
+        assert data["participant"] is (username == "clinic1")
+        strings = page.json_blocks["tc-strings"]
+        assert strings["records.show"] == "向所有人展示"
+        assert strings["cons.kind.opinion"] == "会诊意见"
+        assert "刘大爷" not in html
+    # Another clinic, another department, an unknown id: as if it did not exist.
+    for username in ("clinic2", "derm1"):
+        outsider = await login_as(username)
+        status, _, _ = await fetch(outsider.client, path)
+        assert status == 404, username
+    status, _, _ = await fetch(clinic.client, f"/consultations/{'0' * 32}")
+    assert status == 404
+    status, _, resp = await fetch((await login_as("clinic1")).client, path + "?lang=en")
+    assert status == 303 and resp.headers["Location"] == path
+
+
+async def test_the_consultation_page_needs_login(anon: TestClient[Any, Any]) -> None:
+    status, _, resp = await fetch(anon, f"/consultations/{'0' * 32}")
+    assert status == 303
+    assert resp.headers["Location"].startswith("/login?next=")
+
+
+async def test_the_call_page_has_the_records_panel(login_as: Any) -> None:
+    from .test_workflow_api import demo_ids, request_consultation
+
+    clinic = await login_as("clinic1")
+    c = await request_consultation(clinic, await demo_ids(clinic))
+    cardio = await login_as("cardio1")
+    status, _ = await cardio.post(f"/api/consultations/{c['id']}/accept")
+    assert status == 200
+    cardio.client.session.cookie_jar.update_cookies({LOCALE_COOKIE: "en"})
+    status, html, _ = await fetch(cardio.client, f"/consultations/{c['id']}/call")
+    assert status == 200
+    page = Page(html)
+    page.assert_csp_safe()
+    assert {"records", "viewer-show", "records-file", "write-opinion"} <= page.ids
+    assert page.json_blocks["tc-strings"]["records.show"] == "Show to all"
+    assert "Write the opinion" in page.text
+    for sheet in ("/static/css/records.css", "/static/js/records.js"):
+        resp = await cardio.client.get(sheet)
+        assert resp.status == 200, sheet
+
+
+async def test_the_vendored_pdfjs_is_served_as_javascript(anon: TestClient[Any, Any]) -> None:
+    # Module scripts and module workers are refused unless served as JavaScript.
+    for name in ("pdf.min.mjs", "pdf.worker.min.mjs"):
+        resp = await anon.get(f"/static/vendor/pdfjs-6.5.438/{name}")
+        assert resp.status == 200, name
+        assert "javascript" in resp.headers["Content-Type"]
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"

@@ -7,6 +7,10 @@
 // back (`joined` with resumed: true) we restart ICE towards each peer, since
 // the media between browsers usually outlives a signaling outage.
 //
+// The records panel (records.js) beside the video takes part through two
+// hooks only: it sends doc_open / doc_show with signaling.send, and this page
+// hands it the doc_show messages and timeline events it receives.
+//
 // window.__call is a small read-only view for the browser tests (peer ids and
 // their RTCPeerConnections, to call getStats); the page itself does not use it.
 
@@ -15,6 +19,7 @@ import { Peer } from "./peer.js";
 import { openCamera, openMedia } from "./devices.js";
 import { QualityMeter } from "./quality.js";
 import { RecordingLeg } from "./recording.js";
+import { RecordsPanel } from "./records.js";
 import { LOCALE, PAGE, el, setPushStatus, t } from "./ui.js";
 
 const STATS_MS = 2000;
@@ -68,8 +73,15 @@ const signaling = new CallSignaling({
     if (status === "joined") call.joinedOnce = true;
     // The header's live-updates dot follows this page's one socket.
     setPushStatus(status === "joined" ? "online" : "connecting");
+    records.setLive(status === "joined" && !call.finished);
     renderBanner();
   },
+});
+
+const records = new RecordsPanel({
+  consultationId: PAGE.consultation_id,
+  send: (message) => signaling.send(message),
+  nameOf,
 });
 
 const recordingLeg = new RecordingLeg({ signaling, onChange: renderRecording });
@@ -492,7 +504,9 @@ function finish(kind, failure = "") {
   for (const track of [call.local.audio, call.local.video]) if (track) track.stop();
   localVideo.srcObject = null;
   root.dataset.finished = kind;
+  records.setLive(false);
   $("call-after").hidden = false;
+  $("write-opinion").hidden = kind !== "ended";
   const rejoin = $("rejoin");
   rejoin.hidden = kind !== "left";
   rejoin.href = location.pathname;
@@ -607,6 +621,10 @@ function handle(msg) {
     }
     case "event":
       addEvent(msg.event);
+      records.onEvent(msg.event);
+      break;
+    case "doc_show":
+      records.onShow(msg);
       break;
     case "rec_answer":
       recordingLeg.answer(msg.sdp);
@@ -667,6 +685,7 @@ window.__call = Object.freeze({
 async function start() {
   renderLocal();
   renderBanner();
+  records.start();
   if (PAGE.state !== "accepted" && PAGE.state !== "live") {
     const over = ["ended", "signed", "referred"].includes(PAGE.state);
     finish(over ? "ended" : "failed", over ? "" : t("call.error.not_joinable"));

@@ -8,6 +8,7 @@ import {
   busy,
   callLink,
   checkRequired,
+  consultationLink,
   el,
   handleAuthLoss,
   option,
@@ -283,6 +284,8 @@ function requestItem(c) {
   }
   const actions = el("div", { class: "item-actions" });
   if (JOINABLE.has(c.state)) actions.append(callLink(c));
+  // A signed opinion or referral is what the clinic came for: make it the main action.
+  actions.append(consultationLink(c, { primary: c.state === "signed" || c.state === "referred" }));
   if (CANCELLABLE.has(c.state)) {
     actions.append(
       el("button", {

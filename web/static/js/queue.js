@@ -9,6 +9,7 @@ import {
   busy,
   callLink,
   checkRequired,
+  consultationLink,
   el,
   errorMessage,
   handleAuthLoss,
@@ -25,7 +26,8 @@ import {
 } from "./ui.js";
 
 const JOINABLE = new Set(["accepted", "live"]);
-const MINE = new Set(["accepted", "live", "ended"]);
+// Signed and referred ones stay listed: their author may add a signed addendum.
+const MINE = new Set(["accepted", "live", "ended", "signed", "referred"]);
 const me = PAGE.account || {};
 
 const $ = (id) => document.getElementById(id);
@@ -118,13 +120,20 @@ function queueItem(c) {
 }
 
 function mineItem(c) {
+  const open =
+    c.state === "ended"
+      ? consultationLink(c, { label: t("action.write_opinion"), primary: true })
+      : consultationLink(c);
   return el(
     "li",
-    { class: "item", dataset: { consultationId: c.id, state: c.state } },
+    {
+      class: `item${c.state === "signed" || c.state === "referred" ? " item-closed" : ""}`,
+      dataset: { consultationId: c.id, state: c.state },
+    },
     itemHead(c, true),
     itemMeta(c),
     facts(c),
-    JOINABLE.has(c.state) ? el("div", { class: "item-actions" }, callLink(c)) : null,
+    el("div", { class: "item-actions" }, JOINABLE.has(c.state) ? callLink(c) : null, open),
   );
 }
 

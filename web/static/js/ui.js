@@ -219,6 +219,16 @@ export function callLink(c) {
   });
 }
 
+// The link to a consultation's own page (request, records, timeline, opinion).
+export function consultationLink(c, { label = t("action.open"), primary = false } = {}) {
+  return el("a", {
+    class: `btn btn-small ${primary ? "btn-primary" : ""} consultation-link`,
+    href: `/consultations/${encodeURIComponent(c.id)}`,
+    dataset: { action: "open" },
+    text: label,
+  });
+}
+
 export function option(value, label, extra = {}) {
   return el("option", { value, ...extra, text: label });
 }
