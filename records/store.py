@@ -587,7 +587,27 @@ async def add_event(
     data: dict[str, Any] | None = None,
 ) -> int:
     """Append an event to a consultation's timeline and return its id."""
-    result = await conn.execute(
+    return await conn.run_sync(
+        add_event_sync,
+        consultation_id=consultation_id,
+        at=at,
+        kind=kind,
+        actor_id=actor_id,
+        data=data,
+    )
+
+
+def add_event_sync(
+    conn: sa.Connection,
+    *,
+    consultation_id: str,
+    at: datetime,
+    kind: str,
+    actor_id: str | None,
+    data: dict[str, Any] | None = None,
+) -> int:
+    """``add_event`` on a synchronous connection (inside ``Database.run_write``)."""
+    result = conn.execute(
         consultation_events.insert().values(
             consultation_id=consultation_id, at=at, kind=kind, actor_id=actor_id, data=data or {}
         )

@@ -855,25 +855,44 @@ class ConsultationService:
     async def call_event(
         self, actor: Actor, consultation_id: str, kind: str, data: dict[str, Any] | None = None
     ) -> Event:
-        """Put a call event (joined, left, chat) on the timeline, audited."""
-        async with self._tx(actor) as conn:
-            now = self.clock.now()
-            eid = await store.add_event(
+        """Put a call event (joined, left, chat) on the timeline, audited.
+
+        The caller is a member of the call (checked when it joined). The event
+        row and its audit entry are written in one hop to the database thread:
+        a chat line is relayed only once it is on the record.
+        """
+        now = self.clock.now()
+        payload = data or {}
+
+        def write(conn: Any) -> int:
+            eid = store.add_event_sync(
                 conn,
                 consultation_id=consultation_id,
                 at=now,
                 kind=kind,
                 actor_id=actor.id,
-                data=data or {},
+                data=payload,
             )
-            await self._audit(conn, actor, f"call.{kind}", "consultation", consultation_id)
+            audit.append_sync(
+                conn,
+                at=now,
+                actor_id=actor.id,
+                action=f"call.{kind}",
+                object_type="consultation",
+                object_id=consultation_id,
+                client_addr=actor.client_addr,
+                detail={},
+            )
+            return eid
+
+        eid = await self.db.run_write(write)
         return Event(
             id=eid,
             consultation_id=consultation_id,
             at=now,
             kind=kind,
             actor_id=actor.id,
-            data=data or {},
+            data=payload,
         )
 
     async def document_event(
