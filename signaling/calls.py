@@ -18,13 +18,14 @@ from typing import Any
 
 from records.models import Event
 from signaling import messages as m
+from signaling.access import Actor
 from signaling.errors import SignalingError
 from signaling.hub import Channel, encode
 from signaling.ice import IceConfig
 from signaling.lifecycle import State
 from signaling.policy import MAX_PARTICIPANTS
 from signaling.recording import RecordingService
-from signaling.service import Actor, ConsultationService
+from signaling.service import ConsultationService
 
 log = logging.getLogger(__name__)
 

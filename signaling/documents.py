@@ -19,22 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from records import audit, documents, filetypes, store
+from records import documents, filetypes, store
 from records.clock import Clock
 from records.db import Database
 from records.documents import Document
 from records.files import FileStore, Incoming
 from records.models import Consultation, Patient
 from signaling import policy
+from signaling.access import Actor, Audited
 from signaling.errors import Invalid, NotFound
-from signaling.service import Actor
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class DocumentService:
         """
         self.db = db
         self.clock = clock
+        self._audited = Audited(db, clock)
         self.files = files
         self.max_upload_bytes = max_upload_bytes
 
@@ -88,38 +89,13 @@ class DocumentService:
         object_id: str | None,
         **detail: Any,
     ) -> None:
-        await audit.append(
-            conn,
-            at=self.clock.now(),
-            actor_id=actor.id,
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            client_addr=actor.client_addr,
-            detail=detail,
-        )
+        await self._audited.audit(conn, actor, action, object_type, object_id, **detail)
 
-    @asynccontextmanager
-    async def _tx(self, actor: Actor, *, write: bool = True) -> AsyncIterator[AsyncConnection]:
-        """A transaction on behalf of ``actor``; refused looks are audited after it.
-
-        As in ``ConsultationService._tx``: a ``NotFound`` carrying a probe rolls the
-        transaction back and is then recorded (``<kind>.denied``) in a transaction
-        of its own, so that probing across institutions leaves a trace.
-        """
-        try:
-            if write:
-                async with self.db.write() as conn:
-                    yield conn
-            else:
-                async with self.db.read() as conn:
-                    yield conn
-        except NotFound as exc:
-            if exc.probe is not None:
-                kind, object_id = exc.probe
-                async with self.db.write() as conn:
-                    await self._audit(conn, actor, f"{kind}.denied", kind, object_id)
-            raise
+    def _tx(
+        self, actor: Actor, *, write: bool = True
+    ) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A transaction on behalf of ``actor``; refused probes are audited (see access.py)."""
+        return self._audited.tx(actor, write=write)
 
     async def _own_patient(self, conn: AsyncConnection, actor: Actor, patient_id: str) -> Patient:
         patient = await store.get_patient(conn, patient_id)

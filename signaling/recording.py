@@ -23,8 +23,8 @@ from records import audit, store
 from records.clock import Clock
 from records.db import Database
 from records.models import Recording
+from signaling.access import Actor
 from signaling.errors import IllegalTransition, NotFound, RuleViolation
-from signaling.service import Actor
 
 log = logging.getLogger(__name__)
 

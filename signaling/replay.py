@@ -8,8 +8,7 @@ start and every download is audited.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,13 +16,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from records import audit, store
+from records import store
 from records.clock import Clock
 from records.db import Database
 from records.models import Account, Consultation, Event, Recording
 from signaling import policy
+from signaling.access import Actor, Audited
 from signaling.errors import NotFound
-from signaling.service import Actor
 
 KEPT = ("finished", "recovered")
 
@@ -69,6 +68,7 @@ class ReplayService:
         """Wire the service; ``root`` is the recordings directory."""
         self.db = db
         self.clock = clock
+        self._audited = Audited(db, clock, denied=lambda kind: "replay.denied")
         self.root = root
 
     async def _audit(
@@ -80,28 +80,11 @@ class ReplayService:
         object_id: str | None,
         **detail: Any,
     ) -> None:
-        await audit.append(
-            conn,
-            at=self.clock.now(),
-            actor_id=actor.id,
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            client_addr=actor.client_addr,
-            detail=detail,
-        )
+        await self._audited.audit(conn, actor, action, object_type, object_id, **detail)
 
-    @asynccontextmanager
-    async def _tx(self, actor: Actor) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.db.write() as conn:
-                yield conn
-        except NotFound as exc:
-            if exc.probe is not None:
-                kind, object_id = exc.probe
-                async with self.db.write() as conn:
-                    await self._audit(conn, actor, "replay.denied", kind, object_id)
-            raise
+    def _tx(self, actor: Actor) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction on behalf of ``actor``; refused probes are audited."""
+        return self._audited.tx(actor)
 
     async def find(
         self, actor: Actor, filters: Filters, *, page: int, per_page: int

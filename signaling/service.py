@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -34,29 +34,12 @@ from records.models import (
     RosterEntry,
 )
 from signaling import policy
+from signaling.access import Actor, Audited
 from signaling.errors import Forbidden, IllegalTransition, Invalid, NotFound, RuleViolation
 from signaling.hub import Hub, consultation_changed
 from signaling.lifecycle import WAITING, Action, State, next_state, sources
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Actor:
-    """Who is acting, and from where (for the audit log)."""
-
-    account: Account
-    client_addr: str | None = None
-
-    @property
-    def id(self) -> str:
-        """The account id."""
-        return self.account.id
-
-    @property
-    def role(self) -> str:
-        """The account's role."""
-        return self.account.role
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +95,7 @@ class ConsultationService:
         self.clock = clock
         self.hub = hub
         self.escalate_after = dict(escalate_after)
+        self._audited = Audited(db, clock)
 
     # -- helpers --------------------------------------------------------------------
 
@@ -124,34 +108,11 @@ class ConsultationService:
         object_id: str | None,
         **detail: Any,
     ) -> None:
-        await audit.append(
-            conn,
-            at=self.clock.now(),
-            actor_id=actor.id if actor else None,
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            client_addr=actor.client_addr if actor else None,
-            detail=detail,
-        )
+        await self._audited.audit(conn, actor, action, object_type, object_id, **detail)
 
-    @asynccontextmanager
-    async def _tx(self, actor: Actor) -> AsyncIterator[AsyncConnection]:
-        """A write transaction on behalf of ``actor``.
-
-        A refused look at something the actor may not see rolls the transaction
-        back; the attempt itself is then audited in a transaction of its own, so
-        that probing across institutions leaves a trace.
-        """
-        try:
-            async with self.db.write() as conn:
-                yield conn
-        except NotFound as exc:
-            if exc.probe is not None:
-                kind, object_id = exc.probe
-                async with self.db.write() as conn:
-                    await self._audit(conn, actor, f"{kind}.denied", kind, object_id)
-            raise
+    def _tx(self, actor: Actor) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction on behalf of ``actor`` (refused probes audited; see access.py)."""
+        return self._audited.tx(actor)
 
     async def _visible(
         self, conn: AsyncConnection, actor: Actor, consultation_id: str

@@ -18,8 +18,9 @@ from records import store, summary
 from records.models import Patient
 from records.summary import Summary, SummaryTable
 from signaling import fhir, policy
+from signaling.access import Actor
 from signaling.errors import Invalid, NotFound
-from signaling.service import Actor, ConsultationService
+from signaling.service import ConsultationService
 
 
 @dataclass(frozen=True, kw_only=True)
