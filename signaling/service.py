@@ -912,12 +912,6 @@ class ConsultationService:
             await self._audit(conn, actor, "timeline.read", "consultation", c.id, after=after_id)
         return events
 
-    async def state_of(self, consultation_id: str) -> str | None:
-        """The current state (no patient data)."""
-        async with self.db.read() as conn:
-            c = await store.get_consultation(conn, consultation_id)
-        return c.state if c else None
-
     # -- escalation -----------------------------------------------------------------
 
     async def escalate_overdue(self) -> list[Consultation]:
