@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,11 +37,21 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
+        # run_write's engine: the stdlib driver on a thread of its own (SQLite files).
+        self._sync_engine: sa.Engine | None = None
+        self._sync_thread: ThreadPoolExecutor | None = None
         if self.is_sqlite:
-            path = sa.engine.make_url(url).database
+            parsed = sa.engine.make_url(url)
+            path = parsed.database
+            kwargs["connect_args"] = {"timeout": 30}
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30}
+                self._sync_engine = sa.create_engine(
+                    parsed.set(drivername="sqlite+pysqlite"),
+                    connect_args={"timeout": 30, "check_same_thread": False},
+                )
+                sa.event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+                self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix="db-write")
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -66,12 +77,22 @@ class Database:
                 yield conn
 
     async def run_write(self, work: Callable[[sa.Connection], T]) -> T:
-        """Run ``work`` as one write transaction entirely on the database thread.
+        """Run ``work`` (synchronous) as one write transaction.
 
-        For small, hot writes (a chat line and its audit entry): begin, the
-        statements and commit cost one hop to the driver's thread instead of one
-        each, and every hop waits for a pass of the event loop.
+        For small, hot writes (a chat line and its audit entry). On an SQLite
+        file, begin, the statements and commit run on a thread of their own with
+        the stdlib driver: one hop from the event loop and back. Through the async
+        driver every statement is one or two hops (execute, fetch), and each hop
+        waits for a pass of a busy event loop. Writers still take turns (the same
+        lock as ``write``, then SQLite's own). Elsewhere (PostgreSQL, an in-memory
+        SQLite) ``work`` runs through the async driver, a hop per statement.
         """
+        if self._sync_engine is not None and self._sync_thread is not None:
+            engine = self._sync_engine
+            async with self._write_lock:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._sync_thread, _immediate_on, engine, work
+                )
         if self.is_sqlite:
             async with self._write_lock, self.engine.connect() as conn:
                 return await conn.run_sync(_immediate, work)
@@ -92,6 +113,11 @@ class Database:
     async def close(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+        if self._sync_engine is not None and self._sync_thread is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._sync_thread, self._sync_engine.dispose
+            )
+            self._sync_thread.shutdown()
 
 
 def alembic_config() -> Config:
@@ -99,6 +125,11 @@ def alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
+
+
+def _immediate_on(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
+    with engine.connect() as conn:
+        return _immediate(conn, work)
 
 
 def _immediate(sync_conn: sa.Connection, work: Callable[[sa.Connection], T]) -> T:
