@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ from signaling.service import ConsultationService
 
 log = logging.getLogger(__name__)
 
+CHAT_REFS_KEPT = 256
+
 
 @dataclass(eq=False)
 class Member:
@@ -42,6 +45,9 @@ class Member:
     connected: bool = True
     grace: asyncio.TimerHandle | None = None
     chat_tail: asyncio.Task[None] | None = None
+    # The refs of this member's latest chat lines (an ordered set): a line sent
+    # again after a reconnect is not relayed or stored twice.
+    chat_refs: dict[str, None] = field(default_factory=dict)
 
     @property
     def peer_id(self) -> str:
@@ -159,10 +165,23 @@ class Calls:
             text = msg.text.strip()
             if not text:
                 raise SignalingError("empty chat message", code="invalid_field")
-            # Storing a chat line waits for the database; offers and candidates
-            # behind it on this socket must not. One chain per member keeps the
-            # member's lines in order.
-            member.chat_tail = self._spawn(self._chat(room, member, text, member.chat_tail))
+            ref = msg.ref or uuid.uuid4().hex
+            if ref in member.chat_refs:
+                return  # sent again after a reconnect: already relayed and stored
+            member.chat_refs[ref] = None
+            if len(member.chat_refs) > CHAT_REFS_KEPT:
+                del member.chat_refs[next(iter(member.chat_refs))]
+            # The others read the line at once; storing it waits for the database,
+            # and neither they nor the offers and candidates behind it on this
+            # socket wait for that. The stored ``event`` (same ``ref``) follows and
+            # marks the line as on the record; ``chat_failed`` if it could not be
+            # stored. One chain per member keeps the member's lines in order.
+            await self._broadcast(
+                room,
+                {"type": "chat", "from": member.peer_id, "ref": ref, "text": text},
+                exclude=member,
+            )
+            member.chat_tail = self._spawn(self._chat(room, member, text, ref, member.chat_tail))
         elif isinstance(msg, m.MediaState):
             member.audio, member.video = msg.audio, msg.video
             await self._broadcast(
@@ -247,23 +266,35 @@ class Calls:
         )
 
     async def _chat(
-        self, room: Room, member: Member, text: str, previous: asyncio.Task[None] | None
+        self,
+        room: Room,
+        member: Member,
+        text: str,
+        ref: str,
+        previous: asyncio.Task[None] | None,
     ) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         try:
             event = await self.service.call_event(
-                member.actor, room.consultation_id, "chat", {"text": text}
+                member.actor, room.consultation_id, "chat", {"text": text, "ref": ref}
             )
         except Exception:
             log.exception("consultation=%s chat not stored", room.consultation_id)
+            member.chat_refs.pop(ref, None)  # the page may send it again
+            # The sender may have resumed on a new socket meanwhile.
+            current = room.members.get(member.peer_id, member)
             await self._send(
-                member,
+                current,
                 {
                     "type": "error",
                     "code": "chat_not_stored",
                     "message": "the message could not be stored",
+                    "ref": ref,
                 },
+            )
+            await self._broadcast(
+                room, {"type": "chat_failed", "from": member.peer_id, "ref": ref}, exclude=current
             )
             return
         await self._broadcast(room, event_message(event, self._names(room)))
@@ -346,6 +377,8 @@ class Calls:
         member = Member(actor=actor, channel=channel, tab_id=msg.tab_id)
         if existing is not None:
             member.audio, member.video = existing.audio, existing.video
+            # Lines still being stored stay in order, and a resent line stays one.
+            member.chat_tail, member.chat_refs = existing.chat_tail, existing.chat_refs
         room.members[actor.id] = member
         self._where[channel] = (room, member)
 

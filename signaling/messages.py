@@ -84,10 +84,16 @@ class Candidate:
 
 @dataclass(frozen=True, kw_only=True)
 class Chat:
-    """A chat line; stored on the timeline."""
+    """A chat line; relayed at once, then stored on the timeline.
+
+    ``ref`` is the sender's own name for the line (a page makes one per line): it
+    comes back in the stored event, so the page can tell its line is on the record,
+    and a line sent again after a reconnect is not stored twice.
+    """
 
     type: ClassVar[str] = "chat"
     text: str = field(metadata=_limit(MAX_CHAT))
+    ref: str | None = field(default=None, metadata=_limit(64))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,6 +9,9 @@ number in a field the server relays untouched (the candidate string, the SDP's
 ``o=`` line, the chat text); ``media_state`` has no such field and is matched in
 order (the relay keeps a socket's messages in order).
 
+Chat is relayed at once and then stored; the stored ``event`` that follows at the
+receiver is timed too, apart ("chat stored"), and kept out of the relay latencies.
+
 The parent talks to a worker over a ``multiprocessing`` pipe:
 worker -> ``("ready", info)``; then, per round, parent -> ``("go", seconds)`` and
 worker -> ``("result", stats)``; finally parent -> ``"stop"``.
@@ -132,6 +135,8 @@ class Worker:
         self.spec = spec
         self.kind: str = spec["kind"]
         self.pending: dict[int, tuple[float, Sock]] = {}
+        self.pending_stored: dict[int, tuple[float, Sock]] = {}  # chat awaiting its event
+        self.stored: list[float] = []
         self.latencies: list[float] = []
         self.by_kind: dict[str, list[float]] = collections.defaultdict(list)
         self.errors: collections.Counter[str] = collections.Counter()
@@ -175,14 +180,17 @@ class Worker:
             if sock.media_fifo:
                 self.record("media_state", now - sock.media_fifo.popleft())
             return
-        elif kind == "chat":  # bare relay: the message as sent
+        elif kind == "chat":  # relayed as sent (teleconsult adds from and ref)
             seq = int(msg["text"].rsplit(" ", 1)[1])
-        elif kind == "event":  # teleconsult: chat comes back as a timeline event
+        elif kind == "event":  # teleconsult: then the chat line is on the timeline
             event = msg["event"]
             if event["kind"] != "chat":
                 return
-            kind = "chat"
-            seq = int(event["data"]["text"].rsplit(" ", 1)[1])
+            stored = self.pending_stored.get(int(event["data"]["text"].rsplit(" ", 1)[1]))
+            if stored is not None and stored[1] is sock:  # the sender's copy is skipped
+                del self.pending_stored[int(event["data"]["text"].rsplit(" ", 1)[1])]
+                self.stored.append((now - stored[0]) * 1000.0)
+            return
         elif kind == "joined":
             if not sock.joined.done():
                 sock.joined.set_result(msg)
@@ -196,7 +204,7 @@ class Worker:
             self.other += 1
             return
         entry = self.pending.get(seq)
-        if entry is not None and entry[1] is sock:  # the sender's own chat echo is skipped
+        if entry is not None and entry[1] is sock:
             del self.pending[seq]
             self.record("sdp" if kind in ("offer", "answer") else str(kind), now - entry[0])
 
@@ -275,6 +283,8 @@ class Worker:
             return json.dumps(msg)
         else:
             msg = {"type": "chat", "text": f"bench {seq}"}
+            if self.kind == "teleconsult":
+                self.pending_stored[seq] = (time.perf_counter(), receiver)
         self.pending[seq] = (time.perf_counter(), receiver)
         return json.dumps(msg)
 
@@ -312,7 +322,11 @@ class Worker:
     async def drain(self) -> None:
         deadline = time.perf_counter() + DRAIN_TIMEOUT
         while time.perf_counter() < deadline:
-            if not self.pending and not any(a.media_fifo or b.media_fifo for a, b in self.pairs):
+            if (
+                not self.pending
+                and not self.pending_stored
+                and not any(a.media_fifo or b.media_fifo for a, b in self.pairs)
+            ):
                 return
             await asyncio.sleep(0.05)
 
@@ -320,6 +334,7 @@ class Worker:
         """One load window and its drain; the numbers of this window only."""
         self.errors.clear()
         self.latencies, self.by_kind = [], collections.defaultdict(list)
+        self.stored = []
         self.sent = self.received = 0
         pushes_before = self.pushes
         duration = await self.load(self.spec["rate"], seconds)
@@ -329,7 +344,9 @@ class Worker:
             for a, b in self.pairs
         )
         lost = len(self.pending) + sum(len(a.media_fifo) + len(b.media_fifo) for a, b in self.pairs)
+        not_stored = len(self.pending_stored)
         self.pending.clear()
+        self.pending_stored.clear()
         for a, b in self.pairs:
             a.media_fifo.clear()
             b.media_fifo.clear()
@@ -340,6 +357,8 @@ class Worker:
             "duration": duration,
             "latencies": self.latencies,
             "by_kind": dict(self.by_kind),
+            "stored": self.stored,
+            "not_stored": not_stored,
             "errors": dict(self.errors),
             "held": held,
             "pushes_during_load": self.pushes - pushes_before,

@@ -78,6 +78,8 @@ class Outcome:
     pushes: int
     errors: dict[str, int]
     by_kind: dict[str, list[float]]
+    stored: list[float]  # chat: send -> stored event at the receiver (teleconsult)
+    not_stored: int
 
 
 # -- the server process -----------------------------------------------------------------
@@ -329,6 +331,8 @@ class Target:
             pushes=sum(r["pushes"] for r in ready),
             errors=errors,
             by_kind=by_kind,
+            stored=[x for r in results for x in r["stored"]],
+            not_stored=sum(r["not_stored"] for r in results),
         )
 
 
@@ -476,6 +480,13 @@ def report(outcomes: list[Outcome]) -> None:
                 for kind, v in sorted(o.by_kind.items())
             )
         )
+        if o.stored or o.not_stored:
+            print(
+                f"{o.name} chat on the timeline (send -> stored event at the receiver; "
+                f"not in the relay latencies): n {len(o.stored)}, "
+                f"p50 {percentile(o.stored, 0.5):.2f} ms, p99 {percentile(o.stored, 0.99):.2f} ms, "
+                f"not stored {o.not_stored}"
+            )
 
 
 def main() -> int:

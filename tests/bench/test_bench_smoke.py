@@ -38,3 +38,7 @@ def test_benchmark_runs_and_loses_nothing() -> None:
         sent = int(re.search(r"sent (\d+)", summary).group(1))  # type: ignore[union-attr]
         assert sent >= 150, summary
         assert f"delivered {sent}, lost 0, held at end 20, errors none" in summary, summary
+    # Chat is relayed first, then stored: every line also reached the timeline.
+    [stored] = [line for line in lines if line.startswith("teleconsult chat on the timeline")]
+    assert stored.endswith("not stored 0"), stored
+    assert int(re.search(r"n (\d+),", stored).group(1)) > 0, stored  # type: ignore[union-attr]

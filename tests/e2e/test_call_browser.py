@@ -20,7 +20,7 @@ import pytest
 from aiohttp import WSCloseCode, web
 
 from web.auth import COOKIE
-from web.keys import SOCKETS
+from web.keys import DB, SOCKETS
 from web.settings import Settings
 
 from .conftest import (
@@ -175,6 +175,42 @@ async def test_two_doctors_see_each_other_and_survive_a_signaling_drop(
         found = [p for p in await problems.collect(page) if "test: " not in p]
         assert found == []
     print(f"two-party call test: {time.monotonic() - started:.1f}s")
+
+
+async def test_a_chat_line_not_stored_is_marked_and_can_be_sent_again(
+    open_as: Any, live_app: tuple[web.Application, str]
+) -> None:
+    app, _ = live_app
+    _, clinic, clinic_problems = await open_as("clinic1")  # zh_CN
+    _, cardio, cardio_problems = await open_as("cardio1", locale="en")
+    cid = await accepted_consultation(clinic, cardio)
+    await clinic.goto(f"/consultations/{cid}/call")
+    await cardio.goto(f"/consultations/{cid}/call")
+    await cardio.locator('#call-banner[data-kind="live"]').wait_for()
+    # The database refuses chat rows (a real SQLite failure, not a stand-in).
+    async with app[DB].write() as conn:
+        await conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_chat BEFORE INSERT ON consultation_events "
+            "WHEN NEW.kind = 'chat' BEGIN SELECT RAISE(ABORT, 'disk quota'); END"
+        )
+    await chat(clinic, "血氧 91%")
+    # Both pages say the line is not on the record; only its author may resend it.
+    failed = "#chat-log li[data-failed]"
+    await cardio.locator(failed, has_text="not saved to the record").wait_for()
+    await clinic.locator(failed, has_text="未存入记录").wait_for()
+    assert await cardio.locator(f"{failed} .chat-retry").count() == 0
+    async with app[DB].write() as conn:
+        await conn.exec_driver_sql("DROP TRIGGER refuse_chat")
+    await clinic.locator(f"{failed} .chat-retry", has_text="重新发送").click()
+    for page in (clinic, cardio):
+        await chat_line(page, "血氧 91%").wait_for()
+        assert await page.locator("#chat-log li[data-pending]").count() == 0
+    events = (await (await clinic.request.get(f"/api/consultations/{cid}/timeline")).json())[
+        "events"
+    ]
+    assert [e["data"]["text"] for e in events if e["kind"] == "chat"] == ["血氧 91%"]
+    for page, problems in ((clinic, clinic_problems), (cardio, cardio_problems)):
+        assert await problems.collect(page) == []
 
 
 async def test_denied_camera_goes_on_with_voice(open_as: Any) -> None:

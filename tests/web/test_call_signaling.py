@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from web.keys import CALLS
+from web.keys import CALLS, DB
 
 from .calls import connect, join
 from .test_workflow_api import demo_ids, request_consultation
@@ -83,6 +83,76 @@ async def test_chat_reaches_both_and_is_on_the_timeline(login_as: LoginAs) -> No
     assert [c["data"]["text"] for c in chats] == ["患者血压 150/95"]
 
 
+async def test_chat_is_relayed_at_once_then_confirmed_on_the_record(login_as: LoginAs) -> None:
+    clinic, cardio, cid, _ = await accepted_consultation(login_as)
+    a, b = await connect(clinic), await connect(cardio)
+    await join(a, cid)
+    await join(b, cid, tab="tab-b")
+    await a.send({"type": "chat", "text": " 心电图已上传 ", "ref": "line-1"})
+    # The peer reads the line first, then the stored event with the same ref.
+    relayed = await b.recv("chat", "event")
+    while relayed["type"] == "event" and relayed["event"]["kind"] != "chat":
+        relayed = await b.recv("chat", "event")
+    assert relayed == {
+        "type": "chat",
+        "from": clinic.account["id"],
+        "ref": "line-1",
+        "text": "心电图已上传",
+    }
+    for sock in (a, b):
+        while (msg := await sock.recv("event"))["event"]["kind"] != "chat":
+            pass
+        assert msg["event"]["data"] == {"text": "心电图已上传", "ref": "line-1"}
+        assert msg["event"]["actor_id"] == clinic.account["id"]
+
+    # Sent again (a page resending after a reconnect): neither relayed nor stored twice.
+    await a.send({"type": "chat", "text": "心电图已上传", "ref": "line-1"})
+    await a.send({"type": "chat", "text": "请看 V1-V4", "ref": "line-2"})
+    assert (await b.recv("chat"))["ref"] == "line-2"
+    while (msg := await a.recv("event"))["event"]["kind"] != "chat":
+        pass
+    assert msg["event"]["data"]["ref"] == "line-2"
+    _, data = await cardio.get(f"/api/consultations/{cid}/timeline")
+    chats = [e["data"]["text"] for e in data["events"] if e["kind"] == "chat"]
+    assert chats == ["心电图已上传", "请看 V1-V4"]
+
+
+async def test_a_chat_line_the_database_refuses_is_reported_to_everyone(
+    login_as: LoginAs, app: Any
+) -> None:
+    clinic, cardio, cid, _ = await accepted_consultation(login_as)
+    a, b = await connect(clinic), await connect(cardio)
+    await join(a, cid)
+    await join(b, cid, tab="tab-b")
+    # A real failure of the database, not a stand-in: SQLite refuses the row.
+    async with app[DB].write() as conn:
+        await conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_chat BEFORE INSERT ON consultation_events "
+            "WHEN NEW.kind = 'chat' BEGIN SELECT RAISE(ABORT, 'disk quota'); END"
+        )
+    await a.send({"type": "chat", "text": "血氧 91%", "ref": "r-9"})
+    assert (await b.recv("chat"))["ref"] == "r-9"
+    assert (await b.recv("chat_failed")) == {
+        "type": "chat_failed",
+        "from": clinic.account["id"],
+        "ref": "r-9",
+    }
+    error = await a.recv("error")
+    assert (error["code"], error["ref"]) == ("chat_not_stored", "r-9")
+
+    # Nothing half-written, and the same line can be sent again once the database takes it.
+    _, data = await cardio.get(f"/api/consultations/{cid}/timeline")
+    assert [e for e in data["events"] if e["kind"] == "chat"] == []
+    async with app[DB].write() as conn:
+        await conn.exec_driver_sql("DROP TRIGGER refuse_chat")
+    await a.send({"type": "chat", "text": "血氧 91%", "ref": "r-9"})
+    while (msg := await b.recv("event"))["event"]["kind"] != "chat":
+        pass
+    assert msg["event"]["data"] == {"text": "血氧 91%", "ref": "r-9"}
+    _, data = await cardio.get(f"/api/consultations/{cid}/timeline")
+    assert [e["data"]["text"] for e in data["events"] if e["kind"] == "chat"] == ["血氧 91%"]
+
+
 async def test_resume_after_a_dropped_socket_replays_what_was_missed(
     login_as: LoginAs, app: Any
 ) -> None:
@@ -124,6 +194,8 @@ async def test_errors_keep_the_socket_usable(login_as: LoginAs) -> None:
         ('{"type": "chat"}', "missing_field"),
         ('{"type": "chat", "text": 5}', "invalid_field"),
         ('{"type": "chat", "text": "x", "extra": 1}', "unknown_field"),
+        ('{"type": "chat", "text": "x", "ref": 7}', "invalid_field"),
+        ('{"type": "chat", "text": "x", "ref": "' + "r" * 65 + '"}', "field_too_long"),
         ('{"type": "chat", "text": "' + "长" * 2001 + '"}', "field_too_long"),
         ('{"type": "chat", "text": "' + "x" * 70000 + '"}', "too_large"),
         ('{"type": "offer", "to": "' + "0" * 32 + '", "sdp": "v=0"}', "not_joined"),

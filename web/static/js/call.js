@@ -392,16 +392,79 @@ function nameOf(peerId) {
   return entry ? entry.info.display_name : "";
 }
 
+// A chat line not (yet) on the record: our own while it is being sent and
+// stored, another's between its relay and its stored event. The stored event
+// replaces it; "chat_failed" (or our chat_not_stored error) marks it.
+function unstoredLine({ ref, from, text, mine, status }) {
+  return el(
+    "li",
+    { class: "chat-line", dataset: { kind: "chat", mine: mine ? "true" : "false", pending: "true", ref, from: from || "" } },
+    el(
+      "div",
+      { class: "chat-who" },
+      el("span", { class: "chat-name", text: mine ? t("call.you") : nameOf(from) }),
+      el("span", { class: "chat-time", text: status }),
+    ),
+    el("p", { class: "chat-text", text }),
+  );
+}
+
+function unstored(from, ref) {
+  if (!ref) return null;
+  return [...chatLog.querySelectorAll("li[data-pending]")].find(
+    (li) =>
+      li.dataset.ref === ref &&
+      // Our own lines may predate the first join, when our id was not known yet.
+      (li.dataset.from === from || (li.dataset.mine === "true" && from === call.myId)),
+  );
+}
+
+function appendUnstored(line) {
+  const pinned = chatLog.scrollHeight - chatLog.scrollTop - chatLog.clientHeight < 40;
+  chatLog.append(line);
+  if (pinned || line.dataset.mine === "true") chatLog.scrollTop = chatLog.scrollHeight;
+}
+
+function onRelayedChat(msg) {
+  if (unstored(msg.from, msg.ref)) return;
+  appendUnstored(
+    unstoredLine({ ref: msg.ref, from: msg.from, text: msg.text, mine: false, status: clock.format(new Date()) }),
+  );
+}
+
+function markNotStored(from, ref) {
+  const line = unstored(from, ref);
+  if (!line) return;
+  line.dataset.failed = "true";
+  const status = line.querySelector(".chat-time");
+  status.textContent = t("call.chat.not_stored");
+  if (line.dataset.mine === "true" && !call.finished) {
+    const text = line.querySelector(".chat-text").textContent;
+    const retry = el("button", { type: "button", class: "chat-retry", text: t("call.chat.retry") });
+    retry.addEventListener("click", () => {
+      retry.remove();
+      delete line.dataset.failed;
+      const { sent } = signaling.chat(text, ref);
+      status.textContent = sent ? t("call.chat.sending") : t("call.chat.pending");
+    });
+    line.querySelector(".chat-who").append(retry);
+  }
+}
+
 function addEvent(event) {
   if (!event || !CHAT_KINDS.has(event.kind) || call.seenEvents.has(event.id)) return;
   call.seenEvents.add(event.id);
   const mine = event.actor_id && event.actor_id === call.myId;
-  if (event.kind === "chat" && mine) {
-    // Our own line came back from the server: it replaces the pending copy.
-    const pending = [...chatLog.querySelectorAll("li[data-pending]")].find(
-      (li) => li.querySelector(".chat-text").textContent === event.data.text,
-    );
-    if (pending) pending.remove();
+  if (event.kind === "chat") {
+    // The line is on the record now: the stored copy replaces the unstored one.
+    const data = event.data || {};
+    let line = unstored(event.actor_id, data.ref);
+    if (!line && mine && !data.ref) {
+      line = [...chatLog.querySelectorAll('li[data-pending][data-mine="true"]')].find(
+        (li) => li.querySelector(".chat-text").textContent === data.text,
+      );
+    }
+    if (line) line.remove();
   }
   const at = new Date(event.at);
   const time = el("time", {
@@ -445,22 +508,16 @@ chatForm.addEventListener("submit", (event) => {
   const text = chatText.value.trim();
   if (!text || call.finished) return;
   chatText.value = "";
-  if (!signaling.chat(text)) {
-    chatLog.append(
-      el(
-        "li",
-        { class: "chat-line", dataset: { kind: "chat", mine: "true", pending: "true" } },
-        el(
-          "div",
-          { class: "chat-who" },
-          el("span", { class: "chat-name", text: t("call.you") }),
-          el("span", { class: "chat-time", text: t("call.chat.pending") }),
-        ),
-        el("p", { class: "chat-text", text }),
-      ),
-    );
-    chatLog.scrollTop = chatLog.scrollHeight;
-  }
+  const { ref, sent } = signaling.chat(text);
+  appendUnstored(
+    unstoredLine({
+      ref,
+      from: call.myId,
+      text,
+      mine: true,
+      status: sent ? t("call.chat.sending") : t("call.chat.pending"),
+    }),
+  );
 });
 
 // -- banner and the end of the call -----------------------------------------------
@@ -539,6 +596,10 @@ function onJoined(msg) {
   };
   call.consultationState = msg.state;
   for (const event of msg.events || []) addEvent(event);
+  // What is still unconfirmed goes out again right after this (signaling.js).
+  for (const li of chatLog.querySelectorAll('li[data-pending][data-mine="true"]:not([data-failed])')) {
+    li.querySelector(".chat-time").textContent = t("call.chat.sending");
+  }
   const present = new Set(msg.peers.map((p) => p.peer_id));
   for (const peerId of [...call.entries.keys()]) {
     if (!present.has(peerId)) dropPeer(peerId); // left while we were away
@@ -619,6 +680,12 @@ function handle(msg) {
       }
       break;
     }
+    case "chat":
+      onRelayedChat(msg);
+      break;
+    case "chat_failed":
+      markNotStored(msg.from, msg.ref);
+      break;
     case "event":
       addEvent(msg.event);
       records.onEvent(msg.event);
@@ -641,7 +708,9 @@ function handle(msg) {
       renderBanner();
       break;
     case "error":
-      if (REC_ERRORS.has(msg.code)) {
+      if (msg.code === "chat_not_stored") {
+        markNotStored(call.myId, msg.ref);
+      } else if (REC_ERRORS.has(msg.code)) {
         recordingLeg.failed();
         renderRecording();
       } else if (FATAL_CODES.has(msg.code) && !signaling.joined) {

@@ -2,17 +2,22 @@
 //
 // Client messages: join {consultation_id, tab_id, resume_after?}, leave,
 // offer {to, sdp}, answer {to, sdp}, candidate {to, candidate, sdp_mid,
-// sdp_mline_index}, chat {text}, media_state {audio, video}, end, ping.
+// sdp_mline_index}, chat {text, ref}, media_state {audio, video}, end, ping.
 // Server messages (handed to onMessage): joined, peer_joined, peer_left,
-// peer_state, offer, answer, candidate, media_state, event, state, error, plus
-// the dashboards' pushes (consultation.changed), which the call page ignores.
+// peer_state, offer, answer, candidate, media_state, chat (another's line, not
+// yet stored), chat_failed, event, state, error, plus the dashboards' pushes
+// (consultation.changed), which the call page ignores.
 //
 // The socket reconnects by itself with exponential backoff and jitter. Each tab
 // keeps its tab_id in sessionStorage, so that a reconnect (or a reload) resumes
 // the same place in the call instead of counting as a second window; the last
 // timeline event id seen is sent as resume_after, and the server replays what
-// was missed in `joined.events`. Chat typed while the socket is down is queued
-// and sent once the call is joined again.
+// was missed in `joined.events`.
+//
+// A chat line is never lost to an outage: it keeps its ref until the stored
+// `event` with that ref comes back (or the server says it could not be stored),
+// and after every join the lines still unconfirmed are sent again; the server
+// takes each ref once.
 
 const PING_MS = 20000;
 const MAX_BACKOFF_MS = 10000;
@@ -28,6 +33,12 @@ export const FATAL_CODES = new Set([
   "not_found",
   "unauthenticated",
 ]);
+
+function newRef() {
+  const bytes = new Uint8Array(9);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 function tabId() {
   let id = null;
@@ -58,7 +69,8 @@ export class CallSignaling {
     this.onStatus = onStatus;
     this.tabId = tabId();
     this.lastEventId = null;
-    this.pendingChat = [];
+    this.unconfirmed = new Map(); // chat ref -> text, until stored or refused
+    this.peerId = null;
     this.joined = false;
     this.closed = false;
     this.connects = 0;
@@ -154,12 +166,13 @@ export class CallSignaling {
         this.joined = true;
         this.attempt = 0;
         this.connects += 1;
+        this.peerId = message.peer_id;
         for (const e of message.events || []) this.seen(e);
         clearInterval(this.pingTimer);
         this.pingTimer = setInterval(() => this.raw(socket, { type: "ping" }), PING_MS);
         this.onStatus("joined");
         this.onMessage(message);
-        this.flushChat();
+        this.resendChat();
         return;
       case "event":
         this.seen(message.event);
@@ -168,6 +181,7 @@ export class CallSignaling {
         if (!this.joined && FATAL_CODES.has(message.code)) {
           this.close();
         }
+        if (message.code === "chat_not_stored") this.unconfirmed.delete(message.ref);
         break;
       case "state":
         if (message.state !== "accepted" && message.state !== "live") this.close();
@@ -181,6 +195,9 @@ export class CallSignaling {
   seen(event) {
     if (event && Number.isInteger(event.id)) {
       this.lastEventId = Math.max(this.lastEventId ?? 0, event.id);
+    }
+    if (event && event.kind === "chat" && event.actor_id === this.peerId && event.data) {
+      this.unconfirmed.delete(event.data.ref);
     }
   }
 
@@ -196,18 +213,16 @@ export class CallSignaling {
     return this.raw(this.socket, message);
   }
 
-  // Chat is never lost to a short outage: queued, sent after the next join.
-  chat(text) {
-    if (this.send({ type: "chat", text })) return true;
-    this.pendingChat.push(text);
-    return false;
+  // Send a chat line (again, with the ref it had, after a failure); returns
+  // {ref, sent}: sent is false while the call is not joined (it goes on the next join).
+  chat(text, ref = newRef()) {
+    this.unconfirmed.set(ref, text);
+    return { ref, sent: this.send({ type: "chat", text, ref }) };
   }
 
-  flushChat() {
-    while (this.pendingChat.length > 0 && this.joined) {
-      const text = this.pendingChat[0];
-      if (!this.raw(this.socket, { type: "chat", text })) return;
-      this.pendingChat.shift();
+  resendChat() {
+    for (const [ref, text] of this.unconfirmed) {
+      if (!this.send({ type: "chat", text, ref })) return;
     }
   }
 
