@@ -80,8 +80,8 @@ async def append(
     Returns:
         The entry's sequence number.
     """
-    # The three statements run in one hop to the database thread: every audited
-    # action pays for this, and each hop waits for a pass of a busy event loop.
+    # The three statements run in one greenlet (see Database.run_write): every
+    # audited action pays for this.
     return await conn.run_sync(
         append_sync,
         at=at,

@@ -819,8 +819,9 @@ class ConsultationService:
         """Put a call event (joined, left, chat) on the timeline, audited.
 
         The caller is a member of the call (checked when it joined). The event
-        row and its audit entry are written in one hop to the database thread:
-        a chat line is relayed only once it is on the record.
+        row and its audit entry are written in one transaction (``run_write``).
+        A chat line is relayed before this (see ``Calls``); the stored event
+        confirms it.
         """
         now = self.clock.now()
         payload = data or {}
