@@ -178,7 +178,7 @@ async def test_two_doctors_see_each_other_and_survive_a_signaling_drop(
 
 
 async def test_a_chat_line_not_stored_is_marked_and_can_be_sent_again(
-    open_as: Any, live_app: tuple[web.Application, str]
+    open_as: Any, live_app: tuple[web.Application, str], screenshots_dir: Path
 ) -> None:
     app, _ = live_app
     _, clinic, clinic_problems = await open_as("clinic1")  # zh_CN
@@ -199,6 +199,12 @@ async def test_a_chat_line_not_stored_is_marked_and_can_be_sent_again(
     await cardio.locator(failed, has_text="not saved to the record").wait_for()
     await clinic.locator(failed, has_text="未存入记录").wait_for()
     assert await cardio.locator(f"{failed} .chat-retry").count() == 0
+    for page, locale in ((clinic, "zh_CN"), (cardio, "en")):
+        for width, height in ((1400, 900), (390, 844)):
+            await page.set_viewport_size({"width": width, "height": height})
+            await page.locator("#chat-log").screenshot(
+                path=str(screenshots_dir / f"call-chat-failed-{locale}-{width}.png")
+            )
     async with app[DB].write() as conn:
         await conn.exec_driver_sql("DROP TRIGGER refuse_chat")
     await clinic.locator(f"{failed} .chat-retry", has_text="重新发送").click()

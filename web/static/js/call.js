@@ -440,7 +440,7 @@ function markNotStored(from, ref) {
   status.textContent = t("call.chat.not_stored");
   if (line.dataset.mine === "true" && !call.finished) {
     const text = line.querySelector(".chat-text").textContent;
-    const retry = el("button", { type: "button", class: "chat-retry", text: t("call.chat.retry") });
+    const retry = el("button", { type: "button", class: "btn btn-small btn-primary-quiet chat-retry", text: t("call.chat.retry") });
     retry.addEventListener("click", () => {
       retry.remove();
       delete line.dataset.failed;
