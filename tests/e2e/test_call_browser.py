@@ -23,6 +23,7 @@ from web.auth import COOKIE
 from web.keys import DB, SOCKETS
 from web.settings import Settings
 
+from ..web.calls import chat_refused
 from .conftest import (
     LOOPBACK_ADDRESSES,
     LOOPBACK_NETWORKS,
@@ -187,26 +188,19 @@ async def test_a_chat_line_not_stored_is_marked_and_can_be_sent_again(
     await clinic.goto(f"/consultations/{cid}/call")
     await cardio.goto(f"/consultations/{cid}/call")
     await cardio.locator('#call-banner[data-kind="live"]').wait_for()
-    # The database refuses chat rows (a real SQLite failure, not a stand-in).
-    async with app[DB].write() as conn:
-        await conn.exec_driver_sql(
-            "CREATE TRIGGER refuse_chat BEFORE INSERT ON consultation_events "
-            "WHEN NEW.kind = 'chat' BEGIN SELECT RAISE(ABORT, 'disk quota'); END"
-        )
-    await chat(clinic, "血氧 91%")
-    # Both pages say the line is not on the record; only its author may resend it.
-    failed = "#chat-log li[data-failed]"
-    await cardio.locator(failed, has_text="not saved to the record").wait_for()
-    await clinic.locator(failed, has_text="未存入记录").wait_for()
-    assert await cardio.locator(f"{failed} .chat-retry").count() == 0
-    for page, locale in ((clinic, "zh_CN"), (cardio, "en")):
-        for width, height in ((1400, 900), (390, 844)):
-            await page.set_viewport_size({"width": width, "height": height})
-            await page.locator("#chat-log").screenshot(
-                path=str(screenshots_dir / f"call-chat-failed-{locale}-{width}.png")
-            )
-    async with app[DB].write() as conn:
-        await conn.exec_driver_sql("DROP TRIGGER refuse_chat")
+    async with chat_refused(app[DB]):
+        await chat(clinic, "血氧 91%")
+        # Both pages say the line is not on the record; only its author may resend it.
+        failed = "#chat-log li[data-failed]"
+        await cardio.locator(failed, has_text="not saved to the record").wait_for()
+        await clinic.locator(failed, has_text="未存入记录").wait_for()
+        assert await cardio.locator(f"{failed} .chat-retry").count() == 0
+        for page, locale in ((clinic, "zh_CN"), (cardio, "en")):
+            for width, height in ((1400, 900), (390, 844)):
+                await page.set_viewport_size({"width": width, "height": height})
+                await page.locator("#chat-log").screenshot(
+                    path=str(screenshots_dir / f"call-chat-failed-{locale}-{width}.png")
+                )
     await clinic.locator(f"{failed} .chat-retry", has_text="重新发送").click()
     for page in (clinic, cardio):
         await chat_line(page, "血氧 91%").wait_for()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import ClientWebSocketResponse, WSMsgType
@@ -67,3 +69,19 @@ async def connect(user: Any, origin: str | None = None) -> Socket:
 async def join(sock: Socket, consultation_id: str, tab: str = "tab-1", **extra: Any) -> Any:
     await sock.send({"type": "join", "consultation_id": consultation_id, "tab_id": tab, **extra})
     return await sock.recv("joined", "error")
+
+
+@asynccontextmanager
+async def chat_refused(db: Any) -> AsyncIterator[None]:
+    """While inside, the database refuses chat rows: a real SQLite failure (a
+    trigger aborts the insert), not a stand-in for the store."""
+    async with db.write() as conn:
+        await conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_chat BEFORE INSERT ON consultation_events "
+            "WHEN NEW.kind = 'chat' BEGIN SELECT RAISE(ABORT, 'disk quota'); END"
+        )
+    try:
+        yield
+    finally:
+        async with db.write() as conn:
+            await conn.exec_driver_sql("DROP TRIGGER refuse_chat")

@@ -8,7 +8,7 @@ import pytest
 
 from web.keys import CALLS, DB
 
-from .calls import connect, join
+from .calls import Socket, chat_refused, connect, join
 from .test_workflow_api import demo_ids, request_consultation
 
 LoginAs = Any
@@ -21,6 +21,15 @@ async def accepted_consultation(login_as: LoginAs, patient: str = "刘大爷") -
     status, _ = await cardio.post(f"/api/consultations/{c['id']}/accept")
     assert status == 200
     return clinic, cardio, c["id"], ids
+
+
+async def both_in_call(login_as: LoginAs) -> tuple[Any, Any, str, Socket, Socket]:
+    """The clinic doctor (socket a) and the cardiologist (b) in one consultation's call."""
+    clinic, cardio, cid, _ = await accepted_consultation(login_as)
+    a, b = await connect(clinic), await connect(cardio)
+    await join(a, cid)
+    await join(b, cid, tab="tab-b")
+    return clinic, cardio, cid, a, b
 
 
 async def test_two_participants_join_relay_and_go_live(login_as: LoginAs) -> None:
@@ -68,10 +77,7 @@ async def test_two_participants_join_relay_and_go_live(login_as: LoginAs) -> Non
 
 
 async def test_chat_reaches_both_and_is_on_the_timeline(login_as: LoginAs) -> None:
-    clinic, cardio, cid, _ = await accepted_consultation(login_as)
-    a, b = await connect(clinic), await connect(cardio)
-    await join(a, cid)
-    await join(b, cid, tab="tab-b")
+    _, cardio, cid, a, b = await both_in_call(login_as)
     await a.send({"type": "chat", "text": "患者血压 150/95"})
     for sock in (a, b):
         while (msg := await sock.recv("event"))["event"]["kind"] != "chat":
@@ -84,10 +90,7 @@ async def test_chat_reaches_both_and_is_on_the_timeline(login_as: LoginAs) -> No
 
 
 async def test_chat_is_relayed_at_once_then_confirmed_on_the_record(login_as: LoginAs) -> None:
-    clinic, cardio, cid, _ = await accepted_consultation(login_as)
-    a, b = await connect(clinic), await connect(cardio)
-    await join(a, cid)
-    await join(b, cid, tab="tab-b")
+    clinic, cardio, cid, a, b = await both_in_call(login_as)
     await a.send({"type": "chat", "text": " 心电图已上传 ", "ref": "line-1"})
     # The peer reads the line first, then the stored event with the same ref.
     relayed = await b.recv("chat", "event")
@@ -120,31 +123,22 @@ async def test_chat_is_relayed_at_once_then_confirmed_on_the_record(login_as: Lo
 async def test_a_chat_line_the_database_refuses_is_reported_to_everyone(
     login_as: LoginAs, app: Any
 ) -> None:
-    clinic, cardio, cid, _ = await accepted_consultation(login_as)
-    a, b = await connect(clinic), await connect(cardio)
-    await join(a, cid)
-    await join(b, cid, tab="tab-b")
-    # A real failure of the database, not a stand-in: SQLite refuses the row.
-    async with app[DB].write() as conn:
-        await conn.exec_driver_sql(
-            "CREATE TRIGGER refuse_chat BEFORE INSERT ON consultation_events "
-            "WHEN NEW.kind = 'chat' BEGIN SELECT RAISE(ABORT, 'disk quota'); END"
-        )
-    await a.send({"type": "chat", "text": "血氧 91%", "ref": "r-9"})
-    assert (await b.recv("chat"))["ref"] == "r-9"
-    assert (await b.recv("chat_failed")) == {
-        "type": "chat_failed",
-        "from": clinic.account["id"],
-        "ref": "r-9",
-    }
-    error = await a.recv("error")
-    assert (error["code"], error["ref"]) == ("chat_not_stored", "r-9")
+    clinic, cardio, cid, a, b = await both_in_call(login_as)
+    async with chat_refused(app[DB]):
+        await a.send({"type": "chat", "text": "血氧 91%", "ref": "r-9"})
+        assert (await b.recv("chat"))["ref"] == "r-9"
+        assert (await b.recv("chat_failed")) == {
+            "type": "chat_failed",
+            "from": clinic.account["id"],
+            "ref": "r-9",
+        }
+        error = await a.recv("error")
+        assert (error["code"], error["ref"]) == ("chat_not_stored", "r-9")
+        # Nothing half-written.
+        _, data = await cardio.get(f"/api/consultations/{cid}/timeline")
+        assert [e for e in data["events"] if e["kind"] == "chat"] == []
 
-    # Nothing half-written, and the same line can be sent again once the database takes it.
-    _, data = await cardio.get(f"/api/consultations/{cid}/timeline")
-    assert [e for e in data["events"] if e["kind"] == "chat"] == []
-    async with app[DB].write() as conn:
-        await conn.exec_driver_sql("DROP TRIGGER refuse_chat")
+    # The same line can be sent again once the database takes it.
     await a.send({"type": "chat", "text": "血氧 91%", "ref": "r-9"})
     while (msg := await b.recv("event"))["event"]["kind"] != "chat":
         pass
