@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from records.demo import DEMO_PASSWORD
 from web.app import create_app
@@ -377,12 +378,36 @@ async def video_flowing(page: Any, peers: int, *, label: str, timeout_ms: float 
     first wait with the same label.
     """
     await watch_call(page)
-    await page.wait_for_function(
-        "([n, token]) => window.__callTest.flowing(n, token, 10)",
-        arg=[peers, label],
-        polling=250,
-        timeout=timeout_ms,
-    )
+    try:
+        await page.wait_for_function(
+            "([n, token]) => window.__callTest.flowing(n, token, 10)",
+            arg=[peers, label],
+            polling=250,
+            timeout=timeout_ms,
+        )
+    except PlaywrightTimeoutError:
+        # Say what the page saw, so that a failure on a CI machine can be read.
+        seen = await page.evaluate(CALL_DIAGNOSIS)
+        raise AssertionError(f"no video flowing ({label}) on {page.url}: {seen}") from None
+
+
+# The call's state as the page sees it: signaling, each connection, the last stats.
+CALL_DIAGNOSIS = """() => {
+  const c = window.__call;
+  if (!c) return "no call page";
+  return JSON.stringify({
+    state: c.state,
+    connects: c.connects,
+    peers: c.peers().map((id) => {
+      const pc = c.pc(id);
+      return {
+        id,
+        pc: pc ? [pc.signalingState, pc.iceConnectionState, pc.connectionState] : null,
+      };
+    }),
+    latest: window.__callTest && window.__callTest.latest,
+  });
+}"""
 
 
 async def selected_pairs(page: Any) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ camera is refused still joins, with a clear message, and is heard.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,38 @@ async def test_a_chat_line_not_stored_is_marked_and_can_be_sent_again(
         "events"
     ]
     assert [e["data"]["text"] for e in events if e["kind"] == "chat"] == ["血氧 91%"]
+    for page, problems in ((clinic, clinic_problems), (cardio, cardio_problems)):
+        assert await problems.collect(page) == []
+
+
+async def test_a_lost_offer_is_sent_again_and_the_call_comes_up(
+    open_as: Any, live_app: tuple[web.Application, str]
+) -> None:
+    _, clinic, clinic_problems = await open_as("clinic1")
+    cardio_ctx, cardio, cardio_problems = await open_as("cardio1", locale="en")
+    cid = await accepted_consultation(clinic, cardio)
+    # The specialist joins second, so their page offers; the first offer it sends
+    # is lost on the way (as when it races a reconnect of the other side).
+    lost: list[str] = []
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            if not lost and isinstance(message, str) and json.loads(message)["type"] == "offer":
+                lost.append(message)
+                return
+            server.send(message)
+
+        ws.on_message(to_server)
+
+    await cardio_ctx.route_web_socket("**/ws", route)
+    await clinic.goto(f"/consultations/{cid}/call")
+    await clinic.locator("#call-banner").wait_for()
+    await cardio.goto(f"/consultations/{cid}/call")
+    for page in (clinic, cardio):
+        await video_flowing(page, 1, label="lost-offer", timeout_ms=30_000)
+    assert len(lost) == 1
     for page, problems in ((clinic, clinic_problems), (cardio, cardio_problems)):
         assert await problems.collect(page) == []
 

@@ -10,6 +10,12 @@
 // ones the server handed out in `joined` (a bare RTCPeerConnection would use
 // none, and relay-only deployments depend on the policy).
 
+// A connection that has not come up for this long is nudged (see checkStuck),
+// then again after twice as long, up to a minute.
+const STUCK_MS = 8000;
+const STUCK_MAX_MS = 60000;
+const STUCK_CHECK_MS = 2000;
+
 export class Peer {
   // initiator: we offer first (we are the newcomer, or the peer has no
   // connection to us). local() returns {audio, video, videoDirection}: the tracks
@@ -51,6 +57,9 @@ export class Peer {
       this.onStateChange(this);
     });
     pc.addEventListener("iceconnectionstatechange", () => this.onStateChange(this));
+    this.stuckSince = performance.now();
+    this.stuckAfter = STUCK_MS;
+    this.stuckTimer = setInterval(() => this.checkStuck(), STUCK_CHECK_MS);
 
     // One audio and one video transceiver, whatever the local devices: without
     // a camera (denied, missing, audio-only) the video m-line stays and the
@@ -119,6 +128,31 @@ export class Peer {
     }
   }
 
+  // A connection that stays down although signaling works lost a message on the
+  // way (an offer or answer raced a reconnect): an offer still unanswered is sent
+  // again; otherwise an ICE restart renegotiates (perfect negotiation settles a
+  // glare if both sides do it at once). A failed connection restarts at once (above).
+  checkStuck() {
+    if (this.closed) return;
+    const pc = this.pc;
+    const now = performance.now();
+    if (pc.connectionState === "connected") {
+      this.stuckSince = null;
+      this.stuckAfter = STUCK_MS;
+      return;
+    }
+    if (this.stuckSince === null) this.stuckSince = now;
+    if (now - this.stuckSince < this.stuckAfter || !this.signaling.joined) return;
+    this.stuckSince = now;
+    this.stuckAfter = Math.min(this.stuckAfter * 2, STUCK_MAX_MS);
+    const offer = pc.localDescription;
+    if (pc.signalingState === "have-local-offer" && offer) {
+      this.signaling.send({ type: "offer", to: this.peerId, sdp: offer.sdp });
+    } else {
+      pc.restartIce();
+    }
+  }
+
   // An ICE restart towards this peer (after our signaling socket came back).
   restart() {
     if (this.closed) return;
@@ -179,6 +213,7 @@ export class Peer {
 
   close() {
     this.closed = true;
+    clearInterval(this.stuckTimer);
     this.pc.close();
     for (const track of this.stream.getTracks()) track.stop();
   }
