@@ -30,7 +30,7 @@ from signaling.service import ConsultationService
 
 log = logging.getLogger(__name__)
 
-CHAT_REFS_KEPT = 256
+CHAT_REFS_KEPT = 1024  # per room
 
 
 @dataclass(eq=False)
@@ -45,9 +45,6 @@ class Member:
     connected: bool = True
     grace: asyncio.TimerHandle | None = None
     chat_tail: asyncio.Task[None] | None = None
-    # The refs of this member's latest chat lines (an ordered set): a line sent
-    # again after a reconnect is not relayed or stored twice.
-    chat_refs: dict[str, None] = field(default_factory=dict)
 
     @property
     def peer_id(self) -> str:
@@ -75,6 +72,10 @@ class Room:
 
     consultation_id: str
     members: dict[str, Member] = field(default_factory=dict)
+    # (peer id, ref) of the latest chat lines (an ordered set): a line sent again
+    # after a reconnect is not relayed or stored twice, even when the sender's
+    # place had lapsed meanwhile.
+    chat_refs: dict[tuple[str, str], None] = field(default_factory=dict)
 
 
 def event_message(event: Event, names: dict[str, str]) -> dict[str, Any]:
@@ -166,11 +167,12 @@ class Calls:
             if not text:
                 raise SignalingError("empty chat message", code="invalid_field")
             ref = msg.ref or uuid.uuid4().hex
-            if ref in member.chat_refs:
+            key = (member.peer_id, ref)
+            if key in room.chat_refs:
                 return  # sent again after a reconnect: already relayed and stored
-            member.chat_refs[ref] = None
-            if len(member.chat_refs) > CHAT_REFS_KEPT:
-                del member.chat_refs[next(iter(member.chat_refs))]
+            room.chat_refs[key] = None
+            if len(room.chat_refs) > CHAT_REFS_KEPT:
+                del room.chat_refs[next(iter(room.chat_refs))]
             # The others read the line at once; storing it waits for the database,
             # and neither they nor the offers and candidates behind it on this
             # socket wait for that. The stored ``event`` (same ``ref``) follows and
@@ -281,7 +283,7 @@ class Calls:
             )
         except Exception:
             log.exception("consultation=%s chat not stored", room.consultation_id)
-            member.chat_refs.pop(ref, None)  # the page may send it again
+            room.chat_refs.pop((member.peer_id, ref), None)  # the page may send it again
             # The sender may have resumed on a new socket meanwhile.
             current = room.members.get(member.peer_id, member)
             await self._send(
@@ -377,8 +379,8 @@ class Calls:
         member = Member(actor=actor, channel=channel, tab_id=msg.tab_id)
         if existing is not None:
             member.audio, member.video = existing.audio, existing.video
-            # Lines still being stored stay in order, and a resent line stays one.
-            member.chat_tail, member.chat_refs = existing.chat_tail, existing.chat_refs
+            # Lines still being stored stay in order.
+            member.chat_tail = existing.chat_tail
         room.members[actor.id] = member
         self._where[channel] = (room, member)
 
