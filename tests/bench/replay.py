@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +34,9 @@ import aiohttp
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.serverproc import free_port, server_env  # noqa: E402 - after the path is set
+
 SENDER = ROOT / "tests" / "media" / "sender.py"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -56,25 +57,6 @@ FIRST_FRAME = """async (sel) => {
   });
   return performance.now();
 }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def env_for(data: Path, port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "TELECONSULT_DATA_DIR": str(data),
-        "TELECONSULT_PORT": str(port),
-        "TELECONSULT_HOST": "127.0.0.1",
-        "TELECONSULT_ARGON2_TIME_COST": "1",
-        "TELECONSULT_ARGON2_MEMORY_KIB": "8192",
-        "TELECONSULT_ARGON2_PARALLELISM": "1",
-        "TELECONSULT_RECORDER_ADDRESSES": "127.0.0.1",
-    }
 
 
 class Api:
@@ -293,7 +275,7 @@ async def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tc-replay-bench-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = env_for(tmp, port)
+    env = server_env(tmp, port=str(port), recorder_addresses="127.0.0.1")
     server = start_server(env)
     try:
         await wait_health(base)

@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,10 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _load import raise_fd_limit, worker_main
+
+from tests.serverproc import free_port, server_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BARE = Path(__file__).resolve().parent / "_bare_relay.py"
@@ -83,12 +85,6 @@ class Outcome:
 
 
 # -- the server process -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -373,15 +369,7 @@ def teleconsult_server(
     args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack
 ) -> tuple[subprocess.Popen[bytes], int]:
     """A real server on a fresh demo database (``web.cli demo`` then ``web.cli serve``)."""
-    env = dict(os.environ)
-    env.update(
-        TELECONSULT_DATA_DIR=str(tmp / "data"),
-        TELECONSULT_HOST="127.0.0.1",
-        TELECONSULT_ARGON2_TIME_COST="1",
-        TELECONSULT_ARGON2_MEMORY_KIB="8192",
-        TELECONSULT_ARGON2_PARALLELISM="1",
-    )
-    env.pop("TELECONSULT_CONFIG", None)
+    env = server_env(tmp / "data")
     (tmp / "data").mkdir()
     subprocess.run(
         [sys.executable, "-m", "web.cli", "demo"],

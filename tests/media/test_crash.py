@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -21,29 +19,11 @@ import aiohttp
 import av
 import pytest
 
+from ..serverproc import free_port, server_env
+
 ROOT = Path(__file__).parents[2]
 SENDER = Path(__file__).with_name("sender.py")
 PATIENT = "刘大爷"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def server_env(data_dir: Path, port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "TELECONSULT_DATA_DIR": str(data_dir),
-        "TELECONSULT_PORT": str(port),
-        "TELECONSULT_HOST": "127.0.0.1",
-        "TELECONSULT_ARGON2_TIME_COST": "1",
-        "TELECONSULT_ARGON2_MEMORY_KIB": "8192",
-        "TELECONSULT_ARGON2_PARALLELISM": "1",
-        "TELECONSULT_RECORDER_ADDRESSES": "127.0.0.1",
-        "TELECONSULT_ICE_ALLOWED_NETWORKS": "127.0.0.0/8",
-    }
 
 
 async def start_server(env: dict[str, str], base: str) -> asyncio.subprocess.Process:
@@ -101,7 +81,9 @@ async def test_recordings_survive_kill_9_and_are_repaired_on_restart(
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = server_env(tmp_path, port)
+    env = server_env(
+        tmp_path, port=str(port), recorder_addresses="127.0.0.1", ice_allowed_networks="127.0.0.0/8"
+    )
     demo = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import queue
 import socket
 import sqlite3
@@ -16,21 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from ..serverproc import free_port, server_env
+
 ROOT = Path(__file__).resolve().parents[2]
 DB_NAME = "teleconsult.sqlite3"
 TIMEOUT = 60.0  # generous bound for a slow machine; never waited out on success
 
 
 def env_for(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELECONSULT_")}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        TELECONSULT_DATA_DIR=str(data_dir),
-        TELECONSULT_ARGON2_TIME_COST="1",
-        TELECONSULT_ARGON2_MEMORY_KIB="8192",
-        TELECONSULT_ARGON2_PARALLELISM="1",
-    )
-    return env
+    return {**server_env(data_dir), "PYTHONPATH": str(ROOT)}
 
 
 def run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -125,13 +118,6 @@ def test_audit_verify_finds_a_removed_middle_entry(demo_dir: Path) -> None:
     assert result.returncode == 1
     assert "BROKEN: entry 3:" in result.stdout
     assert "expected sequence 2" in result.stdout  # the gap is named
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def request(port: int, method: str, path: str, body: object = None) -> tuple[int, object]:
