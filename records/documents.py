@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from records.schema import blobs, documents
-from records.store import new_id
+from records.store import first_row, new_id
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,7 +114,7 @@ def _select() -> sa.Select[Any]:
 
 async def get_document(conn: AsyncConnection, document_id: str) -> Document | None:
     """The document, or None."""
-    row = (await conn.execute(_select().where(documents.c.id == document_id))).mappings().first()
+    row = await first_row(conn, _select().where(documents.c.id == document_id))
     return Document.from_row(row) if row else None
 
 

@@ -51,6 +51,12 @@ def new_id() -> str:
     return secrets.token_hex(16)
 
 
+async def first_row(conn: AsyncConnection, statement: sa.Select[Any]) -> sa.RowMapping | None:
+    """The first row ``statement`` selects, by column name, or None."""
+    row: sa.RowMapping | None = (await conn.execute(statement)).mappings().first()
+    return row
+
+
 # -- institutions and departments -------------------------------------------------
 
 
@@ -63,11 +69,7 @@ async def add_institution(conn: AsyncConnection, *, name: str, kind: str, region
 
 async def get_institution(conn: AsyncConnection, institution_id: str) -> Institution | None:
     """The institution, or None."""
-    row = (
-        (await conn.execute(sa.select(institutions).where(institutions.c.id == institution_id)))
-        .mappings()
-        .first()
-    )
+    row = await first_row(conn, sa.select(institutions).where(institutions.c.id == institution_id))
     return Institution.from_row(row) if row else None
 
 
@@ -90,11 +92,7 @@ async def add_department(
 
 async def get_department(conn: AsyncConnection, department_id: str) -> Department | None:
     """The department, or None."""
-    row = (
-        (await conn.execute(sa.select(departments).where(departments.c.id == department_id)))
-        .mappings()
-        .first()
-    )
+    row = await first_row(conn, sa.select(departments).where(departments.c.id == department_id))
     return Department.from_row(row) if row else None
 
 
@@ -168,11 +166,7 @@ async def _department_ids(conn: AsyncConnection, account_id: str) -> frozenset[s
 
 async def get_account(conn: AsyncConnection, account_id: str) -> Account | None:
     """The account with the departments it serves, or None."""
-    row = (
-        (await conn.execute(sa.select(accounts).where(accounts.c.id == account_id)))
-        .mappings()
-        .first()
-    )
+    row = await first_row(conn, sa.select(accounts).where(accounts.c.id == account_id))
     if row is None:
         return None
     return Account.from_row(row, await _department_ids(conn, account_id))
@@ -180,11 +174,7 @@ async def get_account(conn: AsyncConnection, account_id: str) -> Account | None:
 
 async def get_login(conn: AsyncConnection, username: str) -> tuple[Account, str] | None:
     """The account and its password hash for a username, or None."""
-    row = (
-        (await conn.execute(sa.select(accounts).where(accounts.c.username == username)))
-        .mappings()
-        .first()
-    )
+    row = await first_row(conn, sa.select(accounts).where(accounts.c.username == username))
     if row is None:
         return None
     return Account.from_row(row, await _department_ids(conn, row["id"])), row["password_hash"]
@@ -255,11 +245,7 @@ async def add_session(
 
 async def get_session(conn: AsyncConnection, token_hash: str) -> dict[str, Any] | None:
     """The session row for a token hash, or None."""
-    row = (
-        (await conn.execute(sa.select(sessions).where(sessions.c.token_hash == token_hash)))
-        .mappings()
-        .first()
-    )
+    row = await first_row(conn, sa.select(sessions).where(sessions.c.token_hash == token_hash))
     return dict(row) if row else None
 
 
@@ -321,11 +307,7 @@ async def add_patient(
 
 async def get_patient(conn: AsyncConnection, patient_id: str) -> Patient | None:
     """The patient, or None."""
-    row = (
-        (await conn.execute(sa.select(patients).where(patients.c.id == patient_id)))
-        .mappings()
-        .first()
-    )
+    row = await first_row(conn, sa.select(patients).where(patients.c.id == patient_id))
     return Patient.from_row(row) if row else None
 
 
@@ -379,11 +361,7 @@ async def list_consents(conn: AsyncConnection, patient_id: str) -> list[Consent]
 
 async def get_consent(conn: AsyncConnection, consent_id: str) -> Consent | None:
     """The consent, or None."""
-    row = (
-        (await conn.execute(sa.select(consents).where(consents.c.id == consent_id)))
-        .mappings()
-        .first()
-    )
+    row = await first_row(conn, sa.select(consents).where(consents.c.id == consent_id))
     return Consent.from_row(row) if row else None
 
 
@@ -422,10 +400,8 @@ async def add_consultation(conn: AsyncConnection, **values: Any) -> str:
 
 async def get_consultation(conn: AsyncConnection, consultation_id: str) -> Consultation | None:
     """The consultation, or None."""
-    row = (
-        (await conn.execute(sa.select(consultations).where(consultations.c.id == consultation_id)))
-        .mappings()
-        .first()
+    row = await first_row(
+        conn, sa.select(consultations).where(consultations.c.id == consultation_id)
     )
     if row is None:
         return None
@@ -711,7 +687,7 @@ async def list_roster(
 
 async def get_roster_entry(conn: AsyncConnection, entry_id: str) -> RosterEntry | None:
     """The roster entry, or None."""
-    row = (await conn.execute(sa.select(roster).where(roster.c.id == entry_id))).mappings().first()
+    row = await first_row(conn, sa.select(roster).where(roster.c.id == entry_id))
     return RosterEntry.from_row(row) if row else None
 
 
@@ -770,21 +746,13 @@ async def update_recording(conn: AsyncConnection, recording_id: str, **values: A
 
 async def get_recording(conn: AsyncConnection, recording_id: str) -> Recording | None:
     """The recording, or None."""
-    row = (
-        (await conn.execute(sa.select(recordings).where(recordings.c.id == recording_id)))
-        .mappings()
-        .first()
-    )
+    row = await first_row(conn, sa.select(recordings).where(recordings.c.id == recording_id))
     return Recording.from_row(row) if row else None
 
 
 async def recording_by_path(conn: AsyncConnection, path: str) -> Recording | None:
     """The recording stored at ``path`` (relative to the recordings directory), or None."""
-    row = (
-        (await conn.execute(sa.select(recordings).where(recordings.c.path == path)))
-        .mappings()
-        .first()
-    )
+    row = await first_row(conn, sa.select(recordings).where(recordings.c.path == path))
     return Recording.from_row(row) if row else None
 
 
