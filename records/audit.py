@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from records.schema import audit_head, audit_log
 
@@ -54,8 +53,8 @@ def entry_hash(
     return hashlib.sha256((canonical).encode()).hexdigest()
 
 
-async def append(
-    conn: AsyncConnection,
+def append(
+    conn: sa.Connection,
     *,
     at: datetime,
     actor_id: str | None,
@@ -67,8 +66,11 @@ async def append(
 ) -> int:
     """Append one entry inside the caller's write transaction.
 
+    Only the services' shared base (``signaling.workflow.base``) calls this: it is
+    the one door to the audit log.
+
     Args:
-        conn: a connection inside ``Database.write()``.
+        conn: a connection inside ``Database.run_write()``.
         at: when it happened.
         actor_id: the account that acted, or None for the system.
         action: a dotted verb, e.g. ``patient.read``.
@@ -80,32 +82,7 @@ async def append(
     Returns:
         The entry's sequence number.
     """
-    # The three statements run in one greenlet (see Database.run_write): every
-    # audited action pays for this.
-    return await conn.run_sync(
-        append_sync,
-        at=at,
-        actor_id=actor_id,
-        action=action,
-        object_type=object_type,
-        object_id=object_id,
-        client_addr=client_addr,
-        detail=detail or {},
-    )
-
-
-def append_sync(
-    conn: sa.Connection,
-    *,
-    at: datetime,
-    actor_id: str | None,
-    action: str,
-    object_type: str,
-    object_id: str | None,
-    client_addr: str | None,
-    detail: dict[str, Any],
-) -> int:
-    """``append`` on a synchronous connection (see there)."""
+    detail = detail or {}
     head = (
         conn.execute(
             sa.select(audit_head.c.seq, audit_head.c.hash)
@@ -159,7 +136,7 @@ class Verification:
         return not self.problems
 
 
-async def verify(conn: AsyncConnection, *, batch: int = 5000) -> Verification:
+def verify(conn: sa.Connection, *, batch: int = 5000) -> Verification:
     """Walk the whole chain and report every break.
 
     Args:
@@ -175,7 +152,7 @@ async def verify(conn: AsyncConnection, *, batch: int = 5000) -> Verification:
     while True:
         rows = (
             (
-                await conn.execute(
+                conn.execute(
                     sa.select(audit_log)
                     .where(audit_log.c.seq > last_seq)
                     .order_by(audit_log.c.seq)
@@ -210,7 +187,7 @@ async def verify(conn: AsyncConnection, *, batch: int = 5000) -> Verification:
             if digest != row["hash"]:
                 result.problems.append(f"entry {row['seq']}: content does not match its hash")
             prev, expected_seq, last_seq = row["hash"], row["seq"] + 1, row["seq"]
-    head = (await conn.execute(sa.select(audit_head).where(audit_head.c.id == 1))).first()
+    head = (conn.execute(sa.select(audit_head).where(audit_head.c.id == 1))).first()
     head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS)
     if head_seq != last_seq or head_hash != prev:
         result.problems.append(

@@ -2,7 +2,9 @@
 
 SQLite allows one writer at a time; rather than let concurrent writers fail with
 "database is locked", writes are serialized here with an asyncio lock and reads
-go on in parallel (WAL mode). On PostgreSQL the lock is not taken: the database
+go on in parallel (WAL mode). A write is a synchronous function run on the
+writer (``run_write``, as datasette's ``execute_write_fn``): it cannot await
+anything else while it holds the lock. On PostgreSQL the lock is not taken: the database
 serializes what needs it (row locks, conditional updates).
 """
 
@@ -46,34 +48,18 @@ class Database:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._write_lock = asyncio.Lock()
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction that may write; committed on success, rolled back on error."""
-        if self.is_sqlite:
-            async with self._write_lock, self.engine.connect() as conn:
-                # BEGIN IMMEDIATE takes SQLite's write lock at once, so a read
-                # followed by a write in this transaction sees no other writer.
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    await conn.rollback()
-                    raise
-                else:
-                    await conn.commit()
-        else:
-            async with self.engine.begin() as conn:
-                yield conn
-
     async def run_write(self, work: Callable[[sa.Connection], T]) -> T:
-        """Run ``work`` (synchronous SQLAlchemy calls) as one write transaction.
+        """Run ``work`` as one write transaction and return what it returns.
 
-        For small, hot writes (a chat line and its audit entry): one greenlet for
-        the whole transaction instead of one per statement. Each statement is
-        still a hop to the async driver's thread and back. Running ``work`` with
-        the stdlib driver on a thread of our own would make it one hop, but in
-        the signaling benchmark that thread held the GIL against the event loop
-        and every relayed message's p99 rose (2.71 ms against 1.30 ms like this).
+        ``work`` is a plain (synchronous) function of a connection: it can run
+        SQL and nothing else, so no caller can hold the single writer while it
+        waits for the network (a recording's ICE negotiation once held it for
+        5 s). Committed when ``work`` returns, rolled back when it raises.
+        ``work`` runs in one greenlet; each statement is still a hop to the
+        async driver's thread and back. Running it with the stdlib driver on a
+        thread of our own would make it one hop, but in the signaling benchmark
+        that thread held the GIL against the event loop and every relayed
+        message's p99 rose (2.71 ms against 1.30 ms like this).
         """
         if self.is_sqlite:
             async with self._write_lock, self.engine.connect() as conn:
@@ -81,9 +67,14 @@ class Database:
         async with self.engine.begin() as conn:
             return await conn.run_sync(work)
 
+    async def run_read(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work`` (a synchronous function of a connection) in a read transaction."""
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(work)
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction."""
+        """A connection for ad-hoc reads in tests and commands (services use ``run_read``)."""
         async with self.engine.connect() as conn:
             yield conn
 

@@ -60,22 +60,24 @@ async def load_demo(
         The demo logins (empty if data was already there).
     """
     now = clock.now()
-    today = now.date()
-    async with db.write() as conn:
-        if (await conn.execute(sa.select(sa.func.count()).select_from(institutions))).scalar():
+    password = hash_password(DEMO_PASSWORD)
+
+    def load(conn: sa.Connection) -> list[DemoLogin]:
+        today = now.date()
+        if conn.execute(sa.select(sa.func.count()).select_from(institutions)).scalar():
             return []
-        county = await store.add_institution(
+        county = store.add_institution(
             conn, name="青山县人民医院", kind="county_hospital", region="青山县"
         )
         clinics = [
-            await store.add_institution(conn, name=name, kind="township_clinic", region="青山县")
+            store.add_institution(conn, name=name, kind="township_clinic", region="青山县")
             for name in ("城关镇卫生院", "河口镇卫生院", "石桥乡卫生院")
         ]
-        hospital = await store.add_institution(
+        hospital = store.add_institution(
             conn, name="省人民医院", kind="specialist_hospital", region="省会市"
         )
         depts = {
-            code: await store.add_department(conn, institution_id=hospital, code=code, name=name)
+            code: store.add_department(conn, institution_id=hospital, code=code, name=name)
             for code, name in (
                 ("cardiology", "心血管内科"),
                 ("respiratory", "呼吸与危重症医学科"),
@@ -83,7 +85,6 @@ async def load_demo(
                 ("dermatology", "皮肤科"),
             )
         }
-        password = hash_password(DEMO_PASSWORD)
         logins: list[DemoLogin] = []
         accounts = (
             ("clinic1", "王建国", "clinic_doctor", clinics[0], "执业医师", 15, (), "城关镇卫生院"),
@@ -156,7 +157,7 @@ async def load_demo(
         )
         ids: dict[str, str] = {}
         for n, (username, name, role, inst, title, years, served, inst_name) in enumerate(accounts):
-            ids[username] = await store.add_account(
+            ids[username] = store.add_account(
                 conn,
                 username=username,
                 password_hash=password,
@@ -177,7 +178,7 @@ async def load_demo(
             ("小明", "male", date(2019, 6, 30), "13800000003"),
         )
         for serial, (name, sex, birth, phone) in enumerate(patients, start=1):
-            pid = await store.add_patient(
+            pid = store.add_patient(
                 conn,
                 institution_id=clinics[0],
                 name=name,
@@ -189,7 +190,7 @@ async def load_demo(
                 created_at=now - timedelta(days=serial),
             )
             if serial == 1:
-                await store.add_consent(
+                store.add_consent(
                     conn,
                     patient_id=pid,
                     scope_consultation=True,
@@ -199,7 +200,7 @@ async def load_demo(
                     taken_by=ids["clinic1"],
                     given_at=now - timedelta(hours=2),
                 )
-        await store.add_roster_entry(
+        store.add_roster_entry(
             conn,
             department_id=depts["cardiology"],
             account_id=ids["cardio1"],
@@ -207,7 +208,7 @@ async def load_demo(
             ends_at=now + timedelta(hours=11),
             created_by=ids["coord1"],
         )
-        await audit.append(
+        audit.append(
             conn,
             at=now,
             actor_id=None,
@@ -215,4 +216,6 @@ async def load_demo(
             object_type="system",
             detail={"accounts": len(accounts)},
         )
-    return logins
+        return logins
+
+    return await db.run_write(load)

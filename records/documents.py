@@ -16,7 +16,6 @@ from typing import Any, Self
 import sqlalchemy as sa
 from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from records.schema import blobs, documents
 from records.store import first_row, new_id
@@ -47,22 +46,20 @@ class Document:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
-async def add_blob(
-    conn: AsyncConnection, *, sha256: str, size: int, media_type: str, at: datetime
-) -> bool:
+def add_blob(conn: sa.Connection, *, sha256: str, size: int, media_type: str, at: datetime) -> bool:
     """Record a stored content unless it is recorded already.
 
     Returns:
         True if this call added the row.
     """
-    exists = await conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256 == sha256))
+    exists = conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256 == sha256))
     if exists.first() is not None:
         return False
     try:
         # A savepoint: losing a race with an identical upload (PostgreSQL) must not
         # spoil the caller's transaction.
-        async with conn.begin_nested():
-            await conn.execute(
+        with conn.begin_nested():
+            conn.execute(
                 blobs.insert().values(sha256=sha256, size=size, media_type=media_type, stored_at=at)
             )
     except IntegrityError:
@@ -70,8 +67,8 @@ async def add_blob(
     return True
 
 
-async def add_document(
-    conn: AsyncConnection,
+def add_document(
+    conn: sa.Connection,
     *,
     patient_id: str,
     consultation_id: str | None,
@@ -88,7 +85,7 @@ async def add_document(
 ) -> str:
     """Store a document (its blobs must be recorded) and return its id."""
     did = new_id()
-    await conn.execute(
+    conn.execute(
         documents.insert().values(
             id=did,
             patient_id=patient_id,
@@ -112,14 +109,14 @@ def _select() -> sa.Select[Any]:
     return sa.select(documents, blobs.c.size).join(blobs, blobs.c.sha256 == documents.c.sha256)
 
 
-async def get_document(conn: AsyncConnection, document_id: str) -> Document | None:
+def get_document(conn: sa.Connection, document_id: str) -> Document | None:
     """The document, or None."""
-    row = await first_row(conn, _select().where(documents.c.id == document_id))
+    row = first_row(conn, _select().where(documents.c.id == document_id))
     return Document.from_row(row) if row else None
 
 
-async def list_documents(
-    conn: AsyncConnection,
+def list_documents(
+    conn: sa.Connection,
     *,
     patient_id: str | None = None,
     consultation_id: str | None = None,
@@ -130,5 +127,5 @@ async def list_documents(
         query = query.where(documents.c.patient_id == patient_id)
     if consultation_id is not None:
         query = query.where(documents.c.consultation_id == consultation_id)
-    rows = await conn.execute(query.order_by(documents.c.uploaded_at.desc(), documents.c.id))
+    rows = conn.execute(query.order_by(documents.c.uploaded_at.desc(), documents.c.id))
     return [Document.from_row(r) for r in rows.mappings()]

@@ -14,7 +14,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from records.errors import Conflict
 from records.models import (
@@ -51,53 +50,51 @@ def new_id() -> str:
     return secrets.token_hex(16)
 
 
-async def first_row(conn: AsyncConnection, statement: sa.Select[Any]) -> sa.RowMapping | None:
+def first_row(conn: sa.Connection, statement: sa.Select[Any]) -> sa.RowMapping | None:
     """The first row ``statement`` selects, by column name, or None."""
-    row: sa.RowMapping | None = (await conn.execute(statement)).mappings().first()
+    row: sa.RowMapping | None = (conn.execute(statement)).mappings().first()
     return row
 
 
 # -- institutions and departments -------------------------------------------------
 
 
-async def add_institution(conn: AsyncConnection, *, name: str, kind: str, region: str) -> str:
+def add_institution(conn: sa.Connection, *, name: str, kind: str, region: str) -> str:
     """Store an institution and return its id."""
     iid = new_id()
-    await conn.execute(institutions.insert().values(id=iid, name=name, kind=kind, region=region))
+    conn.execute(institutions.insert().values(id=iid, name=name, kind=kind, region=region))
     return iid
 
 
-async def get_institution(conn: AsyncConnection, institution_id: str) -> Institution | None:
+def get_institution(conn: sa.Connection, institution_id: str) -> Institution | None:
     """The institution, or None."""
-    row = await first_row(conn, sa.select(institutions).where(institutions.c.id == institution_id))
+    row = first_row(conn, sa.select(institutions).where(institutions.c.id == institution_id))
     return Institution.from_row(row) if row else None
 
 
-async def list_institutions(conn: AsyncConnection) -> list[Institution]:
+def list_institutions(conn: sa.Connection) -> list[Institution]:
     """Every institution, by name."""
-    rows = (await conn.execute(sa.select(institutions).order_by(institutions.c.name))).mappings()
+    rows = (conn.execute(sa.select(institutions).order_by(institutions.c.name))).mappings()
     return [Institution.from_row(r) for r in rows]
 
 
-async def add_department(
-    conn: AsyncConnection, *, institution_id: str, code: str, name: str
-) -> str:
+def add_department(conn: sa.Connection, *, institution_id: str, code: str, name: str) -> str:
     """Store a department and return its id."""
     did = new_id()
-    await conn.execute(
+    conn.execute(
         departments.insert().values(id=did, institution_id=institution_id, code=code, name=name)
     )
     return did
 
 
-async def get_department(conn: AsyncConnection, department_id: str) -> Department | None:
+def get_department(conn: sa.Connection, department_id: str) -> Department | None:
     """The department, or None."""
-    row = await first_row(conn, sa.select(departments).where(departments.c.id == department_id))
+    row = first_row(conn, sa.select(departments).where(departments.c.id == department_id))
     return Department.from_row(row) if row else None
 
 
-async def list_departments(
-    conn: AsyncConnection, *, institution_kind: str | None = None
+def list_departments(
+    conn: sa.Connection, *, institution_kind: str | None = None
 ) -> list[tuple[Department, Institution]]:
     """Departments with their institutions, optionally of one kind of institution."""
     query = (
@@ -108,7 +105,7 @@ async def list_departments(
     if institution_kind:
         query = query.where(institutions.c.kind == institution_kind)
     out = []
-    for row in (await conn.execute(query)).mappings():
+    for row in (conn.execute(query)).mappings():
         inst = {c.name: row[f"i_{c.name}"] for c in institutions.c}
         out.append((Department.from_row(row), Institution(**inst)))
     return out
@@ -117,8 +114,8 @@ async def list_departments(
 # -- accounts and sessions --------------------------------------------------------
 
 
-async def add_account(
-    conn: AsyncConnection,
+def add_account(
+    conn: sa.Connection,
     *,
     username: str,
     password_hash: str,
@@ -134,7 +131,7 @@ async def add_account(
     """Store an account (and the departments it serves); return its id."""
     aid = new_id()
     try:
-        await conn.execute(
+        conn.execute(
             accounts.insert().values(
                 id=aid,
                 username=username,
@@ -151,12 +148,12 @@ async def add_account(
     except IntegrityError as exc:
         raise Conflict("username already taken", fields=("username",)) from exc
     for did in department_ids:
-        await conn.execute(account_departments.insert().values(account_id=aid, department_id=did))
+        conn.execute(account_departments.insert().values(account_id=aid, department_id=did))
     return aid
 
 
-async def _department_ids(conn: AsyncConnection, account_id: str) -> frozenset[str]:
-    rows = await conn.execute(
+def _department_ids(conn: sa.Connection, account_id: str) -> frozenset[str]:
+    rows = conn.execute(
         sa.select(account_departments.c.department_id).where(
             account_departments.c.account_id == account_id
         )
@@ -164,24 +161,24 @@ async def _department_ids(conn: AsyncConnection, account_id: str) -> frozenset[s
     return frozenset(r[0] for r in rows)
 
 
-async def get_account(conn: AsyncConnection, account_id: str) -> Account | None:
+def get_account(conn: sa.Connection, account_id: str) -> Account | None:
     """The account with the departments it serves, or None."""
-    row = await first_row(conn, sa.select(accounts).where(accounts.c.id == account_id))
+    row = first_row(conn, sa.select(accounts).where(accounts.c.id == account_id))
     if row is None:
         return None
-    return Account.from_row(row, await _department_ids(conn, account_id))
+    return Account.from_row(row, _department_ids(conn, account_id))
 
 
-async def get_login(conn: AsyncConnection, username: str) -> tuple[Account, str] | None:
+def get_login(conn: sa.Connection, username: str) -> tuple[Account, str] | None:
     """The account and its password hash for a username, or None."""
-    row = await first_row(conn, sa.select(accounts).where(accounts.c.username == username))
+    row = first_row(conn, sa.select(accounts).where(accounts.c.username == username))
     if row is None:
         return None
-    return Account.from_row(row, await _department_ids(conn, row["id"])), row["password_hash"]
+    return Account.from_row(row, _department_ids(conn, row["id"])), row["password_hash"]
 
 
-async def set_login_state(
-    conn: AsyncConnection,
+def set_login_state(
+    conn: sa.Connection,
     account_id: str,
     *,
     failed_logins: int,
@@ -192,11 +189,11 @@ async def set_login_state(
     values: dict[str, Any] = {"failed_logins": failed_logins, "locked_until": locked_until}
     if password_hash is not None:
         values["password_hash"] = password_hash
-    await conn.execute(accounts.update().where(accounts.c.id == account_id).values(**values))
+    conn.execute(accounts.update().where(accounts.c.id == account_id).values(**values))
 
 
-async def list_accounts(
-    conn: AsyncConnection,
+def list_accounts(
+    conn: sa.Connection,
     *,
     institution_id: str | None = None,
     role: str | None = None,
@@ -216,12 +213,12 @@ async def list_accounts(
                 )
             )
         )
-    rows = (await conn.execute(query.order_by(accounts.c.display_name))).mappings().all()
-    return [Account.from_row(r, await _department_ids(conn, r["id"])) for r in rows]
+    rows = (conn.execute(query.order_by(accounts.c.display_name))).mappings().all()
+    return [Account.from_row(r, _department_ids(conn, r["id"])) for r in rows]
 
 
-async def add_session(
-    conn: AsyncConnection,
+def add_session(
+    conn: sa.Connection,
     *,
     token_hash: str,
     account_id: str,
@@ -231,7 +228,7 @@ async def add_session(
     client_addr: str | None,
 ) -> None:
     """Store a new login session."""
-    await conn.execute(
+    conn.execute(
         sessions.insert().values(
             token_hash=token_hash,
             account_id=account_id,
@@ -243,14 +240,14 @@ async def add_session(
     )
 
 
-async def get_session(conn: AsyncConnection, token_hash: str) -> dict[str, Any] | None:
+def get_session(conn: sa.Connection, token_hash: str) -> dict[str, Any] | None:
     """The session row for a token hash, or None."""
-    row = await first_row(conn, sa.select(sessions).where(sessions.c.token_hash == token_hash))
+    row = first_row(conn, sa.select(sessions).where(sessions.c.token_hash == token_hash))
     return dict(row) if row else None
 
 
-async def revoke_sessions(
-    conn: AsyncConnection,
+def revoke_sessions(
+    conn: sa.Connection,
     at: datetime,
     *,
     token_hash: str | None = None,
@@ -264,14 +261,14 @@ async def revoke_sessions(
         query = query.where(sessions.c.account_id == account_id)
     else:
         raise ValueError("token_hash or account_id is required")
-    return (await conn.execute(query)).rowcount
+    return (conn.execute(query)).rowcount
 
 
 # -- patients and consent ---------------------------------------------------------
 
 
-async def add_patient(
-    conn: AsyncConnection,
+def add_patient(
+    conn: sa.Connection,
     *,
     institution_id: str,
     name: str,
@@ -285,7 +282,7 @@ async def add_patient(
     """Store a patient; a second patient with the same ID number is a Conflict."""
     pid = new_id()
     try:
-        await conn.execute(
+        conn.execute(
             patients.insert().values(
                 id=pid,
                 institution_id=institution_id,
@@ -305,15 +302,15 @@ async def add_patient(
     return pid
 
 
-async def get_patient(conn: AsyncConnection, patient_id: str) -> Patient | None:
+def get_patient(conn: sa.Connection, patient_id: str) -> Patient | None:
     """The patient, or None."""
-    row = await first_row(conn, sa.select(patients).where(patients.c.id == patient_id))
+    row = first_row(conn, sa.select(patients).where(patients.c.id == patient_id))
     return Patient.from_row(row) if row else None
 
 
-async def list_patients(conn: AsyncConnection, institution_id: str) -> list[Patient]:
+def list_patients(conn: sa.Connection, institution_id: str) -> list[Patient]:
     """The patients of one institution, newest first."""
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(patients)
         .where(patients.c.institution_id == institution_id)
         .order_by(patients.c.created_at.desc())
@@ -321,8 +318,8 @@ async def list_patients(conn: AsyncConnection, institution_id: str) -> list[Pati
     return [Patient.from_row(r) for r in rows.mappings()]
 
 
-async def add_consent(
-    conn: AsyncConnection,
+def add_consent(
+    conn: sa.Connection,
     *,
     patient_id: str,
     scope_consultation: bool,
@@ -334,7 +331,7 @@ async def add_consent(
 ) -> str:
     """Store a consent and return its id."""
     cid = new_id()
-    await conn.execute(
+    conn.execute(
         consents.insert().values(
             id=cid,
             patient_id=patient_id,
@@ -349,9 +346,9 @@ async def add_consent(
     return cid
 
 
-async def list_consents(conn: AsyncConnection, patient_id: str) -> list[Consent]:
+def list_consents(conn: sa.Connection, patient_id: str) -> list[Consent]:
     """A patient's consents, newest first."""
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(consents)
         .where(consents.c.patient_id == patient_id)
         .order_by(consents.c.given_at.desc())
@@ -359,17 +356,15 @@ async def list_consents(conn: AsyncConnection, patient_id: str) -> list[Consent]
     return [Consent.from_row(r) for r in rows.mappings()]
 
 
-async def get_consent(conn: AsyncConnection, consent_id: str) -> Consent | None:
+def get_consent(conn: sa.Connection, consent_id: str) -> Consent | None:
     """The consent, or None."""
-    row = await first_row(conn, sa.select(consents).where(consents.c.id == consent_id))
+    row = first_row(conn, sa.select(consents).where(consents.c.id == consent_id))
     return Consent.from_row(row) if row else None
 
 
-async def withdraw_consent(
-    conn: AsyncConnection, consent_id: str, *, at: datetime, by: str
-) -> bool:
+def withdraw_consent(conn: sa.Connection, consent_id: str, *, at: datetime, by: str) -> bool:
     """Mark a consent withdrawn; False if it already was."""
-    result = await conn.execute(
+    result = conn.execute(
         consents.update()
         .where(consents.c.id == consent_id, consents.c.withdrawn_at.is_(None))
         .values(withdrawn_at=at, withdrawn_by=by)
@@ -377,9 +372,9 @@ async def withdraw_consent(
     return result.rowcount == 1
 
 
-async def active_consent(conn: AsyncConnection, patient_id: str) -> Consent | None:
+def active_consent(conn: sa.Connection, patient_id: str) -> Consent | None:
     """The newest un-withdrawn consent that covers consultation, or None."""
-    for consent in await list_consents(conn, patient_id):
+    for consent in list_consents(conn, patient_id):
         if consent.withdrawn_at is None and consent.scope_consultation:
             return consent
     return None
@@ -388,33 +383,27 @@ async def active_consent(conn: AsyncConnection, patient_id: str) -> Consent | No
 # -- consultations ----------------------------------------------------------------
 
 
-async def add_consultation(conn: AsyncConnection, **values: Any) -> str:
+def add_consultation(conn: sa.Connection, **values: Any) -> str:
     """Store a new consultation (state ``requested``) and return its id."""
     cid = new_id()
     now = values["created_at"]
-    await conn.execute(
-        consultations.insert().values(id=cid, state="requested", updated_at=now, **values)
-    )
+    conn.execute(consultations.insert().values(id=cid, state="requested", updated_at=now, **values))
     return cid
 
 
-async def get_consultation(conn: AsyncConnection, consultation_id: str) -> Consultation | None:
+def get_consultation(conn: sa.Connection, consultation_id: str) -> Consultation | None:
     """The consultation, or None."""
-    row = await first_row(
-        conn, sa.select(consultations).where(consultations.c.id == consultation_id)
-    )
+    row = first_row(conn, sa.select(consultations).where(consultations.c.id == consultation_id))
     if row is None:
         return None
-    invitees = await _invitees(conn, [consultation_id])
+    invitees = _invitees(conn, [consultation_id])
     return Consultation.from_row(row, invitees.get(consultation_id, frozenset()))
 
 
-async def _invitees(
-    conn: AsyncConnection, consultation_ids: list[str]
-) -> dict[str, frozenset[str]]:
+def _invitees(conn: sa.Connection, consultation_ids: list[str]) -> dict[str, frozenset[str]]:
     if not consultation_ids:
         return {}
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(
             consultation_invitees.c.consultation_id, consultation_invitees.c.account_id
         ).where(consultation_invitees.c.consultation_id.in_(consultation_ids))
@@ -425,8 +414,8 @@ async def _invitees(
     return {cid: frozenset(ids) for cid, ids in out.items()}
 
 
-async def add_invitee(
-    conn: AsyncConnection,
+def add_invitee(
+    conn: sa.Connection,
     *,
     consultation_id: str,
     account_id: str,
@@ -434,7 +423,7 @@ async def add_invitee(
     at: datetime,
 ) -> bool:
     """Invite an account into a consultation's call; False if it already was."""
-    exists = await conn.execute(
+    exists = conn.execute(
         sa.select(consultation_invitees.c.account_id).where(
             consultation_invitees.c.consultation_id == consultation_id,
             consultation_invitees.c.account_id == account_id,
@@ -442,7 +431,7 @@ async def add_invitee(
     )
     if exists.first() is not None:
         return False
-    await conn.execute(
+    conn.execute(
         consultation_invitees.insert().values(
             consultation_id=consultation_id,
             account_id=account_id,
@@ -458,8 +447,8 @@ URGENCY_ORDER = sa.case(
 )
 
 
-async def list_consultations(
-    conn: AsyncConnection,
+def list_consultations(
+    conn: sa.Connection,
     *,
     requesting_institution_id: str | None = None,
     department_ids: Iterable[str] | None = None,
@@ -501,13 +490,13 @@ async def list_consultations(
         query = query.order_by(URGENCY_ORDER, consultations.c.created_at)
     else:
         query = query.order_by(consultations.c.created_at.desc())
-    rows = (await conn.execute(query.limit(limit))).mappings().all()
-    invitees = await _invitees(conn, [r["id"] for r in rows])
+    rows = (conn.execute(query.limit(limit))).mappings().all()
+    invitees = _invitees(conn, [r["id"] for r in rows])
     return [Consultation.from_row(r, invitees.get(r["id"], frozenset())) for r in rows]
 
 
-async def change_state(
-    conn: AsyncConnection,
+def change_state(
+    conn: sa.Connection,
     consultation_id: str,
     *,
     from_states: Iterable[str],
@@ -524,7 +513,7 @@ async def change_state(
     Returns:
         True if this call changed the row.
     """
-    result = await conn.execute(
+    result = conn.execute(
         consultations.update()
         .where(consultations.c.id == consultation_id, consultations.c.state.in_(list(from_states)))
         .values(state=to_state, updated_at=at, **values)
@@ -532,48 +521,26 @@ async def change_state(
     return result.rowcount == 1
 
 
-async def set_consultation(conn: AsyncConnection, consultation_id: str, **values: Any) -> None:
+def set_consultation(conn: sa.Connection, consultation_id: str, **values: Any) -> None:
     """Update columns of a consultation without a state change."""
-    await conn.execute(
+    conn.execute(
         consultations.update().where(consultations.c.id == consultation_id).values(**values)
     )
 
 
-async def overdue_requests(
-    conn: AsyncConnection, *, cutoffs: dict[str, datetime]
-) -> list[Consultation]:
+def overdue_requests(conn: sa.Connection, *, cutoffs: dict[str, datetime]) -> list[Consultation]:
     """Requests still waiting (``requested``) that were made before their urgency's cutoff."""
     conditions = [
         sa.and_(consultations.c.urgency == urgency, consultations.c.created_at <= cutoff)
         for urgency, cutoff in cutoffs.items()
     ]
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(consultations).where(consultations.c.state == "requested", sa.or_(*conditions))
     )
     return [Consultation.from_row(r) for r in rows.mappings()]
 
 
-async def add_event(
-    conn: AsyncConnection,
-    *,
-    consultation_id: str,
-    at: datetime,
-    kind: str,
-    actor_id: str | None,
-    data: dict[str, Any] | None = None,
-) -> int:
-    """Append an event to a consultation's timeline and return its id."""
-    return await conn.run_sync(
-        add_event_sync,
-        consultation_id=consultation_id,
-        at=at,
-        kind=kind,
-        actor_id=actor_id,
-        data=data,
-    )
-
-
-def add_event_sync(
+def add_event(
     conn: sa.Connection,
     *,
     consultation_id: str,
@@ -582,7 +549,7 @@ def add_event_sync(
     actor_id: str | None,
     data: dict[str, Any] | None = None,
 ) -> int:
-    """``add_event`` on a synchronous connection (inside ``Database.run_write``)."""
+    """Append an event to a consultation's timeline and return its id."""
     result = conn.execute(
         consultation_events.insert().values(
             consultation_id=consultation_id, at=at, kind=kind, actor_id=actor_id, data=data or {}
@@ -593,11 +560,9 @@ def add_event_sync(
     return int(pk[0])
 
 
-async def list_events(
-    conn: AsyncConnection, consultation_id: str, *, after_id: int = 0
-) -> list[Event]:
+def list_events(conn: sa.Connection, consultation_id: str, *, after_id: int = 0) -> list[Event]:
     """A consultation's timeline in order (optionally only events after ``after_id``)."""
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(consultation_events)
         .where(
             consultation_events.c.consultation_id == consultation_id,
@@ -608,8 +573,8 @@ async def list_events(
     return [Event.from_row(r) for r in rows.mappings()]
 
 
-async def add_opinion(
-    conn: AsyncConnection,
+def add_opinion(
+    conn: sa.Connection,
     *,
     consultation_id: str,
     author_id: str,
@@ -621,7 +586,7 @@ async def add_opinion(
 ) -> str:
     """Store a signed opinion, referral or addendum (never updated afterwards)."""
     oid = new_id()
-    await conn.execute(
+    conn.execute(
         opinions.insert().values(
             id=oid,
             consultation_id=consultation_id,
@@ -636,9 +601,9 @@ async def add_opinion(
     return oid
 
 
-async def list_opinions(conn: AsyncConnection, consultation_id: str) -> list[Opinion]:
+def list_opinions(conn: sa.Connection, consultation_id: str) -> list[Opinion]:
     """A consultation's signed documents in signing order."""
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(opinions)
         .where(opinions.c.consultation_id == consultation_id)
         .order_by(opinions.c.signed_at)
@@ -649,8 +614,8 @@ async def list_opinions(conn: AsyncConnection, consultation_id: str) -> list[Opi
 # -- roster -----------------------------------------------------------------------
 
 
-async def add_roster_entry(
-    conn: AsyncConnection,
+def add_roster_entry(
+    conn: sa.Connection,
     *,
     department_id: str,
     account_id: str,
@@ -660,7 +625,7 @@ async def add_roster_entry(
 ) -> str:
     """Put a specialist on duty for a department; return the entry's id."""
     rid = new_id()
-    await conn.execute(
+    conn.execute(
         roster.insert().values(
             id=rid,
             department_id=department_id,
@@ -673,11 +638,11 @@ async def add_roster_entry(
     return rid
 
 
-async def list_roster(
-    conn: AsyncConnection, department_ids: Iterable[str], *, ending_after: datetime
+def list_roster(
+    conn: sa.Connection, department_ids: Iterable[str], *, ending_after: datetime
 ) -> list[RosterEntry]:
     """Roster entries of the departments that have not ended yet, by start."""
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(roster)
         .where(roster.c.department_id.in_(list(department_ids)), roster.c.ends_at > ending_after)
         .order_by(roster.c.starts_at)
@@ -685,44 +650,42 @@ async def list_roster(
     return [RosterEntry.from_row(r) for r in rows.mappings()]
 
 
-async def get_roster_entry(conn: AsyncConnection, entry_id: str) -> RosterEntry | None:
+def get_roster_entry(conn: sa.Connection, entry_id: str) -> RosterEntry | None:
     """The roster entry, or None."""
-    row = await first_row(conn, sa.select(roster).where(roster.c.id == entry_id))
+    row = first_row(conn, sa.select(roster).where(roster.c.id == entry_id))
     return RosterEntry.from_row(row) if row else None
 
 
-async def delete_roster_entry(conn: AsyncConnection, entry_id: str) -> None:
+def delete_roster_entry(conn: sa.Connection, entry_id: str) -> None:
     """Take an entry off the roster (the audit log keeps the trace)."""
-    await conn.execute(roster.delete().where(roster.c.id == entry_id))
+    conn.execute(roster.delete().where(roster.c.id == entry_id))
 
 
-async def get_patients(conn: AsyncConnection, patient_ids: Iterable[str]) -> dict[str, Patient]:
+def get_patients(conn: sa.Connection, patient_ids: Iterable[str]) -> dict[str, Patient]:
     """Patients by id (one query)."""
     ids = list(set(patient_ids))
     if not ids:
         return {}
-    rows = await conn.execute(sa.select(patients).where(patients.c.id.in_(ids)))
+    rows = conn.execute(sa.select(patients).where(patients.c.id.in_(ids)))
     return {r["id"]: Patient.from_row(r) for r in rows.mappings()}
 
 
-async def get_accounts(conn: AsyncConnection, account_ids: Iterable[str]) -> dict[str, Account]:
+def get_accounts(conn: sa.Connection, account_ids: Iterable[str]) -> dict[str, Account]:
     """Accounts by id (without their departments; one query)."""
     ids = list(set(account_ids))
     if not ids:
         return {}
-    rows = await conn.execute(sa.select(accounts).where(accounts.c.id.in_(ids)))
+    rows = conn.execute(sa.select(accounts).where(accounts.c.id.in_(ids)))
     return {r["id"]: Account.from_row(r) for r in rows.mappings()}
 
 
 # -- recordings -------------------------------------------------------------------
 
 
-async def next_recording_part(
-    conn: AsyncConnection, consultation_id: str, participant_id: str
-) -> int:
+def next_recording_part(conn: sa.Connection, consultation_id: str, participant_id: str) -> int:
     """The part number for a participant's next recording leg in a consultation."""
     current = (
-        await conn.execute(
+        conn.execute(
             sa.select(sa.func.max(recordings.c.part)).where(
                 recordings.c.consultation_id == consultation_id,
                 recordings.c.participant_id == participant_id,
@@ -732,32 +695,32 @@ async def next_recording_part(
     return int(current or 0) + 1
 
 
-async def add_recording(conn: AsyncConnection, **values: Any) -> str:
+def add_recording(conn: sa.Connection, **values: Any) -> str:
     """Store a recording that has started (status ``recording``)."""
     rid = new_id()
-    await conn.execute(recordings.insert().values(id=rid, status="recording", **values))
+    conn.execute(recordings.insert().values(id=rid, status="recording", **values))
     return rid
 
 
-async def update_recording(conn: AsyncConnection, recording_id: str, **values: Any) -> None:
+def update_recording(conn: sa.Connection, recording_id: str, **values: Any) -> None:
     """Record how a recording ended (finished, recovered, failed, purged)."""
-    await conn.execute(recordings.update().where(recordings.c.id == recording_id).values(**values))
+    conn.execute(recordings.update().where(recordings.c.id == recording_id).values(**values))
 
 
-async def get_recording(conn: AsyncConnection, recording_id: str) -> Recording | None:
+def get_recording(conn: sa.Connection, recording_id: str) -> Recording | None:
     """The recording, or None."""
-    row = await first_row(conn, sa.select(recordings).where(recordings.c.id == recording_id))
+    row = first_row(conn, sa.select(recordings).where(recordings.c.id == recording_id))
     return Recording.from_row(row) if row else None
 
 
-async def recording_by_path(conn: AsyncConnection, path: str) -> Recording | None:
+def recording_by_path(conn: sa.Connection, path: str) -> Recording | None:
     """The recording stored at ``path`` (relative to the recordings directory), or None."""
-    row = await first_row(conn, sa.select(recordings).where(recordings.c.path == path))
+    row = first_row(conn, sa.select(recordings).where(recordings.c.path == path))
     return Recording.from_row(row) if row else None
 
 
-async def list_recordings(
-    conn: AsyncConnection,
+def list_recordings(
+    conn: sa.Connection,
     *,
     consultation_id: str | None = None,
     statuses: Sequence[str] | None = None,
@@ -768,12 +731,12 @@ async def list_recordings(
         query = query.where(recordings.c.consultation_id == consultation_id)
     if statuses is not None:
         query = query.where(recordings.c.status.in_(list(statuses)))
-    rows = await conn.execute(query)
+    rows = conn.execute(query)
     return [Recording.from_row(r) for r in rows.mappings()]
 
 
-async def find_recorded_consultations(
-    conn: AsyncConnection,
+def find_recorded_consultations(
+    conn: sa.Connection,
     *,
     consulted_institution_id: str | None = None,
     participant_scope: tuple[str, str] | None = None,
@@ -838,15 +801,13 @@ async def find_recorded_consultations(
         query = query.where(agg.c.longest >= min_duration_ms)
     if max_duration_ms is not None:
         query = query.where(agg.c.longest <= max_duration_ms)
-    total = (
-        await conn.execute(sa.select(sa.func.count()).select_from(query.subquery()))
-    ).scalar_one()
+    total = (conn.execute(sa.select(sa.func.count()).select_from(query.subquery()))).scalar_one()
     rows = (
-        (await conn.execute(query.order_by(agg.c.first_start.desc()).offset(offset).limit(limit)))
+        (conn.execute(query.order_by(agg.c.first_start.desc()).offset(offset).limit(limit)))
         .mappings()
         .all()
     )
-    invitees = await _invitees(conn, [r["id"] for r in rows])
+    invitees = _invitees(conn, [r["id"] for r in rows])
     page = [
         (
             Consultation.from_row(r, invitees.get(r["id"], frozenset())),

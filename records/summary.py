@@ -20,7 +20,6 @@ from typing import Any, Literal, Self
 
 import sqlalchemy as sa
 from sqlalchemy import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from records.models import Consultation, Opinion
 from records.schema import (
@@ -200,8 +199,8 @@ class DocumentRow:
 # -- the summary ------------------------------------------------------------------
 
 
-async def upsert(
-    conn: AsyncConnection,
+def upsert(
+    conn: sa.Connection,
     table: SummaryTable,
     *,
     patient_id: str,
@@ -216,16 +215,14 @@ async def upsert(
     """
     t = TABLES[table]
     existing = (
-        await conn.execute(
+        conn.execute(
             sa.select(t.c.id).where(t.c.patient_id == patient_id, t.c.source == source).limit(1)
         )
     ).scalar()
     if existing is not None:
-        await conn.execute(
-            t.update().where(t.c.id == existing).values(**values, recorded_at=recorded_at)
-        )
+        conn.execute(t.update().where(t.c.id == existing).values(**values, recorded_at=recorded_at))
         return False
-    await conn.execute(
+    conn.execute(
         t.insert().values(
             id=new_id(), patient_id=patient_id, source=source, recorded_at=recorded_at, **values
         )
@@ -233,22 +230,20 @@ async def upsert(
     return True
 
 
-async def read_summary(conn: AsyncConnection, patient_id: str) -> Summary:
+def read_summary(conn: sa.Connection, patient_id: str) -> Summary:
     """A patient's structured summary (observations newest first)."""
 
-    async def rows(t: sa.Table, *order: Any) -> list[RowMapping]:
+    def rows(t: sa.Table, *order: Any) -> list[RowMapping]:
         query = sa.select(t).where(t.c.patient_id == patient_id).order_by(*order, t.c.id)
-        return list((await conn.execute(query)).mappings())
+        return list((conn.execute(query)).mappings())
 
     return Summary(
-        conditions=[ConditionRow.from_row(r) for r in await rows(conditions, conditions.c.code)],
-        medications=[
-            MedicationRow.from_row(r) for r in await rows(medications, medications.c.display)
-        ],
-        allergies=[AllergyRow.from_row(r) for r in await rows(allergies, allergies.c.display)],
+        conditions=[ConditionRow.from_row(r) for r in rows(conditions, conditions.c.code)],
+        medications=[MedicationRow.from_row(r) for r in rows(medications, medications.c.display)],
+        allergies=[AllergyRow.from_row(r) for r in rows(allergies, allergies.c.display)],
         observations=[
             ObservationRow.from_row(r)
-            for r in await rows(
+            for r in rows(
                 observations,
                 observations.c.category,
                 observations.c.effective_at.desc(),
@@ -261,21 +256,17 @@ async def read_summary(conn: AsyncConnection, patient_id: str) -> Summary:
 # -- what the export and the access rules read ------------------------------------
 
 
-async def patient_consultations(conn: AsyncConnection, patient_id: str) -> list[Consultation]:
+def patient_consultations(conn: sa.Connection, patient_id: str) -> list[Consultation]:
     """Every consultation of a patient, with its invitees (for visibility checks)."""
     rows = (
-        (
-            await conn.execute(
-                sa.select(consultations).where(consultations.c.patient_id == patient_id)
-            )
-        )
+        (conn.execute(sa.select(consultations).where(consultations.c.patient_id == patient_id)))
         .mappings()
         .all()
     )
     ids = [r["id"] for r in rows]
     invited: dict[str, set[str]] = {}
     if ids:
-        pairs = await conn.execute(
+        pairs = conn.execute(
             sa.select(
                 consultation_invitees.c.consultation_id, consultation_invitees.c.account_id
             ).where(consultation_invitees.c.consultation_id.in_(ids))
@@ -285,7 +276,7 @@ async def patient_consultations(conn: AsyncConnection, patient_id: str) -> list[
     return [Consultation.from_row(r, frozenset(invited.get(r["id"], ()))) for r in rows]
 
 
-async def consultation_documents(conn: AsyncConnection, consultation_id: str) -> list[DocumentRow]:
+def consultation_documents(conn: sa.Connection, consultation_id: str) -> list[DocumentRow]:
     """The attachments of a consultation, oldest first, with their sizes."""
     query = (
         sa.select(documents, blobs.c.size)
@@ -293,14 +284,10 @@ async def consultation_documents(conn: AsyncConnection, consultation_id: str) ->
         .where(documents.c.consultation_id == consultation_id)
         .order_by(documents.c.uploaded_at, documents.c.id)
     )
-    return [DocumentRow.from_row(r) for r in (await conn.execute(query)).mappings()]
+    return [DocumentRow.from_row(r) for r in (conn.execute(query)).mappings()]
 
 
-async def get_opinion(conn: AsyncConnection, opinion_id: str) -> Opinion | None:
+def get_opinion(conn: sa.Connection, opinion_id: str) -> Opinion | None:
     """A signed opinion, referral or addendum, or None."""
-    row = (
-        (await conn.execute(sa.select(opinions).where(opinions.c.id == opinion_id)))
-        .mappings()
-        .first()
-    )
+    row = (conn.execute(sa.select(opinions).where(opinions.c.id == opinion_id))).mappings().first()
     return Opinion.from_row(row) if row else None

@@ -19,14 +19,15 @@ from typing import Any
 
 from records.models import Event
 from signaling import messages as m
-from signaling.access import Actor
 from signaling.errors import SignalingError
 from signaling.hub import Channel, encode
 from signaling.ice import IceConfig
-from signaling.lifecycle import State
-from signaling.policy import MAX_PARTICIPANTS
-from signaling.recording import RecordingService
-from signaling.service import ConsultationService
+from signaling.workflow.base import Actor
+from signaling.workflow.consultations import ConsultationService
+from signaling.workflow.directory import DirectoryService
+from signaling.workflow.lifecycle import State
+from signaling.workflow.policy import MAX_PARTICIPANTS
+from signaling.workflow.recording import RecordingService
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ class Calls:
     def __init__(
         self,
         *,
-        service: ConsultationService,
+        consultations: ConsultationService,
+        directory: DirectoryService,
         ice: IceConfig,
         grace_seconds: float = 30.0,
         recording: RecordingService | None = None,
@@ -108,13 +110,15 @@ class Calls:
         """Wire the call handling.
 
         Args:
-            service: the consultation service (access rules, timeline, states).
+            consultations: access rules, timeline and states of the consultation.
+            directory: institution names for the participants' tiles.
             ice: ICE servers and the candidate filter.
             grace_seconds: how long a dropped member keeps their place.
             recording: the recording service; None: calls are not recorded.
             recording_max_bitrate: the cap each page sets on its recording leg.
         """
-        self.service = service
+        self.service = consultations
+        self.directory = directory
         self.ice = ice
         self.grace_seconds = grace_seconds
         self.recording = recording
@@ -447,7 +451,7 @@ class Calls:
         return {pid: x.actor.account.display_name for pid, x in room.members.items()}
 
     async def _institution_names(self) -> dict[str, str]:
-        return {i.id: i.name for i in await self.service.institutions()}
+        return {i.id: i.name for i in await self.directory.institutions()}
 
     async def _send(self, member: Member, message: dict[str, Any] | str) -> None:
         if not member.connected:

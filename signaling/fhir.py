@@ -42,7 +42,7 @@ from records.summary import (
     split_code,
 )
 from signaling.errors import Invalid
-from signaling.service import canonical_json
+from signaling.workflow.opinion import canonical_json
 
 # The mainland China resident identity number (GB 11643), as the national health
 # information standards name it.

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from records.models import Account, Consultation
+from signaling.workflow import policy
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +84,17 @@ def consultation_changed(consultation: Consultation) -> dict[str, Any]:
         "escalated": consultation.escalated,
         "department_id": consultation.department_id,
     }
+
+
+class ConsultationPushes:
+    """The workflow's ``Notifier``: a change goes to whoever may see the consultation."""
+
+    def __init__(self, hub: Hub) -> None:
+        """Push through ``hub``."""
+        self.hub = hub
+
+    async def consultation_changed(self, consultation: Consultation) -> None:
+        """Push ``consultation.changed`` to every channel whose account may see it."""
+        await self.hub.publish(
+            consultation_changed(consultation), lambda acc: policy.can_see(acc, consultation)
+        )

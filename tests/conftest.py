@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from records.db import Database
 from records.demo import DEMO_PASSWORD, load_demo
 from web.app import create_app, passwords_for
-from web.keys import SERVICE
+from web.keys import MATCHING
 from web.settings import Settings
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -163,6 +163,6 @@ async def anon(server: TestServer) -> AsyncIterator[TestClient[Any, Any]]:
 
 
 @pytest.fixture
-def service(app: web.Application) -> Any:
-    """The consultation service of the running app (for escalation with the manual clock)."""
-    return app[SERVICE]
+def matching(app: web.Application) -> Any:
+    """The matching service of the running app (for escalation with the manual clock)."""
+    return app[MATCHING]

@@ -9,12 +9,22 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from records.models import Account, Consent, Consultation, Event, Institution, Opinion, Patient
-from signaling import policy
-from signaling.service import Brief, ConsultationView
+from signaling.workflow import policy
+from signaling.workflow.consultations import Brief, ConsultationView
 from web import schemas
 from web.auth import COOKIE, actor, client_addr, set_session_cookie
 from web.errors import ApiError
-from web.keys import AUTH, CLOCK, OPENAPI, SERVICE, SESSION
+from web.keys import (
+    AUTH,
+    CLOCK,
+    CONSULTATIONS,
+    DIRECTORY,
+    MATCHING,
+    OPENAPI,
+    OPINIONS,
+    PATIENTS,
+    SESSION,
+)
 from web.openapi import Route
 from web.ws import close_sockets
 
@@ -52,9 +62,9 @@ class Directory:
     @classmethod
     async def load(cls, request: web.Request) -> Directory:
         """Read the directory."""
-        service = request.app[SERVICE]
-        institutions = await service.institutions()
-        departments = {d.id: d for d, _ in await service.all_departments()}
+        directory = request.app[DIRECTORY]
+        institutions = await directory.institutions()
+        departments = {d.id: d for d, _ in await directory.all_departments()}
         return cls(institutions, departments)
 
     def institution(self, institution_id: str) -> dict[str, Any]:
@@ -168,7 +178,7 @@ def opinion_json(opinion: Opinion, people: dict[str, Account]) -> dict[str, Any]
 
 async def consultation_out(request: web.Request, c: Consultation) -> dict[str, Any]:
     """``{"consultation": summary}`` for a consultation the caller just acted on."""
-    brief = await request.app[SERVICE].brief(c)
+    brief = await request.app[CONSULTATIONS].brief(c)
     directory = await Directory.load(request)
     return {"consultation": summary_json(brief, directory, request.app[CLOCK].now().date())}
 
@@ -225,7 +235,7 @@ async def health(request: web.Request) -> web.StreamResponse:
 
 async def departments(request: web.Request) -> web.StreamResponse:
     """Departments of specialist hospitals that take requests."""
-    items = await request.app[SERVICE].departments()
+    items = await request.app[DIRECTORY].departments()
     return web.json_response(
         {
             "departments": [
@@ -243,7 +253,7 @@ async def departments(request: web.Request) -> web.StreamResponse:
 
 async def institutions(request: web.Request) -> web.StreamResponse:
     """Institutions of the medical community (names and kinds, for filters)."""
-    items = await request.app[SERVICE].institutions()
+    items = await request.app[DIRECTORY].institutions()
     return web.json_response(
         {"institutions": [{"id": i.id, "name": i.name, "kind": i.kind} for i in items]}
     )
@@ -251,12 +261,12 @@ async def institutions(request: web.Request) -> web.StreamResponse:
 
 async def department_specialists(request: web.Request) -> web.StreamResponse:
     """Specialists serving a department, with eligibility and who is on duty now."""
-    service = request.app[SERVICE]
+    directory = request.app[DIRECTORY]
     department_id = request.match_info["department_id"]
-    if department_id not in {d.id for d, _ in await service.departments()}:
+    if department_id not in {d.id for d, _ in await directory.departments()}:
         raise ApiError(404, "not_found", "department not found")
     today = request.app[CLOCK].now().date()
-    on_duty = set(await service.on_duty(department_id))
+    on_duty = set(await request.app[MATCHING].on_duty(department_id))
     return web.json_response(
         {
             "specialists": [
@@ -268,7 +278,7 @@ async def department_specialists(request: web.Request) -> web.StreamResponse:
                     "eligible": policy.may_practise_remotely(a, today),
                     "on_duty": a.id in on_duty,
                 }
-                for a in await service.specialists(department_id)
+                for a in await directory.specialists(department_id)
             ]
         }
     )
@@ -279,10 +289,10 @@ async def department_specialists(request: web.Request) -> web.StreamResponse:
 
 async def list_patients(request: web.Request) -> web.StreamResponse:
     """The clinic's patients with their current consent."""
-    service = request.app[SERVICE]
+    patients = request.app[PATIENTS]
     today = request.app[CLOCK].now().date()
-    items = await service.list_patients(actor(request))
-    consents = await service.active_consents([p.id for p in items])
+    items = await patients.list_patients(actor(request))
+    consents = await patients.active_consents(actor(request), [p.id for p in items])
     return web.json_response(
         {"patients": [patient_json(p, today, consents.get(p.id)) for p in items]}
     )
@@ -294,13 +304,13 @@ async def create_patient(request: web.Request) -> web.StreamResponse:
     today = request.app[CLOCK].now().date()
     if data.birth_date > today:
         raise ApiError(400, "invalid_fields", "the birth date is in the future", ["birth_date"])
-    patient = await request.app[SERVICE].register_patient(actor(request), **data.model_dump())
+    patient = await request.app[PATIENTS].register(actor(request), **data.model_dump())
     return web.json_response({"patient": patient_json(patient, today)}, status=201)
 
 
 async def get_patient(request: web.Request) -> web.StreamResponse:
     """One patient with every consent (including withdrawn ones)."""
-    patient, consents = await request.app[SERVICE].get_patient(
+    patient, consents = await request.app[PATIENTS].get(
         actor(request), request.match_info["patient_id"]
     )
     active = next((c for c in consents if c.withdrawn_at is None), None)
@@ -316,7 +326,7 @@ async def get_patient(request: web.Request) -> web.StreamResponse:
 async def create_consent(request: web.Request) -> web.StreamResponse:
     """Record the patient's informed consent."""
     data = await body(request, schemas.ConsentIn)
-    consent = await request.app[SERVICE].record_consent(
+    consent = await request.app[PATIENTS].record_consent(
         actor(request), request.match_info["patient_id"], **data.model_dump()
     )
     return web.json_response({"consent": consent_json(consent)}, status=201)
@@ -324,7 +334,7 @@ async def create_consent(request: web.Request) -> web.StreamResponse:
 
 async def withdraw_consent(request: web.Request) -> web.StreamResponse:
     """Withdraw a consent."""
-    consent = await request.app[SERVICE].withdraw_consent(
+    consent = await request.app[PATIENTS].withdraw_consent(
         actor(request), request.match_info["patient_id"], request.match_info["consent_id"]
     )
     return web.json_response({"consent": consent_json(consent)})
@@ -336,7 +346,7 @@ async def withdraw_consent(request: web.Request) -> web.StreamResponse:
 async def list_consultations(request: web.Request) -> web.StreamResponse:
     """Consultations the caller may see, newest first."""
     states = request.query.getall("state", []) or None
-    briefs = await request.app[SERVICE].list_for(actor(request), states=states)
+    briefs = await request.app[CONSULTATIONS].list_for(actor(request), states=states)
     directory = await Directory.load(request)
     today = request.app[CLOCK].now().date()
     return web.json_response({"consultations": [summary_json(b, directory, today) for b in briefs]})
@@ -344,7 +354,7 @@ async def list_consultations(request: web.Request) -> web.StreamResponse:
 
 async def queue(request: web.Request) -> web.StreamResponse:
     """Waiting requests of the caller's departments, by urgency then age."""
-    briefs = await request.app[SERVICE].queue(actor(request))
+    briefs = await request.app[CONSULTATIONS].queue(actor(request))
     directory = await Directory.load(request)
     today = request.app[CLOCK].now().date()
     return web.json_response({"consultations": [summary_json(b, directory, today) for b in briefs]})
@@ -353,18 +363,18 @@ async def queue(request: web.Request) -> web.StreamResponse:
 async def create_consultation(request: web.Request) -> web.StreamResponse:
     """Request a consultation from a department of a specialist hospital."""
     data = await body(request, schemas.ConsultationIn)
-    c = await request.app[SERVICE].request(actor(request), **data.model_dump())
+    c = await request.app[CONSULTATIONS].request(actor(request), **data.model_dump())
     return web.json_response(await consultation_out(request, c), status=201)
 
 
 async def get_consultation(request: web.Request) -> web.StreamResponse:
     """One consultation with its patient, consent, timeline and signed documents."""
-    view: ConsultationView = await request.app[SERVICE].view(
+    view: ConsultationView = await request.app[CONSULTATIONS].view(
         actor(request), request.match_info["consultation_id"]
     )
     directory = await Directory.load(request)
     today = request.app[CLOCK].now().date()
-    people = await request.app[SERVICE].people(
+    people = await request.app[DIRECTORY].people(
         [e.actor_id for e in view.events if e.actor_id] + [o.author_id for o in view.opinions]
     )
     out = summary_json(
@@ -388,14 +398,14 @@ async def get_consultation(request: web.Request) -> web.StreamResponse:
 
 async def accept(request: web.Request) -> web.StreamResponse:
     """Accept a waiting request (specialists with at least 3 years of practice)."""
-    c = await request.app[SERVICE].accept(actor(request), request.match_info["consultation_id"])
+    c = await request.app[MATCHING].accept(actor(request), request.match_info["consultation_id"])
     return web.json_response(await consultation_out(request, c))
 
 
 async def decline(request: web.Request) -> web.StreamResponse:
     """Decline a waiting request with a reason."""
     data = await body(request, schemas.ReasonIn)
-    c = await request.app[SERVICE].decline(
+    c = await request.app[MATCHING].decline(
         actor(request), request.match_info["consultation_id"], data.reason
     )
     return web.json_response(await consultation_out(request, c))
@@ -404,7 +414,7 @@ async def decline(request: web.Request) -> web.StreamResponse:
 async def assign(request: web.Request) -> web.StreamResponse:
     """Assign or reassign a consultation to a specialist (coordinators)."""
     data = await body(request, schemas.AssignIn)
-    c = await request.app[SERVICE].assign(
+    c = await request.app[MATCHING].assign(
         actor(request), request.match_info["consultation_id"], data.specialist_id
     )
     return web.json_response(await consultation_out(request, c))
@@ -413,7 +423,7 @@ async def assign(request: web.Request) -> web.StreamResponse:
 async def cancel(request: web.Request) -> web.StreamResponse:
     """Cancel a request before the call (the requesting clinic)."""
     data = await body(request, schemas.ReasonIn)
-    c = await request.app[SERVICE].cancel(
+    c = await request.app[CONSULTATIONS].cancel(
         actor(request), request.match_info["consultation_id"], data.reason
     )
     return web.json_response(await consultation_out(request, c))
@@ -421,46 +431,48 @@ async def cancel(request: web.Request) -> web.StreamResponse:
 
 async def start(request: web.Request) -> web.StreamResponse:
     """Start the call (needs the patient's consent)."""
-    c = await request.app[SERVICE].go_live(actor(request), request.match_info["consultation_id"])
+    c = await request.app[CONSULTATIONS].go_live(
+        actor(request), request.match_info["consultation_id"]
+    )
     return web.json_response(await consultation_out(request, c))
 
 
 async def end(request: web.Request) -> web.StreamResponse:
     """End the call."""
-    c = await request.app[SERVICE].end(actor(request), request.match_info["consultation_id"])
+    c = await request.app[CONSULTATIONS].end(actor(request), request.match_info["consultation_id"])
     return web.json_response(await consultation_out(request, c))
 
 
 async def sign_opinion(request: web.Request) -> web.StreamResponse:
     """Sign the consultation opinion (the assigned specialist, after the call)."""
     data = await body(request, schemas.OpinionIn)
-    opinion = await request.app[SERVICE].sign(
+    opinion = await request.app[OPINIONS].sign(
         actor(request),
         request.match_info["consultation_id"],
         kind="opinion",
         body=data.model_dump(),
     )
-    people = await request.app[SERVICE].people([opinion.author_id])
+    people = await request.app[DIRECTORY].people([opinion.author_id])
     return web.json_response({"opinion": opinion_json(opinion, people)}, status=201)
 
 
 async def refer(request: web.Request) -> web.StreamResponse:
     """End with a referral to an in-person visit instead of an opinion."""
     data = await body(request, schemas.ReferralIn)
-    opinion = await request.app[SERVICE].sign(
+    opinion = await request.app[OPINIONS].sign(
         actor(request),
         request.match_info["consultation_id"],
         kind="referral",
         body=data.model_dump(),
     )
-    people = await request.app[SERVICE].people([opinion.author_id])
+    people = await request.app[DIRECTORY].people([opinion.author_id])
     return web.json_response({"opinion": opinion_json(opinion, people)}, status=201)
 
 
 async def invite(request: web.Request) -> web.StreamResponse:
     """Invite another doctor into the call (up to four participants)."""
     data = await body(request, schemas.InviteIn)
-    c = await request.app[SERVICE].invite(
+    c = await request.app[CONSULTATIONS].invite(
         actor(request), request.match_info["consultation_id"], data.username
     )
     return web.json_response(await consultation_out(request, c), status=201)
@@ -468,10 +480,10 @@ async def invite(request: web.Request) -> web.StreamResponse:
 
 async def timeline(request: web.Request) -> web.StreamResponse:
     """The consultation's timeline."""
-    events = await request.app[SERVICE].timeline(
+    events = await request.app[CONSULTATIONS].timeline(
         actor(request), request.match_info["consultation_id"]
     )
-    people = await request.app[SERVICE].people([e.actor_id for e in events if e.actor_id])
+    people = await request.app[DIRECTORY].people([e.actor_id for e in events if e.actor_id])
     return web.json_response({"events": [event_json(e, people) for e in events]})
 
 
@@ -493,10 +505,9 @@ def _roster_json(
 
 async def roster(request: web.Request) -> web.StreamResponse:
     """The hospital's current and future duty roster."""
-    service = request.app[SERVICE]
-    entries = await service.roster(actor(request))
+    entries = await request.app[MATCHING].roster(actor(request))
     directory = await Directory.load(request)
-    people = await service.people([e.account_id for e in entries])
+    people = await request.app[DIRECTORY].people([e.account_id for e in entries])
     now = request.app[CLOCK].now()
     return web.json_response(
         {"entries": [_roster_json(e, directory, people, now) for e in entries]}
@@ -506,17 +517,16 @@ async def roster(request: web.Request) -> web.StreamResponse:
 async def add_roster(request: web.Request) -> web.StreamResponse:
     """Put a specialist on duty for a department."""
     data = await body(request, schemas.RosterIn)
-    service = request.app[SERVICE]
-    entry = await service.add_roster_entry(actor(request), **data.model_dump())
+    entry = await request.app[MATCHING].add_roster_entry(actor(request), **data.model_dump())
     directory = await Directory.load(request)
-    people = await service.people([entry.account_id])
+    people = await request.app[DIRECTORY].people([entry.account_id])
     now = request.app[CLOCK].now()
     return web.json_response({"entry": _roster_json(entry, directory, people, now)}, status=201)
 
 
 async def remove_roster(request: web.Request) -> web.StreamResponse:
     """Take an entry off the roster."""
-    await request.app[SERVICE].remove_roster_entry(actor(request), request.match_info["entry_id"])
+    await request.app[MATCHING].remove_roster_entry(actor(request), request.match_info["entry_id"])
     return web.Response(status=204)
 
 

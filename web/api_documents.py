@@ -17,10 +17,10 @@ from aiohttp import hdrs, web
 
 from records.documents import Document
 from records.models import Account
-from signaling.documents import DocumentService
+from signaling.workflow.documents import DocumentService
 from web.api import iso, person_ref
 from web.auth import actor
-from web.keys import DOCUMENTS, SERVICE
+from web.keys import DIRECTORY, DOCUMENTS
 from web.openapi import Route
 
 CHUNK = 64 * 1024
@@ -50,7 +50,7 @@ def document_json(document: Document, people: dict[str, Account]) -> dict[str, A
 
 
 async def _json_list(request: web.Request, items: list[Document]) -> dict[str, Any]:
-    people = await request.app[SERVICE].people([d.uploaded_by for d in items])
+    people = await request.app[DIRECTORY].people([d.uploaded_by for d in items])
     return {"documents": [document_json(d, people) for d in items]}
 
 
@@ -87,7 +87,7 @@ async def upload_document(request: web.Request) -> web.StreamResponse:
         declared_type=query.get("declared_type") or None,
         declared_size=request.content_length,
     )
-    people = await request.app[SERVICE].people([document.uploaded_by])
+    people = await request.app[DIRECTORY].people([document.uploaded_by])
     return web.json_response({"document": document_json(document, people)}, status=201)
 
 
@@ -110,7 +110,7 @@ async def consultation_documents(request: web.Request) -> web.StreamResponse:
 async def get_document(request: web.Request) -> web.StreamResponse:
     """A document's description."""
     document = await _service(request).get(actor(request), request.match_info["document_id"])
-    people = await request.app[SERVICE].people([document.uploaded_by])
+    people = await request.app[DIRECTORY].people([document.uploaded_by])
     return web.json_response({"document": document_json(document, people)})
 
 

@@ -12,7 +12,7 @@ from web import schemas
 from web.api import body, iso, opinion_json
 from web.auth import actor
 from web.errors import ApiError
-from web.keys import SERVICE, SUMMARY
+from web.keys import DIRECTORY, OPINIONS, SUMMARY
 from web.openapi import Route
 
 FHIR_JSON = "application/fhir+json"
@@ -135,14 +135,13 @@ async def export_fhir(request: web.Request) -> web.StreamResponse:
 async def add_addendum(request: web.Request) -> web.StreamResponse:
     """Add a signed addendum to a signed opinion or referral (its author only)."""
     data = await body(request, schemas.AddendumIn)
-    service = request.app[SERVICE]
-    opinion = await service.addendum(
+    opinion = await request.app[OPINIONS].addendum(
         actor(request),
         request.match_info["consultation_id"],
         request.match_info["opinion_id"],
         data.model_dump(),
     )
-    people = await service.people([opinion.author_id])
+    people = await request.app[DIRECTORY].people([opinion.author_id])
     return web.json_response({"opinion": opinion_json(opinion, people)}, status=201)
 
 

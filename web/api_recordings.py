@@ -9,11 +9,11 @@ from typing import Any
 from aiohttp import web
 
 from records.models import Account, Recording
-from signaling.replay import Filters, Replay
+from signaling.workflow.replay import Filters, Replay
 from web.api import Directory, iso, person_ref
 from web.auth import actor
 from web.errors import ApiError
-from web.keys import REPLAY
+from web.keys import DIRECTORY, REPLAY
 from web.openapi import Route
 
 MEDIA_TYPES = {"webm": "video/webm", "mp4": "video/mp4"}
@@ -84,7 +84,7 @@ async def search(request: web.Request) -> web.StreamResponse:
         actor(request), filters, page=page, per_page=per_page
     )
     directory = await Directory.load(request)
-    people = await request.app[REPLAY].people(
+    people = await request.app[DIRECTORY].people(
         [
             f.consultation.assigned_specialist_id
             for f in found

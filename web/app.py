@@ -14,15 +14,20 @@ from records.clock import Clock, SystemClock
 from records.db import Database
 from records.files import FileStore
 from records.passwords import Passwords
-from signaling.auth import AuthService
 from signaling.calls import Calls
-from signaling.documents import DocumentService
-from signaling.hub import Hub
+from signaling.hub import ConsultationPushes, Hub
 from signaling.ice import IceConfig
-from signaling.recording import RecordingService
-from signaling.replay import ReplayService
-from signaling.service import ConsultationService
-from signaling.summary import SummaryService
+from signaling.workflow.auth import AuthService
+from signaling.workflow.base import Context
+from signaling.workflow.consultations import ConsultationService
+from signaling.workflow.directory import DirectoryService
+from signaling.workflow.documents import DocumentService
+from signaling.workflow.matching import MatchingService
+from signaling.workflow.opinion import OpinionService
+from signaling.workflow.patients import PatientService
+from signaling.workflow.recording import RecordingService
+from signaling.workflow.replay import ReplayService
+from signaling.workflow.summary import SummaryService
 from web import api, api_documents, api_fhir, api_recordings, ws
 from web.auth import auth_middleware
 from web.errors import error_middleware
@@ -30,13 +35,17 @@ from web.keys import (
     AUTH,
     CALLS,
     CLOCK,
+    CONSULTATIONS,
     DB,
+    DIRECTORY,
     DOCUMENTS,
     HUB,
+    MATCHING,
     OPENAPI,
+    OPINIONS,
+    PATIENTS,
     RECORDING,
     REPLAY,
-    SERVICE,
     SETTINGS,
     SOCKETS,
     SUMMARY,
@@ -110,36 +119,34 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     db = Database(settings.effective_database_url)
     await db.upgrade()
     app[DB] = db
+    ctx = Context(db=db, clock=app[CLOCK], notifier=ConsultationPushes(app[HUB]))
     app[AUTH] = AuthService(
-        db=db,
-        clock=app[CLOCK],
+        ctx,
         passwords=passwords_for(settings),
         max_failures=settings.login_max_failures,
         lockout_seconds=settings.login_lockout_seconds,
         session_ttl_seconds=settings.session_ttl_seconds,
     )
-    app[SERVICE] = ConsultationService(
-        db=db,
-        clock=app[CLOCK],
-        hub=app[HUB],
+    app[DIRECTORY] = DirectoryService(ctx)
+    app[PATIENTS] = PatientService(ctx)
+    app[CONSULTATIONS] = ConsultationService(ctx)
+    app[MATCHING] = MatchingService(
+        ctx,
         escalate_after={u: settings.escalate_after(u) for u in ("routine", "urgent", "emergency")},
     )
-    app[SUMMARY] = SummaryService(consultations=app[SERVICE])
+    app[OPINIONS] = OpinionService(ctx)
+    app[SUMMARY] = SummaryService(ctx)
     recorder = Recorder(
         settings.data_dir / "recordings",
         stun_urls=settings.stun_urls,
         host_addresses=settings.recorder_addresses,
     )
     app[RECORDING] = RecordingService(
-        db=db,
-        clock=app[CLOCK],
-        recorder=recorder,
-        retention_days=settings.recording_retention_days,
+        ctx, recorder=recorder, retention_days=settings.recording_retention_days
     )
-    app[REPLAY] = ReplayService(db=db, clock=app[CLOCK], root=recorder.directory)
+    app[REPLAY] = ReplayService(ctx, root=recorder.directory)
     app[DOCUMENTS] = DocumentService(
-        db=db,
-        clock=app[CLOCK],
+        ctx,
         files=FileStore(settings.data_dir / "files", settings.data_dir / "incoming"),
         max_upload_bytes=settings.max_upload_bytes,
     )
@@ -148,7 +155,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     if recovered:
         log.warning("repaired %d recording(s) left by an unclean stop", len(recovered))
     app[CALLS] = Calls(
-        service=app[SERVICE],
+        consultations=app[CONSULTATIONS],
+        directory=app[DIRECTORY],
         ice=ice_config(settings),
         grace_seconds=settings.call_grace_seconds,
         recording=app[RECORDING],
@@ -174,7 +182,7 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     tasks = [
         asyncio.create_task(
-            every(settings.escalation_check_seconds, app[SERVICE].escalate_overdue, "escalation")
+            every(settings.escalation_check_seconds, app[MATCHING].escalate_overdue, "escalation")
         ),
         asyncio.create_task(
             every(SESSION_SWEEP_SECONDS, lambda: ws.sweep_sessions(app), "session sweep")

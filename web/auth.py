@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from signaling.access import Actor
-from signaling.auth import Session
+from signaling.workflow.auth import Session
+from signaling.workflow.base import Actor
 from web.errors import ApiError
 from web.keys import AUTH, SESSION, SETTINGS
 

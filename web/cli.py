@@ -21,7 +21,8 @@ from records.clock import SystemClock
 from records.db import Database
 from records.demo import DEMO_PASSWORD, DemoLogin, load_demo
 from signaling.errors import SignalingError
-from signaling.recording import RecordingService
+from signaling.workflow.base import Context, NoPushes
+from signaling.workflow.recording import RecordingService
 from web.app import create_app, passwords_for
 from web.settings import Settings
 from web.tls import ensure_self_signed, ssl_context
@@ -83,8 +84,7 @@ async def _upgrade(settings: Settings) -> None:
 async def _verify(settings: Settings) -> int:
     db = Database(settings.effective_database_url)
     try:
-        async with db.read() as conn:
-            result = await audit.verify(conn)
+        result = await db.run_read(audit.verify)
     finally:
         await db.close()
     for problem in result.problems:
@@ -98,11 +98,9 @@ async def _verify(settings: Settings) -> int:
 
 def _recordings(settings: Settings, db: Database) -> RecordingService:
     recorder = Recorder(settings.data_dir / "recordings", host_addresses=("127.0.0.1",))
+    ctx = Context(db=db, clock=SystemClock(), notifier=NoPushes())
     return RecordingService(
-        db=db,
-        clock=SystemClock(),
-        recorder=recorder,
-        retention_days=settings.recording_retention_days,
+        ctx, recorder=recorder, retention_days=settings.recording_retention_days
     )
 
 

@@ -8,21 +8,29 @@ from aiohttp import web
 
 from records.clock import Clock
 from records.db import Database
-from signaling.auth import AuthService, Session
 from signaling.calls import Calls
-from signaling.documents import DocumentService
 from signaling.hub import Hub
-from signaling.recording import RecordingService
-from signaling.replay import ReplayService
-from signaling.service import ConsultationService
-from signaling.summary import SummaryService
+from signaling.workflow.auth import AuthService, Session
+from signaling.workflow.consultations import ConsultationService
+from signaling.workflow.directory import DirectoryService
+from signaling.workflow.documents import DocumentService
+from signaling.workflow.matching import MatchingService
+from signaling.workflow.opinion import OpinionService
+from signaling.workflow.patients import PatientService
+from signaling.workflow.recording import RecordingService
+from signaling.workflow.replay import ReplayService
+from signaling.workflow.summary import SummaryService
 from web.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 DB = web.AppKey("db", Database)
 HUB = web.AppKey("hub", Hub)
-SERVICE = web.AppKey("service", ConsultationService)
+DIRECTORY = web.AppKey("directory", DirectoryService)
+PATIENTS = web.AppKey("patients", PatientService)
+CONSULTATIONS = web.AppKey("consultations", ConsultationService)
+MATCHING = web.AppKey("matching", MatchingService)
+OPINIONS = web.AppKey("opinions", OpinionService)
 SUMMARY = web.AppKey("summary", SummaryService)
 AUTH = web.AppKey("auth", AuthService)
 CALLS = web.AppKey("calls", Calls)

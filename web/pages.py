@@ -22,12 +22,14 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from records import store
 from records.models import Account
-from signaling import policy
-from signaling.auth import Session
+from signaling.errors import NotFound
+from signaling.workflow import policy
+from signaling.workflow.auth import Session
+from signaling.workflow.consultations import Frame
+from web.auth import actor
 from web.i18n import JS_STRINGS, LOCALE_COOKIE, LOCALES, N_, I18n, Localizer
-from web.keys import CLOCK, DB, SESSION, SETTINGS
+from web.keys import CLOCK, CONSULTATIONS, DIRECTORY, SESSION, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +117,26 @@ def _require_session(request: web.Request, *roles: str) -> Session:
 
 
 async def _institution_name(request: web.Request, account: Account) -> str:
-    # The account's own institution is not patient data; a direct lookup is enough.
-    if DB not in request.app:
+    if DIRECTORY not in request.app:
         return ""
-    async with request.app[DB].read() as conn:
-        institution = await store.get_institution(conn, account.institution_id)
+    institution = await request.app[DIRECTORY].institution(account.institution_id)
     return institution.name if institution else ""
+
+
+async def _frame(request: web.Request, *, participant: bool = False) -> Frame:
+    """The consultation of the page's URL, or 404 exactly as for an unknown id.
+
+    The service audits a refused look; the page is a frame and what it shows of
+    the patient comes from the audited API.
+    """
+    if CONSULTATIONS not in request.app:
+        raise web.HTTPNotFound()
+    try:
+        return await request.app[CONSULTATIONS].frame(
+            actor(request), request.match_info["consultation_id"], participant=participant
+        )
+    except NotFound:
+        raise web.HTTPNotFound() from None
 
 
 def _today(request: web.Request) -> datetime:
@@ -318,28 +334,9 @@ async def call_page(request: web.Request) -> web.StreamResponse:
     """The video call of one consultation, for its participants."""
     _switch_language(request)
     session = _require_session(request, "clinic_doctor", "specialist")
-    consultation_id = request.match_info["consultation_id"]
-    if DB not in request.app:
-        raise web.HTTPNotFound()
-    async with request.app[DB].read() as conn:
-        consultation = await store.get_consultation(conn, consultation_id)
-        department = (
-            await store.get_department(conn, consultation.department_id) if consultation else None
-        )
-        requesting = (
-            await store.get_institution(conn, consultation.requesting_institution_id)
-            if consultation
-            else None
-        )
+    frame = await _frame(request, participant=True)
+    consultation = frame.consultation
     account = session.account
-    # Not a participant: answer as for an id that does not exist (the WebSocket
-    # join, which is audited, makes the same check again).
-    if (
-        consultation is None
-        or not policy.can_see(account, consultation)
-        or not policy.is_participant(account, consultation)
-    ):
-        raise web.HTTPNotFound()
     return await render(
         request,
         "call.html",
@@ -351,8 +348,8 @@ async def call_page(request: web.Request) -> web.StreamResponse:
             "home": ROLE_HOME.get(account.role, "/"),
         },
         extra_strings=CALL_STRINGS | RECORDS_STRINGS,
-        department=department.name if department else "",
-        requesting_institution=requesting.name if requesting else "",
+        department=frame.department.name,
+        requesting_institution=frame.requesting_institution.name,
         joinable=consultation.state in JOINABLE,
     )
 
@@ -472,16 +469,8 @@ async def consultation_page(request: web.Request) -> web.StreamResponse:
     """One consultation: the request, records, timeline and the signed opinion."""
     _switch_language(request)
     session = _require_session(request)
-    consultation_id = request.match_info["consultation_id"]
-    if DB not in request.app:
-        raise web.HTTPNotFound()
-    async with request.app[DB].read() as conn:
-        consultation = await store.get_consultation(conn, consultation_id)
+    consultation = (await _frame(request)).consultation
     account = session.account
-    # Not visible to this account: answer as for an id that does not exist. The
-    # page is a frame; what it shows comes from the audited API.
-    if consultation is None or not policy.can_see(account, consultation):
-        raise web.HTTPNotFound()
     return await render(
         request,
         "consultation.html",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -20,9 +21,10 @@ T = datetime(2026, 1, 1, tzinfo=UTC)
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'a.sqlite3'}")
     await database.upgrade()
-    async with database.write() as conn:
+
+    def _write1(conn: Any) -> Any:
         for n in range(10):
-            await audit.append(
+            audit.append(
                 conn,
                 at=T + timedelta(seconds=n),
                 actor_id="a" * 32,
@@ -32,13 +34,14 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
                 client_addr="127.0.0.1",
                 detail={"n": n},
             )
+
+    await database.run_write(_write1)
     yield database
     await database.close()
 
 
 async def verify(db: Database) -> audit.Verification:
-    async with db.read() as conn:
-        return await audit.verify(conn)
+    return await db.run_read(audit.verify)
 
 
 async def test_untouched_chain_verifies(db: Database) -> None:
@@ -58,18 +61,18 @@ async def test_untouched_chain_verifies(db: Database) -> None:
     ],
 )
 async def test_an_edited_entry_is_found(db: Database, column: str, value: object) -> None:
-    async with db.write() as conn:
-        await conn.execute(audit_log.update().where(audit_log.c.seq == 4).values({column: value}))
+    def _write2(conn: Any) -> Any:
+        conn.execute(audit_log.update().where(audit_log.c.seq == 4).values({column: value}))
+
+    await db.run_write(_write2)
     result = await verify(db)
     assert not result.ok
     assert any(p.startswith("entry 4:") for p in result.problems), result.problems
 
 
 async def test_an_edit_that_also_rewrites_the_hash_breaks_the_next_link(db: Database) -> None:
-    async with db.write() as conn:
-        row = (
-            (await conn.execute(sa.select(audit_log).where(audit_log.c.seq == 4))).mappings().one()
-        )
+    def _write3(conn: Any) -> Any:
+        row = (conn.execute(sa.select(audit_log).where(audit_log.c.seq == 4))).mappings().one()
         forged = dict(row, detail={"n": 99})
         forged["hash"] = audit.entry_hash(
             **{
@@ -87,36 +90,42 @@ async def test_an_edit_that_also_rewrites_the_hash_breaks_the_next_link(db: Data
                 )
             }
         )
-        await conn.execute(
+        conn.execute(
             audit_log.update()
             .where(audit_log.c.seq == 4)
             .values(detail=forged["detail"], hash=forged["hash"])
         )
+
+    await db.run_write(_write3)
     result = await verify(db)
     assert any(p.startswith("entry 5:") and "link" in p for p in result.problems)
 
 
 async def test_a_removed_entry_is_found(db: Database) -> None:
-    async with db.write() as conn:
-        await conn.execute(audit_log.delete().where(audit_log.c.seq == 6))
+    def _write4(conn: Any) -> Any:
+        conn.execute(audit_log.delete().where(audit_log.c.seq == 6))
+
+    await db.run_write(_write4)
     result = await verify(db)
     assert any(p.startswith("entry 7:") for p in result.problems), result.problems
 
 
 async def test_removing_the_newest_entries_is_found(db: Database) -> None:
-    async with db.write() as conn:
-        await conn.execute(audit_log.delete().where(audit_log.c.seq >= 9))
+    def _write5(conn: Any) -> Any:
+        conn.execute(audit_log.delete().where(audit_log.c.seq >= 9))
+
+    await db.run_write(_write5)
     result = await verify(db)
     assert not result.ok
     assert "head records entry 10" in result.problems[-1]
 
 
 async def test_an_inserted_entry_is_found(db: Database) -> None:
-    async with db.write() as conn:
+    def _write6(conn: Any) -> Any:
         # Make room by renumbering, as a forger would, then insert a fake entry.
         for seq in range(10, 5, -1):
-            await conn.execute(audit_log.update().where(audit_log.c.seq == seq).values(seq=seq + 1))
-        await conn.execute(
+            conn.execute(audit_log.update().where(audit_log.c.seq == seq).values(seq=seq + 1))
+        conn.execute(
             audit_log.insert().values(
                 seq=6,
                 at=T,
@@ -130,13 +139,16 @@ async def test_an_inserted_entry_is_found(db: Database) -> None:
                 hash="0" * 64,
             )
         )
+
+    await db.run_write(_write6)
     result = await verify(db)
     assert not result.ok
     assert any(p.startswith("entry 6:") for p in result.problems)
 
 
 async def test_appending_continues_the_chain_across_transactions(db: Database) -> None:
-    async with db.write() as conn:
-        seq = await audit.append(conn, at=T, actor_id=None, action="x", object_type="system")
-    assert seq == 11
+    def _write7(conn: Any) -> int:
+        return audit.append(conn, at=T, actor_id=None, action="x", object_type="system")
+
+    assert await db.run_write(_write7) == 11
     assert (await verify(db)).ok

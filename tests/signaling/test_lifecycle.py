@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from signaling.errors import IllegalTransition
-from signaling.lifecycle import TERMINAL, TRANSITIONS, Action, State, next_state, sources
+from signaling.workflow.lifecycle import TERMINAL, TRANSITIONS, Action, State, next_state, sources
 
 EXPECTED = {
     State.REQUESTED: {

@@ -75,13 +75,13 @@ async def join(sock: Socket, consultation_id: str, tab: str = "tab-1", **extra: 
 async def chat_refused(db: Any) -> AsyncIterator[None]:
     """While inside, the database refuses chat rows: a real SQLite failure (a
     trigger aborts the insert), not a stand-in for the store."""
-    async with db.write() as conn:
-        await conn.exec_driver_sql(
+    await db.run_write(
+        lambda conn: conn.exec_driver_sql(
             "CREATE TRIGGER refuse_chat BEFORE INSERT ON consultation_events "
             "WHEN NEW.kind = 'chat' BEGIN SELECT RAISE(ABORT, 'disk quota'); END"
         )
+    )
     try:
         yield
     finally:
-        async with db.write() as conn:
-            await conn.exec_driver_sql("DROP TRIGGER refuse_chat")
+        await db.run_write(lambda conn: conn.exec_driver_sql("DROP TRIGGER refuse_chat"))

@@ -13,9 +13,9 @@ from fhir.resources.R4B.bundle import Bundle
 
 from records import store
 from records.schema import audit_log, blobs, documents
-from signaling.access import Actor
 from signaling.fhir import ADDENDUM_OF_EXTENSION, RESIDENT_ID_SYSTEM, SHA256_EXTENSION
-from web.keys import DB, SERVICE
+from signaling.workflow.base import Actor
+from web.keys import CLOCK, CONSULTATIONS, DB, DIRECTORY
 
 from .test_opinion import OPINION, sha256_of
 from .test_summary import LIU_NID, import_bundle, sample_bundle
@@ -46,15 +46,16 @@ def ext(element: dict[str, Any], url: str) -> Any:
 async def attach_document(app: Any, consultation: dict[str, Any], patient_id: str, by: str) -> str:
     data = b"%PDF-1.4 fake lab report"
     digest = hashlib.sha256(data).hexdigest()
-    now = app[SERVICE].clock.now()
+    now = app[CLOCK].now()
     doc_id = store.new_id()
-    async with app[DB].write() as conn:
-        await conn.execute(
+
+    def _write1(conn: Any) -> Any:
+        conn.execute(
             blobs.insert().values(
                 sha256=digest, size=len(data), media_type="application/pdf", stored_at=now
             )
         )
-        await conn.execute(
+        conn.execute(
             documents.insert().values(
                 id=doc_id,
                 patient_id=patient_id,
@@ -70,13 +71,16 @@ async def attach_document(app: Any, consultation: dict[str, Any], patient_id: st
                 uploaded_at=now,
             )
         )
+
+    await app[DB].run_write(_write1)
     return digest
 
 
 async def add_recording(app: Any, consultation_id: str, participant_id: str) -> str:
-    now = app[SERVICE].clock.now()
-    async with app[DB].write() as conn:
-        rid = await store.add_recording(
+    now = app[CLOCK].now()
+
+    def _write2(conn: Any) -> Any:
+        rid = store.add_recording(
             conn,
             consultation_id=consultation_id,
             participant_id=participant_id,
@@ -87,7 +91,7 @@ async def add_recording(app: Any, consultation_id: str, participant_id: str) -> 
             audio_codec="opus",
             started_at=now,
         )
-        await store.update_recording(
+        store.update_recording(
             conn,
             rid,
             status="finished",
@@ -97,7 +101,7 @@ async def add_recording(app: Any, consultation_id: str, participant_id: str) -> 
             finished_at=now + timedelta(seconds=62),
         )
         # A failed leg has no file to point at.
-        failed = await store.add_recording(
+        failed = store.add_recording(
             conn,
             consultation_id=consultation_id,
             participant_id=participant_id,
@@ -108,8 +112,10 @@ async def add_recording(app: Any, consultation_id: str, participant_id: str) -> 
             audio_codec="opus",
             started_at=now,
         )
-        await store.update_recording(conn, failed, status="failed", error="no media")
-    return str(rid)
+        store.update_recording(conn, failed, status="failed", error="no media")
+        return rid
+
+    return str(await app[DB].run_write(_write2))
 
 
 async def full_consultation(login_as: LoginAs, app: Any, clock: Any) -> dict[str, Any]:
@@ -126,11 +132,11 @@ async def full_consultation(login_as: LoginAs, app: Any, clock: Any) -> dict[str
     clock.advance(60)
     status, _ = await clinic.post(url + "/start")
     assert status == 200
-    service = app[SERVICE]
     for who, text in zip((cardio, clinic), CHAT, strict=True):
-        account = await service.account(who.account["id"])
+        account = await app[DIRECTORY].account(who.account["id"])
+        assert account is not None
         clock.advance(5)
-        await service.call_event(Actor(account=account), c["id"], "chat", {"text": text})
+        await app[CONSULTATIONS].call_event(Actor(account=account), c["id"], "chat", {"text": text})
     rec_id = await add_recording(app, c["id"], cardio.account["id"])
     clock.advance(600)
     status, _ = await cardio.post(url + "/end")

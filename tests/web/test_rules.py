@@ -156,7 +156,7 @@ async def test_other_institutions_get_a_404_that_reveals_nothing(
 
 
 async def test_unanswered_request_is_escalated_after_the_configured_time(
-    login_as: LoginAs, clock: Any, service: Any, settings: Any, app: Any
+    login_as: LoginAs, clock: Any, matching: Any, settings: Any, app: Any
 ) -> None:
     clinic, coord = await login_as("clinic1"), await login_as("coord1")
     ids = await demo_ids(clinic)
@@ -164,11 +164,11 @@ async def test_unanswered_request_is_escalated_after_the_configured_time(
     routine = await request_consultation(clinic, ids, urgency="routine")
 
     clock.advance(settings.escalate_after_urgent_seconds - 1)
-    assert await service.escalate_overdue() == []
+    assert await matching.escalate_overdue() == []
     clock.advance(2)
-    escalated = await service.escalate_overdue()
+    escalated = await matching.escalate_overdue()
     assert [c.id for c in escalated] == [urgent["id"]]
-    assert await service.escalate_overdue() == []  # once only
+    assert await matching.escalate_overdue() == []  # once only
 
     _, data = await coord.get("/api/queue")
     queue = {q["id"]: q for q in data["consultations"]}

@@ -163,7 +163,7 @@ ALLOWED = {
 
 @pytest.mark.parametrize("state", list(PATHS))
 async def test_every_illegal_transition_is_refused_with_409(
-    state: str, login_as: LoginAs, clock: Any, service: Any, app: Any
+    state: str, login_as: LoginAs, clock: Any, matching: Any, app: Any
 ) -> None:
     users = {name: await login_as(name) for name in ("clinic1", "cardio1", "coord1")}
     ids = await demo_ids(users["clinic1"])
@@ -175,8 +175,8 @@ async def test_every_illegal_transition_is_refused_with_409(
     url = f"/api/consultations/{c['id']}"
     for step in PATHS[state]:
         if step == "<escalate>":
-            clock.advance(service.escalate_after["routine"] + 1)
-            assert [e.id for e in await service.escalate_overdue()] == [c["id"]]
+            clock.advance(matching.escalate_after["routine"] + 1)
+            assert [e.id for e in await matching.escalate_overdue()] == [c["id"]]
             continue
         who, payload = ACTIONS[step]
         status, data = await users[who].post(f"{url}/{step}", payload)

@@ -10,6 +10,7 @@ killed server left behind.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -17,14 +18,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from media.finalize import FinishedFile, sha256_of
 from media.recorder import LegResult, Recorder, RecordingKey
-from records import audit, store
-from records.clock import Clock
-from records.db import Database
+from records import store
 from records.models import Recording
-from signaling.access import Actor
 from signaling.errors import IllegalTransition, NotFound, RuleViolation
+from signaling.workflow.base import Actor, Context, Service, Tx, stored
 
 log = logging.getLogger(__name__)
 
@@ -40,32 +41,31 @@ class Check:
     problem: str | None = None
 
 
-class RecordingService:
+class RecordingService(Service):
     """Starts, stops, finishes, repairs, verifies and purges recordings."""
 
     def __init__(
         self,
+        ctx: Context,
         *,
-        db: Database,
-        clock: Clock,
         recorder: Recorder,
         retention_days: int = MIN_RETENTION_DAYS,
     ) -> None:
         """Wire the service.
 
         Args:
-            db: the system of record.
-            clock: source of time.
+            ctx: the app's database, clock and notifier.
             recorder: the media plane's recorder (its directory holds the files).
             retention_days: how long files are kept at least; never under 3 years.
         """
         if retention_days < MIN_RETENTION_DAYS:
             raise ValueError(f"recordings are kept at least {MIN_RETENTION_DAYS} days")
-        self.db = db
-        self.clock = clock
+        super().__init__(ctx)
         self.recorder = recorder
         self.retention = timedelta(days=retention_days)
         self.active: dict[tuple[str, str], tuple[RecordingKey, str]] = {}
+        # Legs whose negotiation is under way (reserved, not yet in the records).
+        self._starting: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         # Told (consultation id, participant id, "stopped" | "failed") once a
         # leg's file is stored, however the leg ended; the call rooms listen.
@@ -79,12 +79,15 @@ class RecordingService:
 
     async def allowed(self, consultation_id: str) -> bool:
         """Whether the patient's current consent covers recording."""
-        async with self.db.read() as conn:
-            consultation = await store.get_consultation(conn, consultation_id)
+
+        def work(conn: sa.Connection) -> bool:
+            consultation = store.get_consultation(conn, consultation_id)
             if consultation is None:
                 return False
-            consent = await store.active_consent(conn, consultation.patient_id)
-        return consent is not None and consent.scope_recording
+            consent = store.active_consent(conn, consultation.patient_id)
+            return consent is not None and consent.scope_recording
+
+        return await self.read(work)
 
     def is_recording(self, consultation_id: str, participant_id: str) -> bool:
         """Whether a leg of this participant is running."""
@@ -92,6 +95,11 @@ class RecordingService:
 
     async def start(self, actor: Actor, consultation_id: str, offer_sdp: str) -> str:
         """Answer a participant's recording offer; returns the answer SDP.
+
+        The part is reserved first, the recorder negotiates outside any
+        transaction (aiortc gathers candidates, which can take seconds against
+        an unreachable STUN server), and only then is the recording written to
+        the records: the single writer is never held across the network.
 
         Raises:
             RuleViolation: the consent does not cover recording
@@ -103,46 +111,55 @@ class RecordingService:
                 "the patient's consent does not cover recording", code="recording_not_consented"
             )
         slot = (consultation_id, actor.id)
-        if slot in self.active:
+        if slot in self.active or slot in self._starting:
             raise IllegalTransition("already recording", code="already_recording")
-        async with self.db.write() as conn:
-            part = await store.next_recording_part(conn, consultation_id, actor.id)
+        self._starting.add(slot)
+        try:
+            part = await self.read(
+                lambda conn: store.next_recording_part(conn, consultation_id, actor.id)
+            )
             key = RecordingKey(consultation_id, actor.id, part)
             now = self.clock.now()
             answer = await self.recorder.start(key, offer_sdp, now=now)
             leg = self.recorder.legs[key]
             assert leg.writer is not None  # noqa: S101 - set by start()
-            final = leg.writer.path.with_suffix("")
-            rid = await store.add_recording(
-                conn,
-                consultation_id=consultation_id,
-                participant_id=actor.id,
-                part=part,
-                path=str(final.relative_to(self.root)),
-                container=leg.writer.format,
-                video_codec=leg.writer.video_codec,
-                audio_codec=leg.writer.stats.audio_codec,
-                started_at=now,
-            )
-            await store.add_event(
-                conn,
-                consultation_id=consultation_id,
-                at=now,
-                kind="recording_started",
-                actor_id=actor.id,
-                data={"recording_id": rid, "part": part},
-            )
-            await audit.append(
-                conn,
-                at=now,
-                actor_id=actor.id,
-                action="recording.start",
-                object_type="recording",
-                object_id=rid,
-                client_addr=actor.client_addr,
-                detail={"consultation_id": consultation_id, "part": part},
-            )
-        self.active[slot] = (key, rid)
+            writer = leg.writer
+
+            def work(tx: Tx) -> str:
+                rid = store.add_recording(
+                    tx.conn,
+                    consultation_id=consultation_id,
+                    participant_id=actor.id,
+                    part=part,
+                    path=str(writer.path.with_suffix("").relative_to(self.root)),
+                    container=writer.format,
+                    video_codec=writer.video_codec,
+                    audio_codec=writer.stats.audio_codec,
+                    started_at=now,
+                )
+                tx.event(
+                    consultation_id,
+                    "recording_started",
+                    {"recording_id": rid, "part": part},
+                    at=now,
+                )
+                tx.audit(
+                    "recording.start",
+                    "recording",
+                    rid,
+                    consultation_id=consultation_id,
+                    part=part,
+                )
+                return rid
+
+            try:
+                rid = await self.write(actor, work)
+            except BaseException:
+                await self.recorder.stop(key)
+                raise
+            self.active[slot] = (key, rid)
+        finally:
+            self._starting.discard(slot)
         return answer
 
     async def candidate(
@@ -206,13 +223,12 @@ class RecordingService:
         return rec
 
     async def _store_row(self, recording_id: str, result: LegResult) -> Recording:
-        now = self.clock.now()
-        async with self.db.write() as conn:
-            rec = await store.get_recording(conn, recording_id)
-            assert rec is not None  # noqa: S101 - inserted by start()
+        def work(tx: Tx) -> Recording:
+            now = tx.now
+            rec = stored(store.get_recording(tx.conn, recording_id))
             if result.file is None:
-                await store.update_recording(
-                    conn,
+                store.update_recording(
+                    tx.conn,
                     recording_id,
                     status="failed",
                     error=(result.error or "")[:500],
@@ -220,44 +236,29 @@ class RecordingService:
                 )
                 kind = "recording_failed"
             else:
-                offset = await self._session_offset(conn, rec.consultation_id, result)
-                await store.update_recording(
-                    conn,
+                store.update_recording(
+                    tx.conn,
                     recording_id,
                     **_file_values(result.file),
                     status="finished",
-                    offset_ms=offset,
+                    offset_ms=_session_offset(tx.conn, rec.consultation_id, result),
                     finished_at=now,
                     retain_until=now + self.retention,
                     error=result.error,
                 )
                 kind = "recording_finished"
-            await store.add_event(
-                conn,
+            store.add_event(
+                tx.conn,
                 consultation_id=rec.consultation_id,
                 at=now,
                 kind=kind,
                 actor_id=rec.participant_id,
                 data={"recording_id": recording_id},
             )
-            await audit.append(
-                conn,
-                at=now,
-                actor_id=None,
-                action=kind.replace("_", "."),
-                object_type="recording",
-                object_id=recording_id,
-            )
-            updated = await store.get_recording(conn, recording_id)
-        assert updated is not None  # noqa: S101
-        return updated
+            tx.audit(kind.replace("_", "."), "recording", recording_id)
+            return stored(store.get_recording(tx.conn, recording_id))
 
-    async def _session_offset(self, conn: Any, consultation_id: str, result: LegResult) -> int:
-        """Milliseconds from the session's start (it went live) to the file's time 0."""
-        start = result.started_at + timedelta(seconds=result.first_media_offset or 0.0)
-        live = [e.at for e in await store.list_events(conn, consultation_id) if e.kind == "live"]
-        origin = live[0] if live else start
-        return round((start - origin).total_seconds() * 1000)
+        return await self.write(None, work)
 
     # -- repair, verification, purge ---------------------------------------------
 
@@ -265,53 +266,29 @@ class RecordingService:
         """Finalize every ``.partial`` left by a killed server and mark it recovered."""
         repaired = await asyncio.to_thread(self.recorder.recover)
         out = []
-        now = self.clock.now()
         for partial, finished, error in repaired:
             relative = str(partial.with_suffix("").relative_to(self.root))
-            async with self.db.write() as conn:
-                rec = await store.recording_by_path(conn, relative)
-                if rec is None:
-                    log.warning("repaired %s, which the records do not know", relative)
-                    continue
-                if finished is None:
-                    await store.update_recording(
-                        conn, rec.id, status="failed", error=(error or "")[:500], finished_at=now
-                    )
-                else:
-                    await store.update_recording(
-                        conn,
-                        rec.id,
-                        **_file_values(finished),
-                        status="recovered",
-                        finished_at=now,
-                        retain_until=now + self.retention,
-                    )
-                await store.add_event(
-                    conn,
-                    consultation_id=rec.consultation_id,
-                    at=now,
-                    kind="recording_recovered" if finished else "recording_failed",
-                    actor_id=None,
-                    data={"recording_id": rec.id},
-                )
-                await audit.append(
-                    conn,
-                    at=now,
-                    actor_id=None,
-                    action="recording.recover",
-                    object_type="recording",
-                    object_id=rec.id,
-                    detail={"ok": finished is not None},
-                )
-                updated = await store.get_recording(conn, rec.id)
-            if updated is not None:
-                out.append(updated)
+            updated = await self.write(
+                None,
+                functools.partial(
+                    _mark_recovered,
+                    relative=relative,
+                    finished=finished,
+                    error=error,
+                    retention=self.retention,
+                ),
+            )
+            if updated is None:
+                log.warning("repaired %s, which the records do not know", relative)
+                continue
+            out.append(updated)
         return out
 
     async def verify(self) -> list[Check]:
         """Re-hash every kept file and compare with the records."""
-        async with self.db.read() as conn:
-            kept = await store.list_recordings(conn, statuses=["finished", "recovered"])
+        kept = await self.read(
+            lambda conn: store.list_recordings(conn, statuses=["finished", "recovered"])
+        )
         checks = []
         for rec in kept:
             path = self.root / rec.path
@@ -336,9 +313,10 @@ class RecordingService:
             RuleViolation: a named recording is younger than its retention date
                 (``retention_not_reached``); nothing is deleted then.
         """
-        now = self.clock.now()
-        async with self.db.write() as conn:
-            kept = await store.list_recordings(conn, statuses=["finished", "recovered", "failed"])
+
+        def work(tx: Tx) -> list[Recording]:
+            now = tx.now
+            kept = store.list_recordings(tx.conn, statuses=["finished", "recovered", "failed"])
             if recording_ids is not None:
                 wanted = {r.id: r for r in kept if r.id in set(recording_ids)}
                 missing = set(recording_ids) - set(wanted)
@@ -354,17 +332,61 @@ class RecordingService:
             else:
                 targets = [r for r in kept if _expired(r, now)]
             for rec in targets:
-                (self.root / rec.path).unlink(missing_ok=True)
-                await store.update_recording(conn, rec.id, status="purged")
-                await audit.append(
-                    conn,
-                    at=now,
-                    actor_id=None,
-                    action="recording.purge",
-                    object_type="recording",
-                    object_id=rec.id,
-                )
+                store.update_recording(tx.conn, rec.id, status="purged")
+                tx.audit("recording.purge", "recording", rec.id)
+            return targets
+
+        targets = await self.write(None, work)
+        # Files go once their rows say so: a crash in between can leave a file
+        # that no kept row refers to, never a kept row without its file.
+        for rec in targets:
+            (self.root / rec.path).unlink(missing_ok=True)
         return targets
+
+
+def _mark_recovered(
+    tx: Tx,
+    *,
+    relative: str,
+    finished: FinishedFile | None,
+    error: str | None,
+    retention: timedelta,
+) -> Recording | None:
+    """Record the outcome of repairing one ``.partial`` file (None: not in the records)."""
+    rec = store.recording_by_path(tx.conn, relative)
+    if rec is None:
+        return None
+    now = tx.now
+    if finished is None:
+        store.update_recording(
+            tx.conn, rec.id, status="failed", error=(error or "")[:500], finished_at=now
+        )
+    else:
+        store.update_recording(
+            tx.conn,
+            rec.id,
+            **_file_values(finished),
+            status="recovered",
+            finished_at=now,
+            retain_until=now + retention,
+        )
+    tx.event(
+        rec.consultation_id,
+        "recording_recovered" if finished else "recording_failed",
+        {"recording_id": rec.id},
+        at=now,
+        by_actor=False,
+    )
+    tx.audit("recording.recover", "recording", rec.id, ok=finished is not None)
+    return store.get_recording(tx.conn, rec.id)
+
+
+def _session_offset(conn: sa.Connection, consultation_id: str, result: LegResult) -> int:
+    """Milliseconds from the session's start (it went live) to the file's time 0."""
+    start = result.started_at + timedelta(seconds=result.first_media_offset or 0.0)
+    live = [e.at for e in store.list_events(conn, consultation_id) if e.kind == "live"]
+    origin = live[0] if live else start
+    return round((start - origin).total_seconds() * 1000)
 
 
 def _expired(rec: Recording, now: Any) -> bool:

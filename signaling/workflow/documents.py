@@ -20,21 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from records import documents, filetypes, store
-from records.clock import Clock
-from records.db import Database
 from records.documents import Document
 from records.files import FileStore, Incoming
 from records.models import Consultation, Patient
-from signaling import policy
-from signaling.access import Actor, Audited
 from signaling.errors import Invalid, NotFound
+from signaling.workflow import policy
+from signaling.workflow.base import Actor, Context, Service, Tx, stored
 
 log = logging.getLogger(__name__)
 
@@ -53,95 +48,57 @@ DECLARED = {
 }
 
 
-class DocumentService:
+def attachable(tx: Tx, patient: Patient, consultation_id: str) -> Consultation:
+    """A consultation of ``patient`` that the actor may see (to attach a document to)."""
+    consultation = store.get_consultation(tx.conn, consultation_id)
+    if (
+        consultation is None
+        or consultation.patient_id != patient.id
+        or not policy.can_see(tx.account, consultation)
+    ):
+        raise NotFound(
+            "consultation not found",
+            fields=("consultation_id",),
+            probe=("consultation", consultation_id),
+        )
+    return consultation
+
+
+def visible_document(tx: Tx, document_id: str) -> Document:
+    """A document the actor may see; otherwise ``NotFound`` (the probe is audited)."""
+    document = documents.get_document(tx.conn, document_id)
+    if document is not None:
+        patient = store.get_patient(tx.conn, document.patient_id)
+        consultation = (
+            store.get_consultation(tx.conn, document.consultation_id)
+            if document.consultation_id
+            else None
+        )
+        if patient is not None and policy.can_see_document(tx.account, patient, consultation):
+            return document
+    raise NotFound("document not found", probe=("document", document_id))
+
+
+class DocumentService(Service):
     """Use cases of a patient's attached records."""
 
     def __init__(
         self,
+        ctx: Context,
         *,
-        db: Database,
-        clock: Clock,
         files: FileStore,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     ) -> None:
         """Wire the service.
 
         Args:
-            db: the system of record.
-            clock: the source of time.
+            ctx: the app's database, clock and notifier.
             files: the content-addressed store the contents go to.
             max_upload_bytes: the largest file accepted; reading stops beyond it.
         """
-        self.db = db
-        self.clock = clock
-        self._audited = Audited(db, clock)
+        super().__init__(ctx)
         self.files = files
         self.max_upload_bytes = max_upload_bytes
-
-    # -- helpers --------------------------------------------------------------------
-
-    async def _audit(
-        self,
-        conn: AsyncConnection,
-        actor: Actor,
-        action: str,
-        object_type: str,
-        object_id: str | None,
-        **detail: Any,
-    ) -> None:
-        await self._audited.audit(conn, actor, action, object_type, object_id, **detail)
-
-    def _tx(
-        self, actor: Actor, *, write: bool = True
-    ) -> AbstractAsyncContextManager[AsyncConnection]:
-        """A transaction on behalf of ``actor``; refused probes are audited (see access.py)."""
-        return self._audited.tx(actor, write=write)
-
-    async def _own_patient(self, conn: AsyncConnection, actor: Actor, patient_id: str) -> Patient:
-        patient = await store.get_patient(conn, patient_id)
-        if (
-            patient is None
-            or not actor.account.active
-            or actor.role != "clinic_doctor"
-            or patient.institution_id != actor.account.institution_id
-        ):
-            raise NotFound(
-                "patient not found", fields=("patient_id",), probe=("patient", patient_id)
-            )
-        return patient
-
-    async def _attachable(
-        self, conn: AsyncConnection, actor: Actor, patient: Patient, consultation_id: str
-    ) -> Consultation:
-        consultation = await store.get_consultation(conn, consultation_id)
-        if (
-            consultation is None
-            or consultation.patient_id != patient.id
-            or not policy.can_see(actor.account, consultation)
-        ):
-            raise NotFound(
-                "consultation not found",
-                fields=("consultation_id",),
-                probe=("consultation", consultation_id),
-            )
-        return consultation
-
-    async def _visible(self, conn: AsyncConnection, actor: Actor, document_id: str) -> Document:
-        document = await documents.get_document(conn, document_id)
-        if document is not None:
-            patient = await store.get_patient(conn, document.patient_id)
-            consultation = (
-                await store.get_consultation(conn, document.consultation_id)
-                if document.consultation_id
-                else None
-            )
-            if patient is not None and policy.can_see_document(
-                actor.account, patient, consultation
-            ):
-                return document
-        # The same answer as for an id that does not exist; ``_tx`` records who
-        # asked for which id.
-        raise NotFound("document not found", probe=("document", document_id))
 
     def _too_large(self) -> Invalid:
         return Invalid(
@@ -215,12 +172,15 @@ class DocumentService:
                 code="invalid_fields",
                 fields=("title",),
             )
+
         # Checked before a byte of the body is read: nobody streams into a
-        # patient they may not see. Read-only, so no write lock is held.
-        async with self._tx(actor, write=False) as conn:
-            patient = await self._own_patient(conn, actor, patient_id)
+        # patient they may not see. A short write (a refused probe is audited).
+        def check(tx: Tx) -> None:
+            patient = tx.own_patient(patient_id)
             if consultation_id is not None:
-                await self._attachable(conn, actor, patient, consultation_id)
+                attachable(tx, patient, consultation_id)
+
+        await self.write(actor, check)
         if declared_size is not None and declared_size > self.max_upload_bytes:
             raise self._too_large()
 
@@ -249,24 +209,25 @@ class DocumentService:
             await asyncio.to_thread(incoming.discard)
 
         name = filetypes.display_name(filename, found.kind)
-        now = self.clock.now()
-        async with self._tx(actor) as conn:
-            patient = await self._own_patient(conn, actor, patient_id)
+
+        def work(tx: Tx) -> Document:
+            patient = tx.own_patient(patient_id)
             if consultation_id is not None:
-                await self._attachable(conn, actor, patient, consultation_id)
-            await documents.add_blob(
-                conn, sha256=sha256, size=size, media_type=found.media_type, at=now
+                attachable(tx, patient, consultation_id)
+            now = tx.now
+            documents.add_blob(
+                tx.conn, sha256=sha256, size=size, media_type=found.media_type, at=now
             )
             if preview is not None and found.preview_png is not None:
-                await documents.add_blob(
-                    conn,
+                documents.add_blob(
+                    tx.conn,
                     sha256=preview,
                     size=len(found.preview_png),
                     media_type="image/png",
                     at=now,
                 )
-            document_id = await documents.add_document(
-                conn,
+            document_id = documents.add_document(
+                tx.conn,
                 patient_id=patient_id,
                 consultation_id=consultation_id,
                 sha256=sha256,
@@ -277,21 +238,16 @@ class DocumentService:
                 pages=found.pages,
                 meta=found.meta,
                 preview_sha256=preview,
-                uploaded_by=actor.id,
+                uploaded_by=tx.account.id,
                 uploaded_at=now,
             )
             if consultation_id is not None:
-                await store.add_event(
-                    conn,
-                    consultation_id=consultation_id,
-                    at=now,
-                    kind="document_shared",
-                    actor_id=actor.id,
-                    data={"document_id": document_id, "kind": found.kind},
+                tx.event(
+                    consultation_id,
+                    "document_shared",
+                    {"document_id": document_id, "kind": found.kind},
                 )
-            await self._audit(
-                conn,
-                actor,
+            tx.audit(
                 "document.create",
                 "document",
                 document_id,
@@ -301,51 +257,43 @@ class DocumentService:
                 sha256=sha256,
                 size=size,
             )
-            document = await documents.get_document(conn, document_id)
-        assert document is not None  # noqa: S101 - written in this transaction
-        log.info("document=%s stored kind=%s size=%d", document_id, found.kind, size)
+            return stored(documents.get_document(tx.conn, document_id))
+
+        document = await self.write(actor, work)
+        log.info("document=%s stored kind=%s size=%d", document.id, found.kind, size)
         return document
 
     async def list_for_patient(self, actor: Actor, patient_id: str) -> list[Document]:
         """Every document of a patient of the actor's clinic, newest first."""
-        async with self._tx(actor) as conn:
-            await self._own_patient(conn, actor, patient_id)
-            items = await documents.list_documents(conn, patient_id=patient_id)
-            await self._audit(conn, actor, "document.list", "patient", patient_id, count=len(items))
-        return items
+
+        def work(tx: Tx) -> list[Document]:
+            tx.own_patient(patient_id)
+            items = documents.list_documents(tx.conn, patient_id=patient_id)
+            tx.audit("document.list", "patient", patient_id, count=len(items))
+            return items
+
+        return await self.write(actor, work)
 
     async def list_for_consultation(self, actor: Actor, consultation_id: str) -> list[Document]:
         """The documents attached to a consultation the actor may see, newest first."""
-        async with self._tx(actor) as conn:
-            consultation = await store.get_consultation(conn, consultation_id)
-            if consultation is None or not policy.can_see(actor.account, consultation):
-                raise NotFound("consultation not found", probe=("consultation", consultation_id))
-            items = await documents.list_documents(conn, consultation_id=consultation_id)
-            await self._audit(
-                conn,
-                actor,
+
+        def work(tx: Tx) -> list[Document]:
+            consultation = tx.consultation(consultation_id)
+            items = documents.list_documents(tx.conn, consultation_id=consultation_id)
+            tx.audit(
                 "document.list",
                 "consultation",
                 consultation_id,
                 patient_id=consultation.patient_id,
                 count=len(items),
             )
-        return items
+            return items
+
+        return await self.write(actor, work)
 
     async def get(self, actor: Actor, document_id: str) -> Document:
         """A document's description (audited as ``document.read``)."""
-        async with self._tx(actor) as conn:
-            document = await self._visible(conn, actor, document_id)
-            await self._audit(
-                conn,
-                actor,
-                "document.read",
-                "document",
-                document_id,
-                patient_id=document.patient_id,
-                consultation_id=document.consultation_id,
-            )
-        return document
+        return await self._audited_look(actor, document_id, "document.read")
 
     async def content(
         self, actor: Actor, document_id: str, *, byte_range: str | None = None
@@ -358,15 +306,8 @@ class DocumentService:
             byte_range: the HTTP ``Range`` asked for, kept in the audit entry
                 (a PDF viewer fetches a large file in parts).
         """
-        async with self._tx(actor) as conn:
-            document = await self._visible(conn, actor, document_id)
-            detail: dict[str, Any] = {
-                "patient_id": document.patient_id,
-                "consultation_id": document.consultation_id,
-            }
-            if byte_range:
-                detail["range"] = byte_range[:100]
-            await self._audit(conn, actor, "document.download", "document", document_id, **detail)
+        extra: dict[str, Any] = {"range": byte_range[:100]} if byte_range else {}
+        document = await self._audited_look(actor, document_id, "document.download", extra)
         return document, self.files.path_for(document.sha256)
 
     async def preview(self, actor: Actor, document_id: str) -> tuple[Document, Path]:
@@ -375,17 +316,35 @@ class DocumentService:
         Raises:
             NotFound: unknown, not visible, or without a preview.
         """
-        async with self._tx(actor) as conn:
-            document = await self._visible(conn, actor, document_id)
-            if document.preview_sha256 is None:
+        document = await self._audited_look(
+            actor, document_id, "document.preview", needs_preview=True
+        )
+        assert document.preview_sha256 is not None  # noqa: S101 - checked in the look
+        return document, self.files.path_for(document.preview_sha256)
+
+    async def _audited_look(
+        self,
+        actor: Actor,
+        document_id: str,
+        action: str,
+        extra: dict[str, Any] | None = None,
+        *,
+        needs_preview: bool = False,
+    ) -> Document:
+        """A visible document, with an audit entry for ``action`` (and ``extra`` facts)."""
+
+        def work(tx: Tx) -> Document:
+            document = visible_document(tx, document_id)
+            if needs_preview and document.preview_sha256 is None:
                 raise NotFound("this document has no preview")
-            await self._audit(
-                conn,
-                actor,
-                "document.preview",
+            tx.audit(
+                action,
                 "document",
                 document_id,
                 patient_id=document.patient_id,
                 consultation_id=document.consultation_id,
+                **(extra or {}),
             )
-        return document, self.files.path_for(document.preview_sha256)
+            return document
+
+        return await self.write(actor, work)

@@ -8,21 +8,16 @@ start and every download is audited.
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from records import store
-from records.clock import Clock
-from records.db import Database
 from records.models import Account, Consultation, Event, Recording
-from signaling import policy
-from signaling.access import Actor, Audited
 from signaling.errors import NotFound
+from signaling.workflow import policy
+from signaling.workflow.base import Actor, Context, Service, Tx
 
 KEPT = ("finished", "recovered")
 
@@ -61,30 +56,21 @@ class Replay:
     people: dict[str, Account]
 
 
-class ReplayService:
+def replayable(tx: Tx, consultation_id: str) -> Consultation:
+    """A consultation the actor may replay; otherwise ``NotFound`` (audited)."""
+    consultation = store.get_consultation(tx.conn, consultation_id)
+    if consultation is None or not policy.can_replay(tx.account, consultation):
+        raise NotFound("consultation not found", probe=("consultation", consultation_id))
+    return consultation
+
+
+class ReplayService(Service):
     """Use cases of the replay page."""
 
-    def __init__(self, *, db: Database, clock: Clock, root: Path) -> None:
+    def __init__(self, ctx: Context, *, root: Path) -> None:
         """Wire the service; ``root`` is the recordings directory."""
-        self.db = db
-        self.clock = clock
-        self._audited = Audited(db, clock, denied=lambda kind: "replay.denied")
+        super().__init__(ctx, denied=lambda kind: "replay.denied")
         self.root = root
-
-    async def _audit(
-        self,
-        conn: AsyncConnection,
-        actor: Actor,
-        action: str,
-        object_type: str,
-        object_id: str | None,
-        **detail: Any,
-    ) -> None:
-        await self._audited.audit(conn, actor, action, object_type, object_id, **detail)
-
-    def _tx(self, actor: Actor) -> AbstractAsyncContextManager[AsyncConnection]:
-        """A write transaction on behalf of ``actor``; refused probes are audited."""
-        return self._audited.tx(actor)
 
     async def find(
         self, actor: Actor, filters: Filters, *, page: int, per_page: int
@@ -98,48 +84,46 @@ class ReplayService:
             scope["participant_scope"] = (account.id, account.institution_id)
         else:
             return 0, []
-        async with self._tx(actor) as conn:
-            total, rows = await store.find_recorded_consultations(
-                conn, **scope, **vars(filters), offset=(page - 1) * per_page, limit=per_page
+
+        def work(tx: Tx) -> tuple[int, list[Found]]:
+            total, rows = store.find_recorded_consultations(
+                tx.conn, **scope, **vars(filters), offset=(page - 1) * per_page, limit=per_page
             )
             found = [
                 Found(consultation=c, first_start=start, longest_ms=longest, recordings=n)
                 for c, start, longest, n in rows
                 if policy.can_replay(account, c)
             ]
-            await self._audit(conn, actor, "replay.search", "recording", None, total=total)
-        return total, found
+            tx.audit("replay.search", "recording", None, total=total)
+            return total, found
 
-    async def people(self, account_ids: list[str]) -> dict[str, Account]:
-        """Staff accounts by id (names for the list)."""
-        async with self.db.read() as conn:
-            return await store.get_accounts(conn, account_ids)
-
-    async def _replayable(self, conn: AsyncConnection, actor: Actor, cid: str) -> Consultation:
-        consultation = await store.get_consultation(conn, cid)
-        if consultation is None or not policy.can_replay(actor.account, consultation):
-            raise NotFound("consultation not found", probe=("consultation", cid))
-        return consultation
+        return await self.write(actor, work)
 
     async def open(self, actor: Actor, consultation_id: str) -> Replay:
         """Start a replay: the recordings, the timeline and who is who (audited)."""
-        async with self._tx(actor) as conn:
-            consultation = await self._replayable(conn, actor, consultation_id)
-            recs = await store.list_recordings(
-                conn, consultation_id=consultation.id, statuses=list(KEPT)
+
+        def work(tx: Tx) -> Replay:
+            consultation = replayable(tx, consultation_id)
+            recs = store.list_recordings(
+                tx.conn, consultation_id=consultation.id, statuses=list(KEPT)
             )
-            events = await store.list_events(conn, consultation.id)
+            events = store.list_events(tx.conn, consultation.id)
             live = [e.at for e in events if e.kind == "live"]
             origin = live[0] if live else (recs[0].started_at if recs else consultation.created_at)
-            people = await store.get_accounts(
-                conn, [r.participant_id for r in recs] + [e.actor_id for e in events if e.actor_id]
+            people = store.get_accounts(
+                tx.conn,
+                [r.participant_id for r in recs] + [e.actor_id for e in events if e.actor_id],
             )
-            await self._audit(
-                conn, actor, "replay.start", "consultation", consultation.id, recordings=len(recs)
+            tx.audit("replay.start", "consultation", consultation.id, recordings=len(recs))
+            return Replay(
+                consultation=consultation,
+                origin=origin,
+                recordings=recs,
+                events=events,
+                people=people,
             )
-        return Replay(
-            consultation=consultation, origin=origin, recordings=recs, events=events, people=people
-        )
+
+        return await self.write(actor, work)
 
     async def file(
         self, actor: Actor, recording_id: str, *, download: bool, opening: bool
@@ -149,22 +133,24 @@ class ReplayService:
         ``download`` (saving a copy) is always audited; streaming is audited when
         a player opens the file (``opening``), not for each range it fetches.
         """
-        async with self._tx(actor) as conn:
-            rec = await store.get_recording(conn, recording_id)
+
+        def work(tx: Tx) -> Recording:
+            rec = store.get_recording(tx.conn, recording_id)
             if rec is None or rec.status not in KEPT:
                 raise NotFound("recording not found", probe=("recording", recording_id))
-            consultation = await store.get_consultation(conn, rec.consultation_id)
-            if consultation is None or not policy.can_replay(actor.account, consultation):
+            consultation = store.get_consultation(tx.conn, rec.consultation_id)
+            if consultation is None or not policy.can_replay(tx.account, consultation):
                 raise NotFound("recording not found", probe=("recording", recording_id))
             if download or opening:
-                await self._audit(
-                    conn,
-                    actor,
+                tx.audit(
                     "recording.download" if download else "recording.stream",
                     "recording",
                     rec.id,
                     consultation_id=rec.consultation_id,
                 )
+            return rec
+
+        rec = await self.write(actor, work)
         path = self.root / rec.path
         if not path.is_file():
             raise NotFound("recording file is missing", code="file_missing")

@@ -1,0 +1,155 @@
+"""Logins, sessions and lock-out.
+
+A session token is 32 random bytes handed to the browser in a cookie; only its
+SHA-256 is stored. Each session has its own CSRF token that cookie-authenticated
+writes must echo in a header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from records import store
+from records.models import Account
+from records.passwords import Passwords
+from signaling.errors import AuthFailed, Locked
+from signaling.workflow.base import Actor, Context, Service, Tx, stored
+
+
+@dataclass(frozen=True, kw_only=True)
+class Session:
+    """An authenticated session."""
+
+    token: str
+    csrf_token: str
+    account: Account
+
+
+def token_hash(token: str) -> str:
+    """The stored form of a session token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AuthService(Service):
+    """Checks passwords, counts failures, issues and revokes sessions."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        passwords: Passwords,
+        max_failures: int,
+        lockout_seconds: int,
+        session_ttl_seconds: int,
+    ) -> None:
+        """Wire the service; the numbers come from settings (see README)."""
+        super().__init__(ctx)
+        self.passwords = passwords
+        self.max_failures = max_failures
+        self.lockout = timedelta(seconds=lockout_seconds)
+        self.ttl = timedelta(seconds=session_ttl_seconds)
+
+    async def login(self, username: str, password: str, client_addr: str | None) -> Session:
+        """Check the password and open a session.
+
+        Raises:
+            AuthFailed: unknown user, wrong password or inactive account (the
+                message is the same for each, so usernames cannot be probed).
+            Locked: too many failures; no password is checked until the lock ends.
+        """
+        found = await self.read(lambda conn: store.get_login(conn, username))
+        now = self.clock.now()
+        if found and found[0].locked_until and found[0].locked_until > now:
+            who = Actor(account=found[0], client_addr=client_addr)
+            await self.write(who, lambda tx: tx.audit("auth.locked_out", "account", who.id))
+            raise Locked("too many failed logins; try again later")
+        stored_hash = found[1] if found else None
+        # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
+        ok = await asyncio.to_thread(self.passwords.check, stored_hash, password)
+        if not found or not ok or not found[0].active:
+            # Recorded in its own transaction: raising inside it would roll back
+            # the failure count, the lock and the audit entry.
+            def failed(tx: Tx) -> None:
+                current = store.get_login(tx.conn, username) if found else None
+                if current is None:
+                    tx.audit("auth.login_failed", "account", None)
+                    return
+                # Counted from the row as it is now, inside the write lock, so
+                # concurrent wrong guesses cannot overwrite each other's count.
+                account = current[0]
+                failures = account.failed_logins + 1
+                locked = now + self.lockout if failures >= self.max_failures else None
+                store.set_login_state(
+                    tx.conn,
+                    account.id,
+                    failed_logins=0 if locked else failures,
+                    locked_until=locked,
+                )
+                tx.audit(
+                    "auth.lock" if locked else "auth.login_failed",
+                    "account",
+                    account.id,
+                    failures=failures,
+                )
+
+            failing = Actor(account=found[0], client_addr=client_addr) if found else None
+            await self.write(failing, failed, client_addr=client_addr)
+            raise AuthFailed("wrong username or password")
+        account = found[0]
+        # A stronger hash after a settings change; computed before the write lock.
+        rehash = (
+            await asyncio.to_thread(self.passwords.hash, password)
+            if self.passwords.needs_rehash(found[1])
+            else None
+        )
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+
+        def work(tx: Tx) -> Account:
+            store.set_login_state(
+                tx.conn, account.id, failed_logins=0, locked_until=None, password_hash=rehash
+            )
+            store.add_session(
+                tx.conn,
+                token_hash=token_hash(token),
+                account_id=account.id,
+                csrf_token=csrf,
+                created_at=now,
+                expires_at=now + self.ttl,
+                client_addr=client_addr,
+            )
+            tx.audit("auth.login", "account", account.id)
+            return stored(store.get_account(tx.conn, account.id))
+
+        fresh = await self.write(Actor(account=account, client_addr=client_addr), work)
+        return Session(token=token, csrf_token=csrf, account=fresh)
+
+    async def authenticate(self, token: str) -> Session | None:
+        """The live session for a cookie's token, or None (expired, revoked, inactive)."""
+        now = self.clock.now()
+
+        def work(conn: sa.Connection) -> Session | None:
+            row = store.get_session(conn, token_hash(token))
+            if row is None or row["revoked_at"] is not None or row["expires_at"] <= now:
+                return None
+            account = store.get_account(conn, row["account_id"])
+            if account is None or not account.active:
+                return None
+            return Session(token=token, csrf_token=row["csrf_token"], account=account)
+
+        return await self.read(work)
+
+    async def logout(self, session: Session, client_addr: str | None) -> None:
+        """Revoke the session server-side (the cookie becomes worthless)."""
+        actor = Actor(account=session.account, client_addr=client_addr)
+
+        def work(tx: Tx) -> None:
+            store.revoke_sessions(tx.conn, tx.now, token_hash=token_hash(session.token))
+            tx.audit("auth.logout", "account", session.account.id)
+
+        await self.write(actor, work)

@@ -1,0 +1,453 @@
+"""Consultations: the request, what each side sees, and the call's place in it.
+
+Each use case runs in one write transaction (see ``base``): the change, its
+timeline event and its audit entry commit together; push notifications go out
+after the commit. Matching (accept, decline, assign, escalation, roster) and the
+signed opinion have services of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from records import documents as documents_store
+from records import store
+from records.models import (
+    Account,
+    Consent,
+    Consultation,
+    Department,
+    Event,
+    Institution,
+    Opinion,
+    Patient,
+)
+from signaling.errors import IllegalTransition, Invalid, NotFound, RuleViolation
+from signaling.workflow import policy
+from signaling.workflow.base import Actor, Service, Tx, stored
+from signaling.workflow.lifecycle import WAITING, Action, State, next_state
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsultationView:
+    """A consultation with what a page shows beside it."""
+
+    consultation: Consultation
+    patient: Patient
+    department: Department
+    requesting_institution: Institution
+    requested_by: Account | None
+    assigned_specialist: Account | None
+    consent: Consent | None
+    events: list[Event]
+    opinions: list[Opinion]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Frame:
+    """What a page frame shows of a consultation before its scripts load (no patient data)."""
+
+    consultation: Consultation
+    department: Department
+    requesting_institution: Institution
+
+
+@dataclass(frozen=True, kw_only=True)
+class Brief:
+    """A consultation in a list: with its patient and assigned specialist."""
+
+    consultation: Consultation
+    patient: Patient
+    assigned_specialist: Account | None
+
+
+def briefs(conn: sa.Connection, items: list[Consultation]) -> list[Brief]:
+    """The list form of consultations (already checked as visible)."""
+    patients = store.get_patients(conn, (c.patient_id for c in items))
+    specialists = store.get_accounts(
+        conn, (c.assigned_specialist_id for c in items if c.assigned_specialist_id)
+    )
+    return [
+        Brief(
+            consultation=c,
+            patient=patients[c.patient_id],
+            assigned_specialist=(
+                specialists[c.assigned_specialist_id] if c.assigned_specialist_id else None
+            ),
+        )
+        for c in items
+    ]
+
+
+def hospital_department_ids(conn: sa.Connection, account: Account) -> list[str]:
+    """The departments of the account's hospital."""
+    return [
+        d.id for d, _ in store.list_departments(conn) if d.institution_id == account.institution_id
+    ]
+
+
+class ConsultationService(Service):
+    """Request, list, read, cancel a consultation; join, run and end its call."""
+
+    async def request(
+        self,
+        actor: Actor,
+        *,
+        patient_id: str,
+        department_id: str,
+        urgency: str,
+        reason: str,
+        question: str,
+        target_specialist_id: str | None = None,
+    ) -> Consultation:
+        """A clinic doctor asks a department of a specialist hospital for a consultation."""
+        self.require_role(actor, "clinic_doctor")
+
+        def work(tx: Tx) -> Consultation:
+            tx.own_patient(patient_id)
+            department = store.get_department(tx.conn, department_id)
+            institution = (
+                store.get_institution(tx.conn, department.institution_id) if department else None
+            )
+            if (
+                department is None
+                or institution is None
+                or (institution.kind != "specialist_hospital")
+            ):
+                raise Invalid(
+                    "no such department", code="unknown_department", fields=("department_id",)
+                )
+            if target_specialist_id is not None:
+                target = store.get_account(tx.conn, target_specialist_id)
+                if (
+                    target is None
+                    or target.role != "specialist"
+                    or (department_id not in target.department_ids)
+                    or not target.active
+                ):
+                    raise Invalid(
+                        "that specialist does not serve this department",
+                        code="unknown_specialist",
+                        fields=("target_specialist_id",),
+                    )
+            cid = store.add_consultation(
+                tx.conn,
+                patient_id=patient_id,
+                requesting_institution_id=tx.account.institution_id,
+                requested_by=tx.account.id,
+                department_id=department_id,
+                consulted_institution_id=department.institution_id,
+                target_specialist_id=target_specialist_id,
+                urgency=urgency,
+                reason=reason,
+                question=question,
+                created_at=tx.now,
+            )
+            tx.event(cid, "requested", {"urgency": urgency, "department_id": department_id})
+            tx.audit("consultation.request", "consultation", cid, patient_id=patient_id)
+            return stored(store.get_consultation(tx.conn, cid))
+
+        consultation = await self.write(actor, work)
+        await self.notify(consultation)
+        return consultation
+
+    async def list_for(self, actor: Actor, *, states: list[str] | None = None) -> list[Brief]:
+        """The consultations the actor may see (their clinic's, departments' or hospital's)."""
+        account = actor.account
+
+        def work(tx: Tx) -> list[Brief]:
+            if account.role == "clinic_doctor":
+                items = store.list_consultations(
+                    tx.conn,
+                    requesting_institution_id=account.institution_id,
+                    invited_account_id=account.id,
+                    states=states,
+                )
+            elif account.role == "specialist":
+                items = store.list_consultations(
+                    tx.conn,
+                    department_ids=account.department_ids,
+                    assigned_specialist_id=account.id,
+                    invited_account_id=account.id,
+                    states=states,
+                )
+            elif account.role in policy.HOSPITAL_ROLES:
+                items = store.list_consultations(
+                    tx.conn,
+                    department_ids=hospital_department_ids(tx.conn, account),
+                    states=states,
+                )
+            else:
+                items = []
+            items = [c for c in items if policy.can_see(account, c)]
+            tx.audit("consultation.list", "consultation", None, count=len(items))
+            return briefs(tx.conn, items)
+
+        return await self.write(actor, work)
+
+    async def queue(self, actor: Actor) -> list[Brief]:
+        """Waiting requests for the actor's departments (or hospital), by urgency then age."""
+        self.require_role(actor, "specialist", "coordinator")
+        account = actor.account
+
+        def work(tx: Tx) -> list[Brief]:
+            if account.role == "specialist":
+                department_ids = list(account.department_ids)
+            else:
+                department_ids = hospital_department_ids(tx.conn, account)
+            items = store.list_consultations(
+                tx.conn,
+                department_ids=department_ids,
+                states=[s.value for s in WAITING],
+                queue_order=True,
+            )
+            items = [c for c in items if policy.can_see(account, c)]
+            tx.audit("consultation.queue", "consultation", None, count=len(items))
+            return briefs(tx.conn, items)
+
+        return await self.write(actor, work)
+
+    async def brief(self, consultation: Consultation) -> Brief:
+        """The list form of a consultation the caller has just acted on (and may see)."""
+        return (await self.read(lambda conn: briefs(conn, [consultation])))[0]
+
+    async def view(self, actor: Actor, consultation_id: str) -> ConsultationView:
+        """One consultation with its patient, timeline and signed documents."""
+
+        def work(tx: Tx) -> ConsultationView:
+            c = tx.consultation(consultation_id)
+            conn = tx.conn
+            view = ConsultationView(
+                consultation=c,
+                patient=stored(store.get_patient(conn, c.patient_id)),
+                department=stored(store.get_department(conn, c.department_id)),
+                requesting_institution=stored(
+                    store.get_institution(conn, c.requesting_institution_id)
+                ),
+                requested_by=store.get_account(conn, c.requested_by),
+                assigned_specialist=(
+                    store.get_account(conn, c.assigned_specialist_id)
+                    if c.assigned_specialist_id
+                    else None
+                ),
+                consent=store.active_consent(conn, c.patient_id),
+                events=store.list_events(conn, c.id),
+                opinions=store.list_opinions(conn, c.id),
+            )
+            tx.audit("consultation.read", "consultation", c.id, patient_id=c.patient_id)
+            return view
+
+        return await self.write(actor, work)
+
+    async def frame(
+        self, actor: Actor, consultation_id: str, *, participant: bool = False
+    ) -> Frame:
+        """A consultation's page frame, for whoever may see it (``participant``: and
+        takes part in its call); otherwise ``NotFound``, and the probe is audited.
+
+        The frame holds no patient data (what the page shows of the patient comes
+        from the audited API), so a successful look is not audited.
+        """
+
+        def work(tx: Tx) -> Frame:
+            c = tx.consultation(consultation_id)
+            if participant and not policy.is_participant(tx.account, c):
+                raise NotFound("consultation not found", probe=("consultation", c.id))
+            return Frame(
+                consultation=c,
+                department=stored(store.get_department(tx.conn, c.department_id)),
+                requesting_institution=stored(
+                    store.get_institution(tx.conn, c.requesting_institution_id)
+                ),
+            )
+
+        return await self.write(actor, work)
+
+    async def timeline(self, actor: Actor, consultation_id: str) -> list[Event]:
+        """The consultation's timeline."""
+
+        def work(tx: Tx) -> list[Event]:
+            c = tx.consultation(consultation_id)
+            events = store.list_events(tx.conn, c.id)
+            tx.audit("timeline.read", "consultation", c.id)
+            return events
+
+        return await self.write(actor, work)
+
+    async def events_after(self, actor: Actor, consultation_id: str, after_id: int) -> list[Event]:
+        """Timeline events after ``after_id`` (what a reconnecting page missed)."""
+
+        def work(tx: Tx) -> list[Event]:
+            c = tx.consultation(consultation_id)
+            events = store.list_events(tx.conn, c.id, after_id=after_id)
+            tx.audit("timeline.read", "consultation", c.id, after=after_id)
+            return events
+
+        return await self.write(actor, work)
+
+    async def cancel(self, actor: Actor, consultation_id: str, reason: str) -> Consultation:
+        """The requesting clinic withdraws its request before the call."""
+        self.require_role(actor, "clinic_doctor")
+        return await self.step(
+            actor,
+            consultation_id,
+            lambda tx, c: tx.transition(c, Action.CANCEL, "cancelled", {"reason": reason}),
+        )
+
+    # -- the call -------------------------------------------------------------------
+
+    async def call_access(self, actor: Actor, consultation_id: str) -> Consultation:
+        """Check that the actor may join the consultation's call now.
+
+        Raises:
+            NotFound: not visible to the actor.
+            Forbidden: visible but not a participant (``not_participant``).
+            IllegalTransition: not accepted or live (``not_joinable``).
+            RuleViolation: no recorded consent yet (``consent_required``).
+        """
+
+        def work(tx: Tx) -> Consultation:
+            c = tx.consultation(consultation_id)
+            tx.require_participant(c, "you are not a participant of this call")
+            if c.state not in (State.ACCEPTED, State.LIVE):
+                raise IllegalTransition(
+                    f"the call of a consultation that is {c.state} cannot be joined",
+                    code="not_joinable",
+                )
+            tx.require_consent(c)
+            tx.audit("call.access", "consultation", c.id)
+            return c
+
+        return await self.write(actor, work)
+
+    async def go_live(self, actor: Actor, consultation_id: str) -> Consultation:
+        """The call starts; refused without the patient's consent."""
+
+        def step(tx: Tx, c: Consultation) -> Consultation:
+            next_state(c.state, Action.GO_LIVE)  # an illegal step is reported before consent
+            tx.require_participant(c, "only the participants start the call")
+            tx.require_consent(c)
+            return tx.transition(c, Action.GO_LIVE, "live")
+
+        return await self.step(actor, consultation_id, step)
+
+    async def end(self, actor: Actor, consultation_id: str) -> Consultation:
+        """The clinic doctor or the specialist ends the call."""
+
+        def step(tx: Tx, c: Consultation) -> Consultation:
+            next_state(c.state, Action.END)
+            tx.require_participant(c, "only the participants end the call")
+            return tx.transition(c, Action.END, "ended")
+
+        return await self.step(actor, consultation_id, step)
+
+    async def invite(self, actor: Actor, consultation_id: str, username: str) -> Consultation:
+        """A participant brings another doctor into the call (up to four people)."""
+
+        def step(tx: Tx, c: Consultation) -> Consultation:
+            tx.require_participant(c, "only the participants invite")
+            if c.state not in (State.ACCEPTED, State.LIVE):
+                raise IllegalTransition(
+                    f"cannot invite into a consultation that is {c.state}", code="not_joinable"
+                )
+            found = store.get_login(tx.conn, username)
+            invitee = found[0] if found else None
+            if (
+                invitee is None
+                or not invitee.active
+                or invitee.role not in ("clinic_doctor", "specialist")
+            ):
+                raise Invalid("no such doctor", code="unknown_account", fields=("username",))
+            if policy.is_participant(invitee, c):
+                raise Invalid(
+                    "already a participant", code="already_participant", fields=("username",)
+                )
+            if invitee.role == "specialist":
+                self.check_practice(invitee, "username")
+            if len(c.invitee_ids) >= policy.MAX_PARTICIPANTS - 2:
+                raise RuleViolation("a call has at most four participants", code="call_full")
+            store.add_invitee(
+                tx.conn,
+                consultation_id=c.id,
+                account_id=invitee.id,
+                invited_by=tx.account.id,
+                at=tx.now,
+            )
+            tx.event(c.id, "invited", {"account_id": invitee.id})
+            tx.audit("consultation.invite", "consultation", c.id, account_id=invitee.id)
+            return stored(store.get_consultation(tx.conn, c.id))
+
+        return await self.step(actor, consultation_id, step)
+
+    async def call_event(
+        self, actor: Actor, consultation_id: str, kind: str, data: dict[str, Any] | None = None
+    ) -> Event:
+        """Put a call event (joined, left, chat) on the timeline, audited.
+
+        The caller is a member of the call (checked when it joined). A chat line
+        is relayed before this (see ``Calls``); the stored event confirms it.
+        """
+        payload = data or {}
+
+        def work(tx: Tx) -> Event:
+            at = tx.now
+            eid = tx.event(consultation_id, kind, payload, at=at)
+            tx.audit(f"call.{kind}", "consultation", consultation_id)
+            return Event(
+                id=eid,
+                consultation_id=consultation_id,
+                at=at,
+                kind=kind,
+                actor_id=actor.id,
+                data=payload,
+            )
+
+        return await self.write(actor, work)
+
+    async def document_event(
+        self, actor: Actor, consultation_id: str, document_id: str, kind: str, page: int | None
+    ) -> Event:
+        """A participant opened (``document_opened``) or showed to all
+        (``document_shown``) one of the patient's documents during the call.
+
+        The event carries its offset from the call's start, so a replay can open
+        the document at that moment.
+        """
+
+        def work(tx: Tx) -> Event:
+            c = tx.consultation(consultation_id)
+            tx.require_participant(c, "only the participants show documents")
+            document = documents_store.get_document(tx.conn, document_id)
+            if (
+                document is None
+                or document.patient_id != c.patient_id
+                or document.consultation_id not in (None, c.id)
+            ):
+                raise NotFound("document not found", probe=("document", document_id))
+            now = tx.now
+            live = [e.at for e in store.list_events(tx.conn, c.id) if e.kind == "live"]
+            offset = round((now - live[0]).total_seconds() * 1000) if live else 0
+            eid = tx.event(
+                c.id,
+                kind,
+                {
+                    "document_id": document.id,
+                    "title": document.title,
+                    "page": page,
+                    "offset_ms": offset,
+                },
+                at=now,
+            )
+            tx.audit(
+                kind.replace("document_", "document."),
+                "document",
+                document.id,
+                consultation_id=c.id,
+                patient_id=c.patient_id,
+            )
+            return store.list_events(tx.conn, c.id, after_id=eid - 1)[0]
+
+        return await self.write(actor, work)

@@ -1,0 +1,197 @@
+"""Matching a request with a specialist: accept, decline, assign, escalate, roster."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from records import store
+from records.models import Consultation, RosterEntry
+from signaling.errors import Forbidden, Invalid, NotFound
+from signaling.workflow.base import Actor, Context, Service, Tx, stored
+from signaling.workflow.consultations import hospital_department_ids
+from signaling.workflow.lifecycle import Action, State
+
+log = logging.getLogger(__name__)
+
+
+class MatchingService(Service):
+    """Who takes a request: the department's specialists, the coordinators, the clock."""
+
+    def __init__(self, ctx: Context, *, escalate_after: dict[str, int]) -> None:
+        """Wire the service.
+
+        Args:
+            ctx: the app's database, clock and notifier.
+            escalate_after: seconds a request of each urgency waits before it is
+                escalated to the coordinators.
+        """
+        super().__init__(ctx)
+        self.escalate_after = dict(escalate_after)
+
+    async def accept(self, actor: Actor, consultation_id: str) -> Consultation:
+        """A specialist of the department takes the request."""
+        self.require_role(actor, "specialist")
+
+        def step(tx: Tx, c: Consultation) -> Consultation:
+            self.check_practice(tx.account)
+            if c.target_specialist_id and c.target_specialist_id != actor.id and not c.escalated:
+                raise Forbidden(
+                    "this request is addressed to another specialist",
+                    code="addressed_to_other",
+                )
+            return tx.transition(
+                c,
+                Action.ACCEPT,
+                "accepted",
+                {"specialist_id": actor.id},
+                assigned_specialist_id=actor.id,
+            )
+
+        return await self.step(actor, consultation_id, step)
+
+    async def decline(self, actor: Actor, consultation_id: str, reason: str) -> Consultation:
+        """The hospital declines the request (a specialist of the department or a coordinator)."""
+        self.require_role(actor, "specialist", "coordinator")
+        return await self.step(
+            actor,
+            consultation_id,
+            lambda tx, c: tx.transition(
+                c, Action.DECLINE, "declined", {"reason": reason}, decline_reason=reason
+            ),
+        )
+
+    async def assign(self, actor: Actor, consultation_id: str, specialist_id: str) -> Consultation:
+        """A coordinator assigns (or reassigns) the consultation to a specialist."""
+        self.require_role(actor, "coordinator")
+
+        def step(tx: Tx, c: Consultation) -> Consultation:
+            specialist = store.get_account(tx.conn, specialist_id)
+            if (
+                specialist is None
+                or specialist.role != "specialist"
+                or not specialist.active
+                or c.department_id not in specialist.department_ids
+            ):
+                raise Invalid(
+                    "that specialist does not serve this department",
+                    code="unknown_specialist",
+                    fields=("specialist_id",),
+                )
+            self.check_practice(specialist, "specialist_id")
+            event = "reassigned" if c.state == State.ACCEPTED else "assigned"
+            return tx.transition(
+                c,
+                Action.ASSIGN,
+                event,
+                {"specialist_id": specialist_id},
+                assigned_specialist_id=specialist_id,
+            )
+
+        return await self.step(actor, consultation_id, step)
+
+    async def escalate_overdue(self) -> list[Consultation]:
+        """Escalate every request that waited longer than its urgency allows.
+
+        Called periodically by the app and directly by tests with a manual clock.
+        """
+
+        def work(tx: Tx) -> list[Consultation]:
+            now = tx.now
+            cutoffs = {u: now - timedelta(seconds=s) for u, s in self.escalate_after.items()}
+            return [
+                tx.transition(
+                    c,
+                    Action.ESCALATE,
+                    "escalated",
+                    {"waited_seconds": int((now - c.created_at).total_seconds())},
+                    escalated=True,
+                )
+                for c in store.overdue_requests(tx.conn, cutoffs=cutoffs)
+            ]
+
+        escalated = await self.write(None, work)
+        for c in escalated:
+            log.info("consultation=%s escalated", c.id)
+            await self.notify(c)
+        return escalated
+
+    # -- roster ---------------------------------------------------------------------
+
+    async def roster(self, actor: Actor) -> list[RosterEntry]:
+        """Current and future duty entries of the actor's hospital."""
+        self.require_role(actor, "coordinator", "specialist")
+        now = self.clock.now()
+        return await self.read(
+            lambda conn: store.list_roster(
+                conn, hospital_department_ids(conn, actor.account), ending_after=now
+            )
+        )
+
+    async def on_duty(self, department_id: str, at: datetime | None = None) -> list[str]:
+        """Ids of specialists on duty for a department at a moment (default now)."""
+        moment = at or self.clock.now()
+        entries = await self.read(
+            lambda conn: store.list_roster(conn, [department_id], ending_after=moment)
+        )
+        return [e.account_id for e in entries if e.starts_at <= moment]
+
+    async def add_roster_entry(
+        self,
+        actor: Actor,
+        *,
+        department_id: str,
+        specialist_id: str,
+        starts_at: datetime,
+        ends_at: datetime,
+    ) -> RosterEntry:
+        """Put a specialist on duty."""
+        self.require_role(actor, "coordinator")
+        if ends_at <= starts_at:
+            raise Invalid("a duty must end after it starts", fields=("ends_at",))
+
+        def work(tx: Tx) -> RosterEntry:
+            if department_id not in hospital_department_ids(tx.conn, tx.account):
+                raise Invalid(
+                    "no such department", code="unknown_department", fields=("department_id",)
+                )
+            specialist = store.get_account(tx.conn, specialist_id)
+            if specialist is None or department_id not in specialist.department_ids:
+                raise Invalid(
+                    "that specialist does not serve this department",
+                    code="unknown_specialist",
+                    fields=("specialist_id",),
+                )
+            rid = store.add_roster_entry(
+                tx.conn,
+                department_id=department_id,
+                account_id=specialist_id,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                created_by=tx.account.id,
+            )
+            tx.audit(
+                "roster.add",
+                "roster",
+                rid,
+                department_id=department_id,
+                specialist_id=specialist_id,
+            )
+            return stored(store.get_roster_entry(tx.conn, rid))
+
+        return await self.write(actor, work)
+
+    async def remove_roster_entry(self, actor: Actor, entry_id: str) -> None:
+        """Take an entry off the roster."""
+        self.require_role(actor, "coordinator")
+
+        def work(tx: Tx) -> None:
+            entry = store.get_roster_entry(tx.conn, entry_id)
+            if entry is None or entry.department_id not in hospital_department_ids(
+                tx.conn, tx.account
+            ):
+                raise NotFound("roster entry not found")
+            store.delete_roster_entry(tx.conn, entry_id)
+            tx.audit("roster.remove", "roster", entry_id)
+
+        await self.write(actor, work)

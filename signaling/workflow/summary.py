@@ -1,0 +1,169 @@
+"""Use cases of the shared record: the structured summary and the FHIR exchange.
+
+A county EMR feeds a patient's summary with a FHIR Bundle (only the patient's
+clinic may); the summary is read by whoever may see the patient, and a
+consultation exports as a FHIR Bundle for the hospital's record system. Every
+read and write is audited, in the transaction that does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from records import store, summary
+from records.models import Patient
+from records.summary import Summary, SummaryTable
+from signaling import fhir
+from signaling.errors import Invalid, NotFound
+from signaling.workflow import policy
+from signaling.workflow.base import Actor, Service, Tx, stored
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportResult:
+    """How many summary rows an import added and updated, per table."""
+
+    created: dict[SummaryTable, int]
+    updated: dict[SummaryTable, int]
+
+
+def visible_patient(tx: Tx, patient_id: str) -> Patient:
+    """The patient, if the actor's clinic has them or the actor may see one of their
+    consultations; otherwise ``NotFound``, exactly as for an unknown id."""
+    patient = store.get_patient(tx.conn, patient_id)
+    if patient is not None:
+        account = tx.account
+        if account.active and (
+            (account.role == "clinic_doctor" and patient.institution_id == account.institution_id)
+            or any(
+                policy.can_see(account, c)
+                for c in summary.patient_consultations(tx.conn, patient_id)
+            )
+        ):
+            return patient
+    raise NotFound("patient not found", fields=("patient_id",), probe=("patient", patient_id))
+
+
+class SummaryService(Service):
+    """Import, read and export a patient's shared record."""
+
+    async def import_bundle(self, actor: Actor, patient_id: str, data: Any) -> ImportResult:
+        """Store the summary rows of a FHIR Bundle sent for one of the clinic's patients.
+
+        Rows that came from the same resource before are updated, not duplicated.
+
+        Raises:
+            NotFound: not a patient of the actor's clinic.
+            Invalid: ``invalid_fhir`` (nothing is stored) or ``patient_mismatch``
+                (the Bundle is about someone else).
+        """
+        # The patient is checked first, so that a stranger learns nothing from how
+        # their Bundle would have been judged.
+        patient = await self.write(actor, lambda tx: tx.own_patient(patient_id))
+        # Validation is CPU work on a body of up to a megabyte: off the event loop.
+        parsed = await asyncio.to_thread(fhir.parse_bundle, data)
+        if not fhir.has_resident_id(parsed):
+            raise fhir.invalid_fhir(
+                f"the Patient needs an identifier with system {fhir.RESIDENT_ID_SYSTEM}",
+                ["Patient.identifier"],
+            )
+        if not fhir.names_patient(parsed, patient.national_id):
+            raise Invalid(
+                "the Bundle's Patient is not this patient (resident ID number differs)",
+                code="patient_mismatch",
+                fields=("Patient.identifier",),
+            )
+        created: dict[SummaryTable, int] = {}
+        updated: dict[SummaryTable, int] = {}
+
+        def work(tx: Tx) -> None:
+            tx.own_patient(patient_id)
+            for item in parsed.items:
+                added = summary.upsert(
+                    tx.conn,
+                    item.table,
+                    patient_id=patient_id,
+                    source=item.source,
+                    values=item.values,
+                    recorded_at=tx.now,
+                )
+                counts = created if added else updated
+                counts[item.table] = counts.get(item.table, 0) + 1
+            tx.audit(
+                "summary.import",
+                "patient",
+                patient_id,
+                created=dict(created),
+                updated=dict(updated),
+            )
+
+        await self.write(actor, work)
+        return ImportResult(created=created, updated=updated)
+
+    async def patient_summary(self, actor: Actor, patient_id: str) -> Summary:
+        """A patient's summary, for their clinic and anyone who may see one of their
+        consultations."""
+
+        def work(tx: Tx) -> Summary:
+            patient = visible_patient(tx, patient_id)
+            result = summary.read_summary(tx.conn, patient.id)
+            tx.audit("summary.read", "patient", patient.id)
+            return result
+
+        return await self.write(actor, work)
+
+    async def consultation_summary(self, actor: Actor, consultation_id: str) -> Summary:
+        """The summary of a consultation's patient, for whoever may see the consultation."""
+
+        def work(tx: Tx) -> Summary:
+            c = tx.consultation(consultation_id)
+            result = summary.read_summary(tx.conn, c.patient_id)
+            tx.audit("summary.read", "patient", c.patient_id, consultation_id=c.id)
+            return result
+
+        return await self.write(actor, work)
+
+    async def export(self, actor: Actor, consultation_id: str) -> dict[str, Any]:
+        """The consultation as a FHIR R4 Bundle (JSON), for whoever may see it."""
+
+        def work(tx: Tx) -> fhir.ExportData:
+            conn = tx.conn
+            c = tx.consultation(consultation_id)
+            events = store.list_events(conn, c.id)
+            opinions = store.list_opinions(conn, c.id)
+            documents = summary.consultation_documents(conn, c.id)
+            recordings = store.list_recordings(conn, consultation_id=c.id)
+            people_ids = {
+                c.requested_by,
+                *([c.assigned_specialist_id] if c.assigned_specialist_id else []),
+                *c.invitee_ids,
+                *(e.actor_id for e in events if e.actor_id),
+                *(o.author_id for o in opinions),
+                *(d.uploaded_by for d in documents),
+                *(r.participant_id for r in recordings),
+            }
+            data = fhir.ExportData(
+                consultation=c,
+                patient=stored(store.get_patient(conn, c.patient_id)),
+                department=stored(store.get_department(conn, c.department_id)),
+                requesting_institution=stored(
+                    store.get_institution(conn, c.requesting_institution_id)
+                ),
+                consulted_institution=stored(
+                    store.get_institution(conn, c.consulted_institution_id)
+                ),
+                people=store.get_accounts(conn, people_ids),
+                consents=store.list_consents(conn, c.patient_id),
+                events=events,
+                opinions=opinions,
+                documents=documents,
+                recordings=recordings,
+                summary=summary.read_summary(conn, c.patient_id),
+            )
+            tx.audit("consultation.export", "consultation", c.id, patient_id=c.patient_id)
+            return data
+
+        data = await self.write(actor, work)
+        return await asyncio.to_thread(fhir.build_bundle, data, generated_at=self.clock.now())
