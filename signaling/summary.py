@@ -14,10 +14,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from records import store, summary
+from records import fhir_in, fhir_out, store, summary
+from records.errors import InvalidFhir
+from records.fhir_common import RESIDENT_ID_SYSTEM
 from records.models import Patient
 from records.summary import Summary, SummaryTable
-from signaling import fhir, policy
+from signaling import policy
 from signaling.access import Actor
 from signaling.errors import Invalid, NotFound
 from signaling.service import ConsultationService
@@ -81,13 +83,17 @@ class SummaryService:
             # how their Bundle would have been judged.
             patient = await cs._own_patient(conn, actor, patient_id)
         # Validation is CPU work on a body of up to a megabyte: off the event loop.
-        parsed = await asyncio.to_thread(fhir.parse_bundle, data)
-        if not fhir.has_resident_id(parsed):
-            raise fhir.invalid_fhir(
-                f"the Patient needs an identifier with system {fhir.RESIDENT_ID_SYSTEM}",
-                ["Patient.identifier"],
+        try:
+            parsed = await asyncio.to_thread(fhir_in.parse_bundle, data)
+        except InvalidFhir as exc:
+            raise Invalid(exc.message, code=exc.code, fields=exc.fields) from exc
+        if not fhir_in.has_resident_id(parsed):
+            raise Invalid(
+                f"the Patient needs an identifier with system {RESIDENT_ID_SYSTEM}",
+                code=InvalidFhir.code,
+                fields=("Patient.identifier",),
             )
-        if not fhir.names_patient(parsed, patient.national_id):
+        if not fhir_in.names_patient(parsed, patient.national_id):
             raise Invalid(
                 "the Bundle's Patient is not this patient (resident ID number differs)",
                 code="patient_mismatch",
@@ -163,7 +169,7 @@ class SummaryService:
                 *(d.uploaded_by for d in documents),
                 *(r.participant_id for r in recordings),
             }
-            data = fhir.ExportData(
+            data = fhir_out.ExportData(
                 consultation=c,
                 patient=patient,
                 department=department,
@@ -180,4 +186,4 @@ class SummaryService:
             await cs._audit(
                 conn, actor, "consultation.export", "consultation", c.id, patient_id=c.patient_id
             )
-        return await asyncio.to_thread(fhir.build_bundle, data, generated_at=self.clock.now())
+        return await asyncio.to_thread(fhir_out.build_bundle, data, generated_at=self.clock.now())

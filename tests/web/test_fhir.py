@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from fhir.resources.R4B.bundle import Bundle
 
 from records import store
+from records.fhir_common import ADDENDUM_OF_EXTENSION, RESIDENT_ID_SYSTEM, SHA256_EXTENSION
 from records.schema import audit_log, blobs, documents
 from signaling.access import Actor
-from signaling.fhir import ADDENDUM_OF_EXTENSION, RESIDENT_ID_SYSTEM, SHA256_EXTENSION
 from web.keys import DB, SERVICE
 
 from .test_opinion import OPINION, sha256_of
