@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Mapping
 from typing import Any
 
 from records import store, summary
+from records.canonical import canonical_json
 from records.models import Consultation, Opinion
 from signaling.errors import Forbidden, IllegalTransition, NotFound
 from signaling.workflow.base import Actor, Service, Tx, stored
 from signaling.workflow.lifecycle import Action, State, next_state
-
-
-def canonical_json(body: Mapping[str, Any]) -> bytes:
-    """The bytes a signature's SHA-256 is taken over: sorted keys, no spaces, UTF-8."""
-    return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class OpinionService(Service):

@@ -12,10 +12,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from records import store, summary
+from records import fhir_in, fhir_out, store, summary
+from records.errors import InvalidFhir
+from records.fhir_common import RESIDENT_ID_SYSTEM
 from records.models import Patient
 from records.summary import Summary, SummaryTable
-from signaling import fhir
 from signaling.errors import Invalid, NotFound
 from signaling.workflow import policy
 from signaling.workflow.base import Actor, Service, Tx, stored
@@ -63,13 +64,17 @@ class SummaryService(Service):
         # their Bundle would have been judged.
         patient = await self.write(actor, lambda tx: tx.own_patient(patient_id))
         # Validation is CPU work on a body of up to a megabyte: off the event loop.
-        parsed = await asyncio.to_thread(fhir.parse_bundle, data)
-        if not fhir.has_resident_id(parsed):
-            raise fhir.invalid_fhir(
-                f"the Patient needs an identifier with system {fhir.RESIDENT_ID_SYSTEM}",
-                ["Patient.identifier"],
+        try:
+            parsed = await asyncio.to_thread(fhir_in.parse_bundle, data)
+        except InvalidFhir as exc:
+            raise Invalid(exc.message, code=exc.code, fields=exc.fields) from exc
+        if not fhir_in.has_resident_id(parsed):
+            raise Invalid(
+                f"the Patient needs an identifier with system {RESIDENT_ID_SYSTEM}",
+                code=InvalidFhir.code,
+                fields=("Patient.identifier",),
             )
-        if not fhir.names_patient(parsed, patient.national_id):
+        if not fhir_in.names_patient(parsed, patient.national_id):
             raise Invalid(
                 "the Bundle's Patient is not this patient (resident ID number differs)",
                 code="patient_mismatch",
@@ -128,7 +133,7 @@ class SummaryService(Service):
     async def export(self, actor: Actor, consultation_id: str) -> dict[str, Any]:
         """The consultation as a FHIR R4 Bundle (JSON), for whoever may see it."""
 
-        def work(tx: Tx) -> fhir.ExportData:
+        def work(tx: Tx) -> fhir_out.ExportData:
             conn = tx.conn
             c = tx.consultation(consultation_id)
             events = store.list_events(conn, c.id)
@@ -144,7 +149,7 @@ class SummaryService(Service):
                 *(d.uploaded_by for d in documents),
                 *(r.participant_id for r in recordings),
             }
-            data = fhir.ExportData(
+            data = fhir_out.ExportData(
                 consultation=c,
                 patient=stored(store.get_patient(conn, c.patient_id)),
                 department=stored(store.get_department(conn, c.department_id)),
@@ -166,4 +171,4 @@ class SummaryService(Service):
             return data
 
         data = await self.write(actor, work)
-        return await asyncio.to_thread(fhir.build_bundle, data, generated_at=self.clock.now())
+        return await asyncio.to_thread(fhir_out.build_bundle, data, generated_at=self.clock.now())

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from fhir.resources.R4B.bundle import Bundle
 
 from records import store
+from records.fhir_common import ADDENDUM_OF_EXTENSION, RESIDENT_ID_SYSTEM, SHA256_EXTENSION
 from records.schema import audit_log, blobs, documents
-from signaling.fhir import ADDENDUM_OF_EXTENSION, RESIDENT_ID_SYSTEM, SHA256_EXTENSION
 from signaling.workflow.base import Actor
 from web.keys import CLOCK, CONSULTATIONS, DB, DIRECTORY
 

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from records.demo import demo_national_id
+from records.fhir_common import RESIDENT_ID_SYSTEM
 from records.schema import allergies, audit_log, conditions, medications, observations
-from signaling.fhir import RESIDENT_ID_SYSTEM
 from web.keys import DB
 
 from .test_workflow_api import demo_ids, request_consultation

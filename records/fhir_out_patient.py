@@ -1,0 +1,223 @@
+"""FHIR out, the patient's side: the Patient, their consents and their summary.
+
+``fhir_out`` assembles a consultation's Bundle; the resources here are about the
+patient rather than the consultation, and refer to the Bundle's Patient by the
+Reference they are given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from records.fhir_common import ICD10_SYSTEM, OBSERVATION_CATEGORY, RESIDENT_ID_SYSTEM, instant
+from records.models import Consent, Institution, Patient
+from records.summary import ObservationRow, Summary, split_code
+
+
+def patient_resource(p: Patient, clinic: Institution) -> dict[str, Any]:
+    """The Patient, with the clinic that looks after them.
+
+    Args:
+        p: the patient.
+        clinic: their (requesting) institution.
+    """
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": p.id,
+        # The real number: the export goes to a hospital's record system, and
+        # only people who may see this patient can ask for it.
+        "identifier": [{"system": RESIDENT_ID_SYSTEM, "value": p.national_id}],
+        "name": [{"text": p.name}],
+        "gender": p.sex,
+        "birthDate": p.birth_date.isoformat(),
+        "managingOrganization": {"display": clinic.name},
+    }
+    if p.phone:
+        resource["telecom"] = [{"system": "phone", "value": p.phone}]
+    return resource
+
+
+def consent_resource(
+    consent: Consent, subject: dict[str, Any], clinic: Institution
+) -> dict[str, Any]:
+    """A Consent to the teleconsultation, and whether it covers recording the call.
+
+    Args:
+        consent: the consent as recorded.
+        subject: the Reference to the Bundle's Patient.
+        clinic: the institution that took the consent.
+    """
+    period = {"start": instant(consent.given_at)}
+    if consent.withdrawn_at:
+        period["end"] = instant(consent.withdrawn_at)
+    return {
+        "resourceType": "Consent",
+        "id": consent.id,
+        "status": "inactive" if consent.withdrawn_at else "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "treatment",
+                    "display": "Treatment",
+                }
+            ]
+        },
+        "category": [
+            {
+                "coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Consent"}],
+                "text": "远程会诊知情同意",
+            }
+        ],
+        "patient": subject,
+        "dateTime": instant(consent.given_at),
+        "performer": [{"display": f"{consent.given_by} ({consent.relationship})"}],
+        "organization": [{"display": clinic.name}],
+        "policyRule": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
+            ]
+        },
+        "provision": {
+            "type": "permit",
+            "period": period,
+            # Recording the call is a separate choice of the patient.
+            "provision": [
+                {
+                    "type": "permit" if consent.scope_recording else "deny",
+                    "action": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/consentaction",
+                                    "code": "collect",
+                                }
+                            ],
+                            "text": "音视频录制 audio/video recording of the consultation",
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def summary_resources(s: Summary, subject: dict[str, Any]) -> list[dict[str, Any]]:
+    """The summary rows as Conditions, MedicationStatements, AllergyIntolerances
+    and Observations, in that order.
+
+    Args:
+        s: the patient's summary.
+        subject: the Reference to the Bundle's Patient.
+    """
+    out: list[dict[str, Any]] = []
+    for cond in s.conditions:
+        resource: dict[str, Any] = {
+            "resourceType": "Condition",
+            "id": cond.id,
+            "code": {
+                "coding": [{"system": ICD10_SYSTEM, "code": cond.code, "display": cond.display}],
+                "text": cond.display,
+            },
+            "subject": subject,
+            "recordedDate": instant(cond.recorded_at),
+        }
+        if cond.clinical_status:
+            resource["clinicalStatus"] = {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": cond.clinical_status,
+                    }
+                ]
+            }
+        if cond.onset:
+            resource["onsetDateTime"] = cond.onset
+        out.append(resource)
+    for med in s.medications:
+        resource = {
+            "resourceType": "MedicationStatement",
+            "id": med.id,
+            "status": med.status,
+            "medicationCodeableConcept": _concept(med.code, med.display),
+            "subject": subject,
+            "dateAsserted": instant(med.recorded_at),
+        }
+        if med.dosage:
+            resource["dosage"] = [{"text": med.dosage}]
+        out.append(resource)
+    for allergy in s.allergies:
+        resource = {
+            "resourceType": "AllergyIntolerance",
+            "id": allergy.id,
+            "code": _concept(allergy.code, allergy.display),
+            "patient": subject,
+            "recordedDate": instant(allergy.recorded_at),
+        }
+        if allergy.criticality:
+            resource["criticality"] = allergy.criticality
+        if allergy.reaction:
+            resource["reaction"] = [{"manifestation": [{"text": allergy.reaction}]}]
+        out.append(resource)
+    for obs in s.observations:
+        out.append(observation_resource(obs, subject))
+    return out
+
+
+def observation_resource(obs: ObservationRow, subject: dict[str, Any]) -> dict[str, Any]:
+    """A vital sign or lab result, with its reference range and flag.
+
+    Args:
+        obs: the summary row.
+        subject: the Reference to the Bundle's Patient.
+    """
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": obs.id,
+        "status": "final",
+        "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": obs.category}]}],
+        "code": _concept(obs.code, obs.display),
+        "subject": subject,
+    }
+    if obs.effective_at:
+        resource["effectiveDateTime"] = instant(obs.effective_at)
+    if obs.value_number is not None:
+        quantity: dict[str, Any] = {"value": obs.value_number}
+        if obs.unit:
+            quantity["unit"] = obs.unit
+        resource["valueQuantity"] = quantity
+    elif obs.value_text:
+        resource["valueString"] = obs.value_text
+    else:
+        resource["dataAbsentReason"] = {"text": "no value"}
+    bounds: dict[str, Any] = {}
+    for key, value in (("low", obs.ref_low), ("high", obs.ref_high)):
+        if value is not None:
+            bounds[key] = {"value": value, **({"unit": obs.unit} if obs.unit else {})}
+    if bounds:
+        resource["referenceRange"] = [bounds]
+    if obs.flag:
+        resource["interpretation"] = [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                        "code": obs.flag,
+                        "display": "Low" if obs.flag == "L" else "High",
+                    }
+                ]
+            }
+        ]
+    return resource
+
+
+def _concept(stored_code: str | None, display: str) -> dict[str, Any]:
+    """A CodeableConcept from a stored code (``system|code``, see ``join_code``)."""
+    system, code = split_code(stored_code)
+    concept: dict[str, Any] = {"text": display}
+    if code:
+        coding: dict[str, Any] = {"code": code, "display": display}
+        if system:
+            coding["system"] = system
+        concept["coding"] = [coding]
+    return concept
