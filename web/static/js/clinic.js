@@ -2,21 +2,21 @@
 // their state kept current by server push.
 
 import { get, post } from "./api.js";
-import { connectPush } from "./push.js";
+import { reloadOnPush } from "./push.js";
 import {
+  $,
   ago,
-  busy,
   callLink,
-  checkRequired,
   consultationLink,
   el,
   handleAuthLoss,
+  onSubmit,
   option,
   pair,
+  reasonDialog,
+  refresh,
   replaceChildren,
-  setPushStatus,
   sexAge,
-  showFormError,
   stateBadge,
   t,
   toast,
@@ -30,7 +30,6 @@ const ACTIVE = new Set(["requested", "escalated", "accepted", "live", "ended"]);
 
 const data = { patients: [], consultations: [] };
 
-const $ = (id) => document.getElementById(id);
 const patientsBody = $("patients-body");
 const requestsList = $("requests-list");
 const requestForm = $("request-form");
@@ -41,11 +40,15 @@ const registerDialog = wireDialog($("register-dialog"));
 const registerForm = $("register-form");
 const consentDialog = wireDialog($("consent-dialog"));
 const consentForm = $("consent-form");
-const cancelDialog = wireDialog($("cancel-dialog"));
-const cancelForm = $("cancel-form");
+const cancelDialog = reasonDialog("cancel", {
+  send: async (c, reason) => {
+    await post(`/api/consultations/${encodeURIComponent(c.id)}/cancel`, { reason });
+    toast(t("done.cancelled"));
+  },
+  then: () => loadConsultations().catch(() => {}),
+});
 
 let consentPatientId = null;
-let cancelId = null;
 
 // -- patients -------------------------------------------------------------------
 
@@ -120,11 +123,7 @@ $("register-open").addEventListener("click", () => {
   registerDialog.showModal();
 });
 
-registerForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const box = $("register-error");
-  if (!checkRequired(registerForm, box)) return;
-  const f = registerForm.elements;
+onSubmit(registerForm, $("register-error"), async (f) => {
   const body = {
     name: f.namedItem("name").value.trim(),
     sex: registerForm.querySelector('input[name="sex"]:checked').value,
@@ -133,17 +132,11 @@ registerForm.addEventListener("submit", async (event) => {
   };
   const phone = f.namedItem("phone").value.trim();
   if (phone) body.phone = phone;
-  await busy(registerForm, async () => {
-    try {
-      const { patient } = await post("/api/patients", body);
-      registerDialog.close();
-      toast(t("done.patient"));
-      await loadPatients();
-      openConsent(patient);
-    } catch (err) {
-      if (!handleAuthLoss(err)) showFormError(registerForm, box, err);
-    }
-  });
+  const { patient } = await post("/api/patients", body);
+  registerDialog.close();
+  toast(t("done.patient"));
+  await loadPatients();
+  openConsent(patient);
 });
 
 function openConsent(patient) {
@@ -155,28 +148,18 @@ function openConsent(patient) {
   consentDialog.showModal();
 }
 
-consentForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const box = $("consent-error");
-  if (!checkRequired(consentForm, box)) return;
-  const f = consentForm.elements;
+onSubmit(consentForm, $("consent-error"), async (f) => {
   const body = {
     given_by: f.namedItem("given_by").value.trim(),
     relationship: f.namedItem("relationship").value,
     scope_consultation: f.namedItem("scope_consultation").checked,
     scope_recording: f.namedItem("scope_recording").checked,
   };
-  await busy(consentForm, async () => {
-    try {
-      await post(`/api/patients/${encodeURIComponent(consentPatientId)}/consents`, body);
-      consentDialog.close();
-      toast(t("done.consent"));
-      await loadPatients();
-      patientSelect.value = consentPatientId;
-    } catch (err) {
-      if (!handleAuthLoss(err)) showFormError(consentForm, box, err);
-    }
-  });
+  await post(`/api/patients/${encodeURIComponent(consentPatientId)}/consents`, body);
+  consentDialog.close();
+  toast(t("done.consent"));
+  await loadPatients();
+  patientSelect.value = consentPatientId;
 });
 
 // -- departments and specialists --------------------------------------------------
@@ -215,11 +198,7 @@ departmentSelect.addEventListener("change", async () => {
   }
 });
 
-requestForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const box = $("request-error");
-  if (!checkRequired(requestForm, box)) return;
-  const f = requestForm.elements;
+onSubmit(requestForm, $("request-error"), async (f) => {
   const body = {
     patient_id: patientSelect.value,
     department_id: departmentSelect.value,
@@ -228,17 +207,11 @@ requestForm.addEventListener("submit", async (event) => {
     question: f.namedItem("question").value.trim(),
   };
   if (specialistSelect.value) body.target_specialist_id = specialistSelect.value;
-  await busy(requestForm, async () => {
-    try {
-      await post("/api/consultations", body);
-      toast(t("done.request"));
-      f.namedItem("reason").value = "";
-      f.namedItem("question").value = "";
-      await loadConsultations();
-    } catch (err) {
-      if (!handleAuthLoss(err)) showFormError(requestForm, box, err);
-    }
-  });
+  await post("/api/consultations", body);
+  toast(t("done.request"));
+  f.namedItem("reason").value = "";
+  f.namedItem("question").value = "";
+  await loadConsultations();
 });
 
 // -- my requests ----------------------------------------------------------------
@@ -292,7 +265,7 @@ function requestItem(c) {
         type: "button",
         class: "btn btn-small btn-danger-quiet",
         text: t("action.cancel"),
-        on: { click: () => openCancel(c) },
+        on: { click: () => cancelDialog.open(c) },
       }),
     );
   }
@@ -323,53 +296,11 @@ async function loadConsultations() {
   renderConsultations();
 }
 
-function openCancel(c) {
-  cancelId = c.id;
-  cancelForm.reset();
-  $("cancel-error").hidden = true;
-  cancelDialog.showModal();
-}
-
-cancelForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const box = $("cancel-error");
-  if (!checkRequired(cancelForm, box)) return;
-  const reason = cancelForm.elements.namedItem("reason").value.trim();
-  await busy(cancelForm, async () => {
-    try {
-      await post(`/api/consultations/${encodeURIComponent(cancelId)}/cancel`, { reason });
-      cancelDialog.close();
-      toast(t("done.cancelled"));
-      await loadConsultations();
-    } catch (err) {
-      if (!handleAuthLoss(err)) showFormError(cancelForm, box, err);
-      await loadConsultations();
-    }
-  });
-});
-
 // -- start ----------------------------------------------------------------------
 
-let reloadTimer = null;
-function scheduleReload() {
-  // Several pushes in a burst (accept, then assign...) cause one fetch.
-  clearTimeout(reloadTimer);
-  reloadTimer = setTimeout(() => {
-    loadConsultations().catch((err) => {
-      if (!handleAuthLoss(err)) toast(t("error.network"), "error");
-    });
-  }, 100);
-}
-
 async function start() {
-  try {
-    await Promise.all([loadPatients(), loadDepartments(), loadConsultations()]);
-  } catch (err) {
-    if (!handleAuthLoss(err)) toast(t("error.network"), "error");
-  }
-  connectPush((message) => {
-    if (message.type === "hello" || message.type === "consultation.changed") scheduleReload();
-  }, setPushStatus);
+  await refresh(() => Promise.all([loadPatients(), loadDepartments(), loadConsultations()]));
+  reloadOnPush(() => refresh(loadConsultations));
 }
 
 start();

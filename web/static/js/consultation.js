@@ -6,18 +6,19 @@
 // addendum), so the clinic sees the signature without reloading.
 
 import { get, post } from "./api.js";
-import { connectPush } from "./push.js";
+import { reloadOnPush } from "./push.js";
 import { RecordsPanel } from "./records.js";
 import {
+  $,
   LOCALE,
   PAGE,
   STRINGS,
+  ask,
   busy,
   callLink,
   checkRequired,
   el,
   handleAuthLoss,
-  setPushStatus,
   sexAge,
   showFormError,
   stateBadge,
@@ -31,7 +32,6 @@ const CLOSED = new Set(["declined", "cancelled"]);
 const cid = PAGE.consultation_id;
 const me = PAGE.account || {};
 
-const $ = (id) => document.getElementById(id);
 const form = $("opinion-form");
 const signDialog = $("sign-dialog");
 const signedBox = $("signed");
@@ -277,11 +277,7 @@ for (const radio of form.querySelectorAll('input[name="kind"]')) {
 
 function confirmSign(kind) {
   for (const p of signDialog.querySelectorAll("[data-for]")) p.hidden = p.dataset.for !== kind;
-  signDialog.returnValue = "";
-  signDialog.showModal();
-  return new Promise((resolve) => {
-    signDialog.addEventListener("close", () => resolve(signDialog.returnValue), { once: true });
-  });
+  return ask(signDialog);
 }
 
 form.addEventListener("submit", async (event) => {
@@ -341,12 +337,6 @@ async function load() {
   document.body.dataset.opinions = String(data.opinions.length);
 }
 
-let reloadTimer = null;
-function scheduleReload() {
-  clearTimeout(reloadTimer);
-  reloadTimer = setTimeout(() => load(), 100);
-}
-
 async function start() {
   syncKind();
   new RecordsPanel({
@@ -357,10 +347,7 @@ async function start() {
     },
   }).start();
   await load();
-  connectPush((message) => {
-    if (message.type === "hello") scheduleReload();
-    else if (message.type === "consultation.changed" && message.id === cid) scheduleReload();
-  }, setPushStatus);
+  reloadOnPush(load, (message) => message.type === "consultation.changed" && message.id === cid);
 }
 
 start();

@@ -2,22 +2,22 @@
 // accepted/live overview, and the duty roster.
 
 import { del, get, post } from "./api.js";
-import { connectPush } from "./push.js";
+import { reloadOnPush } from "./push.js";
 import {
+  $,
   PAGE,
   ago,
   busy,
-  checkRequired,
   el,
   errorMessage,
   formatDateTime,
   handleAuthLoss,
+  onSubmit,
   option,
   pair,
+  refresh,
   replaceChildren,
-  setPushStatus,
   sexAge,
-  showFormError,
   stateBadge,
   t,
   toast,
@@ -27,7 +27,6 @@ import {
 const ACTIVE = new Set(["accepted", "live"]);
 const me = PAGE.account || {};
 
-const $ = (id) => document.getElementById(id);
 const waitingList = $("waiting-list");
 const activeList = $("active-list");
 const rosterBody = $("roster-body");
@@ -272,50 +271,24 @@ rosterDepartment.addEventListener("change", async () => {
   }
 });
 
-rosterForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const box = $("roster-error");
-  if (!checkRequired(rosterForm, box)) return;
-  const f = rosterForm.elements;
+onSubmit(rosterForm, $("roster-error"), async (f) => {
   const body = {
     department_id: rosterDepartment.value,
     specialist_id: rosterSpecialist.value,
     starts_at: new Date(f.namedItem("starts_at").value).toISOString(),
     ends_at: new Date(f.namedItem("ends_at").value).toISOString(),
   };
-  await busy(rosterForm, async () => {
-    try {
-      await post("/api/roster", body);
-      toast(t("done.roster"));
-      await load();
-    } catch (err) {
-      if (!handleAuthLoss(err)) showFormError(rosterForm, box, err);
-    }
-  });
+  await post("/api/roster", body);
+  toast(t("done.roster"));
+  await load();
 });
 
 // -- start ----------------------------------------------------------------------
 
-let reloadTimer = null;
-function scheduleReload() {
-  clearTimeout(reloadTimer);
-  reloadTimer = setTimeout(() => {
-    load().catch((err) => {
-      if (!handleAuthLoss(err)) toast(t("error.network"), "error");
-    });
-  }, 100);
-}
-
 async function start() {
   resetRosterTimes();
-  try {
-    await Promise.all([loadDepartments(), load()]);
-  } catch (err) {
-    if (!handleAuthLoss(err)) toast(t("error.network"), "error");
-  }
-  connectPush((message) => {
-    if (message.type === "hello" || message.type === "consultation.changed") scheduleReload();
-  }, setPushStatus);
+  await refresh(() => Promise.all([loadDepartments(), load()]));
+  reloadOnPush(() => refresh(load));
 }
 
 start();

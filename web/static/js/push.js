@@ -1,90 +1,32 @@
-// Server push over the /ws WebSocket: reconnects with exponential backoff (with
-// jitter, so that a restarted server is not hit by every tab at once) and keeps
-// the connection alive with pings. After every (re)connect the server says
-// "hello"; pages re-fetch their lists then, so nothing missed while offline stays
-// missing.
+// Server push for the dashboards and the consultation page, over the tab's one
+// reconnecting socket (socket.js: backoff, pings, reconnect on wake-up).
+//
+// After every (re)connect the server says "hello"; pages re-fetch their lists
+// then, so nothing missed while offline stays missing. Pushes that matter to a
+// page ("consultation.changed", signaling/hub.py) make it re-fetch as well.
 
-const PING_MS = 25000;
-const MAX_BACKOFF_MS = 30000;
+import { ReconnectingSocket } from "./socket.js";
+import { setPushStatus } from "./ui.js";
 
+const RELOAD_DEBOUNCE_MS = 100;
+
+// onMessage gets every message but pong (hello included); onStatus gets
+// "connecting" | "online" | "offline" | "closed".
 export function connectPush(onMessage, onStatus = () => {}) {
-  let socket = null;
-  let attempt = 0;
-  let pingTimer = null;
-  let retryTimer = null;
-  let closed = false;
+  const socket = new ReconnectingSocket({ onMessage, onStatus }).start();
+  return { close: () => socket.stop() };
+}
 
-  const url = () => {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}/ws`;
+// Keep a page current: call reload() after every (re)connect and every pushed
+// message that relevant(message) accepts. A burst of pushes (accept, then
+// assign...) causes one reload. The header's live-updates dot follows the socket.
+export function reloadOnPush(reload, relevant = (m) => m.type === "consultation.changed") {
+  let timer = null;
+  const schedule = () => {
+    clearTimeout(timer);
+    timer = setTimeout(reload, RELOAD_DEBOUNCE_MS);
   };
-
-  const scheduleReconnect = () => {
-    if (closed) return;
-    const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** attempt);
-    const delay = base / 2 + Math.random() * (base / 2);
-    attempt += 1;
-    retryTimer = setTimeout(open, delay);
-  };
-
-  function open() {
-    retryTimer = null;
-    onStatus("connecting");
-    try {
-      socket = new WebSocket(url());
-    } catch {
-      scheduleReconnect();
-      return;
-    }
-    socket.addEventListener("open", () => {
-      attempt = 0;
-      onStatus("online");
-      pingTimer = setInterval(() => {
-        if (socket && socket.readyState === WebSocket.OPEN) {
-          socket.send(JSON.stringify({ type: "ping" }));
-        }
-      }, PING_MS);
-    });
-    socket.addEventListener("message", (event) => {
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      if (message && message.type !== "pong") onMessage(message);
-    });
-    socket.addEventListener("close", () => {
-      clearInterval(pingTimer);
-      pingTimer = null;
-      socket = null;
-      if (!closed) {
-        onStatus("offline");
-        scheduleReconnect();
-      }
-    });
-  }
-
-  // Reconnect at once when the machine wakes up or the network comes back.
-  const nudge = () => {
-    if (!closed && socket === null && retryTimer !== null) {
-      clearTimeout(retryTimer);
-      attempt = 0;
-      open();
-    }
-  };
-  window.addEventListener("online", nudge);
-  document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") nudge();
-  });
-
-  open();
-  return {
-    close() {
-      closed = true;
-      clearTimeout(retryTimer);
-      clearInterval(pingTimer);
-      if (socket) socket.close();
-    },
-  };
+  return connectPush((message) => {
+    if (message.type === "hello" || relevant(message)) schedule();
+  }, setPushStatus);
 }

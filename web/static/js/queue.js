@@ -2,27 +2,25 @@
 // own accepted, live and ended consultations. Kept current by server push.
 
 import { get, post } from "./api.js";
-import { connectPush } from "./push.js";
+import { reloadOnPush } from "./push.js";
 import {
+  $,
   PAGE,
   ago,
-  busy,
   callLink,
-  checkRequired,
   consultationLink,
   el,
   errorMessage,
   handleAuthLoss,
   pair,
+  reasonDialog,
+  refresh,
   replaceChildren,
-  setPushStatus,
   sexAge,
-  showFormError,
   stateBadge,
   t,
   toast,
   urgencyBadge,
-  wireDialog,
 } from "./ui.js";
 
 const JOINABLE = new Set(["accepted", "live"]);
@@ -30,12 +28,18 @@ const JOINABLE = new Set(["accepted", "live"]);
 const MINE = new Set(["accepted", "live", "ended", "signed", "referred"]);
 const me = PAGE.account || {};
 
-const $ = (id) => document.getElementById(id);
 const queueList = $("queue-list");
 const mineList = $("mine-list");
-const declineDialog = wireDialog($("decline-dialog"));
-const declineForm = $("decline-form");
-let declineId = null;
+const declineDialog = reasonDialog("decline", {
+  prepare: (c) => {
+    $("decline-summary").textContent = `${c.requesting_institution.name} · ${c.reason}`;
+  },
+  send: async (c, reason) => {
+    await post(`/api/consultations/${encodeURIComponent(c.id)}/decline`, { reason });
+    toast(t("done.declined"));
+  },
+  then: () => load().catch(() => {}),
+});
 
 function facts(c) {
   return el(
@@ -100,7 +104,7 @@ function queueItem(c) {
     class: "btn btn-small btn-danger-quiet",
     dataset: { action: "decline" },
     text: t("action.decline"),
-    on: { click: () => openDecline(c) },
+    on: { click: () => declineDialog.open(c) },
   });
   const addressed =
     c.target_specialist_id && c.target_specialist_id === me.id
@@ -147,50 +151,9 @@ async function load() {
   replaceChildren(mineList, mine.map(mineItem), $("mine-empty"));
 }
 
-function openDecline(c) {
-  declineId = c.id;
-  declineForm.reset();
-  $("decline-error").hidden = true;
-  $("decline-summary").textContent = `${c.requesting_institution.name} · ${c.reason}`;
-  declineDialog.showModal();
-}
-
-declineForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const box = $("decline-error");
-  if (!checkRequired(declineForm, box)) return;
-  const reason = declineForm.elements.namedItem("reason").value.trim();
-  await busy(declineForm, async () => {
-    try {
-      await post(`/api/consultations/${encodeURIComponent(declineId)}/decline`, { reason });
-      declineDialog.close();
-      toast(t("done.declined"));
-    } catch (err) {
-      if (!handleAuthLoss(err)) showFormError(declineForm, box, err);
-    }
-  });
-  await load().catch(() => {});
-});
-
-let reloadTimer = null;
-function scheduleReload() {
-  clearTimeout(reloadTimer);
-  reloadTimer = setTimeout(() => {
-    load().catch((err) => {
-      if (!handleAuthLoss(err)) toast(t("error.network"), "error");
-    });
-  }, 100);
-}
-
 async function start() {
-  try {
-    await load();
-  } catch (err) {
-    if (!handleAuthLoss(err)) toast(t("error.network"), "error");
-  }
-  connectPush((message) => {
-    if (message.type === "hello" || message.type === "consultation.changed") scheduleReload();
-  }, setPushStatus);
+  await refresh(load);
+  reloadOnPush(() => refresh(load));
 }
 
 start();

@@ -2,10 +2,9 @@
 // clinic, duration) and paging; each row opens the replay page.
 
 import { get } from "./api.js";
-import { LOCALE, el, t } from "./ui.js";
+import { $, LOCALE, el, t } from "./ui.js";
 
 const PER_PAGE = 20;
-const $ = (id) => document.getElementById(id);
 const form = $("filters");
 const body = $("results-body");
 const empty = $("results-empty");

@@ -20,7 +20,7 @@
 // window.__records is a small read-only view for the browser tests.
 
 import { ApiError, csrfToken, get } from "./api.js";
-import { PAGE, el, errorMessage, formatDateTime, t, toast } from "./ui.js";
+import { $, PAGE, el, errorMessage, formatDateTime, t, toast } from "./ui.js";
 
 const PDFJS = "/static/vendor/pdfjs-6.5.438/";
 const TEXT_LIMIT = 512 * 1024; // a longer text report is cut (and downloadable)
@@ -37,8 +37,6 @@ function loadPdfjs() {
   }
   return pdfjs;
 }
-
-const $ = (id) => document.getElementById(id);
 
 function formatSize(bytes) {
   if (!Number.isFinite(bytes)) return "";

@@ -8,13 +8,12 @@
 // window.__replay is a read-only view for the browser tests.
 
 import { get } from "./api.js";
-import { LOCALE, PAGE, el, t } from "./ui.js";
+import { $, LOCALE, PAGE, el, t } from "./ui.js";
 
 const DRIFT_S = 0.3; // a player further off than this is put back in step
 const TICK_MS = 250;
 const SVG_NS = "http://www.w3.org/2000/svg";
 
-const $ = (id) => document.getElementById(id);
 const root = $("replay");
 const playersBox = $("players");
 const playButton = $("play");

@@ -1,43 +1,41 @@
-// The call's signaling client over /ws, mirroring signaling/messages.py.
+// The call's signaling client, on the tab's reconnecting socket (socket.js),
+// mirroring signaling/messages.py (client messages) and signaling/calls.py and
+// web/ws.py (server messages).
 //
 // Client messages: join {consultation_id, tab_id, resume_after?}, leave,
 // offer {to, sdp}, answer {to, sdp}, candidate {to, candidate, sdp_mid,
-// sdp_mline_index}, chat {text, ref}, media_state {audio, video}, end, ping.
-// Server messages (handed to onMessage): joined, peer_joined, peer_left,
-// peer_state, offer, answer, candidate, media_state, chat (another's line, not
-// yet stored), chat_failed, event, state, error, plus the dashboards' pushes
-// (consultation.changed), which the call page ignores.
+// sdp_mline_index}, chat {text, ref}, media_state {audio, video}, end,
+// rec_offer {sdp}, rec_stop (recording.js; rec_candidate exists but is not
+// used: the leg gathers before it offers), doc_open {document_id, page},
+// doc_show {document_id, page} (records.js), ping (socket.js).
 //
-// The socket reconnects by itself with exponential backoff and jitter. Each tab
-// keeps its tab_id in sessionStorage, so that a reconnect (or a reload) resumes
-// the same place in the call instead of counting as a second window; the last
-// timeline event id seen is sent as resume_after, and the server replays what
-// was missed in `joined.events`.
+// Server messages: hello (every connect: we join then) and pong are handled
+// here and in socket.js. Every other one is handed to onMessage: joined,
+// peer_joined, peer_left, peer_state, offer, answer, candidate, media_state,
+// chat (another's line, not yet stored), chat_failed, event, doc_show,
+// rec_answer, recording, state, error, plus the dashboards' push
+// (consultation.changed), which the call page ignores. The call page handles
+// them in one table, HANDLERS in call-state.js.
+//
+// Each tab keeps its tab_id in sessionStorage, so that a reconnect (or a reload)
+// resumes the same place in the call instead of counting as a second window; the
+// last timeline event id seen is sent as resume_after, and the server replays
+// what was missed in `joined.events`.
 //
 // A chat line is never lost to an outage: it keeps its ref until the stored
 // `event` with that ref comes back (or the server says it could not be stored),
 // and after every join the lines still unconfirmed are sent again; the server
 // takes each ref once.
 
-const PING_MS = 20000;
-const MAX_BACKOFF_MS = 10000;
+import { CALL_STATES, FATAL_CODES } from "./call-state.js";
+import { ReconnectingSocket } from "./socket.js";
+
 const TAB_KEY = "tc-call-tab";
 
-// Join errors that no reconnect can cure: stop and tell the user.
-export const FATAL_CODES = new Set([
-  "not_participant",
-  "not_joinable",
-  "consent_required",
-  "already_in_call",
-  "call_full",
-  "not_found",
-  "unauthenticated",
-]);
-
-function newRef() {
-  const bytes = new Uint8Array(9);
-  crypto.getRandomValues(bytes);
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+function randomHex(bytes) {
+  const buffer = new Uint8Array(bytes);
+  crypto.getRandomValues(buffer);
+  return Array.from(buffer, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function tabId() {
@@ -48,9 +46,7 @@ function tabId() {
     id = null;
   }
   if (!id) {
-    const bytes = new Uint8Array(12);
-    crypto.getRandomValues(bytes);
-    id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    id = randomHex(12);
     try {
       sessionStorage.setItem(TAB_KEY, id);
     } catch {
@@ -61,7 +57,7 @@ function tabId() {
 }
 
 export class CallSignaling {
-  // onMessage(message) gets every server message but pong and hello;
+  // onMessage(message) gets the server messages listed above;
   // onStatus(status) gets "connecting" | "joined" | "offline" | "closed".
   constructor({ consultationId, onMessage, onStatus = () => {} }) {
     this.consultationId = consultationId;
@@ -72,87 +68,36 @@ export class CallSignaling {
     this.unconfirmed = new Map(); // chat ref -> text, until stored or refused
     this.peerId = null;
     this.joined = false;
-    this.closed = false;
-    this.connects = 0;
-    this.socket = null;
-    this.attempt = 0;
-    this.retryTimer = null;
-    this.pingTimer = null;
-    const nudge = () => {
-      if (!this.closed && this.socket === null && this.retryTimer !== null) {
-        clearTimeout(this.retryTimer);
-        this.attempt = 0;
-        this.open();
-      }
-    };
-    window.addEventListener("online", nudge);
-    document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState === "visible") nudge();
+    this.connects = 0; // joins so far (the browser tests wait on it)
+    this.socket = new ReconnectingSocket({
+      onMessage: (message) => this.receive(message),
+      onStatus: (status) => {
+        // "online" (hello) is not "joined" yet: that comes with `joined`.
+        if (status === "online") return;
+        this.joined = false;
+        this.onStatus(status);
+      },
+      onDrop: (event) => {
+        this.joined = false;
+        if (event.code === 1008) {
+          // The server closed it because the session ended (logout elsewhere,
+          // expiry): stop (status "closed"), then say why.
+          this.socket.stop();
+          this.onMessage({ type: "error", code: "unauthenticated", message: "session ended" });
+        }
+      },
     });
   }
 
   start() {
-    this.open();
+    this.socket.start();
   }
 
-  url() {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}/ws`;
-  }
-
-  open() {
-    this.retryTimer = null;
-    this.joined = false;
-    this.onStatus("connecting");
-    let socket;
-    try {
-      socket = new WebSocket(this.url());
-    } catch {
-      this.scheduleReconnect();
-      return;
-    }
-    this.socket = socket;
-    socket.addEventListener("message", (event) => this.receive(socket, event));
-    socket.addEventListener("close", (event) => {
-      if (this.socket !== socket) return;
-      clearInterval(this.pingTimer);
-      this.pingTimer = null;
-      this.socket = null;
-      this.joined = false;
-      if (event.code === 1008) {
-        // The server closed it because the session ended (logout elsewhere, expiry).
-        this.closed = true;
-        this.onMessage({ type: "error", code: "unauthenticated", message: "session ended" });
-      }
-      if (this.closed) {
-        this.onStatus("closed");
-      } else {
-        this.onStatus("offline");
-        this.scheduleReconnect();
-      }
-    });
-  }
-
-  scheduleReconnect() {
-    if (this.closed) return;
-    const base = Math.min(MAX_BACKOFF_MS, 400 * 2 ** this.attempt);
-    const delay = base / 2 + Math.random() * (base / 2);
-    this.attempt += 1;
-    this.retryTimer = setTimeout(() => this.open(), delay);
-  }
-
-  receive(socket, event) {
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    if (!message || typeof message.type !== "string") return;
+  receive(message) {
     switch (message.type) {
       case "hello":
         // Every (re)connect starts with hello: (re)join the call.
-        this.raw(socket, {
+        this.socket.send({
           type: "join",
           consultation_id: this.consultationId,
           tab_id: this.tabId,
@@ -160,16 +105,11 @@ export class CallSignaling {
           resume_after: this.lastEventId ?? 0,
         });
         return;
-      case "pong":
-        return;
       case "joined":
         this.joined = true;
-        this.attempt = 0;
         this.connects += 1;
         this.peerId = message.peer_id;
         for (const e of message.events || []) this.seen(e);
-        clearInterval(this.pingTimer);
-        this.pingTimer = setInterval(() => this.raw(socket, { type: "ping" }), PING_MS);
         this.onStatus("joined");
         this.onMessage(message);
         this.resendChat();
@@ -178,13 +118,11 @@ export class CallSignaling {
         this.seen(message.event);
         break;
       case "error":
-        if (!this.joined && FATAL_CODES.has(message.code)) {
-          this.close();
-        }
+        if (!this.joined && FATAL_CODES.has(message.code)) this.close();
         if (message.code === "chat_not_stored") this.unconfirmed.delete(message.ref);
         break;
       case "state":
-        if (message.state !== "accepted" && message.state !== "live") this.close();
+        if (!CALL_STATES.has(message.state)) this.close();
         break;
       default:
         break;
@@ -201,21 +139,15 @@ export class CallSignaling {
     }
   }
 
-  raw(socket, message) {
-    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
-    socket.send(JSON.stringify(message));
-    return true;
-  }
-
   // Send a call message now; false when not joined (the caller decides what then).
   send(message) {
     if (!this.joined) return false;
-    return this.raw(this.socket, message);
+    return this.socket.send(message);
   }
 
   // Send a chat line (again, with the ref it had, after a failure); returns
   // {ref, sent}: sent is false while the call is not joined (it goes on the next join).
-  chat(text, ref = newRef()) {
+  chat(text, ref = randomHex(9)) {
     this.unconfirmed.set(ref, text);
     return { ref, sent: this.send({ type: "chat", text, ref }) };
   }
@@ -228,16 +160,7 @@ export class CallSignaling {
 
   // Leave (or end) the call for good: no more reconnects.
   close(finalMessage = null) {
-    this.closed = true;
-    clearTimeout(this.retryTimer);
-    clearInterval(this.pingTimer);
-    const socket = this.socket;
-    if (socket) {
-      if (finalMessage) this.raw(socket, finalMessage);
-      this.socket = null;
-      socket.close(1000);
-    }
+    this.socket.stop(finalMessage);
     this.joined = false;
-    this.onStatus("closed");
   }
 }

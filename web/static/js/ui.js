@@ -14,6 +14,9 @@ function readJson(id) {
   }
 }
 
+// The element with this id (every page module's shorthand).
+export const $ = (id) => document.getElementById(id);
+
 export const STRINGS = readJson("tc-strings");
 export const PAGE = readJson("tc-page");
 export const LOCALE = PAGE.locale || document.documentElement.lang || "zh-CN";
@@ -241,6 +244,65 @@ export function wireDialog(dialog) {
   return dialog;
 }
 
+// Show a modal <dialog> whose form has method="dialog"; resolves with the value
+// of the button that closed it ("" for Escape).
+export function ask(dialog) {
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue), { once: true });
+  });
+}
+
+// A form whose submit checks the required fields, disables its buttons while
+// action(form.elements) runs, and shows the server's error in box (or sends
+// the user to the login page when the session has ended); then after(), if
+// given, runs whether the action succeeded or not.
+export function onSubmit(form, box, action, after = null) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!checkRequired(form, box)) return;
+    await busy(form, async () => {
+      try {
+        await action(form.elements);
+      } catch (err) {
+        if (!handleAuthLoss(err)) showFormError(form, box, err);
+      }
+    });
+    if (after) await after();
+  });
+}
+
+// The dialogs that ask for a reason (cancel a request, decline one): markup
+// #NAME-dialog holding #NAME-form (a required "reason" field) and #NAME-error.
+// open(subject) shows it for one item (prepare(subject) fills in what the
+// dialog says about it); on submit send(subject, reason) runs, the dialog closes
+// when it succeeds, and then(subject) runs either way (to reload the list).
+export function reasonDialog(name, { send, prepare = () => {}, then = async () => {} }) {
+  const dialog = wireDialog($(`${name}-dialog`));
+  const form = $(`${name}-form`);
+  const box = $(`${name}-error`);
+  let subject = null;
+  onSubmit(
+    form,
+    box,
+    async (fields) => {
+      await send(subject, fields.namedItem("reason").value.trim());
+      dialog.close();
+    },
+    () => then(subject),
+  );
+  return {
+    open(item) {
+      subject = item;
+      form.reset();
+      box.hidden = true;
+      prepare(item);
+      dialog.showModal();
+    },
+  };
+}
+
 export function setPushStatus(status) {
   const node = document.getElementById("push-status");
   if (!node) return;
@@ -263,6 +325,14 @@ function wireHeader() {
     });
   }
   setInterval(refreshTimes, 30000);
+}
+
+// Run load() (a page fetching its lists); a failure sends the user to the
+// login page when the session has ended, else says the network failed.
+export function refresh(load) {
+  return load().catch((err) => {
+    if (!handleAuthLoss(err)) toast(t("error.network"), "error");
+  });
 }
 
 // Sends the user to the login page when the session has ended.
