@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from signaling import messages
 from signaling.errors import SignalingError
-from signaling.hub import encode
+from signaling.outbound import Error, Hello, Pong, ServerMessage, encode
 from web.auth import actor, same_origin
 from web.errors import ApiError
 from web.keys import AUTH, CALLS, HUB, SESSION, SOCKETS
@@ -37,8 +36,8 @@ class SocketChannel:
         self.ws = ws
         self._lock = asyncio.Lock()
 
-    async def send(self, message: dict[str, Any]) -> None:
-        """Send one JSON message."""
+    async def send(self, message: ServerMessage) -> None:
+        """Send one message."""
         await self.send_text(encode(message))
 
     async def send_text(self, text: str) -> None:
@@ -64,21 +63,21 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     sockets[ws] = session.token
     hub.subscribe(session.account, channel)
     try:
-        await channel.send({"type": "hello", "account_id": session.account.id})
+        await channel.send(Hello(account_id=session.account.id))
         async for frame in ws:
             if frame.type is not WSMsgType.TEXT:
-                await channel.send(_error("bad_message", "send JSON text messages"))
+                await channel.send(Error(code="bad_message", message="send JSON text messages"))
                 continue
             try:
                 msg = messages.parse(frame.data)
                 if isinstance(msg, messages.Ping):
-                    await channel.send({"type": "pong"})
+                    await channel.send(Pong())
                 else:
                     await calls.handle(who, channel, msg)
             except messages.ProtocolError as exc:
-                await channel.send(_error(exc.code, exc.message, exc.field))
+                await channel.send(Error(code=exc.code, message=exc.message, field=exc.field))
             except SignalingError as exc:
-                await channel.send(_error(exc.code, exc.message))
+                await channel.send(Error(code=exc.code, message=exc.message))
     finally:
         hub.unsubscribe(channel)
         sockets.pop(ws, None)
@@ -103,7 +102,3 @@ async def sweep_sessions(app: web.Application) -> None:
     for token in set(app[SOCKETS].values()):
         if await auth.authenticate(token) is None:
             await close_sockets(app, token)
-
-
-def _error(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message, "field": field}
