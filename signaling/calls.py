@@ -98,6 +98,23 @@ class Calls:
 
     # -- entry points -------------------------------------------------------------
 
+    async def receive(self, actor: Actor, channel: Channel, raw: str | bytes) -> None:
+        """Parse one text frame from ``channel`` and act on it.
+
+        A refused message (bad shape, or a rule says no) is answered with an
+        ``error`` carrying its code, and the channel stays usable.
+        """
+        try:
+            msg = m.parse(raw)
+            if isinstance(msg, m.Ping):
+                await channel.send(o.Pong())
+            else:
+                await self.handle(actor, channel, msg)
+        except m.ProtocolError as exc:
+            await channel.send(o.Error(code=exc.code, message=exc.message, field=exc.field))
+        except SignalingError as exc:
+            await channel.send(o.Error(code=exc.code, message=exc.message))
+
     async def handle(self, actor: Actor, channel: Channel, msg: m.ClientMessage) -> None:
         """Act on one validated message from ``channel``.
 

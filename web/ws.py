@@ -14,16 +14,14 @@ import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from signaling import messages
-from signaling.errors import SignalingError
-from signaling.outbound import Error, Hello, Pong, ServerMessage, encode
+from signaling.outbound import Error, Hello, ServerMessage, encode
 from web.auth import actor, same_origin
 from web.errors import ApiError
 from web.keys import AUTH, CALLS, HUB, SESSION, SOCKETS
 
 log = logging.getLogger(__name__)
 
-# Frames up to this size are read and refused politely by ``messages.parse``;
+# Frames up to this size are read and refused politely (``signaling.messages.parse``);
 # beyond it aiohttp closes the socket (1009), so a flood cannot exhaust memory.
 MAX_FRAME = 1024 * 1024
 HEARTBEAT_SECONDS = 20.0
@@ -68,16 +66,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             if frame.type is not WSMsgType.TEXT:
                 await channel.send(Error(code="bad_message", message="send JSON text messages"))
                 continue
-            try:
-                msg = messages.parse(frame.data)
-                if isinstance(msg, messages.Ping):
-                    await channel.send(Pong())
-                else:
-                    await calls.handle(who, channel, msg)
-            except messages.ProtocolError as exc:
-                await channel.send(Error(code=exc.code, message=exc.message, field=exc.field))
-            except SignalingError as exc:
-                await channel.send(Error(code=exc.code, message=exc.message))
+            await calls.receive(who, channel, frame.data)
     finally:
         hub.unsubscribe(channel)
         sockets.pop(ws, None)
