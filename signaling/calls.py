@@ -81,8 +81,8 @@ class Calls:
         # (no room yet) and ``ping`` (answered by the socket) are not in it.
         self.handlers: dict[type[Any], Handler] = dict(
             [
-                _route(m.Offer, self._on_sdp),
-                _route(m.Answer, self._on_sdp),
+                _route(m.Offer, self._on_offer),
+                _route(m.Answer, self._on_answer),
                 _route(m.Candidate, self._on_candidate),
                 _route(m.Chat, self._on_chat),
                 _route(m.MediaState, self._on_media_state),
@@ -131,19 +131,19 @@ class Calls:
         if where is None:
             raise SignalingError("join a consultation first", code="not_joined")
         handler = self.handlers.get(type(msg))
-        if handler is None:  # ping is answered by the socket itself
+        if handler is None:  # ping: answered in ``receive``
             raise SignalingError("not a call message", code="unknown_type")
         await handler(*where, msg)
 
-    async def _on_sdp(self, room: Room, member: Member, msg: m.Offer | m.Answer) -> None:
+    async def _on_offer(self, room: Room, member: Member, msg: m.Offer) -> None:
         target = self._target(room, msg.to)
         sdp = self.ice.filter_sdp(msg.sdp)
-        relayed: o.ServerMessage = (
-            o.RelayedOffer(from_=member.peer_id, sdp=sdp)
-            if isinstance(msg, m.Offer)
-            else o.RelayedAnswer(from_=member.peer_id, sdp=sdp)
-        )
-        await self._send(target, relayed)
+        await self._send(target, o.RelayedOffer(from_=member.peer_id, sdp=sdp))
+
+    async def _on_answer(self, room: Room, member: Member, msg: m.Answer) -> None:
+        target = self._target(room, msg.to)
+        sdp = self.ice.filter_sdp(msg.sdp)
+        await self._send(target, o.RelayedAnswer(from_=member.peer_id, sdp=sdp))
 
     async def _on_candidate(self, room: Room, member: Member, msg: m.Candidate) -> None:
         target = self._target(room, msg.to)
