@@ -1,4 +1,4 @@
-"""Rooms: who is in which consultation's call, and the relay between them.
+"""Calls: the relay between the members of one consultation's call.
 
 The live call is a mesh of browser-to-browser WebRTC connections (up to four
 people); the server only relays offers, answers and candidates between the
@@ -6,6 +6,9 @@ members of one room, never to anyone else. A member whose socket drops stays in
 the room, marked disconnected, for ``grace_seconds``: the media between browsers
 usually survives a signaling outage, and the page resumes with the same
 ``tab_id`` (and an ICE restart) without the others seeing them leave.
+
+Each client message type has one handler (the table ``Calls.handlers``); every
+message sent back is a dataclass of ``outbound``.
 """
 
 from __future__ import annotations
@@ -13,85 +16,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from records.models import Event
 from signaling import messages as m
+from signaling import outbound as o
 from signaling.errors import SignalingError
-from signaling.hub import Channel, encode
+from signaling.hub import Channel
 from signaling.ice import IceConfig
+from signaling.ports import CallDirectory, CallRecording, CallWorkflow
+from signaling.rooms import Member, Room
 from signaling.workflow.base import Actor
-from signaling.workflow.consultations import ConsultationService
-from signaling.workflow.directory import DirectoryService
 from signaling.workflow.lifecycle import State
 from signaling.workflow.policy import MAX_PARTICIPANTS
-from signaling.workflow.recording import RecordingService
 
 log = logging.getLogger(__name__)
 
-CHAT_REFS_KEPT = 1024  # per room
+# A handler of one client message type: the sender's room and place, the message.
+Handler = Callable[[Room, Member, Any], Awaitable[None]]
+_M = TypeVar("_M")
 
 
-@dataclass(eq=False)
-class Member:
-    """One participant of a call."""
-
-    actor: Actor
-    channel: Channel
-    tab_id: str
-    audio: bool = True
-    video: bool = True
-    connected: bool = True
-    grace: asyncio.TimerHandle | None = None
-    chat_tail: asyncio.Task[None] | None = None
-
-    @property
-    def peer_id(self) -> str:
-        """Participants are identified by their account id."""
-        return self.actor.id
-
-    def describe(self, institution_names: dict[str, str]) -> dict[str, Any]:
-        """What the others' tiles show."""
-        account = self.actor.account
-        return {
-            "peer_id": self.peer_id,
-            "display_name": account.display_name,
-            "title": account.title,
-            "role": account.role,
-            "institution": institution_names.get(account.institution_id, ""),
-            "audio": self.audio,
-            "video": self.video,
-            "connected": self.connected,
-        }
-
-
-@dataclass(eq=False)
-class Room:
-    """The call of one consultation."""
-
-    consultation_id: str
-    members: dict[str, Member] = field(default_factory=dict)
-    # (peer id, ref) of the latest chat lines (an ordered set): a line sent again
-    # after a reconnect is not relayed or stored twice, even when the sender's
-    # place had lapsed meanwhile.
-    chat_refs: dict[tuple[str, str], None] = field(default_factory=dict)
-
-
-def event_message(event: Event, names: dict[str, str]) -> dict[str, Any]:
-    """A timeline event as sent to call pages."""
-    return {
-        "type": "event",
-        "event": {
-            "id": event.id,
-            "at": event.at.isoformat(),
-            "kind": event.kind,
-            "actor_id": event.actor_id,
-            "actor_name": names.get(event.actor_id or "", ""),
-            "data": event.data,
-        },
-    }
+def _route(
+    cls: type[_M], handler: Callable[[Room, Member, _M], Awaitable[None]]
+) -> tuple[type[Any], Handler]:
+    """One row of the dispatch table; mypy checks the handler takes ``cls``."""
+    return cls, handler
 
 
 class Calls:
@@ -100,24 +51,24 @@ class Calls:
     def __init__(
         self,
         *,
-        consultations: ConsultationService,
-        directory: DirectoryService,
+        workflow: CallWorkflow,
+        directory: CallDirectory,
         ice: IceConfig,
         grace_seconds: float = 30.0,
-        recording: RecordingService | None = None,
+        recording: CallRecording | None = None,
         recording_max_bitrate: int = 500_000,
     ) -> None:
         """Wire the call handling.
 
         Args:
-            consultations: access rules, timeline and states of the consultation.
+            workflow: the consultation workflow (access rules, timeline, states).
             directory: institution names for the participants' tiles.
             ice: ICE servers and the candidate filter.
             grace_seconds: how long a dropped member keeps their place.
             recording: the recording service; None: calls are not recorded.
             recording_max_bitrate: the cap each page sets on its recording leg.
         """
-        self.service = consultations
+        self.workflow = workflow
         self.directory = directory
         self.ice = ice
         self.grace_seconds = grace_seconds
@@ -129,11 +80,49 @@ class Calls:
         self._where: dict[Channel, tuple[Room, Member]] = {}
         self.dropped_candidates = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # Client message class -> its handler, for a member of a room. ``join``
+        # (no room yet) and ``ping`` (answered by the socket) are not in it.
+        self.handlers: dict[type[Any], Handler] = dict(
+            [
+                _route(m.Offer, self._on_offer),
+                _route(m.Answer, self._on_answer),
+                _route(m.Candidate, self._on_candidate),
+                _route(m.Chat, self._on_chat),
+                _route(m.MediaState, self._on_media_state),
+                _route(m.RecOffer, self._on_rec_offer),
+                _route(m.RecCandidate, self._on_rec_candidate),
+                _route(m.RecStop, self._on_rec_stop),
+                _route(m.DocShow, self._on_doc_show),
+                _route(m.DocOpen, self._on_doc_open),
+                _route(m.Leave, self._on_leave),
+                _route(m.End, self._on_end),
+            ]
+        )
 
     # -- entry points -------------------------------------------------------------
 
+    async def receive(self, actor: Actor, channel: Channel, raw: str | bytes) -> None:
+        """Parse one text frame from ``channel`` and act on it.
+
+        A refused message (bad shape, or a rule says no) is answered with an
+        ``error`` carrying its code, and the channel stays usable.
+        """
+        try:
+            msg = m.parse(raw)
+            if isinstance(msg, m.Ping):
+                await channel.send(o.Pong())
+            else:
+                await self.handle(actor, channel, msg)
+        except m.ProtocolError as exc:
+            await channel.send(o.Error(code=exc.code, message=exc.message, field=exc.field))
+        except SignalingError as exc:
+            await channel.send(o.Error(code=exc.code, message=exc.message))
+
     async def handle(self, actor: Actor, channel: Channel, msg: m.ClientMessage) -> None:
         """Act on one validated message from ``channel``.
+
+        ``join`` comes first on a socket; every other message goes to its
+        handler in ``self.handlers`` with the sender's room and place.
 
         Raises:
             SignalingError: with a code the socket reports as an ``error`` message.
@@ -144,107 +133,104 @@ class Calls:
         where = self._where.get(channel)
         if where is None:
             raise SignalingError("join a consultation first", code="not_joined")
-        room, member = where
-        if isinstance(msg, m.Offer | m.Answer):
-            target = self._target(room, msg.to)
-            await self._send(
-                target,
-                {"type": msg.type, "from": member.peer_id, "sdp": self.ice.filter_sdp(msg.sdp)},
-            )
-        elif isinstance(msg, m.Candidate):
-            target = self._target(room, msg.to)
-            if not self.ice.candidate_allowed(msg.candidate):
-                self.dropped_candidates += 1
-                return
-            await self._send(
-                target,
-                {
-                    "type": "candidate",
-                    "from": member.peer_id,
-                    "candidate": msg.candidate,
-                    "sdp_mid": msg.sdp_mid,
-                    "sdp_mline_index": msg.sdp_mline_index,
-                },
-            )
-        elif isinstance(msg, m.Chat):
-            text = msg.text.strip()
-            if not text:
-                raise SignalingError("empty chat message", code="invalid_field")
-            ref = msg.ref or uuid.uuid4().hex
-            key = (member.peer_id, ref)
-            if key in room.chat_refs:
-                return  # sent again after a reconnect: already relayed and stored
-            room.chat_refs[key] = None
-            if len(room.chat_refs) > CHAT_REFS_KEPT:
-                del room.chat_refs[next(iter(room.chat_refs))]
-            # The others read the line at once; storing it waits for the database,
-            # and neither they nor the offers and candidates behind it on this
-            # socket wait for that. The stored ``event`` (same ``ref``) follows and
-            # marks the line as on the record; ``chat_failed`` if it could not be
-            # stored. One chain per member keeps the member's lines in order.
-            await self._broadcast(
-                room,
-                {"type": "chat", "from": member.peer_id, "ref": ref, "text": text},
-                exclude=member,
-            )
-            member.chat_tail = self._spawn(self._chat(room, member, text, ref, member.chat_tail))
-        elif isinstance(msg, m.MediaState):
-            member.audio, member.video = msg.audio, msg.video
-            await self._broadcast(
-                room,
-                {
-                    "type": "media_state",
-                    "from": member.peer_id,
-                    "audio": msg.audio,
-                    "video": msg.video,
-                },
-                exclude=member,
-            )
-        elif isinstance(msg, m.RecOffer):
-            await self._record(room, member, msg.sdp)
-        elif isinstance(msg, m.RecCandidate):
-            if self.recording is None:
-                raise SignalingError("recording is not available", code="recording_unavailable")
-            await self.recording.candidate(
-                member.actor,
-                room.consultation_id,
-                msg.candidate,
-                msg.sdp_mid,
-                msg.sdp_mline_index,
-            )
-        elif isinstance(msg, m.DocShow | m.DocOpen):
-            kind = "document_shown" if isinstance(msg, m.DocShow) else "document_opened"
-            event = await self.service.document_event(
-                member.actor, room.consultation_id, msg.document_id, kind, msg.page
-            )
-            if isinstance(msg, m.DocShow):
-                await self._broadcast(
-                    room,
-                    {
-                        "type": "doc_show",
-                        "from": member.peer_id,
-                        "document_id": msg.document_id,
-                        "page": msg.page,
-                    },
-                    exclude=member,
-                )
-            await self._broadcast(room, event_message(event, self._names(room)))
-        elif isinstance(msg, m.RecStop):
-            await self._stop_recording(room, member.peer_id)
-        elif isinstance(msg, m.Leave):
-            await self._remove(room, member, "left")
-        elif isinstance(msg, m.End):
-            consultation = await self.service.end(member.actor, room.consultation_id)
-            await self._broadcast(
-                room, {"type": "state", "state": consultation.state, "by": member.peer_id}
-            )
-            if self.recording is not None:
-                # Finished off the message path: the files are finalized (seek
-                # index, hash) and stored while the pages move on.
-                self._spawn(self._finish_recordings(room.consultation_id))
-            for other in list(room.members.values()):
-                self._forget(other)
-            self.rooms.pop(room.consultation_id, None)
+        handler = self.handlers.get(type(msg))
+        if handler is None:  # ping: answered in ``receive``
+            raise SignalingError("not a call message", code="unknown_type")
+        await handler(*where, msg)
+
+    async def _on_offer(self, room: Room, member: Member, msg: m.Offer) -> None:
+        target = self._target(room, msg.to)
+        sdp = self.ice.filter_sdp(msg.sdp)
+        await self._send(target, o.RelayedOffer(from_=member.peer_id, sdp=sdp))
+
+    async def _on_answer(self, room: Room, member: Member, msg: m.Answer) -> None:
+        target = self._target(room, msg.to)
+        sdp = self.ice.filter_sdp(msg.sdp)
+        await self._send(target, o.RelayedAnswer(from_=member.peer_id, sdp=sdp))
+
+    async def _on_candidate(self, room: Room, member: Member, msg: m.Candidate) -> None:
+        target = self._target(room, msg.to)
+        if not self.ice.candidate_allowed(msg.candidate):
+            self.dropped_candidates += 1
+            return
+        await self._send(
+            target,
+            o.RelayedCandidate(
+                from_=member.peer_id,
+                candidate=msg.candidate,
+                sdp_mid=msg.sdp_mid,
+                sdp_mline_index=msg.sdp_mline_index,
+            ),
+        )
+
+    async def _on_chat(self, room: Room, member: Member, msg: m.Chat) -> None:
+        text = msg.text.strip()
+        if not text:
+            raise SignalingError("empty chat message", code="invalid_field")
+        ref = msg.ref or uuid.uuid4().hex
+        if not room.remember_chat(member.peer_id, ref):
+            return  # sent again after a reconnect: already relayed and stored
+        # The others read the line at once; storing it waits for the database,
+        # and neither they nor the offers and candidates behind it on this
+        # socket wait for that. The stored ``event`` (same ``ref``) follows and
+        # marks the line as on the record; ``chat_failed`` if it could not be
+        # stored. One chain per member keeps the member's lines in order.
+        await self._broadcast(
+            room, o.RelayedChat(from_=member.peer_id, ref=ref, text=text), exclude=member
+        )
+        member.chat_tail = self._spawn(self._chat(room, member, text, ref, member.chat_tail))
+
+    async def _on_media_state(self, room: Room, member: Member, msg: m.MediaState) -> None:
+        member.audio, member.video = msg.audio, msg.video
+        await self._broadcast(
+            room,
+            o.RelayedMediaState(from_=member.peer_id, audio=msg.audio, video=msg.video),
+            exclude=member,
+        )
+
+    async def _on_rec_offer(self, room: Room, member: Member, msg: m.RecOffer) -> None:
+        await self._record(room, member, msg.sdp)
+
+    async def _on_rec_candidate(self, room: Room, member: Member, msg: m.RecCandidate) -> None:
+        if self.recording is None:
+            raise SignalingError("recording is not available", code="recording_unavailable")
+        await self.recording.candidate(
+            member.actor, room.consultation_id, msg.candidate, msg.sdp_mid, msg.sdp_mline_index
+        )
+
+    async def _on_rec_stop(self, room: Room, member: Member, msg: m.RecStop) -> None:
+        await self._stop_recording(room, member.peer_id)
+
+    async def _on_doc_show(self, room: Room, member: Member, msg: m.DocShow) -> None:
+        event = await self.workflow.document_event(
+            member.actor, room.consultation_id, msg.document_id, "document_shown", msg.page
+        )
+        await self._broadcast(
+            room,
+            o.RelayedDocShow(from_=member.peer_id, document_id=msg.document_id, page=msg.page),
+            exclude=member,
+        )
+        await self._broadcast(room, self._event(room, event))
+
+    async def _on_doc_open(self, room: Room, member: Member, msg: m.DocOpen) -> None:
+        event = await self.workflow.document_event(
+            member.actor, room.consultation_id, msg.document_id, "document_opened", msg.page
+        )
+        await self._broadcast(room, self._event(room, event))
+
+    async def _on_leave(self, room: Room, member: Member, msg: m.Leave) -> None:
+        await self._remove(room, member, "left")
+
+    async def _on_end(self, room: Room, member: Member, msg: m.End) -> None:
+        consultation = await self.workflow.end(member.actor, room.consultation_id)
+        await self._broadcast(room, o.StateChanged(state=consultation.state, by=member.peer_id))
+        if self.recording is not None:
+            # Finished off the message path: the files are finalized (seek
+            # index, hash) and stored while the pages move on.
+            self._spawn(self._finish_recordings(room.consultation_id))
+        for other in list(room.members.values()):
+            self._forget(other)
+        self.rooms.pop(room.consultation_id, None)
 
     def disconnected(self, channel: Channel) -> None:
         """The socket behind ``channel`` is gone; keep the place for a grace period.
@@ -261,9 +247,7 @@ class Calls:
         member.connected = False
         self._spawn(
             self._broadcast(
-                room,
-                {"type": "peer_state", "peer_id": member.peer_id, "connected": False},
-                exclude=member,
+                room, o.PeerState(peer_id=member.peer_id, connected=False), exclude=member
             )
         )
         loop = asyncio.get_running_loop()
@@ -282,7 +266,7 @@ class Calls:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         try:
-            event = await self.service.call_event(
+            event = await self.workflow.call_event(
                 member.actor, room.consultation_id, "chat", {"text": text, "ref": ref}
             )
         except Exception:
@@ -290,20 +274,12 @@ class Calls:
             room.chat_refs.pop((member.peer_id, ref), None)  # the page may send it again
             # The sender may have resumed on a new socket meanwhile.
             current = room.members.get(member.peer_id, member)
-            await self._send(
-                current,
-                {
-                    "type": "error",
-                    "code": "chat_not_stored",
-                    "message": "the message could not be stored",
-                    "ref": ref,
-                },
-            )
+            await self._send(current, o.ChatNotStored(ref=ref))
             await self._broadcast(
-                room, {"type": "chat_failed", "from": member.peer_id, "ref": ref}, exclude=current
+                room, o.ChatFailed(from_=member.peer_id, ref=ref), exclude=current
             )
             return
-        await self._broadcast(room, event_message(event, self._names(room)))
+        await self._broadcast(room, self._event(room, event))
 
     async def _finish_recordings(self, consultation_id: str) -> None:
         if self.recording is not None:
@@ -322,14 +298,10 @@ class Calls:
                 room.consultation_id,
                 member.peer_id,
             )
-            await self._broadcast(
-                room, {"type": "recording", "peer_id": member.peer_id, "state": "failed"}
-            )
+            await self._broadcast(room, o.RecordingChanged(peer_id=member.peer_id, state="failed"))
             raise SignalingError("the recorder could not start", code="recording_failed") from exc
-        await self._send(member, {"type": "rec_answer", "sdp": answer})
-        await self._broadcast(
-            room, {"type": "recording", "peer_id": member.peer_id, "state": "recording"}
-        )
+        await self._send(member, o.RecAnswer(sdp=answer))
+        await self._broadcast(room, o.RecordingChanged(peer_id=member.peer_id, state="recording"))
 
     async def _stop_recording(self, room: Room, peer_id: str) -> None:
         if self.recording is None or not self.recording.is_recording(room.consultation_id, peer_id):
@@ -339,7 +311,7 @@ class Calls:
     async def _recording_changed(self, consultation_id: str, peer_id: str, state: str) -> None:
         room = self.rooms.get(consultation_id)
         if room is not None:
-            await self._broadcast(room, {"type": "recording", "peer_id": peer_id, "state": state})
+            await self._broadcast(room, o.RecordingChanged(peer_id=peer_id, state=state))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -366,7 +338,7 @@ class Calls:
     async def _join(self, actor: Actor, channel: Channel, msg: m.Join) -> None:
         if channel in self._where:
             raise SignalingError("this socket is already in a call", code="already_joined")
-        consultation = await self.service.call_access(actor, msg.consultation_id)
+        consultation = await self.workflow.call_access(actor, msg.consultation_id)
         room = self.rooms.setdefault(consultation.id, Room(consultation.id))
         existing = room.members.get(actor.id)
         resumed = False
@@ -391,54 +363,51 @@ class Calls:
         names = await self._institution_names()
         missed: list[Event] = []
         if msg.resume_after is not None:
-            missed = await self.service.events_after(actor, room.consultation_id, msg.resume_after)
-        event = await self.service.call_event(
+            missed = await self.workflow.events_after(actor, room.consultation_id, msg.resume_after)
+        event = await self.workflow.call_event(
             actor, room.consultation_id, "rejoined" if resumed else "joined"
         )
-        peers = [x.describe(names) for x in room.members.values() if x is not member]
+        peers = tuple(x.describe(names) for x in room.members.values() if x is not member)
         await self._send(
             member,
-            {
-                "type": "joined",
-                "consultation_id": room.consultation_id,
-                "peer_id": member.peer_id,
-                "resumed": resumed,
-                "peers": peers,
-                "ice_servers": self.ice.servers(actor.id, self.service.clock.now()),
-                "ice_transport_policy": self.ice.transport_policy,
-                "state": consultation.state,
-                "recording": await self._recording_info(room),
-                "events": [event_message(e, self._names(room))["event"] for e in missed],
-            },
+            o.Joined(
+                consultation_id=room.consultation_id,
+                peer_id=member.peer_id,
+                resumed=resumed,
+                peers=peers,
+                ice_servers=self.ice.servers(actor.id, self.workflow.clock.now()),
+                ice_transport_policy=self.ice.transport_policy,
+                state=consultation.state,
+                recording=await self._recording_info(room),
+                events=tuple(o.EventInfo.of(e, room.names()) for e in missed),
+            ),
         )
         await self._broadcast(
-            room,
-            {"type": "peer_joined", "peer": member.describe(names), "resumed": resumed},
-            exclude=member,
+            room, o.PeerJoined(peer=member.describe(names), resumed=resumed), exclude=member
         )
-        await self._broadcast(room, event_message(event, self._names(room)))
+        await self._broadcast(room, self._event(room, event))
         connected = sum(1 for x in room.members.values() if x.connected)
         if consultation.state == State.ACCEPTED and connected >= 2:
             try:
-                live = await self.service.go_live(actor, room.consultation_id)
+                live = await self.workflow.go_live(actor, room.consultation_id)
             except SignalingError as exc:
                 log.info("consultation=%s not live: %s", room.consultation_id, exc.code)
             else:
-                await self._broadcast(room, {"type": "state", "state": live.state})
+                await self._broadcast(room, o.StateChanged(state=live.state))
 
-    async def _recording_info(self, room: Room) -> dict[str, Any]:
+    async def _recording_info(self, room: Room) -> o.RecordingInfo:
         if self.recording is None:
-            return {"available": False, "allowed": False, "recording": []}
-        return {
-            "available": True,
-            "allowed": await self.recording.allowed(room.consultation_id),
-            "max_bitrate": self.recording_max_bitrate,
-            "recording": [
+            return o.RecordingInfo(available=False, allowed=False)
+        return o.RecordingInfo(
+            available=True,
+            allowed=await self.recording.allowed(room.consultation_id),
+            max_bitrate=self.recording_max_bitrate,
+            recording=tuple(
                 pid
                 for pid in room.members
                 if self.recording.is_recording(room.consultation_id, pid)
-            ],
-        }
+            ),
+        )
 
     def _target(self, room: Room, peer_id: str) -> Member:
         target = room.members.get(peer_id)
@@ -447,13 +416,16 @@ class Calls:
             raise SignalingError("no such participant in this call", code="unknown_peer")
         return target
 
-    def _names(self, room: Room) -> dict[str, str]:
-        return {pid: x.actor.account.display_name for pid, x in room.members.items()}
+    @staticmethod
+    def _event(room: Room, event: Event, names: dict[str, str] | None = None) -> o.TimelineEvent:
+        return o.TimelineEvent(
+            event=o.EventInfo.of(event, room.names() if names is None else names)
+        )
 
     async def _institution_names(self) -> dict[str, str]:
         return {i.id: i.name for i in await self.directory.institutions()}
 
-    async def _send(self, member: Member, message: dict[str, Any] | str) -> None:
+    async def _send(self, member: Member, message: o.ServerMessage | str) -> None:
         if not member.connected:
             return
         try:
@@ -465,9 +437,9 @@ class Calls:
             log.info("send to peer=%s failed: %s", member.peer_id, type(exc).__name__)
 
     async def _broadcast(
-        self, room: Room, message: dict[str, Any], exclude: Member | None = None
+        self, room: Room, message: o.ServerMessage, exclude: Member | None = None
     ) -> None:
-        text = encode(message)  # once for the whole room
+        text = o.encode(message)  # once for the whole room
         await asyncio.gather(
             *(self._send(x, text) for x in list(room.members.values()) if x is not exclude)
         )
@@ -483,14 +455,10 @@ class Calls:
         await self._stop_recording(room, member.peer_id)
         if room.members.get(member.peer_id) is member:
             del room.members[member.peer_id]
-        event = await self.service.call_event(member.actor, room.consultation_id, kind)
-        await self._broadcast(room, {"type": "peer_left", "peer_id": member.peer_id})
-        await self._broadcast(
-            room,
-            event_message(
-                event, self._names(room) | {member.peer_id: member.actor.account.display_name}
-            ),
-        )
+        event = await self.workflow.call_event(member.actor, room.consultation_id, kind)
+        await self._broadcast(room, o.PeerLeft(peer_id=member.peer_id))
+        names = room.names() | {member.peer_id: member.actor.account.display_name}
+        await self._broadcast(room, self._event(room, event, names))
         if not room.members:
             self.rooms.pop(room.consultation_id, None)
 

@@ -7,12 +7,12 @@ page fetches the details through the API, where access is checked and audited.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from records.models import Account, Consultation
+from signaling.outbound import ConsultationChanged, ServerMessage, encode
 from signaling.workflow import policy
 
 log = logging.getLogger(__name__)
@@ -21,18 +21,13 @@ log = logging.getLogger(__name__)
 class Channel(Protocol):
     """One connected client (a browser tab's WebSocket, or a test's fake)."""
 
-    async def send(self, message: dict[str, Any]) -> None:
-        """Deliver one JSON-able message; raise if the client is gone."""
+    async def send(self, message: ServerMessage) -> None:
+        """Deliver one message (``outbound.encode`` gives its text); raise if the client is gone."""
         ...
 
     async def send_text(self, text: str) -> None:
-        """Deliver one message already encoded as JSON (sent to many: encoded once)."""
+        """Deliver one message already encoded (one sent to many is encoded once)."""
         ...
-
-
-def encode(message: dict[str, Any]) -> str:
-    """The JSON text of a message, as every channel sends it."""
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
 class Hub:
@@ -53,7 +48,7 @@ class Hub:
     def __len__(self) -> int:
         return len(self._channels)
 
-    async def publish(self, message: dict[str, Any], audience: Callable[[Account], bool]) -> int:
+    async def publish(self, message: ServerMessage, audience: Callable[[Account], bool]) -> int:
         """Send ``message`` to every channel whose account is in ``audience``.
 
         Returns:
@@ -75,15 +70,14 @@ class Hub:
         return delivered
 
 
-def consultation_changed(consultation: Consultation) -> dict[str, Any]:
+def consultation_changed(consultation: Consultation) -> ConsultationChanged:
     """The push message for a consultation whose state or assignment changed."""
-    return {
-        "type": "consultation.changed",
-        "id": consultation.id,
-        "state": consultation.state,
-        "escalated": consultation.escalated,
-        "department_id": consultation.department_id,
-    }
+    return ConsultationChanged(
+        id=consultation.id,
+        state=consultation.state,
+        escalated=consultation.escalated,
+        department_id=consultation.department_id,
+    )
 
 
 class ConsultationPushes:

@@ -18,7 +18,8 @@ import hmac
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+
+from signaling.outbound import IceServer
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -47,19 +48,17 @@ class IceConfig:
         """The allowed networks, parsed."""
         return tuple(ipaddress.ip_network(n, strict=False) for n in self.allowed_networks)
 
-    def servers(self, user_id: str, now: datetime) -> list[dict[str, Any]]:
+    def servers(self, user_id: str, now: datetime) -> tuple[IceServer, ...]:
         """``RTCConfiguration.iceServers`` for one user, with fresh TURN credentials."""
-        out: list[dict[str, Any]] = []
+        out: list[IceServer] = []
         if self.stun_urls:
-            out.append({"urls": list(self.stun_urls)})
+            out.append(IceServer(urls=self.stun_urls))
         if self.turn_urls:
             username, credential = turn_credentials(
                 self.turn_secret, user_id, int(now.timestamp()) + self.turn_ttl_seconds
             )
-            out.append(
-                {"urls": list(self.turn_urls), "username": username, "credential": credential}
-            )
-        return out
+            out.append(IceServer(urls=self.turn_urls, username=username, credential=credential))
+        return tuple(out)
 
     def candidate_allowed(self, candidate: str) -> bool:
         """Whether a candidate line may be relayed (always, when no networks are set)."""

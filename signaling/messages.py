@@ -3,7 +3,8 @@
 Every message is a JSON object with a ``type``. Parsing checks the size, the
 JSON, the type and each field (type and length) and raises ``ProtocolError`` with
 a stable code; it never trusts the input (no ``assert``). The browser's
-``web/static/js/signaling.js`` mirrors these names.
+``web/static/js/signaling.js`` mirrors these names; what the server sends back
+is in ``outbound.py``.
 """
 
 from __future__ import annotations
@@ -197,6 +198,8 @@ TYPES: dict[str, type[Any]] = {
         Ping,
     )
 }
+# Every ``type`` a browser may send.
+CLIENT_MESSAGE_TYPES: frozenset[str] = frozenset(TYPES)
 
 
 def _check(name: str, hint: Any, value: Any, limit: int | None) -> None:

@@ -155,7 +155,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     if recovered:
         log.warning("repaired %d recording(s) left by an unclean stop", len(recovered))
     app[CALLS] = Calls(
-        consultations=app[CONSULTATIONS],
+        workflow=app[CONSULTATIONS],
         directory=app[DIRECTORY],
         ice=ice_config(settings),
         grace_seconds=settings.call_grace_seconds,

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from signaling import messages
-from signaling.errors import SignalingError
-from signaling.hub import encode
+from signaling.outbound import Error, Hello, ServerMessage, encode
 from web.auth import actor, same_origin
 from web.errors import ApiError
 from web.keys import AUTH, CALLS, HUB, SESSION, SOCKETS
 
 log = logging.getLogger(__name__)
 
-# Frames up to this size are read and refused politely by ``messages.parse``;
+# Frames up to this size are read and refused politely (``signaling.messages.parse``);
 # beyond it aiohttp closes the socket (1009), so a flood cannot exhaust memory.
 MAX_FRAME = 1024 * 1024
 HEARTBEAT_SECONDS = 20.0
@@ -37,8 +34,8 @@ class SocketChannel:
         self.ws = ws
         self._lock = asyncio.Lock()
 
-    async def send(self, message: dict[str, Any]) -> None:
-        """Send one JSON message."""
+    async def send(self, message: ServerMessage) -> None:
+        """Send one message."""
         await self.send_text(encode(message))
 
     async def send_text(self, text: str) -> None:
@@ -64,21 +61,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     sockets[ws] = session.token
     hub.subscribe(session.account, channel)
     try:
-        await channel.send({"type": "hello", "account_id": session.account.id})
+        await channel.send(Hello(account_id=session.account.id))
         async for frame in ws:
             if frame.type is not WSMsgType.TEXT:
-                await channel.send(_error("bad_message", "send JSON text messages"))
+                await channel.send(Error(code="bad_message", message="send JSON text messages"))
                 continue
-            try:
-                msg = messages.parse(frame.data)
-                if isinstance(msg, messages.Ping):
-                    await channel.send({"type": "pong"})
-                else:
-                    await calls.handle(who, channel, msg)
-            except messages.ProtocolError as exc:
-                await channel.send(_error(exc.code, exc.message, exc.field))
-            except SignalingError as exc:
-                await channel.send(_error(exc.code, exc.message))
+            await calls.receive(who, channel, frame.data)
     finally:
         hub.unsubscribe(channel)
         sockets.pop(ws, None)
@@ -103,7 +91,3 @@ async def sweep_sessions(app: web.Application) -> None:
     for token in set(app[SOCKETS].values()):
         if await auth.authenticate(token) is None:
             await close_sockets(app, token)
-
-
-def _error(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message, "field": field}

@@ -1,0 +1,104 @@
+"""What the call plane needs from the rest of ``signaling``, as narrow Protocols.
+
+``Calls`` depends on these and not on the services that implement them, so the
+workflow can be split and rewired without touching the call plane. Each
+Protocol lists exactly the methods ``Calls`` uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from records.clock import Clock
+from records.models import Consultation, Event, Institution
+from signaling.workflow.base import Actor
+
+# Told (consultation id, participant id, state) when a recording leg changes.
+RecordingListener = Callable[[str, str, str], Awaitable[None]]
+
+
+class CallWorkflow(Protocol):
+    """The consultation workflow as the call sees it: access, timeline, states."""
+
+    @property
+    def clock(self) -> Clock:
+        """The time TURN credentials are issued at."""
+        ...
+
+    async def call_access(self, actor: Actor, consultation_id: str) -> Consultation:
+        """The consultation if ``actor`` may join its call now; raise otherwise.
+
+        Raises:
+            SignalingError: not visible, not a participant, not joinable, no consent.
+        """
+        ...
+
+    async def events_after(self, actor: Actor, consultation_id: str, after_id: int) -> list[Event]:
+        """Timeline events after ``after_id`` (what a returning page missed); audited."""
+        ...
+
+    async def call_event(
+        self, actor: Actor, consultation_id: str, kind: str, data: dict[str, Any] | None = None
+    ) -> Event:
+        """Store a call event (joined, rejoined, left, chat) on the timeline."""
+        ...
+
+    async def document_event(
+        self, actor: Actor, consultation_id: str, document_id: str, kind: str, page: int | None
+    ) -> Event:
+        """Store that ``actor`` opened or showed a document during the call."""
+        ...
+
+    async def go_live(self, actor: Actor, consultation_id: str) -> Consultation:
+        """Move an accepted consultation to live (two participants are in the call)."""
+        ...
+
+    async def end(self, actor: Actor, consultation_id: str) -> Consultation:
+        """End the consultation's call for everyone."""
+        ...
+
+
+class CallDirectory(Protocol):
+    """The directory as the call sees it."""
+
+    async def institutions(self) -> list[Institution]:
+        """Every institution (their names label the tiles)."""
+        ...
+
+
+class CallRecording(Protocol):
+    """The recording service as the call sees it: one leg per recorded participant."""
+
+    listener: RecordingListener | None
+
+    async def allowed(self, consultation_id: str) -> bool:
+        """Whether the patient's consent covers recording."""
+        ...
+
+    def is_recording(self, consultation_id: str, participant_id: str) -> bool:
+        """Whether a leg of this participant runs."""
+        ...
+
+    async def start(self, actor: Actor, consultation_id: str, offer_sdp: str) -> str:
+        """Answer a participant's recording offer; returns the answer SDP."""
+        ...
+
+    async def candidate(
+        self,
+        actor: Actor,
+        consultation_id: str,
+        candidate: str,
+        sdp_mid: str | None,
+        sdp_mline_index: int | None,
+    ) -> None:
+        """A trickled candidate for the participant's recording leg."""
+        ...
+
+    async def stop(self, consultation_id: str, participant_id: str) -> object:
+        """Stop and finish a participant's leg, if one runs."""
+        ...
+
+    async def stop_all(self, consultation_id: str) -> object:
+        """Finish every leg of a consultation (the call ended)."""
+        ...

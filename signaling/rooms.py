@@ -1,0 +1,76 @@
+"""Rooms: who is in which consultation's call.
+
+A room holds the members of one consultation's call (up to four people). A
+member whose socket dropped stays in the room, marked disconnected, until the
+grace period of ``Calls`` runs out or the same tab comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from signaling.hub import Channel
+from signaling.outbound import PeerInfo
+from signaling.workflow.base import Actor
+
+CHAT_REFS_KEPT = 1024  # per room
+
+
+@dataclass(eq=False)
+class Member:
+    """One participant of a call."""
+
+    actor: Actor
+    channel: Channel
+    tab_id: str
+    audio: bool = True
+    video: bool = True
+    connected: bool = True
+    grace: asyncio.TimerHandle | None = None
+    chat_tail: asyncio.Task[None] | None = None
+
+    @property
+    def peer_id(self) -> str:
+        """Participants are identified by their account id."""
+        return self.actor.id
+
+    def describe(self, institution_names: dict[str, str]) -> PeerInfo:
+        """What the others' tiles show."""
+        account = self.actor.account
+        return PeerInfo(
+            peer_id=self.peer_id,
+            display_name=account.display_name,
+            title=account.title,
+            role=account.role,
+            institution=institution_names.get(account.institution_id, ""),
+            audio=self.audio,
+            video=self.video,
+            connected=self.connected,
+        )
+
+
+@dataclass(eq=False)
+class Room:
+    """The call of one consultation."""
+
+    consultation_id: str
+    members: dict[str, Member] = field(default_factory=dict)
+    # (peer id, ref) of the latest chat lines (an ordered set): a line sent again
+    # after a reconnect is not relayed or stored twice, even when the sender's
+    # place had lapsed meanwhile.
+    chat_refs: dict[tuple[str, str], None] = field(default_factory=dict)
+
+    def remember_chat(self, peer_id: str, ref: str) -> bool:
+        """Note a chat line; False if it was seen already (sent again after a reconnect)."""
+        key = (peer_id, ref)
+        if key in self.chat_refs:
+            return False
+        self.chat_refs[key] = None
+        if len(self.chat_refs) > CHAT_REFS_KEPT:
+            del self.chat_refs[next(iter(self.chat_refs))]
+        return True
+
+    def names(self) -> dict[str, str]:
+        """Display names of the members, by peer id."""
+        return {pid: x.actor.account.display_name for pid, x in self.members.items()}

@@ -1,0 +1,265 @@
+"""``Calls`` on its own: fake channels, the app's real services on a real SQLite file.
+
+No HTTP and no WebSocket: each client is a ``FakeClient`` that feeds messages
+through ``Calls.receive``, the path a WebSocket frame takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from records.demo import DEMO_PASSWORD
+from signaling import messages as m
+from signaling.calls import Calls
+from signaling.ice import IceConfig
+from signaling.workflow.base import Actor
+from web.keys import AUTH, CONSULTATIONS, DIRECTORY, MATCHING, PATIENTS
+
+from .fakes import FakeClient, client_pair
+
+LOOPBACK = "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host"
+ELSEWHERE = "candidate:2 1 udp 2122260223 203.0.113.9 50000 typ host"
+
+
+@pytest.fixture
+async def started(app: web.Application) -> AsyncIterator[web.Application]:
+    """The app's services, started without serving HTTP."""
+    app.pre_freeze()  # as aiohttp's runner does: signals frozen, state still settable
+    await app.startup()
+    yield app
+    await app.shutdown()
+    await app.cleanup()
+
+
+@pytest.fixture
+async def calls(started: web.Application) -> AsyncIterator[Calls]:
+    calls = Calls(
+        workflow=started[CONSULTATIONS],
+        directory=started[DIRECTORY],
+        ice=IceConfig(allowed_networks=("127.0.0.0/8",)),
+        grace_seconds=0.05,
+    )
+    yield calls
+    await calls.close()
+
+
+async def actor(app: web.Application, username: str) -> Actor:
+    session = await app[AUTH].login(username, DEMO_PASSWORD, None)
+    return Actor(account=session.account)
+
+
+async def accepted(
+    app: web.Application, clinic: Actor, specialist: Actor, dept: str = "cardiology"
+) -> str:
+    """A consultation about the consented demo patient, accepted by ``specialist``."""
+    patients = {p.name: p.id for p in await app[PATIENTS].list_patients(clinic)}
+    departments = {d.code: d.id for d, _ in await app[DIRECTORY].departments()}
+    c = await app[CONSULTATIONS].request(
+        clinic,
+        patient_id=patients["刘大爷"],
+        department_id=departments[dept],
+        urgency="routine",
+        reason="胸闷两周，心电图ST段改变",
+        question="是否需要转上级医院行冠脉造影？",
+    )
+    await app[MATCHING].accept(specialist, c.id)
+    return c.id
+
+
+async def join(client: FakeClient, cid: str, tab: str = "tab-1", **extra: Any) -> dict[str, Any]:
+    await client.send({"type": "join", "consultation_id": cid, "tab_id": tab, **extra})
+    return await client.recv("joined", "error")
+
+
+async def in_call(app: web.Application, calls: Calls) -> tuple[FakeClient, FakeClient, str]:
+    """The clinic doctor (a) and the cardiologist (b) in one consultation's call."""
+    clinic, cardio = await actor(app, "clinic1"), await actor(app, "cardio1")
+    cid = await accepted(app, clinic, cardio)
+    a, b = client_pair(calls, clinic, cardio)
+    await join(a, cid)
+    await join(b, cid, tab="tab-b")
+    return a, b, cid
+
+
+async def kinds(app: web.Application, who: Actor, cid: str) -> list[str]:
+    return [e.kind for e in await app[CONSULTATIONS].timeline(who, cid)]
+
+
+async def test_every_client_message_but_join_and_ping_has_a_handler(calls: Calls) -> None:
+    assert set(calls.handlers) | {m.Join, m.Ping} == set(m.TYPES.values())
+    assert {cls.type for cls in calls.handlers} | {"join", "ping"} == m.CLIENT_MESSAGE_TYPES
+
+
+async def test_join_tells_both_sides_and_goes_live(started: web.Application, calls: Calls) -> None:
+    clinic, cardio = await actor(started, "clinic1"), await actor(started, "cardio1")
+    cid = await accepted(started, clinic, cardio)
+    a, b = client_pair(calls, clinic, cardio)
+
+    joined_a = await join(a, cid)
+    assert (joined_a["type"], joined_a["peers"], joined_a["state"]) == ("joined", [], "accepted")
+    assert joined_a["ice_servers"] == [] and joined_a["ice_transport_policy"] == "all"
+    assert joined_a["recording"] == {"available": False, "allowed": False, "recording": []}
+    assert (await a.event("joined"))["actor_name"] == "王建国"
+
+    joined_b = await join(b, cid, tab="tab-b")
+    assert joined_b["peer_id"] == cardio.id and joined_b["resumed"] is False
+    assert joined_b["peers"] == [
+        {
+            "peer_id": clinic.id,
+            "display_name": "王建国",
+            "title": "执业医师",
+            "role": "clinic_doctor",
+            "institution": "城关镇卫生院",
+            "audio": True,
+            "video": True,
+            "connected": True,
+        }
+    ]
+    peer_joined = await a.recv("peer_joined")
+    assert (peer_joined["peer"]["display_name"], peer_joined["resumed"]) == ("张伟", False)
+    # Two connected: the consultation is live, and both are told.
+    for client in (a, b):
+        assert await client.recv("state") == {"type": "state", "state": "live"}
+    assert (await kinds(started, clinic, cid))[-3:] == ["joined", "joined", "live"]
+    assert calls.room_of(cid) is not None
+
+
+async def test_offer_answer_and_candidate_are_relayed_only_inside_one_consultation(
+    started: web.Application, calls: Calls
+) -> None:
+    a, b, _ = await in_call(started, calls)
+    clinic, cardio = a.actor, b.actor
+    await b.send({"type": "offer", "to": clinic.id, "sdp": "v=0\r\n"})
+    assert await a.recv("offer") == {"type": "offer", "from": cardio.id, "sdp": "v=0\r\n"}
+    await a.send({"type": "answer", "to": cardio.id, "sdp": "v=0\r\n"})
+    assert await b.recv("answer") == {"type": "answer", "from": clinic.id, "sdp": "v=0\r\n"}
+    await a.send({"type": "candidate", "to": cardio.id, "candidate": LOOPBACK, "sdp_mid": "0"})
+    assert await b.recv("candidate") == {
+        "type": "candidate",
+        "from": clinic.id,
+        "candidate": LOOPBACK,
+        "sdp_mid": "0",
+        "sdp_mline_index": None,
+    }
+    # Outside the allowed networks: dropped, not relayed.
+    await a.send({"type": "candidate", "to": cardio.id, "candidate": ELSEWHERE})
+    assert calls.dropped_candidates == 1
+
+    # A second consultation between other people.
+    resp = await actor(started, "resp1")
+    cid2 = await accepted(started, clinic, resp, dept="respiratory")
+    r = FakeClient(calls, resp)
+    assert (await join(r, cid2, tab="tab-r"))["type"] == "joined"
+    a.pending(), b.pending()
+    # resp1 addresses cardio1, a member of another call: refused, nothing relayed.
+    await r.send({"type": "offer", "to": cardio.id, "sdp": "v=0\r\n"})
+    assert (await r.recv("error"))["code"] == "unknown_peer"
+    await r.send({"type": "candidate", "to": clinic.id, "candidate": LOOPBACK})
+    assert (await r.recv("error"))["code"] == "unknown_peer"
+    assert [msg["type"] for msg in b.pending() + a.pending()] == []
+
+
+async def test_chat_is_relayed_then_stored_once(started: web.Application, calls: Calls) -> None:
+    a, b, cid = await in_call(started, calls)
+    await a.send({"type": "chat", "text": " 心电图已上传 ", "ref": "line-1"})
+    assert await b.recv("chat") == {
+        "type": "chat",
+        "from": a.actor.id,
+        "ref": "line-1",
+        "text": "心电图已上传",
+    }
+    for client in (a, b):
+        event = await client.event("chat")
+        assert event["data"] == {"text": "心电图已上传", "ref": "line-1"}
+        assert (event["actor_id"], event["actor_name"]) == (a.actor.id, "王建国")
+
+    # Sent again (a page resending after a reconnect): neither relayed nor stored twice.
+    await a.send({"type": "chat", "text": "心电图已上传", "ref": "line-1"})
+    await a.send({"type": "chat", "text": "请看 V1-V4", "ref": "line-2"})
+    assert (await b.recv("chat"))["ref"] == "line-2"
+    assert (await a.event("chat"))["data"]["ref"] == "line-2"
+    events = await started[CONSULTATIONS].timeline(b.actor, cid)
+    assert [e.data["text"] for e in events if e.kind == "chat"] == ["心电图已上传", "请看 V1-V4"]
+
+
+async def test_a_bad_message_gets_an_error_and_the_channel_stays_usable(
+    started: web.Application, calls: Calls
+) -> None:
+    clinic, cardio = await actor(started, "clinic1"), await actor(started, "cardio1")
+    cid = await accepted(started, clinic, cardio)
+    a, b = client_pair(calls, clinic, cardio)
+    before_join = [
+        ("not json", "invalid_json"),
+        ('{"type": "dance"}', "unknown_type"),
+        ('{"type": "chat"}', "missing_field"),
+        ('{"type": "offer", "to": "' + "0" * 32 + '", "sdp": "v=0"}', "not_joined"),
+    ]
+    for raw, code in before_join:
+        await a.send(raw)
+        error = await a.recv()
+        assert (error["type"], error["code"]) == ("error", code), raw
+        assert set(error) == {"type", "code", "message", "field"}
+    await a.send({"type": "ping"})
+    assert await a.recv() == {"type": "pong"}
+
+    assert (await join(a, cid))["type"] == "joined"
+    await join(b, cid, tab="tab-b")
+    after_join = [
+        ({"type": "join", "consultation_id": cid, "tab_id": "tab-1"}, "already_joined"),
+        ({"type": "offer", "to": "0" * 32, "sdp": "v=0"}, "unknown_peer"),
+        ({"type": "chat", "text": "   "}, "invalid_field"),
+        ({"type": "rec_offer", "sdp": "v=0"}, "recording_unavailable"),
+    ]
+    for message, code in after_join:
+        await a.send(message)
+        assert (await a.recv("error"))["code"] == code, message
+    # Still usable: the relay works after all that.
+    await a.send({"type": "offer", "to": cardio.id, "sdp": "v=0\r\n"})
+    assert (await b.recv("offer"))["from"] == clinic.id
+
+
+async def test_leave_tells_the_others_and_ends_the_membership(
+    started: web.Application, calls: Calls
+) -> None:
+    a, b, cid = await in_call(started, calls)
+    await b.send({"type": "leave"})
+    assert await a.recv("peer_left") == {"type": "peer_left", "peer_id": b.actor.id}
+    left = await a.event("left")
+    assert (left["actor_id"], left["actor_name"]) == (b.actor.id, "张伟")
+    room = calls.room_of(cid)
+    assert room is not None and list(room.members) == [a.actor.id]
+    await b.send({"type": "offer", "to": a.actor.id, "sdp": "v=0\r\n"})
+    assert (await b.recv("error"))["code"] == "not_joined"
+    assert "left" in await kinds(started, a.actor, cid)
+
+
+async def test_a_dropped_channel_keeps_its_place_until_the_grace_period_ends(
+    started: web.Application, calls: Calls
+) -> None:
+    a, b, cid = await in_call(started, calls)
+    b.drop()
+    assert await a.recv("peer_state") == {
+        "type": "peer_state",
+        "peer_id": b.actor.id,
+        "connected": False,
+    }
+    # grace_seconds is 0.05 here: the place lapses and the others are told.
+    assert await a.recv("peer_left") == {"type": "peer_left", "peer_id": b.actor.id}
+    room = calls.room_of(cid)
+    assert room is not None and list(room.members) == [a.actor.id]
+
+
+async def test_end_tells_everyone_and_closes_the_room(
+    started: web.Application, calls: Calls
+) -> None:
+    a, b, cid = await in_call(started, calls)
+    for client in (a, b):
+        assert (await client.recv("state"))["state"] == "live"
+    await b.send({"type": "end"})
+    for client in (a, b):
+        assert await client.recv("state") == {"type": "state", "state": "ended", "by": b.actor.id}
+    assert calls.room_of(cid) is None
