@@ -14,9 +14,9 @@ from records.clock import Clock, SystemClock
 from records.db import Database
 from records.files import FileStore
 from records.passwords import Passwords
-from signaling.calls import Calls
-from signaling.hub import ConsultationPushes, Hub
-from signaling.ice import IceConfig
+from signaling.call.calls import Calls
+from signaling.call.hub import ConsultationPushes, Hub
+from signaling.call.ice import IceConfig
 from signaling.workflow.auth import AuthService
 from signaling.workflow.base import Context
 from signaling.workflow.consultations import ConsultationService

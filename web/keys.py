@@ -8,8 +8,8 @@ from aiohttp import web
 
 from records.clock import Clock
 from records.db import Database
-from signaling.calls import Calls
-from signaling.hub import Hub
+from signaling.call.calls import Calls
+from signaling.call.hub import Hub
 from signaling.workflow.auth import AuthService, Session
 from signaling.workflow.consultations import ConsultationService
 from signaling.workflow.directory import DirectoryService

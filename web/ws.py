@@ -14,14 +14,14 @@ import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from signaling.outbound import Error, Hello, ServerMessage, encode
+from signaling.call.outbound import Error, Hello, ServerMessage, encode
 from web.auth import actor, same_origin
 from web.errors import ApiError
 from web.keys import AUTH, CALLS, HUB, SESSION, SOCKETS
 
 log = logging.getLogger(__name__)
 
-# Frames up to this size are read and refused politely (``signaling.messages.parse``);
+# Frames up to this size are read and refused politely (``signaling.call.messages.parse``);
 # beyond it aiohttp closes the socket (1009), so a flood cannot exhaust memory.
 MAX_FRAME = 1024 * 1024
 HEARTBEAT_SECONDS = 20.0

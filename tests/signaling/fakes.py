@@ -1,6 +1,6 @@
 """An in-process channel pair for testing ``Calls`` without HTTP or WebSockets.
 
-``FakeChannel`` is the server's end (a ``signaling.hub.Channel``): it keeps every
+``FakeChannel`` is the server's end (a ``signaling.call.hub.Channel``): it keeps every
 text it is given, decoded as a browser would decode it. ``FakeClient`` is the
 test's end: it feeds client messages through ``Calls.receive`` (the same path a
 WebSocket frame takes) and reads what came back, in order.
@@ -12,8 +12,8 @@ import asyncio
 import json
 from typing import Any
 
-from signaling.calls import Calls
-from signaling.outbound import ServerMessage, encode
+from signaling.call.calls import Calls
+from signaling.call.outbound import ServerMessage, encode
 from signaling.workflow.base import Actor
 
 RECV_TIMEOUT = 5.0

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 
 from records.demo import DEMO_PASSWORD
-from signaling import messages as m
-from signaling.calls import Calls
-from signaling.ice import IceConfig
+from signaling.call import messages as m
+from signaling.call.calls import Calls
+from signaling.call.ice import IceConfig
 from signaling.workflow.base import Actor
 from web.keys import AUTH, CONSULTATIONS, DIRECTORY, MATCHING, PATIENTS
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from records.models import Event
-from signaling import outbound as o
-from signaling.messages import CLIENT_MESSAGE_TYPES
+from signaling.call import outbound as o
+from signaling.call.messages import CLIENT_MESSAGE_TYPES
 
 
 def wire(message: dict[str, Any]) -> str:

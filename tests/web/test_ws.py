@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType, WSServerHandshakeError
 from aiohttp.test_utils import TestClient
 
-from signaling.messages import MAX_MESSAGE_BYTES
+from signaling.call.messages import MAX_MESSAGE_BYTES
 from web.ws import MAX_FRAME
 
 LoginAs = Any

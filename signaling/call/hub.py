@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from records.models import Account, Consultation
-from signaling.outbound import ConsultationChanged, ServerMessage, encode
+from signaling.call.outbound import ConsultationChanged, ServerMessage, encode
 from signaling.workflow import policy
 
 log = logging.getLogger(__name__)

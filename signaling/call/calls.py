@@ -20,13 +20,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from records.models import Event
-from signaling import messages as m
-from signaling import outbound as o
+from signaling.call import messages as m
+from signaling.call import outbound as o
+from signaling.call.hub import Channel
+from signaling.call.ice import IceConfig
+from signaling.call.ports import CallDirectory, CallRecording, CallWorkflow
+from signaling.call.rooms import Member, Room
 from signaling.errors import SignalingError
-from signaling.hub import Channel
-from signaling.ice import IceConfig
-from signaling.ports import CallDirectory, CallRecording, CallWorkflow
-from signaling.rooms import Member, Room
 from signaling.workflow.base import Actor
 from signaling.workflow.lifecycle import State
 from signaling.workflow.policy import MAX_PARTICIPANTS

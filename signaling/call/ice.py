@@ -19,7 +19,7 @@ import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 
-from signaling.outbound import IceServer
+from signaling.call.outbound import IceServer
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from signaling.hub import Channel
-from signaling.outbound import PeerInfo
+from signaling.call.hub import Channel
+from signaling.call.outbound import PeerInfo
 from signaling.workflow.base import Actor
 
 CHAT_REFS_KEPT = 1024  # per room
