@@ -11,18 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from records.models import Row
 from records.schema import blobs, documents
 from records.store import first_row, new_id
 
 
 @dataclass(frozen=True, kw_only=True)
-class Document:
+class Document(Row):
     """A stored document with the size of its content."""
 
     id: str
@@ -39,11 +39,6 @@ class Document:
     preview_sha256: str | None
     uploaded_by: str
     uploaded_at: datetime
-
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``documents`` joined with its blob's ``size``."""
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
 def add_blob(conn: sa.Connection, *, sha256: str, size: int, media_type: str, at: datetime) -> bool:

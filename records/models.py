@@ -10,12 +10,18 @@ from typing import Any, Self
 from sqlalchemy import RowMapping
 
 
-def _pick(cls: type[Any], row: Mapping[Any, Any]) -> dict[str, Any]:
-    return {name: row[name] for name in cls.__dataclass_fields__}
+class Row:
+    """Base of the typed row views (each a frozen dataclass)."""
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Self:
+        """Build from a row whose columns include every field, by name."""
+        fields: dict[str, Any] = getattr(cls, "__dataclass_fields__")  # noqa: B009 - on subclasses
+        return cls(**{name: row[name] for name in fields if name in row})
 
 
 @dataclass(frozen=True, kw_only=True)
-class Institution:
+class Institution(Row):
     """A clinic or hospital."""
 
     id: str
@@ -23,14 +29,9 @@ class Institution:
     kind: str
     region: str
 
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``institutions``."""
-        return cls(**_pick(cls, row))
-
 
 @dataclass(frozen=True, kw_only=True)
-class Department:
+class Department(Row):
     """A department of an institution."""
 
     id: str
@@ -38,14 +39,9 @@ class Department:
     code: str
     name: str
 
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``departments``."""
-        return cls(**_pick(cls, row))
-
 
 @dataclass(frozen=True, kw_only=True)
-class Account:
+class Account(Row):
     """A user account; ``department_ids`` are the departments a specialist serves."""
 
     id: str
@@ -62,10 +58,9 @@ class Account:
     department_ids: frozenset[str] = frozenset()
 
     @classmethod
-    def from_row(cls, row: RowMapping, department_ids: frozenset[str] = frozenset()) -> Self:
-        """Build from a row of ``accounts``."""
-        fields = _pick(cls, {**row, "department_ids": department_ids})
-        return cls(**fields)
+    def of(cls, row: RowMapping, department_ids: frozenset[str] = frozenset()) -> Self:
+        """Build from a row of ``accounts`` and the departments the account serves."""
+        return cls.from_row({**row, "department_ids": department_ids})
 
     def years_of_practice(self, today: date) -> float:
         """Whole years of independent practice up to ``today`` (0 if unknown)."""
@@ -79,7 +74,7 @@ class Account:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Patient:
+class Patient(Row):
     """A patient of a clinic."""
 
     id: str
@@ -91,11 +86,6 @@ class Patient:
     phone: str | None
     created_at: datetime
 
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``patients``."""
-        return cls(**_pick(cls, row))
-
     @property
     def national_id_masked(self) -> str:
         """The ID number as shown on screens: first 4 and last 2 characters."""
@@ -104,7 +94,7 @@ class Patient:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Consent:
+class Consent(Row):
     """A patient's informed consent."""
 
     id: str
@@ -118,14 +108,9 @@ class Consent:
     withdrawn_at: datetime | None
     withdrawn_by: str | None
 
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``consents``."""
-        return cls(**_pick(cls, row))
-
 
 @dataclass(frozen=True, kw_only=True)
-class Consultation:
+class Consultation(Row):
     """A consultation request and its current state."""
 
     id: str
@@ -147,13 +132,13 @@ class Consultation:
     invitee_ids: frozenset[str] = frozenset()
 
     @classmethod
-    def from_row(cls, row: RowMapping, invitee_ids: frozenset[str] = frozenset()) -> Self:
+    def of(cls, row: RowMapping, invitee_ids: frozenset[str] = frozenset()) -> Self:
         """Build from a row of ``consultations`` and its invitees."""
-        return cls(**_pick(cls, {**row, "invitee_ids": invitee_ids}))
+        return cls.from_row({**row, "invitee_ids": invitee_ids})
 
 
 @dataclass(frozen=True, kw_only=True)
-class Event:
+class Event(Row):
     """One entry of a consultation's timeline."""
 
     id: int
@@ -163,14 +148,9 @@ class Event:
     actor_id: str | None
     data: dict[str, Any]
 
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``consultation_events``."""
-        return cls(**_pick(cls, row))
-
 
 @dataclass(frozen=True, kw_only=True)
-class Opinion:
+class Opinion(Row):
     """A signed opinion, referral or addendum."""
 
     id: str
@@ -182,14 +162,9 @@ class Opinion:
     signed_at: datetime
     sha256: str
 
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``opinions``."""
-        return cls(**_pick(cls, row))
-
 
 @dataclass(frozen=True, kw_only=True)
-class RosterEntry:
+class RosterEntry(Row):
     """A specialist on duty for a department between two times."""
 
     id: str
@@ -198,14 +173,9 @@ class RosterEntry:
     starts_at: datetime
     ends_at: datetime
 
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``roster``."""
-        return cls(**_pick(cls, row))
-
 
 @dataclass(frozen=True, kw_only=True)
-class Recording:
+class Recording(Row):
     """A recorded participant leg and its file."""
 
     id: str
@@ -225,8 +195,3 @@ class Recording:
     error: str | None
     finished_at: datetime | None
     retain_until: datetime | None
-
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``recordings``."""
-        return cls(**_pick(cls, row))

@@ -166,7 +166,7 @@ def get_account(conn: sa.Connection, account_id: str) -> Account | None:
     row = first_row(conn, sa.select(accounts).where(accounts.c.id == account_id))
     if row is None:
         return None
-    return Account.from_row(row, _department_ids(conn, account_id))
+    return Account.of(row, _department_ids(conn, account_id))
 
 
 def get_login(conn: sa.Connection, username: str) -> tuple[Account, str] | None:
@@ -174,7 +174,7 @@ def get_login(conn: sa.Connection, username: str) -> tuple[Account, str] | None:
     row = first_row(conn, sa.select(accounts).where(accounts.c.username == username))
     if row is None:
         return None
-    return Account.from_row(row, _department_ids(conn, row["id"])), row["password_hash"]
+    return Account.of(row, _department_ids(conn, row["id"])), row["password_hash"]
 
 
 def set_login_state(
@@ -214,7 +214,7 @@ def list_accounts(
             )
         )
     rows = (conn.execute(query.order_by(accounts.c.display_name))).mappings().all()
-    return [Account.from_row(r, _department_ids(conn, r["id"])) for r in rows]
+    return [Account.of(r, _department_ids(conn, r["id"])) for r in rows]
 
 
 def add_session(
@@ -397,7 +397,7 @@ def get_consultation(conn: sa.Connection, consultation_id: str) -> Consultation 
     if row is None:
         return None
     invitees = _invitees(conn, [consultation_id])
-    return Consultation.from_row(row, invitees.get(consultation_id, frozenset()))
+    return Consultation.of(row, invitees.get(consultation_id, frozenset()))
 
 
 def _invitees(conn: sa.Connection, consultation_ids: list[str]) -> dict[str, frozenset[str]]:
@@ -492,7 +492,7 @@ def list_consultations(
         query = query.order_by(consultations.c.created_at.desc())
     rows = (conn.execute(query.limit(limit))).mappings().all()
     invitees = _invitees(conn, [r["id"] for r in rows])
-    return [Consultation.from_row(r, invitees.get(r["id"], frozenset())) for r in rows]
+    return [Consultation.of(r, invitees.get(r["id"], frozenset())) for r in rows]
 
 
 def change_state(
@@ -810,7 +810,7 @@ def find_recorded_consultations(
     invitees = _invitees(conn, [r["id"] for r in rows])
     page = [
         (
-            Consultation.from_row(r, invitees.get(r["id"], frozenset())),
+            Consultation.of(r, invitees.get(r["id"], frozenset())),
             r["first_start"].replace(tzinfo=UTC)
             if r["first_start"].tzinfo is None
             else r["first_start"],

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import RowMapping
 
-from records.models import Consultation, Opinion
+from records.models import Consultation, Opinion, Row
 from records.schema import (
     allergies,
     blobs,
@@ -61,12 +61,8 @@ def split_code(stored: str | None) -> tuple[str | None, str | None]:
     return (system, code) if sep else (None, stored)
 
 
-def _pick(cls: type[Any], row: Mapping[Any, Any]) -> dict[str, Any]:
-    return {name: row[name] for name in cls.__dataclass_fields__ if name in row}
-
-
 @dataclass(frozen=True, kw_only=True)
-class ConditionRow:
+class ConditionRow(Row):
     """A diagnosis (ICD-10)."""
 
     id: str
@@ -77,14 +73,9 @@ class ConditionRow:
     onset: str | None
     recorded_at: datetime
 
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``conditions``."""
-        return cls(**_pick(cls, row))
-
 
 @dataclass(frozen=True, kw_only=True)
-class MedicationRow:
+class MedicationRow(Row):
     """A medication the patient takes or took."""
 
     id: str
@@ -95,14 +86,9 @@ class MedicationRow:
     status: str
     recorded_at: datetime
 
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``medications``."""
-        return cls(**_pick(cls, row))
-
 
 @dataclass(frozen=True, kw_only=True)
-class AllergyRow:
+class AllergyRow(Row):
     """An allergy or intolerance."""
 
     id: str
@@ -113,14 +99,9 @@ class AllergyRow:
     reaction: str | None
     recorded_at: datetime
 
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``allergies``."""
-        return cls(**_pick(cls, row))
-
 
 @dataclass(frozen=True, kw_only=True)
-class ObservationRow:
+class ObservationRow(Row):
     """A vital sign or lab result, with its reference range."""
 
     id: str
@@ -135,11 +116,6 @@ class ObservationRow:
     ref_high: float | None
     effective_at: datetime | None
     recorded_at: datetime
-
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``observations``."""
-        return cls(**_pick(cls, row))
 
     @property
     def flag(self) -> str | None:
@@ -174,7 +150,7 @@ class Summary:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DocumentRow:
+class DocumentRow(Row):
     """An attachment as the FHIR export describes it (its blob's size beside it)."""
 
     id: str
@@ -189,11 +165,6 @@ class DocumentRow:
     size: int
     uploaded_by: str
     uploaded_at: datetime
-
-    @classmethod
-    def from_row(cls, row: RowMapping) -> Self:
-        """Build from a row of ``documents`` joined with ``blobs.size``."""
-        return cls(**_pick(cls, row))
 
 
 # -- the summary ------------------------------------------------------------------
@@ -273,7 +244,7 @@ def patient_consultations(conn: sa.Connection, patient_id: str) -> list[Consulta
         )
         for cid, aid in pairs:
             invited.setdefault(cid, set()).add(aid)
-    return [Consultation.from_row(r, frozenset(invited.get(r["id"], ()))) for r in rows]
+    return [Consultation.of(r, frozenset(invited.get(r["id"], ()))) for r in rows]
 
 
 def consultation_documents(conn: sa.Connection, consultation_id: str) -> list[DocumentRow]:
