@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.util
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,18 @@ def test_installed_package_resolves_inside_repo(name: str, tmp_path: Path) -> No
     )
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()).resolve() == ROOT / name / "__init__.py", proc.stdout
+
+
+def test_every_package_folder_is_listed_for_setuptools() -> None:
+    # A subpackage missing from [tool.setuptools] packages is left out of a
+    # regular (non-editable) install, which the editable test run would not see.
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for name in PACKAGES
+        for init in (ROOT / name).rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert found == listed
