@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 CONTAINER_FOR = {"vp8": "webm", "h264": "mp4", None: "webm"}
 SUFFIX_FOR = {"webm": ".webm", "mp4": ".mp4"}
 OPUS_FRAME = 960  # 20 ms at 48 kHz
+# A video gap longer than this (0.5 s in the 90 kHz RTP clock) means frames were
+# lost or the sender stalled: the writer asks for a keyframe before going on.
 GAP_TICKS = 45000
 # Header size when no keyframe told the real one (players use the bitstream's).
 DEFAULT_SIZE = (640, 480)

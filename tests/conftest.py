@@ -50,7 +50,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "argon2_memory_kib": 8192,
         "argon2_parallelism": 1,
         "escalation_check_seconds": 3600.0,
-        # Keep every packet on loopback (see shared/notes/loopback-webrtc.md).
+        # Keep every packet on loopback: aioice skips 127.0.0.1 unless told, and
+        # only loopback candidates may be relayed between the test browsers.
         "recorder_addresses": ("127.0.0.1",),
         "ice_allowed_networks": ("127.0.0.0/8", "::1/128"),
     }

@@ -1,7 +1,8 @@
 """Who may see and do what: the visibility rules in one place.
 
-The API, the push hub and (later) the call signaling all ask these functions, so
-that a rule cannot be enforced in one place and forgotten in another.
+The workflow services, the push hub, the call plane and the page frames all ask
+these functions, so that a rule cannot be enforced in one place and forgotten in
+another.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 //
 // After every (re)connect the server says "hello"; pages re-fetch their lists
 // then, so nothing missed while offline stays missing. Pushes that matter to a
-// page ("consultation.changed", signaling/hub.py) make it re-fetch as well.
+// page ("consultation.changed", signaling/call/hub.py) make it re-fetch as well.
 
 import { ReconnectingSocket } from "./socket.js";
 import { setPushStatus } from "./ui.js";

@@ -1,6 +1,7 @@
 // The call's signaling client, on the tab's reconnecting socket (socket.js),
-// mirroring signaling/messages.py (client messages) and signaling/calls.py and
-// web/ws.py (server messages).
+// mirroring signaling/call/messages.py (client messages) and
+// signaling/call/outbound.py (server messages, one dataclass per type);
+// tests/web/test_protocol_js.py checks that both sides name the same types.
 //
 // Client messages: join {consultation_id, tab_id, resume_after?}, leave,
 // offer {to, sdp}, answer {to, sdp}, candidate {to, candidate, sdp_mid,
