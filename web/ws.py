@@ -15,11 +15,12 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from records.vocab import ErrorCode
 from signaling import messages
 from signaling.errors import SignalingError
 from signaling.hub import encode
 from web.auth import actor, same_origin
-from web.errors import ApiError
+from web.errors import api_error
 from web.keys import AUTH, CALLS, HUB, SESSION, SOCKETS
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,10 @@ class SocketChannel:
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Push channel for dashboards and signaling for calls."""
     if not same_origin(request) or "Origin" not in request.headers:
-        raise ApiError(403, "bad_origin", "WebSocket connections must come from this site")
+        raise api_error(ErrorCode.BAD_ORIGIN, "WebSocket connections must come from this site")
     session = request.get(SESSION)
     if session is None:
-        raise ApiError(401, "unauthenticated", "log in first")
+        raise api_error(ErrorCode.UNAUTHENTICATED, "log in first")
     who = actor(request)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_FRAME)
     await ws.prepare(request)
@@ -67,7 +68,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await channel.send({"type": "hello", "account_id": session.account.id})
         async for frame in ws:
             if frame.type is not WSMsgType.TEXT:
-                await channel.send(_error("bad_message", "send JSON text messages"))
+                await channel.send(_error(ErrorCode.BAD_MESSAGE, "send JSON text messages"))
                 continue
             try:
                 msg = messages.parse(frame.data)
@@ -105,5 +106,5 @@ async def sweep_sessions(app: web.Application) -> None:
             await close_sockets(app, token)
 
 
-def _error(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+def _error(code: ErrorCode, message: str, field: str | None = None) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message, "field": field}
