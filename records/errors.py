@@ -1,14 +1,16 @@
-"""Errors raised by the records layer, each with a stable code."""
+"""Errors raised by the records layer, each with a stable code (``ErrorCode``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from records.vocab import ErrorCode
+
 
 class RecordsError(Exception):
     """Root of the records errors."""
 
-    code = "records_error"
+    code: ErrorCode = ErrorCode.RECORDS_ERROR
 
     def __init__(self, message: str, *, fields: tuple[str, ...] = ()) -> None:
         super().__init__(message)
@@ -19,19 +21,19 @@ class RecordsError(Exception):
 class NotFound(RecordsError):
     """The row does not exist (or the caller may not know that it does)."""
 
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
 
 
 class Conflict(RecordsError):
     """The write collides with what is stored (a unique key, a changed state)."""
 
-    code = "conflict"
+    code = ErrorCode.CONFLICT
 
 
 class AuditChainBroken(RecordsError):
     """The audit log's hash chain does not verify."""
 
-    code = "audit_chain_broken"
+    code = ErrorCode.AUDIT_CHAIN_BROKEN
 
 
 class InvalidFhir(RecordsError):
@@ -41,7 +43,7 @@ class InvalidFhir(RecordsError):
     (each once, in the order found).
     """
 
-    code = "invalid_fhir"
+    code = ErrorCode.INVALID_FHIR
 
     def __init__(self, message: str, fields: Iterable[str]) -> None:
         """Build the error.

@@ -34,6 +34,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels.utils import pixel_array
 
 from records.errors import RecordsError
+from records.vocab import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 class UnreadableContent(RecordsError):
     """The content is not a supported kind, or its parser refuses it."""
 
-    def __init__(self, message: str, *, code: str) -> None:
+    def __init__(self, message: str, *, code: ErrorCode) -> None:
         super().__init__(message, fields=("body",))
         self.code = code
 
@@ -102,7 +103,7 @@ def analyse(path: Path) -> Analysis:
     with path.open("rb") as fh:
         head = fh.read(HEAD_BYTES)
     if not head:
-        raise UnreadableContent("the file is empty", code="unsupported_type")
+        raise UnreadableContent("the file is empty", code=ErrorCode.UNSUPPORTED_TYPE)
     kind = sniff(head)
     if kind == "pdf":
         return Analysis(kind=kind, media_type=MEDIA_TYPES[kind], pages=_pdf_pages(path))
@@ -114,7 +115,7 @@ def analyse(path: Path) -> Analysis:
     if lines is None:
         raise UnreadableContent(
             "only PDF, JPEG, PNG, DICOM and plain UTF-8 text files are accepted",
-            code="unsupported_type",
+            code=ErrorCode.UNSUPPORTED_TYPE,
         )
     return Analysis(kind="text", media_type=MEDIA_TYPES["text"], meta={"lines": lines})
 
@@ -152,7 +153,9 @@ def _image(path: Path, kind: str) -> Analysis:
     try:
         with Image.open(path) as img:
             if img.format != expected:
-                raise UnreadableContent(f"not a valid {expected} image", code="invalid_image")
+                raise UnreadableContent(
+                    f"not a valid {expected} image", code=ErrorCode.INVALID_IMAGE
+                )
             width, height, mode = img.width, img.height, img.mode
             img.verify()
     except UnreadableContent:
@@ -161,7 +164,7 @@ def _image(path: Path, kind: str) -> Analysis:
     # SyntaxError from verify(), DecompressionBombError...) means "refuse".
     except Exception as exc:
         raise UnreadableContent(
-            f"Pillow cannot read this {expected} image", code="invalid_image"
+            f"Pillow cannot read this {expected} image", code=ErrorCode.INVALID_IMAGE
         ) from exc
     meta = {"width": width, "height": height, "mode": mode}
     return Analysis(kind=kind, media_type=MEDIA_TYPES[kind], meta=meta)
@@ -203,7 +206,7 @@ def _dicom(path: Path) -> Analysis:
     # A parser of untrusted bytes: any failure means the header is unreadable.
     except Exception as exc:
         raise UnreadableContent(
-            "pydicom cannot read this DICOM file", code="invalid_dicom"
+            "pydicom cannot read this DICOM file", code=ErrorCode.INVALID_DICOM
         ) from exc
     try:
         frames = int(ds.get("NumberOfFrames") or 1)

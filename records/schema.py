@@ -9,9 +9,23 @@ schema; ``tests/records/test_migrations.py`` compares the two.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+
+from records.vocab import (
+    ConsultationState,
+    DocumentKind,
+    EventKind,
+    InstitutionKind,
+    OpinionKind,
+    RecordingStatus,
+    Relationship,
+    Role,
+    Sex,
+    Urgency,
+)
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -48,20 +62,18 @@ metadata = sa.MetaData(
 ID = sa.String(32)
 TS = UTCDateTime()
 
-INSTITUTION_KINDS = ("township_clinic", "county_hospital", "specialist_hospital")
-ROLES = ("clinic_doctor", "specialist", "coordinator", "reviewer", "admin")
-URGENCIES = ("emergency", "urgent", "routine")
-STATES = (
-    "requested",
-    "escalated",
-    "accepted",
-    "live",
-    "ended",
-    "signed",
-    "referred",
-    "cancelled",
-    "declined",
-)
+
+def one_of(column: str, words: type[StrEnum]) -> sa.CheckConstraint:
+    """``column IN (...)`` over the members of ``words``, named after the column.
+
+    The naming convention makes the name ``ck_<table>_<column>``. A new member
+    changes the constraint: ``tests/records/test_vocab_migration.py`` compares
+    the migrated database's CHECK constraints with these and fails until a
+    migration follows.
+    """
+    listed = ", ".join(f"'{w.value}'" for w in words)
+    return sa.CheckConstraint(f"{column} IN ({listed})", name=column)
+
 
 institutions = sa.Table(
     "institutions",
@@ -70,9 +82,7 @@ institutions = sa.Table(
     sa.Column("name", sa.String(200), nullable=False, unique=True),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("region", sa.String(200), nullable=False),
-    sa.CheckConstraint(
-        "kind IN ('township_clinic', 'county_hospital', 'specialist_hospital')", name="kind"
-    ),
+    one_of("kind", InstitutionKind),
 )
 
 departments = sa.Table(
@@ -101,10 +111,7 @@ accounts = sa.Table(
     sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
     sa.Column("locked_until", TS, nullable=True),
     sa.Column("created_at", TS, nullable=False),
-    sa.CheckConstraint(
-        "role IN ('clinic_doctor', 'specialist', 'coordinator', 'reviewer', 'admin')",
-        name="role",
-    ),
+    one_of("role", Role),
 )
 
 account_departments = sa.Table(
@@ -141,7 +148,7 @@ patients = sa.Table(
     sa.Column("created_by", ID, sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.UniqueConstraint("institution_id", "national_id", name="uq_patients_institution_nid"),
-    sa.CheckConstraint("sex IN ('male', 'female', 'other')", name="sex"),
+    one_of("sex", Sex),
 )
 
 consents = sa.Table(
@@ -157,6 +164,7 @@ consents = sa.Table(
     sa.Column("given_at", TS, nullable=False),
     sa.Column("withdrawn_at", TS, nullable=True),
     sa.Column("withdrawn_by", ID, sa.ForeignKey("accounts.id"), nullable=True),
+    one_of("relationship", Relationship),
 )
 
 consultations = sa.Table(
@@ -182,7 +190,8 @@ consultations = sa.Table(
     sa.Column("decline_reason", sa.String(500), nullable=True),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
-    sa.CheckConstraint("urgency IN ('emergency', 'urgent', 'routine')", name="urgency"),
+    one_of("urgency", Urgency),
+    one_of("state", ConsultationState),
 )
 
 # Further participants invited into the call (the county hospital's doctor, a
@@ -205,6 +214,7 @@ consultation_events = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("actor_id", ID, sa.ForeignKey("accounts.id"), nullable=True),
     sa.Column("data", sa.JSON, nullable=False),
+    one_of("kind", EventKind),
 )
 
 opinions = sa.Table(
@@ -220,7 +230,7 @@ opinions = sa.Table(
     sa.Column("signed_at", TS, nullable=False),
     # SHA-256 of the canonical JSON of the body: signing freezes the text.
     sa.Column("sha256", sa.String(64), nullable=False),
-    sa.CheckConstraint("kind IN ('opinion', 'referral', 'addendum')", name="kind"),
+    one_of("kind", OpinionKind),
 )
 
 # One row per recorded participant leg (a participant who reconnects gets a
@@ -247,9 +257,7 @@ recordings = sa.Table(
     sa.Column("finished_at", TS, nullable=True),
     sa.Column("retain_until", TS, nullable=True),
     sa.UniqueConstraint("consultation_id", "participant_id", "part", name="uq_recordings_part"),
-    sa.CheckConstraint(
-        "status IN ('recording', 'finished', 'recovered', 'failed', 'purged')", name="status"
-    ),
+    one_of("status", RecordingStatus),
 )
 
 # Attachment contents, stored once per SHA-256 under the data directory
@@ -279,7 +287,7 @@ documents = sa.Table(
     sa.Column("preview_sha256", sa.String(64), sa.ForeignKey("blobs.sha256"), nullable=True),
     sa.Column("uploaded_by", ID, sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("uploaded_at", TS, nullable=False),
-    sa.CheckConstraint("kind IN ('pdf', 'jpeg', 'png', 'dicom', 'text')", name="kind"),
+    one_of("kind", DocumentKind),
 )
 
 # The structured summary of a patient, fed by a county EMR's FHIR R4 Bundle

@@ -1,34 +1,49 @@
 """Errors of the control plane, each with a stable code.
 
-``web/`` maps the classes to HTTP statuses; nothing here knows about HTTP.
+The codes are the members of ``records.vocab.ErrorCode``; ``web/errors.py`` maps
+each code to an HTTP status. Nothing here knows about HTTP.
 """
 
 from __future__ import annotations
 
+from records.vocab import ErrorCode
+
 
 class SignalingError(Exception):
-    """Root of the control-plane errors."""
+    """Root of the control-plane errors.
 
-    code = "error"
+    A class gives the default code; a raise site may name a more precise one
+    (``Forbidden(..., code=ErrorCode.NOT_PARTICIPANT)``). Plain strings are
+    accepted while call sites move to the enum, and are checked against it: a
+    code outside the vocabulary is a bug and fails at once, not at the client.
+    """
 
-    def __init__(self, message: str, *, code: str | None = None, fields: tuple[str, ...] = ()):
+    code: ErrorCode = ErrorCode.ERROR
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: ErrorCode | str | None = None,
+        fields: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
-            self.code = code
+            self.code = ErrorCode(code)
         self.fields = fields
 
 
 class NotFound(SignalingError):
     """Does not exist, or the caller may not know that it exists."""
 
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
 
     def __init__(
         self,
         message: str,
         *,
-        code: str | None = None,
+        code: ErrorCode | str | None = None,
         fields: tuple[str, ...] = (),
         probe: tuple[str, str] | None = None,
     ) -> None:
@@ -40,40 +55,40 @@ class NotFound(SignalingError):
 class Invalid(SignalingError):
     """The request names something that cannot be used (the fields say which)."""
 
-    code = "invalid"
+    code = ErrorCode.INVALID
 
 
 class Forbidden(SignalingError):
     """The caller is known but their role or the rules do not allow this."""
 
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN
 
 
 class IllegalTransition(SignalingError):
     """The consultation's state does not allow this step (any more)."""
 
-    code = "illegal_transition"
+    code = ErrorCode.ILLEGAL_TRANSITION
 
 
 class RuleViolation(SignalingError):
     """A rule of remote medical practice forbids this (consent, practice years)."""
 
-    code = "rule_violation"
+    code = ErrorCode.RULE_VIOLATION
 
 
 class AuthFailed(SignalingError):
     """Wrong username or password (the message never says which)."""
 
-    code = "login_failed"
+    code = ErrorCode.LOGIN_FAILED
 
 
 class Locked(SignalingError):
     """Too many failed logins; the account is locked for a while."""
 
-    code = "account_locked"
+    code = ErrorCode.ACCOUNT_LOCKED
 
 
 class Unauthenticated(SignalingError):
     """No valid session."""
 
-    code = "unauthenticated"
+    code = ErrorCode.UNAUTHENTICATED

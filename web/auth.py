@@ -14,9 +14,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from records.vocab import ErrorCode
 from signaling.workflow.auth import Session
 from signaling.workflow.base import Actor
-from web.errors import ApiError
+from web.errors import api_error
 from web.keys import AUTH, SESSION, SETTINGS
 
 COOKIE = "tc_session"
@@ -48,7 +49,7 @@ def actor(request: web.Request) -> Actor:
     """The logged-in user behind this request, or a 401."""
     session = request.get(SESSION)
     if session is None:
-        raise ApiError(401, "unauthenticated", "log in first")
+        raise api_error(ErrorCode.UNAUTHENTICATED, "log in first")
     return Actor(account=session.account, client_addr=client_addr(request))
 
 
@@ -77,15 +78,15 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             request[SESSION] = session
     if request.method in UNSAFE:
         if not same_origin(request):
-            raise ApiError(403, "bad_origin", "cross-origin requests are not accepted")
+            raise api_error(ErrorCode.BAD_ORIGIN, "cross-origin requests are not accepted")
         if session is not None and (request.method, request.path) != ("POST", "/api/session"):
             sent = request.headers.get(CSRF_HEADER, "")
             if not secrets.compare_digest(sent.encode(), session.csrf_token.encode()):
-                raise ApiError(403, "csrf_failed", "missing or wrong CSRF token")
+                raise api_error(ErrorCode.CSRF_FAILED, "missing or wrong CSRF token")
     if (
         request.path.startswith("/api/")
         and session is None
         and (request.method, request.path) not in PUBLIC_API
     ):
-        raise ApiError(401, "unauthenticated", "log in first")
+        raise api_error(ErrorCode.UNAUTHENTICATED, "log in first")
     return await handler(request)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -16,44 +17,116 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from records import errors as records_errors
+from records.vocab import ErrorCode
 from signaling import errors as sig
 
 log = logging.getLogger(__name__)
 
-STATUS: dict[type[Exception], int] = {
-    sig.NotFound: 404,
-    sig.Invalid: 400,
-    sig.Forbidden: 403,
-    sig.IllegalTransition: 409,
-    sig.RuleViolation: 403,
-    sig.AuthFailed: 401,
-    sig.Locked: 429,
-    sig.Unauthenticated: 401,
-    records_errors.NotFound: 404,
-    records_errors.Conflict: 409,
-}
-# A rule that a later step can satisfy (record the consent, then start) is a
-# conflict with the current state rather than a refusal of the person.
-CODE_STATUS = {
-    "consent_required": 409,
-    "too_large": 413,
-    "unsupported_type": 415,
+# The one table from error code to HTTP status (``tests/web/test_vocabulary.py``
+# checks that every code has one). Codes that only the call's WebSocket sends
+# (marked "ws") never become an HTTP answer; their status says what they mean.
+STATUS: Mapping[ErrorCode, int] = {
+    # roots of the error hierarchies: a raise that named no precise code
+    ErrorCode.ERROR: 400,
+    ErrorCode.RECORDS_ERROR: 400,
+    ErrorCode.MEDIA_ERROR: 500,
+    ErrorCode.INTERNAL: 500,
+    # the request itself
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.INVALID: 400,
+    ErrorCode.INVALID_FIELDS: 400,
+    ErrorCode.INVALID_JSON: 400,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.RANGE_NOT_SATISFIABLE: 416,
+    ErrorCode.TOO_MANY_REQUESTS: 429,
+    ErrorCode.TOO_LARGE: 413,
+    # who is asking
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.LOGIN_FAILED: 401,
+    ErrorCode.ACCOUNT_LOCKED: 429,
+    ErrorCode.BAD_ORIGIN: 403,
+    ErrorCode.CSRF_FAILED: 403,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.ROLE_FORBIDDEN: 403,
+    # what is asked for
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.ILLEGAL_TRANSITION: 409,
+    ErrorCode.RULE_VIOLATION: 403,
+    # the workflow
+    ErrorCode.PRACTICE_TOO_SHORT: 403,
+    # A rule that a later step can satisfy (record the consent, then start) is a
+    # conflict with the current state rather than a refusal of the person.
+    ErrorCode.CONSENT_REQUIRED: 409,
+    ErrorCode.ALREADY_WITHDRAWN: 409,
+    ErrorCode.UNKNOWN_DEPARTMENT: 400,
+    ErrorCode.UNKNOWN_SPECIALIST: 400,
+    ErrorCode.UNKNOWN_ACCOUNT: 400,
+    ErrorCode.ADDRESSED_TO_OTHER: 403,
+    ErrorCode.NOT_PARTICIPANT: 403,
+    ErrorCode.ALREADY_PARTICIPANT: 400,
+    ErrorCode.NOT_JOINABLE: 409,
+    ErrorCode.CALL_FULL: 403,
+    ErrorCode.NOT_ASSIGNED: 403,
+    ErrorCode.NOT_SIGNED: 409,
+    ErrorCode.NOT_AUTHOR: 403,
+    # documents and imported records
+    ErrorCode.UNSUPPORTED_TYPE: 415,
+    ErrorCode.TYPE_MISMATCH: 400,
+    ErrorCode.INVALID_IMAGE: 400,
+    ErrorCode.INVALID_DICOM: 400,
+    ErrorCode.INVALID_FHIR: 400,
     # A FHIR Bundle about another person than the one it was sent for.
-    "patient_mismatch": 409,
+    ErrorCode.PATIENT_MISMATCH: 409,
+    # recordings
+    ErrorCode.RECORDING_UNAVAILABLE: 503,  # ws
+    ErrorCode.RECORDING_NOT_CONSENTED: 403,
+    ErrorCode.RECORDING_FAILED: 500,  # ws
+    ErrorCode.ALREADY_RECORDING: 409,
+    ErrorCode.NOT_RECORDING: 404,
+    ErrorCode.FILE_MISSING: 404,
+    ErrorCode.RETENTION_NOT_REACHED: 403,
+    # the call's WebSocket messages (ws)
+    ErrorCode.BAD_MESSAGE: 400,
+    ErrorCode.NOT_AN_OBJECT: 400,
+    ErrorCode.UNKNOWN_TYPE: 400,
+    ErrorCode.UNKNOWN_FIELD: 400,
+    ErrorCode.MISSING_FIELD: 400,
+    ErrorCode.INVALID_FIELD: 400,
+    ErrorCode.FIELD_TOO_LONG: 400,
+    ErrorCode.NOT_JOINED: 409,
+    ErrorCode.ALREADY_JOINED: 409,
+    ErrorCode.ALREADY_IN_CALL: 409,
+    ErrorCode.UNKNOWN_PEER: 404,
+    ErrorCode.CHAT_NOT_STORED: 500,
+    # server health
+    ErrorCode.AUDIT_CHAIN_BROKEN: 500,
+    ErrorCode.AIORTC_SEAM_BROKEN: 500,
 }
 
-HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthenticated",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "too_large",
-    415: "unsupported_media_type",
-    416: "range_not_satisfiable",
-    429: "too_many_requests",
+# The code of an HTTP error that aiohttp raised itself (no route, wrong method).
+HTTP_CODES: Mapping[int, ErrorCode] = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHENTICATED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    416: ErrorCode.RANGE_NOT_SATISFIABLE,
+    429: ErrorCode.TOO_MANY_REQUESTS,
 }
+
+
+def status_of(code: ErrorCode | str) -> int:
+    """The HTTP status of an error code (500 for a code outside the vocabulary)."""
+    try:
+        return STATUS[ErrorCode(code)]
+    except (KeyError, ValueError):
+        log.error("error code %r has no HTTP status", code)
+        return 500
 
 
 class ApiError(web.HTTPException):
@@ -68,6 +141,11 @@ class ApiError(web.HTTPException):
             content_type="application/json",
         )
         self.code = code
+
+
+def api_error(code: ErrorCode, message: str, fields: tuple[str, ...] | list[str] = ()) -> ApiError:
+    """An ``ApiError`` whose status comes from the one table (raise it from handlers)."""
+    return ApiError(status_of(code), code, message, fields)
 
 
 def error_body(code: str, message: str, fields: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
@@ -106,23 +184,29 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError:
         raise
     except (sig.SignalingError, records_errors.RecordsError) as exc:
-        status = CODE_STATUS.get(exc.code) or next(
-            (s for cls, s in STATUS.items() if isinstance(exc, cls)), 400
-        )
-        return error_response(status, exc.code, exc.message, exc.fields)
+        return error_response(status_of(exc.code), exc.code, exc.message, exc.fields)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
-            return error_response(400, "invalid_json", "the request body is not valid JSON")
+            return error_response(
+                status_of(ErrorCode.INVALID_JSON),
+                ErrorCode.INVALID_JSON,
+                "the request body is not valid JSON",
+            )
         return error_response(
-            400, "invalid_fields", "some fields are missing or invalid", validation_fields(exc)
+            status_of(ErrorCode.INVALID_FIELDS),
+            ErrorCode.INVALID_FIELDS,
+            "some fields are missing or invalid",
+            validation_fields(exc),
         )
     except web.HTTPException as exc:
         if not api or exc.status < 400 or exc.content_type == "application/json":
             raise
-        code = HTTP_CODES.get(exc.status, "error")
+        code = HTTP_CODES.get(exc.status, ErrorCode.ERROR)
         return error_response(exc.status, code, exc.reason)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         if not api:
             raise
-        return error_response(500, "internal", "internal server error")
+        return error_response(
+            status_of(ErrorCode.INTERNAL), ErrorCode.INTERNAL, "internal server error"
+        )

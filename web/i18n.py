@@ -27,6 +27,8 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 
+from records.vocab import ErrorCode, EventKind
+
 LOCALES: tuple[str, ...] = ("zh_CN", "en")
 LOCALE_COOKIE = "tc_lang"
 HERE = Path(__file__).resolve().parent
@@ -41,6 +43,128 @@ BCP47: Mapping[str, str] = {"zh_CN": "zh-CN", "en": "en"}
 def N_(message: str) -> str:
     """Mark a string for extraction without translating it yet."""
     return message
+
+
+# One label per timeline event kind: a sentence about the actor (``name``; the
+# system when nobody acted), with ``text`` for a chat line and ``title`` for a
+# document. ``tests/web/test_vocabulary.py`` fails when a kind has none.
+EVENT_LABELS: Mapping[EventKind, str] = {
+    EventKind.REQUESTED: N_("%(name)s requested the consultation"),
+    EventKind.ACCEPTED: N_("%(name)s accepted"),
+    EventKind.ASSIGNED: N_("%(name)s assigned the consultation"),
+    EventKind.REASSIGNED: N_("%(name)s reassigned the consultation"),
+    EventKind.DECLINED: N_("%(name)s declined"),
+    EventKind.CANCELLED: N_("%(name)s cancelled the request"),
+    EventKind.ESCALATED: N_("Escalated: nobody accepted in time"),
+    EventKind.INVITED: N_("%(name)s invited another doctor"),
+    EventKind.LIVE: N_("The call started"),
+    EventKind.JOINED: N_("%(name)s joined the call"),
+    EventKind.REJOINED: N_("%(name)s reconnected"),
+    EventKind.LEFT: N_("%(name)s left the call"),
+    EventKind.CHAT: N_("%(name)s: %(text)s"),
+    EventKind.ENDED: N_("%(name)s ended the call"),
+    EventKind.DOCUMENT_SHARED: N_("%(name)s attached a document"),
+    EventKind.DOCUMENT_OPENED: N_("%(name)s opened %(title)s"),
+    EventKind.DOCUMENT_SHOWN: N_("%(name)s showed %(title)s to all"),
+    EventKind.SIGNED: N_("%(name)s signed the opinion"),
+    EventKind.REFERRED: N_("%(name)s referred the patient to an in-person visit"),
+    EventKind.ADDENDUM: N_("%(name)s signed an addendum"),
+    EventKind.RECORDING_STARTED: N_("Recording of %(name)s started"),
+    EventKind.RECORDING_FINISHED: N_("Recording of %(name)s finished"),
+    EventKind.RECORDING_RECOVERED: N_("Recording repaired after a server stop"),
+    EventKind.RECORDING_FAILED: N_("Recording of %(name)s failed"),
+}
+
+# One label per error code, for people (the server's English message is for
+# logs and API clients). Codes a page can meet reuse the text it showed before;
+# the call page keeps its own wording for the codes that end a join
+# (``call.error.*``). ``tests/web/test_vocabulary.py`` fails when a code has none.
+_AGAIN = N_("Something went wrong. Please try again.")
+_CHECK_FIELDS = N_("Please check the highlighted fields.")
+_BAD_MESSAGE = N_("The page sent a message the server cannot read. Reload the page.")
+ERROR_LABELS: Mapping[ErrorCode, str] = {
+    ErrorCode.ERROR: _AGAIN,
+    ErrorCode.RECORDS_ERROR: _AGAIN,
+    ErrorCode.MEDIA_ERROR: N_("Something went wrong with the audio or video."),
+    ErrorCode.INTERNAL: _AGAIN,
+    ErrorCode.BAD_REQUEST: _CHECK_FIELDS,
+    ErrorCode.INVALID: _CHECK_FIELDS,
+    ErrorCode.INVALID_FIELDS: _CHECK_FIELDS,
+    ErrorCode.INVALID_JSON: N_("The request could not be read. Reload the page and try again."),
+    ErrorCode.METHOD_NOT_ALLOWED: N_("This action is not available here."),
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: N_("The data was sent in a form the server does not accept."),
+    ErrorCode.RANGE_NOT_SATISFIABLE: N_("The requested part of the file does not exist."),
+    ErrorCode.TOO_MANY_REQUESTS: N_("Too many requests; wait a moment."),
+    ErrorCode.TOO_LARGE: N_("The file is too large to upload."),
+    ErrorCode.UNAUTHENTICATED: N_("Your session has ended. Please sign in again."),
+    ErrorCode.LOGIN_FAILED: N_("Wrong username or password."),
+    ErrorCode.ACCOUNT_LOCKED: N_(
+        "Too many failed attempts: this account is locked for a while. "
+        "Try again later or ask the administrator."
+    ),
+    ErrorCode.BAD_ORIGIN: N_("Requests must come from this site's own pages."),
+    ErrorCode.CSRF_FAILED: N_("The page is out of date. Reload it and try again."),
+    ErrorCode.FORBIDDEN: N_("You are not allowed to do this."),
+    ErrorCode.ROLE_FORBIDDEN: N_("Your role does not allow this."),
+    ErrorCode.NOT_FOUND: N_("Not found: it may have been removed, or you may not see it."),
+    ErrorCode.CONFLICT: N_("This conflicts with what is already stored."),
+    ErrorCode.ILLEGAL_TRANSITION: N_(
+        "This consultation has already moved on. The list is updated."
+    ),
+    ErrorCode.RULE_VIOLATION: N_("The rules of remote consultation do not allow this."),
+    ErrorCode.PRACTICE_TOO_SHORT: N_(
+        "Remote consultations require at least 3 years of independent clinical "
+        "practice. Ask the consultation centre to assign this request."
+    ),
+    ErrorCode.CONSENT_REQUIRED: N_("The patient's consent is required first."),
+    ErrorCode.ALREADY_WITHDRAWN: N_("This consent was already withdrawn."),
+    ErrorCode.UNKNOWN_DEPARTMENT: N_("Choose a department."),
+    ErrorCode.UNKNOWN_SPECIALIST: N_("That specialist does not serve this department."),
+    ErrorCode.UNKNOWN_ACCOUNT: N_("No doctor has this username."),
+    ErrorCode.ADDRESSED_TO_OTHER: N_("This request is addressed to another specialist."),
+    ErrorCode.NOT_PARTICIPANT: N_("You are not a participant of this consultation."),
+    ErrorCode.ALREADY_PARTICIPANT: N_("This doctor already takes part in the consultation."),
+    ErrorCode.NOT_JOINABLE: N_(
+        "This consultation cannot be joined now: it is not accepted yet, or already over."
+    ),
+    ErrorCode.CALL_FULL: N_("The call is full (at most four participants)."),
+    ErrorCode.NOT_ASSIGNED: N_("Only the assigned specialist signs the opinion."),
+    ErrorCode.NOT_SIGNED: N_("The opinion is not signed yet."),
+    ErrorCode.NOT_AUTHOR: N_("Only the author of the opinion can add to it."),
+    ErrorCode.UNSUPPORTED_TYPE: N_(
+        "This kind of file cannot be shared: use PDF, JPEG, PNG, DICOM or plain text."
+    ),
+    ErrorCode.TYPE_MISMATCH: N_("The file's content does not match its type."),
+    ErrorCode.INVALID_IMAGE: N_("The picture is damaged or not a real JPEG/PNG file."),
+    ErrorCode.INVALID_DICOM: N_("The DICOM file is damaged or not a DICOM file."),
+    ErrorCode.INVALID_FHIR: N_("The imported records are not a valid FHIR R4 Bundle."),
+    ErrorCode.PATIENT_MISMATCH: N_("The imported records are about another patient."),
+    ErrorCode.RECORDING_UNAVAILABLE: N_("Recording is not available."),
+    ErrorCode.RECORDING_NOT_CONSENTED: N_(
+        "Not recorded: the patient did not consent to recording."
+    ),
+    ErrorCode.RECORDING_FAILED: N_("Recording is not running; the call goes on."),
+    ErrorCode.ALREADY_RECORDING: N_("This participant is already being recorded."),
+    ErrorCode.NOT_RECORDING: N_("Nothing is being recorded."),
+    ErrorCode.FILE_MISSING: N_("The recording file is missing from the server."),
+    ErrorCode.RETENTION_NOT_REACHED: N_("This recording must be kept until its retention date."),
+    ErrorCode.BAD_MESSAGE: _BAD_MESSAGE,
+    ErrorCode.NOT_AN_OBJECT: _BAD_MESSAGE,
+    ErrorCode.UNKNOWN_TYPE: _BAD_MESSAGE,
+    ErrorCode.UNKNOWN_FIELD: _BAD_MESSAGE,
+    ErrorCode.MISSING_FIELD: _BAD_MESSAGE,
+    ErrorCode.INVALID_FIELD: _BAD_MESSAGE,
+    ErrorCode.FIELD_TOO_LONG: N_("The text is too long."),
+    ErrorCode.NOT_JOINED: N_("Join the call first."),
+    ErrorCode.ALREADY_JOINED: N_("This window is already in the call."),
+    ErrorCode.ALREADY_IN_CALL: N_("You are already in this call in another window or tab."),
+    ErrorCode.UNKNOWN_PEER: N_("That participant is no longer in the call."),
+    ErrorCode.CHAT_NOT_STORED: N_("The message could not be saved to the record."),
+    ErrorCode.AUDIT_CHAIN_BROKEN: N_("The audit log does not verify: tell the administrator."),
+    ErrorCode.AIORTC_SEAM_BROKEN: N_(
+        "The recorder does not work with the installed media library: tell the administrator."
+    ),
+}
 
 
 # Everything the page scripts show that is not in a template. Keys are stable
@@ -135,31 +259,14 @@ JS_STRINGS: Mapping[str, str] = {
     "done.roster": N_("Roster updated."),
     "push.offline": N_("Live updates interrupted; reconnecting…"),
     "push.online": N_("Live updates on"),
-    # errors by API code (the server's English message is the fallback)
-    "error.login_failed": N_("Wrong username or password."),
-    "error.account_locked": N_(
-        "Too many failed attempts: this account is locked for a while. "
-        "Try again later or ask the administrator."
-    ),
-    "error.practice_too_short": N_(
-        "Remote consultations require at least 3 years of independent clinical "
-        "practice. Ask the consultation centre to assign this request."
-    ),
-    "error.unauthenticated": N_("Your session has ended. Please sign in again."),
+    # errors the page scripts name themselves (no server code)
     "error.csrf": N_("The page is out of date. Reload it and try again."),
-    "error.forbidden": N_("You are not allowed to do this."),
-    "error.role_forbidden": N_("Your role does not allow this."),
-    "error.not_found": N_("Not found: it may have been removed, or you may not see it."),
-    "error.illegal_transition": N_("This consultation has already moved on. The list is updated."),
-    "error.addressed_to_other": N_("This request is addressed to another specialist."),
-    "error.consent_required": N_("The patient's consent is required first."),
-    "error.already_withdrawn": N_("This consent was already withdrawn."),
-    "error.unknown_department": N_("Choose a department."),
-    "error.unknown_specialist": N_("That specialist does not serve this department."),
-    "error.invalid": N_("Please check the highlighted fields."),
     "error.rate_limited": N_("Too many requests; wait a moment."),
     "error.network": N_("The server cannot be reached. Check the network and try again."),
     "error.unknown": N_("Something went wrong. Please try again."),
+    # one label per timeline event and per error code (below)
+    **{f"event.{kind}": msgid for kind, msgid in EVENT_LABELS.items()},
+    **{f"error.{code}": msgid for code, msgid in ERROR_LABELS.items()},
 }
 
 

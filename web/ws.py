@@ -14,9 +14,10 @@ import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from records.vocab import ErrorCode
 from signaling.call.outbound import Error, Hello, ServerMessage, encode
 from web.auth import actor, same_origin
-from web.errors import ApiError
+from web.errors import api_error
 from web.keys import AUTH, CALLS, HUB, SESSION, SOCKETS
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,10 @@ class SocketChannel:
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Push channel for dashboards and signaling for calls."""
     if not same_origin(request) or "Origin" not in request.headers:
-        raise ApiError(403, "bad_origin", "WebSocket connections must come from this site")
+        raise api_error(ErrorCode.BAD_ORIGIN, "WebSocket connections must come from this site")
     session = request.get(SESSION)
     if session is None:
-        raise ApiError(401, "unauthenticated", "log in first")
+        raise api_error(ErrorCode.UNAUTHENTICATED, "log in first")
     who = actor(request)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_FRAME)
     await ws.prepare(request)
@@ -64,7 +65,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await channel.send(Hello(account_id=session.account.id))
         async for frame in ws:
             if frame.type is not WSMsgType.TEXT:
-                await channel.send(Error(code="bad_message", message="send JSON text messages"))
+                await channel.send(
+                    Error(code=ErrorCode.BAD_MESSAGE, message="send JSON text messages")
+                )
                 continue
             await calls.receive(who, channel, frame.data)
     finally:

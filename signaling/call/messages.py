@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from records.vocab import ErrorCode
+
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_SDP = 32 * 1024
 MAX_CHAT = 2000
@@ -25,9 +27,9 @@ ID_LEN = 32
 class ProtocolError(Exception):
     """A message that cannot be accepted; the socket stays open."""
 
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+    def __init__(self, code: ErrorCode | str, message: str, field: str | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = ErrorCode(code)
         self.message = message
         self.field = field
 

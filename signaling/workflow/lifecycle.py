@@ -13,21 +13,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from records.vocab import ConsultationState, ErrorCode
 from signaling.errors import IllegalTransition
 
-
-class State(StrEnum):
-    """Where a consultation is."""
-
-    REQUESTED = "requested"
-    ESCALATED = "escalated"
-    ACCEPTED = "accepted"
-    LIVE = "live"
-    ENDED = "ended"
-    SIGNED = "signed"
-    REFERRED = "referred"
-    CANCELLED = "cancelled"
-    DECLINED = "declined"
+# The states are part of the domain's vocabulary (stored, labelled, checked by the
+# database); the transitions between them are this module's business.
+State = ConsultationState
 
 
 class Action(StrEnum):
@@ -77,7 +68,7 @@ def next_state(state: str, action: Action) -> State:
     except (KeyError, ValueError):
         raise IllegalTransition(
             f"cannot {action.value} a consultation that is {state}",
-            code="illegal_transition",
+            code=ErrorCode.ILLEGAL_TRANSITION,
         ) from None
 
 

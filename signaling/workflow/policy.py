@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import date
 
 from records.models import Account, Consultation, Patient
+from records.vocab import Role
 
 MIN_PRACTICE_YEARS = 3
 # Township clinic, county hospital and one or two specialists (a mesh call).
 MAX_PARTICIPANTS = 4
-HOSPITAL_ROLES = frozenset({"coordinator", "reviewer"})
+HOSPITAL_ROLES = frozenset({Role.COORDINATOR, Role.REVIEWER})
 
 
 def can_see(account: Account, consultation: Consultation) -> bool:
@@ -23,9 +24,9 @@ def can_see(account: Account, consultation: Consultation) -> bool:
         return False
     if account.id in consultation.invitee_ids:
         return True
-    if account.role == "clinic_doctor":
+    if account.role == Role.CLINIC_DOCTOR:
         return consultation.requesting_institution_id == account.institution_id
-    if account.role == "specialist":
+    if account.role == Role.SPECIALIST:
         return (
             consultation.department_id in account.department_ids
             or consultation.assigned_specialist_id == account.id
@@ -39,7 +40,7 @@ def is_participant(account: Account, consultation: Consultation) -> bool:
     """The requesting clinic's doctors, the assigned specialist and invitees take part."""
     if account.id in consultation.invitee_ids:
         return True
-    if account.role == "clinic_doctor":
+    if account.role == Role.CLINIC_DOCTOR:
         return consultation.requesting_institution_id == account.institution_id
     return account.id == consultation.assigned_specialist_id
 
@@ -53,7 +54,7 @@ def can_replay(account: Account, consultation: Consultation) -> bool:
     """Reviewers and administrators of the consulted hospital, and the participants."""
     if not account.active:
         return False
-    if account.role in ("reviewer", "admin"):
+    if account.role in (Role.REVIEWER, Role.ADMIN):
         return consultation.consulted_institution_id == account.institution_id
     return is_participant(account, consultation)
 
@@ -63,6 +64,6 @@ def can_see_document(account: Account, patient: Patient, consultation: Consultat
     consultation it is attached to (specialists, coordinators, invitees)."""
     if not account.active:
         return False
-    if account.role == "clinic_doctor" and patient.institution_id == account.institution_id:
+    if account.role == Role.CLINIC_DOCTOR and patient.institution_id == account.institution_id:
         return True
     return consultation is not None and can_see(account, consultation)

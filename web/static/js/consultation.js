@@ -87,10 +87,12 @@ function renderRequest(c) {
 
 // -- the timeline ---------------------------------------------------------------
 
+// Each event kind has one label (web/i18n.py EVENT_LABELS, "event.<kind>"); a
+// kind this page does not know yet is shown as its token rather than hidden.
 function eventText(e) {
   const name = e.actor ? e.actor.display_name : t("cons.system");
   const d = e.data || {};
-  const key = `cons.event.${e.kind}`;
+  const key = `event.${e.kind}`;
   if (!Object.prototype.hasOwnProperty.call(STRINGS, key)) {
     return t("cons.event.other", { kind: e.kind });
   }

@@ -8,7 +8,7 @@
 // window.__replay is a read-only view for the browser tests.
 
 import { get } from "./api.js";
-import { $, LOCALE, PAGE, el, t } from "./ui.js";
+import { $, LOCALE, PAGE, STRINGS, el, t } from "./ui.js";
 
 const DRIFT_S = 0.3; // a player further off than this is put back in step
 const TICK_MS = 250;
@@ -43,9 +43,13 @@ function fmt(seconds) {
 function eventText(event) {
   const name = (event.actor && event.actor.display_name) || "";
   if (event.kind === "chat") return `${name}: ${event.data.text || ""}`;
-  const key = `replay.event.${event.kind}`;
-  const text = t(key, { name, kind: event.kind });
-  return text === key ? t("replay.event.other", { kind: event.kind }) : text;
+  // The replay's own wording first, else the kind's one label (web/i18n.py).
+  for (const key of [`replay.event.${event.kind}`, `event.${event.kind}`]) {
+    if (Object.prototype.hasOwnProperty.call(STRINGS, key)) {
+      return t(key, { name, kind: event.kind, title: (event.data && event.data.title) || "" });
+    }
+  }
+  return t("replay.event.other", { kind: event.kind });
 }
 
 // -- clock --------------------------------------------------------------------------
