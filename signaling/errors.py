@@ -13,9 +13,8 @@ class SignalingError(Exception):
     """Root of the control-plane errors.
 
     A class gives the default code; a raise site may name a more precise one
-    (``Forbidden(..., code=ErrorCode.NOT_PARTICIPANT)``). Plain strings are
-    accepted while call sites move to the enum, and are checked against it: a
-    code outside the vocabulary is a bug and fails at once, not at the client.
+    (``Forbidden(..., code=ErrorCode.NOT_PARTICIPANT)``); mypy holds every code
+    to the vocabulary.
     """
 
     code: ErrorCode = ErrorCode.ERROR
@@ -24,13 +23,13 @@ class SignalingError(Exception):
         self,
         message: str,
         *,
-        code: ErrorCode | str | None = None,
+        code: ErrorCode | None = None,
         fields: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
-            self.code = ErrorCode(code)
+            self.code = code
         self.fields = fields
 
 
@@ -43,7 +42,7 @@ class NotFound(SignalingError):
         self,
         message: str,
         *,
-        code: ErrorCode | str | None = None,
+        code: ErrorCode | None = None,
         fields: tuple[str, ...] = (),
         probe: tuple[str, str] | None = None,
     ) -> None:

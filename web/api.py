@@ -9,11 +9,12 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from records.models import Account, Consent, Consultation, Event, Institution, Opinion, Patient
+from records.vocab import ErrorCode
 from signaling.workflow import policy
 from signaling.workflow.consultations import Brief, ConsultationView
 from web import schemas
 from web.auth import COOKIE, actor, client_addr, set_session_cookie
-from web.errors import ApiError
+from web.errors import api_error
 from web.keys import (
     AUTH,
     CLOCK,
@@ -34,7 +35,7 @@ B = TypeVar("B", bound=BaseModel)
 async def body(request: web.Request, model: type[B]) -> B:
     """Parse and validate a JSON body (415 if it is not JSON, 400 naming bad fields)."""
     if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+        raise api_error(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
     raw = await request.read()
     return model.model_validate_json(raw, strict=True)
 
@@ -264,7 +265,7 @@ async def department_specialists(request: web.Request) -> web.StreamResponse:
     directory = request.app[DIRECTORY]
     department_id = request.match_info["department_id"]
     if department_id not in {d.id for d, _ in await directory.departments()}:
-        raise ApiError(404, "not_found", "department not found")
+        raise api_error(ErrorCode.NOT_FOUND, "department not found")
     today = request.app[CLOCK].now().date()
     on_duty = set(await request.app[MATCHING].on_duty(department_id))
     return web.json_response(
@@ -303,7 +304,7 @@ async def create_patient(request: web.Request) -> web.StreamResponse:
     data = await body(request, schemas.PatientIn)
     today = request.app[CLOCK].now().date()
     if data.birth_date > today:
-        raise ApiError(400, "invalid_fields", "the birth date is in the future", ["birth_date"])
+        raise api_error(ErrorCode.INVALID_FIELDS, "the birth date is in the future", ["birth_date"])
     patient = await request.app[PATIENTS].register(actor(request), **data.model_dump())
     return web.json_response({"patient": patient_json(patient, today)}, status=201)
 

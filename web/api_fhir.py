@@ -8,10 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from records.summary import ObservationRow, Summary, split_code
+from records.vocab import ErrorCode
 from web import schemas
 from web.api import body, iso, opinion_json
 from web.auth import actor
-from web.errors import ApiError
+from web.errors import api_error
 from web.keys import DIRECTORY, OPINIONS, SUMMARY
 from web.openapi import Route
 
@@ -87,13 +88,13 @@ def summary_json(s: Summary) -> dict[str, Any]:
 async def import_fhir(request: web.Request) -> web.StreamResponse:
     """Import a FHIR R4 Bundle from the county EMR into a patient's summary."""
     if request.content_type not in ("application/json", FHIR_JSON):
-        raise ApiError(
-            415, "unsupported_media_type", f"send the Bundle as {FHIR_JSON} or application/json"
+        raise api_error(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"send the Bundle as {FHIR_JSON} or application/json"
         )
     try:
         data = json.loads(await request.read())
     except ValueError as exc:
-        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from exc
+        raise api_error(ErrorCode.INVALID_JSON, "the request body is not valid JSON") from exc
     patient_id = request.match_info["patient_id"]
     service = request.app[SUMMARY]
     result = await service.import_bundle(actor(request), patient_id, data)

@@ -9,10 +9,11 @@ from typing import Any
 from aiohttp import web
 
 from records.models import Account, Recording
+from records.vocab import ErrorCode
 from signaling.workflow.replay import Filters, Replay
 from web.api import Directory, iso, person_ref
 from web.auth import actor
-from web.errors import ApiError
+from web.errors import api_error
 from web.keys import DIRECTORY, REPLAY
 from web.openapi import Route
 
@@ -38,7 +39,7 @@ def _param(request: web.Request, name: str, kind: type) -> Any:
             raise ValueError("not an id")
         return raw
     except ValueError:
-        raise ApiError(400, "invalid_fields", f"bad value for {name}", [name]) from None
+        raise api_error(ErrorCode.INVALID_FIELDS, f"bad value for {name}", [name]) from None
 
 
 def _recording_json(
@@ -79,7 +80,7 @@ async def search(request: web.Request) -> web.StreamResponse:
     page = _param(request, "page", int) or 1
     per_page = _param(request, "per_page", int) or 20
     if per_page > 100:
-        raise ApiError(400, "invalid_fields", "per_page is at most 100", ["per_page"])
+        raise api_error(ErrorCode.INVALID_FIELDS, "per_page is at most 100", ["per_page"])
     total, found = await request.app[REPLAY].find(
         actor(request), filters, page=page, per_page=per_page
     )

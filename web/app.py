@@ -14,6 +14,7 @@ from records.clock import Clock, SystemClock
 from records.db import Database
 from records.files import FileStore
 from records.passwords import Passwords
+from records.vocab import Urgency
 from signaling.call.calls import Calls
 from signaling.call.hub import ConsultationPushes, Hub
 from signaling.call.ice import IceConfig
@@ -132,7 +133,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[CONSULTATIONS] = ConsultationService(ctx)
     app[MATCHING] = MatchingService(
         ctx,
-        escalate_after={u: settings.escalate_after(u) for u in ("routine", "urgent", "emergency")},
+        escalate_after={u: settings.escalate_after(u) for u in Urgency},
     )
     app[OPINIONS] = OpinionService(ctx)
     app[SUMMARY] = SummaryService(ctx)

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from records.models import Event
+from records.vocab import ErrorCode, EventKind
 from signaling.call import messages as m
 from signaling.call import outbound as o
 from signaling.call.hub import Channel
@@ -132,10 +133,10 @@ class Calls:
             return
         where = self._where.get(channel)
         if where is None:
-            raise SignalingError("join a consultation first", code="not_joined")
+            raise SignalingError("join a consultation first", code=ErrorCode.NOT_JOINED)
         handler = self.handlers.get(type(msg))
         if handler is None:  # ping: answered in ``receive``
-            raise SignalingError("not a call message", code="unknown_type")
+            raise SignalingError("not a call message", code=ErrorCode.UNKNOWN_TYPE)
         await handler(*where, msg)
 
     async def _on_offer(self, room: Room, member: Member, msg: m.Offer) -> None:
@@ -166,7 +167,7 @@ class Calls:
     async def _on_chat(self, room: Room, member: Member, msg: m.Chat) -> None:
         text = msg.text.strip()
         if not text:
-            raise SignalingError("empty chat message", code="invalid_field")
+            raise SignalingError("empty chat message", code=ErrorCode.INVALID_FIELD)
         ref = msg.ref or uuid.uuid4().hex
         if not room.remember_chat(member.peer_id, ref):
             return  # sent again after a reconnect: already relayed and stored
@@ -193,7 +194,7 @@ class Calls:
 
     async def _on_rec_candidate(self, room: Room, member: Member, msg: m.RecCandidate) -> None:
         if self.recording is None:
-            raise SignalingError("recording is not available", code="recording_unavailable")
+            raise SignalingError("recording is not available", code=ErrorCode.RECORDING_UNAVAILABLE)
         await self.recording.candidate(
             member.actor, room.consultation_id, msg.candidate, msg.sdp_mid, msg.sdp_mline_index
         )
@@ -203,7 +204,7 @@ class Calls:
 
     async def _on_doc_show(self, room: Room, member: Member, msg: m.DocShow) -> None:
         event = await self.workflow.document_event(
-            member.actor, room.consultation_id, msg.document_id, "document_shown", msg.page
+            member.actor, room.consultation_id, msg.document_id, EventKind.DOCUMENT_SHOWN, msg.page
         )
         await self._broadcast(
             room,
@@ -214,12 +215,12 @@ class Calls:
 
     async def _on_doc_open(self, room: Room, member: Member, msg: m.DocOpen) -> None:
         event = await self.workflow.document_event(
-            member.actor, room.consultation_id, msg.document_id, "document_opened", msg.page
+            member.actor, room.consultation_id, msg.document_id, EventKind.DOCUMENT_OPENED, msg.page
         )
         await self._broadcast(room, self._event(room, event))
 
     async def _on_leave(self, room: Room, member: Member, msg: m.Leave) -> None:
-        await self._remove(room, member, "left")
+        await self._remove(room, member, EventKind.LEFT)
 
     async def _on_end(self, room: Room, member: Member, msg: m.End) -> None:
         consultation = await self.workflow.end(member.actor, room.consultation_id)
@@ -267,7 +268,7 @@ class Calls:
             await asyncio.gather(previous, return_exceptions=True)
         try:
             event = await self.workflow.call_event(
-                member.actor, room.consultation_id, "chat", {"text": text, "ref": ref}
+                member.actor, room.consultation_id, EventKind.CHAT, {"text": text, "ref": ref}
             )
         except Exception:
             log.exception("consultation=%s chat not stored", room.consultation_id)
@@ -287,7 +288,7 @@ class Calls:
 
     async def _record(self, room: Room, member: Member, sdp: str) -> None:
         if self.recording is None:
-            raise SignalingError("recording is not available", code="recording_unavailable")
+            raise SignalingError("recording is not available", code=ErrorCode.RECORDING_UNAVAILABLE)
         try:
             answer = await self.recording.start(member.actor, room.consultation_id, sdp)
         except SignalingError:
@@ -299,7 +300,9 @@ class Calls:
                 member.peer_id,
             )
             await self._broadcast(room, o.RecordingChanged(peer_id=member.peer_id, state="failed"))
-            raise SignalingError("the recorder could not start", code="recording_failed") from exc
+            raise SignalingError(
+                "the recorder could not start", code=ErrorCode.RECORDING_FAILED
+            ) from exc
         await self._send(member, o.RecAnswer(sdp=answer))
         await self._broadcast(room, o.RecordingChanged(peer_id=member.peer_id, state="recording"))
 
@@ -337,7 +340,7 @@ class Calls:
 
     async def _join(self, actor: Actor, channel: Channel, msg: m.Join) -> None:
         if channel in self._where:
-            raise SignalingError("this socket is already in a call", code="already_joined")
+            raise SignalingError("this socket is already in a call", code=ErrorCode.ALREADY_JOINED)
         consultation = await self.workflow.call_access(actor, msg.consultation_id)
         room = self.rooms.setdefault(consultation.id, Room(consultation.id))
         existing = room.members.get(actor.id)
@@ -345,13 +348,13 @@ class Calls:
         if existing is not None:
             if existing.connected and existing.tab_id != msg.tab_id:
                 raise SignalingError(
-                    "you are already in this call in another window", code="already_in_call"
+                    "you are already in this call in another window", code=ErrorCode.ALREADY_IN_CALL
                 )
             # Same tab coming back (or a stale entry): the new socket takes over.
             self._forget(existing)
             resumed = True
         elif sum(1 for x in room.members.values()) >= MAX_PARTICIPANTS:
-            raise SignalingError("the call is full", code="call_full")
+            raise SignalingError("the call is full", code=ErrorCode.CALL_FULL)
         member = Member(actor=actor, channel=channel, tab_id=msg.tab_id)
         if existing is not None:
             member.audio, member.video = existing.audio, existing.video
@@ -365,7 +368,7 @@ class Calls:
         if msg.resume_after is not None:
             missed = await self.workflow.events_after(actor, room.consultation_id, msg.resume_after)
         event = await self.workflow.call_event(
-            actor, room.consultation_id, "rejoined" if resumed else "joined"
+            actor, room.consultation_id, EventKind.REJOINED if resumed else EventKind.JOINED
         )
         peers = tuple(x.describe(names) for x in room.members.values() if x is not member)
         await self._send(
@@ -413,7 +416,7 @@ class Calls:
         target = room.members.get(peer_id)
         if target is None or not target.connected:
             # Also the answer for peers of other consultations: nothing leaks.
-            raise SignalingError("no such participant in this call", code="unknown_peer")
+            raise SignalingError("no such participant in this call", code=ErrorCode.UNKNOWN_PEER)
         return target
 
     @staticmethod
@@ -450,7 +453,7 @@ class Calls:
             member.grace = None
         self._where.pop(member.channel, None)
 
-    async def _remove(self, room: Room, member: Member, kind: str) -> None:
+    async def _remove(self, room: Room, member: Member, kind: EventKind) -> None:
         self._forget(member)
         await self._stop_recording(room, member.peer_id)
         if room.members.get(member.peer_id) is member:
@@ -465,4 +468,4 @@ class Calls:
     async def _expire(self, room: Room, member: Member) -> None:
         member.grace = None
         if not member.connected and room.members.get(member.peer_id) is member:
-            await self._remove(room, member, "left")
+            await self._remove(room, member, EventKind.LEFT)

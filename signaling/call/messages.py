@@ -27,9 +27,9 @@ ID_LEN = 32
 class ProtocolError(Exception):
     """A message that cannot be accepted; the socket stays open."""
 
-    def __init__(self, code: ErrorCode | str, message: str, field: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
         super().__init__(message)
-        self.code = ErrorCode(code)
+        self.code = code
         self.message = message
         self.field = field
 
@@ -213,13 +213,15 @@ def _check(name: str, hint: Any, value: Any, limit: int | None) -> None:
             return
         if kind is int and isinstance(value, int) and not isinstance(value, bool):
             if value < 0:
-                raise ProtocolError("invalid_field", f"{name} must not be negative", name)
+                raise ProtocolError(ErrorCode.INVALID_FIELD, f"{name} must not be negative", name)
             return
         if kind is str and isinstance(value, str):
             if limit is not None and len(value) > limit:
-                raise ProtocolError("field_too_long", f"{name} is longer than {limit}", name)
+                raise ProtocolError(
+                    ErrorCode.FIELD_TOO_LONG, f"{name} is longer than {limit}", name
+                )
             return
-    raise ProtocolError("invalid_field", f"{name} has the wrong type", name)
+    raise ProtocolError(ErrorCode.INVALID_FIELD, f"{name} has the wrong type", name)
 
 
 # Resolving type hints costs ~50 µs a call; a message type's shape never changes,
@@ -239,25 +241,27 @@ def parse(raw: str | bytes) -> ClientMessage:
             ``invalid_field`` or ``field_too_long``.
     """
     if len(raw) > MAX_MESSAGE_BYTES:
-        raise ProtocolError("too_large", f"messages are limited to {MAX_MESSAGE_BYTES} bytes")
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE, f"messages are limited to {MAX_MESSAGE_BYTES} bytes"
+        )
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("invalid_json", "message is not valid JSON") from None
+        raise ProtocolError(ErrorCode.INVALID_JSON, "message is not valid JSON") from None
     if not isinstance(data, dict):
-        raise ProtocolError("not_an_object", "message must be a JSON object")
+        raise ProtocolError(ErrorCode.NOT_AN_OBJECT, "message must be a JSON object")
     kind = data.pop("type", None)
     cls = TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ProtocolError("unknown_type", "unknown message type", "type")
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type", "type")
     hints, fields = _SHAPES[cls.type]
     for name in data:
         if name not in fields:
-            raise ProtocolError("unknown_field", f"unknown field {name}", name)
+            raise ProtocolError(ErrorCode.UNKNOWN_FIELD, f"unknown field {name}", name)
     for name, f in fields.items():
         if name not in data:
             if f.default is dataclasses.MISSING:
-                raise ProtocolError("missing_field", f"{name} is required", name)
+                raise ProtocolError(ErrorCode.MISSING_FIELD, f"{name} is required", name)
             continue
         _check(name, hints[name], data[name], f.metadata.get("max"))
     return typing.cast(ClientMessage, cls(**data))

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from records.clock import Clock
 from records.models import Consultation, Event, Institution
+from records.vocab import EventKind
 from signaling.workflow.base import Actor
 
 # Told (consultation id, participant id, state) when a recording leg changes.
@@ -39,13 +40,22 @@ class CallWorkflow(Protocol):
         ...
 
     async def call_event(
-        self, actor: Actor, consultation_id: str, kind: str, data: dict[str, Any] | None = None
+        self,
+        actor: Actor,
+        consultation_id: str,
+        kind: EventKind,
+        data: dict[str, Any] | None = None,
     ) -> Event:
         """Store a call event (joined, rejoined, left, chat) on the timeline."""
         ...
 
     async def document_event(
-        self, actor: Actor, consultation_id: str, document_id: str, kind: str, page: int | None
+        self,
+        actor: Actor,
+        consultation_id: str,
+        document_id: str,
+        kind: EventKind,
+        page: int | None,
     ) -> Event:
         """Store that ``actor`` opened or showed a document during the call."""
         ...

@@ -24,6 +24,7 @@ from records import audit, store
 from records.clock import Clock
 from records.db import Database
 from records.models import Account, Consultation, Patient
+from records.vocab import ErrorCode, EventKind, Role
 from signaling.errors import Forbidden, IllegalTransition, NotFound, RuleViolation
 from signaling.workflow import policy
 from signaling.workflow.lifecycle import Action, next_state, sources
@@ -126,7 +127,7 @@ class Tx:
     def event(
         self,
         consultation_id: str,
-        kind: str,
+        kind: EventKind,
         data: dict[str, Any] | None = None,
         *,
         at: datetime | None = None,
@@ -160,7 +161,7 @@ class Tx:
         if (
             patient is None
             or not account.active
-            or account.role != "clinic_doctor"
+            or account.role != Role.CLINIC_DOCTOR
             or patient.institution_id != account.institution_id
         ):
             raise NotFound(
@@ -173,19 +174,19 @@ class Tx:
         if store.active_consent(self.conn, consultation.patient_id) is None:
             raise RuleViolation(
                 "the patient's informed consent must be recorded before the session",
-                code="consent_required",
+                code=ErrorCode.CONSENT_REQUIRED,
             )
 
     def require_participant(self, consultation: Consultation, message: str) -> None:
         """Refuse someone who takes no part in the consultation's call."""
         if not policy.is_participant(self.account, consultation):
-            raise Forbidden(message, code="not_participant")
+            raise Forbidden(message, code=ErrorCode.NOT_PARTICIPANT)
 
     def transition(
         self,
         consultation: Consultation,
         action: Action,
-        event: str,
+        event: EventKind,
         event_data: dict[str, Any] | None = None,
         **values: Any,
     ) -> Consultation:
@@ -273,10 +274,10 @@ class Service:
         await self.ctx.notifier.consultation_changed(consultation)
 
     @staticmethod
-    def require_role(actor: Actor, *roles: str) -> None:
+    def require_role(actor: Actor, *roles: Role) -> None:
         """Refuse an actor whose role is not one of ``roles``."""
         if actor.role not in roles:
-            raise Forbidden("your role does not allow this", code="role_forbidden")
+            raise Forbidden("your role does not allow this", code=ErrorCode.ROLE_FORBIDDEN)
 
     def check_practice(self, account: Account, field: str | None = None) -> None:
         """Refuse a specialist with under three years of independent practice."""
@@ -284,6 +285,6 @@ class Service:
             raise RuleViolation(
                 "a specialist needs at least 3 years of independent practice "
                 "to give remote consultations",
-                code="practice_too_short",
+                code=ErrorCode.PRACTICE_TOO_SHORT,
                 fields=(field,) if field else (),
             )

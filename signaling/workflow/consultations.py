@@ -25,6 +25,7 @@ from records.models import (
     Opinion,
     Patient,
 )
+from records.vocab import ErrorCode, EventKind, InstitutionKind, Role
 from signaling.errors import IllegalTransition, Invalid, NotFound, RuleViolation
 from signaling.workflow import policy
 from signaling.workflow.base import Actor, Service, Tx, stored
@@ -104,7 +105,7 @@ class ConsultationService(Service):
         target_specialist_id: str | None = None,
     ) -> Consultation:
         """A clinic doctor asks a department of a specialist hospital for a consultation."""
-        self.require_role(actor, "clinic_doctor")
+        self.require_role(actor, Role.CLINIC_DOCTOR)
 
         def work(tx: Tx) -> Consultation:
             tx.own_patient(patient_id)
@@ -115,22 +116,24 @@ class ConsultationService(Service):
             if (
                 department is None
                 or institution is None
-                or (institution.kind != "specialist_hospital")
+                or (institution.kind != InstitutionKind.SPECIALIST_HOSPITAL)
             ):
                 raise Invalid(
-                    "no such department", code="unknown_department", fields=("department_id",)
+                    "no such department",
+                    code=ErrorCode.UNKNOWN_DEPARTMENT,
+                    fields=("department_id",),
                 )
             if target_specialist_id is not None:
                 target = store.get_account(tx.conn, target_specialist_id)
                 if (
                     target is None
-                    or target.role != "specialist"
+                    or target.role != Role.SPECIALIST
                     or (department_id not in target.department_ids)
                     or not target.active
                 ):
                     raise Invalid(
                         "that specialist does not serve this department",
-                        code="unknown_specialist",
+                        code=ErrorCode.UNKNOWN_SPECIALIST,
                         fields=("target_specialist_id",),
                     )
             cid = store.add_consultation(
@@ -146,7 +149,7 @@ class ConsultationService(Service):
                 question=question,
                 created_at=tx.now,
             )
-            tx.event(cid, "requested", {"urgency": urgency, "department_id": department_id})
+            tx.event(cid, EventKind.REQUESTED, {"urgency": urgency, "department_id": department_id})
             tx.audit("consultation.request", "consultation", cid, patient_id=patient_id)
             return stored(store.get_consultation(tx.conn, cid))
 
@@ -159,14 +162,14 @@ class ConsultationService(Service):
         account = actor.account
 
         def work(tx: Tx) -> list[Brief]:
-            if account.role == "clinic_doctor":
+            if account.role == Role.CLINIC_DOCTOR:
                 items = store.list_consultations(
                     tx.conn,
                     requesting_institution_id=account.institution_id,
                     invited_account_id=account.id,
                     states=states,
                 )
-            elif account.role == "specialist":
+            elif account.role == Role.SPECIALIST:
                 items = store.list_consultations(
                     tx.conn,
                     department_ids=account.department_ids,
@@ -190,11 +193,11 @@ class ConsultationService(Service):
 
     async def queue(self, actor: Actor) -> list[Brief]:
         """Waiting requests for the actor's departments (or hospital), by urgency then age."""
-        self.require_role(actor, "specialist", "coordinator")
+        self.require_role(actor, Role.SPECIALIST, Role.COORDINATOR)
         account = actor.account
 
         def work(tx: Tx) -> list[Brief]:
-            if account.role == "specialist":
+            if account.role == Role.SPECIALIST:
                 department_ids = list(account.department_ids)
             else:
                 department_ids = hospital_department_ids(tx.conn, account)
@@ -290,11 +293,11 @@ class ConsultationService(Service):
 
     async def cancel(self, actor: Actor, consultation_id: str, reason: str) -> Consultation:
         """The requesting clinic withdraws its request before the call."""
-        self.require_role(actor, "clinic_doctor")
+        self.require_role(actor, Role.CLINIC_DOCTOR)
         return await self.step(
             actor,
             consultation_id,
-            lambda tx, c: tx.transition(c, Action.CANCEL, "cancelled", {"reason": reason}),
+            lambda tx, c: tx.transition(c, Action.CANCEL, EventKind.CANCELLED, {"reason": reason}),
         )
 
     # -- the call -------------------------------------------------------------------
@@ -315,7 +318,7 @@ class ConsultationService(Service):
             if c.state not in (State.ACCEPTED, State.LIVE):
                 raise IllegalTransition(
                     f"the call of a consultation that is {c.state} cannot be joined",
-                    code="not_joinable",
+                    code=ErrorCode.NOT_JOINABLE,
                 )
             tx.require_consent(c)
             tx.audit("call.access", "consultation", c.id)
@@ -330,7 +333,7 @@ class ConsultationService(Service):
             next_state(c.state, Action.GO_LIVE)  # an illegal step is reported before consent
             tx.require_participant(c, "only the participants start the call")
             tx.require_consent(c)
-            return tx.transition(c, Action.GO_LIVE, "live")
+            return tx.transition(c, Action.GO_LIVE, EventKind.LIVE)
 
         return await self.step(actor, consultation_id, step)
 
@@ -340,7 +343,7 @@ class ConsultationService(Service):
         def step(tx: Tx, c: Consultation) -> Consultation:
             next_state(c.state, Action.END)
             tx.require_participant(c, "only the participants end the call")
-            return tx.transition(c, Action.END, "ended")
+            return tx.transition(c, Action.END, EventKind.ENDED)
 
         return await self.step(actor, consultation_id, step)
 
@@ -351,24 +354,31 @@ class ConsultationService(Service):
             tx.require_participant(c, "only the participants invite")
             if c.state not in (State.ACCEPTED, State.LIVE):
                 raise IllegalTransition(
-                    f"cannot invite into a consultation that is {c.state}", code="not_joinable"
+                    f"cannot invite into a consultation that is {c.state}",
+                    code=ErrorCode.NOT_JOINABLE,
                 )
             found = store.get_login(tx.conn, username)
             invitee = found[0] if found else None
             if (
                 invitee is None
                 or not invitee.active
-                or invitee.role not in ("clinic_doctor", "specialist")
+                or invitee.role not in (Role.CLINIC_DOCTOR, Role.SPECIALIST)
             ):
-                raise Invalid("no such doctor", code="unknown_account", fields=("username",))
+                raise Invalid(
+                    "no such doctor", code=ErrorCode.UNKNOWN_ACCOUNT, fields=("username",)
+                )
             if policy.is_participant(invitee, c):
                 raise Invalid(
-                    "already a participant", code="already_participant", fields=("username",)
+                    "already a participant",
+                    code=ErrorCode.ALREADY_PARTICIPANT,
+                    fields=("username",),
                 )
-            if invitee.role == "specialist":
+            if invitee.role == Role.SPECIALIST:
                 self.check_practice(invitee, "username")
             if len(c.invitee_ids) >= policy.MAX_PARTICIPANTS - 2:
-                raise RuleViolation("a call has at most four participants", code="call_full")
+                raise RuleViolation(
+                    "a call has at most four participants", code=ErrorCode.CALL_FULL
+                )
             store.add_invitee(
                 tx.conn,
                 consultation_id=c.id,
@@ -376,14 +386,18 @@ class ConsultationService(Service):
                 invited_by=tx.account.id,
                 at=tx.now,
             )
-            tx.event(c.id, "invited", {"account_id": invitee.id})
+            tx.event(c.id, EventKind.INVITED, {"account_id": invitee.id})
             tx.audit("consultation.invite", "consultation", c.id, account_id=invitee.id)
             return stored(store.get_consultation(tx.conn, c.id))
 
         return await self.step(actor, consultation_id, step)
 
     async def call_event(
-        self, actor: Actor, consultation_id: str, kind: str, data: dict[str, Any] | None = None
+        self,
+        actor: Actor,
+        consultation_id: str,
+        kind: EventKind,
+        data: dict[str, Any] | None = None,
     ) -> Event:
         """Put a call event (joined, left, chat) on the timeline, audited.
 
@@ -408,7 +422,12 @@ class ConsultationService(Service):
         return await self.write(actor, work)
 
     async def document_event(
-        self, actor: Actor, consultation_id: str, document_id: str, kind: str, page: int | None
+        self,
+        actor: Actor,
+        consultation_id: str,
+        document_id: str,
+        kind: EventKind,
+        page: int | None,
     ) -> Event:
         """A participant opened (``document_opened``) or showed to all
         (``document_shown``) one of the patient's documents during the call.

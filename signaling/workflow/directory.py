@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from records import store
 from records.models import Account, Department, Institution
+from records.vocab import InstitutionKind, Role
 from signaling.workflow.base import Service
 
 
@@ -13,7 +14,9 @@ class DirectoryService(Service):
     async def departments(self) -> list[tuple[Department, Institution]]:
         """Departments of specialist hospitals that accept requests."""
         return await self.read(
-            lambda conn: store.list_departments(conn, institution_kind="specialist_hospital")
+            lambda conn: store.list_departments(
+                conn, institution_kind=InstitutionKind.SPECIALIST_HOSPITAL
+            )
         )
 
     async def all_departments(self) -> list[tuple[Department, Institution]]:
@@ -31,7 +34,9 @@ class DirectoryService(Service):
     async def specialists(self, department_id: str) -> list[Account]:
         """Specialists serving a department."""
         return await self.read(
-            lambda conn: store.list_accounts(conn, role="specialist", department_id=department_id)
+            lambda conn: store.list_accounts(
+                conn, role=Role.SPECIALIST, department_id=department_id
+            )
         )
 
     async def people(self, account_ids: list[str]) -> dict[str, Account]:

@@ -27,6 +27,7 @@ from records import documents, filetypes, store
 from records.documents import Document
 from records.files import FileStore, Incoming
 from records.models import Consultation, Patient
+from records.vocab import ErrorCode, EventKind
 from signaling.errors import Invalid, NotFound
 from signaling.workflow import policy
 from signaling.workflow.base import Actor, Context, Service, Tx, stored
@@ -103,7 +104,7 @@ class DocumentService(Service):
     def _too_large(self) -> Invalid:
         return Invalid(
             f"the file is larger than the limit of {self.max_upload_bytes} bytes",
-            code="too_large",
+            code=ErrorCode.TOO_LARGE,
             fields=("body",),
         )
 
@@ -162,14 +163,14 @@ class DocumentService(Service):
             if wanted is None:
                 raise Invalid(
                     "declared_type must be one of pdf, jpeg, png, dicom, text",
-                    code="invalid_fields",
+                    code=ErrorCode.INVALID_FIELDS,
                     fields=("declared_type",),
                 )
         clean_title = filetypes.clean_text(title, MAX_TITLE + 1) if title else ""
         if len(clean_title) > MAX_TITLE:
             raise Invalid(
                 f"the title is longer than {MAX_TITLE} characters",
-                code="invalid_fields",
+                code=ErrorCode.INVALID_FIELDS,
                 fields=("title",),
             )
 
@@ -195,7 +196,7 @@ class DocumentService(Service):
             if wanted is not None and wanted != found.kind:
                 raise Invalid(
                     f"declared_type says {wanted} but the content is {found.kind}",
-                    code="type_mismatch",
+                    code=ErrorCode.TYPE_MISMATCH,
                     fields=("declared_type",),
                 )
             size = incoming.size
@@ -244,7 +245,7 @@ class DocumentService(Service):
             if consultation_id is not None:
                 tx.event(
                     consultation_id,
-                    "document_shared",
+                    EventKind.DOCUMENT_SHARED,
                     {"document_id": document_id, "kind": found.kind},
                 )
             tx.audit(

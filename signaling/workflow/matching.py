@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from records import store
 from records.models import Consultation, RosterEntry
+from records.vocab import ErrorCode, EventKind, Role
 from signaling.errors import Forbidden, Invalid, NotFound
 from signaling.workflow.base import Actor, Context, Service, Tx, stored
 from signaling.workflow.consultations import hospital_department_ids
@@ -31,19 +32,19 @@ class MatchingService(Service):
 
     async def accept(self, actor: Actor, consultation_id: str) -> Consultation:
         """A specialist of the department takes the request."""
-        self.require_role(actor, "specialist")
+        self.require_role(actor, Role.SPECIALIST)
 
         def step(tx: Tx, c: Consultation) -> Consultation:
             self.check_practice(tx.account)
             if c.target_specialist_id and c.target_specialist_id != actor.id and not c.escalated:
                 raise Forbidden(
                     "this request is addressed to another specialist",
-                    code="addressed_to_other",
+                    code=ErrorCode.ADDRESSED_TO_OTHER,
                 )
             return tx.transition(
                 c,
                 Action.ACCEPT,
-                "accepted",
+                EventKind.ACCEPTED,
                 {"specialist_id": actor.id},
                 assigned_specialist_id=actor.id,
             )
@@ -52,34 +53,34 @@ class MatchingService(Service):
 
     async def decline(self, actor: Actor, consultation_id: str, reason: str) -> Consultation:
         """The hospital declines the request (a specialist of the department or a coordinator)."""
-        self.require_role(actor, "specialist", "coordinator")
+        self.require_role(actor, Role.SPECIALIST, Role.COORDINATOR)
         return await self.step(
             actor,
             consultation_id,
             lambda tx, c: tx.transition(
-                c, Action.DECLINE, "declined", {"reason": reason}, decline_reason=reason
+                c, Action.DECLINE, EventKind.DECLINED, {"reason": reason}, decline_reason=reason
             ),
         )
 
     async def assign(self, actor: Actor, consultation_id: str, specialist_id: str) -> Consultation:
         """A coordinator assigns (or reassigns) the consultation to a specialist."""
-        self.require_role(actor, "coordinator")
+        self.require_role(actor, Role.COORDINATOR)
 
         def step(tx: Tx, c: Consultation) -> Consultation:
             specialist = store.get_account(tx.conn, specialist_id)
             if (
                 specialist is None
-                or specialist.role != "specialist"
+                or specialist.role != Role.SPECIALIST
                 or not specialist.active
                 or c.department_id not in specialist.department_ids
             ):
                 raise Invalid(
                     "that specialist does not serve this department",
-                    code="unknown_specialist",
+                    code=ErrorCode.UNKNOWN_SPECIALIST,
                     fields=("specialist_id",),
                 )
             self.check_practice(specialist, "specialist_id")
-            event = "reassigned" if c.state == State.ACCEPTED else "assigned"
+            event = EventKind.REASSIGNED if c.state == State.ACCEPTED else EventKind.ASSIGNED
             return tx.transition(
                 c,
                 Action.ASSIGN,
@@ -103,7 +104,7 @@ class MatchingService(Service):
                 tx.transition(
                     c,
                     Action.ESCALATE,
-                    "escalated",
+                    EventKind.ESCALATED,
                     {"waited_seconds": int((now - c.created_at).total_seconds())},
                     escalated=True,
                 )
@@ -120,7 +121,7 @@ class MatchingService(Service):
 
     async def roster(self, actor: Actor) -> list[RosterEntry]:
         """Current and future duty entries of the actor's hospital."""
-        self.require_role(actor, "coordinator", "specialist")
+        self.require_role(actor, Role.COORDINATOR, Role.SPECIALIST)
         now = self.clock.now()
         return await self.read(
             lambda conn: store.list_roster(
@@ -146,20 +147,22 @@ class MatchingService(Service):
         ends_at: datetime,
     ) -> RosterEntry:
         """Put a specialist on duty."""
-        self.require_role(actor, "coordinator")
+        self.require_role(actor, Role.COORDINATOR)
         if ends_at <= starts_at:
             raise Invalid("a duty must end after it starts", fields=("ends_at",))
 
         def work(tx: Tx) -> RosterEntry:
             if department_id not in hospital_department_ids(tx.conn, tx.account):
                 raise Invalid(
-                    "no such department", code="unknown_department", fields=("department_id",)
+                    "no such department",
+                    code=ErrorCode.UNKNOWN_DEPARTMENT,
+                    fields=("department_id",),
                 )
             specialist = store.get_account(tx.conn, specialist_id)
             if specialist is None or department_id not in specialist.department_ids:
                 raise Invalid(
                     "that specialist does not serve this department",
-                    code="unknown_specialist",
+                    code=ErrorCode.UNKNOWN_SPECIALIST,
                     fields=("specialist_id",),
                 )
             rid = store.add_roster_entry(
@@ -183,7 +186,7 @@ class MatchingService(Service):
 
     async def remove_roster_entry(self, actor: Actor, entry_id: str) -> None:
         """Take an entry off the roster."""
-        self.require_role(actor, "coordinator")
+        self.require_role(actor, Role.COORDINATOR)
 
         def work(tx: Tx) -> None:
             entry = store.get_roster_entry(tx.conn, entry_id)

@@ -8,6 +8,7 @@ from typing import Any
 from records import store, summary
 from records.canonical import canonical_json
 from records.models import Consultation, Opinion
+from records.vocab import ErrorCode, EventKind
 from signaling.errors import Forbidden, IllegalTransition, NotFound
 from signaling.workflow.base import Actor, Service, Tx, stored
 from signaling.workflow.lifecycle import Action, State, next_state
@@ -28,10 +29,13 @@ class OpinionService(Service):
             c = tx.consultation(consultation_id)
             next_state(c.state, action)  # the state is checked before the person
             if actor.id != c.assigned_specialist_id:
-                raise Forbidden("only the assigned specialist signs", code="not_assigned")
+                raise Forbidden("only the assigned specialist signs", code=ErrorCode.NOT_ASSIGNED)
             now = tx.now
             c = tx.transition(
-                c, action, "signed" if kind == "opinion" else "referred", {"sha256": digest}
+                c,
+                action,
+                EventKind.SIGNED if kind == "opinion" else EventKind.REFERRED,
+                {"sha256": digest},
             )
             oid = store.add_opinion(
                 tx.conn,
@@ -63,13 +67,15 @@ class OpinionService(Service):
             if c.state not in (State.SIGNED, State.REFERRED):
                 raise IllegalTransition(
                     f"only a signed opinion takes an addendum; the consultation is {c.state}",
-                    code="not_signed",
+                    code=ErrorCode.NOT_SIGNED,
                 )
             parent = summary.get_opinion(tx.conn, parent_id)
             if parent is None or parent.consultation_id != c.id or parent.kind == "addendum":
                 raise NotFound("opinion not found", fields=("opinion_id",))
             if actor.id != parent.author_id:
-                raise Forbidden("only the author adds to a signed opinion", code="not_author")
+                raise Forbidden(
+                    "only the author adds to a signed opinion", code=ErrorCode.NOT_AUTHOR
+                )
             oid = store.add_opinion(
                 tx.conn,
                 consultation_id=c.id,
@@ -81,7 +87,9 @@ class OpinionService(Service):
                 sha256=digest,
             )
             tx.event(
-                c.id, "addendum", {"opinion_id": oid, "parent_id": parent.id, "sha256": digest}
+                c.id,
+                EventKind.ADDENDUM,
+                {"opinion_id": oid, "parent_id": parent.id, "sha256": digest},
             )
             tx.audit(
                 "consultation.addendum",

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from records import store
 from records.models import Consent, Patient
+from records.vocab import ErrorCode, Role
 from signaling.errors import IllegalTransition, Invalid, NotFound
 from signaling.workflow.base import Actor, Service, Tx, stored
 
@@ -26,7 +27,7 @@ class PatientService(Service):
         phone: str | None,
     ) -> Patient:
         """Register a patient at the clinic doctor's institution."""
-        self.require_role(actor, "clinic_doctor")
+        self.require_role(actor, Role.CLINIC_DOCTOR)
 
         def work(tx: Tx) -> Patient:
             pid = store.add_patient(
@@ -47,7 +48,7 @@ class PatientService(Service):
 
     async def list_patients(self, actor: Actor) -> list[Patient]:
         """The clinic's patients."""
-        self.require_role(actor, "clinic_doctor")
+        self.require_role(actor, Role.CLINIC_DOCTOR)
 
         def work(tx: Tx) -> list[Patient]:
             patients = store.list_patients(tx.conn, tx.account.institution_id)
@@ -132,7 +133,9 @@ class PatientService(Service):
             if consent is None or consent.patient_id != patient_id:
                 raise NotFound("consent not found", fields=("consent_id",))
             if not store.withdraw_consent(tx.conn, consent_id, at=tx.now, by=tx.account.id):
-                raise IllegalTransition("consent already withdrawn", code="already_withdrawn")
+                raise IllegalTransition(
+                    "consent already withdrawn", code=ErrorCode.ALREADY_WITHDRAWN
+                )
             tx.audit("consent.withdraw", "consent", consent_id)
             return stored(store.get_consent(tx.conn, consent_id))
 

@@ -24,6 +24,7 @@ from media.finalize import FinishedFile, sha256_of
 from media.recorder import LegResult, Recorder, RecordingKey
 from records import store
 from records.models import Recording
+from records.vocab import ErrorCode, EventKind
 from signaling.errors import IllegalTransition, NotFound, RuleViolation
 from signaling.workflow.base import Actor, Context, Service, Tx, stored
 
@@ -108,11 +109,12 @@ class RecordingService(Service):
         """
         if not await self.allowed(consultation_id):
             raise RuleViolation(
-                "the patient's consent does not cover recording", code="recording_not_consented"
+                "the patient's consent does not cover recording",
+                code=ErrorCode.RECORDING_NOT_CONSENTED,
             )
         slot = (consultation_id, actor.id)
         if slot in self.active or slot in self._starting:
-            raise IllegalTransition("already recording", code="already_recording")
+            raise IllegalTransition("already recording", code=ErrorCode.ALREADY_RECORDING)
         self._starting.add(slot)
         try:
             part = await self.read(
@@ -139,7 +141,7 @@ class RecordingService(Service):
                 )
                 tx.event(
                     consultation_id,
-                    "recording_started",
+                    EventKind.RECORDING_STARTED,
                     {"recording_id": rid, "part": part},
                     at=now,
                 )
@@ -173,7 +175,7 @@ class RecordingService(Service):
         """A trickled candidate for the participant's recording leg."""
         entry = self.active.get((consultation_id, actor.id))
         if entry is None:
-            raise NotFound("no recording to add a candidate to", code="not_recording")
+            raise NotFound("no recording to add a candidate to", code=ErrorCode.NOT_RECORDING)
         await self.recorder.add_candidate(entry[0], candidate, sdp_mid, sdp_mline_index)
 
     async def stop(self, consultation_id: str, participant_id: str) -> Recording | None:
@@ -234,7 +236,7 @@ class RecordingService(Service):
                     error=(result.error or "")[:500],
                     finished_at=now,
                 )
-                kind = "recording_failed"
+                kind = EventKind.RECORDING_FAILED
             else:
                 store.update_recording(
                     tx.conn,
@@ -246,7 +248,7 @@ class RecordingService(Service):
                     retain_until=now + self.retention,
                     error=result.error,
                 )
-                kind = "recording_finished"
+                kind = EventKind.RECORDING_FINISHED
             store.add_event(
                 tx.conn,
                 consultation_id=rec.consultation_id,
@@ -326,7 +328,7 @@ class RecordingService(Service):
                 if young:
                     raise RuleViolation(
                         f"retention date not reached: {', '.join(young)}",
-                        code="retention_not_reached",
+                        code=ErrorCode.RETENTION_NOT_REACHED,
                     )
                 targets = list(wanted.values())
             else:
@@ -372,7 +374,7 @@ def _mark_recovered(
         )
     tx.event(
         rec.consultation_id,
-        "recording_recovered" if finished else "recording_failed",
+        EventKind.RECORDING_RECOVERED if finished else EventKind.RECORDING_FAILED,
         {"recording_id": rec.id},
         at=now,
         by_actor=False,

@@ -15,6 +15,7 @@ from typing import Any
 
 from records import store
 from records.models import Account, Consultation, Event, Recording
+from records.vocab import ErrorCode, Role
 from signaling.errors import NotFound
 from signaling.workflow import policy
 from signaling.workflow.base import Actor, Context, Service, Tx
@@ -78,9 +79,9 @@ class ReplayService(Service):
         """Recorded consultations the actor may replay, newest first."""
         account = actor.account
         scope: dict[str, Any] = {}
-        if account.role in ("reviewer", "admin"):
+        if account.role in (Role.REVIEWER, Role.ADMIN):
             scope["consulted_institution_id"] = account.institution_id
-        elif account.role in ("clinic_doctor", "specialist"):
+        elif account.role in (Role.CLINIC_DOCTOR, Role.SPECIALIST):
             scope["participant_scope"] = (account.id, account.institution_id)
         else:
             return 0, []
@@ -153,5 +154,5 @@ class ReplayService(Service):
         rec = await self.write(actor, work)
         path = self.root / rec.path
         if not path.is_file():
-            raise NotFound("recording file is missing", code="file_missing")
+            raise NotFound("recording file is missing", code=ErrorCode.FILE_MISSING)
         return path, rec

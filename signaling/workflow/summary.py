@@ -17,6 +17,7 @@ from records.errors import InvalidFhir
 from records.fhir_common import RESIDENT_ID_SYSTEM
 from records.models import Patient
 from records.summary import Summary, SummaryTable
+from records.vocab import ErrorCode, Role
 from signaling.errors import Invalid, NotFound
 from signaling.workflow import policy
 from signaling.workflow.base import Actor, Service, Tx, stored
@@ -37,7 +38,10 @@ def visible_patient(tx: Tx, patient_id: str) -> Patient:
     if patient is not None:
         account = tx.account
         if account.active and (
-            (account.role == "clinic_doctor" and patient.institution_id == account.institution_id)
+            (
+                account.role == Role.CLINIC_DOCTOR
+                and patient.institution_id == account.institution_id
+            )
             or any(
                 policy.can_see(account, c)
                 for c in summary.patient_consultations(tx.conn, patient_id)
@@ -77,7 +81,7 @@ class SummaryService(Service):
         if not fhir_in.names_patient(parsed, patient.national_id):
             raise Invalid(
                 "the Bundle's Patient is not this patient (resident ID number differs)",
-                code="patient_mismatch",
+                code=ErrorCode.PATIENT_MISMATCH,
                 fields=("Patient.identifier",),
             )
         created: dict[SummaryTable, int] = {}
