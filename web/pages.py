@@ -402,42 +402,12 @@ RECORDS_STRINGS: dict[str, str] = {
     "records.flag.L": N_("Low"),
     "records.allergy.high": N_("High risk"),
     "records.since": N_("since %(date)s"),
-    "error.unsupported_type": N_(
-        "This kind of file cannot be shared: use PDF, JPEG, PNG, DICOM or plain text."
-    ),
-    "error.too_large": N_("The file is too large to upload."),
-    "error.invalid_image": N_("The picture is damaged or not a real JPEG/PNG file."),
-    "error.invalid_dicom": N_("The DICOM file is damaged or not a DICOM file."),
-    "error.type_mismatch": N_("The file's content does not match its type."),
 }
 
 
 # What only the consultation page's script shows.
 CONSULTATION_STRINGS: dict[str, str] = {
-    "cons.event.requested": N_("%(name)s requested the consultation"),
-    "cons.event.accepted": N_("%(name)s accepted"),
-    "cons.event.assigned": N_("%(name)s assigned the consultation"),
-    "cons.event.declined": N_("%(name)s declined"),
-    "cons.event.cancelled": N_("%(name)s cancelled the request"),
-    "cons.event.escalated": N_("Escalated: nobody accepted in time"),
-    "cons.event.invited": N_("%(name)s invited another doctor"),
-    "cons.event.joined": N_("%(name)s joined the call"),
-    "cons.event.rejoined": N_("%(name)s reconnected"),
-    "cons.event.left": N_("%(name)s left the call"),
-    "cons.event.live": N_("The call started"),
-    "cons.event.ended": N_("%(name)s ended the call"),
-    "cons.event.chat": N_("%(name)s: %(text)s"),
-    "cons.event.document_shared": N_("%(name)s attached a document"),
     "cons.event.document_shared_title": N_("%(name)s attached %(title)s"),
-    "cons.event.document_opened": N_("%(name)s opened %(title)s"),
-    "cons.event.document_shown": N_("%(name)s showed %(title)s to all"),
-    "cons.event.signed": N_("%(name)s signed the opinion"),
-    "cons.event.referred": N_("%(name)s referred the patient to an in-person visit"),
-    "cons.event.addendum": N_("%(name)s signed an addendum"),
-    "cons.event.recording_started": N_("Recording of %(name)s started"),
-    "cons.event.recording_finished": N_("Recording of %(name)s finished"),
-    "cons.event.recording_recovered": N_("Recording repaired after a server stop"),
-    "cons.event.recording_failed": N_("Recording of %(name)s failed"),
     "cons.event.other": N_("%(kind)s"),
     "cons.system": N_("System"),
     "cons.page_suffix": N_("page %(page)s"),
@@ -459,9 +429,6 @@ CONSULTATION_STRINGS: dict[str, str] = {
     "cons.done.referred": N_("Referral signed."),
     "cons.done.addendum": N_("Addendum signed."),
     "cons.not_found": N_("This consultation was not found."),
-    "error.not_assigned": N_("Only the assigned specialist signs the opinion."),
-    "error.not_author": N_("Only the author of the opinion can add to it."),
-    "error.not_signed": N_("The opinion is not signed yet."),
 }
 
 
