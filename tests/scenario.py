@@ -19,19 +19,10 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from signaling.workflow.lifecycle import State
+
 from .web.calls import Socket, connect, join
 
-State = Literal[
-    "requested",
-    "escalated",
-    "accepted",
-    "live",
-    "ended",
-    "signed",
-    "referred",
-    "cancelled",
-    "declined",
-]
 Scope = Literal["consultation", "recording"]
 
 # The demo patient with consent to both consultation and recording.
@@ -55,16 +46,16 @@ SPECIALIST = {
 }
 # The steps from a fresh request to each state. "escalate" is the matching
 # service's overdue check with the manual clock moved past the urgency's limit.
-PATHS: dict[str, tuple[str, ...]] = {
-    "requested": (),
-    "escalated": ("escalate",),
-    "accepted": ("accept",),
-    "live": ("accept", "start"),
-    "ended": ("accept", "start", "end"),
-    "signed": ("accept", "start", "end", "opinion"),
-    "referred": ("accept", "start", "end", "referral"),
-    "cancelled": ("cancel",),
-    "declined": ("decline",),
+PATHS: dict[State, tuple[str, ...]] = {
+    State.REQUESTED: (),
+    State.ESCALATED: ("escalate",),
+    State.ACCEPTED: ("accept",),
+    State.LIVE: ("accept", "start"),
+    State.ENDED: ("accept", "start", "end"),
+    State.SIGNED: ("accept", "start", "end", "opinion"),
+    State.REFERRED: ("accept", "start", "end", "referral"),
+    State.CANCELLED: ("cancel",),
+    State.DECLINED: ("decline",),
 }
 
 
@@ -154,7 +145,7 @@ class Scenario:
 
     async def consultation(
         self,
-        state: State = "requested",
+        state: State | str = State.REQUESTED,
         *,
         patient: str = CONSENTED,
         consent: Collection[Scope] = (),
@@ -170,8 +161,9 @@ class Scenario:
         """A consultation about ``patient`` in ``state``.
 
         Args:
-            state: where to take it. ``escalated`` needs the scenario's matching
-                service and manual clock (the clock moves on).
+            state: where to take it (a ``State`` or its value). ``escalated``
+                needs the scenario's matching service and manual clock (the
+                clock moves on).
             patient: a demo patient's name.
             consent: scopes of a consent to record for the patient first.
             department: the code of the department asked.
@@ -203,7 +195,7 @@ class Scenario:
         )
         assert status == 201, data
         c = Consultation(data["consultation"], pid, doctor, expert, self.users)
-        steps = PATHS[state]
+        steps = PATHS[State(state)]
         live_by_joining = len(joined) >= 2 and "start" in steps
         if live_by_joining:
             steps = tuple(s for s in steps if s != "start")
