@@ -56,13 +56,20 @@ async def join(client: FakeClient, cid: str, tab: str = "tab-1", **extra: Any) -
     return await client.recv("joined", "error")
 
 
+async def accepted(
+    app: web.Application, calls: Calls, scenario: Scenario
+) -> tuple[FakeClient, FakeClient, str]:
+    """The clinic doctor (a) and the cardiologist (b), not joined, and their consultation."""
+    clinic, cardio = await actor(app, "clinic1"), await actor(app, "cardio1")
+    a, b = client_pair(calls, clinic, cardio)
+    return a, b, (await scenario.consultation("accepted")).id
+
+
 async def in_call(
     app: web.Application, calls: Calls, scenario: Scenario
 ) -> tuple[FakeClient, FakeClient, str]:
     """The clinic doctor (a) and the cardiologist (b) in one consultation's call."""
-    clinic, cardio = await actor(app, "clinic1"), await actor(app, "cardio1")
-    cid = (await scenario.consultation("accepted")).id
-    a, b = client_pair(calls, clinic, cardio)
+    a, b, cid = await accepted(app, calls, scenario)
     await join(a, cid)
     await join(b, cid, tab="tab-b")
     return a, b, cid
@@ -80,9 +87,8 @@ async def test_every_client_message_but_join_and_ping_has_a_handler(calls: Calls
 async def test_join_tells_both_sides_and_goes_live(
     started: web.Application, calls: Calls, scenario: Scenario
 ) -> None:
-    clinic, cardio = await actor(started, "clinic1"), await actor(started, "cardio1")
-    cid = (await scenario.consultation("accepted")).id
-    a, b = client_pair(calls, clinic, cardio)
+    a, b, cid = await accepted(started, calls, scenario)
+    clinic, cardio = a.actor, b.actor
 
     joined_a = await join(a, cid)
     assert (joined_a["type"], joined_a["peers"], joined_a["state"]) == ("joined", [], "accepted")
@@ -176,9 +182,8 @@ async def test_chat_is_relayed_then_stored_once(
 async def test_a_bad_message_gets_an_error_and_the_channel_stays_usable(
     started: web.Application, calls: Calls, scenario: Scenario
 ) -> None:
-    clinic, cardio = await actor(started, "clinic1"), await actor(started, "cardio1")
-    cid = (await scenario.consultation("accepted")).id
-    a, b = client_pair(calls, clinic, cardio)
+    a, b, cid = await accepted(started, calls, scenario)
+    clinic, cardio = a.actor, b.actor
     before_join = [
         ("not json", "invalid_json"),
         ('{"type": "dance"}', "unknown_type"),
