@@ -172,9 +172,9 @@ class Scenario:
             specialist: who accepts (and declines, signs or refers); by default
                 the demo specialist of ``department``.
             joined: usernames that connect to ``/ws`` and join the call once the
-                consultation is accepted. With two or more and ``state="live"``,
-                their joining is what takes it live (as in a real call), not
-                the start button.
+                consultation is accepted. Two or more take it live by joining
+                (as in a real call) instead of the start button, so they need
+                ``live`` or a state after it.
             opinion: the body signed for ``signed``.
             referral: the body sent for ``referred``.
             **fields: more (or other) fields of the request body.
@@ -201,6 +201,8 @@ class Scenario:
             steps = tuple(s for s in steps if s != "start")
         if joined and "accept" not in steps:
             raise ValueError(f"nobody can join a call that is {state}")
+        if len(joined) >= 2 and not live_by_joining:
+            raise ValueError(f"two who join take the call live, not {state}")
         stale = False
         for step in steps:
             if step == "escalate":
