@@ -25,6 +25,8 @@ from web.app import create_app, passwords_for
 from web.keys import MATCHING
 from web.settings import Settings
 
+from .scenario import Scenario
+
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 DB_NAME = "teleconsult.sqlite3"
 
@@ -167,3 +169,9 @@ async def anon(server: TestServer) -> AsyncIterator[TestClient[Any, Any]]:
 def matching(app: web.Application) -> Any:
     """The matching service of the running app (for escalation with the manual clock)."""
     return app[MATCHING]
+
+
+@pytest.fixture
+def scenario(login_as: LoginAs, app: web.Application, clock: ManualClock) -> Scenario:
+    """Builds demo users, patients and consultations in any state through the API."""
+    return Scenario(login_as, matching=app[MATCHING], clock=clock)

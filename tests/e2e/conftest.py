@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, CookieJar, web
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from records.demo import DEMO_PASSWORD
 from web.app import create_app
 from web.settings import Settings
+
+from ..conftest import User
+from ..scenario import Scenario
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -170,6 +173,29 @@ async def live_app(
 def live_server(live_app: tuple[web.Application, str]) -> str:
     """The base URL of ``live_app``."""
     return live_app[1]
+
+
+@pytest.fixture
+async def scenario(live_server: str) -> AsyncIterator[Scenario]:
+    """The tests' scenario builder against ``live_server``.
+
+    It logs the demo users in with API sessions of its own, beside the browsers'
+    (the live app runs on the system clock, so it cannot escalate).
+    """
+    sessions: list[ClientSession] = []
+
+    async def login(username: str) -> User:
+        session = ClientSession(base_url=live_server, cookie_jar=CookieJar(unsafe=True))
+        sessions.append(session)
+        body = {"username": username, "password": DEMO_PASSWORD}
+        async with session.post("/api/session", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+            data = await resp.json()
+        return User(username, session, data["csrf_token"], data["account"])  # type: ignore[arg-type]
+
+    yield Scenario(login)
+    for session in sessions:
+        await session.close()
 
 
 @pytest.fixture
@@ -423,31 +449,3 @@ async def csrf(page: Any) -> dict[str, str]:
     """The CSRF header of the page's session, for API calls through its context."""
     token = await page.get_attribute('meta[name="csrf-token"]', "content")
     return {"X-CSRF-Token": token or ""}
-
-
-async def accepted_consultation(clinic: Any, specialist: Any, patient_id: str | None = None) -> str:
-    """A cardiology consultation (by default for the demo patient with consent), accepted."""
-    patients = (await (await clinic.request.get("/api/patients")).json())["patients"]
-    patient = next(
-        p for p in patients if p["id"] == patient_id or (not patient_id and p["consent"])
-    )
-    departments = (await (await clinic.request.get("/api/departments")).json())["departments"]
-    cardiology = next(d["id"] for d in departments if d["code"] == "cardiology")
-    response = await clinic.request.post(
-        "/api/consultations",
-        headers=await csrf(clinic),
-        data={
-            "patient_id": patient["id"],
-            "department_id": cardiology,
-            "urgency": "urgent",
-            "reason": "胸痛 2 小时，心电图 ST 段抬高",
-            "question": "是否需要立即转诊行介入治疗？",
-        },
-    )
-    assert response.status == 201, await response.text()
-    cid: str = (await response.json())["consultation"]["id"]
-    response = await specialist.request.post(
-        f"/api/consultations/{cid}/accept", headers=await csrf(specialist)
-    )
-    assert response.status == 200, await response.text()
-    return cid

@@ -24,12 +24,12 @@ from web.auth import COOKIE
 from web.keys import DB, SOCKETS
 from web.settings import Settings
 
+from ..scenario import Scenario
 from ..web.calls import chat_refused
 from .conftest import (
     LOOPBACK_ADDRESSES,
     LOOPBACK_NETWORKS,
     NetNs,
-    accepted_consultation,
     selected_pairs,
     video_flowing,
     watch_call,
@@ -83,13 +83,13 @@ def chat_line(page: Any, text: str) -> Any:
 
 
 async def test_two_doctors_see_each_other_and_survive_a_signaling_drop(
-    open_as: Any, live_app: tuple[web.Application, str]
+    open_as: Any, scenario: Scenario, live_app: tuple[web.Application, str]
 ) -> None:
     started = time.monotonic()
     app, _ = live_app
     _, clinic, clinic_problems = await open_as("clinic1")  # zh_CN
     cardio_ctx, cardio, cardio_problems = await open_as("cardio1", locale="en")
-    cid = await accepted_consultation(clinic, cardio)
+    cid = (await scenario.consultation("accepted")).id
 
     # Both dashboards offer the call (pushed, no reload), and lead to it.
     await open_call(clinic, "#requests-list", cid)
@@ -180,12 +180,12 @@ async def test_two_doctors_see_each_other_and_survive_a_signaling_drop(
 
 
 async def test_a_chat_line_not_stored_is_marked_and_can_be_sent_again(
-    open_as: Any, live_app: tuple[web.Application, str], screenshots_dir: Path
+    open_as: Any, scenario: Scenario, live_app: tuple[web.Application, str], screenshots_dir: Path
 ) -> None:
     app, _ = live_app
     _, clinic, clinic_problems = await open_as("clinic1")  # zh_CN
     _, cardio, cardio_problems = await open_as("cardio1", locale="en")
-    cid = await accepted_consultation(clinic, cardio)
+    cid = (await scenario.consultation("accepted")).id
     await clinic.goto(f"/consultations/{cid}/call")
     await cardio.goto(f"/consultations/{cid}/call")
     await cardio.locator('#call-banner[data-kind="live"]').wait_for()
@@ -215,11 +215,11 @@ async def test_a_chat_line_not_stored_is_marked_and_can_be_sent_again(
 
 
 async def test_a_lost_offer_is_sent_again_and_the_call_comes_up(
-    open_as: Any, live_app: tuple[web.Application, str]
+    open_as: Any, scenario: Scenario, live_app: tuple[web.Application, str]
 ) -> None:
     _, clinic, clinic_problems = await open_as("clinic1")
     cardio_ctx, cardio, cardio_problems = await open_as("cardio1", locale="en")
-    cid = await accepted_consultation(clinic, cardio)
+    cid = (await scenario.consultation("accepted")).id
     # The specialist joins second, so their page offers; the first offer it sends
     # is lost on the way (as when it races a reconnect of the other side).
     lost: list[str] = []
@@ -246,10 +246,10 @@ async def test_a_lost_offer_is_sent_again_and_the_call_comes_up(
         assert await problems.collect(page) == []
 
 
-async def test_denied_camera_goes_on_with_voice(open_as: Any) -> None:
+async def test_denied_camera_goes_on_with_voice(open_as: Any, scenario: Scenario) -> None:
     _, clinic, _ = await open_as("clinic1", locale="en")
     cardio_ctx, cardio, cardio_problems = await open_as("cardio1", locale="en")
-    cid = await accepted_consultation(clinic, cardio)
+    cid = (await scenario.consultation("accepted")).id
     await cardio_ctx.add_init_script(DENY_CAMERA)
 
     await clinic.goto(f"/consultations/{cid}/call")
@@ -277,11 +277,11 @@ async def test_denied_camera_goes_on_with_voice(open_as: Any) -> None:
     assert await cardio_problems.collect(cardio) == []
 
 
-async def test_call_screenshots(open_as: Any, screenshots_dir: Path) -> None:
+async def test_call_screenshots(open_as: Any, scenario: Scenario, screenshots_dir: Path) -> None:
     """The call page with two people connected, in both languages, desktop and phone."""
     _, cardio, _ = await open_as("cardio1", locale="en")
     _, clinic, _ = await open_as("clinic1")
-    cid = await accepted_consultation(clinic, cardio)
+    cid = (await scenario.consultation("accepted")).id
     await cardio.goto(f"/consultations/{cid}/call")
     await clinic.goto(f"/consultations/{cid}/call")
     await video_flowing(cardio, 1, label="shots")

@@ -19,7 +19,8 @@ from aiohttp import web
 from records.schema import recordings
 from web.keys import DB, RECORDING
 
-from .conftest import NetNs, accepted_consultation, csrf, video_flowing
+from ..scenario import Scenario
+from .conftest import NetNs, video_flowing
 
 pytestmark = pytest.mark.browser
 
@@ -46,12 +47,12 @@ async def finished_rows(app: web.Application, count: int) -> list[Any]:
 
 
 async def test_a_browser_call_is_recorded_per_participant(
-    open_as: Any, live_app: tuple[web.Application, str], netns: NetNs
+    open_as: Any, scenario: Scenario, live_app: tuple[web.Application, str], netns: NetNs
 ) -> None:
     app, _ = live_app
     _, clinic, clinic_problems = await open_as("clinic1")
     _, cardio, _ = await open_as("cardio1", locale="en")
-    cid = await accepted_consultation(clinic, cardio)
+    cid = (await scenario.consultation("accepted")).id
     with netns.entered():
         await clinic.goto(f"/consultations/{cid}/call")
         await cardio.goto(f"/consultations/{cid}/call")
@@ -95,25 +96,14 @@ async def user_id(page: Any) -> str:
 
 
 async def test_without_consent_to_recording_the_page_says_so_and_nothing_is_written(
-    open_as: Any, live_app: tuple[web.Application, str], netns: NetNs
+    open_as: Any, scenario: Scenario, live_app: tuple[web.Application, str], netns: NetNs
 ) -> None:
     app, _ = live_app
     _, clinic, _ = await open_as("clinic1", locale="en")
     _, cardio, _ = await open_as("cardio1", locale="en")
-    patients = (await (await clinic.request.get("/api/patients")).json())["patients"]
-    patient = next(p for p in patients if not p["consent"])
-    response = await clinic.request.post(
-        f"/api/patients/{patient['id']}/consents",
-        headers=await csrf(clinic),
-        data={
-            "scope_consultation": True,
-            "scope_recording": False,
-            "given_by": patient["name"],
-            "relationship": "self",
-        },
-    )
-    assert response.status == 201
-    cid = await accepted_consultation(clinic, cardio, patient_id=patient["id"])
+    # Consent to the consultation only, not to recording.
+    c = await scenario.consultation("accepted", patient="陈阿姨", consent=("consultation",))
+    cid = c.id
     with netns.entered():
         await clinic.goto(f"/consultations/{cid}/call")
         await cardio.goto(f"/consultations/{cid}/call")

@@ -24,8 +24,9 @@ import pytest
 from web.settings import Settings
 
 from ..records.samples import LAB_REPORT, dicom
+from ..scenario import Scenario
 from ..web.test_summary import sample_bundle
-from .conftest import LOOPBACK_NETWORKS, NetNs, accepted_consultation, csrf, video_flowing
+from .conftest import LOOPBACK_NETWORKS, NetNs, csrf, video_flowing
 
 pytestmark = pytest.mark.browser
 
@@ -124,12 +125,12 @@ async def drawn(page: Any, document_id: str, number: int) -> dict[str, Any]:
 
 
 async def test_records_shown_in_the_call_then_the_signed_opinion(
-    open_as: Any, screenshots_dir: Path
+    open_as: Any, scenario: Scenario, screenshots_dir: Path
 ) -> None:
     started = time.monotonic()
     clinic_ctx, clinic, clinic_problems = await open_as("clinic1")  # zh_CN
     _, cardio, cardio_problems = await open_as("cardio1", locale="en")
-    cid = await accepted_consultation(clinic, cardio)
+    cid = (await scenario.consultation("accepted")).id
     detail = await (await clinic.request.get(f"/api/consultations/{cid}")).json()
     pid = detail["consultation"]["patient"]["id"]
 

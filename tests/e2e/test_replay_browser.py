@@ -12,7 +12,8 @@ from aiohttp import web
 from records.schema import audit_log
 from web.keys import DB
 
-from .conftest import NetNs, accepted_consultation, video_flowing
+from ..scenario import Scenario
+from .conftest import NetNs, video_flowing
 from .test_recording_browser import finished_rows, recording_started
 
 pytestmark = pytest.mark.browser
@@ -34,12 +35,16 @@ async def chat(page: Any, text: str) -> None:
 
 
 async def test_replay_plays_both_recordings_in_step_and_seeks_from_the_timeline(
-    open_as: Any, live_app: tuple[web.Application, str], netns: NetNs, screenshots_dir: Any
+    open_as: Any,
+    scenario: Scenario,
+    live_app: tuple[web.Application, str],
+    netns: NetNs,
+    screenshots_dir: Any,
 ) -> None:
     app, _ = live_app
     _, clinic, _ = await open_as("clinic1")
     _, cardio, _ = await open_as("cardio1", locale="en")
-    cid = await accepted_consultation(clinic, cardio)
+    cid = (await scenario.consultation("accepted")).id
     with netns.entered():
         await clinic.goto(f"/consultations/{cid}/call")
         await cardio.goto(f"/consultations/{cid}/call")
@@ -91,12 +96,10 @@ async def test_replay_plays_both_recordings_in_step_and_seeks_from_the_timeline(
 
 
 async def test_replay_is_refused_to_outsiders_and_audited(
-    open_as: Any, live_app: tuple[web.Application, str]
+    open_as: Any, scenario: Scenario, live_app: tuple[web.Application, str]
 ) -> None:
     app, _ = live_app
-    _, clinic, _ = await open_as("clinic1")
-    _, cardio, _ = await open_as("cardio1")
-    cid = await accepted_consultation(clinic, cardio)
+    cid = (await scenario.consultation("accepted")).id
     _, outsider, _ = await open_as("clinic2", locale="en")
     response = await outsider.request.get(f"/api/consultations/{cid}/replay")
     assert response.status == 404

@@ -12,38 +12,26 @@ from typing import Any
 
 import pytest
 
+from ..scenario import Scenario
+
 pytestmark = pytest.mark.browser
 
 VIEWPORTS = {"390": {"width": 390, "height": 844}, "1400": {"width": 1400, "height": 900}}
 LOCALES = ("zh_CN", "en")
 
 
-async def seed(open_as: Any) -> None:
+async def seed(scenario: Scenario) -> None:
     """Put a few requests in the queues so the pages show real lists."""
-    context, page, _ = await open_as("clinic1")
-    csrf = await page.get_attribute('meta[name="csrf-token"]', "content")
-    headers = {"X-CSRF-Token": csrf or ""}
-    patients = (await (await context.request.get("/api/patients")).json())["patients"]
-    with_consent = next(p for p in patients if p["consent"])
-    departments = (await (await context.request.get("/api/departments")).json())["departments"]
-    by_code = {d["code"]: d["id"] for d in departments}
     for code, urgency, reason in (
         ("cardiology", "urgent", "胸闷气短 3 天，心电图 ST 段改变"),
         ("respiratory", "routine", "慢性咳嗽 2 个月，胸片示右下肺阴影"),
     ):
-        response = await context.request.post(
-            "/api/consultations",
-            headers=headers,
-            data={
-                "patient_id": with_consent["id"],
-                "department_id": by_code[code],
-                "urgency": urgency,
-                "reason": reason,
-                "question": "是否需要转上级医院进一步检查？目前用药是否需要调整？",
-            },
+        await scenario.consultation(
+            department=code,
+            urgency=urgency,
+            reason=reason,
+            question="是否需要转上级医院进一步检查？目前用药是否需要调整？",
         )
-        assert response.status == 201, await response.text()
-    await context.close()
 
 
 async def shoot(page: Any, problems: Any, path: Path, ready: str) -> None:
@@ -67,8 +55,8 @@ PAGES = {
 }
 
 
-async def test_screenshots(open_as: Any, screenshots_dir: Path) -> None:
-    await seed(open_as)
+async def test_screenshots(open_as: Any, scenario: Scenario, screenshots_dir: Path) -> None:
+    await seed(scenario)
     for locale in LOCALES:
         for vp_name, viewport in VIEWPORTS.items():
             for name, (user, ready) in PAGES.items():

@@ -12,11 +12,11 @@ import pytest
 
 from web.settings import Settings
 
+from ..scenario import Scenario
 from .conftest import (
     LOOPBACK_ADDRESSES,
     LOOPBACK_NETWORKS,
     NetNs,
-    accepted_consultation,
     csrf,
     selected_pairs,
     video_flowing,
@@ -35,12 +35,12 @@ def netns(loopback_netns: NetNs) -> NetNs:
     return loopback_netns
 
 
-async def test_three_doctors_each_see_the_two_others(open_as: Any) -> None:
+async def test_three_doctors_each_see_the_two_others(open_as: Any, scenario: Scenario) -> None:
     started = time.monotonic()
     _, clinic, clinic_problems = await open_as("clinic1")
     _, cardio, cardio_problems = await open_as("cardio1", locale="en")
     _, county, county_problems = await open_as("county1")
-    cid = await accepted_consultation(clinic, cardio)
+    cid = (await scenario.consultation("accepted")).id
     response = await clinic.request.post(
         f"/api/consultations/{cid}/participants",
         headers=await csrf(clinic),

@@ -24,12 +24,12 @@ import pytest
 
 from web.settings import Secret, Settings
 
+from ..scenario import Scenario
 from .conftest import (
     LOOPBACK_ADDRESSES,
     LOOPBACK_NETWORKS,
     NetNs,
     _require,
-    accepted_consultation,
     selected_pairs,
     video_flowing,
 )
@@ -141,11 +141,11 @@ def settings(settings: Settings, coturn: Coturn, request: pytest.FixtureRequest)
     )
 
 
-async def test_call_through_turn(open_as: Any, settings: Settings) -> None:
+async def test_call_through_turn(open_as: Any, scenario: Scenario, settings: Settings) -> None:
     started = time.monotonic()
     _, clinic, clinic_problems = await open_as("clinic1")
     _, cardio, cardio_problems = await open_as("cardio1", locale="en")
-    cid = await accepted_consultation(clinic, cardio)
+    cid = (await scenario.consultation("accepted")).id
     await clinic.goto(f"/consultations/{cid}/call")
     await cardio.goto(f"/consultations/{cid}/call")
 

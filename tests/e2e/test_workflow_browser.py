@@ -15,6 +15,8 @@ import pytest
 
 from records.demo import demo_national_id
 
+from ..scenario import Scenario
+
 pytestmark = pytest.mark.browser
 
 # Set after the first load; still there at the end means the page never reloaded.
@@ -124,23 +126,8 @@ async def test_locked_account_is_explained(open_as: Any, settings: Any) -> None:
     assert problems.page_errors == []
 
 
-async def test_junior_specialist_is_told_why_accept_fails(open_as: Any) -> None:
-    context, clinic, _ = await open_as("clinic1", locale="en")
-    csrf = await clinic.get_attribute('meta[name="csrf-token"]', "content")
-    patients = (await (await context.request.get("/api/patients")).json())["patients"]
-    departments = (await (await context.request.get("/api/departments")).json())["departments"]
-    response = await context.request.post(
-        "/api/consultations",
-        headers={"X-CSRF-Token": csrf or ""},
-        data={
-            "patient_id": next(p["id"] for p in patients if p["consent"]),
-            "department_id": next(d["id"] for d in departments if d["code"] == "cardiology"),
-            "urgency": "routine",
-            "reason": "Palpitations",
-            "question": "Holter needed?",
-        },
-    )
-    assert response.status == 201
+async def test_junior_specialist_is_told_why_accept_fails(open_as: Any, scenario: Scenario) -> None:
+    await scenario.consultation(reason="Palpitations", question="Holter needed?")
     _, junior, problems = await open_as("cardio_junior", locale="en")
     await junior.locator("#practice-notice").wait_for()
     item = junior.locator("#queue-list li", has_text="Palpitations")
@@ -151,27 +138,16 @@ async def test_junior_specialist_is_told_why_accept_fails(open_as: Any) -> None:
     assert problems.page_errors == []
 
 
-async def test_coordinator_assigns_to_an_eligible_specialist(open_as: Any) -> None:
+async def test_coordinator_assigns_to_an_eligible_specialist(
+    open_as: Any, scenario: Scenario
+) -> None:
     _, coordinator, problems = await open_as("coord1", locale="en")
     await coordinator.evaluate(MARK)
     await coordinator.locator('#push-status[data-status="online"]').wait_for()
-    context, clinic, _ = await open_as("clinic1")
-    csrf = await clinic.get_attribute('meta[name="csrf-token"]', "content")
-    patients = (await (await context.request.get("/api/patients")).json())["patients"]
-    departments = (await (await context.request.get("/api/departments")).json())["departments"]
-    response = await context.request.post(
-        "/api/consultations",
-        headers={"X-CSRF-Token": csrf or ""},
-        data={
-            "patient_id": next(p["id"] for p in patients if p["consent"]),
-            "department_id": next(d["id"] for d in departments if d["code"] == "cardiology"),
-            "urgency": "emergency",
-            "reason": "Syncope",
-            "question": "Transfer now?",
-        },
+    made = await scenario.consultation(
+        urgency="emergency", reason="Syncope", question="Transfer now?"
     )
-    assert response.status == 201
-    consultation_id = (await response.json())["consultation"]["id"]
+    consultation_id = made.id
 
     item = coordinator.locator(f'#waiting-list li[data-consultation-id="{consultation_id}"]')
     await item.wait_for()

@@ -1,7 +1,8 @@
 """``Calls`` on its own: fake channels, the app's real services on a real SQLite file.
 
-No HTTP and no WebSocket: each client is a ``FakeClient`` that feeds messages
-through ``Calls.receive``, the path a WebSocket frame takes.
+No WebSocket and no HTTP in the calls: each client is a ``FakeClient`` that feeds
+messages through ``Calls.receive``, the path a WebSocket frame takes. Only the
+setup (the consultation, from the test scenario) goes through the app's API.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from records.demo import DEMO_PASSWORD
 from signaling.call import messages as m
 from signaling.call.calls import Calls
 from signaling.call.ice import IceConfig
 from signaling.workflow.base import Actor
-from web.keys import AUTH, CONSULTATIONS, DIRECTORY, MATCHING, PATIENTS
+from web.keys import AUTH, CONSULTATIONS, DIRECTORY
 
+from ..scenario import Scenario
 from .fakes import FakeClient, client_pair
 
 LOOPBACK = "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host"
@@ -26,13 +29,9 @@ ELSEWHERE = "candidate:2 1 udp 2122260223 203.0.113.9 50000 typ host"
 
 
 @pytest.fixture
-async def started(app: web.Application) -> AsyncIterator[web.Application]:
-    """The app's services, started without serving HTTP."""
-    app.pre_freeze()  # as aiohttp's runner does: signals frozen, state still settable
-    await app.startup()
-    yield app
-    await app.shutdown()
-    await app.cleanup()
+def started(app: web.Application, server: TestServer) -> web.Application:
+    """The app's services, started by serving it (the scenario needs its API)."""
+    return app
 
 
 @pytest.fixture
@@ -52,34 +51,25 @@ async def actor(app: web.Application, username: str) -> Actor:
     return Actor(account=session.account)
 
 
-async def accepted(
-    app: web.Application, clinic: Actor, specialist: Actor, dept: str = "cardiology"
-) -> str:
-    """A consultation about the consented demo patient, accepted by ``specialist``."""
-    patients = {p.name: p.id for p in await app[PATIENTS].list_patients(clinic)}
-    departments = {d.code: d.id for d, _ in await app[DIRECTORY].departments()}
-    c = await app[CONSULTATIONS].request(
-        clinic,
-        patient_id=patients["刘大爷"],
-        department_id=departments[dept],
-        urgency="routine",
-        reason="胸闷两周，心电图ST段改变",
-        question="是否需要转上级医院行冠脉造影？",
-    )
-    await app[MATCHING].accept(specialist, c.id)
-    return c.id
-
-
 async def join(client: FakeClient, cid: str, tab: str = "tab-1", **extra: Any) -> dict[str, Any]:
     await client.send({"type": "join", "consultation_id": cid, "tab_id": tab, **extra})
     return await client.recv("joined", "error")
 
 
-async def in_call(app: web.Application, calls: Calls) -> tuple[FakeClient, FakeClient, str]:
-    """The clinic doctor (a) and the cardiologist (b) in one consultation's call."""
+async def accepted(
+    app: web.Application, calls: Calls, scenario: Scenario
+) -> tuple[FakeClient, FakeClient, str]:
+    """The clinic doctor (a) and the cardiologist (b), not joined, and their consultation."""
     clinic, cardio = await actor(app, "clinic1"), await actor(app, "cardio1")
-    cid = await accepted(app, clinic, cardio)
     a, b = client_pair(calls, clinic, cardio)
+    return a, b, (await scenario.consultation("accepted")).id
+
+
+async def in_call(
+    app: web.Application, calls: Calls, scenario: Scenario
+) -> tuple[FakeClient, FakeClient, str]:
+    """The clinic doctor (a) and the cardiologist (b) in one consultation's call."""
+    a, b, cid = await accepted(app, calls, scenario)
     await join(a, cid)
     await join(b, cid, tab="tab-b")
     return a, b, cid
@@ -94,10 +84,11 @@ async def test_every_client_message_but_join_and_ping_has_a_handler(calls: Calls
     assert {cls.type for cls in calls.handlers} | {"join", "ping"} == m.CLIENT_MESSAGE_TYPES
 
 
-async def test_join_tells_both_sides_and_goes_live(started: web.Application, calls: Calls) -> None:
-    clinic, cardio = await actor(started, "clinic1"), await actor(started, "cardio1")
-    cid = await accepted(started, clinic, cardio)
-    a, b = client_pair(calls, clinic, cardio)
+async def test_join_tells_both_sides_and_goes_live(
+    started: web.Application, calls: Calls, scenario: Scenario
+) -> None:
+    a, b, cid = await accepted(started, calls, scenario)
+    clinic, cardio = a.actor, b.actor
 
     joined_a = await join(a, cid)
     assert (joined_a["type"], joined_a["peers"], joined_a["state"]) == ("joined", [], "accepted")
@@ -129,9 +120,9 @@ async def test_join_tells_both_sides_and_goes_live(started: web.Application, cal
 
 
 async def test_offer_answer_and_candidate_are_relayed_only_inside_one_consultation(
-    started: web.Application, calls: Calls
+    started: web.Application, calls: Calls, scenario: Scenario
 ) -> None:
-    a, b, _ = await in_call(started, calls)
+    a, b, _ = await in_call(started, calls, scenario)
     clinic, cardio = a.actor, b.actor
     await b.send({"type": "offer", "to": clinic.id, "sdp": "v=0\r\n"})
     assert await a.recv("offer") == {"type": "offer", "from": cardio.id, "sdp": "v=0\r\n"}
@@ -151,7 +142,7 @@ async def test_offer_answer_and_candidate_are_relayed_only_inside_one_consultati
 
     # A second consultation between other people.
     resp = await actor(started, "resp1")
-    cid2 = await accepted(started, clinic, resp, dept="respiratory")
+    cid2 = (await scenario.consultation("accepted", department="respiratory")).id
     r = FakeClient(calls, resp)
     assert (await join(r, cid2, tab="tab-r"))["type"] == "joined"
     a.pending(), b.pending()
@@ -163,8 +154,10 @@ async def test_offer_answer_and_candidate_are_relayed_only_inside_one_consultati
     assert [msg["type"] for msg in b.pending() + a.pending()] == []
 
 
-async def test_chat_is_relayed_then_stored_once(started: web.Application, calls: Calls) -> None:
-    a, b, cid = await in_call(started, calls)
+async def test_chat_is_relayed_then_stored_once(
+    started: web.Application, calls: Calls, scenario: Scenario
+) -> None:
+    a, b, cid = await in_call(started, calls, scenario)
     await a.send({"type": "chat", "text": " 心电图已上传 ", "ref": "line-1"})
     assert await b.recv("chat") == {
         "type": "chat",
@@ -187,11 +180,10 @@ async def test_chat_is_relayed_then_stored_once(started: web.Application, calls:
 
 
 async def test_a_bad_message_gets_an_error_and_the_channel_stays_usable(
-    started: web.Application, calls: Calls
+    started: web.Application, calls: Calls, scenario: Scenario
 ) -> None:
-    clinic, cardio = await actor(started, "clinic1"), await actor(started, "cardio1")
-    cid = await accepted(started, clinic, cardio)
-    a, b = client_pair(calls, clinic, cardio)
+    a, b, cid = await accepted(started, calls, scenario)
+    clinic, cardio = a.actor, b.actor
     before_join = [
         ("not json", "invalid_json"),
         ('{"type": "dance"}', "unknown_type"),
@@ -223,9 +215,9 @@ async def test_a_bad_message_gets_an_error_and_the_channel_stays_usable(
 
 
 async def test_leave_tells_the_others_and_ends_the_membership(
-    started: web.Application, calls: Calls
+    started: web.Application, calls: Calls, scenario: Scenario
 ) -> None:
-    a, b, cid = await in_call(started, calls)
+    a, b, cid = await in_call(started, calls, scenario)
     await b.send({"type": "leave"})
     assert await a.recv("peer_left") == {"type": "peer_left", "peer_id": b.actor.id}
     left = await a.event("left")
@@ -238,9 +230,9 @@ async def test_leave_tells_the_others_and_ends_the_membership(
 
 
 async def test_a_dropped_channel_keeps_its_place_until_the_grace_period_ends(
-    started: web.Application, calls: Calls
+    started: web.Application, calls: Calls, scenario: Scenario
 ) -> None:
-    a, b, cid = await in_call(started, calls)
+    a, b, cid = await in_call(started, calls, scenario)
     b.drop()
     assert await a.recv("peer_state") == {
         "type": "peer_state",
@@ -254,9 +246,9 @@ async def test_a_dropped_channel_keeps_its_place_until_the_grace_period_ends(
 
 
 async def test_end_tells_everyone_and_closes_the_room(
-    started: web.Application, calls: Calls
+    started: web.Application, calls: Calls, scenario: Scenario
 ) -> None:
-    a, b, cid = await in_call(started, calls)
+    a, b, cid = await in_call(started, calls, scenario)
     for client in (a, b):
         assert (await client.recv("state"))["state"] == "live"
     await b.send({"type": "end"})

@@ -23,7 +23,7 @@ from web.app import create_app
 from web.keys import DB, DIRECTORY, RECORDING
 from web.settings import Settings
 
-from ..web.test_workflow_api import demo_ids, request_consultation
+from ..scenario import Scenario
 
 
 @pytest.fixture
@@ -55,11 +55,10 @@ async def recording_offer() -> str:
 
 
 async def test_an_unrelated_write_is_not_held_while_a_recording_negotiates(
-    app: web.Application, login_as: Any, black_hole: socket.socket
+    app: web.Application, scenario: Scenario, black_hole: socket.socket
 ) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
-    consultation = await request_consultation(clinic, ids)
+    made = await scenario.consultation()
+    clinic, consultation = made.clinic, made.json
     account = await app[DIRECTORY].account(clinic.account["id"])
     assert account is not None
     offer = await recording_offer()

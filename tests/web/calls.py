@@ -21,6 +21,16 @@ class Socket:
 
     def __init__(self, ws: ClientWebSocketResponse) -> None:
         self.ws = ws
+        self.backlog: list[dict[str, Any]] = []  # read early, put back; read first
+
+    async def _next(self) -> dict[str, Any]:
+        if self.backlog:
+            return self.backlog.pop(0)
+        frame = await self.ws.receive()
+        if frame.type is not WSMsgType.TEXT:
+            raise ConnectionError(f"socket closed: {frame.type!r} {frame.data!r}")
+        msg: dict[str, Any] = json.loads(frame.data)
+        return msg
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send_str(json.dumps(message))
@@ -29,10 +39,7 @@ class Socket:
         """The next message (of one of ``types``, if given; others are skipped)."""
         async with asyncio.timeout(RECV_TIMEOUT):
             while True:
-                frame = await self.ws.receive()
-                if frame.type is not WSMsgType.TEXT:
-                    raise ConnectionError(f"socket closed: {frame.type!r} {frame.data!r}")
-                msg: dict[str, Any] = json.loads(frame.data)
+                msg = await self._next()
                 if types and msg["type"] not in types:
                     continue
                 if not types and msg["type"] in BACKGROUND:
@@ -50,6 +57,19 @@ class Socket:
         while (msg := await self.recv(*()))["type"] != "pong":
             seen.append(msg)
         return seen
+
+    async def drain(self) -> list[dict[str, Any]]:
+        """Like ``until_pong``, but keeping every message, background ones too."""
+        await self.send({"type": "ping"})
+        seen = []
+        async with asyncio.timeout(RECV_TIMEOUT):
+            while (msg := await self._next())["type"] != "pong":
+                seen.append(msg)
+        return seen
+
+    def put_back(self, messages: list[dict[str, Any]]) -> None:
+        """Have ``recv`` read ``messages`` again, before anything newer."""
+        self.backlog[:0] = messages
 
     async def close(self) -> None:
         await self.ws.close()

@@ -13,6 +13,8 @@ from records.schema import consents, consultation_events, consultations, patient
 from web.app import MAX_BODY
 from web.keys import DB
 
+from ..scenario import Scenario
+
 LoginAs = Any
 UNKNOWN_ID = "0123456789abcdef0123456789abcdef"
 TABLES = (patients, consents, consultations, consultation_events, roster)
@@ -46,21 +48,16 @@ async def counts(app: Any) -> dict[str, int]:
 
 
 @pytest.fixture
-async def ids(login_as: LoginAs) -> dict[str, Any]:
+async def ids(scenario: Scenario) -> dict[str, Any]:
     """Logged-in demo users and the ids a client would know, with one waiting request."""
-    users = {n: await login_as(n) for n in ("clinic1", "clinic2", "cardio1", "coord1")}
-    clinic, coord = users["clinic1"], users["coord1"]
-    _, data = await clinic.get("/api/patients")
-    found: dict[str, Any] = {p["name"]: p["id"] for p in data["patients"]}
-    _, data = await clinic.get("/api/departments")
-    found.update({d["code"]: d["id"] for d in data["departments"]})
+    users = {n: await scenario.user(n) for n in ("clinic1", "clinic2", "cardio1", "coord1")}
+    coord = users["coord1"]
+    found: dict[str, Any] = await scenario.ids()
     for code in ("cardiology", "respiratory"):
         _, data = await coord.get(f"/api/departments/{found[code]}/specialists")
         found.update({s["display_name"]: s["id"] for s in data["specialists"]})
     found.update(cardio2=found["刘芳"], resp1=found["周敏"], CARDIOLOGY=found["cardiology"].upper())
-    status, data = await clinic.post("/api/consultations", fill(VALID[Q], found))
-    assert status == 201, data
-    found["consultation"] = data["consultation"]["id"]
+    found["consultation"] = (await scenario.consultation(patient="陈阿姨")).id
     found["users"] = users
     return found
 

@@ -14,10 +14,8 @@ import pytest
 from web.keys import CALLS
 from web.settings import Settings
 
+from ..scenario import Scenario, tab_of
 from .calls import connect, join
-from .test_call_signaling import both_in_call
-
-LoginAs = Any
 
 
 @pytest.fixture
@@ -32,9 +30,11 @@ async def until_chat_event(sock: Any) -> dict[str, Any]:
 
 
 async def test_a_lapsed_place_is_left_and_a_resent_line_is_still_stored_once(
-    login_as: LoginAs, app: Any
+    scenario: Scenario, app: Any
 ) -> None:
-    clinic, cardio, cid, a, b = await both_in_call(login_as)
+    c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
+    clinic, cardio, cid = c.clinic, c.specialist, c.id
+    a, b = c.sockets["clinic1"], c.sockets["cardio1"]
     await b.send({"type": "chat", "text": "收到", "ref": "line-7"})
     await until_chat_event(a)
     await b.close()
@@ -50,7 +50,7 @@ async def test_a_lapsed_place_is_left_and_a_resent_line_is_still_stored_once(
     # The page comes back as a newcomer and sends again what it had not seen
     # confirmed: the line is not relayed or stored a second time.
     b2 = await connect(cardio)
-    joined = await join(b2, cid, tab="tab-b")
+    joined = await join(b2, cid, tab=tab_of("cardio1"))
     assert joined["resumed"] is False
     await b2.send({"type": "chat", "text": "收到", "ref": "line-7"})
     await b2.send({"type": "chat", "text": "请继续", "ref": "line-8"})

@@ -8,32 +8,15 @@ import pytest
 
 from web.keys import CALLS, DB
 
-from .calls import Socket, chat_refused, connect, join
-from .test_workflow_api import demo_ids, request_consultation
+from ..scenario import Scenario, tab_of
+from .calls import chat_refused, connect, join
 
-LoginAs = Any
-
-
-async def accepted_consultation(login_as: LoginAs, patient: str = "刘大爷") -> tuple[Any, ...]:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    ids = await demo_ids(clinic)
-    c = await request_consultation(clinic, ids, patient=patient)
-    status, _ = await cardio.post(f"/api/consultations/{c['id']}/accept")
-    assert status == 200
-    return clinic, cardio, c["id"], ids
+BOTH = ("clinic1", "cardio1")
 
 
-async def both_in_call(login_as: LoginAs) -> tuple[Any, Any, str, Socket, Socket]:
-    """The clinic doctor (socket a) and the cardiologist (b) in one consultation's call."""
-    clinic, cardio, cid, _ = await accepted_consultation(login_as)
-    a, b = await connect(clinic), await connect(cardio)
-    await join(a, cid)
-    await join(b, cid, tab="tab-b")
-    return clinic, cardio, cid, a, b
-
-
-async def test_two_participants_join_relay_and_go_live(login_as: LoginAs) -> None:
-    clinic, cardio, cid, _ = await accepted_consultation(login_as)
+async def test_two_participants_join_relay_and_go_live(scenario: Scenario) -> None:
+    c = await scenario.consultation("accepted")
+    clinic, cardio, cid = c.clinic, c.specialist, c.id
     a, b = await connect(clinic), await connect(cardio)
     joined_a = await join(a, cid)
     assert joined_a["type"] == "joined" and joined_a["peers"] == []
@@ -76,8 +59,9 @@ async def test_two_participants_join_relay_and_go_live(login_as: LoginAs) -> Non
     assert kinds[-3:] == ["joined", "joined", "live"]
 
 
-async def test_chat_reaches_both_and_is_on_the_timeline(login_as: LoginAs) -> None:
-    _, cardio, cid, a, b = await both_in_call(login_as)
+async def test_chat_reaches_both_and_is_on_the_timeline(scenario: Scenario) -> None:
+    c = await scenario.consultation("live", joined=BOTH)
+    cardio, cid, (a, b) = c.specialist, c.id, c.sockets.values()
     await a.send({"type": "chat", "text": "患者血压 150/95"})
     for sock in (a, b):
         while (msg := await sock.recv("event"))["event"]["kind"] != "chat":
@@ -89,8 +73,9 @@ async def test_chat_reaches_both_and_is_on_the_timeline(login_as: LoginAs) -> No
     assert [c["data"]["text"] for c in chats] == ["患者血压 150/95"]
 
 
-async def test_chat_is_relayed_at_once_then_confirmed_on_the_record(login_as: LoginAs) -> None:
-    clinic, cardio, cid, a, b = await both_in_call(login_as)
+async def test_chat_is_relayed_at_once_then_confirmed_on_the_record(scenario: Scenario) -> None:
+    c = await scenario.consultation("live", joined=BOTH)
+    clinic, cardio, cid, (a, b) = c.clinic, c.specialist, c.id, c.sockets.values()
     await a.send({"type": "chat", "text": " 心电图已上传 ", "ref": "line-1"})
     # The peer reads the line first, then the stored event with the same ref.
     relayed = await b.recv("chat", "event")
@@ -121,9 +106,10 @@ async def test_chat_is_relayed_at_once_then_confirmed_on_the_record(login_as: Lo
 
 
 async def test_a_chat_line_the_database_refuses_is_reported_to_everyone(
-    login_as: LoginAs, app: Any
+    scenario: Scenario, app: Any
 ) -> None:
-    clinic, cardio, cid, a, b = await both_in_call(login_as)
+    c = await scenario.consultation("live", joined=BOTH)
+    clinic, cardio, cid, (a, b) = c.clinic, c.specialist, c.id, c.sockets.values()
     async with chat_refused(app[DB]):
         await a.send({"type": "chat", "text": "血氧 91%", "ref": "r-9"})
         assert (await b.recv("chat"))["ref"] == "r-9"
@@ -148,12 +134,11 @@ async def test_a_chat_line_the_database_refuses_is_reported_to_everyone(
 
 
 async def test_resume_after_a_dropped_socket_replays_what_was_missed(
-    login_as: LoginAs, app: Any
+    scenario: Scenario, app: Any
 ) -> None:
-    clinic, cardio, cid, _ = await accepted_consultation(login_as)
-    a, b = await connect(clinic), await connect(cardio)
-    await join(a, cid)
-    joined = await join(b, cid, tab="tab-b")
+    c = await scenario.consultation("live", joined=BOTH)
+    cardio, cid, (a, b) = c.specialist, c.id, c.sockets.values()
+    joined = c.joins["cardio1"]
     last_seen = max([e["id"] for e in joined["events"]], default=0)
     while True:  # the events b saw before the drop
         msg = await b.recv("event")
@@ -168,7 +153,7 @@ async def test_resume_after_a_dropped_socket_replays_what_was_missed(
     }
     await a.send({"type": "chat", "text": "你还在吗?"})
     b2 = await connect(cardio)
-    resumed = await join(b2, cid, tab="tab-b", resume_after=last_seen)
+    resumed = await join(b2, cid, tab=tab_of("cardio1"), resume_after=last_seen)
     assert resumed["resumed"] is True
     assert [p["display_name"] for p in resumed["peers"]] == ["王建国"]
     assert "你还在吗?" in [e["data"].get("text") for e in resumed["events"]]
@@ -178,9 +163,9 @@ async def test_resume_after_a_dropped_socket_replays_what_was_missed(
     assert room is not None and len(room.members) == 2
 
 
-async def test_errors_keep_the_socket_usable(login_as: LoginAs) -> None:
-    clinic, _, cid, _ = await accepted_consultation(login_as)
-    sock = await connect(clinic)
+async def test_errors_keep_the_socket_usable(scenario: Scenario) -> None:
+    c = await scenario.consultation("accepted")
+    sock = await connect(c.clinic)
     cases: list[tuple[str, str]] = [
         ("not json", "invalid_json"),
         ("[1, 2]", "not_an_object"),
@@ -201,20 +186,15 @@ async def test_errors_keep_the_socket_usable(login_as: LoginAs) -> None:
     await sock.ws.send_bytes(b"\x00\x01")
     assert (await sock.recv())["code"] == "bad_message"
     # Still usable: join works after all that.
-    assert (await join(sock, cid))["type"] == "joined"
+    assert (await join(sock, c.id))["type"] == "joined"
 
 
-async def test_relay_only_inside_the_consultation(login_as: LoginAs) -> None:
-    clinic, cardio, cid, ids = await accepted_consultation(login_as)
+async def test_relay_only_inside_the_consultation(scenario: Scenario) -> None:
+    c = await scenario.consultation("live", joined=BOTH)
+    cardio, b = c.specialist, c.sockets["cardio1"]
     # A second consultation between other people.
-    c2 = await request_consultation(clinic, ids, patient="刘大爷", dept="respiratory")
-    resp = await login_as("resp1")
-    assert (await resp.post(f"/api/consultations/{c2['id']}/accept"))[0] == 200
-    a, b, r = await connect(clinic), await connect(cardio), await connect(resp)
-    await join(a, cid)
-    await join(b, cid, tab="tab-b")
-    joined = await join(r, c2["id"], tab="tab-r")
-    assert joined["type"] == "joined"
+    c2 = await scenario.consultation("accepted", department="respiratory", joined=("resp1",))
+    r = c2.sockets["resp1"]
     # resp1 addresses cardio1 (a member of another call): refused, nothing relayed.
     await r.send({"type": "offer", "to": cardio.account["id"], "sdp": "v=0\r\n"})
     assert (await r.recv("error"))["code"] == "unknown_peer"
@@ -222,22 +202,19 @@ async def test_relay_only_inside_the_consultation(login_as: LoginAs) -> None:
 
 
 @pytest.mark.parametrize("outsider", ["clinic2", "resp1", "cardio2"])
-async def test_outsiders_cannot_join(login_as: LoginAs, outsider: str) -> None:
-    _, _, cid, _ = await accepted_consultation(login_as)
-    user = await login_as(outsider)
-    sock = await connect(user)
-    msg = await join(sock, cid)
+async def test_outsiders_cannot_join(scenario: Scenario, outsider: str) -> None:
+    c = await scenario.consultation("accepted")
+    sock = await connect(await scenario.user(outsider))
+    msg = await join(sock, c.id)
     expected = "not_participant" if outsider == "cardio2" else "not_found"
     assert (msg["type"], msg["code"]) == ("error", expected)
 
 
 async def test_a_second_window_of_the_same_user_is_refused_without_disturbing_the_call(
-    login_as: LoginAs,
+    scenario: Scenario,
 ) -> None:
-    clinic, cardio, cid, _ = await accepted_consultation(login_as)
-    a, b = await connect(clinic), await connect(cardio)
-    await join(a, cid, tab="tab-1")
-    await join(b, cid, tab="tab-b")
+    c = await scenario.consultation("live", joined=BOTH)
+    clinic, cardio, cid, (a, b) = c.clinic, c.specialist, c.id, c.sockets.values()
     second = await connect(clinic)
     msg = await join(second, cid, tab="tab-2")
     assert (msg["type"], msg["code"]) == ("error", "already_in_call")
@@ -246,25 +223,23 @@ async def test_a_second_window_of_the_same_user_is_refused_without_disturbing_th
     assert (await a.recv("offer"))["from"] == cardio.account["id"]
 
 
-async def test_cross_origin_socket_is_refused(login_as: LoginAs) -> None:
-    clinic = await login_as("clinic1")
+async def test_cross_origin_socket_is_refused(scenario: Scenario) -> None:
+    clinic = await scenario.user("clinic1")
     with pytest.raises(Exception) as info:
         await connect(clinic, origin="https://evil.example")
     assert "403" in str(info.value)
 
 
-async def test_no_call_without_consent(login_as: LoginAs) -> None:
-    clinic, _, cid, _ = await accepted_consultation(login_as, patient="陈阿姨")
-    sock = await connect(clinic)
-    msg = await join(sock, cid)
+async def test_no_call_without_consent(scenario: Scenario) -> None:
+    c = await scenario.consultation("accepted", patient="陈阿姨")
+    sock = await connect(c.clinic)
+    msg = await join(sock, c.id)
     assert (msg["type"], msg["code"]) == ("error", "consent_required")
 
 
-async def test_the_call_ends_for_everyone(login_as: LoginAs) -> None:
-    clinic, cardio, cid, _ = await accepted_consultation(login_as)
-    a, b = await connect(clinic), await connect(cardio)
-    await join(a, cid)
-    await join(b, cid, tab="tab-b")
+async def test_the_call_ends_for_everyone(scenario: Scenario) -> None:
+    c = await scenario.consultation("live", joined=BOTH)
+    clinic, cid, (a, b) = c.clinic, c.id, c.sockets.values()
     await b.send({"type": "end"})
     for sock in (a, b):
         while (await sock.recv("state"))["state"] != "ended":
@@ -273,16 +248,14 @@ async def test_the_call_ends_for_everyone(login_as: LoginAs) -> None:
     assert data["consultation"]["state"] == "ended"
 
 
-async def test_showing_a_document_to_all_opens_it_on_the_other_side(login_as: LoginAs) -> None:
+async def test_showing_a_document_to_all_opens_it_on_the_other_side(scenario: Scenario) -> None:
     from tests.records.samples import pdf
     from tests.web.test_documents import upload
 
-    clinic, cardio, cid, ids = await accepted_consultation(login_as)
-    document = await upload(clinic, ids["刘大爷"], pdf(3), consultation_id=cid, title="心电图")
-    other = await upload(clinic, ids["陈阿姨"], pdf(1), title="other patient")
-    a, b = await connect(clinic), await connect(cardio)
-    await join(a, cid)
-    await join(b, cid, tab="tab-b")
+    c = await scenario.consultation("live", joined=BOTH)
+    clinic, cid, (a, b) = c.clinic, c.id, c.sockets.values()
+    document = await upload(clinic, c.patient_id, pdf(3), consultation_id=cid, title="心电图")
+    other = await upload(clinic, await scenario.patient("陈阿姨"), pdf(1), title="other patient")
     await a.send({"type": "doc_show", "document_id": document["id"], "page": 2})
     shown = await b.recv("doc_show")
     assert (shown["document_id"], shown["page"], shown["from"]) == (

@@ -23,7 +23,7 @@ from web.settings import Settings
 
 from ..conftest import DB_NAME, make_settings
 from ..records.samples import DICOM_PATIENT, LAB_REPORT, dicom, image, pdf
-from .test_workflow_api import demo_ids, request_consultation
+from ..scenario import Scenario
 
 LoginAs = Any
 User = Any
@@ -92,13 +92,13 @@ SAMPLES = {
 
 @pytest.mark.parametrize("kind", list(SAMPLES))
 async def test_each_kind_uploads_and_is_served_back(
-    login_as: LoginAs, app: Any, settings: Settings, kind: str
+    scenario: Scenario, app: Any, settings: Settings, kind: str
 ) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
     data, name, content_type = SAMPLES[kind]
     # The Content-Type the client sends does not matter; the content decides.
-    doc = await upload(clinic, ids["刘大爷"], data, filename=name, title=f"{kind} 报告")
+    doc = await upload(clinic, pid, data, filename=name, title=f"{kind} 报告")
     assert doc["kind"] == kind
     assert doc["filename"] == name
     assert doc["title"] == f"{kind} 报告"
@@ -140,10 +140,10 @@ async def test_each_kind_uploads_and_is_served_back(
     assert all(STORED.match(p) for p in on_disk), on_disk
 
 
-async def test_dicom_keeps_technical_tags_only(login_as: LoginAs, app: Any) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
-    doc = await upload(clinic, ids["刘大爷"], dicom(frames=2), filename="ct.dcm")
+async def test_dicom_keeps_technical_tags_only(scenario: Scenario, app: Any) -> None:
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
+    doc = await upload(clinic, pid, dicom(frames=2), filename="ct.dcm")
     assert doc["meta"] == {
         "modality": "CT",
         "study_date": "2026-11-20",
@@ -159,10 +159,10 @@ async def test_dicom_keeps_technical_tags_only(login_as: LoginAs, app: Any) -> N
 
 
 async def test_dicom_without_pixel_data_is_stored_without_a_preview(
-    login_as: LoginAs, app: Any
+    scenario: Scenario, app: Any
 ) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
+    clinic = await scenario.user("clinic1")
+    ids = await scenario.ids()
     data = dicom(pixels=False)
     doc = await upload(clinic, ids["陈阿姨"], data, filename="sr.dcm")
     assert doc["kind"] == "dicom"
@@ -174,9 +174,9 @@ async def test_dicom_without_pixel_data_is_stored_without_a_preview(
     assert await resp.read() == data
 
 
-async def test_the_type_comes_from_the_content(login_as: LoginAs, app: Any, settings: Any) -> None:
-    clinic = await login_as("clinic1")
-    patient = (await demo_ids(clinic))["刘大爷"]
+async def test_the_type_comes_from_the_content(scenario: Scenario, app: Any, settings: Any) -> None:
+    clinic = await scenario.user("clinic1")
+    patient = await scenario.patient()
 
     status, body = await post_file(
         clinic,
@@ -229,10 +229,10 @@ async def test_the_type_comes_from_the_content(login_as: LoginAs, app: Any, sett
 
 
 async def test_reading_stops_at_the_size_limit(
-    login_as: LoginAs, app: Any, settings: Settings
+    scenario: Scenario, app: Any, settings: Settings
 ) -> None:
-    clinic = await login_as("clinic1")
-    patient = (await demo_ids(clinic))["刘大爷"]
+    clinic = await scenario.user("clinic1")
+    patient = await scenario.patient()
     chunk = b"%" * 65536
     total = 64 * 1024 * 1024
     sent = 0
@@ -283,10 +283,10 @@ async def test_reading_stops_at_the_size_limit(
     ],
 )
 async def test_file_names_never_reach_the_file_system(
-    login_as: LoginAs, app: Any, settings: Settings, name: str, shown: str
+    scenario: Scenario, app: Any, settings: Settings, name: str, shown: str
 ) -> None:
-    clinic = await login_as("clinic1")
-    patient = (await demo_ids(clinic))["刘大爷"]
+    clinic = await scenario.user("clinic1")
+    patient = await scenario.patient()
     doc = await upload(clinic, patient, LAB_REPORT.encode(), filename=name)
     assert doc["filename"] == shown
     assert doc["title"] == shown
@@ -299,9 +299,9 @@ async def test_file_names_never_reach_the_file_system(
     assert not (settings.data_dir.parent / "etc").exists()
 
 
-async def test_the_name_may_come_from_content_disposition(login_as: LoginAs, app: Any) -> None:
-    clinic = await login_as("clinic1")
-    patient = (await demo_ids(clinic))["刘大爷"]
+async def test_the_name_may_come_from_content_disposition(scenario: Scenario, app: Any) -> None:
+    clinic = await scenario.user("clinic1")
+    patient = await scenario.patient()
     status, body = await post_file(
         clinic,
         patient,
@@ -319,10 +319,10 @@ async def test_the_name_may_come_from_content_disposition(login_as: LoginAs, app
 
 
 async def test_the_same_file_twice_is_two_documents_and_one_file(
-    login_as: LoginAs, app: Any, settings: Settings
+    scenario: Scenario, app: Any, settings: Settings
 ) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
+    clinic = await scenario.user("clinic1")
+    ids = await scenario.ids()
     data = pdf(pages=1)
     first = await upload(clinic, ids["刘大爷"], data, filename="a.pdf")
     second = await upload(clinic, ids["陈阿姨"], data, filename="b.pdf")
@@ -335,9 +335,11 @@ async def test_the_same_file_twice_is_two_documents_and_one_file(
     assert [d["filename"] for d in body["documents"]] == ["b.pdf"]
 
 
-async def test_another_clinic_gets_the_answer_of_an_unknown_id(login_as: LoginAs, app: Any) -> None:
-    clinic, other = await login_as("clinic1"), await login_as("clinic2")
-    patient = (await demo_ids(clinic))["刘大爷"]
+async def test_another_clinic_gets_the_answer_of_an_unknown_id(
+    scenario: Scenario, app: Any
+) -> None:
+    clinic, other = await scenario.user("clinic1"), await scenario.user("clinic2")
+    patient = await scenario.patient()
     doc = await upload(clinic, patient, pdf(), filename="a.pdf")
 
     for suffix in ("", "/content", "/preview"):
@@ -367,21 +369,21 @@ async def test_another_clinic_gets_the_answer_of_an_unknown_id(login_as: LoginAs
 
 
 async def test_consultation_documents_are_seen_by_its_specialists_only(
-    login_as: LoginAs, app: Any, clock: Any
+    scenario: Scenario, app: Any, clock: Any
 ) -> None:
-    clinic = await login_as("clinic1")
+    clinic = await scenario.user("clinic1")
     cardio, resp1, coord = (
-        await login_as("cardio1"),
-        await login_as("resp1"),
-        await login_as("coord1"),
+        await scenario.user("cardio1"),
+        await scenario.user("resp1"),
+        await scenario.user("coord1"),
     )
-    ids = await demo_ids(clinic)
-    c = await request_consultation(clinic, ids)
+    pid = await scenario.patient()
+    c = (await scenario.consultation()).json
     data = dicom()
-    attached = await upload(clinic, ids["刘大爷"], data, filename="ct.dcm", consultation_id=c["id"])
+    attached = await upload(clinic, pid, data, filename="ct.dcm", consultation_id=c["id"])
     assert attached["consultation_id"] == c["id"]
     clock.advance(60)
-    unattached = await upload(clinic, ids["刘大爷"], pdf(), filename="old.pdf")
+    unattached = await upload(clinic, pid, pdf(), filename="old.pdf")
 
     for user in (cardio, coord):
         status, body = await user.get(f"/api/consultations/{c['id']}/documents")
@@ -405,7 +407,7 @@ async def test_consultation_documents_are_seen_by_its_specialists_only(
         assert status == 404
 
     # The clinic sees both, and the attachment is on the consultation's timeline.
-    status, body = await clinic.get(f"/api/patients/{ids['刘大爷']}/documents")
+    status, body = await clinic.get(f"/api/patients/{pid}/documents")
     assert [d["id"] for d in body["documents"]] == [unattached["id"], attached["id"]]
     status, body = await clinic.get(f"/api/consultations/{c['id']}/timeline")
     shared = [e for e in body["events"] if e["kind"] == "document_shared"]
@@ -419,7 +421,7 @@ async def test_consultation_documents_are_seen_by_its_specialists_only(
         entries = by_action[action]
         assert len(entries) == n, action
         assert {e["object_id"] for e in entries} == {attached["id"]}
-        assert {e["detail"]["patient_id"] for e in entries} == {ids["刘大爷"]}
+        assert {e["detail"]["patient_id"] for e in entries} == {pid}
         assert {e["actor_id"] for e in entries} == {cardio.account["id"], coord.account["id"]}
     assert {e["object_id"] for e in by_action["document.denied"]} == {
         unattached["id"],
@@ -428,19 +430,19 @@ async def test_consultation_documents_are_seen_by_its_specialists_only(
 
 
 async def test_documents_attach_only_to_the_patients_own_consultations(
-    login_as: LoginAs, app: Any
+    scenario: Scenario, app: Any
 ) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
-    c = await request_consultation(clinic, ids, patient="刘大爷")
+    clinic = await scenario.user("clinic1")
+    ids = await scenario.ids()
+    c = (await scenario.consultation(patient="刘大爷")).json
     status, body = await post_file(clinic, ids["陈阿姨"], pdf(), consultation_id=c["id"])
     assert (status, body["error"]["fields"]) == (404, ["consultation_id"])
     assert await count(app, documents) == 0
 
 
-async def test_range_requests_get_partial_content(login_as: LoginAs, app: Any) -> None:
-    clinic = await login_as("clinic1")
-    patient = (await demo_ids(clinic))["刘大爷"]
+async def test_range_requests_get_partial_content(scenario: Scenario, app: Any) -> None:
+    clinic = await scenario.user("clinic1")
+    patient = await scenario.patient()
     data = pdf(pages=5)
     doc = await upload(clinic, patient, data)
     resp = await clinic.client.get(doc["content_url"], headers={"Range": "bytes=10-19"})
@@ -453,18 +455,17 @@ async def test_range_requests_get_partial_content(login_as: LoginAs, app: Any) -
     assert [e["detail"].get("range") for e in downloads] == ["bytes=10-19", "bytes=-8"]
 
 
-async def test_specialists_cannot_upload(login_as: LoginAs, app: Any) -> None:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    patient = (await demo_ids(clinic))["刘大爷"]
+async def test_specialists_cannot_upload(scenario: Scenario, app: Any) -> None:
+    cardio, patient = await scenario.user("cardio1"), await scenario.patient()
     status, body = await post_file(cardio, patient, pdf())
     assert (status, body["error"]["code"]) == (404, "not_found")
 
 
 async def test_an_interrupted_upload_leaves_no_file(
-    login_as: LoginAs, app: Any, server: Any, settings: Settings
+    scenario: Scenario, app: Any, server: Any, settings: Settings
 ) -> None:
-    clinic = await login_as("clinic1")
-    patient = (await demo_ids(clinic))["刘大爷"]
+    clinic = await scenario.user("clinic1")
+    patient = await scenario.patient()
     cookies = "; ".join(f"{c.key}={c.value}" for c in clinic.client.session.cookie_jar)
     _, writer = await asyncio.open_connection(server.host, server.port)
     writer.write(

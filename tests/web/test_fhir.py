@@ -17,11 +17,10 @@ from records.schema import audit_log, blobs, documents
 from signaling.workflow.base import Actor
 from web.keys import CLOCK, CONSULTATIONS, DB, DIRECTORY
 
-from .test_opinion import OPINION, sha256_of
+from ..scenario import OPINION, Scenario
+from .test_opinion import sha256_of
 from .test_summary import LIU_NID, import_bundle, sample_bundle
-from .test_workflow_api import demo_ids, request_consultation
 
-LoginAs = Any
 CHAT = ("请把最近一次心电图对准摄像头", "好的，马上")
 
 
@@ -118,17 +117,14 @@ async def add_recording(app: Any, consultation_id: str, participant_id: str) -> 
     return str(await app[DB].run_write(_write2))
 
 
-async def full_consultation(login_as: LoginAs, app: Any, clock: Any) -> dict[str, Any]:
+async def full_consultation(scenario: Scenario, app: Any, clock: Any) -> dict[str, Any]:
     """Import, request, call with chat, a document and a recording, sign, add an addendum."""
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    ids = await demo_ids(clinic)
-    pid = ids["刘大爷"]
-    status, _ = await import_bundle(clinic, pid, sample_bundle())
+    pid = await scenario.patient()
+    status, _ = await import_bundle(await scenario.user("clinic1"), pid, sample_bundle())
     assert status == 200
-    c = await request_consultation(clinic, ids, urgency="urgent")
-    url = f"/api/consultations/{c['id']}"
+    made = await scenario.consultation("accepted", urgency="urgent")
+    clinic, cardio, c, url = made.clinic, made.specialist, made.json, made.url
     digest = await attach_document(app, c, pid, clinic.account["id"])
-    status, _ = await cardio.post(url + "/accept")
     clock.advance(60)
     status, _ = await clinic.post(url + "/start")
     assert status == 200
@@ -160,9 +156,9 @@ async def full_consultation(login_as: LoginAs, app: Any, clock: Any) -> dict[str
 
 
 async def test_export_validates_and_keeps_every_value(
-    login_as: LoginAs, app: Any, clock: Any
+    scenario: Scenario, app: Any, clock: Any
 ) -> None:
-    f = await full_consultation(login_as, app, clock)
+    f = await full_consultation(scenario, app, clock)
     clinic = f["clinic"]
     status, bundle = await fetch_bundle(clinic, f["id"])
     assert status == 200, bundle
@@ -313,19 +309,14 @@ def _references(value: Any) -> set[str]:
     return found
 
 
-async def test_a_referral_exports_as_a_second_service_request(login_as: LoginAs) -> None:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    ids = await demo_ids(clinic)
-    c = await request_consultation(clinic, ids, urgency="emergency")
-    url = f"/api/consultations/{c['id']}"
-    for who, step in ((cardio, "accept"), (clinic, "start"), (clinic, "end")):
-        status, _ = await who.post(f"{url}/{step}")
-        assert status == 200
-    status, data = await cardio.post(
-        url + "/referral", {"reason": "需门诊行运动平板试验", "department": "心内科门诊"}
+async def test_a_referral_exports_as_a_second_service_request(scenario: Scenario) -> None:
+    made = await scenario.consultation(
+        "referred",
+        urgency="emergency",
+        referral={"reason": "需门诊行运动平板试验", "department": "心内科门诊"},
     )
-    assert status == 201
-    referral = data["opinion"]
+    cardio, c, referral = made.specialist, made.json, made.opinion
+    assert referral is not None
     status, bundle = await fetch_bundle(cardio, c["id"])
     assert status == 200
     parsed = Bundle.model_validate(bundle)
@@ -342,11 +333,9 @@ async def test_a_referral_exports_as_a_second_service_request(login_as: LoginAs)
     assert "Condition" not in counts and "Observation" not in counts
 
 
-async def test_an_early_export_is_valid_too(login_as: LoginAs) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
-    c = await request_consultation(clinic, ids, patient="陈阿姨")
-    status, bundle = await fetch_bundle(clinic, c["id"])
+async def test_an_early_export_is_valid_too(scenario: Scenario) -> None:
+    c = await scenario.consultation(patient="陈阿姨")
+    status, bundle = await fetch_bundle(c.clinic, c.id)
     assert status == 200
     Bundle.model_validate(bundle)
     [encounter] = resources(bundle, "Encounter")
@@ -354,10 +343,11 @@ async def test_an_early_export_is_valid_too(login_as: LoginAs) -> None:
     assert resources(bundle, "Consent") == []  # 陈阿姨 has not consented yet
 
 
-async def test_only_those_who_see_the_consultation_export_it(login_as: LoginAs, app: Any) -> None:
-    users = {n: await login_as(n) for n in ("clinic1", "clinic2", "cardio1", "resp1", "coord1")}
-    ids = await demo_ids(users["clinic1"])
-    c = await request_consultation(users["clinic1"], ids)
+async def test_only_those_who_see_the_consultation_export_it(scenario: Scenario, app: Any) -> None:
+    c = (await scenario.consultation()).json
+    users = {
+        n: await scenario.user(n) for n in ("clinic1", "clinic2", "cardio1", "resp1", "coord1")
+    }
     for name in ("clinic1", "cardio1", "coord1"):
         status, _ = await fetch_bundle(users[name], c["id"])
         assert status == 200, name

@@ -13,36 +13,12 @@ from records.schema import audit_log, opinions
 from web.app import all_routes
 from web.keys import DB
 
-from .test_workflow_api import demo_ids, request_consultation
-
-LoginAs = Any
-OPINION = {
-    "findings": "心电图示V1-V4 ST段压低",
-    "impression": "不稳定型心绞痛可能",
-    "recommendations": "建议转诊行冠脉CTA；阿司匹林100mg qd",
-}
+from ..scenario import OPINION, Scenario
 
 
 def sha256_of(body: dict[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-async def ended_consultation(clinic: Any, cardio: Any) -> str:
-    ids = await demo_ids(clinic)
-    c = await request_consultation(clinic, ids)
-    url = f"/api/consultations/{c['id']}"
-    for who, step in ((cardio, "accept"), (clinic, "start"), (cardio, "end")):
-        status, data = await who.post(f"{url}/{step}")
-        assert status == 200, data
-    return url
-
-
-async def signed_consultation(clinic: Any, cardio: Any) -> tuple[str, dict[str, Any]]:
-    url = await ended_consultation(clinic, cardio)
-    status, data = await cardio.post(url + "/opinion", OPINION)
-    assert status == 201, data
-    return url, data["opinion"]
 
 
 async def stored_opinion(app: Any, opinion_id: str) -> dict[str, Any]:
@@ -56,10 +32,10 @@ async def stored_opinion(app: Any, opinion_id: str) -> dict[str, Any]:
 
 
 async def test_the_author_adds_a_signed_addendum_and_the_original_never_changes(
-    login_as: LoginAs, app: Any
+    scenario: Scenario, app: Any
 ) -> None:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    url, original = await signed_consultation(clinic, cardio)
+    c = await scenario.consultation("signed")
+    clinic, cardio, url, original = c.clinic, c.specialist, c.url, c.opinion
     assert original["parent_id"] is None
     assert original["sha256"] == sha256_of({**OPINION, "notes": None})
     before = await stored_opinion(app, original["id"])
@@ -104,9 +80,9 @@ async def test_the_author_adds_a_signed_addendum_and_the_original_never_changes(
     assert actions.count("consultation.addendum") == 2
 
 
-async def test_a_referral_takes_an_addendum_too(login_as: LoginAs) -> None:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    url = await ended_consultation(clinic, cardio)
+async def test_a_referral_takes_an_addendum_too(scenario: Scenario) -> None:
+    c = await scenario.consultation("ended")
+    cardio, url = c.specialist, c.url
     status, data = await cardio.post(url + "/referral", {"reason": "需门诊行运动平板试验"})
     assert status == 201
     referral = data["opinion"]
@@ -118,10 +94,11 @@ async def test_a_referral_takes_an_addendum_too(login_as: LoginAs) -> None:
 
 
 async def test_only_the_author_adds_and_strangers_cannot_tell_it_exists(
-    login_as: LoginAs, app: Any
+    scenario: Scenario, app: Any
 ) -> None:
-    users = {n: await login_as(n) for n in ("clinic1", "cardio1", "cardio2", "resp1", "clinic2")}
-    url, original = await signed_consultation(users["clinic1"], users["cardio1"])
+    c = await scenario.consultation("signed")
+    users = {n: await scenario.user(n) for n in ("clinic1", "cardio2", "resp1", "clinic2")}
+    url, original = c.url, c.opinion
     path = f"{url}/opinion/{original['id']}/addendum"
     # They see the consultation, but did not sign the opinion.
     for name in ("clinic1", "cardio2"):
@@ -135,9 +112,9 @@ async def test_only_the_author_adds_and_strangers_cannot_tell_it_exists(
     assert [o["kind"] for o in data["consultation"]["opinions"]] == ["opinion"]
 
 
-async def test_no_addendum_before_signing(login_as: LoginAs) -> None:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    url = await ended_consultation(clinic, cardio)
+async def test_no_addendum_before_signing(scenario: Scenario) -> None:
+    c = await scenario.consultation("ended")
+    clinic, cardio, url = c.clinic, c.specialist, c.url
     status, data = await cardio.post(f"{url}/opinion/{'a' * 32}/addendum", {"text": "先补充"})
     assert (status, data["error"]["code"]) == (409, "not_signed")
     status, data = await clinic.get(url)
@@ -145,11 +122,11 @@ async def test_no_addendum_before_signing(login_as: LoginAs) -> None:
 
 
 async def test_the_parent_must_be_a_signed_opinion_of_this_consultation(
-    login_as: LoginAs,
+    scenario: Scenario,
 ) -> None:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    url, original = await signed_consultation(clinic, cardio)
-    other_url, other = await signed_consultation(clinic, cardio)
+    c, c2 = await scenario.consultation("signed"), await scenario.consultation("signed")
+    cardio, url, original = c.specialist, c.url, c.opinion
+    other_url, other = c2.url, c2.opinion
     status, data = await cardio.post(f"{url}/opinion/{'b' * 32}/addendum", {"text": "x"})
     assert (status, data["error"]["code"]) == (404, "not_found")
     status, data = await cardio.post(f"{url}/opinion/{other['id']}/addendum", {"text": "x"})
@@ -165,17 +142,17 @@ async def test_the_parent_must_be_a_signed_opinion_of_this_consultation(
 
 
 @pytest.mark.parametrize("payload", [{}, {"text": ""}, {"text": "   "}, {"text": 5}])
-async def test_an_addendum_needs_text(login_as: LoginAs, payload: dict[str, Any]) -> None:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    url, original = await signed_consultation(clinic, cardio)
+async def test_an_addendum_needs_text(scenario: Scenario, payload: dict[str, Any]) -> None:
+    c = await scenario.consultation("signed")
+    cardio, url, original = c.specialist, c.url, c.opinion
     status, data = await cardio.post(f"{url}/opinion/{original['id']}/addendum", payload)
     assert (status, data["error"]["code"]) == (400, "invalid_fields")
     assert data["error"]["fields"] == ["text"]
 
 
-async def test_there_is_no_way_to_edit_or_delete_a_signed_opinion(login_as: LoginAs) -> None:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    url, original = await signed_consultation(clinic, cardio)
+async def test_there_is_no_way_to_edit_or_delete_a_signed_opinion(scenario: Scenario) -> None:
+    c = await scenario.consultation("signed")
+    clinic, cardio, url, original = c.clinic, c.specialist, c.url, c.opinion
     # The route table has nothing but POSTs (new signed documents) under /opinion.
     opinion_routes = [(r.method, r.path) for r in all_routes() if "/opinion" in r.path]
     assert opinion_routes

@@ -264,11 +264,9 @@ async def test_static_does_not_escape_its_folder(anon: TestClient[Any, Any]) -> 
     assert resp.status in (403, 404)
 
 
-async def test_the_consultation_page_for_those_who_may_see_it(login_as: Any) -> None:
-    from .test_workflow_api import demo_ids, request_consultation
-
-    clinic = await login_as("clinic1")
-    c = await request_consultation(clinic, await demo_ids(clinic))
+async def test_the_consultation_page_for_those_who_may_see_it(login_as: Any, scenario: Any) -> None:
+    made = await scenario.consultation()
+    clinic, c = made.clinic, made.json
     path = f"/consultations/{c['id']}"
     # The requesting clinic, a specialist of the department and the hospital's
     # coordinator see the page: a frame, without patient data.
@@ -305,14 +303,9 @@ async def test_the_consultation_page_needs_login(anon: TestClient[Any, Any]) -> 
     assert resp.headers["Location"].startswith("/login?next=")
 
 
-async def test_the_call_page_has_the_records_panel(login_as: Any) -> None:
-    from .test_workflow_api import demo_ids, request_consultation
-
-    clinic = await login_as("clinic1")
-    c = await request_consultation(clinic, await demo_ids(clinic))
-    cardio = await login_as("cardio1")
-    status, _ = await cardio.post(f"/api/consultations/{c['id']}/accept")
-    assert status == 200
+async def test_the_call_page_has_the_records_panel(scenario: Any) -> None:
+    made = await scenario.consultation("accepted")
+    cardio, c = made.specialist, made.json
     cardio.client.session.cookie_jar.update_cookies({LOCALE_COOKIE: "en"})
     status, html, _ = await fetch(cardio.client, f"/consultations/{c['id']}/call")
     assert status == 200

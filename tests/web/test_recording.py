@@ -14,8 +14,7 @@ import sqlalchemy as sa
 from records.schema import recordings
 from web.keys import DB, RECORDING
 
-from .calls import connect, join
-from .test_call_signaling import accepted_consultation
+from ..scenario import Scenario
 
 ROOT = Path(__file__).parents[2]
 SENDER = ROOT / "tests" / "media" / "sender.py"
@@ -55,12 +54,12 @@ async def rows(app: Any) -> list[Any]:
         return list((await conn.execute(sa.select(recordings))).mappings())
 
 
-async def test_a_consented_call_is_recorded_into_a_checked_file(login_as: Any, app: Any) -> None:
-    clinic, cardio, cid, _ = await accepted_consultation(login_as)
-    a, b = await connect(clinic), await connect(cardio)
-    joined = await join(a, cid)
-    assert joined["recording"]["allowed"] is True
-    await join(b, cid, tab="tab-b")
+async def test_a_consented_call_is_recorded_into_a_checked_file(
+    scenario: Scenario, app: Any
+) -> None:
+    c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
+    clinic, cid, a, b = c.clinic, c.id, c.sockets["clinic1"], c.sockets["cardio1"]
+    assert c.joins["clinic1"]["recording"]["allowed"] is True
     sent = await record_leg(a, "--codec", "vp8", "--seconds", "3")
     assert (await b.recv("recording"))["state"] == "recording"
     await a.send({"type": "rec_stop"})
@@ -83,21 +82,14 @@ async def test_a_consented_call_is_recorded_into_a_checked_file(login_as: Any, a
     assert [c.ok for c in checks] == [True]
 
 
-async def test_nothing_is_recorded_without_consent_to_recording(login_as: Any, app: Any) -> None:
-    clinic, _cardio, cid, ids = await accepted_consultation(login_as, patient="陈阿姨")
-    status, _ = await clinic.post(
-        f"/api/patients/{ids['陈阿姨']}/consents",
-        {
-            "scope_consultation": True,
-            "scope_recording": False,
-            "given_by": "陈阿姨",
-            "relationship": "self",
-        },
+async def test_nothing_is_recorded_without_consent_to_recording(
+    scenario: Scenario, app: Any
+) -> None:
+    c = await scenario.consultation(
+        "accepted", patient="陈阿姨", consent=("consultation",), joined=("clinic1",)
     )
-    assert status == 201
-    a = await connect(clinic)
-    joined = await join(a, cid)
-    assert joined["recording"]["allowed"] is False
+    a = c.sockets["clinic1"]
+    assert c.joins["clinic1"]["recording"]["allowed"] is False
     await a.send({"type": "rec_offer", "sdp": "v=0\r\n"})
     error = await a.recv("error")
     assert error["code"] == "recording_not_consented"
@@ -107,11 +99,9 @@ async def test_nothing_is_recorded_without_consent_to_recording(login_as: Any, a
 
 
 async def test_verify_reports_a_changed_file_and_purge_refuses_young_recordings(
-    login_as: Any, app: Any, clock: Any
+    scenario: Scenario, app: Any, clock: Any
 ) -> None:
-    clinic, _, cid, _ = await accepted_consultation(login_as)
-    a = await connect(clinic)
-    await join(a, cid)
+    a = (await scenario.consultation("accepted", joined=("clinic1",))).sockets["clinic1"]
     await record_leg(a, "--codec", "vp8", "--seconds", "1")
     await a.send({"type": "rec_stop"})
     await a.until_pong()

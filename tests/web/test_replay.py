@@ -12,18 +12,15 @@ import sqlalchemy as sa
 from records.schema import audit_log
 from web.keys import DB
 
-from .calls import connect, join
-from .test_call_signaling import accepted_consultation
+from ..scenario import Scenario
 from .test_recording import record_leg
 
 
 @pytest.fixture
-async def recorded(login_as: Any, app: Any) -> dict[str, Any]:
+async def recorded(scenario: Scenario) -> dict[str, Any]:
     """A consultation between clinic1 and cardio1, both recorded, then ended."""
-    clinic, cardio, cid, ids = await accepted_consultation(login_as)
-    a, b = await connect(clinic), await connect(cardio)
-    await join(a, cid)
-    await join(b, cid, tab="tab-b")
+    c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
+    a, b = c.sockets["clinic1"], c.sockets["cardio1"]
     await a.send({"type": "chat", "text": "开始会诊"})
     await asyncio.gather(
         record_leg(a, "--codec", "vp8", "--seconds", "2"),
@@ -36,7 +33,7 @@ async def recorded(login_as: Any, app: Any) -> dict[str, Any]:
     await b.send({"type": "end"})
     while (await a.recv("state"))["state"] != "ended":
         pass
-    return {"cid": cid, "ids": ids, "clinic": clinic, "cardio": cardio}
+    return {"cid": c.id, "ids": await scenario.ids(), "clinic": c.clinic, "cardio": c.specialist}
 
 
 async def test_reviewer_finds_and_opens_a_recorded_consultation(

@@ -9,17 +9,14 @@ import sqlalchemy as sa
 from records.schema import audit_log, consultations
 from web.keys import DB
 
-from .test_workflow_api import demo_ids, request_consultation
-
-LoginAs = Any
+from ..scenario import Scenario
 
 
-async def test_specialist_with_under_three_years_cannot_accept(login_as: LoginAs) -> None:
-    clinic, junior = await login_as("clinic1"), await login_as("cardio_junior")
+async def test_specialist_with_under_three_years_cannot_accept(scenario: Scenario) -> None:
+    clinic, junior = await scenario.user("clinic1"), await scenario.user("cardio_junior")
     assert junior.account["practice_years"] == 1
     assert junior.account["eligible"] is False
-    ids = await demo_ids(clinic)
-    c = await request_consultation(clinic, ids)
+    c = (await scenario.consultation()).json
     # The junior sees the department queue but cannot take from it.
     _, data = await junior.get("/api/queue")
     assert [q["id"] for q in data["consultations"]] == [c["id"]]
@@ -30,11 +27,10 @@ async def test_specialist_with_under_three_years_cannot_accept(login_as: LoginAs
 
 
 async def test_coordinator_cannot_assign_an_under_three_years_specialist(
-    login_as: LoginAs,
+    scenario: Scenario,
 ) -> None:
-    clinic, coord = await login_as("clinic1"), await login_as("coord1")
-    ids = await demo_ids(clinic)
-    c = await request_consultation(clinic, ids)
+    coord, ids = await scenario.user("coord1"), await scenario.ids()
+    c = (await scenario.consultation()).json
     _, data = await coord.get(f"/api/departments/{ids['cardiology']}/specialists")
     by_name = {s["display_name"]: s for s in data["specialists"]}
     assert by_name["孙浩"]["eligible"] is False and by_name["张伟"]["eligible"] is True
@@ -54,20 +50,17 @@ async def test_coordinator_cannot_assign_an_under_three_years_specialist(
     assert data["consultation"]["assigned_specialist"]["display_name"] == "刘芳"
 
 
-async def test_no_session_goes_live_without_the_patients_consent(login_as: LoginAs) -> None:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    ids = await demo_ids(clinic)
+async def test_no_session_goes_live_without_the_patients_consent(scenario: Scenario) -> None:
     # 陈阿姨 has no consent on record in the demo data.
-    c = await request_consultation(clinic, ids, patient="陈阿姨")
-    url = f"/api/consultations/{c['id']}"
-    assert (await cardio.post(url + "/accept"))[0] == 200
+    c = await scenario.consultation("accepted", patient="陈阿姨")
+    clinic, cardio, url, pid = c.clinic, c.specialist, c.url, c.patient_id
     status, data = await clinic.post(url + "/start")
     assert (status, data["error"]["code"]) == (409, "consent_required")
     _, data = await clinic.get(url)
     assert data["consultation"]["state"] == "accepted"
 
     status, data = await clinic.post(
-        f"/api/patients/{ids['陈阿姨']}/consents",
+        f"/api/patients/{pid}/consents",
         {
             "scope_consultation": True,
             "scope_recording": False,
@@ -78,13 +71,13 @@ async def test_no_session_goes_live_without_the_patients_consent(login_as: Login
     assert status == 201
     consent_id = data["consent"]["id"]
     # Withdrawn consent counts as none.
-    status, _ = await clinic.post(f"/api/patients/{ids['陈阿姨']}/consents/{consent_id}/withdraw")
+    status, _ = await clinic.post(f"/api/patients/{pid}/consents/{consent_id}/withdraw")
     assert status == 200
     status, data = await cardio.post(url + "/start")
     assert (status, data["error"]["code"]) == (409, "consent_required")
 
     status, _ = await clinic.post(
-        f"/api/patients/{ids['陈阿姨']}/consents",
+        f"/api/patients/{pid}/consents",
         {
             "scope_consultation": True,
             "scope_recording": True,
@@ -97,11 +90,10 @@ async def test_no_session_goes_live_without_the_patients_consent(login_as: Login
     assert (status, data["consultation"]["state"]) == (200, "live")
 
 
-async def test_recording_consent_requires_consultation_consent(login_as: LoginAs) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
+async def test_recording_consent_requires_consultation_consent(scenario: Scenario) -> None:
+    clinic, pid = await scenario.user("clinic1"), await scenario.patient("小明")
     status, data = await clinic.post(
-        f"/api/patients/{ids['小明']}/consents",
+        f"/api/patients/{pid}/consents",
         {
             "scope_consultation": False,
             "scope_recording": True,
@@ -110,20 +102,24 @@ async def test_recording_consent_requires_consultation_consent(login_as: LoginAs
         },
     )
     assert (status, data["error"]["fields"]) == (400, ["scope_consultation"])
-    _, data = await clinic.get(f"/api/patients/{ids['小明']}")
+    _, data = await clinic.get(f"/api/patients/{pid}")
     assert data["consents"] == []
 
 
 async def test_other_institutions_get_a_404_that_reveals_nothing(
-    login_as: LoginAs, app: Any
+    scenario: Scenario, app: Any
 ) -> None:
-    clinic1, cardio = await login_as("clinic1"), await login_as("cardio1")
-    ids = await demo_ids(clinic1)
-    c = await request_consultation(clinic1, ids)
-    url = f"/api/consultations/{c['id']}"
+    made = await scenario.consultation()
+    clinic1, cardio, c, url, pid = (
+        made.clinic,
+        made.specialist,
+        made.json,
+        made.url,
+        made.patient_id,
+    )
     missing = "0" * 32
     for outsider in ("clinic2", "county1", "resp1", "admin1"):
-        user = await login_as(outsider)
+        user = await scenario.user(outsider)
         real = await user.get(url)
         fake = await user.get(f"/api/consultations/{missing}")
         assert real[0] == fake[0] == 404, (outsider, real)
@@ -132,8 +128,8 @@ async def test_other_institutions_get_a_404_that_reveals_nothing(
         _, listed = await user.get("/api/consultations")
         assert c["id"] not in [x["id"] for x in listed.get("consultations", [])]
     # Patients of another clinic are just as invisible.
-    clinic2 = await login_as("clinic2")
-    real = await clinic2.get(f"/api/patients/{ids['刘大爷']}")
+    clinic2 = await scenario.user("clinic2")
+    real = await clinic2.get(f"/api/patients/{pid}")
     fake = await clinic2.get(f"/api/patients/{missing}")
     assert real[0] == fake[0] == 404 and real[1] == fake[1]
     _, data = await clinic2.get("/api/patients")
@@ -151,17 +147,17 @@ async def test_other_institutions_get_a_404_that_reveals_nothing(
                 )
             )
         ).all()
-    assert {r.object_id for r in rows} >= {c["id"], missing, ids["刘大爷"]}
+    assert {r.object_id for r in rows} >= {c["id"], missing, pid}
     assert all(r.actor_id for r in rows)
 
 
 async def test_unanswered_request_is_escalated_after_the_configured_time(
-    login_as: LoginAs, clock: Any, matching: Any, settings: Any, app: Any
+    scenario: Scenario, clock: Any, matching: Any, settings: Any, app: Any
 ) -> None:
-    clinic, coord = await login_as("clinic1"), await login_as("coord1")
-    ids = await demo_ids(clinic)
-    urgent = await request_consultation(clinic, ids, urgency="urgent")
-    routine = await request_consultation(clinic, ids, urgency="routine")
+    clinic, coord = await scenario.user("clinic1"), await scenario.user("coord1")
+    ids = await scenario.ids()
+    urgent = (await scenario.consultation(urgency="urgent")).json
+    routine = (await scenario.consultation(urgency="routine")).json
 
     clock.advance(settings.escalate_after_urgent_seconds - 1)
     assert await matching.escalate_overdue() == []
@@ -198,12 +194,11 @@ async def test_unanswered_request_is_escalated_after_the_configured_time(
     assert state == "requested"
 
 
-async def test_queue_orders_by_urgency_then_age(login_as: LoginAs, clock: Any) -> None:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    ids = await demo_ids(clinic)
+async def test_queue_orders_by_urgency_then_age(scenario: Scenario, clock: Any) -> None:
+    cardio = await scenario.user("cardio1")
     made = []
     for urgency in ("routine", "emergency", "routine", "urgent", "emergency"):
-        made.append((urgency, (await request_consultation(clinic, ids, urgency=urgency))["id"]))
+        made.append((urgency, (await scenario.consultation(urgency=urgency)).id))
         clock.advance(30)
     _, data = await cardio.get("/api/queue")
     order = [q["id"] for q in data["consultations"]]

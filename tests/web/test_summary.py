@@ -14,7 +14,7 @@ from records.fhir_common import RESIDENT_ID_SYSTEM
 from records.schema import allergies, audit_log, conditions, medications, observations
 from web.keys import DB
 
-from .test_workflow_api import demo_ids, request_consultation
+from ..scenario import Scenario
 
 LoginAs = Any
 # 刘大爷, the first demo patient of clinic1.
@@ -223,10 +223,10 @@ async def stored_rows(app: Any) -> int:
         return int(total)
 
 
-async def test_import_fills_the_summary_with_units_ranges_and_flags(login_as: LoginAs) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
-    status, data = await import_bundle(clinic, ids["刘大爷"], sample_bundle())
+async def test_import_fills_the_summary_with_units_ranges_and_flags(scenario: Scenario) -> None:
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
+    status, data = await import_bundle(clinic, pid, sample_bundle())
     assert status == 200, data
     assert data["imported"]["created"] == {
         "conditions": 2,
@@ -236,7 +236,7 @@ async def test_import_fills_the_summary_with_units_ranges_and_flags(login_as: Lo
     }
     assert data["imported"]["updated"] == {}
 
-    status, data = await clinic.get(f"/api/patients/{ids['刘大爷']}/summary")
+    status, data = await clinic.get(f"/api/patients/{pid}/summary")
     assert status == 200
     s = data["summary"]
     conds = by_code(s["conditions"])
@@ -290,16 +290,16 @@ async def test_import_fills_the_summary_with_units_ranges_and_flags(login_as: Lo
 
 
 async def test_a_value_with_a_comparator_is_kept_as_written_and_not_flagged(
-    login_as: LoginAs,
+    scenario: Scenario,
 ) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
     bundle = sample_bundle()
     crp = _lab("crp", "1988-5", "C反应蛋白", 0.5, "mg/L", None, 10)
     crp["valueQuantity"]["comparator"] = "<"
     crp["effectiveDateTime"] = "2026-11-20"  # a date: midnight, China Standard Time
     bundle["entry"].append({"resource": crp})
-    status, data = await import_bundle(clinic, ids["刘大爷"], bundle)
+    status, data = await import_bundle(clinic, pid, bundle)
     assert status == 200, data
     item = by_code(data["summary"]["labs"])["1988-5"]
     assert (item["value"], item["unit"], item["flag"]) == ("<0.5", "mg/L", None)
@@ -312,25 +312,25 @@ async def test_a_value_with_a_comparator_is_kept_as_written_and_not_flagged(
     [(3.8, "L"), (3.9, None), (6.1, None), (6.2, "H")],
 )
 async def test_flags_are_strictly_outside_the_range(
-    login_as: LoginAs, value: float, flag: str | None
+    scenario: Scenario, value: float, flag: str | None
 ) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
-    status, data = await import_bundle(clinic, ids["刘大爷"], sample_bundle(glucose=value))
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
+    status, data = await import_bundle(clinic, pid, sample_bundle(glucose=value))
     assert status == 200, data
     labs = by_code(data["summary"]["labs"])
     assert (labs["1558-6"]["value"], labs["1558-6"]["flag"]) == (value, flag)
 
 
 async def test_reimport_updates_by_source_instead_of_duplicating(
-    login_as: LoginAs, app: Any
+    scenario: Scenario, app: Any
 ) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
-    status, _ = await import_bundle(clinic, ids["刘大爷"], sample_bundle())
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
+    status, _ = await import_bundle(clinic, pid, sample_bundle())
     assert status == 200
     rows = await stored_rows(app)
-    status, data = await import_bundle(clinic, ids["刘大爷"], sample_bundle(glucose=5.2))
+    status, data = await import_bundle(clinic, pid, sample_bundle(glucose=5.2))
     assert status == 200, data
     assert data["imported"]["created"] == {}
     assert sum(data["imported"]["updated"].values()) == 12
@@ -340,9 +340,9 @@ async def test_reimport_updates_by_source_instead_of_duplicating(
     assert len(data["summary"]["labs"]) == 4
 
 
-async def test_a_transaction_bundle_with_urn_uuids_is_accepted(login_as: LoginAs) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
+async def test_a_transaction_bundle_with_urn_uuids_is_accepted(scenario: Scenario) -> None:
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
     patient_url = "urn:uuid:6f1c1a9e-8f7b-4d5e-9a61-3c1d2b3a4f50"
     bundle = {
         "resourceType": "Bundle",
@@ -367,7 +367,7 @@ async def test_a_transaction_bundle_with_urn_uuids_is_accepted(login_as: LoginAs
             },
         ],
     }
-    status, data = await import_bundle(clinic, ids["刘大爷"], bundle)
+    status, data = await import_bundle(clinic, pid, bundle)
     assert status == 200, data
     [cond] = data["summary"]["conditions"]
     assert (cond["code"], cond["display"]) == ("J44.1", "J44.1")
@@ -423,11 +423,11 @@ def _broken(change: str) -> dict[str, Any]:
     ],
 )
 async def test_invalid_bundles_are_refused_with_the_path_and_store_nothing(
-    login_as: LoginAs, app: Any, change: str, field: str
+    scenario: Scenario, app: Any, change: str, field: str
 ) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
-    status, data = await import_bundle(clinic, ids["刘大爷"], _broken(change))
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
+    status, data = await import_bundle(clinic, pid, _broken(change))
     assert status == 400, data
     assert data["error"]["code"] == "invalid_fhir"
     assert field in data["error"]["fields"], data
@@ -435,24 +435,24 @@ async def test_invalid_bundles_are_refused_with_the_path_and_store_nothing(
     assert await stored_rows(app) == 0
 
 
-async def test_a_bundle_about_someone_else_is_a_conflict(login_as: LoginAs, app: Any) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
+async def test_a_bundle_about_someone_else_is_a_conflict(scenario: Scenario, app: Any) -> None:
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
     other = demo_national_id("360101", date(1962, 11, 2), 2)  # 陈阿姨's number
-    status, data = await import_bundle(clinic, ids["刘大爷"], sample_bundle(other))
+    status, data = await import_bundle(clinic, pid, sample_bundle(other))
     assert (status, data["error"]["code"]) == (409, "patient_mismatch")
     # Without a resident ID number there is nothing to match on.
     bundle = sample_bundle()
     bundle["entry"][0]["resource"]["identifier"][0]["system"] = "urn:oid:1.2.3"
-    status, data = await import_bundle(clinic, ids["刘大爷"], bundle)
+    status, data = await import_bundle(clinic, pid, bundle)
     assert (status, data["error"]["code"]) == (400, "invalid_fhir")
     assert await stored_rows(app) == 0
 
 
-async def test_not_json_and_not_a_bundle(login_as: LoginAs) -> None:
-    clinic = await login_as("clinic1")
-    ids = await demo_ids(clinic)
-    url = f"/api/patients/{ids['刘大爷']}/fhir"
+async def test_not_json_and_not_a_bundle(scenario: Scenario) -> None:
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
+    url = f"/api/patients/{pid}/fhir"
     resp = await clinic.client.post(
         url, data=b"<Bundle/>", headers={"X-CSRF-Token": clinic.csrf, "Content-Type": "text/xml"}
     )
@@ -463,20 +463,15 @@ async def test_not_json_and_not_a_bundle(login_as: LoginAs) -> None:
         headers={"X-CSRF-Token": clinic.csrf, "Content-Type": "application/fhir+json"},
     )
     assert (resp.status, (await resp.json())["error"]["code"]) == (400, "invalid_json")
-    status, data = await import_bundle(clinic, ids["刘大爷"], [1, 2])
+    status, data = await import_bundle(clinic, pid, [1, 2])
     assert (status, data["error"]["code"]) == (400, "invalid_fhir")
 
 
 async def test_only_the_patients_clinic_imports_and_others_cannot_tell_it_exists(
-    login_as: LoginAs,
+    scenario: Scenario,
 ) -> None:
-    clinic, clinic2, cardio = (
-        await login_as("clinic1"),
-        await login_as("clinic2"),
-        await login_as("cardio1"),
-    )
-    ids = await demo_ids(clinic)
-    pid = ids["刘大爷"]
+    clinic2, cardio = await scenario.user("clinic2"), await scenario.user("cardio1")
+    pid = await scenario.patient()
     for who in (clinic2, cardio):
         status, data = await import_bundle(who, pid, sample_bundle())
         assert (status, data["error"]["code"]) == (404, "not_found")
@@ -487,13 +482,12 @@ async def test_only_the_patients_clinic_imports_and_others_cannot_tell_it_exists
     assert status == 404
 
 
-async def test_who_may_read_the_summary(login_as: LoginAs) -> None:
+async def test_who_may_read_the_summary(scenario: Scenario) -> None:
     users = {
-        n: await login_as(n)
+        n: await scenario.user(n)
         for n in ("clinic1", "clinic2", "cardio1", "resp1", "coord1", "county1")
     }
-    ids = await demo_ids(users["clinic1"])
-    pid = ids["刘大爷"]
+    pid = await scenario.patient()
     status, _ = await import_bundle(users["clinic1"], pid, sample_bundle())
     assert status == 200
     url = f"/api/patients/{pid}/summary"
@@ -502,7 +496,7 @@ async def test_who_may_read_the_summary(login_as: LoginAs) -> None:
         status, data = await users[name].get(url)
         assert (status, data["error"]["code"]) == (404, "not_found"), name
 
-    c = await request_consultation(users["clinic1"], ids)
+    c = (await scenario.consultation()).json
     curl = f"/api/consultations/{c['id']}/summary"
     for name in ("clinic1", "cardio1", "coord1"):
         for path in (url, curl):
@@ -514,14 +508,15 @@ async def test_who_may_read_the_summary(login_as: LoginAs) -> None:
             status, data = await users[name].get(path)
             assert status == 404, (name, path)
     # Another patient of the clinic stays hidden from the specialist.
-    status, _ = await users["cardio1"].get(f"/api/patients/{ids['陈阿姨']}/summary")
+    status, _ = await users["cardio1"].get(
+        f"/api/patients/{await scenario.patient('陈阿姨')}/summary"
+    )
     assert status == 404
 
 
-async def test_imports_and_reads_are_audited(login_as: LoginAs, app: Any) -> None:
-    clinic, clinic2 = await login_as("clinic1"), await login_as("clinic2")
-    ids = await demo_ids(clinic)
-    pid = ids["刘大爷"]
+async def test_imports_and_reads_are_audited(scenario: Scenario, app: Any) -> None:
+    clinic, clinic2 = await scenario.user("clinic1"), await scenario.user("clinic2")
+    pid = await scenario.patient()
     await import_bundle(clinic, pid, sample_bundle())
     await clinic.get(f"/api/patients/{pid}/summary")
     await clinic2.get(f"/api/patients/{pid}/summary")

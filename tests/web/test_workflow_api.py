@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from records.schema import audit_log
 from web.keys import DB
 
-LoginAs = Any
+from ..scenario import OPINION, Scenario
+
 READS = ("consultation.read", "consultation.list", "consultation.queue", "patient.list")
 
 
@@ -22,45 +23,9 @@ async def audited_changes(app: Any) -> list[str]:
         return [a for (a,) in rows if a.startswith("consultation.") and a not in READS]
 
 
-async def demo_ids(clinic: Any) -> dict[str, str]:
-    """Ids of the demo patients and departments, as a clinic doctor sees them."""
-    status, data = await clinic.get("/api/patients")
-    assert status == 200
-    ids = {p["name"]: p["id"] for p in data["patients"]}
-    status, data = await clinic.get("/api/departments")
-    assert status == 200
-    ids.update({d["code"]: d["id"] for d in data["departments"]})
-    return ids
-
-
-async def request_consultation(
-    clinic: Any,
-    ids: dict[str, str],
-    *,
-    patient: str = "刘大爷",
-    dept: str = "cardiology",
-    urgency: str = "routine",
-    **extra: Any,
-) -> dict[str, Any]:
-    status, data = await clinic.post(
-        "/api/consultations",
-        {
-            "patient_id": ids[patient],
-            "department_id": ids[dept],
-            "urgency": urgency,
-            "reason": "胸闷两周，心电图ST段改变",
-            "question": "是否需要转上级医院行冠脉造影？",
-            **extra,
-        },
-    )
-    assert status == 201, data
-    return data["consultation"]
-
-
-async def test_lifecycle_from_request_to_signed_opinion(login_as: LoginAs) -> None:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    ids = await demo_ids(clinic)
-    c = await request_consultation(clinic, ids)
+async def test_lifecycle_from_request_to_signed_opinion(scenario: Scenario) -> None:
+    made = await scenario.consultation()
+    clinic, cardio, c = made.clinic, made.specialist, made.json
     assert c["state"] == "requested"
     assert c["department"]["name"] == "心血管内科"
     assert c["patient"] == {"sex": "male", "age": 75}
@@ -79,11 +44,7 @@ async def test_lifecycle_from_request_to_signed_opinion(login_as: LoginAs) -> No
     assert (status, data["consultation"]["state"]) == (200, "live")
     status, data = await cardio.post(url + "/end")
     assert (status, data["consultation"]["state"]) == (200, "ended")
-    opinion = {
-        "findings": "心电图示V1-V4 ST段压低",
-        "impression": "不稳定型心绞痛可能",
-        "recommendations": "建议转诊行冠脉CTA；阿司匹林100mg qd",
-    }
+    opinion = OPINION
     status, data = await cardio.post(url + "/opinion", opinion)
     assert status == 201, data
     assert data["opinion"]["body"]["impression"] == "不稳定型心绞痛可能"
@@ -110,14 +71,9 @@ async def test_lifecycle_from_request_to_signed_opinion(login_as: LoginAs) -> No
     assert (status, data["error"]["code"]) == (409, "illegal_transition")
 
 
-async def test_referral_ends_the_consultation_instead_of_an_opinion(login_as: LoginAs) -> None:
-    clinic, cardio = await login_as("clinic1"), await login_as("cardio1")
-    ids = await demo_ids(clinic)
-    c = await request_consultation(clinic, ids)
-    url = f"/api/consultations/{c['id']}"
-    for who, step in ((cardio, "accept"), (clinic, "start"), (clinic, "end")):
-        status, data = await who.post(f"{url}/{step}")
-        assert status == 200, data
+async def test_referral_ends_the_consultation_instead_of_an_opinion(scenario: Scenario) -> None:
+    c = await scenario.consultation("ended")
+    clinic, cardio, url = c.clinic, c.specialist, c.url
     status, data = await cardio.post(url + "/referral", {"reason": "需门诊行运动平板试验"})
     assert status == 201
     assert data["opinion"]["kind"] == "referral"
@@ -136,18 +92,6 @@ ACTIONS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "opinion": ("cardio1", {"findings": "f", "impression": "i", "recommendations": "r"}),
     "referral": ("cardio1", {"reason": "需面诊"}),
 }
-# How to reach each state from a fresh request.
-PATHS: dict[str, list[str]] = {
-    "requested": [],
-    "escalated": ["<escalate>"],
-    "accepted": ["accept"],
-    "live": ["accept", "start"],
-    "ended": ["accept", "start", "end"],
-    "signed": ["accept", "start", "end", "opinion"],
-    "referred": ["accept", "start", "end", "referral"],
-    "cancelled": ["cancel"],
-    "declined": ["decline"],
-}
 ALLOWED = {
     "requested": {"accept", "decline", "assign", "cancel"},
     "escalated": {"accept", "decline", "assign", "cancel"},
@@ -161,26 +105,17 @@ ALLOWED = {
 }
 
 
-@pytest.mark.parametrize("state", list(PATHS))
+@pytest.mark.parametrize("state", list(ALLOWED))
 async def test_every_illegal_transition_is_refused_with_409(
-    state: str, login_as: LoginAs, clock: Any, matching: Any, app: Any
+    state: str, scenario: Scenario, app: Any
 ) -> None:
-    users = {name: await login_as(name) for name in ("clinic1", "cardio1", "coord1")}
-    ids = await demo_ids(users["clinic1"])
+    users = {name: await scenario.user(name) for name in ("clinic1", "cardio1", "coord1")}
+    ids = await scenario.ids()
     specialists = (await users["coord1"].get(f"/api/departments/{ids['cardiology']}/specialists"))[
         1
     ]
     cardio2 = next(s["id"] for s in specialists["specialists"] if s["display_name"] == "刘芳")
-    c = await request_consultation(users["clinic1"], ids)
-    url = f"/api/consultations/{c['id']}"
-    for step in PATHS[state]:
-        if step == "<escalate>":
-            clock.advance(matching.escalate_after["routine"] + 1)
-            assert [e.id for e in await matching.escalate_overdue()] == [c["id"]]
-            continue
-        who, payload = ACTIONS[step]
-        status, data = await users[who].post(f"{url}/{step}", payload)
-        assert status in (200, 201), (step, data)
+    url = (await scenario.consultation(state)).url
     status, data = await users["clinic1"].get(url)
     assert data["consultation"]["state"] == state
 
@@ -199,12 +134,11 @@ async def test_every_illegal_transition_is_refused_with_409(
     assert await audited_changes(app) == changes_before
 
 
-async def test_two_specialists_accepting_at_once_exactly_one_wins(login_as: LoginAs) -> None:
-    clinic = await login_as("clinic1")
-    a, b = await login_as("cardio1"), await login_as("cardio2")
-    ids = await demo_ids(clinic)
+async def test_two_specialists_accepting_at_once_exactly_one_wins(scenario: Scenario) -> None:
+    clinic = await scenario.user("clinic1")
+    a, b = await scenario.user("cardio1"), await scenario.user("cardio2")
     for _ in range(5):
-        c = await request_consultation(clinic, ids)
+        c = (await scenario.consultation()).json
         url = f"/api/consultations/{c['id']}/accept"
         results = await asyncio.gather(a.post(url), b.post(url))
         statuses = sorted(status for status, _ in results)

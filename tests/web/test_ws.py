@@ -16,6 +16,8 @@ from aiohttp.test_utils import TestClient
 from signaling.call.messages import MAX_MESSAGE_BYTES
 from web.ws import MAX_FRAME
 
+from ..scenario import Scenario
+
 LoginAs = Any
 Client = TestClient[Any, Any]
 TIMEOUT = 5.0  # an upper bound for a message that must come, never a wait
@@ -39,31 +41,13 @@ async def assert_nothing_pending(ws: ClientWebSocketResponse) -> None:
     assert await ws.receive_json(timeout=TIMEOUT) == {"type": "pong"}
 
 
-async def request_cardiology(clinic: Any) -> dict[str, Any]:
-    _, data = await clinic.get("/api/patients")
-    patient = next(p for p in data["patients"] if p["name"] == "刘大爷")
-    _, data = await clinic.get("/api/departments")
-    department = next(d for d in data["departments"] if d["code"] == "cardiology")
-    status, data = await clinic.post(
-        "/api/consultations",
-        {
-            "patient_id": patient["id"],
-            "department_id": department["id"],
-            "urgency": "urgent",
-            "reason": "胸闷两周",
-            "question": "是否需要转上级医院行冠脉造影？",
-        },
-    )
-    assert status == 201, data
-    consultation: dict[str, Any] = data["consultation"]
-    return consultation
-
-
-async def test_a_request_is_pushed_only_to_those_who_may_see_it(login_as: LoginAs) -> None:
-    users = {n: await login_as(n) for n in ("clinic1", "clinic2", "cardio1", "resp1", "coord1")}
+async def test_a_request_is_pushed_only_to_those_who_may_see_it(scenario: Scenario) -> None:
+    users = {
+        n: await scenario.user(n) for n in ("clinic1", "clinic2", "cardio1", "resp1", "coord1")
+    }
     sockets = {name: await connect(user) for name, user in users.items()}
 
-    c = await request_cardiology(users["clinic1"])
+    c = (await scenario.consultation(urgency="urgent")).json
 
     for name in ("cardio1", "coord1", "clinic1"):
         msg = await sockets[name].receive_json(timeout=TIMEOUT)
@@ -163,13 +147,13 @@ async def test_an_oversized_frame_closes_the_socket(login_as: LoginAs) -> None:
     assert ws.close_code == 1009  # message too big
 
 
-async def test_logout_closes_the_sessions_socket(login_as: LoginAs) -> None:
-    cardio, clinic = await login_as("cardio1"), await login_as("clinic1")
+async def test_logout_closes_the_sessions_socket(login_as: LoginAs, scenario: Scenario) -> None:
+    cardio = await login_as("cardio1")
     ws = await connect(cardio)
     status, _ = await cardio.delete("/api/session")
     assert status == 204
 
-    await request_cardiology(clinic)
+    await scenario.consultation(urgency="urgent")
 
     # A revoked session hears nothing more: the server has closed its socket.
     msg = await ws.receive(timeout=TIMEOUT)
