@@ -36,7 +36,6 @@ from web.errors import HTTP_CODES, STATUS
 from web.i18n import ERROR_LABELS, EVENT_LABELS, JS_STRINGS, LOCALE_DIR, LOCALES, I18n
 
 ROOT = Path(__file__).resolve().parents[2]
-LoginAs = Any
 
 
 def catalog(locale: str) -> Catalog:
@@ -199,30 +198,12 @@ def json_block(html: str, block_id: str) -> Any:
     return json.loads(match.group(1))
 
 
-async def test_a_reassigned_consultation_is_labelled_in_chinese(login_as: LoginAs) -> None:
-    clinic, cardio, coord = (
-        await login_as("clinic1"),
-        await login_as("cardio1"),
-        await login_as("coord1"),
-    )
-    _, patients = await clinic.get("/api/patients")
-    _, departments = await clinic.get("/api/departments")
-    cardiology = next(d["id"] for d in departments["departments"] if d["code"] == "cardiology")
-    status, data = await clinic.post(
-        "/api/consultations",
-        {
-            "patient_id": patients["patients"][0]["id"],
-            "department_id": cardiology,
-            "urgency": "routine",
-            "reason": "胸闷两周",
-            "question": "是否需要转诊？",
-        },
-    )
-    assert status == 201, data
-    url = f"/api/consultations/{data['consultation']['id']}"
-    status, _ = await cardio.post(f"{url}/accept")
-    assert status == 200
-    _, specialists = await coord.get(f"/api/departments/{cardiology}/specialists")
+async def test_a_reassigned_consultation_is_labelled_in_chinese(scenario: Any) -> None:
+    c = await scenario.consultation("accepted")
+    clinic, coord = c.clinic, await scenario.user("coord1")
+    url = c.url
+    department = c.json["department"]["id"]
+    _, specialists = await coord.get(f"/api/departments/{department}/specialists")
     other = next(s["id"] for s in specialists["specialists"] if s["display_name"] == "刘芳")
     status, data = await coord.post(f"{url}/assign", {"specialist_id": other})
     assert status == 200, data
