@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from web.app import create_app, passwords_for
 from web.keys import MATCHING
 from web.settings import Settings
 
-from .scenario import Scenario
+from .scenario import Scenario, User
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 DB_NAME = "teleconsult.sqlite3"
@@ -99,39 +98,6 @@ async def server(app: web.Application) -> AsyncIterator[TestServer]:
     await server.start_server()
     yield server
     await server.close()
-
-
-@dataclass
-class User:
-    """A logged-in test user with their own cookie jar."""
-
-    username: str
-    client: TestClient[Any, Any]
-    csrf: str
-    account: dict[str, Any]
-
-    def _headers(self) -> dict[str, str]:
-        return {"X-CSRF-Token": self.csrf}
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        resp = await self.client.get(path)
-        return resp.status, await _json(resp)
-
-    async def post(self, path: str, json: Any = None) -> tuple[int, Any]:
-        resp = await self.client.post(
-            path, json=json if json is not None else {}, headers=self._headers()
-        )
-        return resp.status, await _json(resp)
-
-    async def delete(self, path: str) -> tuple[int, Any]:
-        resp = await self.client.delete(path, headers=self._headers())
-        return resp.status, await _json(resp)
-
-
-async def _json(resp: Any) -> Any:
-    if resp.status == 204:
-        return None
-    return await resp.json()
 
 
 LoginAs = Callable[[str], Awaitable[User]]

@@ -15,10 +15,14 @@ The demo community (``records/demo.py``) has three patients of clinic1:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aiohttp import ClientSession, CookieJar
+
+from records.demo import DEMO_PASSWORD
 from signaling.workflow.lifecycle import State
 
 from .web.calls import Socket, connect, join
@@ -57,6 +61,40 @@ PATHS: dict[State, tuple[str, ...]] = {
     State.CANCELLED: ("cancel",),
     State.DECLINED: ("decline",),
 }
+
+
+@dataclass
+class User:
+    """A logged-in test user with their own cookie jar."""
+
+    username: str
+    # A TestClient, or an aiohttp ClientSession with a base_url: both take paths.
+    client: Any
+    csrf: str
+    account: dict[str, Any]
+
+    def _headers(self) -> dict[str, str]:
+        return {"X-CSRF-Token": self.csrf}
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        resp = await self.client.get(path)
+        return resp.status, await _json(resp)
+
+    async def post(self, path: str, json: Any = None) -> tuple[int, Any]:
+        resp = await self.client.post(
+            path, json=json if json is not None else {}, headers=self._headers()
+        )
+        return resp.status, await _json(resp)
+
+    async def delete(self, path: str) -> tuple[int, Any]:
+        resp = await self.client.delete(path, headers=self._headers())
+        return resp.status, await _json(resp)
+
+
+async def _json(resp: Any) -> Any:
+    if resp.status == 204:
+        return None
+    return await resp.json()
 
 
 @dataclass
@@ -252,3 +290,25 @@ class Scenario:
         # meanwhile is put back for the test to read.
         last = c.sockets[name]
         last.put_back(await last.drain())
+
+
+@asynccontextmanager
+async def over_http(base_url: str) -> AsyncIterator[Scenario]:
+    """A scenario against a server reached over HTTP (a live app or a server process),
+    with API sessions of its own; without the manual clock it cannot escalate."""
+    sessions: list[ClientSession] = []
+
+    async def login(username: str) -> User:
+        session = ClientSession(base_url=base_url, cookie_jar=CookieJar(unsafe=True))
+        sessions.append(session)
+        body = {"username": username, "password": DEMO_PASSWORD}
+        async with session.post("/api/session", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+            data = await resp.json()
+        return User(username, session, data["csrf_token"], data["account"])
+
+    try:
+        yield Scenario(login)
+    finally:
+        for session in sessions:
+            await session.close()

@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession, CookieJar, web
+from aiohttp import web
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from records.demo import DEMO_PASSWORD
 from web.app import create_app
 from web.settings import Settings
 
-from ..conftest import User
-from ..scenario import Scenario
+from ..scenario import Scenario, over_http
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -177,25 +176,10 @@ def live_server(live_app: tuple[web.Application, str]) -> str:
 
 @pytest.fixture
 async def scenario(live_server: str) -> AsyncIterator[Scenario]:
-    """The tests' scenario builder against ``live_server``.
-
-    It logs the demo users in with API sessions of its own, beside the browsers'
-    (the live app runs on the system clock, so it cannot escalate).
-    """
-    sessions: list[ClientSession] = []
-
-    async def login(username: str) -> User:
-        session = ClientSession(base_url=live_server, cookie_jar=CookieJar(unsafe=True))
-        sessions.append(session)
-        body = {"username": username, "password": DEMO_PASSWORD}
-        async with session.post("/api/session", json=body) as resp:
-            assert resp.status == 200, await resp.text()
-            data = await resp.json()
-        return User(username, session, data["csrf_token"], data["account"])  # type: ignore[arg-type]
-
-    yield Scenario(login)
-    for session in sessions:
-        await session.close()
+    """The tests' scenario builder against ``live_server``, with API sessions of its
+    own beside the browsers' (the live app runs on the system clock: no escalation)."""
+    async with over_http(live_server) as built:
+        yield built
 
 
 @pytest.fixture

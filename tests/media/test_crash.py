@@ -11,19 +11,18 @@ import json
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import av
 import pytest
 
+from ..scenario import over_http
 from ..serverproc import free_port, server_env
+from ..web.calls import connect, join
 
 ROOT = Path(__file__).parents[2]
 SENDER = Path(__file__).with_name("sender.py")
-PATIENT = "刘大爷"
 
 
 async def start_server(env: dict[str, str], base: str) -> asyncio.subprocess.Process:
@@ -47,38 +46,8 @@ async def start_server(env: dict[str, str], base: str) -> asyncio.subprocess.Pro
                 await asyncio.sleep(0.05)  # polling a port that is not open yet
 
 
-class Client:
-    def __init__(self, base: str, http: aiohttp.ClientSession) -> None:
-        self.base, self.http, self.csrf = base, http, ""
-
-    async def login(self, username: str) -> None:
-        async with self.http.post(
-            self.base + "/api/session", json={"username": username, "password": "demo1234"}
-        ) as resp:
-            assert resp.status == 200
-            self.csrf = (await resp.json())["csrf_token"]
-
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        async with self.http.request(
-            method, self.base + path, json=body, headers={"X-CSRF-Token": self.csrf}
-        ) as resp:
-            assert resp.status < 300, await resp.text()
-            return await resp.json()
-
-
-@pytest.fixture
-async def sessions() -> AsyncIterator[tuple[aiohttp.ClientSession, aiohttp.ClientSession]]:
-    async with (
-        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as a,
-        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as b,
-    ):
-        yield a, b
-
-
 @pytest.mark.slow
-async def test_recordings_survive_kill_9_and_are_repaired_on_restart(
-    tmp_path: Path, sessions: Any
-) -> None:
+async def test_recordings_survive_kill_9_and_are_repaired_on_restart(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = server_env(
@@ -97,93 +66,63 @@ async def test_recordings_survive_kill_9_and_are_repaired_on_restart(
     server = await start_server(env, base)
     sender = None
     try:
-        clinic, cardio = Client(base, sessions[0]), Client(base, sessions[1])
-        await clinic.login("clinic1")
-        await cardio.login("cardio1")
-        patients = (await clinic.call("GET", "/api/patients"))["patients"]
-        departments = (await clinic.call("GET", "/api/departments"))["departments"]
-        consultation = (
-            await clinic.call(
-                "POST",
-                "/api/consultations",
-                {
-                    "patient_id": next(p["id"] for p in patients if p["name"] == PATIENT),
-                    "department_id": next(
-                        d["id"] for d in departments if d["code"] == "cardiology"
-                    ),
-                    "urgency": "urgent",
-                    "reason": "胸痛",
-                    "question": "请会诊",
-                },
+        async with over_http(base) as scenario:
+            c = await scenario.consultation("accepted", urgency="urgent")
+            sock = await connect(c.clinic, origin=base)
+            assert (await join(sock, c.id, tab="t1"))["type"] == "joined"
+            sender = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(SENDER),
+                "--codec",
+                "vp8",
+                "--seconds",
+                "30",
+                "--progress",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                cwd=ROOT,
             )
-        )["consultation"]
-        cid = consultation["id"]
-        await cardio.call("POST", f"/api/consultations/{cid}/accept")
-
-        ws = await sessions[0].ws_connect(base + "/ws", headers={"Origin": base})
-
-        async def recv(kind: str) -> dict[str, Any]:
+            assert sender.stdin and sender.stdout
+            offer = json.loads(await sender.stdout.readline())["offer"]
+            await sock.send({"type": "rec_offer", "sdp": offer})
+            answer = await sock.recv("rec_answer", "error")
+            assert answer["type"] == "rec_answer", answer
+            sender.stdin.write((json.dumps({"answer": answer["sdp"]}) + "\n").encode())
+            await sender.stdin.drain()
+            assert json.loads(await sender.stdout.readline()) == {"connected": True}
+            sent = 0.0
             async with asyncio.timeout(30):
-                while True:
-                    msg = json.loads((await ws.receive()).data)
-                    if msg["type"] == kind:
-                        return msg
-                    assert msg["type"] != "error", msg
+                while sent < 6.0:
+                    sent = json.loads(await sender.stdout.readline())["progress"]
 
-        await recv("hello")
-        await ws.send_json({"type": "join", "consultation_id": cid, "tab_id": "t1"})
-        await recv("joined")
-        sender = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(SENDER),
-            "--codec",
-            "vp8",
-            "--seconds",
-            "30",
-            "--progress",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=ROOT,
-        )
-        assert sender.stdin and sender.stdout
-        offer = json.loads(await sender.stdout.readline())["offer"]
-        await ws.send_json({"type": "rec_offer", "sdp": offer})
-        answer = await recv("rec_answer")
-        sender.stdin.write((json.dumps({"answer": answer["sdp"]}) + "\n").encode())
-        await sender.stdin.drain()
-        assert json.loads(await sender.stdout.readline()) == {"connected": True}
-        sent = 0.0
-        async with asyncio.timeout(30):
-            while sent < 6.0:
-                sent = json.loads(await sender.stdout.readline())["progress"]
+            server.send_signal(signal.SIGKILL)
+            await server.wait()
+            partials = list((tmp_path / "recordings").rglob("*.partial"))
+            assert len(partials) == 1 and partials[0].stat().st_size > 0
 
-        server.send_signal(signal.SIGKILL)
-        await server.wait()
-        partials = list((tmp_path / "recordings").rglob("*.partial"))
-        assert len(partials) == 1 and partials[0].stat().st_size > 0
+            server = await start_server(env, base)  # repairs before it serves
+            db = sqlite3.connect(tmp_path / "teleconsult.sqlite3")
+            [(status, rel, duration_ms, sha)] = db.execute(
+                "SELECT status, path, duration_ms, sha256 FROM recordings"
+            ).fetchall()
+            db.close()
+            assert status == "recovered"
+            assert not list((tmp_path / "recordings").rglob("*.partial"))
+            path = tmp_path / "recordings" / rel
+            with av.open(str(path)) as container:
+                video = list(container.decode(video=0))
+            with av.open(str(path)) as container:
+                audio = list(container.decode(audio=0))
+            covered = float(video[-1].time)
+            assert covered >= sent - 2.0, (covered, sent)
+            assert float(audio[-1].time) >= sent - 2.0
+            assert abs(duration_ms / 1000 - covered) < 1.0
+            assert len(sha) == 64
 
-        server = await start_server(env, base)  # repairs before it serves
-        db = sqlite3.connect(tmp_path / "teleconsult.sqlite3")
-        [(status, rel, duration_ms, sha)] = db.execute(
-            "SELECT status, path, duration_ms, sha256 FROM recordings"
-        ).fetchall()
-        db.close()
-        assert status == "recovered"
-        assert not list((tmp_path / "recordings").rglob("*.partial"))
-        path = tmp_path / "recordings" / rel
-        with av.open(str(path)) as container:
-            video = list(container.decode(video=0))
-        with av.open(str(path)) as container:
-            audio = list(container.decode(audio=0))
-        covered = float(video[-1].time)
-        assert covered >= sent - 2.0, (covered, sent)
-        assert float(audio[-1].time) >= sent - 2.0
-        assert abs(duration_ms / 1000 - covered) < 1.0
-        assert len(sha) == 64
-
-        await clinic.login("clinic1")  # the old session survived in the database
-        timeline = await clinic.call("GET", f"/api/consultations/{cid}/timeline")
-        assert "recording_recovered" in [e["kind"] for e in timeline["events"]]
+            # The clinic doctor's session survived in the database.
+            status, timeline = await c.clinic.get(f"{c.url}/timeline")
+            assert status == 200, timeline
+            assert "recording_recovered" in [e["kind"] for e in timeline["events"]]
     finally:
         for proc in (sender, server):
             if proc is not None and proc.returncode is None:
