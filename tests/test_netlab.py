@@ -135,7 +135,7 @@ async def test_random_loss_is_the_profiles_rate() -> None:
                 if n % 50 == 49:
                     await asyncio.sleep(0.005)  # pace the sender like a real stream
             async with asyncio.timeout(2.0):
-                while got + link.up.counters.dropped_loss < 2000:
+                while got + link.up.counters.dropped_loss < 2000:  # noqa: ASYNC110
                     await asyncio.sleep(0.01)  # the counter has no event to wait on
         finally:
             counting.cancel()
