@@ -94,7 +94,8 @@ REMOVE = (
     "StationName",
     "DeviceSerialNumber",
 )
-DEIDENTIFICATION_METHOD = "PS3.15 E.1 basic profile; retain UIDs, dates, patient characteristics"
+# LO: at most 64 characters.
+DEIDENTIFICATION_METHOD = "PS3.15 E.1 basic; retain UIDs, dates, characteristics"
 
 
 def _refuse(message: str, code: ErrorCode = ErrorCode.INVALID_DICOM) -> UnreadableContent:
@@ -265,7 +266,13 @@ def preview(path: Path, frames: int) -> bytes:
     times that.
     """
     ds = pydicom.dcmread(path, stop_before_pixels=True)
-    arr = pixel_array(path, index=0 if frames > 1 else None)
+    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        # pixel_array(path) cannot seek in a deflated stream; the data set was
+        # checked to inflate within the limit.
+        arr = pydicom.dcmread(path).pixel_array
+        arr = arr[0] if frames > 1 else arr
+    else:
+        arr = pixel_array(path, index=0 if frames > 1 else None)
     step = max(1, -(-max(arr.shape[0], arr.shape[1]) // PREVIEW_MAX_SIDE))
     arr = arr[::step, ::step]
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
