@@ -53,3 +53,13 @@ class InvalidFhir(RecordsError):
             fields: the paths at fault; repeats are dropped.
         """
         super().__init__(message, fields=tuple(dict.fromkeys(fields)))
+
+
+class UnreadableContent(RecordsError):
+    """An uploaded file is not a supported kind, its parser refuses it, or it
+    would cost more than the limits allow to read (``records.limits``)."""
+
+    def __init__(self, message: str, *, code: ErrorCode) -> None:
+        """Build the error with the code that says which of these it is."""
+        super().__init__(message, fields=("body",))
+        self.code = code

@@ -55,6 +55,8 @@ class ExportData:
     documents: list[DocumentRow]
     recordings: list[Recording]
     summary: Summary
+    # Whether the reader is the patient's clinic (who may see the whole ID number).
+    full_national_id: bool = False
 
 
 PRIORITY = {"routine": "routine", "urgent": "urgent", "emergency": "stat"}
@@ -162,7 +164,12 @@ class _Builder:
 
     def build(self) -> list[dict[str, Any]]:
         d = self.d
-        self.add(patient_resource(d.patient, d.requesting_institution), d.patient.id)
+        self.add(
+            patient_resource(
+                d.patient, d.requesting_institution, full_national_id=d.full_national_id
+            ),
+            d.patient.id,
+        )
         self.service_request()
         self.encounter_resource()
         for consent in d.consents:

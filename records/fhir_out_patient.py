@@ -14,19 +14,33 @@ from records.models import Consent, Institution, Patient
 from records.summary import ObservationRow, Summary, split_code
 
 
-def patient_resource(p: Patient, clinic: Institution) -> dict[str, Any]:
+def patient_resource(
+    p: Patient, clinic: Institution, *, full_national_id: bool = False
+) -> dict[str, Any]:
     """The Patient, with the clinic that looks after them.
 
     Args:
         p: the patient.
         clinic: their (requesting) institution.
+        full_national_id: give the whole resident ID number (for the patient's
+            own clinic); otherwise it is masked as everywhere else in the API.
     """
+    identifier: dict[str, Any]
+    if full_national_id:
+        identifier = {"system": RESIDENT_ID_SYSTEM, "value": p.national_id}
+    else:
+        # The specialists see the number masked on every page: the export must
+        # not be the way around that. A masked value is not an identifier in
+        # the resident-ID system, so it carries no system, only a label.
+        identifier = {
+            "use": "secondary",
+            "type": {"text": "居民身份证号（部分隐藏） resident ID number, masked"},
+            "value": p.national_id_masked,
+        }
     resource: dict[str, Any] = {
         "resourceType": "Patient",
         "id": p.id,
-        # The real number: the export goes to a hospital's record system, and
-        # only people who may see this patient can ask for it.
-        "identifier": [{"system": RESIDENT_ID_SYSTEM, "value": p.national_id}],
+        "identifier": [identifier],
         "name": [{"text": p.name}],
         "gender": p.sex,
         "birthDate": p.birth_date.isoformat(),

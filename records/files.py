@@ -7,7 +7,9 @@ it is written. The same content uploaded twice is stored once.
 
 An upload is first written to a temporary file in a separate ``incoming``
 directory, hashed as it is written; only content that has been accepted is moved
-into the store, with an atomic rename. Everything here is blocking file I/O: the
+into the store, with an atomic rename. A content that the malware scanner flags
+is moved to ``quarantine`` instead, a directory beside the store that nothing
+serves from. Everything here is blocking file I/O: the
 async layers call it through ``asyncio.to_thread``.
 """
 
@@ -59,16 +61,19 @@ class Incoming:
 class FileStore:
     """Content-addressed files under ``root``; uploads arrive in ``incoming``."""
 
-    def __init__(self, root: Path, incoming: Path) -> None:
-        """Use (and create) the two directories.
+    def __init__(self, root: Path, incoming: Path, quarantine: Path | None = None) -> None:
+        """Use (and create) the directories.
 
         Args:
             root: where stored contents live (``<data_dir>/files``).
             incoming: where uploads are written while they arrive; on the same
                 file system as ``root``, so that accepting one is a rename.
+            quarantine: where flagged uploads are kept, never served
+                (default: ``quarantine`` beside ``incoming``).
         """
         self.root = root
         self.incoming_dir = incoming
+        self.quarantine_dir = quarantine or incoming.parent / "quarantine"
         root.mkdir(parents=True, exist_ok=True)
         incoming.mkdir(parents=True, exist_ok=True)
 
@@ -105,6 +110,47 @@ class FileStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(incoming.path, target)
         return sha256
+
+    def scratch(self) -> Path:
+        """A new empty file name in ``incoming`` for a derived content (a cleaned copy)."""
+        fd, name = tempfile.mkstemp(dir=self.incoming_dir, prefix="upload-", suffix=".part")
+        os.close(fd)
+        return Path(name)
+
+    def accept_file(self, path: Path) -> tuple[str, int]:
+        """Move a finished file of ``incoming`` (see ``scratch``) into the store.
+
+        Returns:
+            The content's SHA-256 and size.
+        """
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                os.fsync(fh.fileno())
+            sha256 = digest.hexdigest()
+            target = self.path_for(sha256)
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+            return sha256, size
+        finally:
+            path.unlink(missing_ok=True)
+
+    def quarantine(self, incoming: Incoming) -> Path:
+        """Keep a finished upload in the quarantine directory (by its SHA-256).
+
+        Returns:
+            Where it is kept.
+        """
+        sha256 = incoming.finish()
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_dir / sha256
+        os.replace(incoming.path, target)
+        return target
 
     def put_bytes(self, data: bytes) -> str:
         """Store a small content given in memory (a generated preview).

@@ -4,12 +4,15 @@ The type of a document is never taken from its file name or the Content-Type a
 client sent: a PDF starts with ``%PDF-``, a JPEG with ``FF D8 FF``, a PNG with its
 8-byte signature, a DICOM file has ``DICM`` at offset 128, and anything else is
 accepted only as plain text (valid UTF-8 without NUL bytes). Each accepted kind
-is then opened by a real parser (Pillow, pydicom), so a file that only starts
-right is refused as well.
+is then opened by a real parser (pypdf, Pillow, pydicom), so a file that only
+starts right is refused as well: a PDF must parse and have at least one page, a
+DICOM file must carry a data set.
 
-DICOM headers carry the patient's name, ID and birth date. Only technical tags
-(modality, study date, body part, image size, frames) are kept in ``meta``, and
-nothing read from a file is logged.
+Every parser is bounded (``records.limits``): sizes a file announces are checked
+before anything is decoded, and ``analyse_isolated`` runs the whole analysis in a
+child process with a memory and a time limit (``records.sandbox``), so that the
+server never holds a decoded file. DICOM files are de-identified on the way in
+(``records.dicomfile``). Nothing read from a file is logged.
 
 Everything here is blocking (parsing, image decoding): call it off the event loop.
 """
@@ -17,24 +20,23 @@ Everything here is blocking (parsing, image decoding): call it off the event loo
 from __future__ import annotations
 
 import codecs
-import io
 import logging
-import mmap
 import re
 import unicodedata
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pydicom
-import pydicom.config
+import pypdf
 from PIL import Image
-from pydicom.multival import MultiValue
-from pydicom.pixels.utils import pixel_array
 
-from records.errors import RecordsError
+from records import dicomfile, sandbox
+from records.errors import UnreadableContent
+from records.limits import Limits
 from records.vocab import ErrorCode
+
+__all__ = ["Analysis", "Limits", "UnreadableContent", "analyse", "analyse_isolated", "sniff"]
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +51,9 @@ EXTENSIONS = {"pdf": ".pdf", "jpeg": ".jpg", "png": ".png", "dicom": ".dcm", "te
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Bytes needed to tell the binary kinds apart (DICOM's marker ends at 132).
 HEAD_BYTES = 132
-# The longest side of a DICOM preview, in pixels.
-PREVIEW_MAX_SIDE = 1024
-# A page object of a PDF; counting them is an estimate (objects of deleted pages
-# may remain in a file), good enough to show "12 pages" and cheap (no parser).
-PDF_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
 MAX_FILENAME = 120
 # Characters that cannot be in a file name on Windows, where users save downloads.
 UNSAFE_NAME_CHARS = re.compile(r'[<>:"/\\|?*]')
-PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-
-
-class UnreadableContent(RecordsError):
-    """The content is not a supported kind, or its parser refuses it."""
-
-    def __init__(self, message: str, *, code: ErrorCode) -> None:
-        super().__init__(message, fields=("body",))
-        self.code = code
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,25 +80,43 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def analyse(path: Path) -> Analysis:
+def analyse(
+    path: Path,
+    limits: Limits | None = None,
+    *,
+    clean_to: Path | None = None,
+    preview: bool = True,
+) -> Analysis:
     """Decide the kind of the file at ``path`` and read what it can tell.
+
+    This runs in the calling process; the server uses ``analyse_isolated``.
+
+    Args:
+        path: the uploaded file.
+        limits: what reading it may cost (the defaults of ``Limits``).
+        clean_to: for a DICOM file, where to write its de-identified copy.
+        preview: whether to render a DICOM file's preview.
 
     Raises:
         UnreadableContent: with code ``unsupported_type`` (none of the kinds),
-            ``invalid_image`` (a JPEG or PNG Pillow cannot open) or
-            ``invalid_dicom`` (``DICM`` but pydicom cannot read the header).
+            ``invalid_pdf``, ``invalid_image``, ``invalid_dicom`` (the parser
+            refuses it) or ``decoded_too_large`` (over ``limits``).
     """
+    limits = limits or Limits()
     with path.open("rb") as fh:
         head = fh.read(HEAD_BYTES)
     if not head:
         raise UnreadableContent("the file is empty", code=ErrorCode.UNSUPPORTED_TYPE)
     kind = sniff(head)
     if kind == "pdf":
-        return Analysis(kind=kind, media_type=MEDIA_TYPES[kind], pages=_pdf_pages(path))
+        return Analysis(kind=kind, media_type=MEDIA_TYPES[kind], pages=_pdf_pages(path, limits))
     if kind in ("jpeg", "png"):
-        return _image(path, kind)
+        return _image(path, kind, limits)
     if kind == "dicom":
-        return _dicom(path)
+        found = _dicom(path, limits, clean_to)
+        if preview and found.meta["has_pixels"]:
+            found = _with_preview(found, clean_to or path)
+        return found
     lines = _text_lines(path)
     if lines is None:
         raise UnreadableContent(
@@ -120,10 +126,79 @@ def analyse(path: Path) -> Analysis:
     return Analysis(kind="text", media_type=MEDIA_TYPES["text"], meta={"lines": lines})
 
 
-def _pdf_pages(path: Path) -> int | None:
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        count = sum(1 for _ in PDF_PAGE.finditer(data))
-    return count or None
+def _in_child(send: sandbox.Send, path: Path, limits: Limits, clean_to: Path | None) -> None:
+    """The parsing child: the analysis first, then (for DICOM) the preview apart,
+    so that a preview that dies at the memory limit loses only itself."""
+    try:
+        found = analyse(path, limits, clean_to=clean_to, preview=False)
+    except UnreadableContent as exc:
+        send(("refused", (exc.message, exc.code.value)))
+        return
+    send(("analysis", found))
+    if found.kind == "dicom" and found.meta["has_pixels"]:
+        send(("preview", _with_preview(found, clean_to or path)))
+
+
+def analyse_isolated(path: Path, limits: Limits, *, clean_to: Path | None = None) -> Analysis:
+    """``analyse`` in a child process held to ``limits.memory_bytes`` and ``limits.timeout``.
+
+    A DICOM file whose preview fails (or is killed at a limit) is still
+    accepted, without a preview and with ``meta["preview_error"]`` saying why.
+
+    Raises:
+        UnreadableContent: as ``analyse``; ``decoded_too_large`` also when the
+            child ran out of memory or time before it could tell.
+    """
+    outcome = sandbox.run_limited(
+        _in_child, path, limits, clean_to, memory_bytes=limits.memory_bytes, timeout=limits.timeout
+    )
+    found: Analysis | None = None
+    for tag, value in outcome.messages:
+        if tag == "refused":
+            message, code = value
+            raise UnreadableContent(message, code=ErrorCode(code))
+        if tag == "analysis":
+            found = value
+        elif tag == "preview" and found is not None:
+            found = value
+    if found is None:
+        log.warning("a file was refused: its analysis ended with %s", outcome.failure)
+        raise UnreadableContent(
+            "reading this file needs more memory or time than the server allows",
+            code=ErrorCode.DECODED_TOO_LARGE,
+        )
+    if outcome.failure is not None and found.kind == "dicom" and found.meta["has_pixels"]:
+        if not found.meta["preview"]:
+            log.warning("no preview for a DICOM file: the child ended with %s", outcome.failure)
+            found = replace(found, meta={**found.meta, "preview_error": outcome.failure})
+    return found
+
+
+def _pdf_pages(path: Path, limits: Limits) -> int:
+    """The page count of a PDF that pypdf can read; refuse one it cannot, or without pages.
+
+    pypdf bounds what its own filters may inflate (75 MB a stream by default).
+    """
+    try:
+        reader = pypdf.PdfReader(path, strict=False)
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise UnreadableContent(
+                "a password-protected PDF cannot be shared", code=ErrorCode.INVALID_PDF
+            )
+        pages = len(reader.pages)
+    except UnreadableContent:
+        raise
+    # A parser of untrusted bytes: whatever it raises means "not a PDF we can read".
+    except Exception as exc:
+        raise UnreadableContent("pypdf cannot read this PDF", code=ErrorCode.INVALID_PDF) from exc
+    if pages < 1:
+        raise UnreadableContent("the PDF has no pages", code=ErrorCode.INVALID_PDF)
+    if pages > limits.max_pdf_pages:
+        raise UnreadableContent(
+            f"the PDF has more than {limits.max_pdf_pages} pages",
+            code=ErrorCode.DECODED_TOO_LARGE,
+        )
+    return pages
 
 
 def _text_lines(path: Path) -> int | None:
@@ -148,20 +223,32 @@ def _text_lines(path: Path) -> int | None:
     return lines + (0 if last.endswith(b"\n") else 1)
 
 
-def _image(path: Path, kind: str) -> Analysis:
+def _image(path: Path, kind: str, limits: Limits) -> Analysis:
     expected = {"jpeg": "JPEG", "png": "PNG"}[kind]
+    too_large = UnreadableContent(
+        f"the picture has more than {limits.max_pixels} pixels",
+        code=ErrorCode.DECODED_TOO_LARGE,
+    )
     try:
-        with Image.open(path) as img:
-            if img.format != expected:
-                raise UnreadableContent(
-                    f"not a valid {expected} image", code=ErrorCode.INVALID_IMAGE
-                )
-            width, height, mode = img.width, img.height, img.mode
-            img.verify()
+        # Pillow's own bomb check warns past MAX_IMAGE_PIXELS: refuse instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.format != expected:
+                    raise UnreadableContent(
+                        f"not a valid {expected} image", code=ErrorCode.INVALID_IMAGE
+                    )
+                width, height, mode = img.width, img.height, img.mode
+                # Checked before anything would decode the pixels.
+                if width * height > limits.max_pixels:
+                    raise too_large
+                img.verify()
     except UnreadableContent:
         raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise too_large from exc
     # Untrusted bytes reach a C decoder here: whatever it raises (OSError,
-    # SyntaxError from verify(), DecompressionBombError...) means "refuse".
+    # SyntaxError from verify()...) means "refuse".
     except Exception as exc:
         raise UnreadableContent(
             f"Pillow cannot read this {expected} image", code=ErrorCode.INVALID_IMAGE
@@ -170,107 +257,22 @@ def _image(path: Path, kind: str) -> Analysis:
     return Analysis(kind=kind, media_type=MEDIA_TYPES[kind], meta=meta)
 
 
-def _text_tag(ds: pydicom.Dataset, keyword: str, limit: int = 64) -> str | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    text = str(value).strip()
-    return text[:limit] or None
+def _dicom(path: Path, limits: Limits, clean_to: Path | None) -> Analysis:
+    meta = dicomfile.read(path, limits, clean_to)
+    return Analysis(kind="dicom", media_type=MEDIA_TYPES["dicom"], meta=meta)
 
 
-def _iso_date(value: str | None) -> str | None:
-    if value and len(value) == 8 and value.isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
-    return value
-
-
-def _first_number(value: Any) -> float | None:
-    """A number from a DICOM value that may hold several (WindowCenter often does)."""
-    if isinstance(value, MultiValue | list | tuple):
-        value = value[0] if len(value) else None
-    if value is None or value == "":
-        return None
+def _with_preview(found: Analysis, path: Path) -> Analysis:
+    """``found`` with the preview of the DICOM file at ``path``, or why there is none."""
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _dicom(path: Path) -> Analysis:
-    # Invalid values are ignored rather than reported: pydicom's warnings quote
-    # the offending value, which may be the patient's name.
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-    try:
-        # Large values (the pixels) are not loaded here, only noted.
-        ds = pydicom.dcmread(path, defer_size="64 KB")
-    # A parser of untrusted bytes: any failure means the header is unreadable.
+        png = dicomfile.preview(path, int(found.meta["frames"]))
+    # Compressed transfer syntaxes need decoders that may not be installed, and
+    # a frame may not fit the memory limit; the file is still stored and
+    # downloadable, only without a preview.
     except Exception as exc:
-        raise UnreadableContent(
-            "pydicom cannot read this DICOM file", code=ErrorCode.INVALID_DICOM
-        ) from exc
-    try:
-        frames = int(ds.get("NumberOfFrames") or 1)
-    except (TypeError, ValueError):
-        frames = 1
-    has_pixels = any(tag in ds for tag in PIXEL_TAGS)
-    meta: dict[str, Any] = {
-        "modality": _text_tag(ds, "Modality", 16),
-        "study_date": _iso_date(_text_tag(ds, "StudyDate", 16)),
-        "body_part": _text_tag(ds, "BodyPartExamined"),
-        "rows": int(ds.Rows) if "Rows" in ds else None,
-        "columns": int(ds.Columns) if "Columns" in ds else None,
-        "frames": frames,
-        "photometric": _text_tag(ds, "PhotometricInterpretation", 16),
-        "has_pixels": has_pixels,
-        "preview": False,
-    }
-    preview = None
-    if has_pixels:
-        try:
-            preview = _dicom_preview(path, ds, frames)
-            meta["preview"] = True
-        # Compressed transfer syntaxes need decoders that may not be installed;
-        # the file is still stored and downloadable, only without a preview.
-        except Exception as exc:
-            log.warning("no preview for a DICOM file: %s", type(exc).__name__)
-            meta["preview_error"] = type(exc).__name__
-    return Analysis(kind="dicom", media_type=MEDIA_TYPES["dicom"], meta=meta, preview_png=preview)
-
-
-def _dicom_preview(path: Path, ds: pydicom.Dataset, frames: int) -> bytes:
-    """A PNG of the (first) frame: modality LUT, then the window, 8 bits."""
-    arr = pixel_array(path, index=0 if frames > 1 else None)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    samples = int(ds.get("SamplesPerPixel") or 1)
-    if samples == 3 and arr.ndim == 3:
-        rgb = arr.astype(np.float64)
-        top = float(rgb.max()) or 1.0
-        scale = 255.0 / top if top > 255 else 1.0
-        img = Image.fromarray(np.clip(rgb * scale, 0, 255).astype(np.uint8), "RGB")
-    else:
-        if arr.ndim != 2:
-            raise ValueError("unexpected pixel array shape")
-        values = arr.astype(np.float64)
-        slope = _first_number(ds.get("RescaleSlope"))
-        intercept = _first_number(ds.get("RescaleIntercept"))
-        values = values * (1.0 if slope is None else slope) + (intercept or 0.0)
-        center = _first_number(ds.get("WindowCenter"))
-        width = _first_number(ds.get("WindowWidth"))
-        if center is not None and width is not None and width >= 1:
-            low, high = center - width / 2.0, center + width / 2.0
-        else:
-            low, high = float(values.min()), float(values.max())
-        if high > low:
-            grey = (np.clip(values, low, high) - low) / (high - low) * 255.0
-        else:
-            grey = np.zeros_like(values)
-        if photometric == "MONOCHROME1":
-            grey = 255.0 - grey
-        img = Image.fromarray(np.rint(grey).astype(np.uint8), "L")
-    img.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    return out.getvalue()
+        log.warning("no preview for a DICOM file: %s", type(exc).__name__)
+        return replace(found, meta={**found.meta, "preview_error": type(exc).__name__})
+    return replace(found, meta={**found.meta, "preview": True}, preview_png=png)
 
 
 def display_name(raw: str | None, kind: str) -> str:

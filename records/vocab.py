@@ -200,6 +200,10 @@ class ErrorCode(StrEnum):
     TYPE_MISMATCH = "type_mismatch"
     INVALID_IMAGE = "invalid_image"
     INVALID_DICOM = "invalid_dicom"
+    INVALID_PDF = "invalid_pdf"
+    DECODED_TOO_LARGE = "decoded_too_large"
+    MALWARE_FOUND = "malware_found"
+    SCAN_UNAVAILABLE = "scan_unavailable"
     INVALID_FHIR = "invalid_fhir"
     PATIENT_MISMATCH = "patient_mismatch"
     # recordings

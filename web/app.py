@@ -13,7 +13,9 @@ from media.recorder import Recorder
 from records.clock import Clock, SystemClock
 from records.db import Database
 from records.files import FileStore
+from records.limits import Limits
 from records.passwords import Passwords
+from records.scan import ClamdScanner
 from records.vocab import Urgency
 from signaling.call.calls import Calls
 from signaling.call.hub import ConsultationPushes, Hub
@@ -150,6 +152,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         ctx,
         files=FileStore(settings.data_dir / "files", settings.data_dir / "incoming"),
         max_upload_bytes=settings.max_upload_bytes,
+        limits=Limits(
+            max_pixels=settings.max_image_pixels,
+            memory_bytes=settings.parser_memory_mb * 1024 * 1024,
+        ),
+        scanner=ClamdScanner(settings.clamav_socket) if settings.clamav_socket else None,
     )
     # What a killed server left behind is repaired before anything new starts.
     recovered = await app[RECORDING].recover()

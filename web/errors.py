@@ -76,6 +76,12 @@ STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.TYPE_MISMATCH: 400,
     ErrorCode.INVALID_IMAGE: 400,
     ErrorCode.INVALID_DICOM: 400,
+    ErrorCode.INVALID_PDF: 400,
+    # Small on the wire, too large once decoded (a decompression bomb).
+    ErrorCode.DECODED_TOO_LARGE: 413,
+    ErrorCode.MALWARE_FOUND: 422,
+    # The scanner is configured but gives no verdict: fail closed.
+    ErrorCode.SCAN_UNAVAILABLE: 503,
     ErrorCode.INVALID_FHIR: 400,
     # A FHIR Bundle about another person than the one it was sent for.
     ErrorCode.PATIENT_MISMATCH: 409,

@@ -137,6 +137,14 @@ ERROR_LABELS: Mapping[ErrorCode, str] = {
     ErrorCode.TYPE_MISMATCH: N_("The file's content does not match its type."),
     ErrorCode.INVALID_IMAGE: N_("The picture is damaged or not a real JPEG/PNG file."),
     ErrorCode.INVALID_DICOM: N_("The DICOM file is damaged or not a DICOM file."),
+    ErrorCode.INVALID_PDF: N_("The PDF file is damaged, has no pages or is password-protected."),
+    ErrorCode.DECODED_TOO_LARGE: N_(
+        "The file would be too large once decompressed; it was not stored."
+    ),
+    ErrorCode.MALWARE_FOUND: N_(
+        "The file contains malware; it was not stored and has been reported."
+    ),
+    ErrorCode.SCAN_UNAVAILABLE: N_("The malware scanner is not available; try again later."),
     ErrorCode.INVALID_FHIR: N_("The imported records are not a valid FHIR R4 Bundle."),
     ErrorCode.PATIENT_MISMATCH: N_("The imported records are about another patient."),
     ErrorCode.RECORDING_UNAVAILABLE: N_("Recording is not available."),

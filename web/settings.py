@@ -63,6 +63,9 @@ class Settings:
     recording_max_bitrate: int = 500_000
     recording_retention_days: int = 1096
     max_upload_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = 89_478_485
+    parser_memory_mb: int = 1536
+    clamav_socket: Path | None = None
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 2
@@ -85,6 +88,8 @@ class Settings:
             "login_max_failures",
             "login_lockout_seconds",
             "max_upload_bytes",
+            "max_image_pixels",
+            "parser_memory_mb",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")

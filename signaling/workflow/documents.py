@@ -13,6 +13,14 @@ access is checked before the first byte is read and again when the document row
 is written. The content is stored before its row is committed: a failure in
 between leaves an unreferenced file in the content-addressed store, never a row
 without its file.
+
+Before anything parses it, a received file is scanned for malware when a scanner
+is configured (``records.scan``): a file it flags is moved to quarantine (never
+served), the attempt is audited as ``document.quarantined`` and the uploader gets
+``malware_found``; a scanner that cannot answer refuses the upload
+(``scan_unavailable``). Parsing then runs in a child process held to the
+``Limits`` (``filetypes.analyse_isolated``), and a DICOM file is stored
+de-identified: the stored bytes are the cleaned copy, not the upload.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from typing import Any
 from records import documents, filetypes, store
 from records.documents import Document
 from records.files import FileStore, Incoming
+from records.limits import Limits
 from records.models import Consultation, Patient
+from records.scan import ClamdScanner, ScanUnavailable
 from records.vocab import ErrorCode, EventKind
 from signaling.errors import Invalid, NotFound
 from signaling.workflow import policy
@@ -89,6 +99,8 @@ class DocumentService(Service):
         *,
         files: FileStore,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+        limits: Limits | None = None,
+        scanner: ClamdScanner | None = None,
     ) -> None:
         """Wire the service.
 
@@ -96,10 +108,14 @@ class DocumentService(Service):
             ctx: the app's database, clock and notifier.
             files: the content-addressed store the contents go to.
             max_upload_bytes: the largest file accepted; reading stops beyond it.
+            limits: what parsing one upload may cost (defaults of ``Limits``).
+            scanner: the malware scanner (None: uploads are not scanned).
         """
         super().__init__(ctx)
         self.files = files
         self.max_upload_bytes = max_upload_bytes
+        self.limits = limits or Limits()
+        self.scanner = scanner
 
     def _too_large(self) -> Invalid:
         return Invalid(
@@ -122,6 +138,45 @@ class DocumentService(Service):
                 buffer.clear()
         if buffer:
             await asyncio.to_thread(incoming.write, bytes(buffer))
+
+    async def _scan(
+        self, actor: Actor, patient_id: str, consultation_id: str | None, incoming: Incoming
+    ) -> None:
+        """Refuse (and quarantine) a file the scanner flags; fail closed without a verdict."""
+        if self.scanner is None:
+            return
+        try:
+            verdict = await asyncio.to_thread(self.scanner.scan, incoming.path)
+        except ScanUnavailable as exc:
+            log.error("upload refused: %s", exc.message)
+            raise Invalid(
+                "the malware scanner is not available; try again later",
+                code=ErrorCode.SCAN_UNAVAILABLE,
+                fields=("body",),
+            ) from exc
+        if verdict.clean:
+            return
+        size = incoming.size
+        kept = await asyncio.to_thread(self.files.quarantine, incoming)
+
+        def record(tx: Tx) -> None:
+            tx.audit(
+                "document.quarantined",
+                "patient",
+                patient_id,
+                consultation_id=consultation_id,
+                sha256=kept.name,
+                size=size,
+                signature=verdict.signature,
+            )
+
+        await self.write(actor, record)
+        log.warning("upload quarantined sha256=%s signature=%s", kept.name, verdict.signature)
+        raise Invalid(
+            "the file contains malware; it was not stored and has been reported",
+            code=ErrorCode.MALWARE_FOUND,
+            fields=("body",),
+        )
 
     # -- use cases ------------------------------------------------------------------
 
@@ -155,7 +210,9 @@ class DocumentService(Service):
         Raises:
             NotFound: patient or consultation unknown or not the actor's to use.
             Invalid: ``too_large``, ``unsupported_type``, ``type_mismatch``,
-                ``invalid_image``, ``invalid_dicom`` or ``invalid_fields``.
+                ``invalid_pdf``, ``invalid_image``, ``invalid_dicom``,
+                ``decoded_too_large``, ``malware_found``, ``scan_unavailable``
+                or ``invalid_fields``.
         """
         wanted = None
         if declared_type is not None:
@@ -186,11 +243,15 @@ class DocumentService(Service):
             raise self._too_large()
 
         incoming = await asyncio.to_thread(self.files.receive)
+        clean = await asyncio.to_thread(self.files.scratch)
         try:
             await self._receive(chunks, incoming)
             await asyncio.to_thread(incoming.finish)
+            await self._scan(actor, patient_id, consultation_id, incoming)
             try:
-                found = await asyncio.to_thread(filetypes.analyse, incoming.path)
+                found = await asyncio.to_thread(
+                    filetypes.analyse_isolated, incoming.path, self.limits, clean_to=clean
+                )
             except filetypes.UnreadableContent as exc:
                 raise Invalid(exc.message, code=exc.code, fields=("body",)) from exc
             if wanted is not None and wanted != found.kind:
@@ -199,15 +260,20 @@ class DocumentService(Service):
                     code=ErrorCode.TYPE_MISMATCH,
                     fields=("declared_type",),
                 )
-            size = incoming.size
             preview = (
                 await asyncio.to_thread(self.files.put_bytes, found.preview_png)
                 if found.preview_png is not None
                 else None
             )
-            sha256 = await asyncio.to_thread(self.files.accept, incoming)
+            if found.kind == "dicom":
+                # The de-identified copy is what is kept; the upload is dropped.
+                sha256, size = await asyncio.to_thread(self.files.accept_file, clean)
+            else:
+                size = incoming.size
+                sha256 = await asyncio.to_thread(self.files.accept, incoming)
         finally:
             await asyncio.to_thread(incoming.discard)
+            await asyncio.to_thread(clean.unlink, missing_ok=True)
 
         name = filetypes.display_name(filename, found.kind)
 

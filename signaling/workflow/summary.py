@@ -153,9 +153,11 @@ class SummaryService(Service):
                 *(d.uploaded_by for d in documents),
                 *(r.participant_id for r in recordings),
             }
+            patient = stored(store.get_patient(conn, c.patient_id))
+            account = tx.account
             data = fhir_out.ExportData(
                 consultation=c,
-                patient=stored(store.get_patient(conn, c.patient_id)),
+                patient=patient,
                 department=stored(store.get_department(conn, c.department_id)),
                 requesting_institution=stored(
                     store.get_institution(conn, c.requesting_institution_id)
@@ -170,6 +172,9 @@ class SummaryService(Service):
                 documents=documents,
                 recordings=recordings,
                 summary=summary.read_summary(conn, c.patient_id),
+                # Only the patient's own clinic sees the whole ID number.
+                full_national_id=account.role == Role.CLINIC_DOCTOR
+                and account.institution_id == patient.institution_id,
             )
             tx.audit("consultation.export", "consultation", c.id, patient_id=c.patient_id)
             return data

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pydicom
 import pytest
 import sqlalchemy as sa
 from PIL import Image
 
+from records.dicomfile import deidentify
 from records.schema import audit_log, blobs, documents
 from web.keys import DB
 from web.settings import Settings
@@ -81,6 +83,15 @@ async def count(app: Any, table: sa.Table) -> int:
         return int((await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one())
 
 
+def deidentified(data: bytes) -> bytes:
+    """What the server stores of a DICOM upload: the same file without identities."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    deidentify(ds)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 SAMPLES = {
     "pdf": (pdf(pages=2), "化验单.pdf", "application/pdf"),
     "jpeg": (image("JPEG"), "舌象.jpg", "image/jpeg"),
@@ -102,8 +113,10 @@ async def test_each_kind_uploads_and_is_served_back(
     assert doc["kind"] == kind
     assert doc["filename"] == name
     assert doc["title"] == f"{kind} 报告"
-    assert doc["size"] == len(data)
-    assert doc["sha256"] == hashlib.sha256(data).hexdigest()
+    # A DICOM file is stored de-identified (see test_dicom_is_stored_de_identified).
+    stored = deidentified(data) if kind == "dicom" else data
+    assert doc["size"] == len(stored)
+    assert doc["sha256"] == hashlib.sha256(stored).hexdigest()
     assert doc["uploaded_by"]["display_name"] == "王建国"
     assert doc["has_preview"] is (kind == "dicom")
     if kind == "pdf":
@@ -116,7 +129,7 @@ async def test_each_kind_uploads_and_is_served_back(
 
     resp = await clinic.client.get(doc["content_url"])
     assert resp.status == 200
-    assert await resp.read() == data
+    assert await resp.read() == stored
     assert resp.headers["Content-Type"] == content_type
     assert resp.headers["Content-Disposition"] == "inline; filename*=UTF-8''" + quote(name, safe="")
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
@@ -171,7 +184,7 @@ async def test_dicom_without_pixel_data_is_stored_without_a_preview(
     status, body = await clinic.get(f"/api/documents/{doc['id']}/preview")
     assert (status, body["error"]["code"]) == (404, "not_found")
     resp = await clinic.client.get(doc["content_url"])
-    assert await resp.read() == data
+    assert await resp.read() == deidentified(data)
 
 
 async def test_the_type_comes_from_the_content(scenario: Scenario, app: Any, settings: Any) -> None:
@@ -392,7 +405,7 @@ async def test_consultation_documents_are_seen_by_its_specialists_only(
         status, body = await user.get(f"/api/documents/{attached['id']}")
         assert status == 200
         resp = await user.client.get(attached["content_url"])
-        assert (resp.status, await resp.read()) == (200, data)
+        assert (resp.status, await resp.read()) == (200, deidentified(data))
         resp = await user.client.get(attached["preview_url"])
         assert resp.status == 200
         # A document of the same patient not attached to the consultation stays hidden.
