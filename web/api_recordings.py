@@ -1,4 +1,9 @@
-"""Replay API: find recorded consultations, open a replay, stream or download files."""
+"""Replay API: find recorded consultations, open a replay, stream or download files.
+
+Streaming and download are byte copies of the stored file. Only an explicit
+export (``POST /api/recordings/{id}/export?watermark=1``) re-encodes: it makes a
+copy with the caller's watermark burned in, followed at ``/api/exports/{id}``.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,11 @@ from aiohttp import web
 
 from records.models import Account, Recording
 from records.vocab import ErrorCode
-from signaling.workflow.replay import Filters, Replay
+from signaling.workflow.replay import ExportJob, Filters, Replay
 from web.api import Directory, iso, person_ref
 from web.auth import actor
 from web.errors import api_error
-from web.keys import DIRECTORY, REPLAY
+from web.keys import DIRECTORY, EXPORTS, REPLAY
 from web.openapi import Route
 
 MEDIA_TYPES = {"webm": "video/webm", "mp4": "video/mp4"}
@@ -179,6 +184,45 @@ async def content(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers=headers)
 
 
+def _export_json(job: ExportJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "recording_id": job.recording_id,
+        "state": job.state,
+        "progress": round(job.progress, 3),
+        "watermark": list(job.watermark),
+        "url": f"/api/exports/{job.id}",
+        "content_url": f"/api/exports/{job.id}/content" if job.state == "done" else None,
+    }
+
+
+async def start_export(request: web.Request) -> web.StreamResponse:
+    """Start a copy of a recording with the caller's watermark burned in (audited)."""
+    # The server re-encodes only to burn a watermark in; a plain copy is the download.
+    if request.query.get("watermark") != "1":
+        raise api_error(ErrorCode.INVALID_FIELDS, "exports carry a watermark", ["watermark"])
+    job = await request.app[EXPORTS].start(actor(request), request.match_info["recording_id"])
+    return web.json_response({"export": _export_json(job)}, status=202)
+
+
+async def export_status(request: web.Request) -> web.StreamResponse:
+    """The state and progress of one's own export."""
+    job = await request.app[EXPORTS].status(actor(request), request.match_info["export_id"])
+    return web.json_response({"export": _export_json(job)})
+
+
+async def export_content(request: web.Request) -> web.StreamResponse:
+    """The watermarked copy, once done (its download is audited)."""
+    path, job = await request.app[EXPORTS].file(actor(request), request.match_info["export_id"])
+    headers = {
+        "Content-Type": MEDIA_TYPES.get(job.container, "application/octet-stream"),
+        "Cache-Control": "private, no-store",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'attachment; filename="{job.filename}"',
+    }
+    return web.FileResponse(path, headers=headers)
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/recordings", search, "Find recorded consultations", tag="replay"),
     Route(
@@ -193,6 +237,22 @@ ROUTES: tuple[Route, ...] = (
         "/api/recordings/{recording_id}/content",
         content,
         "Stream (Range) or download a recording",
+        tag="replay",
+    ),
+    Route(
+        "POST",
+        "/api/recordings/{recording_id}/export",
+        start_export,
+        "Export a copy with the caller's watermark burned in (?watermark=1; audited)",
+        status=202,
+        tag="replay",
+    ),
+    Route("GET", "/api/exports/{export_id}", export_status, "Follow an export", tag="replay"),
+    Route(
+        "GET",
+        "/api/exports/{export_id}/content",
+        export_content,
+        "Download a finished export (audited)",
         tag="replay",
     ),
 )

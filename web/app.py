@@ -29,7 +29,7 @@ from signaling.workflow.matching import MatchingService
 from signaling.workflow.opinion import OpinionService
 from signaling.workflow.patients import PatientService
 from signaling.workflow.recording import RecordingService
-from signaling.workflow.replay import ReplayService
+from signaling.workflow.replay import RecordingExports, ReplayService
 from signaling.workflow.summary import SummaryService
 from web import api, api_documents, api_fhir, api_recordings, ws
 from web.auth import auth_middleware
@@ -42,6 +42,7 @@ from web.keys import (
     DB,
     DIRECTORY,
     DOCUMENTS,
+    EXPORTS,
     HUB,
     MATCHING,
     OPENAPI,
@@ -148,6 +149,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         ctx, recorder=recorder, retention_days=settings.recording_retention_days
     )
     app[REPLAY] = ReplayService(ctx, root=recorder.directory)
+    app[EXPORTS] = RecordingExports(
+        ctx, root=recorder.directory, work_dir=settings.data_dir / "exports"
+    )
     app[DOCUMENTS] = DocumentService(
         ctx,
         files=FileStore(settings.data_dir / "files", settings.data_dir / "incoming"),
@@ -173,6 +177,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[CALLS].close()
     await app[RECORDING].close()
+    await app[EXPORTS].close()
     await db.close()
 
 

@@ -18,7 +18,7 @@ from signaling.workflow.matching import MatchingService
 from signaling.workflow.opinion import OpinionService
 from signaling.workflow.patients import PatientService
 from signaling.workflow.recording import RecordingService
-from signaling.workflow.replay import ReplayService
+from signaling.workflow.replay import RecordingExports, ReplayService
 from signaling.workflow.summary import SummaryService
 from web.settings import Settings
 
@@ -37,6 +37,7 @@ CALLS = web.AppKey("calls", Calls)
 RECORDING = web.AppKey("recording", RecordingService)
 DOCUMENTS = web.AppKey("documents", DocumentService)
 REPLAY = web.AppKey("replay", ReplayService)
+EXPORTS = web.AppKey("exports", RecordingExports)
 # Open WebSockets and the session token behind each: closed on logout, when the
 # session lapses, and on shutdown.
 SOCKETS = web.AppKey("sockets", dict[web.WebSocketResponse, str])

@@ -170,9 +170,11 @@ async def render(
     """Render ``template`` in the request's language with the common page context."""
     loc = localizer(request)
     account = session.account if session else None
+    institution = await _institution_name(request, account) if account else ""
     data: dict[str, Any] = {"locale": loc.lang_tag, "page": page}
     if account is not None:
-        data["account"] = _account_data(request, account)
+        # The institution's name too: the watermark over replays and documents.
+        data["account"] = _account_data(request, account) | {"institution_name": institution}
     data.update(page_data or {})
     html = loc.env.get_template(template).render(
         page=page,
@@ -181,7 +183,7 @@ async def render(
         locales=LOCALES,
         account=account,
         role_label=loc.gettext(_ROLE_LABELS.get(account.role, account.role)) if account else "",
-        institution=await _institution_name(request, account) if account else "",
+        institution=institution,
         csrf_token=session.csrf_token if session else "",
         strings=loc.js_strings()
         | {key: loc.gettext(msgid) for key, msgid in (extra_strings or {}).items()},
@@ -486,6 +488,9 @@ REPLAY_STRINGS: dict[str, str] = {
     "replay.list.empty": N_("No recorded consultations match."),
     "replay.list.page": N_("Page %(page)s of %(pages)s (%(total)s in all)"),
     "replay.list.open": N_("Replay"),
+    "replay.exporting": N_("Preparing the watermarked copy… %(percent)s"),
+    "replay.export_ready": N_("The watermarked copy is being downloaded."),
+    "replay.export_failed": N_("The watermarked copy could not be made."),
 }
 
 

@@ -8,17 +8,23 @@ start and every download is audited.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+import shutil
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from media.export import ExportFailed, Watermark, export_watermarked
 from records import store
 from records.models import Account, Consultation, Event, Recording
 from records.vocab import ErrorCode, Role
-from signaling.errors import NotFound
+from signaling.errors import NotFound, SignalingError
 from signaling.workflow import policy
 from signaling.workflow.base import Actor, Context, Service, Tx
+
+log = logging.getLogger(__name__)
 
 KEPT = ("finished", "recovered")
 
@@ -156,3 +162,190 @@ class ReplayService(Service):
         if not path.is_file():
             raise NotFound("recording file is missing", code=ErrorCode.FILE_MISSING)
         return path, rec
+
+
+# -- watermarked exports --------------------------------------------------------------
+
+
+class ExportCancelled(ExportFailed):
+    """The server is stopping: the export in progress is abandoned."""
+
+
+@dataclass(kw_only=True)
+class ExportJob:
+    """One watermarked export of a recording, asked for by one account.
+
+    ``state`` goes ``queued`` -> ``running`` -> ``done`` | ``failed``; ``progress``
+    is the fraction done (written by the worker thread, read by the loop).
+    """
+
+    id: str
+    recording_id: str
+    owner_id: str
+    container: str
+    path: Path
+    watermark: tuple[str, ...]
+    state: str = "queued"
+    progress: float = 0.0
+    finished_at: datetime | None = None
+    cancelled: bool = field(default=False, repr=False)
+
+    @property
+    def filename(self) -> str:
+        """The name a download is saved under."""
+        return f"recording-{self.recording_id}-watermarked-{self.id[:8]}.{self.container}"
+
+
+class RecordingExports(Service):
+    """Copies of recordings with the viewer's watermark burned in, made on request.
+
+    Only here does the server decode and re-encode a recording, and only when a
+    viewer asks for it; replay and download stay byte copies. Exports run one at
+    a time on a worker thread (they are CPU-bound and must not starve the live
+    calls); the finished file is kept for its owner for ``keep_seconds``, then
+    deleted. Jobs live in memory: a restart forgets them and removes the files.
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        root: Path,
+        work_dir: Path,
+        font: Path | None = None,
+        keep_seconds: float = 3600,
+    ) -> None:
+        """Wire the service: ``root`` holds the recordings, ``work_dir`` the exports."""
+        super().__init__(ctx, denied=lambda kind: "replay.denied")
+        self.root = root
+        self.work_dir = work_dir
+        self.font = font
+        self.keep_seconds = keep_seconds
+        self.jobs: dict[str, ExportJob] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot = asyncio.Semaphore(1)
+        # What an earlier run left behind is not anybody's any more.
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True, exist_ok=True)
+
+    async def start(self, actor: Actor, recording_id: str) -> ExportJob:
+        """Start a watermarked export of a recording the actor may replay (audited).
+
+        The watermark names the actor, their institution, the time and the
+        export's id (which the audit entry keeps, so that a leaked copy can be
+        traced to who made it).
+        """
+        self._sweep()
+        job_id = store.new_id()
+
+        def work(tx: Tx) -> tuple[Recording, str]:
+            rec = store.get_recording(tx.conn, recording_id)
+            if rec is None or rec.status not in KEPT:
+                raise NotFound("recording not found", probe=("recording", recording_id))
+            consultation = store.get_consultation(tx.conn, rec.consultation_id)
+            if consultation is None or not policy.can_replay(tx.account, consultation):
+                raise NotFound("recording not found", probe=("recording", recording_id))
+            institution = store.get_institution(tx.conn, tx.account.institution_id)
+            tx.audit(
+                "recording.export",
+                "recording",
+                rec.id,
+                consultation_id=rec.consultation_id,
+                export_id=job_id,
+                watermark=True,
+            )
+            return rec, institution.name if institution else ""
+
+        rec, institution = await self.write(actor, work)
+        source = self.root / rec.path
+        if not source.is_file():
+            raise NotFound("recording file is missing", code=ErrorCode.FILE_MISSING)
+        stamp = self.clock.now().astimezone().strftime("%Y-%m-%d %H:%M %z")
+        lines = (
+            " · ".join(part for part in (actor.account.display_name, institution) if part),
+            f"{stamp} #{job_id[:8]}",
+        )
+        job = ExportJob(
+            id=job_id,
+            recording_id=rec.id,
+            owner_id=actor.id,
+            container=rec.container,
+            path=self.work_dir / f"{job_id}.{rec.container}",
+            watermark=lines,
+        )
+        self.jobs[job.id] = job
+        task = asyncio.create_task(self._run(job, source))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def _run(self, job: ExportJob, source: Path) -> None:
+        def progress(fraction: float) -> None:
+            if job.cancelled:
+                raise ExportCancelled("the server is stopping")
+            job.progress = fraction
+
+        async with self._slot:
+            if job.cancelled:
+                return
+            job.state = "running"
+            try:
+                watermark = Watermark.of(*job.watermark, font=self.font)
+                await asyncio.to_thread(
+                    export_watermarked, source, job.path, watermark, progress=progress
+                )
+            except ExportFailed as exc:
+                log.warning("export=%s recording=%s failed: %s", job.id, job.recording_id, exc)
+                job.state = "failed"
+            else:
+                job.state = "done"
+                job.progress = 1.0
+            job.finished_at = self.clock.now()
+
+    async def _own(self, actor: Actor, export_id: str) -> ExportJob:
+        # Another account's export answers exactly as one that never existed,
+        # and the refused look is audited like any other probe.
+        job = self.jobs.get(export_id)
+        if job is not None and job.owner_id == actor.id:
+            return job
+
+        def refuse(tx: Tx) -> ExportJob:
+            raise NotFound("export not found", probe=("export", export_id))
+
+        return await self.write(actor, refuse)
+
+    async def status(self, actor: Actor, export_id: str) -> ExportJob:
+        """The actor's own export, to follow its progress."""
+        self._sweep()
+        return await self._own(actor, export_id)
+
+    async def file(self, actor: Actor, export_id: str) -> tuple[Path, ExportJob]:
+        """The finished file of the actor's own export (its download is audited)."""
+        self._sweep()
+        job = await self._own(actor, export_id)
+        if job.state != "done" or not job.path.is_file():
+            raise SignalingError("the export is not ready", code=ErrorCode.CONFLICT)
+
+        def work(tx: Tx) -> None:
+            tx.audit("recording.export_download", "recording", job.recording_id, export_id=job.id)
+
+        await self.write(actor, work)
+        return job.path, job
+
+    def _sweep(self) -> None:
+        """Forget finished exports older than ``keep_seconds`` and delete their files."""
+        now = self.clock.now()
+        for job in list(self.jobs.values()):
+            if job.finished_at and (now - job.finished_at).total_seconds() > self.keep_seconds:
+                job.path.unlink(missing_ok=True)
+                del self.jobs[job.id]
+
+    async def close(self) -> None:
+        """Abandon running exports, wait for their threads, delete every file."""
+        for job in self.jobs.values():
+            job.cancelled = True
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for job in self.jobs.values():
+            job.path.unlink(missing_ok=True)
+        self.jobs.clear()

@@ -4,8 +4,10 @@
 //
 // Documents open inside the panel: PDF pages drawn on a <canvas> by the
 // vendored PDF.js (loaded on first use, its worker a module worker from our own
-// origin, so the strict CSP holds), JPEG/PNG as <img>, DICOM as the server's PNG
-// preview with its technical tags, text reports as preformatted text.
+// origin, so the strict CSP holds), JPEG/PNG on a <canvas>, DICOM as the
+// server's PNG preview (on a <canvas>) with its technical tags, text reports as
+// preformatted text. Every document carries the viewer's watermark
+// (watermark.js): drawn into the canvas, over the text.
 //
 // In a call the panel gets `send` (the call's signaling) and takes part:
 //   - opening a document from the list sends doc_open {document_id, page};
@@ -21,6 +23,7 @@
 
 import { ApiError, csrfToken, get } from "./api.js";
 import { $, PAGE, el, errorMessage, formatDateTime, t, toast } from "./ui.js";
+import { guardOverlay, imageCanvas, stampCanvas } from "./watermark.js";
 
 const PDFJS = "/static/vendor/pdfjs-6.5.438/";
 const TEXT_LIMIT = 512 * 1024; // a longer text report is cut (and downloadable)
@@ -36,6 +39,13 @@ function loadPdfjs() {
     });
   }
   return pdfjs;
+}
+
+// PDF.js 6 closes a document through its loading task (the document proxy has
+// no destroy() any more: calling it threw, and "All documents" did nothing).
+function closePdf(pdf) {
+  const task = pdf.loadingTask;
+  if (task && typeof task.destroy === "function") task.destroy().catch(() => {});
 }
 
 function formatSize(bytes) {
@@ -312,7 +322,7 @@ export class RecordsPanel {
 
   dropPdf() {
     if (this.current && this.current.pdf) {
-      this.current.pdf.destroy().catch(() => {});
+      closePdf(this.current.pdf);
       this.current.pdf = null;
     }
     if (this.current && this.current.task) {
@@ -332,7 +342,7 @@ export class RecordsPanel {
     });
     const pdf = await task.promise;
     if (seq !== this.openSeq) {
-      pdf.destroy().catch(() => {});
+      closePdf(pdf);
       return;
     }
     this.current.pdf = pdf;
@@ -406,6 +416,7 @@ export class RecordsPanel {
       if (current.task === task) current.task = null;
     }
     if (this.current !== current || current.page !== number) return;
+    stampCanvas(canvas);
     this.body.replaceChildren(canvas);
     this.rendered = {
       documentId: current.doc.id,
@@ -420,7 +431,7 @@ export class RecordsPanel {
     this.renderPager();
     let node;
     if (doc.kind === "jpeg" || doc.kind === "png") {
-      node = el("img", { class: "viewer-image", src: doc.content_url, alt: doc.title });
+      node = this.picture(doc.content_url, "viewer-image", doc.title);
     } else if (doc.kind === "dicom") {
       node = this.dicomView(doc);
     } else if (doc.kind === "text") {
@@ -430,13 +441,23 @@ export class RecordsPanel {
       });
       if (!response.ok) throw new ApiError(response.status, `http_${response.status}`, "");
       const text = await response.text();
-      node = el("pre", { class: "viewer-text", text });
+      node = el("div", { class: "viewer-text-box" }, el("pre", { class: "viewer-text", text }));
+      guardOverlay(node);
     } else {
       node = el("p", { class: "muted", text: t("records.open_failed") });
     }
     if (seq !== this.openSeq) return;
     this.body.replaceChildren(node);
     this.rendered = { documentId: doc.id, page: null, width: 0, height: 0 };
+  }
+
+  // An image on a canvas with the viewer's watermark drawn in.
+  picture(src, className, label) {
+    const canvas = imageCanvas(src, { className, label });
+    canvas.ready.catch(() => {
+      if (canvas.isConnected) canvas.replaceWith(el("p", { class: "muted", text: t("records.open_failed") }));
+    });
+    return canvas;
   }
 
   dicomView(doc) {
@@ -454,7 +475,7 @@ export class RecordsPanel {
       rows.flatMap(([key, value]) => [el("dt", { text: t(key) }), el("dd", { text: String(value) })]),
     );
     const picture = doc.preview_url
-      ? el("img", { class: "viewer-image viewer-dicom", src: doc.preview_url, alt: doc.title })
+      ? this.picture(doc.preview_url, "viewer-image viewer-dicom", doc.title)
       : el("p", { class: "notice notice-warn", text: t("records.no_preview") });
     return el("div", { class: "viewer-dicom-box" }, picture, tags);
   }

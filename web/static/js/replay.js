@@ -5,13 +5,21 @@
 // a document that was shown can be opened from there. The lanes (SVG) draw who
 // was recorded when, the events, and the playhead.
 //
+// Every player carries the viewer's watermark (watermark.js), which the page
+// offers no way to hide; the native controls, picture-in-picture and
+// fullscreen of the bare <video> (which would show it without the mark) are
+// kept away. "Export with watermark" asks the server for a copy with the mark
+// burned in and downloads it when ready.
+//
 // window.__replay is a read-only view for the browser tests.
 
-import { get } from "./api.js";
+import { get, post } from "./api.js";
 import { $, LOCALE, PAGE, STRINGS, el, t } from "./ui.js";
+import { guardOverlay } from "./watermark.js";
 
 const DRIFT_S = 0.3; // a player further off than this is put back in step
 const TICK_MS = 250;
+const EXPORT_POLL_MS = 1000;
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 const root = $("replay");
@@ -182,6 +190,41 @@ lanes.addEventListener("click", (event) => {
   seek(((event.clientX - box.left) / box.width) * state.length);
 });
 
+// -- watermarked export -------------------------------------------------------------
+
+async function exportCopy(rec, button, status) {
+  button.disabled = true;
+  const show = (text) => {
+    status.textContent = text;
+  };
+  show(t("replay.exporting", { percent: "0%" }));
+  try {
+    let { export: job } = await post(`/api/recordings/${rec.id}/export?watermark=1`);
+    while (job.state === "queued" || job.state === "running") {
+      // The server reports progress only when asked.
+      await new Promise((resolve) => setTimeout(resolve, EXPORT_POLL_MS));
+      ({ export: job } = await get(job.url));
+      show(t("replay.exporting", { percent: `${Math.round(job.progress * 100)}%` }));
+    }
+    if (job.state !== "done") throw new Error(job.state);
+    show(t("replay.export_ready"));
+    const link = el("a", { href: job.content_url, download: "" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+  } catch {
+    show(t("replay.export_failed"));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// A video made fullscreen by itself would show without the overlay: leave.
+document.addEventListener("fullscreenchange", () => {
+  const full = document.fullscreenElement;
+  if (full && full.tagName === "VIDEO") document.exitFullscreen().catch(() => {});
+});
+
 // -- building -----------------------------------------------------------------------
 
 function buildPlayers(recordings) {
@@ -193,7 +236,14 @@ function buildPlayers(recordings) {
     const meta = [rec.participant.institution, rec.part > 1 ? t("replay.part", { part: rec.part }) : ""];
     figure.querySelector(".player-meta").textContent = meta.filter(Boolean).join(" · ");
     figure.dataset.recordingId = rec.id;
+    figure.querySelector(".player-export-btn").addEventListener("click", (event) =>
+      exportCopy(rec, event.currentTarget, figure.querySelector(".player-export-status")),
+    );
+    // No context menu on the video: it offers "Show controls", "Save video
+    // as" and picture-in-picture, all without the watermark.
+    figure.addEventListener("contextmenu", (event) => event.preventDefault());
     playersBox.append(figure);
+    guardOverlay(figure);
     state.players.push({
       rec,
       video,
