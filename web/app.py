@@ -14,6 +14,7 @@ from records.clock import Clock, SystemClock
 from records.db import Database
 from records.files import FileStore
 from records.passwords import Passwords
+from records.sealed import SealingFileStore
 from records.vocab import Urgency
 from signaling.call.calls import Calls
 from signaling.call.hub import ConsultationPushes, Hub
@@ -41,6 +42,7 @@ from web.keys import (
     DIRECTORY,
     DOCUMENTS,
     HUB,
+    KEYRING,
     MATCHING,
     OPENAPI,
     OPINIONS,
@@ -137,18 +139,32 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     app[OPINIONS] = OpinionService(ctx)
     app[SUMMARY] = SummaryService(ctx)
+    keyring = settings.keyring()
+    if keyring is not None:
+        app[KEYRING] = keyring
+        log.info("encryption at rest: on (%s)", keyring.cipher)
+    files = (
+        SealingFileStore(
+            settings.data_dir / "files", settings.data_dir / "incoming", keyring=keyring
+        )
+        if keyring is not None
+        else FileStore(settings.data_dir / "files", settings.data_dir / "incoming")
+    )
     recorder = Recorder(
         settings.data_dir / "recordings",
         stun_urls=settings.stun_urls,
         host_addresses=settings.recorder_addresses,
     )
     app[RECORDING] = RecordingService(
-        ctx, recorder=recorder, retention_days=settings.recording_retention_days
+        ctx,
+        recorder=recorder,
+        retention_days=settings.recording_retention_days,
+        keyring=keyring,
     )
     app[REPLAY] = ReplayService(ctx, root=recorder.directory)
     app[DOCUMENTS] = DocumentService(
         ctx,
-        files=FileStore(settings.data_dir / "files", settings.data_dir / "incoming"),
+        files=files,
         max_upload_bytes=settings.max_upload_bytes,
     )
     # What a killed server left behind is repaired before anything new starts.

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from records.clock import Clock
 from records.db import Database
+from records.sealed import Keyring
 from signaling.call.calls import Calls
 from signaling.call.hub import Hub
 from signaling.workflow.auth import AuthService, Session
@@ -37,6 +38,8 @@ CALLS = web.AppKey("calls", Calls)
 RECORDING = web.AppKey("recording", RecordingService)
 DOCUMENTS = web.AppKey("documents", DocumentService)
 REPLAY = web.AppKey("replay", ReplayService)
+# The master keys for encryption at rest; absent when encryption is off.
+KEYRING = web.AppKey("keyring", Keyring)
 # Open WebSockets and the session token behind each: closed on logout, when the
 # session lapses, and on shutdown.
 SOCKETS = web.AppKey("sockets", dict[web.WebSocketResponse, str])
