@@ -60,8 +60,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from records.files import FileStore, Incoming
-
 MAGIC = b"TCSEAL"
 VERSION = 1
 CHUNK = 64 * 1024
@@ -496,25 +494,3 @@ def plain_sha256(path: Path, keyring: Keyring | None) -> str:
         while block := fh.read(1024 * 1024):
             digest.update(block)
     return digest.hexdigest()
-
-
-class SealingFileStore(FileStore):
-    """The attachments store with every accepted content sealed before it is stored.
-
-    Contents stay addressed by the SHA-256 of their *plaintext* (deduplication
-    and the records do not change); the upload is sealed in the ``incoming``
-    directory and only then renamed into the store, so no plaintext copy ever
-    sits under ``files/``.
-    """
-
-    def __init__(self, root: Path, incoming: Path, *, keyring: Keyring) -> None:
-        """Like ``FileStore``, sealing under ``keyring``."""
-        super().__init__(root, incoming)
-        self.keyring = keyring
-
-    def accept(self, incoming: Incoming) -> str:
-        """Seal a finished upload, then move it into the store (see ``FileStore.accept``)."""
-        sha256 = incoming.finish()
-        if not self.path_for(sha256).is_file():
-            seal_file(incoming.path, self.keyring)
-        return super().accept(incoming)

@@ -14,7 +14,7 @@ from records.clock import Clock, SystemClock
 from records.db import Database
 from records.files import FileStore
 from records.passwords import Passwords
-from records.sealed import SealingFileStore
+from records.sealed_store import SealingFileStore
 from records.vocab import Urgency
 from signaling.call.calls import Calls
 from signaling.call.hub import ConsultationPushes, Hub

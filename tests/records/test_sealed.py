@@ -10,7 +10,8 @@ import pytest
 
 from records import sealed
 from records.files import FileStore
-from records.sealed import CHUNK, TAG, Keyring, SealError, SealingFileStore
+from records.sealed import CHUNK, TAG, Keyring, SealError
+from records.sealed_store import SealingFileStore
 
 CIPHERS = ["aes-256-gcm", "sm4-gcm"]
 SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17]
