@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import av.container
@@ -140,7 +141,7 @@ def burn(frame: VideoFrame, watermark: Watermark, size: tuple[int, int]) -> Vide
 
 
 def export_watermarked(
-    source: Path,
+    source: Path | BinaryIO,
     target: Path,
     watermark: Watermark,
     *,
@@ -148,6 +149,9 @@ def export_watermarked(
     bit_rate: int = 1_000_000,
 ) -> Exported:
     """Write ``target``: ``source`` with ``watermark`` burned into its video, audio copied.
+
+    ``source`` is a path or a readable binary file (a recording sealed at rest
+    is read through its decrypting reader).
 
     The container (``webm`` or ``mp4``) follows ``target``'s suffix and must be
     the source's. ``progress`` gets the fraction done (0..1), now and then.
@@ -168,14 +172,14 @@ def export_watermarked(
 
 
 def _export(
-    source: Path,
+    source: Path | BinaryIO,
     target: Path,
     kind: str,
     watermark: Watermark,
     progress: Callable[[float], None],
     bit_rate: int,
 ) -> Exported:
-    with av.open(str(source)) as inp:
+    with av.open(str(source) if isinstance(source, Path) else source, "r") as inp:
         if not inp.streams.video:
             raise ExportFailed("the recording has no video to watermark")
         vin = inp.streams.video[0]

@@ -107,9 +107,17 @@ class FileStore:
             # Stored before: the bytes are the same, keep the one copy.
             incoming.discard()
             return sha256
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(incoming.path, target)
+        self._place(incoming.path, target)
         return sha256
+
+    def _place(self, source: Path, target: Path) -> None:
+        """Move a finished file of ``incoming`` to its place in the store.
+
+        The one hook for what every stored content goes through (encryption at
+        rest seals here: ``records.sealed_store``).
+        """
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
 
     def scratch(self) -> Path:
         """A new empty file name in ``incoming`` for a derived content (a cleaned copy)."""
@@ -134,8 +142,7 @@ class FileStore:
             sha256 = digest.hexdigest()
             target = self.path_for(sha256)
             if not target.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
+                self._place(path, target)
             return sha256, size
         finally:
             path.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ recognized as, never sniffed by the browser.
 from __future__ import annotations
 
 from email.message import Message
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -20,8 +21,9 @@ from records.models import Account
 from signaling.workflow.documents import DocumentService
 from web.api import iso, person_ref
 from web.auth import actor
-from web.keys import DIRECTORY, DOCUMENTS
+from web.keys import DIRECTORY, DOCUMENTS, KEYRING
 from web.openapi import Route
+from web.ranged import stored_file
 
 CHUNK = 64 * 1024
 
@@ -114,10 +116,16 @@ async def get_document(request: web.Request) -> web.StreamResponse:
     return web.json_response({"document": document_json(document, people)})
 
 
-def _file_response(path: Any, media_type: str, filename: str) -> web.FileResponse:
+async def _file_response(
+    request: web.Request, path: Path, media_type: str, filename: str, sha256: str | None
+) -> web.StreamResponse:
     content_type = media_type + ("; charset=utf-8" if media_type.startswith("text/") else "")
-    return web.FileResponse(
+    # Encrypted at rest or not, the plaintext goes out with Range support.
+    return await stored_file(
+        request,
         path,
+        request.app.get(KEYRING),
+        etag=sha256,
         headers={
             hdrs.CONTENT_TYPE: content_type,
             hdrs.CONTENT_DISPOSITION: "inline; filename*=UTF-8''" + quote(filename, safe=""),
@@ -136,7 +144,9 @@ async def document_content(request: web.Request) -> web.StreamResponse:
         request.match_info["document_id"],
         byte_range=request.headers.get(hdrs.RANGE),
     )
-    return _file_response(path, document.media_type, document.filename)
+    return await _file_response(
+        request, path, document.media_type, document.filename, document.sha256
+    )
 
 
 async def document_preview(request: web.Request) -> web.StreamResponse:
@@ -145,7 +155,7 @@ async def document_preview(request: web.Request) -> web.StreamResponse:
         actor(request), request.match_info["document_id"]
     )
     stem = document.filename.rsplit(".", 1)[0] or "preview"
-    return _file_response(path, "image/png", stem + ".png")
+    return await _file_response(request, path, "image/png", stem + ".png", document.preview_sha256)
 
 
 D = "/api/documents/{document_id}"

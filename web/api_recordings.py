@@ -19,8 +19,9 @@ from signaling.workflow.replay import ExportJob, Filters, Replay
 from web.api import Directory, iso, person_ref
 from web.auth import actor
 from web.errors import api_error
-from web.keys import DIRECTORY, EXPORTS, REPLAY
+from web.keys import DIRECTORY, EXPORTS, KEYRING, REPLAY
 from web.openapi import Route
+from web.ranged import stored_file
 
 MEDIA_TYPES = {"webm": "video/webm", "mp4": "video/mp4"}
 
@@ -181,7 +182,10 @@ async def content(request: web.Request) -> web.StreamResponse:
         headers["Repr-Digest"] = f"sha-256=:{digest}:"
     if download:
         headers["Content-Disposition"] = f'attachment; filename="{path.name}"'
-    return web.FileResponse(path, headers=headers)
+    # Encrypted at rest or not, the player gets the plaintext with Range support.
+    return await stored_file(
+        request, path, request.app.get(KEYRING), headers=headers, etag=rec.sha256
+    )
 
 
 def _export_json(job: ExportJob) -> dict[str, Any]:

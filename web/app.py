@@ -16,6 +16,7 @@ from records.files import FileStore
 from records.limits import Limits
 from records.passwords import Passwords
 from records.scan import ClamdScanner
+from records.sealed_store import SealingFileStore
 from records.vocab import Urgency
 from signaling.call.calls import Calls
 from signaling.call.hub import ConsultationPushes, Hub
@@ -44,6 +45,7 @@ from web.keys import (
     DOCUMENTS,
     EXPORTS,
     HUB,
+    KEYRING,
     MATCHING,
     OPENAPI,
     OPINIONS,
@@ -140,21 +142,35 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     app[OPINIONS] = OpinionService(ctx)
     app[SUMMARY] = SummaryService(ctx)
+    keyring = settings.keyring()
+    if keyring is not None:
+        app[KEYRING] = keyring
+        log.info("encryption at rest: on (%s)", keyring.cipher)
+    files = (
+        SealingFileStore(
+            settings.data_dir / "files", settings.data_dir / "incoming", keyring=keyring
+        )
+        if keyring is not None
+        else FileStore(settings.data_dir / "files", settings.data_dir / "incoming")
+    )
     recorder = Recorder(
         settings.data_dir / "recordings",
         stun_urls=settings.stun_urls,
         host_addresses=settings.recorder_addresses,
     )
     app[RECORDING] = RecordingService(
-        ctx, recorder=recorder, retention_days=settings.recording_retention_days
+        ctx,
+        recorder=recorder,
+        retention_days=settings.recording_retention_days,
+        keyring=keyring,
     )
     app[REPLAY] = ReplayService(ctx, root=recorder.directory)
     app[EXPORTS] = RecordingExports(
-        ctx, root=recorder.directory, work_dir=settings.data_dir / "exports"
+        ctx, root=recorder.directory, work_dir=settings.data_dir / "exports", keyring=keyring
     )
     app[DOCUMENTS] = DocumentService(
         ctx,
-        files=FileStore(settings.data_dir / "files", settings.data_dir / "incoming"),
+        files=files,
         max_upload_bytes=settings.max_upload_bytes,
         limits=Limits(
             max_pixels=settings.max_image_pixels,

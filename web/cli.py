@@ -1,4 +1,4 @@
-"""The ``teleconsult`` command: serve, demo, db upgrade, audit verify.
+"""The ``teleconsult`` command: serve, demo, db upgrade, audit verify, recordings, keys.
 
 Logging is configured and the app is run here, and only here.
 """
@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from media.recorder import Recorder
-from records import audit
+from records import audit, sealed
 from records.clock import SystemClock
 from records.db import Database
 from records.demo import DEMO_PASSWORD, DemoLogin, load_demo
 from signaling.errors import SignalingError
 from signaling.workflow.base import Context, NoPushes
+from signaling.workflow.keys import KeyService
 from signaling.workflow.recording import RecordingService
 from web.app import create_app, passwords_for
 from web.settings import Settings
@@ -100,7 +101,10 @@ def _recordings(settings: Settings, db: Database) -> RecordingService:
     recorder = Recorder(settings.data_dir / "recordings", host_addresses=("127.0.0.1",))
     ctx = Context(db=db, clock=SystemClock(), notifier=NoPushes())
     return RecordingService(
-        ctx, recorder=recorder, retention_days=settings.recording_retention_days
+        ctx,
+        recorder=recorder,
+        retention_days=settings.recording_retention_days,
+        keyring=settings.keyring(),
     )
 
 
@@ -131,6 +135,38 @@ async def _purge_recordings(settings: Settings, ids: list[str] | None) -> int:
     for rec in purged:
         print(f"purged {rec.id} ({rec.path}), kept until {rec.retain_until:%Y-%m-%d}")
     print(f"{len(purged)} recording(s) purged")
+    return 0
+
+
+async def _rotate_keys(settings: Settings) -> int:
+    keyring = settings.keyring()
+    if keyring is None:
+        print("encryption is off: set encryption_key or encryption_key_file first")
+        return 1
+    db = Database(settings.effective_database_url)
+    try:
+        await db.upgrade()
+        ctx = Context(db=db, clock=SystemClock(), notifier=NoPushes())
+        report = await KeyService(
+            ctx,
+            keyring=keyring,
+            files_root=settings.data_dir / "files",
+            recordings_root=settings.data_dir / "recordings",
+        ).rotate()
+    finally:
+        await db.close()
+    for name, problem in sorted(report.failed.items()):
+        print(f"FAILED: {name}: {problem}")
+    print(
+        f"key {report.key_id} ({keyring.cipher} for new files): "
+        f"{len(report.rewrapped)} re-wrapped, {len(report.sealed)} encrypted, "
+        f"{report.current} already current, {len(report.failed)} failed"
+    )
+    if report.failed:
+        print("keep every old key configured and run this again once fixed")
+        return 1
+    if len(keyring.keys) > 1:
+        print("every file is under the current key: the older keys may now be removed")
     return 0
 
 
@@ -178,7 +214,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         dest="ids",
         help="purge only this recording (repeatable); refused if its retention has not passed",
     )
+    p_keys = sub.add_parser("keys", help="encryption at rest: new key, rotation")
+    p_keys.add_argument(
+        "action",
+        choices=["generate", "rotate"],
+        help="generate: print a new random key; rotate: bring every file under the current key",
+    )
     args = parser.parse_args(argv)
+    if args.command == "keys" and args.action == "generate":
+        print(sealed.new_key())
+        return 0
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -200,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_upgrade(settings))
         print("database schema is up to date")
         return 0
+    if args.command == "keys":
+        return asyncio.run(_rotate_keys(settings))
     if args.command == "recordings":
         if args.action == "verify":
             return asyncio.run(_verify_recordings(settings))

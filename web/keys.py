@@ -8,6 +8,7 @@ from aiohttp import web
 
 from records.clock import Clock
 from records.db import Database
+from records.sealed import Keyring
 from signaling.call.calls import Calls
 from signaling.call.hub import Hub
 from signaling.workflow.auth import AuthService, Session
@@ -38,6 +39,8 @@ RECORDING = web.AppKey("recording", RecordingService)
 DOCUMENTS = web.AppKey("documents", DocumentService)
 REPLAY = web.AppKey("replay", ReplayService)
 EXPORTS = web.AppKey("exports", RecordingExports)
+# The master keys for encryption at rest; absent when encryption is off.
+KEYRING = web.AppKey("keyring", Keyring)
 # Open WebSockets and the session token behind each: closed on logout, when the
 # session lapses, and on shutdown.
 SOCKETS = web.AppKey("sockets", dict[web.WebSocketResponse, str])

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from records import sealed
+
 ENV_PREFIX = "TELECONSULT_"
 
 
@@ -69,6 +71,9 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 2
+    encryption_key: Secret = NO_SECRET
+    encryption_key_file: Path | None = None
+    encryption_cipher: str = "aes-256-gcm"
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -83,6 +88,7 @@ class Settings:
             )
         if self.default_locale not in ("zh_CN", "en"):
             raise SettingsError("default_locale must be zh_CN or en")
+        self._check_encryption()
         for name in (
             "session_ttl_seconds",
             "login_max_failures",
@@ -93,6 +99,54 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+
+    def _check_encryption(self) -> None:
+        if self.encryption_key and self.encryption_key_file is not None:
+            raise SettingsError("set encryption_key or encryption_key_file, not both")
+        if self.encryption_cipher not in sealed.CIPHERS:
+            raise SettingsError("encryption_cipher must be aes-256-gcm or sm4-gcm")
+        if self.encryption_cipher == "sm4-gcm" and not sealed.sm4_available():
+            raise SettingsError("encryption_cipher sm4-gcm: this OpenSSL offers no SM4")
+        try:
+            _parse_keys(str(self.encryption_key).split(","))
+        except ValueError as exc:
+            # Never echo the value: it is (or is close to) a secret.
+            raise SettingsError(f"encryption_key: {exc}") from None
+
+    def keyring(self) -> sealed.Keyring | None:
+        """The master keys for encryption at rest, or None when encryption is off.
+
+        ``encryption_key`` holds one base64 key, or several separated by commas;
+        a key file holds one per line (``#`` starts a comment). The first key
+        seals new files; the others still open files sealed under them until
+        ``teleconsult keys rotate`` has re-wrapped everything.
+
+        Raises:
+            SettingsError: the key file is missing, readable by everyone, or
+                holds something that is not a key.
+        """
+        if self.encryption_key_file is not None:
+            path = self.encryption_key_file
+            try:
+                if path.stat().st_mode & 0o007:
+                    raise SettingsError(
+                        f"encryption_key_file {path} is accessible to every user: chmod 600 it"
+                    )
+                lines = path.read_text("ascii").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SettingsError(f"encryption_key_file {path}: {exc}") from None
+            texts = [line.split("#", 1)[0] for line in lines]
+        else:
+            texts = str(self.encryption_key).split(",")
+        try:
+            keys = _parse_keys(texts)
+        except ValueError as exc:
+            raise SettingsError(f"encryption key: {exc}") from None
+        if not keys:
+            if self.encryption_key_file is not None:
+                raise SettingsError(f"encryption_key_file {self.encryption_key_file} has no key")
+            return None
+        return sealed.Keyring(keys, self.encryption_cipher)
 
     @property
     def effective_database_url(self) -> str:
@@ -129,6 +183,10 @@ class Settings:
             raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
         hints = get_type_hints(cls)
         return cls(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+
+
+def _parse_keys(texts: list[str]) -> list[bytes]:
+    return [sealed.parse_key(text) for text in texts if text.strip()]
 
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:

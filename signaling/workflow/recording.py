@@ -20,9 +20,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from media.finalize import FinishedFile, sha256_of
+from media.finalize import FinishedFile
 from media.recorder import LegResult, Recorder, RecordingKey
-from records import store
+from records import sealed, store
 from records.models import Recording
 from records.vocab import ErrorCode, EventKind
 from signaling.errors import IllegalTransition, NotFound, RuleViolation
@@ -51,6 +51,7 @@ class RecordingService(Service):
         *,
         recorder: Recorder,
         retention_days: int = MIN_RETENTION_DAYS,
+        keyring: sealed.Keyring | None = None,
     ) -> None:
         """Wire the service.
 
@@ -58,11 +59,14 @@ class RecordingService(Service):
             ctx: the app's database, clock and notifier.
             recorder: the media plane's recorder (its directory holds the files).
             retention_days: how long files are kept at least; never under 3 years.
+            keyring: if set, every finished or repaired file is sealed (encrypted
+                at rest, ``records.sealed``) before its row says it is kept.
         """
         if retention_days < MIN_RETENTION_DAYS:
             raise ValueError(f"recordings are kept at least {MIN_RETENTION_DAYS} days")
         super().__init__(ctx)
         self.recorder = recorder
+        self.keyring = keyring
         self.retention = timedelta(days=retention_days)
         self.active: dict[tuple[str, str], tuple[RecordingKey, str]] = {}
         # Legs whose negotiation is under way (reserved, not yet in the records).
@@ -217,7 +221,21 @@ class RecordingService(Service):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _seal(self, finished: FinishedFile | None) -> None:
+        """Encrypt a finished file in place (its recorded SHA-256 is of the plaintext).
+
+        A failure (a full disk) leaves the file in plaintext and readable; it is
+        logged, and ``teleconsult keys rotate`` seals it later.
+        """
+        if self.keyring is None or finished is None:
+            return
+        try:
+            await asyncio.to_thread(sealed.seal_file, finished.path, self.keyring)
+        except OSError:
+            log.exception("could not encrypt %s; it stays in plaintext", finished.path.name)
+
     async def _store(self, recording_id: str, result: LegResult) -> Recording:
+        await self._seal(result.file)
         rec = await self._store_row(recording_id, result)
         if self.listener is not None:
             state = "failed" if rec.status == "failed" else "stopped"
@@ -267,8 +285,12 @@ class RecordingService(Service):
     async def recover(self) -> list[Recording]:
         """Finalize every ``.partial`` left by a killed server and mark it recovered."""
         repaired = await asyncio.to_thread(self.recorder.recover)
+        # What an interrupted sealing left beside its (intact) original.
+        for temp in await asyncio.to_thread(sealed.leftover_temps, self.root):
+            temp.unlink(missing_ok=True)
         out = []
         for partial, finished, error in repaired:
+            await self._seal(finished)
             relative = str(partial.with_suffix("").relative_to(self.root))
             updated = await self.write(
                 None,
@@ -287,7 +309,11 @@ class RecordingService(Service):
         return out
 
     async def verify(self) -> list[Check]:
-        """Re-hash every kept file and compare with the records."""
+        """Re-hash every kept file and compare with the records.
+
+        An encrypted file is decrypted on the way (every chunk authenticated)
+        and its plaintext hashed; one that does not decrypt is a mismatch.
+        """
         kept = await self.read(
             lambda conn: store.list_recordings(conn, statuses=["finished", "recovered"])
         )
@@ -297,7 +323,11 @@ class RecordingService(Service):
             if not path.exists():
                 checks.append(Check(recording=rec, ok=False, problem="file missing"))
                 continue
-            digest = await asyncio.to_thread(sha256_of, path)
+            try:
+                digest = await asyncio.to_thread(sealed.plain_sha256, path, self.keyring)
+            except sealed.SealError as exc:
+                checks.append(Check(recording=rec, ok=False, problem=f"does not decrypt: {exc}"))
+                continue
             if digest != rec.sha256:
                 checks.append(Check(recording=rec, ok=False, problem="SHA-256 mismatch"))
             else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from media.export import ExportFailed, Watermark, export_watermarked
 from records import store
 from records.models import Account, Consultation, Event, Recording
+from records.sealed import Keyring, SealError, open_plain
 from records.vocab import ErrorCode, Role
 from signaling.errors import NotFound, SignalingError
 from signaling.workflow import policy
@@ -214,10 +216,13 @@ class RecordingExports(Service):
         work_dir: Path,
         font: Path | None = None,
         keep_seconds: float = 3600,
+        keyring: Keyring | None = None,
     ) -> None:
-        """Wire the service: ``root`` holds the recordings, ``work_dir`` the exports."""
+        """Wire the service: ``root`` holds the recordings, ``work_dir`` the exports,
+        ``keyring`` opens recordings sealed at rest."""
         super().__init__(ctx, denied=lambda kind: "replay.denied")
         self.root = root
+        self.keyring = keyring
         self.work_dir = work_dir
         self.font = font
         self.keep_seconds = keep_seconds
@@ -291,9 +296,7 @@ class RecordingExports(Service):
             job.state = "running"
             try:
                 watermark = Watermark.of(*job.watermark, font=self.font)
-                await asyncio.to_thread(
-                    export_watermarked, source, job.path, watermark, progress=progress
-                )
+                await asyncio.to_thread(self._export, source, job.path, watermark, progress)
             except ExportFailed as exc:
                 log.warning("export=%s recording=%s failed: %s", job.id, job.recording_id, exc)
                 job.state = "failed"
@@ -301,6 +304,21 @@ class RecordingExports(Service):
                 job.state = "done"
                 job.progress = 1.0
             job.finished_at = self.clock.now()
+
+    def _export(
+        self,
+        source: Path,
+        target: Path,
+        watermark: Watermark,
+        progress: Callable[[float], None],
+    ) -> None:
+        # Sealed or not, the recording is read as plaintext (decrypted as it goes).
+        try:
+            plain = open_plain(source, self.keyring)
+        except (OSError, SealError) as exc:
+            raise ExportFailed(f"cannot read the recording: {exc}") from exc
+        with plain:
+            export_watermarked(plain, target, watermark, progress=progress)
 
     async def _own(self, actor: Actor, export_id: str) -> ExportJob:
         # Another account's export answers exactly as one that never existed,

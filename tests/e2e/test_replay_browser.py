@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
+from records import sealed
 from records.schema import audit_log
 from web.keys import DB
+from web.settings import Settings
 
+from ..conftest import DB_NAME, make_settings
 from ..scenario import Scenario
+from ..web.encryption import ENCRYPTION
 from .conftest import NetNs, video_flowing
 from .test_recording_browser import finished_rows, recording_started
 
@@ -29,12 +35,20 @@ def netns(loopback_netns: NetNs) -> NetNs:
     return loopback_netns
 
 
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, tmp_path: Path, demo_template: Path) -> Settings:
+    shutil.copy(demo_template, tmp_path / DB_NAME)
+    return make_settings(tmp_path, **ENCRYPTION[getattr(request, "param", "plaintext")])
+
+
 async def chat(page: Any, text: str) -> None:
     await page.fill("#chat-text", text)
     await page.press("#chat-text", "Enter")
 
 
+@pytest.mark.parametrize("settings", ["plaintext", "aes-256-gcm"], indirect=True)
 async def test_replay_plays_both_recordings_in_step_and_seeks_from_the_timeline(
+    settings: Settings,
     open_as: Any,
     scenario: Scenario,
     live_app: tuple[web.Application, str],
@@ -58,6 +72,10 @@ async def test_replay_plays_both_recordings_in_step_and_seeks_from_the_timeline(
         await cardio.click("#ctl-end")
         await cardio.click('#end-dialog button[value="end"]')
         await finished_rows(app, 2)
+        files = list((settings.data_dir / "recordings").rglob("*.webm"))
+        assert len(files) == 2
+        # With a key, the player below reads files that are sealed on disk.
+        assert all(sealed.is_sealed(f) for f in files) is (settings.keyring() is not None)
 
         _, review, review_problems = await open_as("review1", locale="en")
         await review.goto("/recordings")

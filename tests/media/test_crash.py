@@ -17,6 +17,8 @@ import aiohttp
 import av
 import pytest
 
+from records import sealed
+
 from ..scenario import over_http
 from ..serverproc import free_port, server_env
 from ..web.calls import connect, join
@@ -47,12 +49,21 @@ async def start_server(env: dict[str, str], base: str) -> asyncio.subprocess.Pro
 
 
 @pytest.mark.slow
-async def test_recordings_survive_kill_9_and_are_repaired_on_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plaintext", "encrypted"])
+async def test_recordings_survive_kill_9_and_are_repaired_on_restart(
+    tmp_path: Path, encrypted: bool
+) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    key = sealed.new_key()
     env = server_env(
-        tmp_path, port=str(port), recorder_addresses="127.0.0.1", ice_allowed_networks="127.0.0.0/8"
+        tmp_path,
+        port=str(port),
+        recorder_addresses="127.0.0.1",
+        ice_allowed_networks="127.0.0.0/8",
+        **({"encryption_key": key} if encrypted else {}),
     )
+    keyring = sealed.Keyring([sealed.parse_key(key)]) if encrypted else None
     demo = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -109,10 +120,25 @@ async def test_recordings_survive_kill_9_and_are_repaired_on_restart(tmp_path: P
             assert status == "recovered"
             assert not list((tmp_path / "recordings").rglob("*.partial"))
             path = tmp_path / "recordings" / rel
-            with av.open(str(path)) as container:
+            # Repaired, then sealed: PyAV reads it through the decrypting reader.
+            assert sealed.is_sealed(path) is encrypted
+            with sealed.open_plain(path, keyring) as fh, av.open(fh) as container:
                 video = list(container.decode(video=0))
-            with av.open(str(path)) as container:
+            with sealed.open_plain(path, keyring) as fh, av.open(fh) as container:
                 audio = list(container.decode(audio=0))
+            assert sealed.plain_sha256(path, keyring) == sha
+            verify = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "web.cli",
+                "recordings",
+                "verify",
+                cwd=ROOT,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await verify.communicate()
+            assert verify.returncode == 0 and b"1 of 1 recordings match" in out, out
             covered = float(video[-1].time)
             assert covered >= sent - 2.0, (covered, sent)
             assert float(audio[-1].time) >= sent - 2.0

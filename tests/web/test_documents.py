@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
+from records import sealed
 from records.dicomfile import deidentify
 from records.schema import audit_log, blobs, documents
 from web.keys import DB
@@ -26,6 +27,7 @@ from web.settings import Settings
 from ..conftest import DB_NAME, make_settings
 from ..records.samples import DICOM_PATIENT, LAB_REPORT, dicom, image, pdf
 from ..scenario import Scenario
+from .encryption import ENCRYPTION
 
 LoginAs = Any
 User = Any
@@ -35,10 +37,13 @@ STORED = re.compile(r"^files/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
 
 
 @pytest.fixture
-def settings(tmp_path: Path, demo_template: Path) -> Settings:
-    # A small upload limit, to show where reading stops.
+def settings(request: pytest.FixtureRequest, tmp_path: Path, demo_template: Path) -> Settings:
+    # A small upload limit, to show where reading stops; encryption at rest
+    # where a test asks for it (``indirect`` parameters).
     shutil.copy(demo_template, tmp_path / DB_NAME)
-    return make_settings(tmp_path, max_upload_bytes=LIMIT)
+    return make_settings(
+        tmp_path, max_upload_bytes=LIMIT, **ENCRYPTION[getattr(request, "param", "plaintext")]
+    )
 
 
 async def post_file(
@@ -453,7 +458,10 @@ async def test_documents_attach_only_to_the_patients_own_consultations(
     assert await count(app, documents) == 0
 
 
-async def test_range_requests_get_partial_content(scenario: Scenario, app: Any) -> None:
+@pytest.mark.parametrize("settings", list(ENCRYPTION), indirect=True)
+async def test_range_requests_get_partial_content(
+    scenario: Scenario, app: Any, settings: Settings
+) -> None:
     clinic = await scenario.user("clinic1")
     patient = await scenario.patient()
     data = pdf(pages=5)
@@ -466,6 +474,17 @@ async def test_range_requests_get_partial_content(scenario: Scenario, app: Any) 
     assert (resp.status, await resp.read()) == (206, data[-8:])
     downloads = await audit_entries(app, "document.download")
     assert [e["detail"].get("range") for e in downloads] == ["bytes=10-19", "bytes=-8"]
+    # A whole download is the plaintext; on disk it is sealed when a key is set.
+    resp = await clinic.client.get(doc["content_url"])
+    assert (resp.status, await resp.read()) == (200, data)
+    raw = (
+        (settings.data_dir / "files" / doc["sha256"][:2] / doc["sha256"][2:4])
+        .joinpath(doc["sha256"])
+        .read_bytes()
+    )
+    assert (raw == data) is (settings.keyring() is None)
+    if settings.keyring() is not None:
+        assert raw.startswith(sealed.MAGIC) and data[:64] not in raw and b"%PDF" not in raw
 
 
 async def test_specialists_cannot_upload(scenario: Scenario, app: Any) -> None:
@@ -506,3 +525,20 @@ async def test_an_interrupted_upload_leaves_no_file(
         await asyncio.sleep(0.01)
     assert os.listdir(settings.data_dir / "incoming") == []
     assert await count(app, documents) == 0
+
+
+@pytest.mark.parametrize("settings", ["aes-256-gcm"], indirect=True)
+async def test_a_cleaned_dicom_copy_and_its_preview_are_sealed_at_rest(
+    scenario: Scenario, settings: Settings
+) -> None:
+    # The de-identified copy is stored by another path than a plain upload
+    # (accept_file): it must be sealed all the same.
+    clinic = await scenario.user("clinic1")
+    doc = await upload(clinic, await scenario.patient(), dicom())
+    stored = list((settings.data_dir / "files").rglob("*"))
+    files = [p for p in stored if p.is_file()]
+    assert len(files) == 2  # the cleaned DICOM and its PNG preview
+    for path in files:
+        assert path.read_bytes().startswith(sealed.MAGIC), path
+    resp = await clinic.client.get(doc["content_url"])
+    assert resp.status == 200 and b"DICM" in (await resp.read())[:200]

@@ -9,6 +9,7 @@ from typing import Any
 
 import av
 import numpy as np
+import pytest
 import sqlalchemy as sa
 from av.video.frame import VideoFrame
 
@@ -16,7 +17,7 @@ from media.export import find_cjk_font, watermark_mask
 from records.schema import audit_log
 from web.keys import DB, EXPORTS
 
-from .test_replay import recorded  # noqa: F401 - the fixture
+from .test_replay import recorded, settings  # noqa: F401 - the fixtures
 
 
 async def finished(user: Any, export: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +56,8 @@ async def actions(app: Any) -> list[tuple[str, str | None, Any]]:
         return [tuple(r) for r in rows]
 
 
+# Sealed at rest or not, the export reads the recording's plaintext.
+@pytest.mark.parametrize("settings", ["plaintext", "aes-256-gcm"], indirect=True)
 async def test_export_burns_the_viewers_watermark_in_and_copies_the_audio(
     recorded: dict[str, Any],  # noqa: F811
     login_as: Any,

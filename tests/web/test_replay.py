@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from records import sealed
 from records.schema import audit_log
-from web.keys import DB
+from web.keys import DB, RECORDING
+from web.settings import Settings
 
+from ..conftest import DB_NAME, make_settings
 from ..scenario import Scenario
+from .encryption import ENCRYPTION
 from .test_recording import record_leg
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, tmp_path: Path, demo_template: Path) -> Settings:
+    shutil.copy(demo_template, tmp_path / DB_NAME)
+    return make_settings(tmp_path, **ENCRYPTION[getattr(request, "param", "plaintext")])
 
 
 @pytest.fixture
@@ -122,7 +134,8 @@ async def test_outsiders_get_404_and_are_audited(
     assert cid in denied and rec_id in denied
 
 
-async def test_range_requests(recorded: dict[str, Any], app: Any) -> None:
+@pytest.mark.parametrize("settings", list(ENCRYPTION), indirect=True)
+async def test_range_requests(recorded: dict[str, Any], app: Any, settings: Settings) -> None:
     clinic = recorded["clinic"]
     _, data = await clinic.get(f"/api/consultations/{recorded['cid']}/replay")
     rec = data["recordings"][0]
@@ -146,6 +159,34 @@ async def test_range_requests(recorded: dict[str, Any], app: Any) -> None:
         assert resp.headers["Content-Range"] == content_range
     resp = await clinic.client.get(url, headers={"Range": f"bytes={size + 10}-"})
     assert resp.status == 416
+
+    # On disk: the plaintext itself, or a sealed file that does not contain it.
+    files = sorted((settings.data_dir / "recordings").rglob("*.webm"))
+    assert len(files) == 2
+    for path in files:
+        raw = path.read_bytes()
+        if settings.keyring() is None:
+            assert not sealed.is_sealed(path)
+        else:
+            assert raw.startswith(sealed.MAGIC)
+            assert whole[:4096] not in raw and whole[-4096:] not in raw
+            assert not raw.startswith(whole[:4])  # no EBML header in the clear
+
+
+@pytest.mark.parametrize("settings", ["aes-256-gcm"], indirect=True)
+async def test_verify_decrypts_and_finds_a_damaged_encrypted_file(
+    recorded: dict[str, Any], app: Any, settings: Settings
+) -> None:
+    checks = await app[RECORDING].verify()
+    assert [c.ok for c in checks] == [True, True]
+    path = settings.data_dir / "recordings" / checks[0].recording.path
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one bit in the middle of the ciphertext
+    path.write_bytes(bytes(raw))
+    checks = await app[RECORDING].verify()
+    bad = [c for c in checks if not c.ok]
+    assert len(bad) == 1 and bad[0].problem is not None
+    assert bad[0].problem.startswith("does not decrypt") and "tampered" in bad[0].problem
 
 
 async def test_download_is_audited_and_carries_the_hash(
