@@ -18,7 +18,7 @@ import mimetypes
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode, urlsplit
 
 from aiohttp import web
 
@@ -98,11 +98,51 @@ def _switch_language(request: web.Request) -> None:
     raise response
 
 
+# Printable ASCII without the space: what a path and query of this site look like
+# once percent-encoded (``_require_session`` sends ``request.path_qs``, which is).
+_URL_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+# What browsers drop from anywhere in a URL, and strip from its start.
+_DROPPED = str.maketrans("", "", "\t\n\r")
+_LEADING = "".join(chr(c) for c in range(0x21))
+# How many rounds of percent-decoding are looked through (``%2525...`` nests).
+_DECODE_ROUNDS = 4
+
+
+def _local_path(value: str) -> bool:
+    """Whether ``value`` starts with exactly one slash and names no scheme or host."""
+    if not value.startswith("/") or value.startswith("//"):
+        return False
+    parts = urlsplit(value)
+    return not parts.scheme and not parts.netloc
+
+
+def _as_browser_reads(value: str) -> str:
+    """``value`` as a browser's URL parser sees it: tabs and newlines dropped
+    anywhere, control characters and spaces stripped from the start, ``\\`` as ``/``."""
+    return value.translate(_DROPPED).lstrip(_LEADING).replace("\\", "/")
+
+
 def _safe_next(value: str | None) -> str:
-    """A local path to go to after login; anything else (other origins) becomes "/"."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """A local path to go to after login; anything else (other origins) becomes "/".
+
+    Browsers drop tabs and newlines in a URL and read ``\\`` as ``/``, so
+    ``/<TAB>/evil.example`` is ``//evil.example``, another host. The value
+    itself must be plain printable ASCII (what ``request.path_qs`` gives) and a
+    local path; and so must it be as a browser reads it after every round of
+    percent-decoding (``/%2F/evil``, ``/%5Cevil``, ``/%09/evil`` once decoded
+    again on the way).
+    """
+    if not value or not set(value) <= _URL_CHARS or not _local_path(value):
         return "/"
-    return value
+    seen = value
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote(seen)
+        if not _local_path(_as_browser_reads(decoded)):
+            return "/"
+        if decoded == seen:
+            return value
+        seen = decoded
+    return "/"  # still encoded after that many rounds: not a link this site makes
 
 
 def _require_session(request: web.Request, *roles: str) -> Session:
