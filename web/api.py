@@ -264,8 +264,7 @@ async def department_specialists(request: web.Request) -> web.StreamResponse:
     """Specialists serving a department, with eligibility and who is on duty now."""
     directory = request.app[DIRECTORY]
     department_id = request.match_info["department_id"]
-    if department_id not in {d.id for d, _ in await directory.departments()}:
-        raise api_error(ErrorCode.NOT_FOUND, "department not found")
+    await directory.department(actor(request), department_id)
     today = request.app[CLOCK].now().date()
     on_duty = set(await request.app[MATCHING].on_duty(department_id))
     return web.json_response(

@@ -23,11 +23,12 @@ from urllib.parse import unquote, urlencode, urlsplit
 from aiohttp import web
 
 from records.models import Account
+from records.vocab import ErrorCode
 from signaling.errors import NotFound
 from signaling.workflow import policy
 from signaling.workflow.auth import Session
 from signaling.workflow.consultations import Frame
-from web.auth import actor
+from web.auth import actor, audit_refused
 from web.i18n import JS_STRINGS, LOCALE_COOKIE, LOCALES, N_, I18n, Localizer
 from web.keys import CLOCK, CONSULTATIONS, DIRECTORY, SESSION, SETTINGS
 
@@ -145,13 +146,18 @@ def _safe_next(value: str | None) -> str:
     return "/"  # still encoded after that many rounds: not a link this site makes
 
 
-def _require_session(request: web.Request, *roles: str) -> Session:
-    """The session, or a redirect to the login page (or home, for another role)."""
+async def _require_session(request: web.Request, *roles: str) -> Session:
+    """The session, or a redirect to the login page (or home, for another role).
+
+    A role sent home from a page about one object (a call page) asked for its
+    id all the same: that is audited like any refused look.
+    """
     session: Session | None = request.get(SESSION)
     if session is None:
         target = request.path_qs
         raise web.HTTPSeeOther("/login?" + urlencode({"next": target}))
     if roles and session.account.role not in roles:
+        await audit_refused(request, ErrorCode.ROLE_FORBIDDEN)
         raise web.HTTPSeeOther("/")
     return session
 
@@ -247,7 +253,7 @@ _ROLE_LABELS = {
 async def home(request: web.Request) -> web.StreamResponse:
     """Send each role to its dashboard; others get a plain page about their account."""
     _switch_language(request)
-    session = _require_session(request)
+    session = await _require_session(request)
     target = ROLE_HOME.get(session.account.role)
     if target is not None:
         raise web.HTTPSeeOther(target)
@@ -269,21 +275,21 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 async def clinic_page(request: web.Request) -> web.StreamResponse:
     """The clinic doctor's dashboard: patients, consent, requests."""
     _switch_language(request)
-    session = _require_session(request, "clinic_doctor")
+    session = await _require_session(request, "clinic_doctor")
     return await render(request, "clinic.html", page="clinic", session=session)
 
 
 async def queue_page(request: web.Request) -> web.StreamResponse:
     """The specialist's queue of waiting requests and their own consultations."""
     _switch_language(request)
-    session = _require_session(request, "specialist")
+    session = await _require_session(request, "specialist")
     return await render(request, "queue.html", page="queue", session=session)
 
 
 async def coordinator_page(request: web.Request) -> web.StreamResponse:
     """The consultation centre: roster, waiting and escalated requests, assignment."""
     _switch_language(request)
-    session = _require_session(request, "coordinator")
+    session = await _require_session(request, "coordinator")
     return await render(request, "coordinator.html", page="coordinator", session=session)
 
 
@@ -373,7 +379,7 @@ JOINABLE = ("accepted", "live")
 async def call_page(request: web.Request) -> web.StreamResponse:
     """The video call of one consultation, for its participants."""
     _switch_language(request)
-    session = _require_session(request, "clinic_doctor", "specialist")
+    session = await _require_session(request, "clinic_doctor", "specialist")
     frame = await _frame(request, participant=True)
     consultation = frame.consultation
     account = session.account
@@ -475,7 +481,7 @@ CONSULTATION_STRINGS: dict[str, str] = {
 async def consultation_page(request: web.Request) -> web.StreamResponse:
     """One consultation: the request, records, timeline and the signed opinion."""
     _switch_language(request)
-    session = _require_session(request)
+    session = await _require_session(request)
     consultation = (await _frame(request)).consultation
     account = session.account
     return await render(
@@ -532,7 +538,7 @@ REPLAY_STRINGS: dict[str, str] = {
 async def recordings_page(request: web.Request) -> web.StreamResponse:
     """Recorded consultations the user may replay, with filters and paging."""
     _switch_language(request)
-    session = _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
+    session = await _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
     return await render(
         request,
         "recordings.html",
@@ -545,7 +551,7 @@ async def recordings_page(request: web.Request) -> web.StreamResponse:
 async def replay_page(request: web.Request) -> web.StreamResponse:
     """The replay of one recorded consultation (its data comes from the audited API)."""
     _switch_language(request)
-    session = _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
+    session = await _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
     return await render(
         request,
         "replay.html",
