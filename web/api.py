@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from records.models import Account, Consent, Consultation, Event, Institution, Opinion, Patient
-from records.vocab import ErrorCode
+from records.vocab import ConsultationState, ErrorCode
 from signaling.workflow import policy
 from signaling.workflow.consultations import Brief, ConsultationView
 from web import schemas
@@ -578,7 +578,13 @@ ROUTES: tuple[Route, ...] = (
         "Withdraw consent",
         tag="patients",
     ),
-    Route("GET", "/api/consultations", list_consultations, "Visible consultations"),
+    Route(
+        "GET",
+        "/api/consultations",
+        list_consultations,
+        "Visible consultations",
+        query=(("state", {"type": "string", "enum": [s.value for s in ConsultationState]}),),
+    ),
     Route(
         "POST",
         "/api/consultations",
