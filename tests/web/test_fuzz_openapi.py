@@ -42,7 +42,10 @@ SCHEMA = schemathesis.openapi.from_dict(
 )
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
 # Generated examples per operation, in each of the two modes.
-EXAMPLES = 12
+EXAMPLES = 8
+# Who sends them: the requesting clinic's doctor and the department's specialist
+# (who may accept, sign and add to the consultation aimed at).
+USERS = ("clinic1", "cardio1")
 # Logging out ends the fuzzing session itself; it takes no input to fuzz.
 SKIPPED = {"DELETE /api/session"}
 
@@ -150,6 +153,14 @@ class Fuzz:
             "department_id": [d["id"] for d in departments],
         }
 
+    def as_user(self, username: str) -> Fuzz:
+        """The same server and objects, logged in as ``username``."""
+        other = object.__new__(Fuzz)
+        other.server, other.errors, other.ids = self.server, self.errors, self.ids
+        other.session, other.headers = login(self.server.url, username)
+        other.cookies = {"tc_session": other.session.cookies["tc_session"]}
+        return other
+
     def strategy(self, operation: Any) -> st.SearchStrategy[Any]:
         """Valid and invalid requests, with generated ids or (half of them) real ones.
 
@@ -184,10 +195,21 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory, demo_template: Path) -> Itera
         logging.getLogger().removeHandler(errors)
 
 
-@pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: op.label)
-def test_no_request_makes_the_server_fail(fuzz: Fuzz, operation: Any) -> None:
-    if operation.label in SKIPPED:
-        pytest.skip("logging out ends the fuzzing session; it takes no input")
+@pytest.fixture(scope="module")
+def users(fuzz: Fuzz) -> dict[str, Fuzz]:
+    return {name: fuzz if name == "clinic1" else fuzz.as_user(name) for name in USERS}
+
+
+@pytest.mark.parametrize("username", USERS)
+@pytest.mark.parametrize(
+    "operation",
+    [op for op in OPERATIONS if op.label not in SKIPPED],
+    ids=lambda op: op.label,
+)
+def test_no_request_makes_the_server_fail(
+    users: dict[str, Fuzz], username: str, operation: Any
+) -> None:
+    fuzz = users[username]
     fuzz.errors.take()
 
     @settings(
@@ -232,3 +254,4 @@ def test_what_the_fuzz_found_is_refused_as_bad_input(fuzz: Fuzz, path: str) -> N
 def test_every_route_is_fuzzed() -> None:
     labels = {op.label for op in OPERATIONS}
     assert labels == {f"{r.method} {r.path}" for r in all_routes()}
+    assert SKIPPED <= labels
