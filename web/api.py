@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from records.models import Account, Consent, Consultation, Event, Institution, Opinion, Patient
-from records.vocab import ErrorCode
+from records.vocab import ConsultationState, ErrorCode
 from signaling.workflow import policy
 from signaling.workflow.consultations import Brief, ConsultationView
 from web import schemas
@@ -264,8 +264,7 @@ async def department_specialists(request: web.Request) -> web.StreamResponse:
     """Specialists serving a department, with eligibility and who is on duty now."""
     directory = request.app[DIRECTORY]
     department_id = request.match_info["department_id"]
-    if department_id not in {d.id for d, _ in await directory.departments()}:
-        raise api_error(ErrorCode.NOT_FOUND, "department not found")
+    await directory.department(actor(request), department_id)
     today = request.app[CLOCK].now().date()
     on_duty = set(await request.app[MATCHING].on_duty(department_id))
     return web.json_response(
@@ -579,7 +578,13 @@ ROUTES: tuple[Route, ...] = (
         "Withdraw consent",
         tag="patients",
     ),
-    Route("GET", "/api/consultations", list_consultations, "Visible consultations"),
+    Route(
+        "GET",
+        "/api/consultations",
+        list_consultations,
+        "Visible consultations",
+        query=(("state", {"type": "string", "enum": [s.value for s in ConsultationState]}),),
+    ),
     Route(
         "POST",
         "/api/consultations",

@@ -18,11 +18,11 @@ from aiohttp import hdrs, web
 
 from records.documents import Document
 from records.models import Account
-from signaling.workflow.documents import DocumentService
+from signaling.workflow.documents import DECLARED, DocumentService
 from web.api import iso, person_ref
 from web.auth import actor
 from web.keys import DIRECTORY, DOCUMENTS, KEYRING
-from web.openapi import Route
+from web.openapi import ID, STRING, Route
 from web.ranged import stored_file
 
 CHUNK = 64 * 1024
@@ -167,6 +167,13 @@ ROUTES: tuple[Route, ...] = (
         "Upload a document (the raw file as the body)",
         status=201,
         tag="documents",
+        query=(
+            ("filename", STRING),
+            ("title", STRING),
+            ("consultation_id", ID),
+            ("declared_type", {"type": "string", "enum": sorted(DECLARED)}),
+        ),
+        raw_body=("application/octet-stream", {"type": "string", "format": "binary"}),
     ),
     Route(
         "GET",

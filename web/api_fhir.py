@@ -154,6 +154,7 @@ ROUTES: tuple[Route, ...] = (
         import_fhir,
         "Import a FHIR R4 Bundle into the patient's summary",
         tag="records",
+        raw_body=("application/fhir+json", {"type": "object"}),
     ),
     Route(
         "GET",

@@ -8,7 +8,7 @@ copy with the caller's watermark burned in, followed at ``/api/exports/{id}``.
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -20,10 +20,11 @@ from web.api import Directory, iso, person_ref
 from web.auth import actor
 from web.errors import api_error
 from web.keys import DIRECTORY, EXPORTS, KEYRING, REPLAY
-from web.openapi import Route
+from web.openapi import DATETIME, ID, INTEGER, MAX_QUERY_INT, Route
 from web.ranged import stored_file
 
 MEDIA_TYPES = {"webm": "video/webm", "mp4": "video/mp4"}
+MAX_PER_PAGE = 100
 
 
 def _param(request: web.Request, name: str, kind: type) -> Any:
@@ -35,16 +36,19 @@ def _param(request: web.Request, name: str, kind: type) -> Any:
             value = datetime.fromisoformat(raw)
             if value.tzinfo is None:
                 raise ValueError("needs a time zone")
-            return value
+            # Compared in UTC: a time that has none (0001-01-01T00:00+01:00) is refused
+            # here rather than failing in the query.
+            return value.astimezone(UTC)
         if kind is int:
             number = int(raw)
-            if number < 0:
-                raise ValueError("negative")
+            # Beyond a 32-bit count, SQLite's integers would overflow in the query.
+            if not 0 <= number <= MAX_QUERY_INT:
+                raise ValueError("out of range")
             return number
         if len(raw) != 32 or any(c not in "0123456789abcdef" for c in raw):
             raise ValueError("not an id")
         return raw
-    except ValueError:
+    except (ValueError, OverflowError):
         raise api_error(ErrorCode.INVALID_FIELDS, f"bad value for {name}", [name]) from None
 
 
@@ -85,8 +89,10 @@ async def search(request: web.Request) -> web.StreamResponse:
     )
     page = _param(request, "page", int) or 1
     per_page = _param(request, "per_page", int) or 20
-    if per_page > 100:
-        raise api_error(ErrorCode.INVALID_FIELDS, "per_page is at most 100", ["per_page"])
+    if per_page > MAX_PER_PAGE:
+        raise api_error(
+            ErrorCode.INVALID_FIELDS, f"per_page is at most {MAX_PER_PAGE}", ["per_page"]
+        )
     total, found = await request.app[REPLAY].find(
         actor(request), filters, page=page, per_page=per_page
     )
@@ -228,7 +234,24 @@ async def export_content(request: web.Request) -> web.StreamResponse:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/api/recordings", search, "Find recorded consultations", tag="replay"),
+    Route(
+        "GET",
+        "/api/recordings",
+        search,
+        "Find recorded consultations",
+        tag="replay",
+        query=(
+            ("from", DATETIME),
+            ("to", DATETIME),
+            ("department_id", ID),
+            ("clinic_id", ID),
+            ("specialist_id", ID),
+            ("min_duration_ms", INTEGER),
+            ("max_duration_ms", INTEGER),
+            ("page", INTEGER),
+            ("per_page", {**INTEGER, "maximum": MAX_PER_PAGE}),
+        ),
+    ),
     Route(
         "GET",
         "/api/consultations/{consultation_id}/replay",
@@ -242,6 +265,7 @@ ROUTES: tuple[Route, ...] = (
         content,
         "Stream (Range) or download a recording",
         tag="replay",
+        query=(("download", {"type": "string", "enum": ["1"]}),),
     ),
     Route(
         "POST",
@@ -250,6 +274,7 @@ ROUTES: tuple[Route, ...] = (
         "Export a copy with the caller's watermark burned in (?watermark=1; audited)",
         status=202,
         tag="replay",
+        query=(("watermark", {"type": "string", "enum": ["1"]}),),
     ),
     Route("GET", "/api/exports/{export_id}", export_status, "Follow an export", tag="replay"),
     Route(

@@ -15,10 +15,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from records.vocab import ErrorCode
+from signaling.errors import Forbidden, NotFound
 from signaling.workflow.auth import Session
 from signaling.workflow.base import Actor
 from web.errors import api_error
-from web.keys import AUTH, SESSION, SETTINGS
+from web.keys import AUTH, DIRECTORY, SESSION, SETTINGS
 
 COOKIE = "tc_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -51,6 +52,51 @@ def actor(request: web.Request) -> Actor:
     if session is None:
         raise api_error(ErrorCode.UNAUTHENTICATED, "log in first")
     return Actor(account=session.account, client_addr=client_addr(request))
+
+
+# What a path parameter names, for the audit entry of a refused request.
+_PARAM_KINDS = {"entry_id": "roster"}
+
+
+def probed(request: web.Request) -> tuple[str, str] | None:
+    """The object a request names by id in its path (the first one), if any."""
+    for name, value in request.match_info.items():
+        if name.endswith("_id"):
+            return _PARAM_KINDS.get(name, name.removesuffix("_id")), value
+    return None
+
+
+async def audit_refused(request: web.Request, reason: ErrorCode) -> None:
+    """Audit a request refused before any look at the object its path names.
+
+    A role check comes before the look-up, so it answers the same for an id of
+    another institution and one that never existed; the attempt is audited all
+    the same, like a refused look (``Service.audit_refusal``).
+    """
+    target = probed(request)
+    session: Session | None = request.get(SESSION)
+    if target is None or session is None or DIRECTORY not in request.app:
+        return
+    await request.app[DIRECTORY].audit_refusal(actor(request), *target, refused=reason.value)
+
+
+async def _audited(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run ``handler``; a refusal that no service audited is audited here.
+
+    A ``NotFound`` that carries a probe was audited by the service that raised
+    it; one without (a look-up outside the probe mechanism) and a refused role
+    are audited against the id in the path.
+    """
+    try:
+        return await handler(request)
+    except Forbidden as exc:
+        if exc.code == ErrorCode.ROLE_FORBIDDEN:
+            await audit_refused(request, exc.code)
+        raise
+    except NotFound as exc:
+        if exc.probe is None and exc.code == ErrorCode.NOT_FOUND:
+            await audit_refused(request, exc.code)
+        raise
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
@@ -89,4 +135,4 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         and (request.method, request.path) not in PUBLIC_API
     ):
         raise api_error(ErrorCode.UNAUTHENTICATED, "log in first")
-    return await handler(request)
+    return await _audited(request, handler)

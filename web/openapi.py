@@ -31,7 +31,20 @@ class Route:
     status: int = 200
     tag: str = "consultations"
     public: bool = False
+    # Optional query parameters: name and JSON schema (``STRING``, ``INTEGER``...).
+    query: tuple[tuple[str, dict[str, Any]], ...] = ()
+    # A body that is not a JSON model: its media type and schema (an upload, a
+    # FHIR Bundle).
+    raw_body: tuple[str, dict[str, Any]] | None = None
 
+
+# The largest integer a query parameter takes (counts, pages, milliseconds): what a
+# 32-bit column holds, far below what SQLite's 64-bit integers overflow at.
+MAX_QUERY_INT = 2**31 - 1
+STRING: dict[str, Any] = {"type": "string"}
+INTEGER: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT}
+DATETIME: dict[str, Any] = {"type": "string", "format": "date-time"}
+ID: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -79,11 +92,18 @@ def build_spec(routes: Sequence[Route], *, title: str, version: str) -> dict[str
             },
         }
         params = re.findall(r"{(\w+)}", route.path)
-        if params:
-            op["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
-            ]
+        parameters = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in params
+        ] + [
+            {"name": q, "in": "query", "required": False, "schema": schema}
+            for q, schema in route.query
+        ]
+        if parameters:
+            op["parameters"] = parameters
+        if route.raw_body is not None:
+            media_type, raw_schema = route.raw_body
+            op["requestBody"] = {"required": True, "content": {media_type: {"schema": raw_schema}}}
         if route.body is not None:
             name = route.body.__name__
             schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -18,16 +18,17 @@ import mimetypes
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode, urlsplit
 
 from aiohttp import web
 
 from records.models import Account
+from records.vocab import ErrorCode
 from signaling.errors import NotFound
 from signaling.workflow import policy
 from signaling.workflow.auth import Session
 from signaling.workflow.consultations import Frame
-from web.auth import actor
+from web.auth import actor, audit_refused
 from web.i18n import JS_STRINGS, LOCALE_COOKIE, LOCALES, N_, I18n, Localizer
 from web.keys import CLOCK, CONSULTATIONS, DIRECTORY, SESSION, SETTINGS
 
@@ -98,20 +99,65 @@ def _switch_language(request: web.Request) -> None:
     raise response
 
 
+# Printable ASCII without the space: what a path and query of this site look like
+# once percent-encoded (``_require_session`` sends ``request.path_qs``, which is).
+_URL_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+# What browsers drop from anywhere in a URL, and strip from its start.
+_DROPPED = str.maketrans("", "", "\t\n\r")
+_LEADING = "".join(chr(c) for c in range(0x21))
+# How many rounds of percent-decoding are looked through (``%2525...`` nests).
+_DECODE_ROUNDS = 4
+
+
+def _local_path(value: str) -> bool:
+    """Whether ``value`` starts with exactly one slash and names no scheme or host."""
+    if not value.startswith("/") or value.startswith("//"):
+        return False
+    parts = urlsplit(value)
+    return not parts.scheme and not parts.netloc
+
+
+def _as_browser_reads(value: str) -> str:
+    """``value`` as a browser's URL parser sees it: tabs and newlines dropped
+    anywhere, control characters and spaces stripped from the start, ``\\`` as ``/``."""
+    return value.translate(_DROPPED).lstrip(_LEADING).replace("\\", "/")
+
+
 def _safe_next(value: str | None) -> str:
-    """A local path to go to after login; anything else (other origins) becomes "/"."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """A local path to go to after login; anything else (other origins) becomes "/".
+
+    Browsers drop tabs and newlines in a URL and read ``\\`` as ``/``, so
+    ``/<TAB>/evil.example`` is ``//evil.example``, another host. The value
+    itself must be plain printable ASCII (what ``request.path_qs`` gives) and a
+    local path; and so must it be as a browser reads it after every round of
+    percent-decoding (``/%2F/evil``, ``/%5Cevil``, ``/%09/evil`` once decoded
+    again on the way).
+    """
+    if not value or not set(value) <= _URL_CHARS or not _local_path(value):
         return "/"
-    return value
+    seen = value
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote(seen)
+        if not _local_path(_as_browser_reads(decoded)):
+            return "/"
+        if decoded == seen:
+            return value
+        seen = decoded
+    return "/"  # still encoded after that many rounds: not a link this site makes
 
 
-def _require_session(request: web.Request, *roles: str) -> Session:
-    """The session, or a redirect to the login page (or home, for another role)."""
+async def _require_session(request: web.Request, *roles: str) -> Session:
+    """The session, or a redirect to the login page (or home, for another role).
+
+    A role sent home from a page about one object (a call page) asked for its
+    id all the same: that is audited like any refused look.
+    """
     session: Session | None = request.get(SESSION)
     if session is None:
         target = request.path_qs
         raise web.HTTPSeeOther("/login?" + urlencode({"next": target}))
     if roles and session.account.role not in roles:
+        await audit_refused(request, ErrorCode.ROLE_FORBIDDEN)
         raise web.HTTPSeeOther("/")
     return session
 
@@ -209,7 +255,7 @@ _ROLE_LABELS = {
 async def home(request: web.Request) -> web.StreamResponse:
     """Send each role to its dashboard; others get a plain page about their account."""
     _switch_language(request)
-    session = _require_session(request)
+    session = await _require_session(request)
     target = ROLE_HOME.get(session.account.role)
     if target is not None:
         raise web.HTTPSeeOther(target)
@@ -231,21 +277,21 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 async def clinic_page(request: web.Request) -> web.StreamResponse:
     """The clinic doctor's dashboard: patients, consent, requests."""
     _switch_language(request)
-    session = _require_session(request, "clinic_doctor")
+    session = await _require_session(request, "clinic_doctor")
     return await render(request, "clinic.html", page="clinic", session=session)
 
 
 async def queue_page(request: web.Request) -> web.StreamResponse:
     """The specialist's queue of waiting requests and their own consultations."""
     _switch_language(request)
-    session = _require_session(request, "specialist")
+    session = await _require_session(request, "specialist")
     return await render(request, "queue.html", page="queue", session=session)
 
 
 async def coordinator_page(request: web.Request) -> web.StreamResponse:
     """The consultation centre: roster, waiting and escalated requests, assignment."""
     _switch_language(request)
-    session = _require_session(request, "coordinator")
+    session = await _require_session(request, "coordinator")
     return await render(request, "coordinator.html", page="coordinator", session=session)
 
 
@@ -335,7 +381,7 @@ JOINABLE = ("accepted", "live")
 async def call_page(request: web.Request) -> web.StreamResponse:
     """The video call of one consultation, for its participants."""
     _switch_language(request)
-    session = _require_session(request, "clinic_doctor", "specialist")
+    session = await _require_session(request, "clinic_doctor", "specialist")
     frame = await _frame(request, participant=True)
     consultation = frame.consultation
     account = session.account
@@ -437,7 +483,7 @@ CONSULTATION_STRINGS: dict[str, str] = {
 async def consultation_page(request: web.Request) -> web.StreamResponse:
     """One consultation: the request, records, timeline and the signed opinion."""
     _switch_language(request)
-    session = _require_session(request)
+    session = await _require_session(request)
     consultation = (await _frame(request)).consultation
     account = session.account
     return await render(
@@ -497,7 +543,7 @@ REPLAY_STRINGS: dict[str, str] = {
 async def recordings_page(request: web.Request) -> web.StreamResponse:
     """Recorded consultations the user may replay, with filters and paging."""
     _switch_language(request)
-    session = _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
+    session = await _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
     return await render(
         request,
         "recordings.html",
@@ -510,7 +556,7 @@ async def recordings_page(request: web.Request) -> web.StreamResponse:
 async def replay_page(request: web.Request) -> web.StreamResponse:
     """The replay of one recorded consultation (its data comes from the audited API)."""
     _switch_language(request)
-    session = _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
+    session = await _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
     return await render(
         request,
         "replay.html",

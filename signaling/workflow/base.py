@@ -24,6 +24,7 @@ from records import audit, store
 from records.clock import Clock
 from records.db import Database
 from records.models import Account, Consultation, Patient
+from records.store import lookups
 from records.vocab import ErrorCode, EventKind, Role
 from signaling.errors import Forbidden, IllegalTransition, NotFound, RuleViolation
 from signaling.workflow import policy
@@ -149,7 +150,8 @@ class Tx:
         The answer is exactly the one for an id that does not exist; the probe
         (who asked for which id) is audited after the rollback.
         """
-        c = store.get_consultation(self.conn, consultation_id)
+        # The same statements whether it exists or not (see ``records.store.lookups``).
+        c = lookups.consultation(self.conn, consultation_id)
         if c is None or not policy.can_see(self.account, c):
             raise NotFound("consultation not found", probe=("consultation", consultation_id))
         return c
@@ -246,13 +248,32 @@ class Service:
             )
         except NotFound as exc:
             if exc.probe is not None:
-                kind, object_id = exc.probe
-
-                def record(tx: Tx) -> None:
-                    tx.audit(self._denied(kind), kind, object_id)
-
-                await self.db.run_write(lambda conn: record(Tx(conn, actor, self.clock)))
+                await self.audit_refusal(actor, *exc.probe, client_addr=client_addr)
             raise
+
+    async def audit_refusal(
+        self,
+        actor: Actor | None,
+        kind: str,
+        object_id: str,
+        *,
+        client_addr: str | None = None,
+        **detail: Any,
+    ) -> None:
+        """Audit a refused look at ``kind`` ``object_id`` in a transaction of its own.
+
+        Every refusal of an id is audited the same way whether the object exists
+        or not (one entry, the same action), so that the log shows every probe and
+        the work done does not tell the two apart. ``detail`` says why, when the
+        refusal came before any look (a role check).
+        """
+
+        def record(tx: Tx) -> None:
+            tx.audit(self._denied(kind), kind, object_id, **detail)
+
+        await self.db.run_write(
+            lambda conn: record(Tx(conn, actor, self.clock, client_addr=client_addr))
+        )
 
     async def read(self, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work`` in a read transaction (not audited: no patient data here)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from records import store
 from records.models import Account, Department, Institution
 from records.vocab import InstitutionKind, Role
-from signaling.workflow.base import Service
+from signaling.errors import NotFound
+from signaling.workflow.base import Actor, Service
 
 
 class DirectoryService(Service):
@@ -18,6 +19,18 @@ class DirectoryService(Service):
                 conn, institution_kind=InstitutionKind.SPECIALIST_HOSPITAL
             )
         )
+
+    async def department(self, actor: Actor, department_id: str) -> Department:
+        """A department that takes requests; otherwise ``NotFound``, and the probe is audited.
+
+        The directory is open to every user, so a found department is not audited
+        (and is read without taking the writer).
+        """
+        for department, _ in await self.departments():
+            if department.id == department_id:
+                return department
+        await self.audit_refusal(actor, "department", department_id)
+        raise NotFound("department not found", probe=("department", department_id))
 
     async def all_departments(self) -> list[tuple[Department, Institution]]:
         """Every department of every institution."""

@@ -31,12 +31,13 @@ from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import Any
 
-from records import documents, filetypes, store
+from records import documents, filetypes
 from records.documents import Document
 from records.files import FileStore, Incoming
 from records.limits import Limits
 from records.models import Consultation, Patient
 from records.scan import ClamdScanner, ScanUnavailable
+from records.store import lookups
 from records.vocab import ErrorCode, EventKind
 from signaling.errors import Invalid, NotFound
 from signaling.workflow import policy
@@ -61,7 +62,7 @@ DECLARED = {
 
 def attachable(tx: Tx, patient: Patient, consultation_id: str) -> Consultation:
     """A consultation of ``patient`` that the actor may see (to attach a document to)."""
-    consultation = store.get_consultation(tx.conn, consultation_id)
+    consultation = lookups.consultation(tx.conn, consultation_id)
     if (
         consultation is None
         or consultation.patient_id != patient.id
@@ -77,16 +78,14 @@ def attachable(tx: Tx, patient: Patient, consultation_id: str) -> Consultation:
 
 def visible_document(tx: Tx, document_id: str) -> Document:
     """A document the actor may see; otherwise ``NotFound`` (the probe is audited)."""
-    document = documents.get_document(tx.conn, document_id)
-    if document is not None:
-        patient = store.get_patient(tx.conn, document.patient_id)
-        consultation = (
-            store.get_consultation(tx.conn, document.consultation_id)
-            if document.consultation_id
-            else None
-        )
-        if patient is not None and policy.can_see_document(tx.account, patient, consultation):
-            return document
+    # The same statements whether it exists or not (see ``records.store.lookups``).
+    document, patient, consultation = lookups.document(tx.conn, document_id)
+    if (
+        document is not None
+        and patient is not None
+        and policy.can_see_document(tx.account, patient, consultation)
+    ):
+        return document
     raise NotFound("document not found", probe=("document", document_id))
 
 

@@ -71,7 +71,9 @@ class OpinionService(Service):
                 )
             parent = summary.get_opinion(tx.conn, parent_id)
             if parent is None or parent.consultation_id != c.id or parent.kind == "addendum":
-                raise NotFound("opinion not found", fields=("opinion_id",))
+                raise NotFound(
+                    "opinion not found", fields=("opinion_id",), probe=("opinion", parent_id)
+                )
             if actor.id != parent.author_id:
                 raise Forbidden(
                     "only the author adds to a signed opinion", code=ErrorCode.NOT_AUTHOR

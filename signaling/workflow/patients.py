@@ -131,7 +131,9 @@ class PatientService(Service):
             tx.own_patient(patient_id)
             consent = store.get_consent(tx.conn, consent_id)
             if consent is None or consent.patient_id != patient_id:
-                raise NotFound("consent not found", fields=("consent_id",))
+                raise NotFound(
+                    "consent not found", fields=("consent_id",), probe=("consent", consent_id)
+                )
             if not store.withdraw_consent(tx.conn, consent_id, at=tx.now, by=tx.account.id):
                 raise IllegalTransition(
                     "consent already withdrawn", code=ErrorCode.ALREADY_WITHDRAWN

@@ -21,6 +21,7 @@ from media.export import ExportFailed, Watermark, export_watermarked
 from records import store
 from records.models import Account, Consultation, Event, Recording
 from records.sealed import Keyring, SealError, open_plain
+from records.store import lookups
 from records.vocab import ErrorCode, Role
 from signaling.errors import NotFound, SignalingError
 from signaling.workflow import policy
@@ -67,7 +68,7 @@ class Replay:
 
 def replayable(tx: Tx, consultation_id: str) -> Consultation:
     """A consultation the actor may replay; otherwise ``NotFound`` (audited)."""
-    consultation = store.get_consultation(tx.conn, consultation_id)
+    consultation = lookups.consultation(tx.conn, consultation_id)
     if consultation is None or not policy.can_replay(tx.account, consultation):
         raise NotFound("consultation not found", probe=("consultation", consultation_id))
     return consultation
@@ -144,11 +145,14 @@ class ReplayService(Service):
         """
 
         def work(tx: Tx) -> Recording:
-            rec = store.get_recording(tx.conn, recording_id)
-            if rec is None or rec.status not in KEPT:
-                raise NotFound("recording not found", probe=("recording", recording_id))
-            consultation = store.get_consultation(tx.conn, rec.consultation_id)
-            if consultation is None or not policy.can_replay(tx.account, consultation):
+            # The same statements whether it exists or not (``records.store.lookups``).
+            rec, consultation = lookups.recording(tx.conn, recording_id)
+            if (
+                rec is None
+                or rec.status not in KEPT
+                or consultation is None
+                or not policy.can_replay(tx.account, consultation)
+            ):
                 raise NotFound("recording not found", probe=("recording", recording_id))
             if download or opening:
                 tx.audit(

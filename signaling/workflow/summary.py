@@ -16,6 +16,7 @@ from records import fhir_in, fhir_out, store, summary
 from records.errors import InvalidFhir
 from records.fhir_common import RESIDENT_ID_SYSTEM
 from records.models import Patient
+from records.store import lookups
 from records.summary import Summary, SummaryTable
 from records.vocab import ErrorCode, Role
 from signaling.errors import Invalid, NotFound
@@ -34,7 +35,8 @@ class ImportResult:
 def visible_patient(tx: Tx, patient_id: str) -> Patient:
     """The patient, if the actor's clinic has them or the actor may see one of their
     consultations; otherwise ``NotFound``, exactly as for an unknown id."""
-    patient = store.get_patient(tx.conn, patient_id)
+    # The same statements whether it exists or not (see ``records.store.lookups``).
+    patient, consultations = lookups.patient_with_consultations(tx.conn, patient_id)
     if patient is not None:
         account = tx.account
         if account.active and (
@@ -42,10 +44,7 @@ def visible_patient(tx: Tx, patient_id: str) -> Patient:
                 account.role == Role.CLINIC_DOCTOR
                 and patient.institution_id == account.institution_id
             )
-            or any(
-                policy.can_see(account, c)
-                for c in summary.patient_consultations(tx.conn, patient_id)
-            )
+            or any(policy.can_see(account, c) for c in consultations)
         ):
             return patient
     raise NotFound("patient not found", fields=("patient_id",), probe=("patient", patient_id))
