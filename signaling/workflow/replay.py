@@ -74,6 +74,23 @@ def replayable(tx: Tx, consultation_id: str) -> Consultation:
     return consultation
 
 
+def replayable_recording(tx: Tx, recording_id: str) -> Recording:
+    """A kept recording the actor may replay; otherwise ``NotFound`` (audited).
+
+    The same statements run whether it exists or not (``records.store.lookups``),
+    so a refused id costs what a never-existing one does.
+    """
+    rec, consultation = lookups.recording(tx.conn, recording_id)
+    if (
+        rec is None
+        or rec.status not in KEPT
+        or consultation is None
+        or not policy.can_replay(tx.account, consultation)
+    ):
+        raise NotFound("recording not found", probe=("recording", recording_id))
+    return rec
+
+
 class ReplayService(Service):
     """Use cases of the replay page."""
 
@@ -145,15 +162,7 @@ class ReplayService(Service):
         """
 
         def work(tx: Tx) -> Recording:
-            # The same statements whether it exists or not (``records.store.lookups``).
-            rec, consultation = lookups.recording(tx.conn, recording_id)
-            if (
-                rec is None
-                or rec.status not in KEPT
-                or consultation is None
-                or not policy.can_replay(tx.account, consultation)
-            ):
-                raise NotFound("recording not found", probe=("recording", recording_id))
+            rec = replayable_recording(tx, recording_id)
             if download or opening:
                 tx.audit(
                     "recording.download" if download else "recording.stream",
@@ -248,12 +257,7 @@ class RecordingExports(Service):
         job_id = store.new_id()
 
         def work(tx: Tx) -> tuple[Recording, str]:
-            rec = store.get_recording(tx.conn, recording_id)
-            if rec is None or rec.status not in KEPT:
-                raise NotFound("recording not found", probe=("recording", recording_id))
-            consultation = store.get_consultation(tx.conn, rec.consultation_id)
-            if consultation is None or not policy.can_replay(tx.account, consultation):
-                raise NotFound("recording not found", probe=("recording", recording_id))
+            rec = replayable_recording(tx, recording_id)
             institution = store.get_institution(tx.conn, tx.account.institution_id)
             tx.audit(
                 "recording.export",

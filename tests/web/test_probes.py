@@ -28,7 +28,7 @@ from aiohttp import web
 from records import store
 from records.schema import audit_log
 from web.app import all_routes
-from web.keys import CLOCK, DB
+from web.keys import CLOCK, DB, RECORDING
 
 from ..conftest import LoginAs
 from ..records.samples import dicom
@@ -212,18 +212,33 @@ async def world(scenario: Scenario, app: web.Application) -> World:
     )
     assert status == 201, roster
     assert c.opinion is not None
+    recording_id = await add_recording(app, c.id, cardio1.account["id"])
     foreign = {
         "consultation_id": c.id,
         "patient_id": c.patient_id,
         "consent_id": patient["consents"][0]["id"],
         "opinion_id": c.opinion["id"],
         "document_id": document["id"],
-        "recording_id": await add_recording(app, c.id, cardio1.account["id"]),
+        "recording_id": recording_id,
+        "export_id": await start_export(
+            app, cardio1, recording_id, f"{c.id}/{cardio1.account['id']}-1.webm"
+        ),
         "entry_id": roster["entry"]["id"],
         "department_id": ids["cardiology"],
     }
     users = {name: await scenario.user(name) for name in PROBERS}
     return World(foreign, users, cardio1.account["id"])
+
+
+async def start_export(app: web.Application, owner: User, recording_id: str, path: str) -> str:
+    """An export job of ``owner``'s (its file is not a real recording: the job fails,
+    but it exists and is nobody else's)."""
+    rec_path = app[RECORDING].root / path
+    rec_path.parent.mkdir(parents=True, exist_ok=True)
+    rec_path.write_bytes(b"not a recording")
+    status, body = await owner.post(f"/api/recordings/{recording_id}/export?watermark=1")
+    assert status == 202, body
+    return str(body["export"]["id"])
 
 
 def path_params(path: str) -> list[str]:
@@ -234,6 +249,8 @@ def request_kwargs(route: Any, world: World) -> dict[str, Any]:
     """A body the route would accept, so that only the id can be refused."""
     if route.handler.__name__ == "upload_document":
         return {"data": b"%PDF-1.4\n%%EOF\n", "content_type": "application/pdf"}
+    if route.handler.__name__ == "start_export":
+        return {"params": {"watermark": "1"}}
     if route.handler.__name__ == "import_fhir":
         return {"json": {"resourceType": "Bundle", "type": "collection", "entry": []}}
     if route.body is not None:
