@@ -324,6 +324,9 @@ CALL_STRINGS: dict[str, str] = {
     "call.rec.not_consented": N_("Not recorded: the patient did not consent to recording."),
     "call.rec.off": N_("This call is not recorded."),
     "call.rec.others": N_("Recorded participants: %(count)s"),
+    "call.rec.ended": N_("The recording has ended."),
+    "call.rec.unknown": N_("Recording status unknown while reconnecting…"),
+    "call.rec.not_recorded": N_("Not being recorded"),
 }
 
 # Consultations in these states have a call to join.
