@@ -306,6 +306,7 @@ CALL_STRINGS: dict[str, str] = {
     "call.event.live": N_("The consultation is in session"),
     "call.event.ended": N_("%(name)s ended the call"),
     "call.event.invited": N_("%(name)s invited another doctor"),
+    "call.event.recording_interrupted": N_("%(name)s is not being recorded: the recording stopped"),
     "call.confirm.end": N_("End the consultation call for everyone?"),
     "call.error.not_participant": N_("You are not a participant of this consultation."),
     "call.error.not_joinable": N_(

@@ -69,9 +69,11 @@ async def rows(app: Any) -> list[Any]:
 
 async def until_rows(app: Any, check: Any) -> list[Any]:
     async with asyncio.timeout(20):
-        while not check(found := await rows(app)):
+        while True:
+            found = await rows(app)
+            if check(found):
+                return found
             await asyncio.sleep(0.05)  # polling the records for a condition
-        return found
 
 
 async def test_a_page_that_comes_back_within_the_grace_period_is_recorded_again(
