@@ -16,8 +16,9 @@ from aiohttp import web
 from playwright.async_api import Error as PlaywrightError
 
 from records.schema import recordings
-from web.keys import DB
+from web.keys import DB, RECORDING
 
+from ..fullfs import tiny_filesystem
 from ..scenario import Scenario
 from .conftest import NetNs, video_flowing
 
@@ -29,8 +30,8 @@ def netns(loopback_netns: NetNs) -> NetNs:
     return loopback_netns
 
 
-async def recording(page: Any) -> None:
-    await page.locator('#rec-indicator[data-state="recording"]').wait_for(timeout=20_000)
+async def recording(page: Any, timeout_ms: float = 20_000) -> None:
+    await page.locator('#rec-indicator[data-state="recording"]').wait_for(timeout=timeout_ms)
 
 
 async def parts(app: web.Application, page: Any) -> list[tuple[int, str]]:
@@ -97,3 +98,32 @@ async def test_a_page_reopened_after_its_browser_died_is_recorded_again(
     found = await parts(app, again)
     assert len(found) == 2 and found[1] == (2, "recording"), found
     assert found[0][0] == 1 and found[0][1] in ("finished", "failed"), found
+
+
+async def test_a_full_disk_is_shown_on_every_page_and_the_leg_comes_back_when_freed(
+    open_as: Any, scenario: Scenario, live_app: tuple[web.Application, str], netns: NetNs
+) -> None:
+    app, _ = live_app
+    _, clinic, _ = await open_as("clinic1")
+    _, cardio, _ = await open_as("cardio1", locale="en")
+    cid = (await scenario.consultation("accepted")).id
+    with tiny_filesystem(app[RECORDING].root, free_bytes=16 * 1024) as filler, netns.entered():
+        await clinic.goto(f"/consultations/{cid}/call")
+        await cardio.goto(f"/consultations/{cid}/call")
+        # Both legs start, and the disk is full within a second or two.
+        for page in (clinic, cardio):
+            await page.locator('#rec-indicator[data-state="failed"]').wait_for(timeout=30_000)
+            tile = page.locator('#tiles .tile-remote[data-recorded="false"]')
+            await tile.wait_for()
+            assert await tile.locator(".flag-norec").is_visible()
+        await cardio.locator("#tiles .flag-norec", has_text="Not being recorded").wait_for()
+        await clinic.locator("#tiles .flag-norec", has_text="未在录像").wait_for()
+        # The call's timeline says it too.
+        await cardio.get_by_text("is not being recorded: the recording stopped").first.wait_for()
+        # Room on the disk again: each page opens its leg again by itself.
+        filler.unlink()
+        await asyncio.gather(
+            recording(clinic, timeout_ms=60_000), recording(cardio, timeout_ms=60_000)
+        )
+        for page in (clinic, cardio):
+            await page.locator('#tiles .tile-remote[data-recorded="true"]').wait_for()

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from records.schema import recordings
 from web.keys import DB, RECORDING
 
+from ..fullfs import tiny_filesystem
 from ..scenario import Scenario, tab_of
 from .calls import connect, join
 
@@ -102,23 +99,6 @@ async def test_a_page_that_comes_back_within_the_grace_period_is_recorded_again(
             assert [(r["part"], r["status"]) for r in found][-1] == (2, "recording")
             assert found[0]["part"] == 1 and found[0]["status"] in ("finished", "failed")
         await again.close()
-
-
-@contextmanager
-def tiny_filesystem(path: Path, free_bytes: int) -> Iterator[None]:
-    """A tmpfs at ``path`` with about ``free_bytes`` left: a disk that fills at once."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("the full-disk test mounts a tmpfs: it needs root")
-        pytest.skip("the full-disk test mounts a tmpfs: it needs root")
-    path.mkdir(parents=True, exist_ok=True)
-    size = 1024 * 1024
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)  # noqa: S603,S607
-    try:
-        (path / "filler").write_bytes(b"\0" * (size - free_bytes))
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)  # noqa: S603,S607
 
 
 async def test_a_full_disk_stops_the_recording_and_every_page_and_the_timeline_say_so(
