@@ -214,12 +214,18 @@ class Recorder:
         self.legs.pop(key, None)
         return result
 
+    def forget(self, key: RecordingKey) -> None:
+        """Drop a leg that ended by itself once its result has been taken."""
+        leg = self.legs.get(key)
+        if leg is not None and leg.result is not None and leg.result.done():
+            del self.legs[key]
+
     async def _ended_by_itself(self, leg: Leg) -> None:
         # The browser went away or the file could not be written: the leg ends
         # here, and whoever listens is told (stop() was not asked for it).
+        # The leg stays in ``legs`` until stop() (which returns its result) or
+        # ``forget``: whoever listens decides.
         result = await self._finish(leg)
-        if self.legs.get(leg.key) is leg:
-            del self.legs[leg.key]
         if self.on_finished is not None:
             self.on_finished(result)
 

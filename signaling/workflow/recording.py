@@ -235,6 +235,7 @@ class RecordingService(Service):
         # The leg ended by itself (the browser's side went away, the file could
         # not be written): store what was recorded, and say the participant is
         # no longer being recorded.
+        self.recorder.forget(result.key)
         slot = (result.key.consultation_id, result.key.participant_id)
         entry = self.active.get(slot)
         if entry is None or entry[0] != result.key:
