@@ -18,6 +18,10 @@ import av
 log = logging.getLogger(__name__)
 
 PARTIAL = ".partial"
+# Beside a ``.partial`` file while it is written: where its time 0 lies after the
+# leg's start (seconds), so that a file repaired after a crash still gets its
+# place on the session's clock (the file itself holds only relative times).
+START_NOTE = ".start"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +44,24 @@ def final_name(partial: Path) -> Path:
     if partial.suffix != PARTIAL:
         raise ValueError(f"not a partial file: {partial.name}")
     return partial.with_suffix("")
+
+
+def start_note(partial: Path) -> Path:
+    """``x.webm.partial`` -> ``x.webm.partial.start`` (the first media offset)."""
+    return partial.with_name(partial.name + START_NOTE)
+
+
+def write_start(partial: Path, first_media_offset: float) -> None:
+    """Note where ``partial``'s time 0 lies after its leg's start."""
+    start_note(partial).write_text(f"{first_media_offset:.6f}\n", encoding="ascii")
+
+
+def read_start(partial: Path) -> float | None:
+    """The noted first media offset of ``partial`` (None: not noted or unreadable)."""
+    try:
+        return float(start_note(partial).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
 
 
 def sha256_of(path: Path, chunk: int = 1024 * 1024) -> str:
@@ -92,11 +114,36 @@ def finalize(partial: Path) -> FinishedFile:
         audio = next((s.codec_context.name for s in src.streams.audio), None)
     tmp.replace(target)
     partial.unlink()
+    start_note(partial).unlink(missing_ok=True)
     with av.open(str(target), "r") as check:
         duration = (check.duration or 0) / 1_000_000 or max(ends, default=0.0)
     return FinishedFile(
         path=target,
         format=fmt,
+        video_codec=video,
+        audio_codec=audio,
+        duration=duration,
+        video_packets=counts["video"],
+        audio_packets=counts["audio"],
+        size=target.stat().st_size,
+        sha256=sha256_of(target),
+    )
+
+
+def describe(target: Path) -> FinishedFile:
+    """What the records keep about an already finished file (its row was not
+    stored when it was finished, e.g. the database's disk was full)."""
+    counts = {"video": 0, "audio": 0}
+    with av.open(str(target), "r") as src:
+        for packet in src.demux():
+            if packet.size and packet.stream.type in counts:
+                counts[packet.stream.type] += 1
+        duration = (src.duration or 0) / 1_000_000
+        video = next((s.codec_context.name for s in src.streams.video), None)
+        audio = next((s.codec_context.name for s in src.streams.audio), None)
+    return FinishedFile(
+        path=target,
+        format="mp4" if target.suffix == ".mp4" else "webm",
         video_codec=video,
         audio_codec=audio,
         duration=duration,

@@ -35,7 +35,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from media import seam
 from media.errors import RecordingFailed
-from media.finalize import FinishedFile, finalize, leftovers
+from media.finalize import FinishedFile, finalize, leftovers, read_start, start_note
 from media.writer import CONTAINER_FOR, SUFFIX_FOR, TrackWriter
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,17 @@ class Leg:
     receivers: list[Any] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     result: asyncio.Future[LegResult] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Repaired:
+    """One ``.partial`` file a killed server left, after the repair."""
+
+    partial: Path
+    file: FinishedFile | None
+    error: str | None
+    # Where the file's time 0 lay after its leg's start (None: not noted).
+    first_media_offset: float | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +130,7 @@ class Recorder:
         self.on_finished = on_finished
         self.legs: dict[RecordingKey, Leg] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._ending: set[asyncio.Task[None]] = set()
 
     def partial_path(self, key: RecordingKey, fmt: str) -> Path:
         """Where a leg's file is written while recording."""
@@ -145,9 +157,7 @@ class Recorder:
         async def on_state() -> None:
             if pc.connectionState in ("failed", "closed") and leg.result is None:
                 log.info("recording peer=%s %s", key.participant_id, pc.connectionState)
-                result = await self._finish(leg)
-                if self.on_finished is not None:
-                    self.on_finished(result)
+                await self._ended_by_itself(leg)
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -204,6 +214,21 @@ class Recorder:
         self.legs.pop(key, None)
         return result
 
+    def forget(self, key: RecordingKey) -> None:
+        """Drop a leg that ended by itself once its result has been taken."""
+        leg = self.legs.get(key)
+        if leg is not None and leg.result is not None and leg.result.done():
+            del self.legs[key]
+
+    async def _ended_by_itself(self, leg: Leg) -> None:
+        # The browser went away or the file could not be written: the leg ends
+        # here, and whoever listens is told (stop() was not asked for it).
+        # The leg stays in ``legs`` until stop() (which returns its result) or
+        # ``forget``: whoever listens decides.
+        result = await self._finish(leg)
+        if self.on_finished is not None:
+            self.on_finished(result)
+
     async def _finish(self, leg: Leg) -> LegResult:
         # Both stop() and the peer's own end may get here; the work runs once.
         if leg.result is None:
@@ -229,6 +254,7 @@ class Recorder:
         stats = await asyncio.to_thread(leg.writer.close)
         if stats.first_media_offset is None:
             await asyncio.to_thread(_discard, stats.path)
+            await asyncio.to_thread(_discard, start_note(stats.path))
             return LegResult(
                 key=key,
                 started_at=leg.started_at,
@@ -272,22 +298,35 @@ class Recorder:
         while self.legs:
             await asyncio.sleep(BATCH_SECONDS)
             for leg in list(self.legs.values()):
-                if leg.writer is not None and not leg.done.is_set():
-                    leg.writer.flush()
+                if leg.writer is None or leg.done.is_set():
+                    continue
+                if leg.writer.failed.is_set():
+                    log.warning("recording peer=%s: writing failed", leg.key.participant_id)
+                    leg.done.set()
+                    task = asyncio.ensure_future(self._ended_by_itself(leg))
+                    self._ending.add(task)
+                    task.add_done_callback(self._ending.discard)
+                    continue
+                leg.writer.flush()
 
-    def recover(self) -> list[tuple[Path, FinishedFile | None, str | None]]:
+    def recover(self) -> list[Repaired]:
         """Repair what a killed server left: every ``.partial`` file is finalized.
 
         Blocking (call it on a worker thread, at start-up, before new legs).
-        Returns (partial path, finished file or None, error or None) for each.
+        Each result carries the file's first media offset as noted while it was
+        written, so that the records can place it on the session's clock.
         """
-        out: list[tuple[Path, FinishedFile | None, str | None]] = []
+        out: list[Repaired] = []
         for partial in leftovers(self.directory):
+            offset = read_start(partial)
             try:
-                out.append((partial, finalize(partial), None))
+                finished, error = finalize(partial), None
             except Exception as exc:
                 log.exception("could not repair %s", partial.name)
-                out.append((partial, None, repr(exc)))
+                finished, error = None, repr(exc)
+            out.append(
+                Repaired(partial=partial, file=finished, error=error, first_media_offset=offset)
+            )
         return out
 
     # -- internals ----------------------------------------------------------------

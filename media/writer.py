@@ -31,6 +31,7 @@ from av.container import OutputContainer
 from av.stream import Stream
 
 from media.bitstream import picture_size
+from media.finalize import write_start
 from media.opushead import opus_template
 from media.seam import EncodedFrame
 
@@ -121,6 +122,10 @@ class TrackWriter:
         # Set by the writer thread when video waits for a keyframe; read by the
         # recorder's keyframe loop (a plain bool is enough between two threads).
         self.needs_keyframe = video_codec is not None
+        # Set by the writer thread when writing failed (a full disk, a muxer
+        # error): nothing more reaches the file, and the recorder ends the leg
+        # so that the records and the pages say so instead of "recording".
+        self.failed = threading.Event()
         self._origin: float | None = None
         # Frames are handed to the thread in batches (``flush``): one wake-up per
         # batch instead of one per frame (audio alone is 50 frames a second).
@@ -193,6 +198,7 @@ class TrackWriter:
         except Exception as exc:  # the recording fails; the call must go on
             log.exception("recording writer failed: %s", self.path.name)
             self.stats.errors.append(repr(exc))
+            self.failed.set()
             while self._queue.get() is not None:
                 pass
         finally:
@@ -231,6 +237,10 @@ class TrackWriter:
             # keep where that lies on the session's clock.
             self._origin = frame.arrival
             self.stats.first_media_offset = max(frame.arrival - self.t0, 0.0)
+            try:
+                write_start(self.path, self.stats.first_media_offset)
+            except OSError as exc:  # the file itself may still be written
+                log.warning("no start note for %s: %s", self.path.name, exc)
         if state.base is None:
             offset = max(frame.arrival - self._origin, 0.0)
             state.base = round(offset * frame.clock_rate) - frame.timestamp

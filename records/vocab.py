@@ -93,6 +93,9 @@ class EventKind(StrEnum):
     RECORDING_FINISHED = "recording_finished"
     RECORDING_RECOVERED = "recording_recovered"
     RECORDING_FAILED = "recording_failed"
+    # a participant of a live call stopped being recorded without anyone asking
+    # (their leg's connection died, the disk filled, the server stopped)
+    RECORDING_INTERRUPTED = "recording_interrupted"
 
 
 class Sex(StrEnum):
@@ -227,6 +230,7 @@ class ErrorCode(StrEnum):
     ALREADY_IN_CALL = "already_in_call"
     UNKNOWN_PEER = "unknown_peer"
     CHAT_NOT_STORED = "chat_not_stored"
+    END_NOT_STORED = "end_not_stored"
     # server health (never caused by the caller)
     AUDIT_CHAIN_BROKEN = "audit_chain_broken"
     AIORTC_SEAM_BROKEN = "aiortc_seam_broken"

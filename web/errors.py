@@ -106,6 +106,7 @@ STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.ALREADY_IN_CALL: 409,
     ErrorCode.UNKNOWN_PEER: 404,
     ErrorCode.CHAT_NOT_STORED: 500,
+    ErrorCode.END_NOT_STORED: 503,
     # server health
     ErrorCode.AUDIT_CHAIN_BROKEN: 500,
     ErrorCode.AIORTC_SEAM_BROKEN: 500,

@@ -73,6 +73,7 @@ EVENT_LABELS: Mapping[EventKind, str] = {
     EventKind.RECORDING_FINISHED: N_("Recording of %(name)s finished"),
     EventKind.RECORDING_RECOVERED: N_("Recording repaired after a server stop"),
     EventKind.RECORDING_FAILED: N_("Recording of %(name)s failed"),
+    EventKind.RECORDING_INTERRUPTED: N_("%(name)s is not being recorded: the recording stopped"),
 }
 
 # One label per error code, for people (the server's English message is for
@@ -168,6 +169,9 @@ ERROR_LABELS: Mapping[ErrorCode, str] = {
     ErrorCode.ALREADY_IN_CALL: N_("You are already in this call in another window or tab."),
     ErrorCode.UNKNOWN_PEER: N_("That participant is no longer in the call."),
     ErrorCode.CHAT_NOT_STORED: N_("The message could not be saved to the record."),
+    ErrorCode.END_NOT_STORED: N_(
+        "The end of the call could not be saved yet; the server keeps trying."
+    ),
     ErrorCode.AUDIT_CHAIN_BROKEN: N_("The audit log does not verify: tell the administrator."),
     ErrorCode.AIORTC_SEAM_BROKEN: N_(
         "The recorder does not work with the installed media library: tell the administrator."

@@ -354,6 +354,7 @@ CALL_STRINGS: dict[str, str] = {
     "call.event.live": N_("The consultation is in session"),
     "call.event.ended": N_("%(name)s ended the call"),
     "call.event.invited": N_("%(name)s invited another doctor"),
+    "call.event.recording_interrupted": N_("%(name)s is not being recorded: the recording stopped"),
     "call.confirm.end": N_("End the consultation call for everyone?"),
     "call.error.not_participant": N_("You are not a participant of this consultation."),
     "call.error.not_joinable": N_(
@@ -372,6 +373,9 @@ CALL_STRINGS: dict[str, str] = {
     "call.rec.not_consented": N_("Not recorded: the patient did not consent to recording."),
     "call.rec.off": N_("This call is not recorded."),
     "call.rec.others": N_("Recorded participants: %(count)s"),
+    "call.rec.ended": N_("The recording has ended."),
+    "call.rec.unknown": N_("Recording status unknown while reconnecting…"),
+    "call.rec.not_recorded": N_("Not being recorded"),
 }
 
 # Consultations in these states have a call to join.

@@ -34,6 +34,11 @@ from signaling.workflow.policy import MAX_PARTICIPANTS
 
 log = logging.getLogger(__name__)
 
+# An end the database could not store is tried again after these many seconds,
+# doubling up to the maximum, until it is stored.
+END_RETRY_FIRST = 0.5
+END_RETRY_MAX = 30.0
+
 # A handler of one client message type: the sender's room and place, the message.
 Handler = Callable[[Room, Member, Any], Awaitable[None]]
 _M = TypeVar("_M")
@@ -77,6 +82,7 @@ class Calls:
         self.recording_max_bitrate = recording_max_bitrate
         if recording is not None:
             recording.listener = self._recording_changed
+            recording.present = self._present
         self.rooms: dict[str, Room] = {}
         self._where: dict[Channel, tuple[Room, Member]] = {}
         self.dropped_candidates = 0
@@ -223,8 +229,42 @@ class Calls:
         await self._remove(room, member, EventKind.LEFT)
 
     async def _on_end(self, room: Room, member: Member, msg: m.End) -> None:
-        consultation = await self.workflow.end(member.actor, room.consultation_id)
-        await self._broadcast(room, o.StateChanged(state=consultation.state, by=member.peer_id))
+        try:
+            consultation = await self.workflow.end(member.actor, room.consultation_id)
+        except SignalingError:
+            raise
+        except Exception as exc:
+            # The database could not store it (its disk is full, ...): the end
+            # is not dropped but tried again until it is stored, and the sender
+            # is told meanwhile; the call goes on until then.
+            log.exception("consultation=%s end not stored; retrying", room.consultation_id)
+            self._spawn(self._end_later(room, member))
+            raise SignalingError(
+                "the end of the call could not be saved yet; it is retried",
+                code=ErrorCode.END_NOT_STORED,
+            ) from exc
+        await self._ended(room, member, consultation.state)
+
+    async def _end_later(self, room: Room, member: Member) -> None:
+        delay = END_RETRY_FIRST
+        while True:
+            await asyncio.sleep(delay)  # a backoff timer: nothing to wait on
+            delay = min(delay * 2, END_RETRY_MAX)
+            try:
+                consultation = await self.workflow.end(member.actor, room.consultation_id)
+            except SignalingError as exc:
+                log.info("consultation=%s end dropped: %s", room.consultation_id, exc.code)
+                return  # ended meanwhile, or no longer allowed
+            except Exception:
+                log.warning("consultation=%s end still not stored", room.consultation_id)
+                continue
+            await self._ended(
+                self.rooms.get(room.consultation_id, room), member, consultation.state
+            )
+            return
+
+    async def _ended(self, room: Room, member: Member, state: str) -> None:
+        await self._broadcast(room, o.StateChanged(state=state, by=member.peer_id))
         if self.recording is not None:
             # Finished off the message path: the files are finalized (seek
             # index, hash) and stored while the pages move on.
@@ -283,8 +323,12 @@ class Calls:
         await self._broadcast(room, self._event(room, event))
 
     async def _finish_recordings(self, consultation_id: str) -> None:
-        if self.recording is not None:
+        if self.recording is None:
+            return
+        try:
             await self.recording.stop_all(consultation_id)
+        except Exception:
+            log.exception("consultation=%s recordings not stored at the end", consultation_id)
 
     async def _record(self, room: Room, member: Member, sdp: str) -> None:
         if self.recording is None:
@@ -303,18 +347,34 @@ class Calls:
             raise SignalingError(
                 "the recorder could not start", code=ErrorCode.RECORDING_FAILED
             ) from exc
-        await self._send(member, o.RecAnswer(sdp=answer))
+        await self._send(room.members.get(member.peer_id, member), o.RecAnswer(sdp=answer))
         await self._broadcast(room, o.RecordingChanged(peer_id=member.peer_id, state="recording"))
 
     async def _stop_recording(self, room: Room, peer_id: str) -> None:
         if self.recording is None or not self.recording.is_recording(room.consultation_id, peer_id):
             return
-        await self.recording.stop(room.consultation_id, peer_id)
+        try:
+            await self.recording.stop(room.consultation_id, peer_id)
+        except Exception:
+            # The file or its row could not be stored (a full disk): whoever
+            # asked (leave, rec_stop) goes on; the next start repairs the rest.
+            log.exception(
+                "consultation=%s peer=%s recording not stored", room.consultation_id, peer_id
+            )
 
-    async def _recording_changed(self, consultation_id: str, peer_id: str, state: str) -> None:
+    def _present(self, consultation_id: str, peer_id: str) -> bool:
         room = self.rooms.get(consultation_id)
-        if room is not None:
-            await self._broadcast(room, o.RecordingChanged(peer_id=peer_id, state=state))
+        return room is not None and peer_id in room.members
+
+    async def _recording_changed(
+        self, consultation_id: str, peer_id: str, state: str, event: Event | None
+    ) -> None:
+        room = self.rooms.get(consultation_id)
+        if room is None:
+            return
+        await self._broadcast(room, o.RecordingChanged(peer_id=peer_id, state=state))
+        if event is not None:
+            await self._broadcast(room, self._event(room, event))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)

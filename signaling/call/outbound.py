@@ -258,7 +258,8 @@ class StateChanged:
 
 @dataclass(frozen=True, kw_only=True)
 class RecordingChanged:
-    """A participant's recording leg changed state (recording, stopped, failed)."""
+    """A participant's recording leg changed state: recording, stopped (asked
+    for), interrupted (it ended by itself while they stayed) or failed."""
 
     type: ClassVar[str] = "recording"
     peer_id: str

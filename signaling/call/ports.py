@@ -15,8 +15,10 @@ from records.models import Consultation, Event, Institution
 from records.vocab import EventKind
 from signaling.workflow.base import Actor
 
-# Told (consultation id, participant id, state) when a recording leg changes.
-RecordingListener = Callable[[str, str, str], Awaitable[None]]
+# Told (consultation id, participant id, state, timeline event or None) when a
+# recording leg ends: stopped, interrupted (ended by itself) or failed; the event
+# (``recording_interrupted``) says a participant of a live call is not recorded.
+RecordingListener = Callable[[str, str, str, Event | None], Awaitable[None]]
 
 
 class CallWorkflow(Protocol):
@@ -81,6 +83,8 @@ class CallRecording(Protocol):
     """The recording service as the call sees it: one leg per recorded participant."""
 
     listener: RecordingListener | None
+    # Whether (consultation id, participant id) is in that call now.
+    present: Callable[[str, str], bool] | None
 
     async def allowed(self, consultation_id: str) -> bool:
         """Whether the patient's consent covers recording."""

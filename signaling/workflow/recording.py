@@ -10,25 +10,34 @@ killed server left behind.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
+import shutil
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from media.finalize import FinishedFile
-from media.recorder import LegResult, Recorder, RecordingKey
+from media.finalize import FinishedFile, describe
+from media.recorder import LegResult, Recorder, RecordingKey, Repaired
 from records import sealed, store
-from records.models import Recording
+from records.models import Event, Recording
 from records.vocab import ErrorCode, EventKind
 from signaling.errors import IllegalTransition, NotFound, RuleViolation
 from signaling.workflow.base import Actor, Context, Service, Tx, stored
 
 log = logging.getLogger(__name__)
+
+# Told (consultation id, participant id, state, timeline event or None) once a
+# leg's file is stored: state "stopped" (asked for), "interrupted" (the leg ended
+# by itself: the browser's side went away, the file could not be written) or
+# "failed" (nothing usable was recorded). The event is ``recording_interrupted``
+# when the call was live then: the participant is not being recorded.
+Listener = Callable[[str, str, str, Event | None], Awaitable[None]]
 
 MIN_RETENTION_DAYS = 3 * 365 + 1  # audio/video process records: at least 3 years
 
@@ -72,9 +81,11 @@ class RecordingService(Service):
         # Legs whose negotiation is under way (reserved, not yet in the records).
         self._starting: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        # Told (consultation id, participant id, "stopped" | "failed") once a
-        # leg's file is stored, however the leg ended; the call rooms listen.
-        self.listener: Callable[[str, str, str], Awaitable[None]] | None = None
+        # The call rooms listen (see ``Listener``), and say who is in a call:
+        # a leg that ends by itself is an interruption only while its
+        # participant is still there (not after they left).
+        self.listener: Listener | None = None
+        self.present: Callable[[str, str], bool] | None = None
         recorder.on_finished = self._leg_ended
 
     @property
@@ -117,10 +128,21 @@ class RecordingService(Service):
                 code=ErrorCode.RECORDING_NOT_CONSENTED,
             )
         slot = (consultation_id, actor.id)
-        if slot in self.active or slot in self._starting:
+        if slot in self._starting:
+            # Two offers of one participant at once: the page tries again.
             raise IllegalTransition("already recording", code=ErrorCode.ALREADY_RECORDING)
         self._starting.add(slot)
         try:
+            replaced = self.active.pop(slot, None)
+            if replaced is not None:
+                # The participant offers again while their old leg is still
+                # registered: a reload, or a browser that died and came back
+                # within the grace period (the dead leg would keep its place
+                # until ICE gives up). A participant has one page in the call,
+                # so the old leg ends as its own part and the new one follows.
+                result = await self.recorder.stop(replaced[0])
+                if result is not None:
+                    await self._store(replaced[1], result)
             part = await self.read(
                 lambda conn: store.next_recording_part(conn, consultation_id, actor.id)
             )
@@ -202,19 +224,36 @@ class RecordingService(Service):
         return out
 
     async def close(self) -> None:
-        """Finish every running leg (server shutdown)."""
+        """Finish every running leg (server shutdown).
+
+        A leg whose file or row cannot be stored (a full disk) does not keep the
+        others from finishing or the server from stopping: the next start
+        repairs what is left (``recover``).
+        """
         for cid, pid in list(self.active):
-            await self.stop(cid, pid)
+            try:
+                await self.stop(cid, pid)
+            except Exception:
+                log.exception("consultation=%s recording not stored at shutdown", cid)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _leg_ended(self, result: LegResult) -> None:
-        # The browser's side went away (closed, failed): store what was recorded.
+        # The leg ended by itself (the browser's side went away, the file could
+        # not be written): store what was recorded, and say the participant is
+        # no longer being recorded.
+        self.recorder.forget(result.key)
         slot = (result.key.consultation_id, result.key.participant_id)
         entry = self.active.get(slot)
         if entry is None or entry[0] != result.key:
             return
         del self.active[slot]
-        self._spawn(self._store(entry[1], result))
+        self._spawn(self._store_logged(entry[1], result))
+
+    async def _store_logged(self, recording_id: str, result: LegResult) -> None:
+        try:
+            await self._store(recording_id, result, interrupted=True)
+        except Exception:
+            log.exception("recording=%s not stored (recover repairs it at start)", recording_id)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -234,16 +273,40 @@ class RecordingService(Service):
         except OSError:
             log.exception("could not encrypt %s; it stays in plaintext", finished.path.name)
 
-    async def _store(self, recording_id: str, result: LegResult) -> Recording:
+    async def _describe(self, path: Path) -> FinishedFile:
+        """What the records keep of a finished file, sealed at rest or not."""
+        if not sealed.is_sealed(path):
+            return await asyncio.to_thread(describe, path)
+
+        def from_plaintext() -> FinishedFile:
+            # PyAV reads the plaintext from a temporary copy beside the file.
+            plain = path.with_name(path.name + ".plain")
+            try:
+                with sealed.open_plain(path, self.keyring) as src, plain.open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                return dataclasses.replace(describe(plain), path=path)
+            finally:
+                plain.unlink(missing_ok=True)
+
+        return await asyncio.to_thread(from_plaintext)
+
+    async def _store(
+        self, recording_id: str, result: LegResult, *, interrupted: bool = False
+    ) -> Recording:
         await self._seal(result.file)
-        rec = await self._store_row(recording_id, result)
+        rec, event = await self._store_row(recording_id, result, interrupted=interrupted)
         if self.listener is not None:
-            state = "failed" if rec.status == "failed" else "stopped"
-            await self.listener(rec.consultation_id, rec.participant_id, state)
+            if rec.status == "failed":
+                state = "failed"
+            else:
+                state = "interrupted" if interrupted else "stopped"
+            await self.listener(rec.consultation_id, rec.participant_id, state, event)
         return rec
 
-    async def _store_row(self, recording_id: str, result: LegResult) -> Recording:
-        def work(tx: Tx) -> Recording:
+    async def _store_row(
+        self, recording_id: str, result: LegResult, *, interrupted: bool
+    ) -> tuple[Recording, Event | None]:
+        def work(tx: Tx) -> tuple[Recording, Event | None]:
             now = tx.now
             rec = stored(store.get_recording(tx.conn, recording_id))
             if result.file is None:
@@ -276,36 +339,69 @@ class RecordingService(Service):
                 data={"recording_id": recording_id},
             )
             tx.audit(kind.replace("_", "."), "recording", recording_id)
-            return stored(store.get_recording(tx.conn, recording_id))
+            event = None
+            if interrupted and (
+                self.present is None or self.present(rec.consultation_id, rec.participant_id)
+            ):
+                event = _interrupted(tx, rec, reason=result.error or "connection lost")
+            return stored(store.get_recording(tx.conn, recording_id)), event
 
         return await self.write(None, work)
 
     # -- repair, verification, purge ---------------------------------------------
 
     async def recover(self) -> list[Recording]:
-        """Finalize every ``.partial`` left by a killed server and mark it recovered."""
+        """Repair what a stopped server left and mark it on the timeline.
+
+        Every ``.partial`` file is finalized and marked ``recovered`` (placed on
+        the session's clock by the start noted beside it). A row still
+        ``recording`` without a partial file (its file was finished but the
+        row could not be stored, e.g. on a full disk) is settled from the file
+        if there is one, else marked failed. No leg runs yet when this is called.
+        """
         repaired = await asyncio.to_thread(self.recorder.recover)
         # What an interrupted sealing left beside its (intact) original.
         for temp in await asyncio.to_thread(sealed.leftover_temps, self.root):
             temp.unlink(missing_ok=True)
         out = []
-        for partial, finished, error in repaired:
-            await self._seal(finished)
-            relative = str(partial.with_suffix("").relative_to(self.root))
+        for item in repaired:
+            await self._seal(item.file)
+            relative = str(item.partial.with_suffix("").relative_to(self.root))
             updated = await self.write(
                 None,
                 functools.partial(
-                    _mark_recovered,
-                    relative=relative,
-                    finished=finished,
-                    error=error,
-                    retention=self.retention,
+                    _mark_recovered, relative=relative, item=item, retention=self.retention
                 ),
             )
             if updated is None:
                 log.warning("repaired %s, which the records do not know", relative)
                 continue
             out.append(updated)
+        left = await self.read(lambda conn: store.list_recordings(conn, statuses=["recording"]))
+        for rec in left:
+            path = self.root / rec.path
+            finished: FinishedFile | None = None
+            error = "the recording's file is missing"
+            if path.exists():
+                try:
+                    finished = await self._describe(path)
+                    await self._seal(finished)
+                except Exception as exc:
+                    error = repr(exc)
+            item = Repaired(
+                partial=path.with_name(path.name + ".partial"),
+                file=finished,
+                error=None if finished else error,
+                first_media_offset=None,
+            )
+            updated = await self.write(
+                None,
+                functools.partial(
+                    _mark_recovered, relative=rec.path, item=item, retention=self.retention
+                ),
+            )
+            if updated is not None:
+                out.append(updated)
         return out
 
     async def verify(self) -> list[Check]:
@@ -377,28 +473,28 @@ class RecordingService(Service):
 
 
 def _mark_recovered(
-    tx: Tx,
-    *,
-    relative: str,
-    finished: FinishedFile | None,
-    error: str | None,
-    retention: timedelta,
+    tx: Tx, *, relative: str, item: Repaired, retention: timedelta
 ) -> Recording | None:
-    """Record the outcome of repairing one ``.partial`` file (None: not in the records)."""
+    """Record the outcome of repairing one recording (None: not in the records)."""
     rec = store.recording_by_path(tx.conn, relative)
     if rec is None:
         return None
     now = tx.now
+    finished = item.file
     if finished is None:
         store.update_recording(
-            tx.conn, rec.id, status="failed", error=(error or "")[:500], finished_at=now
+            tx.conn, rec.id, status="failed", error=(item.error or "")[:500], finished_at=now
         )
     else:
+        # The file's time 0 on the session's clock: its leg's start plus where
+        # the first media arrived (noted while writing; unknown: the start).
+        start = rec.started_at + timedelta(seconds=item.first_media_offset or 0.0)
         store.update_recording(
             tx.conn,
             rec.id,
             **_file_values(finished),
             status="recovered",
+            offset_ms=_offset_from(tx.conn, rec.consultation_id, start),
             finished_at=now,
             retain_until=now + retention,
         )
@@ -410,12 +506,36 @@ def _mark_recovered(
         by_actor=False,
     )
     tx.audit("recording.recover", "recording", rec.id, ok=finished is not None)
+    _interrupted(tx, rec, reason="server stopped")
     return store.get_recording(tx.conn, rec.id)
+
+
+def _interrupted(tx: Tx, rec: Recording, *, reason: str) -> Event | None:
+    """Put ``recording_interrupted`` on the timeline if the call is live: the
+    participant is no longer being recorded (until their page opens a new leg)."""
+    consultation = store.get_consultation(tx.conn, rec.consultation_id)
+    if consultation is None or consultation.state != "live":
+        return None
+    eid = store.add_event(
+        tx.conn,
+        consultation_id=rec.consultation_id,
+        at=tx.now,
+        kind=EventKind.RECORDING_INTERRUPTED,
+        actor_id=rec.participant_id,
+        data={"recording_id": rec.id, "reason": reason[:200]},
+    )
+    tx.audit("recording.interrupted", "recording", rec.id)
+    return next(e for e in store.list_events(tx.conn, rec.consultation_id, after_id=eid - 1))
 
 
 def _session_offset(conn: sa.Connection, consultation_id: str, result: LegResult) -> int:
     """Milliseconds from the session's start (it went live) to the file's time 0."""
     start = result.started_at + timedelta(seconds=result.first_media_offset or 0.0)
+    return _offset_from(conn, consultation_id, start)
+
+
+def _offset_from(conn: sa.Connection, consultation_id: str, start: datetime) -> int:
+    """Milliseconds from the session's start (it went live) to ``start``."""
     live = [e.at for e in store.list_events(conn, consultation_id) if e.kind == "live"]
     origin = live[0] if live else start
     return round((start - origin).total_seconds() * 1000)

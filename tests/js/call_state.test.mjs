@@ -21,6 +21,7 @@ import {
   opened,
   receive,
   recordingView,
+  releaseHeld,
   statusChanged,
 } from "../../web/static/js/call-state.js";
 
@@ -98,7 +99,7 @@ test("joining offers to everyone present, sends our media state and starts recor
   assert.deepEqual(effects, [
     { do: "createPeer", peerId: "p-ann", initiator: true },
     { do: "sendMediaState" },
-    { do: "startRecording" },
+    { do: "startRecording", restart: true },
   ]);
   assert.equal(state0.participants.size, 0, "the old state is not changed");
   assert.deepEqual(bannerView(state), { kind: "live", key: "call.state.live" });
@@ -246,17 +247,17 @@ test("a line the server could not store is marked failed, and ours can be sent a
 
 test("recording: who is recorded, our leg, refusal and failure", () => {
   let state = inCall();
-  assert.deepEqual(recordingView(state), { state: "starting", peers: 0, others: 0 });
+  assert.deepEqual(recordingView(state), { state: "starting", peers: 0, others: 0, unrecorded: [] });
   state = legChanged(state, "starting");
   state = receive(state, { type: "recording", peer_id: ME, state: "recording" }).state;
   state = receive(state, { type: "recording", peer_id: "p-ann", state: "recording" }).state;
-  assert.deepEqual(recordingView(state), { state: "recording", peers: 2, others: 1 });
+  assert.deepEqual(recordingView(state), { state: "recording", peers: 2, others: 1, unrecorded: [] });
   // Recorded twice is still one peer.
   state = receive(state, { type: "recording", peer_id: "p-ann", state: "recording" }).state;
   assert.deepEqual(state.recording.peers, [ME, "p-ann"]);
 
   const failed = receive(state, { type: "recording", peer_id: ME, state: "failed" });
-  assert.deepEqual(failed.effects, [{ do: "recordingFailed" }]);
+  assert.deepEqual(failed.effects, [{ do: "recordingEnded" }]);
   assert.deepEqual(failed.state.recording.peers, ["p-ann"]);
   assert.deepEqual(receive(state, { type: "recording", peer_id: "p-ann", state: "stopped" }).effects, []);
   assert.deepEqual(receive(state, { type: "error", code: "recording_failed" }).effects, [
@@ -281,6 +282,11 @@ test("the consultation ending finishes the call once and releases everything", (
   assert.deepEqual(bannerView(ended), { kind: "info", key: "call.state.ended" });
   assert.equal(recordingView(ended).state, "off");
   assert.deepEqual(finish(ended, "left").effects, [], "finished once");
+  // A recorded call that ended says so, and nobody is "being recorded" any more.
+  let recorded = receive(state, { type: "recording", peer_id: ME, state: "recording" }).state;
+  recorded = receive(recorded, { type: "recording", peer_id: "p-ann", state: "recording" }).state;
+  const over = receive(recorded, { type: "state", state: "ended", by: "p-ann" }).state;
+  assert.deepEqual(recordingView(over), { state: "ended", peers: 0, others: 0, unrecorded: [] });
   // live is still a call.
   const live = receive(state, { type: "state", state: "live" });
   assert.equal(live.state.consultationState, "live");
@@ -326,4 +332,52 @@ test("what we send follows the microphone, the camera and audio-only", () => {
   state = micToggled(state);
   assert.deepEqual(mediaState(state), { audio: false, video: false });
   assert.deepEqual(state.media.problems, ["camera_denied"]);
+});
+
+test("the server's word on recording: our leg is reopened, the unrecorded are named", () => {
+  let state = inCall({ state: "live" });
+  state = receive(state, { type: "recording", peer_id: ME, state: "recording" }).state;
+  // Ann is in the live call and not recorded: every page shows it.
+  assert.deepEqual(recordingView(state).unrecorded, ["p-ann"]);
+  state = receive(state, { type: "recording", peer_id: "p-ann", state: "recording" }).state;
+  assert.deepEqual(recordingView(state).unrecorded, []);
+  // Our leg was interrupted on the server: we are no longer shown as recorded
+  // and the leg is reopened.
+  const cut = receive(state, { type: "recording", peer_id: ME, state: "interrupted" });
+  assert.deepEqual(cut.effects, [{ do: "recordingEnded" }]);
+  assert.equal(recordingView(legChanged(cut.state, "failed")).state, "failed");
+  // Our socket is down: the page cannot know, and does not say "recording".
+  assert.equal(recordingView(statusChanged(state, "offline")).state, "unknown");
+  // A refused offer is an error state (and a retry), never "starting" for good.
+  assert.deepEqual(receive(state, { type: "error", code: "already_recording" }).effects, [
+    { do: "recordingFailed" },
+  ]);
+  // Back after a server restart, not listed as recorded: the leg is replaced.
+  const back = receive(statusChanged(state, "joined"), joined({ state: "live", peers: [ANN] }));
+  assert.deepEqual(back.effects.at(-1), { do: "startRecording", restart: true });
+  const listed = receive(state, joined({ state: "live", resumed: true, recording: { available: true, allowed: true, recording: [ME] } }));
+  assert.deepEqual(listed.effects.at(-1), { do: "startRecording", restart: false });
+});
+
+test("after a server restart a linked peer not back yet is held, one back is restarted", () => {
+  let state = receive(inCall({ peers: [ANN, BOB] }), { type: "state", state: "live" }).state;
+  // The server restarted: we are back first, nobody else is there yet.
+  const first = receive(state, joined({ peers: [], state: "live" }));
+  assert.deepEqual(does(first.effects).filter((d) => d !== "sendMediaState" && d !== "startRecording"), [
+    "holdPeer",
+    "holdPeer",
+  ]);
+  assert.equal(first.state.participants.get("p-ann").linked, true);
+  assert.equal(first.state.participants.get("p-ann").connected, false);
+  // Ann comes back (a new place on the restarted server): the link is kept.
+  const annBack = receive(first.state, { type: "peer_joined", peer: ANN, resumed: false });
+  assert.deepEqual(annBack.effects, []);
+  assert.equal(annBack.state.participants.get("p-ann").linked, true);
+  // Bob never does: released after the hold.
+  const { state: released, effects } = releaseHeld(annBack.state, "p-bob");
+  assert.deepEqual(effects, [{ do: "closePeer", peerId: "p-bob" }]);
+  assert.ok(!released.participants.has("p-bob"));
+  // Back second, with Ann already there: ICE restarts on the kept connection.
+  state = receive(state, joined({ peers: [ANN], state: "live" }));
+  assert.deepEqual(does(state.effects).slice(0, 2), ["holdPeer", "restartPeer"]);
 });

@@ -11,6 +11,7 @@ import json
 import signal
 import sqlite3
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -78,7 +79,7 @@ async def test_recordings_survive_kill_9_and_are_repaired_on_restart(
     sender = None
     try:
         async with over_http(base) as scenario:
-            c = await scenario.consultation("accepted", urgency="urgent")
+            c = await scenario.consultation("live", urgency="urgent")
             sock = await connect(c.clinic, origin=base)
             assert (await join(sock, c.id, tab="t1"))["type"] == "joined"
             sender = await asyncio.create_subprocess_exec(
@@ -113,8 +114,11 @@ async def test_recordings_survive_kill_9_and_are_repaired_on_restart(
 
             server = await start_server(env, base)  # repairs before it serves
             db = sqlite3.connect(tmp_path / "teleconsult.sqlite3")
-            [(status, rel, duration_ms, sha)] = db.execute(
-                "SELECT status, path, duration_ms, sha256 FROM recordings"
+            [(status, rel, duration_ms, sha, offset_ms, started_at)] = db.execute(
+                "SELECT status, path, duration_ms, sha256, offset_ms, started_at FROM recordings"
+            ).fetchall()
+            [(live_at,)] = db.execute(
+                "SELECT at FROM consultation_events WHERE kind = 'live'"
             ).fetchall()
             db.close()
             assert status == "recovered"
@@ -144,11 +148,20 @@ async def test_recordings_survive_kill_9_and_are_repaired_on_restart(
             assert float(audio[-1].time) >= sent - 2.0
             assert abs(duration_ms / 1000 - covered) < 1.0
             assert len(sha) == 64
+            # The repaired part keeps its place on the session's clock: its leg
+            # started this long after the call went live, and its first media
+            # arrived within a second of that.
+            answered = datetime.fromisoformat(started_at) - datetime.fromisoformat(live_at)
+            assert offset_ms is not None
+            assert 0 <= offset_ms - answered.total_seconds() * 1000 < 1500, (offset_ms, answered)
 
             # The clinic doctor's session survived in the database.
             status, timeline = await c.clinic.get(f"{c.url}/timeline")
             assert status == 200, timeline
-            assert "recording_recovered" in [e["kind"] for e in timeline["events"]]
+            kinds = [e["kind"] for e in timeline["events"]]
+            assert "recording_recovered" in kinds
+            # The call was live: its participant was not recorded from the crash on.
+            assert "recording_interrupted" in kinds
     finally:
         for proc in (sender, server):
             if proc is not None and proc.returncode is None:

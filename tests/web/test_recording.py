@@ -62,8 +62,13 @@ async def test_a_consented_call_is_recorded_into_a_checked_file(
     assert c.joins["clinic1"]["recording"]["allowed"] is True
     sent = await record_leg(a, "--codec", "vp8", "--seconds", "3")
     assert (await b.recv("recording"))["state"] == "recording"
+    # The sender closed its leg by itself, without rec_stop, while its
+    # participant stayed in the live call: they are no longer being recorded.
+    assert (await b.recv("recording"))["state"] == "interrupted"
+    interrupted = (await b.recv("event"))["event"]
+    assert interrupted["kind"] == "recording_interrupted"
+    assert interrupted["actor_id"] == clinic.account["id"]
     await a.send({"type": "rec_stop"})
-    assert (await b.recv("recording"))["state"] == "stopped"
 
     [row] = await rows(app)
     assert row["status"] == "finished", row
@@ -78,6 +83,7 @@ async def test_a_consented_call_is_recorded_into_a_checked_file(
     _, data = await clinic.get(f"/api/consultations/{cid}/timeline")
     kinds = [e["kind"] for e in data["events"]]
     assert "recording_started" in kinds and "recording_finished" in kinds
+    assert kinds.index("recording_interrupted") > kinds.index("recording_finished")
     checks = await app[RECORDING].verify()
     assert [c.ok for c in checks] == [True]
 

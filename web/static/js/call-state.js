@@ -22,7 +22,9 @@
 //                               we hold a peer connection towards them
 //   chat                       [line]: the timeline lines the call shows, see chatLines
 //   recording                  {available, allowed, maxBitrate, peers: [peer ids
-//                               being recorded], leg: off|starting|recording|failed}
+//                               being recorded, as the server says], leg:
+//                               off|starting|recording|failed, was: whether
+//                               anyone was recorded in this call}
 //
 // A chat line is {key, kind, mine, text, ...} and, for chat, one of
 //   pending    not on the record yet: ours being sent (sent: true) or waiting for
@@ -32,11 +34,22 @@
 //              line with the same ref from the same person.
 // System lines (joined, left, ...) are confirmed events of their own kind.
 
-export const CHAT_KINDS = new Set(["chat", "joined", "rejoined", "left", "live", "ended", "invited"]);
+export const CHAT_KINDS = new Set([
+  "chat",
+  "joined",
+  "rejoined",
+  "left",
+  "live",
+  "ended",
+  "invited",
+  "recording_interrupted",
+]);
 export const REC_ERRORS = new Set([
   "recording_failed",
   "recording_not_consented",
   "recording_unavailable",
+  "already_recording",
+  "not_recording",
 ]);
 // Join errors that no reconnect can cure: stop and tell the user (signaling.js
 // stops reconnecting on them too).
@@ -60,8 +73,12 @@ const OVER_STATES = new Set(["ended", "signed", "referred"]);
 //   description {peerId, kind, sdp} an offer or answer from them
 //   candidate {peerId, message}     a trickled candidate from them
 //   sendMediaState                  tell the others our microphone/camera
-//   startRecording                  start (or restart) the recording leg
-//   recordingAnswer {sdp}, recordingFailed
+//   startRecording {restart}        want the recording leg (restart: the server
+//                                   has none for us, replace any old one)
+//   recordingAnswer {sdp}, recordingFailed (refused: retry later),
+//   recordingEnded (the server says our leg ended: reopen unless one is starting)
+//   holdPeer {peerId}               keep a link to someone absent after a server
+//                                   restart for a while (they are likely coming back)
 //   recordsEvent {event}, recordsShow {message}   to the records panel
 //   finish                          release media and connections: the call is over
 //   warn {code}                     log an unexpected error code
@@ -75,6 +92,8 @@ export const EFFECTS = Object.freeze([
   "startRecording",
   "recordingAnswer",
   "recordingFailed",
+  "recordingEnded",
+  "holdPeer",
   "recordsEvent",
   "recordsShow",
   "finish",
@@ -102,7 +121,7 @@ export function initialState({ consultationState = null, me = {} } = {}) {
     participants: new Map(),
     chat: [],
     nextKey: 1,
-    recording: { available: false, allowed: false, maxBitrate: 0, peers: [], leg: "off" },
+    recording: { available: false, allowed: false, maxBitrate: 0, peers: [], leg: "off", was: false },
   };
 }
 
@@ -249,18 +268,36 @@ export function legChanged(state, leg) {
   return { ...state, recording: { ...state.recording, leg } };
 }
 
+function withRecorded(state, peers) {
+  const was = state.recording.was || peers.length > 0;
+  return { ...state, recording: { ...state.recording, peers, was } };
+}
+
 // What the recording indicator shows: off | not_consented | recording | starting
-// | failed, and how many others are being recorded.
+// | failed | unknown (our socket is down: the server cannot tell us) | ended
+// (the call is over and it was recorded); how many others are being recorded;
+// and `unrecorded`: the other participants of the live call who are not being
+// recorded although the consent covers it (their tiles say so). The server's
+// word decides: "recording" only while it lists us as recorded.
 export function recordingView(state) {
   const rec = state.recording;
   let view;
   if (!rec.available) view = "off";
   else if (!rec.allowed) view = "not_consented";
+  else if (state.status !== "joined") view = "unknown";
   else if (state.myId && rec.peers.includes(state.myId)) view = "recording";
-  else view = rec.leg === "off" ? "starting" : rec.leg;
-  if (state.finished) view = "off";
-  const others = rec.peers.filter((id) => id !== state.myId).length;
-  return { state: view, peers: rec.peers.length, others };
+  else view = rec.leg === "off" || rec.leg === "recording" ? "starting" : rec.leg;
+  let unrecorded = [];
+  if (state.finished) {
+    view = rec.was ? "ended" : "off";
+  } else if (view !== "unknown" && rec.available && rec.allowed && state.consultationState === "live") {
+    unrecorded = [...state.participants.entries()]
+      .filter(([id, p]) => p.connected && !rec.peers.includes(id))
+      .map(([id]) => id);
+  }
+  const shown = view === "unknown" || view === "ended" || view === "off" ? [] : rec.peers;
+  const others = shown.filter((id) => id !== state.myId).length;
+  return { state: view, peers: shown.length, others, unrecorded };
 }
 
 export function canRecord(state) {
@@ -306,7 +343,11 @@ export function statusChanged(state, status) {
 // The call is over for this page (once): every participant goes, media is released.
 export function finish(state, kind, failureKey = "") {
   if (state.finished) return done(state);
-  return done({ ...state, finished: kind, failureKey, participants: new Map() }, [{ do: "finish" }]);
+  // Nobody is recorded in a call that is over for this page.
+  const recording = { ...state.recording, peers: [], leg: "off" };
+  return done({ ...state, finished: kind, failureKey, participants: new Map(), recording }, [
+    { do: "finish" },
+  ]);
 }
 
 // How the page starts: a consultation that is not (or no longer) in a call
@@ -361,13 +402,24 @@ function onJoined(state, msg) {
   };
   const peers = msg.peers || [];
   const present = new Set(peers.map((p) => p.peer_id));
+  // The server lost our place (it restarted) although we were in the call: the
+  // others are coming back too, and the media between us may still flow.
+  const restarted = state.myId !== null && !msg.resumed;
   for (const peerId of [...s.participants.keys()]) {
-    if (!present.has(peerId)) s = drop(s, peerId, effects); // left while we were away
+    if (present.has(peerId)) continue;
+    const p = s.participants.get(peerId);
+    if (restarted && p.linked) {
+      // Not back yet: keep the connection for a while rather than cut it.
+      s = patchParticipant(s, peerId, { connected: false, held: true });
+      effects.push({ do: "holdPeer", peerId });
+    } else {
+      s = drop(s, peerId, effects); // left while we were away
+    }
   }
   for (const info of peers) {
     s = withParticipant(s, info.peer_id, info);
     const p = s.participants.get(info.peer_id);
-    if (p.linked && msg.resumed) {
+    if (p.linked && (msg.resumed || restarted)) {
       effects.push({ do: "restartPeer", peerId: info.peer_id }); // the media may still flow
     } else if (info.connected) {
       s = link(s, info.peer_id, true, effects); // we are new here: we offer
@@ -377,29 +429,47 @@ function onJoined(state, msg) {
   }
   effects.push({ do: "sendMediaState" });
   const rec = msg.recording || {};
-  s = {
-    ...s,
-    recording: {
-      ...s.recording,
-      available: Boolean(rec.available),
-      allowed: Boolean(rec.allowed),
-      maxBitrate: rec.max_bitrate || 0,
-      peers: [...(rec.recording || [])],
+  s = withRecorded(
+    {
+      ...s,
+      recording: {
+        ...s.recording,
+        available: Boolean(rec.available),
+        allowed: Boolean(rec.allowed),
+        maxBitrate: rec.max_bitrate || 0,
+      },
     },
-  };
-  if (canRecord(s)) effects.push({ do: "startRecording" });
+    [...(rec.recording || [])],
+  );
+  // Not listed: the server has no leg for us (first join, a restart, a lapsed
+  // place), whatever our old connection looks like from here.
+  const restart = !s.recording.peers.includes(s.myId);
+  if (canRecord(s)) effects.push({ do: "startRecording", restart });
   return done(s, effects);
 }
 
 function onPeerJoined(state, msg) {
   const effects = [];
+  const held = state.participants.get(msg.peer.peer_id)?.held;
   let s = withParticipant(state, msg.peer.peer_id, { ...msg.peer, connected: true });
-  if (s.participants.get(msg.peer.peer_id).linked && !msg.resumed) {
+  s = patchParticipant(s, msg.peer.peer_id, { held: false });
+  if (s.participants.get(msg.peer.peer_id).linked && !msg.resumed && !held) {
     // A new session of that person (their place had lapsed): they offer anew.
+    // One we held across a server restart keeps its connection: they restart
+    // ICE on it (or, if it was a new page after all, peer.js replaces it).
     s = unlink(s, msg.peer.peer_id, effects);
   }
   return done(s, effects);
 }
+
+// A connection held across a server restart whose person did not come back.
+export function releaseHeld(state, peerId) {
+  const p = state.participants.get(peerId);
+  if (!p || !p.held || p.connected) return done(state);
+  const effects = [];
+  return done(drop(state, peerId, effects), effects);
+}
+
 
 function onOffer(state, msg) {
   const effects = [];
@@ -428,8 +498,10 @@ function toLinked(kind) {
 function onRecording(state, msg) {
   const others = state.recording.peers.filter((id) => id !== msg.peer_id);
   const peers = msg.state === "recording" ? [...others, msg.peer_id] : others;
-  const effects = msg.peer_id === state.myId && msg.state === "failed" ? [{ do: "recordingFailed" }] : [];
-  return done({ ...state, recording: { ...state.recording, peers } }, effects);
+  // Our leg ended on the server (interrupted, failed, or replaced by the one
+  // we are starting): reopen it unless that is under way.
+  const mine = msg.peer_id === state.myId && msg.state !== "recording" && canRecord(state);
+  return done(withRecorded(state, peers), mine ? [{ do: "recordingEnded" }] : []);
 }
 
 function onState(state, msg) {

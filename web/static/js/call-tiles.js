@@ -5,6 +5,7 @@
 // whose connection state the tile shows.
 
 import { $, el, t } from "./ui.js";
+import { recordingView } from "./call-state.js";
 
 const LEVEL_NAMES = { 4: "good", 3: "fair", 2: "fair", 1: "poor", 0: "unknown" };
 
@@ -111,5 +112,11 @@ function renderTile(tile, participant, state, peer) {
   if (!connected) status = t("call.peer.reconnecting");
   else if (pcState !== "connected") status = t("call.peer.connecting");
   tile.querySelector(".tile-status").textContent = status;
-  tile.querySelector(".flag-rec").hidden = !state.recording.peers.includes(tile.dataset.peerId);
+  const recorded = state.recording.peers.includes(tile.dataset.peerId);
+  tile.querySelector(".flag-rec").hidden = !recorded;
+  // In a live call whose consent covers recording, someone not being recorded
+  // is shown as such (the server's word: its `recording` messages).
+  const unrecorded = recordingView(state).unrecorded.includes(tile.dataset.peerId);
+  tile.querySelector(".flag-norec").hidden = !unrecorded;
+  tile.dataset.recorded = recorded ? "true" : unrecorded ? "false" : "";
 }

@@ -31,6 +31,9 @@ import { CallSignaling } from "./signaling.js";
 import { PAGE, setPushStatus } from "./ui.js";
 
 const STATS_MS = 2000;
+// How long a connection to someone absent after a server restart is kept: the
+// server's grace for a dropped place (30 s) plus a restart.
+const HOLD_MS = 45000;
 const me = PAGE.account || {};
 
 let state = call.initialState({ consultationState: PAGE.state, me });
@@ -108,6 +111,13 @@ const EFFECTS = {
       signaling,
       onTrack: () => tiles.play(peerId, peer.stream),
       onStateChange: render,
+      onBroken: (type, sdp) => {
+        // Their description does not fit our connection (they are a new page
+        // after all): a fresh connection answers their offer, or offers anew.
+        if (links.get(peerId)?.peer !== peer) return;
+        EFFECTS.createPeer({ peerId, initiator: type !== "offer" });
+        if (type === "offer") links.get(peerId).peer.description("offer", sdp);
+      },
     });
     links.set(peerId, { peer, meter: new QualityMeter() });
   },
@@ -116,15 +126,18 @@ const EFFECTS = {
   description: ({ peerId, kind, sdp }) => links.get(peerId)?.peer.description(kind, sdp),
   candidate: ({ peerId, message }) => links.get(peerId)?.peer.candidate(message),
   sendMediaState,
-  startRecording() {
-    recordingLeg.start({
+  startRecording({ restart }) {
+    const params = {
       config: state.config,
       tracks: [local.audio, state.media.audioOnly ? null : local.video],
       maxBitrate: state.recording.maxBitrate,
-    });
+    };
+    recordingLeg.want(params, { restart });
   },
   recordingAnswer: ({ sdp }) => recordingLeg.answer(sdp),
   recordingFailed: () => recordingLeg.failed(),
+  recordingEnded: () => recordingLeg.ended(),
+  holdPeer: ({ peerId }) => setTimeout(() => apply(call.releaseHeld(state, peerId)), HOLD_MS),
   recordsEvent: ({ event }) => records.onEvent(event),
   recordsShow: ({ message }) => records.onShow(message),
   finish() {
@@ -234,7 +247,11 @@ window.__call = Object.freeze({
     const link = links.get(peerId);
     return link ? link.peer.pc : null;
   },
-  recording: () => ({ state: recordingLeg.state, peers: [...state.recording.peers] }),
+  recording: () => ({
+    state: recordingLeg.state,
+    peers: [...state.recording.peers],
+    unrecorded: call.recordingView(state).unrecorded,
+  }),
   remoteVideo: (peerId) => tiles.video(peerId),
 });
 

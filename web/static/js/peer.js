@@ -20,13 +20,17 @@ export class Peer {
   // initiator: we offer first (we are the newcomer, or the peer has no
   // connection to us). local() returns {audio, video, videoDirection}: the tracks
   // we send now and "sendrecv" or "inactive" (audio-only mode).
-  constructor({ peerId, myId, config, initiator, local, signaling, onTrack, onStateChange }) {
+  // onBroken(type, sdp): a remote description that does not fit this connection
+  // (a new page of the same person, after a server restart) failed on one that
+  // had a remote side already: the page replaces the connection.
+  constructor({ peerId, myId, config, initiator, local, signaling, onTrack, onStateChange, onBroken }) {
     this.peerId = peerId;
     this.local = local;
     this.polite = myId < peerId;
     this.signaling = signaling;
     this.onTrack = onTrack;
     this.onStateChange = onStateChange;
+    this.onBroken = onBroken || (() => {});
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.settingAnswer = false;
@@ -168,6 +172,7 @@ export class Peer {
     const collision = type === "offer" && !readyForOffer;
     this.ignoreOffer = !this.polite && collision;
     if (this.ignoreOffer) return;
+    const hadRemote = Boolean(pc.currentRemoteDescription);
     try {
       this.settingAnswer = type === "answer";
       await pc.setRemoteDescription({ type, sdp }); // rolls our offer back if needed
@@ -180,6 +185,7 @@ export class Peer {
     } catch (err) {
       this.settingAnswer = false;
       console.warn("remote description failed", err);
+      if (hadRemote && !this.closed) this.onBroken(type, sdp);
     }
   }
 

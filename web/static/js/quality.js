@@ -1,5 +1,6 @@
 // Connection quality towards one peer, from RTCPeerConnection.getStats():
-// round-trip time of the selected candidate pair, packet loss and bitrate of
+// round-trip time of the selected candidate pair (Firefox has none there: then
+// the RTCP round-trip time of what we send, remote-inbound-rtp), packet loss and bitrate of
 // what we receive (deltas between two samples), and whether the pair is relayed
 // through TURN. Turned into 0-4 signal bars and a bitrate history for a
 // sparkline.
@@ -38,6 +39,13 @@ export function level(sample) {
   return 1;
 }
 
+// Seconds: the selected pair's STUN round trip, else the largest RTCP one.
+export function roundTrip(selected, rtcpRtts) {
+  const pairRtt = selected && selected.pair.currentRoundTripTime;
+  if (typeof pairRtt === "number") return pairRtt;
+  return rtcpRtts.length ? Math.max(...rtcpRtts) : null;
+}
+
 export class QualityMeter {
   constructor() {
     this.previous = null;
@@ -51,7 +59,11 @@ export class QualityMeter {
     let bytes = 0;
     let lost = 0;
     let received = 0;
+    const rtcpRtts = [];
     report.forEach((s) => {
+      if (s.type === "remote-inbound-rtp" && typeof s.roundTripTime === "number") {
+        rtcpRtts.push(s.roundTripTime);
+      }
       if (s.type !== "inbound-rtp") return;
       bytes += s.bytesReceived || 0;
       lost += Math.max(0, s.packetsLost || 0);
@@ -75,7 +87,7 @@ export class QualityMeter {
       this.history.push(kbps);
       if (this.history.length > HISTORY) this.history.shift();
     }
-    const rtt = selected && selected.pair.currentRoundTripTime;
+    const rtt = roundTrip(selected, rtcpRtts);
     const relayed = Boolean(
       selected &&
         ((selected.local && selected.local.candidateType === "relay") ||

@@ -5,8 +5,19 @@
 //
 // If it fails, the live call goes on; every participant sees who is being
 // recorded through the `recording` messages the server sends to the room.
+//
+// The leg keeps itself open while the page wants it (want() until stop()):
+// after a join in which the server does not list us as recorded (a server
+// restart, a place that lapsed), when its connection fails or closes, when the
+// server refuses the offer or says the leg ended (`recording` interrupted or
+// failed: a full disk, a dead connection), it opens a new one, after a backoff
+// that grows from RETRY_MS to RETRY_MAX_MS and falls back once a leg has stayed
+// up for STABLE_MS.
 
 const GATHER_MS = 3000;
+const RETRY_MS = 1000;
+const RETRY_MAX_MS = 30000;
+const STABLE_MS = 10000;
 
 export class RecordingLeg {
   constructor({ signaling, onChange }) {
@@ -15,6 +26,10 @@ export class RecordingLeg {
     this.pc = null;
     this.state = "off";
     this.maxBitrate = 500000;
+    this.params = null; // {config, tracks, maxBitrate} while the page wants a leg
+    this.retryMs = RETRY_MS;
+    this.retryTimer = null;
+    this.stableTimer = null;
   }
 
   set(state) {
@@ -22,10 +37,23 @@ export class RecordingLeg {
     this.onChange(state);
   }
 
-  // Start (or, after a reconnect whose leg died, restart) with the local tracks.
-  async start({ config, tracks, maxBitrate }) {
-    if (this.pc && ["new", "connecting", "connected"].includes(this.pc.connectionState)) return;
-    this.stop(false);
+  // The page wants its leg, with these tracks. restart: the server has no leg
+  // for us (it did not list us when we joined), so an old connection, however
+  // it looks from here, leads nowhere and is replaced.
+  want(params, { restart = false } = {}) {
+    this.params = params;
+    const pc = this.pc;
+    const alive = pc && ["new", "connecting", "connected"].includes(pc.connectionState);
+    if (alive && !restart) return;
+    this.open();
+  }
+
+  async open() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    if (!this.params) return;
+    const { config, tracks, maxBitrate } = this.params;
+    this.close();
     const live = tracks.filter(Boolean);
     if (!live.length) {
       this.set("failed");
@@ -35,31 +63,37 @@ export class RecordingLeg {
     this.set("starting");
     const pc = new RTCPeerConnection(config);
     this.pc = pc;
-    for (const track of live) {
-      const transceiver = pc.addTransceiver(track, { direction: "sendonly" });
-      if (track.kind === "video" && transceiver.setCodecPreferences) {
-        // The recorder stores VP8 (WebM) or H.264 (MP4); never simulcast here.
-        const codecs = RTCRtpSender.getCapabilities("video").codecs;
-        const rank = (c) => (/vp8/i.test(c.mimeType) ? 0 : /h264/i.test(c.mimeType) ? 1 : 2);
-        transceiver.setCodecPreferences(
-          codecs.filter((c) => rank(c) < 2 || /rtx/i.test(c.mimeType)).sort((a, b) => rank(a) - rank(b)),
-        );
-      }
-    }
-    pc.addEventListener("connectionstatechange", () => {
-      if (pc !== this.pc) return;
-      if (pc.connectionState === "connected") this.set("recording");
-      if (pc.connectionState === "failed") this.set("failed");
-    });
     try {
+      for (const track of live) {
+        const transceiver = pc.addTransceiver(track, { direction: "sendonly" });
+        if (track.kind === "video") preferStorableCodecs(transceiver);
+      }
+      pc.addEventListener("connectionstatechange", () => {
+        if (pc !== this.pc) return;
+        if (pc.connectionState === "connected") this.connected();
+        if (["failed", "closed"].includes(pc.connectionState)) this.failed();
+      });
       await pc.setLocalDescription(await pc.createOffer());
       await gathered(pc);
       if (pc !== this.pc) return;
-      this.signaling.send({ type: "rec_offer", sdp: pc.localDescription.sdp });
+      if (!this.signaling.send({ type: "rec_offer", sdp: pc.localDescription.sdp })) {
+        // Not joined: the next join asks for the leg again.
+        this.set("failed");
+      }
     } catch (error) {
       console.warn("recording leg", error);
-      this.set("failed");
+      if (pc === this.pc) this.failed();
     }
+  }
+
+  connected() {
+    this.set("recording");
+    // A leg that stays up resets the backoff; one that keeps dying (a full
+    // disk) does not make the page hammer the server.
+    clearTimeout(this.stableTimer);
+    this.stableTimer = setTimeout(() => {
+      this.retryMs = RETRY_MS;
+    }, STABLE_MS);
   }
 
   async answer(sdp) {
@@ -77,12 +111,24 @@ export class RecordingLeg {
       }
     } catch (error) {
       console.warn("recording answer", error);
-      this.set("failed");
+      if (pc === this.pc) this.failed();
     }
+  }
+
+  // The server says our leg is not recording (it ended, or it refused the
+  // offer). Ignored while an offer of ours is out: the server ends an old leg
+  // of ours before it answers the new one.
+  ended() {
+    if (this.state === "starting" && this.pc) return;
+    this.failed();
   }
 
   // A camera switched on or off (audio-only mode): the leg follows.
   async replace(kind, track) {
+    if (this.params) {
+      const tracks = this.params.tracks.filter((t) => t && t.kind !== kind);
+      this.params = { ...this.params, tracks: track ? [...tracks, track] : tracks };
+    }
     if (!this.pc) return;
     for (const sender of this.pc.getSenders()) {
       if ((sender.track && sender.track.kind === kind) || (!sender.track && kind === "video")) {
@@ -91,18 +137,55 @@ export class RecordingLeg {
     }
   }
 
+  // The leg is gone or refused: say so, and open a new one later while wanted.
   failed() {
-    this.stop(false);
+    this.close();
     this.set("failed");
+    clearTimeout(this.stableTimer);
+    if (!this.params || this.retryTimer) return;
+    const delay = this.retryMs;
+    this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.params && this.signaling.joined) this.open();
+    }, delay);
   }
 
-  stop(tell = true) {
+  close() {
     if (this.pc) {
-      this.pc.close();
+      const pc = this.pc;
       this.pc = null;
-      if (tell) this.signaling.send({ type: "rec_stop" });
+      pc.close();
     }
-    if (tell) this.set("off");
+  }
+
+  // The page no longer wants a leg (the call is over for it); tell: ask the
+  // server to finish the file now (it does so anyway when we leave or end).
+  stop(tell = true) {
+    this.params = null;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.stableTimer);
+    this.retryTimer = null;
+    const had = Boolean(this.pc);
+    if (tell && had) this.signaling.send({ type: "rec_stop" });
+    this.close();
+    this.set("off");
+  }
+}
+
+// The recorder stores VP8 (WebM) or H.264 (MP4): prefer those (and their RTX),
+// never simulcast here. The spec checks the list against what this browser can
+// *receive* (RTCRtpReceiver.getCapabilities), and a mismatch throws: then the
+// browser's own order stands and the recorder refuses what it cannot store.
+function preferStorableCodecs(transceiver) {
+  if (!transceiver.setCodecPreferences || !window.RTCRtpReceiver?.getCapabilities) return;
+  try {
+    const codecs = RTCRtpReceiver.getCapabilities("video").codecs;
+    const rank = (c) => (/vp8/i.test(c.mimeType) ? 0 : /h264/i.test(c.mimeType) ? 1 : 2);
+    const wanted = codecs.filter((c) => rank(c) < 2 || /rtx/i.test(c.mimeType)).sort((a, b) => rank(a) - rank(b));
+    if (wanted.some((c) => rank(c) < 2)) transceiver.setCodecPreferences(wanted);
+  } catch (error) {
+    console.warn("recording codec preferences", error);
   }
 }
 

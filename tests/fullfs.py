@@ -1,0 +1,33 @@
+"""A disk that fills at once, for the tests of what a full disk does: a small
+tmpfs mounted by the test (the tests run as root under CI), not a stand-in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+
+@contextmanager
+def tiny_filesystem(path: Path, free_bytes: int) -> Iterator[Path]:
+    """A tmpfs at ``path`` with about ``free_bytes`` left: a disk that fills at once.
+
+    Yields the filler file: removing it frees the disk."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("the full-disk test mounts a tmpfs: it needs root")
+        pytest.skip("the full-disk test mounts a tmpfs: it needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    size = 1024 * 1024
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)  # noqa: S603,S607
+    try:
+        filler = path / "filler"
+        filler.write_bytes(b"\0" * (size - free_bytes))
+        yield filler
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)  # noqa: S603,S607

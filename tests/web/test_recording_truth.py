@@ -1,0 +1,165 @@
+"""What the server says about recording is true: a participant who comes back
+gets a new leg, a leg that stops by itself is said to have stopped (on every page
+and on the timeline), a full disk is told rather than hidden, and an End the
+database refuses is not lost.
+
+Recording legs are sender processes (``tests/media/sender.py``) signaled over
+the real WebSocket, as in ``test_recording.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from records.schema import recordings
+from web.keys import DB, RECORDING
+
+from ..fullfs import tiny_filesystem
+from ..scenario import Scenario, tab_of
+from .calls import connect, join
+
+ROOT = Path(__file__).parents[2]
+SENDER = ROOT / "tests" / "media" / "sender.py"
+
+
+@asynccontextmanager
+async def leg(sock: Any, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A running recording leg (a sender process) answered over ``sock``; killed after."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SENDER),
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdin and proc.stdout
+    try:
+        async with asyncio.timeout(30):
+            offer = json.loads(await proc.stdout.readline())["offer"]
+            await sock.send({"type": "rec_offer", "sdp": offer})
+            answer = await sock.recv("rec_answer", "error")
+            assert answer["type"] == "rec_answer", answer
+            proc.stdin.write((json.dumps({"answer": answer["sdp"]}) + "\n").encode())
+            await proc.stdin.drain()
+            assert json.loads(await proc.stdout.readline()) == {"connected": True}
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def rows(app: Any) -> list[Any]:
+    async with app[DB].read() as conn:
+        query = sa.select(recordings).order_by(recordings.c.part)
+        return list((await conn.execute(query)).mappings())
+
+
+async def until_rows(app: Any, check: Any) -> list[Any]:
+    async with asyncio.timeout(20):
+        while True:
+            found = await rows(app)
+            if check(found):
+                return found
+            await asyncio.sleep(0.05)  # polling the records for a condition
+
+
+async def test_a_page_that_comes_back_within_the_grace_period_is_recorded_again(
+    scenario: Scenario, app: Any
+) -> None:
+    c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
+    a, b = c.sockets["clinic1"], c.sockets["cardio1"]
+    async with leg(a, "--seconds", "60") as first:
+        assert (await b.recv("recording"))["state"] == "recording"
+        # The browser dies: its socket and its leg go at once, silently (the
+        # recorder would notice only when ICE gives up, after ~30 s).
+        first.kill()
+        await first.wait()
+        await a.close()
+        assert app[RECORDING].is_recording(c.id, c.clinic.account["id"])
+        # Reopened within the grace period: the same tab resumes its place.
+        again = await connect(c.clinic)
+        joined = await join(again, c.id, tab=tab_of("clinic1"))
+        assert joined["type"] == "joined" and joined["resumed"] is True
+        async with leg(again, "--seconds", "60"):
+            states = []
+            while (msg := await b.recv("recording"))["state"] != "recording":
+                states.append(msg["state"])
+            assert states in (["stopped"], ["failed"])
+            found = await rows(app)
+            assert [(r["part"], r["status"]) for r in found][-1] == (2, "recording")
+            assert found[0]["part"] == 1 and found[0]["status"] in ("finished", "failed")
+        await again.close()
+
+
+async def test_a_full_disk_stops_the_recording_and_every_page_and_the_timeline_say_so(
+    scenario: Scenario, app: Any
+) -> None:
+    c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
+    a, b = c.sockets["clinic1"], c.sockets["cardio1"]
+    with tiny_filesystem(app[RECORDING].root, free_bytes=16 * 1024):
+        async with leg(a, "--seconds", "60"):
+            assert (await b.recv("recording"))["state"] == "recording"
+            # The writer hits the end of the disk within a second or two.
+            changed = await asyncio.wait_for(b.recv("recording"), 20)
+            assert changed["state"] in ("interrupted", "failed")
+            event = (await b.recv("event"))["event"]
+            assert event["kind"] == "recording_interrupted"
+            assert event["actor_id"] == c.clinic.account["id"]
+            # The page that recorded is told as well.
+            seen = await a.until_pong()
+            assert {"type": "recording", "peer_id": c.clinic.account["id"]}.items() <= next(
+                m for m in seen if m["type"] == "recording" and m["state"] != "recording"
+            ).items()
+            [row] = await until_rows(app, lambda f: f and f[0]["status"] != "recording")
+            assert row["status"] in ("finished", "failed")
+            assert not app[RECORDING].is_recording(c.id, c.clinic.account["id"])
+    status, timeline = await c.clinic.get(f"{c.url}/timeline")
+    assert status == 200
+    assert "recording_interrupted" in [e["kind"] for e in timeline["events"]]
+
+
+@asynccontextmanager
+async def end_refused(db: Any) -> AsyncIterator[None]:
+    """While inside, the database refuses the ``ended`` event (as a full disk would)."""
+    await db.run_write(
+        lambda conn: conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_end BEFORE INSERT ON consultation_events "
+            "WHEN NEW.kind = 'ended' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    )
+    try:
+        yield
+    finally:
+        await db.run_write(lambda conn: conn.exec_driver_sql("DROP TRIGGER refuse_end"))
+
+
+async def test_an_end_the_database_refuses_is_answered_and_stored_once_it_can_be(
+    scenario: Scenario, app: Any
+) -> None:
+    c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
+    a, b = c.sockets["clinic1"], c.sockets["cardio1"]
+    async with end_refused(app[DB]):
+        await a.send({"type": "end"})
+        error = await a.recv("error")
+        assert error["code"] == "end_not_stored"
+        # The socket is still there and still answers.
+        assert [m["type"] for m in await a.until_pong()] == []
+        status, body = await c.clinic.get(c.url)
+        assert status == 200 and body["consultation"]["state"] == "live"
+    # The disk has room again: the end is stored without anyone clicking again.
+    for sock in (a, b):
+        async with asyncio.timeout(10):
+            while (await sock.recv("state"))["state"] != "ended":
+                pass  # the "live" of the scenario's joins may still be unread
+    status, body = await c.clinic.get(c.url)
+    assert body["consultation"]["state"] == "ended"
