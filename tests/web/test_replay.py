@@ -38,10 +38,11 @@ async def recorded(scenario: Scenario) -> dict[str, Any]:
         record_leg(a, "--codec", "vp8", "--seconds", "2"),
         record_leg(b, "--codec", "vp8", "--seconds", "2"),
     )
-    # Each sender closes its connection when done; the legs end and are stored.
-    stopped = 0
-    while stopped < 2:
-        stopped += (await a.recv("recording"))["state"] == "stopped"
+    # Each sender closes its connection when done: to the call that is an
+    # interrupted leg (the participant is still in it); both are stored.
+    ended = 0
+    while ended < 2:
+        ended += (await a.recv("recording"))["state"] == "interrupted"
     await b.send({"type": "end"})
     while (await a.recv("state"))["state"] != "ended":
         pass
