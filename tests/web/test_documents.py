@@ -7,7 +7,6 @@ import hashlib
 import io
 import os
 import re
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,10 +32,9 @@ STORED = re.compile(r"^files/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
 
 
 @pytest.fixture
-def settings(tmp_path: Path, demo_template: Path) -> Settings:
+def settings(tmp_path: Path, demo_database: str) -> Settings:
     # A small upload limit, to show where reading stops.
-    shutil.copy(demo_template, tmp_path / DB_NAME)
-    return make_settings(tmp_path, max_upload_bytes=LIMIT)
+    return make_settings(tmp_path, database_url=demo_database, max_upload_bytes=LIMIT)
 
 
 async def post_file(
