@@ -12,9 +12,6 @@
 On PostgreSQL a template database with the migrations and the demo community is
 built once; each test gets ``CREATE DATABASE ... TEMPLATE`` of it, a file copy that
 takes a few milliseconds.
-
-Run as a script (``python -m tests.pgcluster -- CMD ...``) it starts a cluster, runs
-CMD with ``TELECONSULT_TEST_DATABASE`` set to the cluster's URL and stops it.
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -159,23 +155,3 @@ class Databases:
     def drop(self, name: str) -> None:
         """Drop a database, closing whatever connections a test left open."""
         self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def main(argv: list[str]) -> int:
-    """Start a cluster, run the command after ``--`` against it, stop the cluster."""
-    if argv[:1] == ["--"]:
-        argv = argv[1:]
-    if not argv:
-        print("usage: python -m tests.pgcluster -- COMMAND ...", file=sys.stderr)
-        return 2
-    cluster = Cluster()
-    cluster.start()
-    try:
-        env = dict(os.environ, **{ENV: cluster.url()})
-        return subprocess.run(argv, env=env, check=False).returncode  # noqa: S603 - our caller's command
-    finally:
-        cluster.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
