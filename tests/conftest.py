@@ -68,8 +68,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get(ENV, "").strip() not in ("", "sqlite"):
         # pyproject.toml ignores the GC's warning about an aiosqlite connection a
         # request handler still held when its test server was torn down; these are
-        # the same connection's asyncpg connection, socket and transport. Only in the PostgreSQL
-        # pass: the SQLite pass still fails on any other unclosed transport.
+        # the same leftover's asyncpg connection, socket and transport. Only in the
+        # PostgreSQL pass: the SQLite pass still fails on any other unclosed transport.
         config.addinivalue_line("filterwarnings", "ignore:unclosed <socket.socket:ResourceWarning")
         config.addinivalue_line("filterwarnings", "ignore:unclosed transport:ResourceWarning")
         config.addinivalue_line(
