@@ -1,9 +1,9 @@
-# The README's two commands: `make demo` and `make test`.
+# The README's commands: `make demo`, `make test` and `make test-postgres`.
 PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test
+.PHONY: venv demo test test-postgres
 
 venv: $(STAMP)
 
@@ -20,3 +20,10 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/python -m pytest -q
+
+# The tests that touch the database, on a throwaway PostgreSQL cluster that the test
+# session starts and stops (tests/pgcluster.py; needs Debian's `postgresql`).
+PG_TESTS := tests/web tests/signaling tests/records
+
+test-postgres: venv
+	TELECONSULT_TEST_DATABASE=postgres $(VENV)/bin/python -m pytest -q $(PG_TESTS)

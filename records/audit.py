@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from records.db import upsert
 from records.schema import audit_head, audit_log
 
 GENESIS = "0" * 64
@@ -83,14 +84,9 @@ def append(
         The entry's sequence number.
     """
     detail = detail or {}
-    head = (
-        conn.execute(
-            sa.select(audit_head.c.seq, audit_head.c.hash)
-            .where(audit_head.c.id == 1)
-            .with_for_update()
-        )
-    ).first()
-    seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
+    # Locking the head row serializes appenders on PostgreSQL (SQLite has one writer).
+    last, prev = _locked_head(conn)
+    seq = last + 1
     digest = entry_hash(
         seq=seq,
         at=at,
@@ -116,11 +112,22 @@ def append(
             hash=digest,
         )
     )
-    if head:
-        conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest))
-    else:
-        conn.execute(audit_head.insert().values(id=1, seq=seq, hash=digest))
+    conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest))
     return seq
+
+
+def _locked_head(conn: sa.Connection) -> tuple[int, str]:
+    query = sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+    head = conn.execute(query.with_for_update()).first()
+    if head is None:
+        # Migration 0006 creates the row; a database without it gets it here. ON
+        # CONFLICT, because concurrent first appends would otherwise all insert it
+        # and all but one fail (14 of 20 did, on PostgreSQL, before 0006).
+        conn.execute(
+            upsert(conn, audit_head).values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing()
+        )
+        head = conn.execute(query.with_for_update()).one()
+    return int(head.seq), str(head.hash)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -86,6 +87,18 @@ class Database:
     async def close(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+def upsert(conn: sa.Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT with ``on_conflict_do_update``/``_do_nothing`` for the connection's database.
+
+    Both databases take ``INSERT ... ON CONFLICT`` (with ``RETURNING``) as one atomic
+    statement: on PostgreSQL the conflicting row is locked and the update sees its
+    newest committed version, so concurrent increments are never lost.
+    """
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def alembic_config() -> Config:

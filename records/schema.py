@@ -114,6 +114,18 @@ accounts = sa.Table(
     one_of("role", Role),
 )
 
+# Failed logins per username, real or not: an unknown name is counted and locked out
+# exactly like a real one, so the lock-out cannot tell which usernames exist. The key
+# is the SHA-256 of the name as typed (people type passwords into the username box).
+# Supersedes accounts.failed_logins/locked_until (since 0006; no longer written).
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("username_hash", sa.String(64), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("locked_until", TS, nullable=True),
+)
+
 account_departments = sa.Table(
     "account_departments",
     metadata,

@@ -43,6 +43,18 @@ def get_consultation(conn: sa.Connection, consultation_id: str) -> Consultation 
     return Consultation.of(row, invitees.get(consultation_id, frozenset()))
 
 
+def lock_consultation(conn: sa.Connection, consultation_id: str) -> None:
+    """Lock a consultation's row until the transaction ends (``SELECT ... FOR UPDATE``).
+
+    For changes that read the consultation's people and then add to them: on
+    PostgreSQL two such transactions would otherwise both pass the checks (a full
+    call took 7 participants). SQLite, with its single writer, needs no lock.
+    """
+    conn.execute(
+        sa.select(consultations.c.id).where(consultations.c.id == consultation_id).with_for_update()
+    )
+
+
 def _invitees(conn: sa.Connection, consultation_ids: list[str]) -> dict[str, frozenset[str]]:
     if not consultation_ids:
         return {}

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -36,6 +36,11 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def username_key(username: str) -> str:
+    """The stored form of a username in the failure count (it may be a mistyped password)."""
+    return hashlib.sha256(username.encode()).hexdigest()
+
+
 class AuthService(Service):
     """Checks passwords, counts failures, issues and revokes sessions."""
 
@@ -58,48 +63,52 @@ class AuthService(Service):
     async def login(self, username: str, password: str, client_addr: str | None) -> Session:
         """Check the password and open a session.
 
+        Failures are counted per username whether or not it has an account, so an
+        unknown name is refused, counted and locked out exactly like a real one:
+        neither the answer nor the lock-out tells which usernames exist.
+
         Raises:
             AuthFailed: unknown user, wrong password or inactive account (the
                 message is the same for each, so usernames cannot be probed).
-            Locked: too many failures; no password is checked until the lock ends.
+            Locked: too many failures for this username; no password is checked
+                until the lock ends.
         """
-        found = await self.read(lambda conn: store.get_login(conn, username))
+        key = username_key(username)
+
+        def look(conn: sa.Connection) -> tuple[tuple[Account, str] | None, datetime | None]:
+            return store.get_login(conn, username), store.login_locked_until(conn, key)
+
+        found, locked_until = await self.read(look)
         now = self.clock.now()
-        if found and found[0].locked_until and found[0].locked_until > now:
-            who = Actor(account=found[0], client_addr=client_addr)
-            await self.write(who, lambda tx: tx.audit("auth.locked_out", "account", who.id))
+        who = Actor(account=found[0], client_addr=client_addr) if found else None
+        if locked_until and locked_until > now:
+            account_id = found[0].id if found else None
+            await self.write(
+                who,
+                lambda tx: tx.audit("auth.locked_out", "account", account_id),
+                client_addr=client_addr,
+            )
             raise Locked("too many failed logins; try again later")
         stored_hash = found[1] if found else None
         # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
         ok = await asyncio.to_thread(self.passwords.check, stored_hash, password)
         if not found or not ok or not found[0].active:
+            account_id = found[0].id if found else None
+
             # Recorded in its own transaction: raising inside it would roll back
             # the failure count, the lock and the audit entry.
             def failed(tx: Tx) -> None:
-                current = store.get_login(tx.conn, username) if found else None
-                if current is None:
-                    tx.audit("auth.login_failed", "account", None)
-                    return
-                # Counted from the row as it is now, inside the write lock, so
-                # concurrent wrong guesses cannot overwrite each other's count.
-                account = current[0]
-                failures = account.failed_logins + 1
-                locked = now + self.lockout if failures >= self.max_failures else None
-                store.set_login_state(
-                    tx.conn,
-                    account.id,
-                    failed_logins=0 if locked else failures,
-                    locked_until=locked,
+                failures, locked = store.count_login_failure(
+                    tx.conn, key, lock_at=self.max_failures, lock_until=now + self.lockout
                 )
                 tx.audit(
                     "auth.lock" if locked else "auth.login_failed",
                     "account",
-                    account.id,
+                    account_id,
                     failures=failures,
                 )
 
-            failing = Actor(account=found[0], client_addr=client_addr) if found else None
-            await self.write(failing, failed, client_addr=client_addr)
+            await self.write(who, failed, client_addr=client_addr)
             raise AuthFailed("wrong username or password")
         account = found[0]
         # A stronger hash after a settings change; computed before the write lock.
@@ -111,9 +120,9 @@ class AuthService(Service):
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
 
         def work(tx: Tx) -> Account:
-            store.set_login_state(
-                tx.conn, account.id, failed_logins=0, locked_until=None, password_hash=rehash
-            )
+            store.clear_login_failures(tx.conn, key)
+            if rehash is not None:
+                store.set_password_hash(tx.conn, account.id, rehash)
             store.add_session(
                 tx.conn,
                 token_hash=token_hash(token),

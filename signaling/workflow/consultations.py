@@ -350,7 +350,12 @@ class ConsultationService(Service):
     async def invite(self, actor: Actor, consultation_id: str, username: str) -> Consultation:
         """A participant brings another doctor into the call (up to four people)."""
 
-        def step(tx: Tx, c: Consultation) -> Consultation:
+        def step(tx: Tx, seen: Consultation) -> Consultation:
+            # Checked and changed under the row's lock, read again after taking it:
+            # concurrent invites on PostgreSQL otherwise all passed the checks (7
+            # participants in a call of 4; the same doctor invited five times).
+            store.lock_consultation(tx.conn, seen.id)
+            c = stored(store.get_consultation(tx.conn, seen.id))
             tx.require_participant(c, "only the participants invite")
             if c.state not in (State.ACCEPTED, State.LIVE):
                 raise IllegalTransition(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -11,8 +9,8 @@ from records.db import Database
 from records.schema import metadata
 
 
-async def test_migrations_match_the_declared_schema(tmp_path: Path) -> None:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'm.sqlite3'}")
+async def test_migrations_match_the_declared_schema(empty_database: str) -> None:
+    db = Database(empty_database)
     await db.upgrade()
     await db.upgrade()  # idempotent
     async with db.read() as conn:

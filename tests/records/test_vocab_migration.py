@@ -65,12 +65,15 @@ async def _migrate(db: Database, action: Callable[..., None], target: str) -> No
 
 
 async def _snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, in a stable order."""
+    """Every row of every table, in a stable order (no rows: a table a later revision adds)."""
     async with db.read() as conn:
+        present = await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
         return {
             table.name: sorted(
                 (tuple(row) for row in (await conn.execute(sa.select(table))).all()), key=repr
             )
+            if table.name in present
+            else []
             for table in metadata.sorted_tables
         }
 
@@ -172,11 +175,15 @@ def _normal(sql: str) -> str:
 
 def _checks_in_database(sync_conn: sa.Connection) -> dict[str, set[tuple[str, str]]]:
     inspector = sa.inspect(sync_conn)
+    present = set(inspector.get_table_names())
+    # A table a later revision adds has no checks yet (it has none of its own either).
     return {
         table.name: {
             (str(c["name"]), _normal(c["sqltext"]))
             for c in inspector.get_check_constraints(table.name)
         }
+        if table.name in present
+        else set()
         for table in metadata.sorted_tables
     }
 

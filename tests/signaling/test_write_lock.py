@@ -73,7 +73,7 @@ async def test_an_unrelated_write_is_not_held_while_a_recording_negotiates(
     assert not negotiation.done()
 
     t0 = time.monotonic()
-    await app[DB].run_write(lambda conn: conn.exec_driver_sql("CREATE TABLE unrelated (x)"))
+    await app[DB].run_write(lambda conn: conn.exec_driver_sql("CREATE TABLE unrelated (x INTEGER)"))
     waited = time.monotonic() - t0
 
     answer = await negotiation

@@ -91,17 +91,39 @@ async def join(sock: Socket, consultation_id: str, tab: str = "tab-1", **extra: 
     return await sock.recv("joined", "error")
 
 
+# A trigger that aborts the insert of a chat row, in each database's dialect.
+REFUSE_CHAT = {
+    "sqlite": (
+        "CREATE TRIGGER refuse_chat BEFORE INSERT ON consultation_events "
+        "WHEN NEW.kind = 'chat' BEGIN SELECT RAISE(ABORT, 'disk quota'); END",
+    ),
+    "postgresql": (
+        "CREATE FUNCTION refuse_chat() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'disk quota'; END $$",
+        "CREATE TRIGGER refuse_chat BEFORE INSERT ON consultation_events "
+        "FOR EACH ROW WHEN (NEW.kind = 'chat') EXECUTE FUNCTION refuse_chat()",
+    ),
+}
+ALLOW_CHAT = {
+    "sqlite": ("DROP TRIGGER refuse_chat",),
+    "postgresql": ("DROP TRIGGER refuse_chat ON consultation_events", "DROP FUNCTION refuse_chat"),
+}
+
+
+def _run_all(statements: dict[str, tuple[str, ...]]) -> Any:
+    def work(conn: Any) -> None:
+        for statement in statements[conn.dialect.name]:
+            conn.exec_driver_sql(statement)
+
+    return work
+
+
 @asynccontextmanager
 async def chat_refused(db: Any) -> AsyncIterator[None]:
-    """While inside, the database refuses chat rows: a real SQLite failure (a
+    """While inside, the database refuses chat rows: a real database failure (a
     trigger aborts the insert), not a stand-in for the store."""
-    await db.run_write(
-        lambda conn: conn.exec_driver_sql(
-            "CREATE TRIGGER refuse_chat BEFORE INSERT ON consultation_events "
-            "WHEN NEW.kind = 'chat' BEGIN SELECT RAISE(ABORT, 'disk quota'); END"
-        )
-    )
+    await db.run_write(_run_all(REFUSE_CHAT))
     try:
         yield
     finally:
-        await db.run_write(lambda conn: conn.exec_driver_sql("DROP TRIGGER refuse_chat"))
+        await db.run_write(_run_all(ALLOW_CHAT))

@@ -7,7 +7,6 @@ import hashlib
 import io
 import os
 import re
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -37,12 +36,14 @@ STORED = re.compile(r"^files/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
 
 
 @pytest.fixture
-def settings(request: pytest.FixtureRequest, tmp_path: Path, demo_template: Path) -> Settings:
+def settings(request: pytest.FixtureRequest, tmp_path: Path, demo_database: str) -> Settings:
     # A small upload limit, to show where reading stops; encryption at rest
     # where a test asks for it (``indirect`` parameters).
-    shutil.copy(demo_template, tmp_path / DB_NAME)
     return make_settings(
-        tmp_path, max_upload_bytes=LIMIT, **ENCRYPTION[getattr(request, "param", "plaintext")]
+        tmp_path,
+        database_url=demo_database,
+        max_upload_bytes=LIMIT,
+        **ENCRYPTION[getattr(request, "param", "plaintext")],
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -26,9 +25,8 @@ __all__ = ["demo_dir"]
 
 
 @pytest.fixture
-def settings(tmp_path: Path, demo_template: Path) -> Settings:
-    shutil.copy(demo_template, tmp_path / DB_NAME)
-    return make_settings(tmp_path, encryption_key=KEY)
+def settings(tmp_path: Path, demo_database: str) -> Settings:
+    return make_settings(tmp_path, database_url=demo_database, encryption_key=KEY)
 
 
 async def upload(user: Any, patient_id: str, data: bytes) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,19 @@ from records.schema import audit_log
 from web.keys import DB, RECORDING
 from web.settings import Settings
 
-from ..conftest import DB_NAME, make_settings
+from ..conftest import make_settings
 from ..scenario import Scenario
 from .encryption import ENCRYPTION
 from .test_recording import record_leg
 
 
 @pytest.fixture
-def settings(request: pytest.FixtureRequest, tmp_path: Path, demo_template: Path) -> Settings:
-    shutil.copy(demo_template, tmp_path / DB_NAME)
-    return make_settings(tmp_path, **ENCRYPTION[getattr(request, "param", "plaintext")])
+def settings(request: pytest.FixtureRequest, tmp_path: Path, demo_database: str) -> Settings:
+    return make_settings(
+        tmp_path,
+        database_url=demo_database,
+        **ENCRYPTION[getattr(request, "param", "plaintext")],
+    )
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ server's: parsing runs in a limited child process and must not show up in it.
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from records.schema import documents, patients
 from web.keys import DB
 from web.settings import Settings
 
-from ..conftest import DB_NAME, make_settings
+from ..conftest import make_settings
 from ..records.bombs import (
     MiB,
     deflated_dicom,
@@ -45,9 +44,8 @@ SERVER_GROWTH = 64 * MiB
 
 
 @pytest.fixture
-def settings(tmp_path: Path, demo_template: Path) -> Settings:
-    shutil.copy(demo_template, tmp_path / DB_NAME)
-    return make_settings(tmp_path, parser_memory_mb=CHILD_MB)
+def settings(tmp_path: Path, demo_database: str) -> Settings:
+    return make_settings(tmp_path, database_url=demo_database, parser_memory_mb=CHILD_MB)
 
 
 def peak_rss_reset() -> None:
