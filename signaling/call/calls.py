@@ -103,21 +103,36 @@ class Calls:
     # -- entry points -------------------------------------------------------------
 
     async def receive(self, actor: Actor, channel: Channel, raw: str | bytes) -> None:
-        """Parse one text frame from ``channel`` and act on it.
+        """Parse one text frame from ``channel`` and act on it; never raises.
 
         A refused message (bad shape, or a rule says no) is answered with an
-        ``error`` carrying its code, and the channel stays usable.
+        ``error`` carrying its code, and the channel stays usable. So is a
+        failure nobody foresaw (a bug: logged with its traceback, answered
+        ``internal``): one message must not take the sender's socket down. A
+        reply to a client that is already gone is dropped.
         """
         try:
             msg = m.parse(raw)
             if isinstance(msg, m.Ping):
-                await channel.send(o.Pong())
+                reply: o.ServerMessage = o.Pong()
             else:
                 await self.handle(actor, channel, msg)
+                return
         except m.ProtocolError as exc:
-            await channel.send(o.Error(code=exc.code, message=exc.message, field=exc.field))
+            reply = o.Error(code=exc.code, message=exc.message, field=exc.field)
         except SignalingError as exc:
-            await channel.send(o.Error(code=exc.code, message=exc.message))
+            reply = o.Error(code=exc.code, message=exc.message)
+        except Exception:
+            log.exception("peer=%s message not handled", actor.id)
+            reply = o.Error(code=ErrorCode.INTERNAL, message="internal server error")
+        await self._reply(channel, reply)
+
+    @staticmethod
+    async def _reply(channel: Channel, message: o.ServerMessage) -> None:
+        try:
+            await channel.send(message)
+        except Exception as exc:  # the client went away before its answer
+            log.info("reply not sent: %s", type(exc).__name__)
 
     async def handle(self, actor: Actor, channel: Channel, msg: m.ClientMessage) -> None:
         """Act on one validated message from ``channel``.

@@ -26,6 +26,8 @@ from .fakes import FakeClient, client_pair
 
 LOOPBACK = "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host"
 ELSEWHERE = "candidate:2 1 udp 2122260223 203.0.113.9 50000 typ host"
+# The least that passes for a recording offer (an SDP offer with a media section).
+REC_OFFER = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
 
 
 @pytest.fixture
@@ -204,7 +206,8 @@ async def test_a_bad_message_gets_an_error_and_the_channel_stays_usable(
         ({"type": "join", "consultation_id": cid, "tab_id": "tab-1"}, "already_joined"),
         ({"type": "offer", "to": "0" * 32, "sdp": "v=0"}, "unknown_peer"),
         ({"type": "chat", "text": "   "}, "invalid_field"),
-        ({"type": "rec_offer", "sdp": "v=0"}, "recording_unavailable"),
+        ({"type": "rec_offer", "sdp": "v=0"}, "invalid_field"),
+        ({"type": "rec_offer", "sdp": REC_OFFER}, "recording_unavailable"),
     ]
     for message, code in after_join:
         await a.send(message)

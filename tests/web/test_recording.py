@@ -90,7 +90,9 @@ async def test_nothing_is_recorded_without_consent_to_recording(
     )
     a = c.sockets["clinic1"]
     assert c.joins["clinic1"]["recording"]["allowed"] is False
-    await a.send({"type": "rec_offer", "sdp": "v=0\r\n"})
+    # An offer in shape (one that is not is refused before consent is looked at).
+    offer = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+    await a.send({"type": "rec_offer", "sdp": offer})
     error = await a.recv("error")
     assert error["code"] == "recording_not_consented"
     assert await rows(app) == []
