@@ -15,8 +15,11 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
+from records.demo import DEMO_PASSWORD
 from records.schema import consultation_events, recordings
-from web.keys import CALLS, DB
+from records.vocab import EventKind
+from signaling.workflow.base import Actor
+from web.keys import AUTH, CALLS, CONSULTATIONS, DB
 
 from ..scenario import Scenario
 from .calls import Socket, connect, join
@@ -170,3 +173,24 @@ async def test_a_client_gone_before_the_reply_leaves_no_traceback(
         await app[CALLS].receive(member.actor, member.channel, raw)
     await b.until_pong()  # the other side's socket is still served
     assert tracebacks(caplog) == []
+
+
+async def test_text_stored_before_the_check_does_not_break_the_fhir_export(
+    scenario: Scenario, app: web.Application
+) -> None:
+    # A line stored by an older server, before the wire refused lone surrogates.
+    c = await scenario.consultation("live", joined=LIVE)
+    clinic = await scenario.user("clinic1")
+    session = await app[AUTH].login("clinic1", DEMO_PASSWORD, None)
+    await app[CONSULTATIONS].call_event(
+        Actor(account=session.account), c.id, EventKind.CHAT, {"text": "a\ud800b", "ref": "old"}
+    )
+    status, bundle = await clinic.get(f"{c.url}/fhir")
+    assert status == 200, bundle
+    texts = [
+        p["contentString"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Communication"
+        for p in e["resource"]["payload"]
+    ]
+    assert texts == ["a\ufffdb"]
