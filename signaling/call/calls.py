@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from records.models import Event
+from records.models import Consultation, Event
 from records.vocab import ErrorCode, EventKind
 from signaling.call import messages as m
 from signaling.call import outbound as o
@@ -28,6 +28,7 @@ from signaling.call.ice import IceConfig
 from signaling.call.ports import CallDirectory, CallRecording, CallWorkflow
 from signaling.call.rooms import Member, Room
 from signaling.errors import SignalingError
+from signaling.workflow import policy
 from signaling.workflow.base import Actor
 from signaling.workflow.lifecycle import State
 from signaling.workflow.policy import MAX_PARTICIPANTS
@@ -346,6 +347,42 @@ class Calls:
             for member in list(room.members.values()):
                 self._forget(member)
         self.rooms.clear()
+
+    async def consultation_changed(self, consultation: Consultation) -> None:
+        """Drop from the call whoever lost their place in it (the workflow's listener).
+
+        A specialist taken off the case by a reassignment is no longer a
+        participant: they get an ``error`` (``not_participant``), leave the room
+        (the others see them go), their recording leg stops, and nothing is
+        relayed to or from them again. A request cancelled or declined while
+        people wait in its call closes the room for everyone.
+        """
+        room = self.rooms.get(consultation.id)
+        if room is None:
+            return
+        if consultation.state in (State.CANCELLED, State.DECLINED):
+            await self._broadcast(room, o.StateChanged(state=consultation.state))
+            for member in list(room.members.values()):
+                self._forget(member)
+                await self._stop_recording(room, member.peer_id)
+            self.rooms.pop(room.consultation_id, None)
+            return
+        for member in list(room.members.values()):
+            if policy.is_participant(member.actor.account, consultation):
+                continue
+            log.info(
+                "consultation=%s peer=%s no longer a participant",
+                room.consultation_id,
+                member.peer_id,
+            )
+            await self._send(
+                member,
+                o.Error(
+                    code=ErrorCode.NOT_PARTICIPANT,
+                    message="you are no longer a participant of this call",
+                ),
+            )
+            await self._remove(room, member, EventKind.LEFT)
 
     def room_of(self, consultation_id: str) -> Room | None:
         """The room of a consultation, if anyone is in it."""
