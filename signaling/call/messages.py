@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from media.offer import offer_problem
 from records.vocab import ErrorCode
 from signaling import jsonlimits
 
@@ -51,35 +52,16 @@ def _limit(n: int, check: Callable[[str], str | None] | None = None) -> dict[str
     return {"max": n, "check": check}
 
 
-_MEDIA = frozenset({"audio", "video", "application"})
-
-
 def sdp_offer_problem(sdp: str) -> str | None:
-    """What keeps ``sdp`` from being an SDP offer with a media section (None: nothing).
+    """What keeps ``sdp`` from being an offer the recorder can take (None: nothing).
 
-    Minimal on purpose: enough that the server's recorder (aiortc) is never handed
-    something that is not an offer at all; aiortc itself checks the rest.
+    Parsed as the recorder (aiortc) will parse it, with what aiortc refuses
+    checked too, so that bad input is refused here as ``invalid_field`` and never
+    reaches a peer connection (``media.offer``).
     """
-    lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
-    if not lines or lines[0] != "v=0":
-        return "must start with v=0"
-    if any(len(line) < 2 or line[1] != "=" or not "a" <= line[0] <= "z" for line in lines):
-        return "every line must be <letter>=<value>"
-    kinds = {line[0] for line in lines}
-    if not {"o", "s", "t"} <= kinds:
-        return "needs o=, s= and t= lines"
-    for line in lines:
-        if line.startswith("m="):
-            parts = line[2:].split(" ")
-            if (
-                len(parts) >= 4
-                and parts[0] in _MEDIA
-                and parts[1].isascii()
-                and parts[1].isdigit()
-                and int(parts[1]) <= 65535
-            ):
-                return None
-    return "needs at least one media section (m=audio or m=video)"
+    if not sdp.startswith("v=0"):
+        return "must be an SDP description (v=0 first)"
+    return offer_problem(sdp)
 
 
 def _number(text: str, largest: int) -> bool:
@@ -359,4 +341,10 @@ def parse(raw: str | bytes) -> ClientMessage:
                 raise ProtocolError(ErrorCode.MISSING_FIELD, f"{name} is required", name)
             continue
         _check(name, hints[name], data[name], f.metadata)
-    return typing.cast(ClientMessage, cls(**data))
+    msg = typing.cast(ClientMessage, cls(**data))
+    if isinstance(msg, RecCandidate) and msg.candidate and msg.sdp_mid is None:
+        if msg.sdp_mline_index is None:  # the recorder could not place it
+            raise ProtocolError(
+                ErrorCode.MISSING_FIELD, "a candidate needs sdp_mid or sdp_mline_index", "sdp_mid"
+            )
+    return msg

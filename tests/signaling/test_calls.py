@@ -23,11 +23,10 @@ from web.keys import AUTH, CONSULTATIONS, DIRECTORY
 
 from ..scenario import Scenario
 from .fakes import FakeClient, client_pair
+from .wire import REC_OFFER
 
 LOOPBACK = "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host"
 ELSEWHERE = "candidate:2 1 udp 2122260223 203.0.113.9 50000 typ host"
-# The least that passes for a recording offer (an SDP offer with a media section).
-REC_OFFER = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
 
 
 @pytest.fixture

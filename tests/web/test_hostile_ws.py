@@ -8,6 +8,7 @@ stored, and the server log has no traceback.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -26,6 +27,7 @@ from .calls import Socket, connect, join
 
 LIVE = ("clinic1", "cardio1")
 CANDIDATE = "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host"
+NO_ICE = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
 
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -66,7 +68,12 @@ HOSTILE: list[tuple[str, str]] = [
         '{"type": "rec_offer", "sdp": "v=0\\r\\no=- 1 1 IN IP4 0.0.0.0\\r\\ns=-\\r\\nt=0 0\\r\\n"}',
         "invalid_field",
     ),
+    (  # shaped like an offer, but aiortc would refuse it (no ICE credentials)
+        json.dumps({"type": "rec_offer", "sdp": NO_ICE}),
+        "invalid_field",
+    ),
     ('{"type": "rec_candidate", "candidate": "garbage"}', "invalid_field"),
+    (json.dumps({"type": "rec_candidate", "candidate": CANDIDATE}), "missing_field"),
     (
         '{"type": "rec_candidate", "candidate": "candidate:1 1 udp x 1.2.3.4 5 typ host"}',
         "invalid_field",

@@ -15,6 +15,7 @@ from records.schema import recordings
 from web.keys import DB, RECORDING
 
 from ..scenario import Scenario
+from ..signaling.wire import REC_OFFER
 
 ROOT = Path(__file__).parents[2]
 SENDER = ROOT / "tests" / "media" / "sender.py"
@@ -91,8 +92,7 @@ async def test_nothing_is_recorded_without_consent_to_recording(
     a = c.sockets["clinic1"]
     assert c.joins["clinic1"]["recording"]["allowed"] is False
     # An offer in shape (one that is not is refused before consent is looked at).
-    offer = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
-    await a.send({"type": "rec_offer", "sdp": offer})
+    await a.send({"type": "rec_offer", "sdp": REC_OFFER})
     error = await a.recv("error")
     assert error["code"] == "recording_not_consented"
     assert await rows(app) == []
