@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from aiortc import sdp as aiortc_sdp
 
+_RECORDABLE = frozenset({"video/vp8", "video/h264"})
+
 
 def offer_problem(text: str) -> str | None:
     """What keeps ``text`` from being a recordable SDP offer (None: nothing).
@@ -39,4 +41,9 @@ def offer_problem(text: str) -> str | None:
             return "needs a DTLS fingerprint (a=fingerprint)"
         if section.kind in ("audio", "video") and not section.rtcp_mux:
             return "needs RTCP multiplexing (a=rtcp-mux)"
+        # The recorder stores video as it comes (no transcoding): VP8 or H.264 only.
+        if section.kind == "video" and not any(
+            codec.mimeType.lower() in _RECORDABLE for codec in section.rtp.codecs
+        ):
+            return "must offer VP8 or H.264 video"
     return None

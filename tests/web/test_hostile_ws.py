@@ -23,6 +23,7 @@ from signaling.workflow.base import Actor
 from web.keys import AUTH, CALLS, CONSULTATIONS, DB
 
 from ..scenario import Scenario
+from ..signaling.wire import REC_OFFER
 from .calls import Socket, connect, join
 
 LIVE = ("clinic1", "cardio1")
@@ -70,6 +71,10 @@ HOSTILE: list[tuple[str, str]] = [
     ),
     (  # shaped like an offer, but aiortc would refuse it (no ICE credentials)
         json.dumps({"type": "rec_offer", "sdp": NO_ICE}),
+        "invalid_field",
+    ),
+    (  # a codec the recorder cannot store as it comes
+        json.dumps({"type": "rec_offer", "sdp": REC_OFFER.replace("VP8", "VP9")}),
         "invalid_field",
     ),
     ('{"type": "rec_candidate", "candidate": "garbage"}', "invalid_field"),
