@@ -47,6 +47,17 @@ def depth(text: str) -> int:
     return max(0, max(accumulate(steps)))
 
 
+def deeper_than(text: str, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than ``limit`` in ``text``.
+
+    Text with no more opening brackets than ``limit`` cannot (counting them is
+    C speed); only the rest is measured (about 50 ms a megabyte).
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    return depth(text) > limit
+
+
 def loads(raw: str | bytes, *, max_depth: int) -> Any:
     """``json.loads`` of UTF-8 text nesting at most ``max_depth`` levels.
 
@@ -56,7 +67,7 @@ def loads(raw: str | bytes, *, max_depth: int) -> Any:
             number too long to convert.
     """
     text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-    if depth(text) > max_depth:
+    if deeper_than(text, max_depth):
         raise TooDeep(max_depth)
     return json.loads(text)
 

@@ -48,7 +48,7 @@ def check_json_body(raw: bytes) -> None:
     store NUL in text; lone surrogates are refused by the parser itself.
     """
     try:
-        deep = jsonlimits.depth(raw.decode("utf-8")) > MAX_BODY_DEPTH
+        deep = jsonlimits.deeper_than(raw.decode("utf-8"), MAX_BODY_DEPTH)
     except UnicodeDecodeError:
         raise api_error(ErrorCode.INVALID_JSON, "the request body is not UTF-8") from None
     if deep:

@@ -22,9 +22,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from records.demo import DEMO_PASSWORD
 from records.vocab import ErrorCode
+from signaling import jsonlimits
 from signaling.call import messages as m
 from signaling.call.calls import Calls
 from signaling.call.ice import IceConfig
@@ -168,3 +170,26 @@ async def test_every_frame_gets_its_effect_or_an_error_and_the_call_goes_on(
     # And the call still works both ways.
     await b.send({"type": "media_state", "audio": False, "video": False})
     assert (await a.recv("media_state"))["audio"] is False
+
+
+@settings(SETTINGS, max_examples=300)
+@given(
+    st.recursive(
+        st.integers() | st.text(max_size=3),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+        max_leaves=30,
+    )
+)
+def test_depth_measures_what_the_parser_nests(value: Any) -> None:
+    text = json.dumps(value)
+
+    def nesting(v: Any) -> int:
+        if isinstance(v, list):
+            return 1 + max((nesting(x) for x in v), default=0)
+        if isinstance(v, dict):
+            return 1 + max((nesting(x) for x in v.values()), default=0)
+        return 0
+
+    assert jsonlimits.depth(text) == nesting(value)
+    for limit in (0, 1, 2, 5):
+        assert jsonlimits.deeper_than(text, limit) == (nesting(value) > limit)
