@@ -41,7 +41,11 @@ async def exchange(sock: Socket, raw: str, pongs: int) -> list[dict[str, Any]]:
 async def test_hostile_frames_over_the_real_socket_leave_everything_working(
     scenario: Scenario, caplog: pytest.LogCaptureFixture
 ) -> None:
-    c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
+    # No consent to recording: a well-formed recording offer is refused by the rule,
+    # and no recorder leg (real media, its own tests) runs under the fuzzing.
+    c = await scenario.consultation(
+        "live", patient="陈阿姨", consent=("consultation",), joined=("clinic1", "cardio1")
+    )
     other = await scenario.consultation("accepted", department="respiratory", joined=("resp1",))
     a, b, r = c.sockets["clinic1"], c.sockets["cardio1"], other.sockets["resp1"]
     for sock in (a, b, r):
