@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -415,6 +416,23 @@ class _Builder:
         self.add(resource, rec.id)
 
 
+# Lone surrogates and NUL are not text FHIR (or UTF-8) can carry. The call plane
+# refuses them on arrival, but a row stored before that (or by another path) must
+# not make the whole export fail for everyone: each becomes U+FFFD.
+_NOT_TEXT = re.compile("[\ud800-\udfff\x00]")
+
+
+def _sendable(value: Any) -> Any:
+    """``value`` with every string made of Unicode scalar values (other than NUL)."""
+    if isinstance(value, str):
+        return _NOT_TEXT.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_sendable(k): _sendable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sendable(v) for v in value]
+    return value
+
+
 def build_bundle(data: ExportData, *, generated_at: datetime) -> dict[str, Any]:
     """The consultation as a FHIR R4 ``collection`` Bundle, every resource validated.
 
@@ -425,7 +443,7 @@ def build_bundle(data: ExportData, *, generated_at: datetime) -> dict[str, Any]:
     Raises:
         ValidationError: a resource we built is not valid FHIR (a bug here).
     """
-    entries = _Builder(data).build()
+    entries = [_sendable(entry) for entry in _Builder(data).build()]
     for entry in entries:
         validate(entry["resource"])
     bundle = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any, TypeVar
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 
 from records.models import Account, Consent, Consultation, Event, Institution, Opinion, Patient
 from records.vocab import ConsultationState, ErrorCode
+from signaling import jsonlimits
 from signaling.workflow import policy
 from signaling.workflow.consultations import Brief, ConsultationView
 from web import schemas
@@ -32,11 +34,37 @@ from web.ws import close_sockets
 B = TypeVar("B", bound=BaseModel)
 
 
+# No request body of ours nests deeper than a FHIR Bundle (about a dozen levels).
+MAX_BODY_DEPTH = 64
+# A NUL escape that is not itself escaped (an even run of backslashes before it).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def check_json_body(raw: bytes) -> None:
+    """Refuse, naming the problem, a body that nests too deep or carries NUL.
+
+    The depth is measured without recursion before any parser runs (a parser
+    that recurses fails with ``RecursionError``, a 500). PostgreSQL cannot
+    store NUL in text; lone surrogates are refused by the parser itself.
+    """
+    try:
+        deep = jsonlimits.deeper_than(raw.decode("utf-8"), MAX_BODY_DEPTH)
+    except UnicodeDecodeError:
+        raise api_error(ErrorCode.INVALID_JSON, "the request body is not UTF-8") from None
+    if deep:
+        raise api_error(
+            ErrorCode.INVALID_JSON, f"the request body nests deeper than {MAX_BODY_DEPTH} levels"
+        )
+    if _NUL_ESCAPE.search(raw):
+        raise api_error(ErrorCode.INVALID_JSON, "the request body holds a NUL character")
+
+
 async def body(request: web.Request, model: type[B]) -> B:
     """Parse and validate a JSON body (415 if it is not JSON, 400 naming bad fields)."""
     if request.content_type != "application/json":
         raise api_error(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
     raw = await request.read()
+    check_json_body(raw)
     return model.model_validate_json(raw, strict=True)
 
 

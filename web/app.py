@@ -125,7 +125,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     db = Database(settings.effective_database_url)
     await db.upgrade()
     app[DB] = db
-    ctx = Context(db=db, clock=app[CLOCK], notifier=ConsultationPushes(app[HUB]))
+    pushes = ConsultationPushes(app[HUB])
+    ctx = Context(db=db, clock=app[CLOCK], notifier=pushes)
     app[AUTH] = AuthService(
         ctx,
         passwords=passwords_for(settings),
@@ -190,6 +191,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         recording=app[RECORDING],
         recording_max_bitrate=settings.recording_max_bitrate,
     )
+    # A change that takes someone's place in a call (a reassignment) ends it.
+    pushes.listen(app[CALLS].consultation_changed)
     yield
     await app[CALLS].close()
     await app[RECORDING].close()

@@ -70,6 +70,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 )
                 continue
             await calls.receive(who, channel, frame.data)
+    except ConnectionError:
+        pass  # the client went away (a send to it failed): nobody to tell
+    except Exception:
+        # Past ``prepare`` the connection is a WebSocket: an exception reaching the
+        # error middleware would be written onto it as an HTTP 500. Nothing in
+        # ``calls.receive`` should raise; if something does, close properly.
+        log.exception("peer=%s socket handler failed", who.id)
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal server error")
     finally:
         hub.unsubscribe(channel)
         sockets.pop(ws, None)

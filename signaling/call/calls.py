@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from records.models import Event
+from records.models import Consultation, Event
 from records.vocab import ErrorCode, EventKind
 from signaling.call import messages as m
 from signaling.call import outbound as o
@@ -28,6 +28,7 @@ from signaling.call.ice import IceConfig
 from signaling.call.ports import CallDirectory, CallRecording, CallWorkflow
 from signaling.call.rooms import Member, Room
 from signaling.errors import SignalingError
+from signaling.workflow import policy
 from signaling.workflow.base import Actor
 from signaling.workflow.lifecycle import State
 from signaling.workflow.policy import MAX_PARTICIPANTS
@@ -109,21 +110,36 @@ class Calls:
     # -- entry points -------------------------------------------------------------
 
     async def receive(self, actor: Actor, channel: Channel, raw: str | bytes) -> None:
-        """Parse one text frame from ``channel`` and act on it.
+        """Parse one text frame from ``channel`` and act on it; never raises.
 
         A refused message (bad shape, or a rule says no) is answered with an
-        ``error`` carrying its code, and the channel stays usable.
+        ``error`` carrying its code, and the channel stays usable. So is a
+        failure nobody foresaw (a bug: logged with its traceback, answered
+        ``internal``): one message must not take the sender's socket down. A
+        reply to a client that is already gone is dropped.
         """
         try:
             msg = m.parse(raw)
             if isinstance(msg, m.Ping):
-                await channel.send(o.Pong())
+                reply: o.ServerMessage = o.Pong()
             else:
                 await self.handle(actor, channel, msg)
+                return
         except m.ProtocolError as exc:
-            await channel.send(o.Error(code=exc.code, message=exc.message, field=exc.field))
+            reply = o.Error(code=exc.code, message=exc.message, field=exc.field)
         except SignalingError as exc:
-            await channel.send(o.Error(code=exc.code, message=exc.message))
+            reply = o.Error(code=exc.code, message=exc.message)
+        except Exception:
+            log.exception("peer=%s message not handled", actor.id)
+            reply = o.Error(code=ErrorCode.INTERNAL, message="internal server error")
+        await self._reply(channel, reply)
+
+    @staticmethod
+    async def _reply(channel: Channel, message: o.ServerMessage) -> None:
+        try:
+            await channel.send(message)
+        except Exception as exc:  # the client went away before its answer
+            log.info("reply not sent: %s", type(exc).__name__)
 
     async def handle(self, actor: Actor, channel: Channel, msg: m.ClientMessage) -> None:
         """Act on one validated message from ``channel``.
@@ -391,6 +407,42 @@ class Calls:
             for member in list(room.members.values()):
                 self._forget(member)
         self.rooms.clear()
+
+    async def consultation_changed(self, consultation: Consultation) -> None:
+        """Drop from the call whoever lost their place in it (the workflow's listener).
+
+        A specialist taken off the case by a reassignment is no longer a
+        participant: they get an ``error`` (``not_participant``), leave the room
+        (the others see them go), their recording leg stops, and nothing is
+        relayed to or from them again. A request cancelled or declined while
+        people wait in its call closes the room for everyone.
+        """
+        room = self.rooms.get(consultation.id)
+        if room is None:
+            return
+        if consultation.state in (State.CANCELLED, State.DECLINED):
+            await self._broadcast(room, o.StateChanged(state=consultation.state))
+            for member in list(room.members.values()):
+                self._forget(member)
+                await self._stop_recording(room, member.peer_id)
+            self.rooms.pop(room.consultation_id, None)
+            return
+        for member in list(room.members.values()):
+            if policy.is_participant(member.actor.account, consultation):
+                continue
+            log.info(
+                "consultation=%s peer=%s no longer a participant",
+                room.consultation_id,
+                member.peer_id,
+            )
+            await self._send(
+                member,
+                o.Error(
+                    code=ErrorCode.NOT_PARTICIPANT,
+                    message="you are no longer a participant of this call",
+                ),
+            )
+            await self._remove(room, member, EventKind.LEFT)
 
     def room_of(self, consultation_id: str) -> Room | None:
         """The room of a consultation, if anyone is in it."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from records.models import Account, Consultation
@@ -80,15 +80,36 @@ def consultation_changed(consultation: Consultation) -> ConsultationChanged:
     )
 
 
+# Told of every committed change of a consultation (the call plane is one).
+ChangeListener = Callable[[Consultation], Awaitable[None]]
+
+
 class ConsultationPushes:
-    """The workflow's ``Notifier``: a change goes to whoever may see the consultation."""
+    """The workflow's ``Notifier``: a change goes to whoever may see the consultation,
+    and to the listeners in this process (the call plane drops members who are no
+    longer participants)."""
 
     def __init__(self, hub: Hub) -> None:
         """Push through ``hub``."""
         self.hub = hub
+        self.listeners: list[ChangeListener] = []
+
+    def listen(self, listener: ChangeListener) -> None:
+        """Tell ``listener`` of every change, before the push goes out."""
+        self.listeners.append(listener)
 
     async def consultation_changed(self, consultation: Consultation) -> None:
-        """Push ``consultation.changed`` to every channel whose account may see it."""
+        """Tell the listeners, then push ``consultation.changed`` to every channel
+        whose account may see it.
+
+        The change is committed already: a listener that fails is logged and the
+        others (and the push) still go ahead.
+        """
+        for listener in self.listeners:
+            try:
+                await listener(consultation)
+            except Exception:
+                log.exception("consultation=%s change listener failed", consultation.id)
         await self.hub.publish(
             consultation_changed(consultation), lambda acc: policy.can_see(acc, consultation)
         )

@@ -1,8 +1,11 @@
 """Wire messages of the WebSocket, one frozen dataclass per client ``type``.
 
 Every message is a JSON object with a ``type``. Parsing checks the size, the
-JSON, the type and each field (type and length) and raises ``ProtocolError`` with
-a stable code; it never trusts the input (no ``assert``). The browser's
+nesting, the JSON, the type and each field (type, length, range, and for the SDP
+and candidates that reach the server's own recorder, their shape) and raises
+``ProtocolError`` with a stable code; it never trusts the input (no ``assert``).
+Text must be Unicode scalar values without NUL: a lone surrogate (``"\ud800"``)
+would be stored but could never be relayed or exported. The browser's
 ``web/static/js/signaling.js`` mirrors these names; what the server sends back
 is in ``outbound.py``.
 """
@@ -10,18 +13,28 @@ is in ``outbound.py``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from media.offer import offer_problem
 from records.vocab import ErrorCode
+from signaling import jsonlimits
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_SDP = 32 * 1024
 MAX_CHAT = 2000
 ID_LEN = 32
+# Every field is a scalar: a message nests one level. A little room is left so that
+# a nested value is refused as ``invalid_field`` naming it; deeper is not JSON we read.
+MAX_DEPTH = 8
+# Integers fit a database INTEGER and a JavaScript number; event ids get 53 bits.
+MAX_INT = 2**31 - 1
+MAX_EVENT_ID = 2**53 - 1
+MAX_MLINE = 1023
+MAX_SHOWN_NAME = 64  # of a field name echoed in an error
 
 
 class ProtocolError(Exception):
@@ -34,8 +47,49 @@ class ProtocolError(Exception):
         self.field = field
 
 
-def _limit(n: int) -> dict[str, int]:
-    return {"max": n}
+def _limit(n: int, check: Callable[[str], str | None] | None = None) -> dict[str, Any]:
+    """Field metadata: the longest string or the largest integer, and a shape check."""
+    return {"max": n, "check": check}
+
+
+def sdp_offer_problem(sdp: str) -> str | None:
+    """What keeps ``sdp`` from being an offer the recorder can take (None: nothing).
+
+    Parsed as the recorder (aiortc) will parse it, with what aiortc refuses
+    checked too, so that bad input is refused here as ``invalid_field`` and never
+    reaches a peer connection (``media.offer``).
+    """
+    if not sdp.startswith("v=0"):
+        return "must be an SDP description (v=0 first)"
+    return offer_problem(sdp)
+
+
+def _number(text: str, largest: int) -> bool:
+    return text.isascii() and text.isdigit() and int(text) <= largest
+
+
+def ice_candidate_problem(candidate: str) -> str | None:
+    """What keeps ``candidate`` from being an ICE candidate line (None: nothing; empty
+    is the end of candidates). RFC 8839: foundation, component, transport,
+    priority, address, port, ``typ`` and type, then name/value pairs."""
+    if not candidate:
+        return None
+    parts = candidate.removeprefix("a=").removeprefix("candidate:").split()
+    if len(parts) < 8 or (len(parts) - 8) % 2:
+        return "must be foundation component transport priority address port typ type"
+    if not (
+        _number(parts[1], 256)
+        and parts[2].lower() in ("udp", "tcp")
+        and _number(parts[3], 2**32 - 1)
+        and _number(parts[5], 65535)
+        and parts[6] == "typ"
+        and parts[7] in ("host", "srflx", "prflx", "relay")
+    ):
+        return "is not a candidate line"
+    pairs = dict(zip(parts[8::2], parts[9::2], strict=True))
+    if "rport" in pairs and not _number(pairs["rport"], 65535):
+        return "has a bad rport"
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +100,7 @@ class Join:
     consultation_id: str = field(metadata=_limit(ID_LEN))
     tab_id: str = field(metadata=_limit(64))
     # Timeline events after this id are replayed (what was missed while away).
-    resume_after: int | None = None
+    resume_after: int | None = field(default=None, metadata=_limit(MAX_EVENT_ID))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,7 +136,7 @@ class Candidate:
     to: str = field(metadata=_limit(ID_LEN))
     candidate: str = field(metadata=_limit(1024))
     sdp_mid: str | None = field(default=None, metadata=_limit(64))
-    sdp_mline_index: int | None = None
+    sdp_mline_index: int | None = field(default=None, metadata=_limit(MAX_MLINE))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,7 +174,7 @@ class RecOffer:
     """The offer of the sender's send-only recording connection to the server."""
 
     type: ClassVar[str] = "rec_offer"
-    sdp: str = field(metadata=_limit(MAX_SDP))
+    sdp: str = field(metadata=_limit(MAX_SDP, sdp_offer_problem))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,9 +182,9 @@ class RecCandidate:
     """A trickled ICE candidate of the recording connection."""
 
     type: ClassVar[str] = "rec_candidate"
-    candidate: str = field(metadata=_limit(1024))
+    candidate: str = field(metadata=_limit(1024, ice_candidate_problem))
     sdp_mid: str | None = field(default=None, metadata=_limit(64))
-    sdp_mline_index: int | None = None
+    sdp_mline_index: int | None = field(default=None, metadata=_limit(MAX_MLINE))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,22 +258,36 @@ TYPES: dict[str, type[Any]] = {
 CLIENT_MESSAGE_TYPES: frozenset[str] = frozenset(TYPES)
 
 
-def _check(name: str, hint: Any, value: Any, limit: int | None) -> None:
+def _check(name: str, hint: Any, value: Any, meta: Any) -> None:
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in allowed:
         return
+    limit: int | None = meta.get("max")
     for kind in allowed:
         if kind is bool and isinstance(value, bool):
             return
         if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            largest = MAX_INT if limit is None else limit
             if value < 0:
                 raise ProtocolError(ErrorCode.INVALID_FIELD, f"{name} must not be negative", name)
+            if value > largest:
+                raise ProtocolError(
+                    ErrorCode.INVALID_FIELD, f"{name} must not be above {largest}", name
+                )
             return
         if kind is str and isinstance(value, str):
             if limit is not None and len(value) > limit:
                 raise ProtocolError(
                     ErrorCode.FIELD_TOO_LONG, f"{name} is longer than {limit}", name
                 )
+            if jsonlimits.bad_text(value):
+                raise ProtocolError(
+                    ErrorCode.INVALID_FIELD, f"{name} is not valid Unicode text", name
+                )
+            check = meta.get("check")
+            problem = check(value) if check is not None else None
+            if problem is not None:
+                raise ProtocolError(ErrorCode.INVALID_FIELD, f"{name} {problem}", name)
             return
     raise ProtocolError(ErrorCode.INVALID_FIELD, f"{name} has the wrong type", name)
 
@@ -245,11 +313,19 @@ def parse(raw: str | bytes) -> ClientMessage:
             ErrorCode.TOO_LARGE, f"messages are limited to {MAX_MESSAGE_BYTES} bytes"
         )
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = jsonlimits.loads(raw, max_depth=MAX_DEPTH)
+    except jsonlimits.TooDeep:
+        raise ProtocolError(
+            ErrorCode.INVALID_JSON, f"messages nest at most {MAX_DEPTH} levels"
+        ) from None
+    except ValueError:  # also UnicodeDecodeError, and numbers too long to convert
         raise ProtocolError(ErrorCode.INVALID_JSON, "message is not valid JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.NOT_AN_OBJECT, "message must be a JSON object")
+    for name in data:
+        # Checked before any name is echoed in an error (which must be sendable).
+        if jsonlimits.bad_text(name):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "a field name is not valid Unicode text")
     kind = data.pop("type", None)
     cls = TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
@@ -257,11 +333,18 @@ def parse(raw: str | bytes) -> ClientMessage:
     hints, fields = _SHAPES[cls.type]
     for name in data:
         if name not in fields:
-            raise ProtocolError(ErrorCode.UNKNOWN_FIELD, f"unknown field {name}", name)
+            shown = name[:MAX_SHOWN_NAME]
+            raise ProtocolError(ErrorCode.UNKNOWN_FIELD, f"unknown field {shown}", shown)
     for name, f in fields.items():
         if name not in data:
             if f.default is dataclasses.MISSING:
                 raise ProtocolError(ErrorCode.MISSING_FIELD, f"{name} is required", name)
             continue
-        _check(name, hints[name], data[name], f.metadata.get("max"))
-    return typing.cast(ClientMessage, cls(**data))
+        _check(name, hints[name], data[name], f.metadata)
+    msg = typing.cast(ClientMessage, cls(**data))
+    if isinstance(msg, RecCandidate) and msg.candidate and msg.sdp_mid is None:
+        if msg.sdp_mline_index is None:  # the recorder could not place it
+            raise ProtocolError(
+                ErrorCode.MISSING_FIELD, "a candidate needs sdp_mid or sdp_mline_index", "sdp_mid"
+            )
+    return msg

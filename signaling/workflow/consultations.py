@@ -26,7 +26,7 @@ from records.models import (
     Patient,
 )
 from records.vocab import ErrorCode, EventKind, InstitutionKind, Role
-from signaling.errors import IllegalTransition, Invalid, NotFound, RuleViolation
+from signaling.errors import Forbidden, IllegalTransition, Invalid, NotFound, RuleViolation
 from signaling.workflow import policy
 from signaling.workflow.base import Actor, Service, Tx, stored
 from signaling.workflow.lifecycle import WAITING, Action, State, next_state
@@ -292,13 +292,19 @@ class ConsultationService(Service):
         return await self.write(actor, work)
 
     async def cancel(self, actor: Actor, consultation_id: str, reason: str) -> Consultation:
-        """The requesting clinic withdraws its request before the call."""
+        """The requesting clinic withdraws its request before the call.
+
+        Only its own doctors: a doctor of another institution invited into the
+        call sees the consultation and takes part, but the request is not theirs.
+        """
         self.require_role(actor, Role.CLINIC_DOCTOR)
-        return await self.step(
-            actor,
-            consultation_id,
-            lambda tx, c: tx.transition(c, Action.CANCEL, EventKind.CANCELLED, {"reason": reason}),
-        )
+
+        def step(tx: Tx, c: Consultation) -> Consultation:
+            if tx.account.institution_id != c.requesting_institution_id:
+                raise Forbidden("only the requesting clinic cancels its request")
+            return tx.transition(c, Action.CANCEL, EventKind.CANCELLED, {"reason": reason})
+
+        return await self.step(actor, consultation_id, step)
 
     # -- the call -------------------------------------------------------------------
 

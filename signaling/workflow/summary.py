@@ -19,6 +19,7 @@ from records.models import Patient
 from records.store import lookups
 from records.summary import Summary, SummaryTable
 from records.vocab import ErrorCode, Role
+from signaling import jsonlimits
 from signaling.errors import Invalid, NotFound
 from signaling.workflow import policy
 from signaling.workflow.base import Actor, Service, Tx, stored
@@ -50,22 +51,53 @@ def visible_patient(tx: Tx, patient_id: str) -> Patient:
     raise NotFound("patient not found", fields=("patient_id",), probe=("patient", patient_id))
 
 
+# A FHIR Bundle nests about a dozen levels; the parser recurses once per level.
+MAX_BUNDLE_DEPTH = 64
+
+
+def bundle_json(raw: bytes) -> Any:
+    """A Bundle's JSON, refused as ``invalid_json`` naming the problem."""
+    try:
+        data = jsonlimits.loads(raw, max_depth=MAX_BUNDLE_DEPTH)
+    except jsonlimits.TooDeep:
+        raise Invalid(
+            f"the Bundle nests deeper than {MAX_BUNDLE_DEPTH} levels", code=ErrorCode.INVALID_JSON
+        ) from None
+    except ValueError:
+        raise Invalid("the request body is not valid JSON", code=ErrorCode.INVALID_JSON) from None
+    if jsonlimits.bad_keys_or_text(data):
+        raise Invalid(
+            "the Bundle holds text that is not valid Unicode (a lone surrogate or NUL)",
+            code=ErrorCode.INVALID_JSON,
+        )
+    return data
+
+
 class SummaryService(Service):
     """Import, read and export a patient's shared record."""
 
-    async def import_bundle(self, actor: Actor, patient_id: str, data: Any) -> ImportResult:
+    async def import_bundle(
+        self, actor: Actor, patient_id: str, data: bytes | dict[str, Any]
+    ) -> ImportResult:
         """Store the summary rows of a FHIR Bundle sent for one of the clinic's patients.
 
         Rows that came from the same resource before are updated, not duplicated.
 
+        Args:
+            data: the Bundle as the request's bytes (parsed here, after the access
+                check), or already parsed.
+
         Raises:
             NotFound: not a patient of the actor's clinic.
-            Invalid: ``invalid_fhir`` (nothing is stored) or ``patient_mismatch``
-                (the Bundle is about someone else).
+            Invalid: ``invalid_json`` (not JSON, nested too deep, or text that is
+                not Unicode), ``invalid_fhir`` (nothing is stored) or
+                ``patient_mismatch`` (the Bundle is about someone else).
         """
         # The patient is checked first, so that a stranger learns nothing from how
-        # their Bundle would have been judged.
+        # their Bundle would have been judged, and costs no parsing.
         patient = await self.write(actor, lambda tx: tx.own_patient(patient_id))
+        if isinstance(data, bytes):
+            data = bundle_json(data)
         # Validation is CPU work on a body of up to a megabyte: off the event loop.
         try:
             parsed = await asyncio.to_thread(fhir_in.parse_bundle, data)

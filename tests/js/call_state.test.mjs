@@ -310,6 +310,14 @@ test("a join refused for good fails the call; other errors do not", () => {
   ]);
 });
 
+test("taken off the call by the server (a reassignment), the page finishes and releases all", () => {
+  const { state, effects } = receive(inCall(), { type: "error", code: "not_participant" });
+  assert.equal(state.finished, "failed");
+  assert.equal(state.participants.size, 0);
+  assert.deepEqual(effects, [{ do: "finish" }]);
+  assert.deepEqual(bannerView(state), { kind: "error", key: "call.error.not_participant" });
+});
+
 test("a page opened for a consultation that is not in a call finishes at once", () => {
   assert.equal(opened(initialState({ consultationState: "signed" })).state.finished, "ended");
   const declined = opened(initialState({ consultationState: "declined" })).state;

@@ -23,6 +23,7 @@ from web.keys import AUTH, CONSULTATIONS, DIRECTORY
 
 from ..scenario import Scenario
 from .fakes import FakeClient, client_pair
+from .wire import REC_OFFER
 
 LOOPBACK = "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host"
 ELSEWHERE = "candidate:2 1 udp 2122260223 203.0.113.9 50000 typ host"
@@ -204,7 +205,8 @@ async def test_a_bad_message_gets_an_error_and_the_channel_stays_usable(
         ({"type": "join", "consultation_id": cid, "tab_id": "tab-1"}, "already_joined"),
         ({"type": "offer", "to": "0" * 32, "sdp": "v=0"}, "unknown_peer"),
         ({"type": "chat", "text": "   "}, "invalid_field"),
-        ({"type": "rec_offer", "sdp": "v=0"}, "recording_unavailable"),
+        ({"type": "rec_offer", "sdp": "v=0"}, "invalid_field"),
+        ({"type": "rec_offer", "sdp": REC_OFFER}, "recording_unavailable"),
     ]
     for message, code in after_join:
         await a.send(message)

@@ -15,6 +15,7 @@ from records.schema import recordings
 from web.keys import DB, RECORDING
 
 from ..scenario import Scenario
+from ..signaling.wire import REC_OFFER
 
 ROOT = Path(__file__).parents[2]
 SENDER = ROOT / "tests" / "media" / "sender.py"
@@ -96,7 +97,8 @@ async def test_nothing_is_recorded_without_consent_to_recording(
     )
     a = c.sockets["clinic1"]
     assert c.joins["clinic1"]["recording"]["allowed"] is False
-    await a.send({"type": "rec_offer", "sdp": "v=0\r\n"})
+    # An offer in shape (one that is not is refused before consent is looked at).
+    await a.send({"type": "rec_offer", "sdp": REC_OFFER})
     error = await a.recv("error")
     assert error["code"] == "recording_not_consented"
     assert await rows(app) == []

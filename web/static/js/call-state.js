@@ -512,7 +512,10 @@ function onState(state, msg) {
 function onError(state, msg) {
   if (msg.code === "chat_not_stored") return done(markNotStored(state, state.myId, msg.ref));
   if (REC_ERRORS.has(msg.code)) return done(state, [{ do: "recordingFailed" }]);
-  if (FATAL_CODES.has(msg.code) && state.status !== "joined") {
+  // not_participant while in the call: the server took us off it (a reassignment);
+  // nothing is relayed to us any more, so the call is over for this page.
+  const removed = msg.code === "not_participant";
+  if (FATAL_CODES.has(msg.code) && (state.status !== "joined" || removed)) {
     const key = msg.code === "unauthenticated" ? "call.error.session" : `call.error.${msg.code}`;
     return finish(state, "failed", key);
   }
