@@ -167,3 +167,25 @@ async def test_coordinator_assigns_to_an_eligible_specialist(
     assert await active.text_content() == "Accepted"
     assert await coordinator.evaluate(STILL_MARKED)
     assert await problems.collect(coordinator) == []
+
+
+async def test_a_push_while_the_coordinator_chooses_keeps_the_choice(
+    open_as: Any, scenario: Scenario
+) -> None:
+    # Seen under load in CI: a pushed change re-rendered the waiting list between
+    # choosing a specialist and pressing "assign", and the assignment was lost.
+    _, coordinator, problems = await open_as("coord1", locale="en")
+    await coordinator.locator('#push-status[data-status="online"]').wait_for()
+    first = await scenario.consultation(urgency="urgent", reason="Chest pain", question="?")
+    item = coordinator.locator(f'#waiting-list li[data-consultation-id="{first.id}"]')
+    select = item.locator("select")
+    await select.locator('option[data-eligible="true"]').first.wait_for(state="attached")
+    chosen = await select.locator('option[data-eligible="true"]').first.get_attribute("value")
+    await select.select_option(chosen)
+    # Another request arrives: the push re-renders the list under the coordinator.
+    second = await scenario.consultation(urgency="routine", reason="Rash", question="?")
+    await coordinator.locator(f'#waiting-list li[data-consultation-id="{second.id}"]').wait_for()
+    assert await select.input_value() == chosen
+    await item.locator('button[type="submit"]').click()
+    await item.wait_for(state="detached")
+    assert await problems.collect(coordinator) == []

@@ -55,6 +55,10 @@ function specialistLabel(s) {
   return `${s.eligible ? "✓ " : ""}${s.display_name} — ${notes.join(", ")}`;
 }
 
+// What the coordinator has chosen but not yet sent, by consultation id: a pushed
+// change re-renders the lists, and must not undo a choice being made.
+const choices = new Map();
+
 // An "assign to" control; only eligible specialists (>= 3 years) can be chosen.
 function assignControl(c, list, label) {
   const select = el(
@@ -74,6 +78,8 @@ function assignControl(c, list, label) {
       }),
     );
   }
+  if (choices.has(c.id)) select.value = choices.get(c.id);
+  select.addEventListener("change", () => choices.set(c.id, select.value));
   const button = el("button", { type: "submit", class: "btn btn-small btn-primary", text: label });
   const error = el("p", { class: "item-error", role: "alert", hidden: true });
   const form = el("form", { class: "assign", method: "post", novalidate: true }, select, button);
@@ -89,6 +95,7 @@ function assignControl(c, list, label) {
         await post(`/api/consultations/${encodeURIComponent(c.id)}/assign`, {
           specialist_id: select.value,
         });
+        choices.delete(c.id);
         toast(t("done.assigned"));
         await load();
       } catch (err) {
