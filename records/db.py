@@ -6,11 +6,18 @@ go on in parallel (WAL mode). A write is a synchronous function run on the
 writer (``run_write``, as datasette's ``execute_write_fn``): it cannot await
 anything else while it holds the lock. On PostgreSQL the lock is not taken: the database
 serializes what needs it (row locks, conditional updates).
+
+A full disk is recognised here and nowhere else: the driver's error becomes
+``records.errors.StorageFull`` (a stable code the API and the call answer with),
+logged once when the disk fills and once when there is room again, not with a
+traceback for every refused request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +28,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from records.errors import StorageFull
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 T = TypeVar("T")
@@ -48,6 +59,7 @@ class Database:
         if self.is_sqlite:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._write_lock = asyncio.Lock()
+        self._full = False  # the last statement was refused for want of space
 
     async def run_write(self, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work`` as one write transaction and return what it returns.
@@ -61,17 +73,50 @@ class Database:
         thread of our own would make it one hop, but in the signaling benchmark
         that thread held the GIL against the event loop and every relayed
         message's p99 rose (2.71 ms against 1.30 ms like this).
+
+        Raises:
+            StorageFull: the database's disk is full; nothing was written.
         """
-        if self.is_sqlite:
-            async with self._write_lock, self.engine.connect() as conn:
-                return await conn.run_sync(_immediate, work)
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(work)
+        try:
+            if self.is_sqlite:
+                async with self._write_lock, self.engine.connect() as conn:
+                    result = await conn.run_sync(_immediate, work)
+            else:
+                async with self.engine.begin() as conn:
+                    result = await conn.run_sync(work)
+        except sa.exc.DBAPIError as exc:
+            if not disk_full(exc):
+                raise
+            raise self._storage_full(exc) from exc
+        self._has_room()
+        return result
 
     async def run_read(self, work: Callable[[sa.Connection], T]) -> T:
-        """Run ``work`` (a synchronous function of a connection) in a read transaction."""
-        async with self.engine.connect() as conn:
-            return await conn.run_sync(work)
+        """Run ``work`` (a synchronous function of a connection) in a read transaction.
+
+        Raises:
+            StorageFull: the database's disk is full (as for ``run_write``).
+        """
+        try:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(work)
+        except sa.exc.DBAPIError as exc:
+            if not disk_full(exc):
+                raise
+            raise self._storage_full(exc) from exc
+
+    def _storage_full(self, exc: sa.exc.DBAPIError) -> StorageFull:
+        # Only this condition of the server is turned into a refusal; any other
+        # database error goes on as it is (a bug report, with its traceback).
+        if not self._full:
+            self._full = True
+            log.error("the database's disk is full; refusing what must be written: %s", exc.orig)
+        return StorageFull("the server's storage is full; nothing can be opened or saved")
+
+    def _has_room(self) -> None:
+        if self._full:
+            self._full = False
+            log.warning("the database's disk has room again")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -87,6 +132,25 @@ class Database:
     async def close(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+# PostgreSQL's SQLSTATE for "disk full" (class 53, insufficient resources);
+# asyncpg raises it as DiskFullError and SQLAlchemy keeps it as ``sqlstate``.
+PG_DISK_FULL = "53100"
+
+
+def disk_full(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the database refused a statement because its disk is full.
+
+    SQLite says ``SQLITE_FULL`` ("database or disk is full"), by its result code
+    rather than the message (a trigger's ``RAISE`` can say anything); PostgreSQL
+    says SQLSTATE 53100.
+    """
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == sqlite3.SQLITE_FULL
+    return getattr(orig, "sqlstate", None) == PG_DISK_FULL
 
 
 def upsert(conn: sa.Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:

@@ -36,6 +36,13 @@ class AuditChainBroken(RecordsError):
     code = ErrorCode.AUDIT_CHAIN_BROKEN
 
 
+class StorageFull(RecordsError):
+    """The database's disk is full: nothing can be written, so nothing that must
+    leave a trace (an audit entry, an event) can be done until there is room."""
+
+    code = ErrorCode.STORAGE_FULL
+
+
 class InvalidFhir(RecordsError):
     """A FHIR Bundle that cannot be imported; nothing of it is stored.
 

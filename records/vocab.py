@@ -234,3 +234,4 @@ class ErrorCode(StrEnum):
     # server health (never caused by the caller)
     AUDIT_CHAIN_BROKEN = "audit_chain_broken"
     AIORTC_SEAM_BROKEN = "aiortc_seam_broken"
+    STORAGE_FULL = "storage_full"

@@ -110,6 +110,9 @@ STATUS: Mapping[ErrorCode, int] = {
     # server health
     ErrorCode.AUDIT_CHAIN_BROKEN: 500,
     ErrorCode.AIORTC_SEAM_BROKEN: 500,
+    # The database's disk is full: a condition of the server that passes once
+    # there is room again, so "try later" rather than a failure.
+    ErrorCode.STORAGE_FULL: 503,
 }
 
 # The code of an HTTP error that aiohttp raised itself (no route, wrong method).

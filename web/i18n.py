@@ -176,6 +176,9 @@ ERROR_LABELS: Mapping[ErrorCode, str] = {
     ErrorCode.AIORTC_SEAM_BROKEN: N_(
         "The recorder does not work with the installed media library: tell the administrator."
     ),
+    ErrorCode.STORAGE_FULL: N_(
+        "The server's storage is full, so nothing can be opened or saved: tell the administrator."
+    ),
 }
 
 

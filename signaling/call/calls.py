@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from records.errors import RecordsError, StorageFull
 from records.models import Consultation, Event
 from records.vocab import ErrorCode, EventKind
 from signaling.call import messages as m
@@ -34,6 +35,16 @@ from signaling.workflow.lifecycle import State
 from signaling.workflow.policy import MAX_PARTICIPANTS
 
 log = logging.getLogger(__name__)
+
+
+def _failed(exc: BaseException, message: str, *args: object) -> None:
+    """Log a failure to store something: with its traceback when it is a bug;
+    in one line when the database's disk is full (``records.db`` has said so)."""
+    if isinstance(exc, StorageFull):
+        log.info(message + ": %s", *args, exc.code)
+    else:
+        log.error(message, *args, exc_info=exc)
+
 
 # An end the database could not store is tried again after these many seconds,
 # doubling up to the maximum, until it is stored.
@@ -127,7 +138,9 @@ class Calls:
                 return
         except m.ProtocolError as exc:
             reply = o.Error(code=exc.code, message=exc.message, field=exc.field)
-        except SignalingError as exc:
+        except (SignalingError, RecordsError) as exc:
+            # A records error is a refusal with its code as on the HTTP API
+            # (the database's disk is full: ``storage_full``), not a bug.
             reply = o.Error(code=exc.code, message=exc.message)
         except Exception:
             log.exception("peer=%s message not handled", actor.id)
@@ -253,7 +266,7 @@ class Calls:
             # The database could not store it (its disk is full, ...): the end
             # is not dropped but tried again until it is stored, and the sender
             # is told meanwhile; the call goes on until then.
-            log.exception("consultation=%s end not stored; retrying", room.consultation_id)
+            _failed(exc, "consultation=%s end not stored; retrying", room.consultation_id)
             self._spawn(self._end_later(room, member))
             raise SignalingError(
                 "the end of the call could not be saved yet; it is retried",
@@ -326,8 +339,8 @@ class Calls:
             event = await self.workflow.call_event(
                 member.actor, room.consultation_id, EventKind.CHAT, {"text": text, "ref": ref}
             )
-        except Exception:
-            log.exception("consultation=%s chat not stored", room.consultation_id)
+        except Exception as exc:
+            _failed(exc, "consultation=%s chat not stored", room.consultation_id)
             room.chat_refs.pop((member.peer_id, ref), None)  # the page may send it again
             # The sender may have resumed on a new socket meanwhile.
             current = room.members.get(member.peer_id, member)
@@ -343,8 +356,8 @@ class Calls:
             return
         try:
             await self.recording.stop_all(consultation_id)
-        except Exception:
-            log.exception("consultation=%s recordings not stored at the end", consultation_id)
+        except Exception as exc:
+            _failed(exc, "consultation=%s recordings not stored at the end", consultation_id)
 
     async def _record(self, room: Room, member: Member, sdp: str) -> None:
         if self.recording is None:
@@ -354,7 +367,8 @@ class Calls:
         except SignalingError:
             raise
         except Exception as exc:
-            log.exception(
+            _failed(
+                exc,
                 "consultation=%s peer=%s recording failed to start",
                 room.consultation_id,
                 member.peer_id,
@@ -371,11 +385,11 @@ class Calls:
             return
         try:
             await self.recording.stop(room.consultation_id, peer_id)
-        except Exception:
+        except Exception as exc:
             # The file or its row could not be stored (a full disk): whoever
             # asked (leave, rec_stop) goes on; the next start repairs the rest.
-            log.exception(
-                "consultation=%s peer=%s recording not stored", room.consultation_id, peer_id
+            _failed(
+                exc, "consultation=%s peer=%s recording not stored", room.consultation_id, peer_id
             )
 
     def _present(self, consultation_id: str, peer_id: str) -> bool:
