@@ -3,6 +3,7 @@ tmpfs mounted by the test (the tests run as root under CI), not a stand-in."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -14,20 +15,43 @@ import pytest
 
 
 @contextmanager
-def tiny_filesystem(path: Path, free_bytes: int) -> Iterator[Path]:
-    """A tmpfs at ``path`` with about ``free_bytes`` left: a disk that fills at once.
-
-    Yields the filler file: removing it frees the disk."""
+def tmpfs(path: Path, size: int) -> Iterator[Path]:
+    """A tmpfs of ``size`` bytes mounted at ``path`` (empty), unmounted after."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("the full-disk test mounts a tmpfs: it needs root")
         pytest.skip("the full-disk test mounts a tmpfs: it needs root")
     path.mkdir(parents=True, exist_ok=True)
-    size = 1024 * 1024
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)  # noqa: S603,S607
     try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)  # noqa: S603,S607
+
+
+@contextmanager
+def tiny_filesystem(path: Path, free_bytes: int) -> Iterator[Path]:
+    """A tmpfs at ``path`` with about ``free_bytes`` left: a disk that fills at once.
+
+    Yields the filler file: removing it frees the disk."""
+    size = 1024 * 1024
+    with tmpfs(path, size):
         filler = path / "filler"
         filler.write_bytes(b"\0" * (size - free_bytes))
         yield filler
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)  # noqa: S603,S607
+
+
+def fill(folder: Path) -> Path:
+    """Fill the filesystem of ``folder`` with a file until it has no page left.
+
+    Returns the file: removing it frees the space again."""
+    filler = folder / "filler"
+    chunk = b"\0" * 4096
+    with filler.open("wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(chunk)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    return filler
