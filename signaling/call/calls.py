@@ -19,15 +19,16 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from records.errors import RecordsError, StorageFull
+from records.errors import RecordsError
 from records.models import Consultation, Event
 from records.vocab import ErrorCode, EventKind
 from signaling.call import messages as m
 from signaling.call import outbound as o
 from signaling.call.hub import Channel
 from signaling.call.ice import IceConfig
+from signaling.call.legs import RecordingLegs
 from signaling.call.ports import CallDirectory, CallRecording, CallWorkflow
-from signaling.call.rooms import Member, Room
+from signaling.call.rooms import Member, Room, broadcast, log_failure, send, timeline_event
 from signaling.errors import SignalingError
 from signaling.workflow import policy
 from signaling.workflow.base import Actor
@@ -35,15 +36,6 @@ from signaling.workflow.lifecycle import State
 from signaling.workflow.policy import MAX_PARTICIPANTS
 
 log = logging.getLogger(__name__)
-
-
-def _failed(exc: BaseException, message: str, *args: object) -> None:
-    """Log a failure to store something: with its traceback when it is a bug;
-    in one line when the database's disk is full (``records.db`` has said so)."""
-    if isinstance(exc, StorageFull):
-        log.info(message + ": %s", *args, exc.code)
-    else:
-        log.error(message, *args, exc_info=exc)
 
 
 # An end the database could not store is tried again after these many seconds,
@@ -90,12 +82,8 @@ class Calls:
         self.directory = directory
         self.ice = ice
         self.grace_seconds = grace_seconds
-        self.recording = recording
-        self.recording_max_bitrate = recording_max_bitrate
-        if recording is not None:
-            recording.listener = self._recording_changed
-            recording.present = self._present
         self.rooms: dict[str, Room] = {}
+        self.legs = RecordingLegs(recording, self.rooms, max_bitrate=recording_max_bitrate)
         self._where: dict[Channel, tuple[Room, Member]] = {}
         self.dropped_candidates = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -177,19 +165,19 @@ class Calls:
     async def _on_offer(self, room: Room, member: Member, msg: m.Offer) -> None:
         target = self._target(room, msg.to)
         sdp = self.ice.filter_sdp(msg.sdp)
-        await self._send(target, o.RelayedOffer(from_=member.peer_id, sdp=sdp))
+        await send(target, o.RelayedOffer(from_=member.peer_id, sdp=sdp))
 
     async def _on_answer(self, room: Room, member: Member, msg: m.Answer) -> None:
         target = self._target(room, msg.to)
         sdp = self.ice.filter_sdp(msg.sdp)
-        await self._send(target, o.RelayedAnswer(from_=member.peer_id, sdp=sdp))
+        await send(target, o.RelayedAnswer(from_=member.peer_id, sdp=sdp))
 
     async def _on_candidate(self, room: Room, member: Member, msg: m.Candidate) -> None:
         target = self._target(room, msg.to)
         if not self.ice.candidate_allowed(msg.candidate):
             self.dropped_candidates += 1
             return
-        await self._send(
+        await send(
             target,
             o.RelayedCandidate(
                 from_=member.peer_id,
@@ -211,48 +199,44 @@ class Calls:
         # socket wait for that. The stored ``event`` (same ``ref``) follows and
         # marks the line as on the record; ``chat_failed`` if it could not be
         # stored. One chain per member keeps the member's lines in order.
-        await self._broadcast(
+        await broadcast(
             room, o.RelayedChat(from_=member.peer_id, ref=ref, text=text), exclude=member
         )
         member.chat_tail = self._spawn(self._chat(room, member, text, ref, member.chat_tail))
 
     async def _on_media_state(self, room: Room, member: Member, msg: m.MediaState) -> None:
         member.audio, member.video = msg.audio, msg.video
-        await self._broadcast(
+        await broadcast(
             room,
             o.RelayedMediaState(from_=member.peer_id, audio=msg.audio, video=msg.video),
             exclude=member,
         )
 
     async def _on_rec_offer(self, room: Room, member: Member, msg: m.RecOffer) -> None:
-        await self._record(room, member, msg.sdp)
+        await self.legs.start(room, member, msg.sdp)
 
     async def _on_rec_candidate(self, room: Room, member: Member, msg: m.RecCandidate) -> None:
-        if self.recording is None:
-            raise SignalingError("recording is not available", code=ErrorCode.RECORDING_UNAVAILABLE)
-        await self.recording.candidate(
-            member.actor, room.consultation_id, msg.candidate, msg.sdp_mid, msg.sdp_mline_index
-        )
+        await self.legs.candidate(room, member, msg)
 
     async def _on_rec_stop(self, room: Room, member: Member, msg: m.RecStop) -> None:
-        await self._stop_recording(room, member.peer_id)
+        await self.legs.stop(room, member.peer_id)
 
     async def _on_doc_show(self, room: Room, member: Member, msg: m.DocShow) -> None:
         event = await self.workflow.document_event(
             member.actor, room.consultation_id, msg.document_id, EventKind.DOCUMENT_SHOWN, msg.page
         )
-        await self._broadcast(
+        await broadcast(
             room,
             o.RelayedDocShow(from_=member.peer_id, document_id=msg.document_id, page=msg.page),
             exclude=member,
         )
-        await self._broadcast(room, self._event(room, event))
+        await broadcast(room, timeline_event(room, event))
 
     async def _on_doc_open(self, room: Room, member: Member, msg: m.DocOpen) -> None:
         event = await self.workflow.document_event(
             member.actor, room.consultation_id, msg.document_id, EventKind.DOCUMENT_OPENED, msg.page
         )
-        await self._broadcast(room, self._event(room, event))
+        await broadcast(room, timeline_event(room, event))
 
     async def _on_leave(self, room: Room, member: Member, msg: m.Leave) -> None:
         await self._remove(room, member, EventKind.LEFT)
@@ -266,7 +250,7 @@ class Calls:
             # The database could not store it (its disk is full, ...): the end
             # is not dropped but tried again until it is stored, and the sender
             # is told meanwhile; the call goes on until then.
-            _failed(exc, "consultation=%s end not stored; retrying", room.consultation_id)
+            log_failure(exc, "consultation=%s end not stored; retrying", room.consultation_id)
             self._spawn(self._end_later(room, member))
             raise SignalingError(
                 "the end of the call could not be saved yet; it is retried",
@@ -293,11 +277,11 @@ class Calls:
             return
 
     async def _ended(self, room: Room, member: Member, state: str) -> None:
-        await self._broadcast(room, o.StateChanged(state=state, by=member.peer_id))
-        if self.recording is not None:
+        await broadcast(room, o.StateChanged(state=state, by=member.peer_id))
+        if self.legs.available:
             # Finished off the message path: the files are finalized (seek
             # index, hash) and stored while the pages move on.
-            self._spawn(self._finish_recordings(room.consultation_id))
+            self._spawn(self.legs.finish(room.consultation_id))
         for other in list(room.members.values()):
             self._forget(other)
         self.rooms.pop(room.consultation_id, None)
@@ -316,9 +300,7 @@ class Calls:
             return  # already replaced by a resumed socket
         member.connected = False
         self._spawn(
-            self._broadcast(
-                room, o.PeerState(peer_id=member.peer_id, connected=False), exclude=member
-            )
+            broadcast(room, o.PeerState(peer_id=member.peer_id, connected=False), exclude=member)
         )
         loop = asyncio.get_running_loop()
         member.grace = loop.call_later(
@@ -340,71 +322,14 @@ class Calls:
                 member.actor, room.consultation_id, EventKind.CHAT, {"text": text, "ref": ref}
             )
         except Exception as exc:
-            _failed(exc, "consultation=%s chat not stored", room.consultation_id)
+            log_failure(exc, "consultation=%s chat not stored", room.consultation_id)
             room.chat_refs.pop((member.peer_id, ref), None)  # the page may send it again
             # The sender may have resumed on a new socket meanwhile.
             current = room.members.get(member.peer_id, member)
-            await self._send(current, o.ChatNotStored(ref=ref))
-            await self._broadcast(
-                room, o.ChatFailed(from_=member.peer_id, ref=ref), exclude=current
-            )
+            await send(current, o.ChatNotStored(ref=ref))
+            await broadcast(room, o.ChatFailed(from_=member.peer_id, ref=ref), exclude=current)
             return
-        await self._broadcast(room, self._event(room, event))
-
-    async def _finish_recordings(self, consultation_id: str) -> None:
-        if self.recording is None:
-            return
-        try:
-            await self.recording.stop_all(consultation_id)
-        except Exception as exc:
-            _failed(exc, "consultation=%s recordings not stored at the end", consultation_id)
-
-    async def _record(self, room: Room, member: Member, sdp: str) -> None:
-        if self.recording is None:
-            raise SignalingError("recording is not available", code=ErrorCode.RECORDING_UNAVAILABLE)
-        try:
-            answer = await self.recording.start(member.actor, room.consultation_id, sdp)
-        except SignalingError:
-            raise
-        except Exception as exc:
-            _failed(
-                exc,
-                "consultation=%s peer=%s recording failed to start",
-                room.consultation_id,
-                member.peer_id,
-            )
-            await self._broadcast(room, o.RecordingChanged(peer_id=member.peer_id, state="failed"))
-            raise SignalingError(
-                "the recorder could not start", code=ErrorCode.RECORDING_FAILED
-            ) from exc
-        await self._send(room.members.get(member.peer_id, member), o.RecAnswer(sdp=answer))
-        await self._broadcast(room, o.RecordingChanged(peer_id=member.peer_id, state="recording"))
-
-    async def _stop_recording(self, room: Room, peer_id: str) -> None:
-        if self.recording is None or not self.recording.is_recording(room.consultation_id, peer_id):
-            return
-        try:
-            await self.recording.stop(room.consultation_id, peer_id)
-        except Exception as exc:
-            # The file or its row could not be stored (a full disk): whoever
-            # asked (leave, rec_stop) goes on; the next start repairs the rest.
-            _failed(
-                exc, "consultation=%s peer=%s recording not stored", room.consultation_id, peer_id
-            )
-
-    def _present(self, consultation_id: str, peer_id: str) -> bool:
-        room = self.rooms.get(consultation_id)
-        return room is not None and peer_id in room.members
-
-    async def _recording_changed(
-        self, consultation_id: str, peer_id: str, state: str, event: Event | None
-    ) -> None:
-        room = self.rooms.get(consultation_id)
-        if room is None:
-            return
-        await self._broadcast(room, o.RecordingChanged(peer_id=peer_id, state=state))
-        if event is not None:
-            await self._broadcast(room, self._event(room, event))
+        await broadcast(room, timeline_event(room, event))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -435,10 +360,10 @@ class Calls:
         if room is None:
             return
         if consultation.state in (State.CANCELLED, State.DECLINED):
-            await self._broadcast(room, o.StateChanged(state=consultation.state))
+            await broadcast(room, o.StateChanged(state=consultation.state))
             for member in list(room.members.values()):
                 self._forget(member)
-                await self._stop_recording(room, member.peer_id)
+                await self.legs.stop(room, member.peer_id)
             self.rooms.pop(room.consultation_id, None)
             return
         for member in list(room.members.values()):
@@ -449,7 +374,7 @@ class Calls:
                 room.consultation_id,
                 member.peer_id,
             )
-            await self._send(
+            await send(
                 member,
                 o.Error(
                     code=ErrorCode.NOT_PARTICIPANT,
@@ -497,7 +422,7 @@ class Calls:
             actor, room.consultation_id, EventKind.REJOINED if resumed else EventKind.JOINED
         )
         peers = tuple(x.describe(names) for x in room.members.values() if x is not member)
-        await self._send(
+        await send(
             member,
             o.Joined(
                 consultation_id=room.consultation_id,
@@ -507,14 +432,14 @@ class Calls:
                 ice_servers=self.ice.servers(actor.id, self.workflow.clock.now()),
                 ice_transport_policy=self.ice.transport_policy,
                 state=consultation.state,
-                recording=await self._recording_info(room),
+                recording=await self.legs.info(room),
                 events=tuple(o.EventInfo.of(e, room.names()) for e in missed),
             ),
         )
-        await self._broadcast(
+        await broadcast(
             room, o.PeerJoined(peer=member.describe(names), resumed=resumed), exclude=member
         )
-        await self._broadcast(room, self._event(room, event))
+        await broadcast(room, timeline_event(room, event))
         connected = sum(1 for x in room.members.values() if x.connected)
         if consultation.state == State.ACCEPTED and connected >= 2:
             try:
@@ -522,21 +447,7 @@ class Calls:
             except SignalingError as exc:
                 log.info("consultation=%s not live: %s", room.consultation_id, exc.code)
             else:
-                await self._broadcast(room, o.StateChanged(state=live.state))
-
-    async def _recording_info(self, room: Room) -> o.RecordingInfo:
-        if self.recording is None:
-            return o.RecordingInfo(available=False, allowed=False)
-        return o.RecordingInfo(
-            available=True,
-            allowed=await self.recording.allowed(room.consultation_id),
-            max_bitrate=self.recording_max_bitrate,
-            recording=tuple(
-                pid
-                for pid in room.members
-                if self.recording.is_recording(room.consultation_id, pid)
-            ),
-        )
+                await broadcast(room, o.StateChanged(state=live.state))
 
     def _target(self, room: Room, peer_id: str) -> Member:
         target = room.members.get(peer_id)
@@ -545,33 +456,8 @@ class Calls:
             raise SignalingError("no such participant in this call", code=ErrorCode.UNKNOWN_PEER)
         return target
 
-    @staticmethod
-    def _event(room: Room, event: Event, names: dict[str, str] | None = None) -> o.TimelineEvent:
-        return o.TimelineEvent(
-            event=o.EventInfo.of(event, room.names() if names is None else names)
-        )
-
     async def _institution_names(self) -> dict[str, str]:
         return {i.id: i.name for i in await self.directory.institutions()}
-
-    async def _send(self, member: Member, message: o.ServerMessage | str) -> None:
-        if not member.connected:
-            return
-        try:
-            if isinstance(message, str):
-                await member.channel.send_text(message)
-            else:
-                await member.channel.send(message)
-        except Exception as exc:
-            log.info("send to peer=%s failed: %s", member.peer_id, type(exc).__name__)
-
-    async def _broadcast(
-        self, room: Room, message: o.ServerMessage, exclude: Member | None = None
-    ) -> None:
-        text = o.encode(message)  # once for the whole room
-        await asyncio.gather(
-            *(self._send(x, text) for x in list(room.members.values()) if x is not exclude)
-        )
 
     def _forget(self, member: Member) -> None:
         if member.grace is not None:
@@ -581,13 +467,13 @@ class Calls:
 
     async def _remove(self, room: Room, member: Member, kind: EventKind) -> None:
         self._forget(member)
-        await self._stop_recording(room, member.peer_id)
+        await self.legs.stop(room, member.peer_id)
         if room.members.get(member.peer_id) is member:
             del room.members[member.peer_id]
         event = await self.workflow.call_event(member.actor, room.consultation_id, kind)
-        await self._broadcast(room, o.PeerLeft(peer_id=member.peer_id))
+        await broadcast(room, o.PeerLeft(peer_id=member.peer_id))
         names = room.names() | {member.peer_id: member.actor.account.display_name}
-        await self._broadcast(room, self._event(room, event, names))
+        await broadcast(room, timeline_event(room, event, names))
         if not room.members:
             self.rooms.pop(room.consultation_id, None)
 

@@ -8,11 +8,17 @@ grace period of ``Calls`` runs out or the same tab comes back.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
+from records.errors import StorageFull
+from records.models import Event
+from signaling.call import outbound as o
 from signaling.call.hub import Channel
 from signaling.call.outbound import PeerInfo
 from signaling.workflow.base import Actor
+
+log = logging.getLogger(__name__)
 
 CHAT_REFS_KEPT = 1024  # per room
 
@@ -74,3 +80,41 @@ class Room:
     def names(self) -> dict[str, str]:
         """Display names of the members, by peer id."""
         return {pid: x.actor.account.display_name for pid, x in self.members.items()}
+
+
+# -- delivery ---------------------------------------------------------------------
+
+
+async def send(member: Member, message: o.ServerMessage | str) -> None:
+    """Deliver to one member (a disconnected one is skipped; a failed send logged)."""
+    if not member.connected:
+        return
+    try:
+        if isinstance(message, str):
+            await member.channel.send_text(message)
+        else:
+            await member.channel.send(message)
+    except Exception as exc:
+        log.info("send to peer=%s failed: %s", member.peer_id, type(exc).__name__)
+
+
+async def broadcast(room: Room, message: o.ServerMessage, exclude: Member | None = None) -> None:
+    """Deliver to every member of ``room`` but ``exclude``, encoded once."""
+    text = o.encode(message)
+    await asyncio.gather(*(send(x, text) for x in list(room.members.values()) if x is not exclude))
+
+
+def timeline_event(
+    room: Room, event: Event, names: dict[str, str] | None = None
+) -> o.TimelineEvent:
+    """A stored timeline event as the room's pages get it (with the members' names)."""
+    return o.TimelineEvent(event=o.EventInfo.of(event, room.names() if names is None else names))
+
+
+def log_failure(exc: BaseException, message: str, *args: object) -> None:
+    """Log a failure to store something: with its traceback when it is a bug;
+    in one line when the database's disk is full (``records.db`` has said so)."""
+    if isinstance(exc, StorageFull):
+        log.info(message + ": %s", *args, exc.code)
+    else:
+        log.error(message, *args, exc_info=exc)

@@ -1,0 +1,128 @@
+"""The recording legs of the calls: one send-only connection per recorded member.
+
+``Calls`` hands the recording messages (``rec_offer``, ``rec_candidate``,
+``rec_stop``) here; this module asks the recording service to start, feed and
+stop legs, tells the room what changed (``recording`` messages and timeline
+events), and answers for the room whether and whom it records.
+"""
+
+from __future__ import annotations
+
+from records.models import Event
+from records.vocab import ErrorCode
+from signaling.call import messages as m
+from signaling.call import outbound as o
+from signaling.call.ports import CallRecording
+from signaling.call.rooms import Member, Room, broadcast, log_failure, send, timeline_event
+from signaling.errors import SignalingError
+
+
+class RecordingLegs:
+    """The recording side of every room of one ``Calls``."""
+
+    def __init__(
+        self, recording: CallRecording | None, rooms: dict[str, Room], *, max_bitrate: int
+    ) -> None:
+        """Use ``recording`` (None: calls are not recorded) for the rooms in ``rooms``.
+
+        Args:
+            recording: the recording service.
+            rooms: the calls' rooms by consultation id (shared, not copied).
+            max_bitrate: the cap each page sets on its recording leg.
+        """
+        self.recording = recording
+        self.rooms = rooms
+        self.max_bitrate = max_bitrate
+        if recording is not None:
+            recording.listener = self.changed
+            recording.present = self.present
+
+    @property
+    def available(self) -> bool:
+        """Whether this server records calls at all."""
+        return self.recording is not None
+
+    def _service(self) -> CallRecording:
+        if self.recording is None:
+            raise SignalingError("recording is not available", code=ErrorCode.RECORDING_UNAVAILABLE)
+        return self.recording
+
+    async def start(self, room: Room, member: Member, sdp: str) -> None:
+        """Answer a member's recording offer, and tell the room it records them."""
+        recording = self._service()
+        try:
+            answer = await recording.start(member.actor, room.consultation_id, sdp)
+        except SignalingError:
+            raise
+        except Exception as exc:
+            log_failure(
+                exc,
+                "consultation=%s peer=%s recording failed to start",
+                room.consultation_id,
+                member.peer_id,
+            )
+            await broadcast(room, o.RecordingChanged(peer_id=member.peer_id, state="failed"))
+            raise SignalingError(
+                "the recorder could not start", code=ErrorCode.RECORDING_FAILED
+            ) from exc
+        await send(room.members.get(member.peer_id, member), o.RecAnswer(sdp=answer))
+        await broadcast(room, o.RecordingChanged(peer_id=member.peer_id, state="recording"))
+
+    async def candidate(self, room: Room, member: Member, msg: m.RecCandidate) -> None:
+        """A trickled candidate for the member's leg."""
+        await self._service().candidate(
+            member.actor, room.consultation_id, msg.candidate, msg.sdp_mid, msg.sdp_mline_index
+        )
+
+    async def stop(self, room: Room, peer_id: str) -> None:
+        """Stop and store a member's leg, if one runs."""
+        recording = self.recording
+        if recording is None or not recording.is_recording(room.consultation_id, peer_id):
+            return
+        try:
+            await recording.stop(room.consultation_id, peer_id)
+        except Exception as exc:
+            # The file or its row could not be stored (a full disk): whoever
+            # asked (leave, rec_stop) goes on; the next start repairs the rest.
+            log_failure(
+                exc, "consultation=%s peer=%s recording not stored", room.consultation_id, peer_id
+            )
+
+    async def finish(self, consultation_id: str) -> None:
+        """Store every leg of a consultation whose call ended."""
+        if self.recording is None:
+            return
+        try:
+            await self.recording.stop_all(consultation_id)
+        except Exception as exc:
+            log_failure(exc, "consultation=%s recordings not stored at the end", consultation_id)
+
+    async def info(self, room: Room) -> o.RecordingInfo:
+        """What a joining page is told about recording in ``room``."""
+        if self.recording is None:
+            return o.RecordingInfo(available=False, allowed=False)
+        recording = self.recording
+        return o.RecordingInfo(
+            available=True,
+            allowed=await recording.allowed(room.consultation_id),
+            max_bitrate=self.max_bitrate,
+            recording=tuple(
+                pid for pid in room.members if recording.is_recording(room.consultation_id, pid)
+            ),
+        )
+
+    def present(self, consultation_id: str, peer_id: str) -> bool:
+        """Whether a member is in the consultation's call now (asked by the service)."""
+        room = self.rooms.get(consultation_id)
+        return room is not None and peer_id in room.members
+
+    async def changed(
+        self, consultation_id: str, peer_id: str, state: str, event: Event | None
+    ) -> None:
+        """A leg changed by itself (stopped, failed, interrupted): tell the room."""
+        room = self.rooms.get(consultation_id)
+        if room is None:
+            return
+        await broadcast(room, o.RecordingChanged(peer_id=peer_id, state=state))
+        if event is not None:
+            await broadcast(room, timeline_event(room, event))
