@@ -19,10 +19,10 @@ from aiohttp import hdrs, web
 from records.documents import Document
 from records.models import Account
 from signaling.workflow.documents import DECLARED, DocumentService
-from web.api import iso, person_ref
 from web.auth import actor
 from web.keys import DIRECTORY, DOCUMENTS, KEYRING
 from web.openapi import ID, STRING, Route
+from web.payloads import iso, person_ref
 from web.ranged import stored_file
 
 CHUNK = 64 * 1024

@@ -10,11 +10,11 @@ from aiohttp import web
 from records.summary import ObservationRow, Summary, split_code
 from records.vocab import ErrorCode
 from web import schemas
-from web.api import body, iso, opinion_json
 from web.auth import actor
 from web.errors import api_error
 from web.keys import DIRECTORY, OPINIONS, SUMMARY
 from web.openapi import Route
+from web.payloads import body, iso, opinion_json
 
 FHIR_JSON = "application/fhir+json"
 

@@ -16,11 +16,11 @@ from aiohttp import web
 from records.models import Account, Recording
 from records.vocab import ErrorCode
 from signaling.workflow.replay import ExportJob, Filters, Replay
-from web.api import Directory, iso, person_ref
 from web.auth import actor
 from web.errors import api_error
 from web.keys import DIRECTORY, EXPORTS, KEYRING, REPLAY
 from web.openapi import DATETIME, ID, INTEGER, MAX_QUERY_INT, Route
+from web.payloads import Directory, iso, person_ref
 from web.ranged import stored_file
 
 MEDIA_TYPES = {"webm": "video/webm", "mp4": "video/mp4"}

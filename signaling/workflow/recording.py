@@ -16,7 +16,7 @@ import logging
 import shutil
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from records import sealed, store
 from records.models import Event, Recording
 from records.vocab import ErrorCode, EventKind
 from signaling.errors import IllegalTransition, NotFound, RuleViolation
+from signaling.workflow import recording_rows as rows
 from signaling.workflow.base import Actor, Context, Service, Tx, stored
 
 log = logging.getLogger(__name__)
@@ -322,9 +323,9 @@ class RecordingService(Service):
                 store.update_recording(
                     tx.conn,
                     recording_id,
-                    **_file_values(result.file),
+                    **rows.file_values(result.file),
                     status="finished",
-                    offset_ms=_session_offset(tx.conn, rec.consultation_id, result),
+                    offset_ms=rows.session_offset(tx.conn, rec.consultation_id, result),
                     finished_at=now,
                     retain_until=now + self.retention,
                     error=result.error,
@@ -343,7 +344,7 @@ class RecordingService(Service):
             if interrupted and (
                 self.present is None or self.present(rec.consultation_id, rec.participant_id)
             ):
-                event = _interrupted(tx, rec, reason=result.error or "connection lost")
+                event = rows.interrupted(tx, rec, reason=result.error or "connection lost")
             return stored(store.get_recording(tx.conn, recording_id)), event
 
         return await self.write(None, work)
@@ -370,7 +371,7 @@ class RecordingService(Service):
             updated = await self.write(
                 None,
                 functools.partial(
-                    _mark_recovered, relative=relative, item=item, retention=self.retention
+                    rows.mark_recovered, relative=relative, item=item, retention=self.retention
                 ),
             )
             if updated is None:
@@ -397,7 +398,7 @@ class RecordingService(Service):
             updated = await self.write(
                 None,
                 functools.partial(
-                    _mark_recovered, relative=rec.path, item=item, retention=self.retention
+                    rows.mark_recovered, relative=rec.path, item=item, retention=self.retention
                 ),
             )
             if updated is not None:
@@ -450,7 +451,7 @@ class RecordingService(Service):
                 missing = set(recording_ids) - set(wanted)
                 if missing:
                     raise NotFound(f"no such recording: {', '.join(sorted(missing))}")
-                young = [r.id for r in wanted.values() if not _expired(r, now)]
+                young = [r.id for r in wanted.values() if not rows.expired(r, now)]
                 if young:
                     raise RuleViolation(
                         f"retention date not reached: {', '.join(young)}",
@@ -458,7 +459,7 @@ class RecordingService(Service):
                     )
                 targets = list(wanted.values())
             else:
-                targets = [r for r in kept if _expired(r, now)]
+                targets = [r for r in kept if rows.expired(r, now)]
             for rec in targets:
                 store.update_recording(tx.conn, rec.id, status="purged")
                 tx.audit("recording.purge", "recording", rec.id)
@@ -470,86 +471,3 @@ class RecordingService(Service):
         for rec in targets:
             (self.root / rec.path).unlink(missing_ok=True)
         return targets
-
-
-def _mark_recovered(
-    tx: Tx, *, relative: str, item: Repaired, retention: timedelta
-) -> Recording | None:
-    """Record the outcome of repairing one recording (None: not in the records)."""
-    rec = store.recording_by_path(tx.conn, relative)
-    if rec is None:
-        return None
-    now = tx.now
-    finished = item.file
-    if finished is None:
-        store.update_recording(
-            tx.conn, rec.id, status="failed", error=(item.error or "")[:500], finished_at=now
-        )
-    else:
-        # The file's time 0 on the session's clock: its leg's start plus where
-        # the first media arrived (noted while writing; unknown: the start).
-        start = rec.started_at + timedelta(seconds=item.first_media_offset or 0.0)
-        store.update_recording(
-            tx.conn,
-            rec.id,
-            **_file_values(finished),
-            status="recovered",
-            offset_ms=_offset_from(tx.conn, rec.consultation_id, start),
-            finished_at=now,
-            retain_until=now + retention,
-        )
-    tx.event(
-        rec.consultation_id,
-        EventKind.RECORDING_RECOVERED if finished else EventKind.RECORDING_FAILED,
-        {"recording_id": rec.id},
-        at=now,
-        by_actor=False,
-    )
-    tx.audit("recording.recover", "recording", rec.id, ok=finished is not None)
-    _interrupted(tx, rec, reason="server stopped")
-    return store.get_recording(tx.conn, rec.id)
-
-
-def _interrupted(tx: Tx, rec: Recording, *, reason: str) -> Event | None:
-    """Put ``recording_interrupted`` on the timeline if the call is live: the
-    participant is no longer being recorded (until their page opens a new leg)."""
-    consultation = store.get_consultation(tx.conn, rec.consultation_id)
-    if consultation is None or consultation.state != "live":
-        return None
-    eid = store.add_event(
-        tx.conn,
-        consultation_id=rec.consultation_id,
-        at=tx.now,
-        kind=EventKind.RECORDING_INTERRUPTED,
-        actor_id=rec.participant_id,
-        data={"recording_id": rec.id, "reason": reason[:200]},
-    )
-    tx.audit("recording.interrupted", "recording", rec.id)
-    return next(e for e in store.list_events(tx.conn, rec.consultation_id, after_id=eid - 1))
-
-
-def _session_offset(conn: sa.Connection, consultation_id: str, result: LegResult) -> int:
-    """Milliseconds from the session's start (it went live) to the file's time 0."""
-    start = result.started_at + timedelta(seconds=result.first_media_offset or 0.0)
-    return _offset_from(conn, consultation_id, start)
-
-
-def _offset_from(conn: sa.Connection, consultation_id: str, start: datetime) -> int:
-    """Milliseconds from the session's start (it went live) to ``start``."""
-    live = [e.at for e in store.list_events(conn, consultation_id) if e.kind == "live"]
-    origin = live[0] if live else start
-    return round((start - origin).total_seconds() * 1000)
-
-
-def _expired(rec: Recording, now: Any) -> bool:
-    return rec.retain_until is not None and rec.retain_until <= now
-
-
-def _file_values(finished: FinishedFile) -> dict[str, Any]:
-    return {
-        "duration_ms": round(finished.duration * 1000),
-        "size": finished.size,
-        "sha256": finished.sha256,
-        "video_codec": finished.video_codec,
-        "audio_codec": finished.audio_codec,
-    }
