@@ -91,23 +91,30 @@ async def join(sock: Socket, consultation_id: str, tab: str = "tab-1", **extra: 
     return await sock.recv("joined", "error")
 
 
-# A trigger that aborts the insert of a chat row, in each database's dialect.
-REFUSE_CHAT = {
-    "sqlite": (
-        "CREATE TRIGGER refuse_chat BEFORE INSERT ON consultation_events "
-        "WHEN NEW.kind = 'chat' BEGIN SELECT RAISE(ABORT, 'disk quota'); END",
-    ),
-    "postgresql": (
-        "CREATE FUNCTION refuse_chat() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'disk quota'; END $$",
-        "CREATE TRIGGER refuse_chat BEFORE INSERT ON consultation_events "
-        "FOR EACH ROW WHEN (NEW.kind = 'chat') EXECUTE FUNCTION refuse_chat()",
-    ),
-}
-ALLOW_CHAT = {
-    "sqlite": ("DROP TRIGGER refuse_chat",),
-    "postgresql": ("DROP TRIGGER refuse_chat ON consultation_events", "DROP FUNCTION refuse_chat"),
-}
+def refusing(kind: str, message: str) -> dict[str, tuple[str, ...]]:
+    """A trigger that aborts the insert of a ``kind`` event, in each database's dialect."""
+    name = f"refuse_{kind}"
+    return {
+        "sqlite": (
+            f"CREATE TRIGGER {name} BEFORE INSERT ON consultation_events "
+            f"WHEN NEW.kind = '{kind}' BEGIN SELECT RAISE(ABORT, '{message}'); END",
+        ),
+        "postgresql": (
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN RAISE EXCEPTION '{message}'; END $$",
+            f"CREATE TRIGGER {name} BEFORE INSERT ON consultation_events "
+            f"FOR EACH ROW WHEN (NEW.kind = '{kind}') EXECUTE FUNCTION {name}()",
+        ),
+    }
+
+
+def allowing(kind: str) -> dict[str, tuple[str, ...]]:
+    """Drop what ``refusing(kind, ...)`` made."""
+    name = f"refuse_{kind}"
+    return {
+        "sqlite": (f"DROP TRIGGER {name}",),
+        "postgresql": (f"DROP TRIGGER {name} ON consultation_events", f"DROP FUNCTION {name}"),
+    }
 
 
 def _run_all(statements: dict[str, tuple[str, ...]]) -> Any:
@@ -122,8 +129,15 @@ def _run_all(statements: dict[str, tuple[str, ...]]) -> Any:
 async def chat_refused(db: Any) -> AsyncIterator[None]:
     """While inside, the database refuses chat rows: a real database failure (a
     trigger aborts the insert), not a stand-in for the store."""
-    await db.run_write(_run_all(REFUSE_CHAT))
+    async with refused(db, "chat", "disk quota"):
+        yield
+
+
+@asynccontextmanager
+async def refused(db: Any, kind: str, message: str) -> AsyncIterator[None]:
+    """While inside, the database refuses ``kind`` events with ``message``."""
+    await db.run_write(_run_all(refusing(kind, message)))
     try:
         yield
     finally:
-        await db.run_write(_run_all(ALLOW_CHAT))
+        await db.run_write(_run_all(allowing(kind)))

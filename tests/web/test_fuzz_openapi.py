@@ -69,8 +69,9 @@ class ErrorLog(logging.Handler):
 class LiveServer:
     """The app served on loopback from a thread with its own event loop."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.app = create_app(make_settings(data_dir), clock=ManualClock())
+    def __init__(self, data_dir: Path, database_url: str = "") -> None:
+        settings = make_settings(data_dir, database_url=database_url)
+        self.app = create_app(settings, clock=ManualClock())
         self.loop = asyncio.new_event_loop()
         self.runner = web.AppRunner(self.app)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -181,18 +182,25 @@ class Fuzz:
 
 
 @pytest.fixture(scope="module")
-def fuzz(tmp_path_factory: pytest.TempPathFactory, demo_template: Path) -> Iterator[Fuzz]:
+def fuzz(
+    tmp_path_factory: pytest.TempPathFactory, demo_template: Path | str, postgres: Any
+) -> Iterator[Fuzz]:
     data_dir = tmp_path_factory.mktemp("fuzz")
-    shutil.copy(demo_template, data_dir / DB_NAME)
+    # The suite's database: a copy of the demo file, or a database from the template.
+    name = postgres.create(template=str(demo_template)) if postgres else ""
+    if postgres is None:
+        shutil.copy(demo_template, data_dir / DB_NAME)
     errors = ErrorLog()
     logging.getLogger().addHandler(errors)
-    server = LiveServer(data_dir)
+    server = LiveServer(data_dir, database_url=postgres.url(name) if postgres else "")
     server.start()
     try:
         yield Fuzz(server, errors)
     finally:
         server.stop()
         logging.getLogger().removeHandler(errors)
+        if postgres:
+            postgres.drop(name)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from web.keys import DB, RECORDING
 
 from ..fullfs import tiny_filesystem
 from ..scenario import Scenario, tab_of
-from .calls import connect, join
+from .calls import connect, join, refused
 
 ROOT = Path(__file__).parents[2]
 SENDER = ROOT / "tests" / "media" / "sender.py"
@@ -131,16 +131,8 @@ async def test_a_full_disk_stops_the_recording_and_every_page_and_the_timeline_s
 @asynccontextmanager
 async def end_refused(db: Any) -> AsyncIterator[None]:
     """While inside, the database refuses the ``ended`` event (as a full disk would)."""
-    await db.run_write(
-        lambda conn: conn.exec_driver_sql(
-            "CREATE TRIGGER refuse_end BEFORE INSERT ON consultation_events "
-            "WHEN NEW.kind = 'ended' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
-        )
-    )
-    try:
+    async with refused(db, "ended", "database or disk is full"):
         yield
-    finally:
-        await db.run_write(lambda conn: conn.exec_driver_sql("DROP TRIGGER refuse_end"))
 
 
 async def test_an_end_the_database_refuses_is_answered_and_stored_once_it_can_be(
