@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,9 @@ ROOT = Path(__file__).parents[2]
 SENDER = ROOT / "tests" / "media" / "sender.py"
 
 
-async def record_leg(sock: Any, *args: str) -> dict[str, Any]:
-    """Run a sender process as the participant's recording leg, signaled over /ws."""
+@asynccontextmanager
+async def leg(sock: Any, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A running recording leg (a sender process) answered over ``sock``; killed after."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(SENDER),
@@ -33,7 +36,7 @@ async def record_leg(sock: Any, *args: str) -> dict[str, Any]:
     )
     assert proc.stdin and proc.stdout
     try:
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(30):
             offer = json.loads(await proc.stdout.readline())["offer"]
             await sock.send({"type": "rec_offer", "sdp": offer})
             answer = await sock.recv("rec_answer", "error")
@@ -41,12 +44,21 @@ async def record_leg(sock: Any, *args: str) -> dict[str, Any]:
             proc.stdin.write((json.dumps({"answer": answer["sdp"]}) + "\n").encode())
             await proc.stdin.drain()
             assert json.loads(await proc.stdout.readline()) == {"connected": True}
-            sent: dict[str, Any] = json.loads(await proc.stdout.readline())["sent"]
-            assert await proc.wait() == 0
+        yield proc
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def record_leg(sock: Any, *args: str) -> dict[str, Any]:
+    """Run a sender process as the participant's recording leg, signaled over /ws,
+    to its end; what it sent."""
+    async with leg(sock, *args) as proc:
+        assert proc.stdout
+        async with asyncio.timeout(60):
+            sent: dict[str, Any] = json.loads(await proc.stdout.readline())["sent"]
+            assert await proc.wait() == 0
     return sent
 
 

@@ -10,11 +10,8 @@ the real WebSocket, as in ``test_recording.py``.
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,37 +22,7 @@ from web.keys import DB, RECORDING
 from ..fullfs import tiny_filesystem
 from ..scenario import Scenario, tab_of
 from .calls import connect, join, refused
-
-ROOT = Path(__file__).parents[2]
-SENDER = ROOT / "tests" / "media" / "sender.py"
-
-
-@asynccontextmanager
-async def leg(sock: Any, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A running recording leg (a sender process) answered over ``sock``; killed after."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(SENDER),
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    assert proc.stdin and proc.stdout
-    try:
-        async with asyncio.timeout(30):
-            offer = json.loads(await proc.stdout.readline())["offer"]
-            await sock.send({"type": "rec_offer", "sdp": offer})
-            answer = await sock.recv("rec_answer", "error")
-            assert answer["type"] == "rec_answer", answer
-            proc.stdin.write((json.dumps({"answer": answer["sdp"]}) + "\n").encode())
-            await proc.stdin.drain()
-            assert json.loads(await proc.stdout.readline()) == {"connected": True}
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+from .test_recording import leg
 
 
 async def rows(app: Any) -> list[Any]:
