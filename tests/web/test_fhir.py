@@ -75,30 +75,36 @@ async def attach_document(app: Any, consultation: dict[str, Any], patient_id: st
     return digest
 
 
+def finished_recording(conn: Any, consultation_id: str, participant_id: str, now: Any) -> str:
+    """A finished recording row (part 1) of a participant; its id."""
+    rid = store.add_recording(
+        conn,
+        consultation_id=consultation_id,
+        participant_id=participant_id,
+        part=1,
+        path=f"{consultation_id}/{participant_id}-1.webm",
+        container="webm",
+        video_codec="vp8",
+        audio_codec="opus",
+        started_at=now,
+    )
+    store.update_recording(
+        conn,
+        rid,
+        status="finished",
+        duration_ms=61_500,
+        size=123_456,
+        sha256="ab" * 32,
+        finished_at=now + timedelta(seconds=62),
+    )
+    return str(rid)
+
+
 async def add_recording(app: Any, consultation_id: str, participant_id: str) -> str:
     now = app[CLOCK].now()
 
     def _write2(conn: Any) -> Any:
-        rid = store.add_recording(
-            conn,
-            consultation_id=consultation_id,
-            participant_id=participant_id,
-            part=1,
-            path=f"{consultation_id}/{participant_id}-1.webm",
-            container="webm",
-            video_codec="vp8",
-            audio_codec="opus",
-            started_at=now,
-        )
-        store.update_recording(
-            conn,
-            rid,
-            status="finished",
-            duration_ms=61_500,
-            size=123_456,
-            sha256="ab" * 32,
-            finished_at=now + timedelta(seconds=62),
-        )
+        rid = finished_recording(conn, consultation_id, participant_id, now)
         # A failed leg has no file to point at.
         failed = store.add_recording(
             conn,

@@ -18,14 +18,12 @@ import statistics
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
-from records import store
 from records.schema import audit_log
 from web.app import all_routes
 from web.keys import CLOCK, DB, RECORDING
@@ -33,6 +31,7 @@ from web.keys import CLOCK, DB, RECORDING
 from ..conftest import LoginAs
 from ..records.samples import dicom
 from ..scenario import OPINION, REFERRAL, Scenario, User
+from .test_fhir import finished_recording
 
 # Who probes: a doctor of another clinic, of the county hospital, and a specialist
 # of another department of the hospital.
@@ -159,31 +158,9 @@ class World:
 
 async def add_recording(app: web.Application, consultation_id: str, participant_id: str) -> str:
     now = app[CLOCK].now()
-
-    def write(conn: sa.Connection) -> str:
-        rid = store.add_recording(
-            conn,
-            consultation_id=consultation_id,
-            participant_id=participant_id,
-            part=1,
-            path=f"{consultation_id}/{participant_id}-1.webm",
-            container="webm",
-            video_codec="vp8",
-            audio_codec="opus",
-            started_at=now,
-        )
-        store.update_recording(
-            conn,
-            rid,
-            status="finished",
-            duration_ms=60_000,
-            size=1000,
-            sha256="ab" * 32,
-            finished_at=now + timedelta(seconds=60),
-        )
-        return rid
-
-    return await app[DB].run_write(write)
+    return await app[DB].run_write(
+        lambda conn: finished_recording(conn, consultation_id, participant_id, now)
+    )
 
 
 @pytest.fixture
