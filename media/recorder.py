@@ -36,12 +36,16 @@ from aiortc.sdp import candidate_from_sdp
 from media import seam
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, finalize, leftovers, read_start, start_note
+from media.relay import Fanout
 from media.writer import CONTAINER_FOR, SUFFIX_FOR, TrackWriter
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_VIDEO = ("vp8", "h264")
 BATCH_SECONDS = 0.1  # how often collected frames are handed to the writer threads
+# Viewers' keyframe requests reach the source at most this often (a burst of
+# PLIs from three viewers is one request).
+KEYFRAME_MIN_GAP = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,10 @@ class Leg:
     receivers: list[Any] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     result: asyncio.Future[LegResult] | None = None
+    # The viewers this leg's frames are relayed to (None until negotiated).
+    fanout: Fanout | None = None
+    # A viewer asked for a keyframe (or joined): the keyframe task wakes up.
+    keyframe_wanted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +113,7 @@ class Recorder:
         stun_urls: Sequence[str] = (),
         host_addresses: Sequence[str] = (),
         keyframe_interval: float = 10.0,
+        start_bitrate: int | None = None,
         on_finished: Callable[[LegResult], None] | None = None,
     ) -> None:
         """Prepare the recorder.
@@ -117,6 +126,8 @@ class Recorder:
             host_addresses: addresses to gather host candidates on (aioice skips
                 loopback by itself); empty: every interface.
             keyframe_interval: seconds between keyframe requests once recording.
+            start_bitrate: the rate (bit/s) the answer asks the browser to start
+                its video at (None: the browser's own 300 kbit/s).
             on_finished: called (on the loop) when a leg ends by itself, e.g.
                 when the browser goes away.
         """
@@ -127,6 +138,7 @@ class Recorder:
             iceServers=[RTCIceServer(urls=list(stun_urls))] if stun_urls else []
         )
         self.keyframe_interval = keyframe_interval
+        self.start_bitrate = start_bitrate
         self.on_finished = on_finished
         self.legs: dict[RecordingKey, Leg] = {}
         self._flusher: asyncio.Task[None] | None = None
@@ -175,6 +187,12 @@ class Recorder:
             leg.writer = TrackWriter(
                 self.partial_path(key, fmt), video_codec=video_codec, audio=audio, t0=leg.t0
             )
+            leg.fanout = Fanout(
+                self.config,
+                video_codec=video_codec,
+                audio=audio,
+                want_keyframe=leg.keyframe_wanted.set,
+            )
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception:
             self.legs.pop(key, None)
@@ -191,7 +209,31 @@ class Recorder:
             key.part,
             video_codec,
         )
-        return pc.localDescription.sdp
+        return with_start_bitrate(pc.localDescription.sdp, self.start_bitrate)
+
+    async def relay_offer(self, key: RecordingKey, viewer: str) -> str:
+        """Open a send-only connection from ``key``'s leg to ``viewer``; its offer SDP.
+
+        Raises:
+            RecordingFailed: no such leg, or it has ended.
+        """
+        leg = self.legs.get(key)
+        if leg is None or leg.fanout is None or leg.done.is_set():
+            raise RecordingFailed(f"no live leg {key} to relay")
+        return await leg.fanout.offer(viewer)
+
+    async def relay_answer(self, key: RecordingKey, viewer: str, answer_sdp: str) -> bool:
+        """``viewer``'s answer for the relay of ``key``; False if none was offered."""
+        leg = self.legs.get(key)
+        if leg is None or leg.fanout is None or leg.done.is_set():
+            return False
+        return await leg.fanout.answer(viewer, answer_sdp)
+
+    async def relay_close(self, consultation_id: str, viewer: str) -> None:
+        """Close every relay of the consultation's legs to ``viewer`` (they left)."""
+        for key, leg in list(self.legs.items()):
+            if key.consultation_id == consultation_id and leg.fanout is not None:
+                await leg.fanout.close(viewer)
 
     async def add_candidate(
         self, key: RecordingKey, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None
@@ -239,6 +281,8 @@ class Recorder:
         """Close the peer, flush the writer, finalize the file (off the loop)."""
         key = leg.key
         leg.done.set()
+        if leg.fanout is not None:
+            await leg.fanout.close()
         await leg.pc.close()
         for task in leg.tasks:
             task.cancel()
@@ -337,26 +381,93 @@ class Recorder:
         try:
             while True:
                 frame = await track.recv()
-                if writer is not None and isinstance(frame, seam.EncodedFrame):
-                    writer.put(frame)
+                if isinstance(frame, seam.EncodedFrame):
+                    if writer is not None:
+                        writer.put(frame)
+                    if leg.fanout is not None:
+                        leg.fanout.forward(frame)
         except MediaStreamError:
             return
 
     async def _keyframes(self, leg: Leg) -> None:
+        # Keyframes are asked for until the first one arrives and after a gap
+        # (the writer says), every ``keyframe_interval`` (seekable files), and
+        # when a viewer of the relay wants one, at most every KEYFRAME_MIN_GAP.
         last_request = 0.0
         while not leg.done.is_set():
             writer = leg.writer
             now = time.monotonic()
-            due = (writer is not None and writer.needs_keyframe and now - last_request >= 0.5) or (
-                now - last_request >= self.keyframe_interval
+            since = now - last_request
+            asked = leg.keyframe_wanted.is_set()
+            due = (
+                (asked and since >= KEYFRAME_MIN_GAP)
+                or (writer is not None and writer.needs_keyframe and since >= 0.5)
+                or since >= self.keyframe_interval
             )
             if due:
+                leg.keyframe_wanted.clear()
+                asked = False
                 for receiver in leg.receivers:
                     with contextlib.suppress(Exception):
                         if await seam.request_keyframe(receiver):
                             last_request = now
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(leg.done.wait(), timeout=0.25)
+            if asked:
+                # Asked too soon after the last request: wait out the gap.
+                timeout = max(0.01, KEYFRAME_MIN_GAP - since)
+                waits = {asyncio.ensure_future(leg.done.wait())}
+            else:
+                timeout = 0.25
+                waits = {
+                    asyncio.ensure_future(leg.done.wait()),
+                    asyncio.ensure_future(leg.keyframe_wanted.wait()),
+                }
+            try:
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+
+
+def with_start_bitrate(sdp: str, bits_per_second: int | None) -> str:
+    """``sdp`` (the recorder's answer) asking the browser to start at ``bits_per_second``.
+
+    Chromium takes ``x-google-start-bitrate`` (kbit/s) from the video codec's
+    ``a=fmtp`` line of the remote description as the first estimate of its
+    congestion controller. Without it the estimate starts at 300 kbit/s and,
+    with aiortc's REMB as the only feedback, climbs about 25 kbit/s a second:
+    the first seconds of every recording (and, relayed, of the live call) are
+    sent starved.
+    """
+    if not bits_per_second:
+        return sdp
+    kbps = max(1, bits_per_second // 1000)
+    lines = sdp.split("\r\n")
+    video_types: set[str] = set()
+    in_video = False
+    for line in lines:
+        if line.startswith("m="):
+            in_video = line.startswith("m=video")
+        elif in_video and line.startswith("a=rtpmap:"):
+            pt, _, name = line[len("a=rtpmap:") :].partition(" ")
+            if name.split("/")[0].lower() in ("vp8", "h264"):
+                video_types.add(pt)
+    out: list[str] = []
+    have_fmtp: set[str] = set()
+    for line in lines:
+        if line.startswith("a=fmtp:"):
+            pt, _, params = line[len("a=fmtp:") :].partition(" ")
+            if pt in video_types:
+                have_fmtp.add(pt)
+                line = f"a=fmtp:{pt} {params};x-google-start-bitrate={kbps}"
+        out.append(line)
+    result: list[str] = []
+    for line in out:
+        result.append(line)
+        if line.startswith("a=rtpmap:"):
+            pt = line[len("a=rtpmap:") :].partition(" ")[0]
+            if pt in video_types and pt not in have_fmtp:
+                result.append(f"a=fmtp:{pt} x-google-start-bitrate={kbps}")
+    return "\r\n".join(result)
 
 
 def _discard(path: Path) -> None:

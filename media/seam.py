@@ -7,7 +7,8 @@ whatever ``decode()`` returns onto the track. Replacing that lookup with a
 "decoder" that returns the encoded bytes makes ``track.recv()`` yield
 ``EncodedFrame``s: nothing is decoded or re-encoded.
 
-Also private, and also here: the receiver's PLI sender (aiortc sends no keyframe
+Also private, and also here: the sender's keyframe hook (the relay forwards a
+viewer's PLI to the source), the receiver's PLI sender (aiortc sends no keyframe
 request when nothing decodes), the negotiated codecs of a transceiver, and
 aioice's host-address lookup (it skips 127.0.0.1; the recorder must gather on
 configured addresses).
@@ -26,7 +27,7 @@ from typing import Any
 import aioice.ice
 import aiortc
 import aiortc.rtcrtpreceiver as rtcrtpreceiver
-from aiortc import RTCRtpReceiver, RTCRtpTransceiver
+from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 
 from media.errors import SeamBroken
 
@@ -110,8 +111,13 @@ def check() -> None:
         raise SeamBroken("aiortc's decoder_worker no longer looks up get_decoder")
     if not callable(getattr(rtcrtpreceiver, "get_decoder", None)):
         raise SeamBroken("aiortc.rtcrtpreceiver.get_decoder is gone")
+    if "_RTCRtpSender__encoder" not in RTCRtpSender._next_encoded_frame.__code__.co_names:
+        raise SeamBroken("RTCRtpSender no longer keeps its encoder as __encoder")
     if not hasattr(RTCRtpReceiver, "_send_rtcp_pli"):
         raise SeamBroken("RTCRtpReceiver._send_rtcp_pli is gone")
+    handler = getattr(RTCRtpSender, "_handle_rtcp_packet", None)
+    if handler is None or "_send_keyframe" not in handler.__code__.co_names:
+        raise SeamBroken("RTCRtpSender no longer asks _send_keyframe on a PLI")
     if not callable(getattr(aioice.ice, "get_host_addresses", None)):
         raise SeamBroken("aioice.ice.get_host_addresses is gone")
 
@@ -160,3 +166,33 @@ def negotiated_codec(transceiver: RTCRtpTransceiver) -> str | None:
         if name not in ("rtx", "red", "ulpfec"):
             return name
     return None
+
+
+def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Call ``callback`` when the far end of ``sender`` asks for a keyframe (PLI/FIR).
+
+    aiortc's sender handles a PLI by asking its own encoder for a keyframe
+    (``_send_keyframe``), which does nothing for pre-encoded packets; the relay
+    forwards the request to the source instead.
+    """
+    setattr(sender, "_send_keyframe", callback)  # noqa: B010 - the instance, not the class
+
+
+class OpusPacker:
+    """What the relay's audio senders use instead of aiortc's Opus encoder.
+
+    aiortc's ``OpusEncoder`` opens a libopus encoder (and a resampler) when it
+    is made, although the relay only ever calls ``pack`` on it with Opus
+    packets that are already encoded. This packs the same way (one packet per
+    RTP payload, timestamp in the 48 kHz clock) without opening anything.
+    """
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        """The packet as one RTP payload, and its timestamp at 48 kHz."""
+        return [bytes(packet)], int(packet.pts * packet.time_base * 48000)
+
+
+def use_packer(sender: RTCRtpSender, kind: str) -> None:
+    """Give an audio ``sender`` a pack-only Opus "encoder" (video ones open none)."""
+    if kind == "audio":
+        setattr(sender, "_RTCRtpSender__encoder", OpusPacker())  # noqa: B010

@@ -1,0 +1,218 @@
+"""The relay: a recorded participant's encoded frames, sent on to the others.
+
+A township clinic's uplink is the call's bottleneck (about 1 Mbit/s). In a
+browser mesh with a recording leg beside it, the clinic sends its camera once
+per other participant and once more to the recorder, and the connections
+compete for the uplink as equals. With the relay, the clinic sends once, to the
+server: the recorder already holds every frame still encoded (``seam.py``), so
+the server writes it to the file and hands the same bytes to one send-only
+connection per viewer. Nothing is decoded or re-encoded: aiortc's sender
+packetizes an ``av.Packet`` as it is (``RTCRtpSender`` calls ``encoder.pack``).
+
+Loss is repaired hop by hop: the recorder's receiver NACKs the clinic, each
+viewer's connection NACKs the server (aiortc keeps a send history per
+connection). A viewer's keyframe request (PLI/FIR) is forwarded to the source
+(``seam.on_keyframe_request``); a viewer whose queue overflows (a bad link, a
+stalled tab) drops frames up to the next keyframe and asks for one, without
+slowing the source or the other viewers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+
+from media import seam
+from media.errors import RecordingFailed
+
+log = logging.getLogger(__name__)
+
+# Frames a viewer may fall behind before it skips to the next keyframe: about a
+# second of video (30 fps) or of audio (50 packets a second).
+QUEUE_FRAMES = 48
+
+
+class RelayTrack(MediaStreamTrack):
+    """One kind (audio or video) of a source, as one viewer receives it.
+
+    ``offer`` is called on the event loop for each frame the recorder takes
+    from the source; aiortc's sender pulls the frames with ``recv``.
+    """
+
+    def __init__(self, kind: str) -> None:
+        """A track of ``kind`` ("audio" or "video") with an empty queue."""
+        super().__init__()
+        self.kind = kind
+        self.queue: asyncio.Queue[seam.EncodedFrame | None] = asyncio.Queue(QUEUE_FRAMES)
+        # A viewer starts, and restarts after an overflow, on a keyframe.
+        self.waiting = kind == "video"
+        self.forwarded = 0
+        self.skipped = 0
+
+    def offer(self, frame: seam.EncodedFrame) -> bool:
+        """Queue ``frame``; False when this viewer needs a keyframe first."""
+        if self.readyState != "live":
+            return True
+        if self.waiting:
+            if not frame.keyframe:
+                self.skipped += 1
+                return False
+            self.waiting = False
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            # This viewer cannot keep up: drop what it holds, start again on a
+            # keyframe. The source and the other viewers are not slowed.
+            while not self.queue.empty():
+                self.queue.get_nowait()
+                self.skipped += 1
+            self.skipped += 1
+            self.waiting = self.kind == "video"
+            return not self.waiting
+        self.forwarded += 1
+        return True
+
+    async def recv(self) -> av.Packet[Any]:
+        """The next frame as an ``av.Packet`` in the codec's clock."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await self.queue.get()
+        if frame is None:
+            raise MediaStreamError
+        packet = av.Packet(frame.data)
+        packet.pts = frame.timestamp
+        packet.time_base = Fraction(1, frame.clock_rate)
+        return packet
+
+    def stop(self) -> None:
+        """End the track: aiortc's sender stops pulling."""
+        if self.readyState == "live":
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(None)
+        super().stop()
+
+
+@dataclass(eq=False)
+class Downlink:
+    """One viewer's send-only connection carrying one source's tracks."""
+
+    viewer: str
+    pc: RTCPeerConnection
+    tracks: dict[str, RelayTrack] = field(default_factory=dict)
+    answered: bool = False
+
+
+class Fanout:
+    """The downlinks of one source (one recording leg)."""
+
+    def __init__(
+        self,
+        config: RTCConfiguration,
+        *,
+        video_codec: str | None,
+        audio: bool,
+        want_keyframe: Callable[[], None],
+    ) -> None:
+        """Prepare to relay a source sending ``video_codec`` (and Opus if ``audio``).
+
+        Args:
+            config: the recorder's RTCConfiguration (explicit ICE servers).
+            video_codec: "vp8" or "h264" (None: no video).
+            audio: whether the source sends Opus.
+            want_keyframe: asks the source for a keyframe (rate-limited by the caller).
+        """
+        self.config = config
+        self.video_codec = video_codec
+        self.audio = audio
+        self.want_keyframe = want_keyframe
+        self.downlinks: dict[str, Downlink] = {}
+
+    def forward(self, frame: seam.EncodedFrame) -> None:
+        """Hand a frame the recorder took from the source to every viewer."""
+        need = False
+        for link in self.downlinks.values():
+            track = link.tracks.get(frame.kind)
+            if track is not None and link.answered and not track.offer(frame):
+                need = True
+        if need:
+            self.want_keyframe()
+
+    async def offer(self, viewer: str) -> str:
+        """A new send-only connection to ``viewer``; returns its offer SDP.
+
+        Replaces the viewer's earlier connection from this source (a reload, a
+        resumed socket).
+        """
+        await self.close(viewer)
+        pc = RTCPeerConnection(configuration=self.config)
+        link = Downlink(viewer=viewer, pc=pc)
+        self.downlinks[viewer] = link
+        try:
+            kinds = (["audio"] if self.audio else []) + (["video"] if self.video_codec else [])
+            if not kinds:
+                raise RecordingFailed("nothing to relay")
+            for kind in kinds:
+                track = RelayTrack(kind)
+                transceiver = pc.addTransceiver(track, direction="sendonly")
+                transceiver.setCodecPreferences(self._codecs(kind))
+                seam.on_keyframe_request(transceiver.sender, self.want_keyframe)
+                seam.use_packer(transceiver.sender, kind)
+                link.tracks[kind] = track
+
+            @pc.on("connectionstatechange")
+            async def on_state() -> None:
+                if pc.connectionState == "failed" and self.downlinks.get(viewer) is link:
+                    log.info("relay to viewer=%s failed", viewer)
+                    await self.close(viewer)
+
+            await pc.setLocalDescription(await pc.createOffer())
+        except Exception:
+            await self.close(viewer)
+            raise
+        return pc.localDescription.sdp
+
+    async def answer(self, viewer: str, sdp: str) -> bool:
+        """The viewer's answer to our offer; False if no offer to it is open."""
+        link = self.downlinks.get(viewer)
+        if link is None or link.answered:
+            return False
+        await link.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        link.answered = True
+        self.want_keyframe()
+        return True
+
+    async def close(self, viewer: str | None = None) -> None:
+        """Close the connection to ``viewer`` (None: to every viewer)."""
+        names = list(self.downlinks) if viewer is None else [viewer]
+        for name in names:
+            link = self.downlinks.pop(name, None)
+            if link is None:
+                continue
+            for track in link.tracks.values():
+                track.stop()
+            await link.pc.close()
+
+    def _codecs(self, kind: str) -> list[RTCRtpCodecCapability]:
+        # Offer exactly what the source sends (and RTX for video): the frames
+        # are passed on as they are, so the viewer must take that codec.
+        wanted = "opus" if kind == "audio" else self.video_codec
+        capabilities = RTCRtpSender.getCapabilities(kind).codecs
+        chosen = [c for c in capabilities if c.mimeType.split("/")[1].lower() == wanted]
+        rtx = [c for c in capabilities if c.mimeType.lower().endswith("/rtx")]
+        return [*chosen, *rtx]

@@ -1,0 +1,233 @@
+"""The relay: what a source sends reaches a viewer as the same encoded frames.
+
+A real aiortc sender (another process, as in ``test_recorder``) sends to the
+recorder; viewers are real aiortc peers in this process. The passthrough seam is
+process-wide, so a viewer's track yields encoded frames too: the test compares
+bytes, and nothing in this process encodes or decodes (``no_codecs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from media import seam
+from media.recorder import Recorder, RecordingKey, with_start_bitrate
+
+from .test_recorder import no_codecs, send  # noqa: F401 - fixtures
+
+KEY = RecordingKey("c" * 32, "s" * 32)
+
+
+@pytest.fixture
+async def recorder(tmp_path: Path) -> AsyncIterator[Recorder]:
+    # Keyframes only when asked: a viewer's PLI must be what brings one.
+    rec = Recorder(tmp_path / "recordings", host_addresses=["127.0.0.1"], keyframe_interval=60.0)
+    yield rec
+    await rec.close()
+
+
+class Viewer:
+    """A participant's receive side of the relay, as an aiortc peer."""
+
+    def __init__(self) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.frames: dict[str, list[seam.EncodedFrame]] = {"audio": [], "video": []}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.video_receiver: Any = None
+
+        @self.pc.on("track")
+        def on_track(track: Any) -> None:
+            self.tasks.append(asyncio.ensure_future(self._drain(track)))
+
+    async def _drain(self, track: Any) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                self.frames[frame.kind].append(frame)
+        except MediaStreamError:
+            return
+
+    async def join(self, recorder: Recorder, key: RecordingKey, name: str) -> None:
+        offer = await recorder.relay_offer(key, name)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video":
+                self.video_receiver = transceiver.receiver
+        assert await recorder.relay_answer(key, name, self.pc.localDescription.sdp)
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def until(check: Any, timeout: float = 20.0) -> None:
+    """Wait for ``check()`` to hold, polling the peers' progress."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.05)
+
+
+def annexb_units(data: bytes) -> list[bytes]:
+    """The NAL units of an H.264 access unit with start codes (as aiortc hands it on)."""
+    parts = data.replace(b"\x00\x00\x00\x01", b"\x00\x00\x01").split(b"\x00\x00\x01")
+    return [p for p in parts if p]
+
+
+def length_prefixed_units(data: bytes) -> list[bytes]:
+    """The NAL units of an MP4 sample (4-byte lengths)."""
+    units, i = [], 0
+    while i + 4 <= len(data):
+        n = int.from_bytes(data[i : i + 4], "big")
+        units.append(data[i + 4 : i + 4 + n])
+        i += 4 + n
+    return units
+
+
+def pictures(codec: str, data: bytes) -> list[str]:
+    """What must be identical: VP8 frames whole; H.264 slices (the containers
+    frame NAL units differently: start codes on the wire, lengths in MP4)."""
+    if codec == "vp8":
+        units = [data]
+    else:
+        units = [u for u in annexb_units(data) if u[0] & 0x1F in (1, 5)]
+    return [hashlib.sha256(u).hexdigest() for u in units]
+
+
+def file_pictures(codec: str, path: Path) -> set[str]:
+    """Hashes of every picture in a recorded file (demuxed, not decoded)."""
+    out: set[str] = set()
+    with av.open(str(path)) as container:
+        for packet in container.demux(video=0):
+            if not packet.size:
+                continue
+            if codec == "vp8":
+                out.add(hashlib.sha256(bytes(packet)).hexdigest())
+            else:
+                out.update(
+                    hashlib.sha256(u).hexdigest()
+                    for u in length_prefixed_units(bytes(packet))
+                    if u and u[0] & 0x1F in (1, 5)
+                )
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+async def test_viewers_get_the_recorded_frames_unchanged_and_start_on_a_keyframe(
+    recorder: Recorder, no_codecs: list[str], codec: str  # noqa: F811
+) -> None:
+    sending = asyncio.ensure_future(send(recorder, KEY, "--codec", codec, "--seconds", "6"))
+    await until(lambda: KEY in recorder.legs and recorder.legs[KEY].fanout is not None)
+    first, second = Viewer(), Viewer()
+    try:
+        await first.join(recorder, KEY, "viewer-1")
+        await until(lambda: len(first.frames["video"]) >= 20)
+        # A viewer who comes later starts on a keyframe too (the relay asks for one).
+        await second.join(recorder, KEY, "viewer-2")
+        await until(lambda: len(second.frames["video"]) >= 20)
+        sent = await sending
+    finally:
+        await first.close()
+        await second.close()
+    result = await recorder.stop(KEY)
+    assert result is not None and result.file is not None
+    recorded = file_pictures(codec, result.file.path)
+    for viewer in (first, second):
+        video = viewer.frames["video"]
+        assert video[0].keyframe, "a viewer's first frame must be decodable on its own"
+        assert video[0].codec == codec
+        assert viewer.frames["audio"], "audio is relayed too"
+        # Byte for byte what the recorder wrote: nothing was re-encoded.
+        got = {h for f in video for h in pictures(codec, f.data)}
+        assert got and got <= recorded
+    # The first viewer, there from the start, lost nothing on loopback.
+    assert len(first.frames["video"]) >= 0.9 * sent["video"] * 0.8, (len(first.frames["video"]), sent)
+
+
+@pytest.mark.slow
+async def test_a_viewers_keyframe_request_reaches_the_source(
+    recorder: Recorder, no_codecs: list[str]  # noqa: F811
+) -> None:
+    sending = asyncio.ensure_future(send(recorder, KEY, "--seconds", "6"))
+    await until(lambda: KEY in recorder.legs and recorder.legs[KEY].fanout is not None)
+    viewer = Viewer()
+    try:
+        await viewer.join(recorder, KEY, "viewer-1")
+        await until(lambda: len(viewer.frames["video"]) >= 15)
+        keyframes = sum(f.keyframe for f in viewer.frames["video"])
+        for source in viewer.video_receiver.getSynchronizationSources():
+            await viewer.video_receiver._send_rtcp_pli(source.source)
+        await until(lambda: sum(f.keyframe for f in viewer.frames["video"]) > keyframes, 5.0)
+        await sending
+    finally:
+        await viewer.close()
+
+
+async def test_a_viewer_that_falls_behind_skips_to_a_keyframe_without_holding_the_source() -> None:
+    from media.relay import QUEUE_FRAMES, RelayTrack
+
+    def frame(n: int, key: bool) -> seam.EncodedFrame:
+        return seam.EncodedFrame(
+            data=bytes([0 if key else 1, n % 256]),
+            timestamp=n * 3000,
+            codec="vp8",
+            kind="video",
+            clock_rate=90000,
+            keyframe=key,
+            arrival=0.0,
+        )
+
+    track = RelayTrack("video")
+    assert not track.offer(frame(0, False)), "a new viewer waits for a keyframe"
+    assert track.offer(frame(1, True))
+    for n in range(2, QUEUE_FRAMES + 1):
+        assert track.offer(frame(n, False))
+    # Nobody pulls (a stalled viewer): the queue overflows, it asks for a keyframe...
+    assert not track.offer(frame(QUEUE_FRAMES + 1, False))
+    assert track.queue.empty() and track.waiting
+    assert not track.offer(frame(QUEUE_FRAMES + 2, False))
+    # ... and resumes on it, in order, as packets in the codec's clock.
+    assert track.offer(frame(QUEUE_FRAMES + 3, True))
+    packet = await track.recv()
+    assert bytes(packet)[1] == (QUEUE_FRAMES + 3) % 256
+    assert packet.pts == (QUEUE_FRAMES + 3) * 3000 and packet.time_base.denominator == 90000
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+
+
+def test_the_answer_asks_the_browser_to_start_at_the_target_bitrate() -> None:
+    sdp = "\r\n".join(
+        [
+            "v=0",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            "a=rtpmap:111 opus/48000/2",
+            "a=fmtp:111 minptime=10;useinbandfec=1",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96 97 102",
+            "a=rtpmap:96 VP8/90000",
+            "a=rtpmap:97 rtx/90000",
+            "a=fmtp:97 apt=96",
+            "a=rtpmap:102 H264/90000",
+            "a=fmtp:102 packetization-mode=1;profile-level-id=42e01f",
+            "",
+        ]
+    )
+    out = with_start_bitrate(sdp, 800_000).split("\r\n")
+    assert "a=fmtp:96 x-google-start-bitrate=800" in out
+    assert out[out.index("a=rtpmap:96 VP8/90000") + 1] == "a=fmtp:96 x-google-start-bitrate=800"
+    assert "a=fmtp:102 packetization-mode=1;profile-level-id=42e01f;x-google-start-bitrate=800" in out
+    assert "a=fmtp:111 minptime=10;useinbandfec=1" in out  # audio untouched
+    assert "a=fmtp:97 apt=96" in out  # RTX untouched
+    assert with_start_bitrate(sdp, None) == sdp
