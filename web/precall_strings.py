@@ -59,6 +59,7 @@ RESULT_STRINGS: dict[str, str] = {
     "precall.fig.uplink": N_("Uplink"),
     "precall.fig.loss": N_("Loss"),
     "precall.fig.rtt": N_("Round trip"),
+    "precall.fig.status": N_("Status"),
     "precall.fig.camera": N_("Camera"),
     "precall.fig.microphone": N_("Microphone"),
     "precall.fig.speaker": N_("Speaker"),

@@ -142,11 +142,20 @@ function pathRow(name) {
   return el(
     "tr",
     { id: `pc-path-${name}`, dataset: { path: name, status: "waiting" } },
-    el("th", { scope: "row", text: t(`precall.path.${name}`) }),
-    el("td", { class: "pc-path-status", text: t("precall.step.waiting") }),
-    el("td", { class: "num", dataset: { figure: "uplink" }, text: "–" }),
-    el("td", { class: "num", dataset: { figure: "loss" }, text: "–" }),
-    el("td", { class: "num", dataset: { figure: "rtt" }, text: "–" }),
+    el("td", { class: "cell-strong pc-path-name", text: t(`precall.path.${name}`) }),
+    el("td", {
+      class: "pc-path-status",
+      "data-label": t("precall.fig.status"),
+      text: t("precall.step.waiting"),
+    }),
+    ...["uplink", "loss", "rtt"].map((figure) =>
+      el("td", {
+        class: "num",
+        "data-label": t(`precall.fig.${figure}`),
+        dataset: { figure },
+        text: "–",
+      }),
+    ),
   );
 }
 
