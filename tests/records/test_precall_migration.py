@@ -76,7 +76,7 @@ async def test_down_to_0007_and_up_again(db: Database) -> None:
     await db.run_write(add_check)
     async with db.read() as conn:
         row = dict((await conn.execute(sa.select(precall_checks))).mappings().one())
-    with pytest.raises(sa.exc.IntegrityError, match="ck_precall_checks_verdict|CHECK"):
+    with pytest.raises(sa.exc.IntegrityError, match=r"ck_precall_checks_verdict|CHECK"):
         await db.run_write(
             lambda conn: conn.execute(
                 precall_checks.insert().values({**row, "id": "e" * 32, "verdict": "splendid"})
