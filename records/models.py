@@ -175,6 +175,18 @@ class RosterEntry(Row):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PrecallCheck(Row):
+    """A participant's pre-call check: when, the verdict, and the figures behind it."""
+
+    id: str
+    consultation_id: str
+    participant_id: str
+    checked_at: datetime
+    verdict: str
+    report: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Recording(Row):
     """A recorded participant leg and its file."""
 

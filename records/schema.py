@@ -20,6 +20,7 @@ from records.vocab import (
     EventKind,
     InstitutionKind,
     OpinionKind,
+    PrecallVerdict,
     RecordingStatus,
     Relationship,
     Role,
@@ -270,6 +271,22 @@ recordings = sa.Table(
     sa.Column("retain_until", TS, nullable=True),
     sa.UniqueConstraint("consultation_id", "participant_id", "part", name="uq_recordings_part"),
     one_of("status", RecordingStatus),
+)
+
+# One row per pre-call check a participant ran before the call (camera,
+# microphone, speaker, the network path to this server and its TURN). ``report``
+# holds the figures as measured (resolution, frame rate, uplink, loss, round
+# trip per path) and the reasons for the verdict; rows are never changed.
+precall_checks = sa.Table(
+    "precall_checks",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("consultation_id", ID, sa.ForeignKey("consultations.id"), nullable=False, index=True),
+    sa.Column("participant_id", ID, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("checked_at", TS, nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    one_of("verdict", PrecallVerdict),
 )
 
 # Attachment contents, stored once per SHA-256 under the data directory

@@ -96,6 +96,8 @@ class EventKind(StrEnum):
     # a participant of a live call stopped being recorded without anyone asking
     # (their leg's connection died, the disk filled, the server stopped)
     RECORDING_INTERRUPTED = "recording_interrupted"
+    # a participant ran the pre-call check (camera, microphone, speaker, network)
+    PRECALL_CHECKED = "precall_checked"
 
 
 class Sex(StrEnum):
@@ -134,6 +136,15 @@ class RecordingStatus(StrEnum):
     FAILED = "failed"
     # the file was removed after its retention date; the row stays
     PURGED = "purged"
+
+
+class PrecallVerdict(StrEnum):
+    """What a pre-call check concluded (``precall_checks.verdict``)."""
+
+    GOOD = "good"
+    # the call can take place, with a named limitation (low bandwidth, no camera)
+    LIMITED = "limited"
+    UNUSABLE = "unusable"
 
 
 class DocumentKind(StrEnum):

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from media.probe import Prober
 from media.recorder import Recorder
 from records.clock import Clock, SystemClock
 from records.db import Database
@@ -29,10 +30,11 @@ from signaling.workflow.documents import DocumentService
 from signaling.workflow.matching import MatchingService
 from signaling.workflow.opinion import OpinionService
 from signaling.workflow.patients import PatientService
+from signaling.workflow.precall import PrecallService
 from signaling.workflow.recording import RecordingService
 from signaling.workflow.replay import RecordingExports, ReplayService
 from signaling.workflow.summary import SummaryService
-from web import api, api_documents, api_fhir, api_recordings, ws
+from web import api, api_documents, api_fhir, api_precall, api_recordings, pages_precall, ws
 from web.auth import auth_middleware
 from web.errors import error_middleware
 from web.keys import (
@@ -50,6 +52,7 @@ from web.keys import (
     OPENAPI,
     OPINIONS,
     PATIENTS,
+    PRECALL,
     RECORDING,
     REPLAY,
     SETTINGS,
@@ -92,7 +95,13 @@ def ice_config(settings: Settings) -> IceConfig:
 
 def all_routes() -> tuple[Route, ...]:
     """Every API route (one table per API module)."""
-    return api.ROUTES + api_documents.ROUTES + api_fhir.ROUTES + api_recordings.ROUTES
+    return (
+        api.ROUTES
+        + api_documents.ROUTES
+        + api_fhir.ROUTES
+        + api_recordings.ROUTES
+        + api_precall.ROUTES
+    )
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -117,6 +126,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get("/ws", ws.websocket)
     setup_pages(app)
+    pages_precall.setup(app)
     return app
 
 
@@ -179,6 +189,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         ),
         scanner=ClamdScanner(settings.clamav_socket) if settings.clamav_socket else None,
     )
+    app[PRECALL] = PrecallService(
+        ctx,
+        prober=Prober(stun_urls=settings.stun_urls, host_addresses=settings.recorder_addresses),
+    )
     # What a killed server left behind is repaired before anything new starts.
     recovered = await app[RECORDING].recover()
     if recovered:
@@ -195,6 +209,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     pushes.listen(app[CALLS].consultation_changed)
     yield
     await app[CALLS].close()
+    await app[PRECALL].prober.close()
     await app[RECORDING].close()
     await app[EXPORTS].close()
     await db.close()

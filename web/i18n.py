@@ -74,6 +74,7 @@ EVENT_LABELS: Mapping[EventKind, str] = {
     EventKind.RECORDING_RECOVERED: N_("Recording repaired after a server stop"),
     EventKind.RECORDING_FAILED: N_("Recording of %(name)s failed"),
     EventKind.RECORDING_INTERRUPTED: N_("%(name)s is not being recorded: the recording stopped"),
+    EventKind.PRECALL_CHECKED: N_("%(name)s ran the pre-call check"),
 }
 
 # One label per error code, for people (the server's English message is for

@@ -18,6 +18,7 @@ from signaling.workflow.documents import DocumentService
 from signaling.workflow.matching import MatchingService
 from signaling.workflow.opinion import OpinionService
 from signaling.workflow.patients import PatientService
+from signaling.workflow.precall import PrecallService
 from signaling.workflow.recording import RecordingService
 from signaling.workflow.replay import RecordingExports, ReplayService
 from signaling.workflow.summary import SummaryService
@@ -39,6 +40,7 @@ RECORDING = web.AppKey("recording", RecordingService)
 DOCUMENTS = web.AppKey("documents", DocumentService)
 REPLAY = web.AppKey("replay", ReplayService)
 EXPORTS = web.AppKey("exports", RecordingExports)
+PRECALL = web.AppKey("precall", PrecallService)
 # The master keys for encryption at rest; absent when encryption is off.
 KEYRING = web.AppKey("keyring", Keyring)
 # Open WebSockets and the session token behind each: closed on logout, when the

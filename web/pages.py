@@ -31,6 +31,7 @@ from signaling.workflow.consultations import Frame
 from web.auth import actor, audit_refused
 from web.i18n import JS_STRINGS, LOCALE_COOKIE, LOCALES, N_, I18n, Localizer
 from web.keys import CLOCK, CONSULTATIONS, DIRECTORY, SESSION, SETTINGS
+from web.precall_strings import RESULT_STRINGS
 
 log = logging.getLogger(__name__)
 
@@ -499,8 +500,10 @@ async def consultation_page(request: web.Request) -> web.StreamResponse:
             "consultation_id": consultation.id,
             "home": ROLE_HOME.get(account.role, "/"),
             "participant": policy.is_participant(account, consultation),
+            # The call roles may check their setup before the call (pre-call check).
+            "precall": account.role in ("clinic_doctor", "specialist"),
         },
-        extra_strings=CONSULTATION_STRINGS | RECORDS_STRINGS,
+        extra_strings=CONSULTATION_STRINGS | RECORDS_STRINGS | RESULT_STRINGS,
     )
 
 

@@ -114,6 +114,51 @@ class AddendumIn(Body):
     text: Long
 
 
+class ProbeIn(Body):
+    """A pre-call network probe's offer: one data channel, all candidates gathered."""
+
+    sdp: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+
+
+DeviceStatus = Literal["ok", "denied", "missing", "busy", "failed"]
+Kbps = Annotated[float, Field(ge=0, le=10_000_000)]
+
+
+class CameraIn(Body):
+    """The camera as the pre-call check found it (the size and rate it delivered)."""
+
+    status: DeviceStatus
+    width: Annotated[int, Field(ge=0, le=16384)] | None = None
+    height: Annotated[int, Field(ge=0, le=16384)] | None = None
+    frame_rate: Annotated[float, Field(ge=0, le=1000)] | None = None
+
+
+class MicrophoneIn(Body):
+    """The microphone as the pre-call check found it (peak level, 0 to 1)."""
+
+    status: DeviceStatus
+    level: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+class PathIn(Body):
+    """One network path the pre-call check probed."""
+
+    name: Literal["direct", "turn_udp", "turn_tcp", "turn_tls"]
+    status: Literal["ok", "failed", "not_configured"]
+    uplink_kbps: Kbps | None = None
+    loss_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    rtt_ms: Annotated[float, Field(ge=0, le=600_000)] | None = None
+
+
+class PrecallIn(Body):
+    """A finished pre-call check, as measured by the page."""
+
+    camera: CameraIn
+    microphone: MicrophoneIn
+    speaker: Literal["heard", "not_heard", "skipped"]
+    paths: Annotated[list[PathIn], Field(min_length=1, max_length=4)]
+
+
 BODIES: tuple[type[Body], ...] = (
     LoginIn,
     PatientIn,
@@ -126,4 +171,6 @@ BODIES: tuple[type[Body], ...] = (
     RosterIn,
     InviteIn,
     AddendumIn,
+    ProbeIn,
+    PrecallIn,
 )

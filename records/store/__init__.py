@@ -62,6 +62,10 @@ from records.store.patients import (
     list_patients,
     withdraw_consent,
 )
+from records.store.precall import (
+    add_precall_check,
+    latest_precall_checks,
+)
 from records.store.recordings import (
     add_recording,
     find_recorded_consultations,
@@ -83,6 +87,7 @@ __all__ = [
     "add_invitee",
     "add_opinion",
     "add_patient",
+    "add_precall_check",
     "add_recording",
     "add_roster_entry",
     "add_session",
@@ -104,6 +109,7 @@ __all__ = [
     "get_recording",
     "get_roster_entry",
     "get_session",
+    "latest_precall_checks",
     "list_accounts",
     "list_consents",
     "list_consultations",

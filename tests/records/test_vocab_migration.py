@@ -223,6 +223,8 @@ NEW_IN_0005 = {
     ("consultations", "ck_consultations_state"),
     ("consultation_events", "ck_consultation_events_kind"),
 }
+# Tables a later revision creates (with their own checks): absent at 0004.
+ADDED_AFTER_0005 = {"precall_checks"}
 
 
 async def test_down_and_up_again_keep_every_row(db: Database) -> None:
@@ -238,6 +240,8 @@ async def test_down_and_up_again_keep_every_row(db: Database) -> None:
     # Only the three new constraints went; the older ones survived the table copy.
     expected = {
         table: {(name, sql) for name, sql in checks if (table, name) not in NEW_IN_0005}
+        if table not in ADDED_AFTER_0005
+        else set()
         for table, checks in _checks_declared().items()
     }
     assert found == expected

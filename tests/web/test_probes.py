@@ -63,6 +63,7 @@ PAGES = (
     "/consultations/{consultation_id}",
     "/consultations/{consultation_id}/call",
     "/consultations/{consultation_id}/replay",
+    "/consultations/{consultation_id}/precall",
 )
 
 BODIES: dict[str, Any] = {
@@ -72,6 +73,13 @@ BODIES: dict[str, Any] = {
     "InviteIn": {"username": "county1"},
     "AssignIn": {"specialist_id": "{specialist_id}"},
     "AddendumIn": {"text": "补充：复查心电图"},
+    "ProbeIn": {"sdp": "v=0"},
+    "PrecallIn": {
+        "camera": {"status": "ok", "width": 640, "height": 480, "frame_rate": 24.0},
+        "microphone": {"status": "ok", "level": 0.4},
+        "speaker": "heard",
+        "paths": [{"name": "direct", "status": "failed"}],
+    },
     "ConsentIn": {
         "scope_consultation": True,
         "scope_recording": False,

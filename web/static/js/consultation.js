@@ -6,6 +6,7 @@
 // addendum), so the clinic sees the signature without reloading.
 
 import { get, post } from "./api.js";
+import { figures, reasonList, verdictBadge } from "./precall-view.js";
 import { reloadOnPush } from "./push.js";
 import { RecordsPanel } from "./records.js";
 import {
@@ -118,6 +119,47 @@ function renderTimeline(events) {
       ),
     ),
   );
+}
+
+// -- pre-call checks ------------------------------------------------------------
+
+// The latest check of each participant who ran one: who, when, verdict, figures.
+function renderPrecall(checks) {
+  $("precall-checks").replaceChildren(
+    ...checks.map((c) =>
+      el(
+        "li",
+        { class: "pc-check", dataset: { checkId: c.id, verdict: c.verdict } },
+        el(
+          "div",
+          { class: "pc-check-head" },
+          el("span", {
+            class: "pc-check-who",
+            text: t("precall.checked_by", {
+              name: c.participant ? c.participant.display_name : "",
+              time: when(c.checked_at),
+            }),
+          }),
+          verdictBadge(c.verdict),
+        ),
+        figures(c.report),
+        el("ul", { class: "pc-reasons" }, ...reasonList(c.report.reasons)),
+      ),
+    ),
+  );
+  const none = $("precall-none");
+  none.textContent = t("precall.none");
+  none.hidden = checks.length > 0;
+}
+
+async function loadPrecall() {
+  try {
+    const { checks } = await get(`/api/consultations/${encodeURIComponent(cid)}/precall`);
+    renderPrecall(checks);
+    document.body.dataset.precallChecks = String(checks.length);
+  } catch (err) {
+    handleAuthLoss(err);
+  }
 }
 
 // -- the opinion ----------------------------------------------------------------
@@ -334,6 +376,7 @@ async function load() {
   renderRequest(data);
   renderOpinion(data);
   renderTimeline(data.events || []);
+  await loadPrecall();
   $("cons").removeAttribute("aria-busy");
   document.body.dataset.state = data.state;
   document.body.dataset.opinions = String(data.opinions.length);

@@ -1,0 +1,159 @@
+"""The verdict of a pre-call check, from what the page measured.
+
+The page measures (camera, microphone, speaker, one network probe per path);
+this module alone decides what that means, so that both languages, the
+consultation page and the records say the same. A verdict is the worst of its
+reasons: ``good`` with none, ``limited`` (the call can take place with a named
+limitation, e.g. low-bandwidth mode), ``unusable`` (something must be fixed
+first). Each reason is a code with the figures it names; the pages word it
+(``precall.reason.<code>`` in both catalogs).
+
+Thresholds: a consultation's video wants about 1.2 Mbit/s up (the live call and
+the recording leg together, ``recording_max_bitrate`` 0.5 Mbit/s); below
+0.3 Mbit/s only audio is left. Loss above 3 % shows in video, above 10 % breaks
+speech; a round trip above 400 ms makes people talk over each other, above
+1000 ms conversation fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from records.vocab import PrecallVerdict
+
+GOOD_UPLINK_KBPS = 1200.0
+MIN_UPLINK_KBPS = 300.0
+LIMITED_LOSS_PERCENT = 3.0
+MAX_LOSS_PERCENT = 10.0
+LIMITED_RTT_MS = 400.0
+MAX_RTT_MS = 1000.0
+MIN_WIDTH = 640
+MIN_FRAME_RATE = 15.0
+SILENT_LEVEL = 0.01
+
+# Paths a page can check: straight to this server over UDP, and through TURN.
+PATHS = ("direct", "turn_udp", "turn_tcp", "turn_tls")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Device:
+    """A camera or microphone as the page found it.
+
+    ``status``: ``ok``, ``denied`` (the user or the browser refused access),
+    ``missing`` (no such device), ``busy`` (another program holds it), ``failed``.
+    """
+
+    status: str
+    width: int | None = None
+    height: int | None = None
+    frame_rate: float | None = None
+    level: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PathResult:
+    """One network probe: ``status`` ``ok``, ``failed`` or ``not_configured``."""
+
+    name: str
+    status: str
+    uplink_kbps: float | None = None
+    loss_percent: float | None = None
+    rtt_ms: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    """Everything the page measured; ``speaker`` is ``heard``, ``not_heard`` or ``skipped``."""
+
+    camera: Device
+    microphone: Device
+    speaker: str
+    paths: tuple[PathResult, ...]
+    relay_only: bool = False
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a check is not ``good``: a code, its weight, and the figures it names."""
+
+    code: str
+    verdict: PrecallVerdict
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The stored and sent form."""
+        return {"code": self.code, "verdict": self.verdict.value, **self.figures}
+
+
+def _devices(report: Report) -> list[Reason]:
+    out: list[Reason] = []
+    cam, mic = report.camera, report.microphone
+    if cam.status != "ok":
+        out.append(Reason("camera_unavailable", PrecallVerdict.LIMITED, {"status": cam.status}))
+    elif (cam.width or 0) < MIN_WIDTH or (cam.frame_rate or 0) < MIN_FRAME_RATE:
+        figures = {"width": cam.width, "height": cam.height, "frame_rate": cam.frame_rate}
+        out.append(Reason("camera_poor", PrecallVerdict.LIMITED, figures))
+    if mic.status != "ok":
+        out.append(
+            Reason("microphone_unavailable", PrecallVerdict.UNUSABLE, {"status": mic.status})
+        )
+    elif (mic.level or 0) < SILENT_LEVEL:
+        out.append(Reason("microphone_silent", PrecallVerdict.LIMITED))
+    if report.speaker == "not_heard":
+        out.append(Reason("speaker_not_heard", PrecallVerdict.UNUSABLE))
+    elif report.speaker == "skipped":
+        out.append(Reason("speaker_unchecked", PrecallVerdict.LIMITED))
+    return out
+
+
+def best_path(report: Report) -> PathResult | None:
+    """The working path with the most uplink among those the call may use."""
+    usable = [
+        p
+        for p in report.paths
+        if p.status == "ok" and not (report.relay_only and p.name == "direct")
+    ]
+    return max(usable, key=lambda p: p.uplink_kbps or 0.0, default=None)
+
+
+def _network(report: Report) -> list[Reason]:
+    out: list[Reason] = []
+    by_name = {p.name: p for p in report.paths}
+    best = best_path(report)
+    if best is None:
+        return [Reason("network_unreachable", PrecallVerdict.UNUSABLE)]
+    mbit = round((best.uplink_kbps or 0.0) / 1000, 1)
+    if (best.uplink_kbps or 0.0) < MIN_UPLINK_KBPS:
+        out.append(Reason("uplink_too_low", PrecallVerdict.UNUSABLE, {"mbit": mbit}))
+    elif (best.uplink_kbps or 0.0) < GOOD_UPLINK_KBPS:
+        out.append(Reason("uplink_low", PrecallVerdict.LIMITED, {"mbit": mbit}))
+    loss = round(best.loss_percent or 0.0, 1)
+    if loss > MAX_LOSS_PERCENT:
+        out.append(Reason("loss_too_high", PrecallVerdict.UNUSABLE, {"percent": loss}))
+    elif loss > LIMITED_LOSS_PERCENT:
+        out.append(Reason("loss_high", PrecallVerdict.LIMITED, {"percent": loss}))
+    rtt = round(best.rtt_ms or 0.0)
+    if rtt > MAX_RTT_MS:
+        out.append(Reason("rtt_too_high", PrecallVerdict.UNUSABLE, {"ms": rtt}))
+    elif rtt > LIMITED_RTT_MS:
+        out.append(Reason("rtt_high", PrecallVerdict.LIMITED, {"ms": rtt}))
+    udp_ok = any(by_name.get(n, _MISSING).status == "ok" for n in ("direct", "turn_udp"))
+    if not udp_ok:
+        out.append(Reason("udp_blocked", PrecallVerdict.LIMITED))
+    for name in ("turn_udp", "turn_tcp", "turn_tls"):
+        if by_name.get(name, _MISSING).status == "failed":
+            out.append(Reason("turn_failed", PrecallVerdict.LIMITED, {"path": name}))
+    return out
+
+
+_MISSING = PathResult(name="", status="not_configured")
+_ORDER = (PrecallVerdict.GOOD, PrecallVerdict.LIMITED, PrecallVerdict.UNUSABLE)
+
+
+def judge(report: Report) -> tuple[PrecallVerdict, list[Reason]]:
+    """The verdict and every reason for it (worst first)."""
+    reasons = _devices(report) + _network(report)
+    reasons.sort(key=lambda r: -_ORDER.index(r.verdict))
+    verdict = reasons[0].verdict if reasons else PrecallVerdict.GOOD
+    return verdict, reasons

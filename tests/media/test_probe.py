@@ -1,0 +1,99 @@
+"""The pre-call network probe: an aiortc peer in the test stands in for the page.
+
+It offers one unordered, never retransmitted data channel, sends numbered,
+timestamped packets, and reads the acknowledgements: the sequence number and
+send time come back, with what the probe has received so far. Everything on
+127.0.0.1 (``restrict_host_addresses``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from media.probe import ACK, HEADER, ProbeBusy, Prober, ProbeRefused, offer_problem
+
+PACKETS = 40
+SIZE = 1000
+
+
+@pytest.fixture
+async def prober() -> AsyncIterator[Prober]:
+    p = Prober(host_addresses=("127.0.0.1",), max_probes=1, lifetime=20.0)
+    yield p
+    await p.close()
+
+
+async def page_offer() -> tuple[RTCPeerConnection, object, str]:
+    pc = RTCPeerConnection(configuration=RTCConfiguration(iceServers=[]))
+    channel = pc.createDataChannel("probe", ordered=False, maxRetransmits=0)
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, channel, pc.localDescription.sdp
+
+
+async def test_every_packet_is_acknowledged_with_the_servers_counts(prober: Prober) -> None:
+    pc, channel, offer = await page_offer()
+    acks: list[tuple[int, float, int, int]] = []
+    done = asyncio.Event()
+
+    @channel.on("message")  # type: ignore[attr-defined, untyped-decorator]
+    def on_message(message: bytes) -> None:
+        acks.append(ACK.unpack(message))
+        if len(acks) == PACKETS:
+            done.set()
+
+    opened = asyncio.Event()
+    channel.on("open", opened.set)  # type: ignore[attr-defined]
+    try:
+        answer = await prober.answer(offer)
+        assert "a=candidate:" in answer and "127.0.0.1" in answer
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        async with asyncio.timeout(10):
+            await opened.wait()
+        for seq in range(PACKETS):
+            channel.send(HEADER.pack(seq, 1000.5 + seq) + bytes(SIZE - HEADER.size))  # type: ignore[attr-defined]
+        async with asyncio.timeout(10):
+            await done.wait()
+    finally:
+        await pc.close()
+    assert sorted(a[0] for a in acks) == list(range(PACKETS))
+    assert all(sent == 1000.5 + seq for seq, sent, _, _ in acks)
+    assert max(a[2] for a in acks) == PACKETS
+    assert max(a[3] for a in acks) == PACKETS * SIZE
+
+
+async def test_a_second_probe_waits_and_a_probe_ends_by_itself() -> None:
+    prober = Prober(host_addresses=("127.0.0.1",), max_probes=1, lifetime=0.5)
+    first, _, offer = await page_offer()
+    second, _, offer2 = await page_offer()
+    try:
+        await prober.answer(offer)
+        with pytest.raises(ProbeBusy):
+            await prober.answer(offer2)
+        # The probe's lifetime passes: here time itself is the condition.
+        await asyncio.sleep(1.0)
+        assert not prober.peers
+        await prober.answer(offer2)
+    finally:
+        await prober.close()
+        await first.close()
+        await second.close()
+    assert not prober.peers
+
+
+async def test_what_is_not_a_probe_offer_is_refused(prober: Prober) -> None:
+    assert offer_problem("hello") is not None
+    pc = RTCPeerConnection(configuration=RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    try:
+        with pytest.raises(ProbeRefused, match="m=application"):
+            await prober.answer(pc.localDescription.sdp)
+    finally:
+        await pc.close()
+    assert not prober.peers
+    assert HEADER.size == struct.calcsize("!Id")
