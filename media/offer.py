@@ -15,11 +15,13 @@ from aiortc import sdp as aiortc_sdp
 _RECORDABLE = frozenset({"video/vp8", "video/h264"})
 
 
-def offer_problem(text: str) -> str | None:
+def offer_problem(text: str, *, recordable: bool = True) -> str | None:
     """What keeps ``text`` from being a recordable SDP offer (None: nothing).
 
     Args:
         text: the SDP, as a browser sent it.
+        recordable: whether its video must be VP8 or H.264 (an offer to the
+            recorder); False for a browser's answer to the relay's offer.
 
     Returns:
         A short phrase for the error message (``"sdp " + phrase``), or None.
@@ -42,8 +44,10 @@ def offer_problem(text: str) -> str | None:
         if section.kind in ("audio", "video") and not section.rtcp_mux:
             return "needs RTCP multiplexing (a=rtcp-mux)"
         # The recorder stores video as it comes (no transcoding): VP8 or H.264 only.
-        if section.kind == "video" and not any(
-            codec.mimeType.lower() in _RECORDABLE for codec in section.rtp.codecs
+        if (
+            recordable
+            and section.kind == "video"
+            and not any(codec.mimeType.lower() in _RECORDABLE for codec in section.rtp.codecs)
         ):
             return "must offer VP8 or H.264 video"
     return None

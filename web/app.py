@@ -168,6 +168,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         settings.data_dir / "recordings",
         stun_urls=settings.stun_urls,
         host_addresses=settings.recorder_addresses,
+        # The browser starts its video at this rate (not at 300 kbit/s), capped
+        # by what its leg may carry.
+        start_bitrate=min(
+            settings.start_bitrate,
+            settings.relay_max_bitrate
+            if settings.media_plane == "relay"
+            else settings.recording_max_bitrate,
+        ),
     )
     app[RECORDING] = RecordingService(
         ctx,
@@ -204,6 +212,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         grace_seconds=settings.call_grace_seconds,
         recording=app[RECORDING],
         recording_max_bitrate=settings.recording_max_bitrate,
+        relay=settings.media_plane == "relay",
+        relay_max_bitrate=settings.relay_max_bitrate,
     )
     # A change that takes someone's place in a call (a reassignment) ends it.
     pushes.listen(app[CALLS].consultation_changed)

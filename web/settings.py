@@ -63,6 +63,9 @@ class Settings:
     call_grace_seconds: float = 30.0
     recorder_addresses: tuple[str, ...] = ()
     recording_max_bitrate: int = 500_000
+    media_plane: str = "relay"
+    relay_max_bitrate: int = 1_500_000
+    start_bitrate: int = 800_000
     recording_retention_days: int = 1096
     max_upload_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 89_478_485
@@ -80,6 +83,8 @@ class Settings:
             raise SettingsError("tls_cert and tls_key must be set together")
         if self.ice_transport_policy not in ("all", "relay"):
             raise SettingsError("ice_transport_policy must be all or relay")
+        if self.media_plane not in ("relay", "mesh"):
+            raise SettingsError("media_plane must be relay or mesh")
         if self.turn_urls and not self.turn_secret:
             raise SettingsError("turn_urls need turn_secret (coturn's static-auth-secret)")
         if self.recording_retention_days < 1096:

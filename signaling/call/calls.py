@@ -67,6 +67,8 @@ class Calls:
         grace_seconds: float = 30.0,
         recording: CallRecording | None = None,
         recording_max_bitrate: int = 500_000,
+        relay: bool = False,
+        relay_max_bitrate: int = 1_500_000,
     ) -> None:
         """Wire the call handling.
 
@@ -77,13 +79,22 @@ class Calls:
             grace_seconds: how long a dropped member keeps their place.
             recording: the recording service; None: calls are not recorded.
             recording_max_bitrate: the cap each page sets on its recording leg.
+            relay: relay the calls the server records (each page sends once, to
+                the server, which records and forwards; no browser mesh).
+            relay_max_bitrate: the cap on a leg that carries the live call.
         """
         self.workflow = workflow
         self.directory = directory
         self.ice = ice
         self.grace_seconds = grace_seconds
         self.rooms: dict[str, Room] = {}
-        self.legs = RecordingLegs(recording, self.rooms, max_bitrate=recording_max_bitrate)
+        self.legs = RecordingLegs(
+            recording,
+            self.rooms,
+            max_bitrate=recording_max_bitrate,
+            relay=relay,
+            relay_max_bitrate=relay_max_bitrate,
+        )
         self._where: dict[Channel, tuple[Room, Member]] = {}
         self.dropped_candidates = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -99,6 +110,7 @@ class Calls:
                 _route(m.RecOffer, self._on_rec_offer),
                 _route(m.RecCandidate, self._on_rec_candidate),
                 _route(m.RecStop, self._on_rec_stop),
+                _route(m.RelayAnswer, self._on_relay_answer),
                 _route(m.DocShow, self._on_doc_show),
                 _route(m.DocOpen, self._on_doc_open),
                 _route(m.Leave, self._on_leave),
@@ -220,6 +232,9 @@ class Calls:
 
     async def _on_rec_stop(self, room: Room, member: Member, msg: m.RecStop) -> None:
         await self.legs.stop(room, member.peer_id)
+
+    async def _on_relay_answer(self, room: Room, member: Member, msg: m.RelayAnswer) -> None:
+        await self.legs.relay_answer(room, member, msg)
 
     async def _on_doc_show(self, room: Room, member: Member, msg: m.DocShow) -> None:
         event = await self.workflow.document_event(
@@ -394,6 +409,7 @@ class Calls:
             raise SignalingError("this socket is already in a call", code=ErrorCode.ALREADY_JOINED)
         consultation = await self.workflow.call_access(actor, msg.consultation_id)
         room = self.rooms.setdefault(consultation.id, Room(consultation.id))
+        await self.legs.opened(room)
         existing = room.members.get(actor.id)
         resumed = False
         if existing is not None:
@@ -440,6 +456,7 @@ class Calls:
             room, o.PeerJoined(peer=member.describe(names), resumed=resumed), exclude=member
         )
         await broadcast(room, timeline_event(room, event))
+        await self.legs.joined(room, member)
         connected = sum(1 for x in room.members.values() if x.connected)
         if consultation.state == State.ACCEPTED and connected >= 2:
             try:
@@ -467,7 +484,7 @@ class Calls:
 
     async def _remove(self, room: Room, member: Member, kind: EventKind) -> None:
         self._forget(member)
-        await self.legs.stop(room, member.peer_id)
+        await self.legs.left(room, member.peer_id)
         if room.members.get(member.peer_id) is member:
             del room.members[member.peer_id]
         event = await self.workflow.call_event(member.actor, room.consultation_id, kind)

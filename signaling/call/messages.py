@@ -64,6 +64,13 @@ def sdp_offer_problem(sdp: str) -> str | None:
     return offer_problem(sdp)
 
 
+def sdp_answer_problem(sdp: str) -> str | None:
+    """What keeps ``sdp`` from being an answer aiortc can take (None: nothing)."""
+    if not sdp.startswith("v=0"):
+        return "must be an SDP description (v=0 first)"
+    return offer_problem(sdp, recordable=False)
+
+
 def _number(text: str, largest: int) -> bool:
     return text.isascii() and text.isdigit() and int(text) <= largest
 
@@ -195,6 +202,16 @@ class RecStop:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RelayAnswer:
+    """The answer to the server's ``relay_offer``: the receiving side of the
+    relay that carries ``source``'s camera and microphone to this page."""
+
+    type: ClassVar[str] = "relay_answer"
+    source: str = field(metadata=_limit(ID_LEN))
+    sdp: str = field(metadata=_limit(MAX_SDP, sdp_answer_problem))
+
+
+@dataclass(frozen=True, kw_only=True)
 class DocShow:
     """Show a document to everyone in the call (their panels open it at ``page``)."""
 
@@ -231,6 +248,7 @@ ClientMessage = (
     | RecOffer
     | RecCandidate
     | RecStop
+    | RelayAnswer
     | DocShow
     | DocOpen
     | Ping
@@ -249,6 +267,7 @@ TYPES: dict[str, type[Any]] = {
         RecOffer,
         RecCandidate,
         RecStop,
+        RelayAnswer,
         DocShow,
         DocOpen,
         Ping,

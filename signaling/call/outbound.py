@@ -89,6 +89,9 @@ class RecordingInfo:
     allowed: bool
     max_bitrate: int | None = omit_if_none()  # only when available
     recording: tuple[str, ...] = ()
+    # The server relays this call: each page sends once, on its recording
+    # leg, and receives the others from the server (no browser mesh).
+    relay: bool | None = omit_if_none()  # only when available
 
 
 # -- messages ----------------------------------------------------------------------
@@ -275,6 +278,16 @@ class RecAnswer:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RelayOffer:
+    """The server's offer of a send-only connection carrying ``source``'s
+    camera and microphone to this page (the relay of a recorded call)."""
+
+    type: ClassVar[str] = "relay_offer"
+    source: str
+    sdp: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ConsultationChanged:
     """Push: a consultation's state or assignment changed (identifiers and states only)."""
 
@@ -305,6 +318,7 @@ ServerMessage = (
     | StateChanged
     | RecordingChanged
     | RecAnswer
+    | RelayOffer
     | ConsultationChanged
 )
 SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
@@ -327,6 +341,7 @@ SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     StateChanged,
     RecordingChanged,
     RecAnswer,
+    RelayOffer,
     ConsultationChanged,
 )
 # Every ``type`` the browser may receive ("error" has two shapes: one name).

@@ -116,3 +116,18 @@ class CallRecording(Protocol):
     async def stop_all(self, consultation_id: str) -> object:
         """Finish every leg of a consultation (the call ended)."""
         ...
+
+    async def relay_offer(self, consultation_id: str, source_id: str, viewer_id: str) -> str | None:
+        """Open the relay of ``source_id``'s leg to ``viewer_id``: the offer SDP
+        (None: no leg of the source runs)."""
+        ...
+
+    async def relay_answer(
+        self, consultation_id: str, source_id: str, viewer_id: str, answer_sdp: str
+    ) -> bool:
+        """The viewer's answer for a relay; False if none was offered to it."""
+        ...
+
+    async def relay_close(self, consultation_id: str, viewer_id: str) -> None:
+        """Close every relay to ``viewer_id`` (they left the call)."""
+        ...

@@ -66,6 +66,9 @@ class Room:
     # after a reconnect is not relayed or stored twice, even when the sender's
     # place had lapsed meanwhile.
     chat_refs: dict[tuple[str, str], None] = field(default_factory=dict)
+    # Whether the server relays this call (decided when the room opens: the
+    # server relays the calls it records; None until then).
+    relay: bool | None = None
 
     def remember_chat(self, peer_id: str, ref: str) -> bool:
         """Note a chat line; False if it was seen already (sent again after a reconnect)."""

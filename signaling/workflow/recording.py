@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from media.errors import RecordingFailed
 from media.finalize import FinishedFile, describe
 from media.recorder import LegResult, Recorder, RecordingKey, Repaired
 from records import sealed, store
@@ -214,6 +215,33 @@ class RecordingService(Service):
         if result is None:
             return None
         return await self._store(entry[1], result)
+
+    async def relay_offer(self, consultation_id: str, source_id: str, viewer_id: str) -> str | None:
+        """Open the relay of a participant's running leg to another; the offer SDP.
+
+        None when the source has no running leg (it has not started, or it
+        ended meanwhile): the viewer is offered the relay when it starts.
+        """
+        entry = self.active.get((consultation_id, source_id))
+        if entry is None:
+            return None
+        try:
+            return await self.recorder.relay_offer(entry[0], viewer_id)
+        except RecordingFailed:
+            return None
+
+    async def relay_answer(
+        self, consultation_id: str, source_id: str, viewer_id: str, answer_sdp: str
+    ) -> bool:
+        """The viewer's answer for a relay; False if no relay to it is open."""
+        entry = self.active.get((consultation_id, source_id))
+        if entry is None:
+            return False
+        return await self.recorder.relay_answer(entry[0], viewer_id, answer_sdp)
+
+    async def relay_close(self, consultation_id: str, viewer_id: str) -> None:
+        """Close every relay of the consultation to ``viewer_id``."""
+        await self.recorder.relay_close(consultation_id, viewer_id)
 
     async def stop_all(self, consultation_id: str) -> list[Recording]:
         """Finish every leg of a consultation (the call ended)."""

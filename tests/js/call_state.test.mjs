@@ -80,6 +80,7 @@ test("the handler table is a plain object keyed by server message type", () => {
     "peer_state",
     "rec_answer",
     "recording",
+    "relay_offer",
     "state",
   ]);
   for (const handler of Object.values(HANDLERS)) assert.equal(typeof handler, "function");
@@ -388,4 +389,40 @@ test("after a server restart a linked peer not back yet is held, one back is res
   // Back second, with Ann already there: ICE restarts on the kept connection.
   state = receive(state, joined({ peers: [ANN], state: "live" }));
   assert.deepEqual(does(state.effects).slice(0, 2), ["holdPeer", "restartPeer"]);
+});
+
+test("relayed call: no browser links; the server's relay offers make the links", () => {
+  const relayed = { recording: { available: true, allowed: true, max_bitrate: 1500000, recording: [], relay: true } };
+  let state = initialState({ consultationState: "accepted", me: { display_name: "Me" } });
+  state = statusChanged(state, "joined");
+  let r = receive(state, joined(relayed));
+  assert.equal(r.state.relay, true);
+  // We send once, on our recording leg, and offer to nobody.
+  assert.deepEqual(does(r.effects), ["sendMediaState", "startRecording"]);
+  state = r.state;
+  // Bob comes: nothing to do until the server relays him.
+  r = receive(state, { type: "peer_joined", peer: BOB, resumed: false });
+  assert.deepEqual(r.effects, []);
+  state = r.state;
+  // A stray browser offer is not answered in a relayed call.
+  assert.deepEqual(receive(state, { type: "offer", from: BOB.peer_id, sdp: "v=0" }).effects, []);
+  r = receive(state, { type: "relay_offer", source: BOB.peer_id, sdp: "v=0 relay" });
+  assert.deepEqual(r.effects, [{ do: "relayOffer", peerId: BOB.peer_id, sdp: "v=0 relay" }]);
+  state = r.state;
+  // His leg ends (the relay with it): his link closes, he stays in the call.
+  r = receive(state, { type: "recording", peer_id: BOB.peer_id, state: "interrupted" });
+  assert.deepEqual(r.effects, [{ do: "closePeer", peerId: BOB.peer_id }]);
+  assert.ok(r.state.participants.has(BOB.peer_id));
+  // Our own leg ending reopens it and closes no link.
+  r = receive(state, { type: "recording", peer_id: ME, state: "interrupted" });
+  assert.deepEqual(does(r.effects), ["recordingEnded"]);
+  // He leaves: his link closes.
+  r = receive(state, { type: "peer_left", peer_id: BOB.peer_id });
+  assert.deepEqual(r.effects, [{ do: "closePeer", peerId: BOB.peer_id }]);
+});
+
+test("mesh call (not relayed): the newcomer offers to everyone present", () => {
+  const r = receive(statusChanged(initialState(), "joined"), joined());
+  assert.equal(r.state.relay, false);
+  assert.ok(r.effects.some((e) => e.do === "createPeer" && e.peerId === ANN.peer_id && e.initiator));
 });

@@ -43,6 +43,7 @@ class Viewer:
         self.frames: dict[str, list[seam.EncodedFrame]] = {"audio": [], "video": []}
         self.tasks: list[asyncio.Task[None]] = []
         self.video_receiver: Any = None
+        self.progress = asyncio.Event()  # set on every frame
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
@@ -53,6 +54,7 @@ class Viewer:
             while True:
                 frame = await track.recv()
                 self.frames[frame.kind].append(frame)
+                self.progress.set()
         except MediaStreamError:
             return
 
@@ -72,11 +74,26 @@ class Viewer:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def until(check: Any, timeout: float = 20.0) -> None:
-    """Wait for ``check()`` to hold, polling the peers' progress."""
-    async with asyncio.timeout(timeout):
+async def until(check: Any, event: asyncio.Event, seconds: float = 20.0) -> None:
+    """Wait for ``check()`` to hold, looking again each time ``event`` is set."""
+    async with asyncio.timeout(seconds):
         while not check():
-            await asyncio.sleep(0.05)
+            event.clear()
+            await event.wait()
+
+
+def leg_started(recorder: Recorder) -> asyncio.Event:
+    """An event set once the recorder has answered a leg (and can relay it)."""
+    started = asyncio.Event()
+    original = recorder.start
+
+    async def start(*args: Any, **kwargs: Any) -> str:
+        answer = await original(*args, **kwargs)
+        started.set()
+        return answer
+
+    recorder.start = start  # type: ignore[method-assign]
+    return started
 
 
 def annexb_units(data: bytes) -> list[bytes]:
@@ -126,17 +143,20 @@ def file_pictures(codec: str, path: Path) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("codec", ["vp8", "h264"])
 async def test_viewers_get_the_recorded_frames_unchanged_and_start_on_a_keyframe(
-    recorder: Recorder, no_codecs: list[str], codec: str  # noqa: F811
+    recorder: Recorder,
+    no_codecs: list[str],
+    codec: str,  # noqa: F811
 ) -> None:
+    started = leg_started(recorder)
     sending = asyncio.ensure_future(send(recorder, KEY, "--codec", codec, "--seconds", "6"))
-    await until(lambda: KEY in recorder.legs and recorder.legs[KEY].fanout is not None)
+    await started.wait()
     first, second = Viewer(), Viewer()
     try:
         await first.join(recorder, KEY, "viewer-1")
-        await until(lambda: len(first.frames["video"]) >= 20)
+        await until(lambda: len(first.frames["video"]) >= 20, first.progress)
         # A viewer who comes later starts on a keyframe too (the relay asks for one).
         await second.join(recorder, KEY, "viewer-2")
-        await until(lambda: len(second.frames["video"]) >= 20)
+        await until(lambda: len(second.frames["video"]) >= 20, second.progress)
         sent = await sending
     finally:
         await first.close()
@@ -152,24 +172,31 @@ async def test_viewers_get_the_recorded_frames_unchanged_and_start_on_a_keyframe
         # Byte for byte what the recorder wrote: nothing was re-encoded.
         got = {h for f in video for h in pictures(codec, f.data)}
         assert got and got <= recorded
-    # The first viewer, there from the start, lost nothing on loopback.
-    assert len(first.frames["video"]) >= 0.9 * sent["video"] * 0.8, (len(first.frames["video"]), sent)
+    # The first viewer, there from the leg's first second, lost nothing after
+    # that on loopback (the relay's own set-up takes well under a second of 6).
+    assert len(first.frames["video"]) >= 0.75 * sent["video"], (len(first.frames["video"]), sent)
 
 
 @pytest.mark.slow
 async def test_a_viewers_keyframe_request_reaches_the_source(
-    recorder: Recorder, no_codecs: list[str]  # noqa: F811
+    recorder: Recorder,
+    no_codecs: list[str],  # noqa: F811
 ) -> None:
+    started = leg_started(recorder)
     sending = asyncio.ensure_future(send(recorder, KEY, "--seconds", "6"))
-    await until(lambda: KEY in recorder.legs and recorder.legs[KEY].fanout is not None)
+    await started.wait()
     viewer = Viewer()
     try:
         await viewer.join(recorder, KEY, "viewer-1")
-        await until(lambda: len(viewer.frames["video"]) >= 15)
+        await until(lambda: len(viewer.frames["video"]) >= 15, viewer.progress)
         keyframes = sum(f.keyframe for f in viewer.frames["video"])
         for source in viewer.video_receiver.getSynchronizationSources():
             await viewer.video_receiver._send_rtcp_pli(source.source)
-        await until(lambda: sum(f.keyframe for f in viewer.frames["video"]) > keyframes, 5.0)
+
+        def more() -> bool:
+            return sum(f.keyframe for f in viewer.frames["video"]) > keyframes
+
+        await until(more, viewer.progress, 5.0)
         await sending
     finally:
         await viewer.close()
@@ -227,7 +254,8 @@ def test_the_answer_asks_the_browser_to_start_at_the_target_bitrate() -> None:
     out = with_start_bitrate(sdp, 800_000).split("\r\n")
     assert "a=fmtp:96 x-google-start-bitrate=800" in out
     assert out[out.index("a=rtpmap:96 VP8/90000") + 1] == "a=fmtp:96 x-google-start-bitrate=800"
-    assert "a=fmtp:102 packetization-mode=1;profile-level-id=42e01f;x-google-start-bitrate=800" in out
+    h264 = "a=fmtp:102 packetization-mode=1;profile-level-id=42e01f;x-google-start-bitrate=800"
+    assert h264 in out
     assert "a=fmtp:111 minptime=10;useinbandfec=1" in out  # audio untouched
     assert "a=fmtp:97 apt=96" in out  # RTX untouched
     assert with_start_bitrate(sdp, None) == sdp

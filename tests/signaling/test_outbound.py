@@ -119,6 +119,10 @@ CASES: list[tuple[o.ServerMessage, dict[str, Any]]] = [
     ),
     (o.RecAnswer(sdp="v=0"), {"type": "rec_answer", "sdp": "v=0"}),
     (
+        o.RelayOffer(source="p1", sdp="v=0"),
+        {"type": "relay_offer", "source": "p1", "sdp": "v=0"},
+    ),
+    (
         o.PeerJoined(peer=PEER, resumed=True),
         {"type": "peer_joined", "peer": PEER_DICT, "resumed": True},
     ),
@@ -216,6 +220,7 @@ def test_every_server_message_type_is_covered_and_listed() -> None:
         "state",
         "recording",
         "rec_answer",
+        "relay_offer",
         "consultation.changed",
     }
     assert "join" in CLIENT_MESSAGE_TYPES and "rec_offer" in CLIENT_MESSAGE_TYPES

@@ -76,6 +76,7 @@ def good_values(peers: list[str]) -> dict[str, st.SearchStrategy[Any]]:
         "consultation_id": ids,
         "document_id": ids,
         "to": ids,
+        "source": ids,
         "tab_id": good_text.filter(lambda s: len(s) <= 64),
         "resume_after": st.none() | st.integers(0, m.MAX_EVENT_ID),
         "page": st.none() | st.integers(0, m.MAX_INT),

@@ -77,6 +77,8 @@ const OVER_STATES = new Set(["ended", "signed", "referred"]);
 //                                   has none for us, replace any old one)
 //   recordingAnswer {sdp}, recordingFailed (refused: retry later),
 //   recordingEnded (the server says our leg ended: reopen unless one is starting)
+//   relayOffer {peerId, sdp}        the server's relay of that participant: a new
+//                                   receive-only link (closing any old one)
 //   holdPeer {peerId}               keep a link to someone absent after a server
 //                                   restart for a while (they are likely coming back)
 //   recordsEvent {event}, recordsShow {message}   to the records panel
@@ -93,6 +95,7 @@ export const EFFECTS = Object.freeze([
   "recordingAnswer",
   "recordingFailed",
   "recordingEnded",
+  "relayOffer",
   "holdPeer",
   "recordsEvent",
   "recordsShow",
@@ -122,6 +125,10 @@ export function initialState({ consultationState = null, me = {} } = {}) {
     chat: [],
     nextKey: 1,
     recording: { available: false, allowed: false, maxBitrate: 0, peers: [], leg: "off", was: false },
+    // The server relays this call (it records it): our one uplink is the
+    // recording leg, and each other participant arrives on a relay link the
+    // server offers (relay_offer). Otherwise the call is a browser mesh.
+    relay: false,
   };
 }
 
@@ -158,6 +165,7 @@ function withoutParticipant(state, peerId) {
 }
 
 function link(state, peerId, initiator, effects) {
+  if (state.relay) return state; // the server offers a relay link instead
   effects.push({ do: "createPeer", peerId, initiator });
   return patchParticipant(state, peerId, { linked: true });
 }
@@ -170,7 +178,7 @@ function unlink(state, peerId, effects) {
 function drop(state, peerId, effects) {
   const p = state.participants.get(peerId);
   if (!p) return state;
-  if (p.linked) effects.push({ do: "closePeer", peerId });
+  if (p.linked || state.relay) effects.push({ do: "closePeer", peerId });
   return withoutParticipant(state, peerId);
 }
 
@@ -387,6 +395,7 @@ function onJoined(state, msg) {
   const effects = [];
   let s = {
     ...state,
+    relay: Boolean((msg.recording || {}).relay),
     myId: msg.peer_id,
     config: {
       iceServers: msg.ice_servers || [],
@@ -472,6 +481,7 @@ export function releaseHeld(state, peerId) {
 
 
 function onOffer(state, msg) {
+  if (state.relay) return done(state); // a relayed call has no browser-to-browser links
   const effects = [];
   let s = state;
   const p = s.participants.get(msg.from);
@@ -501,7 +511,13 @@ function onRecording(state, msg) {
   // Our leg ended on the server (interrupted, failed, or replaced by the one
   // we are starting): reopen it unless that is under way.
   const mine = msg.peer_id === state.myId && msg.state !== "recording" && canRecord(state);
-  return done(withRecorded(state, peers), mine ? [{ do: "recordingEnded" }] : []);
+  const effects = mine ? [{ do: "recordingEnded" }] : [];
+  // Relayed: someone else's leg ended, and the relay link it fed with it (a
+  // new leg of theirs comes with a new relay_offer).
+  if (state.relay && !mine && msg.peer_id !== state.myId && msg.state !== "recording") {
+    effects.push({ do: "closePeer", peerId: msg.peer_id });
+  }
+  return done(withRecorded(state, peers), effects);
 }
 
 function onState(state, msg) {
@@ -550,6 +566,8 @@ export const HANDLERS = Object.freeze({
   event: (state, msg) => done(addEvent(state, msg.event), [{ do: "recordsEvent", event: msg.event }]),
   doc_show: (state, msg) => done(state, [{ do: "recordsShow", message: msg }]),
   rec_answer: (state, msg) => done(state, [{ do: "recordingAnswer", sdp: msg.sdp }]),
+  relay_offer: (state, msg) =>
+    done(withParticipant(state, msg.source), [{ do: "relayOffer", peerId: msg.source, sdp: msg.sdp }]),
   recording: onRecording,
   state: onState,
   error: onError,

@@ -5,8 +5,11 @@
 // call-chat.js (chat and timeline), call-controls.js (local preview, buttons,
 // banner, recording indicator).
 //
-// The live call is a mesh: one Peer (peer.js) per other participant, held
-// here in `links`. The newcomer offers to everyone already there; after our
+// A call the server records is relayed (joined says so): the page sends its
+// camera and microphone once, on the recording leg (recording.js), and each
+// other participant arrives on a receive-only RelayLink (relay-link.js) that
+// the server offers. Otherwise the live call is a mesh: one Peer (peer.js) per
+// other participant. Either is held here in `links`. The newcomer offers to everyone already there; after our
 // signaling socket comes back (`joined` with resumed: true) we restart ICE
 // towards each peer, since the media between browsers usually outlives a
 // signaling outage.
@@ -26,6 +29,7 @@ import { openCamera, openMedia } from "./devices.js";
 import { Peer } from "./peer.js";
 import { QualityMeter } from "./quality.js";
 import { RecordingLeg } from "./recording.js";
+import { RelayLink } from "./relay-link.js";
 import { RecordsPanel } from "./records.js";
 import { CallSignaling } from "./signaling.js";
 import { PAGE, setPushStatus } from "./ui.js";
@@ -120,6 +124,18 @@ const EFFECTS = {
       },
     });
     links.set(peerId, { peer, meter: new QualityMeter() });
+  },
+  relayOffer({ peerId, sdp }) {
+    closeLink(peerId);
+    const peer = new RelayLink({
+      peerId,
+      config: state.config,
+      signaling,
+      onTrack: () => tiles.play(peerId, peer.stream),
+      onStateChange: render,
+    });
+    links.set(peerId, { peer, meter: new QualityMeter() });
+    peer.accept(sdp);
   },
   closePeer: ({ peerId }) => closeLink(peerId),
   restartPeer: ({ peerId }) => links.get(peerId)?.peer.restart(),

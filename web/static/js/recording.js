@@ -191,7 +191,7 @@ function preferStorableCodecs(transceiver) {
 
 // Wait until ICE gathering is complete (loopback and LAN: at once), at most
 // GATHER_MS: the recorder does not need trickle for a server with known addresses.
-function gathered(pc) {
+export function gathered(pc) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
