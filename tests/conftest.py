@@ -59,6 +59,10 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         # only loopback candidates may be relayed between the test browsers.
         "recorder_addresses": ("127.0.0.1",),
         "ice_allowed_networks": ("127.0.0.0/8", "::1/128"),
+        # The call tests written for the browser mesh run on it (it is still the
+        # plane of every call that is not recorded); the relay's tests
+        # (tests/e2e/test_relay_browser.py, tests/bench/township.py) ask for it.
+        "media_plane": "mesh",
     }
     values.update(overrides)
     return Settings(**values)

@@ -259,6 +259,7 @@ window.__call = Object.freeze({
     return signaling.connects;
   },
   peers: () => [...state.participants.keys()],
+  mode: () => (state.relay ? "relay" : "mesh"),
   pc: (peerId) => {
     const link = links.get(peerId);
     return link ? link.peer.pc : null;
