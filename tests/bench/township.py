@@ -1,0 +1,428 @@
+"""Township benchmark: a clinic on a weak uplink in a real call, mesh against relay.
+
+    python tests/bench/township.py [--profiles P,...] [--parties 2,4] [--seconds S]
+                                   [--planes mesh-off,mesh-rec,relay]
+
+The clinic (``clinic1``) and the hospital sides (``cardio1``, then ``county1`` and
+``cardio_junior`` for 4 parties) are real Chromium pages; the server is this
+process's app. ``tests/netlab.py`` joins a clinic and a hospital network namespace
+through an impaired path (rate, loss, delay in user space); the server and the
+hospital pages live in the hospital namespace, the clinic's page in the clinic's.
+The camera is a 640x480 24 fps clip with camera-like detail and motion
+(``--use-file-for-fake-video-capture``), made once per run.
+
+Planes, each on the same link and clip, back to back:
+  mesh-off   browser mesh, the patient did not consent to recording: no leg
+  mesh-rec   browser mesh plus each page's capped recording leg (the old plane)
+  relay      each page sends once, to the server, which records and relays
+
+For each call, after ``--warmup`` seconds, over ``--seconds``: what the hospital's
+first page receives of the clinic (video kbit/s, fps, freezes, width; audio
+concealment), and the clinic's recording: frames in the file against the frames
+the clinic's camera delivered to that connection, the largest gap in frames, and
+the narrowest picture in the file. The last line:
+
+  township: live bitrate with recording >= X% of without at 1 Mbit/s + 5% loss; recorded frames Y%
+
+where X is the relay's (and, beside it, the old plane's) clinic video bitrate as a
+share of mesh-off's in the same run, 2 parties, and Y the worst recorded share.
+Needs root (network namespaces), Debian's chromium, and a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from records.demo import DEMO_PASSWORD  # noqa: E402
+from tests.conftest import make_settings  # noqa: E402
+from tests.netlab import HOSPITAL, Link, Profile  # noqa: E402
+from tests.scenario import over_http  # noqa: E402
+from web.app import create_app  # noqa: E402
+from web.cli import _load_demo as load_demo_data  # noqa: E402
+from web.keys import RECORDING  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+WIDTH, HEIGHT, FPS = 640, 480, 24
+CLIP_SECONDS = 6
+HOSPITAL_USERS = ["cardio1", "county1", "cardio_junior"]
+
+# Every RTCPeerConnection the page makes (the recording leg is not exposed).
+COUNT_PCS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Native(...args);
+    window.__pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+})();
+"""
+
+# What a hospital page receives from one peer (the clinic).
+RECEIVED = """async (id) => {
+  const pc = window.__call.pc(id);
+  if (!pc) return null;
+  const out = { t: performance.now(), vBytes: 0, frames: 0, freezes: 0, width: 0,
+                concealed: 0, samples: 0, concealEvents: 0 };
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") {
+      out.vBytes = s.bytesReceived || 0; out.frames = s.framesDecoded || 0;
+      out.freezes = s.freezeCount || 0; out.width = s.frameWidth || 0;
+    }
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      out.concealed = s.concealedSamples || 0; out.samples = s.totalSamplesReceived || 0;
+      out.concealEvents = s.concealmentEvents || 0;
+    }
+  });
+  return out;
+}"""
+
+# The clinic's connections that send video: bytes, and the camera frames each got.
+SENDING = """async () => {
+  const peers = new Set(window.__call.peers().map((id) => window.__call.pc(id)));
+  const out = [];
+  for (const pc of window.__pcs) {
+    if (pc.connectionState === "closed") continue;
+    let bytes = 0, sourceFrames = 0, sent = 0, width = 0;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "outbound-rtp" && s.kind === "video") {
+        bytes += s.bytesSent || 0; sent += s.framesSent || 0; width = s.frameWidth || width;
+      }
+      if (s.type === "media-source" && s.kind === "video") sourceFrames = s.frames || 0;
+    });
+    const leg = !peers.has(pc);
+    if (bytes > 0) out.push({ leg, bytes, sourceFrames, sent, width, t: performance.now() });
+  }
+  return out;
+}"""
+
+
+@dataclasses.dataclass
+class Row:
+    profile: str
+    plane: str
+    parties: int
+    up_s: float = 0.0
+    kbps: float = 0.0
+    fps: float = 0.0
+    freezes: int = 0
+    width: int = 0
+    conceal_pct: float = 0.0
+    conceal_events: int = 0
+    leg_kbps: float | None = None
+    recorded_pct: float | None = None
+    max_gap: int | None = None
+    min_width: int | None = None
+    error: str = ""
+
+
+def make_clip(path: Path) -> None:
+    """A camera-like 640x480 clip: textured, moving, with sensor noise (y4m)."""
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    texture = (rng.random((HEIGHT // 8, WIDTH // 8)) * 80).repeat(8, 0).repeat(8, 1)
+    with av.open(str(path), "w", format="yuv4mpegpipe") as out:
+        stream = out.add_stream("rawvideo", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        for n in range(CLIP_SECONDS * FPS):
+            shift = int(6 * n) % WIDTH
+            y = 60 + 0.15 * xx + 0.1 * yy + np.roll(texture, shift, axis=1)
+            cx, cy = 320 + 180 * np.sin(n / 15), 240 + 120 * np.cos(n / 11)
+            y[(xx - cx) ** 2 + (yy - cy) ** 2 < 60**2] = 220  # a moving "head"
+            y += rng.normal(0, 3, y.shape)
+            rgb = np.clip(np.stack([y, y * 0.9, y * 0.8], axis=-1), 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def wrapper(path: Path, ns: str) -> Path:
+    path.write_text(f'#!/bin/sh\nexec nsenter --net={ns} {CHROMIUM} "$@"\n', encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def server(tmp: Path, plane: str) -> AsyncIterator[tuple[web.Application, str]]:
+    """The app on the hospital's address (the caller's thread is in its namespace)."""
+    settings = make_settings(
+        tmp / "data",
+        media_plane="relay" if plane == "relay" else "mesh",
+        recorder_addresses=(HOSPITAL,),
+        ice_allowed_networks=("198.18.0.0/15",),
+    )
+    (tmp / "data").mkdir(parents=True, exist_ok=True)
+    await load_demo_data(settings)
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, HOSPITAL, 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield app, f"http://{HOSPITAL}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def login(browser: Any, base: str, username: str, clip: Path | None) -> Any:
+    context = await browser.new_context(base_url=base, viewport={"width": 1280, "height": 800})
+    await context.add_init_script(COUNT_PCS)
+    page = await context.new_page()
+    await page.goto("/login")
+    await page.fill("#username", username)
+    await page.fill("#password", DEMO_PASSWORD)
+    await page.click("#login-submit")
+    await page.wait_for_url(lambda url: "/login" not in url)
+    return page
+
+
+def args_for(base: str, clip: Path) -> list[str]:
+    return [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={clip}",
+        f"--unsafely-treat-insecure-origin-as-secure={base}",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+
+
+def file_facts(path: Path) -> tuple[int, int, int]:
+    """Frames, the largest gap (in frame intervals, minus one) and the narrowest width."""
+    pts: list[float] = []
+    widths: list[int] = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            pts.append(float(frame.time or 0.0))
+            widths.append(frame.width)
+    if len(pts) < 2:
+        return len(pts), 0, min(widths, default=0)
+    steps = sorted(b - a for a, b in itertools.pairwise(pts))
+    interval = statistics.median(steps) or 1 / FPS
+    gap = max(round((b - a) / interval) - 1 for a, b in itertools.pairwise(pts))
+    return len(pts), max(gap, 0), min(widths)
+
+
+async def one_call(
+    pw: Any, tmp: Path, clip: Path, profile: str, plane: str, parties: int, args: Any
+) -> Row:
+    row = Row(profile, plane, parties)
+    async with Link(Profile.named(profile)) as link, contextlib.AsyncExitStack() as stack:
+        with link.hospital.entered():
+            app, base = await stack.enter_async_context(server(tmp / f"{plane}-{parties}", plane))
+            scenario = await stack.enter_async_context(over_http(base))
+            browsers = {}
+            for side, host in (("clinic", link.clinic), ("hospital", link.hospital)):
+                exe = wrapper(tmp / f"chromium-{side}", host.path)
+                browsers[side] = await pw.chromium.launch(
+                    executable_path=str(exe), headless=True, args=args_for(base, clip)
+                )
+                stack.push_async_callback(browsers[side].close)
+            if plane == "mesh-off":
+                consultation = await scenario.consultation(
+                    "accepted", patient="陈阿姨", consent=("consultation",)
+                )
+            else:
+                consultation = await scenario.consultation("accepted")
+            cid = consultation.id
+            clinic = await login(browsers["clinic"], base, "clinic1", clip)
+            for extra in HOSPITAL_USERS[1 : parties - 1]:
+                token = await clinic.get_attribute('meta[name="csrf-token"]', "content")
+                response = await clinic.request.post(
+                    f"/api/consultations/{cid}/participants",
+                    headers={"X-CSRF-Token": token or ""},
+                    data={"username": extra},
+                )
+                assert response.status == 201, await response.text()
+            hospital = [
+                await login(browsers["hospital"], base, u, clip)
+                for u in HOSPITAL_USERS[: parties - 1]
+            ]
+            began = time.monotonic()
+            await clinic.goto(f"/consultations/{cid}/call")
+            for page in hospital:
+                await page.goto(f"/consultations/{cid}/call")
+            clinic_id = await clinic.evaluate("window.__call.peerId")
+            viewer = hospital[0]
+            try:
+                await viewer.wait_for_function(
+                    """(id) => { const v = window.__call.remoteVideo(id);
+                                 return v && v.videoWidth > 0; }""",
+                    arg=clinic_id,
+                    timeout=30_000,
+                    polling=100,
+                )
+            except Exception as exc:  # the call did not come up: say so in the table
+                row.error = f"no video: {type(exc).__name__}"
+                return row
+            row.up_s = time.monotonic() - began
+            await asyncio.sleep(args.warmup)  # the measurement window is a span of time
+            first = await viewer.evaluate(RECEIVED, clinic_id)
+            sent0 = await clinic.evaluate(SENDING)
+            await asyncio.sleep(args.seconds)
+            last = await viewer.evaluate(RECEIVED, clinic_id)
+            sent1 = await clinic.evaluate(SENDING)
+            seconds = (last["t"] - first["t"]) / 1000
+            row.kbps = (last["vBytes"] - first["vBytes"]) * 8 / 1000 / seconds
+            row.fps = (last["frames"] - first["frames"]) / seconds
+            row.freezes = last["freezes"] - first["freezes"]
+            row.width = last["width"]
+            samples = last["samples"] - first["samples"]
+            row.conceal_pct = 100 * (last["concealed"] - first["concealed"]) / max(samples, 1)
+            row.conceal_events = last["concealEvents"] - first["concealEvents"]
+            leg0 = next((s for s in sent0 if s["leg"]), None)
+            leg1 = next((s for s in sent1 if s["leg"]), None)
+            if leg0 and leg1:
+                row.leg_kbps = (leg1["bytes"] - leg0["bytes"]) * 8 / 1000 / seconds
+            source_frames = leg1["sourceFrames"] if leg1 else 0
+            await clinic.click("#ctl-end")
+            await clinic.click('#end-dialog button[value="end"]')
+            await clinic.locator('#call[data-finished="ended"]').wait_for()
+            if plane != "mesh-off":
+                path = await clinic_file(app, clinic_id)
+                if path is not None and source_frames:
+                    frames, gap, narrowest = file_facts(path)
+                    row.recorded_pct = 100 * frames / source_frames
+                    row.max_gap, row.min_width = gap, narrowest
+    return row
+
+
+async def clinic_file(app: web.Application, participant: str) -> Path | None:
+    """The clinic's finished recording (waits for the finalize after the end)."""
+    service = app[RECORDING]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for path in sorted(service.root.rglob(f"{participant}-part*")):
+            if path.suffix in (".webm", ".mp4"):
+                return path
+        await asyncio.sleep(0.2)  # the file appears when the finalize ends
+    return None
+
+
+def fmt(value: float | int | None, spec: str = ".0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows: list[Row]) -> None:
+    head = (
+        "profile",
+        "plane",
+        "n",
+        "up s",
+        "live kbit/s",
+        "fps",
+        "freezes",
+        "width",
+        "conceal %",
+        "conceal ev",
+        "leg kbit/s",
+        "recorded %",
+        "max gap",
+        "min width",
+    )
+    print(" | ".join(head))
+    for r in rows:
+        if r.error:
+            print(f"{r.profile} | {r.plane} | {r.parties} | {r.error}")
+            continue
+        print(
+            " | ".join(
+                [
+                    r.profile,
+                    r.plane,
+                    str(r.parties),
+                    fmt(r.up_s, ".1f"),
+                    fmt(r.kbps),
+                    fmt(r.fps, ".1f"),
+                    str(r.freezes),
+                    str(r.width),
+                    fmt(r.conceal_pct, ".2f"),
+                    str(r.conceal_events),
+                    fmt(r.leg_kbps),
+                    fmt(r.recorded_pct, ".2f"),
+                    fmt(r.max_gap),
+                    fmt(r.min_width),
+                ]
+            ),
+            flush=True,
+        )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--profiles", default="clean,1m,1m-5loss-150ms,1m-10loss-300ms")
+    parser.add_argument("--planes", default="mesh-off,mesh-rec,relay")
+    parser.add_argument("--parties", default="2,4")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    args = parser.parse_args()
+    from playwright.async_api import async_playwright
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="township-") as name:
+        tmp = Path(name)
+        clip = tmp / "camera.y4m"
+        make_clip(clip)
+        async with async_playwright() as pw:
+            for profile in args.profiles.split(","):
+                for parties in (int(p) for p in args.parties.split(",")):
+                    for plane in args.planes.split(","):
+                        run_dir = tmp / f"{profile}-{plane}-{parties}"
+                        row = await one_call(pw, run_dir, clip, profile, plane, parties, args)
+                        rows.append(row)
+                        print_table([row])
+                        shutil.rmtree(run_dir, ignore_errors=True)
+    print()
+    print_table(rows)
+    summary(rows)
+
+
+def summary(rows: list[Row]) -> None:
+    def kbps(plane: str) -> float | None:
+        found = [
+            r.kbps
+            for r in rows
+            if r.profile == "1m-5loss-150ms" and r.parties == 2 and r.plane == plane and not r.error
+        ]
+        return statistics.median(found) if found else None
+
+    base, relay, old = kbps("mesh-off"), kbps("relay"), kbps("mesh-rec")
+    recorded = [r.recorded_pct for r in rows if r.recorded_pct is not None and r.plane == "relay"]
+    x = f"{100 * relay / base:.0f}" if base and relay is not None else "-"
+    x_old = f"{100 * old / base:.0f}" if base and old is not None else "-"
+    y = f"{min(recorded):.1f}" if recorded else "-"
+    print(f"(old plane, mesh + recording leg: {x_old}% of without)")
+    print(
+        f"township: live bitrate with recording >= {x}% of without at 1 Mbit/s + 5% loss; "
+        f"recorded frames {y}%"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
