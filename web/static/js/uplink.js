@@ -1,0 +1,210 @@
+// Weak-network behaviour of the call page: audio keeps priority over video, the
+// page falls back to still pictures when the uplink cannot carry video (or when
+// the doctor switches to low bandwidth by hand), and shows what the uplink
+// carries. The decisions are in uplink-policy.js (pure); this module measures,
+// applies and shows.
+//
+// It works on whatever connections carry our camera and microphone, given by two
+// functions of the page: senders() (the RTCRtpSenders of our tracks, on every
+// connection that sends them) and connections() (the RTCPeerConnections whose
+// stats describe our uplink). It re-reads both on every tick, so connections
+// that come and go (peers, the recording leg, a server relay) need no hooks:
+// within TICK_MS a new sender gets its priority and the current mode.
+//
+// The hand switch is kept in localStorage (STORAGE_KEY): a clinic's link is the
+// same from one call to the next, so a doctor who needed it once finds it on.
+
+import { $, t } from "./ui.js";
+import * as policy from "./uplink-policy.js";
+
+const TICK_MS = 2000;
+const HISTORY = 30;
+export const STORAGE_KEY = "teleconsult.lowBandwidth";
+
+function readManual(storage) {
+  try {
+    return storage?.getItem(STORAGE_KEY) === "on";
+  } catch {
+    return false;
+  }
+}
+
+export class Uplink {
+  // onChange(uplink): after every tick and every switch (uplink.view() to show it).
+  constructor({ senders, connections, onChange = () => {}, storage = globalThis.localStorage, now = () => performance.now() }) {
+    this.senders = senders;
+    this.connections = connections;
+    this.onChange = onChange;
+    this.storage = storage;
+    this.now = now;
+    this.manual = readManual(storage);
+    this.auto = policy.initialAuto();
+    this.counters = new WeakMap(); // pc -> counters of its previous report
+    this.memos = new WeakMap(); // sender -> what planSender keeps
+    this.last = null; // the last combined sample
+    this.history = []; // sent kbit/s, for the sparkline
+    this.lossHistory = []; // loss %, drawn under it
+    this.timer = null;
+    this.busy = false;
+  }
+
+  get decision() {
+    return policy.decide(this.auto, this.manual);
+  }
+
+  start() {
+    if (this.timer) return;
+    this.timer = setInterval(() => this.tick(), TICK_MS);
+    this.tick();
+  }
+
+  stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  // The low-bandwidth switch: on (stills) or off (back to what the link allows,
+  // measured anew).
+  async setManual(on) {
+    this.manual = Boolean(on);
+    this.auto = policy.initialAuto();
+    try {
+      if (this.manual) this.storage?.setItem(STORAGE_KEY, "on");
+      else this.storage?.removeItem(STORAGE_KEY);
+    } catch {
+      // Storage refused (private mode): the switch still works for this page.
+    }
+    await this.applyAll();
+    this.onChange(this);
+  }
+
+  async tick() {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      await this.measure();
+      await this.applyAll();
+    } finally {
+      this.busy = false;
+    }
+    this.onChange(this);
+  }
+
+  async measure() {
+    const now = this.now();
+    const samples = [];
+    for (const pc of this.connections()) {
+      if (!pc || pc.connectionState === "closed") continue;
+      try {
+        const { sample, counters } = policy.readUplink(await pc.getStats(), this.counters.get(pc), now);
+        this.counters.set(pc, counters);
+        if (pc.connectionState === "connected") samples.push(sample);
+      } catch {
+        // A connection closed under us: the next tick does without it.
+      }
+    }
+    this.last = policy.combine(samples);
+    if (this.last && this.last.sentKbps !== null) {
+      this.history.push(this.last.sentKbps);
+      this.lossHistory.push(this.last.lossPct || 0);
+      if (this.history.length > HISTORY) this.history.shift();
+      if (this.lossHistory.length > HISTORY) this.lossHistory.shift();
+    }
+    if (!this.manual) this.auto = policy.step(this.auto, this.last, now);
+  }
+
+  // Every sender gets its priority and the current mode's limits.
+  async applyAll() {
+    const { mode } = this.decision;
+    for (const sender of this.senders()) {
+      const track = sender && sender.track;
+      if (!track || (track.kind !== "audio" && track.kind !== "video")) continue;
+      const settings = track.kind === "video" && track.getSettings ? track.getSettings() : {};
+      const plan = policy.planSender(track.kind, sender.getParameters(), mode, this.memos.get(sender), settings);
+      if (!plan.changed) {
+        this.memos.set(sender, plan.memo);
+        continue;
+      }
+      try {
+        await sender.setParameters(plan.params);
+        this.memos.set(sender, plan.memo);
+      } catch (error) {
+        // Not negotiated yet, or a parameter this browser refuses: next tick.
+        console.debug("uplink parameters", track.kind, error);
+      }
+    }
+  }
+
+  // What the page shows.
+  view() {
+    const { mode, reason } = this.decision;
+    return { mode, reason, sample: this.last, level: policy.uplinkLevel(this.last), history: this.history, lossHistory: this.lossHistory };
+  }
+}
+
+// -- showing --------------------------------------------------------------------------
+
+function formatKbps(kbps) {
+  if (kbps === null || kbps === undefined) return "–";
+  return kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbps)} kbit/s`;
+}
+
+const LEVEL_NAMES = { 4: "good", 3: "fair", 2: "fair", 1: "poor", 0: "unknown" };
+
+// The uplink indicator (#uplink), the notice of still mode (#uplink-notice) and
+// the low-bandwidth control (#ctl-low-bandwidth) of call.html.
+export class UplinkView {
+  constructor({ onSwitch }) {
+    this.box = $("uplink");
+    this.notice = $("uplink-notice");
+    this.button = $("ctl-low-bandwidth");
+    this.switching = false;
+    this.finished = false;
+    this.button.addEventListener("click", async () => {
+      const on = this.button.getAttribute("aria-pressed") !== "true";
+      this.switching = true;
+      this.button.disabled = true;
+      try {
+        await onSwitch(on);
+      } finally {
+        this.switching = false;
+        this.button.disabled = this.finished;
+      }
+    });
+  }
+
+  // sendsVideo: whether we send a camera picture at all (not in audio-only mode).
+  render(uplink, { sendsVideo = true, finished = false } = {}) {
+    this.finished = finished;
+    const { mode, reason, sample, level, history, lossHistory } = uplink.view();
+    const manual = reason === "manual";
+    this.button.setAttribute("aria-pressed", manual ? "true" : "false");
+    this.button.querySelector(".ctl-label").textContent = manual ? t("call.low_bandwidth.off") : t("call.low_bandwidth.on");
+    this.button.disabled = this.switching || finished;
+    this.button.title = t("call.low_bandwidth.hint");
+
+    const still = mode === "still" && sendsVideo && !finished;
+    this.notice.hidden = !still;
+    this.notice.dataset.reason = still ? reason : "";
+    this.notice.textContent = still ? t(`call.uplink.${reason}`) : "";
+
+    this.box.hidden = finished;
+    this.box.dataset.level = String(level);
+    this.box.dataset.mode = mode;
+    this.box.querySelector("polyline").setAttribute("points", policy.sparkPoints(history));
+    this.box.querySelector("path.loss").setAttribute("d", policy.columnsPath(lossHistory));
+    const rows = [
+      [t("call.uplink.sending"), formatKbps(sample ? sample.sentKbps : null), "kbps"],
+      [t("call.stat.loss"), sample && sample.lossPct !== null ? `${sample.lossPct.toFixed(1)} %` : "–", "loss"],
+      [t("call.stat.rtt"), sample && sample.rttMs !== null ? `${Math.round(sample.rttMs)} ms` : "–", "rtt"],
+    ];
+    for (const [label, value, key] of rows) {
+      const dd = this.box.querySelector(`[data-stat="${key}"]`);
+      dd.textContent = value;
+      dd.previousElementSibling.textContent = label;
+    }
+    const summary = `${t("call.uplink.title")}: ${t(`call.quality.${LEVEL_NAMES[level]}`)}`;
+    this.box.title = [summary, ...rows.map(([label, value]) => `${label}: ${value}`)].join("\n");
+    this.box.setAttribute("aria-label", summary);
+  }
+}
