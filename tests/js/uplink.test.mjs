@@ -225,7 +225,7 @@ test("stills: one frame a second, a low cap, a smaller picture; back to normal r
   assert.equal(still.changed, true);
   assert.equal(e.maxFramerate, p.STILL.maxFramerate);
   assert.equal(e.maxBitrate, p.STILL.maxBitrate);
-  assert.equal(e.scaleResolutionDownBy, 1.33); // 480 x 360 out of 640 x 480
+  assert.equal(e.scaleResolutionDownBy, 1.34); // 477 x 358 out of 640 x 480
   assert.equal(still.params.degradationPreference, "maintain-resolution");
   assert.equal(p.planSender("video", still.params, "still", still.memo, { width: 640, height: 480 }).changed, false);
 

@@ -224,7 +224,7 @@ export function decide(auto, manual) {
 export function stillScale(width, height) {
   const longSide = Math.max(width || 0, height || 0);
   if (!longSide) return 2;
-  return Math.max(1, Math.round((longSide / STILL.longSide) * 100) / 100);
+  return Math.max(1, Math.ceil((longSide / STILL.longSide) * 100) / 100);
 }
 
 const PRIORITY = {
