@@ -1,4 +1,5 @@
-"""Weak networks in a real call: audio first, and the low-bandwidth switch.
+"""Weak networks in a real call: audio first, the low-bandwidth switch, and the
+fall-back to stills when the link cannot carry video.
 
 The clinic doctor's page sends its microphone at high priority. Switching to low
 bandwidth by hand turns the clinic's video into stills (one frame a second at a
@@ -6,12 +7,19 @@ low bitrate), as the specialist's page measures it in getStats, while the voice
 goes on; switching back brings the video back. The notice and the uplink
 indicator are on screen meanwhile (screenshots in both languages, narrow and
 wide, go to ``screenshots/``).
+
+Then a 300 kbit/s bottleneck (tbf on the namespace's lo, which every packet of
+the call crosses; the kernel here has no netem) makes both pages fall back to
+stills by themselves, with the voice still heard, and go back to video once the
+bottleneck is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +28,7 @@ import pytest
 from web.settings import Settings
 
 from ..scenario import Scenario
-from .conftest import LOOPBACK_NETWORKS, NetNs, video_flowing
+from .conftest import LOOPBACK_NETWORKS, NetNs, _require, video_flowing
 
 pytestmark = pytest.mark.browser
 
@@ -183,3 +191,65 @@ async def test_audio_first_and_the_low_bandwidth_switch(
 
     for page, problems in ((clinic, clinic_problems), (cardio, cardio_problems)):
         assert await problems.collect(page) == []
+
+
+async def test_a_link_too_weak_for_video_falls_back_to_stills_and_recovers(
+    open_as: Any, scenario: Scenario, netns: NetNs, screenshots_dir: Path
+) -> None:
+    tc = shutil.which("tc")
+    _require(tc is not None, "tc is missing (apt-get install iproute2)")
+    assert tc is not None
+    wide = {"width": 1280, "height": 860}
+    _, clinic, clinic_problems = await open_as("clinic1", viewport=wide)  # zh_CN
+    _, cardio, cardio_problems = await open_as("cardio1", locale="en", viewport=wide)
+    cid = (await scenario.consultation("accepted")).id
+    await clinic.goto(f"/consultations/{cid}/call")
+    await cardio.goto(f"/consultations/{cid}/call")
+    for page in (clinic, cardio):
+        await video_flowing(page, 1, label="before-bottleneck")
+    assert await clinic.locator("#uplink-notice").is_hidden()
+
+    bottleneck = ["qdisc", "add", "dev", "lo", "root", "tbf", "rate", "300kbit"]
+    bottleneck += ["burst", "10kb", "latency", "400ms"]
+    await run(netns.command(tc, *bottleneck))
+    try:
+        started = time.monotonic()
+        auto = '#uplink-notice[data-reason="auto"]'
+        await clinic.locator(auto).wait_for(timeout=45_000)
+        print(f"stills after {time.monotonic() - started:.1f}s: {await uplink(clinic)}")
+        assert "承载不了视频" in (await clinic.locator(auto).text_content() or "")
+        await cardio.locator(auto).wait_for(timeout=20_000)
+        assert "cannot carry video" in (await cardio.locator(auto).text_content() or "")
+        # The hand switch is not on: this is the page's own decision.
+        assert await clinic.get_attribute("#ctl-low-bandwidth", "aria-pressed") == "false"
+        for page, locale in ((clinic, "zh_CN"), (cardio, "en")):
+            await page.screenshot(path=str(screenshots_dir / f"call-weak-link-{locale}-1280.png"))
+        stills = await receive(cardio, 4.0)
+        print(f"behind the bottleneck: {stills}")
+        assert stills.fps <= 1.5, stills
+        assert stills.audio_kbps > 10, stills  # the voice goes on
+    finally:
+        await run(netns.command(tc, "qdisc", "del", "dev", "lo", "root"))
+
+    gone = time.monotonic()
+    await clinic.locator("#uplink-notice").wait_for(state="hidden", timeout=60_000)
+    print(f"video again {time.monotonic() - gone:.1f}s after the bottleneck went")
+    await video_flowing(cardio, 1, label="after-bottleneck", timeout_ms=20_000)
+    for page, problems in ((clinic, clinic_problems), (cardio, cardio_problems)):
+        assert await problems.collect(page) == []
+
+
+async def run(argv: list[str]) -> None:
+    process = await asyncio.create_subprocess_exec(*argv)
+    assert await process.wait() == 0, argv
+
+
+UPLINK = """() => {
+  const v = window.__call.uplink();
+  return JSON.stringify({ mode: v.mode, reason: v.reason, level: v.level, sample: v.sample });
+}"""
+
+
+async def uplink(page: Any) -> str:
+    """The page's own view of its uplink, for the log."""
+    return str(await page.evaluate(UPLINK))
