@@ -29,7 +29,8 @@ import { RecordingLeg } from "./recording.js";
 import { RecordsPanel } from "./records.js";
 import { CallSignaling } from "./signaling.js";
 import { PAGE, setPushStatus } from "./ui.js";
-import { Uplink, UplinkView } from "./uplink.js";
+import { Uplink } from "./uplink.js";
+import { UplinkView } from "./uplink-view.js";
 
 const STATS_MS = 2000;
 // How long a connection to someone absent after a server restart is kept: the

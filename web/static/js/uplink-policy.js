@@ -97,8 +97,11 @@ export function readUplink(report, previous, now) {
         video = video || s.active !== false;
         videoBytes += s.bytesSent || 0;
         frames += s.framesSent || s.framesEncoded || 0;
-        if (typeof s.framesPerSecond === "number") fpsReported = Math.max(fpsReported || 0, s.framesPerSecond);
-        if (s.qualityLimitationReason && s.qualityLimitationReason !== "none") limitation = s.qualityLimitationReason;
+        if (typeof s.framesPerSecond === "number") {
+          fpsReported = Math.max(fpsReported || 0, s.framesPerSecond);
+        }
+        const reason = s.qualityLimitationReason;
+        if (reason && reason !== "none") limitation = reason;
       }
     } else if (s.type === "remote-inbound-rtp") {
       lost += Math.max(0, s.packetsLost || 0);
@@ -107,7 +110,8 @@ export function readUplink(report, previous, now) {
     }
   }
   const pair = selectedPair(byId);
-  const available = pair && typeof pair.availableOutgoingBitrate === "number" ? pair.availableOutgoingBitrate : null;
+  const estimate = pair && pair.availableOutgoingBitrate;
+  const available = typeof estimate === "number" ? estimate : null;
   let rtt = pair && typeof pair.currentRoundTripTime === "number" ? pair.currentRoundTripTime : null;
   if (rtt === null && rtcpRtts.length) rtt = Math.max(...rtcpRtts);
 
@@ -131,7 +135,9 @@ export function readUplink(report, previous, now) {
       lost: dLost,
       sent: Math.max(0, dSent),
       lossPct,
-      video: video ? { fps, kbps: previous ? rate(videoBytes, previous.videoBytes) : null, limitation } : null,
+      video: video
+        ? { fps, kbps: previous ? rate(videoBytes, previous.videoBytes) : null, limitation }
+        : null,
     },
   };
 }

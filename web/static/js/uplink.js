@@ -1,8 +1,9 @@
 // Weak-network behaviour of the call page: audio keeps priority over video, the
 // page falls back to still pictures when the uplink cannot carry video (or when
 // the doctor switches to low bandwidth by hand), and shows what the uplink
-// carries. The decisions are in uplink-policy.js (pure); this module measures,
-// applies and shows.
+// carries. The decisions are in uplink-policy.js (pure); this module measures
+// and applies (no DOM: tests/js runs it with fake connections); uplink-view.js
+// shows.
 //
 // It works on whatever connections carry our camera and microphone, given by two
 // functions of the page: senders() (the RTCRtpSenders of our tracks, on every
@@ -14,7 +15,6 @@
 // The hand switch is kept in localStorage (STORAGE_KEY): a clinic's link is the
 // same from one call to the next, so a doctor who needed it once finds it on.
 
-import { $, t } from "./ui.js";
 import * as policy from "./uplink-policy.js";
 
 const TICK_MS = 2000;
@@ -31,7 +31,13 @@ function readManual(storage) {
 
 export class Uplink {
   // onChange(uplink): after every tick and every switch (uplink.view() to show it).
-  constructor({ senders, connections, onChange = () => {}, storage = globalThis.localStorage, now = () => performance.now() }) {
+  constructor({
+    senders,
+    connections,
+    onChange = () => {},
+    storage = globalThis.localStorage,
+    now = () => performance.now(),
+  }) {
     this.senders = senders;
     this.connections = connections;
     this.onChange = onChange;
@@ -46,6 +52,7 @@ export class Uplink {
     this.lossHistory = []; // loss %, drawn under it
     this.timer = null;
     this.busy = false;
+    this.applying = Promise.resolve(); // one setParameters round at a time
   }
 
   get decision() {
@@ -113,14 +120,22 @@ export class Uplink {
     if (!this.manual) this.auto = policy.step(this.auto, this.last, now);
   }
 
-  // Every sender gets its priority and the current mode's limits.
-  async applyAll() {
+  // Every sender gets its priority and the current mode's limits. Rounds run
+  // one after the other: a getParameters/setParameters pair that overlaps
+  // another on the same sender is refused (its transactionId is stale).
+  applyAll() {
+    this.applying = this.applying.then(() => this.applyRound());
+    return this.applying;
+  }
+
+  async applyRound() {
     const { mode } = this.decision;
     for (const sender of this.senders()) {
       const track = sender && sender.track;
       if (!track || (track.kind !== "audio" && track.kind !== "video")) continue;
       const settings = track.kind === "video" && track.getSettings ? track.getSettings() : {};
-      const plan = policy.planSender(track.kind, sender.getParameters(), mode, this.memos.get(sender), settings);
+      const memo = this.memos.get(sender);
+      const plan = policy.planSender(track.kind, sender.getParameters(), mode, memo, settings);
       if (!plan.changed) {
         this.memos.set(sender, plan.memo);
         continue;
@@ -138,73 +153,13 @@ export class Uplink {
   // What the page shows.
   view() {
     const { mode, reason } = this.decision;
-    return { mode, reason, sample: this.last, level: policy.uplinkLevel(this.last), history: this.history, lossHistory: this.lossHistory };
-  }
-}
-
-// -- showing --------------------------------------------------------------------------
-
-function formatKbps(kbps) {
-  if (kbps === null || kbps === undefined) return "–";
-  return kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbps)} kbit/s`;
-}
-
-const LEVEL_NAMES = { 4: "good", 3: "fair", 2: "fair", 1: "poor", 0: "unknown" };
-
-// The uplink indicator (#uplink), the notice of still mode (#uplink-notice) and
-// the low-bandwidth control (#ctl-low-bandwidth) of call.html.
-export class UplinkView {
-  constructor({ onSwitch }) {
-    this.box = $("uplink");
-    this.notice = $("uplink-notice");
-    this.button = $("ctl-low-bandwidth");
-    this.switching = false;
-    this.finished = false;
-    this.button.addEventListener("click", async () => {
-      const on = this.button.getAttribute("aria-pressed") !== "true";
-      this.switching = true;
-      this.button.disabled = true;
-      try {
-        await onSwitch(on);
-      } finally {
-        this.switching = false;
-        this.button.disabled = this.finished;
-      }
-    });
-  }
-
-  // sendsVideo: whether we send a camera picture at all (not in audio-only mode).
-  render(uplink, { sendsVideo = true, finished = false } = {}) {
-    this.finished = finished;
-    const { mode, reason, sample, level, history, lossHistory } = uplink.view();
-    const manual = reason === "manual";
-    this.button.setAttribute("aria-pressed", manual ? "true" : "false");
-    this.button.querySelector(".ctl-label").textContent = manual ? t("call.low_bandwidth.off") : t("call.low_bandwidth.on");
-    this.button.disabled = this.switching || finished;
-    this.button.title = t("call.low_bandwidth.hint");
-
-    const still = mode === "still" && sendsVideo && !finished;
-    this.notice.hidden = !still;
-    this.notice.dataset.reason = still ? reason : "";
-    this.notice.textContent = still ? t(`call.uplink.${reason}`) : "";
-
-    this.box.hidden = finished;
-    this.box.dataset.level = String(level);
-    this.box.dataset.mode = mode;
-    this.box.querySelector("polyline").setAttribute("points", policy.sparkPoints(history));
-    this.box.querySelector("path.loss").setAttribute("d", policy.columnsPath(lossHistory));
-    const rows = [
-      [t("call.uplink.sending"), formatKbps(sample ? sample.sentKbps : null), "kbps"],
-      [t("call.stat.loss"), sample && sample.lossPct !== null ? `${sample.lossPct.toFixed(1)} %` : "–", "loss"],
-      [t("call.stat.rtt"), sample && sample.rttMs !== null ? `${Math.round(sample.rttMs)} ms` : "–", "rtt"],
-    ];
-    for (const [label, value, key] of rows) {
-      const dd = this.box.querySelector(`[data-stat="${key}"]`);
-      dd.textContent = value;
-      dd.previousElementSibling.textContent = label;
-    }
-    const summary = `${t("call.uplink.title")}: ${t(`call.quality.${LEVEL_NAMES[level]}`)}`;
-    this.box.title = [summary, ...rows.map(([label, value]) => `${label}: ${value}`)].join("\n");
-    this.box.setAttribute("aria-label", summary);
+    return {
+      mode,
+      reason,
+      sample: this.last,
+      level: policy.uplinkLevel(this.last),
+      history: this.history,
+      lossHistory: this.lossHistory,
+    };
   }
 }
