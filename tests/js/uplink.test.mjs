@@ -87,15 +87,19 @@ test("audio only: no video in the sample, and nothing says the link is bad", () 
   assert.equal(p.isBad(p.combine([sample])), false);
 });
 
-test("several connections: totals and loss over all, the worst estimate and frame rate decide", () => {
+test("several connections: totals and loss over all; the one that does best decides", () => {
   const a = { sentKbps: 500, availableKbps: 900, rttMs: 100, lost: 1, sent: 100, lossPct: 1, video: { fps: 24, kbps: 450, limitation: null } };
   const b = { sentKbps: 200, availableKbps: 140, rttMs: 300, lost: 9, sent: 100, lossPct: 9, video: { fps: 2, kbps: 150, limitation: "bandwidth" } };
   const c = p.combine([a, null, b]);
   assert.equal(c.sentKbps, 700);
-  assert.equal(c.availableKbps, 140);
+  assert.equal(c.availableKbps, 900);
   assert.equal(c.rttMs, 300);
   assert.equal(c.lossPct, 5);
-  assert.deepEqual(c.video, { fps: 2, kbps: 600, limitation: "bandwidth" });
+  assert.deepEqual(c.video, { fps: 24, kbps: 600, limitation: null });
+  assert.equal(p.isBad(c), false);
+  // One connection's weak estimate (a participant's downlink, the recorder)
+  // does not put the whole page on stills; all of them weak does.
+  assert.equal(p.isBad(p.combine([b, { ...b, availableKbps: 120 }])), true);
   assert.equal(p.combine([]), null);
 });
 
