@@ -224,7 +224,8 @@ async def test_a_link_too_weak_for_video_falls_back_to_stills_and_recovers(
         assert await clinic.get_attribute("#ctl-low-bandwidth", "aria-pressed") == "false"
         for page, locale in ((clinic, "zh_CN"), (cardio, "en")):
             await page.screenshot(path=str(screenshots_dir / f"call-weak-link-{locale}-1280.png"))
-        stills = await receive(cardio, 4.0)
+        await asyncio.sleep(3)  # what was queued at the bottleneck drains
+        stills = await receive(cardio)
         print(f"behind the bottleneck: {stills}")
         assert stills.fps <= 1.5, stills
         assert stills.audio_kbps > 10, stills  # the voice goes on
