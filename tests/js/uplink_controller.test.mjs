@@ -115,9 +115,15 @@ test("storage that refuses does not stop the switch", async () => {
   storage.setItem = () => {
     throw new Error("QuotaExceededError");
   };
+  storage.getItem = () => {
+    throw new Error("SecurityError");
+  };
   const { uplink, video } = setup({ storage });
+  assert.equal(uplink.manual, false);
   await uplink.setManual(true);
   assert.equal(video.params.encodings[0].maxFramerate, STILL.maxFramerate);
+  // Without localStorage at all (node has none here): off, and no error.
+  assert.equal(new Uplink({ senders: () => [], connections: () => [] }).manual, false);
 });
 
 test("a weak link measured for ENTER_MS puts the page on stills; a good one does not", async () => {

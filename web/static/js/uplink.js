@@ -21,6 +21,15 @@ const TICK_MS = 2000;
 const HISTORY = 30;
 export const STORAGE_KEY = "teleconsult.lowBandwidth";
 
+// The page's localStorage, or null where reading it throws (storage blocked).
+function localStore() {
+  try {
+    return globalThis.localStorage || null;
+  } catch {
+    return null;
+  }
+}
+
 function readManual(storage) {
   try {
     return storage?.getItem(STORAGE_KEY) === "on";
@@ -35,7 +44,7 @@ export class Uplink {
     senders,
     connections,
     onChange = () => {},
-    storage = globalThis.localStorage,
+    storage = localStore(),
     now = () => performance.now(),
   }) {
     this.senders = senders;
@@ -124,7 +133,9 @@ export class Uplink {
   // one after the other: a getParameters/setParameters pair that overlaps
   // another on the same sender is refused (its transactionId is stale).
   applyAll() {
-    this.applying = this.applying.then(() => this.applyRound());
+    this.applying = this.applying.then(() => this.applyRound()).catch((error) => {
+      console.debug("uplink parameters", error); // the next round tries again
+    });
     return this.applying;
   }
 
@@ -133,14 +144,14 @@ export class Uplink {
     for (const sender of this.senders()) {
       const track = sender && sender.track;
       if (!track || (track.kind !== "audio" && track.kind !== "video")) continue;
-      const settings = track.kind === "video" && track.getSettings ? track.getSettings() : {};
-      const memo = this.memos.get(sender);
-      const plan = policy.planSender(track.kind, sender.getParameters(), mode, memo, settings);
-      if (!plan.changed) {
-        this.memos.set(sender, plan.memo);
-        continue;
-      }
       try {
+        const settings = track.kind === "video" && track.getSettings ? track.getSettings() : {};
+        const memo = this.memos.get(sender);
+        const plan = policy.planSender(track.kind, sender.getParameters(), mode, memo, settings);
+        if (!plan.changed) {
+          this.memos.set(sender, plan.memo);
+          continue;
+        }
         await sender.setParameters(plan.params);
         this.memos.set(sender, plan.memo);
       } catch (error) {
