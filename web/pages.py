@@ -377,6 +377,21 @@ CALL_STRINGS: dict[str, str] = {
     "call.rec.ended": N_("The recording has ended."),
     "call.rec.unknown": N_("Recording status unknown while reconnecting…"),
     "call.rec.not_recorded": N_("Not being recorded"),
+    # Weak networks (uplink.js).
+    "call.uplink.title": N_("Your uplink"),
+    "call.uplink.sending": N_("Sending"),
+    "call.uplink.auto": N_(
+        "Your connection cannot carry video now: the others hear you and see a still "
+        "picture of you every second. Video comes back when the connection recovers."
+    ),
+    "call.uplink.manual": N_(
+        "Low bandwidth: the others hear you and see a still picture of you every second."
+    ),
+    "call.low_bandwidth.on": N_("Low bandwidth"),
+    "call.low_bandwidth.off": N_("Normal video"),
+    "call.low_bandwidth.hint": N_(
+        "For a weak connection: keeps your voice and sends a still picture every second"
+    ),
 }
 
 # Consultations in these states have a call to join.

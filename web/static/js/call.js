@@ -33,6 +33,8 @@ import { RelayLink } from "./relay-link.js";
 import { RecordsPanel } from "./records.js";
 import { CallSignaling } from "./signaling.js";
 import { PAGE, setPushStatus } from "./ui.js";
+import { Uplink } from "./uplink.js";
+import { UplinkView } from "./uplink-view.js";
 
 const STATS_MS = 2000;
 // How long a connection to someone absent after a server restart is kept: the
@@ -57,6 +59,11 @@ function render() {
   tiles.render(state, links);
   chat.render(state);
   controls.render(state);
+  renderUplink();
+}
+
+function renderUplink() {
+  uplinkView.render(uplink, { sendsVideo: call.mediaState(state).video, finished: Boolean(state.finished) });
 }
 
 const signaling = new CallSignaling({
@@ -79,6 +86,21 @@ const records = new RecordsPanel({
 const recordingLeg = new RecordingLeg({
   signaling,
   onChange: (leg) => update(call.legChanged(state, leg)),
+});
+
+// Weak networks (uplink.js): audio before video on every connection that carries
+// our camera and microphone, stills when the uplink cannot carry video. These
+// two functions say which connections those are; uplink.js reads them anew
+// every few seconds.
+function uplinkConnections() {
+  const pcs = [...links.values()].filter(({ peer }) => !peer.closed).map(({ peer }) => peer.pc);
+  if (recordingLeg.pc) pcs.push(recordingLeg.pc);
+  return pcs;
+}
+const uplink = new Uplink({
+  senders: () => uplinkConnections().flatMap((pc) => pc.getSenders()),
+  connections: uplinkConnections,
+  onChange: renderUplink,
 });
 
 // What we send to each peer now: the tracks, and no video in audio-only mode.
@@ -162,6 +184,7 @@ const EFFECTS = {
     for (const track of [local.audio, local.video]) if (track) track.stop();
     controls.showLocal(null);
     records.setLive(false);
+    uplink.stop();
   },
   warn: ({ code }) => console.warn("signaling error", code),
 };
@@ -169,6 +192,8 @@ const EFFECTS = {
 // -- the views and what their buttons do --------------------------------------------
 
 const tiles = new Tiles();
+
+const uplinkView = new UplinkView({ onSwitch: (on) => uplink.setManual(on) });
 
 const chat = new Chat({
   onSend(text) {
@@ -270,6 +295,7 @@ window.__call = Object.freeze({
     unrecorded: call.recordingView(state).unrecorded,
   }),
   remoteVideo: (peerId) => tiles.video(peerId),
+  uplink: () => uplink.view(),
 });
 
 async function start() {
@@ -284,6 +310,7 @@ async function start() {
   update(call.mediaOpened(state, { audio: Boolean(audio), video: Boolean(video), problems }));
   signaling.start();
   setInterval(sampleQuality, STATS_MS);
+  uplink.start();
 }
 
 start();
