@@ -93,7 +93,9 @@ const recordingLeg = new RecordingLeg({
 // two functions say which connections those are; uplink.js reads them anew
 // every few seconds.
 function uplinkConnections() {
-  const pcs = [...links.values()].filter(({ peer }) => !peer.closed).map(({ peer }) => peer.pc);
+  // Relayed, the links only receive: the recording leg is our one uplink.
+  const peers = state.relay ? [] : [...links.values()].filter(({ peer }) => !peer.closed);
+  const pcs = peers.map(({ peer }) => peer.pc);
   if (recordingLeg.pc) pcs.push(recordingLeg.pc);
   return pcs;
 }
