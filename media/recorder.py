@@ -183,6 +183,7 @@ class Recorder:
                     leg.receivers.append(transceiver.receiver)
                 elif transceiver.kind == "audio" and codec == "opus":
                     audio = True
+                    seam.audio_in_arrival_order(transceiver.receiver)
             fmt = CONTAINER_FOR[video_codec]
             leg.writer = TrackWriter(
                 self.partial_path(key, fmt), video_codec=video_codec, audio=audio, t0=leg.t0

@@ -119,6 +119,27 @@ SENDING = """async () => {
 }"""
 
 
+# The call as a page sees it, for a call that did not come up.
+DIAGNOSIS = """async () => {
+  const c = window.__call;
+  if (!c) return location.pathname;
+  const pcs = [];
+  for (const pc of window.__pcs || []) {
+    const v = {};
+    (await pc.getStats()).forEach((s) => {
+      if (s.kind === "video" && (s.type === "inbound-rtp" || s.type === "outbound-rtp")) {
+        v[s.type] = [s.packetsReceived ?? s.packetsSent, s.framesDecoded ?? s.framesSent,
+                     s.keyFramesDecoded ?? s.keyFramesEncoded, s.nackCount, s.pliCount,
+                     s.frameWidth, s.packetsLost, s.qualityLimitationReason];
+      }
+    });
+    pcs.push([pc.connectionState, v]);
+  }
+  return JSON.stringify({ state: c.state, mode: c.mode(), peers: c.peers().length,
+                          rec: c.recording().state, pcs });
+}"""
+
+
 @dataclasses.dataclass
 class Row:
     profile: str
@@ -264,11 +285,16 @@ async def one_call(
                 await login(browsers["hospital"], base, u, clip)
                 for u in HOSPITAL_USERS[: parties - 1]
             ]
-            began = time.monotonic()
+            joined = "() => window.__call && window.__call.state.status === 'joined'"
             await clinic.goto(f"/consultations/{cid}/call")
+            await clinic.wait_for_function(joined, timeout=30_000)
+            clinic_id = await clinic.evaluate("window.__call.peerId")
             for page in hospital:
                 await page.goto(f"/consultations/{cid}/call")
-            clinic_id = await clinic.evaluate("window.__call.peerId")
+            # The call comes up from the moment the last page has joined it.
+            for page in hospital:
+                await page.wait_for_function(joined, timeout=30_000, polling=50)
+            began = time.monotonic()
             viewer = hospital[0]
             try:
                 await viewer.wait_for_function(
@@ -279,7 +305,8 @@ async def one_call(
                     polling=100,
                 )
             except Exception as exc:  # the call did not come up: say so in the table
-                row.error = f"no video: {type(exc).__name__}"
+                seen = [await p.evaluate(DIAGNOSIS) for p in (clinic, viewer)]
+                row.error = f"no video: {type(exc).__name__}: {seen}"
                 return row
             row.up_s = time.monotonic() - began
             await asyncio.sleep(args.warmup)  # the measurement window is a span of time
@@ -300,7 +327,8 @@ async def one_call(
             leg1 = next((s for s in sent1 if s["leg"]), None)
             if leg0 and leg1:
                 row.leg_kbps = (leg1["bytes"] - leg0["bytes"]) * 8 / 1000 / seconds
-            source_frames = leg1["sourceFrames"] if leg1 else 0
+            final = next((s for s in await clinic.evaluate(SENDING) if s["leg"]), None)
+            source_frames = final["sourceFrames"] if final else 0
             await clinic.click("#ctl-end")
             await clinic.click('#end-dialog button[value="end"]')
             await clinic.locator('#call[data-finished="ended"]').wait_for()
