@@ -4,7 +4,7 @@
                                    [--planes mesh-off,mesh-rec,relay]
 
 The clinic (``clinic1``) and the hospital sides (``cardio1``, then ``county1`` and
-``cardio_junior`` for 4 parties) are real Chromium pages; the server is this
+``cardio2`` for 4 parties) are real Chromium pages; the server is this
 process's app. ``tests/netlab.py`` joins a clinic and a hospital network namespace
 through an impaired path (rate, loss, delay in user space); the server and the
 hospital pages live in the hospital namespace, the clinic's page in the clinic's.
@@ -64,7 +64,7 @@ from web.keys import RECORDING  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT, FPS = 640, 480, 24
 CLIP_SECONDS = 6
-HOSPITAL_USERS = ["cardio1", "county1", "cardio_junior"]
+HOSPITAL_USERS = ["cardio1", "county1", "cardio2"]
 
 # Every RTCPeerConnection the page makes (the recording leg is not exposed).
 COUNT_PCS = """
@@ -273,14 +273,12 @@ async def one_call(
                 consultation = await scenario.consultation("accepted")
             cid = consultation.id
             clinic = await login(browsers["clinic"], base, "clinic1", clip)
+            inviter = await scenario.user("clinic1")
             for extra in HOSPITAL_USERS[1 : parties - 1]:
-                token = await clinic.get_attribute('meta[name="csrf-token"]', "content")
-                response = await clinic.request.post(
-                    f"/api/consultations/{cid}/participants",
-                    headers={"X-CSRF-Token": token or ""},
-                    data={"username": extra},
+                status, body = await inviter.post(
+                    f"/api/consultations/{cid}/participants", json={"username": extra}
                 )
-                assert response.status == 201, await response.text()
+                assert status == 201, body
             hospital = [
                 await login(browsers["hospital"], base, u, clip)
                 for u in HOSPITAL_USERS[: parties - 1]
