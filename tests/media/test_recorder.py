@@ -8,12 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiortc.codecs
 import av
 import pytest
 
@@ -21,31 +20,6 @@ from media.recorder import Recorder, RecordingKey
 
 SENDER = Path(__file__).with_name("sender.py")
 ROOT = Path(__file__).parents[2]
-
-
-@pytest.fixture
-def no_codecs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Fail if anything in this (the server's) process creates an encoder or decoder."""
-    made: list[str] = []
-
-    def forbid(name: str, original: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            made.append(name)
-            return original(*args, **kwargs)
-
-        return wrapper
-
-    monkeypatch.setattr(
-        aiortc.codecs, "get_decoder", forbid("get_decoder", aiortc.codecs.get_decoder)
-    )
-    monkeypatch.setattr(
-        aiortc.codecs, "get_encoder", forbid("get_encoder", aiortc.codecs.get_encoder)
-    )
-    monkeypatch.setattr(
-        av.CodecContext, "create", forbid("CodecContext.create", av.CodecContext.create)
-    )
-    yield made
-    assert made == [], f"the server process made codecs: {made}"
 
 
 @pytest.fixture

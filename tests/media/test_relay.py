@@ -22,7 +22,7 @@ from aiortc.mediastreams import MediaStreamError
 from media import seam
 from media.recorder import Recorder, RecordingKey, with_start_bitrate
 
-from .test_recorder import no_codecs, send  # noqa: F401 - fixtures
+from .test_recorder import send
 
 KEY = RecordingKey("c" * 32, "s" * 32)
 
@@ -145,7 +145,7 @@ def file_pictures(codec: str, path: Path) -> set[str]:
 async def test_viewers_get_the_recorded_frames_unchanged_and_start_on_a_keyframe(
     recorder: Recorder,
     no_codecs: list[str],
-    codec: str,  # noqa: F811
+    codec: str,
 ) -> None:
     started = leg_started(recorder)
     sending = asyncio.ensure_future(send(recorder, KEY, "--codec", codec, "--seconds", "6"))
@@ -180,7 +180,7 @@ async def test_viewers_get_the_recorded_frames_unchanged_and_start_on_a_keyframe
 @pytest.mark.slow
 async def test_a_viewers_keyframe_request_reaches_the_source(
     recorder: Recorder,
-    no_codecs: list[str],  # noqa: F811
+    no_codecs: list[str],
 ) -> None:
     started = leg_started(recorder)
     sending = asyncio.ensure_future(send(recorder, KEY, "--seconds", "6"))
