@@ -36,12 +36,15 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import secrets
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +58,13 @@ from aiohttp import web  # noqa: E402
 
 from records.demo import DEMO_PASSWORD  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
-from tests.netlab import HOSPITAL, Link, Profile  # noqa: E402
+from tests.netlab import HOSPITAL, Host, Link, Profile  # noqa: E402
 from tests.scenario import over_http  # noqa: E402
 from web.app import create_app  # noqa: E402
 from web.cli import _load_demo as load_demo_data  # noqa: E402
 from web.keys import RECORDING  # noqa: E402
+from web.settings import NO_SECRET, Secret  # noqa: E402
+from web.tls import ensure_self_signed  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT, FPS = 640, 480, 24
@@ -105,15 +110,21 @@ SENDING = """async () => {
   const out = [];
   for (const pc of window.__pcs) {
     if (pc.connectionState === "closed") continue;
-    let bytes = 0, sourceFrames = 0, sent = 0, width = 0;
-    (await pc.getStats()).forEach((s) => {
+    let bytes = 0, sourceFrames = 0, sent = 0, width = 0, pair = null;
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      const chosen = s.type === "transport" && s.selectedCandidatePairId;
+      if (chosen) pair = report.get(chosen);
       if (s.type === "outbound-rtp" && s.kind === "video") {
         bytes += s.bytesSent || 0; sent += s.framesSent || 0; width = s.frameWidth || width;
       }
       if (s.type === "media-source" && s.kind === "video") sourceFrames = s.frames || 0;
     });
     const leg = !peers.has(pc);
-    if (bytes > 0) out.push({ leg, bytes, sourceFrames, sent, width, t: performance.now() });
+    const local = pair && report.get(pair.localCandidateId);
+    const via = local ? [local.candidateType, local.relayProtocol || local.protocol] : [];
+    const path = via.join("/");
+    if (bytes > 0) out.push({ leg, bytes, sourceFrames, sent, width, path, t: performance.now() });
   }
   return out;
 }"""
@@ -154,6 +165,10 @@ class Row:
     conceal_events: int = 0
     leg_kbps: float | None = None
     recorded_pct: float | None = None
+    # The file against what the browser encoded and sent on the leg: tells the
+    # server's losses from the encoder's own skipped frames.
+    of_sent_pct: float | None = None
+    path: str = ""
     max_gap: int | None = None
     min_width: int | None = None
     error: str = ""
@@ -187,14 +202,77 @@ def wrapper(path: Path, ns: str) -> Path:
     return path
 
 
+TURN_SECRET = secrets.token_hex(16)
+
+
+@contextlib.contextmanager
+def coturn(host: Host, tmp: Path) -> Iterator[tuple[str, ...]]:
+    """coturn on the hospital's address: TURN over TCP on 3478 and TLS on 443.
+
+    For the UDP-blocked profile: the clinic reaches the server only through it.
+    Yields the TURN URLs for the settings.
+    """
+    turnserver = shutil.which("turnserver")
+    if turnserver is None:
+        raise SystemExit("the udp-blocked profile needs coturn (apt-get install coturn)")
+    tmp.mkdir(parents=True, exist_ok=True)
+    cert, key = ensure_self_signed(tmp, [HOSPITAL])
+    process = subprocess.Popen(  # noqa: S603 - fixed arguments
+        host.command(
+            turnserver,
+            "-n",
+            f"--listening-ip={HOSPITAL}",
+            f"--relay-ip={HOSPITAL}",
+            "--listening-port=3478",
+            "--tls-listening-port=443",
+            f"--cert={cert}",
+            f"--pkey={key}",
+            "--use-auth-secret",
+            f"--static-auth-secret={TURN_SECRET}",
+            "--realm=township.bench",
+            "--no-cli",
+            "--no-dtls",
+            "--fingerprint",
+            "--min-port=50000",
+            "--max-port=50999",
+            f"--pidfile={tmp / 'turn.pid'}",
+            f"--userdb={tmp / 'turndb'}",
+            "--log-file=stdout",
+            "--simple-log",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # ready when its TCP listener accepts (we are in its namespace)
+            with socket.socket() as probe:
+                if probe.connect_ex((HOSPITAL, 3478)) == 0:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("coturn did not start")
+            time.sleep(0.05)
+        yield (
+            f"turn:{HOSPITAL}:3478?transport=tcp",
+            f"turns:{HOSPITAL}:443?transport=tcp",
+        )
+    finally:
+        process.terminate()
+        process.wait()
+
+
 @contextlib.asynccontextmanager
-async def server(tmp: Path, plane: str) -> AsyncIterator[tuple[web.Application, str]]:
+async def server(
+    tmp: Path, plane: str, turn_urls: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[web.Application, str]]:
     """The app on the hospital's address (the caller's thread is in its namespace)."""
     settings = make_settings(
         tmp / "data",
         media_plane="relay" if plane == "relay" else "mesh",
         recorder_addresses=(HOSPITAL,),
         ice_allowed_networks=("198.18.0.0/15",),
+        turn_urls=turn_urls,
+        turn_secret=Secret(TURN_SECRET) if turn_urls else NO_SECRET,
     )
     (tmp / "data").mkdir(parents=True, exist_ok=True)
     await load_demo_data(settings)
@@ -256,7 +334,10 @@ async def one_call(
     row = Row(profile, plane, parties)
     async with Link(Profile.named(profile)) as link, contextlib.AsyncExitStack() as stack:
         with link.hospital.entered():
-            app, base = await stack.enter_async_context(server(tmp / f"{plane}-{parties}", plane))
+            turn: tuple[str, ...] = ()
+            if Profile.named(profile).up.block_udp:
+                turn = stack.enter_context(coturn(link.hospital, tmp / "turn"))
+            app, base = await stack.enter_async_context(server(tmp / "server", plane, turn))
             scenario = await stack.enter_async_context(over_http(base))
             browsers = {}
             for side, host in (("clinic", link.clinic), ("hospital", link.hospital)):
@@ -327,6 +408,8 @@ async def one_call(
                 row.leg_kbps = (leg1["bytes"] - leg0["bytes"]) * 8 / 1000 / seconds
             final = next((s for s in await clinic.evaluate(SENDING) if s["leg"]), None)
             source_frames = final["sourceFrames"] if final else 0
+            sent_frames = final["sent"] if final else 0
+            row.path = final["path"] if final else ""
             await clinic.click("#ctl-end")
             await clinic.click('#end-dialog button[value="end"]')
             await clinic.locator('#call[data-finished="ended"]').wait_for()
@@ -335,6 +418,7 @@ async def one_call(
                 if path is not None and source_frames:
                     frames, gap, narrowest = file_facts(path)
                     row.recorded_pct = 100 * frames / source_frames
+                    row.of_sent_pct = 100 * frames / max(sent_frames, 1)
                     row.max_gap, row.min_width = gap, narrowest
     return row
 
@@ -369,8 +453,10 @@ def print_table(rows: list[Row]) -> None:
         "conceal ev",
         "leg kbit/s",
         "recorded %",
+        "of sent %",
         "max gap",
         "min width",
+        "uplink path",
     )
     print(" | ".join(head))
     for r in rows:
@@ -392,8 +478,10 @@ def print_table(rows: list[Row]) -> None:
                     str(r.conceal_events),
                     fmt(r.leg_kbps),
                     fmt(r.recorded_pct, ".2f"),
+                    fmt(r.of_sent_pct, ".2f"),
                     fmt(r.max_gap),
                     fmt(r.min_width),
+                    r.path,
                 ]
             ),
             flush=True,

@@ -111,6 +111,10 @@ async def server(tmp_path: Path, netns: NetNs, demo_database: str) -> AsyncItera
         recorder_addresses="127.0.0.1",
         ice_allowed_networks="127.0.0.0/8,::1/128",
         escalation_check_seconds="3600",
+        # The browser-to-browser plane: its media does not pass through the
+        # server, which is what this test measures across the restart (a
+        # relayed call's picture stops with the server and comes back with it).
+        media_plane="mesh",
         **extra,
     )
     proc = ServerProcess(netns, env, f"http://127.0.0.1:{port}", tmp_path / "server.log")
