@@ -64,11 +64,13 @@ class WorkingCalendar:
         return bool(chinese_calendar.is_workday(day))
 
     def add_working_days(self, start: datetime, days: int) -> datetime:
-        """The moment when ``days`` whole working days have passed since ``start``.
+        """The first moment at which ``days`` whole working days (24 h each) of
+        working time have passed since ``start``.
 
         Time counts only on working days (in China's time): from a Thursday
         10:00 before a weekend, 3 working days end on Tuesday 10:00; from a
-        moment on a day off, counting starts at 0:00 of the next working day.
+        moment on a day off, counting starts at 0:00 of the next working day
+        (from a Saturday, 3 working days end as Wednesday ends).
 
         Args:
             start: a timezone-aware moment.
@@ -77,16 +79,14 @@ class WorkingCalendar:
         Returns:
             A timezone-aware moment in China's time.
         """
-        local = start.astimezone(CHINA)
-        if not self.is_working_day(local.date()):
-            local = datetime.combine(self._next_working_day(local.date()), time(), CHINA)
-        day = local.date()
-        for _ in range(days):
-            day = self._next_working_day(day)
-        return datetime.combine(day, local.timetz())
-
-    def _next_working_day(self, day: date) -> date:
-        day += timedelta(days=1)
-        while not self.is_working_day(day):
-            day += timedelta(days=1)
-        return day
+        cursor = start.astimezone(CHINA)
+        left = timedelta(days=days)
+        while left > timedelta(0):
+            midnight = datetime.combine(cursor.date() + timedelta(days=1), time(), CHINA)
+            if self.is_working_day(cursor.date()):
+                step = min(left, midnight - cursor)
+                cursor += step
+                left -= step
+            else:
+                cursor = midnight
+        return cursor

@@ -110,7 +110,8 @@ class MatchingService(Service):
             }
             out = []
             for c in store.overdue_requests(tx.conn, cutoffs=cutoffs):
-                late = now > deadlines.accept_by(c)
+                # Escalated as the deadline falls (the waiting-time cutoffs count so too).
+                late = now >= deadlines.accept_by(c)
                 data: dict[str, Any] = {"waited_seconds": int((now - c.created_at).total_seconds())}
                 if late:
                     data["deadline"] = "accept"
