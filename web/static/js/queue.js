@@ -68,8 +68,8 @@ function itemMeta(c) {
   return el(
     "div",
     { class: "item-meta" },
-    el("span", { text: pair(t("label.patient"), sexAge(c.patient)) }),
     deadlineClock(c),
+    el("span", { text: pair(t("label.patient"), sexAge(c.patient)) }),
     el("span", {}, `${t("label.requested")} `, ago(c.created_at)),
     c.escalated ? el("span", { class: "text-warn", text: t("label.escalated") }) : null,
   );

@@ -107,16 +107,20 @@ export function refreshTimes() {
   for (const node of document.querySelectorAll("[data-due-by]")) tickDeadline(node);
 }
 
-// "2 d 5 h", "3 h 20 min", "12 min" (whole minutes, rounded up while time is left).
-export function formatDuration(seconds) {
-  const minutes = Math.max(0, Math.ceil(seconds / 60));
+// "2 d 5 h", "3 h 20 min", "12 min": whole minutes, rounded up for the time left
+// and down for the time overdue (never "0 min overdue": at least 1).
+export function formatDuration(seconds, { overdue = false } = {}) {
+  const minutes = overdue ? Math.max(1, Math.floor(seconds / 60)) : Math.max(0, Math.ceil(seconds / 60));
   const d = Math.floor(minutes / 1440);
   const h = Math.floor((minutes % 1440) / 60);
   const m = minutes % 60;
-  if (d > 0) return t("duration.days_hours", { d, h });
-  if (h > 0) return t("duration.hours_minutes", { h, m });
+  if (d > 0) return h > 0 ? t("duration.days_hours", { d, h }) : t("duration.days", { d });
+  if (h > 0) return m > 0 ? t("duration.hours_minutes", { h, m }) : t("duration.hours", { h });
   return t("duration.minutes", { m });
 }
+
+// Time left under which a clock is shown as running short.
+const SOON_SECONDS = 2 * 3600;
 
 // A consultation's clock against its current deadline (signaling/workflow/deadlines.py):
 // time left, or a red "overdue" badge. The server says how many seconds were left
@@ -139,10 +143,12 @@ function tickDeadline(node) {
   const left = (Number(node.dataset.dueBy) - performance.now()) / 1000;
   const overdue = left < 0;
   const kind = node.dataset.deadline;
-  node.className = overdue ? "badge badge-overdue" : "deadline-left";
+  node.className = overdue
+    ? "badge badge-overdue"
+    : `deadline-left${left < SOON_SECONDS ? " deadline-soon" : ""}`;
   node.dataset.overdue = String(overdue);
   node.textContent = t(overdue ? `deadline.${kind}_overdue` : `deadline.${kind}_left`, {
-    time: formatDuration(Math.abs(left)),
+    time: formatDuration(Math.abs(left), { overdue }),
   });
 }
 
