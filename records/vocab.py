@@ -98,6 +98,9 @@ class EventKind(StrEnum):
     RECORDING_INTERRUPTED = "recording_interrupted"
     # a participant ran the pre-call check (camera, microphone, speaker, network)
     PRECALL_CHECKED = "precall_checked"
+    # the consultation passed its completion deadline (accepted but no opinion
+    # signed or referral made in time; ``signaling/workflow/deadlines.py``)
+    COMPLETION_OVERDUE = "completion_overdue"
 
 
 class Sex(StrEnum):

@@ -238,6 +238,7 @@ async def get_consultation(request: web.Request) -> web.StreamResponse:
             consultation=view.consultation,
             patient=view.patient,
             assigned_specialist=view.assigned_specialist,
+            deadline=view.deadline,
         ),
         directory,
         today,

@@ -25,6 +25,7 @@ from signaling.call.ice import IceConfig
 from signaling.workflow.auth import AuthService
 from signaling.workflow.base import Context
 from signaling.workflow.consultations import ConsultationService
+from signaling.workflow.deadlines import Deadlines
 from signaling.workflow.directory import DirectoryService
 from signaling.workflow.documents import DocumentService
 from signaling.workflow.matching import MatchingService
@@ -136,7 +137,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await db.upgrade()
     app[DB] = db
     pushes = ConsultationPushes(app[HUB])
-    ctx = Context(db=db, clock=app[CLOCK], notifier=pushes)
+    ctx = Context(
+        db=db,
+        clock=app[CLOCK],
+        notifier=pushes,
+        deadlines=Deadlines(settings.deadline_rules()),
+    )
     app[AUTH] = AuthService(
         ctx,
         passwords=passwords_for(settings),
@@ -239,7 +245,7 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     tasks = [
         asyncio.create_task(
-            every(settings.escalation_check_seconds, app[MATCHING].escalate_overdue, "escalation")
+            every(settings.escalation_check_seconds, app[MATCHING].check_deadlines, "deadlines")
         ),
         asyncio.create_task(
             every(SESSION_SWEEP_SECONDS, lambda: ws.sweep_sessions(app), "session sweep")

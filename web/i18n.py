@@ -75,6 +75,7 @@ EVENT_LABELS: Mapping[EventKind, str] = {
     EventKind.RECORDING_FAILED: N_("Recording of %(name)s failed"),
     EventKind.RECORDING_INTERRUPTED: N_("%(name)s is not being recorded: the recording stopped"),
     EventKind.PRECALL_CHECKED: N_("%(name)s ran the pre-call check"),
+    EventKind.COMPLETION_OVERDUE: N_("Overdue: not completed by the deadline"),
 }
 
 # One label per error code, for people (the server's English message is for
@@ -256,6 +257,18 @@ JS_STRINGS: Mapping[str, str] = {
     "label.assigned_to": N_("Assigned to"),
     "label.addressed_to_you": N_("Addressed to you"),
     "label.unassigned": N_("Not yet assigned"),
+    # a consultation's clock (signaling/workflow/deadlines.py)
+    "deadline.accept_left": N_("%(time)s left to accept"),
+    "deadline.complete_left": N_("%(time)s left to complete"),
+    "deadline.accept_overdue": N_("Acceptance overdue by %(time)s"),
+    "deadline.complete_overdue": N_("Completion overdue by %(time)s"),
+    "deadline.due_at": N_("Deadline: %(when)s"),
+    "duration.days": N_("%(d)s d"),
+    "duration.days_hours": N_("%(d)s d %(h)s h"),
+    "duration.hours": N_("%(h)s h"),
+    "duration.hours_minutes": N_("%(h)s h %(m)s min"),
+    "duration.minutes": N_("%(m)s min"),
+    "push.overdue": N_("A consultation has passed its deadline."),
     "empty.patients": N_("No patients registered yet."),
     "empty.requests": N_("No requests yet."),
     "empty.queue": N_("No requests are waiting. New ones appear here by themselves."),

@@ -15,6 +15,7 @@ from records.vocab import ErrorCode
 from signaling import jsonlimits
 from signaling.workflow import policy
 from signaling.workflow.consultations import Brief
+from signaling.workflow.deadlines import Deadline
 from web.errors import api_error
 from web.keys import (
     CLOCK,
@@ -169,6 +170,26 @@ def summary_json(brief: Brief, directory: Directory, today: date) -> dict[str, A
         "assigned_specialist": person_ref(brief.assigned_specialist),
         "target_specialist_id": c.target_specialist_id,
         "decline_reason": c.decline_reason,
+        **deadline_json(brief.deadline),
+    }
+
+
+def deadline_json(deadline: Deadline | None) -> dict[str, Any]:
+    """The consultation's clock (computed with the server's clock): which deadline
+    it runs against (``accept`` or ``complete``; null once closed), when it falls
+    due, the seconds left (negative once passed) and whether it is overdue."""
+    if deadline is None:
+        return {
+            "deadline_kind": None,
+            "deadline_at": None,
+            "deadline_seconds_left": None,
+            "overdue": False,
+        }
+    return {
+        "deadline_kind": deadline.kind.value,
+        "deadline_at": iso(deadline.due_at),
+        "deadline_seconds_left": deadline.seconds_left,
+        "overdue": deadline.overdue,
     }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from records import sealed
+from signaling.workflow.deadlines import DeadlineRules
 
 ENV_PREFIX = "TELECONSULT_"
 
@@ -53,6 +54,9 @@ class Settings:
     escalate_after_urgent_seconds: int = 30 * 60
     escalate_after_emergency_seconds: int = 5 * 60
     escalation_check_seconds: float = 15.0
+    deadline_accept_hours: float = 48.0
+    deadline_complete_working_days: int = 3
+    deadline_emergency_hours: float = 12.0
     default_locale: str = "zh_CN"
     stun_urls: tuple[str, ...] = ()
     turn_urls: tuple[str, ...] = ()
@@ -101,6 +105,9 @@ class Settings:
             "max_upload_bytes",
             "max_image_pixels",
             "parser_memory_mb",
+            "deadline_accept_hours",
+            "deadline_complete_working_days",
+            "deadline_emergency_hours",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
@@ -164,6 +171,14 @@ class Settings:
     def tls(self) -> bool:
         """Whether the server speaks HTTPS (cookies are then marked Secure)."""
         return self.tls_cert is not None
+
+    def deadline_rules(self) -> DeadlineRules:
+        """By when consultations must be accepted and completed."""
+        return DeadlineRules(
+            accept_hours=self.deadline_accept_hours,
+            complete_working_days=self.deadline_complete_working_days,
+            emergency_hours=self.deadline_emergency_hours,
+        )
 
     def escalate_after(self, urgency: str) -> int:
         """Seconds a request of this urgency may wait before it is escalated."""

@@ -28,6 +28,7 @@ from records.store.consultations import (
     list_opinions,
     list_roster,
     lock_consultation,
+    open_without_event,
     overdue_requests,
     set_consultation,
 )
@@ -124,6 +125,7 @@ __all__ = [
     "login_locked_until",
     "new_id",
     "next_recording_part",
+    "open_without_event",
     "overdue_requests",
     "recording_by_path",
     "revoke_sessions",

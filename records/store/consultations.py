@@ -195,6 +195,27 @@ def overdue_requests(conn: sa.Connection, *, cutoffs: dict[str, datetime]) -> li
     return [Consultation.from_row(r) for r in rows.mappings()]
 
 
+def open_without_event(
+    conn: sa.Connection, *, states: Sequence[str], cutoffs: dict[str, datetime], kind: str
+) -> list[Consultation]:
+    """Consultations in ``states``, made before their urgency's cutoff, whose
+    timeline has no event ``kind`` yet (what a periodic check has not flagged)."""
+    conditions = [
+        sa.and_(consultations.c.urgency == urgency, consultations.c.created_at <= cutoff)
+        for urgency, cutoff in cutoffs.items()
+    ]
+    flagged = sa.exists().where(
+        consultation_events.c.consultation_id == consultations.c.id,
+        consultation_events.c.kind == kind,
+    )
+    rows = conn.execute(
+        sa.select(consultations)
+        .where(consultations.c.state.in_(list(states)), sa.or_(*conditions), ~flagged)
+        .order_by(consultations.c.created_at, consultations.c.id)
+    )
+    return [Consultation.from_row(r) for r in rows.mappings()]
+
+
 def add_event(
     conn: sa.Connection,
     *,

@@ -12,7 +12,13 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from records.models import Account, Consultation
-from signaling.call.outbound import ConsultationChanged, ServerMessage, encode
+from records.vocab import Role
+from signaling.call.outbound import (
+    ConsultationChanged,
+    ConsultationOverdue,
+    ServerMessage,
+    encode,
+)
 from signaling.workflow import policy
 
 log = logging.getLogger(__name__)
@@ -112,4 +118,17 @@ class ConsultationPushes:
                 log.exception("consultation=%s change listener failed", consultation.id)
         await self.hub.publish(
             consultation_changed(consultation), lambda acc: policy.can_see(acc, consultation)
+        )
+
+    async def consultation_overdue(self, consultation: Consultation, deadline: str) -> None:
+        """Push ``consultation.overdue`` to the coordinators who may see it (the
+        others learn of it from the ``consultation.changed`` that goes with it)."""
+        await self.hub.publish(
+            ConsultationOverdue(
+                id=consultation.id,
+                state=consultation.state,
+                department_id=consultation.department_id,
+                deadline=deadline,
+            ),
+            lambda acc: acc.role == Role.COORDINATOR and policy.can_see(acc, consultation),
         )

@@ -298,6 +298,18 @@ class ConsultationChanged:
     department_id: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class ConsultationOverdue:
+    """Push to the coordinators: a consultation passed its deadline (``accept`` or
+    ``complete``; identifiers and states only)."""
+
+    type: ClassVar[str] = "consultation.overdue"
+    id: str
+    state: str
+    department_id: str
+    deadline: str
+
+
 ServerMessage = (
     Hello
     | Pong
@@ -320,6 +332,7 @@ ServerMessage = (
     | RecAnswer
     | RelayOffer
     | ConsultationChanged
+    | ConsultationOverdue
 )
 SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     Hello,
@@ -343,6 +356,7 @@ SERVER_MESSAGES: tuple[type[ServerMessage], ...] = (
     RecAnswer,
     RelayOffer,
     ConsultationChanged,
+    ConsultationOverdue,
 )
 # Every ``type`` the browser may receive ("error" has two shapes: one name).
 SERVER_MESSAGE_TYPES: frozenset[str] = frozenset(cls.type for cls in SERVER_MESSAGES)

@@ -14,7 +14,7 @@ probing across institutions leaves a trace.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -28,6 +28,7 @@ from records.store import lookups
 from records.vocab import ErrorCode, EventKind, Role
 from signaling.errors import Forbidden, IllegalTransition, NotFound, RuleViolation
 from signaling.workflow import policy
+from signaling.workflow.deadlines import Deadlines
 from signaling.workflow.lifecycle import Action, next_state, sources
 
 T = TypeVar("T")
@@ -58,11 +59,19 @@ class Notifier(Protocol):
         """Tell whoever may see ``consultation`` that its state or people changed."""
         ...
 
+    async def consultation_overdue(self, consultation: Consultation, deadline: str) -> None:
+        """Tell the coordinators that ``consultation`` passed its ``deadline``
+        (``accept`` or ``complete``)."""
+        ...
+
 
 class NoPushes:
     """A ``Notifier`` for commands that run without a server: nobody is connected."""
 
     async def consultation_changed(self, consultation: Consultation) -> None:
+        """Nothing to tell."""
+
+    async def consultation_overdue(self, consultation: Consultation, deadline: str) -> None:
         """Nothing to tell."""
 
 
@@ -73,6 +82,8 @@ class Context:
     db: Database
     clock: Clock
     notifier: Notifier
+    # By when consultations must be accepted and completed (the defaults of practice).
+    deadlines: Deadlines = field(default_factory=Deadlines)
 
 
 def denied_action(kind: str) -> str:

@@ -9,6 +9,7 @@ signed opinion have services of their own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +30,7 @@ from records.vocab import ErrorCode, EventKind, InstitutionKind, Role
 from signaling.errors import Forbidden, IllegalTransition, Invalid, NotFound, RuleViolation
 from signaling.workflow import policy
 from signaling.workflow.base import Actor, Service, Tx, stored
+from signaling.workflow.deadlines import Deadline, Deadlines
 from signaling.workflow.lifecycle import WAITING, Action, State, next_state
 
 
@@ -45,6 +47,7 @@ class ConsultationView:
     consent: Consent | None
     events: list[Event]
     opinions: list[Opinion]
+    deadline: Deadline | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,10 +66,14 @@ class Brief:
     consultation: Consultation
     patient: Patient
     assigned_specialist: Account | None
+    # The deadline it runs against now (None once closed); see ``deadlines``.
+    deadline: Deadline | None = None
 
 
-def briefs(conn: sa.Connection, items: list[Consultation]) -> list[Brief]:
-    """The list form of consultations (already checked as visible)."""
+def briefs(
+    conn: sa.Connection, items: list[Consultation], *, deadlines: Deadlines, now: datetime
+) -> list[Brief]:
+    """The list form of consultations (already checked as visible), with their clocks."""
     patients = store.get_patients(conn, (c.patient_id for c in items))
     specialists = store.get_accounts(
         conn, (c.assigned_specialist_id for c in items if c.assigned_specialist_id)
@@ -78,6 +85,7 @@ def briefs(conn: sa.Connection, items: list[Consultation]) -> list[Brief]:
             assigned_specialist=(
                 specialists[c.assigned_specialist_id] if c.assigned_specialist_id else None
             ),
+            deadline=deadlines.current(c, now),
         )
         for c in items
     ]
@@ -187,7 +195,7 @@ class ConsultationService(Service):
                 items = []
             items = [c for c in items if policy.can_see(account, c)]
             tx.audit("consultation.list", "consultation", None, count=len(items))
-            return briefs(tx.conn, items)
+            return briefs(tx.conn, items, deadlines=self.ctx.deadlines, now=tx.now)
 
         return await self.write(actor, work)
 
@@ -209,13 +217,18 @@ class ConsultationService(Service):
             )
             items = [c for c in items if policy.can_see(account, c)]
             tx.audit("consultation.queue", "consultation", None, count=len(items))
-            return briefs(tx.conn, items)
+            return briefs(tx.conn, items, deadlines=self.ctx.deadlines, now=tx.now)
 
         return await self.write(actor, work)
 
     async def brief(self, consultation: Consultation) -> Brief:
         """The list form of a consultation the caller has just acted on (and may see)."""
-        return (await self.read(lambda conn: briefs(conn, [consultation])))[0]
+        now = self.clock.now()
+        return (
+            await self.read(
+                lambda conn: briefs(conn, [consultation], deadlines=self.ctx.deadlines, now=now)
+            )
+        )[0]
 
     async def view(self, actor: Actor, consultation_id: str) -> ConsultationView:
         """One consultation with its patient, timeline and signed documents."""
@@ -239,6 +252,7 @@ class ConsultationService(Service):
                 consent=store.active_consent(conn, c.patient_id),
                 events=store.list_events(conn, c.id),
                 opinions=store.list_opinions(conn, c.id),
+                deadline=self.ctx.deadlines.current(c, tx.now),
             )
             tx.audit("consultation.read", "consultation", c.id, patient_id=c.patient_id)
             return view

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from records import store
 from records.models import Consultation, RosterEntry
-from records.vocab import ErrorCode, EventKind, Role
+from records.vocab import ErrorCode, EventKind, Role, Urgency
 from signaling.errors import Forbidden, Invalid, NotFound
 from signaling.workflow.base import Actor, Context, Service, Tx, stored
 from signaling.workflow.consultations import hospital_department_ids
-from signaling.workflow.lifecycle import Action, State
+from signaling.workflow.deadlines import IN_HAND
+from signaling.workflow.lifecycle import WAITING, Action, State
 
 log = logging.getLogger(__name__)
 
@@ -92,30 +94,90 @@ class MatchingService(Service):
         return await self.step(actor, consultation_id, step)
 
     async def escalate_overdue(self) -> list[Consultation]:
-        """Escalate every request that waited longer than its urgency allows.
+        """Escalate every request that waited longer than its urgency allows, or
+        past its acceptance deadline (``deadlines``), whichever comes first.
 
-        Called periodically by the app and directly by tests with a manual clock.
+        Called periodically by the app (through ``check_deadlines``) and directly
+        by tests with a manual clock.
         """
+        deadlines = self.ctx.deadlines
+
+        def work(tx: Tx) -> list[tuple[Consultation, bool]]:
+            now = tx.now
+            cutoffs = {
+                u: now - timedelta(seconds=min(s, deadlines.accept_after_seconds(u)))
+                for u, s in self.escalate_after.items()
+            }
+            out = []
+            for c in store.overdue_requests(tx.conn, cutoffs=cutoffs):
+                # Escalated as the deadline falls (the waiting-time cutoffs count so too).
+                late = now >= deadlines.accept_by(c)
+                data: dict[str, Any] = {"waited_seconds": int((now - c.created_at).total_seconds())}
+                if late:
+                    data["deadline"] = "accept"
+                escalated = tx.transition(
+                    c, Action.ESCALATE, EventKind.ESCALATED, data, escalated=True
+                )
+                out.append((escalated, late))
+            return out
+
+        escalated = await self.write(None, work)
+        for c, late in escalated:
+            log.info("consultation=%s escalated%s", c.id, " (acceptance overdue)" if late else "")
+            if late:
+                await self.ctx.notifier.consultation_overdue(c, "accept")
+            await self.notify(c)
+        return [c for c, _ in escalated]
+
+    async def flag_late_completions(self) -> list[Consultation]:
+        """Mark every consultation that passed its completion deadline, once each:
+        a ``completion_overdue`` timeline event and audit entry, a push to the
+        coordinators (``consultation.overdue``) and to everyone who may see it.
+
+        Waiting requests count too (their completion clock runs from the request
+        as well). Called periodically by the app and directly by tests.
+        """
+        deadlines = self.ctx.deadlines
 
         def work(tx: Tx) -> list[Consultation]:
             now = tx.now
-            cutoffs = {u: now - timedelta(seconds=s) for u, s in self.escalate_after.items()}
-            return [
-                tx.transition(
-                    c,
-                    Action.ESCALATE,
-                    EventKind.ESCALATED,
-                    {"waited_seconds": int((now - c.created_at).total_seconds())},
-                    escalated=True,
+            candidates = store.open_without_event(
+                tx.conn,
+                states=[s.value for s in (*WAITING, *IN_HAND)],
+                cutoffs={u.value: deadlines.earliest_complete_by(u, now) for u in Urgency},
+                kind=EventKind.COMPLETION_OVERDUE,
+            )
+            late = []
+            for c in candidates:
+                due = deadlines.complete_by(c)
+                if now <= due:
+                    continue
+                tx.event(
+                    c.id,
+                    EventKind.COMPLETION_OVERDUE,
+                    {"due_at": due.isoformat(), "state": c.state},
                 )
-                for c in store.overdue_requests(tx.conn, cutoffs=cutoffs)
-            ]
+                tx.audit(
+                    "consultation.completion_overdue",
+                    "consultation",
+                    c.id,
+                    state=c.state,
+                    due_at=due.isoformat(),
+                )
+                late.append(c)
+            return late
 
-        escalated = await self.write(None, work)
-        for c in escalated:
-            log.info("consultation=%s escalated", c.id)
+        late = await self.write(None, work)
+        for c in late:
+            log.info("consultation=%s completion overdue", c.id)
+            await self.ctx.notifier.consultation_overdue(c, "complete")
             await self.notify(c)
-        return escalated
+        return late
+
+    async def check_deadlines(self) -> None:
+        """The periodic check: escalate waiting requests, flag late completions."""
+        await self.escalate_overdue()
+        await self.flag_late_completions()
 
     # -- roster ---------------------------------------------------------------------
 

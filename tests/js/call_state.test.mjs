@@ -69,6 +69,7 @@ test("the handler table is a plain object keyed by server message type", () => {
     "chat",
     "chat_failed",
     "consultation.changed",
+    "consultation.overdue",
     "doc_show",
     "error",
     "event",

@@ -175,6 +175,16 @@ CASES: list[tuple[o.ServerMessage, dict[str, Any]]] = [
             "department_id": "d1",
         },
     ),
+    (
+        o.ConsultationOverdue(id="c1", state="ended", department_id="d1", deadline="complete"),
+        {
+            "type": "consultation.overdue",
+            "id": "c1",
+            "state": "ended",
+            "department_id": "d1",
+            "deadline": "complete",
+        },
+    ),
 ]
 
 
@@ -222,6 +232,7 @@ def test_every_server_message_type_is_covered_and_listed() -> None:
         "rec_answer",
         "relay_offer",
         "consultation.changed",
+        "consultation.overdue",
     }
     assert "join" in CLIENT_MESSAGE_TYPES and "rec_offer" in CLIENT_MESSAGE_TYPES
 

@@ -573,6 +573,7 @@ export const HANDLERS = Object.freeze({
   error: onError,
   // The dashboards' push on the same socket: nothing to do on the call page.
   "consultation.changed": (state) => done(state),
+  "consultation.overdue": (state) => done(state),
 });
 
 // Apply one server message; unknown types leave the state as it is.

@@ -8,6 +8,7 @@ import {
   ago,
   callLink,
   consultationLink,
+  deadlineClock,
   el,
   handleAuthLoss,
   onSubmit,
@@ -228,6 +229,7 @@ function requestItem(c) {
   const meta = el(
     "div",
     { class: "item-meta" },
+    deadlineClock(c),
     el("span", { text: pair(t("label.patient"), sexAge(c.patient)) }),
     el("span", {}, `${t("label.requested")} `, ago(c.created_at)),
     el("span", {
@@ -272,7 +274,7 @@ function requestItem(c) {
   return el(
     "li",
     {
-      class: `item${c.escalated ? " item-escalated" : ""}${ACTIVE.has(c.state) ? "" : " item-closed"}`,
+      class: `item${c.escalated ? " item-escalated" : ""}${c.overdue ? " item-overdue" : ""}${ACTIVE.has(c.state) ? "" : " item-closed"}`,
       dataset: { consultationId: c.id, state: c.state },
     },
     head,

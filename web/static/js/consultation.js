@@ -18,6 +18,7 @@ import {
   busy,
   callLink,
   checkRequired,
+  deadlineClock,
   el,
   handleAuthLoss,
   sexAge,
@@ -68,7 +69,7 @@ function personName(person) {
 }
 
 function renderRequest(c) {
-  $("cons-state").replaceChildren(stateBadge(c.state));
+  $("cons-state").replaceChildren(...[stateBadge(c.state), deadlineClock(c)].filter(Boolean));
   $("cons-urgency").replaceChildren(urgencyBadge(c.urgency));
   $("cons-subtitle").textContent = [c.department.name, c.consulted_institution.name].join(" · ");
   $("f-patient").textContent = sexAge(c.patient);

@@ -8,6 +8,7 @@ import {
   PAGE,
   ago,
   busy,
+  deadlineClock,
   el,
   errorMessage,
   formatDateTime,
@@ -112,7 +113,7 @@ function waitingItem(c, list) {
   return el(
     "li",
     {
-      class: `item urgency-edge-${c.urgency}${c.escalated ? " item-escalated" : ""}`,
+      class: `item urgency-edge-${c.urgency}${c.escalated ? " item-escalated" : ""}${c.overdue ? " item-overdue" : ""}`,
       dataset: { consultationId: c.id, state: c.state },
     },
     el(
@@ -126,6 +127,7 @@ function waitingItem(c, list) {
     el(
       "div",
       { class: "item-meta" },
+      deadlineClock(c),
       el("span", { text: pair(t("label.patient"), sexAge(c.patient)) }),
       el("span", {}, `${t("label.requested")} `, ago(c.created_at)),
       c.escalated ? el("span", { class: "text-warn", text: t("label.escalated") }) : null,
@@ -148,7 +150,7 @@ function activeItem(c, list) {
     : t("label.unassigned");
   return el(
     "li",
-    { class: "item", dataset: { consultationId: c.id, state: c.state } },
+    { class: `item${c.overdue ? " item-overdue" : ""}`, dataset: { consultationId: c.id, state: c.state } },
     el(
       "div",
       { class: "item-head" },
@@ -160,6 +162,7 @@ function activeItem(c, list) {
     el(
       "div",
       { class: "item-meta" },
+      deadlineClock(c),
       el("span", { text: pair(t("label.assigned_to"), who) }),
       el("span", {}, `${t("label.updated")} `, ago(c.updated_at)),
     ),
@@ -295,7 +298,14 @@ onSubmit(rosterForm, $("roster-error"), async (f) => {
 async function start() {
   resetRosterTimes();
   await refresh(() => Promise.all([loadDepartments(), load()]));
-  reloadOnPush(() => refresh(load));
+  // A consultation past its deadline is pushed to the coordinators by name.
+  reloadOnPush(
+    () => refresh(load),
+    (message) => {
+      if (message.type === "consultation.overdue") toast(t("push.overdue"), "error");
+      return message.type === "consultation.changed" || message.type === "consultation.overdue";
+    },
+  );
 }
 
 start();

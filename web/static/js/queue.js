@@ -9,6 +9,7 @@ import {
   ago,
   callLink,
   consultationLink,
+  deadlineClock,
   el,
   errorMessage,
   handleAuthLoss,
@@ -67,6 +68,7 @@ function itemMeta(c) {
   return el(
     "div",
     { class: "item-meta" },
+    deadlineClock(c),
     el("span", { text: pair(t("label.patient"), sexAge(c.patient)) }),
     el("span", {}, `${t("label.requested")} `, ago(c.created_at)),
     c.escalated ? el("span", { class: "text-warn", text: t("label.escalated") }) : null,
@@ -113,7 +115,7 @@ function queueItem(c) {
   return el(
     "li",
     {
-      class: `item urgency-edge-${c.urgency}${c.escalated ? " item-escalated" : ""}`,
+      class: `item urgency-edge-${c.urgency}${c.escalated ? " item-escalated" : ""}${c.overdue ? " item-overdue" : ""}`,
       dataset: { consultationId: c.id, state: c.state },
     },
     itemHead(c, c.escalated),
@@ -131,7 +133,7 @@ function mineItem(c) {
   return el(
     "li",
     {
-      class: `item${c.state === "signed" || c.state === "referred" ? " item-closed" : ""}`,
+      class: `item${c.state === "signed" || c.state === "referred" ? " item-closed" : ""}${c.overdue ? " item-overdue" : ""}`,
       dataset: { consultationId: c.id, state: c.state },
     },
     itemHead(c, true),

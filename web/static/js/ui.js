@@ -104,6 +104,52 @@ export function refreshTimes() {
   for (const node of document.querySelectorAll("time[data-ago]")) {
     node.textContent = timeAgo(node.dataset.ago);
   }
+  for (const node of document.querySelectorAll("[data-due-by]")) tickDeadline(node);
+}
+
+// "2 d 5 h", "3 h 20 min", "12 min": whole minutes, rounded up for the time left
+// and down for the time overdue (never "0 min overdue": at least 1).
+export function formatDuration(seconds, { overdue = false } = {}) {
+  const minutes = overdue ? Math.max(1, Math.floor(seconds / 60)) : Math.max(0, Math.ceil(seconds / 60));
+  const d = Math.floor(minutes / 1440);
+  const h = Math.floor((minutes % 1440) / 60);
+  const m = minutes % 60;
+  if (d > 0) return h > 0 ? t("duration.days_hours", { d, h }) : t("duration.days", { d });
+  if (h > 0) return m > 0 ? t("duration.hours_minutes", { h, m }) : t("duration.hours", { h });
+  return t("duration.minutes", { m });
+}
+
+// Time left under which a clock is shown as running short.
+const SOON_SECONDS = 2 * 3600;
+
+// A consultation's clock against its current deadline (signaling/workflow/deadlines.py):
+// time left, or a red "overdue" badge. The server says how many seconds were left
+// when it answered (by its own clock); the page counts down from there with its
+// monotonic clock, so a badge appears by itself when the deadline passes.
+export function deadlineClock(c) {
+  if (!c || !c.deadline_kind || c.deadline_seconds_left === null) return null;
+  const node = el("span", {
+    dataset: {
+      deadline: c.deadline_kind,
+      dueBy: String(performance.now() + c.deadline_seconds_left * 1000),
+    },
+    title: t("deadline.due_at", { when: formatDateTime(c.deadline_at) }),
+  });
+  tickDeadline(node);
+  return node;
+}
+
+function tickDeadline(node) {
+  const left = (Number(node.dataset.dueBy) - performance.now()) / 1000;
+  const overdue = left < 0;
+  const kind = node.dataset.deadline;
+  node.className = overdue
+    ? "badge badge-overdue"
+    : `deadline-left${left < SOON_SECONDS ? " deadline-soon" : ""}`;
+  node.dataset.overdue = String(overdue);
+  node.textContent = t(overdue ? `deadline.${kind}_overdue` : `deadline.${kind}_left`, {
+    time: formatDuration(Math.abs(left), { overdue }),
+  });
 }
 
 export function sexAge(patient) {
