@@ -48,22 +48,22 @@ class ReportFontMissing(RecordsError):
 
 
 def face_index(path: Path) -> int:
-    """The face of a collection to use: the Simplified Chinese one, else the first.
+    """The face of a font file to use: in a collection the Simplified Chinese one,
+    else the first. Reads only the faces' names (a few milliseconds).
 
     Raises:
         ReportFontMissing: the file is missing or is not a font.
     """
     check_font(path)
-    if path.suffix.lower() not in COLLECTIONS:
-        return 0
-    try:
-        collection = TTCollection(str(path), lazy=True)
-    except Exception as exc:  # fontTools raises many kinds for a file that is not a font
-        raise _missing(path, f"not a font collection ({exc})") from exc
-    try:
-        names = [_family(face) for face in collection.fonts]
-    finally:
-        collection.close()
+    # Opened here (not by fontTools) so that a file it refuses is closed all the same.
+    with path.open("rb") as fh:
+        try:
+            if path.suffix.lower() in COLLECTIONS:
+                names = [_family(face) for face in TTCollection(fh, lazy=True).fonts]
+            else:
+                names = [_family(TTFont(fh, lazy=True))]
+        except Exception as exc:  # fontTools raises many kinds for a file that is not a font
+            raise _missing(path, f"not a usable font ({exc})") from exc
     for i, name in enumerate(names):
         if PREFERRED_FACE in name:
             return i
@@ -105,11 +105,11 @@ def subset_truetype(path: Path, text: Iterable[str]) -> bytes:
     options.layout_features = []  # no shaping: CJK and Latin text are drawn as they come
     options.name_IDs = ["*"]
     options.notdef_outline = True
-    try:
-        font = subset.load_font(str(path), options)
-    except Exception as exc:  # a damaged or foreign file
-        raise _missing(path, f"cannot be loaded ({exc})") from exc
-    try:
+    with path.open("rb") as fh:
+        try:
+            font = subset.load_font(fh, options)
+        except Exception as exc:  # a damaged or foreign file
+            raise _missing(path, f"cannot be loaded ({exc})") from exc
         subsetter = subset.Subsetter(options)
         subsetter.populate(text="".join(sorted(chars)))
         subsetter.subset(font)
@@ -118,8 +118,6 @@ def subset_truetype(path: Path, text: Iterable[str]) -> bytes:
         out = io.BytesIO()
         font.save(out)
         return out.getvalue()
-    finally:
-        font.close()
 
 
 def _to_truetype_outlines(font: TTFont) -> None:

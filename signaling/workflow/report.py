@@ -90,7 +90,7 @@ class ReportService(Service):
                 raise _not_signed()
             # Checked before the download is audited: a report that cannot be
             # made was not handed out.
-            report_font.check_font(self.font)
+            report_font.face_index(self.font)
             events = store.list_events(conn, c.id)
             people = store.get_accounts(
                 conn,
