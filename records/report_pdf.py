@@ -65,7 +65,7 @@ HOW_TO_VERIFY = (
 
 # Layout (millimetres, A4 portrait).
 MARGIN = 16.0
-QR_SIZE = 32.0
+QR_SIZE = 28.0
 INK = (34, 34, 34)
 MUTED = (110, 110, 110)
 RULE = (170, 170, 170)
@@ -160,7 +160,7 @@ class _Report:
         self.pdf = FPDF(orientation="portrait", unit="mm", format="A4")
         pdf = self.pdf
         pdf.set_margins(MARGIN, MARGIN, MARGIN)
-        pdf.set_auto_page_break(auto=True, margin=MARGIN + 6)
+        pdf.set_auto_page_break(auto=True, margin=MARGIN + 4)
         pdf.add_font(FONT, "", font)
         pdf.set_font(FONT, size=10)
         pdf.set_text_color(*INK)
@@ -228,9 +228,9 @@ class _Report:
         pdf = self.pdf
         if pdf.will_page_break(20):
             pdf.add_page()
-        pdf.ln(2)
+        pdf.ln(1.5)
         pdf.set_font(FONT, size=12)
-        pdf.cell(self.width, 7, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.cell(self.width, 6.5, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         pdf.set_font(FONT, size=10)
 
     def _table(self, rows: Sequence[Sequence[tuple[str, str]]]) -> None:
@@ -241,7 +241,7 @@ class _Report:
             col_widths=(16, 34, 16, 34),
             text_align="LEFT",
             first_row_as_headings=False,
-            line_height=5.0,
+            line_height=4.8,
             padding=(1.1, 2),
             cell_fill_mode=TableCellFillMode.NONE,
         ) as table:
@@ -320,7 +320,7 @@ class _Report:
             pdf.set_font(FONT, size=10.5)
             pdf.set_text_color(*INK)
             pdf.multi_cell(
-                self.width, 5.6, str(value), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT
+                self.width, 5.4, str(value), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT
             )
             pdf.ln(1)
         author = self.d.people.get(o.author_id)
@@ -342,14 +342,15 @@ class _Report:
 
     def _verification(self) -> None:
         pdf = self.pdf
-        if pdf.will_page_break(QR_SIZE + 16):
+        # The block (about 45 mm) stays together, on a page of its own if need be.
+        if pdf.will_page_break(45):
             pdf.add_page()
-        pdf.ln(4)
+        pdf.ln(2)
         y = pdf.get_y()
         pdf.set_draw_color(*INK)
         pdf.line(MARGIN, y, MARGIN + self.width, y)
         pdf.set_draw_color(*RULE)
-        pdf.ln(3)
+        pdf.ln(2)
         top = pdf.get_y()
         self._qr(MARGIN + self.width - QR_SIZE, top, QR_SIZE)
         text_width = self.width - QR_SIZE - 6
@@ -362,16 +363,16 @@ class _Report:
         )
         for label, value in rows:
             pdf.set_text_color(*MUTED)
-            pdf.cell(text_width, 4.8, label, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            pdf.cell(text_width, 4.4, label, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
             pdf.set_text_color(*INK)
             # Long hex and URLs break anywhere: fpdf2 wraps a word wider than the cell.
-            pdf.multi_cell(text_width, 4.8, value, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            pdf.multi_cell(text_width, 4.4, value, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         pdf.set_text_color(*MUTED)
         pdf.multi_cell(
-            text_width, 4.8, HOW_TO_VERIFY, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT
+            text_width, 4.4, HOW_TO_VERIFY, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT
         )
         pdf.set_text_color(*INK)
-        pdf.set_y(max(pdf.get_y(), top + QR_SIZE) + 3)
+        pdf.set_y(max(pdf.get_y(), top + QR_SIZE) + 2)
         pdf.set_font(FONT, size=8.5)
         pdf.set_text_color(*MUTED)
         pdf.multi_cell(self.width, 4.6, DISCLAIMER, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
