@@ -223,6 +223,8 @@ class ErrorCode(StrEnum):
     SCAN_UNAVAILABLE = "scan_unavailable"
     INVALID_FHIR = "invalid_fhir"
     PATIENT_MISMATCH = "patient_mismatch"
+    # the consultation report (PDF)
+    REPORT_FONT_MISSING = "report_font_missing"
     # recordings
     RECORDING_UNAVAILABLE = "recording_unavailable"
     RECORDING_NOT_CONSENTED = "recording_not_consented"

@@ -34,8 +34,19 @@ from signaling.workflow.patients import PatientService
 from signaling.workflow.precall import PrecallService
 from signaling.workflow.recording import RecordingService
 from signaling.workflow.replay import RecordingExports, ReplayService
+from signaling.workflow.report import ReportService
 from signaling.workflow.summary import SummaryService
-from web import api, api_documents, api_fhir, api_precall, api_recordings, pages_precall, ws
+from web import (
+    api,
+    api_documents,
+    api_fhir,
+    api_precall,
+    api_recordings,
+    api_report,
+    pages_precall,
+    pages_report,
+    ws,
+)
 from web.auth import auth_middleware
 from web.errors import error_middleware
 from web.keys import (
@@ -56,6 +67,7 @@ from web.keys import (
     PRECALL,
     RECORDING,
     REPLAY,
+    REPORTS,
     SETTINGS,
     SOCKETS,
     SUMMARY,
@@ -102,6 +114,7 @@ def all_routes() -> tuple[Route, ...]:
         + api_fhir.ROUTES
         + api_recordings.ROUTES
         + api_precall.ROUTES
+        + api_report.ROUTES
     )
 
 
@@ -128,6 +141,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.router.add_get("/ws", ws.websocket)
     setup_pages(app)
     pages_precall.setup(app)
+    pages_report.setup(app)
     return app
 
 
@@ -159,6 +173,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     app[OPINIONS] = OpinionService(ctx)
     app[SUMMARY] = SummaryService(ctx)
+    app[REPORTS] = ReportService(ctx, font=settings.report_font)
     keyring = settings.keyring()
     if keyring is not None:
         app[KEYRING] = keyring

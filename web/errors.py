@@ -85,6 +85,9 @@ STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.INVALID_FHIR: 400,
     # A FHIR Bundle about another person than the one it was sent for.
     ErrorCode.PATIENT_MISMATCH: 409,
+    # The server lacks the CJK font the report is set in: its installation is
+    # incomplete (fonts-noto-cjk), nothing the caller can change.
+    ErrorCode.REPORT_FONT_MISSING: 503,
     # recordings
     ErrorCode.RECORDING_UNAVAILABLE: 503,  # ws
     ErrorCode.RECORDING_NOT_CONSENTED: 403,

@@ -150,6 +150,9 @@ ERROR_LABELS: Mapping[ErrorCode, str] = {
     ErrorCode.SCAN_UNAVAILABLE: N_("The malware scanner is not available; try again later."),
     ErrorCode.INVALID_FHIR: N_("The imported records are not a valid FHIR R4 Bundle."),
     ErrorCode.PATIENT_MISMATCH: N_("The imported records are about another patient."),
+    ErrorCode.REPORT_FONT_MISSING: N_(
+        "The report cannot be made: the server lacks its Chinese font. Tell the administrator."
+    ),
     ErrorCode.RECORDING_UNAVAILABLE: N_("Recording is not available."),
     ErrorCode.RECORDING_NOT_CONSENTED: N_(
         "Not recorded: the patient did not consent to recording."

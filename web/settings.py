@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
-from records import sealed
+from records import report_font, sealed
 from signaling.workflow.deadlines import DeadlineRules
 
 ENV_PREFIX = "TELECONSULT_"
@@ -81,6 +82,8 @@ class Settings:
     encryption_key: Secret = NO_SECRET
     encryption_key_file: Path | None = None
     encryption_cipher: str = "aes-256-gcm"
+    report_font: Path = report_font.DEFAULT_FONT
+    public_url: str = ""
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -98,6 +101,14 @@ class Settings:
         if self.default_locale not in ("zh_CN", "en"):
             raise SettingsError("default_locale must be zh_CN or en")
         self._check_encryption()
+        if self.public_url and (
+            not self.public_url.startswith(("https://", "http://"))
+            or urlsplit(self.public_url).path not in ("", "/")
+            or urlsplit(self.public_url).query
+        ):
+            raise SettingsError(
+                "public_url must be a site's address, as https://consult.example.org"
+            )
         for name in (
             "session_ttl_seconds",
             "login_max_failures",

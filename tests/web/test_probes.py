@@ -64,6 +64,7 @@ PAGES = (
     "/consultations/{consultation_id}/call",
     "/consultations/{consultation_id}/replay",
     "/consultations/{consultation_id}/precall",
+    "/reports/verify/{consultation_id}",
 )
 
 BODIES: dict[str, Any] = {

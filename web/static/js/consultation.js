@@ -292,6 +292,9 @@ function renderOpinion(c) {
   else if (c.state === "ended" && mine) mode = "write";
   else mode = "wait";
   card.dataset.mode = mode;
+  // The report (会诊报告单) exists once an opinion or referral is signed; whoever
+  // sees this page may download it (the server audits each download).
+  $("report-link").hidden = mode !== "signed";
   form.hidden = mode !== "write";
   wait.hidden = mode !== "wait";
   if (mode === "wait") {
