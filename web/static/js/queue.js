@@ -75,10 +75,13 @@ function itemMeta(c) {
   );
 }
 
+// Why an accept failed, by consultation id: kept across re-renders (a push can
+// redraw the list while the request is out), cleared by the next attempt.
+const acceptErrors = new Map();
+
 async function accept(c, button) {
-  const item = button.closest("li");
-  const previous = item.querySelector(".item-error");
-  if (previous) previous.remove();
+  acceptErrors.delete(c.id);
+  button.closest("li")?.querySelector(".item-error")?.remove();
   button.disabled = true;
   try {
     await post(`/api/consultations/${encodeURIComponent(c.id)}/accept`);
@@ -88,9 +91,16 @@ async function accept(c, button) {
     if (handleAuthLoss(err)) return;
     button.disabled = false;
     // Shown in the item itself: the doctor should see why this one failed.
-    item.append(el("p", { class: "item-error", role: "alert", text: errorMessage(err) }));
+    acceptErrors.set(c.id, errorMessage(err));
+    const item = queueList.querySelector(`li[data-consultation-id="${CSS.escape(c.id)}"]`);
+    if (item && !item.querySelector(".item-error")) item.append(acceptError(c.id));
     if (err.status === 404 || err.status === 409) await load();
   }
+}
+
+function acceptError(id) {
+  const text = acceptErrors.get(id);
+  return text ? el("p", { class: "item-error", role: "alert", text }) : null;
 }
 
 function queueItem(c) {
@@ -122,6 +132,7 @@ function queueItem(c) {
     itemMeta(c),
     facts(c),
     el("div", { class: "item-actions" }, addressed, declineButton, acceptButton),
+    acceptError(c.id),
   );
 }
 
