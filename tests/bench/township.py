@@ -164,10 +164,14 @@ class Row:
     conceal_pct: float = 0.0
     conceal_events: int = 0
     leg_kbps: float | None = None
+    # The file against the frames the camera delivered to the leg, from the
+    # leg's set-up (frames before its connection existed cannot be sent) ...
     recorded_pct: float | None = None
-    # The file against what the browser encoded and sent on the leg: tells the
-    # server's losses from the encoder's own skipped frames.
+    # ... against what the browser encoded and sent on it (the server's part) ...
     of_sent_pct: float | None = None
+    # ... and what share of the camera's frames the encoder sent while the call
+    # was up (the measurement window: the browser's part).
+    encoded_pct: float | None = None
     path: str = ""
     max_gap: int | None = None
     min_width: int | None = None
@@ -406,6 +410,8 @@ async def one_call(
             leg1 = next((s for s in sent1 if s["leg"]), None)
             if leg0 and leg1:
                 row.leg_kbps = (leg1["bytes"] - leg0["bytes"]) * 8 / 1000 / seconds
+                camera = leg1["sourceFrames"] - leg0["sourceFrames"]
+                row.encoded_pct = 100 * (leg1["sent"] - leg0["sent"]) / max(camera, 1)
             final = next((s for s in await clinic.evaluate(SENDING) if s["leg"]), None)
             source_frames = final["sourceFrames"] if final else 0
             sent_frames = final["sent"] if final else 0
@@ -418,7 +424,8 @@ async def one_call(
                 if path is not None and source_frames:
                     frames, gap, narrowest = file_facts(path)
                     row.recorded_pct = 100 * frames / source_frames
-                    row.of_sent_pct = 100 * frames / max(sent_frames, 1)
+                    # The leg keeps sending between the last sample and the end.
+                    row.of_sent_pct = min(100.0, 100 * frames / max(sent_frames, 1))
                     row.max_gap, row.min_width = gap, narrowest
     return row
 
@@ -454,6 +461,7 @@ def print_table(rows: list[Row]) -> None:
         "leg kbit/s",
         "recorded %",
         "of sent %",
+        "sent of camera %",
         "max gap",
         "min width",
         "uplink path",
@@ -479,6 +487,7 @@ def print_table(rows: list[Row]) -> None:
                     fmt(r.leg_kbps),
                     fmt(r.recorded_pct, ".2f"),
                     fmt(r.of_sent_pct, ".2f"),
+                    fmt(r.encoded_pct, ".2f"),
                     fmt(r.max_gap),
                     fmt(r.min_width),
                     r.path,
@@ -527,7 +536,13 @@ def summary(rows: list[Row]) -> None:
         return statistics.median(found) if found else None
 
     base, relay, old = kbps("mesh-off"), kbps("relay"), kbps("mesh-rec")
-    recorded = [r.recorded_pct for r in rows if r.recorded_pct is not None and r.plane == "relay"]
+    # The recording's share of the camera's frames while the call was up: what
+    # the browser sent of them (window) times what of that the file holds.
+    recorded = [
+        r.encoded_pct * r.of_sent_pct / 100
+        for r in rows
+        if r.encoded_pct is not None and r.of_sent_pct is not None and r.plane == "relay"
+    ]
     x = f"{100 * relay / base:.0f}" if base and relay is not None else "-"
     x_old = f"{100 * old / base:.0f}" if base and old is not None else "-"
     y = f"{min(recorded):.1f}" if recorded else "-"
