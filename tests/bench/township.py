@@ -58,6 +58,7 @@ from aiohttp import web  # noqa: E402
 
 from records.demo import DEMO_PASSWORD  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
+from tests.e2e.conftest import COUNT_PCS  # noqa: E402
 from tests.netlab import HOSPITAL, Host, Link, Profile  # noqa: E402
 from tests.scenario import over_http  # noqa: E402
 from web.app import create_app  # noqa: E402
@@ -71,19 +72,6 @@ WIDTH, HEIGHT, FPS = 640, 480, 24
 CLIP_SECONDS = 6
 HOSPITAL_USERS = ["cardio1", "county1", "cardio2"]
 
-# Every RTCPeerConnection the page makes (the recording leg is not exposed).
-COUNT_PCS = """
-(() => {
-  const Native = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = function (...args) {
-    const pc = new Native(...args);
-    window.__pcs.push(pc);
-    return pc;
-  };
-  window.RTCPeerConnection.prototype = Native.prototype;
-})();
-"""
 
 # What a hospital page receives from one peer (the clinic).
 RECEIVED = """async (id) => {
@@ -292,7 +280,7 @@ async def server(
         await runner.cleanup()
 
 
-async def login(browser: Any, base: str, username: str, clip: Path | None) -> Any:
+async def login(browser: Any, base: str, username: str) -> Any:
     context = await browser.new_context(base_url=base, viewport={"width": 1280, "height": 800})
     await context.add_init_script(COUNT_PCS)
     page = await context.new_page()
@@ -357,7 +345,7 @@ async def one_call(
             else:
                 consultation = await scenario.consultation("accepted")
             cid = consultation.id
-            clinic = await login(browsers["clinic"], base, "clinic1", clip)
+            clinic = await login(browsers["clinic"], base, "clinic1")
             inviter = await scenario.user("clinic1")
             for extra in HOSPITAL_USERS[1 : parties - 1]:
                 status, body = await inviter.post(
@@ -365,8 +353,7 @@ async def one_call(
                 )
                 assert status == 201, body
             hospital = [
-                await login(browsers["hospital"], base, u, clip)
-                for u in HOSPITAL_USERS[: parties - 1]
+                await login(browsers["hospital"], base, u) for u in HOSPITAL_USERS[: parties - 1]
             ]
             joined = "() => window.__call && window.__call.state.status === 'joined'"
             await clinic.goto(f"/consultations/{cid}/call")

@@ -302,6 +302,32 @@ def screenshots_dir() -> Path:
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
 
+# Every RTCPeerConnection a page makes (an init script), so that a test can
+# look at connections the page does not expose, such as the recording leg.
+COUNT_PCS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Native(...args);
+    window.__pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+})();
+"""
+
+
+async def invite(page: Any, consultation_id: str, username: str) -> None:
+    """Add ``username`` to the call, as the clinic doctor on ``page`` does."""
+    response = await page.request.post(
+        f"/api/consultations/{consultation_id}/participants",
+        headers=await csrf(page),
+        data={"username": username},
+    )
+    assert response.status == 201, await response.text()
+
+
 # Page-side helpers over the call page's test hook (window.__call).
 CALL_JS = """
 window.__callTest = {

@@ -21,24 +21,18 @@ from web.keys import RECORDING, SOCKETS
 from web.settings import Settings
 
 from ..scenario import Scenario
-from .conftest import LOOPBACK_ADDRESSES, NetNs, csrf, selected_pairs, video_flowing
+from .conftest import (
+    COUNT_PCS,
+    LOOPBACK_ADDRESSES,
+    NetNs,
+    invite,
+    selected_pairs,
+    video_flowing,
+)
 from .test_recording_browser import finished_rows, recording_started, user_id
 
 pytestmark = pytest.mark.browser
 
-# Every RTCPeerConnection a page makes, to count which of them send video.
-COUNT_PCS = """
-(() => {
-  const Native = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = function (...args) {
-    const pc = new Native(...args);
-    window.__pcs.push(pc);
-    return pc;
-  };
-  window.RTCPeerConnection.prototype = Native.prototype;
-})();
-"""
 
 # How many open connections of the page send video (bytes on an outbound-rtp).
 SENDING_VIDEO = """async () => {
@@ -139,12 +133,7 @@ async def test_three_doctors_in_a_relayed_call_each_send_once_and_see_both_other
     for page in (clinic, cardio, county):
         await page.add_init_script(COUNT_PCS)
     cid = (await scenario.consultation("accepted")).id
-    response = await clinic.request.post(
-        f"/api/consultations/{cid}/participants",
-        headers=await csrf(clinic),
-        data={"username": "county1"},
-    )
-    assert response.status == 201, await response.text()
+    await invite(clinic, cid, "county1")
     pages = (clinic, cardio, county)
     with netns.entered():
         for page in pages:

@@ -17,7 +17,7 @@ from .conftest import (
     LOOPBACK_ADDRESSES,
     LOOPBACK_NETWORKS,
     NetNs,
-    csrf,
+    invite,
     selected_pairs,
     video_flowing,
 )
@@ -41,12 +41,7 @@ async def test_three_doctors_each_see_the_two_others(open_as: Any, scenario: Sce
     _, cardio, cardio_problems = await open_as("cardio1", locale="en")
     _, county, county_problems = await open_as("county1")
     cid = (await scenario.consultation("accepted")).id
-    response = await clinic.request.post(
-        f"/api/consultations/{cid}/participants",
-        headers=await csrf(clinic),
-        data={"username": "county1"},
-    )
-    assert response.status == 201, await response.text()
+    await invite(clinic, cid, "county1")
 
     pages = (clinic, cardio, county)
     for page in pages:
