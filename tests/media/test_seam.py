@@ -91,3 +91,27 @@ def test_the_opus_template_carries_an_opushead_and_no_open_codec() -> None:
     stream = opus_template()
     assert stream.codec_context.extradata == opus_head(1)
     assert stream.codec_context.is_open is False
+
+
+def test_audio_is_handed_on_as_it_arrives_not_held_behind_a_lost_packet() -> None:
+    from aiortc.jitterbuffer import JitterBuffer
+    from aiortc.rtp import RtpPacket
+
+    def packet(seq: int) -> RtpPacket:
+        p = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960)
+        p._data = bytes([seq])  # type: ignore[attr-defined] - as aiortc's depayload sets it
+        return p
+
+    arrivals = [1, 2, 4, 5, 6]  # 3 is lost (audio is not retransmitted)
+    ours = seam.ArrivalOrderAudio()
+    out = [ours.add(packet(seq))[1] for seq in arrivals]
+    assert [f.data[0] for f in out if f is not None] == arrivals
+    # aiortc's own audio buffer holds what follows a lost packet back (what made
+    # relayed audio 22.5 % concealed at 5 % loss): nothing after 2 comes out.
+    theirs = JitterBuffer(capacity=16, prefetch=4)
+    held = [theirs.add(packet(seq))[1] for seq in arrivals]
+    assert all(f is None or f.data[0] <= 2 for f in held)
+    # A late (reordered) or repeated packet is not handed on out of order.
+    assert ours.add(packet(3)) == (False, None)
+    assert ours.add(packet(6)) == (False, None)
+    assert ours.add(packet(7))[1] is not None
