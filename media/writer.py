@@ -19,6 +19,7 @@ reported as ``first_media_offset``.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -131,7 +132,12 @@ class TrackWriter:
         # batch instead of one per frame (audio alone is 50 frames a second).
         self._batch: list[EncodedFrame] = []
         self._queue: queue.SimpleQueue[list[EncodedFrame] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=f"rec-{path.stem}", daemon=True)
+        # The thread runs in a copy of the caller's context, so its log lines
+        # carry the consultation the caller was handling.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name=f"rec-{path.stem}", daemon=True
+        )
         self._thread.start()
 
     def put(self, frame: EncodedFrame) -> None:
@@ -247,6 +253,8 @@ class TrackWriter:
         if state.waiting_for_key:
             if not frame.keyframe:
                 state.dropped += 1
+                if frame.kind == "video":
+                    self.stats.video_dropped = state.dropped  # read live by /metrics
                 return
             state.waiting_for_key = False
             self.needs_keyframe = False
@@ -269,3 +277,8 @@ class TrackWriter:
         out.mux(packet)
         state.last_pts = pts
         state.packets += 1
+        # Kept current (not only at the end) for /metrics; one int per frame.
+        if frame.kind == "video":
+            self.stats.video_packets = state.packets
+        else:
+            self.stats.audio_packets = state.packets

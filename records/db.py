@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +37,24 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 T = TypeVar("T")
+
+
+@dataclass
+class LockWaits:
+    """How long writes waited for SQLite's single writer (for ``/metrics``).
+
+    On PostgreSQL no lock is taken here and these stay at zero.
+    """
+
+    count: int = 0
+    seconds: float = 0.0
+    longest: float = 0.0
+
+    def add(self, waited: float) -> None:
+        """Count one write that waited ``waited`` seconds for the lock."""
+        self.count += 1
+        self.seconds += waited
+        self.longest = max(self.longest, waited)
 
 
 class Database:
@@ -59,6 +79,7 @@ class Database:
         if self.is_sqlite:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._write_lock = asyncio.Lock()
+        self.lock_waits = LockWaits()
         self._full = False  # the last statement was refused for want of space
 
     async def run_write(self, work: Callable[[sa.Connection], T]) -> T:
@@ -79,8 +100,11 @@ class Database:
         """
         try:
             if self.is_sqlite:
-                async with self._write_lock, self.engine.connect() as conn:
-                    result = await conn.run_sync(_immediate, work)
+                asked = time.perf_counter()
+                async with self._write_lock:
+                    self.lock_waits.add(time.perf_counter() - asked)
+                    async with self.engine.connect() as conn:
+                        result = await conn.run_sync(_immediate, work)
             else:
                 async with self.engine.begin() as conn:
                     result = await conn.run_sync(work)
@@ -128,6 +152,11 @@ class Database:
         """Bring the schema to the newest migration."""
         async with self.engine.begin() as conn:
             await conn.run_sync(_upgrade)
+
+    async def ping(self) -> None:
+        """Run one trivial query (readiness); raises what the database raises."""
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
 
     async def close(self) -> None:
         """Close every pooled connection."""

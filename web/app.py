@@ -43,6 +43,7 @@ from web import (
     api_precall,
     api_recordings,
     api_report,
+    metrics,
     pages_precall,
     pages_report,
     ws,
@@ -122,6 +123,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     """Build the application; resources open on start-up and close on clean-up."""
     app = web.Application(
         middlewares=[
+            metrics.metrics_middleware,
             security_headers_middleware(settings.tls),
             error_middleware,
             auth_middleware,
@@ -139,6 +141,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     for route in all_routes():
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get("/ws", ws.websocket)
+    metrics.setup(app)
     setup_pages(app)
     pages_precall.setup(app)
     pages_report.setup(app)

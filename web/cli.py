@@ -24,6 +24,7 @@ from signaling.errors import SignalingError
 from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.keys import KeyService
 from signaling.workflow.recording import RecordingService
+from web import logs
 from web.app import create_app, passwords_for
 from web.settings import Settings
 from web.tls import ensure_self_signed, ssl_context
@@ -225,15 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(sealed.new_key())
         return 0
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     overrides = {}
     if getattr(args, "host", None):
         overrides["host"] = args.host
     if getattr(args, "port", None):
         overrides["port"] = args.port
     settings = Settings.from_env(**overrides)
+    logs.configure(settings.log_format)
 
     if args.command == "serve":
         serve(settings, demo=args.demo)

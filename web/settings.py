@@ -84,6 +84,9 @@ class Settings:
     encryption_cipher: str = "aes-256-gcm"
     report_font: Path = report_font.DEFAULT_FONT
     public_url: str = ""
+    log_format: str = "text"
+    metrics_token: Secret = NO_SECRET
+    readiness_min_free_mb: int = 1024
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -98,6 +101,8 @@ class Settings:
             raise SettingsError(
                 "recording_retention_days cannot be under 1096 (3 years, the legal minimum)"
             )
+        if self.log_format not in ("text", "json"):
+            raise SettingsError("log_format must be text or json")
         if self.default_locale not in ("zh_CN", "en"):
             raise SettingsError("default_locale must be zh_CN or en")
         self._check_encryption()

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from records import logcontext
 from records.errors import RecordsError
 from records.models import Consultation, Event
 from records.vocab import ErrorCode, EventKind
@@ -164,7 +165,10 @@ class Calls:
             SignalingError: with a code the socket reports as an ``error`` message.
         """
         if isinstance(msg, m.Join):
-            await self._join(actor, channel, msg)
+            # Log lines (and the tasks, recording threads) started from here
+            # carry the consultation's id.
+            with logcontext.bound(msg.consultation_id):
+                await self._join(actor, channel, msg)
             return
         where = self._where.get(channel)
         if where is None:
@@ -172,7 +176,8 @@ class Calls:
         handler = self.handlers.get(type(msg))
         if handler is None:  # ping: answered in ``receive``
             raise SignalingError("not a call message", code=ErrorCode.UNKNOWN_TYPE)
-        await handler(*where, msg)
+        with logcontext.bound(where[0].consultation_id):
+            await handler(*where, msg)
 
     async def _on_offer(self, room: Room, member: Member, msg: m.Offer) -> None:
         target = self._target(room, msg.to)
