@@ -60,16 +60,29 @@ class LockWaits:
 class Database:
     """An async engine plus the write discipline described in the module docstring."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, max_overflow: int = 5) -> None:
         """Open (lazily) the database at ``url``.
 
         Args:
             url: an SQLAlchemy async URL, ``sqlite+aiosqlite:///...`` or
                 ``postgresql+asyncpg://...``.
+            pool_size: connections this process keeps open to PostgreSQL.
+            max_overflow: connections it may open beyond those under load (closed
+                again when returned). Every process of a deployment holds up to
+                ``pool_size + max_overflow``: their sum must stay under the
+                server's ``max_connections``.
         """
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
+        if not self.is_sqlite:
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                # A connection the server closed (a restart, a proxy's idle
+                # timeout) is noticed when taken from the pool, not by a request.
+                pool_pre_ping=True,
+            )
         if self.is_sqlite:
             path = sa.engine.make_url(url).database
             if path and path != ":memory:":
@@ -149,9 +162,20 @@ class Database:
             yield conn
 
     async def upgrade(self) -> None:
-        """Bring the schema to the newest migration."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(_upgrade)
+        """Bring the schema to the newest migration, once however many processes ask.
+
+        Several processes starting together (web processes, media workers, a
+        ``db upgrade`` run by hand) each call this. The migration runs in one
+        transaction that first takes a lock: PostgreSQL's advisory lock, SQLite's
+        write lock (``BEGIN IMMEDIATE``). The others wait for it, then find the
+        schema at head and do nothing; a failed migration leaves nothing half done.
+        """
+        if self.is_sqlite:
+            async with self.engine.connect() as conn:
+                await conn.run_sync(_immediate, _upgrade)
+        else:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(_upgrade_locked)
 
     async def ping(self) -> None:
         """Run one trivial query (readiness); raises what the database raises."""
@@ -210,6 +234,17 @@ def _immediate(sync_conn: sa.Connection, work: Callable[[sa.Connection], T]) -> 
         raise
     sync_conn.commit()
     return result
+
+
+# The advisory lock's key ("tele" in ASCII): any constant the deployment's other
+# users of advisory locks do not use.
+MIGRATION_LOCK = 0x74656C65
+
+
+def _upgrade_locked(sync_conn: sa.Connection) -> None:
+    # Held to the end of the transaction that runs the migrations.
+    sync_conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    _upgrade(sync_conn)
 
 
 def _upgrade(sync_conn: sa.Connection) -> None:

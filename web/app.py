@@ -12,7 +12,6 @@ from aiohttp import web
 from media.probe import Prober
 from media.recorder import Recorder
 from records.clock import Clock, SystemClock
-from records.db import Database
 from records.files import FileStore
 from records.limits import Limits
 from records.passwords import Passwords
@@ -150,7 +149,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    db = Database(settings.effective_database_url)
+    db = settings.open_database()
     await db.upgrade()
     app[DB] = db
     pushes = ConsultationPushes(app[HUB])

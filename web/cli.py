@@ -57,7 +57,7 @@ def tls_settings(settings: Settings) -> Settings:
 
 
 async def _load_demo(settings: Settings) -> list[DemoLogin]:
-    db = Database(settings.effective_database_url)
+    db = settings.open_database()
     try:
         await db.upgrade()
         return await load_demo(db, hash_password=passwords_for(settings).hash, clock=SystemClock())
@@ -76,7 +76,7 @@ def _print_logins(logins: list[DemoLogin]) -> None:
 
 
 async def _upgrade(settings: Settings) -> None:
-    db = Database(settings.effective_database_url)
+    db = settings.open_database()
     try:
         await db.upgrade()
     finally:
@@ -84,7 +84,7 @@ async def _upgrade(settings: Settings) -> None:
 
 
 async def _verify(settings: Settings) -> int:
-    db = Database(settings.effective_database_url)
+    db = settings.open_database()
     try:
         result = await db.run_read(audit.verify)
     finally:
@@ -110,7 +110,7 @@ def _recordings(settings: Settings, db: Database) -> RecordingService:
 
 
 async def _verify_recordings(settings: Settings) -> int:
-    db = Database(settings.effective_database_url)
+    db = settings.open_database()
     try:
         await db.upgrade()
         checks = await _recordings(settings, db).verify()
@@ -124,7 +124,7 @@ async def _verify_recordings(settings: Settings) -> int:
 
 
 async def _purge_recordings(settings: Settings, ids: list[str] | None) -> int:
-    db = Database(settings.effective_database_url)
+    db = settings.open_database()
     try:
         await db.upgrade()
         purged = await _recordings(settings, db).purge(ids)
@@ -144,7 +144,7 @@ async def _rotate_keys(settings: Settings) -> int:
     if keyring is None:
         print("encryption is off: set encryption_key or encryption_key_file first")
         return 1
-    db = Database(settings.effective_database_url)
+    db = settings.open_database()
     try:
         await db.upgrade()
         ctx = Context(db=db, clock=SystemClock(), notifier=NoPushes())

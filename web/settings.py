@@ -18,6 +18,7 @@ from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 from records import report_font, sealed
+from records.db import Database
 from signaling.workflow.deadlines import DeadlineRules
 
 ENV_PREFIX = "TELECONSULT_"
@@ -43,6 +44,8 @@ class Settings:
 
     data_dir: Path = Path("var")
     database_url: str = ""
+    database_pool_size: int = 5
+    database_max_overflow: int = 5
     host: str = "127.0.0.1"
     port: int = 8080
     tls_cert: Path | None = None
@@ -116,6 +119,7 @@ class Settings:
             )
         for name in (
             "session_ttl_seconds",
+            "database_pool_size",
             "login_max_failures",
             "login_lockout_seconds",
             "max_upload_bytes",
@@ -175,6 +179,14 @@ class Settings:
                 raise SettingsError(f"encryption_key_file {self.encryption_key_file} has no key")
             return None
         return sealed.Keyring(keys, self.encryption_cipher)
+
+    def open_database(self) -> Database:
+        """The database, with this process's share of PostgreSQL connections."""
+        return Database(
+            self.effective_database_url,
+            pool_size=self.database_pool_size,
+            max_overflow=self.database_max_overflow,
+        )
 
     @property
     def effective_database_url(self) -> str:

@@ -55,3 +55,20 @@ def test_unknown_keys_in_the_file_are_refused(tmp_path: Path) -> None:
     config.write_text("prot = 1\n")
     with pytest.raises(SettingsError, match="prot"):
         Settings.from_env({"TELECONSULT_CONFIG": str(config)})
+
+
+async def test_each_process_takes_its_configured_share_of_postgresql_connections() -> None:
+    settings = Settings(
+        database_url="postgresql+asyncpg://teleconsult@db.invalid/teleconsult",
+        database_pool_size=7,
+        database_max_overflow=3,
+    )
+    db = settings.open_database()
+    try:
+        pool = db.engine.pool
+        assert (pool.size(), pool._max_overflow) == (7, 3)  # type: ignore[attr-defined]
+        assert pool._pre_ping is True  # a connection the server dropped is replaced
+    finally:
+        await db.close()  # nothing was connected: no network is touched
+    with pytest.raises(SettingsError, match="database_pool_size"):
+        Settings(database_pool_size=0)
