@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import dataclasses
 import ipaddress
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from signaling.errors import SignalingError
 from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.keys import KeyService
 from signaling.workflow.recording import RecordingService
+from web import check as deployment
 from web import logs
 from web.app import create_app, passwords_for
 from web.settings import Settings
@@ -215,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         dest="ids",
         help="purge only this recording (repeatable); refused if its retention has not passed",
     )
+    p_check = sub.add_parser(
+        "check", help="verify this deployment (database, disks, TURN, certificate, clock...)"
+    )
+    p_check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     p_keys = sub.add_parser("keys", help="encryption at rest: new key, rotation")
     p_keys.add_argument(
         "action",
@@ -246,6 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "keys":
         return asyncio.run(_rotate_keys(settings))
+    if args.command == "check":
+        checks = asyncio.run(deployment.run_checks(settings))
+        if args.json:
+            print(json.dumps([dataclasses.asdict(c) for c in checks], ensure_ascii=False, indent=1))
+        else:
+            print(deployment.render(checks))
+        return deployment.exit_code(checks)
     if args.command == "recordings":
         if args.action == "verify":
             return asyncio.run(_verify_recordings(settings))

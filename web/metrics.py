@@ -7,7 +7,8 @@ template. Each app has its own registry (no process-wide state), so two apps in
 one test process do not mix their numbers.
 
 Who may scrape: with ``metrics_token`` set, a request bearing it; without one,
-only clients on this machine (a Prometheus on another host needs the token).
+only clients on this machine that did not come through a proxy (a Prometheus
+on another host needs the token).
 
 ``/livez`` says the process answers (for a supervisor's restart decision);
 ``/readyz`` says whether it should get traffic: the database answers, the
@@ -20,7 +21,6 @@ import asyncio
 import ipaddress
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from records import logcontext
 from records.vocab import ErrorCode
+from web.check import disk_space
 from web.errors import api_error
 from web.keys import CALLS, DB, RECORDING, SETTINGS, SOCKETS
 
@@ -42,6 +43,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Latency buckets from a loopback API call (~1 ms) to a slow report PDF (seconds).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 READY_TIMEOUT = 2.0
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 # Recording runs inside the web process today: its legs are this one worker's.
 WORKER = "in-process"
 
@@ -184,6 +186,10 @@ def _allowed(request: web.Request) -> bool:
     if token:
         sent = request.headers.get("Authorization", "")
         return secrets.compare_digest(sent.encode(), f"Bearer {token}".encode())
+    if any(h in request.headers for h in PROXY_HEADERS):
+        # Through a reverse proxy on this machine every request comes from
+        # loopback: only a direct local client counts as local.
+        return False
     try:
         return ipaddress.ip_address(request.remote or "").is_loopback
     except ValueError:
@@ -229,18 +235,14 @@ async def _check_database(app: web.Application) -> dict[str, Any]:
 def _check_recordings(app: web.Application) -> dict[str, Any]:
     if RECORDING not in app:
         return {"ok": False, "error": "not started"}
-    directory: Path = app[RECORDING].recorder.directory
     minimum = app[SETTINGS].readiness_min_free_mb * 1024 * 1024
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".ready-"):
-            pass
-        free = shutil.disk_usage(directory).free
-    except OSError as exc:
-        return {"ok": False, "error": f"not writable: {exc.strerror or exc}"}
-    if free < minimum:
-        return {"ok": False, "free_mb": free // (1024 * 1024), "error": "low disk space"}
-    return {"ok": True, "free_mb": free // (1024 * 1024)}
+    ok, problem, free = disk_space(app[RECORDING].recorder.directory, minimum)
+    out: dict[str, Any] = {"ok": ok}
+    if free is not None:
+        out["free_mb"] = free // (1024 * 1024)
+    if problem:
+        out["error"] = problem
+    return out
 
 
 def setup(app: web.Application) -> None:

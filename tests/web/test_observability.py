@@ -164,6 +164,15 @@ async def test_a_running_leg_shows_its_frames_and_the_worker_its_legs(
         assert (value(text, "teleconsult_db_write_lock_waits_total") or 0) > 0
 
 
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "X-Real-IP", "Forwarded"])
+async def test_a_request_relayed_by_a_local_proxy_is_not_a_local_client(
+    anon: Client, header: str
+) -> None:
+    resp = await anon.get("/metrics", headers={header: "203.0.113.7"})
+    assert resp.status == 403
+    assert "teleconsult_" not in await resp.text()
+
+
 async def test_metrics_with_a_token_need_it(
     tmp_path: Path, demo_database: str, clock: ManualClock
 ) -> None:
