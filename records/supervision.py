@@ -63,6 +63,9 @@ FORMAT = "teleconsult-supervision-export"
 FORMAT_VERSION = 1
 # The longest range one export covers: a year (a leap one included).
 MAX_DAYS = 366
+# Dates outside these years name no consultation (and the far ends of the
+# calendar cannot be turned into instants at all).
+FIRST_YEAR, LAST_YEAR = 2000, 2999
 
 JSON_NAME = "consultations.json"
 CSV_NAME = "consultations.csv"
@@ -232,6 +235,8 @@ def parse_range(first: str | None, last: str | None) -> Range:
             dates[name] = date.fromisoformat(value)
         except ValueError:
             raise RangeError(f"{name} must be a date written YYYY-MM-DD", name) from None
+        if not FIRST_YEAR <= dates[name].year <= LAST_YEAR:
+            raise RangeError(f"{name} must be in the years {FIRST_YEAR} to {LAST_YEAR}", name)
     if dates["to"] < dates["from"]:
         raise RangeError("to must not be before from", "to")
     if (dates["to"] - dates["from"]).days + 1 > MAX_DAYS:
