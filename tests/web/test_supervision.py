@@ -364,3 +364,19 @@ async def test_the_page_counts_and_links(scenario: Scenario, login_as: LoginAs) 
     html = await resp.text()
     assert 'id="sv-error"' in html
     assert 'id="summary"' not in html
+
+
+def test_the_field_list_is_one_list() -> None:
+    """The README's table, the schema and the CSV header name the same fields, in order."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The supervision export", 1)[1].split("\n## ", 1)[0]
+    documented = [
+        line.split("|")[1].strip().strip("`")
+        for line in section.splitlines()
+        if line.startswith("| `")
+    ]
+    assert documented == list(supervision.FIELD_NAMES)
+    item = supervision.schema()["$defs"]["consultation"]
+    assert list(item["properties"]) == list(supervision.FIELD_NAMES)
+    assert item["required"] == list(supervision.FIELD_NAMES)
+    assert supervision.schema()["$schema"] == "https://json-schema.org/draft/2020-12/schema"
