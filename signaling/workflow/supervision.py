@@ -7,11 +7,12 @@ the server (a deployment that serves one county medical community). Clinic
 doctors, specialists and reviewers are refused (403 ``role_forbidden``), and
 the refusal is audited like any refused look.
 
-Every export is audited in the transaction that reads its rows
-(``supervision.export``: the range, the format, how many consultations, the
-manifest's SHA-256 and the export's id, which the manifest carries too), so no
-file leaves the server without its entry. The summary a page shows before the
-download is a count by state, not patient data, and is not audited.
+Every export is audited before it is handed out (``supervision.export``: the
+range, the format, how many consultations, the manifest's SHA-256 and the
+export's id, which the manifest carries too), so no file leaves the server
+without its entry; if the entry cannot be written, nothing is handed out.
+The summary a page shows before the download is a count by state, not patient
+data, and is not audited.
 
 The rows become files in ``records.supervision`` (pure); the document is
 checked against its JSON Schema and the manifest signed with the server's
@@ -136,7 +137,7 @@ class SupervisionService(Service):
         key = await self.key()
         deadlines = self.ctx.deadlines
 
-        def work(tx: Tx) -> supervision.Export:
+        def rows(conn: sa.Connection) -> tuple[list[supervision.Source], Institution | None]:
             sources = [
                 dataclasses.replace(
                     s,
@@ -144,25 +145,32 @@ class SupervisionService(Service):
                     complete_by=deadlines.complete_by(s.consultation),
                 )
                 for s in store.supervision_sources(
-                    tx.conn, start=rng.start, end=rng.end, consulted_institution_id=scope
+                    conn, start=rng.start, end=rng.end, consulted_institution_id=scope
                 )
             ]
-            institution = store.get_institution(tx.conn, scope) if scope else None
-            export_id = store.new_id()
-            # Made (and checked against the schema) inside the transaction, so the
-            # audit entry carries the manifest's SHA-256 of what is handed out.
-            result = supervision.build(
-                sources,
-                rng=rng,
-                producer=supervision.Producer(version=self.version, institution=institution),
-                generated_at=tx.now,
-                key=key,
-                export_id=export_id,
-            )
+            return sources, store.get_institution(conn, scope) if scope else None
+
+        # Read in a read transaction and made off the event loop: checking a
+        # year's records against the schema takes seconds (about 1 ms each),
+        # which must hold neither the single writer nor the loop. Nothing leaves
+        # the server before the audit entry below, with the SHA-256 of the
+        # manifest of exactly these files, is committed.
+        sources, institution = await self.read(rows)
+        result = await asyncio.to_thread(
+            supervision.build,
+            sources,
+            rng=rng,
+            producer=supervision.Producer(version=self.version, institution=institution),
+            generated_at=self.clock.now(),
+            key=key,
+            export_id=store.new_id(),
+        )
+
+        def audit(tx: Tx) -> None:
             tx.audit(
                 "supervision.export",
                 "supervision_export",
-                export_id,
+                result.export_id,
                 range_from=rng.first.isoformat(),
                 range_to=rng.last.isoformat(),
                 scope_institution_id=scope,
@@ -172,6 +180,6 @@ class SupervisionService(Service):
                 manifest_sha256=result.manifest_sha256,
                 key_fingerprint=key.fingerprint,
             )
-            return result
 
-        return await self.write(actor, work)
+        await self.write(actor, audit)
+        return result
