@@ -1,8 +1,8 @@
 """The supervision export (监管数据导出): consultations for the provincial platform.
 
-Pure functions: the rows of a date range in, the three files of an export out
-(``consultations.json``, ``consultations.csv``, ``manifest.json``), and the
-manifest's signature. Nothing here reads the database or the clock; the
+Pure functions: the rows of a date range in, the files of an export out
+(``consultations.json``, ``consultations.csv``, the JSON Schema, and
+``manifest.json`` listing them), and the manifest's signature. Nothing here reads the database or the clock; the
 workflow (``signaling/workflow/supervision.py``) gathers the rows, decides who
 may export what, and audits.
 
@@ -72,9 +72,10 @@ CSV_NAME = "consultations.csv"
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.json.sig"
 PUBLIC_KEY_NAME = "signing-key.pem"
+SCHEMA_NAME = "supervision-export.schema.json"
 SIGNATURE_ALGORITHM = "Ed25519"
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "supervision-export.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / SCHEMA_NAME
 
 # Recording statuses that produced a file (a purged one was recorded; its file is
 # gone after its retention date, its SHA-256 stays).
@@ -557,7 +558,7 @@ class Export:
     """The files of one export, signed."""
 
     export_id: str
-    files: dict[str, bytes]  # consultations.json, consultations.csv
+    files: dict[str, bytes]  # consultations.json, consultations.csv, the schema
     manifest: bytes
     signature: bytes
     public_key: bytes
@@ -599,7 +600,13 @@ def build(
     problems = schema_errors(doc)
     if problems:
         raise ValueError("the export does not match its schema: " + "; ".join(problems[:5]))
-    files = {JSON_NAME: json_bytes(doc), CSV_NAME: csv_bytes(records)}
+    # The schema travels with the data (and is covered by the signature), so the
+    # platform validates against the version the export was made for.
+    files = {
+        JSON_NAME: json_bytes(doc),
+        CSV_NAME: csv_bytes(records),
+        SCHEMA_NAME: SCHEMA_PATH.read_bytes(),
+    }
     m = manifest_bytes(
         manifest(
             files,

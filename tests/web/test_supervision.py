@@ -105,6 +105,7 @@ async def test_export_matches_schema_csv_and_manifest(
         "manifest.json",
         "manifest.json.sig",
         "signing-key.pem",
+        "supervision-export.schema.json",
     }
     doc = json.loads(files["consultations.json"])
     assert supervision.schema_errors(doc) == []
@@ -143,7 +144,11 @@ async def test_export_matches_schema_csv_and_manifest(
     # The manifest lists each file's size and SHA-256, and the signature holds.
     manifest = json.loads(files["manifest.json"])
     listed = {f["name"]: f for f in manifest["files"]}
-    assert set(listed) == {"consultations.json", "consultations.csv"}
+    assert set(listed) == {
+        "consultations.json",
+        "consultations.csv",
+        "supervision-export.schema.json",
+    }
     for name, entry in listed.items():
         assert entry["size"] == len(files[name])
         assert entry["sha256"] == hashlib.sha256(files[name]).hexdigest()
