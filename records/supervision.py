@@ -2,9 +2,10 @@
 
 Pure functions: the rows of a date range in, the files of an export out
 (``consultations.json``, ``consultations.csv``, the JSON Schema, and
-``manifest.json`` listing them), and the manifest's signature. Nothing here reads the database or the clock; the
-workflow (``signaling/workflow/supervision.py``) gathers the rows, decides who
-may export what, and audits.
+``manifest.json`` listing them), and the manifest's signature. Nothing here
+reads the database or the clock; the workflow
+(``signaling/workflow/supervision.py``) gathers the rows, decides who may
+export what, and audits.
 
 Choices, documented for the receiver (the README has the field table):
 
@@ -502,7 +503,7 @@ class SigningKey:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(pem)
-            # Two first exports at once: the first rename wins, both use the file.
+            # Two first exports at once: the first link wins, both use its file.
             try:
                 os.link(tmp, path)
             except FileExistsError:

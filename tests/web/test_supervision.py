@@ -375,11 +375,9 @@ def test_the_field_list_is_one_list() -> None:
     """The README's table, the schema and the CSV header name the same fields, in order."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("### The supervision export", 1)[1].split("\n## ", 1)[0]
-    documented = [
-        line.split("|")[1].strip().strip("`")
-        for line in section.splitlines()
-        if line.startswith("| `")
-    ]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| ")]
+    documented = [r[2].strip().strip("`") for r in rows[1:]]  # after the head
+    assert [r[1].strip() for r in rows[1:]] == [str(i + 1) for i in range(len(documented))]
     assert documented == list(supervision.FIELD_NAMES)
     item = supervision.schema()["$defs"]["consultation"]
     assert list(item["properties"]) == list(supervision.FIELD_NAMES)
