@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +36,7 @@ from signaling.workflow.recording import RecordingService
 from signaling.workflow.replay import RecordingExports, ReplayService
 from signaling.workflow.report import ReportService
 from signaling.workflow.summary import SummaryService
+from signaling.workflow.supervision import SupervisionService
 from web import (
     api,
     api_documents,
@@ -42,9 +44,11 @@ from web import (
     api_precall,
     api_recordings,
     api_report,
+    api_supervision,
     metrics,
     pages_precall,
     pages_report,
+    pages_supervision,
     ws,
 )
 from web.auth import auth_middleware
@@ -71,6 +75,7 @@ from web.keys import (
     SETTINGS,
     SOCKETS,
     SUMMARY,
+    SUPERVISION,
 )
 from web.openapi import Route, build_spec
 from web.pages import setup_pages
@@ -94,6 +99,11 @@ def passwords_for(settings: Settings) -> Passwords:
     )
 
 
+def supervision_key_path(settings: Settings) -> Path:
+    """Where the Ed25519 key that signs supervision exports is kept (made on first use)."""
+    return settings.data_dir / "signing" / "supervision-ed25519.pem"
+
+
 def ice_config(settings: Settings) -> IceConfig:
     """What browsers are told about STUN/TURN, from settings."""
     return IceConfig(
@@ -115,6 +125,7 @@ def all_routes() -> tuple[Route, ...]:
         + api_recordings.ROUTES
         + api_precall.ROUTES
         + api_report.ROUTES
+        + api_supervision.ROUTES
     )
 
 
@@ -144,6 +155,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     setup_pages(app)
     pages_precall.setup(app)
     pages_report.setup(app)
+    pages_supervision.setup(app)
     return app
 
 
@@ -176,6 +188,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[OPINIONS] = OpinionService(ctx)
     app[SUMMARY] = SummaryService(ctx)
     app[REPORTS] = ReportService(ctx, font=settings.report_font)
+    app[SUPERVISION] = SupervisionService(
+        ctx, key_path=supervision_key_path(settings), version=VERSION
+    )
     keyring = settings.keyring()
     if keyring is not None:
         app[KEYRING] = keyring

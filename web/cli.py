@@ -26,7 +26,7 @@ from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.keys import KeyService
 from signaling.workflow.recording import RecordingService
 from web import check as deployment
-from web import logs
+from web import cli_export, logs
 from web.app import create_app, passwords_for
 from web.settings import Settings
 from web.tls import ensure_self_signed, ssl_context
@@ -227,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["generate", "rotate"],
         help="generate: print a new random key; rotate: bring every file under the current key",
     )
+    cli_export.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "keys" and args.action == "generate":
         print(sealed.new_key())
@@ -259,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(deployment.render(checks))
         return deployment.exit_code(checks)
+    if args.command == "export":
+        return cli_export.run(args, settings)
     if args.command == "recordings":
         if args.action == "verify":
             return asyncio.run(_verify_recordings(settings))

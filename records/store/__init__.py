@@ -76,6 +76,10 @@ from records.store.recordings import (
     recording_by_path,
     update_recording,
 )
+from records.store.supervision import (
+    count_requested,
+    supervision_sources,
+)
 
 __all__ = [
     "active_consent",
@@ -95,6 +99,7 @@ __all__ = [
     "change_state",
     "clear_login_failures",
     "count_login_failure",
+    "count_requested",
     "delete_roster_entry",
     "find_recorded_consultations",
     "first_row",
@@ -131,6 +136,7 @@ __all__ = [
     "revoke_sessions",
     "set_consultation",
     "set_password_hash",
+    "supervision_sources",
     "update_recording",
     "withdraw_consent",
 ]

@@ -58,6 +58,8 @@ NO_PATH_ID = {
     ("GET", "/api/roster"): "the caller's hospital's list",
     ("POST", "/api/roster"): "body: ids of the caller's own hospital (400 otherwise)",
     ("GET", "/api/recordings"): "a search: filters narrow what the caller may see",
+    ("GET", "/api/supervision/export"): "the caller's hospital, or all for an admin; "
+    "other roles 403, audited (tests/web/test_supervision.py)",
 }
 PAGES = (
     "/consultations/{consultation_id}",
