@@ -35,6 +35,7 @@ from signaling.workflow.precall import PrecallService
 from signaling.workflow.recording import RecordingService
 from signaling.workflow.replay import RecordingExports, ReplayService
 from signaling.workflow.report import ReportService
+from signaling.workflow.stats import StatsService
 from signaling.workflow.summary import SummaryService
 from web import (
     api,
@@ -43,8 +44,10 @@ from web import (
     api_precall,
     api_recordings,
     api_report,
+    api_stats,
     pages_precall,
     pages_report,
+    pages_stats,
     ws,
 )
 from web.auth import auth_middleware
@@ -70,6 +73,7 @@ from web.keys import (
     REPORTS,
     SETTINGS,
     SOCKETS,
+    STATS,
     SUMMARY,
 )
 from web.openapi import Route, build_spec
@@ -115,6 +119,7 @@ def all_routes() -> tuple[Route, ...]:
         + api_recordings.ROUTES
         + api_precall.ROUTES
         + api_report.ROUTES
+        + api_stats.ROUTES
     )
 
 
@@ -142,6 +147,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     setup_pages(app)
     pages_precall.setup(app)
     pages_report.setup(app)
+    pages_stats.setup(app)
     return app
 
 
@@ -174,6 +180,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[OPINIONS] = OpinionService(ctx)
     app[SUMMARY] = SummaryService(ctx)
     app[REPORTS] = ReportService(ctx, font=settings.report_font)
+    app[STATS] = StatsService(ctx)
     keyring = settings.keyring()
     if keyring is not None:
         app[KEYRING] = keyring

@@ -22,6 +22,7 @@ from signaling.workflow.precall import PrecallService
 from signaling.workflow.recording import RecordingService
 from signaling.workflow.replay import RecordingExports, ReplayService
 from signaling.workflow.report import ReportService
+from signaling.workflow.stats import StatsService
 from signaling.workflow.summary import SummaryService
 from web.settings import Settings
 
@@ -43,6 +44,7 @@ REPLAY = web.AppKey("replay", ReplayService)
 EXPORTS = web.AppKey("exports", RecordingExports)
 PRECALL = web.AppKey("precall", PrecallService)
 REPORTS = web.AppKey("reports", ReportService)
+STATS = web.AppKey("stats", StatsService)
 # The master keys for encryption at rest; absent when encryption is off.
 KEYRING = web.AppKey("keyring", Keyring)
 # Open WebSockets and the session token behind each: closed on logout, when the

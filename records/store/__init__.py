@@ -76,8 +76,13 @@ from records.store.recordings import (
     recording_by_path,
     update_recording,
 )
+from records.store.stats import (
+    ConsultationFacts,
+    consultation_facts,
+)
 
 __all__ = [
+    "ConsultationFacts",
     "active_consent",
     "add_account",
     "add_consent",
@@ -94,6 +99,7 @@ __all__ = [
     "add_session",
     "change_state",
     "clear_login_failures",
+    "consultation_facts",
     "count_login_failure",
     "delete_roster_entry",
     "find_recorded_consultations",
