@@ -20,9 +20,30 @@ const hours = new Intl.NumberFormat(LOCALE, { maximumFractionDigits: 2 });
 Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
 Chart.defaults.color = "#5b6775";
 Chart.defaults.animation = false;
+// A phone has room for less: smaller axis labels.
+if (window.innerWidth < 600) Chart.defaults.font.size = 10;
 Chart.defaults.maintainAspectRatio = false;
 
+// Chart.js cuts long axis labels: give it lines of at most `max` characters
+// (at spaces for English, anywhere for Chinese).
+function wrap(text, max = 16) {
+  const words = /\s/.test(text) ? text.split(/\s+/) : [...text];
+  const glue = /\s/.test(text) ? " " : "";
+  const lines = [];
+  let line = "";
+  for (const word of words) {
+    const next = line ? line + glue + word : word;
+    if (line && next.length > max) {
+      lines.push(line);
+      line = word;
+    } else line = next;
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
 const fmtRate = (rate) => (rate === null || rate === undefined ? "–" : percent.format(rate));
+const fmtNumber = (h) => (h === null || h === undefined ? "–" : hours.format(h));
 const fmtHours = (h) => (h === null || h === undefined ? "–" : t("stats.hours", { h: hours.format(h) }));
 
 function isoDay(d) {
@@ -52,7 +73,7 @@ function chart(id, config) {
 const horizontal = (extra = {}) => ({
   indexAxis: "y",
   plugins: { legend: { display: false } },
-  scales: { x: { beginAtZero: true, ticks: { precision: 0 } } },
+  scales: { x: { beginAtZero: true, ticks: { precision: 0 } }, y: { ticks: { autoSkip: false } } },
   ...extra,
 });
 
@@ -92,7 +113,7 @@ function draw(s) {
   chart("chart-by-department", {
     type: "bar",
     data: {
-      labels: s.by_department.map((d) => d.name),
+      labels: s.by_department.map((d) => wrap(d.name)),
       datasets: [{ label: t("stats.count"), data: s.by_department.map((d) => d.count), backgroundColor: "#2456a6" }],
     },
     options: horizontal(),
@@ -107,7 +128,7 @@ function draw(s) {
   chart("chart-by-institution", {
     type: "bar",
     data: {
-      labels: s.by_institution.map((i) => i.name),
+      labels: s.by_institution.map((i) => wrap(i.name)),
       datasets: [{ label: t("stats.count"), data: s.by_institution.map((i) => i.count), backgroundColor: "#0f6e74" }],
     },
     options: horizontal(),
@@ -133,7 +154,7 @@ function draw(s) {
       ],
     },
     options: horizontal({
-      scales: { x: { beginAtZero: true, max: 100, ticks: { callback: (v) => `${v}%` } } },
+      scales: { x: { beginAtZero: true, max: 100, ticks: { callback: (v) => `${v}%` } }, y: { ticks: { autoSkip: false } } },
       plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => `${c.parsed.x.toFixed(1)}%` } } },
     }),
   });
@@ -143,14 +164,14 @@ function draw(s) {
     outcomes.map((k) => [t(`stats.outcome.${k}`), number.format(s.outcomes[k].count), number.format(s.outcomes[k].of), fmtRate(s.outcomes[k].rate)]),
     { numeric: [1, 2, 3] },
   );
-  table("table-decline-reasons", [t("stats.reason"), t("stats.count")], s.decline_reasons.map((r) => [r.reason, number.format(r.count)]), { numeric: [1] });
-  table("table-cancel-reasons", [t("stats.reason"), t("stats.count")], s.cancel_reasons.map((r) => [r.reason, number.format(r.count)]), { numeric: [1] });
+  table("table-decline-reasons", [t("stats.reason"), t("stats.count")], s.decline_reasons.map((r) => [r.reason || t("stats.no_reason"), number.format(r.count)]), { numeric: [1] });
+  table("table-cancel-reasons", [t("stats.reason"), t("stats.count")], s.cancel_reasons.map((r) => [r.reason || t("stats.no_reason"), number.format(r.count)]), { numeric: [1] });
 
   const times = ["to_accept", "to_start", "to_sign"];
   chart("chart-times", {
     type: "bar",
     data: {
-      labels: times.map((k) => t(`stats.time.${k}`)),
+      labels: times.map((k) => wrap(t(`stats.time.${k}`), 18)),
       datasets: [
         { label: t("stats.median"), data: times.map((k) => s.times[k].median_hours), backgroundColor: "#2456a6" },
         { label: t("stats.p90"), data: times.map((k) => s.times[k].p90_hours), backgroundColor: "#9fb8e3" },
@@ -159,13 +180,15 @@ function draw(s) {
     options: {
       indexAxis: "y",
       plugins: { legend: { position: "bottom" } },
-      scales: { x: { beginAtZero: true } },
+      // Every label shown: Chart.js would skip one where they crowd.
+      scales: { x: { beginAtZero: true }, y: { ticks: { autoSkip: false } } },
     },
   });
   table(
     "table-times",
-    [t("stats.time"), t("stats.count"), t("stats.median"), t("stats.p90")],
-    times.map((k) => [t(`stats.time.${k}`), number.format(s.times[k].count), fmtHours(s.times[k].median_hours), fmtHours(s.times[k].p90_hours)]),
+    [t("stats.time"), t("stats.count"), t("stats.median_short"), t("stats.p90_short")],
+    // The header says "hours": the cells hold the numbers alone.
+    times.map((k) => [t(`stats.time.${k}`), number.format(s.times[k].count), fmtNumber(s.times[k].median_hours), fmtNumber(s.times[k].p90_hours)]),
     { numeric: [1, 2, 3] },
   );
 
@@ -173,7 +196,7 @@ function draw(s) {
   chart("chart-compliance", {
     type: "bar",
     data: {
-      labels: deadlines.map((k) => t(`stats.compliance.${k}`)),
+      labels: deadlines.map((k) => wrap(t(`stats.compliance.${k}`), 24)),
       datasets: [{ label: t("stats.rate"), data: deadlines.map((k) => (s.compliance[k].rate ?? 0) * 100), backgroundColor: "#1e7a3c" }],
     },
     options: horizontal({
@@ -192,14 +215,14 @@ function draw(s) {
   chart("chart-recording", {
     type: "doughnut",
     data: {
-      labels: [t("stats.recorded"), t("stats.with_call")],
+      labels: [t("stats.recorded"), t("stats.not_recorded")],
       datasets: [{ data: [rec.count, rec.of - rec.count], backgroundColor: ["#0f6e74", "#dde3ea"] }],
     },
     options: {
       plugins: {
         legend: { position: "bottom", labels: { generateLabels: () => [
           { text: `${t("stats.recorded")}: ${number.format(rec.count)}`, fillStyle: "#0f6e74", strokeStyle: "#0f6e74" },
-          { text: `${t("stats.with_call")}: ${number.format(rec.of)}`, fillStyle: "#dde3ea", strokeStyle: "#dde3ea" },
+          { text: `${t("stats.not_recorded")}: ${number.format(rec.of - rec.count)}`, fillStyle: "#dde3ea", strokeStyle: "#c5cfd9" },
         ] } },
       },
     },
