@@ -58,6 +58,11 @@ NO_PATH_ID = {
     ("GET", "/api/roster"): "the caller's hospital's list",
     ("POST", "/api/roster"): "body: ids of the caller's own hospital (400 otherwise)",
     ("GET", "/api/recordings"): "a search: filters narrow what the caller may see",
+    # Counts only, of the caller's own hospital (all for the administrator); a
+    # filter naming another hospital's department counts nothing (test_stats.py).
+    ("GET", "/api/stats"): "counts: filters narrow what the caller may see",
+    ("GET", "/api/stats.csv"): "counts: filters narrow what the caller may see",
+    ("GET", "/api/stats.xlsx"): "counts: filters narrow what the caller may see",
 }
 PAGES = (
     "/consultations/{consultation_id}",
