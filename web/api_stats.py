@@ -103,6 +103,7 @@ def stats_json(s: Stats) -> dict[str, Any]:
             "department_id": q.department_id,
             "institution_id": q.requesting_institution_id,
             "urgency": q.urgency,
+            "names": s.filter_names,
         },
         "scope": {"institution_id": s.scope},
         "generated_at": s.generated_at.isoformat(),
@@ -143,6 +144,11 @@ def stats_tables(s: Stats, gettext: Any) -> list[Table]:
 
     q = s.query
     all_ = label("stats.all")
+
+    def _named(s: Stats, key: str, value: str | None) -> str:
+        """A filter as people read it: the name, else the id as given, else "all"."""
+        return s.filter_names.get(key) or value or all_
+
     urgencies = [g.key for g in s.by_urgency]
     return [
         Table(
@@ -152,8 +158,11 @@ def stats_tables(s: Stats, gettext: Any) -> list[Table]:
             [
                 [label("stats.from"), q.first_day.isoformat()],
                 [label("stats.to"), q.last_day.isoformat()],
-                [label("stats.filter.department"), q.department_id or all_],
-                [label("stats.filter.institution"), q.requesting_institution_id or all_],
+                [label("stats.filter.department"), _named(s, "department", q.department_id)],
+                [
+                    label("stats.filter.institution"),
+                    _named(s, "institution", q.requesting_institution_id),
+                ],
                 [
                     label("stats.filter.urgency"),
                     label(f"urgency.{q.urgency}") if q.urgency else all_,

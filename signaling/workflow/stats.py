@@ -171,6 +171,9 @@ class Stats:
     times: dict[str, Duration]
     compliance: dict[str, Share]
     recording: Share
+    # The names of the filtered department and institution (the directory is
+    # open to every logged-in user), for the exports' summary.
+    filter_names: dict[str, str]
 
 
 def share(count: int, of: int) -> Share:
@@ -257,7 +260,14 @@ class StatsService(Service):
             raise
         query.check()
 
-        def work(tx: Tx) -> tuple[list[ConsultationFacts], datetime]:
+        def work(tx: Tx) -> tuple[list[ConsultationFacts], datetime, dict[str, str]]:
+            names = {}
+            if query.department_id and (d := store.get_department(tx.conn, query.department_id)):
+                names["department"] = d.name
+            if query.requesting_institution_id and (
+                i := store.get_institution(tx.conn, query.requesting_institution_id)
+            ):
+                names["institution"] = i.name
             facts = store.consultation_facts(
                 tx.conn,
                 since=query.since,
@@ -268,10 +278,10 @@ class StatsService(Service):
                 urgency=query.urgency,
             )
             self._audit(tx, "stats.view", query, fmt, count=len(facts))
-            return facts, tx.now
+            return facts, tx.now, names
 
-        facts, now = await self.write(actor, work)
-        return self.figures(query, scope, facts, now)
+        facts, now, names = await self.write(actor, work)
+        return self.figures(query, scope, facts, now, names)
 
     @staticmethod
     def _audit(tx: Tx, action: str, query: StatsQuery, fmt: str, **more: Any) -> None:
@@ -294,6 +304,7 @@ class StatsService(Service):
         scope: str | None,
         facts: list[ConsultationFacts],
         now: datetime,
+        filter_names: dict[str, str] | None = None,
     ) -> Stats:
         """Compute every figure from the facts (see the module docstring)."""
         total = len(facts)
@@ -378,4 +389,5 @@ class StatsService(Service):
                 )
             },
             recording=share(len(covered), len(with_call)),
+            filter_names=filter_names or {},
         )

@@ -391,7 +391,7 @@ def _compare(tables: list[tuple[str, list[str], list[list[Any]]]], s: dict[str, 
 
 async def test_csv_and_xlsx_hold_the_same_numbers(history: History, login_as: LoginAs) -> None:
     coord = await login_as("coord1")
-    query = f"{RANGE}&urgency=routine"
+    query = f"{RANGE}&urgency=routine&department_id={history.departments['cardiology']}"
     status, data = await coord.get(f"/api/stats?{query}")
     assert status == 200
     s = data["stats"]
@@ -405,6 +405,9 @@ async def test_csv_and_xlsx_hold_the_same_numbers(history: History, login_as: Lo
         assert resp.headers["Content-Type"].startswith("text/csv")
         sections = _csv_sections(await resp.read())
         assert sections[1][0] == [title]
+        # The summary names the filters as people know them.
+        assert sections[0][4][1] == "心血管内科"
+        assert sections[0][5][1] == ("全部" if lang == "zh_CN" else "All")
         tables = []
         for key, sec in zip(ORDER, sections, strict=True):
             labels = TEXT_COLUMNS.get(key, ())
