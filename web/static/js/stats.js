@@ -14,7 +14,7 @@ const URGENCIES = ["emergency", "urgent", "routine"];
 // Emergency red, urgent amber, routine teal (the app's palette).
 const URGENCY_COLOURS = { emergency: "#b42318", urgent: "#dc8a00", routine: "#0f6e74" };
 const number = new Intl.NumberFormat(LOCALE);
-const percent = new Intl.NumberFormat(LOCALE, { style: "percent", maximumFractionDigits: 1 });
+const percent = new Intl.NumberFormat(LOCALE, { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 });
 const hours = new Intl.NumberFormat(LOCALE, { maximumFractionDigits: 2 });
 
 Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
