@@ -35,6 +35,7 @@ from signaling.workflow.precall import PrecallService
 from signaling.workflow.recording import RecordingService
 from signaling.workflow.replay import RecordingExports, ReplayService
 from signaling.workflow.report import ReportService
+from signaling.workflow.stats import StatsService
 from signaling.workflow.summary import SummaryService
 from signaling.workflow.supervision import SupervisionService
 from web import (
@@ -44,10 +45,12 @@ from web import (
     api_precall,
     api_recordings,
     api_report,
+    api_stats,
     api_supervision,
     metrics,
     pages_precall,
     pages_report,
+    pages_stats,
     pages_supervision,
     ws,
 )
@@ -74,6 +77,7 @@ from web.keys import (
     REPORTS,
     SETTINGS,
     SOCKETS,
+    STATS,
     SUMMARY,
     SUPERVISION,
 )
@@ -126,6 +130,7 @@ def all_routes() -> tuple[Route, ...]:
         + api_precall.ROUTES
         + api_report.ROUTES
         + api_supervision.ROUTES
+        + api_stats.ROUTES
     )
 
 
@@ -156,6 +161,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     pages_precall.setup(app)
     pages_report.setup(app)
     pages_supervision.setup(app)
+    pages_stats.setup(app)
     return app
 
 
@@ -191,6 +197,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[SUPERVISION] = SupervisionService(
         ctx, key_path=supervision_key_path(settings), version=VERSION
     )
+    app[STATS] = StatsService(ctx)
     keyring = settings.keyring()
     if keyring is not None:
         app[KEYRING] = keyring

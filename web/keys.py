@@ -22,6 +22,7 @@ from signaling.workflow.precall import PrecallService
 from signaling.workflow.recording import RecordingService
 from signaling.workflow.replay import RecordingExports, ReplayService
 from signaling.workflow.report import ReportService
+from signaling.workflow.stats import StatsService
 from signaling.workflow.summary import SummaryService
 from signaling.workflow.supervision import SupervisionService
 from web.settings import Settings
@@ -45,6 +46,7 @@ EXPORTS = web.AppKey("exports", RecordingExports)
 PRECALL = web.AppKey("precall", PrecallService)
 REPORTS = web.AppKey("reports", ReportService)
 SUPERVISION = web.AppKey("supervision", SupervisionService)
+STATS = web.AppKey("stats", StatsService)
 # The master keys for encryption at rest; absent when encryption is off.
 KEYRING = web.AppKey("keyring", Keyring)
 # Open WebSockets and the session token behind each: closed on logout, when the

@@ -28,6 +28,7 @@ from signaling.errors import NotFound
 from signaling.workflow import policy
 from signaling.workflow.auth import Session
 from signaling.workflow.consultations import Frame
+from signaling.workflow.stats import STATS_ROLES
 from web.auth import actor, audit_refused
 from web.i18n import JS_STRINGS, LOCALE_COOKIE, LOCALES, N_, I18n, Localizer
 from web.keys import CLOCK, CONSULTATIONS, DIRECTORY, SESSION, SETTINGS
@@ -231,6 +232,8 @@ async def render(
         locales=LOCALES,
         account=account,
         role_label=loc.gettext(_ROLE_LABELS.get(account.role, account.role)) if account else "",
+        # The medical-affairs statistics, in the top bar of the roles that may see them.
+        stats_link=account is not None and account.role in STATS_ROLES,
         institution=institution,
         csrf_token=session.csrf_token if session else "",
         strings=loc.js_strings()

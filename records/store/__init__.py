@@ -76,12 +76,17 @@ from records.store.recordings import (
     recording_by_path,
     update_recording,
 )
+from records.store.stats import (
+    ConsultationFacts,
+    consultation_facts,
+)
 from records.store.supervision import (
     count_requested,
     supervision_sources,
 )
 
 __all__ = [
+    "ConsultationFacts",
     "active_consent",
     "add_account",
     "add_consent",
@@ -98,6 +103,7 @@ __all__ = [
     "add_session",
     "change_state",
     "clear_login_failures",
+    "consultation_facts",
     "count_login_failure",
     "count_requested",
     "delete_roster_entry",

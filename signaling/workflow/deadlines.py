@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from records.models import Consultation
 from records.vocab import Urgency
@@ -31,6 +32,21 @@ from signaling.workflow.lifecycle import WAITING, State
 EMERGENCIES = frozenset({Urgency.EMERGENCY, Urgency.URGENT})
 # States whose current deadline is completion.
 IN_HAND = frozenset({State.ACCEPTED, State.LIVE, State.ENDED})
+
+
+class Requested(Protocol):
+    """What the deadlines of a request depend on (a ``Consultation``, or the
+    statistics' facts about one)."""
+
+    @property
+    def urgency(self) -> str:
+        """The request's urgency."""
+        ...
+
+    @property
+    def created_at(self) -> datetime:
+        """When it was requested."""
+        ...
 
 
 class DeadlineKind(StrEnum):
@@ -78,14 +94,14 @@ class Deadlines:
         self.rules = rules or DeadlineRules()
         self.calendar = calendar or WorkingCalendar()
 
-    def accept_by(self, c: Consultation) -> datetime:
+    def accept_by(self, c: Requested) -> datetime:
         """When ``c`` must be accepted at the latest."""
         hours = self.rules.accept_hours
         if c.urgency in EMERGENCIES:
             hours = min(hours, self.rules.emergency_hours)
         return c.created_at + timedelta(hours=hours)
 
-    def complete_by(self, c: Consultation) -> datetime:
+    def complete_by(self, c: Requested) -> datetime:
         """When ``c`` must be completed (signed or referred) at the latest."""
         if c.urgency in EMERGENCIES:
             return c.created_at + timedelta(hours=self.rules.emergency_hours)

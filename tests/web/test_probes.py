@@ -60,6 +60,11 @@ NO_PATH_ID = {
     ("GET", "/api/recordings"): "a search: filters narrow what the caller may see",
     ("GET", "/api/supervision/export"): "the caller's hospital, or all for an admin; "
     "other roles 403, audited (tests/web/test_supervision.py)",
+    # Counts only, of the caller's own hospital (all for the administrator); a
+    # filter naming another hospital's department counts nothing (test_stats.py).
+    ("GET", "/api/stats"): "counts: filters narrow what the caller may see",
+    ("GET", "/api/stats.csv"): "counts: filters narrow what the caller may see",
+    ("GET", "/api/stats.xlsx"): "counts: filters narrow what the caller may see",
 }
 PAGES = (
     "/consultations/{consultation_id}",
