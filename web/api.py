@@ -22,6 +22,7 @@ from web.keys import (
     OPENAPI,
     OPINIONS,
     PATIENTS,
+    SECOND_FACTOR,
     SESSION,
 )
 from web.openapi import Route
@@ -49,10 +50,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     session = await request.app[AUTH].login(data.username, data.password, client_addr(request))
     directory = await Directory.load(request)
     today = request.app[CLOCK].now().date()
+    # What the session still owes: "enrol" (no second factor yet), "code", or None.
+    owed = None
+    if session.second_factor_pending:
+        enrolled = await request.app[SECOND_FACTOR].enrolled(session.account.id)
+        owed = "code" if enrolled else "enrol"
     response = web.json_response(
         {
             "account": account_json(session.account, directory, today),
             "csrf_token": session.csrf_token,
+            "second_factor": owed,
         }
     )
     set_session_cookie(request, response, session.token)

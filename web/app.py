@@ -35,6 +35,7 @@ from signaling.workflow.precall import PrecallService
 from signaling.workflow.recording import RecordingService
 from signaling.workflow.replay import RecordingExports, ReplayService
 from signaling.workflow.report import ReportService
+from signaling.workflow.second_factor import SecondFactorService
 from signaling.workflow.summary import SummaryService
 from web import (
     api,
@@ -43,8 +44,10 @@ from web import (
     api_precall,
     api_recordings,
     api_report,
+    api_second_factor,
     pages_precall,
     pages_report,
+    pages_second_factor,
     ws,
 )
 from web.auth import auth_middleware
@@ -68,6 +71,7 @@ from web.keys import (
     RECORDING,
     REPLAY,
     REPORTS,
+    SECOND_FACTOR,
     SETTINGS,
     SOCKETS,
     SUMMARY,
@@ -115,6 +119,7 @@ def all_routes() -> tuple[Route, ...]:
         + api_recordings.ROUTES
         + api_precall.ROUTES
         + api_report.ROUTES
+        + api_second_factor.ROUTES
     )
 
 
@@ -142,6 +147,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     setup_pages(app)
     pages_precall.setup(app)
     pages_report.setup(app)
+    pages_second_factor.setup(app)
     return app
 
 
@@ -163,6 +169,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         max_failures=settings.login_max_failures,
         lockout_seconds=settings.login_lockout_seconds,
         session_ttl_seconds=settings.session_ttl_seconds,
+        second_factor_roles=frozenset(settings.totp_roles),
+    )
+    keyring = settings.keyring()
+    app[SECOND_FACTOR] = SecondFactorService(
+        ctx,
+        passwords=passwords_for(settings),
+        keyring=keyring,
+        roles=frozenset(settings.totp_roles),
+        reverify_window_seconds=settings.reverify_window_seconds,
+        max_failures=settings.login_max_failures,
+        lockout_seconds=settings.login_lockout_seconds,
     )
     app[DIRECTORY] = DirectoryService(ctx)
     app[PATIENTS] = PatientService(ctx)
@@ -174,7 +191,6 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[OPINIONS] = OpinionService(ctx)
     app[SUMMARY] = SummaryService(ctx)
     app[REPORTS] = ReportService(ctx, font=settings.report_font)
-    keyring = settings.keyring()
     if keyring is not None:
         app[KEYRING] = keyring
         log.info("encryption at rest: on (%s)", keyring.cipher)
@@ -235,6 +251,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         recording_max_bitrate=settings.recording_max_bitrate,
         relay=settings.media_plane == "relay",
         relay_max_bitrate=settings.relay_max_bitrate,
+        verifier=app[SECOND_FACTOR],
     )
     # A change that takes someone's place in a call (a reassignment) ends it.
     pushes.listen(app[CALLS].consultation_changed)

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -25,7 +26,7 @@ from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.keys import KeyService
 from signaling.workflow.recording import RecordingService
 from web.app import create_app, passwords_for
-from web.settings import Settings
+from web.settings import ENV_PREFIX, Settings
 from web.tls import ensure_self_signed, ssl_context
 
 log = logging.getLogger("teleconsult")
@@ -233,7 +234,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["host"] = args.host
     if getattr(args, "port", None):
         overrides["port"] = args.port
+    demo_without_phone = (
+        args.command == "serve" and args.demo and ENV_PREFIX + "TOTP_ROLES" not in os.environ
+    )
+    if demo_without_phone:
+        # The demo is tried on one PC without anyone's phone: no second factor
+        # unless TELECONSULT_TOTP_ROLES asks for one (README, "Second factor").
+        overrides["totp_roles"] = ()
     settings = Settings.from_env(**overrides)
+    if demo_without_phone:
+        print(
+            "demo: the second factor (TOTP) is off; set TELECONSULT_TOTP_ROLES="
+            "clinic_doctor,specialist to try it"
+        )
 
     if args.command == "serve":
         serve(settings, demo=args.demo)

@@ -76,6 +76,17 @@ from records.store.recordings import (
     recording_by_path,
     update_recording,
 )
+from records.store.second_factor import (
+    confirm_second_factor,
+    delete_second_factor,
+    get_second_factor,
+    replace_recovery_codes,
+    set_session_verified,
+    start_second_factor,
+    unused_recovery_codes,
+    use_recovery_code,
+    use_step,
+)
 
 __all__ = [
     "active_consent",
@@ -94,8 +105,10 @@ __all__ = [
     "add_session",
     "change_state",
     "clear_login_failures",
+    "confirm_second_factor",
     "count_login_failure",
     "delete_roster_entry",
+    "delete_second_factor",
     "find_recorded_consultations",
     "first_row",
     "get_account",
@@ -109,6 +122,7 @@ __all__ = [
     "get_patients",
     "get_recording",
     "get_roster_entry",
+    "get_second_factor",
     "get_session",
     "latest_precall_checks",
     "list_accounts",
@@ -128,9 +142,15 @@ __all__ = [
     "open_without_event",
     "overdue_requests",
     "recording_by_path",
+    "replace_recovery_codes",
     "revoke_sessions",
     "set_consultation",
     "set_password_hash",
+    "set_session_verified",
+    "start_second_factor",
+    "unused_recovery_codes",
     "update_recording",
+    "use_recovery_code",
+    "use_step",
     "withdraw_consent",
 ]
