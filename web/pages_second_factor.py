@@ -26,9 +26,10 @@ def setup(app: web.Application) -> None:
 
 def qr_svg(uri: str) -> str:
     """The otpauth URI as an inline SVG QR code (no script, no external image)."""
-    # Quiet zone of 4 modules, as scanners expect; the markup is segno's own
-    # (made from the server's URI, never from user input).
-    return str(segno.make(uri, error="m").svg_inline(scale=5, border=4, omitsize=False))
+    # Quiet zone of 4 modules, as scanners expect; a viewBox without a size, so
+    # the stylesheet scales it whole. The markup is segno's own (made from the
+    # server's URI, never from user input).
+    return str(segno.make(uri, error="m").svg_inline(scale=5, border=4, omitsize=True))
 
 
 def grouped(secret: str) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 
 import pyotp
 
+from records.demo import DEMO_PASSWORD
+
 STEP = 30
 # The last step each secret's code was handed out for (module-wide: a secret
 # belongs to one account, which one test enrols).
@@ -39,7 +41,7 @@ async def code(secret: str) -> str:
     return pyotp.TOTP(secret).at(want * STEP)
 
 
-async def login_form(page: Any, username: str, password: str = "demo1234") -> None:
+async def login_form(page: Any, username: str, password: str = DEMO_PASSWORD) -> None:
     """Sign in through the login form and land on the second-factor page."""
     await page.goto("/login")
     await page.fill("#username", username)
