@@ -549,3 +549,24 @@ def open_value(text: str, keyring: Keyring | None, context: bytes) -> bytes:
         return _value_key(master, cipher).decrypt(nonce, blob[1 + KEY_ID + NONCE :], context + kid)
     except InvalidTag as exc:
         raise SealError("the sealed value does not verify (tampered with)") from exc
+
+
+def reseal_value(text: str, keyring: Keyring, context: bytes) -> str | None:
+    """``text`` sealed under the ring's current key and cipher, or None when it is already.
+
+    A plain value (kept before encryption was turned on) is sealed; a value
+    under an older key is opened and sealed again (small: no re-wrapping needed).
+
+    Raises:
+        SealError: it cannot be opened (a key that is not configured, tampering).
+    """
+    if text.startswith(VALUE_PREFIX):
+        try:
+            blob = base64.b64decode(text.removeprefix(VALUE_PREFIX), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise SealError("a damaged sealed value") from exc
+        if blob[:1] == bytes([CIPHERS[keyring.cipher]]) and blob[1 : 1 + KEY_ID] == (
+            keyring.current_id
+        ):
+            return None
+    return seal_value(open_value(text, keyring, context), keyring, context)

@@ -163,6 +163,7 @@ async def _rotate_keys(settings: Settings) -> int:
         f"{len(report.rewrapped)} re-wrapped, {len(report.sealed)} encrypted, "
         f"{report.current} already current, {len(report.failed)} failed"
     )
+    print(f"{report.secrets} second-factor key(s) sealed anew")
     if report.failed:
         print("keep every old key configured and run this again once fixed")
         return 1

@@ -109,3 +109,22 @@ def set_session_verified(conn: sa.Connection, token_hash: str, *, at: datetime) 
         .where(sessions.c.token_hash == token_hash)
         .values(second_factor_pending=False, verified_at=at)
     )
+
+
+def second_factor_secrets(conn: sa.Connection) -> list[tuple[str, str]]:
+    """(account id, stored secret) of every second factor, for key rotation."""
+    rows = conn.execute(
+        sa.select(second_factors.c.account_id, second_factors.c.secret).order_by(
+            second_factors.c.account_id
+        )
+    )
+    return [(r.account_id, r.secret) for r in rows]
+
+
+def set_second_factor_secret(conn: sa.Connection, account_id: str, secret: str) -> None:
+    """Store the secret sealed anew (key rotation)."""
+    conn.execute(
+        second_factors.update()
+        .where(second_factors.c.account_id == account_id)
+        .values(secret=secret)
+    )

@@ -69,6 +69,11 @@ class Enrolment:
     uri: str
 
 
+def totp_context(account_id: str) -> bytes:
+    """What a sealed TOTP secret is bound to (its account: a copied value does not open)."""
+    return f"totp:{account_id}".encode()
+
+
 def failure_key(account_id: str) -> str:
     """The ``login_failures`` key of an account's wrong codes (never a username's hash)."""
     return hashlib.sha256(f"second-factor\0{account_id}".encode()).hexdigest()
@@ -156,12 +161,9 @@ class SecondFactorService(Service):
 
     # -- enrolment ----------------------------------------------------------------
 
-    def _context(self, account_id: str) -> bytes:
-        return f"totp:{account_id}".encode()
-
     def _secret(self, row: dict[str, Any], account_id: str) -> str:
         try:
-            return sealed.open_value(row["secret"], self.keyring, self._context(account_id)).decode(
+            return sealed.open_value(row["secret"], self.keyring, totp_context(account_id)).decode(
                 "ascii"
             )
         except sealed.SealError as exc:
@@ -178,7 +180,7 @@ class SecondFactorService(Service):
         """
         account = actor.account
         fresh = pyotp.random_base32()
-        sealed_fresh = sealed.seal_value(fresh.encode(), self.keyring, self._context(account.id))
+        sealed_fresh = sealed.seal_value(fresh.encode(), self.keyring, totp_context(account.id))
 
         def work(tx: Tx) -> str:
             row = store.get_second_factor(tx.conn, account.id)

@@ -16,7 +16,11 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
+from records import sealed
 from records.schema import audit_log, second_factors
+from signaling.workflow.base import Context, NoPushes
+from signaling.workflow.keys import KeyService
+from signaling.workflow.second_factor import totp_context
 from web.keys import DB
 from web.settings import Settings, SettingsError
 
@@ -363,3 +367,27 @@ def test_the_product_asks_physicians_and_refuses_unknown_roles() -> None:
         Settings.from_env({"TELECONSULT_TOTP_ROLES": "specialist,nurse"})
     with pytest.raises(SettingsError):
         Settings(reverify_window_seconds=-1)
+
+
+async def test_key_rotation_seals_the_secrets_anew(
+    login_as: LoginAs, clock: ManualClock, app: web.Application, settings: Settings, tmp_path: Path
+) -> None:
+    _, secret, _ = await enrol(login_as, clock)
+    old_ring = settings.keyring()
+    assert old_ring is not None
+    new_ring = sealed.Keyring([bytes(32), *old_ring.keys])
+    ctx = Context(db=app[DB], clock=clock, notifier=NoPushes())
+    keys = KeyService(ctx, keyring=new_ring, files_root=tmp_path, recordings_root=tmp_path)
+    report = await keys.rotate()
+    assert (report.secrets, report.failed) == (1, {})
+    assert (await keys.rotate()).secrets == 0  # done: nothing left
+    async with app[DB].read() as conn:
+        account_id, stored = (
+            await conn.execute(sa.select(second_factors.c.account_id, second_factors.c.secret))
+        ).one()
+    # Only the new key is needed now.
+    only_new = sealed.Keyring([bytes(32)])
+    assert sealed.open_value(stored, only_new, totp_context(account_id)) == secret.encode()
+    with pytest.raises(sealed.SealError):
+        sealed.open_value(stored, old_ring, totp_context(account_id))
+    assert [e["object_id"] for e in await audit(app, "second_factor.reseal")] == [account_id]
