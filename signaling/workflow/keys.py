@@ -6,9 +6,10 @@ gets its data key re-wrapped under the current one (``records.sealed``: the
 bulk ciphertext is copied, not re-encrypted); a plaintext file (stored before
 encryption was turned on, or whose sealing a full disk prevented) is sealed.
 The TOTP secrets of the second factor (sealed values in the database) are
-sealed anew under the current key too. Each changed file is audited as it is done, so an interrupted run is resumed
-by running it again: what is done already is skipped. The old key must stay
-in the keyring until a run reports nothing left to do.
+sealed anew under the current key too. Each changed file is audited as it is
+done, so an interrupted run is resumed by running it again: what is done
+already is skipped. The old key must stay in the keyring until a run reports
+nothing left to do.
 """
 
 from __future__ import annotations
