@@ -26,6 +26,7 @@ from web.settings import Settings, SettingsError
 
 from ..conftest import LoginAs, ManualClock, make_settings
 from ..scenario import Scenario, User, tab_of
+from . import test_cli
 from .calls import connect, join
 
 WINDOW = 3600
@@ -391,3 +392,27 @@ async def test_key_rotation_seals_the_secrets_anew(
     with pytest.raises(sealed.SealError):
         sealed.open_value(stored, old_ring, totp_context(account_id))
     assert [e["object_id"] for e in await audit(app, "second_factor.reseal")] == [account_id]
+
+
+def test_the_demo_runs_without_a_phone_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The product's default (physicians give the second factor), as `make demo` runs.
+    tests_env = test_cli.env_for
+    monkeypatch.setattr(
+        test_cli,
+        "env_for",
+        lambda d: {k: v for k, v in tests_env(d).items() if k != "TELECONSULT_TOTP_ROLES"},
+    )
+    server = test_cli.Server(tmp_path, "--demo")
+    try:
+        server.wait_for_line("demo: the second factor (TOTP) is off")
+        server.wait_for_line("teleconsult is running")
+        server.wait_until_listening()
+        status, body = test_cli.request(
+            server.port, "POST", "/api/session", {"username": "cardio1", "password": "demo1234"}
+        )
+        assert status == 200 and isinstance(body, dict)
+        assert body["second_factor"] is None
+    finally:
+        assert server.stop() == 0
