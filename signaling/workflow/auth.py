@@ -171,7 +171,10 @@ class AuthService(Service):
                 token=token,
                 csrf_token=row["csrf_token"],
                 account=account,
-                second_factor_pending=bool(row["second_factor_pending"]),
+                # Also owed by a session of a role that must give it but never
+                # did (opened before the role was in ``totp_roles``).
+                second_factor_pending=bool(row["second_factor_pending"])
+                or (account.role in self.second_factor_roles and row["verified_at"] is None),
                 verified_at=row["verified_at"],
             )
 

@@ -40,7 +40,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import pyotp
 import sqlalchemy as sa
@@ -208,10 +208,6 @@ class SecondFactorService(Service):
                 enrolment started).
         """
         account = actor.account
-        codes = [new_recovery_code() for _ in range(RECOVERY_CODES)]
-        hashes = await asyncio.to_thread(
-            lambda: [self.passwords.hash(normalize_recovery_code(c)) for c in codes]
-        )
         await self._check_lock(actor)
         row = await self.read(lambda conn: store.get_second_factor(conn, account.id))
         if row is None:
@@ -219,6 +215,14 @@ class SecondFactorService(Service):
         if row["enrolled_at"] is not None:
             raise SignalingError("a second factor is enrolled already", code=ErrorCode.CONFLICT)
         step = self._match(self._secret(row, account.id), code)
+        if step is None:
+            await self._failed(actor, "enrol")
+        # Ten argon2 hashes: only for a right code (a wrong one costs no more
+        # than a wrong password), and off the event loop.
+        codes = [new_recovery_code() for _ in range(RECOVERY_CODES)]
+        hashes = await asyncio.to_thread(
+            lambda: [self.passwords.hash(normalize_recovery_code(c)) for c in codes]
+        )
 
         def work(tx: Tx) -> bool:
             if step is None or not store.use_step(tx.conn, account.id, step):
@@ -354,7 +358,9 @@ class SecondFactorService(Service):
             )
             raise Locked("too many wrong codes; try again later")
 
-    async def _failed(self, actor: Actor, purpose: str, consultation_id: str | None = None) -> None:
+    async def _failed(
+        self, actor: Actor, purpose: str, consultation_id: str | None = None
+    ) -> NoReturn:
         """Count and audit a wrong code (in its own transaction), then refuse it."""
         now = self.clock.now()
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from records import sealed
-from records.schema import audit_log, second_factors
+from records.schema import audit_log, second_factors, sessions
 from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.keys import KeyService
 from signaling.workflow.second_factor import totp_context
@@ -416,3 +416,18 @@ def test_the_demo_runs_without_a_phone_and_says_so(
         assert body["second_factor"] is None
     finally:
         assert server.stop() == 0
+
+
+async def test_a_session_from_before_the_second_factor_still_owes_it(
+    login_as: LoginAs, app: web.Application
+) -> None:
+    cardio = await login_as("cardio1")
+
+    # As a session opened before the upgrade (or before the role was in
+    # totp_roles) reads: nothing pending, never verified.
+    def migrated(conn: sa.Connection) -> None:
+        conn.execute(sessions.update().values(second_factor_pending=False))
+
+    await app[DB].run_write(migrated)
+    status, data = await cardio.get("/api/queue")
+    assert (status, data["error"]["code"]) == (401, "second_factor_required")
