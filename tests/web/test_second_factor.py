@@ -94,6 +94,7 @@ async def test_a_session_owing_the_second_factor_reaches_only_its_step(
     assert (status, data["error"]["code"]) == (401, "second_factor_required")
     status, data = await cardio.get("/api/session")
     assert status == 200 and data["account"]["username"] == "cardio1"
+    assert data["second_factor"] == "enrol"
     # Pages lead to the second step, and back to where the user was going.
     resp = await cardio.client.get("/queue", allow_redirects=False)
     assert resp.status == 303
