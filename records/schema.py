@@ -146,6 +146,38 @@ sessions = sa.Table(
     sa.Column("expires_at", TS, nullable=False),
     sa.Column("revoked_at", TS, nullable=True),
     sa.Column("client_addr", sa.String(64), nullable=True),
+    # The password was right but the second factor is still owed (roles in
+    # ``Settings.totp_roles``): such a session reaches only the second-factor
+    # pages and endpoints. ``verified_at``: the last time this session's user
+    # proved their identity with the second factor (at login or before a call).
+    sa.Column("second_factor_pending", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("verified_at", TS, nullable=True),
+)
+
+# One TOTP second factor per account. ``secret`` is the base32 secret sealed under
+# the app's master key (``records.sealed.seal_value``; plain only when the
+# deployment has no key); ``enrolled_at`` is None while the enrolment is started
+# but not yet confirmed with a code. ``last_step`` is the TOTP time step of the
+# last code accepted: a code of that step or an earlier one is refused (replay).
+second_factors = sa.Table(
+    "second_factors",
+    metadata,
+    sa.Column("account_id", ID, sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("secret", sa.String(400), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("enrolled_at", TS, nullable=True),
+    sa.Column("last_step", sa.BigInteger, nullable=True),
+)
+
+# Single-use recovery codes, shown once at enrolment; only their argon2 hash is kept.
+recovery_codes = sa.Table(
+    "recovery_codes",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("account_id", ID, sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("code_hash", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("used_at", TS, nullable=True),
 )
 
 patients = sa.Table(

@@ -101,6 +101,9 @@ class EventKind(StrEnum):
     # the consultation passed its completion deadline (accepted but no opinion
     # signed or referral made in time; ``signaling/workflow/deadlines.py``)
     COMPLETION_OVERDUE = "completion_overdue"
+    # a physician confirmed their identity with the second factor to join the
+    # call (real-name re-verification; signaling/workflow/second_factor.py)
+    IDENTITY_VERIFIED = "identity_verified"
 
 
 class Sex(StrEnum):
@@ -188,6 +191,12 @@ class ErrorCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     LOGIN_FAILED = "login_failed"
     ACCOUNT_LOCKED = "account_locked"
+    # the password was right; the second factor (TOTP) is still owed
+    SECOND_FACTOR_REQUIRED = "second_factor_required"
+    # a physician must confirm their identity again before joining the call
+    VERIFICATION_REQUIRED = "verification_required"
+    # a wrong, expired or already used TOTP or recovery code
+    WRONG_CODE = "wrong_code"
     BAD_ORIGIN = "bad_origin"
     CSRF_FAILED = "csrf_failed"
     FORBIDDEN = "forbidden"

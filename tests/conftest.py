@@ -63,6 +63,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         # plane of every call that is not recorded); the relay's tests
         # (tests/e2e/test_relay_browser.py, tests/bench/township.py) ask for it.
         "media_plane": "mesh",
+        # No second factor unless a test asks for it (tests/web/test_second_factor.py).
+        "totp_roles": (),
     }
     values.update(overrides)
     return Settings(**values)

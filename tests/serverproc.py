@@ -34,6 +34,8 @@ def server_env(data_dir: Path, **settings: str) -> dict[str, str]:
         TELECONSULT_ARGON2_TIME_COST="1",
         TELECONSULT_ARGON2_MEMORY_KIB="8192",
         TELECONSULT_ARGON2_PARALLELISM="1",
+        # No second factor (as in ``make_settings``) unless a test asks for one.
+        TELECONSULT_TOTP_ROLES="",
     )
     env.update({f"TELECONSULT_{name.upper()}": value for name, value in settings.items()})
     return env

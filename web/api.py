@@ -9,6 +9,7 @@ from aiohttp import web
 from records.models import Account
 from records.vocab import ConsultationState, ErrorCode
 from signaling.workflow import policy
+from signaling.workflow.auth import Session
 from signaling.workflow.consultations import Brief, ConsultationView
 from web import schemas
 from web.auth import COOKIE, actor, client_addr, set_session_cookie
@@ -22,6 +23,7 @@ from web.keys import (
     OPENAPI,
     OPINIONS,
     PATIENTS,
+    SECOND_FACTOR,
     SESSION,
 )
 from web.openapi import Route
@@ -43,16 +45,26 @@ from web.ws import close_sockets
 # -- auth -------------------------------------------------------------------------
 
 
+async def second_factor_owed(request: web.Request, session: Session) -> str | None:
+    """What the session still owes: "enrol" (no second factor yet), "code", or None."""
+    if not session.second_factor_pending:
+        return None
+    enrolled = await request.app[SECOND_FACTOR].enrolled(session.account.id)
+    return "code" if enrolled else "enrol"
+
+
 async def login(request: web.Request) -> web.StreamResponse:
     """Log in with username and password; sets the session cookie."""
     data = await body(request, schemas.LoginIn)
     session = await request.app[AUTH].login(data.username, data.password, client_addr(request))
     directory = await Directory.load(request)
     today = request.app[CLOCK].now().date()
+    owed = await second_factor_owed(request, session)
     response = web.json_response(
         {
             "account": account_json(session.account, directory, today),
             "csrf_token": session.csrf_token,
+            "second_factor": owed,
         }
     )
     set_session_cookie(request, response, session.token)
@@ -60,7 +72,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def whoami(request: web.Request) -> web.StreamResponse:
-    """The logged-in account and its CSRF token."""
+    """The logged-in account, its CSRF token and whether the second factor is owed."""
     session = request[SESSION]
     directory = await Directory.load(request)
     today = request.app[CLOCK].now().date()
@@ -68,6 +80,7 @@ async def whoami(request: web.Request) -> web.StreamResponse:
         {
             "account": account_json(session.account, directory, today),
             "csrf_token": session.csrf_token,
+            "second_factor": await second_factor_owed(request, session),
         }
     )
 

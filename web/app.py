@@ -35,6 +35,7 @@ from signaling.workflow.precall import PrecallService
 from signaling.workflow.recording import RecordingService
 from signaling.workflow.replay import RecordingExports, ReplayService
 from signaling.workflow.report import ReportService
+from signaling.workflow.second_factor import SecondFactorService
 from signaling.workflow.stats import StatsService
 from signaling.workflow.summary import SummaryService
 from signaling.workflow.supervision import SupervisionService
@@ -45,11 +46,13 @@ from web import (
     api_precall,
     api_recordings,
     api_report,
+    api_second_factor,
     api_stats,
     api_supervision,
     metrics,
     pages_precall,
     pages_report,
+    pages_second_factor,
     pages_stats,
     pages_supervision,
     ws,
@@ -75,6 +78,7 @@ from web.keys import (
     RECORDING,
     REPLAY,
     REPORTS,
+    SECOND_FACTOR,
     SETTINGS,
     SOCKETS,
     STATS,
@@ -131,6 +135,7 @@ def all_routes() -> tuple[Route, ...]:
         + api_report.ROUTES
         + api_supervision.ROUTES
         + api_stats.ROUTES
+        + api_second_factor.ROUTES
     )
 
 
@@ -162,6 +167,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     pages_report.setup(app)
     pages_supervision.setup(app)
     pages_stats.setup(app)
+    pages_second_factor.setup(app)
     return app
 
 
@@ -183,6 +189,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         max_failures=settings.login_max_failures,
         lockout_seconds=settings.login_lockout_seconds,
         session_ttl_seconds=settings.session_ttl_seconds,
+        second_factor_roles=frozenset(settings.totp_roles),
+    )
+    keyring = settings.keyring()
+    app[SECOND_FACTOR] = SecondFactorService(
+        ctx,
+        passwords=passwords_for(settings),
+        keyring=keyring,
+        roles=frozenset(settings.totp_roles),
+        reverify_window_seconds=settings.reverify_window_seconds,
+        max_failures=settings.login_max_failures,
+        lockout_seconds=settings.login_lockout_seconds,
     )
     app[DIRECTORY] = DirectoryService(ctx)
     app[PATIENTS] = PatientService(ctx)
@@ -198,7 +215,6 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         ctx, key_path=supervision_key_path(settings), version=VERSION
     )
     app[STATS] = StatsService(ctx)
-    keyring = settings.keyring()
     if keyring is not None:
         app[KEYRING] = keyring
         log.info("encryption at rest: on (%s)", keyring.cipher)
@@ -259,6 +275,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         recording_max_bitrate=settings.recording_max_bitrate,
         relay=settings.media_plane == "relay",
         relay_max_bitrate=settings.relay_max_bitrate,
+        verifier=app[SECOND_FACTOR],
     )
     # A change that takes someone's place in a call (a reassignment) ends it.
     pushes.listen(app[CALLS].consultation_changed)

@@ -9,7 +9,7 @@ logged-in browser change anything here.
 from __future__ import annotations
 
 import secrets
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -28,6 +28,18 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PUBLIC_API = frozenset(
     {("POST", "/api/session"), ("GET", "/api/openapi.json"), ("GET", "/api/health")}
 )
+# Reachable by a session that still owes the second factor (the password was
+# right): the second-factor step itself, who am I, logging out; and the pages
+# that take it. Everything else answers ``second_factor_required``.
+SECOND_FACTOR_API = PUBLIC_API | {
+    ("GET", "/api/session"),
+    ("DELETE", "/api/session"),
+    ("POST", "/api/auth/enrolment"),
+    ("POST", "/api/auth/enrolment/confirm"),
+    ("POST", "/api/auth/second-factor"),
+}
+SECOND_FACTOR_PAGE = "/login/second-factor"
+SECOND_FACTOR_PAGES = ("/login", SECOND_FACTOR_PAGE)
 
 
 def same_origin(request: web.Request) -> bool:
@@ -51,7 +63,9 @@ def actor(request: web.Request) -> Actor:
     session = request.get(SESSION)
     if session is None:
         raise api_error(ErrorCode.UNAUTHENTICATED, "log in first")
-    return Actor(account=session.account, client_addr=client_addr(request))
+    return Actor(
+        account=session.account, client_addr=client_addr(request), session=session.token_hash
+    )
 
 
 # What a path parameter names, for the audit entry of a refused request.
@@ -113,6 +127,18 @@ def set_session_cookie(request: web.Request, response: web.StreamResponse, token
     )
 
 
+def _second_factor_gate(request: web.Request) -> None:
+    """Keep a session that owes the second factor on the second-factor step."""
+    path = request.path
+    if path.startswith("/api/") or path == "/ws":
+        if (request.method, path) not in SECOND_FACTOR_API:
+            raise api_error(
+                ErrorCode.SECOND_FACTOR_REQUIRED, "enter the code of your authenticator app first"
+            )
+    elif path not in SECOND_FACTOR_PAGES and not path.startswith("/static/"):
+        raise web.HTTPSeeOther(SECOND_FACTOR_PAGE + "?" + urlencode({"next": request.path_qs}))
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Attach the session, then enforce Origin, CSRF and login on the API."""
@@ -135,4 +161,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         and (request.method, request.path) not in PUBLIC_API
     ):
         raise api_error(ErrorCode.UNAUTHENTICATED, "log in first")
+    if session is not None and session.second_factor_pending:
+        _second_factor_gate(request)
     return await _audited(request, handler)

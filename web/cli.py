@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,7 +29,7 @@ from signaling.workflow.recording import RecordingService
 from web import check as deployment
 from web import cli_export, logs
 from web.app import create_app, passwords_for
-from web.settings import Settings
+from web.settings import ENV_PREFIX, Settings
 from web.tls import ensure_self_signed, ssl_context
 
 log = logging.getLogger("teleconsult")
@@ -165,6 +166,7 @@ async def _rotate_keys(settings: Settings) -> int:
         f"{len(report.rewrapped)} re-wrapped, {len(report.sealed)} encrypted, "
         f"{report.current} already current, {len(report.failed)} failed"
     )
+    print(f"{report.secrets} second-factor key(s) sealed anew")
     if report.failed:
         print("keep every old key configured and run this again once fixed")
         return 1
@@ -238,8 +240,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["host"] = args.host
     if getattr(args, "port", None):
         overrides["port"] = args.port
+    demo_without_phone = (
+        args.command == "serve" and args.demo and ENV_PREFIX + "TOTP_ROLES" not in os.environ
+    )
+    if demo_without_phone:
+        # The demo is tried on one PC without anyone's phone: no second factor
+        # unless TELECONSULT_TOTP_ROLES asks for one (README, "Second factor").
+        overrides["totp_roles"] = ()
     settings = Settings.from_env(**overrides)
     logs.configure(settings.log_format)
+    if demo_without_phone:
+        print(
+            "demo: the second factor (TOTP) is off; set TELECONSULT_TOTP_ROLES="
+            "clinic_doctor,specialist to try it"
+        )
 
     if args.command == "serve":
         serve(settings, demo=args.demo)

@@ -45,6 +45,13 @@ STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.UNAUTHENTICATED: 401,
     ErrorCode.LOGIN_FAILED: 401,
     ErrorCode.ACCOUNT_LOCKED: 429,
+    # The password was right; the session is not usable until the second factor.
+    ErrorCode.SECOND_FACTOR_REQUIRED: 401,
+    # Logged in, but the identity check before a call is too old: a step the
+    # caller can take (enter a code), like ``consent_required``.
+    ErrorCode.VERIFICATION_REQUIRED: 403,
+    # Names the ``code`` field; not 401, which would read as "logged out".
+    ErrorCode.WRONG_CODE: 400,
     ErrorCode.BAD_ORIGIN: 403,
     ErrorCode.CSRF_FAILED: 403,
     ErrorCode.FORBIDDEN: 403,

@@ -76,6 +76,7 @@ EVENT_LABELS: Mapping[EventKind, str] = {
     EventKind.RECORDING_INTERRUPTED: N_("%(name)s is not being recorded: the recording stopped"),
     EventKind.PRECALL_CHECKED: N_("%(name)s ran the pre-call check"),
     EventKind.COMPLETION_OVERDUE: N_("Overdue: not completed by the deadline"),
+    EventKind.IDENTITY_VERIFIED: N_("%(name)s confirmed their identity to join the call"),
 }
 
 # One label per error code, for people (the server's English message is for
@@ -105,6 +106,11 @@ ERROR_LABELS: Mapping[ErrorCode, str] = {
         "Too many failed attempts: this account is locked for a while. "
         "Try again later or ask the administrator."
     ),
+    ErrorCode.SECOND_FACTOR_REQUIRED: N_("Enter the code of your authenticator app first."),
+    ErrorCode.VERIFICATION_REQUIRED: N_(
+        "Confirm your identity with your authenticator app before joining the call."
+    ),
+    ErrorCode.WRONG_CODE: N_("This code is wrong or was already used. Try the next code."),
     ErrorCode.BAD_ORIGIN: N_("Requests must come from this site's own pages."),
     ErrorCode.CSRF_FAILED: N_("The page is out of date. Reload it and try again."),
     ErrorCode.FORBIDDEN: N_("You are not allowed to do this."),

@@ -22,6 +22,7 @@ from signaling.workflow.precall import PrecallService
 from signaling.workflow.recording import RecordingService
 from signaling.workflow.replay import RecordingExports, ReplayService
 from signaling.workflow.report import ReportService
+from signaling.workflow.second_factor import SecondFactorService
 from signaling.workflow.stats import StatsService
 from signaling.workflow.summary import SummaryService
 from signaling.workflow.supervision import SupervisionService
@@ -38,6 +39,7 @@ MATCHING = web.AppKey("matching", MatchingService)
 OPINIONS = web.AppKey("opinions", OpinionService)
 SUMMARY = web.AppKey("summary", SummaryService)
 AUTH = web.AppKey("auth", AuthService)
+SECOND_FACTOR = web.AppKey("second_factor", SecondFactorService)
 CALLS = web.AppKey("calls", Calls)
 RECORDING = web.AppKey("recording", RecordingService)
 DOCUMENTS = web.AppKey("documents", DocumentService)

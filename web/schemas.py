@@ -159,6 +159,24 @@ class PrecallIn(Body):
     paths: Annotated[list[PathIn], Field(min_length=1, max_length=4)]
 
 
+# A TOTP code (6 digits) or a recovery code (``ABCDE-FGHJK``); spaces are allowed
+# the way people copy them.
+Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=6, max_length=16)]
+
+
+class CodeIn(Body):
+    """A second-factor code: from the authenticator app, or a recovery code."""
+
+    code: Code
+
+
+class VerifyIn(Body):
+    """Confirm one's identity to join a consultation's call."""
+
+    consultation_id: Id
+    code: Code
+
+
 BODIES: tuple[type[Body], ...] = (
     LoginIn,
     PatientIn,
@@ -173,4 +191,6 @@ BODIES: tuple[type[Body], ...] = (
     AddendumIn,
     ProbeIn,
     PrecallIn,
+    CodeIn,
+    VerifyIn,
 )

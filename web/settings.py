@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from records import report_font, sealed
 from records.db import Database
+from records.vocab import Role
 from signaling.workflow.deadlines import DeadlineRules
 
 ENV_PREFIX = "TELECONSULT_"
@@ -54,6 +55,8 @@ class Settings:
     session_ttl_seconds: int = 12 * 3600
     login_max_failures: int = 5
     login_lockout_seconds: int = 15 * 60
+    totp_roles: tuple[str, ...] = ("clinic_doctor", "specialist")
+    reverify_window_seconds: int = 2 * 3600
     escalate_after_routine_seconds: int = 4 * 3600
     escalate_after_urgent_seconds: int = 30 * 60
     escalate_after_emergency_seconds: int = 5 * 60
@@ -109,6 +112,11 @@ class Settings:
         if self.default_locale not in ("zh_CN", "en"):
             raise SettingsError("default_locale must be zh_CN or en")
         self._check_encryption()
+        unknown_roles = set(self.totp_roles) - {r.value for r in Role}
+        if unknown_roles:
+            raise SettingsError(f"totp_roles: unknown role(s) {', '.join(sorted(unknown_roles))}")
+        if self.reverify_window_seconds < 0:
+            raise SettingsError("reverify_window_seconds cannot be negative")
         if self.public_url and (
             not self.public_url.startswith(("https://", "http://"))
             or urlsplit(self.public_url).path not in ("", "/")

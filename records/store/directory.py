@@ -239,8 +239,9 @@ def add_session(
     created_at: datetime,
     expires_at: datetime,
     client_addr: str | None,
+    second_factor_pending: bool = False,
 ) -> None:
-    """Store a new login session."""
+    """Store a new login session (``second_factor_pending``: the TOTP step is owed)."""
     conn.execute(
         sessions.insert().values(
             token_hash=token_hash,
@@ -249,6 +250,7 @@ def add_session(
             created_at=created_at,
             expires_at=expires_at,
             client_addr=client_addr,
+            second_factor_pending=second_factor_pending,
         )
     )
 

@@ -28,7 +28,7 @@ from signaling.call import outbound as o
 from signaling.call.hub import Channel
 from signaling.call.ice import IceConfig
 from signaling.call.legs import RecordingLegs
-from signaling.call.ports import CallDirectory, CallRecording, CallWorkflow
+from signaling.call.ports import CallDirectory, CallRecording, CallVerifier, CallWorkflow
 from signaling.call.rooms import Member, Room, broadcast, log_failure, send, timeline_event
 from signaling.errors import SignalingError
 from signaling.workflow import policy
@@ -70,6 +70,7 @@ class Calls:
         recording_max_bitrate: int = 500_000,
         relay: bool = False,
         relay_max_bitrate: int = 1_500_000,
+        verifier: CallVerifier | None = None,
     ) -> None:
         """Wire the call handling.
 
@@ -83,7 +84,10 @@ class Calls:
             relay: relay the calls the server records (each page sends once, to
                 the server, which records and forwards; no browser mesh).
             relay_max_bitrate: the cap on a leg that carries the live call.
+            verifier: refuses a join whose identity check (the second factor)
+                is too old; None: no check.
         """
+        self.verifier = verifier
         self.workflow = workflow
         self.directory = directory
         self.ice = ice
@@ -413,6 +417,12 @@ class Calls:
         if channel in self._where:
             raise SignalingError("this socket is already in a call", code=ErrorCode.ALREADY_JOINED)
         consultation = await self.workflow.call_access(actor, msg.consultation_id)
+        present = self.rooms.get(consultation.id)
+        returning = present.members.get(actor.id) if present else None
+        # A physician confirms their identity before the consultation, not again
+        # when their own tab reconnects to it mid-call (a dropped network).
+        if self.verifier is not None and (returning is None or returning.tab_id != msg.tab_id):
+            await self.verifier.require_verified(actor)
         room = self.rooms.setdefault(consultation.id, Room(consultation.id))
         await self.legs.opened(room)
         existing = room.members.get(actor.id)

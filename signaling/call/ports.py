@@ -71,6 +71,18 @@ class CallWorkflow(Protocol):
         ...
 
 
+class CallVerifier(Protocol):
+    """Real-name re-verification as the call sees it (the second factor)."""
+
+    async def require_verified(self, actor: Actor) -> None:
+        """Raise ``verification_required`` when ``actor`` must confirm their identity first.
+
+        Raises:
+            SignalingError: the identity check of the actor's session is too old.
+        """
+        ...
+
+
 class CallDirectory(Protocol):
     """The directory as the call sees it."""
 

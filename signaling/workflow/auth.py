@@ -29,6 +29,16 @@ class Session:
     token: str
     csrf_token: str
     account: Account
+    # The password was right but the second factor is still owed: the session
+    # reaches only the second-factor pages and endpoints until it is given.
+    second_factor_pending: bool = False
+    # When this session's user last gave the second factor (None: never).
+    verified_at: datetime | None = None
+
+    @property
+    def token_hash(self) -> str:
+        """The stored form of the token (names the session in the database)."""
+        return token_hash(self.token)
 
 
 def token_hash(token: str) -> str:
@@ -52,9 +62,15 @@ class AuthService(Service):
         max_failures: int,
         lockout_seconds: int,
         session_ttl_seconds: int,
+        second_factor_roles: frozenset[str] = frozenset(),
     ) -> None:
-        """Wire the service; the numbers come from settings (see README)."""
+        """Wire the service; the numbers come from settings (see README).
+
+        ``second_factor_roles``: roles whose sessions owe the TOTP second factor
+        after the password (``totp_roles``).
+        """
         super().__init__(ctx)
+        self.second_factor_roles = second_factor_roles
         self.passwords = passwords
         self.max_failures = max_failures
         self.lockout = timedelta(seconds=lockout_seconds)
@@ -118,6 +134,7 @@ class AuthService(Service):
             else None
         )
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        pending = account.role in self.second_factor_roles
 
         def work(tx: Tx) -> Account:
             store.clear_login_failures(tx.conn, key)
@@ -131,12 +148,13 @@ class AuthService(Service):
                 created_at=now,
                 expires_at=now + self.ttl,
                 client_addr=client_addr,
+                second_factor_pending=pending,
             )
-            tx.audit("auth.login", "account", account.id)
+            tx.audit("auth.login", "account", account.id, second_factor_pending=pending)
             return stored(store.get_account(tx.conn, account.id))
 
         fresh = await self.write(Actor(account=account, client_addr=client_addr), work)
-        return Session(token=token, csrf_token=csrf, account=fresh)
+        return Session(token=token, csrf_token=csrf, account=fresh, second_factor_pending=pending)
 
     async def authenticate(self, token: str) -> Session | None:
         """The live session for a cookie's token, or None (expired, revoked, inactive)."""
@@ -149,7 +167,16 @@ class AuthService(Service):
             account = store.get_account(conn, row["account_id"])
             if account is None or not account.active:
                 return None
-            return Session(token=token, csrf_token=row["csrf_token"], account=account)
+            return Session(
+                token=token,
+                csrf_token=row["csrf_token"],
+                account=account,
+                # Also owed by a session of a role that must give it but never
+                # did (opened before the role was in ``totp_roles``).
+                second_factor_pending=bool(row["second_factor_pending"])
+                or (account.role in self.second_factor_roles and row["verified_at"] is None),
+                verified_at=row["verified_at"],
+            )
 
         return await self.read(work)
 

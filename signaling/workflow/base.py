@@ -40,6 +40,9 @@ class Actor:
 
     account: Account
     client_addr: str | None = None
+    # The stored hash of the session the actor acts through (None: a command, a
+    # test); the second factor's verification is kept per session.
+    session: str | None = None
 
     @property
     def id(self) -> str:

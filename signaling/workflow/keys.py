@@ -5,9 +5,11 @@ directory one file at a time. A sealed file wrapped under an older master key
 gets its data key re-wrapped under the current one (``records.sealed``: the
 bulk ciphertext is copied, not re-encrypted); a plaintext file (stored before
 encryption was turned on, or whose sealing a full disk prevented) is sealed.
-Each changed file is audited as it is done, so an interrupted run is resumed
-by running it again: what is done already is skipped. The old key must stay
-in the keyring until a run reports nothing left to do.
+The TOTP secrets of the second factor (sealed values in the database) are
+sealed anew under the current key too. Each changed file is audited as it is
+done, so an interrupted run is resumed by running it again: what is done
+already is skipped. The old key must stay in the keyring until a run reports
+nothing left to do.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from records import sealed
+from records import sealed, store
 from records.files import SHA256
 from signaling.workflow.base import Context, Service, Tx
+from signaling.workflow.second_factor import totp_context
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ class Rotation:
     rewrapped: list[str] = field(default_factory=list)
     current: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    # TOTP secrets of the second factor (database values, not files) sealed anew.
+    secrets: int = 0
 
 
 def stored_files(files_root: Path, recordings_root: Path) -> Iterator[tuple[str, Path]]:
@@ -92,6 +97,8 @@ class KeyService(Service):
             (report.sealed if action == "file.seal" else report.rewrapped).append(name)
             await self._audit(action, name, report.key_id)
 
+        await self._reseal_secrets(report)
+
         def summary(tx: Tx) -> None:
             tx.audit(
                 "keys.rotate",
@@ -101,10 +108,31 @@ class KeyService(Service):
                 rewrapped=len(report.rewrapped),
                 current=report.current,
                 failed=len(report.failed),
+                secrets=report.secrets,
             )
 
         await self.write(None, summary)
         return report
+
+    async def _reseal_secrets(self, report: Rotation) -> None:
+        """Seal every TOTP secret under the current key (one transaction, audited per account)."""
+        keyring = self.keyring
+
+        def work(tx: Tx) -> None:
+            for account_id, text in store.second_factor_secrets(tx.conn):
+                try:
+                    fresh = sealed.reseal_value(text, keyring, totp_context(account_id))
+                except sealed.SealError as exc:
+                    log.error("the second factor of an account cannot be opened: %s", exc)
+                    report.failed[f"second factor of account {account_id}"] = str(exc)
+                    continue
+                if fresh is None:
+                    continue
+                store.set_second_factor_secret(tx.conn, account_id, fresh)
+                tx.audit("second_factor.reseal", "account", account_id, key_id=report.key_id)
+                report.secrets += 1
+
+        await self.write(None, work)
 
     def _one(self, path: Path) -> str | None:
         if sealed.seal_file(path, self.keyring):

@@ -25,6 +25,7 @@ import * as call from "./call-state.js";
 import { Chat, displayName } from "./call-chat.js";
 import { Controls } from "./call-controls.js";
 import { Tiles } from "./call-tiles.js";
+import { VerifyPrompt } from "./call-verify.js";
 import { openCamera, openMedia } from "./devices.js";
 import { Peer } from "./peer.js";
 import { QualityMeter } from "./quality.js";
@@ -68,13 +69,27 @@ function renderUplink() {
 
 const signaling = new CallSignaling({
   consultationId: PAGE.consultation_id,
-  onMessage: (message) => apply(call.receive(state, message)),
+  onMessage: (message) => {
+    // A physician whose last identity check is too old is asked for a code
+    // (call-verify.js) and joins once it is accepted.
+    if (message.type === "error" && message.code === "verification_required" && !signaling.joined) {
+      verifyPrompt.open();
+      return;
+    }
+    apply(call.receive(state, message));
+  },
   onStatus: (status) => {
     update(call.statusChanged(state, status));
     // The header's live-updates dot follows this page's one socket.
     setPushStatus(status === "joined" ? "online" : "connecting");
     records.setLive(status === "joined" && !state.finished);
   },
+});
+
+const verifyPrompt = new VerifyPrompt({
+  consultationId: PAGE.consultation_id,
+  home: PAGE.home || "/",
+  onVerified: () => signaling.join(),
 });
 
 const records = new RecordsPanel({

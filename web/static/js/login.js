@@ -14,8 +14,10 @@ form.addEventListener("submit", async (event) => {
   const password = form.elements.namedItem("password").value;
   await busy(form, async () => {
     try {
-      await post("/api/session", { username, password });
-      location.assign(PAGE.next || "/");
+      const { second_factor: owed } = await post("/api/session", { username, password });
+      const next = PAGE.next || "/";
+      // Physicians confirm with their authenticator app (or enrol one) first.
+      location.assign(owed ? `/login/second-factor?next=${encodeURIComponent(next)}` : next);
     } catch (err) {
       box.textContent = errorMessage(err);
       attempts += 1;

@@ -98,13 +98,7 @@ export class CallSignaling {
     switch (message.type) {
       case "hello":
         // Every (re)connect starts with hello: (re)join the call.
-        this.socket.send({
-          type: "join",
-          consultation_id: this.consultationId,
-          tab_id: this.tabId,
-          // 0 on the first join: the page shows the chat history from the start.
-          resume_after: this.lastEventId ?? 0,
-        });
+        this.join();
         return;
       case "joined":
         this.joined = true;
@@ -129,6 +123,17 @@ export class CallSignaling {
         break;
     }
     this.onMessage(message);
+  }
+
+  // Ask to join (again: after the identity check the server asked for).
+  join() {
+    this.socket.send({
+      type: "join",
+      consultation_id: this.consultationId,
+      tab_id: this.tabId,
+      // 0 on the first join: the page shows the chat history from the start.
+      resume_after: this.lastEventId ?? 0,
+    });
   }
 
   seen(event) {
