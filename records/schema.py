@@ -130,7 +130,11 @@ agreements = sa.Table(
     metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column(
-        "requesting_institution_id", ID, sa.ForeignKey("institutions.id"), nullable=False, index=True
+        "requesting_institution_id",
+        ID,
+        sa.ForeignKey("institutions.id"),
+        nullable=False,
+        index=True,
     ),
     sa.Column("consulting_institution_id", ID, sa.ForeignKey("institutions.id"), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),

@@ -223,8 +223,8 @@ class ErrorCode(StrEnum):
     NOT_AUTHOR = "not_author"
     # administration
     NO_AGREEMENT = "no_agreement"
-    PASSWORD_CHANGE_REQUIRED = "password_change_required"
-    ACCOUNT_INACTIVE = "account_inactive"
+    PASSWORD_CHANGE_REQUIRED = "password_change_required"  # noqa: S105 - a code, not a secret
+    PASSWORD_TOO_WEAK = "password_too_weak"  # noqa: S105 - a code, not a secret
     IMPORT_INVALID = "import_invalid"
     # documents and imported records
     UNSUPPORTED_TYPE = "unsupported_type"

@@ -91,8 +91,8 @@ async def health(request: web.Request) -> web.StreamResponse:
 
 
 async def departments(request: web.Request) -> web.StreamResponse:
-    """Departments of specialist hospitals that take requests."""
-    items = await request.app[DIRECTORY].departments()
+    """Departments that take requests (a clinic: those of hospitals it may ask)."""
+    items = await request.app[DIRECTORY].askable(actor(request))
     return web.json_response(
         {
             "departments": [

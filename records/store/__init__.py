@@ -9,6 +9,23 @@ all. The modules split the store by noun; callers use ``records.store.<name>``.
 
 from __future__ import annotations
 
+from records.store.admin import (
+    active_agreement,
+    add_agreement,
+    consulted_institutions,
+    count_accounts,
+    department_by_code,
+    end_agreement,
+    existing_usernames,
+    get_agreement,
+    institution_by_name,
+    list_agreements,
+    list_all_accounts,
+    set_password,
+    update_account,
+    update_department,
+    update_institution,
+)
 from records.store.base import (
     first_row,
     new_id,
@@ -78,8 +95,10 @@ from records.store.recordings import (
 )
 
 __all__ = [
+    "active_agreement",
     "active_consent",
     "add_account",
+    "add_agreement",
     "add_consent",
     "add_consultation",
     "add_department",
@@ -94,12 +113,18 @@ __all__ = [
     "add_session",
     "change_state",
     "clear_login_failures",
+    "consulted_institutions",
+    "count_accounts",
     "count_login_failure",
     "delete_roster_entry",
+    "department_by_code",
+    "end_agreement",
+    "existing_usernames",
     "find_recorded_consultations",
     "first_row",
     "get_account",
     "get_accounts",
+    "get_agreement",
     "get_consent",
     "get_consultation",
     "get_department",
@@ -110,8 +135,11 @@ __all__ = [
     "get_recording",
     "get_roster_entry",
     "get_session",
+    "institution_by_name",
     "latest_precall_checks",
     "list_accounts",
+    "list_agreements",
+    "list_all_accounts",
     "list_consents",
     "list_consultations",
     "list_departments",
@@ -130,7 +158,11 @@ __all__ = [
     "recording_by_path",
     "revoke_sessions",
     "set_consultation",
+    "set_password",
     "set_password_hash",
+    "update_account",
+    "update_department",
+    "update_institution",
     "update_recording",
     "withdraw_consent",
 ]

@@ -82,7 +82,9 @@ async def _snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
                     tuple(row)
                     for row in (
                         await conn.execute(
-                            sa.select(*[c for c in table.c if (table.name, c.name) not in ADDED_COLUMNS])
+                            sa.select(
+                                *[c for c in table.c if (table.name, c.name) not in ADDED_COLUMNS]
+                            )
                         )
                     ).all()
                 ),

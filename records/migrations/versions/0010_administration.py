@@ -1,4 +1,4 @@
-"""administration: agreements between institutions, account phone, deactivation, forced password change
+"""administration: agreements, account phone, deactivation, forced password change
 
 Revision ID: 0010
 Revises: 0009
@@ -97,8 +97,13 @@ def _grandfather_agreements() -> None:
                     "consulting_institution_id, kind, since, ended_at, created_at) "
                     "VALUES (:id, :r, :c, 'medical_alliance', :since, NULL, :now)"
                 ),
-                {"id": secrets.token_hex(16), "r": requesting, "c": consulting,
-                 "since": now.date(), "now": now},
+                {
+                    "id": secrets.token_hex(16),
+                    "r": requesting,
+                    "c": consulting,
+                    "since": now.date(),
+                    "now": now,
+                },
             )
 
 
