@@ -22,6 +22,7 @@ from records.vocab import Urgency
 from signaling.call.calls import Calls
 from signaling.call.hub import ConsultationPushes, Hub
 from signaling.call.ice import IceConfig
+from signaling.workflow.admin import AdminService
 from signaling.workflow.auth import AuthService
 from signaling.workflow.base import Context
 from signaling.workflow.consultations import ConsultationService
@@ -38,11 +39,13 @@ from signaling.workflow.report import ReportService
 from signaling.workflow.summary import SummaryService
 from web import (
     api,
+    api_admin,
     api_documents,
     api_fhir,
     api_precall,
     api_recordings,
     api_report,
+    pages_admin,
     pages_precall,
     pages_report,
     ws,
@@ -50,6 +53,7 @@ from web import (
 from web.auth import auth_middleware
 from web.errors import error_middleware
 from web.keys import (
+    ADMIN,
     AUTH,
     CALLS,
     CLOCK,
@@ -115,6 +119,7 @@ def all_routes() -> tuple[Route, ...]:
         + api_recordings.ROUTES
         + api_precall.ROUTES
         + api_report.ROUTES
+        + api_admin.ROUTES
     )
 
 
@@ -142,6 +147,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     setup_pages(app)
     pages_precall.setup(app)
     pages_report.setup(app)
+    pages_admin.setup(app)
     return app
 
 
@@ -164,6 +170,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         lockout_seconds=settings.login_lockout_seconds,
         session_ttl_seconds=settings.session_ttl_seconds,
     )
+    # Deactivating an account or resetting its password hangs up its sockets
+    # through the hub (the service's AccountSockets port).
+    app[ADMIN] = AdminService(ctx, passwords=passwords_for(settings), sockets=app[HUB])
     app[DIRECTORY] = DirectoryService(ctx)
     app[PATIENTS] = PatientService(ctx)
     app[CONSULTATIONS] = ConsultationService(ctx)

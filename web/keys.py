@@ -11,6 +11,7 @@ from records.db import Database
 from records.sealed import Keyring
 from signaling.call.calls import Calls
 from signaling.call.hub import Hub
+from signaling.workflow.admin import AdminService
 from signaling.workflow.auth import AuthService, Session
 from signaling.workflow.consultations import ConsultationService
 from signaling.workflow.directory import DirectoryService
@@ -36,6 +37,7 @@ MATCHING = web.AppKey("matching", MatchingService)
 OPINIONS = web.AppKey("opinions", OpinionService)
 SUMMARY = web.AppKey("summary", SummaryService)
 AUTH = web.AppKey("auth", AuthService)
+ADMIN = web.AppKey("admin", AdminService)
 CALLS = web.AppKey("calls", Calls)
 RECORDING = web.AppKey("recording", RecordingService)
 DOCUMENTS = web.AppKey("documents", DocumentService)

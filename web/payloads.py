@@ -112,6 +112,7 @@ def account_json(account: Account, directory: Directory, today: date) -> dict[st
         "practice_years": int(account.years_of_practice(today)),
         "eligible": account.role == "specialist" and policy.may_practise_remotely(account, today),
         "department_ids": sorted(account.department_ids),
+        "must_change_password": account.must_change_password,
     }
 
 

@@ -124,10 +124,12 @@ class AdminService(Service):
             return
         self.require_role(actor, Role.ADMIN)
 
-    def _audit(self, tx: Tx, action: str, kind: str, object_id: str | None, **detail: Any) -> None:
+    def _audit(
+        self, tx: Tx, action: str, object_type: str, object_id: str | None, **detail: Any
+    ) -> None:
         if tx.actor is None:
             detail["cli_user"] = self.cli_user
-        tx.audit(f"admin.{action}", kind, object_id, **detail)
+        tx.audit(f"admin.{action}", object_type, object_id, **detail)
 
     async def _hash(self, password: str) -> str:
         # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
@@ -328,7 +330,7 @@ class AdminService(Service):
             ]
             if missing:
                 raise Invalid(
-                    "doctors need a licence number and a practice-start date", fields=missing
+                    "doctors need a licence number and a practice-start date", fields=tuple(missing)
                 )
         if fields.role == Role.SPECIALIST and not fields.department_ids:
             raise Invalid("a specialist serves at least one department", fields=("department_ids",))

@@ -58,6 +58,22 @@ NO_PATH_ID = {
     ("GET", "/api/roster"): "the caller's hospital's list",
     ("POST", "/api/roster"): "body: ids of the caller's own hospital (400 otherwise)",
     ("GET", "/api/recordings"): "a search: filters narrow what the caller may see",
+    ("POST", "/api/session/password"): "the caller's own account",
+    **{
+        (method, "/api/admin/" + path): "administrators only: refused by role before any look"
+        for method, path in (
+            ("GET", "institutions"),
+            ("POST", "institutions"),
+            ("GET", "agreements"),
+            ("POST", "agreements"),
+            ("GET", "departments"),
+            ("POST", "departments"),
+            ("GET", "accounts"),
+            ("POST", "accounts"),
+            ("POST", "import/preview"),
+            ("POST", "import"),
+        )
+    },
 }
 PAGES = (
     "/consultations/{consultation_id}",
@@ -81,6 +97,9 @@ BODIES: dict[str, Any] = {
         "speaker": "heard",
         "paths": [{"name": "direct", "status": "failed"}],
     },
+    "InstitutionIn": {"name": "某某卫生院", "kind": "township_clinic", "region": "青山县"},
+    "DepartmentEditIn": {"name": "心内科"},
+    "AccountEditIn": {"display_name": "张伟", "role": "coordinator"},
     "ConsentIn": {
         "scope_consultation": True,
         "scope_recording": False,
@@ -211,6 +230,12 @@ async def world(scenario: Scenario, app: web.Application) -> World:
         ),
         "entry_id": roster["entry"]["id"],
         "department_id": ids["cardiology"],
+        # Administration: refused by role to everyone but administrators.
+        "institution_id": cardio1.account["institution"]["id"],
+        "account_id": cardio1.account["id"],
+        "agreement_id": (await (await scenario.user("admin1")).get("/api/admin/agreements"))[1][
+            "agreements"
+        ][0]["id"],
     }
     users = {name: await scenario.user(name) for name in PROBERS}
     return World(foreign, users, cardio1.account["id"])
