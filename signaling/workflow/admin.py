@@ -112,7 +112,8 @@ class AdminService(Service):
         """Wire the service; ``cli_user`` is set only by the command line."""
         super().__init__(ctx)
         self.passwords = passwords
-        self.sockets = sockets or NoSockets()
+        # Not `sockets or ...`: an empty hub has a length of 0, and is falsy.
+        self.sockets = sockets if sockets is not None else NoSockets()
         self.cli_user = cli_user
 
     # -- helpers ----------------------------------------------------------------------
