@@ -1,4 +1,4 @@
-"""The ``teleconsult`` command: serve, demo, db upgrade, audit verify, recordings, keys.
+"""The ``teleconsult`` command: serve, demo, db upgrade, audit verify, recordings, keys, admin.
 
 Logging is configured and the app is run here, and only here.
 """
@@ -24,6 +24,7 @@ from signaling.errors import SignalingError
 from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.keys import KeyService
 from signaling.workflow.recording import RecordingService
+from web import cli_admin
 from web.app import create_app, passwords_for
 from web.settings import Settings
 from web.tls import ensure_self_signed, ssl_context
@@ -220,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["generate", "rotate"],
         help="generate: print a new random key; rotate: bring every file under the current key",
     )
+    cli_admin.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "keys" and args.action == "generate":
         print(sealed.new_key())
@@ -247,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "keys":
         return asyncio.run(_rotate_keys(settings))
+    if args.command == "admin":
+        return cli_admin.run(settings, args)
     if args.command == "recordings":
         if args.action == "verify":
             return asyncio.run(_verify_recordings(settings))
