@@ -101,6 +101,8 @@ def _import_json(request: web.Request, result: ImportResult) -> dict[str, Any]:
     return {
         "ok": result.ok,
         "rows": [_row_json(r) for r in result.rows],
+        # Every row as read from the file, valid or not (the preview marks the bad cells).
+        "cells": [{**c, "_row": int(c["_row"] or 0)} for c in result.cells],
         "problems": [_problem_json(p) for p in result.problems],
         "created": [_issued(request, i) for i in result.issued],
     }

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
 
@@ -91,6 +91,8 @@ class ImportResult:
     rows: list[staff_import.StaffRow]
     problems: list[staff_import.Problem]
     issued: list[Issued]
+    # Every row of the file as read (valid or not), for the preview to show.
+    cells: list[dict[str, str | None]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -504,13 +506,13 @@ class AdminService(Service):
 
     # -- staff lists ------------------------------------------------------------------
 
-    def _check_file(
-        self, conn: sa.Connection, data: bytes
-    ) -> tuple[list[staff_import.StaffRow], list[staff_import.Problem]]:
+    def _check_file(self, conn: sa.Connection, data: bytes) -> ImportResult:
         try:
             rows, problems = staff_import.parse(data)
         except staff_import.UnreadableFile as exc:
-            return [], [staff_import.Problem(0, "", "unreadable", str(exc))]
+            return ImportResult(
+                rows=[], problems=[staff_import.Problem(0, "", "unreadable", str(exc))], issued=[]
+            )
         institutions = {i.name: i.id for i in store.list_institutions(conn)}
         departments = {(d.institution_id, d.code): d.id for d, _ in store.list_departments(conn)}
         taken = store.existing_usernames(conn, [str(r.get("username") or "") for r in rows])
@@ -521,18 +523,26 @@ class AdminService(Service):
             taken=taken,
             today=self.clock.now().date(),
         )
-        return good, problems + bad
+        cells = [
+            {k: v.isoformat() if isinstance(v, date) else v for k, v in r.items()} for r in rows
+        ]
+        return ImportResult(rows=good, problems=problems + bad, issued=[], cells=cells)
 
     async def import_preview(self, actor: Actor | None, data: bytes) -> ImportResult:
         """Check a staff list (CSV or XLSX) without storing anything."""
         self._allow(actor)
 
         def work(tx: Tx) -> ImportResult:
-            rows, problems = self._check_file(tx.conn, data)
+            checked = self._check_file(tx.conn, data)
             self._audit(
-                tx, "import.preview", "staff_list", None, rows=len(rows), problems=len(problems)
+                tx,
+                "import.preview",
+                "staff_list",
+                None,
+                rows=len(checked.cells),
+                problems=len(checked.problems),
             )
-            return ImportResult(rows=rows, problems=problems, issued=[])
+            return checked
 
         return await self.write(actor, work)
 
@@ -545,17 +555,17 @@ class AdminService(Service):
         """
         self._allow(actor)
         preview = await self.read(lambda conn: self._check_file(conn, data))
-        if preview[1] or not preview[0]:
-            return ImportResult(rows=preview[0], problems=preview[1], issued=[])
-        passwords = [temporary_password() for _ in preview[0]]
+        if not preview.ok:
+            return preview
+        passwords = [temporary_password() for _ in preview.rows]
         hashes = [await self._hash(p) for p in passwords]
 
         def work(tx: Tx) -> ImportResult:
-            rows, problems = self._check_file(tx.conn, data)
-            if problems or len(rows) != len(hashes):
-                return ImportResult(rows=rows, problems=problems, issued=[])
+            checked = self._check_file(tx.conn, data)
+            if not checked.ok or len(checked.rows) != len(hashes):
+                return checked
             issued = []
-            for row, password, hashed in zip(rows, passwords, hashes, strict=True):
+            for row, password, hashed in zip(checked.rows, passwords, hashes, strict=True):
                 fields = AccountFields(
                     display_name=row.display_name,
                     role=row.role,
@@ -576,6 +586,6 @@ class AdminService(Service):
                 None,
                 accounts=[i.account.id for i in issued],
             )
-            return ImportResult(rows=rows, problems=[], issued=issued)
+            return ImportResult(rows=checked.rows, problems=[], issued=issued, cells=checked.cells)
 
         return await self.write(actor, work)

@@ -189,7 +189,15 @@ function renderAccounts(accounts) {
       el(
         "tr",
         { dataset: { id: a.id, username: a.username }, class: a.active ? "" : "row-inactive" },
-        cell(labels[0], el("span", { class: "cell-strong", text: a.display_name }), a.title ? ` · ${a.title}` : ""),
+        cell(
+          labels[0],
+          el(
+            "span",
+            {},
+            el("span", { class: "cell-strong", text: a.display_name }),
+            a.title ? ` · ${a.title}` : "",
+          ),
+        ),
         cell(labels[1], el("span", { class: "mono", text: a.username })),
         cell(labels[2], t(`role.${a.role}`)),
         cell(labels[3], instName(a.institution_id)),
@@ -363,11 +371,17 @@ const IMPORT_COLUMNS = [
   "practice_start",
 ];
 
+// The column's heading as the preview table shows it (the file's own key otherwise).
+function columnLabel(column) {
+  const th = document.querySelector(`#import-table th[data-column="${column}"]`);
+  return th ? th.textContent : column || "—";
+}
+
 function problemText(p) {
   const where = p.row > 0 ? t("import.row", { row: p.row }) : t("import.file");
   const key = `problem.${p.code}`;
   const what = t(key) === key ? p.message : t(key);
-  return `${where} · ${p.column || "—"}: ${what}`;
+  return `${where} · ${columnLabel(p.column)}: ${what}`;
 }
 
 function renderPreview(result) {
@@ -376,28 +390,21 @@ function renderPreview(result) {
     if (!bad.has(p.row)) bad.set(p.row, new Set());
     bad.get(p.row).add(p.column);
   }
-  const rows = new Map(result.rows.map((r) => [r.row, r]));
-  const numbers = [...new Set([...rows.keys(), ...[...bad.keys()].filter((n) => n > 1)])].sort(
-    (a, b) => a - b,
-  );
   $("import-rows").replaceChildren(
-    ...numbers.map((n) => {
-      const r = rows.get(n);
-      const cols = bad.get(n) || new Set();
+    ...(result.cells || []).map((r) => {
+      const cols = bad.get(r._row) || new Set();
       return el(
         "tr",
-        { dataset: { row: String(n) }, class: cols.size ? "row-bad" : "" },
-        el("td", { text: String(n) }),
-        ...IMPORT_COLUMNS.map((c) => {
-          let value = r ? r[c] : "";
-          if (c === "departments" && Array.isArray(value)) value = value.join("; ");
-          if (c === "role" && r) value = t(`role.${value}`);
-          return el("td", {
+        { dataset: { row: String(r._row) }, class: cols.size ? "row-bad" : "" },
+        el("td", { text: String(r._row) }),
+        ...IMPORT_COLUMNS.map((c) =>
+          el("td", {
             class: cols.has(c) ? "cell-bad" : "",
             dataset: { column: c },
-            text: value || (cols.has(c) ? "!" : ""),
-          });
-        }),
+            title: cols.has(c) ? problemText(result.problems.find((p) => p.row === r._row && p.column === c)) : null,
+            text: r[c] || (cols.has(c) ? "—" : ""),
+          }),
+        ),
       );
     }),
   );
@@ -525,7 +532,7 @@ function wire() {
     try {
       const result = await upload("/api/admin/import", file);
       if (result.problems && result.error) {
-        renderPreview({ rows: [], problems: result.problems });
+        renderPreview({ rows: [], cells: [], problems: result.problems });
         showFormError(importForm, importBox, new ApiError(422, result.error.code, ""));
         return;
       }
