@@ -107,7 +107,7 @@ async def test_an_administrator_builds_the_directory_and_every_action_is_audited
 
     # The doctor's first sign-in opens the password change and nothing else.
     doctor = await login_as("baisha1", temporary)
-    assert doctor.account["must_change_password"] is True
+    assert doctor.account["temporary_credentials"] is True
     status, body = await doctor.get("/api/patients")
     assert (status, body["error"]["code"]) == (403, "password_change_required")
     status, body = await doctor.post(
@@ -118,7 +118,7 @@ async def test_an_administrator_builds_the_directory_and_every_action_is_audited
         "/api/session/password", {"current_password": temporary, "new_password": NEW_PASSWORD}
     )
     assert status == 200, body
-    assert body["account"]["must_change_password"] is False
+    assert body["account"]["temporary_credentials"] is False
     status, body = await doctor.get("/api/patients")
     assert status == 200, body
     # The clinic is offered the hospital it has an agreement with, new department too.
@@ -285,7 +285,7 @@ async def test_a_staff_list_with_any_bad_row_stores_nothing_and_names_each_cell(
     assert set(created) == {"hekou_li", "cardio_wang"}
     assert await account_count(app) == before + 2
     specialist = await login_as("cardio_wang", created["cardio_wang"]["temporary_password"])
-    assert specialist.account["must_change_password"] is True
+    assert specialist.account["temporary_credentials"] is True
     actions = [a["action"] for a in await audit_actions(app, admin.account["id"])]
     assert actions.count("admin.import.preview") == 2
     assert actions.count("admin.import.commit") == 1
