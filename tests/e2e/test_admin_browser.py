@@ -97,6 +97,15 @@ async def test_create_and_deactivate_an_account(open_as: Any, screenshots_dir: P
     await doctor.goto("/clinic")
     await doctor.wait_for_url("**/password")
 
+    # A department is renamed; its code stays.
+    dermatology = page.locator("#departments-body tr", has_text="dermatology")
+    await dermatology.locator('button[data-action="edit"]').click()
+    assert await page.locator("#de-code").is_disabled()
+    await page.fill("#de-name", "皮肤性病科")
+    await page.click("#department-submit")
+    await page.locator("#departments-body tr", has_text="皮肤性病科").wait_for()
+    assert await page.locator("#de-code").is_enabled()
+
     page.on("dialog", lambda d: d.accept())
     await row.locator('button[data-action="deactivate"]').click()
     await page.locator(

@@ -140,6 +140,18 @@ async def test_an_administrator_builds_the_directory_and_every_action_is_audited
         None,
     )
     assert status.status == 200
+    resp = await admin.client.put(
+        f"/api/admin/institutions/{clinic}",
+        json={"name": "白沙镇卫生院", "kind": "township_clinic", "region": "青山县"},
+        headers={"X-CSRF-Token": admin.csrf},
+    )
+    assert resp.status == 200 and (await resp.json())["institution"]["name"] == "白沙镇卫生院"
+    resp = await admin.client.put(
+        f"/api/admin/departments/{neurology}",
+        json={"name": "神经内科（卒中中心）"},
+        headers={"X-CSRF-Token": admin.csrf},
+    )
+    assert resp.status == 200 and (await resp.json())["department"]["code"] == "neurology"
     status, body = await admin.post(f"/api/admin/accounts/{doctor_id}/reset-password")
     assert status == 200 and len(body["temporary_password"]) >= 12
     status, _ = await admin.post(f"/api/admin/accounts/{doctor_id}/deactivate")
@@ -152,8 +164,10 @@ async def test_an_administrator_builds_the_directory_and_every_action_is_audited
     actions = [a["action"] for a in await audit_actions(app, admin.account["id"])]
     for action in (
         "admin.institution.add",
+        "admin.institution.edit",
         "admin.agreement.add",
         "admin.department.add",
+        "admin.department.edit",
         "admin.account.add",
         "admin.account.edit",
         "admin.account.reset_password",

@@ -26,6 +26,8 @@ let institutions = [];
 let departments = [];
 let accountsById = new Map();
 let editing = null; // the account being edited, or null for a new one
+let editingInstitution = null;
+let editingDepartment = null;
 
 const byId = (list) => new Map(list.map((x) => [x.id, x]));
 const cell = (label, ...content) => el("td", { "data-label": label }, ...content);
@@ -58,6 +60,17 @@ function renderInstitutions() {
         cell(labels[0], el("span", { class: "cell-strong", text: i.name })),
         cell(labels[1], t(`kind.${i.kind}`)),
         cell(labels[2], i.region),
+        el(
+          "td",
+          { class: "cell-actions" },
+          el("button", {
+            type: "button",
+            class: "btn btn-small",
+            dataset: { action: "edit" },
+            text: t("account.edit"),
+            on: { click: () => editInstitution(i) },
+          }),
+        ),
       ),
     ),
     $("institutions-empty"),
@@ -126,6 +139,55 @@ async function endAgreement(a) {
   await refresh(loadDirectory);
 }
 
+// A small form that adds, or changes the item chosen with its "Edit" button.
+function editMode(name, item, title) {
+  $(`${name}-form-title`).textContent = item ? t("account.editing", { name: title }) : t(`form.add_${name}`);
+  $(`${name}-submit`).textContent = item ? t("action.save") : t("form.add");
+  $(`${name}-cancel`).hidden = !item;
+}
+
+function editInstitution(i) {
+  editingInstitution = i;
+  const f = $("institution-form").elements;
+  f.namedItem("name").value = i.name;
+  f.namedItem("kind").value = i.kind;
+  f.namedItem("region").value = i.region;
+  editMode("institution", i, i.name);
+  $("institution-form").scrollIntoView({ block: "start" });
+  f.namedItem("name").focus();
+}
+
+function stopInstitution() {
+  editingInstitution = null;
+  $("institution-form").reset();
+  clearFormError($("institution-form"), $("institution-error"));
+  editMode("institution", null);
+}
+
+function editDepartment(d) {
+  editingDepartment = d;
+  const f = $("department-form").elements;
+  f.namedItem("institution_id").value = d.institution_id;
+  f.namedItem("institution_id").disabled = true;
+  f.namedItem("code").value = d.code;
+  f.namedItem("code").disabled = true; // staff lists and other systems know it by the code
+  f.namedItem("name").value = d.name;
+  editMode("department", d, d.name);
+  $("department-form").scrollIntoView({ block: "start" });
+  f.namedItem("name").focus();
+}
+
+function stopDepartment() {
+  editingDepartment = null;
+  const f = $("department-form").elements;
+  f.namedItem("institution_id").disabled = false;
+  f.namedItem("code").disabled = false;
+  f.namedItem("code").value = "";
+  f.namedItem("name").value = "";
+  clearFormError($("department-form"), $("department-error"));
+  editMode("department", null);
+}
+
 // -- departments ---------------------------------------------------------------------
 
 function renderDepartments() {
@@ -139,6 +201,17 @@ function renderDepartments() {
         cell(labels[0], instName(d.institution_id)),
         cell(labels[1], el("span", { class: "mono", text: d.code })),
         cell(labels[2], d.name),
+        el(
+          "td",
+          { class: "cell-actions" },
+          el("button", {
+            type: "button",
+            class: "btn btn-small",
+            dataset: { action: "edit" },
+            text: t("account.edit"),
+            on: { click: () => editDepartment(d) },
+          }),
+        ),
       ),
     ),
     $("departments-empty"),
@@ -469,13 +542,21 @@ function wire() {
   });
   $("filter-form").addEventListener("submit", (e) => e.preventDefault());
 
+  $("institution-cancel").addEventListener("click", stopInstitution);
+  $("department-cancel").addEventListener("click", stopDepartment);
   onSubmit($("institution-form"), $("institution-error"), async (f) => {
-    await post("/api/admin/institutions", {
+    const data = {
       name: f.namedItem("name").value.trim(),
       kind: f.namedItem("kind").value,
       region: f.namedItem("region").value.trim(),
-    });
-    $("institution-form").reset();
+    };
+    if (editingInstitution) {
+      const path = `/api/admin/institutions/${encodeURIComponent(editingInstitution.id)}`;
+      await request("PUT", path, data);
+    } else {
+      await post("/api/admin/institutions", data);
+    }
+    stopInstitution();
     toast(t("done.institution"));
     await loadDirectory();
   });
@@ -489,13 +570,18 @@ function wire() {
     await loadDirectory();
   });
   onSubmit($("department-form"), $("department-error"), async (f) => {
-    await post("/api/admin/departments", {
-      institution_id: f.namedItem("institution_id").value,
-      code: f.namedItem("code").value.trim(),
-      name: f.namedItem("name").value.trim(),
-    });
-    f.namedItem("code").value = "";
-    f.namedItem("name").value = "";
+    const name = f.namedItem("name").value.trim();
+    if (editingDepartment) {
+      const path = `/api/admin/departments/${encodeURIComponent(editingDepartment.id)}`;
+      await request("PUT", path, { name });
+    } else {
+      await post("/api/admin/departments", {
+        institution_id: f.namedItem("institution_id").value,
+        code: f.namedItem("code").value.trim(),
+        name,
+      });
+    }
+    stopDepartment();
     toast(t("done.department"));
     await loadDirectory();
   });
