@@ -32,6 +32,12 @@ from signaling.workflow.base import Actor, Context, Service, Tx, stored
 # No 0/O, 1/l/I: read aloud over the phone or copied from a screen by hand.
 _ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 TEMPORARY_LENGTH = 12
+# A temporary password is ~70 random bits, so a cheap hash of it cannot be
+# brute-forced in its lifetime; the configured cost (0.65 s per hash measured on
+# these machines) would make a staff list of 200 take over a minute. Its first
+# use is a login, which rehashes it at the configured cost, and the password is
+# replaced straight after.
+TEMPORARY_HASHING = {"time_cost": 1, "memory_kib": 8192, "parallelism": 1}
 # The institutions that ask, and those asked (departments of specialist hospitals
 # take requests: ``DirectoryService.departments``).
 REQUESTING_KINDS = frozenset({InstitutionKind.TOWNSHIP_CLINIC, InstitutionKind.COUNTY_HOSPITAL})
@@ -114,6 +120,7 @@ class AdminService(Service):
         """Wire the service; ``cli_user`` is set only by the command line."""
         super().__init__(ctx)
         self.passwords = passwords
+        self._temporary = Passwords(**TEMPORARY_HASHING)
         # Not `sockets or ...`: an empty hub has a length of 0, and is falsy.
         self.sockets = sockets if sockets is not None else NoSockets()
         self.cli_user = cli_user
@@ -135,8 +142,8 @@ class AdminService(Service):
         tx.audit(f"admin.{action}", object_type, object_id, **detail)
 
     async def _hash(self, password: str) -> str:
-        # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
-        return await asyncio.to_thread(self.passwords.hash, password)
+        """The stored form of a temporary password (see ``TEMPORARY_HASHING``)."""
+        return await asyncio.to_thread(self._temporary.hash, password)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -558,6 +565,7 @@ class AdminService(Service):
         if not preview.ok:
             return preview
         passwords = [temporary_password() for _ in preview.rows]
+        # Hashed before the write lock is taken (about 5 ms each).
         hashes = [await self._hash(p) for p in passwords]
 
         def work(tx: Tx) -> ImportResult:
