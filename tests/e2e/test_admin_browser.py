@@ -114,4 +114,17 @@ async def test_create_and_deactivate_an_account(open_as: Any, screenshots_dir: P
     # Signed out at once: the next request is sent to the login page.
     await doctor.goto("/password")
     await doctor.wait_for_url("**/login**")
+
+    # The agreement of 石桥乡卫生院 ends: its doctor is offered no hospital, and told why.
+    agreement = page.locator('#agreements-body tr[data-active="true"]', has_text="石桥乡卫生院")
+    await agreement.locator("button").click()
+    await page.locator(
+        '#agreements-body tr[data-active="false"]', has_text="石桥乡卫生院"
+    ).wait_for()
+    _, clinic, clinic_problems = await open_as("clinic3", locale="en")
+    hint = clinic.locator("#rq-no-departments")
+    await hint.wait_for()
+    assert "no agreement" in (await hint.text_content() or "")
+    assert await clinic.locator("#rq-department option").count() == 1  # "Choose…" only
     assert await problems.collect(page) == []
+    assert await clinic_problems.collect(clinic) == []

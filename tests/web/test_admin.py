@@ -220,9 +220,11 @@ async def test_a_request_outside_the_clinics_agreements_is_refused(
     assert status == 403
     assert body["error"]["code"] == "no_agreement"
     assert body["error"]["fields"] == ["department_id"]
-    # The picker no longer offers that hospital's departments.
+    # The picker no longer offers that hospital's departments, and says why.
     _, body = await clinic.get("/api/departments")
     assert body["departments"] == []
+    page = await (await clinic.client.get("/clinic")).text()
+    assert 'id="rq-no-departments"' in page
     # Another clinic of the same community still may ask.
     other = await scenario.user("clinic2")
     _, body = await other.get("/api/departments")
