@@ -76,6 +76,17 @@ async def load_demo(
         hospital = store.add_institution(
             conn, name="省人民医院", kind="specialist_hospital", region="省会市"
         )
+        # The county medical community (医联体): every clinic and the county
+        # hospital may ask the provincial hospital.
+        for requesting in (county, *clinics):
+            store.add_agreement(
+                conn,
+                requesting_institution_id=requesting,
+                consulting_institution_id=hospital,
+                kind="medical_alliance",
+                since=today,
+                created_at=now,
+            )
         depts = {
             code: store.add_department(conn, institution_id=hospital, code=code, name=name)
             for code, name in (

@@ -31,6 +31,24 @@ class Institution(Row):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Agreement(Row):
+    """An institution may ask another for consultations (a 医联体 or 对口支援)."""
+
+    id: str
+    requesting_institution_id: str
+    consulting_institution_id: str
+    kind: str
+    since: date
+    ended_at: datetime | None
+    created_at: datetime
+
+    @property
+    def active(self) -> bool:
+        """Not ended."""
+        return self.ended_at is None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Department(Row):
     """A department of an institution."""
 
@@ -56,6 +74,10 @@ class Account(Row):
     failed_logins: int
     locked_until: datetime | None
     department_ids: frozenset[str] = frozenset()
+    phone: str | None = None
+    must_change_password: bool = False
+    deactivated_at: datetime | None = None
+    deactivated_by: str | None = None
 
     @classmethod
     def of(cls, row: RowMapping, department_ids: frozenset[str] = frozenset()) -> Self:

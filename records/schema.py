@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from records.vocab import (
+    AgreementKind,
     ConsultationState,
     DocumentKind,
     EventKind,
@@ -112,7 +113,35 @@ accounts = sa.Table(
     sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
     sa.Column("locked_until", TS, nullable=True),
     sa.Column("created_at", TS, nullable=False),
+    sa.Column("phone", sa.String(32), nullable=True),
+    # Set by an administrator's password reset: the temporary password is good
+    # only for choosing a new one (signaling/workflow/auth.py).
+    sa.Column("must_change_password", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Accounts are deactivated, never deleted: their names stay in the history.
+    sa.Column("deactivated_at", TS, nullable=True),
+    sa.Column("deactivated_by", ID, sa.ForeignKey("accounts.id"), nullable=True),
     one_of("role", Role),
+)
+
+# Which institutions may ask which for consultations (a 医联体 or 对口支援
+# relation). Ended, never deleted: the history of who could ask whom stays.
+agreements = sa.Table(
+    "agreements",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column(
+        "requesting_institution_id",
+        ID,
+        sa.ForeignKey("institutions.id"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("consulting_institution_id", ID, sa.ForeignKey("institutions.id"), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("since", sa.Date, nullable=False),
+    sa.Column("ended_at", TS, nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    one_of("kind", AgreementKind),
 )
 
 # Failed logins per username, real or not: an unknown name is counted and locked out

@@ -35,6 +35,15 @@ class InstitutionKind(StrEnum):
     SPECIALIST_HOSPITAL = "specialist_hospital"
 
 
+class AgreementKind(StrEnum):
+    """Why one institution may ask another (``agreements.kind``)."""
+
+    # 医联体: the county medical community (a hospital and its clinics)
+    MEDICAL_ALLIANCE = "medical_alliance"
+    # 对口支援: a city or provincial hospital paired with a county to support it
+    PAIRED_SUPPORT = "paired_support"
+
+
 class Urgency(StrEnum):
     """How soon a consultation is needed (``consultations.urgency``)."""
 
@@ -221,6 +230,11 @@ class ErrorCode(StrEnum):
     NOT_ASSIGNED = "not_assigned"
     NOT_SIGNED = "not_signed"
     NOT_AUTHOR = "not_author"
+    # administration
+    NO_AGREEMENT = "no_agreement"
+    PASSWORD_CHANGE_REQUIRED = "password_change_required"  # noqa: S105 - a code, not a secret
+    PASSWORD_TOO_WEAK = "password_too_weak"  # noqa: S105 - a code, not a secret
+    IMPORT_INVALID = "import_invalid"
     # documents and imported records
     UNSUPPORTED_TYPE = "unsupported_type"
     TYPE_MISMATCH = "type_mismatch"

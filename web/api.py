@@ -95,6 +95,22 @@ async def logout(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def change_password(request: web.Request) -> web.StreamResponse:
+    """Choose a new password (the current one is asked again); other sessions end."""
+    data = await body(request, schemas.PasswordChangeIn)
+    session = await request.app[AUTH].change_password(
+        request[SESSION], data.current_password, data.new_password, client_addr(request)
+    )
+    directory = await Directory.load(request)
+    today = request.app[CLOCK].now().date()
+    return web.json_response(
+        {
+            "account": account_json(session.account, directory, today),
+            "csrf_token": session.csrf_token,
+        }
+    )
+
+
 async def health(request: web.Request) -> web.StreamResponse:
     """Liveness probe."""
     return web.json_response({"status": "ok"})
@@ -104,8 +120,8 @@ async def health(request: web.Request) -> web.StreamResponse:
 
 
 async def departments(request: web.Request) -> web.StreamResponse:
-    """Departments of specialist hospitals that take requests."""
-    items = await request.app[DIRECTORY].departments()
+    """Departments that take requests (a clinic: those of hospitals it may ask)."""
+    items = await request.app[DIRECTORY].askable(actor(request))
     return web.json_response(
         {
             "departments": [
@@ -410,6 +426,14 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/session", login, "Log in", schemas.LoginIn, tag="auth", public=True),
     Route("GET", "/api/session", whoami, "Current account", tag="auth"),
     Route("DELETE", "/api/session", logout, "Log out", status=204, tag="auth"),
+    Route(
+        "POST",
+        "/api/session/password",
+        change_password,
+        "Change my password",
+        schemas.PasswordChangeIn,
+        tag="auth",
+    ),
     Route("GET", "/api/health", health, "Liveness", tag="meta", public=True),
     Route("GET", "/api/openapi.json", openapi, "This document", tag="meta", public=True),
     Route("GET", "/api/departments", departments, "Departments taking requests", tag="directory"),

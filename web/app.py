@@ -22,6 +22,7 @@ from records.vocab import Urgency
 from signaling.call.calls import Calls
 from signaling.call.hub import ConsultationPushes, Hub
 from signaling.call.ice import IceConfig
+from signaling.workflow.admin import AdminService
 from signaling.workflow.auth import AuthService
 from signaling.workflow.base import Context
 from signaling.workflow.consultations import ConsultationService
@@ -41,6 +42,7 @@ from signaling.workflow.summary import SummaryService
 from signaling.workflow.supervision import SupervisionService
 from web import (
     api,
+    api_admin,
     api_documents,
     api_fhir,
     api_precall,
@@ -50,6 +52,7 @@ from web import (
     api_stats,
     api_supervision,
     metrics,
+    pages_admin,
     pages_precall,
     pages_report,
     pages_second_factor,
@@ -60,6 +63,7 @@ from web import (
 from web.auth import auth_middleware
 from web.errors import error_middleware
 from web.keys import (
+    ADMIN,
     AUTH,
     CALLS,
     CLOCK,
@@ -136,6 +140,7 @@ def all_routes() -> tuple[Route, ...]:
         + api_supervision.ROUTES
         + api_stats.ROUTES
         + api_second_factor.ROUTES
+        + api_admin.ROUTES
     )
 
 
@@ -168,6 +173,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     pages_supervision.setup(app)
     pages_stats.setup(app)
     pages_second_factor.setup(app)
+    pages_admin.setup(app)
     return app
 
 
@@ -201,6 +207,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         max_failures=settings.login_max_failures,
         lockout_seconds=settings.login_lockout_seconds,
     )
+    # Deactivating an account or resetting its password hangs up its sockets
+    # through the hub (the service's AccountSockets port).
+    app[ADMIN] = AdminService(ctx, passwords=passwords_for(settings), sockets=app[HUB])
     app[DIRECTORY] = DirectoryService(ctx)
     app[PATIENTS] = PatientService(ctx)
     app[CONSULTATIONS] = ConsultationService(ctx)

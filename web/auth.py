@@ -68,6 +68,13 @@ def actor(request: web.Request) -> Actor:
     )
 
 
+# Open to a session whose account must choose a new password first (after an
+# administrator's reset or on a new account): who am I, log out, change it.
+PASSWORD_CHANGE_API = frozenset(
+    {("GET", "/api/session"), ("DELETE", "/api/session"), ("POST", "/api/session/password")}
+)
+
+
 # What a path parameter names, for the audit entry of a refused request.
 _PARAM_KINDS = {"entry_id": "roster"}
 
@@ -163,4 +170,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise api_error(ErrorCode.UNAUTHENTICATED, "log in first")
     if session is not None and session.second_factor_pending:
         _second_factor_gate(request)
+    if (
+        session is not None
+        and session.account.must_change_password
+        and request.path.startswith(("/api/", "/ws"))
+        and (request.method, request.path) not in PASSWORD_CHANGE_API | PUBLIC_API
+    ):
+        # The temporary password is good for choosing a new one and nothing else.
+        raise api_error(ErrorCode.PASSWORD_CHANGE_REQUIRED, "choose a new password first")
     return await _audited(request, handler)

@@ -1,4 +1,4 @@
-"""The ``teleconsult`` command: serve, demo, db upgrade, audit verify, recordings, keys.
+"""The ``teleconsult`` command: serve, demo, db upgrade, audit verify, recordings, keys, admin.
 
 Logging is configured and the app is run here, and only here.
 """
@@ -27,7 +27,7 @@ from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.keys import KeyService
 from signaling.workflow.recording import RecordingService
 from web import check as deployment
-from web import cli_export, logs
+from web import cli_admin, cli_export, logs
 from web.app import create_app, passwords_for
 from web.settings import ENV_PREFIX, Settings
 from web.tls import ensure_self_signed, ssl_context
@@ -230,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="generate: print a new random key; rotate: bring every file under the current key",
     )
     cli_export.add_parser(sub)
+    cli_admin.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "keys" and args.action == "generate":
         print(sealed.new_key())
@@ -276,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return deployment.exit_code(checks)
     if args.command == "export":
         return cli_export.run(args, settings)
+    if args.command == "admin":
+        return cli_admin.run(settings, args)
     if args.command == "recordings":
         if args.action == "verify":
             return asyncio.run(_verify_recordings(settings))

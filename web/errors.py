@@ -78,6 +78,13 @@ STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.NOT_ASSIGNED: 403,
     ErrorCode.NOT_SIGNED: 409,
     ErrorCode.NOT_AUTHOR: 403,
+    # administration
+    ErrorCode.NO_AGREEMENT: 403,
+    # Only the password change is open until it is done (a reset's temporary password).
+    ErrorCode.PASSWORD_CHANGE_REQUIRED: 403,
+    ErrorCode.PASSWORD_TOO_WEAK: 400,
+    # A staff list with problems: nothing was stored (the preview names each).
+    ErrorCode.IMPORT_INVALID: 422,
     # documents and imported records
     ErrorCode.UNSUPPORTED_TYPE: 415,
     ErrorCode.TYPE_MISMATCH: 400,

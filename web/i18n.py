@@ -140,6 +140,16 @@ ERROR_LABELS: Mapping[ErrorCode, str] = {
     ErrorCode.NOT_ASSIGNED: N_("Only the assigned specialist signs the opinion."),
     ErrorCode.NOT_SIGNED: N_("The opinion is not signed yet."),
     ErrorCode.NOT_AUTHOR: N_("Only the author of the opinion can add to it."),
+    ErrorCode.NO_AGREEMENT: N_(
+        "Your institution has no agreement with this hospital: ask your administrator."
+    ),
+    ErrorCode.PASSWORD_CHANGE_REQUIRED: N_("Choose a new password first."),
+    ErrorCode.PASSWORD_TOO_WEAK: N_(
+        "Choose a password of at least 8 characters, other than the old one and the username."
+    ),
+    ErrorCode.IMPORT_INVALID: N_(
+        "The staff list has problems; nothing was stored. Correct the rows shown and try again."
+    ),
     ErrorCode.UNSUPPORTED_TYPE: N_(
         "This kind of file cannot be shared: use PDF, JPEG, PNG, DICOM or plain text."
     ),
@@ -256,6 +266,9 @@ JS_STRINGS: Mapping[str, str] = {
     "label.decline_reason": N_("Reason for declining"),
     "label.any_specialist": N_("Any specialist of the department"),
     "label.choose": N_("Choose…"),
+    "label.all": N_("All"),
+    "action.save": N_("Save"),
+    "action.create_account": N_("Create account"),
     "label.choose_specialist": N_("Choose a specialist…"),
     "label.eligible": N_("eligible"),
     "label.not_eligible": N_("under 3 years of practice"),

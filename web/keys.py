@@ -11,6 +11,7 @@ from records.db import Database
 from records.sealed import Keyring
 from signaling.call.calls import Calls
 from signaling.call.hub import Hub
+from signaling.workflow.admin import AdminService
 from signaling.workflow.auth import AuthService, Session
 from signaling.workflow.consultations import ConsultationService
 from signaling.workflow.directory import DirectoryService
@@ -40,6 +41,7 @@ OPINIONS = web.AppKey("opinions", OpinionService)
 SUMMARY = web.AppKey("summary", SummaryService)
 AUTH = web.AppKey("auth", AuthService)
 SECOND_FACTOR = web.AppKey("second_factor", SecondFactorService)
+ADMIN = web.AppKey("admin", AdminService)
 CALLS = web.AppKey("calls", Calls)
 RECORDING = web.AppKey("recording", RecordingService)
 DOCUMENTS = web.AppKey("documents", DocumentService)

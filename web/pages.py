@@ -51,7 +51,7 @@ ROLE_HOME = {
     "specialist": "/queue",
     "coordinator": "/coordinator",
     "reviewer": "/recordings",
-    "admin": "/recordings",
+    "admin": "/admin",
 }
 
 LANG_COOKIE_MAX_AGE = 365 * 24 * 3600
@@ -159,6 +159,9 @@ async def _require_session(request: web.Request, *roles: str) -> Session:
     if session is None:
         target = request.path_qs
         raise web.HTTPSeeOther("/login?" + urlencode({"next": target}))
+    if session.account.must_change_password and request.path != "/password":
+        # A temporary password opens the password change and nothing else.
+        raise web.HTTPSeeOther("/password")
     if roles and session.account.role not in roles:
         await audit_refused(request, ErrorCode.ROLE_FORBIDDEN)
         raise web.HTTPSeeOther("/")

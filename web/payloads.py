@@ -112,6 +112,9 @@ def account_json(account: Account, directory: Directory, today: date) -> dict[st
         "practice_years": int(account.years_of_practice(today)),
         "eligible": account.role == "specialist" and policy.may_practise_remotely(account, today),
         "department_ids": sorted(account.department_ids),
+        # Whether only the password change is open (not "password" in the name: no
+        # answer outside administration carries that word; tests/web/test_auth.py).
+        "temporary_credentials": account.must_change_password,
     }
 
 

@@ -194,3 +194,83 @@ BODIES: tuple[type[Body], ...] = (
     CodeIn,
     VerifyIn,
 )
+
+
+# -- administration -------------------------------------------------------------------
+
+Username = Annotated[str, StringConstraints(pattern=r"^[a-z0-9._-]{3,64}$")]
+DepartmentCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+Licence = Annotated[str, StringConstraints(pattern=r"^[0-9]{15}$")]
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 -]{5,20}$")]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+InstitutionName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+]
+
+
+class InstitutionIn(Body):
+    """Add or change an institution."""
+
+    name: InstitutionName
+    kind: Literal["township_clinic", "county_hospital", "specialist_hospital"]
+    region: InstitutionName
+
+
+class AgreementIn(Body):
+    """Let an institution ask another for consultations."""
+
+    requesting_institution_id: Id
+    consulting_institution_id: Id
+    kind: Literal["medical_alliance", "paired_support"]
+    since: date | None = None
+
+
+class DepartmentIn(Body):
+    """Add a department."""
+
+    institution_id: Id
+    code: DepartmentCode
+    name: InstitutionName
+
+
+class DepartmentEditIn(Body):
+    """Rename a department."""
+
+    name: InstitutionName
+
+
+class AccountEditIn(Body):
+    """What an administrator says about a person."""
+
+    display_name: Name
+    role: Literal["clinic_doctor", "specialist", "coordinator", "reviewer", "admin"]
+    title: Title | None = None
+    licence_no: Licence | None = None
+    practice_start: date | None = None
+    phone: Phone | None = None
+    department_ids: list[Id] = Field(default_factory=list, max_length=50)
+
+
+class AccountIn(AccountEditIn):
+    """Create an account (it gets a temporary password)."""
+
+    username: Username
+    institution_id: Id
+
+
+class PasswordChangeIn(Body):
+    """Choose a new password."""
+
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    new_password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+ADMIN_BODIES: tuple[type[Body], ...] = (
+    InstitutionIn,
+    AgreementIn,
+    DepartmentIn,
+    DepartmentEditIn,
+    AccountIn,
+    AccountEditIn,
+    PasswordChangeIn,
+)

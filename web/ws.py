@@ -39,6 +39,10 @@ class SocketChannel:
         """Send one message."""
         await self.send_text(encode(message))
 
+    async def close(self, reason: str) -> None:
+        """Hang up (the account may no longer be connected)."""
+        await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
+
     async def send_text(self, text: str) -> None:
         """Send one encoded message (sends are serialized per socket)."""
         if self.ws.closed:

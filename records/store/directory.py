@@ -32,7 +32,10 @@ from records.store.base import first_row, new_id
 def add_institution(conn: sa.Connection, *, name: str, kind: str, region: str) -> str:
     """Store an institution and return its id."""
     iid = new_id()
-    conn.execute(institutions.insert().values(id=iid, name=name, kind=kind, region=region))
+    try:
+        conn.execute(institutions.insert().values(id=iid, name=name, kind=kind, region=region))
+    except IntegrityError as exc:
+        raise Conflict("an institution of that name exists", fields=("name",)) from exc
     return iid
 
 
@@ -51,9 +54,12 @@ def list_institutions(conn: sa.Connection) -> list[Institution]:
 def add_department(conn: sa.Connection, *, institution_id: str, code: str, name: str) -> str:
     """Store a department and return its id."""
     did = new_id()
-    conn.execute(
-        departments.insert().values(id=did, institution_id=institution_id, code=code, name=name)
-    )
+    try:
+        conn.execute(
+            departments.insert().values(id=did, institution_id=institution_id, code=code, name=name)
+        )
+    except IntegrityError as exc:
+        raise Conflict("the institution has a department with that code", fields=("code",)) from exc
     return did
 
 
@@ -97,6 +103,8 @@ def add_account(
     title: str | None = None,
     practice_start: date | None = None,
     department_ids: Iterable[str] = (),
+    phone: str | None = None,
+    must_change_password: bool = False,
 ) -> str:
     """Store an account (and the departments it serves); return its id."""
     aid = new_id()
@@ -113,6 +121,8 @@ def add_account(
                 title=title,
                 practice_start=practice_start,
                 created_at=created_at,
+                phone=phone,
+                must_change_password=must_change_password,
             )
         )
     except IntegrityError as exc:
@@ -267,9 +277,13 @@ def revoke_sessions(
     *,
     token_hash: str | None = None,
     account_id: str | None = None,
+    keep: str | None = None,
 ) -> int:
-    """Revoke one session (by token hash) or all of an account's; return how many."""
+    """Revoke one session (by token hash) or all of an account's (but ``keep``, a
+    token hash); return how many."""
     query = sessions.update().where(sessions.c.revoked_at.is_(None)).values(revoked_at=at)
+    if keep:
+        query = query.where(sessions.c.token_hash != keep)
     if token_hash:
         query = query.where(sessions.c.token_hash == token_hash)
     elif account_id:

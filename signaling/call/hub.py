@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from records.models import Account, Consultation
 from records.vocab import Role
@@ -36,6 +36,15 @@ class Channel(Protocol):
         ...
 
 
+@runtime_checkable
+class Closable(Protocol):
+    """A channel the server can hang up (a WebSocket; a test's fake may not be)."""
+
+    async def close(self, reason: str) -> None:
+        """End the connection, telling the client ``reason``."""
+        ...
+
+
 class Hub:
     """Connected channels, keyed by the account behind them."""
 
@@ -53,6 +62,22 @@ class Hub:
 
     def __len__(self) -> int:
         return len(self._channels)
+
+    async def close_account(self, account_id: str) -> int:
+        """Hang up every channel of ``account_id`` at once (the account was
+        deactivated or its password reset); how many there were.
+
+        This is the administration service's ``AccountSockets`` port. Each
+        channel's own handler then leaves its call as after any drop.
+        """
+        targets = [ch for ch, acc in self._channels.items() if acc.id == account_id]
+        for ch in targets:
+            self.unsubscribe(ch)
+        await asyncio.gather(
+            *(ch.close("account deactivated") for ch in targets if isinstance(ch, Closable)),
+            return_exceptions=True,
+        )
+        return len(targets)
 
     async def publish(self, message: ServerMessage, audience: Callable[[Account], bool]) -> int:
         """Send ``message`` to every channel whose account is in ``audience``.

@@ -18,8 +18,12 @@ import sqlalchemy as sa
 from records import store
 from records.models import Account
 from records.passwords import Passwords
-from signaling.errors import AuthFailed, Locked
+from records.vocab import ErrorCode
+from signaling.errors import AuthFailed, Invalid, Locked
 from signaling.workflow.base import Actor, Context, Service, Tx, stored
+
+# The shortest password a person may choose (a temporary one is longer).
+MIN_PASSWORD = 8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +183,48 @@ class AuthService(Service):
             )
 
         return await self.read(work)
+
+    async def change_password(
+        self, session: Session, current: str, new: str, client_addr: str | None
+    ) -> Session:
+        """Replace the password (the way out of a forced change after a reset).
+
+        The current password must be given again, so a session left open on a
+        shared PC cannot be used to take the account over. The person's other
+        sessions end; this one stays.
+
+        Raises:
+            AuthFailed: the current password is wrong (counted like a failed login).
+            Invalid: the new password is too weak (``password_too_weak``).
+        """
+        account = session.account
+        if len(new) < MIN_PASSWORD or new == current or new == account.username:
+            raise Invalid(
+                f"choose a new password of at least {MIN_PASSWORD} characters, "
+                "other than the old one and the username",
+                code=ErrorCode.PASSWORD_TOO_WEAK,
+                fields=("new_password",),
+            )
+        found = await self.read(lambda conn: store.get_login(conn, account.username))
+        ok = await asyncio.to_thread(self.passwords.check, found[1] if found else None, current)
+        actor = Actor(account=account, client_addr=client_addr)
+        if not ok:
+            await self.write(
+                actor, lambda tx: tx.audit("auth.password_change_failed", "account", account.id)
+            )
+            raise AuthFailed("the current password is wrong", fields=("current_password",))
+        hashed = await asyncio.to_thread(self.passwords.hash, new)
+
+        def work(tx: Tx) -> Account:
+            store.set_password(tx.conn, account.id, hashed, must_change=False)
+            ended = store.revoke_sessions(
+                tx.conn, tx.now, account_id=account.id, keep=token_hash(session.token)
+            )
+            tx.audit("auth.password_changed", "account", account.id, sessions_ended=ended)
+            return stored(store.get_account(tx.conn, account.id))
+
+        fresh = await self.write(actor, work)
+        return Session(token=session.token, csrf_token=session.csrf_token, account=fresh)
 
     async def logout(self, session: Session, client_addr: str | None) -> None:
         """Revoke the session server-side (the cookie becomes worthless)."""

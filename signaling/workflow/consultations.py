@@ -131,6 +131,19 @@ class ConsultationService(Service):
                     code=ErrorCode.UNKNOWN_DEPARTMENT,
                     fields=("department_id",),
                 )
+            # Remote consultation is institution-to-institution: only a hospital the
+            # clinic has an agreement with (医联体, 对口支援) may be asked.
+            if (
+                store.active_agreement(
+                    tx.conn, tx.account.institution_id, department.institution_id
+                )
+                is None
+            ):
+                raise Forbidden(
+                    "your institution has no agreement with this hospital",
+                    code=ErrorCode.NO_AGREEMENT,
+                    fields=("department_id",),
+                )
             if target_specialist_id is not None:
                 target = store.get_account(tx.conn, target_specialist_id)
                 if (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from records import store
 from records.models import Account, Department, Institution
 from records.vocab import InstitutionKind, Role
@@ -19,6 +21,29 @@ class DirectoryService(Service):
                 conn, institution_kind=InstitutionKind.SPECIALIST_HOSPITAL
             )
         )
+
+    async def askable(self, actor: Actor) -> list[tuple[Department, Institution]]:
+        """The departments ``actor`` may see in the request form's picker.
+
+        A clinic doctor is offered only the hospitals their institution has an
+        active agreement with; the other roles see every department that takes
+        requests (coordinators and specialists look across the community).
+        """
+        if actor.role != Role.CLINIC_DOCTOR:
+            return await self.departments()
+        institution_id = actor.account.institution_id
+
+        def work(conn: sa.Connection) -> list[tuple[Department, Institution]]:
+            allowed = store.consulted_institutions(conn, institution_id)
+            return [
+                (d, i)
+                for d, i in store.list_departments(
+                    conn, institution_kind=InstitutionKind.SPECIALIST_HOSPITAL
+                )
+                if i.id in allowed
+            ]
+
+        return await self.read(work)
 
     async def department(self, actor: Actor, department_id: str) -> Department:
         """A department that takes requests; otherwise ``NotFound``, and the probe is audited.

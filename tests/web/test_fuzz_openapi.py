@@ -43,9 +43,10 @@ SCHEMA = schemathesis.openapi.from_dict(
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
 # Generated examples per operation, in each of the two modes.
 EXAMPLES = 8
-# Who sends them: the requesting clinic's doctor and the department's specialist
-# (who may accept, sign and add to the consultation aimed at).
-USERS = ("clinic1", "cardio1")
+# Who sends them: the requesting clinic's doctor, the department's specialist (who
+# may accept, sign and add to the consultation aimed at) and an administrator (the
+# only one past the role check of /api/admin/...).
+USERS = ("clinic1", "cardio1", "admin1")
 # Logging out ends the fuzzing session itself; it takes no input to fuzz.
 SKIPPED = {"DELETE /api/session"}
 

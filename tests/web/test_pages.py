@@ -17,7 +17,7 @@ PAGES_BY_USER = {
     "cardio1": "/queue",
     "coord1": "/coordinator",
     "review1": "/recordings",
-    "admin1": "/recordings",
+    "admin1": "/admin",
 }
 
 

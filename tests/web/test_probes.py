@@ -65,6 +65,22 @@ NO_PATH_ID = {
     ("GET", "/api/stats"): "counts: filters narrow what the caller may see",
     ("GET", "/api/stats.csv"): "counts: filters narrow what the caller may see",
     ("GET", "/api/stats.xlsx"): "counts: filters narrow what the caller may see",
+    ("POST", "/api/session/password"): "the caller's own account",
+    **{
+        (method, "/api/admin/" + path): "administrators only: refused by role before any look"
+        for method, path in (
+            ("GET", "institutions"),
+            ("POST", "institutions"),
+            ("GET", "agreements"),
+            ("POST", "agreements"),
+            ("GET", "departments"),
+            ("POST", "departments"),
+            ("GET", "accounts"),
+            ("POST", "accounts"),
+            ("POST", "import/preview"),
+            ("POST", "import"),
+        )
+    },
 }
 PAGES = (
     "/consultations/{consultation_id}",
@@ -88,6 +104,9 @@ BODIES: dict[str, Any] = {
         "speaker": "heard",
         "paths": [{"name": "direct", "status": "failed"}],
     },
+    "InstitutionIn": {"name": "某某卫生院", "kind": "township_clinic", "region": "青山县"},
+    "DepartmentEditIn": {"name": "心内科"},
+    "AccountEditIn": {"display_name": "张伟", "role": "coordinator"},
     "ConsentIn": {
         "scope_consultation": True,
         "scope_recording": False,
@@ -218,6 +237,12 @@ async def world(scenario: Scenario, app: web.Application) -> World:
         ),
         "entry_id": roster["entry"]["id"],
         "department_id": ids["cardiology"],
+        # Administration: refused by role to everyone but administrators.
+        "institution_id": cardio1.account["institution"]["id"],
+        "account_id": cardio1.account["id"],
+        "agreement_id": (await (await scenario.user("admin1")).get("/api/admin/agreements"))[1][
+            "agreements"
+        ][0]["id"],
     }
     users = {name: await scenario.user(name) for name in PROBERS}
     return World(foreign, users, cardio1.account["id"])

@@ -1,7 +1,7 @@
 """second factor (TOTP) and recovery codes; session verification; event kind identity_verified
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 
 Real-name re-verification (issue 11, part 2): a physician proves who they are with
 a TOTP second factor at login and again before joining a call when the last proof
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

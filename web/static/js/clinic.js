@@ -174,6 +174,8 @@ async function loadDepartments() {
     groups.get(key).append(option(d.id, d.name, { dataset: { code: d.code } }));
   }
   departmentSelect.replaceChildren(option("", t("label.choose")), ...groups.values());
+  // Only hospitals the clinic has an agreement with are offered (none: say why).
+  $("rq-no-departments").hidden = departments.length > 0;
 }
 
 departmentSelect.addEventListener("change", async () => {
