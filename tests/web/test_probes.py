@@ -66,6 +66,12 @@ NO_PATH_ID = {
     ("GET", "/api/stats.csv"): "counts: filters narrow what the caller may see",
     ("GET", "/api/stats.xlsx"): "counts: filters narrow what the caller may see",
     ("POST", "/api/session/password"): "the caller's own account",
+    ("POST", "/api/auth/enrolment"): "the caller's own second factor",
+    ("POST", "/api/auth/enrolment/confirm"): "the caller's own second factor",
+    ("POST", "/api/auth/second-factor"): "the caller's own session",
+    # The consultation is in the body; a foreign one is refused as unknown and
+    # audited (tests/web/test_second_factor.py).
+    ("POST", "/api/auth/verify"): "body: the caller's own call (404 otherwise)",
     **{
         (method, "/api/admin/" + path): "administrators only: refused by role before any look"
         for method, path in (
