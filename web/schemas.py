@@ -174,3 +174,9 @@ BODIES: tuple[type[Body], ...] = (
     ProbeIn,
     PrecallIn,
 )
+
+
+class PacsAttachIn(Body):
+    """Attach a study of the regional PACS to the consultation."""
+
+    study_uid: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
