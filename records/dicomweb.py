@@ -81,6 +81,15 @@ def _text(item: dict[str, Any], tag: str) -> str | None:
     return text[:MAX_TEXT] or None
 
 
+def _uid(item: dict[str, Any], tag: str) -> str | None:
+    """A UID as sent (never cut short: a cut UID names another object), if valid."""
+    value = _first(item, tag)
+    if not isinstance(value, str):
+        return None
+    value = value.strip().rstrip("\x00")
+    return value if valid_uid(value) else None
+
+
 def _texts(item: dict[str, Any], tag: str) -> tuple[str, ...]:
     element = item.get(tag)
     values = element.get("Value") if isinstance(element, dict) else None
@@ -153,8 +162,8 @@ def parse_studies(payload: Any, limit: int) -> list[Study]:
     """
     studies = []
     for item in _items(payload):
-        uid = _text(item, STUDY_INSTANCE_UID)
-        if uid is None or not valid_uid(uid):
+        uid = _uid(item, STUDY_INSTANCE_UID)
+        if uid is None:
             continue
         studies.append(
             Study(
@@ -182,9 +191,9 @@ def parse_instances(payload: Any, limit: int) -> list[Instance]:
     """
     found = []
     for item in _items(payload):
-        series = _text(item, SERIES_INSTANCE_UID)
-        instance = _text(item, SOP_INSTANCE_UID)
-        if series is None or instance is None or not valid_uid(series) or not valid_uid(instance):
+        series = _uid(item, SERIES_INSTANCE_UID)
+        instance = _uid(item, SOP_INSTANCE_UID)
+        if series is None or instance is None:
             continue
         found.append(
             Instance(

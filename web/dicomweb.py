@@ -49,14 +49,17 @@ class DicomWebClient:
     ) -> None:
         """Remember the endpoint; the HTTP session opens on first use."""
         self.base_url = base_url.rstrip("/") + "/"
-        self.auth = aiohttp.BasicAuth(username, password) if username else None
+        # Sent with every request (aiohttp 3.14 deprecates BasicAuth for this).
+        self.headers = (
+            {"Authorization": aiohttp.encode_basic_auth(username, password)} if username else {}
+        )
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_bytes = max_bytes
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout, auth=self.auth)
+            self._session = aiohttp.ClientSession(timeout=self.timeout, headers=self.headers)
         return self._session
 
     async def close(self) -> None:

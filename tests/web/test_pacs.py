@@ -1,0 +1,232 @@
+"""Studies from a real regional PACS: Orthanc with DICOMweb, started by this module.
+
+Orthanc asks for HTTP basic credentials like a real PACS. The sample studies of
+tests/data/dicom are loaded through its REST API with the test patient's
+resident ID as their Patient ID, plus one study of someone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pydicom
+import pytest
+import sqlalchemy as sa
+
+from records.schema import audit_log, consultation_events, patients
+from web.keys import DB, PACS
+from web.settings import Secret, Settings
+
+from ..conftest import make_settings
+from ..orthanc import PASSWORD, USER, Orthanc, orthanc_or_skip, sample
+from ..scenario import Scenario
+
+PHANTOM_STUDY = "1.2.826.0.1.3680043.8.498.7319.1"
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    orthanc_or_skip()
+    server = Orthanc(tmp_path_factory.mktemp("orthanc"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, demo_database: str, orthanc: Orthanc) -> Settings:
+    return make_settings(
+        tmp_path,
+        database_url=demo_database,
+        pacs_url=orthanc.dicomweb_url,
+        pacs_username=USER,
+        pacs_password=Secret(PASSWORD),
+        pacs_timeout_seconds=10.0,
+    )
+
+
+async def national_id(app: Any, patient_id: str) -> str:
+    async with app[DB].read() as conn:
+        row = (
+            await conn.execute(sa.select(patients.c.national_id).where(patients.c.id == patient_id))
+        ).one()
+    return str(row.national_id)
+
+
+async def load_studies(app: Any, orthanc: Orthanc, patient_id: str) -> str:
+    """The patient's two studies (and a stranger's) on the PACS; the patient's ID."""
+    nid = await national_id(app, patient_id)
+    orthanc.upload(sample("phantom_mr_16frames.dcm", PatientID=nid))
+    orthanc.upload(sample("CT_small.dcm", PatientID=nid))
+    orthanc.upload(sample("MR_small.dcm", PatientID="110101199001011234"))
+    return nid
+
+
+async def test_the_clinic_finds_the_patients_studies_only(
+    scenario: Scenario, app: Any, orthanc: Orthanc
+) -> None:
+    clinic = await scenario.user("clinic1")
+    c = await scenario.consultation()
+    await load_studies(app, orthanc, c.patient_id)
+
+    status, body = await clinic.get(f"{c.url}/pacs/studies")
+    assert status == 200, body
+    studies = {s["study_uid"]: s for s in body["studies"]}
+    phantom = studies[PHANTOM_STUDY]
+    assert phantom["date"] == "2026-11-18"
+    assert phantom["modalities"] == ["MR"]
+    assert phantom["description"] == "Brain MR (phantom)"
+    assert (phantom["series"], phantom["instances"]) == (1, 1)
+    # The stranger's MR is not listed; the CT is (newest first).
+    assert len(studies) == 2
+    assert body["studies"][0]["study_uid"] == PHANTOM_STUDY
+    # No patient identity goes back to the browser from the PACS.
+    assert "patient" not in json.dumps(body).lower()
+
+
+async def test_attach_stores_the_study_deidentified_and_the_specialist_scrolls_it(
+    scenario: Scenario, app: Any, orthanc: Orthanc
+) -> None:
+    clinic = await scenario.user("clinic1")
+    c = await scenario.consultation("accepted")
+    nid = await load_studies(app, orthanc, c.patient_id)
+
+    status, body = await clinic.post(f"{c.url}/pacs/attach", {"study_uid": PHANTOM_STUDY})
+    assert status == 201, body
+    [doc] = body["documents"]
+    assert doc["kind"] == "dicom"
+    assert doc["meta"]["frames"] == 16
+    assert doc["meta"]["source"]["study_uid"] == PHANTOM_STUDY
+    assert doc["title"] == "MR · T2 axial · 2026-11-18"
+
+    # Attaching again stores nothing twice.
+    status, again = await clinic.post(f"{c.url}/pacs/attach", {"study_uid": PHANTOM_STUDY})
+    assert (status, again["documents"]) == (201, [])
+
+    # The specialist of the consultation sees it, de-identified, and scrolls it.
+    specialist = c.specialist
+    status, listed = await specialist.get(f"{c.url}/documents")
+    assert [d["id"] for d in listed["documents"]] == [doc["id"]]
+    resp = await specialist.client.get(doc["content_url"])
+    stored = pydicom.dcmread(io.BytesIO(await resp.read()))
+    assert stored.PatientID == "" and nid not in str(stored.PatientName)
+    assert stored.PatientIdentityRemoved == "YES"
+    seen = []
+    for index in (0, 7, 15):
+        resp = await specialist.client.get(
+            doc["content_url"].replace("/content", "/frame"), params={"index": str(index)}
+        )
+        assert resp.status == 200
+        frame = json.loads(resp.headers["X-Frame"])
+        assert (frame["index"], frame["frames"], frame["rows"], frame["columns"]) == (
+            index,
+            16,
+            128,
+            128,
+        )
+        assert (frame["center"], frame["width"]) == (1000.0, 2000.0)
+        data = await resp.read()
+        assert len(data) == 128 * 128 * 4
+        # The marks along the top edge count the frame: index + 1 bright marks.
+        row = struct.unpack_from("<128f", data, 6 * 128 * 4)
+        marks = sum(1 for x in range(4, 128, 7) if row[x + 2] == 2000.0)
+        seen.append(marks)
+    assert seen == [1, 8, 16]
+    resp = await specialist.client.get(
+        doc["content_url"].replace("/content", "/frame"), params={"index": "16"}
+    )
+    assert resp.status == 404
+
+    # Audited, and on the timeline.
+    async with app[DB].read() as conn:
+        actions = [
+            r.action
+            for r in await conn.execute(
+                sa.select(audit_log.c.action).where(audit_log.c.action.like("pacs.%"))
+            )
+        ]
+        kinds = [
+            r.kind
+            for r in await conn.execute(
+                sa.select(consultation_events.c.kind).where(
+                    consultation_events.c.consultation_id == c.id
+                )
+            )
+        ]
+    assert actions == ["pacs.attach", "pacs.attach"]
+    assert "document_shared" in kinds
+
+
+async def test_only_the_patients_clinic_searches_and_attaches(
+    scenario: Scenario, app: Any, orthanc: Orthanc
+) -> None:
+    c = await scenario.consultation("accepted")
+    await load_studies(app, orthanc, c.patient_id)
+    for username in ("clinic2", "cardio1", "resp1", "coord1"):
+        user = await scenario.user(username)
+        status, body = await user.get(f"{c.url}/pacs/studies")
+        assert status == 404, (username, body)
+        status, body = await user.post(f"{c.url}/pacs/attach", {"study_uid": PHANTOM_STUDY})
+        assert status == 404, (username, body)
+    # A study of another patient is not found for this one.
+    clinic = await scenario.user("clinic1")
+    stranger = pydicom.dcmread(Path(__file__).parents[1] / "data" / "dicom" / "MR_small.dcm")
+    status, body = await clinic.post(
+        f"{c.url}/pacs/attach", {"study_uid": str(stranger.StudyInstanceUID)}
+    )
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    status, body = await clinic.post(f"{c.url}/pacs/attach", {"study_uid": "../../studies"})
+    assert (status, body["error"]["fields"]) == (400, ["study_uid"])
+
+
+async def test_pacs_failures_have_codes(
+    scenario: Scenario, app: Any, orthanc: Orthanc, tmp_path: Path
+) -> None:
+    clinic = await scenario.user("clinic1")
+    c = await scenario.consultation()
+    port = app[PACS].port
+
+    # Wrong credentials: the PACS answers 401.
+    port.headers = {"Authorization": aiohttp.encode_basic_auth(USER, "wrong")}
+    await port.close()
+    port._session = None
+    status, body = await clinic.get(f"{c.url}/pacs/studies")
+    assert (status, body["error"]["code"]) == (502, "pacs_refused")
+
+    # Nobody listens: unreachable.
+    port.base_url = "http://127.0.0.1:9/dicom-web/"
+    status, body = await clinic.get(f"{c.url}/pacs/studies")
+    assert (status, body["error"]["code"]) == (502, "pacs_unreachable")
+
+    # Accepts the connection and never answers: a timeout.
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    mute = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        port.base_url = f"http://127.0.0.1:{mute.sockets[0].getsockname()[1]}/dicom-web/"
+        port.timeout = aiohttp.ClientTimeout(total=0.5)
+        await port.close()
+        port._session = None
+        status, body = await clinic.get(f"{c.url}/pacs/studies")
+        assert (status, body["error"]["code"]) == (504, "pacs_timeout")
+        await port.close()
+    finally:
+        mute.close()
+        await mute.wait_closed()
+
+    # Not configured at all.
+    app[PACS].port = None
+    status, body = await clinic.get(f"{c.url}/pacs/studies")
+    assert (status, body["error"]["code"]) == (503, "pacs_not_configured")
+    app[PACS].port = port
