@@ -34,7 +34,7 @@ ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 DATA = Path(__file__).parent / "data" / "dicom"
 USER = "teleconsult"
-PASSWORD = "pacs-test-secret"
+PASSWORD = "pacs-test-secret"  # noqa: S105 - the throwaway test PACS
 
 
 def orthanc_or_skip() -> None:
@@ -75,7 +75,7 @@ class Orthanc:
     def _request(
         self, method: str, path: str, data: bytes | None = None, auth: bool = True
     ) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310
         if auth:
             token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
             request.add_header("Authorization", "Basic " + token)
