@@ -159,6 +159,12 @@ class PrecallIn(Body):
     paths: Annotated[list[PathIn], Field(min_length=1, max_length=4)]
 
 
+class PacsAttachIn(Body):
+    """Attach a study of the regional PACS to the consultation."""
+
+    study_uid: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
+
+
 BODIES: tuple[type[Body], ...] = (
     LoginIn,
     PatientIn,
@@ -173,10 +179,5 @@ BODIES: tuple[type[Body], ...] = (
     AddendumIn,
     ProbeIn,
     PrecallIn,
+    PacsAttachIn,
 )
-
-
-class PacsAttachIn(Body):
-    """Attach a study of the regional PACS to the consultation."""
-
-    study_uid: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]

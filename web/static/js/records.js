@@ -19,9 +19,15 @@
 //     by another participant) reload the list.
 // Without `send` (the consultation page) it is a plain viewer.
 //
+// DICOM images open in the frame viewer (dicomview.js): every frame, window and
+// level. The clinic's doctors also search the regional PACS for the patient's
+// studies ("Regional PACS") and attach one: the server retrieves and stores it
+// as documents of the consultation (signaling/workflow/pacs.py).
+//
 // window.__records is a small read-only view for the browser tests.
 
-import { ApiError, csrfToken, get } from "./api.js";
+import { ApiError, csrfToken, get, post } from "./api.js";
+import { DicomViewer } from "./dicomview.js";
 import { $, PAGE, el, errorMessage, formatDateTime, t, toast } from "./ui.js";
 import { guardOverlay, imageCanvas, stampCanvas } from "./watermark.js";
 
@@ -90,6 +96,8 @@ export class RecordsPanel {
     this.shownBy = null; // {name, documentId} when following someone's doc_show
     this.openSeq = 0;
     this.patientId = null;
+    this.dicom = null; // the DicomViewer of the open document
+    this.pacsStudies = []; // the patient's studies on the PACS, as listed
     this.summaryLoaded = false;
     this.reloadTimer = null;
     this.resizeTimer = null;
@@ -118,6 +126,8 @@ export class RecordsPanel {
       event.preventDefault();
       this.goto(this.current.page + step);
     });
+    $("records-pacs-open").addEventListener("click", () => this.togglePacs());
+    $("pacs-close").addEventListener("click", () => this.togglePacs(false));
     $("records-file").addEventListener("change", (event) => {
       const [file] = event.target.files;
       event.target.value = "";
@@ -266,6 +276,7 @@ export class RecordsPanel {
       // Another document: we stop showing the previous one.
       this.showing = false;
       this.dropPdf();
+      this.dicom = null;
       this.current = { doc, page: 1, pages: doc.kind === "pdf" ? doc.pages || 1 : 1, pdf: null };
     }
     this.shownBy = origin === "remote" ? { name: by || t("records.someone"), documentId: doc.id } : null;
@@ -310,6 +321,7 @@ export class RecordsPanel {
     this.showing = false;
     this.shownBy = null;
     this.dropPdf();
+    this.dicom = null;
     this.current = null;
     this.rendered = null;
     this.body.replaceChildren();
@@ -462,6 +474,7 @@ export class RecordsPanel {
 
   dicomView(doc) {
     const meta = doc.meta || {};
+    const source = meta.source && meta.source.system === "pacs" ? meta.source : null;
     const rows = [
       ["records.dicom.modality", meta.modality],
       ["records.dicom.study_date", meta.study_date],
@@ -474,10 +487,22 @@ export class RecordsPanel {
       { class: "viewer-tags" },
       rows.flatMap(([key, value]) => [el("dt", { text: t(key) }), el("dd", { text: String(value) })]),
     );
+    const origin = source
+      ? el("p", {
+          class: "dicom-source small muted",
+          text: t("dicom.from_pacs", { date: source.study_date || meta.study_date || "" }),
+        })
+      : null;
+    if (meta.has_pixels) {
+      const viewer = new DicomViewer(doc);
+      this.dicom = viewer;
+      viewer.start();
+      return el("div", { class: "viewer-dicom-box" }, viewer.node, origin, tags);
+    }
     const picture = doc.preview_url
       ? this.picture(doc.preview_url, "viewer-image viewer-dicom", doc.title)
       : el("p", { class: "notice notice-warn", text: t("records.no_preview") });
-    return el("div", { class: "viewer-dicom-box" }, picture, tags);
+    return el("div", { class: "viewer-dicom-box" }, picture, origin, tags);
   }
 
   renderFoot(doc) {
@@ -586,6 +611,103 @@ export class RecordsPanel {
     if (consultation.requesting_institution.id !== me.institution_id) return;
     this.patientId = consultation.patient.id;
     $("records-upload").hidden = false;
+    $("records-pacs-open").hidden = false;
+  }
+
+  // -- the regional PACS (the clinic's doctors) ----------------------------------
+
+  togglePacs(open = $("pacs").hidden) {
+    const pane = $("pacs");
+    pane.hidden = !open;
+    $("records-pacs-open").setAttribute("aria-expanded", open ? "true" : "false");
+    if (open) {
+      if (this.selectDocuments) this.selectDocuments();
+      this.searchPacs();
+    }
+  }
+
+  async searchPacs() {
+    const list = $("pacs-list");
+    const status = $("pacs-status");
+    this.clearError();
+    $("pacs-empty").hidden = true;
+    status.textContent = t("pacs.searching");
+    status.hidden = false;
+    list.replaceChildren();
+    try {
+      const { studies } = await get(
+        `/api/consultations/${encodeURIComponent(this.consultationId)}/pacs/studies`,
+      );
+      this.pacsStudies = studies.map((study) => ({ ...study, state: "listed" }));
+      status.hidden = true;
+      this.renderPacs();
+    } catch (err) {
+      status.hidden = true;
+      this.fail(err);
+    }
+  }
+
+  renderPacs() {
+    const items = this.pacsStudies.map((study) => {
+      const button = el("button", {
+        type: "button",
+        class: "btn btn-small btn-primary pacs-attach",
+        disabled: study.state !== "listed",
+        text:
+          study.state === "attaching"
+            ? t("pacs.attaching")
+            : study.state === "attached"
+              ? t("pacs.attached")
+              : t("pacs.attach"),
+        on: { click: () => this.attachStudy(study) },
+      });
+      const counts =
+        study.series !== null || study.instances !== null
+          ? t("pacs.counts", { series: study.series ?? "?", instances: study.instances ?? "?" })
+          : "";
+      return el(
+        "li",
+        { class: "pacs-item", dataset: { studyUid: study.study_uid, state: study.state } },
+        el(
+          "div",
+          { class: "pacs-item-text" },
+          el(
+            "span",
+            { class: "pacs-item-title" },
+            study.modalities.length
+              ? el("span", { class: "records-kind kind-dicom", text: study.modalities.join("/") })
+              : null,
+            el("span", { text: study.description || t("pacs.no_description") }),
+          ),
+          el("span", { class: "records-item-meta" }, el("span", { text: study.date || "" }), el("span", { text: counts })),
+        ),
+        button,
+      );
+    });
+    $("pacs-list").replaceChildren(...items);
+    $("pacs-empty").hidden = items.length > 0;
+  }
+
+  async attachStudy(study) {
+    study.state = "attaching";
+    this.renderPacs();
+    this.clearError();
+    try {
+      const { documents } = await post(
+        `/api/consultations/${encodeURIComponent(this.consultationId)}/pacs/attach`,
+        { study_uid: study.study_uid },
+      );
+      study.state = "attached";
+      this.renderPacs();
+      toast(documents.length ? t("pacs.done", { count: documents.length }) : t("pacs.already"));
+      await this.loadDocuments().catch(() => {});
+      // Opening it tells the others (doc_open): their lists pick it up.
+      if (documents.length) this.open(documents[0].id, { origin: "upload" });
+    } catch (err) {
+      study.state = "listed";
+      this.renderPacs();
+      this.fail(err);
+    }
   }
 
   upload(file) {
@@ -785,6 +907,8 @@ export class RecordsPanel {
           showing: panel.showing,
           shownBy: panel.shownBy ? panel.shownBy.name : null,
           documents: panel.docs.map((d) => d.id),
+          dicom: panel.dicom ? panel.dicom.state() : null,
+          pacs: panel.pacsStudies.map((s) => ({ study_uid: s.study_uid, state: s.state })),
         };
       },
     });
