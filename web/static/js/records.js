@@ -699,6 +699,8 @@ export class RecordsPanel {
       );
       study.state = "attached";
       this.renderPacs();
+      // The study opens below: the list makes room for it (reopened by the button).
+      if (documents.length) this.togglePacs(false);
       toast(documents.length ? t("pacs.done", { count: documents.length }) : t("pacs.already"));
       await this.loadDocuments().catch(() => {});
       // Opening it tells the others (doc_open): their lists pick it up.
