@@ -37,9 +37,14 @@ USER = "teleconsult"
 PASSWORD = "pacs-test-secret"  # noqa: S105 - the throwaway test PACS
 
 
+def orthanc_available() -> bool:
+    """Whether Orthanc and its DICOMweb plugin are installed."""
+    return os.access(ORTHANC, os.X_OK) and PLUGIN.exists()
+
+
 def orthanc_or_skip() -> None:
     """Fail under CI (which provides Orthanc), skip elsewhere."""
-    if os.access(ORTHANC, os.X_OK) and PLUGIN.exists():
+    if orthanc_available():
         return
     message = (
         "Orthanc with its DICOMweb plugin is needed (apt-get install orthanc orthanc-dicomweb)"

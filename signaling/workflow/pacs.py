@@ -126,7 +126,8 @@ class PacsService(Service):
             PacsError: ``pacs_not_configured``, ``pacs_unreachable``,
                 ``pacs_refused``, ``pacs_timeout`` or ``pacs_bad_answer``.
         """
-        self._port()
+        # Rights first: someone who may not see the consultation learns nothing,
+        # not even whether a PACS is configured.
         patient = await self._patient(actor, consultation_id, "pacs.search")
         return await self._studies(patient)
 
