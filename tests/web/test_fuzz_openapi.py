@@ -34,7 +34,6 @@ from schemathesis.checks import not_a_server_error
 from records.demo import DEMO_PASSWORD
 from web.app import VERSION, all_routes, create_app
 from web.openapi import build_spec
-
 from web.settings import Secret
 
 from ..conftest import DB_NAME, ManualClock, make_settings
