@@ -123,6 +123,8 @@ RECORDS_STRINGS: dict[str, str] = {
     "records.showing": N_("Showing to all"),
     "records.shown_by": N_("%(name)s is showing: %(title)s, page %(page)s"),
     "records.shown_by_single": N_("%(name)s is showing: %(title)s"),
+    "records.shown_by_frame": N_("%(name)s is showing: %(title)s, frame %(frame)s"),
+    "records.frames": N_("%(frames)s frames"),
     "records.someone": N_("Another participant"),
     "records.uploaded_by": N_("%(name)s, %(time)s"),
     "records.open_failed": N_("This document could not be opened."),

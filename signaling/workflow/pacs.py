@@ -59,13 +59,12 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-def _title(study: Study, instance: Instance, count: int) -> str:
+def _title(study: Study, instance: Instance) -> str:
+    """The series' name: the instances of one series share it (the panel groups them)."""
     series = instance.series_description or (
         f"#{instance.series_number}" if instance.series_number is not None else ""
     )
     parts = [instance.modality or "/".join(study.modalities), series, study.date or ""]
-    if count > 1 and instance.number is not None:
-        parts.append(f"[{instance.number}]")
     return " · ".join(p for p in parts if p)
 
 
@@ -171,9 +170,6 @@ class PacsService(Service):
             }
 
         have = await self.read(attached)
-        per_series: dict[str, int] = {}
-        for instance in instances:
-            per_series[instance.series_uid] = per_series.get(instance.series_uid, 0) + 1
         stored: list[Document] = []
         for instance in instances:
             if instance.instance_uid in have:
@@ -200,7 +196,7 @@ class PacsService(Service):
                         patient.id,
                         _one(data),
                         filename=f"{instance.instance_uid}.dcm",
-                        title=_title(study, instance, per_series[instance.series_uid]),
+                        title=_title(study, instance),
                         consultation_id=consultation_id,
                         declared_type="dicom",
                         declared_size=len(data),

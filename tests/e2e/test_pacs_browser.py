@@ -1,10 +1,13 @@
-"""A study from the regional PACS, found and attached by the clinic, scrolled by the specialist.
+"""Studies from the regional PACS, found and attached by the clinic, scrolled by the specialist.
 
 A real Orthanc (DICOMweb, HTTP basic) holds the patient's studies (tests/data/dicom).
 In a live call the clinic's doctor opens "区域影像" in the records panel, sees the
 patient's studies, attaches the 16-frame MR; the specialist's panel lists it, and
 the specialist scrolls through its frames (wheel, keys) and changes window/level
 (a preset, then a drag on the image): what the canvas shows changes each time.
+Then a CT series of three instances, attached the same way, is one entry and one
+viewer of three frames; the specialist shows it to all and the clinic follows
+frame by frame.
 Screenshots of the PACS list and the frame viewer, zh and en, 1400 and 390 wide.
 """
 
@@ -29,6 +32,7 @@ from .conftest import LOOPBACK_NETWORKS, NetNs, video_flowing
 pytestmark = pytest.mark.browser
 
 PHANTOM_STUDY = "1.2.826.0.1.3680043.8.498.7319.1"
+CT_STUDY = "1.2.826.0.1.3680043.8.498.7319.11"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1400, "height": 900}
 STATE = "() => window.__records && window.__records.state"
@@ -90,7 +94,8 @@ async def test_clinic_attaches_a_pacs_study_and_the_specialist_scrolls_its_frame
             )
         ).scalar_one()
     orthanc.upload(sample("phantom_mr_16frames.dcm", PatientID=nid))
-    orthanc.upload(sample("CT_small.dcm", PatientID=nid))
+    for n in (1, 2, 3):
+        orthanc.upload(sample(f"phantom_ct_slice{n}.dcm", PatientID=nid))
     orthanc.upload(sample("MR_small.dcm", PatientID="110101199001011234"))
 
     await clinic.goto(f"/consultations/{c.id}/call")
@@ -104,6 +109,8 @@ async def test_clinic_attaches_a_pacs_study_and_the_specialist_scrolls_its_frame
     study = clinic.locator(f'#pacs-list li[data-study-uid="{PHANTOM_STUDY}"]')
     await study.wait_for()
     assert await clinic.locator("#pacs-list li").count() == 2
+    ct_text = await clinic.locator(f'#pacs-list li[data-study-uid="{CT_STUDY}"]').text_content()
+    assert "Chest CT (phantom)" in (ct_text or "") and "3 幅图像" in (ct_text or "")
     text = await study.text_content() or ""
     assert "Brain MR (phantom)" in text and "2026-11-18" in text and "1 个序列" in text
     await clinic.screenshot(path=str(screenshots_dir / "pacs-search-zh_CN-1400.png"))
@@ -193,6 +200,50 @@ async def test_clinic_attaches_a_pacs_study_and_the_specialist_scrolls_its_frame
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"{name}: {overflow}px horizontal overflow"
+
+    for page in (cardio, clinic):
+        await page.set_viewport_size(DESKTOP)
+
+    # The CT series: three instances, one entry and one viewer of three frames.
+    await clinic.click("#records-pacs-open")
+    ct = clinic.locator(f'#pacs-list li[data-study-uid="{CT_STUDY}"]')
+    await ct.locator("button.pacs-attach").click()
+    await dicom_state(clinic, "d.frames === 3 && d.drawn === 1")
+    ct_id = (await clinic.evaluate(STATE))["documentId"]
+    await cardio.click("#viewer-back")
+    ct_item = cardio.locator(f'#records-list li[data-document-id="{ct_id}"]')
+    await ct_item.wait_for()
+    assert "3 frames" in (await ct_item.text_content() or "")
+    # Four documents (the MR and three CT slices), two entries.
+    await cardio.wait_for_function(f"() => {STATE}().documents.length === 4")
+    assert await cardio.locator("#records-list li").count() == 2
+    await ct_item.locator("button").click()
+    slice1 = await dicom_state(cardio, "d.frames === 3 && d.drawn === 1")
+    assert (slice1["center"], slice1["width"]) == (40, 400)
+
+    # The specialist shows it to all at slice 2: the clinic follows, then to slice 3.
+    await cardio.locator("#viewer-body canvas.dicom-canvas").focus()
+    await cardio.keyboard.press("ArrowDown")
+    slice2 = await dicom_state(cardio, "d.drawn === 2")
+    await cardio.click("#viewer-show")
+    followed = await dicom_state(clinic, "d.frames === 3 && d.drawn === 2")
+    assert followed["hash"] == slice2["hash"]
+    shown = clinic.locator("#records-shown")
+    assert await shown.text_content() == "张伟 正在展示：CT · Axial 5 mm · 2026-11-20，第 2 帧"
+    await cardio.locator("#viewer-body canvas.dicom-canvas").focus()  # from the button
+    await cardio.keyboard.press("ArrowDown")
+    slice3 = await dicom_state(cardio, "d.drawn === 3")
+    followed = await dicom_state(clinic, "d.drawn === 3")
+    assert followed["hash"] == slice3["hash"] != slice2["hash"] != slice1["hash"]
+    await cardio.screenshot(path=str(screenshots_dir / "pacs-series-en-1400.png"))
+    await clinic.screenshot(path=str(screenshots_dir / "pacs-series-zh_CN-1400.png"))
+
+    # On the timeline: the frames shown.
+    events = (await (await clinic.request.get(f"/api/consultations/{c.id}/timeline")).json())[
+        "events"
+    ]
+    shown_events = [e["data"] for e in events if e["kind"] == "document_shown"]
+    assert [(d["document_id"], d["page"]) for d in shown_events] == [(ct_id, 2), (ct_id, 3)]
 
     for problems, page in ((clinic_problems, clinic), (cardio_problems, cardio)):
         assert await problems.collect(page) == []

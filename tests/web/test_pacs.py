@@ -29,6 +29,7 @@ from ..orthanc import PASSWORD, USER, Orthanc, orthanc_or_skip, sample
 from ..scenario import Scenario
 
 PHANTOM_STUDY = "1.2.826.0.1.3680043.8.498.7319.1"
+CT_STUDY = "1.2.826.0.1.3680043.8.498.7319.11"
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,9 @@ async def load_studies(app: Any, orthanc: Orthanc, patient_id: str) -> str:
     nid = await national_id(app, patient_id)
     orthanc.upload(sample("phantom_mr_16frames.dcm", PatientID=nid))
     orthanc.upload(sample("CT_small.dcm", PatientID=nid))
+    # A CT series of three instances, sent slice by slice in reverse order.
+    for n in (3, 1, 2):
+        orthanc.upload(sample(f"phantom_ct_slice{n}.dcm", PatientID=nid))
     orthanc.upload(sample("MR_small.dcm", PatientID="110101199001011234"))
     return nid
 
@@ -86,9 +90,11 @@ async def test_the_clinic_finds_the_patients_studies_only(
     assert phantom["modalities"] == ["MR"]
     assert phantom["description"] == "Brain MR (phantom)"
     assert (phantom["series"], phantom["instances"]) == (1, 1)
-    # The stranger's MR is not listed; the CT is (newest first).
-    assert len(studies) == 2
-    assert body["studies"][0]["study_uid"] == PHANTOM_STUDY
+    ct = studies[CT_STUDY]
+    assert (ct["modalities"], ct["series"], ct["instances"]) == (["CT"], 1, 3)
+    # The stranger's MR is not listed; the other CT is (newest first).
+    assert len(studies) == 3
+    assert [s["date"] for s in body["studies"]] == ["2026-11-20", "2026-11-18", "2004-01-19"]
     # No patient identity goes back to the browser from the PACS.
     assert "patient" not in json.dumps(body).lower()
 
@@ -164,6 +170,29 @@ async def test_attach_stores_the_study_deidentified_and_the_specialist_scrolls_i
         ]
     assert actions == ["pacs.attach", "pacs.attach"]
     assert "document_shared" in kinds
+
+
+async def test_a_series_of_instances_is_attached_in_order(
+    scenario: Scenario, app: Any, orthanc: Orthanc
+) -> None:
+    clinic = await scenario.user("clinic1")
+    c = await scenario.consultation("accepted")
+    await load_studies(app, orthanc, c.patient_id)
+    status, body = await clinic.post(f"{c.url}/pacs/attach", {"study_uid": CT_STUDY})
+    assert status == 201, body
+    docs = body["documents"]
+    assert [d["meta"]["source"]["instance_number"] for d in docs] == [1, 2, 3]
+    assert {d["title"] for d in docs} == {"CT · Axial 5 mm · 2026-11-20"}
+    assert len({d["meta"]["source"]["series_uid"] for d in docs}) == 1
+    # Each slice in Hounsfield units: the lungs at -800 shrink from slice to slice.
+    lungs = []
+    for doc in docs:
+        resp = await c.specialist.client.get(f"/api/documents/{doc['id']}/frame")
+        frame = json.loads(resp.headers["X-Frame"])
+        assert (frame["center"], frame["width"], frame["low"]) == (40, 400, -1000)
+        values = struct.unpack(f"<{64 * 64}f", await resp.read())
+        lungs.append(sum(1 for v in values if v == -800))
+    assert lungs[0] > lungs[1] > lungs[2] > 0
 
 
 async def test_only_the_patients_clinic_searches_and_attaches(

@@ -7,6 +7,10 @@
 // costs no request. Frames are kept in memory while the document is open, so
 // scrolling back and forth fetches each one once (each fetch is audited).
 //
+// A series spread over several documents (a CT's single-frame instances, as
+// attached from the PACS) is one viewer: its frames are the instances' frames in
+// order, each fetched from its own document.
+//
 // Frames: mouse wheel over the image, the slider, the buttons, or the arrow /
 // Page / Home / End keys once the image has the focus. Window: drag on the image
 // (left-right: width, up-down: centre) or a preset. The picture carries the
@@ -30,10 +34,22 @@ function round(value) {
 }
 
 export class DicomViewer {
-  constructor(doc) {
-    this.doc = doc;
-    this.frames = Math.max(1, Number(doc.meta && doc.meta.frames) || 1);
-    this.index = 0;
+  // docs: the series' documents in order (one for a plain DICOM file); start:
+  // the frame to open at (from 0); onFrame(number): the user moved to frame
+  // ``number`` (from 1), for "Show to all".
+  constructor(docs, { start = 0, onFrame = () => {} } = {}) {
+    this.docs = docs;
+    this.doc = docs[0];
+    this.onFrame = onFrame;
+    this.parts = [];
+    let offset = 0;
+    for (const doc of docs) {
+      const frames = Math.max(1, Number(doc.meta && doc.meta.frames) || 1);
+      this.parts.push({ doc, offset, frames });
+      offset += frames;
+    }
+    this.frames = offset;
+    this.index = Math.min(Math.max(0, Math.trunc(start) || 0), this.frames - 1);
     this.drawn = null; // index of the frame on the canvas
     this.cache = new Map(); // index -> Promise<{info, values}>
     this.info = null; // the first frame's description (rows, columns, window)
@@ -163,13 +179,15 @@ export class DicomViewer {
 
   async start() {
     try {
-      const first = await this.frame(0);
+      const index = this.index;
+      const first = await this.frame(index);
       this.info = first.info;
       this.presetSelect.disabled = first.info.samples !== 1;
       this.setWindow(first.info.center, first.info.width, "file", false);
-      this.draw(0, first);
+      if (this.index === index) this.draw(index, first);
       stampCanvas(this.canvas, this.clean);
-      this.prefetch(1);
+      if (this.index !== index) await this.go(this.index, { silent: true, force: true });
+      this.prefetch(index + 1);
     } catch (err) {
       this.failed = true;
       this.node.replaceChildren(el("p", { class: "notice notice-warn", text: t("dicom.failed") }));
@@ -179,7 +197,9 @@ export class DicomViewer {
 
   frame(index) {
     if (!this.cache.has(index)) {
-      const url = `/api/documents/${encodeURIComponent(this.doc.id)}/frame?index=${index}`;
+      const part = this.parts.find((p) => index >= p.offset && index < p.offset + p.frames);
+      const local = index - part.offset;
+      const url = `/api/documents/${encodeURIComponent(part.doc.id)}/frame?index=${local}`;
       const load = fetch(url, { credentials: "same-origin" }).then(async (response) => {
         if (!response.ok) throw new ApiError(response.status, `http_${response.status}`, "");
         const info = JSON.parse(response.headers.get("X-Frame"));
@@ -197,12 +217,17 @@ export class DicomViewer {
     if (index >= 0 && index < this.frames) this.frame(index).catch(() => {});
   }
 
-  async go(target) {
+  // Move to frame ``target`` (from 0); ``silent``: someone else's doc_show moved
+  // us, so nobody is told.
+  async go(target, { silent = false, force = false } = {}) {
     if (this.failed) return;
-    const index = Math.min(Math.max(0, Math.trunc(target)), this.frames - 1);
-    if (index === this.index && this.drawn === index) return;
+    const index = Math.min(Math.max(0, Math.trunc(target) || 0), this.frames - 1);
+    if (!force && index === this.index && this.drawn === index) return;
+    const moved = index !== this.index;
     this.index = index;
     this.renderLabels();
+    if (moved && !silent) this.onFrame(index + 1);
+    if (!this.info) return; // start() draws it
     try {
       const loaded = await this.frame(index);
       if (this.index !== index) return; // scrolled on meanwhile
