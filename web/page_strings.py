@@ -176,7 +176,7 @@ RECORDS_STRINGS: dict[str, str] = {
     "dicom.from_pacs": N_("From the regional PACS, study of %(date)s"),
     # the regional PACS (records.js)
     "pacs.searching": N_("Searching the regional PACS…"),
-    "pacs.counts": N_("%(series)s series, %(instances)s images"),
+    "pacs.counts": N_("Series: %(series)s · images: %(instances)s"),
     "pacs.attach": N_("Attach"),
     "pacs.attaching": N_("Attaching…"),
     "pacs.attached": N_("Attached"),

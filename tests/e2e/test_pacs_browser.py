@@ -110,9 +110,9 @@ async def test_clinic_attaches_a_pacs_study_and_the_specialist_scrolls_its_frame
     await study.wait_for()
     assert await clinic.locator("#pacs-list li").count() == 2
     ct_text = await clinic.locator(f'#pacs-list li[data-study-uid="{CT_STUDY}"]').text_content()
-    assert "Chest CT (phantom)" in (ct_text or "") and "3 幅图像" in (ct_text or "")
+    assert "Chest CT (phantom)" in (ct_text or "") and "图像 3 幅" in (ct_text or "")
     text = await study.text_content() or ""
-    assert "Brain MR (phantom)" in text and "2026-11-18" in text and "1 个序列" in text
+    assert "Brain MR (phantom)" in text and "2026-11-18" in text and "序列 1 个" in text
     await clinic.screenshot(path=str(screenshots_dir / "pacs-search-zh_CN-1400.png"))
     await clinic.set_viewport_size(PHONE)
     await clinic.locator("#pacs").scroll_into_view_if_needed()
@@ -245,5 +245,27 @@ async def test_clinic_attaches_a_pacs_study_and_the_specialist_scrolls_its_frame
     shown_events = [e["data"] for e in events if e["kind"] == "document_shown"]
     assert [(d["document_id"], d["page"]) for d in shown_events] == [(ct_id, 2), (ct_id, 3)]
 
-    for problems, page in ((clinic_problems, clinic), (cardio_problems, cardio)):
+    # The consultation page has the same panel: the clinic, in English, after the call.
+    _, clinic_en, en_problems = await open_as("clinic1", locale="en")
+    await clinic_en.goto(f"/consultations/{c.id}")
+    await clinic_en.click("#records-pacs-open")
+    # Both studies are in the record already: listed as attached.
+    await clinic_en.locator(
+        f'#pacs-list li[data-study-uid="{CT_STUDY}"][data-state="attached"]'
+    ).wait_for()
+    assert await clinic_en.locator('#pacs-list li[data-state="attached"]').count() == 2
+    assert "Series: 1 · images: 3" in (
+        await clinic_en.locator(f'#pacs-list li[data-study-uid="{CT_STUDY}"]').text_content() or ""
+    )
+    await clinic_en.locator("#pacs").scroll_into_view_if_needed()
+    await clinic_en.screenshot(path=str(screenshots_dir / "pacs-search-en-1400.png"))
+    await clinic_en.set_viewport_size(PHONE)
+    await clinic_en.locator("#pacs").scroll_into_view_if_needed()
+    await clinic_en.screenshot(path=str(screenshots_dir / "pacs-search-en-390.png"))
+
+    for problems, page in (
+        (clinic_problems, clinic),
+        (cardio_problems, cardio),
+        (en_problems, clinic_en),
+    ):
         assert await problems.collect(page) == []

@@ -702,7 +702,14 @@ export class RecordsPanel {
       const { studies } = await get(
         `/api/consultations/${encodeURIComponent(this.consultationId)}/pacs/studies`,
       );
-      this.pacsStudies = studies.map((study) => ({ ...study, state: "listed" }));
+      // A study whose instances are in this consultation's record already.
+      const have = new Set(
+        this.docs.map((d) => d.meta && d.meta.source && d.meta.source.study_uid).filter(Boolean),
+      );
+      this.pacsStudies = studies.map((study) => ({
+        ...study,
+        state: have.has(study.study_uid) ? "attached" : "listed",
+      }));
       status.hidden = true;
       this.renderPacs();
     } catch (err) {
@@ -743,7 +750,10 @@ export class RecordsPanel {
               : null,
             el("span", { text: study.description || t("pacs.no_description") }),
           ),
-          el("span", { class: "records-item-meta" }, el("span", { text: study.date || "" }), el("span", { text: counts })),
+          el("span", {
+            class: "pacs-item-meta",
+            text: [study.date, counts].filter(Boolean).join(" · "),
+          }),
         ),
         button,
       );
