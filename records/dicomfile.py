@@ -330,7 +330,28 @@ class Frame:
     data: bytes
 
 
-def frame(source: BinaryIO, index: int) -> Frame:
+class _Buffer:
+    """A stored file as pydicom's "readable buffer": read, seek and tell only.
+
+    pydicom takes an ``io.BufferedReader`` for a file it may reopen by name; the
+    decrypting reader of ``records.sealed`` has no name (and reopening would read
+    the ciphertext), so every source goes through this view.
+    """
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+
+    def read(self, size: int = -1) -> bytes:
+        return self._fh.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+
+def frame(fh: BinaryIO, index: int) -> Frame:
     """Decode frame ``index`` (from 0) of a stored DICOM file.
 
     The file is a stored document's de-identified copy, checked against the
@@ -343,6 +364,7 @@ def frame(source: BinaryIO, index: int) -> Frame:
             (a compressed syntax without its decoder).
     """
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    source: Any = _Buffer(fh)
     ds = pydicom.dcmread(source, stop_before_pixels=True)
     frames = int(ds.get("NumberOfFrames") or 1)
     if not 0 <= index < frames:
