@@ -26,6 +26,8 @@ ACCESSION_NUMBER = "00080050"
 MODALITIES_IN_STUDY = "00080061"
 STUDY_DESCRIPTION = "00081030"
 PATIENT_ID = "00100020"
+PATIENT_NAME = "00100010"
+PATIENT_BIRTH_DATE = "00100030"
 STUDY_INSTANCE_UID = "0020000D"
 SERIES_INSTANCE_UID = "0020000E"
 SOP_INSTANCE_UID = "00080018"
@@ -90,6 +92,31 @@ def _uid(item: dict[str, Any], tag: str) -> str | None:
     return value if valid_uid(value) else None
 
 
+def _names(item: dict[str, Any]) -> tuple[str, ...]:
+    """The patient's name in each of its representations, without separators.
+
+    A DICOM person name is ``Family^Given``, possibly with an ideographic form
+    (``Zhang^Wei=张^伟``); in the JSON model each form is its own member.
+    """
+    value = _first(item, PATIENT_NAME)
+    if not isinstance(value, dict):
+        return ()
+    found = []
+    for form in ("Alphabetic", "Ideographic", "Phonetic"):
+        text = value.get(form)
+        if isinstance(text, str):
+            cleaned = "".join(ch for ch in text if ch.isprintable() and ch not in "^= ").lower()
+            if cleaned:
+                found.append(cleaned[:MAX_TEXT])
+    return tuple(found)
+
+
+def same_name(names: tuple[str, ...], name: str) -> bool:
+    """Whether one of a study's ``names`` (see ``_names``) is ``name``."""
+    wanted = "".join(ch for ch in name if ch not in "^= ").lower()
+    return bool(wanted) and wanted in names
+
+
 def _texts(item: dict[str, Any], tag: str) -> tuple[str, ...]:
     element = item.get(tag)
     values = element.get("Value") if isinstance(element, dict) else None
@@ -128,10 +155,13 @@ def _items(payload: Any) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True, kw_only=True)
 class Study:
-    """One study as a QIDO-RS search describes it (no patient identity kept)."""
+    """One study as a QIDO-RS search describes it."""
 
     study_uid: str
     patient_id: str | None
+    # Only to match the study to a patient; never sent on.
+    patient_names: tuple[str, ...]
+    birth_date: str | None
     date: str | None
     modalities: tuple[str, ...]
     description: str | None
@@ -169,6 +199,8 @@ def parse_studies(payload: Any, limit: int) -> list[Study]:
             Study(
                 study_uid=uid,
                 patient_id=_text(item, PATIENT_ID),
+                patient_names=_names(item),
+                birth_date=_iso_date(_text(item, PATIENT_BIRTH_DATE)),
                 date=_iso_date(_text(item, STUDY_DATE)),
                 modalities=_texts(item, MODALITIES_IN_STUDY),
                 description=_text(item, STUDY_DESCRIPTION),

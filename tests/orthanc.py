@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.uid import generate_uid
 import pytest
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
@@ -104,6 +105,8 @@ class Orthanc:
             "Plugins": [str(PLUGIN)],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "StableAge": 1,
+            # Chinese names: answer in UTF-8 (Orthanc defaults to Latin-1).
+            "DefaultEncoding": "Utf8",
         }
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config))
@@ -150,9 +153,17 @@ class Orthanc:
         return self._request("GET", path, auth=False)[0]
 
 
-def sample(name: str, **tags: Any) -> bytes:
-    """A sample file of tests/data/dicom with some tags replaced (PatientID, ...)."""
+def sample(name: str, *, fresh: bool = False, **tags: Any) -> bytes:
+    """A sample file of tests/data/dicom with some tags replaced (PatientID, ...).
+
+    ``fresh``: new study, series and instance UIDs (another exam, not the same
+    one filed again: Orthanc keeps the first copy of an instance).
+    """
     ds = pydicom.dcmread(DATA / name)
+    if fresh:
+        ds.StudyInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     for keyword, value in tags.items():
         setattr(ds, keyword, value)
     out = io.BytesIO()

@@ -24,9 +24,10 @@ from web.openapi import INTEGER, Route
 from web.payloads import body
 
 
-def study_json(study: Study) -> dict[str, Any]:
-    """A study as the search lists it (no patient identity)."""
+def study_json(study: Study, matched_by: str) -> dict[str, Any]:
+    """A study as the search lists it (no patient identity; how it was matched)."""
     return {
+        "matched_by": matched_by,
         "study_uid": study.study_uid,
         "date": study.date,
         "modalities": list(study.modalities),
@@ -39,7 +40,7 @@ def study_json(study: Study) -> dict[str, Any]:
 async def pacs_studies(request: web.Request) -> web.StreamResponse:
     """The consultation patient's studies on the regional PACS."""
     studies = await request.app[PACS].search(actor(request), request.match_info["consultation_id"])
-    return web.json_response({"studies": [study_json(s) for s in studies]})
+    return web.json_response({"studies": [study_json(s, how) for s, how in studies]})
 
 
 async def pacs_attach(request: web.Request) -> web.StreamResponse:

@@ -183,6 +183,9 @@ RECORDS_STRINGS: dict[str, str] = {
     "pacs.done": N_("Study attached: %(count)s image(s) added to the record."),
     "pacs.already": N_("This study is already attached."),
     "pacs.no_description": N_("(no description)"),
+    "pacs.by_name": N_(
+        "Found by name and birth date, not by ID number: check that it is this patient."
+    ),
 }
 
 # What only the consultation page's script shows.

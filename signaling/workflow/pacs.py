@@ -5,7 +5,11 @@ search, WADO-RS to retrieve). A clinic doctor of the patient's own clinic
 searches it *for a patient of the clinic*, never with free text: the query is
 the patient's resident ID number as the PACS's Patient ID, and only studies
 whose Patient ID is exactly that are shown, so the search cannot be used to
-browse other people's exams.
+browse other people's exams. A PACS that files the patient under another ID (a
+hospital's record number) is searched again by birth date, and the studies
+whose patient name is exactly the patient's are shown, marked
+``name_birth_date`` for the doctor to check (two people can share a name and a
+birthday).
 
 Attaching a study retrieves every instance once (WADO-RS) and stores each as a
 document of the consultation through ``DocumentService.upload``: the same
@@ -104,21 +108,42 @@ class PacsService(Service):
 
         return await self.write(actor, work)
 
-    async def _studies(self, patient: Patient, study_uid: str | None = None) -> list[Study]:
-        params = [("PatientID", patient.national_id)]
+    async def _query(self, params: list[tuple[str, str]], study_uid: str | None) -> list[Study]:
         if study_uid is not None:
             params.append(("StudyInstanceUID", study_uid))
         params += [("includefield", tag) for tag in dicomweb.STUDY_FIELDS]
         payload = await self._port().search("studies", params)
         try:
-            found = dicomweb.parse_studies(payload, MAX_STUDIES)
+            return dicomweb.parse_studies(payload, MAX_STUDIES)
         except UnreadableContent as exc:
             raise PacsError(exc.message, code=ErrorCode.PACS_BAD_ANSWER) from exc
-        # A PACS may match IDs loosely (wildcards, case): show only this patient's.
-        return [s for s in found if s.patient_id == patient.national_id]
 
-    async def search(self, actor: Actor, consultation_id: str) -> list[Study]:
-        """The patient's studies on the PACS, newest first (audited as ``pacs.search``).
+    async def _studies(
+        self, patient: Patient, study_uid: str | None = None
+    ) -> list[tuple[Study, str]]:
+        """The patient's studies, each with how it was matched (``id`` or ``name_birth_date``)."""
+        found = await self._query([("PatientID", patient.national_id)], study_uid)
+        # A PACS may match IDs loosely (wildcards, case): keep only this patient's.
+        by_id = [(s, "id") for s in found if s.patient_id == patient.national_id]
+        if by_id:
+            return by_id
+        # By birth date alone, the name compared here: PACS match Chinese names
+        # unreliably (Orthanc folds names to ASCII for matching, so 陈阿姨 matches
+        # nothing). The other people's studies of that day stay on this server.
+        birth = patient.birth_date.strftime("%Y%m%d")
+        params = [("PatientBirthDate", birth), ("includefield", dicomweb.PATIENT_NAME)]
+        found = await self._query(params, study_uid)
+        return [
+            (s, "name_birth_date")
+            for s in found
+            if s.birth_date == patient.birth_date.isoformat()
+            and dicomweb.same_name(s.patient_names, patient.name)
+        ]
+
+    async def search(self, actor: Actor, consultation_id: str) -> list[tuple[Study, str]]:
+        """The patient's studies on the PACS, newest first, with how each was matched.
+
+        Audited as ``pacs.search``.
 
         Raises:
             NotFound: the consultation is not one of the actor's clinic's.
@@ -148,7 +173,7 @@ class PacsService(Service):
         port = self._port()
         patient = await self._patient(actor, consultation_id, "pacs.attach", study_uid=study_uid)
         studies = await self._studies(patient, study_uid)
-        study = next((s for s in studies if s.study_uid == study_uid), None)
+        study = next((s for s, _how in studies if s.study_uid == study_uid), None)
         if study is None:
             raise NotFound("study not found", fields=("study_uid",))
         payload = await port.search(

@@ -20,7 +20,8 @@ def study(uid: str, date: str | None = "20261118", **extra: object) -> dict[str,
         "00081030": element("LO", "Brain MR"),
         "00201206": element("IS", 2),
         "00201208": element("IS", "17"),
-        "00100010": element("PN", {"Alphabetic": "ZHANG^SAN"}),
+        "00100010": element("PN", {"Alphabetic": "Zhang^San", "Ideographic": "张^三"}),
+        "00100030": element("DA", "19900307"),
     }
     if date:
         item["00080020"] = element("DA", date)
@@ -39,7 +40,11 @@ def test_studies_are_read_newest_first_without_identity() -> None:
     assert (first.series, first.instances) == (2, 17)
     assert first.description == "Brain MR"
     assert first.patient_id == "360101199003070011"
-    assert not hasattr(first, "patient_name")
+    assert first.birth_date == "1990-03-07"
+    assert dicomweb.same_name(first.patient_names, "张三")
+    assert dicomweb.same_name(first.patient_names, "zhang san")
+    assert not dicomweb.same_name(first.patient_names, "张三丰")
+    assert not dicomweb.same_name(first.patient_names, "")
 
 
 def test_untrusted_study_entries_are_dropped_or_cleaned() -> None:

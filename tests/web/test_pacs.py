@@ -86,6 +86,7 @@ async def test_the_clinic_finds_the_patients_studies_only(
     assert status == 200, body
     studies = {s["study_uid"]: s for s in body["studies"]}
     phantom = studies[PHANTOM_STUDY]
+    assert phantom["matched_by"] == "id"
     assert phantom["date"] == "2026-11-18"
     assert phantom["modalities"] == ["MR"]
     assert phantom["description"] == "Brain MR (phantom)"
@@ -193,6 +194,45 @@ async def test_a_series_of_instances_is_attached_in_order(
         values = struct.unpack(f"<{64 * 64}f", await resp.read())
         lungs.append(sum(1 for v in values if v == -800))
     assert lungs[0] > lungs[1] > lungs[2] > 0
+
+
+async def test_a_patient_filed_under_another_id_is_found_by_name_and_birth_date(
+    scenario: Scenario, orthanc: Orthanc
+) -> None:
+    clinic = await scenario.user("clinic1")
+    c = await scenario.consultation(patient="陈阿姨", consent=("consultation",))
+
+    # The imaging centre files her under its own record number; a namesake too.
+    def chinese(name: str, **tags: str) -> bytes:
+        # The character set first: the name is encoded with it.
+        return sample(name, fresh=True, SpecificCharacterSet="ISO_IR 192", **tags)
+
+    mine = chinese(
+        "MR_small.dcm", PatientID="H-123", PatientName="陈阿姨", PatientBirthDate="19621102"
+    )
+    namesake = chinese(
+        "CT_small.dcm", PatientID="H-999", PatientName="陈阿姨", PatientBirthDate="19700101"
+    )
+    # Born the same day, another name.
+    neighbour = chinese(
+        "phantom_ct_slice1.dcm",
+        PatientID="H-555",
+        PatientName="王阿姨",
+        PatientBirthDate="19621102",
+    )
+    for data in (mine, namesake, neighbour):
+        orthanc.upload(data)
+    status, body = await clinic.get(f"{c.url}/pacs/studies")
+    assert status == 200, body
+    [study] = body["studies"]
+    assert study["study_uid"] == str(pydicom.dcmread(io.BytesIO(mine)).StudyInstanceUID)
+    assert study["matched_by"] == "name_birth_date"
+    status, body = await clinic.post(f"{c.url}/pacs/attach", {"study_uid": study["study_uid"]})
+    assert status == 201, body
+    assert len(body["documents"]) == 1
+    namesake_uid = str(pydicom.dcmread(io.BytesIO(namesake)).StudyInstanceUID)
+    status, body = await clinic.post(f"{c.url}/pacs/attach", {"study_uid": namesake_uid})
+    assert status == 404
 
 
 async def test_only_the_patients_clinic_searches_and_attaches(

@@ -754,6 +754,9 @@ export class RecordsPanel {
             class: "pacs-item-meta",
             text: [study.date, counts].filter(Boolean).join(" · "),
           }),
+          study.matched_by === "name_birth_date"
+            ? el("span", { class: "pacs-item-check", text: t("pacs.by_name") })
+            : null,
         ),
         button,
       );
