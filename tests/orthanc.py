@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.uid import generate_uid
 import pytest
+from pydicom.uid import generate_uid
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
