@@ -194,6 +194,7 @@ CONSULTATION_STRINGS: dict[str, str] = {
     "cons.event.other": N_("%(kind)s"),
     "cons.system": N_("System"),
     "cons.page_suffix": N_("page %(page)s"),
+    "cons.frame_suffix": N_("frame %(frame)s"),
     "cons.opinion.findings": N_("Findings"),
     "cons.opinion.impression": N_("Impression"),
     "cons.opinion.recommendations": N_("Recommendations"),

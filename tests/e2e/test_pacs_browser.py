@@ -257,6 +257,8 @@ async def test_clinic_attaches_a_pacs_study_and_the_specialist_scrolls_its_frame
     assert "Series: 1 · images: 3" in (
         await clinic_en.locator(f'#pacs-list li[data-study-uid="{CT_STUDY}"]').text_content() or ""
     )
+    # Its timeline names the frames shown, not pages.
+    await clinic_en.locator("#timeline li", has_text="frame 3").first.wait_for()
     await clinic_en.locator("#pacs").scroll_into_view_if_needed()
     await clinic_en.screenshot(path=str(screenshots_dir / "pacs-search-en-1400.png"))
     await clinic_en.set_viewport_size(PHONE)
