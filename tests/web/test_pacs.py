@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from records.schema import audit_log, consultation_events, patients
 from web.keys import DB, PACS
-from web.settings import Secret, Settings
+from web.settings import Secret, Settings, SettingsError
 
 from ..conftest import make_settings
 from ..orthanc import PASSWORD, USER, Orthanc, orthanc_or_skip, sample
@@ -299,3 +299,24 @@ async def test_pacs_failures_have_codes(
     status, body = await clinic.get(f"{c.url}/pacs/studies")
     assert (status, body["error"]["code"]) == (503, "pacs_not_configured")
     app[PACS].port = port
+
+
+def test_pacs_settings_are_checked_and_the_password_never_shown(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="pacs_url"):
+        make_settings(tmp_path, pacs_url="pacs.example.org/dicom-web")
+    with pytest.raises(SettingsError, match="pacs_timeout_seconds"):
+        make_settings(
+            tmp_path, pacs_url="https://pacs.example.org/dicom-web/", pacs_timeout_seconds=0
+        )
+    settings = Settings.from_env(
+        {
+            "TELECONSULT_PACS_URL": "https://pacs.example.org/dicom-web/",
+            "TELECONSULT_PACS_USERNAME": "county",
+            "TELECONSULT_PACS_PASSWORD": "s3cret-pacs",
+            "TELECONSULT_PACS_TIMEOUT_SECONDS": "7.5",
+        },
+        data_dir=tmp_path,
+    )
+    assert settings.pacs_timeout_seconds == 7.5
+    assert str(settings.pacs_password) == "s3cret-pacs"
+    assert "s3cret-pacs" not in repr(settings)
