@@ -68,8 +68,15 @@ class DicomWebClient:
             await self._session.close()
 
     async def _get(
-        self, path: str, accept: str, limit: int, params: list[tuple[str, str]] | None = None
+        self,
+        path: str,
+        accept: str,
+        limit: int,
+        params: list[tuple[str, str]] | None = None,
+        passed: tuple[int, ...] = (204, 404),
     ) -> tuple[int, str, bytes]:
+        """GET under the root: (status, content type, body); a status in ``passed``
+        comes back with an empty body, any other but 200 raises ``PacsError``."""
         url = self.base_url + path
         try:
             async with self._http().get(url, params=params, headers={"Accept": accept}) as resp:
@@ -78,7 +85,7 @@ class DicomWebClient:
                         f"the PACS refused this server's credentials ({resp.status})",
                         code=ErrorCode.PACS_REFUSED,
                     )
-                if resp.status in (204, 404, 406):
+                if resp.status in passed:
                     return resp.status, resp.headers.get("Content-Type", ""), b""
                 if resp.status != 200:
                     raise PacsError(f"the PACS answered {resp.status}")
@@ -111,9 +118,14 @@ class DicomWebClient:
 
     async def retrieve(self, path: str) -> list[bytes]:
         """A WADO-RS retrieve: the DICOM files of the answer."""
-        status, kind, body = await self._get(path, WADO_ACCEPT, self.max_bytes)
-        if status == 406:
-            # This PACS cannot transcode: take the instance as it is stored.
+        status, kind, body = await self._get(
+            path, WADO_ACCEPT, self.max_bytes, passed=(404, 406, 415, 500, 501)
+        )
+        if status != 200:
+            # The PACS cannot transcode this one (406 by the standard; Orthanc
+            # answers 500 for JPEG 2000 and RLE): take it as it is stored. The
+            # viewer decodes what pydicom can here (RLE itself, JPEG and JPEG 2000
+            # through Pillow); anything else stays downloadable, not viewable.
             status, kind, body = await self._get(path, WADO_ANY, self.max_bytes)
         if status != 200:
             raise PacsError(

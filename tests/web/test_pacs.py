@@ -235,6 +235,33 @@ async def test_a_patient_filed_under_another_id_is_found_by_name_and_birth_date(
     assert status == 404
 
 
+async def test_studies_the_pacs_cannot_transcode_are_attached_as_stored_and_shown(
+    scenario: Scenario, app: Any, orthanc: Orthanc
+) -> None:
+    clinic = await scenario.user("clinic1")
+    c = await scenario.consultation(patient="小明", consent=("consultation",))
+    nid = await national_id(app, c.patient_id)
+    # Orthanc cannot transcode these to explicit VR little endian (it answers
+    # 500): they are retrieved as stored.
+    rle = sample("MR_small_RLE.dcm", fresh=True, PatientID=nid)
+    j2k = sample("MR_small_jp2klossless.dcm", fresh=True, PatientID=nid)
+    found = {}
+    for data in (rle, j2k):
+        orthanc.upload(data)
+        found[str(pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID)] = str(
+            pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID
+        )
+    statuses = {}
+    for syntax, study_uid in found.items():
+        status, body = await clinic.post(f"{c.url}/pacs/attach", {"study_uid": study_uid})
+        assert status == 201, body
+        [doc] = body["documents"]
+        resp = await clinic.client.get(f"/api/documents/{doc['id']}/frame")
+        statuses[syntax] = resp.status
+    # RLE is decoded by pydicom itself, JPEG 2000 through Pillow's OpenJPEG.
+    assert statuses == {"1.2.840.10008.1.2.5": 200, "1.2.840.10008.1.2.4.90": 200}
+
+
 async def test_only_the_patients_clinic_searches_and_attaches(
     scenario: Scenario, app: Any, orthanc: Orthanc
 ) -> None:
