@@ -79,7 +79,10 @@ class DicomWebClient:
         comes back with an empty body, any other but 200 raises ``PacsError``."""
         url = self.base_url + path
         try:
-            async with self._http().get(url, params=params, headers={"Accept": accept}) as resp:
+            # No redirects: the credentials go to the configured PACS and nowhere else.
+            async with self._http().get(
+                url, params=params, headers={"Accept": accept}, allow_redirects=False
+            ) as resp:
                 if resp.status in (401, 403):
                     raise PacsError(
                         f"the PACS refused this server's credentials ({resp.status})",
