@@ -168,7 +168,9 @@ export class DicomViewer {
       if (!drag) return;
       const span = Math.max(1, (this.info.high - this.info.low) || this.width);
       const k = span / 256;
-      this.setWindow(drag.center + (event.clientY - drag.y) * k, drag.width + (event.clientX - drag.x) * k, "custom");
+      const center = drag.center + (event.clientY - drag.y) * k;
+      const width = drag.width + (event.clientX - drag.x) * k;
+      this.setWindow(center, width, "custom");
     });
     const end = () => {
       drag = null;
@@ -267,7 +269,10 @@ export class DicomViewer {
         ? t("dicom.window_values", { center: round(this.center), width: round(this.width) })
         : "";
     this.windowLabel.textContent = windowText;
-    this.overlay.textContent = [this.frames > 1 ? `${frame}/${this.frames}` : "", windowText && `C ${round(this.center)} W ${round(this.width)}`]
+    this.overlay.textContent = [
+      this.frames > 1 ? `${frame}/${this.frames}` : "",
+      windowText && `C ${round(this.center)} W ${round(this.width)}`,
+    ]
       .filter(Boolean)
       .join(" · ");
     this.prev.disabled = this.index <= 0;

@@ -26,8 +26,9 @@
 //
 // window.__records is a small read-only view for the browser tests.
 
-import { ApiError, csrfToken, get, post } from "./api.js";
+import { ApiError, csrfToken, get } from "./api.js";
 import { DicomViewer } from "./dicomview.js";
+import { PacsPane } from "./pacs.js";
 import { $, PAGE, el, errorMessage, formatDateTime, t, toast } from "./ui.js";
 import { guardOverlay, imageCanvas, stampCanvas } from "./watermark.js";
 
@@ -97,7 +98,11 @@ export class RecordsPanel {
     this.openSeq = 0;
     this.patientId = null;
     this.dicom = null; // the DicomViewer of the open document
-    this.pacsStudies = []; // the patient's studies on the PACS, as listed
+    this.pacs = new PacsPane({
+      consultationId,
+      documents: () => this.docs,
+      panel: this,
+    });
     this.summaryLoaded = false;
     this.reloadTimer = null;
     this.resizeTimer = null;
@@ -126,8 +131,7 @@ export class RecordsPanel {
       event.preventDefault();
       this.goto(this.current.page + step);
     });
-    $("records-pacs-open").addEventListener("click", () => this.togglePacs());
-    $("pacs-close").addEventListener("click", () => this.togglePacs(false));
+    this.pacs.start();
     $("records-file").addEventListener("change", (event) => {
       const [file] = event.target.files;
       event.target.value = "";
@@ -678,117 +682,6 @@ export class RecordsPanel {
     $("records-pacs-open").hidden = false;
   }
 
-  // -- the regional PACS (the clinic's doctors) ----------------------------------
-
-  togglePacs(open = $("pacs").hidden) {
-    const pane = $("pacs");
-    pane.hidden = !open;
-    $("records-pacs-open").setAttribute("aria-expanded", open ? "true" : "false");
-    if (open) {
-      if (this.selectDocuments) this.selectDocuments();
-      this.searchPacs();
-    }
-  }
-
-  async searchPacs() {
-    const list = $("pacs-list");
-    const status = $("pacs-status");
-    this.clearError();
-    $("pacs-empty").hidden = true;
-    status.textContent = t("pacs.searching");
-    status.hidden = false;
-    list.replaceChildren();
-    try {
-      const { studies } = await get(
-        `/api/consultations/${encodeURIComponent(this.consultationId)}/pacs/studies`,
-      );
-      // A study whose instances are in this consultation's record already.
-      const have = new Set(
-        this.docs.map((d) => d.meta && d.meta.source && d.meta.source.study_uid).filter(Boolean),
-      );
-      this.pacsStudies = studies.map((study) => ({
-        ...study,
-        state: have.has(study.study_uid) ? "attached" : "listed",
-      }));
-      status.hidden = true;
-      this.renderPacs();
-    } catch (err) {
-      status.hidden = true;
-      this.fail(err);
-    }
-  }
-
-  renderPacs() {
-    const items = this.pacsStudies.map((study) => {
-      const button = el("button", {
-        type: "button",
-        class: "btn btn-small btn-primary pacs-attach",
-        disabled: study.state !== "listed",
-        text:
-          study.state === "attaching"
-            ? t("pacs.attaching")
-            : study.state === "attached"
-              ? t("pacs.attached")
-              : t("pacs.attach"),
-        on: { click: () => this.attachStudy(study) },
-      });
-      const counts =
-        study.series !== null || study.instances !== null
-          ? t("pacs.counts", { series: study.series ?? "?", instances: study.instances ?? "?" })
-          : "";
-      return el(
-        "li",
-        { class: "pacs-item", dataset: { studyUid: study.study_uid, state: study.state } },
-        el(
-          "div",
-          { class: "pacs-item-text" },
-          el(
-            "span",
-            { class: "pacs-item-title" },
-            study.modalities.length
-              ? el("span", { class: "records-kind kind-dicom", text: study.modalities.join("/") })
-              : null,
-            el("span", { text: study.description || t("pacs.no_description") }),
-          ),
-          el("span", {
-            class: "pacs-item-meta",
-            text: [study.date, counts].filter(Boolean).join(" · "),
-          }),
-          study.matched_by === "name_birth_date"
-            ? el("span", { class: "pacs-item-check", text: t("pacs.by_name") })
-            : null,
-        ),
-        button,
-      );
-    });
-    $("pacs-list").replaceChildren(...items);
-    $("pacs-empty").hidden = items.length > 0;
-  }
-
-  async attachStudy(study) {
-    study.state = "attaching";
-    this.renderPacs();
-    this.clearError();
-    try {
-      const { documents } = await post(
-        `/api/consultations/${encodeURIComponent(this.consultationId)}/pacs/attach`,
-        { study_uid: study.study_uid },
-      );
-      study.state = "attached";
-      this.renderPacs();
-      // The study opens below: the list makes room for it (reopened by the button).
-      if (documents.length) this.togglePacs(false);
-      toast(documents.length ? t("pacs.done", { count: documents.length }) : t("pacs.already"));
-      await this.loadDocuments().catch(() => {});
-      // Opening it tells the others (doc_open): their lists pick it up.
-      if (documents.length) this.open(documents[0].id, { origin: "upload" });
-    } catch (err) {
-      study.state = "listed";
-      this.renderPacs();
-      this.fail(err);
-    }
-  }
-
   upload(file) {
     if (!this.patientId) return;
     this.clearError();
@@ -987,7 +880,7 @@ export class RecordsPanel {
           shownBy: panel.shownBy ? panel.shownBy.name : null,
           documents: panel.docs.map((d) => d.id),
           dicom: panel.dicom ? panel.dicom.state() : null,
-          pacs: panel.pacsStudies.map((s) => ({ study_uid: s.study_uid, state: s.state })),
+          pacs: panel.pacs.studies.map((s) => ({ study_uid: s.study_uid, state: s.state })),
         };
       },
     });
