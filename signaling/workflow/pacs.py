@@ -27,7 +27,9 @@ The HTTP is behind ``DicomWebPort`` (the adapter is ``web/dicomweb.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -88,6 +90,13 @@ class PacsService(Service):
         super().__init__(ctx)
         self.port = port
         self.documents = documents
+        # One attach at a time per consultation, so that two clicks (or two
+        # doctors) store a study once. Per process: several nodes would need the
+        # database to hold the instance UIDs unique. Weak: a lock lives while an
+        # attach holds it.
+        self._attaching: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     def _port(self) -> DicomWebPort:
         if self.port is None:
@@ -172,6 +181,20 @@ class PacsService(Service):
             raise Invalid("study_uid must be a DICOM UID", fields=("study_uid",))
         port = self._port()
         patient = await self._patient(actor, consultation_id, "pacs.attach", study_uid=study_uid)
+        lock = self._attaching.get(consultation_id)
+        if lock is None:
+            lock = self._attaching[consultation_id] = asyncio.Lock()
+        async with lock:
+            return await self._attach(actor, patient, consultation_id, study_uid, port)
+
+    async def _attach(
+        self,
+        actor: Actor,
+        patient: Patient,
+        consultation_id: str,
+        study_uid: str,
+        port: DicomWebPort,
+    ) -> list[Document]:
         studies = await self._studies(patient, study_uid)
         study = next((s for s, _how in studies if s.study_uid == study_uid), None)
         if study is None:

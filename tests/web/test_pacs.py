@@ -173,6 +173,21 @@ async def test_attach_stores_the_study_deidentified_and_the_specialist_scrolls_i
     assert "document_shared" in kinds
 
 
+async def test_two_attaches_at_once_store_the_study_once(
+    scenario: Scenario, app: Any, orthanc: Orthanc
+) -> None:
+    clinic = await scenario.user("clinic1")
+    c = await scenario.consultation("accepted")
+    await load_studies(app, orthanc, c.patient_id)
+    answers = await asyncio.gather(
+        clinic.post(f"{c.url}/pacs/attach", {"study_uid": CT_STUDY}),
+        clinic.post(f"{c.url}/pacs/attach", {"study_uid": CT_STUDY}),
+    )
+    assert sorted(len(body["documents"]) for _status, body in answers) == [0, 3]
+    status, listed = await clinic.get(f"{c.url}/documents")
+    assert (status, len(listed["documents"])) == (200, 3)
+
+
 async def test_a_series_of_instances_is_attached_in_order(
     scenario: Scenario, app: Any, orthanc: Orthanc
 ) -> None:
