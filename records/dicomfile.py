@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import io
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
@@ -306,3 +307,117 @@ def preview(path: Path, frames: int) -> bytes:
     out = io.BytesIO()
     img.save(out, format="PNG")
     return out.getvalue()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Frame:
+    """One frame's values, for the viewer to window on the client.
+
+    ``data`` is little-endian float32 (rows x columns, the modality LUT applied)
+    for a greyscale image, or 8-bit RGB (rows x columns x 3) for a colour one.
+    """
+
+    index: int
+    frames: int
+    rows: int
+    columns: int
+    samples: int
+    photometric: str
+    center: float
+    width: float
+    low: float
+    high: float
+    data: bytes
+
+
+class _Buffer:
+    """A stored file as pydicom's "readable buffer": read, seek and tell only.
+
+    pydicom takes an ``io.BufferedReader`` for a file it may reopen by name; the
+    decrypting reader of ``records.sealed`` has no name (and reopening would read
+    the ciphertext), so every source goes through this view.
+    """
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+
+    def read(self, size: int = -1) -> bytes:
+        return self._fh.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+
+def frame(fh: BinaryIO, index: int) -> Frame:
+    """Decode frame ``index`` (from 0) of a stored DICOM file.
+
+    The file is a stored document's de-identified copy, checked against the
+    ``Limits`` when it was received; only the asked frame is decoded when the
+    transfer syntax is native (pydicom reads one frame's bytes).
+
+    Raises:
+        IndexError: no such frame.
+        ValueError: no pixel data, or pixels pydicom cannot decode here
+            (a compressed syntax without its decoder).
+    """
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    source: Any = _Buffer(fh)
+    ds = pydicom.dcmread(source, stop_before_pixels=True)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if not 0 <= index < frames:
+        raise IndexError(f"frame {index} of {frames}")
+    source.seek(0)
+    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        arr = pydicom.dcmread(source).pixel_array
+        arr = arr[index] if frames > 1 else arr
+    else:
+        arr = pixel_array(source, index=index if frames > 1 else None)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    rows, columns = int(arr.shape[0]), int(arr.shape[1])
+    if samples == 3 and arr.ndim == 3:
+        rgb = arr.astype(np.float64)
+        top = float(rgb.max()) or 1.0
+        scale = 255.0 / top if top > 255 else 1.0
+        data = np.clip(rgb * scale, 0, 255).astype(np.uint8).tobytes()
+        return Frame(
+            index=index,
+            frames=frames,
+            rows=rows,
+            columns=columns,
+            samples=3,
+            photometric="RGB",
+            center=127.5,
+            width=256.0,
+            low=0.0,
+            high=255.0,
+            data=data,
+        )
+    if arr.ndim != 2:
+        raise ValueError("unexpected pixel array shape")
+    values = arr.astype(np.float32)
+    slope = _first_number(ds.get("RescaleSlope"))
+    intercept = _first_number(ds.get("RescaleIntercept"))
+    values = values * np.float32(1.0 if slope is None else slope) + np.float32(intercept or 0.0)
+    low, high = float(values.min()), float(values.max())
+    center = _first_number(ds.get("WindowCenter"))
+    width = _first_number(ds.get("WindowWidth"))
+    if center is None or width is None or width < 1:
+        # No window in the file: the frame's whole range.
+        center, width = (low + high) / 2.0, max(high - low, 1.0)
+    return Frame(
+        index=index,
+        frames=frames,
+        rows=rows,
+        columns=columns,
+        samples=1,
+        photometric="MONOCHROME1" if photometric == "MONOCHROME1" else "MONOCHROME2",
+        center=center,
+        width=width,
+        low=low,
+        high=high,
+        data=values.astype("<f4").tobytes(),
+    )

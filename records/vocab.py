@@ -246,6 +246,12 @@ class ErrorCode(StrEnum):
     SCAN_UNAVAILABLE = "scan_unavailable"
     INVALID_FHIR = "invalid_fhir"
     PATIENT_MISMATCH = "patient_mismatch"
+    # the regional PACS (DICOMweb): never the caller's fault
+    PACS_NOT_CONFIGURED = "pacs_not_configured"
+    PACS_UNREACHABLE = "pacs_unreachable"
+    PACS_REFUSED = "pacs_refused"
+    PACS_TIMEOUT = "pacs_timeout"
+    PACS_BAD_ANSWER = "pacs_bad_answer"
     # the consultation report (PDF)
     REPORT_FONT_MISSING = "report_font_missing"
     # recordings

@@ -91,3 +91,9 @@ class Unauthenticated(SignalingError):
     """No valid session."""
 
     code = ErrorCode.UNAUTHENTICATED
+
+
+class PacsError(SignalingError):
+    """The regional PACS could not be used (not configured, down, refusing, slow)."""
+
+    code = ErrorCode.PACS_UNREACHABLE

@@ -31,6 +31,7 @@ from signaling.workflow.directory import DirectoryService
 from signaling.workflow.documents import DocumentService
 from signaling.workflow.matching import MatchingService
 from signaling.workflow.opinion import OpinionService
+from signaling.workflow.pacs import PacsService
 from signaling.workflow.patients import PatientService
 from signaling.workflow.precall import PrecallService
 from signaling.workflow.recording import RecordingService
@@ -45,6 +46,7 @@ from web import (
     api_admin,
     api_documents,
     api_fhir,
+    api_pacs,
     api_precall,
     api_recordings,
     api_report,
@@ -61,6 +63,7 @@ from web import (
     ws,
 )
 from web.auth import auth_middleware
+from web.dicomweb import DicomWebClient
 from web.errors import error_middleware
 from web.keys import (
     ADMIN,
@@ -77,6 +80,7 @@ from web.keys import (
     MATCHING,
     OPENAPI,
     OPINIONS,
+    PACS,
     PATIENTS,
     PRECALL,
     RECORDING,
@@ -134,6 +138,7 @@ def all_routes() -> tuple[Route, ...]:
         api.ROUTES
         + api_documents.ROUTES
         + api_fhir.ROUTES
+        + api_pacs.ROUTES
         + api_recordings.ROUTES
         + api_precall.ROUTES
         + api_report.ROUTES
@@ -266,7 +271,20 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             memory_bytes=settings.parser_memory_mb * 1024 * 1024,
         ),
         scanner=ClamdScanner(settings.clamav_socket) if settings.clamav_socket else None,
+        keyring=keyring,
     )
+    dicomweb = (
+        DicomWebClient(
+            settings.pacs_url,
+            username=settings.pacs_username,
+            password=str(settings.pacs_password),
+            timeout=settings.pacs_timeout_seconds,
+            max_bytes=settings.max_upload_bytes,
+        )
+        if settings.pacs_url
+        else None
+    )
+    app[PACS] = PacsService(ctx, port=dicomweb, documents=app[DOCUMENTS])
     app[PRECALL] = PrecallService(
         ctx,
         prober=Prober(stun_urls=settings.stun_urls, host_addresses=settings.recorder_addresses),
@@ -293,6 +311,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await app[PRECALL].prober.close()
     await app[RECORDING].close()
     await app[EXPORTS].close()
+    if dicomweb is not None:
+        await dicomweb.close()
     await db.close()
 
 

@@ -99,6 +99,13 @@ STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.INVALID_FHIR: 400,
     # A FHIR Bundle about another person than the one it was sent for.
     ErrorCode.PATIENT_MISMATCH: 409,
+    # The regional PACS: no endpoint configured here (503), down or refusing our
+    # credentials or answering nonsense (502, a bad gateway), or too slow (504).
+    ErrorCode.PACS_NOT_CONFIGURED: 503,
+    ErrorCode.PACS_UNREACHABLE: 502,
+    ErrorCode.PACS_REFUSED: 502,
+    ErrorCode.PACS_TIMEOUT: 504,
+    ErrorCode.PACS_BAD_ANSWER: 502,
     # The server lacks the CJK font the report is set in: its installation is
     # incomplete (fonts-noto-cjk), nothing the caller can change.
     ErrorCode.REPORT_FONT_MISSING: 503,

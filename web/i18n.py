@@ -166,6 +166,15 @@ ERROR_LABELS: Mapping[ErrorCode, str] = {
     ErrorCode.SCAN_UNAVAILABLE: N_("The malware scanner is not available; try again later."),
     ErrorCode.INVALID_FHIR: N_("The imported records are not a valid FHIR R4 Bundle."),
     ErrorCode.PATIENT_MISMATCH: N_("The imported records are about another patient."),
+    ErrorCode.PACS_NOT_CONFIGURED: N_(
+        "No regional PACS is configured on this server. Tell the administrator."
+    ),
+    ErrorCode.PACS_UNREACHABLE: N_("The regional PACS cannot be reached; try again later."),
+    ErrorCode.PACS_REFUSED: N_(
+        "The regional PACS refused this server's credentials. Tell the administrator."
+    ),
+    ErrorCode.PACS_TIMEOUT: N_("The regional PACS did not answer in time; try again later."),
+    ErrorCode.PACS_BAD_ANSWER: N_("The regional PACS sent an answer that cannot be used."),
     ErrorCode.REPORT_FONT_MISSING: N_(
         "The report cannot be made: the server lacks its Chinese font. Tell the administrator."
     ),

@@ -18,6 +18,7 @@ from signaling.workflow.directory import DirectoryService
 from signaling.workflow.documents import DocumentService
 from signaling.workflow.matching import MatchingService
 from signaling.workflow.opinion import OpinionService
+from signaling.workflow.pacs import PacsService
 from signaling.workflow.patients import PatientService
 from signaling.workflow.precall import PrecallService
 from signaling.workflow.recording import RecordingService
@@ -45,6 +46,7 @@ ADMIN = web.AppKey("admin", AdminService)
 CALLS = web.AppKey("calls", Calls)
 RECORDING = web.AppKey("recording", RecordingService)
 DOCUMENTS = web.AppKey("documents", DocumentService)
+PACS = web.AppKey("pacs", PacsService)
 REPLAY = web.AppKey("replay", ReplayService)
 EXPORTS = web.AppKey("exports", RecordingExports)
 PRECALL = web.AppKey("precall", PrecallService)

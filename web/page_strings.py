@@ -123,6 +123,8 @@ RECORDS_STRINGS: dict[str, str] = {
     "records.showing": N_("Showing to all"),
     "records.shown_by": N_("%(name)s is showing: %(title)s, page %(page)s"),
     "records.shown_by_single": N_("%(name)s is showing: %(title)s"),
+    "records.shown_by_frame": N_("%(name)s is showing: %(title)s, frame %(frame)s"),
+    "records.frames": N_("%(frames)s frames"),
     "records.someone": N_("Another participant"),
     "records.uploaded_by": N_("%(name)s, %(time)s"),
     "records.open_failed": N_("This document could not be opened."),
@@ -155,6 +157,35 @@ RECORDS_STRINGS: dict[str, str] = {
     "records.flag.L": N_("Low"),
     "records.allergy.high": N_("High risk"),
     "records.since": N_("since %(date)s"),
+    # the DICOM viewer (dicomview.js)
+    "dicom.frame": N_("Frame %(frame)s of %(frames)s"),
+    "dicom.window": N_("Window"),
+    "dicom.window_values": N_("Centre %(center)s · width %(width)s"),
+    "dicom.preset.file": N_("As acquired"),
+    "dicom.preset.full": N_("Full range"),
+    "dicom.preset.brain": N_("Brain (40/80)"),
+    "dicom.preset.soft": N_("Soft tissue (40/400)"),
+    "dicom.preset.lung": N_("Lung (−600/1500)"),
+    "dicom.preset.bone": N_("Bone (400/1800)"),
+    "dicom.preset.custom": N_("Adjusted"),
+    "dicom.reset": N_("Reset"),
+    "dicom.previous": N_("Previous frame"),
+    "dicom.next": N_("Next frame"),
+    "dicom.hint": N_("Scroll or ↑ ↓ for frames · drag on the image for the window"),
+    "dicom.failed": N_("This image cannot be shown here; download the file to open it."),
+    "dicom.from_pacs": N_("From the regional PACS, study of %(date)s"),
+    # the regional PACS (records.js)
+    "pacs.searching": N_("Searching the regional PACS…"),
+    "pacs.counts": N_("Series: %(series)s · images: %(instances)s"),
+    "pacs.attach": N_("Attach"),
+    "pacs.attaching": N_("Attaching…"),
+    "pacs.attached": N_("Attached"),
+    "pacs.done": N_("Study attached: %(count)s image(s) added to the record."),
+    "pacs.already": N_("This study is already attached."),
+    "pacs.no_description": N_("(no description)"),
+    "pacs.by_name": N_(
+        "Found by name and birth date, not by ID number: check that it is this patient."
+    ),
 }
 
 # What only the consultation page's script shows.
@@ -163,6 +194,7 @@ CONSULTATION_STRINGS: dict[str, str] = {
     "cons.event.other": N_("%(kind)s"),
     "cons.system": N_("System"),
     "cons.page_suffix": N_("page %(page)s"),
+    "cons.frame_suffix": N_("frame %(frame)s"),
     "cons.opinion.findings": N_("Findings"),
     "cons.opinion.impression": N_("Impression"),
     "cons.opinion.recommendations": N_("Recommendations"),

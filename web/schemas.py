@@ -177,6 +177,12 @@ class VerifyIn(Body):
     code: Code
 
 
+class PacsAttachIn(Body):
+    """Attach a study of the regional PACS to the consultation."""
+
+    study_uid: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
+
+
 BODIES: tuple[type[Body], ...] = (
     LoginIn,
     PatientIn,
@@ -193,6 +199,7 @@ BODIES: tuple[type[Body], ...] = (
     PrecallIn,
     CodeIn,
     VerifyIn,
+    PacsAttachIn,
 )
 
 

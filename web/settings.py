@@ -93,6 +93,10 @@ class Settings:
     log_format: str = "text"
     metrics_token: Secret = NO_SECRET
     readiness_min_free_mb: int = 1024
+    pacs_url: str = ""
+    pacs_username: str = ""
+    pacs_password: Secret = NO_SECRET
+    pacs_timeout_seconds: float = 20.0
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -125,7 +129,14 @@ class Settings:
             raise SettingsError(
                 "public_url must be a site's address, as https://consult.example.org"
             )
+        if self.pacs_url and (
+            not self.pacs_url.startswith(("https://", "http://")) or urlsplit(self.pacs_url).query
+        ):
+            raise SettingsError(
+                "pacs_url must be a DICOMweb root, as https://pacs.example.org/dicom-web/"
+            )
         for name in (
+            "pacs_timeout_seconds",
             "session_ttl_seconds",
             "database_pool_size",
             "login_max_failures",

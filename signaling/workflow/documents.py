@@ -31,7 +31,7 @@ from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import Any
 
-from records import documents, filetypes
+from records import dicomfile, documents, filetypes, sealed
 from records.documents import Document
 from records.files import FileStore, Incoming
 from records.limits import Limits
@@ -100,6 +100,7 @@ class DocumentService(Service):
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         limits: Limits | None = None,
         scanner: ClamdScanner | None = None,
+        keyring: sealed.Keyring | None = None,
     ) -> None:
         """Wire the service.
 
@@ -109,12 +110,14 @@ class DocumentService(Service):
             max_upload_bytes: the largest file accepted; reading stops beyond it.
             limits: what parsing one upload may cost (defaults of ``Limits``).
             scanner: the malware scanner (None: uploads are not scanned).
+            keyring: the keys of encryption at rest (to decode a DICOM frame).
         """
         super().__init__(ctx)
         self.files = files
         self.max_upload_bytes = max_upload_bytes
         self.limits = limits or Limits()
         self.scanner = scanner
+        self.keyring = keyring
 
     def _too_large(self) -> Invalid:
         return Invalid(
@@ -190,6 +193,7 @@ class DocumentService(Service):
         consultation_id: str | None = None,
         declared_type: str | None = None,
         declared_size: int | None = None,
+        source: dict[str, Any] | None = None,
     ) -> Document:
         """Store a file as a document of the patient (and of one of their consultations).
 
@@ -202,6 +206,8 @@ class DocumentService(Service):
             consultation_id: a consultation of the patient to attach it to.
             declared_type: the kind the client says it sends; must match the content.
             declared_size: the announced length, refused early if over the limit.
+            source: where the file came from, kept in ``meta["source"]`` (a study
+                retrieved from the regional PACS: its UIDs and series).
 
         Returns:
             The new document.
@@ -302,7 +308,7 @@ class DocumentService(Service):
                 filename=name,
                 title=clean_title or name,
                 pages=found.pages,
-                meta=found.meta,
+                meta={**found.meta, "source": source} if source else found.meta,
                 preview_sha256=preview,
                 uploaded_by=tx.account.id,
                 uploaded_at=now,
@@ -388,6 +394,34 @@ class DocumentService(Service):
         assert document.preview_sha256 is not None  # noqa: S101 - checked in the look
         return document, self.files.path_for(document.preview_sha256)
 
+    async def frame(self, actor: Actor, document_id: str, index: int) -> dicomfile.Frame:
+        """One frame's values of a DICOM document (audited as ``document.frame``).
+
+        The viewer windows them itself, so moving the window costs no request;
+        scrolling fetches each frame once.
+
+        Raises:
+            NotFound: unknown, not visible, not a DICOM image, or no such frame.
+        """
+        document = await self._audited_look(
+            actor, document_id, "document.frame", {"frame": index}, needs_dicom=True
+        )
+        path = self.files.path_for(document.sha256)
+
+        def decode() -> dicomfile.Frame:
+            with sealed.open_plain(path, self.keyring) as fh:
+                return dicomfile.frame(fh, index)
+
+        try:
+            return await asyncio.to_thread(decode)
+        except IndexError as exc:
+            raise NotFound("no such frame", fields=("index",)) from exc
+        # A compressed syntax without its decoder here, or pixels pydicom refuses:
+        # the file is still downloadable.
+        except Exception as exc:
+            log.warning("document=%s frame not decoded: %s", document_id, type(exc).__name__)
+            raise NotFound("this image cannot be decoded on the server") from exc
+
     async def _audited_look(
         self,
         actor: Actor,
@@ -396,6 +430,7 @@ class DocumentService(Service):
         extra: dict[str, Any] | None = None,
         *,
         needs_preview: bool = False,
+        needs_dicom: bool = False,
     ) -> Document:
         """A visible document, with an audit entry for ``action`` (and ``extra`` facts)."""
 
@@ -403,6 +438,8 @@ class DocumentService(Service):
             document = visible_document(tx, document_id)
             if needs_preview and document.preview_sha256 is None:
                 raise NotFound("this document has no preview")
+            if needs_dicom and (document.kind != "dicom" or not document.meta.get("has_pixels")):
+                raise NotFound("this document has no DICOM image")
             tx.audit(
                 action,
                 "document",

@@ -170,7 +170,7 @@ async def test_records_shown_in_the_call_then_the_signed_opinion(
     await cardio.locator("#viewer-body .viewer-tags dd", has_text="CT").wait_for()
     await cardio.wait_for_function(
         # The preview is drawn on a canvas, with the viewer's watermark in it.
-        "() => { const c = document.querySelector('#viewer-body canvas.viewer-dicom');"
+        "() => { const c = document.querySelector('#viewer-body canvas.dicom-canvas');"
         " return c && c.width > 0 && (c.dataset.watermark || '').includes('张伟'); }"
     )
     await cardio.click("#viewer-back")

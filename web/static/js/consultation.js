@@ -60,6 +60,7 @@ function when(iso, format = stamp) {
 
 let data = null;
 let titles = new Map(); // document id -> title, from the records panel
+let kinds = new Map(); // document id -> kind (a DICOM image's "page" is its frame)
 
 // -- the request ----------------------------------------------------------------
 
@@ -104,7 +105,10 @@ function eventText(e) {
       ? t("cons.event.document_shared_title", { name, title })
       : t(key, { name, text: d.text || "", title });
   if ((e.kind === "document_shown" || e.kind === "document_opened") && d.page) {
-    text += ` · ${t("cons.page_suffix", { page: d.page })}`;
+    text +=
+      kinds.get(d.document_id) === "dicom"
+        ? ` · ${t("cons.frame_suffix", { frame: d.page })}`
+        : ` · ${t("cons.page_suffix", { page: d.page })}`;
   }
   return text;
 }
@@ -392,6 +396,7 @@ async function start() {
     consultationId: cid,
     onDocuments: (documents) => {
       titles = new Map(documents.map((doc) => [doc.id, doc.title]));
+      kinds = new Map(documents.map((doc) => [doc.id, doc.kind]));
       if (data) renderTimeline(data.events || []);
     },
   }).start();

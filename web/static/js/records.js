@@ -19,9 +19,16 @@
 //     by another participant) reload the list.
 // Without `send` (the consultation page) it is a plain viewer.
 //
+// DICOM images open in the frame viewer (dicomview.js): every frame, window and
+// level. The clinic's doctors also search the regional PACS for the patient's
+// studies ("Regional PACS") and attach one: the server retrieves and stores it
+// as documents of the consultation (signaling/workflow/pacs.py).
+//
 // window.__records is a small read-only view for the browser tests.
 
 import { ApiError, csrfToken, get } from "./api.js";
+import { DicomViewer } from "./dicomview.js";
+import { PacsPane } from "./pacs.js";
 import { $, PAGE, el, errorMessage, formatDateTime, t, toast } from "./ui.js";
 import { guardOverlay, imageCanvas, stampCanvas } from "./watermark.js";
 
@@ -90,6 +97,12 @@ export class RecordsPanel {
     this.shownBy = null; // {name, documentId} when following someone's doc_show
     this.openSeq = 0;
     this.patientId = null;
+    this.dicom = null; // the DicomViewer of the open document
+    this.pacs = new PacsPane({
+      consultationId,
+      documents: () => this.docs,
+      panel: this,
+    });
     this.summaryLoaded = false;
     this.reloadTimer = null;
     this.resizeTimer = null;
@@ -118,6 +131,7 @@ export class RecordsPanel {
       event.preventDefault();
       this.goto(this.current.page + step);
     });
+    this.pacs.start();
     $("records-file").addEventListener("change", (event) => {
       const [file] = event.target.files;
       event.target.value = "";
@@ -184,8 +198,35 @@ export class RecordsPanel {
     );
     this.docs = documents;
     this.byId = new Map(documents.map((d) => [d.id, d]));
+    this.groupSeries();
     this.renderList();
     this.onDocuments(documents);
+  }
+
+  // The instances of one PACS series (a CT's slices) are one entry and one
+  // viewer: grouped by series UID, in instance order; the first stands for all.
+  groupSeries() {
+    const groups = new Map();
+    for (const doc of this.docs) {
+      const source = doc.kind === "dicom" && doc.meta && doc.meta.source;
+      if (!source || !source.series_uid) continue;
+      if (!groups.has(source.series_uid)) groups.set(source.series_uid, []);
+      groups.get(source.series_uid).push(doc);
+    }
+    this.seriesOf = new Map();
+    for (const members of groups.values()) {
+      members.sort(
+        (a, b) =>
+          (a.meta.source.instance_number ?? 1e9) - (b.meta.source.instance_number ?? 1e9) ||
+          a.uploaded_at.localeCompare(b.uploaded_at),
+      );
+      for (const doc of members) this.seriesOf.set(doc.id, members);
+    }
+  }
+
+  // The documents a DICOM document is shown with (itself alone if not a series).
+  series(doc) {
+    return (this.seriesOf && this.seriesOf.get(doc.id)) || [doc];
   }
 
   scheduleReload() {
@@ -194,7 +235,10 @@ export class RecordsPanel {
   }
 
   renderList() {
-    const items = this.docs.map((doc) => {
+    const shown = this.docs.filter((doc) => this.series(doc)[0] === doc);
+    const items = shown.map((doc) => {
+      const members = this.series(doc);
+      const frames = members.reduce((n, d) => n + (Number(d.meta && d.meta.frames) || 1), 0);
       const who = doc.uploaded_by ? doc.uploaded_by.display_name : "";
       return el(
         "li",
@@ -220,6 +264,9 @@ export class RecordsPanel {
               el("span", { text: t(`records.kind.${doc.kind}`) }),
               doc.kind === "pdf" && doc.pages
                 ? el("span", { text: t("records.pages", { pages: doc.pages }) })
+                : null,
+              doc.kind === "dicom" && frames > 1
+                ? el("span", { text: t("records.frames", { frames }) })
                 : null,
             ),
             el("time", {
@@ -255,7 +302,9 @@ export class RecordsPanel {
       }
       if (seq !== this.openSeq) return;
     }
-    const doc = this.byId.get(documentId);
+    const found = this.byId.get(documentId);
+    // Any instance of a series opens the series (at its first frame).
+    const doc = found ? this.series(found)[0] : found;
     if (!doc) {
       this.fail(new ApiError(404, "not_found", "document not found"));
       return;
@@ -266,7 +315,13 @@ export class RecordsPanel {
       // Another document: we stop showing the previous one.
       this.showing = false;
       this.dropPdf();
-      this.current = { doc, page: 1, pages: doc.kind === "pdf" ? doc.pages || 1 : 1, pdf: null };
+      this.dicom = null;
+      this.current = {
+        doc,
+        page: doc.kind === "dicom" ? Math.max(1, Math.trunc(Number(page)) || 1) : 1,
+        pages: doc.kind === "pdf" ? doc.pages || 1 : 1,
+        pdf: null,
+      };
     }
     this.shownBy = origin === "remote" ? { name: by || t("records.someone"), documentId: doc.id } : null;
     if (origin === "remote") this.showing = false;
@@ -293,6 +348,10 @@ export class RecordsPanel {
         await this.goto(page, { broadcast: false });
       } else if (!same) {
         await this.renderOther(doc, seq);
+      } else if (doc.kind === "dicom" && this.dicom && origin === "remote") {
+        // Following someone's doc_show to another frame of the same image.
+        this.current.page = Math.max(1, Math.trunc(Number(page)) || 1);
+        await this.dicom.go(this.current.page - 1, { silent: true });
       }
     } catch (err) {
       if (seq !== this.openSeq) return;
@@ -310,6 +369,7 @@ export class RecordsPanel {
     this.showing = false;
     this.shownBy = null;
     this.dropPdf();
+    this.dicom = null;
     this.current = null;
     this.rendered = null;
     this.body.replaceChildren();
@@ -462,6 +522,7 @@ export class RecordsPanel {
 
   dicomView(doc) {
     const meta = doc.meta || {};
+    const source = meta.source && meta.source.system === "pacs" ? meta.source : null;
     const rows = [
       ["records.dicom.modality", meta.modality],
       ["records.dicom.study_date", meta.study_date],
@@ -474,10 +535,39 @@ export class RecordsPanel {
       { class: "viewer-tags" },
       rows.flatMap(([key, value]) => [el("dt", { text: t(key) }), el("dd", { text: String(value) })]),
     );
+    const origin = source
+      ? el("p", {
+          class: "dicom-source small muted",
+          text: t("dicom.from_pacs", { date: source.study_date || meta.study_date || "" }),
+        })
+      : null;
+    if (meta.has_pixels) {
+      const viewer = new DicomViewer(this.series(doc), {
+        start: (this.current ? this.current.page : 1) - 1,
+        onFrame: (frame) => this.frameMoved(frame),
+      });
+      this.dicom = viewer;
+      viewer.start();
+      return el("div", { class: "viewer-dicom-box" }, viewer.node, origin, tags);
+    }
     const picture = doc.preview_url
       ? this.picture(doc.preview_url, "viewer-image viewer-dicom", doc.title)
       : el("p", { class: "notice notice-warn", text: t("records.no_preview") });
-    return el("div", { class: "viewer-dicom-box" }, picture, tags);
+    return el("div", { class: "viewer-dicom-box" }, picture, origin, tags);
+  }
+
+  // The user moved to another frame: while showing to all, the others follow
+  // once the scrolling settles (one doc_show, not one per frame scrolled past).
+  frameMoved(frame) {
+    if (!this.current || this.current.doc.kind !== "dicom") return;
+    this.current.page = frame;
+    this.shownBy = null; // we moved on by ourselves
+    this.renderShown();
+    if (!this.showing) return;
+    clearTimeout(this.frameTimer);
+    this.frameTimer = setTimeout(() => {
+      if (this.showing && this.current && this.current.doc.kind === "dicom") this.sendShow();
+    }, 250);
   }
 
   renderFoot(doc) {
@@ -518,10 +608,11 @@ export class RecordsPanel {
 
   sendShow() {
     const { doc, page } = this.current;
+    // For a DICOM image "page" is the frame (from 1, across a series).
     const ok = this.send({
       type: "doc_show",
       document_id: doc.id,
-      ...(doc.kind === "pdf" ? { page } : {}),
+      ...(doc.kind === "pdf" || doc.kind === "dicom" ? { page } : {}),
     });
     if (!ok) {
       // Not joined right now (reconnecting): nobody follows until shown again.
@@ -550,7 +641,9 @@ export class RecordsPanel {
     line.textContent =
       doc.kind === "pdf"
         ? t("records.shown_by", { name: by.name, title: doc.title, page })
-        : t("records.shown_by_single", { name: by.name, title: doc.title });
+        : doc.kind === "dicom" && this.dicom && this.dicom.frames > 1
+          ? t("records.shown_by_frame", { name: by.name, title: doc.title, frame: page })
+          : t("records.shown_by_single", { name: by.name, title: doc.title });
     line.hidden = false;
   }
 
@@ -586,6 +679,7 @@ export class RecordsPanel {
     if (consultation.requesting_institution.id !== me.institution_id) return;
     this.patientId = consultation.patient.id;
     $("records-upload").hidden = false;
+    $("records-pacs-open").hidden = false;
   }
 
   upload(file) {
@@ -785,6 +879,8 @@ export class RecordsPanel {
           showing: panel.showing,
           shownBy: panel.shownBy ? panel.shownBy.name : null,
           documents: panel.docs.map((d) => d.id),
+          dicom: panel.dicom ? panel.dicom.state() : null,
+          pacs: panel.pacs.studies.map((s) => ({ study_uid: s.study_uid, state: s.state })),
         };
       },
     });

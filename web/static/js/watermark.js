@@ -166,6 +166,8 @@ export function stampCanvas(canvas, source = null) {
     mark(canvas, lines);
   };
   draw();
+  // A canvas whose content changes (the DICOM viewer's frames) redraws at once.
+  canvas.restamp = draw;
   schedule(() => {
     if (canvas.isConnected) seen = true;
     else if (seen) return false;
