@@ -179,8 +179,9 @@ class PacsService(Service):
         """
         if not dicomweb.valid_uid(study_uid):
             raise Invalid("study_uid must be a DICOM UID", fields=("study_uid",))
-        port = self._port()
+        # Rights first, as in ``search``: an outsider learns nothing of the PACS.
         patient = await self._patient(actor, consultation_id, "pacs.attach", study_uid=study_uid)
+        port = self._port()
         lock = self._attaching.get(consultation_id)
         if lock is None:
             lock = self._attaching[consultation_id] = asyncio.Lock()

@@ -110,6 +110,7 @@ BODIES: dict[str, Any] = {
         "speaker": "heard",
         "paths": [{"name": "direct", "status": "failed"}],
     },
+    "PacsAttachIn": {"study_uid": "1.2.826.0.1.3680043.8.498.1"},
     "InstitutionIn": {"name": "某某卫生院", "kind": "township_clinic", "region": "青山县"},
     "DepartmentEditIn": {"name": "心内科"},
     "AccountEditIn": {"display_name": "张伟", "role": "coordinator"},
