@@ -1,7 +1,9 @@
 """Storage of a patient's structured summary, and the reads the FHIR export needs.
 
 The summary (conditions, medications, allergies, observations) is fed by a county
-EMR's FHIR Bundle. Each row keeps the FHIR resource it came from in ``source``
+EMR's FHIR Bundle. Each row keeps its FHIR statuses; a row its source withdrew
+(entered in error, refuted, cancelled) stays stored but ``Summary.shown`` leaves it
+out of what is displayed. Each row keeps the FHIR resource it came from in ``source``
 (``"Condition/abc"``), so that importing the same Bundle again updates rows
 instead of adding copies.
 
@@ -35,6 +37,13 @@ from records.schema import (
 )
 from records.store import new_id
 
+# Statuses under which a source withdraws an entry. Such a row is kept (nothing
+# stored is lost, and the export gives the status back) but never shown as a fact:
+# an entered-in-error diagnosis, a refuted allergy, a cancelled lab result.
+WITHDRAWN_VERIFICATION = frozenset({"entered-in-error", "refuted"})
+WITHDRAWN_MEDICATION = frozenset({"entered-in-error", "not-taken", "cancelled", "draft"})
+WITHDRAWN_OBSERVATION = frozenset({"entered-in-error", "cancelled"})
+
 SummaryTable = Literal["conditions", "medications", "allergies", "observations"]
 TABLES: dict[SummaryTable, sa.Table] = {
     "conditions": conditions,
@@ -63,7 +72,7 @@ def split_code(stored: str | None) -> tuple[str | None, str | None]:
 
 @dataclass(frozen=True, kw_only=True)
 class ConditionRow(Row):
-    """A diagnosis (ICD-10)."""
+    """A diagnosis: a bare ICD-10 code, or ``system|code`` in SNOMED CT or ICD-11."""
 
     id: str
     source: str | None
@@ -72,6 +81,15 @@ class ConditionRow(Row):
     clinical_status: str | None
     onset: str | None
     recorded_at: datetime
+    verification_status: str | None = None
+
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error or refuted: never to be shown as a diagnosis."""
+        return (
+            self.verification_status in WITHDRAWN_VERIFICATION
+            or self.clinical_status == "entered-in-error"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +104,12 @@ class MedicationRow(Row):
     status: str
     recorded_at: datetime
 
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error, not taken, cancelled or a mere draft: not a medication
+        the patient takes or took."""
+        return self.status in WITHDRAWN_MEDICATION
+
 
 @dataclass(frozen=True, kw_only=True)
 class AllergyRow(Row):
@@ -98,6 +122,13 @@ class AllergyRow(Row):
     criticality: str | None
     reaction: str | None
     recorded_at: datetime
+    clinical_status: str | None = None
+    verification_status: str | None = None
+
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error or refuted: the patient is not known to have it."""
+        return self.verification_status in WITHDRAWN_VERIFICATION
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,11 +147,17 @@ class ObservationRow(Row):
     ref_high: float | None
     effective_at: datetime | None
     recorded_at: datetime
+    status: str | None = None
+
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error or cancelled: no result to show (or to flag)."""
+        return self.status in WITHDRAWN_OBSERVATION
 
     @property
     def flag(self) -> str | None:
         """``"L"`` below the reference range, ``"H"`` above it, else None."""
-        if self.value_number is None:
+        if self.value_number is None or self.withdrawn:
             return None
         if self.ref_low is not None and self.value_number < self.ref_low:
             return "L"
@@ -147,6 +184,31 @@ class Summary:
     def labs(self) -> list[ObservationRow]:
         """Observations of category ``laboratory``."""
         return [o for o in self.observations if o.category == "laboratory"]
+
+    @property
+    def other_observations(self) -> list[ObservationRow]:
+        """Observations of any other category (social history, surveys, ...)."""
+        return [o for o in self.observations if o.category not in ("vital-signs", "laboratory")]
+
+    def shown(self) -> Summary:
+        """The rows that may be shown as facts: withdrawn ones left out (see ``withdrawn``)."""
+        return Summary(
+            conditions=[r for r in self.conditions if not r.withdrawn],
+            medications=[r for r in self.medications if not r.withdrawn],
+            allergies=[r for r in self.allergies if not r.withdrawn],
+            observations=[r for r in self.observations if not r.withdrawn],
+        )
+
+    def withdrawn_counts(self) -> dict[str, int]:
+        """How many rows of each section are withdrawn (and so not shown)."""
+        return {
+            "conditions": sum(r.withdrawn for r in self.conditions),
+            "medications": sum(r.withdrawn for r in self.medications),
+            "allergies": sum(r.withdrawn for r in self.allergies),
+            "vitals": sum(r.withdrawn for r in self.vitals),
+            "labs": sum(r.withdrawn for r in self.labs),
+            "other": sum(r.withdrawn for r in self.other_observations),
+        }
 
 
 @dataclass(frozen=True, kw_only=True)

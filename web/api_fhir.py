@@ -28,6 +28,8 @@ def observation_json(obs: ObservationRow) -> dict[str, Any]:
     """A vital sign or lab result with its range and flag (``L``/``H``/None)."""
     return {
         "id": obs.id,
+        "status": obs.status or "final",
+        "category": obs.category,
         **_coded(obs.code),
         "display": obs.display,
         "value": obs.value_number if obs.value_number is not None else obs.value_text,
@@ -43,16 +45,26 @@ def observation_json(obs: ObservationRow) -> dict[str, Any]:
     }
 
 
-def summary_json(s: Summary) -> dict[str, Any]:
-    """A patient's structured summary."""
+def _condition_code(stored: str) -> dict[str, Any]:
+    system, code = split_code(stored)
+    # A bare code is ICD-10, as diagnoses were always stored.
+    return {"code": code or None, "system": system or ("ICD-10" if code else None)}
+
+
+def summary_json(full: Summary) -> dict[str, Any]:
+    """A patient's structured summary: only what may be shown as facts, and how many
+    entries of each section their source withdrew (entered in error, refuted,
+    cancelled), which are counted but never listed."""
+    s = full.shown()
     return {
+        "withdrawn": full.withdrawn_counts(),
         "conditions": [
             {
                 "id": c.id,
-                "code": c.code,
-                "system": "ICD-10",
+                **_condition_code(c.code),
                 "display": c.display,
                 "clinical_status": c.clinical_status,
+                "verification_status": c.verification_status,
                 "onset": c.onset,
                 "source": c.source,
             }
@@ -76,12 +88,15 @@ def summary_json(s: Summary) -> dict[str, Any]:
                 "display": a.display,
                 "criticality": a.criticality,
                 "reaction": a.reaction,
+                "clinical_status": a.clinical_status,
+                "verification_status": a.verification_status,
                 "source": a.source,
             }
             for a in s.allergies
         ],
         "vitals": [observation_json(o) for o in s.vitals],
         "labs": [observation_json(o) for o in s.labs],
+        "other": [observation_json(o) for o in s.other_observations],
     }
 
 
@@ -100,7 +115,14 @@ async def import_fhir(request: web.Request) -> web.StreamResponse:
     summary = await service.patient_summary(actor(request), patient_id)
     return web.json_response(
         {
-            "imported": {"created": result.created, "updated": result.updated},
+            "imported": {
+                "bundle_type": result.bundle_type,
+                "created": result.created,
+                "updated": result.updated,
+                "left_out": [{"path": p.path, "message": p.message} for p in result.problems],
+                "not_used": result.not_used,
+                "no_information": result.no_information,
+            },
             "summary": summary_json(summary),
         }
     )

@@ -9,12 +9,11 @@ read and write is audited, in the transaction that does it.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from records import fhir_in, fhir_out, store, summary
 from records.errors import InvalidFhir
-from records.fhir_common import RESIDENT_ID_SYSTEM
 from records.models import Patient
 from records.store import lookups
 from records.summary import Summary, SummaryTable
@@ -27,10 +26,15 @@ from signaling.workflow.base import Actor, Service, Tx, stored
 
 @dataclass(frozen=True, kw_only=True)
 class ImportResult:
-    """How many summary rows an import added and updated, per table."""
+    """What an import did: rows added and updated per table, and what it left out
+    (invalid resources by path, resources the summary does not use, placeholders)."""
 
     created: dict[SummaryTable, int]
     updated: dict[SummaryTable, int]
+    bundle_type: str = "collection"
+    problems: list[fhir_in.Problem] = field(default_factory=list)
+    not_used: dict[str, int] = field(default_factory=dict)
+    no_information: dict[SummaryTable, list[str]] = field(default_factory=dict)
 
 
 def visible_patient(tx: Tx, patient_id: str) -> Patient:
@@ -82,6 +86,9 @@ class SummaryService(Service):
         """Store the summary rows of a FHIR Bundle sent for one of the clinic's patients.
 
         Rows that came from the same resource before are updated, not duplicated.
+        Resources that are invalid or unused are left out and reported; the rest is
+        stored. The Bundle's Patient is matched by resident ID number when it
+        carries one; otherwise the clinic's choice of patient (the URL) decides.
 
         Args:
             data: the Bundle as the request's bytes (parsed here, after the access
@@ -90,8 +97,9 @@ class SummaryService(Service):
         Raises:
             NotFound: not a patient of the actor's clinic.
             Invalid: ``invalid_json`` (not JSON, nested too deep, or text that is
-                not Unicode), ``invalid_fhir`` (nothing is stored) or
-                ``patient_mismatch`` (the Bundle is about someone else).
+                not Unicode), ``invalid_fhir`` (not a Bundle about one Patient;
+                nothing is stored) or ``patient_mismatch`` (the Bundle's resident
+                ID number is someone else's).
         """
         # The patient is checked first, so that a stranger learns nothing from how
         # their Bundle would have been judged, and costs no parsing.
@@ -103,13 +111,11 @@ class SummaryService(Service):
             parsed = await asyncio.to_thread(fhir_in.parse_bundle, data)
         except InvalidFhir as exc:
             raise Invalid(exc.message, code=exc.code, fields=exc.fields) from exc
-        if not fhir_in.has_resident_id(parsed):
-            raise Invalid(
-                f"the Patient needs an identifier with system {RESIDENT_ID_SYSTEM}",
-                code=InvalidFhir.code,
-                fields=("Patient.identifier",),
-            )
-        if not fhir_in.names_patient(parsed, patient.national_id):
+        # Without a resident ID number (most published Bundles, none Chinese) the
+        # clinic's choice of patient stands; with one, it must be this patient's.
+        if fhir_in.has_resident_id(parsed) and not fhir_in.names_patient(
+            parsed, patient.national_id
+        ):
             raise Invalid(
                 "the Bundle's Patient is not this patient (resident ID number differs)",
                 code=ErrorCode.PATIENT_MISMATCH,
@@ -137,10 +143,19 @@ class SummaryService(Service):
                 patient_id,
                 created=dict(created),
                 updated=dict(updated),
+                left_out=len(parsed.problems),
+                not_used=dict(parsed.not_used),
             )
 
         await self.write(actor, work)
-        return ImportResult(created=created, updated=updated)
+        return ImportResult(
+            created=created,
+            updated=updated,
+            bundle_type=parsed.bundle_type,
+            problems=parsed.problems,
+            not_used=parsed.not_used,
+            no_information=parsed.no_information,
+        )
 
     async def patient_summary(self, actor: Actor, patient_id: str) -> Summary:
         """A patient's summary, for their clinic and anyone who may see one of their

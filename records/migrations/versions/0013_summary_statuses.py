@@ -1,0 +1,53 @@
+"""summary statuses
+
+Revision ID: 0013
+Revises: 0009
+
+Issue 14: a summary row keeps the statuses its FHIR resource had, so that an
+entered-in-error, refuted or cancelled entry is never shown as a fact and the
+export writes the status it was given. A Condition's verification status, an
+AllergyIntolerance's clinical and verification status and an Observation's
+status are new columns (NULL for rows imported before: they were imported as
+facts, and the old importer refused nothing by status). A diagnosis may now be
+coded in SNOMED CT or ICD-11 as well as ICD-10, stored as ``system|code`` (see
+``records.summary.join_code``), so its code column is as wide as the others.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0013"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("conditions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("verification_status", sa.String(length=32), nullable=True))
+        batch_op.alter_column(
+            "code", existing_type=sa.String(length=32), type_=sa.String(length=64)
+        )
+    with op.batch_alter_table("allergies", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("clinical_status", sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column("verification_status", sa.String(length=32), nullable=True))
+    with op.batch_alter_table("observations", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("status", sa.String(length=32), nullable=True))
+
+
+def downgrade() -> None:
+    # Rows coded other than in ICD-10 do not fit the older column: they go, with
+    # the statuses (the older code would show them as facts).
+    op.execute(sa.text("DELETE FROM conditions WHERE length(code) > 32"))
+    with op.batch_alter_table("observations", schema=None) as batch_op:
+        batch_op.drop_column("status")
+    with op.batch_alter_table("allergies", schema=None) as batch_op:
+        batch_op.drop_column("verification_status")
+        batch_op.drop_column("clinical_status")
+    with op.batch_alter_table("conditions", schema=None) as batch_op:
+        batch_op.alter_column(
+            "code", existing_type=sa.String(length=64), type_=sa.String(length=32)
+        )
+        batch_op.drop_column("verification_status")
