@@ -47,6 +47,21 @@ ICD11_SYSTEM = "http://id.who.int/icd/release/11/mms"
 SNOMED_SYSTEM = "http://snomed.info/sct"
 # The International Patient Summary's codes for "no information" and "none known".
 ABSENT_UNKNOWN_SYSTEM = "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips"
+# SNOMED CT situations that say "none known" rather than name an entry (the IPS
+# examples send "No known food allergy" as an AllergyIntolerance).
+NONE_KNOWN_SNOMED = frozenset(
+    {
+        "716186003",  # No known allergy
+        "409137002",  # No known drug allergy
+        "429625007",  # No known food allergy
+        "428607008",  # No known environmental allergy
+        "428197003",  # No known insect allergy
+        "160244002",  # No known allergies
+        "160245001",  # No current problems or disability
+        "787481004",  # Medication not known
+        "182849000",  # No drug therapy prescribed
+    }
+)
 READ = (
     "Patient",
     "Condition",
@@ -193,7 +208,11 @@ class _Limits:
 
 def _placeholder(concept: Mapping[str, Any]) -> bool:
     """Whether a code says "no information" / "none known" rather than naming an entry."""
-    return any(c.get("system") == ABSENT_UNKNOWN_SYSTEM for c in _list(concept.get("coding")))
+    return any(
+        c.get("system") == ABSENT_UNKNOWN_SYSTEM
+        or (c.get("system") == SNOMED_SYSTEM and c.get("code") in NONE_KNOWN_SNOMED)
+        for c in _list(concept.get("coding"))
+    )
 
 
 def _status_code(concept: Any) -> str | None:
@@ -387,6 +406,9 @@ def _observations(
     }
     has_value = any(key.startswith("value") for key in res)
     components = _list(res.get("component"))
+    if not has_value and not components and _list(res.get("hasMember")):
+        # A grouping (a panel such as "Blood typing"): its members are the results.
+        return []
     if not has_value and components:
         # A panel such as blood pressure: one summary row per component.
         out = []

@@ -12,7 +12,7 @@ from records.vocab import ErrorCode
 from web import schemas
 from web.auth import actor
 from web.errors import api_error
-from web.keys import DIRECTORY, OPINIONS, SUMMARY
+from web.keys import DIRECTORY, OPINIONS, SETTINGS, SUMMARY
 from web.openapi import Route
 from web.payloads import body, iso, opinion_json
 
@@ -106,9 +106,19 @@ async def import_fhir(request: web.Request) -> web.StreamResponse:
         raise api_error(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"send the Bundle as {FHIR_JSON} or application/json"
         )
-    # Parsed by the service once the patient is known to be the caller's: a
-    # stranger's body, however hostile, is never looked at.
-    raw = await request.read()
+    # Read in chunks up to the configured size (published Bundles run to several
+    # MiB, beyond the API's usual body limit); parsed by the service only once
+    # the patient is known to be the caller's, so that a stranger's body,
+    # however hostile, is never looked at.
+    limit = request.app[SETTINGS].fhir_import_max_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise api_error(ErrorCode.TOO_LARGE, f"the Bundle is larger than {limit} bytes")
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(256 * 1024):
+        buf += chunk
+        if len(buf) > limit:
+            raise api_error(ErrorCode.TOO_LARGE, f"the Bundle is larger than {limit} bytes")
+    raw = bytes(buf)
     patient_id = request.match_info["patient_id"]
     service = request.app[SUMMARY]
     result = await service.import_bundle(actor(request), patient_id, raw)

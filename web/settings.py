@@ -73,6 +73,7 @@ class Settings:
     start_bitrate: int = 800_000
     recording_retention_days: int = 1096
     max_upload_bytes: int = 50 * 1024 * 1024
+    fhir_import_max_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 89_478_485
     parser_memory_mb: int = 1536
     clamav_socket: Path | None = None
@@ -114,6 +115,7 @@ class Settings:
             "login_max_failures",
             "login_lockout_seconds",
             "max_upload_bytes",
+            "fhir_import_max_bytes",
             "max_image_pixels",
             "parser_memory_mb",
             "deadline_accept_hours",
