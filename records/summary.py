@@ -255,6 +255,16 @@ def upsert(
     if existing is not None:
         conn.execute(t.update().where(t.c.id == existing).values(**values, recorded_at=recorded_at))
         return False
+    # Our own export names each row by its id (``Condition/<id>``): brought back,
+    # it updates that row (keeping where the row first came from) instead of
+    # adding a copy.
+    _type, _sep, own_id = source.rpartition("/")
+    own = (
+        conn.execute(sa.select(t.c.id).where(t.c.patient_id == patient_id, t.c.id == own_id))
+    ).scalar()
+    if own is not None:
+        conn.execute(t.update().where(t.c.id == own).values(**values, recorded_at=recorded_at))
+        return False
     conn.execute(
         t.insert().values(
             id=new_id(), patient_id=patient_id, source=source, recorded_at=recorded_at, **values
