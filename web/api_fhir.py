@@ -10,6 +10,7 @@ from aiohttp import web
 from records.summary import ObservationRow, Summary, split_code
 from records.vocab import ErrorCode
 from web import schemas
+from web.api_report import base_url
 from web.auth import actor
 from web.errors import api_error
 from web.keys import DIRECTORY, OPINIONS, SETTINGS, SUMMARY
@@ -155,9 +156,15 @@ async def consultation_summary(request: web.Request) -> web.StreamResponse:
 
 
 async def export_fhir(request: web.Request) -> web.StreamResponse:
-    """The consultation as an HL7 FHIR R4 Bundle."""
+    """The consultation as an HL7 FHIR R4 Bundle (``?type=document`` for a document)."""
+    kind = request.query.get("type", "collection")
+    if kind not in ("collection", "document"):
+        raise api_error(ErrorCode.INVALID, "type is collection or document", ["type"])
     bundle = await request.app[SUMMARY].export(
-        actor(request), request.match_info["consultation_id"]
+        actor(request),
+        request.match_info["consultation_id"],
+        base_url=base_url(request),
+        document=kind == "document",
     )
     return web.json_response(
         bundle, content_type=FHIR_JSON, dumps=lambda o: json.dumps(o, ensure_ascii=False)
@@ -195,7 +202,14 @@ ROUTES: tuple[Route, ...] = (
         tag="records",
     ),
     Route("GET", C + "/summary", consultation_summary, "The patient's summary", tag="records"),
-    Route("GET", C + "/fhir", export_fhir, "Export as a FHIR R4 Bundle", tag="records"),
+    Route(
+        "GET",
+        C + "/fhir",
+        export_fhir,
+        "Export as a FHIR R4 Bundle (a collection, or a document with a Composition)",
+        tag="records",
+        query=(("type", {"type": "string", "enum": ["collection", "document"]}),),
+    ),
     Route(
         "POST",
         C + "/opinion/{opinion_id}/addendum",

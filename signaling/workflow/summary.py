@@ -180,8 +180,17 @@ class SummaryService(Service):
 
         return await self.write(actor, work)
 
-    async def export(self, actor: Actor, consultation_id: str) -> dict[str, Any]:
-        """The consultation as a FHIR R4 Bundle (JSON), for whoever may see it."""
+    async def export(
+        self, actor: Actor, consultation_id: str, *, base_url: str = "", document: bool = False
+    ) -> dict[str, Any]:
+        """The consultation as a FHIR R4 Bundle (JSON), for whoever may see it.
+
+        Args:
+            base_url: the site's address, under which documents and recordings
+                are linked (absolute URLs another system can follow, with a login).
+            document: a ``document`` Bundle with a Composition instead of a
+                ``collection``.
+        """
 
         def work(tx: Tx) -> fhir_out.ExportData:
             conn = tx.conn
@@ -221,9 +230,12 @@ class SummaryService(Service):
                 # Only the patient's own clinic sees the whole ID number.
                 full_national_id=account.role == Role.CLINIC_DOCTOR
                 and account.institution_id == patient.institution_id,
+                base_url=base_url.rstrip("/"),
             )
             tx.audit("consultation.export", "consultation", c.id, patient_id=c.patient_id)
             return data
 
         data = await self.write(actor, work)
-        return await asyncio.to_thread(fhir_out.build_bundle, data, generated_at=self.clock.now())
+        return await asyncio.to_thread(
+            fhir_out.build_bundle, data, generated_at=self.clock.now(), document=document
+        )

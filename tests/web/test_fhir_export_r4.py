@@ -87,3 +87,34 @@ async def test_the_export_round_trips(scenario: Scenario, app: Any, clock: Any) 
             old = [{**r, "clinical_status": r["clinical_status"] or "active"} for r in old]
         assert [strip(r) for r in new] == [strip(r) for r in old], section
     assert "Patient" not in imported["not_used"]
+
+
+async def test_the_document_export_is_a_consult_note_that_passes_and_round_trips(
+    scenario: Scenario, app: Any, clock: Any
+) -> None:
+    f = await full_consultation(scenario, app, clock)
+    clinic = f["clinic"]
+    resp = await clinic.client.get(f"/api/consultations/{f['id']}/fhir?type=document")
+    assert resp.status == 200
+    bundle = await resp.json(content_type=None)
+    assert bundle["type"] == "document"
+    found = violations(bundle)  # bdl-9/10/11 (identifier, timestamp, Composition first) too
+    assert found == [], found[:10]
+    composition = bundle["entry"][0]["resource"]
+    assert composition["resourceType"] == "Composition"
+    assert composition["type"]["coding"][0]["code"] == "11488-4"
+    assert composition["status"] == "final"
+    # Every other entry is the note's subject, its encounter, or listed in a
+    # section, once.
+    listed = [r["reference"] for s in composition["section"] for r in s["entry"]]
+    others = [composition["subject"]["reference"], composition["encounter"]["reference"]]
+    assert sorted(listed + others) == sorted(e["fullUrl"] for e in bundle["entry"][1:])
+    assert len(set(listed)) == len(listed)
+    status, data = await post_bundle(clinic, f["pid"], bundle)
+    assert status == 200, data
+    assert data["imported"]["left_out"] == []
+    assert data["imported"]["created"] == {}
+    assert data["imported"]["not_used"]["Composition"] == 1
+    resp = await clinic.client.get(f"/api/consultations/{f['id']}/fhir?type=pdf")
+    assert resp.status == 400
+    assert (await resp.json())["error"]["fields"] == ["type"]
