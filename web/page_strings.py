@@ -145,8 +145,7 @@ RECORDS_STRINGS: dict[str, str] = {
     "records.summary.none": N_("None recorded."),
     "records.summary.other": N_("Other observations"),
     "records.summary.withdrawn": N_(
-        "%(count)s entries not shown: the source withdrew them (entered in error, "
-        "refuted or cancelled)."
+        "Not shown: %(count)s, withdrawn by the source (entered in error, refuted or cancelled)."
     ),
     "records.status.active": N_("Active"),
     "records.status.recurrence": N_("Recurrence"),
