@@ -5,9 +5,10 @@ as long as it is about one Patient. The summary uses Conditions (ICD-10, ICD-11,
 SNOMED CT or any other coding; the ICD-10 code when there is one),
 MedicationStatements and MedicationRequests (a ``medicationReference`` resolved
 to the Medication in the Bundle or contained in the resource),
-AllergyIntolerances, Observations of every category, and DiagnosticReports
-through their results. Every other resource (Encounter, Claim, Immunization,
-Procedure, Composition, ...) is kept aside and counted, never a reason to refuse.
+AllergyIntolerances, Immunizations, Procedures, Observations of every category,
+and DiagnosticReports through their results. Every other resource (Encounter,
+Claim, CarePlan, Composition, ...) is kept aside and counted, never a reason to
+refuse.
 
 Each resource is validated on its own (see ``fhir_common`` for the R4B package);
 one that is invalid, or that the summary cannot read, is reported by its path and
@@ -71,6 +72,8 @@ READ = (
     "Observation",
     "DiagnosticReport",
     "Medication",
+    "Immunization",
+    "Procedure",
 )
 # A DiagnosticReport withdrawn this way withdraws its results with it.
 WITHDRAWN_REPORT = frozenset({"entered-in-error", "cancelled"})
@@ -377,6 +380,27 @@ def _measurement(part: dict[str, Any], lim: _Limits, where: str) -> dict[str, An
     return values
 
 
+def _event(
+    res: dict[str, Any], lim: _Limits, concept_key: str, when_key: str, column: str
+) -> dict[str, Any] | None:
+    """An Immunization (vaccineCode, occurrence) or Procedure (code, performed)."""
+    concept = _dict(res.get(concept_key))
+    if not _text_of(concept):
+        lim.problems.add(f"{lim.path}.{concept_key}", "needs a code or a text")
+        return None
+    when = (
+        res.get(f"{when_key}DateTime")
+        or res.get(f"{when_key}String")
+        or _dict(res.get(f"{when_key}Period")).get("start")
+    )
+    return {
+        "code": _first_code(concept),
+        "display": lim.fit(_text_of(concept), 300, concept_key),
+        "status": lim.fit(str(res["status"]), 32, "status"),
+        column: lim.fit(str(when) if when else None, 32, when_key),
+    }
+
+
 def _category(res: Mapping[str, Any]) -> str:
     codes = [
         str(c["code"])
@@ -524,7 +548,7 @@ def parse_bundle(data: Any) -> ParsedBundle:
         path = f"entry[{n}].resource"
         own = _Problems()
         lim = _Limits(own, path)
-        subject = "patient" if kind == "AllergyIntolerance" else "subject"
+        subject = "patient" if kind in ("AllergyIntolerance", "Immunization") else "subject"
         if _dict(res.get(subject)).get("reference") not in patient_refs:
             own.add(f"{path}.{subject}", "must refer to the Bundle's Patient")
         source = _source(entry, res)
@@ -539,7 +563,9 @@ def parse_bundle(data: Any) -> ParsedBundle:
             continue
         seen.add(source)
         new: list[Item] = []
-        concept = _dict(res.get("medicationCodeableConcept") or res.get("code"))
+        concept = _dict(
+            res.get("medicationCodeableConcept") or res.get("vaccineCode") or res.get("code")
+        )
         if kind == "DiagnosticReport":
             # Read through its results, which are Observations of the Bundle.
             continue
@@ -551,6 +577,10 @@ def parse_bundle(data: Any) -> ParsedBundle:
                 if kind == "AllergyIntolerance"
                 else "medications"
                 if kind.startswith("Medication")
+                else "immunizations"
+                if kind == "Immunization"
+                else "procedures"
+                if kind == "Procedure"
                 else "observations"
             )
             placeholders.setdefault(table, []).append(_text_of(concept) or "")
@@ -567,6 +597,14 @@ def parse_bundle(data: Any) -> ParsedBundle:
             values = _allergy(res, lim)
             if values is not None:
                 new.append(Item(table="allergies", source=source, values=values))
+        elif kind == "Immunization":
+            values = _event(res, lim, "vaccineCode", "occurrence", "occurred")
+            if values is not None:
+                new.append(Item(table="immunizations", source=source, values=values))
+        elif kind == "Procedure":
+            values = _event(res, lim, "code", "performed", "performed")
+            if values is not None:
+                new.append(Item(table="procedures", source=source, values=values))
         else:
             status = str(res["status"])
             withdrawn_by = next(

@@ -452,6 +452,8 @@ SECTIONS = (
         "History of medication use",
         ("MedicationStatement", "MedicationRequest"),
     ),
+    ("疫苗接种 Immunizations", "11369-6", "History of Immunization", ("Immunization",)),
+    ("手术操作 Procedures", "47519-4", "History of Procedures", ("Procedure",)),
     ("检查检验 Results", "30954-2", "Relevant diagnostic tests/laboratory data", ("Observation",)),
     ("会诊意见 Consultation opinion", "11488-4", "Consult note", ("DiagnosticReport",)),
     ("资料 Documents and recordings", "55107-7", "Addendum", ("DocumentReference", "Media")),

@@ -7,6 +7,7 @@ Reference they are given.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from records.fhir_common import ICD10_SYSTEM, OBSERVATION_CATEGORY, RESIDENT_ID_SYSTEM, instant
@@ -201,7 +202,44 @@ def summary_resources(s: Summary, subject: dict[str, Any]) -> list[dict[str, Any
         out.append(resource)
     for obs in s.observations:
         out.append(observation_resource(obs, subject))
+    for imm in s.immunizations:
+        resource = {
+            "resourceType": "Immunization",
+            "id": imm.id,
+            "status": imm.status,
+            "vaccineCode": _concept(imm.code, imm.display),
+            "patient": subject,
+            "recorded": instant(imm.recorded_at),
+        }
+        # occurrence[x] is required: the date as given, else "unknown" as text.
+        if imm.occurred and _is_datetime(imm.occurred):
+            resource["occurrenceDateTime"] = imm.occurred
+        else:
+            resource["occurrenceString"] = imm.occurred or "unknown"
+        out.append(resource)
+    for proc in s.procedures:
+        resource = {
+            "resourceType": "Procedure",
+            "id": proc.id,
+            "status": proc.status,
+            "code": _concept(proc.code, proc.display),
+            "subject": subject,
+        }
+        if proc.performed and _is_datetime(proc.performed):
+            resource["performedDateTime"] = proc.performed
+        elif proc.performed:
+            resource["performedString"] = proc.performed
+        out.append(resource)
     return out
+
+
+_DATETIME = re.compile(
+    r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?)?)?$"
+)
+
+
+def _is_datetime(value: str) -> bool:
+    return bool(_DATETIME.match(value))
 
 
 def observation_resource(obs: ObservationRow, subject: dict[str, Any]) -> dict[str, Any]:

@@ -383,6 +383,33 @@ observations = sa.Table(
     sa.Column("status", sa.String(32), nullable=True),
 )
 
+
+immunizations = sa.Table(
+    "immunizations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
+    sa.Column("source", sa.String(200), nullable=True),
+    sa.Column("code", sa.String(64), nullable=True),
+    sa.Column("display", sa.String(300), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("occurred", sa.String(32), nullable=True),
+    sa.Column("recorded_at", TS, nullable=False),
+)
+
+procedures = sa.Table(
+    "procedures",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
+    sa.Column("source", sa.String(200), nullable=True),
+    sa.Column("code", sa.String(64), nullable=True),
+    sa.Column("display", sa.String(300), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("performed", sa.String(32), nullable=True),
+    sa.Column("recorded_at", TS, nullable=False),
+)
+
 roster = sa.Table(
     "roster",
     metadata,

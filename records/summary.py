@@ -31,9 +31,11 @@ from records.schema import (
     consultation_invitees,
     consultations,
     documents,
+    immunizations,
     medications,
     observations,
     opinions,
+    procedures,
 )
 from records.store import new_id
 
@@ -44,12 +46,19 @@ WITHDRAWN_VERIFICATION = frozenset({"entered-in-error", "refuted"})
 WITHDRAWN_MEDICATION = frozenset({"entered-in-error", "not-taken", "cancelled", "draft"})
 WITHDRAWN_OBSERVATION = frozenset({"entered-in-error", "cancelled"})
 
-SummaryTable = Literal["conditions", "medications", "allergies", "observations"]
+# An immunization or procedure that was not done is not one the patient had.
+WITHDRAWN_EVENT = frozenset({"entered-in-error", "not-done"})
+
+SummaryTable = Literal[
+    "conditions", "medications", "allergies", "observations", "immunizations", "procedures"
+]
 TABLES: dict[SummaryTable, sa.Table] = {
     "conditions": conditions,
     "medications": medications,
     "allergies": allergies,
     "observations": observations,
+    "immunizations": immunizations,
+    "procedures": procedures,
 }
 
 
@@ -167,6 +176,42 @@ class ObservationRow(Row):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ImmunizationRow(Row):
+    """A vaccination given (or recorded as not given)."""
+
+    id: str
+    source: str | None
+    code: str | None
+    display: str
+    status: str
+    occurred: str | None
+    recorded_at: datetime
+
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error or not done: not a vaccination the patient had."""
+        return self.status in WITHDRAWN_EVENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcedureRow(Row):
+    """A procedure performed (an operation, an examination, a therapy)."""
+
+    id: str
+    source: str | None
+    code: str | None
+    display: str
+    status: str
+    performed: str | None
+    recorded_at: datetime
+
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error or not done: not a procedure the patient had."""
+        return self.status in WITHDRAWN_EVENT
+
+
+@dataclass(frozen=True, kw_only=True)
 class Summary:
     """Everything stored in a patient's structured summary."""
 
@@ -174,6 +219,8 @@ class Summary:
     medications: list[MedicationRow] = field(default_factory=list)
     allergies: list[AllergyRow] = field(default_factory=list)
     observations: list[ObservationRow] = field(default_factory=list)
+    immunizations: list[ImmunizationRow] = field(default_factory=list)
+    procedures: list[ProcedureRow] = field(default_factory=list)
 
     @property
     def vitals(self) -> list[ObservationRow]:
@@ -197,6 +244,8 @@ class Summary:
             medications=[r for r in self.medications if not r.withdrawn],
             allergies=[r for r in self.allergies if not r.withdrawn],
             observations=[r for r in self.observations if not r.withdrawn],
+            immunizations=[r for r in self.immunizations if not r.withdrawn],
+            procedures=[r for r in self.procedures if not r.withdrawn],
         )
 
     def withdrawn_counts(self) -> dict[str, int]:
@@ -208,6 +257,8 @@ class Summary:
             "vitals": sum(r.withdrawn for r in self.vitals),
             "labs": sum(r.withdrawn for r in self.labs),
             "other": sum(r.withdrawn for r in self.other_observations),
+            "immunizations": sum(r.withdrawn for r in self.immunizations),
+            "procedures": sum(r.withdrawn for r in self.procedures),
         }
 
 
@@ -292,6 +343,14 @@ def read_summary(conn: sa.Connection, patient_id: str) -> Summary:
                 observations.c.effective_at.desc(),
                 observations.c.code,
             )
+        ],
+        immunizations=[
+            ImmunizationRow.from_row(r)
+            for r in rows(immunizations, immunizations.c.occurred.desc(), immunizations.c.display)
+        ],
+        procedures=[
+            ProcedureRow.from_row(r)
+            for r in rows(procedures, procedures.c.performed.desc(), procedures.c.display)
         ],
     )
 

@@ -98,6 +98,28 @@ def summary_json(full: Summary) -> dict[str, Any]:
         "vitals": [observation_json(o) for o in s.vitals],
         "labs": [observation_json(o) for o in s.labs],
         "other": [observation_json(o) for o in s.other_observations],
+        "immunizations": [
+            {
+                "id": i.id,
+                **_coded(i.code),
+                "display": i.display,
+                "status": i.status,
+                "occurred": i.occurred,
+                "source": i.source,
+            }
+            for i in s.immunizations
+        ],
+        "procedures": [
+            {
+                "id": p.id,
+                **_coded(p.code),
+                "display": p.display,
+                "status": p.status,
+                "performed": p.performed,
+                "source": p.source,
+            }
+            for p in s.procedures
+        ],
     }
 
 

@@ -144,6 +144,10 @@ RECORDS_STRINGS: dict[str, str] = {
     "records.summary.labs": N_("Laboratory results"),
     "records.summary.none": N_("None recorded."),
     "records.summary.other": N_("Other observations"),
+    "records.summary.immunizations": N_("Immunizations"),
+    "records.summary.procedures": N_("Procedures"),
+    "records.status.preparation": N_("In preparation"),
+    "records.status.in-progress": N_("In progress"),
     "records.summary.withdrawn": N_(
         "Not shown: %(count)s, withdrawn by the source (entered in error, refuted or cancelled)."
     ),

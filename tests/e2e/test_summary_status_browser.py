@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 
 from ..scenario import Scenario
-from ..web.test_summary_status import _bundle, allergy, condition, glucose, medication, systolic
+from ..web.test_summary_status import (
+    _bundle,
+    allergy,
+    condition,
+    glucose,
+    immunization,
+    medication,
+    procedure,
+    systolic,
+)
 from .test_screenshots import LOCALES, VIEWPORTS
 
 pytestmark = pytest.mark.browser
@@ -47,6 +56,8 @@ async def test_withdrawn_entries_are_counted_not_shown(
         _with_id(medication("MedicationRequest", "cancelled"), "m2"),
         glucose("cancelled"),  # 30 mmol/L: never shown, never flagged
         systolic("preliminary"),
+        immunization("completed"),
+        procedure("not-done"),
     )
     status, data = await made.clinic.post(f"/api/patients/{made.patient_id}/fhir", bundle)
     assert status == 200, data
@@ -62,11 +73,14 @@ async def test_withdrawn_entries_are_counted_not_shown(
             assert await box.locator('tr[data-code="1558-6"]').count() == 0
             assert await box.locator('[data-section="allergies"] li').count() == 0
             withdrawn = box.locator(".summary-withdrawn")
-            # Diagnoses, allergies, medications and lab results each withdrew one.
-            assert await withdrawn.count() == 4
+            # Diagnoses, allergies, medications, lab results and procedures each
+            # withdrew one.
+            assert await withdrawn.count() == 5
             resolved = box.locator('li[data-code="J18.9"] .status-tag')
             assert await resolved.get_attribute("data-status") == "resolved"
             assert await box.locator('tr[data-code="8480-6"] .status-tag').count() == 1
+            assert await box.locator('[data-section="immunizations"] li').count() == 1
+            assert await box.locator('[data-section="procedures"] li').count() == 0
             await page.locator("#records-summary").screenshot(
                 path=str(screenshots_dir / f"summary-status-{locale}-{vp_name}.png")
             )

@@ -14,7 +14,15 @@ from ..fhir_invariants import violations
 from ..scenario import Scenario
 from .test_fhir import fetch_bundle, full_consultation, resources
 from .test_fhir_samples import load, post_bundle, shown_counts
-from .test_summary_status import _bundle, allergy, condition, glucose, medication
+from .test_summary_status import (
+    _bundle,
+    allergy,
+    condition,
+    glucose,
+    immunization,
+    medication,
+    procedure,
+)
 
 
 async def test_the_checker_catches_what_fhir_resources_lets_through() -> None:
@@ -48,6 +56,8 @@ async def test_the_full_export_passes_the_r4_invariants(
             allergy("refuted"),
             medication("MedicationRequest", "cancelled"),
             glucose("entered-in-error"),
+            immunization("completed"),
+            procedure("not-done"),
         ),
     )
     assert status == 200

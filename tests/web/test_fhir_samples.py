@@ -22,7 +22,14 @@ import pytest
 import sqlalchemy as sa
 
 from records.fhir_in import NONE_KNOWN_SNOMED, parse_datetime
-from records.schema import allergies, conditions, medications, observations
+from records.schema import (
+    allergies,
+    conditions,
+    immunizations,
+    medications,
+    observations,
+    procedures,
+)
 from web.keys import DB
 from web.settings import Settings
 
@@ -42,6 +49,8 @@ WITHDRAWN = {
     "AllergyIntolerance": {"entered-in-error", "refuted"},
     "Medication": {"entered-in-error", "not-taken", "cancelled", "draft"},
     "Observation": {"entered-in-error", "cancelled"},
+    "Immunization": {"entered-in-error", "not-done"},
+    "Procedure": {"entered-in-error", "not-done"},
 }
 IPS_ABSENT = "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips"
 
@@ -66,7 +75,14 @@ def _verification(res: dict[str, Any]) -> str | None:
 
 def expected_counts(bundle: dict[str, Any]) -> dict[str, int]:
     """What the summary should list per kind, counted straight from the Bundle."""
-    counts = {"conditions": 0, "medications": 0, "allergies": 0, "observations": 0}
+    counts = {
+        "conditions": 0,
+        "medications": 0,
+        "allergies": 0,
+        "observations": 0,
+        "immunizations": 0,
+        "procedures": 0,
+    }
     for entry in bundle.get("entry", []):
         res = entry["resource"]
         kind = res["resourceType"]
@@ -80,6 +96,12 @@ def expected_counts(bundle: dict[str, Any]) -> dict[str, int]:
             concept = res.get("medicationCodeableConcept", {})
             if not _placeholder(concept) and res["status"] not in WITHDRAWN["Medication"]:
                 counts["medications"] += 1
+        elif kind == "Immunization":
+            if not _placeholder(res["vaccineCode"]) and res["status"] not in WITHDRAWN[kind]:
+                counts["immunizations"] += 1
+        elif kind == "Procedure":
+            if not _placeholder(res["code"]) and res["status"] not in WITHDRAWN[kind]:
+                counts["procedures"] += 1
         elif kind == "Observation" and res["status"] not in WITHDRAWN[kind]:
             if any(key.startswith("value") for key in res):
                 counts["observations"] += 1
@@ -96,13 +118,15 @@ def shown_counts(summary: dict[str, Any]) -> dict[str, int]:
         "medications": len(summary["medications"]),
         "allergies": len(summary["allergies"]),
         "observations": len(summary["vitals"]) + len(summary["labs"]) + len(summary["other"]),
+        "immunizations": len(summary["immunizations"]),
+        "procedures": len(summary["procedures"]),
     }
 
 
 async def stored(app: Any) -> int:
     async with app[DB].read() as conn:
         total = 0
-        for table in (conditions, medications, allergies, observations):
+        for table in (conditions, medications, allergies, observations, immunizations, procedures):
             total += (
                 await conn.execute(sa.select(sa.func.count()).select_from(table))
             ).scalar_one()
@@ -131,7 +155,7 @@ async def test_published_bundles_import_as_published(scenario: Scenario, name: s
     assert shown_counts(data["summary"]) == expected_counts(bundle)
     # Everything the summary does not use is accounted for, by type.
     read = {"Patient", "Condition", "AllergyIntolerance", "Observation", "DiagnosticReport"}
-    read |= {"MedicationStatement", "MedicationRequest", "Medication"}
+    read |= {"MedicationStatement", "MedicationRequest", "Medication", "Immunization", "Procedure"}
     unused: dict[str, int] = {}
     for entry in bundle["entry"]:
         kind = entry["resource"]["resourceType"]

@@ -383,7 +383,7 @@ def _broken(change: str) -> dict[str, Any]:
     if change == "bundle_resource_type":
         bundle["resourceType"] = "Patient"
     elif change == "entry_resource_type":
-        entries.append({"resource": {"resourceType": "Procedure", "id": "p1", "status": "done"}})
+        entries.append({"resource": {"resourceType": "Claim", "id": "cl1", "status": "active"}})
     elif change == "unknown_element":
         res["cond-dm"]["severityScore"] = 3
     elif change == "missing_icd10":
@@ -460,7 +460,7 @@ async def test_what_the_summary_does_not_use_is_kept_aside_and_counted(scenario:
     bundle["type"] = "batch"
     status, data = await import_bundle(clinic, pid, bundle)
     assert status == 200, data
-    assert data["imported"]["not_used"] == {"Procedure": 1, "Encounter": 1}
+    assert data["imported"]["not_used"] == {"Claim": 1, "Encounter": 1}
     assert data["imported"]["left_out"] == []
     assert sum(data["imported"]["created"].values()) == 12
 

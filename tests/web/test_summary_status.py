@@ -318,3 +318,64 @@ async def test_no_information_placeholders_are_not_entries(
     assert data["summary"][table] == []
     assert list(data["imported"]["no_information"]) == [table]
     assert data["imported"]["created"] == {}
+
+
+def immunization(status: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Immunization",
+        "id": "i",
+        "status": status,
+        "vaccineCode": {
+            "coding": [
+                {"system": "http://hl7.org/fhir/sid/cvx", "code": "140", "display": "Influenza"}
+            ]
+        },
+        "patient": SUBJECT,
+        "occurrenceDateTime": "2025-10-01",
+    }
+
+
+def procedure(status: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Procedure",
+        "id": "pr",
+        "status": status,
+        "code": {"text": "冠状动脉造影"},
+        "subject": SUBJECT,
+        "performedDateTime": "2024-05-06T10:00:00+08:00",
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"), [("completed", True), ("not-done", False), ("entered-in-error", False)]
+)
+async def test_immunization_by_status(scenario: Scenario, status: str, shown: bool) -> None:
+    summary, bundle = await _summary_and_export(scenario, immunization(status))
+    assert len(summary["immunizations"]) == (1 if shown else 0)
+    assert summary["withdrawn"]["immunizations"] == (0 if shown else 1)
+    if shown:
+        [i] = summary["immunizations"]
+        assert (i["display"], i["occurred"], i["status"]) == ("Influenza", "2025-10-01", status)
+    assert [r["status"] for r in _exported(bundle, "Immunization")] == [status]
+
+
+PROCEDURE_STATUSES = [
+    ("preparation", True),
+    ("in-progress", True),
+    ("on-hold", True),
+    ("stopped", True),
+    ("completed", True),
+    ("unknown", True),
+    ("not-done", False),
+    ("entered-in-error", False),
+]
+
+
+@pytest.mark.parametrize(("status", "shown"), PROCEDURE_STATUSES)
+async def test_procedure_by_status(scenario: Scenario, status: str, shown: bool) -> None:
+    summary, bundle = await _summary_and_export(scenario, procedure(status))
+    assert len(summary["procedures"]) == (1 if shown else 0)
+    assert summary["withdrawn"]["procedures"] == (0 if shown else 1)
+    [exported] = _exported(bundle, "Procedure")
+    assert exported["status"] == status
+    assert exported["performedDateTime"] == "2024-05-06T10:00:00+08:00"

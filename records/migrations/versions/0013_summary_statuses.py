@@ -11,6 +11,8 @@ status are new columns (NULL for rows imported before: they were imported as
 facts, and the old importer refused nothing by status). A diagnosis may now be
 coded in SNOMED CT or ICD-11 as well as ICD-10, stored as ``system|code`` (see
 ``records.summary.join_code``), so its code column is as wide as the others.
+Immunizations and procedures, which published Bundles carry, get tables of their
+own in the summary.
 """
 
 from __future__ import annotations
@@ -24,7 +26,29 @@ branch_labels = None
 depends_on = None
 
 
+def _summary_table(name: str, when: str) -> None:
+    op.create_table(
+        name,
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("patient_id", sa.String(length=32), nullable=False),
+        sa.Column("source", sa.String(length=200), nullable=True),
+        sa.Column("code", sa.String(length=64), nullable=True),
+        sa.Column("display", sa.String(length=300), nullable=False),
+        sa.Column("status", sa.String(length=32), nullable=False),
+        sa.Column(when, sa.String(length=32), nullable=True),
+        sa.Column("recorded_at", sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["patients.id"], name=op.f(f"fk_{name}_patient_id_patients")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{name}")),
+    )
+    with op.batch_alter_table(name, schema=None) as batch_op:
+        batch_op.create_index(batch_op.f(f"ix_{name}_patient_id"), ["patient_id"], unique=False)
+
+
 def upgrade() -> None:
+    _summary_table("immunizations", "occurred")
+    _summary_table("procedures", "performed")
     with op.batch_alter_table("conditions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("verification_status", sa.String(length=32), nullable=True))
         batch_op.alter_column(
@@ -38,6 +62,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("procedures")
+    op.drop_table("immunizations")
     # Rows coded other than in ICD-10 do not fit the older column: they go, with
     # the statuses (the older code would show them as facts).
     op.execute(sa.text("DELETE FROM conditions WHERE length(code) > 32"))

@@ -77,7 +77,7 @@ function rangeText(range, unit) {
 const STATUS_LABELS = new Set([
   "active", "recurrence", "relapse", "inactive", "remission", "resolved", "unconfirmed",
   "provisional", "differential", "completed", "intended", "stopped", "on-hold", "unknown",
-  "registered", "preliminary", "amended", "corrected",
+  "registered", "preliminary", "amended", "corrected", "preparation", "in-progress",
 ]);
 function statusTag(status, plain) {
   if (!status || plain.includes(status)) return null;
@@ -675,7 +675,9 @@ export class RecordsPanel {
   }
 
   summaryView(s) {
-    const keys = ["conditions", "medications", "allergies", "vitals", "labs", "other"];
+    const keys = [
+      "conditions", "medications", "allergies", "vitals", "labs", "other", "immunizations", "procedures",
+    ];
     const withdrawn = s.withdrawn || {};
     const count = keys.reduce(
       (n, key) => n + (s[key] || []).length + (withdrawn[key] || 0),
@@ -735,6 +737,17 @@ export class RecordsPanel {
           : null,
       ),
     );
+    // Procedures and vaccinations: what, when, and a status unless completed.
+    const events = (items, when) =>
+      listOf(items, (item) =>
+        el(
+          "li",
+          { dataset: { code: item.code || "" } },
+          el("span", { class: "summary-name", text: item.display || "" }),
+          statusTag(item.status, ["completed"]),
+          item[when] ? el("span", { class: "muted small", text: item[when] }) : null,
+        ),
+      );
     return [
       section("conditions", conditions),
       section("allergies", allergies),
@@ -744,6 +757,8 @@ export class RecordsPanel {
       ...((s.other || []).length || withdrawn.other
         ? [section("other", this.observationTable(s.other || [], none))]
         : []),
+      section("procedures", events(s.procedures || [], "performed")),
+      section("immunizations", events(s.immunizations || [], "occurred")),
     ];
   }
 
