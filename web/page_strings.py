@@ -149,7 +149,8 @@ RECORDS_STRINGS: dict[str, str] = {
     "records.status.preparation": N_("In preparation"),
     "records.status.in-progress": N_("In progress"),
     "records.summary.withdrawn": N_(
-        "Not shown: %(count)s, withdrawn by the source (entered in error, refuted or cancelled)."
+        "Not shown: %(count)s that the source marked entered in error, refuted, "
+        "cancelled or not done."
     ),
     "records.status.active": N_("Active"),
     "records.status.recurrence": N_("Recurrence"),
