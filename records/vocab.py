@@ -223,6 +223,7 @@ class ErrorCode(StrEnum):
     SCAN_UNAVAILABLE = "scan_unavailable"
     INVALID_FHIR = "invalid_fhir"
     PATIENT_MISMATCH = "patient_mismatch"
+    FHIR_SERVER_UNAVAILABLE = "fhir_server_unavailable"
     # the consultation report (PDF)
     REPORT_FONT_MISSING = "report_font_missing"
     # recordings

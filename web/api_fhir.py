@@ -7,12 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
+from records.fhir_common import RESIDENT_ID_SYSTEM
 from records.summary import ObservationRow, Summary, split_code
 from records.vocab import ErrorCode
+from signaling.workflow.summary import ImportResult
 from web import schemas
 from web.api_report import base_url
 from web.auth import actor
 from web.errors import api_error
+from web.fhir_client import fetch_everything
 from web.keys import DIRECTORY, OPINIONS, SETTINGS, SUMMARY
 from web.openapi import Route
 from web.payloads import body, iso, opinion_json
@@ -146,19 +149,39 @@ async def import_fhir(request: web.Request) -> web.StreamResponse:
     service = request.app[SUMMARY]
     result = await service.import_bundle(actor(request), patient_id, raw)
     summary = await service.patient_summary(actor(request), patient_id)
-    return web.json_response(
-        {
-            "imported": {
-                "bundle_type": result.bundle_type,
-                "created": result.created,
-                "updated": result.updated,
-                "left_out": [{"path": p.path, "message": p.message} for p in result.problems],
-                "not_used": result.not_used,
-                "no_information": result.no_information,
-            },
-            "summary": summary_json(summary),
-        }
+    return web.json_response({"imported": imported_json(result), "summary": summary_json(summary)})
+
+
+def imported_json(result: ImportResult) -> dict[str, Any]:
+    """What an import stored, updated, kept aside and left out (by path)."""
+    return {
+        "bundle_type": result.bundle_type,
+        "created": result.created,
+        "updated": result.updated,
+        "left_out": [{"path": p.path, "message": p.message} for p in result.problems],
+        "not_used": result.not_used,
+        "no_information": result.no_information,
+    }
+
+
+async def fetch_fhir(request: web.Request) -> web.StreamResponse:
+    """Fetch a patient's records from the hospital's FHIR server and import them."""
+    data = await body(request, schemas.FhirFetchIn)
+    settings = request.app[SETTINGS]
+    patient_id = request.match_info["patient_id"]
+    service = request.app[SUMMARY]
+    # The patient is checked before anything is asked of the server.
+    national_id = await service.resident_id(actor(request), patient_id)
+    if not settings.fhir_server_url:
+        # Not a failure of the server (a 5xx): there is none to ask.
+        raise api_error(ErrorCode.NOT_FOUND, "no FHIR server is configured", ["fhir_server_url"])
+    identifier = data.identifier or f"{RESIDENT_ID_SYSTEM}|{national_id}"
+    bundle = await fetch_everything(
+        settings.fhir_server_url, identifier, limit=settings.fhir_import_max_bytes
     )
+    result = await service.import_bundle(actor(request), patient_id, bundle)
+    summary = await service.patient_summary(actor(request), patient_id)
+    return web.json_response({"imported": imported_json(result), "summary": summary_json(summary)})
 
 
 async def patient_summary(request: web.Request) -> web.StreamResponse:
@@ -215,6 +238,14 @@ ROUTES: tuple[Route, ...] = (
         "Import a FHIR R4 Bundle into the patient's summary",
         tag="records",
         raw_body=("application/fhir+json", {"type": "object"}),
+    ),
+    Route(
+        "POST",
+        "/api/patients/{patient_id}/fhir/fetch",
+        fetch_fhir,
+        "Fetch the patient's records from the hospital's FHIR server and import them",
+        schemas.FhirFetchIn,
+        tag="records",
     ),
     Route(
         "GET",

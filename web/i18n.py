@@ -150,6 +150,9 @@ ERROR_LABELS: Mapping[ErrorCode, str] = {
     ErrorCode.SCAN_UNAVAILABLE: N_("The malware scanner is not available; try again later."),
     ErrorCode.INVALID_FHIR: N_("The imported records are not a valid FHIR R4 Bundle."),
     ErrorCode.PATIENT_MISMATCH: N_("The imported records are about another patient."),
+    ErrorCode.FHIR_SERVER_UNAVAILABLE: N_(
+        "The hospital's FHIR server is not configured or did not answer; try again later."
+    ),
     ErrorCode.REPORT_FONT_MISSING: N_(
         "The report cannot be made: the server lacks its Chinese font. Tell the administrator."
     ),

@@ -74,6 +74,7 @@ class Settings:
     recording_retention_days: int = 1096
     max_upload_bytes: int = 50 * 1024 * 1024
     fhir_import_max_bytes: int = 32 * 1024 * 1024
+    fhir_server_url: str = ""
     max_image_pixels: int = 89_478_485
     parser_memory_mb: int = 1536
     clamav_socket: Path | None = None
@@ -110,6 +111,8 @@ class Settings:
             raise SettingsError(
                 "public_url must be a site's address, as https://consult.example.org"
             )
+        if self.fhir_server_url and not self.fhir_server_url.startswith(("https://", "http://")):
+            raise SettingsError("fhir_server_url must be a FHIR server's base URL (https://...)")
         for name in (
             "session_ttl_seconds",
             "login_max_failures",

@@ -157,6 +157,12 @@ class SummaryService(Service):
             no_information=parsed.no_information,
         )
 
+    async def resident_id(self, actor: Actor, patient_id: str) -> str:
+        """The resident ID number of one of the actor's clinic's patients (what a
+        hospital's FHIR server is searched by); ``NotFound`` for anyone else's."""
+        patient = await self.write(actor, lambda tx: tx.own_patient(patient_id))
+        return patient.national_id
+
     async def patient_summary(self, actor: Actor, patient_id: str) -> Summary:
         """A patient's summary, for their clinic and anyone who may see one of their
         consultations."""
