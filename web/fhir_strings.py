@@ -23,6 +23,10 @@ FHIR_IMPORT_STRINGS: dict[str, str] = {
     "fhir.table.medications": N_("Medications"),
     "fhir.table.allergies": N_("Allergies"),
     "fhir.table.observations": N_("Vital signs and results"),
+    "fhir.table.immunizations": N_("Immunizations"),
+    "fhir.table.procedures": N_("Procedures"),
     "fhir.failed": N_("The file could not be imported."),
+    "fhir.fetching": N_("Fetching the records from the FHIR server…"),
+    "fhir.fetch_failed": N_("The records could not be fetched."),
     "fhir.too_large": N_("The file is larger than this server accepts."),
 }

@@ -287,6 +287,7 @@ async def clinic_page(request: web.Request) -> web.StreamResponse:
         page="clinic",
         session=session,
         extra_strings=FHIR_IMPORT_STRINGS,
+        page_data={"fhir_server": bool(request.app[SETTINGS].fhir_server_url)},
     )
 
 

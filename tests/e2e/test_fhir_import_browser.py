@@ -5,12 +5,19 @@ dialog in both languages at phone and desktop width go to ``screenshots/``."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from web.settings import Settings
+
+from ..conftest import make_settings
 from ..scenario import Scenario
+from ..web.test_fhir_fetch import FakeFhir
 from .test_screenshots import LOCALES, VIEWPORTS
 
 pytestmark = pytest.mark.browser
@@ -81,3 +88,46 @@ async def test_a_file_that_is_not_fhir_says_why(
     assert "send a FHIR Bundle" in (await error.text_content() or "")
     assert await page.locator("#fhir-report").is_hidden()
     await context.close()
+
+
+@pytest.fixture
+async def fake_fhir() -> AsyncIterator[FakeFhir]:
+    fake = FakeFhir()
+    app = web.Application()
+    app.router.add_get("/fhir/Patient", fake.search)
+    app.router.add_get("/fhir/Patient/{id}/$everything", fake.everything)
+    fake.server = TestServer(app)
+    await fake.server.start_server()
+    yield fake
+    await fake.server.close()
+
+
+class TestFromTheServer:
+    @pytest.fixture
+    def settings(self, tmp_path: Path, demo_database: str, fake_fhir: FakeFhir) -> Settings:
+        return make_settings(tmp_path, database_url=demo_database, fhir_server_url=fake_fhir.url())
+
+    async def test_fetch_from_the_hospitals_server(
+        self, open_as: Any, scenario: Scenario, fake_fhir: FakeFhir, screenshots_dir: Path
+    ) -> None:
+        pid = await scenario.patient()
+        conditions = sum(
+            e["resource"]["resourceType"] == "Condition" for e in fake_fhir.bundle["entry"]
+        )
+        for locale in LOCALES:
+            for vp_name, viewport in VIEWPORTS.items():
+                context, page, problems = await open_as("clinic1", locale=locale, viewport=viewport)
+                await page.locator(
+                    f'tr[data-patient-id="{pid}"] [data-action="fhir-import"]'
+                ).click()
+                await page.click("#fhir-fetch-submit")
+                report = page.locator("#fhir-report")
+                await report.wait_for(state="visible")
+                count = report.locator('.fhir-counts li[data-kind="conditions"] strong').first
+                assert await count.text_content() == str(conditions)
+                await page.locator("#fhir-dialog").screenshot(
+                    path=str(screenshots_dir / f"fhir-fetch-{locale}-{vp_name}.png")
+                )
+                assert await problems.collect(page) == []
+                await context.close()
+        assert len(fake_fhir.searched) == 4

@@ -2,10 +2,10 @@
 // structured summary, sent with progress, answered with what was and was not
 // imported (issue 14). Only the patient's clinic sees the button.
 
-import { ApiError, csrfToken } from "./api.js";
+import { ApiError, csrfToken, post } from "./api.js";
 import { $, el, t, toast, wireDialog } from "./ui.js";
 
-const TABLES = ["conditions", "medications", "allergies", "observations"];
+const TABLES = ["conditions", "medications", "allergies", "observations", "immunizations", "procedures"];
 // Most problems listed one by one; the rest are counted.
 const SHOWN_PROBLEMS = 20;
 
@@ -145,6 +145,35 @@ function send(file) {
   });
   xhr.send(file);
 }
+
+async function fetchFromServer() {
+  errorBox.hidden = true;
+  report.hidden = true;
+  const identifier = $("fhir-identifier").value.trim();
+  progress.hidden = false;
+  bar.removeAttribute("value"); // indeterminate: the server's pages are not counted ahead
+  progressText.textContent = t("fhir.fetching");
+  submit.disabled = true;
+  $("fhir-fetch-submit").disabled = true;
+  try {
+    const { imported } = await post(
+      `/api/patients/${encodeURIComponent(patientId)}/fhir/fetch`,
+      identifier ? { identifier } : {},
+    );
+    toast(t("fhir.done"));
+    renderReport(imported);
+  } catch (err) {
+    console.warn("fhir fetch", err && err.code);
+    showError(err && err.message ? `${t("fhir.fetch_failed")} ${err.message}` : t("fhir.fetch_failed"));
+  } finally {
+    progress.hidden = true;
+    bar.value = 0;
+    submit.disabled = false;
+    $("fhir-fetch-submit").disabled = false;
+  }
+}
+
+if ($("fhir-fetch-submit")) $("fhir-fetch-submit").addEventListener("click", fetchFromServer);
 
 if (form) {
   form.addEventListener("submit", (event) => {
