@@ -21,7 +21,7 @@ as entries.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -469,7 +469,7 @@ def _keys(entry: Mapping[str, Any], res: Mapping[str, Any]) -> set[str]:
     return keys
 
 
-def parse_bundle(data: Any) -> ParsedBundle:
+def parse_bundle(data: Any, known_problems: Sequence[Problem] = ()) -> ParsedBundle:
     """Read a Bundle of any type into summary rows, leaving out what cannot be read.
 
     Every resource the summary reads is validated with fhir.resources (R4B) and by
@@ -498,7 +498,8 @@ def parse_bundle(data: Any) -> ParsedBundle:
     problems.raise_any()
 
     not_used: dict[str, int] = {}
-    left_out: list[Problem] = []
+    # Found before (resources of an XML Bundle that could not be read).
+    left_out: list[Problem] = list(known_problems)
     resources: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
     for n, entry in enumerate(entries):
         res = entry.get("resource")

@@ -21,6 +21,7 @@ from web.openapi import Route
 from web.payloads import body, iso, opinion_json
 
 FHIR_JSON = "application/fhir+json"
+FHIR_XML_TYPES = ("application/fhir+xml", "application/xml", "text/xml")
 
 
 def _coded(stored: str | None) -> dict[str, Any]:
@@ -128,9 +129,11 @@ def summary_json(full: Summary) -> dict[str, Any]:
 
 async def import_fhir(request: web.Request) -> web.StreamResponse:
     """Import a FHIR R4 Bundle from the county EMR into a patient's summary."""
-    if request.content_type not in ("application/json", FHIR_JSON):
+    xml = request.content_type in FHIR_XML_TYPES
+    if request.content_type not in ("application/json", FHIR_JSON) and not xml:
         raise api_error(
-            ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"send the Bundle as {FHIR_JSON} or application/json"
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"send the Bundle as {FHIR_JSON} (or application/json) or as application/fhir+xml",
         )
     # Read in chunks up to the configured size (published Bundles run to several
     # MiB, beyond the API's usual body limit); parsed by the service only once
@@ -147,7 +150,7 @@ async def import_fhir(request: web.Request) -> web.StreamResponse:
     raw = bytes(buf)
     patient_id = request.match_info["patient_id"]
     service = request.app[SUMMARY]
-    result = await service.import_bundle(actor(request), patient_id, raw)
+    result = await service.import_bundle(actor(request), patient_id, raw, xml=xml)
     summary = await service.patient_summary(actor(request), patient_id)
     return web.json_response({"imported": imported_json(result), "summary": summary_json(summary)})
 
@@ -237,7 +240,7 @@ ROUTES: tuple[Route, ...] = (
         import_fhir,
         "Import a FHIR R4 Bundle into the patient's summary",
         tag="records",
-        raw_body=("application/fhir+json", {"type": "object"}),
+        raw_body=("application/fhir+json", {"type": "object"}),  # or application/fhir+xml
     ),
     Route(
         "POST",

@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from records import fhir_in, fhir_out, store, summary
+from records import fhir_in, fhir_out, fhir_xml, store, summary
 from records.errors import InvalidFhir
 from records.models import Patient
 from records.store import lookups
@@ -81,7 +81,7 @@ class SummaryService(Service):
     """Import, read and export a patient's shared record."""
 
     async def import_bundle(
-        self, actor: Actor, patient_id: str, data: bytes | dict[str, Any]
+        self, actor: Actor, patient_id: str, data: bytes | dict[str, Any], *, xml: bool = False
     ) -> ImportResult:
         """Store the summary rows of a FHIR Bundle sent for one of the clinic's patients.
 
@@ -93,6 +93,7 @@ class SummaryService(Service):
         Args:
             data: the Bundle as the request's bytes (parsed here, after the access
                 check), or already parsed.
+            xml: the bytes are FHIR's XML form rather than JSON.
 
         Raises:
             NotFound: not a patient of the actor's clinic.
@@ -104,11 +105,14 @@ class SummaryService(Service):
         # The patient is checked first, so that a stranger learns nothing from how
         # their Bundle would have been judged, and costs no parsing.
         patient = await self.write(actor, lambda tx: tx.own_patient(patient_id))
-        if isinstance(data, bytes):
-            data = bundle_json(data)
-        # Validation is CPU work on a body of up to a megabyte: off the event loop.
+        known: list[fhir_in.Problem] = []
         try:
-            parsed = await asyncio.to_thread(fhir_in.parse_bundle, data)
+            if isinstance(data, bytes) and xml:
+                data, known = await asyncio.to_thread(fhir_xml.bundle_from_xml, data)
+            elif isinstance(data, bytes):
+                data = bundle_json(data)
+            # Validation is CPU work on a body of megabytes: off the event loop.
+            parsed = await asyncio.to_thread(fhir_in.parse_bundle, data, known)
         except InvalidFhir as exc:
             raise Invalid(exc.message, code=exc.code, fields=exc.fields) from exc
         # Without a resident ID number (most published Bundles, none Chinese) the

@@ -296,3 +296,63 @@ async def test_the_default_size_takes_a_bundle_over_one_mebibyte(scenario: Scena
         headers={"X-CSRF-Token": clinic.csrf, "Content-Type": "application/fhir+json"},
     )
     assert resp.status == 200, await resp.text()
+
+
+async def post_xml(clinic: Any, pid: str, raw: bytes) -> tuple[int, Any]:
+    resp = await clinic.client.post(
+        f"/api/patients/{pid}/fhir",
+        data=io.BytesIO(raw),
+        headers={"X-CSRF-Token": clinic.csrf, "Content-Type": "application/fhir+xml"},
+    )
+    return resp.status, await resp.json()
+
+
+async def test_the_published_xml_form_imports_like_the_json(scenario: Scenario) -> None:
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
+    raw = (DATA / "ips-IPS-examples-Bundle-01.xml").read_bytes()
+    status, data = await post_xml(clinic, pid, raw)
+    assert status == 200, data
+    assert data["imported"]["left_out"] == []
+    assert data["imported"]["bundle_type"] == "document"
+    json_form = load("ips-IPS-examples-Bundle-01")
+    assert shown_counts(data["summary"]) == expected_counts(json_form)
+    names = sorted(m["display"] for m in data["summary"]["medications"])
+    assert len(names) == 2
+
+
+async def test_an_invalid_resource_in_xml_is_reported_by_path(scenario: Scenario) -> None:
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
+    raw = (DATA / "ips-IPS-examples-Bundle-01.xml").read_bytes()
+    # An Observation's time that is no date: that one resource is left out.
+    broken = raw.replace(
+        b'<effectiveDateTime value="2015-10-10"/>', b'<effectiveDateTime value="soon"/>', 1
+    )
+    assert broken != raw
+    status, data = await post_xml(clinic, pid, broken)
+    assert status == 200, data
+    [problem] = {p["path"].split(".resource")[0] for p in data["imported"]["left_out"]}
+    assert problem.startswith("entry[")
+    assert shown_counts(data["summary"])["conditions"] == 2
+
+
+async def test_xml_entities_are_not_expanded(scenario: Scenario, app: Any) -> None:
+    clinic = await scenario.user("clinic1")
+    pid = await scenario.patient()
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE b [<!ENTITY a "aaaaaaaaaa">'
+        b'<!ENTITY c "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+        b'<!ENTITY d SYSTEM "file:///etc/passwd">]>'
+        b'<Bundle xmlns="http://hl7.org/fhir"><type value="collection"/>'
+        b'<entry><resource><Patient><id value="p"/><name><text value="&c;&d;"/></name>'
+        b"</Patient></resource></entry></Bundle>"
+    )
+    status, data = await post_xml(clinic, pid, bomb)
+    assert status in (200, 400), data
+    assert "root:" not in json_text(data)
+    assert await stored(app) == 0
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data)

@@ -504,9 +504,14 @@ async def test_not_json_and_not_a_bundle(scenario: Scenario) -> None:
     pid = await scenario.patient()
     url = f"/api/patients/{pid}/fhir"
     resp = await clinic.client.post(
-        url, data=b"<Bundle/>", headers={"X-CSRF-Token": clinic.csrf, "Content-Type": "text/xml"}
+        url, data=b"<Bundle/>", headers={"X-CSRF-Token": clinic.csrf, "Content-Type": "text/plain"}
     )
     assert resp.status == 415
+    # XML is FHIR's other form, but this one is not in FHIR's namespace.
+    resp = await clinic.client.post(
+        url, data=b"<Bundle/>", headers={"X-CSRF-Token": clinic.csrf, "Content-Type": "text/xml"}
+    )
+    assert (resp.status, (await resp.json())["error"]["code"]) == (400, "invalid_fhir")
     resp = await clinic.client.post(
         url,
         data=b"{not json",

@@ -108,7 +108,9 @@ function send(file) {
   const xhr = new XMLHttpRequest();
   xhr.open("POST", `/api/patients/${encodeURIComponent(patientId)}/fhir`);
   xhr.setRequestHeader("Accept", "application/json");
-  xhr.setRequestHeader("Content-Type", "application/fhir+json");
+  // FHIR's XML form by its name or type; JSON otherwise.
+  const isXml = /\.xml$/i.test(file.name) || /xml/.test(file.type || "");
+  xhr.setRequestHeader("Content-Type", isXml ? "application/fhir+xml" : "application/fhir+json");
   xhr.setRequestHeader("X-CSRF-Token", csrfToken());
   xhr.upload.addEventListener("progress", (event) => {
     if (!event.lengthComputable) return;
