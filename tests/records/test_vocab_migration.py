@@ -65,12 +65,29 @@ async def _migrate(db: Database, action: Callable[..., None], target: str) -> No
 
 
 async def _snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, in a stable order (no rows: a table a later revision adds)."""
+    """Every row of every table, in a stable order (no rows: a table a later revision
+    adds; only the columns the database has: a later revision may add some)."""
+
+    def columns(sync: sa.Connection) -> dict[str, set[str]]:
+        inspector = sa.inspect(sync)
+        return {
+            name: {c["name"] for c in inspector.get_columns(name)}
+            for name in inspector.get_table_names()
+        }
+
     async with db.read() as conn:
-        present = await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
+        present = await conn.run_sync(columns)
         return {
             table.name: sorted(
-                (tuple(row) for row in (await conn.execute(sa.select(table))).all()), key=repr
+                (
+                    tuple(row)
+                    for row in (
+                        await conn.execute(
+                            sa.select(*[c for c in table.c if c.name in present[table.name]])
+                        )
+                    ).all()
+                ),
+                key=repr,
             )
             if table.name in present
             else []
