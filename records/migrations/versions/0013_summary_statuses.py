@@ -64,9 +64,29 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("procedures")
     op.drop_table("immunizations")
-    # Rows coded other than in ICD-10 do not fit the older column: they go, with
-    # the statuses (the older code would show them as facts).
-    op.execute(sa.text("DELETE FROM conditions WHERE length(code) > 32"))
+    # The older code shows every row as a fact and reads every diagnosis code as
+    # ICD-10: rows a source withdrew, and diagnoses coded otherwise, go.
+    op.execute(
+        sa.text(
+            "DELETE FROM conditions WHERE code LIKE '%|%'"
+            " OR verification_status IN ('entered-in-error', 'refuted')"
+            " OR clinical_status = 'entered-in-error'"
+        )
+    )
+    op.execute(
+        sa.text(
+            "DELETE FROM allergies WHERE verification_status IN ('entered-in-error', 'refuted')"
+        )
+    )
+    op.execute(
+        sa.text(
+            "DELETE FROM medications"
+            " WHERE status IN ('entered-in-error', 'not-taken', 'cancelled', 'draft')"
+        )
+    )
+    op.execute(
+        sa.text("DELETE FROM observations WHERE status IN ('entered-in-error', 'cancelled')")
+    )
     with op.batch_alter_table("observations", schema=None) as batch_op:
         batch_op.drop_column("status")
     with op.batch_alter_table("allergies", schema=None) as batch_op:
