@@ -1,9 +1,13 @@
-"""FHIR out: a consultation as a FHIR R4 ``collection`` Bundle for a hospital's record.
+"""FHIR out: a consultation as a FHIR R4 Bundle for a hospital's record.
+
+A ``collection`` by default, or a ``document``: the same entries behind a
+Composition (a consult note, LOINC 11488-4) whose sections list them.
 
 The Bundle holds the request (ServiceRequest), the call (Encounter), the chat
 (Communication), the signed opinions (DiagnosticReport, or a ServiceRequest for
 a referral) with the exact bytes that were signed, the documents and recordings
-(by URL and SHA-256, not inline), and the patient's side (see
+(by absolute URL under the site's address, answered only to who may see them, and
+SHA-256; not inline), and the patient's side (see
 ``fhir_out_patient``). Resources refer to each other by stable ``urn:uuid``
 full URLs, and every one is validated before the Bundle is returned.
 """
@@ -58,6 +62,9 @@ class ExportData:
     summary: Summary
     # Whether the reader is the patient's clinic (who may see the whole ID number).
     full_national_id: bool = False
+    # The site's address: documents and recordings are linked by absolute URL
+    # under it (the API answers them only to someone who may see them).
+    base_url: str = ""
 
 
 PRIORITY = {"routine": "routine", "urgent": "urgent", "emergency": "stat"}
@@ -272,7 +279,7 @@ class _Builder:
                 {
                     "attachment": {
                         "contentType": doc.media_type,
-                        "url": f"/api/documents/{doc.id}/content",
+                        "url": f"{self.d.base_url}/api/documents/{doc.id}/content",
                         "size": doc.size,
                         "title": doc.filename,
                         "creation": instant(doc.uploaded_at),
@@ -379,7 +386,7 @@ class _Builder:
         container = "mp4" if rec.container == "mp4" else "webm"
         attachment: dict[str, Any] = {
             "contentType": f"{'video' if video else 'audio'}/{container}",
-            "url": f"/api/recordings/{rec.id}/content",
+            "url": f"{self.d.base_url}/api/recordings/{rec.id}/content",
             "title": f"part {rec.part}",
             "creation": instant(rec.started_at),
         }
@@ -433,24 +440,112 @@ def _sendable(value: Any) -> Any:
     return value
 
 
-def build_bundle(data: ExportData, *, generated_at: datetime) -> dict[str, Any]:
-    """The consultation as a FHIR R4 ``collection`` Bundle, every resource validated.
+# The Composition's sections: title, LOINC section code, and the resource types
+# whose entries it lists, in the order a reader expects them.
+SECTIONS = (
+    ("会诊申请 Reason for consultation", "42349-1", "Reason for referral", ("ServiceRequest",)),
+    ("诊断 Problems", "11450-4", "Problem list", ("Condition",)),
+    ("过敏 Allergies", "48765-2", "Allergies and adverse reactions", ("AllergyIntolerance",)),
+    (
+        "用药 Medications",
+        "10160-0",
+        "History of medication use",
+        ("MedicationStatement", "MedicationRequest"),
+    ),
+    ("疫苗接种 Immunizations", "11369-6", "History of Immunization", ("Immunization",)),
+    ("手术操作 Procedures", "47519-4", "History of Procedures", ("Procedure",)),
+    ("检查检验 Results", "30954-2", "Relevant diagnostic tests/laboratory data", ("Observation",)),
+    ("会诊意见 Consultation opinion", "11488-4", "Consult note", ("DiagnosticReport",)),
+    ("资料 Documents and recordings", "55107-7", "Addendum", ("DocumentReference", "Media")),
+    ("会诊过程 Consultation chat", "34109-9", "Note", ("Communication",)),
+    ("知情同意 Consent", "59284-0", "Patient Consent", ("Consent",)),
+)
+
+
+def _composition(data: ExportData, entries: list[dict[str, Any]], at: datetime) -> dict[str, Any]:
+    """A consult note (LOINC 11488-4) whose sections list the Bundle's entries."""
+    c = data.consultation
+    signed = [o for o in data.opinions if o.kind != "addendum"]
+    author = _person(data.people.get(signed[0].author_id)) if signed else None
+    sections = []
+    for title, code, display, kinds in SECTIONS:
+        refs = [
+            {"reference": e["fullUrl"]}
+            for e in entries
+            if e["resource"]["resourceType"] in kinds
+            # The referral is a ServiceRequest too: it belongs with the opinion.
+            and not (kinds == ("ServiceRequest",) and e["resource"]["id"] != c.id)
+        ]
+        if kinds == ("DiagnosticReport",):
+            refs += [
+                {"reference": e["fullUrl"]}
+                for e in entries
+                if e["resource"]["resourceType"] == "ServiceRequest" and e["resource"]["id"] != c.id
+            ]
+        if refs:
+            sections.append(
+                {
+                    "title": title,
+                    "code": {
+                        "coding": [{"system": "http://loinc.org", "code": code, "display": display}]
+                    },
+                    "entry": refs,
+                }
+            )
+    return {
+        "resourceType": "Composition",
+        "id": f"composition-{c.id}",
+        "identifier": {"system": LOCAL + "consultation-note", "value": c.id},
+        # Final once an opinion or referral is signed; until then a draft of the record.
+        "status": "final" if signed else "preliminary",
+        "type": {"coding": [CONSULT_NOTE], "text": "远程会诊记录"},
+        "subject": _ref("Patient", data.patient.id),
+        "encounter": _ref("Encounter", c.id),
+        "date": instant(at),
+        "author": [author or {"display": data.consulted_institution.name}],
+        "title": f"远程会诊记录 Teleconsultation note: {c.reason}",
+        "custodian": {"display": data.consulted_institution.name},
+        "section": sections,
+    }
+
+
+def build_bundle(
+    data: ExportData, *, generated_at: datetime, document: bool = False
+) -> dict[str, Any]:
+    """The consultation as a FHIR R4 Bundle, every resource validated.
 
     Args:
         data: what the service read.
         generated_at: the Bundle's timestamp.
+        document: a ``document`` Bundle (a Composition, the consult note, first,
+            whose sections list every other entry) instead of a ``collection``.
 
     Raises:
         ValidationError: a resource we built is not valid FHIR (a bug here).
     """
     entries = [_sendable(entry) for entry in _Builder(data).build()]
+    if document:
+        composition = _sendable(_composition(data, entries, generated_at))
+        entries.insert(
+            0,
+            {
+                "fullUrl": full_url("Composition", data.consultation.id),
+                "resource": composition,
+            },
+        )
     for entry in entries:
         validate(entry["resource"])
     bundle = {
         "resourceType": "Bundle",
-        "id": data.consultation.id,
-        "identifier": {"system": LOCAL + "consultation", "value": data.consultation.id},
-        "type": "collection",
+        "id": f"{data.consultation.id}-document" if document else data.consultation.id,
+        "identifier": {
+            "system": LOCAL + ("consultation-document" if document else "consultation"),
+            # A document's identifier names this version of it (bdl-9: system and value).
+            "value": f"{data.consultation.id}-{int(generated_at.timestamp())}"
+            if document
+            else data.consultation.id,
+        },
+        "type": "document" if document else "collection",
         "timestamp": instant(generated_at),
         "entry": entries,
     }

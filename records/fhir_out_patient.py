@@ -7,6 +7,7 @@ Reference they are given.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from records.fhir_common import ICD10_SYSTEM, OBSERVATION_CATEGORY, RESIDENT_ID_SYSTEM, instant
@@ -126,39 +127,55 @@ def summary_resources(s: Summary, subject: dict[str, Any]) -> list[dict[str, Any
     """
     out: list[dict[str, Any]] = []
     for cond in s.conditions:
+        system, code = split_code(cond.code)
         resource: dict[str, Any] = {
             "resourceType": "Condition",
             "id": cond.id,
             "code": {
-                "coding": [{"system": ICD10_SYSTEM, "code": cond.code, "display": cond.display}],
+                "coding": [
+                    {"system": system or ICD10_SYSTEM, "code": code, "display": cond.display}
+                ],
                 "text": cond.display,
             },
             "subject": subject,
             "recordedDate": instant(cond.recorded_at),
         }
-        if cond.clinical_status:
-            resource["clinicalStatus"] = {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                        "code": cond.clinical_status,
-                    }
-                ]
-            }
+        # con-5: an entered-in-error Condition carries no clinical status.
+        if cond.clinical_status and cond.verification_status != "entered-in-error":
+            resource["clinicalStatus"] = _status(CONDITION_CLINICAL, cond.clinical_status)
+        if cond.verification_status:
+            resource["verificationStatus"] = _status(
+                CONDITION_VERIFICATION, cond.verification_status
+            )
         if cond.onset:
             resource["onsetDateTime"] = cond.onset
         out.append(resource)
     for med in s.medications:
-        resource = {
-            "resourceType": "MedicationStatement",
-            "id": med.id,
-            "status": med.status,
-            "medicationCodeableConcept": _concept(med.code, med.display),
-            "subject": subject,
-            "dateAsserted": instant(med.recorded_at),
-        }
-        if med.dosage:
-            resource["dosage"] = [{"text": med.dosage}]
+        if med.status in REQUEST_ONLY_STATUS:
+            # A cancelled or draft order has no MedicationStatement status: it goes
+            # back as the order it was, with its own status.
+            resource = {
+                "resourceType": "MedicationRequest",
+                "id": med.id,
+                "status": med.status,
+                "intent": "order",
+                "medicationCodeableConcept": _concept(med.code, med.display),
+                "subject": subject,
+                "authoredOn": instant(med.recorded_at),
+            }
+            if med.dosage:
+                resource["dosageInstruction"] = [{"text": med.dosage}]
+        else:
+            resource = {
+                "resourceType": "MedicationStatement",
+                "id": med.id,
+                "status": med.status,
+                "medicationCodeableConcept": _concept(med.code, med.display),
+                "subject": subject,
+                "dateAsserted": instant(med.recorded_at),
+            }
+            if med.dosage:
+                resource["dosage"] = [{"text": med.dosage}]
         out.append(resource)
     for allergy in s.allergies:
         resource = {
@@ -168,6 +185,16 @@ def summary_resources(s: Summary, subject: dict[str, Any]) -> list[dict[str, Any
             "patient": subject,
             "recordedDate": instant(allergy.recorded_at),
         }
+        if allergy.verification_status != "entered-in-error":
+            # ait-1 wants a clinical status unless entered in error; a row imported
+            # before statuses were kept was shown (and so is sent) as active.
+            resource["clinicalStatus"] = _status(
+                ALLERGY_CLINICAL, allergy.clinical_status or "active"
+            )
+        if allergy.verification_status:
+            resource["verificationStatus"] = _status(
+                ALLERGY_VERIFICATION, allergy.verification_status
+            )
         if allergy.criticality:
             resource["criticality"] = allergy.criticality
         if allergy.reaction:
@@ -175,7 +202,44 @@ def summary_resources(s: Summary, subject: dict[str, Any]) -> list[dict[str, Any
         out.append(resource)
     for obs in s.observations:
         out.append(observation_resource(obs, subject))
+    for imm in s.immunizations:
+        resource = {
+            "resourceType": "Immunization",
+            "id": imm.id,
+            "status": imm.status,
+            "vaccineCode": _concept(imm.code, imm.display),
+            "patient": subject,
+            "recorded": instant(imm.recorded_at),
+        }
+        # occurrence[x] is required: the date as given, else "unknown" as text.
+        if imm.occurred and _is_datetime(imm.occurred):
+            resource["occurrenceDateTime"] = imm.occurred
+        else:
+            resource["occurrenceString"] = imm.occurred or "unknown"
+        out.append(resource)
+    for proc in s.procedures:
+        resource = {
+            "resourceType": "Procedure",
+            "id": proc.id,
+            "status": proc.status,
+            "code": _concept(proc.code, proc.display),
+            "subject": subject,
+        }
+        if proc.performed and _is_datetime(proc.performed):
+            resource["performedDateTime"] = proc.performed
+        elif proc.performed:
+            resource["performedString"] = proc.performed
+        out.append(resource)
     return out
+
+
+_DATETIME = re.compile(
+    r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?)?)?$"
+)
+
+
+def _is_datetime(value: str) -> bool:
+    return bool(_DATETIME.match(value))
 
 
 def observation_resource(obs: ObservationRow, subject: dict[str, Any]) -> dict[str, Any]:
@@ -188,11 +252,14 @@ def observation_resource(obs: ObservationRow, subject: dict[str, Any]) -> dict[s
     resource: dict[str, Any] = {
         "resourceType": "Observation",
         "id": obs.id,
-        "status": "final",
+        # Rows imported before statuses were kept were all taken as final.
+        "status": obs.status or "final",
         "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": obs.category}]}],
         "code": _concept(obs.code, obs.display),
         "subject": subject,
     }
+    if obs.category == "other":  # imported without a category: none is made up
+        del resource["category"]
     if obs.effective_at:
         resource["effectiveDateTime"] = instant(obs.effective_at)
     if obs.value_number is not None:
@@ -223,6 +290,18 @@ def observation_resource(obs: ObservationRow, subject: dict[str, Any]) -> dict[s
             }
         ]
     return resource
+
+
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+# MedicationRequest statuses that MedicationStatement does not have.
+REQUEST_ONLY_STATUS = frozenset({"cancelled", "draft"})
+
+
+def _status(system: str, code: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}]}
 
 
 def _concept(stored_code: str | None, display: str) -> dict[str, Any]:

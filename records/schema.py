@@ -389,10 +389,11 @@ conditions = sa.Table(
     sa.Column("id", ID, primary_key=True),
     sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
     sa.Column("source", sa.String(200), nullable=True),
-    sa.Column("code", sa.String(32), nullable=False),
+    sa.Column("code", sa.String(64), nullable=False),
     sa.Column("display", sa.String(300), nullable=False),
     sa.Column("clinical_status", sa.String(32), nullable=True),
     sa.Column("onset", sa.String(32), nullable=True),
+    sa.Column("verification_status", sa.String(32), nullable=True),
     sa.Column("recorded_at", TS, nullable=False),
 )
 
@@ -420,6 +421,8 @@ allergies = sa.Table(
     sa.Column("criticality", sa.String(32), nullable=True),
     sa.Column("reaction", sa.String(300), nullable=True),
     sa.Column("recorded_at", TS, nullable=False),
+    sa.Column("clinical_status", sa.String(32), nullable=True),
+    sa.Column("verification_status", sa.String(32), nullable=True),
 )
 
 observations = sa.Table(
@@ -437,6 +440,34 @@ observations = sa.Table(
     sa.Column("ref_low", sa.Float, nullable=True),
     sa.Column("ref_high", sa.Float, nullable=True),
     sa.Column("effective_at", TS, nullable=True),
+    sa.Column("recorded_at", TS, nullable=False),
+    sa.Column("status", sa.String(32), nullable=True),
+)
+
+
+immunizations = sa.Table(
+    "immunizations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
+    sa.Column("source", sa.String(200), nullable=True),
+    sa.Column("code", sa.String(64), nullable=True),
+    sa.Column("display", sa.String(300), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("occurred", sa.String(32), nullable=True),
+    sa.Column("recorded_at", TS, nullable=False),
+)
+
+procedures = sa.Table(
+    "procedures",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("patient_id", ID, sa.ForeignKey("patients.id"), nullable=False, index=True),
+    sa.Column("source", sa.String(200), nullable=True),
+    sa.Column("code", sa.String(64), nullable=True),
+    sa.Column("display", sa.String(300), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("performed", sa.String(32), nullable=True),
     sa.Column("recorded_at", TS, nullable=False),
 )
 

@@ -1,7 +1,9 @@
 """Storage of a patient's structured summary, and the reads the FHIR export needs.
 
 The summary (conditions, medications, allergies, observations) is fed by a county
-EMR's FHIR Bundle. Each row keeps the FHIR resource it came from in ``source``
+EMR's FHIR Bundle. Each row keeps its FHIR statuses; a row its source withdrew
+(entered in error, refuted, cancelled) stays stored but ``Summary.shown`` leaves it
+out of what is displayed. Each row keeps the FHIR resource it came from in ``source``
 (``"Condition/abc"``), so that importing the same Bundle again updates rows
 instead of adding copies.
 
@@ -29,18 +31,34 @@ from records.schema import (
     consultation_invitees,
     consultations,
     documents,
+    immunizations,
     medications,
     observations,
     opinions,
+    procedures,
 )
 from records.store import new_id
 
-SummaryTable = Literal["conditions", "medications", "allergies", "observations"]
+# Statuses under which a source withdraws an entry. Such a row is kept (nothing
+# stored is lost, and the export gives the status back) but never shown as a fact:
+# an entered-in-error diagnosis, a refuted allergy, a cancelled lab result.
+WITHDRAWN_VERIFICATION = frozenset({"entered-in-error", "refuted"})
+WITHDRAWN_MEDICATION = frozenset({"entered-in-error", "not-taken", "cancelled", "draft"})
+WITHDRAWN_OBSERVATION = frozenset({"entered-in-error", "cancelled"})
+
+# An immunization or procedure that was not done is not one the patient had.
+WITHDRAWN_EVENT = frozenset({"entered-in-error", "not-done"})
+
+SummaryTable = Literal[
+    "conditions", "medications", "allergies", "observations", "immunizations", "procedures"
+]
 TABLES: dict[SummaryTable, sa.Table] = {
     "conditions": conditions,
     "medications": medications,
     "allergies": allergies,
     "observations": observations,
+    "immunizations": immunizations,
+    "procedures": procedures,
 }
 
 
@@ -63,7 +81,7 @@ def split_code(stored: str | None) -> tuple[str | None, str | None]:
 
 @dataclass(frozen=True, kw_only=True)
 class ConditionRow(Row):
-    """A diagnosis (ICD-10)."""
+    """A diagnosis: a bare ICD-10 code, or ``system|code`` in SNOMED CT or ICD-11."""
 
     id: str
     source: str | None
@@ -72,6 +90,15 @@ class ConditionRow(Row):
     clinical_status: str | None
     onset: str | None
     recorded_at: datetime
+    verification_status: str | None = None
+
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error or refuted: never to be shown as a diagnosis."""
+        return (
+            self.verification_status in WITHDRAWN_VERIFICATION
+            or self.clinical_status == "entered-in-error"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +113,12 @@ class MedicationRow(Row):
     status: str
     recorded_at: datetime
 
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error, not taken, cancelled or a mere draft: not a medication
+        the patient takes or took."""
+        return self.status in WITHDRAWN_MEDICATION
+
 
 @dataclass(frozen=True, kw_only=True)
 class AllergyRow(Row):
@@ -98,6 +131,13 @@ class AllergyRow(Row):
     criticality: str | None
     reaction: str | None
     recorded_at: datetime
+    clinical_status: str | None = None
+    verification_status: str | None = None
+
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error or refuted: the patient is not known to have it."""
+        return self.verification_status in WITHDRAWN_VERIFICATION
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,17 +156,59 @@ class ObservationRow(Row):
     ref_high: float | None
     effective_at: datetime | None
     recorded_at: datetime
+    status: str | None = None
+
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error or cancelled: no result to show (or to flag)."""
+        return self.status in WITHDRAWN_OBSERVATION
 
     @property
     def flag(self) -> str | None:
         """``"L"`` below the reference range, ``"H"`` above it, else None."""
-        if self.value_number is None:
+        if self.value_number is None or self.withdrawn:
             return None
         if self.ref_low is not None and self.value_number < self.ref_low:
             return "L"
         if self.ref_high is not None and self.value_number > self.ref_high:
             return "H"
         return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImmunizationRow(Row):
+    """A vaccination given (or recorded as not given)."""
+
+    id: str
+    source: str | None
+    code: str | None
+    display: str
+    status: str
+    occurred: str | None
+    recorded_at: datetime
+
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error or not done: not a vaccination the patient had."""
+        return self.status in WITHDRAWN_EVENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcedureRow(Row):
+    """A procedure performed (an operation, an examination, a therapy)."""
+
+    id: str
+    source: str | None
+    code: str | None
+    display: str
+    status: str
+    performed: str | None
+    recorded_at: datetime
+
+    @property
+    def withdrawn(self) -> bool:
+        """Entered in error or not done: not a procedure the patient had."""
+        return self.status in WITHDRAWN_EVENT
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +219,8 @@ class Summary:
     medications: list[MedicationRow] = field(default_factory=list)
     allergies: list[AllergyRow] = field(default_factory=list)
     observations: list[ObservationRow] = field(default_factory=list)
+    immunizations: list[ImmunizationRow] = field(default_factory=list)
+    procedures: list[ProcedureRow] = field(default_factory=list)
 
     @property
     def vitals(self) -> list[ObservationRow]:
@@ -147,6 +231,35 @@ class Summary:
     def labs(self) -> list[ObservationRow]:
         """Observations of category ``laboratory``."""
         return [o for o in self.observations if o.category == "laboratory"]
+
+    @property
+    def other_observations(self) -> list[ObservationRow]:
+        """Observations of any other category (social history, surveys, ...)."""
+        return [o for o in self.observations if o.category not in ("vital-signs", "laboratory")]
+
+    def shown(self) -> Summary:
+        """The rows that may be shown as facts: withdrawn ones left out (see ``withdrawn``)."""
+        return Summary(
+            conditions=[r for r in self.conditions if not r.withdrawn],
+            medications=[r for r in self.medications if not r.withdrawn],
+            allergies=[r for r in self.allergies if not r.withdrawn],
+            observations=[r for r in self.observations if not r.withdrawn],
+            immunizations=[r for r in self.immunizations if not r.withdrawn],
+            procedures=[r for r in self.procedures if not r.withdrawn],
+        )
+
+    def withdrawn_counts(self) -> dict[str, int]:
+        """How many rows of each section are withdrawn (and so not shown)."""
+        return {
+            "conditions": sum(r.withdrawn for r in self.conditions),
+            "medications": sum(r.withdrawn for r in self.medications),
+            "allergies": sum(r.withdrawn for r in self.allergies),
+            "vitals": sum(r.withdrawn for r in self.vitals),
+            "labs": sum(r.withdrawn for r in self.labs),
+            "other": sum(r.withdrawn for r in self.other_observations),
+            "immunizations": sum(r.withdrawn for r in self.immunizations),
+            "procedures": sum(r.withdrawn for r in self.procedures),
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,6 +306,16 @@ def upsert(
     if existing is not None:
         conn.execute(t.update().where(t.c.id == existing).values(**values, recorded_at=recorded_at))
         return False
+    # Our own export names each row by its id (``Condition/<id>``): brought back,
+    # it updates that row (keeping where the row first came from) instead of
+    # adding a copy.
+    _type, _sep, own_id = source.rpartition("/")
+    own = (
+        conn.execute(sa.select(t.c.id).where(t.c.patient_id == patient_id, t.c.id == own_id))
+    ).scalar()
+    if own is not None:
+        conn.execute(t.update().where(t.c.id == own).values(**values, recorded_at=recorded_at))
+        return False
     conn.execute(
         t.insert().values(
             id=new_id(), patient_id=patient_id, source=source, recorded_at=recorded_at, **values
@@ -220,6 +343,14 @@ def read_summary(conn: sa.Connection, patient_id: str) -> Summary:
                 observations.c.effective_at.desc(),
                 observations.c.code,
             )
+        ],
+        immunizations=[
+            ImmunizationRow.from_row(r)
+            for r in rows(immunizations, immunizations.c.occurred.desc(), immunizations.c.display)
+        ],
+        procedures=[
+            ProcedureRow.from_row(r)
+            for r in rows(procedures, procedures.c.performed.desc(), procedures.c.display)
         ],
     )
 

@@ -252,6 +252,7 @@ class ErrorCode(StrEnum):
     PACS_REFUSED = "pacs_refused"
     PACS_TIMEOUT = "pacs_timeout"
     PACS_BAD_ANSWER = "pacs_bad_answer"
+    FHIR_SERVER_UNAVAILABLE = "fhir_server_unavailable"
     # the consultation report (PDF)
     REPORT_FONT_MISSING = "report_font_missing"
     # recordings

@@ -96,6 +96,7 @@ STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.MALWARE_FOUND: 422,
     # The scanner is configured but gives no verdict: fail closed.
     ErrorCode.SCAN_UNAVAILABLE: 503,
+    ErrorCode.FHIR_SERVER_UNAVAILABLE: 503,
     ErrorCode.INVALID_FHIR: 400,
     # A FHIR Bundle about another person than the one it was sent for.
     ErrorCode.PATIENT_MISMATCH: 409,

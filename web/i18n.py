@@ -175,6 +175,9 @@ ERROR_LABELS: Mapping[ErrorCode, str] = {
     ),
     ErrorCode.PACS_TIMEOUT: N_("The regional PACS did not answer in time; try again later."),
     ErrorCode.PACS_BAD_ANSWER: N_("The regional PACS sent an answer that cannot be used."),
+    ErrorCode.FHIR_SERVER_UNAVAILABLE: N_(
+        "The hospital's FHIR server is not configured or did not answer; try again later."
+    ),
     ErrorCode.REPORT_FONT_MISSING: N_(
         "The report cannot be made: the server lacks its Chinese font. Tell the administrator."
     ),

@@ -145,6 +145,33 @@ RECORDS_STRINGS: dict[str, str] = {
     "records.summary.vitals": N_("Vital signs"),
     "records.summary.labs": N_("Laboratory results"),
     "records.summary.none": N_("None recorded."),
+    "records.summary.other": N_("Other observations"),
+    "records.summary.immunizations": N_("Immunizations"),
+    "records.summary.procedures": N_("Procedures"),
+    "records.status.preparation": N_("In preparation"),
+    "records.status.in-progress": N_("In progress"),
+    "records.summary.withdrawn": N_(
+        "Not shown: %(count)s that the source marked entered in error, refuted, "
+        "cancelled or not done."
+    ),
+    "records.status.active": N_("Active"),
+    "records.status.recurrence": N_("Recurrence"),
+    "records.status.relapse": N_("Relapse"),
+    "records.status.inactive": N_("Inactive"),
+    "records.status.remission": N_("In remission"),
+    "records.status.resolved": N_("Resolved"),
+    "records.status.unconfirmed": N_("Unconfirmed"),
+    "records.status.provisional": N_("Provisional"),
+    "records.status.differential": N_("Differential"),
+    "records.status.completed": N_("Completed"),
+    "records.status.intended": N_("Intended"),
+    "records.status.stopped": N_("Stopped"),
+    "records.status.on-hold": N_("On hold"),
+    "records.status.unknown": N_("Status unknown"),
+    "records.status.registered": N_("Registered, no result yet"),
+    "records.status.preliminary": N_("Preliminary"),
+    "records.status.amended": N_("Amended"),
+    "records.status.corrected": N_("Corrected"),
     "records.summary.empty": N_(
         "No structured records were imported for this patient (diagnoses, "
         "medications, allergies, vital signs, laboratory results)."

@@ -30,6 +30,7 @@ from signaling.workflow.auth import Session
 from signaling.workflow.consultations import Frame
 from signaling.workflow.stats import STATS_ROLES
 from web.auth import actor, audit_refused
+from web.fhir_strings import FHIR_IMPORT_STRINGS
 from web.i18n import JS_STRINGS, LOCALE_COOKIE, LOCALES, N_, I18n, Localizer
 from web.keys import CLOCK, CONSULTATIONS, DIRECTORY, SESSION, SETTINGS
 from web.page_strings import CALL_STRINGS, CONSULTATION_STRINGS, RECORDS_STRINGS
@@ -286,7 +287,14 @@ async def clinic_page(request: web.Request) -> web.StreamResponse:
     """The clinic doctor's dashboard: patients, consent, requests."""
     _switch_language(request)
     session = await _require_session(request, "clinic_doctor")
-    return await render(request, "clinic.html", page="clinic", session=session)
+    return await render(
+        request,
+        "clinic.html",
+        page="clinic",
+        session=session,
+        extra_strings=FHIR_IMPORT_STRINGS,
+        page_data={"fhir_server": bool(request.app[SETTINGS].fhir_server_url)},
+    )
 
 
 async def queue_page(request: web.Request) -> web.StreamResponse:

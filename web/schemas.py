@@ -114,6 +114,13 @@ class AddendumIn(Body):
     text: Long
 
 
+class FhirFetchIn(Body):
+    """Which patient to fetch from the hospital's FHIR server: a FHIR search token
+    (``system|value``); none for the patient's resident ID number."""
+
+    identifier: Annotated[str, StringConstraints(min_length=3, max_length=300)] | None = None
+
+
 class ProbeIn(Body):
     """A pre-call network probe's offer: one data channel, all candidates gathered."""
 
@@ -280,4 +287,5 @@ ADMIN_BODIES: tuple[type[Body], ...] = (
     AccountIn,
     AccountEditIn,
     PasswordChangeIn,
+    FhirFetchIn,
 )

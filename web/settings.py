@@ -79,6 +79,8 @@ class Settings:
     start_bitrate: int = 800_000
     recording_retention_days: int = 1096
     max_upload_bytes: int = 50 * 1024 * 1024
+    fhir_import_max_bytes: int = 32 * 1024 * 1024
+    fhir_server_url: str = ""
     max_image_pixels: int = 89_478_485
     parser_memory_mb: int = 1536
     clamav_socket: Path | None = None
@@ -135,6 +137,8 @@ class Settings:
             raise SettingsError(
                 "pacs_url must be a DICOMweb root, as https://pacs.example.org/dicom-web/"
             )
+        if self.fhir_server_url and not self.fhir_server_url.startswith(("https://", "http://")):
+            raise SettingsError("fhir_server_url must be a FHIR server's base URL (https://...)")
         for name in (
             "pacs_timeout_seconds",
             "session_ttl_seconds",
@@ -142,6 +146,7 @@ class Settings:
             "login_max_failures",
             "login_lockout_seconds",
             "max_upload_bytes",
+            "fhir_import_max_bytes",
             "max_image_pixels",
             "parser_memory_mb",
             "deadline_accept_hours",

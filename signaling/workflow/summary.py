@@ -9,12 +9,11 @@ read and write is audited, in the transaction that does it.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from records import fhir_in, fhir_out, store, summary
+from records import fhir_in, fhir_out, fhir_xml, store, summary
 from records.errors import InvalidFhir
-from records.fhir_common import RESIDENT_ID_SYSTEM
 from records.models import Patient
 from records.store import lookups
 from records.summary import Summary, SummaryTable
@@ -27,10 +26,15 @@ from signaling.workflow.base import Actor, Service, Tx, stored
 
 @dataclass(frozen=True, kw_only=True)
 class ImportResult:
-    """How many summary rows an import added and updated, per table."""
+    """What an import did: rows added and updated per table, and what it left out
+    (invalid resources by path, resources the summary does not use, placeholders)."""
 
     created: dict[SummaryTable, int]
     updated: dict[SummaryTable, int]
+    bundle_type: str = "collection"
+    problems: list[fhir_in.Problem] = field(default_factory=list)
+    not_used: dict[str, int] = field(default_factory=dict)
+    no_information: dict[SummaryTable, list[str]] = field(default_factory=dict)
 
 
 def visible_patient(tx: Tx, patient_id: str) -> Patient:
@@ -77,39 +81,45 @@ class SummaryService(Service):
     """Import, read and export a patient's shared record."""
 
     async def import_bundle(
-        self, actor: Actor, patient_id: str, data: bytes | dict[str, Any]
+        self, actor: Actor, patient_id: str, data: bytes | dict[str, Any], *, xml: bool = False
     ) -> ImportResult:
         """Store the summary rows of a FHIR Bundle sent for one of the clinic's patients.
 
         Rows that came from the same resource before are updated, not duplicated.
+        Resources that are invalid or unused are left out and reported; the rest is
+        stored. The Bundle's Patient is matched by resident ID number when it
+        carries one; otherwise the clinic's choice of patient (the URL) decides.
 
         Args:
             data: the Bundle as the request's bytes (parsed here, after the access
                 check), or already parsed.
+            xml: the bytes are FHIR's XML form rather than JSON.
 
         Raises:
             NotFound: not a patient of the actor's clinic.
             Invalid: ``invalid_json`` (not JSON, nested too deep, or text that is
-                not Unicode), ``invalid_fhir`` (nothing is stored) or
-                ``patient_mismatch`` (the Bundle is about someone else).
+                not Unicode), ``invalid_fhir`` (not a Bundle about one Patient;
+                nothing is stored) or ``patient_mismatch`` (the Bundle's resident
+                ID number is someone else's).
         """
         # The patient is checked first, so that a stranger learns nothing from how
         # their Bundle would have been judged, and costs no parsing.
         patient = await self.write(actor, lambda tx: tx.own_patient(patient_id))
-        if isinstance(data, bytes):
-            data = bundle_json(data)
-        # Validation is CPU work on a body of up to a megabyte: off the event loop.
+        known: list[fhir_in.Problem] = []
         try:
-            parsed = await asyncio.to_thread(fhir_in.parse_bundle, data)
+            if isinstance(data, bytes) and xml:
+                data, known = await asyncio.to_thread(fhir_xml.bundle_from_xml, data)
+            elif isinstance(data, bytes):
+                data = bundle_json(data)
+            # Validation is CPU work on a body of megabytes: off the event loop.
+            parsed = await asyncio.to_thread(fhir_in.parse_bundle, data, known)
         except InvalidFhir as exc:
             raise Invalid(exc.message, code=exc.code, fields=exc.fields) from exc
-        if not fhir_in.has_resident_id(parsed):
-            raise Invalid(
-                f"the Patient needs an identifier with system {RESIDENT_ID_SYSTEM}",
-                code=InvalidFhir.code,
-                fields=("Patient.identifier",),
-            )
-        if not fhir_in.names_patient(parsed, patient.national_id):
+        # Without a resident ID number (most published Bundles, none Chinese) the
+        # clinic's choice of patient stands; with one, it must be this patient's.
+        if fhir_in.has_resident_id(parsed) and not fhir_in.names_patient(
+            parsed, patient.national_id
+        ):
             raise Invalid(
                 "the Bundle's Patient is not this patient (resident ID number differs)",
                 code=ErrorCode.PATIENT_MISMATCH,
@@ -137,10 +147,25 @@ class SummaryService(Service):
                 patient_id,
                 created=dict(created),
                 updated=dict(updated),
+                left_out=len(parsed.problems),
+                not_used=dict(parsed.not_used),
             )
 
         await self.write(actor, work)
-        return ImportResult(created=created, updated=updated)
+        return ImportResult(
+            created=created,
+            updated=updated,
+            bundle_type=parsed.bundle_type,
+            problems=parsed.problems,
+            not_used=parsed.not_used,
+            no_information=parsed.no_information,
+        )
+
+    async def resident_id(self, actor: Actor, patient_id: str) -> str:
+        """The resident ID number of one of the actor's clinic's patients (what a
+        hospital's FHIR server is searched by); ``NotFound`` for anyone else's."""
+        patient = await self.write(actor, lambda tx: tx.own_patient(patient_id))
+        return patient.national_id
 
     async def patient_summary(self, actor: Actor, patient_id: str) -> Summary:
         """A patient's summary, for their clinic and anyone who may see one of their
@@ -165,8 +190,17 @@ class SummaryService(Service):
 
         return await self.write(actor, work)
 
-    async def export(self, actor: Actor, consultation_id: str) -> dict[str, Any]:
-        """The consultation as a FHIR R4 Bundle (JSON), for whoever may see it."""
+    async def export(
+        self, actor: Actor, consultation_id: str, *, base_url: str = "", document: bool = False
+    ) -> dict[str, Any]:
+        """The consultation as a FHIR R4 Bundle (JSON), for whoever may see it.
+
+        Args:
+            base_url: the site's address, under which documents and recordings
+                are linked (absolute URLs another system can follow, with a login).
+            document: a ``document`` Bundle with a Composition instead of a
+                ``collection``.
+        """
 
         def work(tx: Tx) -> fhir_out.ExportData:
             conn = tx.conn
@@ -206,9 +240,12 @@ class SummaryService(Service):
                 # Only the patient's own clinic sees the whole ID number.
                 full_national_id=account.role == Role.CLINIC_DOCTOR
                 and account.institution_id == patient.institution_id,
+                base_url=base_url.rstrip("/"),
             )
             tx.audit("consultation.export", "consultation", c.id, patient_id=c.patient_id)
             return data
 
         data = await self.write(actor, work)
-        return await asyncio.to_thread(fhir_out.build_bundle, data, generated_at=self.clock.now())
+        return await asyncio.to_thread(
+            fhir_out.build_bundle, data, generated_at=self.clock.now(), document=document
+        )

@@ -268,7 +268,10 @@ async def test_export_validates_and_keeps_every_value(
     attachment = doc["content"][0]["attachment"]
     assert attachment["contentType"] == "application/pdf"
     assert attachment["size"] == len(b"%PDF-1.4 fake lab report")
-    assert attachment["url"] == f"/api/documents/{doc['id']}/content"
+    # An absolute URL another system can follow (answered only after a login
+    # by someone who may see the consultation).
+    origin = str(clinic.client.make_url("/")).rstrip("/")
+    assert attachment["url"] == f"{origin}/api/documents/{doc['id']}/content"
     assert ext(attachment, SHA256_EXTENSION)["valueString"] == f["digest"]
     assert "hash" not in attachment  # FHIR's hash is SHA-1; we do not fake one
 
@@ -295,7 +298,7 @@ async def test_export_validates_and_keeps_every_value(
     [media] = resources(bundle, "Media")
     assert media["id"] == f["recording"]
     assert media["content"]["contentType"] == "video/webm"
-    assert media["content"]["url"] == f"/api/recordings/{f['recording']}/content"
+    assert media["content"]["url"] == f"{origin}/api/recordings/{f['recording']}/content"
     assert media["content"]["size"] == 123_456
     assert media["duration"] == 61.5
     assert ext(media["content"], SHA256_EXTENSION)["valueString"] == "ab" * 32

@@ -104,6 +104,7 @@ BODIES: dict[str, Any] = {
     "AssignIn": {"specialist_id": "{specialist_id}"},
     "AddendumIn": {"text": "补充：复查心电图"},
     "ProbeIn": {"sdp": "v=0"},
+    "FhirFetchIn": {},
     "PrecallIn": {
         "camera": {"status": "ok", "width": 640, "height": 480, "frame_rate": 24.0},
         "microphone": {"status": "ok", "level": 0.4},

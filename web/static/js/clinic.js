@@ -2,6 +2,7 @@
 // their state kept current by server push.
 
 import { get, post } from "./api.js";
+import { openFhirImport } from "./fhir-import.js";
 import { reloadOnPush } from "./push.js";
 import {
   $,
@@ -74,6 +75,13 @@ function patientRow(patient) {
     disabled: !patient.consent,
     on: { click: () => startRequest(patient) },
   });
+  const importButton = el("button", {
+    type: "button",
+    class: "btn btn-small",
+    text: t("fhir.action"),
+    dataset: { action: "fhir-import" },
+    on: { click: () => openFhirImport(patient) },
+  });
   const labels = {
     name: document.querySelector("#patients-table th:nth-child(1)").textContent,
     sex: document.querySelector("#patients-table th:nth-child(2)").textContent,
@@ -89,7 +97,7 @@ function patientRow(patient) {
     el("td", { dataset: { label: labels.age }, text: String(patient.age) }),
     el("td", { class: "mono", dataset: { label: labels.nid }, text: patient.national_id_masked }),
     el("td", { dataset: { label: labels.consent } }, consentCell(patient.consent)),
-    el("td", { class: "cell-actions" }, consentButton, requestButton),
+    el("td", { class: "cell-actions" }, consentButton, importButton, requestButton),
   );
 }
 

@@ -79,6 +79,19 @@ function rangeText(range, unit) {
   return unit ? `${text} ${unit}` : text;
 }
 
+// A status other than the plain "current fact" one is shown beside the entry
+// (withdrawn entries never reach the page: the server counts them instead).
+const STATUS_LABELS = new Set([
+  "active", "recurrence", "relapse", "inactive", "remission", "resolved", "unconfirmed",
+  "provisional", "differential", "completed", "intended", "stopped", "on-hold", "unknown",
+  "registered", "preliminary", "amended", "corrected", "preparation", "in-progress",
+]);
+function statusTag(status, plain) {
+  if (!status || plain.includes(status)) return null;
+  const text = STATUS_LABELS.has(status) ? t(`records.status.${status}`) : status;
+  return el("span", { class: "status-tag", dataset: { status }, text });
+}
+
 export class RecordsPanel {
   // consultationId: whose documents; send(message) -> bool: the call's
   // signaling (null outside a call); nameOf(peerId): a participant's name.
@@ -756,18 +769,31 @@ export class RecordsPanel {
   }
 
   summaryView(s) {
-    const count = ["conditions", "medications", "allergies", "vitals", "labs"].reduce(
-      (n, key) => n + (s[key] || []).length,
+    const keys = [
+      "conditions", "medications", "allergies", "vitals", "labs", "other", "immunizations", "procedures",
+    ];
+    const withdrawn = s.withdrawn || {};
+    const count = keys.reduce(
+      (n, key) => n + (s[key] || []).length + (withdrawn[key] || 0),
       0,
     );
     if (count === 0) return [el("p", { class: "empty", text: t("records.summary.empty") })];
+    // Entries the source withdrew (entered in error, refuted, cancelled) are never
+    // listed; the section only says how many there are.
     const section = (key, content) =>
       el(
         "section",
         { class: "summary-section", dataset: { section: key } },
         el("h3", { text: t(`records.summary.${key}`) }),
         content,
+        withdrawn[key]
+          ? el("p", {
+              class: "muted small summary-withdrawn",
+              text: t("records.summary.withdrawn", { count: withdrawn[key] }),
+            })
+          : null,
       );
+
     const none = () => el("p", { class: "muted small", text: t("records.summary.none") });
     const listOf = (items, render) =>
       items.length ? el("ul", { class: "summary-list" }, items.map(render)) : none();
@@ -778,6 +804,8 @@ export class RecordsPanel {
         { dataset: { code: c.code || "" } },
         c.code ? el("span", { class: "code", text: c.code }) : null,
         el("span", { class: "summary-name", text: c.display || "" }),
+        statusTag(c.clinical_status, ["active"]),
+        statusTag(c.verification_status, ["confirmed"]),
         c.onset ? el("span", { class: "muted small", text: t("records.since", { date: c.onset }) }) : null,
       ),
     );
@@ -786,6 +814,7 @@ export class RecordsPanel {
         "li",
         {},
         el("span", { class: "summary-name", text: m.display || "" }),
+        statusTag(m.status, ["active"]),
         m.dosage ? el("span", { class: "muted small", text: m.dosage }) : null,
       ),
     );
@@ -794,18 +823,36 @@ export class RecordsPanel {
         "li",
         { dataset: { criticality: a.criticality || "" } },
         el("span", { class: "summary-name", text: a.display || "" }),
+        statusTag(a.clinical_status, ["active"]),
+        statusTag(a.verification_status, ["confirmed"]),
         a.reaction ? el("span", { class: "muted small", text: a.reaction }) : null,
         a.criticality === "high"
           ? el("span", { class: "flag-tag flag-H", text: t("records.allergy.high") })
           : null,
       ),
     );
+    // Procedures and vaccinations: what, when, and a status unless completed.
+    const events = (items, when) =>
+      listOf(items, (item) =>
+        el(
+          "li",
+          { dataset: { code: item.code || "" } },
+          el("span", { class: "summary-name", text: item.display || "" }),
+          statusTag(item.status, ["completed"]),
+          item[when] ? el("span", { class: "muted small", text: item[when] }) : null,
+        ),
+      );
     return [
       section("conditions", conditions),
       section("allergies", allergies),
       section("medications", medications),
       section("vitals", this.observationTable(s.vitals || [], none)),
       section("labs", this.observationTable(s.labs || [], none)),
+      ...((s.other || []).length || withdrawn.other
+        ? [section("other", this.observationTable(s.other || [], none))]
+        : []),
+      section("procedures", events(s.procedures || [], "performed")),
+      section("immunizations", events(s.immunizations || [], "occurred")),
     ];
   }
 
@@ -835,6 +882,7 @@ export class RecordsPanel {
           "th",
           { scope: "row" },
           el("span", { text: o.display || o.code || "" }),
+          statusTag(o.status, ["final", "amended", "corrected"]),
           o.effective_at && !common
             ? el("time", { class: "muted small", datetime: o.effective_at, text: formatDateTime(o.effective_at) })
             : null,
