@@ -7,10 +7,9 @@ from aiohttp import web
 
 from web import schemas
 from web.auth import actor
-from web.keys import SECOND_FACTOR
+from web.keys import ADMIN, SECOND_FACTOR
 from web.openapi import Route
 from web.payloads import body, iso
-from web.ws import sweep_sessions
 
 
 async def start_enrolment(request: web.Request) -> web.StreamResponse:
@@ -47,9 +46,9 @@ async def verify(request: web.Request) -> web.StreamResponse:
 
 async def totp_reset(request: web.Request) -> web.StreamResponse:
     """Remove an account's second factor and end its sessions (administrators)."""
-    ended = await request.app[SECOND_FACTOR].reset(actor(request), request.match_info["account_id"])
-    # Open sockets of the ended sessions close now, not at the next sweep.
-    await sweep_sessions(request.app)
+    ended = await request.app[ADMIN].reset_second_factor(
+        actor(request), request.match_info["account_id"]
+    )
     return web.json_response({"sessions_ended": ended})
 
 

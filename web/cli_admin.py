@@ -74,6 +74,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     x.add_argument("username")
     r = cmds.add_parser("reset-password", help="a temporary password, changed at next sign-in")
     r.add_argument("username")
+    t = cmds.add_parser(
+        "reset-second-factor", help="remove a lost second factor (enrolled again at next sign-in)"
+    )
+    t.add_argument("username")
 
     f = cmds.add_parser("import", help="import a CSV or XLSX staff list (all rows or none)")
     f.add_argument("file", type=Path)
@@ -195,6 +199,13 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         if cmd == "deactivate":
             account = await s.deactivate(None, await _account_id(s, args.username))
             print(f"account {account.username} deactivated; its sessions have ended")
+            return 0
+        if cmd == "reset-second-factor":
+            ended = await s.reset_second_factor(None, await _account_id(s, args.username))
+            print(
+                f"second factor of {args.username} removed; {ended} session(s) ended; "
+                "they enrol again at their next sign-in"
+            )
             return 0
         if cmd == "reset-password":
             issued = await s.reset_password(None, await _account_id(s, args.username))

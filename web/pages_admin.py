@@ -29,6 +29,12 @@ ADMIN_STRINGS: dict[str, str] = {
     "account.must_change": N_("Must choose a password"),
     "account.edit": N_("Edit"),
     "account.reset": N_("Reset password"),
+    "account.reset_factor": N_("Reset second factor"),
+    "account.confirm_reset_factor": N_(
+        "Remove the second factor of %(name)s (a lost or replaced phone)? They are signed "
+        "out and set up the authenticator again at their next sign-in."
+    ),
+    "done.reset_factor": N_("Second factor removed."),
     "account.deactivate": N_("Deactivate"),
     "account.reactivate": N_("Reactivate"),
     "account.confirm_deactivate": N_(

@@ -28,6 +28,7 @@ from records.passwords import Passwords
 from records.vocab import AgreementKind, ErrorCode, InstitutionKind, Role
 from signaling.errors import Forbidden, Invalid, NotFound
 from signaling.workflow.base import Actor, Context, Service, Tx, stored
+from signaling.workflow.second_factor import failure_key
 
 # No 0/O, 1/l/I: read aloud over the phone or copied from a screen by hand.
 _ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -440,6 +441,39 @@ class AdminService(Service):
         account = await self.write(actor, work)
         await self.sockets.close_account(account_id)
         return account
+
+    async def reset_second_factor(self, actor: Actor | None, account_id: str) -> int:
+        """Remove an account's second factor (a lost phone): its sessions end, its
+        sockets close, and the person enrols again at their next sign-in.
+
+        Returns:
+            How many sessions were ended.
+
+        Raises:
+            Forbidden: ``role_forbidden`` for anyone but an administrator.
+            NotFound: no such account.
+        """
+        self._allow(actor)
+
+        def work(tx: Tx) -> int:
+            self._account(tx.conn, account_id)
+            had = store.delete_second_factor(tx.conn, account_id)
+            ended = store.revoke_sessions(tx.conn, tx.now, account_id=account_id)
+            # A lock-out for wrong codes ends with the factor it was about.
+            store.clear_login_failures(tx.conn, failure_key(account_id))
+            self._audit(
+                tx,
+                "account.reset_second_factor",
+                "account",
+                account_id,
+                had_second_factor=had,
+                sessions_ended=ended,
+            )
+            return ended
+
+        ended = await self.write(actor, work)
+        await self.sockets.close_account(account_id)
+        return ended
 
     async def reactivate(self, actor: Actor | None, account_id: str) -> Account:
         """Let a deactivated person log in again."""

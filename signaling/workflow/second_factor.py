@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from records import sealed, store
 from records.models import Account
 from records.passwords import Passwords
-from records.vocab import ErrorCode, EventKind, Role
+from records.vocab import ErrorCode, EventKind
 from signaling.errors import Forbidden, Invalid, Locked, NotFound, SignalingError
 from signaling.workflow.base import Actor, Context, Service, Tx
 
@@ -385,28 +385,3 @@ class SecondFactorService(Service):
         raise Invalid("wrong or already used code", code=ErrorCode.WRONG_CODE, fields=("code",))
 
     # -- administration -----------------------------------------------------------
-
-    async def reset(self, actor: Actor, account_id: str) -> int:
-        """Remove an account's second factor and end its sessions (administrators).
-
-        The person enrols again at their next login. Returns how many sessions
-        were ended.
-
-        Raises:
-            Forbidden: ``role_forbidden`` for anyone but an administrator.
-            NotFound: no such account.
-        """
-        self.require_role(actor, Role.ADMIN)
-
-        def work(tx: Tx) -> int:
-            if store.get_account(tx.conn, account_id) is None:
-                raise NotFound("account not found", fields=("account_id",))
-            had = store.delete_second_factor(tx.conn, account_id)
-            ended = store.revoke_sessions(tx.conn, tx.now, account_id=account_id)
-            store.clear_login_failures(tx.conn, failure_key(account_id))
-            tx.audit(
-                "auth.totp_reset", "account", account_id, had_second_factor=had, sessions=ended
-            )
-            return ended
-
-        return await self.write(actor, work)

@@ -86,6 +86,8 @@ def test_from_an_empty_database_to_a_staffed_community(tmp_path: Path) -> None:
     assert "temporary password" in out
     out = ok(tmp_path, "reset-password", "hekou_li")
     assert "temporary password for hekou_li" in out
+    out = ok(tmp_path, "reset-second-factor", "hekou_li")
+    assert "second factor of hekou_li removed" in out
     out = ok(tmp_path, "deactivate", "cardio_wang")
     assert "deactivated" in out
 
@@ -100,6 +102,7 @@ def test_from_an_empty_database_to_a_staffed_community(tmp_path: Path) -> None:
         "admin.import.commit",
         "admin.account.add",
         "admin.account.reset_password",
+        "admin.account.reset_second_factor",
         "admin.account.deactivate",
     ):
         assert action in actions, action

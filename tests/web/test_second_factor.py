@@ -352,9 +352,9 @@ async def test_an_administrator_resets_a_lost_phone(
         "/api/session", json={"username": "cardio1", "password": "demo1234"}
     )
     assert (await resp.json())["second_factor"] == "enrol"
-    entries = await audit(app, "auth.totp_reset")
+    entries = await audit(app, "admin.account.reset_second_factor")
     assert [(e["object_id"], e["detail"]) for e in entries] == [
-        (cardio_id, {"had_second_factor": True, "sessions": 1})
+        (cardio_id, {"had_second_factor": True, "sessions_ended": 1})
     ]
 
 

@@ -296,6 +296,15 @@ function renderAccounts(accounts) {
                 on: { click: () => resetPassword(a) },
               })
             : null,
+          a.active
+            ? el("button", {
+                type: "button",
+                class: "btn btn-small",
+                dataset: { action: "reset-factor" },
+                text: t("account.reset_factor"),
+                on: { click: () => resetSecondFactor(a) },
+              })
+            : null,
           el("button", {
             type: "button",
             class: `btn btn-small ${a.active ? "btn-danger-quiet" : "btn-primary-quiet"}`,
@@ -338,6 +347,17 @@ async function resetPassword(a) {
   try {
     const r = await post(`/api/admin/accounts/${encodeURIComponent(a.id)}/reset-password`);
     showPassword(a.username, r.temporary_password);
+  } catch (err) {
+    if (!handleAuthLoss(err)) toast(errorMessage(err), "error");
+  }
+  await refresh(loadAccounts);
+}
+
+async function resetSecondFactor(a) {
+  if (!window.confirm(t("account.confirm_reset_factor", { name: a.display_name }))) return;
+  try {
+    await post(`/api/admin/accounts/${encodeURIComponent(a.id)}/totp-reset`);
+    toast(t("done.reset_factor"));
   } catch (err) {
     if (!handleAuthLoss(err)) toast(errorMessage(err), "error");
   }
