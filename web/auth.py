@@ -169,8 +169,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     ):
         raise api_error(ErrorCode.UNAUTHENTICATED, "log in first")
     if session is not None and session.second_factor_pending:
+        # One step at a time: the second factor first (its own endpoints pass),
+        # then, if the password is a temporary one, choosing a new one.
         _second_factor_gate(request)
-    if (
+    elif (
         session is not None
         and session.account.must_change_password
         and request.path.startswith(("/api/", "/ws"))

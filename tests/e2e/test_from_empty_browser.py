@@ -18,21 +18,27 @@ import asyncio
 import io
 import re
 import sys
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import sqlalchemy as sa
+from aiohttp import web
 from openpyxl import Workbook
 from pypdf import PdfReader
 
 from records.demo import demo_national_id
+from records.schema import sessions
+from web.keys import DB
 from web.settings import Settings
 
 from ..conftest import make_settings
 from ..web.test_cli import ROOT, env_for
 from .conftest import CSP_LISTENER, LOOPBACK_NETWORKS, NetNs, PageProblems, video_flowing, watch
 from .test_call_browser import open_call
+from .totp import enrol, verify_for_call
 
 pytestmark = pytest.mark.browser
 
@@ -53,7 +59,13 @@ IMPRESSION = "急性下壁心肌梗死可能"
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """A fresh data directory: the database does not exist until the server starts."""
-    return make_settings(tmp_path, ice_allowed_networks=LOOPBACK_NETWORKS)
+    return make_settings(
+        tmp_path,
+        ice_allowed_networks=LOOPBACK_NETWORKS,
+        # The product's rule: physicians give a second factor at sign-in, and
+        # again before joining a call once the last check is older than the window.
+        totp_roles=("clinic_doctor", "specialist"),
+    )
 
 
 @pytest.fixture
@@ -105,8 +117,9 @@ def staff_xlsx(path: Path) -> Path:
 
 async def first_sign_in(
     browser: Any, live_server: str, username: str, temporary: str, *, locale: str = "zh_CN"
-) -> tuple[Any, PageProblems]:
-    """Sign in with a temporary password and choose one's own, as the page insists."""
+) -> tuple[Any, PageProblems, str | None]:
+    """Sign in with a temporary password, enrol an authenticator if the role needs
+    one (the secret, else None), and choose one's own password, as the pages insist."""
     context = await browser.new_context(
         base_url=live_server, viewport={"width": 1280, "height": 900}, locale="zh-CN"
     )
@@ -118,14 +131,20 @@ async def first_sign_in(
     await page.fill("#username", username)
     await page.fill("#password", temporary)
     await page.click("#login-submit")
-    await page.wait_for_url("**/password")
+    await page.wait_for_url(lambda url: urlsplit(url).path in ("/password", "/login/second-factor"))
+    secret = None
+    if urlsplit(page.url).path == "/login/second-factor":
+        # Real-name verification: the physician enrols the phone by its QR code.
+        await page.locator("#totp-qr svg").wait_for()
+        secret = await enrol(page)
+    await page.wait_for_url(lambda url: urlsplit(url).path == "/password")
     await page.locator("#password-forced").wait_for()
     await page.fill("#current-password", temporary)
     await page.fill("#new-password", PASSWORDS[username])
     await page.fill("#repeat-password", PASSWORDS[username])
     await page.click("#password-submit")
     await page.wait_for_url(lambda url: not url.endswith("/password"))
-    return page, problems
+    return page, problems, secret
 
 
 async def add_institution(admin: Any, name: str, kind: str, region: str) -> None:
@@ -136,13 +155,29 @@ async def add_institution(admin: Any, name: str, kind: str, region: str) -> None
     await admin.locator("#institutions-body tr", has_text=name).wait_for()
 
 
+async def checks_made_long_ago(app: web.Application, settings: Settings) -> None:
+    """Every sign-in check older than the window (as a morning's pause before the call)."""
+    old = datetime.now(UTC) - timedelta(seconds=settings.reverify_window_seconds + 60)
+
+    def work(conn: sa.Connection) -> None:
+        conn.execute(
+            sessions.update().where(sessions.c.verified_at.is_not(None)).values(verified_at=old)
+        )
+
+    await app[DB].run_write(work)
+
+
 async def test_from_an_empty_install_to_a_signed_report(
-    browser: Any, live_server: str, settings: Settings, tmp_path: Path
+    browser: Any, live_app: tuple[web.Application, str], settings: Settings, tmp_path: Path
 ) -> None:
+    app, live_server = live_app
     temporary = await bootstrap(settings.data_dir)
 
     # -- the administrator, through the admin pages only
-    admin, admin_problems = await first_sign_in(browser, live_server, "admin", temporary)
+    admin, admin_problems, admin_secret = await first_sign_in(
+        browser, live_server, "admin", temporary
+    )
+    assert admin_secret is None  # administrators are not asked (totp_roles)
     assert admin.url.endswith("/admin")
     await admin.locator("#institutions-body tr", has_text="青山县人民医院").wait_for()
     await add_institution(admin, CLINIC, "township_clinic", "青山县")
@@ -179,8 +214,10 @@ async def test_from_an_empty_install_to_a_signed_report(
     assert await admin_problems.collect(admin) == []
 
     # -- the clinic doctor: first sign-in, then patient, consent and request
-    clinic, clinic_problems = await first_sign_in(browser, live_server, "wangjg", issued["wangjg"])
-    # TOTP: enrol here (the clinic doctor, after the first sign-in)
+    clinic, clinic_problems, clinic_secret = await first_sign_in(
+        browser, live_server, "wangjg", issued["wangjg"]
+    )
+    assert clinic_secret is not None
     assert clinic.url.endswith("/clinic")
     await clinic.click("#register-open")
     await clinic.fill("#pt-name", "赵大伯")
@@ -207,8 +244,10 @@ async def test_from_an_empty_install_to_a_signed_report(
     assert cid
 
     # -- the specialist: first sign-in, accept from the queue
-    cardio, cardio_problems = await first_sign_in(browser, live_server, "zhangw", issued["zhangw"])
-    # TOTP: enrol here (the specialist, after the first sign-in)
+    cardio, cardio_problems, cardio_secret = await first_sign_in(
+        browser, live_server, "zhangw", issued["zhangw"]
+    )
+    assert cardio_secret is not None
     assert cardio.url.endswith("/queue")
     item = cardio.locator(f'#queue-list li[data-consultation-id="{cid}"]')
     await item.locator('button[data-action="accept"]').click()
@@ -217,11 +256,17 @@ async def test_from_an_empty_install_to_a_signed_report(
     ).wait_for()
 
     # -- the call, both ways
-    # TOTP: verify here (each doctor, before joining the call)
+    # Each doctor confirms who they are before the call takes them in.
+    await checks_made_long_ago(app, settings)
     await open_call(clinic, "#requests-list", cid)
+    await verify_for_call(clinic, clinic_secret)
     await open_call(cardio, "#mine-list", cid)
+    await verify_for_call(cardio, cardio_secret)
     for page in (clinic, cardio):
         await video_flowing(page, 1, label="from-empty")
+    timeline = await (await clinic.request.get(f"/api/consultations/{cid}/timeline")).json()
+    verified = [e for e in timeline["events"] if e["kind"] == "identity_verified"]
+    assert len(verified) == 2  # one check per doctor, on the consultation's record
     tile = cardio.locator("#tiles .tile-remote")
     assert "王建国" in (await tile.locator(".tile-name").text_content() or "")
 
