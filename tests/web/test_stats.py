@@ -516,3 +516,15 @@ async def test_the_page_is_there_for_the_roles_that_may_see_it(login_as: LoginAs
         assert f"<h1>{heading}</h1>" in html
         assert 'href="/stats" aria-current="page"' in html
         assert "/static/js/stats.js" in html
+
+
+async def test_the_supervision_export_is_offered_to_those_who_may_make_it(
+    login_as: LoginAs,
+) -> None:
+    for username, offered in (("coord1", True), ("admin1", True), ("review1", False)):
+        user = await login_as(username)
+        page = await user.client.get("/stats")
+        assert page.status == 200
+        assert ('href="/supervision"' in await page.text()) is offered, username
+        if offered:  # and the link leads to a page they may use
+            assert (await user.client.get("/supervision", allow_redirects=False)).status == 200
