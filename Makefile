@@ -18,12 +18,19 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(VENV)/bin/teleconsult serve --demo
 
+# The tests that touch the database: API, signaling and records, each test on a
+# database of its own. They spend most of their time waiting (password hashing,
+# subprocesses, the database), so they run on one worker per core (pytest-xdist);
+# the browser, media and benchmark tests, which measure frames and timings, run
+# one at a time afterwards.
+DB_TESTS := tests/web tests/signaling tests/records
+WORKERS  := -n auto --maxprocesses=4
+
 test: venv
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q $(WORKERS) $(DB_TESTS)
+	$(VENV)/bin/python -m pytest -q $(addprefix --ignore=,$(DB_TESTS))
 
-# The tests that touch the database, on a throwaway PostgreSQL cluster that the test
-# session starts and stops (tests/pgcluster.py; needs Debian's `postgresql`).
-PG_TESTS := tests/web tests/signaling tests/records
-
+# The database tests again on a throwaway PostgreSQL cluster that each worker
+# starts and stops (tests/pgcluster.py; needs Debian's `postgresql`).
 test-postgres: venv
-	TELECONSULT_TEST_DATABASE=postgres $(VENV)/bin/python -m pytest -q $(PG_TESTS)
+	TELECONSULT_TEST_DATABASE=postgres $(VENV)/bin/python -m pytest -q $(WORKERS) $(DB_TESTS)
