@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from records import supervision
+from records import supervision, supervision_archive
 from records.clock import SystemClock
 from records.db import Database
 from signaling.workflow.base import Context, NoPushes
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _export(
     settings: Settings, rng: supervision.Range, fmt: str
-) -> tuple[supervision.Export, str]:
+) -> tuple[supervision_archive.Export, str]:
     db = Database(settings.effective_database_url)
     try:
         await db.upgrade()
@@ -98,7 +98,7 @@ def verify(path: Path, public_key: Path | None) -> int:
     except OSError as exc:
         print(f"cannot read: {exc}", file=sys.stderr)
         return 1
-    result = supervision.verify_zip(data, expected_key=expected)
+    result = supervision_archive.verify_zip(data, expected_key=expected)
     for problem in result.problems:
         print(f"BROKEN: {problem}")
     if not result.ok:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from records import store, supervision
+from records import store, supervision, supervision_archive
 from records.models import Institution
 from records.vocab import ErrorCode, Role
 from signaling.errors import Forbidden
@@ -64,13 +64,13 @@ class SupervisionService(Service):
         super().__init__(ctx)
         self.key_path = key_path
         self.version = version
-        self._key: supervision.SigningKey | None = None
+        self._key: supervision_archive.SigningKey | None = None
 
-    async def key(self) -> supervision.SigningKey:
+    async def key(self) -> supervision_archive.SigningKey:
         """The signing key, loaded (or made) once, off the event loop."""
         if self._key is None:
             self._key = await asyncio.to_thread(
-                supervision.SigningKey.load_or_create, self.key_path
+                supervision_archive.SigningKey.load_or_create, self.key_path
             )
         return self._key
 
@@ -123,7 +123,7 @@ class SupervisionService(Service):
 
     async def export(
         self, actor: Actor | None, rng: supervision.Range, *, fmt: str = "zip"
-    ) -> supervision.Export:
+    ) -> supervision_archive.Export:
         """The signed export of ``rng`` for ``actor``, audited.
 
         ``actor`` None is the server's operator (``teleconsult export supervision``):
@@ -157,7 +157,7 @@ class SupervisionService(Service):
         # manifest of exactly these files, is committed.
         sources, institution = await self.read(rows)
         result = await asyncio.to_thread(
-            supervision.build,
+            supervision_archive.build,
             sources,
             rng=rng,
             producer=supervision.Producer(version=self.version, institution=institution),

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from records import supervision
+from records import supervision, supervision_archive
 
 from ..scenario import Scenario
 from .test_screenshots import shoot
@@ -46,7 +46,7 @@ async def test_export_page(
                 saved = tmp_path / download.suggested_filename
                 await download.save_as(saved)
                 assert saved.name == f"supervision-{today}-{today}.zip"
-                result = supervision.verify_zip(saved.read_bytes())
+                result = supervision_archive.verify_zip(saved.read_bytes())
                 assert result.ok, result.problems
                 assert result.count == 2
                 # A range the wrong way round is refused on the page, naming the end date.

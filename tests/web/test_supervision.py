@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
-from records import store, supervision
+from records import store, supervision, supervision_archive
 from records.schema import audit_log
 from web.keys import DB
 
@@ -155,9 +155,9 @@ async def test_export_matches_schema_csv_and_manifest(
     assert manifest["range"]["start"] == "2026-11-23T00:00:00+08:00"
     assert manifest["range"]["end_exclusive"] == "2026-11-24T00:00:00+08:00"
     assert manifest["producer"]["name"] == "teleconsult"
-    key = supervision.load_public_key(files["signing-key.pem"])
+    key = supervision_archive.load_public_key(files["signing-key.pem"])
     key.verify(files["manifest.json.sig"], files["manifest.json"])
-    assert manifest["signature"]["key_fingerprint"] == supervision.fingerprint(key)
+    assert manifest["signature"]["key_fingerprint"] == supervision_archive.fingerprint(key)
 
     # No patient's name anywhere in what leaves the server.
     everything = b"".join(files.values()).decode("utf-8", errors="replace")
@@ -321,20 +321,22 @@ async def test_a_tampered_archive_fails_verification(
                 z.writestr(name, data)
         return out.getvalue()
 
-    assert supervision.verify_zip(archive({})).ok
+    assert supervision_archive.verify_zip(archive({})).ok
     csv_text = files["consultations.csv"].replace(b",signed,", b",referred,")
     assert csv_text != files["consultations.csv"]
-    broken = supervision.verify_zip(archive({"consultations.csv": csv_text}))
+    broken = supervision_archive.verify_zip(archive({"consultations.csv": csv_text}))
     assert broken.problems == [
         "consultations.csv does not match its size and SHA-256 in the manifest"
     ]
     manifest = json.loads(files["manifest.json"])
     manifest["count"] = 0
-    forged = supervision.verify_zip(archive({"manifest.json": json.dumps(manifest).encode()}))
+    forged = supervision_archive.verify_zip(
+        archive({"manifest.json": json.dumps(manifest).encode()})
+    )
     assert "the signature does not match manifest.json" in forged.problems
     # Signed by another key than the one the platform registered.
-    other = supervision.SigningKey.load_or_create(tmp_path / "other.pem")
-    wrong = supervision.verify_zip(archive({}), expected_key=other.public_pem)
+    other = supervision_archive.SigningKey.load_or_create(tmp_path / "other.pem")
+    wrong = supervision_archive.verify_zip(archive({}), expected_key=other.public_pem)
     assert not wrong.ok
 
     # What the README tells the platform to run, without this software.
