@@ -20,49 +20,17 @@ as entries.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import ValidationError
 
+from records import fhir_in_rows as rows
 from records.errors import InvalidFhir
-from records.fhir_common import ICD10_SYSTEM, RESIDENT_ID_SYSTEM, validate
-from records.summary import SummaryTable, join_code, split_code
+from records.fhir_common import RESIDENT_ID_SYSTEM, validate
+from records.summary import SummaryTable
 
-ICD10_SYSTEMS = frozenset(
-    {
-        ICD10_SYSTEM,
-        "http://terminology.hl7.org/CodeSystem/icd10",
-        # ICD-10 as the national EMR sharing documents (WS/T 500) code diagnoses;
-        # county EMRs coding with the national clinical edition send it this way.
-        "urn:oid:2.16.156.10011.2.3.3.11",
-    }
-)
-# A category letter and two digits, optionally a dot and an extension
-# (the national clinical edition has codes such as J18.900x001).
-ICD10_CODE = re.compile(r"^[A-Z][0-9]{2}(\.[0-9A-Za-z]{1,10})?$")
-ICD11_SYSTEM = "http://id.who.int/icd/release/11/mms"
-SNOMED_SYSTEM = "http://snomed.info/sct"
-# The International Patient Summary's codes for "no information" and "none known".
-ABSENT_UNKNOWN_SYSTEM = "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips"
-# SNOMED CT situations that say "none known" rather than name an entry (the IPS
-# examples send "No known food allergy" as an AllergyIntolerance).
-NONE_KNOWN_SNOMED = frozenset(
-    {
-        "716186003",  # No known allergy
-        "409137002",  # No known drug allergy
-        "429625007",  # No known food allergy
-        "428607008",  # No known environmental allergy
-        "428197003",  # No known insect allergy
-        "160244002",  # No known allergies
-        "160245001",  # No current problems or disability
-        "787481004",  # Medication not known
-        "182849000",  # No drug therapy prescribed
-    }
-)
 READ = (
     "Patient",
     "Condition",
@@ -77,10 +45,6 @@ READ = (
 )
 # A DiagnosticReport withdrawn this way withdraws its results with it.
 WITHDRAWN_REPORT = frozenset({"entered-in-error", "cancelled"})
-# FHIR requires an offset once a time is given; a bare date (or year-month) is
-# read as its first midnight in China Standard Time (UTC+8, no daylight saving),
-# the clock of the EMRs that send them.
-CHINA = timezone(timedelta(hours=8))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,298 +116,6 @@ def _validate(resource: Mapping[str, Any], path: str, problems: _Problems) -> bo
             problems.add(f"{path}.{where}" if where else path, err["msg"])
         return False
     return True
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def _text_of(concept: Mapping[str, Any]) -> str | None:
-    """The human text of a CodeableConcept: its text, else a coding's display or code."""
-    if concept.get("text"):
-        return str(concept["text"])
-    for coding in _list(concept.get("coding")):
-        if coding.get("display"):
-            return str(coding["display"])
-    for coding in _list(concept.get("coding")):
-        if coding.get("code"):
-            return str(coding["code"])
-    return None
-
-
-def _first_code(concept: Mapping[str, Any], max_len: int = 64) -> str | None:
-    for coding in _list(concept.get("coding")):
-        if coding.get("code"):
-            return join_code(coding.get("system"), str(coding["code"]), max_len)
-    return None
-
-
-def _reference_ok(resource: Mapping[str, Any], key: str, patient_refs: set[str]) -> bool:
-    return _dict(resource.get(key)).get("reference") in patient_refs
-
-
-def parse_datetime(value: str) -> datetime:
-    """A FHIR dateTime or instant as an aware datetime (partial dates at their start)."""
-    if len(value) == 4:
-        value += "-01-01"
-    elif len(value) == 7:
-        value += "-01"
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=CHINA)
-
-
-class _Limits:
-    """Column sizes: a value that does not fit is refused, never cut short silently."""
-
-    def __init__(self, problems: _Problems, path: str) -> None:
-        self.problems = problems
-        self.path = path
-
-    def fit(self, value: str | None, max_len: int, where: str) -> str | None:
-        if value is not None and len(value) > max_len:
-            self.problems.add(f"{self.path}.{where}", f"longer than {max_len} characters")
-        return value
-
-
-def _placeholder(concept: Mapping[str, Any]) -> bool:
-    """Whether a code says "no information" / "none known" rather than naming an entry."""
-    return any(
-        c.get("system") == ABSENT_UNKNOWN_SYSTEM
-        or (c.get("system") == SNOMED_SYSTEM and c.get("code") in NONE_KNOWN_SNOMED)
-        for c in _list(concept.get("coding"))
-    )
-
-
-def _status_code(concept: Any) -> str | None:
-    return next(
-        (str(c["code"]) for c in _list(_dict(concept).get("coding")) if c.get("code")), None
-    )
-
-
-def _condition(res: dict[str, Any], lim: _Limits) -> dict[str, Any] | None:
-    code = _dict(res.get("code"))
-    codings = [c for c in _list(code.get("coding")) if c.get("code")]
-    icd = next((c for c in codings if c.get("system") in ICD10_SYSTEMS), None)
-    if icd is not None and ICD10_CODE.match(str(icd["code"]).strip()):
-        # ICD-10 stays a bare code, as the summary has always kept it.
-        stored: str | None = str(icd["code"]).strip()
-        chosen: dict[str, Any] | None = icd
-    else:
-        # Otherwise ICD-11, then SNOMED CT, then whatever coding there is, as
-        # ``system|code`` (a code without a system would read as ICD-10).
-        chosen = next(
-            (
-                c
-                for system in (ICD11_SYSTEM, SNOMED_SYSTEM)
-                for c in codings
-                if c.get("system") == system
-            ),
-            next((c for c in codings if c.get("system")), None),
-        )
-        stored = (
-            join_code(str(chosen["system"]), str(chosen["code"]).strip(), 64) if chosen else None
-        )
-        if stored is not None and "|" not in stored:
-            lim.problems.add(f"{lim.path}.code.coding", "the code and its system are too long")
-            return None
-    text = (chosen or {}).get("display") or _text_of(code)
-    if stored is None and not text:
-        lim.problems.add(f"{lim.path}.code", "a Condition needs a code or a text")
-        return None
-    return {
-        "code": stored or "",
-        "display": lim.fit(str(text or stored), 300, "code"),
-        "clinical_status": lim.fit(_status_code(res.get("clinicalStatus")), 32, "clinicalStatus"),
-        "verification_status": lim.fit(
-            _status_code(res.get("verificationStatus")), 32, "verificationStatus"
-        ),
-        "onset": lim.fit(res.get("onsetDateTime"), 32, "onsetDateTime"),
-    }
-
-
-def _medication(
-    res: dict[str, Any], lim: _Limits, medications: Mapping[str, dict[str, Any]]
-) -> dict[str, Any] | None:
-    concept = res.get("medicationCodeableConcept")
-    where = "medicationCodeableConcept"
-    if concept is None and isinstance(res.get("medicationReference"), dict):
-        where = "medicationReference"
-        ref = str(res["medicationReference"].get("reference") or "")
-        contained = {
-            f"#{c.get('id')}": c
-            for c in _list(res.get("contained"))
-            if c.get("resourceType") == "Medication"
-        }
-        medication = contained.get(ref) or medications.get(ref)
-        if medication is not None:
-            concept = medication.get("code")
-        elif res["medicationReference"].get("display"):
-            concept = {"text": res["medicationReference"]["display"]}
-        else:
-            lim.problems.add(
-                f"{lim.path}.medicationReference", "refers to a Medication not in the Bundle"
-            )
-            return None
-    if not isinstance(concept, dict) or not _text_of(concept):
-        lim.problems.add(f"{lim.path}.{where}", "the medication has no code or name")
-        return None
-    dosages = _list(res.get("dosage")) or _list(res.get("dosageInstruction"))
-    dosage = "; ".join(str(d["text"]) for d in dosages if d.get("text"))
-    return {
-        "code": _first_code(concept),
-        "display": lim.fit(_text_of(concept), 300, where),
-        "dosage": lim.fit(dosage or None, 500, "dosage"),
-        "status": lim.fit(str(res["status"]), 32, "status"),
-    }
-
-
-def _allergy(res: dict[str, Any], lim: _Limits) -> dict[str, Any] | None:
-    concept = _dict(res.get("code"))
-    if not _text_of(concept):
-        lim.problems.add(f"{lim.path}.code", "an AllergyIntolerance needs a code")
-        return None
-    manifestations = [
-        text
-        for reaction in _list(res.get("reaction"))
-        for m in _list(reaction.get("manifestation"))
-        if (text := _text_of(m))
-    ]
-    return {
-        "code": _first_code(concept),
-        "display": lim.fit(_text_of(concept), 300, "code"),
-        "criticality": lim.fit(res.get("criticality"), 32, "criticality"),
-        "reaction": lim.fit("; ".join(manifestations) or None, 300, "reaction"),
-        "clinical_status": lim.fit(_status_code(res.get("clinicalStatus")), 32, "clinicalStatus"),
-        "verification_status": lim.fit(
-            _status_code(res.get("verificationStatus")), 32, "verificationStatus"
-        ),
-    }
-
-
-def _measurement(part: dict[str, Any], lim: _Limits, where: str) -> dict[str, Any] | None:
-    """Code, value, unit and range of an Observation or of one of its components."""
-    concept = _dict(part.get("code"))
-    code = _first_code(concept)
-    if code is None:
-        lim.problems.add(f"{lim.path}.{where}code.coding", "an Observation needs a coded code")
-        return None
-    values: dict[str, Any] = {
-        "code": code,
-        "display": lim.fit(_text_of(concept), 300, f"{where}code"),
-        "value_number": None,
-        "value_text": None,
-        "unit": None,
-    }
-    if "valueQuantity" in part:
-        quantity = _dict(part["valueQuantity"])
-        if quantity.get("value") is None:
-            lim.problems.add(f"{lim.path}.{where}valueQuantity.value", "a quantity needs a value")
-            return None
-        if quantity.get("comparator"):
-            # "<0.5" is not the number 0.5: keep it as text, never flag it.
-            values["value_text"] = lim.fit(
-                f"{quantity['comparator']}{quantity['value']}", 300, f"{where}valueQuantity"
-            )
-        else:
-            values["value_number"] = float(quantity["value"])
-        values["unit"] = lim.fit(
-            quantity.get("unit") or quantity.get("code"), 32, f"{where}valueQuantity.unit"
-        )
-    elif "valueString" in part:
-        values["value_text"] = lim.fit(str(part["valueString"]), 300, f"{where}valueString")
-    elif isinstance(part.get("valueCodeableConcept"), dict) and _text_of(
-        part["valueCodeableConcept"]
-    ):
-        text = _text_of(part["valueCodeableConcept"])
-        values["value_text"] = lim.fit(text, 300, f"{where}valueCodeableConcept")
-    elif isinstance(part.get("valueBoolean"), bool):
-        values["value_text"] = "true" if part["valueBoolean"] else "false"
-    elif isinstance(part.get("valueInteger"), int):
-        values["value_number"] = float(part["valueInteger"])
-    else:
-        lim.problems.add(
-            f"{lim.path}.{where}value[x]",
-            "give valueQuantity, valueString, valueCodeableConcept, valueBoolean or valueInteger",
-        )
-        return None
-    ranges = _list(part.get("referenceRange"))
-    low = _dict(ranges[0].get("low")) if ranges else {}
-    high = _dict(ranges[0].get("high")) if ranges else {}
-    values["ref_low"] = float(low["value"]) if low.get("value") is not None else None
-    values["ref_high"] = float(high["value"]) if high.get("value") is not None else None
-    if values["unit"] is None:
-        values["unit"] = lim.fit(low.get("unit") or high.get("unit"), 32, f"{where}referenceRange")
-    return values
-
-
-def _event(
-    res: dict[str, Any], lim: _Limits, concept_key: str, when_key: str, column: str
-) -> dict[str, Any] | None:
-    """An Immunization (vaccineCode, occurrence) or Procedure (code, performed)."""
-    concept = _dict(res.get(concept_key))
-    if not _text_of(concept):
-        lim.problems.add(f"{lim.path}.{concept_key}", "needs a code or a text")
-        return None
-    when = (
-        res.get(f"{when_key}DateTime")
-        or res.get(f"{when_key}String")
-        or _dict(res.get(f"{when_key}Period")).get("start")
-    )
-    return {
-        "code": _first_code(concept),
-        "display": lim.fit(_text_of(concept), 300, concept_key),
-        "status": lim.fit(str(res["status"]), 32, "status"),
-        column: lim.fit(str(when) if when else None, 32, when_key),
-    }
-
-
-def _category(res: Mapping[str, Any]) -> str:
-    codes = [
-        str(c["code"])
-        for concept in _list(res.get("category"))
-        for c in _list(concept.get("coding"))
-        if c.get("code")
-    ]
-    for preferred in ("vital-signs", "laboratory"):
-        if preferred in codes:
-            return preferred
-    return codes[0][:32] if codes else "other"
-
-
-def _observations(
-    res: dict[str, Any], lim: _Limits, source: str, status: str
-) -> list[tuple[str, dict[str, Any]]]:
-    effective = (
-        res.get("effectiveDateTime")
-        or res.get("effectiveInstant")
-        or _dict(res.get("effectivePeriod")).get("start")
-        or res.get("issued")
-    )
-    common = {
-        "category": _category(res),
-        "status": lim.fit(status, 32, "status"),
-        "effective_at": parse_datetime(str(effective)) if effective else None,
-    }
-    has_value = any(key.startswith("value") for key in res)
-    components = _list(res.get("component"))
-    if not has_value and not components and _list(res.get("hasMember")):
-        # A grouping (a panel such as "Blood typing"): its members are the results.
-        return []
-    if not has_value and components:
-        # A panel such as blood pressure: one summary row per component.
-        out = []
-        for n, component in enumerate(components):
-            values = _measurement(component, lim, f"component[{n}].")
-            if values is not None:
-                _system, code = split_code(values["code"])
-                out.append((f"{source}#{code}", {**common, **values}))
-        return out
-    values = _measurement(res, lim, "")
-    return [(source, {**common, **values})] if values is not None else []
 
 
 def _source(entry: dict[str, Any], res: dict[str, Any]) -> str | None:
@@ -526,7 +198,9 @@ def parse_bundle(data: Any, known_problems: Sequence[Problem] = ()) -> ParsedBun
         )
     _n, patient_entry, patient = patients[0]
     patient_refs = _keys(patient_entry, patient)
-    identifiers = [(i.get("system"), i.get("value")) for i in _list(patient.get("identifier"))]
+    identifiers = [
+        (i.get("system"), i.get("value")) for i in rows.as_list(patient.get("identifier"))
+    ]
 
     medications: dict[str, dict[str, Any]] = {}
     report_status: dict[str, str] = {}
@@ -535,7 +209,7 @@ def parse_bundle(data: Any, known_problems: Sequence[Problem] = ()) -> ParsedBun
             for key in _keys(entry, res):
                 medications[key] = res
         elif res["resourceType"] == "DiagnosticReport" and res.get("status") in WITHDRAWN_REPORT:
-            for result in _list(res.get("result")):
+            for result in rows.as_list(res.get("result")):
                 if result.get("reference"):
                     report_status[str(result["reference"])] = str(res["status"])
 
@@ -548,9 +222,9 @@ def parse_bundle(data: Any, known_problems: Sequence[Problem] = ()) -> ParsedBun
             continue
         path = f"entry[{n}].resource"
         own = _Problems()
-        lim = _Limits(own, path)
+        lim = rows.Limits(own, path)
         subject = "patient" if kind in ("AllergyIntolerance", "Immunization") else "subject"
-        if _dict(res.get(subject)).get("reference") not in patient_refs:
+        if rows.as_dict(res.get(subject)).get("reference") not in patient_refs:
             own.add(f"{path}.{subject}", "must refer to the Bundle's Patient")
         source = _source(entry, res)
         if source is None:
@@ -564,13 +238,13 @@ def parse_bundle(data: Any, known_problems: Sequence[Problem] = ()) -> ParsedBun
             continue
         seen.add(source)
         new: list[Item] = []
-        concept = _dict(
+        concept = rows.as_dict(
             res.get("medicationCodeableConcept") or res.get("vaccineCode") or res.get("code")
         )
         if kind == "DiagnosticReport":
             # Read through its results, which are Observations of the Bundle.
             continue
-        if _placeholder(concept):
+        if rows.placeholder(concept):
             table: SummaryTable = (
                 "conditions"
                 if kind == "Condition"
@@ -584,26 +258,26 @@ def parse_bundle(data: Any, known_problems: Sequence[Problem] = ()) -> ParsedBun
                 if kind == "Procedure"
                 else "observations"
             )
-            placeholders.setdefault(table, []).append(_text_of(concept) or "")
+            placeholders.setdefault(table, []).append(rows.text_of(concept) or "")
             continue
         if kind == "Condition":
-            values = _condition(res, lim)
+            values = rows.condition(res, lim)
             if values is not None:
                 new.append(Item(table="conditions", source=source, values=values))
         elif kind in ("MedicationStatement", "MedicationRequest"):
-            values = _medication(res, lim, medications)
+            values = rows.medication(res, lim, medications)
             if values is not None:
                 new.append(Item(table="medications", source=source, values=values))
         elif kind == "AllergyIntolerance":
-            values = _allergy(res, lim)
+            values = rows.allergy(res, lim)
             if values is not None:
                 new.append(Item(table="allergies", source=source, values=values))
         elif kind == "Immunization":
-            values = _event(res, lim, "vaccineCode", "occurrence", "occurred")
+            values = rows.event(res, lim, "vaccineCode", "occurrence", "occurred")
             if values is not None:
                 new.append(Item(table="immunizations", source=source, values=values))
         elif kind == "Procedure":
-            values = _event(res, lim, "code", "performed", "performed")
+            values = rows.event(res, lim, "code", "performed", "performed")
             if values is not None:
                 new.append(Item(table="procedures", source=source, values=values))
         else:
@@ -611,7 +285,7 @@ def parse_bundle(data: Any, known_problems: Sequence[Problem] = ()) -> ParsedBun
             withdrawn_by = next(
                 (report_status[k] for k in _keys(entry, res) if k in report_status), None
             )
-            for src, values in _observations(res, lim, source, withdrawn_by or status):
+            for src, values in rows.observations(res, lim, source, withdrawn_by or status):
                 new.append(Item(table="observations", source=src, values=values))
         if own.fields:
             left_out.extend(own.listed())

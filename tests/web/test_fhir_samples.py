@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from records.fhir_in import NONE_KNOWN_SNOMED, parse_datetime
+from records.fhir_in_rows import NONE_KNOWN_SNOMED, parse_datetime
 from records.schema import (
     allergies,
     conditions,
