@@ -19,7 +19,6 @@ from typing import TypeVar
 
 from records import errors as records_errors
 from records.clock import SystemClock
-from records.db import Database
 from records.vocab import AgreementKind, InstitutionKind, Role
 from signaling.errors import SignalingError
 from signaling.workflow.admin import AccountFields, AdminService, ImportResult
@@ -85,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 async def _with_service(settings: Settings, work: Callable[[AdminService], Awaitable[T]]) -> T:
-    db = Database(settings.effective_database_url)
+    db = settings.open_database()
     try:
         await db.upgrade()
         ctx = Context(db=db, clock=SystemClock(), notifier=NoPushes())

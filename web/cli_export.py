@@ -17,7 +17,6 @@ from typing import Any
 
 from records import supervision, supervision_archive
 from records.clock import SystemClock
-from records.db import Database
 from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.deadlines import Deadlines
 from signaling.workflow.supervision import FORMATS, SupervisionService
@@ -73,7 +72,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 async def _export(
     settings: Settings, rng: supervision.Range, fmt: str
 ) -> tuple[supervision_archive.Export, str]:
-    db = Database(settings.effective_database_url)
+    db = settings.open_database()
     try:
         await db.upgrade()
         ctx = Context(

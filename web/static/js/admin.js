@@ -63,13 +63,7 @@ function renderInstitutions() {
         el(
           "td",
           { class: "cell-actions" },
-          el("button", {
-            type: "button",
-            class: "btn btn-small",
-            dataset: { action: "edit" },
-            text: t("account.edit"),
-            on: { click: () => editInstitution(i) },
-          }),
+          editButton(() => editInstitution(i)),
         ),
       ),
     ),
@@ -140,6 +134,17 @@ async function endAgreement(a) {
 }
 
 // A small form that adds, or changes the item chosen with its "Edit" button.
+/** The "edit" button of a list row. */
+function editButton(onClick) {
+  return el("button", {
+    type: "button",
+    class: "btn btn-small",
+    dataset: { action: "edit" },
+    text: t("account.edit"),
+    on: { click: onClick },
+  });
+}
+
 function editMode(name, item, title) {
   $(`${name}-form-title`).textContent = item ? t("account.editing", { name: title }) : t(`form.add_${name}`);
   $(`${name}-submit`).textContent = item ? t("action.save") : t("form.add");
@@ -204,13 +209,7 @@ function renderDepartments() {
         el(
           "td",
           { class: "cell-actions" },
-          el("button", {
-            type: "button",
-            class: "btn btn-small",
-            dataset: { action: "edit" },
-            text: t("account.edit"),
-            on: { click: () => editDepartment(d) },
-          }),
+          editButton(() => editDepartment(d)),
         ),
       ),
     ),
@@ -280,13 +279,7 @@ function renderAccounts(accounts) {
         el(
           "td",
           { class: "cell-actions" },
-          el("button", {
-            type: "button",
-            class: "btn btn-small",
-            dataset: { action: "edit" },
-            text: t("account.edit"),
-            on: { click: () => startEdit(a) },
-          }),
+          editButton(() => startEdit(a)),
           a.active
             ? el("button", {
                 type: "button",
