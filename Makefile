@@ -18,17 +18,18 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(VENV)/bin/teleconsult serve --demo
 
-# The tests that touch the database: API, signaling and records, each test on a
-# database of its own. They spend most of their time waiting (password hashing,
-# subprocesses, the database), so they run on one worker per core (pytest-xdist);
-# the browser, media and benchmark tests, which measure frames and timings, run
-# one at a time afterwards.
+# Everything but the media timing tests runs on one worker per core (pytest-xdist):
+# the API, signaling and records tests each on a database of their own, and the
+# browser tests that check pages. They spend most of their time waiting (password
+# hashing, subprocesses, the database, Chromium). The tests marked `timing` (calls
+# whose frames, rates and timings are measured, the media tests, the benchmarks)
+# run one at a time afterwards, so a neighbour cannot starve what they measure.
 DB_TESTS := tests/web tests/signaling tests/records
 WORKERS  := -n auto --maxprocesses=4
 
 test: venv
-	$(VENV)/bin/python -m pytest -q $(WORKERS) $(DB_TESTS)
-	$(VENV)/bin/python -m pytest -q $(addprefix --ignore=,$(DB_TESTS))
+	$(VENV)/bin/python -m pytest -q $(WORKERS) -m "not timing" tests
+	$(VENV)/bin/python -m pytest -q -m timing tests
 
 # The database tests again on a throwaway PostgreSQL cluster that each worker
 # starts and stops (tests/pgcluster.py; needs Debian's `postgresql`).

@@ -83,6 +83,19 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+# The media tests and the benchmarks measure frames, CPU and timings: they run one
+# at a time, after the rest (``make test``), like the call tests marked ``timing``.
+_TIMING_DIRS = ("media", "bench")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(tests).parts if item.path.is_relative_to(tests) else ()
+        if parts and parts[0] in _TIMING_DIRS:
+            item.add_marker(pytest.mark.timing)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Databases | None]:
     """The PostgreSQL server the suite runs on, or None for SQLite (the default)."""

@@ -35,7 +35,7 @@ from .conftest import (
     watch_call,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 MARK = "window.__noReload = true"
 STILL_MARKED = "window.__noReload === true"

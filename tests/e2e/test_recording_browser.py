@@ -22,7 +22,7 @@ from web.keys import DB, RECORDING
 from ..scenario import Scenario
 from .conftest import NetNs, video_flowing
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 
 @pytest.fixture

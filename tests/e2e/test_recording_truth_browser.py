@@ -22,7 +22,7 @@ from ..fullfs import tiny_filesystem
 from ..scenario import Scenario
 from .conftest import NetNs, video_flowing
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 
 @pytest.fixture

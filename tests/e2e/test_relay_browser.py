@@ -31,7 +31,7 @@ from .conftest import (
 )
 from .test_recording_browser import finished_rows, recording_started, user_id
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 
 # How many open connections of the page send video (bytes on an outbound-rtp).

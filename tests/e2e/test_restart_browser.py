@@ -40,7 +40,7 @@ from ..scenario import Scenario
 from ..serverproc import free_port, server_env
 from .conftest import CALL_DIAGNOSIS, ROOT, NetNs, video_flowing
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timing]
 
 # The issue measured 2.3-2.8 s of dropped browser-to-browser video across such a
 # restart before call pages held their connections; a held connection drops

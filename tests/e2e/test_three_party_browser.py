@@ -22,7 +22,7 @@ from .conftest import (
     video_flowing,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from .conftest import (
     video_flowing,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 # The namespace is fresh, so fixed ports are free in it.
 TURN_PORT = 3478

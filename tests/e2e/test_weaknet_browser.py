@@ -30,7 +30,7 @@ from web.settings import Settings
 from ..scenario import Scenario
 from .conftest import LOOPBACK_NETWORKS, NetNs, _require, video_flowing
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 WINDOW_S = 6.0
 
