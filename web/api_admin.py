@@ -10,7 +10,8 @@ from aiohttp import web
 from records.models import Account, Agreement, Department, Institution
 from records.staff_import import Problem, StaffRow
 from records.vocab import ErrorCode
-from signaling.workflow.admin import AccountFields, AdminService, ImportResult, Issued
+from signaling.workflow.accounts import AccountFields, ImportResult, Issued
+from signaling.workflow.admin import AdminService
 from web import schemas
 from web.auth import actor
 from web.errors import api_error

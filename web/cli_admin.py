@@ -21,7 +21,8 @@ from records import errors as records_errors
 from records.clock import SystemClock
 from records.vocab import AgreementKind, InstitutionKind, Role
 from signaling.errors import SignalingError
-from signaling.workflow.admin import AccountFields, AdminService, ImportResult
+from signaling.workflow.accounts import AccountFields, ImportResult
+from signaling.workflow.admin import AdminService
 from signaling.workflow.base import Context, NoPushes
 from web.app import passwords_for
 from web.settings import Settings

@@ -15,39 +15,33 @@ choosing a new one (``AuthService.change_password``).
 from __future__ import annotations
 
 import asyncio
-import secrets
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from records import staff_import, store
+from records import store
 from records.models import Account, Agreement, Department, Institution
 from records.passwords import Passwords
 from records.vocab import AgreementKind, ErrorCode, InstitutionKind, Role
 from signaling.errors import Forbidden, Invalid, NotFound
+from signaling.workflow.accounts import (
+    TEMPORARY_HASHING,
+    AccountFields,
+    ImportResult,
+    Issued,
+    check_fields,
+    check_staff_file,
+    insert_account,
+    temporary_password,
+)
 from signaling.workflow.base import Actor, Context, Service, Tx, stored
 from signaling.workflow.second_factor import failure_key
 
-# No 0/O, 1/l/I: read aloud over the phone or copied from a screen by hand.
-_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-TEMPORARY_LENGTH = 12
-# A temporary password is ~70 random bits, so a cheap hash of it cannot be
-# brute-forced in its lifetime; the configured cost (0.65 s per hash measured on
-# these machines) would make a staff list of 200 take over a minute. Its first
-# use is a login, which rehashes it at the configured cost, and the password is
-# replaced straight after.
-TEMPORARY_HASHING = {"time_cost": 1, "memory_kib": 8192, "parallelism": 1}
 # The institutions that ask, and those asked (departments of specialist hospitals
 # take requests: ``DirectoryService.departments``).
 REQUESTING_KINDS = frozenset({InstitutionKind.TOWNSHIP_CLINIC, InstitutionKind.COUNTY_HOSPITAL})
 CONSULTED_KINDS = frozenset({InstitutionKind.SPECIALIST_HOSPITAL})
-
-
-def temporary_password() -> str:
-    """A random one-time password (about 70 bits)."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(TEMPORARY_LENGTH))
 
 
 class AccountSockets(Protocol):
@@ -68,43 +62,6 @@ class NoSockets:
     async def close_account(self, account_id: str) -> int:
         """Nothing to close."""
         return 0
-
-
-@dataclass(frozen=True, kw_only=True)
-class AccountFields:
-    """What an administrator says about a person (all but the username may change)."""
-
-    display_name: str
-    role: str
-    title: str | None = None
-    licence_no: str | None = None
-    practice_start: date | None = None
-    phone: str | None = None
-    department_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Issued:
-    """An account and its temporary password (shown once, never stored in clear)."""
-
-    account: Account
-    password: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class ImportResult:
-    """A checked staff list: the valid rows, every problem, and what was stored."""
-
-    rows: list[staff_import.StaffRow]
-    problems: list[staff_import.Problem]
-    issued: list[Issued]
-    # Every row of the file as read (valid or not), for the preview to show.
-    cells: list[dict[str, str | None]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """No problem in any row."""
-        return not self.problems and bool(self.rows)
 
 
 class AdminService(Service):
@@ -319,33 +276,6 @@ class AdminService(Service):
 
     # -- accounts ---------------------------------------------------------------------
 
-    @staticmethod
-    def _check_fields(conn: sa.Connection, institution_id: str, fields: AccountFields) -> None:
-        Role(fields.role)  # the API and the CLI validate it; a guard for other callers
-        for did in fields.department_ids:
-            department = store.get_department(conn, did)
-            if department is None or department.institution_id != institution_id:
-                raise Invalid(
-                    "a department of another institution",
-                    code=ErrorCode.UNKNOWN_DEPARTMENT,
-                    fields=("department_ids",),
-                )
-        if fields.role in staff_import.DOCTORS:
-            missing = [
-                name
-                for name, value in (
-                    ("licence_no", fields.licence_no),
-                    ("practice_start", fields.practice_start),
-                )
-                if not value
-            ]
-            if missing:
-                raise Invalid(
-                    "doctors need a licence number and a practice-start date", fields=tuple(missing)
-                )
-        if fields.role == Role.SPECIALIST and not fields.department_ids:
-            raise Invalid("a specialist serves at least one department", fields=("department_ids",))
-
     async def add_account(
         self, actor: Actor | None, *, username: str, institution_id: str, fields: AccountFields
     ) -> Issued:
@@ -356,32 +286,12 @@ class AdminService(Service):
 
         def work(tx: Tx) -> Account:
             self._institution(tx.conn, institution_id, "institution_id")
-            self._check_fields(tx.conn, institution_id, fields)
-            aid = self._insert(tx, username, institution_id, fields, hashed)
+            check_fields(tx.conn, institution_id, fields)
+            aid = insert_account(tx, username, institution_id, fields, hashed)
             self._audit(tx, "account.add", "account", aid, username=username, role=fields.role)
             return stored(store.get_account(tx.conn, aid))
 
         return Issued(account=await self.write(actor, work), password=password)
-
-    @staticmethod
-    def _insert(
-        tx: Tx, username: str, institution_id: str, fields: AccountFields, hashed: str
-    ) -> str:
-        return store.add_account(
-            tx.conn,
-            username=username,
-            password_hash=hashed,
-            display_name=fields.display_name,
-            role=fields.role,
-            institution_id=institution_id,
-            created_at=tx.now,
-            licence_no=fields.licence_no,
-            title=fields.title,
-            practice_start=fields.practice_start,
-            department_ids=fields.department_ids,
-            phone=fields.phone,
-            must_change_password=True,
-        )
 
     def _account(self, conn: sa.Connection, account_id: str) -> Account:
         found = store.get_account(conn, account_id)
@@ -397,7 +307,7 @@ class AdminService(Service):
 
         def work(tx: Tx) -> Account:
             account = self._account(tx.conn, account_id)
-            self._check_fields(tx.conn, account.institution_id, fields)
+            check_fields(tx.conn, account.institution_id, fields)
             store.update_account(
                 tx.conn,
                 account_id,
@@ -539,7 +449,7 @@ class AdminService(Service):
                 tx.conn, name=institution, kind=kind, region=region
             )
             fields = AccountFields(display_name=display_name, role=Role.ADMIN.value)
-            aid = self._insert(tx, username, iid, fields, hashed)
+            aid = insert_account(tx, username, iid, fields, hashed)
             self._audit(tx, "bootstrap", "account", aid, username=username, institution_id=iid)
             return stored(store.get_account(tx.conn, aid))
 
@@ -547,34 +457,12 @@ class AdminService(Service):
 
     # -- staff lists ------------------------------------------------------------------
 
-    def _check_file(self, conn: sa.Connection, data: bytes) -> ImportResult:
-        try:
-            rows, problems = staff_import.parse(data)
-        except staff_import.UnreadableFile as exc:
-            return ImportResult(
-                rows=[], problems=[staff_import.Problem(0, "", "unreadable", str(exc))], issued=[]
-            )
-        institutions = {i.name: i.id for i in store.list_institutions(conn)}
-        departments = {(d.institution_id, d.code): d.id for d, _ in store.list_departments(conn)}
-        taken = store.existing_usernames(conn, [str(r.get("username") or "") for r in rows])
-        good, bad = staff_import.check(
-            rows,
-            institutions=institutions,
-            departments=departments,
-            taken=taken,
-            today=self.clock.now().date(),
-        )
-        cells = [
-            {k: v.isoformat() if isinstance(v, date) else v for k, v in r.items()} for r in rows
-        ]
-        return ImportResult(rows=good, problems=problems + bad, issued=[], cells=cells)
-
     async def import_preview(self, actor: Actor | None, data: bytes) -> ImportResult:
         """Check a staff list (CSV or XLSX) without storing anything."""
         self._allow(actor)
 
         def work(tx: Tx) -> ImportResult:
-            checked = self._check_file(tx.conn, data)
+            checked = check_staff_file(tx.conn, data, today=self.clock.now().date())
             self._audit(
                 tx,
                 "import.preview",
@@ -595,7 +483,8 @@ class AdminService(Service):
         names them all.
         """
         self._allow(actor)
-        preview = await self.read(lambda conn: self._check_file(conn, data))
+        today = self.clock.now().date()
+        preview = await self.read(lambda conn: check_staff_file(conn, data, today=today))
         if not preview.ok:
             return preview
         passwords = [temporary_password() for _ in preview.rows]
@@ -603,7 +492,7 @@ class AdminService(Service):
         hashes = [await self._hash(p) for p in passwords]
 
         def work(tx: Tx) -> ImportResult:
-            checked = self._check_file(tx.conn, data)
+            checked = check_staff_file(tx.conn, data, today=today)
             if not checked.ok or len(checked.rows) != len(hashes):
                 return checked
             issued = []
@@ -617,7 +506,7 @@ class AdminService(Service):
                     phone=row.phone,
                     department_ids=row.department_ids,
                 )
-                aid = self._insert(tx, row.username, row.institution_id, fields, hashed)
+                aid = insert_account(tx, row.username, row.institution_id, fields, hashed)
                 issued.append(
                     Issued(account=stored(store.get_account(tx.conn, aid)), password=password)
                 )
