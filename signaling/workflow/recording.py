@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from media.errors import RecordingFailed
-from media.finalize import FinishedFile, describe
+from media.finalize import FinishedFile, describe, finalize
 from media.recorder import LegResult, Recorder, RecordingKey, Repaired
 from media.space import disk_space
 from media.writer import CONTAINER_FOR
@@ -79,6 +79,9 @@ class Kept:
 
     key: RecordingKey
     reason: str
+    # The part that ended (its row, and what the recorder made of its file).
+    recording_id: str
+    result: LegResult
     # time.monotonic() before which no resumption is tried.
     not_before: float = 0.0
 
@@ -490,7 +493,13 @@ class RecordingService(Service):
             strikes = 1  # it had recorded a while: not a disk that refuses at once
         self._strikes[slot] = strikes
         wait = min(self.resume_check_seconds * 2 ** (strikes - 1), RESUME_MAX)
-        self.kept[slot] = Kept(key=result.key, reason=reason, not_before=time.monotonic() + wait)
+        self.kept[slot] = Kept(
+            key=result.key,
+            reason=reason,
+            recording_id=entry[1],
+            result=result,
+            not_before=time.monotonic() + wait,
+        )
         self._spawn(self._store_kept(entry[1], result, reason))
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch_disk())
@@ -537,6 +546,7 @@ class RecordingService(Service):
         assert leg.fanout is not None  # noqa: S101 - a relayable leg has one
         video_codec, audio = leg.fanout.video_codec, leg.fanout.audio
         container = CONTAINER_FOR[video_codec]
+        await self._finish_failed_part(kept, container)
         path = self.recorder.partial_path(key, container).with_suffix("")
         now = self.clock.now()
 
@@ -579,6 +589,26 @@ class RecordingService(Service):
         self.active[slot] = (key, rid)
         if self.listener is not None:
             await self.listener(consultation_id, participant_id, "recording", event)
+
+    async def _finish_failed_part(self, kept: Kept, container: str) -> None:
+        """Finish the file of a kept leg's last part, if the full disk kept it
+        from being finished: with room again, what was written becomes playable
+        now rather than at the next start (``recover``)."""
+        result = kept.result
+        if result.file is not None or result.first_media_offset is None:
+            return
+        partial = self.recorder.partial_path(kept.key, container)
+        if not await asyncio.to_thread(partial.exists):
+            return
+        try:
+            finished = await asyncio.to_thread(finalize, partial)
+            await self._seal(finished)
+            done = dataclasses.replace(result, file=finished)
+            await self._store_row(kept.recording_id, done, interrupted=False)
+        except Exception:
+            log.exception("recording=%s: its file is finished at the next start", kept.recording_id)
+        else:
+            kept.result = done
 
     # -- repair, verification, purge ---------------------------------------------
 

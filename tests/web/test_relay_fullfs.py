@@ -130,6 +130,11 @@ async def test_a_full_disk_keeps_the_relayed_picture_says_why_and_records_again_
                     "nothing was renegotiated"
                 )
                 assert service.is_recording(c.id, clinic)
+                # What part 1 holds was finished (and hashed) once there was room.
+                first, second = await parts(app, clinic)
+                assert first["status"] == "finished" and first["sha256"], first
+                assert first["duration_ms"] > 500 and "No space left" in first["error"]
+                assert second["status"] == "recording"
                 await video_frames(frames, 30)
                 assert pc.connectionState == "connected"
                 # The clinic leaves: part 2 is stored with its file.
