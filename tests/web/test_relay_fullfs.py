@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from records.schema import recordings
+from signaling.workflow.recording import failure_reason
 from web.keys import DB, RECORDING
 from web.settings import Settings
 
@@ -150,3 +151,13 @@ async def test_a_full_disk_keeps_the_relayed_picture_says_why_and_records_again_
     kinds = [e["kind"] for e in timeline["events"]]
     assert kinds.count("recording_started") == 2
     assert "recording_interrupted" in kinds
+
+
+def test_the_pages_are_told_a_full_disk_as_such_and_any_other_write_error_as_one() -> None:
+    # The writer's error as the recorder reports it (repr of PyAV's OSError).
+    full = "OSError(28, 'No space left on device')"
+    assert failure_reason(full) == "disk_full"
+    assert failure_reason("[Errno 122] Disk quota exceeded") == "disk_full"
+    assert failure_reason("OSError(5, 'Input/output error')") == "write_failed"
+    assert failure_reason("PermissionError(13, 'Permission denied')") == "write_failed"
+    assert failure_reason(None) == "write_failed"
