@@ -79,6 +79,9 @@ class Leg:
     fanout: Fanout | None = None
     # A viewer asked for a keyframe (or joined): the keyframe task wakes up.
     keyframe_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    # The part whose file could not be written, being finished while the leg
+    # goes on without a writer (``Recorder._writing_failed``).
+    failed_part: asyncio.Future[LegResult] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +118,7 @@ class Recorder:
         keyframe_interval: float = 10.0,
         start_bitrate: int | None = None,
         on_finished: Callable[[LegResult], None] | None = None,
+        on_writing_failed: Callable[[LegResult], None] | None = None,
     ) -> None:
         """Prepare the recorder.
 
@@ -130,6 +134,10 @@ class Recorder:
                 its video at (None: the browser's own 300 kbit/s).
             on_finished: called (on the loop) when a leg ends by itself, e.g.
                 when the browser goes away.
+            on_writing_failed: called (on the loop) with the part that ended
+                when a leg's file could not be written (a full disk, EIO, a
+                permission): the leg itself goes on, connected and relayed,
+                without a file, until ``resume`` or ``stop``.
         """
         seam.install_passthrough()
         seam.restrict_host_addresses(host_addresses)
@@ -140,6 +148,7 @@ class Recorder:
         self.keyframe_interval = keyframe_interval
         self.start_bitrate = start_bitrate
         self.on_finished = on_finished
+        self.on_writing_failed = on_writing_failed
         self.legs: dict[RecordingKey, Leg] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()
@@ -289,6 +298,10 @@ class Recorder:
             task.cancel()
         await asyncio.gather(*leg.tasks, return_exceptions=True)
         if leg.writer is None:
+            if leg.failed_part is not None:
+                # Its file failed earlier and the leg went on without one:
+                # that part is what it produced.
+                return await asyncio.shield(leg.failed_part)
             return LegResult(
                 key=key,
                 started_at=leg.started_at,
@@ -296,13 +309,19 @@ class Recorder:
                 file=None,
                 error="no media",
             )
-        stats = await asyncio.to_thread(leg.writer.close)
+        return await self._close_file(key, leg.started_at, leg.writer)
+
+    async def _close_file(
+        self, key: RecordingKey, started_at: datetime, writer: TrackWriter
+    ) -> LegResult:
+        """Flush and close ``writer``, finalize its file (off the loop): the part's result."""
+        stats = await asyncio.to_thread(writer.close)
         if stats.first_media_offset is None:
             await asyncio.to_thread(_discard, stats.path)
             await asyncio.to_thread(_discard, start_note(stats.path))
             return LegResult(
                 key=key,
-                started_at=leg.started_at,
+                started_at=started_at,
                 first_media_offset=None,
                 file=None,
                 error="no media arrived",
@@ -313,14 +332,14 @@ class Recorder:
             log.exception("finalizing %s failed", stats.path.name)
             return LegResult(
                 key=key,
-                started_at=leg.started_at,
+                started_at=started_at,
                 first_media_offset=stats.first_media_offset,
                 file=None,
                 error=repr(exc),
             )
         return LegResult(
             key=key,
-            started_at=leg.started_at,
+            started_at=started_at,
             first_media_offset=stats.first_media_offset,
             file=finished,
             error="; ".join(stats.errors) or None,
@@ -346,13 +365,76 @@ class Recorder:
                 if leg.writer is None or leg.done.is_set():
                     continue
                 if leg.writer.failed.is_set():
-                    log.warning("recording peer=%s: writing failed", leg.key.participant_id)
-                    leg.done.set()
-                    task = asyncio.ensure_future(self._ended_by_itself(leg))
-                    self._ending.add(task)
-                    task.add_done_callback(self._ending.discard)
+                    self._writing_failed(leg)
                     continue
                 leg.writer.flush()
+
+    def _writing_failed(self, leg: Leg) -> None:
+        # The file cannot be written (a full disk, EIO, a permission): the part
+        # ends with what reached the file, and the leg goes on without a file.
+        # Its connection and its relay stay up: in a relayed call this leg is
+        # the participant's only uplink, and the live call matters more than
+        # the recording. ``resume`` gives it a new part once writing is possible.
+        writer = leg.writer
+        if writer is None:
+            return
+        log.warning(
+            "recording consultation=%s peer=%s part=%d: writing failed; the call goes on",
+            leg.key.consultation_id,
+            leg.key.participant_id,
+            leg.key.part,
+        )
+        leg.writer = None
+        part = asyncio.ensure_future(self._close_file(leg.key, leg.started_at, writer))
+        leg.failed_part = part
+        part.add_done_callback(self._tell_writing_failed)
+
+    def _tell_writing_failed(self, part: asyncio.Future[LegResult]) -> None:
+        if part.cancelled() or part.exception() is not None:
+            return
+        if self.on_writing_failed is not None:
+            self.on_writing_failed(part.result())
+
+    def resume(self, key: RecordingKey, new_key: RecordingKey, *, now: datetime) -> None:
+        """Record a leg whose file failed again, as the new part ``new_key``.
+
+        The leg keeps its connection and relay (nothing is renegotiated); its
+        frames go to ``new_key``'s file from the next video keyframe on (one is
+        asked for at once). Its key is ``new_key`` from now on.
+
+        Raises:
+            RecordingFailed: no live leg ``key`` without a file, or ``new_key``
+                is taken.
+        """
+        leg = self.legs.get(key)
+        if leg is None or leg.done.is_set() or leg.writer is not None or leg.fanout is None:
+            raise RecordingFailed(f"no leg {key} to resume")
+        if new_key in self.legs:
+            raise RecordingFailed(f"already recording {new_key}")
+        video_codec, audio = leg.fanout.video_codec, leg.fanout.audio
+        t0 = time.monotonic()
+        writer = TrackWriter(
+            self.partial_path(new_key, CONTAINER_FOR[video_codec]),
+            video_codec=video_codec,
+            audio=audio,
+            t0=t0,
+        )
+        del self.legs[key]
+        leg.key, leg.started_at, leg.t0, leg.writer, leg.failed_part = (
+            new_key,
+            now,
+            t0,
+            writer,
+            None,
+        )
+        self.legs[new_key] = leg
+        leg.keyframe_wanted.set()
+        log.info(
+            "recording consultation=%s peer=%s part=%d: resumed",
+            new_key.consultation_id,
+            new_key.participant_id,
+            new_key.part,
+        )
 
     def recover(self) -> list[Repaired]:
         """Repair what a killed server left: every ``.partial`` file is finalized.
@@ -377,12 +459,14 @@ class Recorder:
     # -- internals ----------------------------------------------------------------
 
     async def _consume(self, leg: Leg, track: MediaStreamTrack) -> None:
-        # aiortc's queues are unbounded: every accepted track is drained.
-        writer = leg.writer
+        # aiortc's queues are unbounded: every accepted track is drained. The
+        # writer is looked up per frame: a failed one is dropped, a resumed
+        # part brings a new one, and the relay goes on either way.
         try:
             while True:
                 frame = await track.recv()
                 if isinstance(frame, seam.EncodedFrame):
+                    writer = leg.writer
                     if writer is not None:
                         writer.put(frame)
                     if leg.fanout is not None:

@@ -257,6 +257,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         recorder=recorder,
         retention_days=settings.recording_retention_days,
         keyring=keyring,
+        # A leg whose disk filled records again once /readyz would say the
+        # recordings' disk is fine: the same threshold.
+        resume_min_free_bytes=settings.readiness_min_free_mb * 1024 * 1024,
     )
     app[REPLAY] = ReplayService(ctx, root=recorder.directory)
     app[EXPORTS] = RecordingExports(

@@ -18,7 +18,6 @@ import dataclasses
 import datetime as dt
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from alembic.script import ScriptDirectory
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from media.space import disk_space  # the recorder resumes on the same verdict
 from records.db import alembic_config
 from records.scan import ClamdScanner
 from signaling.call.ice import turn_credentials
@@ -54,24 +54,6 @@ class Check:
     name: str
     verdict: Verdict
     detail: str
-
-
-def disk_space(directory: Path, min_free_bytes: int) -> tuple[bool, str, int | None]:
-    """Whether ``directory`` can be written and has ``min_free_bytes`` free.
-
-    Returns:
-        (ok, what went wrong or "", free bytes if known).
-    """
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".check-"):
-            pass
-        free = shutil.disk_usage(directory).free
-    except OSError as exc:
-        return False, f"not writable: {exc.strerror or exc}", None
-    if free < min_free_bytes:
-        return False, "low disk space", free
-    return True, "", free
 
 
 async def run_checks(settings: Settings) -> list[Check]:

@@ -31,9 +31,9 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from media.space import disk_space
 from records import logcontext
 from records.vocab import ErrorCode
-from web.check import disk_space
 from web.errors import api_error
 from web.keys import CALLS, DB, RECORDING, SETTINGS, SOCKETS
 

@@ -84,6 +84,15 @@ CALL_STRINGS: dict[str, str] = {
     "call.rec.recording": N_("Recording"),
     "call.rec.starting": N_("Starting the recording…"),
     "call.rec.failed": N_("Recording is not running; the call goes on."),
+    # Why it stopped, when the server says (its leg stays up: the call goes on).
+    "call.rec.disk_full": N_(
+        "Recording stopped: the server's recording disk is full. The call goes on;"
+        " recording resumes by itself when there is room."
+    ),
+    "call.rec.write_failed": N_(
+        "Recording stopped: the server could not write the recording. The call goes on;"
+        " recording resumes by itself when it can."
+    ),
     "call.rec.not_consented": N_("Not recorded: the patient did not consent to recording."),
     "call.rec.off": N_("This call is not recorded."),
     "call.rec.others": N_("Recorded participants: %(count)s"),

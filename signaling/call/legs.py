@@ -110,7 +110,7 @@ class RecordingLegs:
         sources = [
             pid
             for pid in room.members
-            if pid != member.peer_id and recording.is_recording(room.consultation_id, pid)
+            if pid != member.peer_id and recording.has_leg(room.consultation_id, pid)
         ]
         await asyncio.gather(*(self._offer(room, pid, member) for pid in sources))
 
@@ -159,9 +159,9 @@ class RecordingLegs:
         )
 
     async def stop(self, room: Room, peer_id: str) -> None:
-        """Stop and store a member's leg, if one runs."""
+        """Stop and store a member's leg, if one runs (or is kept for the call)."""
         recording = self.recording
-        if recording is None or not recording.is_recording(room.consultation_id, peer_id):
+        if recording is None or not recording.has_leg(room.consultation_id, peer_id):
             return
         try:
             await recording.stop(room.consultation_id, peer_id)
@@ -202,12 +202,23 @@ class RecordingLegs:
         return room is not None and peer_id in room.members
 
     async def changed(
-        self, consultation_id: str, peer_id: str, state: str, event: Event | None
+        self,
+        consultation_id: str,
+        peer_id: str,
+        state: str,
+        event: Event | None,
+        *,
+        kept: bool = False,
+        reason: str | None = None,
     ) -> None:
-        """A leg changed by itself (stopped, failed, interrupted): tell the room."""
+        """A leg changed by itself (stopped, failed, interrupted; recording again
+        after its file failed): tell the room, and why when it is known."""
         room = self.rooms.get(consultation_id)
         if room is None:
             return
-        await broadcast(room, o.RecordingChanged(peer_id=peer_id, state=state))
+        await broadcast(
+            room,
+            o.RecordingChanged(peer_id=peer_id, state=state, kept=kept or None, reason=reason),
+        )
         if event is not None:
             await broadcast(room, timeline_event(room, event))

@@ -262,11 +262,19 @@ class StateChanged:
 @dataclass(frozen=True, kw_only=True)
 class RecordingChanged:
     """A participant's recording leg changed state: recording, stopped (asked
-    for), interrupted (it ended by itself while they stayed) or failed."""
+    for), interrupted (it ended by itself while they stayed) or failed.
+
+    ``kept``: only the file stopped (``reason``: ``disk_full``,
+    ``write_failed``); the leg's connection goes on and, in a relayed call,
+    still carries the participant to the others (their relay link stays, and
+    their page keeps its leg: the server records it again when it can).
+    """
 
     type: ClassVar[str] = "recording"
     peer_id: str
     state: str
+    kept: bool | None = omit_if_none()
+    reason: str | None = omit_if_none()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,18 +7,20 @@ Protocol lists exactly the methods ``Calls`` uses.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from records.clock import Clock
 from records.models import Consultation, Event, Institution
 from records.vocab import EventKind
 from signaling.workflow.base import Actor
+from signaling.workflow.recording import Listener
 
-# Told (consultation id, participant id, state, timeline event or None) when a
-# recording leg ends: stopped, interrupted (ended by itself) or failed; the event
-# (``recording_interrupted``) says a participant of a live call is not recorded.
-RecordingListener = Callable[[str, str, str, Event | None], Awaitable[None]]
+# Told (consultation id, participant id, state, timeline event or None, and
+# whether the leg is kept and why) when a recording leg ends: stopped,
+# interrupted (ended by itself) or failed; the event (``recording_interrupted``)
+# says a participant of a live call is not recorded. See the workflow's Listener.
+RecordingListener = Listener
 
 
 class CallWorkflow(Protocol):
@@ -104,6 +106,11 @@ class CallRecording(Protocol):
 
     def is_recording(self, consultation_id: str, participant_id: str) -> bool:
         """Whether a leg of this participant runs."""
+        ...
+
+    def has_leg(self, consultation_id: str, participant_id: str) -> bool:
+        """Whether a leg of this participant is connected (recording, or kept
+        without a file because it carries the live call)."""
         ...
 
     async def start(self, actor: Actor, consultation_id: str, offer_sdp: str) -> str:

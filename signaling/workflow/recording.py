@@ -14,17 +14,20 @@ import dataclasses
 import functools
 import logging
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from media.errors import RecordingFailed
-from media.finalize import FinishedFile, describe
+from media.finalize import FinishedFile, describe, finalize
 from media.recorder import LegResult, Recorder, RecordingKey, Repaired
+from media.space import disk_space
+from media.writer import CONTAINER_FOR
 from records import sealed, store
 from records.models import Event, Recording
 from records.vocab import ErrorCode, EventKind
@@ -34,14 +37,53 @@ from signaling.workflow.base import Actor, Context, Service, Tx, stored
 
 log = logging.getLogger(__name__)
 
-# Told (consultation id, participant id, state, timeline event or None) once a
-# leg's file is stored: state "stopped" (asked for), "interrupted" (the leg ended
-# by itself: the browser's side went away, the file could not be written) or
-# "failed" (nothing usable was recorded). The event is ``recording_interrupted``
-# when the call was live then: the participant is not being recorded.
-Listener = Callable[[str, str, str, Event | None], Awaitable[None]]
+
+class Listener(Protocol):
+    """Told (consultation id, participant id, state, timeline event or None) once a
+    leg's file is stored: state "stopped" (asked for), "interrupted" (the leg ended
+    by itself: the browser's side went away, the file could not be written) or
+    "failed" (nothing usable was recorded); "recording" when a kept leg records
+    again. The event is ``recording_interrupted`` when the call was live then:
+    the participant is not being recorded (``recording_started`` on resuming).
+
+    ``kept``: the file could not be written but the leg's connection goes on
+    (in a relayed call it carries the participant to the others); ``reason``
+    says why it stopped (``disk_full``, ``write_failed``).
+    """
+
+    def __call__(
+        self,
+        consultation_id: str,
+        participant_id: str,
+        state: str,
+        event: Event | None,
+        /,
+        *,
+        kept: bool = False,
+        reason: str | None = None,
+    ) -> Awaitable[None]: ...
+
 
 MIN_RETENTION_DAYS = 3 * 365 + 1  # audio/video process records: at least 3 years
+# A kept leg (its file failed) records again once the disk passes the same
+# check as ``/readyz``; the check runs this often, and after a resumed part
+# failed again within RESUME_STABLE seconds the wait doubles up to RESUME_MAX.
+RESUME_CHECK_SECONDS = 5.0
+RESUME_STABLE = 60.0
+RESUME_MAX = 300.0
+
+
+@dataclass(kw_only=True)
+class Kept:
+    """A leg whose file could not be written, kept for the live call."""
+
+    key: RecordingKey
+    reason: str
+    # The part that ended (its row, and what the recorder made of its file).
+    recording_id: str
+    result: LegResult
+    # time.monotonic() before which no resumption is tried.
+    not_before: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +105,8 @@ class RecordingService(Service):
         recorder: Recorder,
         retention_days: int = MIN_RETENTION_DAYS,
         keyring: sealed.Keyring | None = None,
+        resume_min_free_bytes: int = 1024 * 1024 * 1024,
+        resume_check_seconds: float = RESUME_CHECK_SECONDS,
     ) -> None:
         """Wire the service.
 
@@ -72,6 +116,10 @@ class RecordingService(Service):
             retention_days: how long files are kept at least; never under 3 years.
             keyring: if set, every finished or repaired file is sealed (encrypted
                 at rest, ``records.sealed``) before its row says it is kept.
+            resume_min_free_bytes: a leg whose file failed records again (a new
+                part) once the recordings' disk has this much free and can be
+                written: ``readiness_min_free_mb``, the threshold of ``/readyz``.
+            resume_check_seconds: how often that is checked while a leg waits.
         """
         if retention_days < MIN_RETENTION_DAYS:
             raise ValueError(f"recordings are kept at least {MIN_RETENTION_DAYS} days")
@@ -89,6 +137,15 @@ class RecordingService(Service):
         self.listener: Listener | None = None
         self.present: Callable[[str, str], bool] | None = None
         recorder.on_finished = self._leg_ended
+        # Legs whose file failed, kept because the live call goes on (see
+        # ``_writing_failed``); they are not "recording".
+        self.kept: dict[tuple[str, str], Kept] = {}
+        self.resume_min_free_bytes = resume_min_free_bytes
+        self.resume_check_seconds = resume_check_seconds
+        # Consecutive parts of a participant that failed soon after they began.
+        self._strikes: dict[tuple[str, str], int] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        recorder.on_writing_failed = self._writing_failed
 
     @property
     def root(self) -> Path:
@@ -110,6 +167,19 @@ class RecordingService(Service):
     def is_recording(self, consultation_id: str, participant_id: str) -> bool:
         """Whether a leg of this participant is running."""
         return (consultation_id, participant_id) in self.active
+
+    def has_leg(self, consultation_id: str, participant_id: str) -> bool:
+        """Whether a leg of this participant is connected: recording, or kept
+        without a file (its disk was full) because it carries the live call."""
+        slot = (consultation_id, participant_id)
+        return slot in self.active or slot in self.kept
+
+    def _leg_key(self, slot: tuple[str, str]) -> RecordingKey | None:
+        entry = self.active.get(slot)
+        if entry is not None:
+            return entry[0]
+        kept = self.kept.get(slot)
+        return kept.key if kept is not None else None
 
     async def start(self, actor: Actor, consultation_id: str, offer_sdp: str) -> str:
         """Answer a participant's recording offer; returns the answer SDP.
@@ -145,6 +215,10 @@ class RecordingService(Service):
                 result = await self.recorder.stop(replaced[0])
                 if result is not None:
                     await self._store(replaced[1], result)
+            kept = self.kept.pop(slot, None)
+            if kept is not None:
+                # Its part is stored already: only the connection goes.
+                await self.recorder.stop(kept.key)
             part = await self.read(
                 lambda conn: store.next_recording_part(conn, consultation_id, actor.id)
             )
@@ -208,7 +282,12 @@ class RecordingService(Service):
 
     async def stop(self, consultation_id: str, participant_id: str) -> Recording | None:
         """Stop and finish a participant's leg, if one runs."""
-        entry = self.active.pop((consultation_id, participant_id), None)
+        slot = (consultation_id, participant_id)
+        self._strikes.pop(slot, None)
+        kept = self.kept.pop(slot, None)
+        if kept is not None:
+            await self.recorder.stop(kept.key)  # its part is stored already
+        entry = self.active.pop(slot, None)
         if entry is None:
             return None
         result = await self.recorder.stop(entry[0])
@@ -222,11 +301,11 @@ class RecordingService(Service):
         None when the source has no running leg (it has not started, or it
         ended meanwhile): the viewer is offered the relay when it starts.
         """
-        entry = self.active.get((consultation_id, source_id))
-        if entry is None:
+        key = self._leg_key((consultation_id, source_id))
+        if key is None:
             return None
         try:
-            return await self.recorder.relay_offer(entry[0], viewer_id)
+            return await self.recorder.relay_offer(key, viewer_id)
         except RecordingFailed:
             return None
 
@@ -234,10 +313,10 @@ class RecordingService(Service):
         self, consultation_id: str, source_id: str, viewer_id: str, answer_sdp: str
     ) -> bool:
         """The viewer's answer for a relay; False if no relay to it is open."""
-        entry = self.active.get((consultation_id, source_id))
-        if entry is None:
+        key = self._leg_key((consultation_id, source_id))
+        if key is None:
             return False
-        return await self.recorder.relay_answer(entry[0], viewer_id, answer_sdp)
+        return await self.recorder.relay_answer(key, viewer_id, answer_sdp)
 
     async def relay_close(self, consultation_id: str, viewer_id: str) -> None:
         """Close every relay of the consultation to ``viewer_id``."""
@@ -246,7 +325,8 @@ class RecordingService(Service):
     async def stop_all(self, consultation_id: str) -> list[Recording]:
         """Finish every leg of a consultation (the call ended)."""
         out = []
-        for cid, pid in [slot for slot in self.active if slot[0] == consultation_id]:
+        slots = {slot for slot in [*self.active, *self.kept] if slot[0] == consultation_id}
+        for cid, pid in sorted(slots):
             rec = await self.stop(cid, pid)
             if rec is not None:
                 out.append(rec)
@@ -259,7 +339,10 @@ class RecordingService(Service):
         others from finishing or the server from stopping: the next start
         repairs what is left (``recover``).
         """
-        for cid, pid in list(self.active):
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        for cid, pid in [*self.active, *self.kept]:
             try:
                 await self.stop(cid, pid)
             except Exception:
@@ -272,6 +355,12 @@ class RecordingService(Service):
         # no longer being recorded.
         self.recorder.forget(result.key)
         slot = (result.key.consultation_id, result.key.participant_id)
+        kept = self.kept.get(slot)
+        if kept is not None and kept.key == result.key:
+            # A kept leg's connection ended (the page closed it): its part
+            # was stored when its file failed.
+            del self.kept[slot]
+            return
         entry = self.active.get(slot)
         if entry is None or entry[0] != result.key:
             return
@@ -320,7 +409,13 @@ class RecordingService(Service):
         return await asyncio.to_thread(from_plaintext)
 
     async def _store(
-        self, recording_id: str, result: LegResult, *, interrupted: bool = False
+        self,
+        recording_id: str,
+        result: LegResult,
+        *,
+        interrupted: bool = False,
+        kept: bool = False,
+        reason: str | None = None,
     ) -> Recording:
         await self._seal(result.file)
         rec, event = await self._store_row(recording_id, result, interrupted=interrupted)
@@ -329,7 +424,9 @@ class RecordingService(Service):
                 state = "failed"
             else:
                 state = "interrupted" if interrupted else "stopped"
-            await self.listener(rec.consultation_id, rec.participant_id, state, event)
+            await self.listener(
+                rec.consultation_id, rec.participant_id, state, event, kept=kept, reason=reason
+            )
         return rec
 
     async def _store_row(
@@ -376,6 +473,142 @@ class RecordingService(Service):
             return stored(store.get_recording(tx.conn, recording_id)), event
 
         return await self.write(None, work)
+
+    # -- a file that cannot be written; the leg goes on ------------------------------
+
+    def _writing_failed(self, result: LegResult) -> None:
+        # The leg's file could not be written (a full disk, EIO, a permission).
+        # The recorder keeps the leg's connection and relay: the participant
+        # stays in the live call, which matters more than the file. Their part
+        # is stored with what was written and the room is told why recording
+        # stopped; the leg records again (a new part) once the disk has room.
+        slot = (result.key.consultation_id, result.key.participant_id)
+        entry = self.active.get(slot)
+        if entry is None or entry[0] != result.key:
+            return  # stopped or replaced meanwhile: stop() stored the part
+        del self.active[slot]
+        reason = failure_reason(result.error)
+        strikes = self._strikes.get(slot, 0) + 1
+        if (self.clock.now() - result.started_at).total_seconds() >= RESUME_STABLE:
+            strikes = 1  # it had recorded a while: not a disk that refuses at once
+        self._strikes[slot] = strikes
+        wait = min(self.resume_check_seconds * 2 ** (strikes - 1), RESUME_MAX)
+        self.kept[slot] = Kept(
+            key=result.key,
+            reason=reason,
+            recording_id=entry[1],
+            result=result,
+            not_before=time.monotonic() + wait,
+        )
+        self._spawn(self._store_kept(entry[1], result, reason))
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_disk())
+
+    async def _store_kept(self, recording_id: str, result: LegResult, reason: str) -> None:
+        try:
+            await self._store(recording_id, result, interrupted=True, kept=True, reason=reason)
+        except Exception:
+            # The records may sit on the same full disk: the pages are told all
+            # the same (recover() settles the row at the next start).
+            log.exception("recording=%s not stored (recover repairs it at start)", recording_id)
+            if self.listener is not None:
+                cid, pid = result.key.consultation_id, result.key.participant_id
+                await self.listener(cid, pid, "failed", None, kept=True, reason=reason)
+
+    async def _watch_disk(self) -> None:
+        # While a leg waits for room, look at the disk now and then (the same
+        # verdict as /readyz); every kept leg whose wait is over resumes.
+        while self.kept:
+            await asyncio.sleep(self.resume_check_seconds)
+            due = [slot for slot, k in self.kept.items() if k.not_before <= time.monotonic()]
+            if not due:
+                continue
+            ok, _, _ = await asyncio.to_thread(disk_space, self.root, self.resume_min_free_bytes)
+            if not ok:
+                continue
+            for slot in due:
+                try:
+                    await self._resume(slot)
+                except Exception:
+                    log.exception("consultation=%s recording not resumed", slot[0])
+
+    async def _resume(self, slot: tuple[str, str]) -> None:
+        """Record a kept leg again as its participant's next part."""
+        kept = self.kept.get(slot)
+        leg = self.recorder.legs.get(kept.key) if kept is not None else None
+        if kept is None or leg is None or leg.writer is not None or leg.done.is_set():
+            return
+        consultation_id, participant_id = slot
+        part = await self.read(
+            lambda conn: store.next_recording_part(conn, consultation_id, participant_id)
+        )
+        key = RecordingKey(consultation_id, participant_id, part)
+        assert leg.fanout is not None  # noqa: S101 - a relayable leg has one
+        video_codec, audio = leg.fanout.video_codec, leg.fanout.audio
+        container = CONTAINER_FOR[video_codec]
+        await self._finish_failed_part(kept, container)
+        path = self.recorder.partial_path(key, container).with_suffix("")
+        now = self.clock.now()
+
+        # The row first: if the records refuse it (their disk may be full too),
+        # the leg stays kept, without a file, and is tried again later.
+        def work(tx: Tx) -> tuple[str, Event]:
+            rid = store.add_recording(
+                tx.conn,
+                consultation_id=consultation_id,
+                participant_id=participant_id,
+                part=part,
+                path=str(path.relative_to(self.root)),
+                container=container,
+                video_codec=video_codec,
+                audio_codec="opus" if audio else None,
+                started_at=now,
+            )
+            eid = store.add_event(
+                tx.conn,
+                consultation_id=consultation_id,
+                at=now,
+                kind=EventKind.RECORDING_STARTED,
+                actor_id=participant_id,
+                data={"recording_id": rid, "part": part, "resumed": True},
+            )
+            tx.audit("recording.resume", "recording", rid, consultation_id=consultation_id)
+            event = next(iter(store.list_events(tx.conn, consultation_id, after_id=eid - 1)))
+            return rid, event
+
+        rid, event = await self.write(None, work)
+        try:
+            if self.kept.get(slot) is not kept:
+                raise RecordingFailed("the leg was stopped meanwhile")
+            self.recorder.resume(kept.key, key, now=now)
+        except RecordingFailed as exc:
+            gone = LegResult(key=key, started_at=now, first_media_offset=None, file=None)
+            await self._store_row(rid, dataclasses.replace(gone, error=str(exc)), interrupted=False)
+            return
+        del self.kept[slot]
+        self.active[slot] = (key, rid)
+        if self.listener is not None:
+            await self.listener(consultation_id, participant_id, "recording", event)
+
+    async def _finish_failed_part(self, kept: Kept, container: str) -> None:
+        """Finish the file of a kept leg's last part, if the full disk kept it
+        from being finished: with room again, what was written becomes playable
+        now rather than at the next start (``recover``)."""
+        result = kept.result
+        if result.file is not None or result.first_media_offset is None:
+            return
+        partial = self.recorder.partial_path(kept.key, container)
+        if not await asyncio.to_thread(partial.exists):
+            return
+        try:
+            finished = await asyncio.to_thread(finalize, partial)
+            await self._seal(finished)
+            done = dataclasses.replace(result, file=finished)
+            await self._store_row(kept.recording_id, done, interrupted=False)
+        except Exception:
+            log.exception("recording=%s: its file is finished at the next start", kept.recording_id)
+        else:
+            kept.result = done
 
     # -- repair, verification, purge ---------------------------------------------
 
@@ -499,3 +732,11 @@ class RecordingService(Service):
         for rec in targets:
             (self.root / rec.path).unlink(missing_ok=True)
         return targets
+
+
+def failure_reason(error: str | None) -> str:
+    """Why a leg's file failed, as the pages say it: ``disk_full`` or ``write_failed``."""
+    text = error or ""
+    if "No space left" in text or "Errno 28" in text or "Disk quota" in text:
+        return "disk_full"
+    return "write_failed"

@@ -20,6 +20,7 @@ import {
   micToggled,
   opened,
   receive,
+  recordingReason,
   recordingView,
   releaseHeld,
   statusChanged,
@@ -420,6 +421,42 @@ test("relayed call: no browser links; the server's relay offers make the links",
   // He leaves: his link closes.
   r = receive(state, { type: "peer_left", peer_id: BOB.peer_id });
   assert.deepEqual(r.effects, [{ do: "closePeer", peerId: BOB.peer_id }]);
+});
+
+test("relayed call, full recording disk: the legs and links stay, the page says why", () => {
+  const relayed = { recording: { available: true, allowed: true, max_bitrate: 1500000, recording: [], relay: true } };
+  let state = statusChanged(initialState({ consultationState: "live", me: { display_name: "Me" } }), "joined");
+  state = receive(state, joined({ ...relayed, state: "live", peers: [ANN, BOB] })).state;
+  state = receive(state, { type: "relay_offer", source: BOB.peer_id, sdp: "v=0 relay" }).state;
+  state = legChanged(state, "recording");
+  for (const id of [ME, BOB.peer_id]) state = receive(state, { type: "recording", peer_id: id, state: "recording" }).state;
+  assert.equal(recordingView(state).state, "recording");
+  // Bob's file cannot be written; his leg still carries him: his link stays.
+  let r = receive(state, { type: "recording", peer_id: BOB.peer_id, state: "failed", kept: true, reason: "disk_full" });
+  assert.deepEqual(r.effects, []);
+  assert.ok(recordingView(r.state).unrecorded.includes(BOB.peer_id));
+  // Ours too: our leg is not reopened (it is our uplink), and the indicator
+  // says recording stopped, and why, rather than "starting".
+  r = receive(r.state, { type: "recording", peer_id: ME, state: "interrupted", kept: true, reason: "disk_full" });
+  assert.deepEqual(r.effects, []);
+  assert.equal(recordingView(r.state).state, "failed");
+  assert.equal(recordingReason(r.state), "disk_full");
+  // Room again: the server records the same legs again.
+  r = receive(r.state, { type: "recording", peer_id: ME, state: "recording" });
+  assert.equal(recordingView(r.state).state, "recording");
+  assert.equal(recordingReason(r.state), null);
+  // Without `kept` a leg that ended is reopened as ever.
+  assert.deepEqual(does(receive(r.state, { type: "recording", peer_id: ME, state: "failed" }).effects), [
+    "recordingEnded",
+  ]);
+});
+
+test("mesh call, full recording disk: the leg (only a recording) is closed and reopened", () => {
+  let state = inCall({ state: "live" });
+  state = receive(state, { type: "recording", peer_id: ME, state: "recording" }).state;
+  const r = receive(state, { type: "recording", peer_id: ME, state: "failed", kept: true, reason: "disk_full" });
+  assert.deepEqual(r.effects, [{ do: "recordingEnded" }]);
+  assert.equal(recordingReason(legChanged(r.state, "failed")), "disk_full");
 });
 
 test("mesh call (not relayed): the newcomer offers to everyone present", () => {

@@ -5,7 +5,7 @@
 // handlers (onMic, onCam, onAudioOnly, onLeave, onEnd; "end" after the dialog).
 
 import { $, ask, t } from "./ui.js";
-import { bannerView, mediaState, pageState, recordingView } from "./call-state.js";
+import { bannerView, mediaState, pageState, recordingReason, recordingView } from "./call-state.js";
 
 function setToggle(button, pressed, label) {
   button.setAttribute("aria-pressed", pressed ? "true" : "false");
@@ -80,9 +80,12 @@ export class Controls {
 
   renderRecording(state) {
     const view = recordingView(state);
+    const reason = recordingReason(state);
     this.rec.dataset.state = view.state;
     this.rec.dataset.peers = String(view.peers);
-    let text = t(`call.rec.${view.state}`);
+    this.rec.dataset.reason = reason || "";
+    // Why it stopped, when the server said (a full disk): the call goes on.
+    let text = t(reason ? `call.rec.${reason}` : `call.rec.${view.state}`);
     if (view.others && view.state !== "not_consented") {
       text += ` · ${t("call.rec.others", { count: view.others })}`;
     }

@@ -294,6 +294,8 @@ export function recordingView(state) {
   else if (!rec.allowed) view = "not_consented";
   else if (state.status !== "joined") view = "unknown";
   else if (state.myId && rec.peers.includes(state.myId)) view = "recording";
+  // Our leg is up but its file could not be written (a full disk): not "starting".
+  else if (state.myId && (rec.halted || {})[state.myId]) view = "failed";
   else view = rec.leg === "off" || rec.leg === "recording" ? "starting" : rec.leg;
   let unrecorded = [];
   if (state.finished) {
@@ -352,7 +354,7 @@ export function statusChanged(state, status) {
 export function finish(state, kind, failureKey = "") {
   if (state.finished) return done(state);
   // Nobody is recorded in a call that is over for this page.
-  const recording = { ...state.recording, peers: [], leg: "off" };
+  const recording = { ...state.recording, peers: [], leg: "off", halted: {} };
   return done({ ...state, finished: kind, failureKey, participants: new Map(), recording }, [
     { do: "finish" },
   ]);
@@ -508,16 +510,34 @@ function toLinked(kind) {
 function onRecording(state, msg) {
   const others = state.recording.peers.filter((id) => id !== msg.peer_id);
   const peers = msg.state === "recording" ? [...others, msg.peer_id] : others;
+  // Relayed, a leg whose file could not be written (a full disk) is kept
+  // (msg.kept): it still carries that participant's camera, so neither their
+  // page nor ours touches it, and the server records it again when it can.
+  const kept = Boolean(msg.kept) && msg.state !== "recording" && state.relay;
   // Our leg ended on the server (interrupted, failed, or replaced by the one
-  // we are starting): reopen it unless that is under way.
-  const mine = msg.peer_id === state.myId && msg.state !== "recording" && canRecord(state);
+  // we are starting): reopen it unless that is under way. A kept leg of a
+  // browser mesh only carries the recording: it is closed and reopened as
+  // ever, which frees the uplink for the live call meanwhile.
+  const mine = msg.peer_id === state.myId && msg.state !== "recording" && canRecord(state) && !kept;
   const effects = mine ? [{ do: "recordingEnded" }] : [];
   // Relayed: someone else's leg ended, and the relay link it fed with it (a
   // new leg of theirs comes with a new relay_offer).
-  if (state.relay && !mine && msg.peer_id !== state.myId && msg.state !== "recording") {
+  if (state.relay && !kept && !mine && msg.peer_id !== state.myId && msg.state !== "recording") {
     effects.push({ do: "closePeer", peerId: msg.peer_id });
   }
-  return done(withRecorded(state, peers), effects);
+  // Why a participant is not being recorded, while the server says so.
+  const halted = { ...(state.recording.halted || {}) };
+  delete halted[msg.peer_id];
+  if (msg.state !== "recording" && msg.reason) halted[msg.peer_id] = msg.reason;
+  const s = { ...state, recording: { ...state.recording, halted } };
+  return done(withRecorded(s, peers), effects);
+}
+
+// Why we are not being recorded (the server's reason: "disk_full",
+// "write_failed"), or null; the indicator says it.
+export function recordingReason(state) {
+  if (recordingView(state).state !== "failed") return null;
+  return (state.recording.halted || {})[state.myId] || null;
 }
 
 function onState(state, msg) {
