@@ -28,7 +28,7 @@ from .conftest import COUNT_PCS, NetNs, video_flowing
 from .test_recording_browser import recording_started, user_id
 from .test_relay_browser import SENDING_VIDEO
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 NARROW = {"width": 390, "height": 844}
 WIDE = {"width": 1280, "height": 800}
