@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from aiortc.sdp import candidate_from_sdp
 from media import seam
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, finalize, leftovers, read_start, start_note
+from media.host import LegCounts, LegFile, WorkerLoad
 from media.relay import Fanout
 from media.writer import CONTAINER_FOR, SUFFIX_FOR, TrackWriter
 
@@ -372,6 +374,37 @@ class Recorder:
             out.append(
                 Repaired(partial=partial, file=finished, error=error, first_media_offset=offset)
             )
+        return out
+
+    # -- what the web process reads of a leg (media.host.LegHost) -------------------
+
+    def leg_file(self, key: RecordingKey) -> LegFile:
+        """The file a running leg writes (KeyError: no such leg)."""
+        writer = self.legs[key].writer
+        if writer is None:
+            raise KeyError(key)
+        return LegFile(
+            path=writer.path,
+            container=writer.format,
+            video_codec=writer.video_codec,
+            audio_codec=writer.stats.audio_codec,
+        )
+
+    def loads(self) -> list[WorkerLoad]:
+        """This process is the one worker."""
+        return [WorkerLoad(name="in-process", pid=os.getpid(), legs=len(self.legs))]
+
+    def leg_counts(self) -> dict[RecordingKey, LegCounts]:
+        """Frames written and lost so far, per running leg."""
+        out = {}
+        for key, leg in list(self.legs.items()):
+            if leg.writer is not None:
+                stats = leg.writer.stats
+                out[key] = LegCounts(
+                    video_written=stats.video_packets,
+                    audio_written=stats.audio_packets,
+                    video_lost=stats.video_dropped,
+                )
         return out
 
     # -- internals ----------------------------------------------------------------

@@ -24,7 +24,8 @@ import sqlalchemy as sa
 
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, describe
-from media.recorder import LegResult, Recorder, RecordingKey, Repaired
+from media.host import LegHost
+from media.recorder import LegResult, RecordingKey, Repaired
 from records import sealed, store
 from records.models import Event, Recording
 from records.vocab import ErrorCode, EventKind
@@ -60,7 +61,7 @@ class RecordingService(Service):
         self,
         ctx: Context,
         *,
-        recorder: Recorder,
+        recorder: LegHost,
         retention_days: int = MIN_RETENTION_DAYS,
         keyring: sealed.Keyring | None = None,
     ) -> None:
@@ -68,7 +69,8 @@ class RecordingService(Service):
 
         Args:
             ctx: the app's database, clock and notifier.
-            recorder: the media plane's recorder (its directory holds the files).
+            recorder: the media plane's recorder, in this process or a pool of
+                media workers (its directory holds the files).
             retention_days: how long files are kept at least; never under 3 years.
             keyring: if set, every finished or repaired file is sealed (encrypted
                 at rest, ``records.sealed``) before its row says it is kept.
@@ -151,9 +153,7 @@ class RecordingService(Service):
             key = RecordingKey(consultation_id, actor.id, part)
             now = self.clock.now()
             answer = await self.recorder.start(key, offer_sdp, now=now)
-            leg = self.recorder.legs[key]
-            assert leg.writer is not None  # noqa: S101 - set by start()
-            writer = leg.writer
+            file = self.recorder.leg_file(key)
 
             def work(tx: Tx) -> str:
                 rid = store.add_recording(
@@ -161,10 +161,10 @@ class RecordingService(Service):
                     consultation_id=consultation_id,
                     participant_id=actor.id,
                     part=part,
-                    path=str(writer.path.with_suffix("").relative_to(self.root)),
-                    container=writer.format,
-                    video_codec=writer.video_codec,
-                    audio_codec=writer.stats.audio_codec,
+                    path=str(file.path.with_suffix("").relative_to(self.root)),
+                    container=file.container,
+                    video_codec=file.video_codec,
+                    audio_codec=file.audio_codec,
                     started_at=now,
                 )
                 tx.event(

@@ -1,0 +1,177 @@
+"""Media workers: legs recorded in worker processes, placed, lost, repaired.
+
+Real ``python -m media.worker`` processes started by the pool, real aiortc
+senders (``sender.py``) on loopback; the files are reopened with PyAV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from media.pool import WorkerPool
+from media.recorder import LegResult, RecordingKey
+
+from .test_recorder import probe
+
+pytestmark = pytest.mark.slow
+
+SENDER = Path(__file__).with_name("sender.py")
+ROOT = Path(__file__).parents[2]
+IN_FLIGHT = 3  # frames a sender may still have on the wire when it hangs up
+
+
+@pytest.fixture
+async def pool(tmp_path: Path) -> AsyncIterator[WorkerPool]:
+    p = WorkerPool(
+        tmp_path / "recordings", local=2, host_addresses=["127.0.0.1"], keyframe_interval=2.0
+    )
+    await p.open()
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+class Sender:
+    """One sender process feeding one leg."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, pool: WorkerPool, key: RecordingKey, *args: str) -> Sender:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(SENDER),
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        assert proc.stdin and proc.stdout
+        async with asyncio.timeout(60):
+            offer = json.loads(await proc.stdout.readline())["offer"]
+            answer = await pool.start(key, offer, now=datetime.now(UTC))
+            proc.stdin.write((json.dumps({"answer": answer}) + "\n").encode())
+            await proc.stdin.drain()
+            assert json.loads(await proc.stdout.readline()) == {"connected": True}
+        return cls(proc)
+
+    async def next(self) -> dict[str, Any]:
+        assert self.proc.stdout
+        async with asyncio.timeout(60):
+            line = await self.proc.stdout.readline()
+        assert line, "the sender ended early"
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    async def sent(self) -> dict[str, Any]:
+        while "sent" not in (message := await self.next()):
+            pass
+        assert await self.proc.wait() == 0
+        result: dict[str, Any] = message["sent"]
+        return result
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def test_each_consultation_goes_to_the_least_loaded_worker_and_its_legs_stay_together(
+    pool: WorkerPool,
+) -> None:
+    a1 = RecordingKey("a" * 32, "p1")
+    a2 = RecordingKey("a" * 32, "p2")
+    b1 = RecordingKey("b" * 32, "p1")
+    senders = [await Sender.start(pool, key, "--seconds", "4") for key in (a1, a2, b1)]
+    try:
+        where = {key: pool.worker_of(key) for key in (a1, a2, b1)}
+        assert all(w is not None and w.alive for w in where.values())
+        # One consultation's legs share a worker (its relay forwards between them);
+        # the next consultation goes to the other, empty worker.
+        assert where[a1].name == where[a2].name  # type: ignore[union-attr]
+        assert where[b1].name != where[a1].name  # type: ignore[union-attr]
+        loads = {load.name: load.legs for load in pool.loads()}
+        assert sorted(loads.values()) == [1, 2]
+        pids = {load.pid for load in pool.loads()}
+        assert os.getpid() not in pids and None not in pids and len(pids) == 2
+        sents = [await s.sent() for s in senders]
+    finally:
+        for s in senders:
+            await s.kill()
+    for key, sent in zip((a1, a2, b1), sents, strict=True):
+        result = await pool.stop(key)
+        assert result is not None and result.file is not None, result
+        assert result.file.path.parent == pool.directory / key.consultation_id
+        info = probe(result.file.path)
+        # Everything sent is in the file, but for what was in flight when the
+        # sender hung up (0.1 s at 30 fps).
+        assert info["video_frames"] >= sent["video"] - IN_FLIGHT, (info, sent)
+        assert result.file.sha256 and result.file.size == result.file.path.stat().st_size
+    assert pool.legs == {}
+    assert [load.legs for load in pool.loads()] == [0, 0]
+
+
+async def test_a_killed_worker_s_legs_are_reported_repaired_and_the_next_part_lands_elsewhere(
+    pool: WorkerPool,
+) -> None:
+    ended: asyncio.Queue[LegResult] = asyncio.Queue()
+    pool.on_finished = ended.put_nowait
+    key = RecordingKey("c" * 32, "p" * 32)
+    sender = await Sender.start(pool, key, "--seconds", "30", "--progress")
+    try:
+        while (await sender.next()).get("progress", 0) < 3:
+            pass
+        victim = pool.worker_of(key)
+        assert victim is not None and victim.pid is not None
+        partial = pool.leg_file(key).path
+        assert partial.name.endswith(".partial") and partial.exists()
+        os.kill(victim.pid, signal.SIGKILL)
+        async with asyncio.timeout(30):
+            result = await ended.get()
+    finally:
+        await sender.kill()
+    # The leg is reported as ended by itself, with the file repaired as after a crash.
+    assert result.key == key
+    assert result.error is not None and "media worker stopped" in result.error
+    assert result.file is not None and result.file.path.exists()
+    assert not partial.exists()
+    info = probe(result.file.path)
+    # 3 s were sent before the kill; what the writer had not flushed yet is
+    # lost with the process (as in a crash of the whole server).
+    assert info["video_frames"] >= 45 and info["duration"] >= 1.5, info
+    assert result.first_media_offset is not None
+    # The service takes the result (stop) and forgets the leg.
+    assert await pool.stop(key) == result
+    assert key not in pool.legs
+
+    # The page offers again: part 2 of the same participant lands on a live
+    # worker, not the killed process, and records.
+    part2 = RecordingKey(key.consultation_id, key.participant_id, 2)
+    sender = await Sender.start(pool, part2, "--seconds", "3")
+    try:
+        now_on = pool.worker_of(part2)
+        assert now_on is not None and now_on.alive and now_on.pid != victim.pid
+        sent = await sender.sent()
+    finally:
+        await sender.kill()
+    second = await pool.stop(part2)
+    assert second is not None and second.file is not None, second
+    assert second.file.path.name.startswith(f"{key.participant_id}-part2")
+    assert probe(second.file.path)["video_frames"] >= sent["video"] - IN_FLIGHT
+    # The killed worker was started again: both slots run.
+    async with asyncio.timeout(30):
+        while not all(load.alive for load in pool.loads()):
+            await asyncio.sleep(0.05)  # polling the supervisor's restart
+    assert victim.pid not in {load.pid for load in pool.loads()}
