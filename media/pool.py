@@ -186,6 +186,7 @@ class WorkerPool:
         self._keepers: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._changed: asyncio.Condition | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -195,6 +196,7 @@ class WorkerPool:
             # A private folder (0700) for the Unix sockets: only this user may
             # talk to the workers. /tmp keeps the paths under the 108-byte limit.
             self._sockets = Path(tempfile.mkdtemp(prefix="teleconsult-media-"))
+        self._changed = asyncio.Condition()
         for slot in self.slots:
             self._keepers.append(asyncio.create_task(self._keep(slot)))
         await asyncio.gather(*(slot.first_try.wait() for slot in self.slots))
@@ -234,8 +236,10 @@ class WorkerPool:
             slot.first_try.set()
             if conn is not None:
                 slot.conn = conn
+                await self._notify()
                 await self._serve(conn)
                 slot.conn = None
+                await self._notify()
                 await self._lost(conn)
             if self.closing:
                 break
@@ -250,6 +254,17 @@ class WorkerPool:
     def closing(self) -> bool:
         """Whether the pool is shutting down (no restarts then)."""
         return self._closing
+
+    async def _notify(self) -> None:
+        if self._changed is not None:
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def all_running(self) -> None:
+        """Return once every worker is running and connected (after a restart, say)."""
+        assert self._changed is not None  # noqa: S101 - open() first
+        async with self._changed:
+            await self._changed.wait_for(lambda: all(load.alive for load in self.loads()))
 
     async def _spawn(self, slot: _Slot) -> _Conn:
         assert self._sockets is not None  # noqa: S101 - set by open() for local slots

@@ -172,6 +172,5 @@ async def test_a_killed_worker_s_legs_are_reported_repaired_and_the_next_part_la
     assert probe(second.file.path)["video_frames"] >= sent["video"] - IN_FLIGHT
     # The killed worker was started again: both slots run.
     async with asyncio.timeout(30):
-        while not all(load.alive for load in pool.loads()):
-            await asyncio.sleep(0.05)  # polling the supervisor's restart
+        await pool.all_running()
     assert victim.pid not in {load.pid for load in pool.loads()}
