@@ -571,6 +571,14 @@ class WorkerPool:
             out.update({k: c for k, c in conn.counts.items() if k in self.legs})
         return out
 
+    async def counts_now(self) -> dict[RecordingKey, LegCounts]:
+        """Frames written and lost per running leg, asked of every worker now."""
+        out: dict[RecordingKey, LegCounts] = {}
+        for conn in self._live():
+            with contextlib.suppress(WorkerGone):
+                out.update(dict(rpc.counts_from_wire(x) for x in await conn.call("counts")))
+        return out
+
     def worker_of(self, key: RecordingKey) -> WorkerLoad | None:
         """Which worker carries a leg (for tests and logs)."""
         placed = self.legs.get(key)

@@ -23,6 +23,7 @@ import hmac
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -198,6 +199,8 @@ class Worker:
         if op == "relay_close":
             await rec.relay_close(msg["consultation_id"], msg["viewer"])
             return None
+        if op == "counts":
+            return [rpc.counts_to_wire(k, c) for k, c in rec.leg_counts().items()]
         if op == "forget":
             rec.forget(rpc.key_from_wire(msg["key"]))
             return None
@@ -249,6 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.watch_stdin:
         threading.Thread(target=_watch_stdin, daemon=True, name="watch-stdin").start()
+        # Ctrl-C in a terminal and systemd's stop reach the whole process group;
+        # the web process then stops every leg (each file finalized) and closes
+        # the connection, which ends this worker. Dying first would leave the
+        # legs to the crash repair instead.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     config = WorkerConfig(
         directory=args.directory,
         listen=args.listen,

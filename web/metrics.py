@@ -218,6 +218,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks = {
         "database": await _check_database(request.app),
         "recordings": _check_recordings(request.app),
+        "media_workers": _check_media_workers(request.app),
     }
     ready = all(check["ok"] for check in checks.values())
     return web.json_response(
@@ -247,6 +248,19 @@ def _check_recordings(app: web.Application) -> dict[str, Any]:
         out["free_mb"] = free // (1024 * 1024)
     if problem:
         out["error"] = problem
+    return out
+
+
+def _check_media_workers(app: web.Application) -> dict[str, Any]:
+    # Ready while at least one worker records: a lost one is being restarted,
+    # and the others take the new legs meanwhile.
+    if RECORDING not in app:
+        return {"ok": False, "error": "not started"}
+    loads = app[RECORDING].recorder.loads()
+    running = sum(1 for load in loads if load.alive)
+    out: dict[str, Any] = {"ok": running > 0, "running": running, "of": len(loads)}
+    if not running:
+        out["error"] = "no media worker is running"
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -21,12 +22,14 @@ import pytest
 from media.pool import WorkerPool
 from media.recorder import LegResult, RecordingKey
 
+from ..serverproc import free_port, server_env
 from .test_recorder import probe
 
 pytestmark = pytest.mark.slow
 
 SENDER = Path(__file__).with_name("sender.py")
 ROOT = Path(__file__).parents[2]
+TOKEN = secrets.token_urlsafe(16)
 IN_FLIGHT = 3  # frames a sender may still have on the wire when it hangs up
 
 
@@ -174,3 +177,56 @@ async def test_a_killed_worker_s_legs_are_reported_repaired_and_the_next_part_la
     async with asyncio.timeout(30):
         await pool.all_running()
     assert victim.pid not in {load.pid for load in pool.loads()}
+
+
+async def test_a_remote_worker_asks_for_its_token_records_and_exits_with_its_web_process(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = server_env(tmp_path, recorder_addresses="127.0.0.1", media_worker_token=TOKEN)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "web.cli",
+        "media-worker",
+        "--listen",
+        f"127.0.0.1:{port}",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout
+    try:
+        async with asyncio.timeout(60):
+            ready = json.loads(await proc.stdout.readline())
+        assert ready["ready"] == f"127.0.0.1:{port}"
+        # Without the token: the connection is closed at once.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b'{"token": "guess"}\n{"id": 1, "op": "counts"}\n')
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""
+        writer.close()
+
+        pool = WorkerPool(tmp_path / "recordings", addresses=[f"127.0.0.1:{port}"], token=TOKEN)
+        await pool.open()
+        try:
+            assert [(w.name, w.alive) for w in pool.loads()] == [(f"127.0.0.1:{port}", True)]
+            key = RecordingKey("e" * 32, "p")
+            sender = await Sender.start(pool, key, "--seconds", "2")
+            try:
+                sent = await sender.sent()
+            finally:
+                await sender.kill()
+            result = await pool.stop(key)
+        finally:
+            await pool.close()
+        assert result is not None and result.file is not None, result
+        assert result.file.path.parent == tmp_path / "recordings" / key.consultation_id
+        assert probe(result.file.path)["video_frames"] >= sent["video"] - IN_FLIGHT
+        # Its web process went: the worker exits (systemd starts it again).
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 3
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
