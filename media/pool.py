@@ -91,6 +91,13 @@ class _Conn:
                 return await future
         except (ConnectionError, OSError) as exc:
             raise WorkerGone(f"{WORKER_GONE}: {self.name}") from exc
+        except TimeoutError as exc:
+            # A worker that does not answer in a minute is hung: a local one is
+            # killed, which ends it as lost (its legs repaired, the pages told).
+            if self.process is not None and self.process.returncode is None:
+                log.error("media worker %s did not answer %s: killed", self.name, op)
+                self.process.kill()
+            raise WorkerGone(f"{WORKER_GONE}: {self.name} did not answer") from exc
         finally:
             self.pending.pop(ident, None)
 
@@ -187,6 +194,7 @@ class WorkerPool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._changed: asyncio.Condition | None = None
+        self._closed: asyncio.Event | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -197,6 +205,7 @@ class WorkerPool:
             # talk to the workers. /tmp keeps the paths under the 108-byte limit.
             self._sockets = Path(tempfile.mkdtemp(prefix="teleconsult-media-"))
         self._changed = asyncio.Condition()
+        self._closed = asyncio.Event()
         for slot in self.slots:
             self._keepers.append(asyncio.create_task(self._keep(slot)))
         await asyncio.gather(*(slot.first_try.wait() for slot in self.slots))
@@ -213,6 +222,8 @@ class WorkerPool:
             if result is not None:
                 results.append(result)
         self._closing = True
+        if self._closed is not None:
+            self._closed.set()
         for slot in self.slots:
             if slot.conn is not None:
                 slot.conn.writer.close()  # the worker exits when its controller goes
@@ -234,6 +245,8 @@ class WorkerPool:
                 log.warning("media worker %s could not be started or reached: %s", slot.name, exc)
                 conn = None
             slot.first_try.set()
+            if conn is not None and self.closing:
+                conn.writer.close()  # started while the pool closed: it ends now
             if conn is not None:
                 slot.conn = conn
                 await self._notify()
@@ -245,9 +258,11 @@ class WorkerPool:
                 break
             if time.monotonic() - began > STABLE_SECONDS:
                 delay = RESTART_DELAY
-            # A backoff, not a wait for a condition: a worker that dies at
-            # once (a broken install) must not be restarted in a tight loop.
-            await asyncio.sleep(delay)
+            # A backoff: a worker that dies at once (a broken install) must not
+            # be restarted in a tight loop; closing the pool cuts it short.
+            assert self._closed is not None  # noqa: S101 - set by open()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), delay)
             delay = min(delay * 2, RESTART_MAX_DELAY)
 
     @property
