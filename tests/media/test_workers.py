@@ -18,10 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from media.pool import WorkerPool
 from media.recorder import LegResult, RecordingKey
+from web.app import create_app
+from web.keys import RECORDING
 
+from ..conftest import make_settings
 from ..serverproc import free_port, server_env
 from .test_recorder import probe
 
@@ -230,3 +235,41 @@ async def test_a_remote_worker_asks_for_its_token_records_and_exits_with_its_web
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_the_app_starts_its_workers_shows_them_and_stops_them(
+    tmp_path: Path, demo_database: str
+) -> None:
+    settings = make_settings(tmp_path, database_url=demo_database, media_workers=2)
+    app = create_app(settings)
+    async with TestClient(TestServer(app)) as client:
+        pool = app[RECORDING].recorder
+        assert isinstance(pool, WorkerPool)
+        pids = [load.pid for load in pool.loads()]
+        resp = await client.get("/metrics")
+        text = await resp.text()
+        found = {
+            (s.name, s.labels.get("worker"), s.labels.get("pid")): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        for i, pid in enumerate(pids, start=1):
+            assert found[("teleconsult_recording_legs", f"local-{i}", None)] == 0
+            assert found[("teleconsult_media_worker_up", f"local-{i}", str(pid))] == 1
+        resp = await client.get("/readyz")
+        assert (await resp.json())["checks"]["media_workers"] == {
+            "ok": True,
+            "running": 2,
+            "of": 2,
+        }
+        processes = [load.pid for load in pool.loads() if load.pid]
+    # The app's shutdown ends its workers.
+    assert [pid for pid in processes if _running(pid)] == []
+
+
+def _running(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
