@@ -387,6 +387,13 @@ class WorkerPool:
             if placed is None or placed.conn is not conn:
                 continue
             result = await self._repair_leg(key, placed)
+            log.warning(
+                "recording consultation=%s peer=%s part=%d: its media worker was lost; %s",
+                key.consultation_id,
+                key.participant_id,
+                key.part,
+                "file repaired" if result.file is not None else "nothing kept",
+            )
             if not placed.lost.done():
                 placed.lost.set_result(result)
             if not placed.ended:

@@ -72,6 +72,7 @@ class Worker:
         )
         self.writer: asyncio.StreamWriter | None = None
         self.gone = asyncio.Event()
+        self._vetting = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the connection --------------------------------------------------------------
@@ -94,9 +95,10 @@ class Worker:
             await self.gone.wait()
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.writer is not None:
+        if self.writer is not None or self._vetting:
             writer.close()  # one controller at a time
             return
+        self._vetting = True  # while its token is read, others are refused too
         try:
             if self.config.token:
                 # Anyone who reaches a TCP worker could otherwise record and
@@ -110,6 +112,7 @@ class Worker:
                     writer.close()
                     return
             self.writer = writer
+            self._vetting = False
             log.info("media worker pid=%d: controller connected", os.getpid())
             stats = asyncio.ensure_future(self._send_stats())
             try:
@@ -119,9 +122,13 @@ class Worker:
                 stats.cancel()
         except (ConnectionError, ValueError) as exc:
             log.warning("media worker: controller connection broke: %s", exc)
-        if self.writer is writer:
-            log.warning("media worker pid=%d: controller gone", os.getpid())
-            self.gone.set()
+        finally:
+            self._vetting = False
+        if self.writer is not writer:
+            writer.close()  # refused before it became the controller
+            return
+        log.warning("media worker pid=%d: controller gone", os.getpid())
+        self.gone.set()
 
     def _send(self, message: dict[str, Any]) -> None:
         if self.writer is not None and not self.writer.is_closing():
