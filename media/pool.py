@@ -382,23 +382,30 @@ class WorkerPool:
         if self._closing:
             return
         log.warning("media worker %s lost with %d leg(s)", conn.name, len(conn.legs))
-        for key in list(conn.legs):
-            placed = self.legs.get(key)
-            if placed is None or placed.conn is not conn:
-                continue
-            result = await self._repair_leg(key, placed)
-            log.warning(
-                "recording consultation=%s peer=%s part=%d: its media worker was lost; %s",
-                key.consultation_id,
-                key.participant_id,
-                key.part,
-                "file repaired" if result.file is not None else "nothing kept",
+        # Each leg is told as soon as its own file is repaired (on threads,
+        # side by side): its page offers again meanwhile.
+        await asyncio.gather(
+            *(
+                self._end_lost(key, placed)
+                for key in list(conn.legs)
+                if (placed := self.legs.get(key)) is not None and placed.conn is conn
             )
-            if not placed.lost.done():
-                placed.lost.set_result(result)
-            if not placed.ended:
-                placed.ended = True
-                self._tell(result)
+        )
+
+    async def _end_lost(self, key: RecordingKey, placed: _Placed) -> None:
+        result = await self._repair_leg(key, placed)
+        log.warning(
+            "recording consultation=%s peer=%s part=%d: its media worker was lost; %s",
+            key.consultation_id,
+            key.participant_id,
+            key.part,
+            "file repaired" if result.file is not None else "nothing kept",
+        )
+        if not placed.lost.done():
+            placed.lost.set_result(result)
+        if not placed.ended:
+            placed.ended = True
+            self._tell(result)
 
     async def _repair_leg(self, key: RecordingKey, placed: _Placed) -> LegResult:
         if not placed.file.path.exists():
