@@ -523,6 +523,11 @@ class WorkerPool:
             result = None if wire is None else rpc.result_from_wire(wire, self.directory)
         except WorkerGone:
             result = await placed.lost
+        except RecordingFailed:
+            # The worker could not finish it (it logged why): the leg is gone
+            # from its count all the same; its partial is repaired at the next start.
+            self._drop(key, placed)
+            raise
         self._drop(key, placed)
         return result
 
