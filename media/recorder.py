@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from aiortc.sdp import candidate_from_sdp
 from media import seam
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, finalize, leftovers, read_start, start_note
+from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
 from media.relay import Fanout
 from media.writer import CONTAINER_FOR, SUFFIX_FOR, TrackWriter
 
@@ -155,7 +157,7 @@ class Recorder:
 
     def partial_path(self, key: RecordingKey, fmt: str) -> Path:
         """Where a leg's file is written while recording."""
-        return self.directory / key.consultation_id / (key.filename(fmt) + ".partial")
+        return partial_file(self.directory, key, fmt)
 
     async def start(self, key: RecordingKey, offer_sdp: str, *, now: datetime) -> str:
         """Answer a participant's recording offer; returns the answer SDP.
@@ -395,7 +397,7 @@ class Recorder:
         if self.on_writing_failed is not None:
             self.on_writing_failed(part.result())
 
-    def resume(self, key: RecordingKey, new_key: RecordingKey, *, now: datetime) -> None:
+    async def resume(self, key: RecordingKey, new_key: RecordingKey, *, now: datetime) -> None:
         """Record a leg whose file failed again, as the new part ``new_key``.
 
         The leg keeps its connection and relay (nothing is renegotiated); its
@@ -456,6 +458,44 @@ class Recorder:
             )
         return out
 
+    # -- what the web process reads of a leg (media.host.LegHost) -------------------
+
+    def leg_file(self, key: RecordingKey) -> LegFile:
+        """The file a running leg writes (KeyError: no such leg)."""
+        writer = self.legs[key].writer
+        if writer is None:
+            raise KeyError(key)
+        return LegFile(
+            path=writer.path,
+            container=writer.format,
+            video_codec=writer.video_codec,
+            audio_codec=writer.stats.audio_codec,
+        )
+
+    async def kept_media(self, key: RecordingKey) -> KeptMedia | None:
+        """What a live leg without a file carries (None: no such leg, or it has a file)."""
+        leg = self.legs.get(key)
+        if leg is None or leg.done.is_set() or leg.writer is not None or leg.fanout is None:
+            return None
+        return KeptMedia(video_codec=leg.fanout.video_codec, audio=leg.fanout.audio)
+
+    def loads(self) -> list[WorkerLoad]:
+        """This process is the one worker."""
+        return [WorkerLoad(name="in-process", pid=os.getpid(), legs=len(self.legs))]
+
+    def leg_counts(self) -> dict[RecordingKey, LegCounts]:
+        """Frames written and lost so far, per running leg."""
+        out = {}
+        for key, leg in list(self.legs.items()):
+            if leg.writer is not None:
+                stats = leg.writer.stats
+                out[key] = LegCounts(
+                    video_written=stats.video_packets,
+                    audio_written=stats.audio_packets,
+                    video_lost=stats.video_dropped,
+                )
+        return out
+
     # -- internals ----------------------------------------------------------------
 
     async def _consume(self, leg: Leg, track: MediaStreamTrack) -> None:
@@ -511,6 +551,11 @@ class Recorder:
             finally:
                 for waiting in waits:
                     waiting.cancel()
+
+
+def partial_file(directory: Path, key: RecordingKey, fmt: str) -> Path:
+    """Where a leg's file is written while recording, under ``directory``."""
+    return directory / key.consultation_id / (key.filename(fmt) + ".partial")
 
 
 def with_start_bitrate(sdp: str, bits_per_second: int | None) -> str:

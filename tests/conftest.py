@@ -65,6 +65,11 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "media_plane": "mesh",
         # No second factor unless a test asks for it (tests/web/test_second_factor.py).
         "totp_roles": (),
+        # Record in the test's own process (fast, and tests reach into its legs);
+        # the media workers' tests (tests/media/test_workers.py, the browser test
+        # tests/e2e/test_media_worker_browser.py) and every server started as a
+        # process (``server_env``: the default, one worker per core) use workers.
+        "media_workers": 0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from media.host import LegHost
+from media.pool import WorkerPool
 from media.probe import Prober
 from media.recorder import Recorder
 from records.clock import Clock, SystemClock
@@ -239,19 +241,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if keyring is not None
         else FileStore(settings.data_dir / "files", settings.data_dir / "incoming")
     )
-    recorder = Recorder(
-        settings.data_dir / "recordings",
-        stun_urls=settings.stun_urls,
-        host_addresses=settings.recorder_addresses,
-        # The browser starts its video at this rate (not at 300 kbit/s), capped
-        # by what its leg may carry.
-        start_bitrate=min(
-            settings.start_bitrate,
-            settings.relay_max_bitrate
-            if settings.media_plane == "relay"
-            else settings.recording_max_bitrate,
-        ),
-    )
+    recorder = leg_host(settings)
+    if isinstance(recorder, WorkerPool):
+        await recorder.open()
     app[RECORDING] = RecordingService(
         ctx,
         recorder=recorder,
@@ -313,10 +305,43 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await app[CALLS].close()
     await app[PRECALL].prober.close()
     await app[RECORDING].close()
+    if isinstance(recorder, WorkerPool):
+        await recorder.close()
     await app[EXPORTS].close()
     if dicomweb is not None:
         await dicomweb.close()
     await db.close()
+
+
+def start_bitrate(settings: Settings) -> int:
+    """The rate a recorder's answer asks the browser to start its video at (not
+    its own 300 kbit/s), capped by what the leg may carry."""
+    return min(
+        settings.start_bitrate,
+        settings.relay_max_bitrate
+        if settings.media_plane == "relay"
+        else settings.recording_max_bitrate,
+    )
+
+
+def leg_host(settings: Settings) -> LegHost:
+    """Where recording legs run: media worker processes, or (``media_workers = 0``
+    and no remote workers) this process's own recorder."""
+    options: dict[str, Any] = {
+        "stun_urls": settings.stun_urls,
+        "host_addresses": settings.recorder_addresses,
+        "start_bitrate": start_bitrate(settings),
+    }
+    directory = settings.data_dir / "recordings"
+    if settings.media_workers == 0 and not settings.media_worker_addresses:
+        return Recorder(directory, **options)
+    return WorkerPool(
+        directory,
+        local=settings.media_workers,
+        addresses=settings.media_worker_addresses,
+        token=str(settings.media_worker_token),
+        **options,
+    )
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:

@@ -1,4 +1,5 @@
-"""The ``teleconsult`` command: serve, demo, db upgrade, audit verify, recordings, keys, admin.
+"""The ``teleconsult`` command: serve, demo, db upgrade, audit verify, recordings, keys,
+admin, media-worker.
 
 Logging is configured and the app is run here, and only here.
 """
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from media import worker as media_worker
 from media.recorder import Recorder
 from records import audit, sealed
 from records.clock import SystemClock
@@ -28,7 +30,7 @@ from signaling.workflow.keys import KeyService
 from signaling.workflow.recording import RecordingService
 from web import check as deployment
 from web import cli_admin, cli_export, logs
-from web.app import create_app, passwords_for
+from web.app import create_app, passwords_for, start_bitrate
 from web.settings import ENV_PREFIX, Settings
 from web.tls import ensure_self_signed, ssl_context
 
@@ -198,6 +200,23 @@ def serve(settings: Settings, *, demo: bool) -> None:
     )
 
 
+def run_media_worker(settings: Settings, listen: str) -> int:
+    """Run one media worker for web processes on other machines (until its controller goes)."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if not listen.startswith("unix:") and not is_loopback(host) and not settings.media_worker_token:
+        print("refused: a media worker reachable from other machines needs media_worker_token")
+        return 2
+    config = media_worker.WorkerConfig(
+        directory=settings.data_dir / "recordings",
+        listen=listen,
+        stun_urls=settings.stun_urls,
+        host_addresses=settings.recorder_addresses,
+        start_bitrate=start_bitrate(settings),
+        token=str(settings.media_worker_token),
+    )
+    return media_worker.exit_after(media_worker.run(config, announce=True))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``teleconsult`` command."""
     parser = argparse.ArgumentParser(prog="teleconsult", description=__doc__)
@@ -228,6 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "action",
         choices=["generate", "rotate"],
         help="generate: print a new random key; rotate: bring every file under the current key",
+    )
+    p_worker = sub.add_parser(
+        "media-worker",
+        help="run a recording worker that web processes on other machines use "
+        "(media_worker_addresses); it exits when its web process goes",
+    )
+    p_worker.add_argument(
+        "--listen", default="127.0.0.1:8470", help="host:port or unix:/path (default %(default)s)"
     )
     cli_export.add_parser(sub)
     cli_admin.add_parser(sub)
@@ -275,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(deployment.render(checks))
         return deployment.exit_code(checks)
+    if args.command == "media-worker":
+        return run_media_worker(settings, args.listen)
     if args.command == "export":
         return cli_export.run(args, settings)
     if args.command == "admin":

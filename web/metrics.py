@@ -44,8 +44,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 READY_TIMEOUT = 2.0
 PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
-# Recording runs inside the web process today: its legs are this one worker's.
-WORKER = "in-process"
 
 
 class Metrics:
@@ -95,10 +93,20 @@ class LiveState(Collector):
 def _recording(app: web.Application) -> Iterator[Metric]:
     recorder = app[RECORDING].recorder
     legs = GaugeMetricFamily(
-        "teleconsult_recording_legs", "Recording legs running, per media worker.", labels=["worker"]
+        "teleconsult_recording_legs",
+        "Recording legs running, per media worker (in-process: the web process records).",
+        labels=["worker"],
     )
-    legs.add_metric([WORKER], len(recorder.legs))
+    up = GaugeMetricFamily(
+        "teleconsult_media_worker_up",
+        "Whether a media worker is running and connected (1) or lost, being restarted (0).",
+        labels=["worker", "pid"],
+    )
+    for load in recorder.loads():
+        legs.add_metric([load.name], load.legs)
+        up.add_metric([load.name, str(load.pid or "")], 1 if load.alive else 0)
     yield legs
+    yield up
     labels = ["consultation_id", "participant_id", "part", "kind"]
     written = CounterMetricFamily(
         "teleconsult_leg_frames_written",
@@ -111,14 +119,11 @@ def _recording(app: web.Application) -> Iterator[Metric]:
         "before the keyframe that makes them decodable).",
         labels=labels[:-1],
     )
-    for key, leg in list(recorder.legs.items()):
-        if leg.writer is None:
-            continue
-        stats = leg.writer.stats
+    for key, counts in recorder.leg_counts().items():
         ids = [key.consultation_id, key.participant_id, str(key.part)]
-        written.add_metric([*ids, "video"], stats.video_packets)
-        written.add_metric([*ids, "audio"], stats.audio_packets)
-        lost.add_metric(ids, stats.video_dropped)
+        written.add_metric([*ids, "video"], counts.video_written)
+        written.add_metric([*ids, "audio"], counts.audio_written)
+        lost.add_metric(ids, counts.video_lost)
     yield written
     yield lost
     free = GaugeMetricFamily(
@@ -213,6 +218,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks = {
         "database": await _check_database(request.app),
         "recordings": _check_recordings(request.app),
+        "media_workers": _check_media_workers(request.app),
     }
     ready = all(check["ok"] for check in checks.values())
     return web.json_response(
@@ -242,6 +248,19 @@ def _check_recordings(app: web.Application) -> dict[str, Any]:
         out["free_mb"] = free // (1024 * 1024)
     if problem:
         out["error"] = problem
+    return out
+
+
+def _check_media_workers(app: web.Application) -> dict[str, Any]:
+    # Ready while at least one worker records: a lost one is being restarted,
+    # and the others take the new legs meanwhile.
+    if RECORDING not in app:
+        return {"ok": False, "error": "not started"}
+    loads = app[RECORDING].recorder.loads()
+    running = sum(1 for load in loads if load.alive)
+    out: dict[str, Any] = {"ok": running > 0, "running": running, "of": len(loads)}
+    if not running:
+        out["error"] = "no media worker is running"
     return out
 
 

@@ -73,6 +73,10 @@ class Settings:
     ice_allowed_networks: tuple[str, ...] = ()
     call_grace_seconds: float = 30.0
     recorder_addresses: tuple[str, ...] = ()
+    # One recording worker process per core unless told (0: record in the web process).
+    media_workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    media_worker_addresses: tuple[str, ...] = ()
+    media_worker_token: Secret = NO_SECRET
     recording_max_bitrate: int = 500_000
     media_plane: str = "relay"
     relay_max_bitrate: int = 1_500_000
@@ -113,6 +117,7 @@ class Settings:
             raise SettingsError(
                 "recording_retention_days cannot be under 1096 (3 years, the legal minimum)"
             )
+        self._check_media_workers()
         if self.log_format not in ("text", "json"):
             raise SettingsError("log_format must be text or json")
         if self.default_locale not in ("zh_CN", "en"):
@@ -155,6 +160,17 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+
+    def _check_media_workers(self) -> None:
+        if self.media_workers < 0:
+            raise SettingsError("media_workers cannot be negative (0: record in the web process)")
+        for address in self.media_worker_addresses:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise SettingsError(f"media_worker_addresses: {address!r} is not host:port")
+        if self.media_worker_addresses and not self.media_worker_token:
+            # Whoever reaches a worker's port could record and relay through it.
+            raise SettingsError("media_worker_addresses need media_worker_token")
 
     def _check_encryption(self) -> None:
         if self.encryption_key and self.encryption_key_file is not None:

@@ -25,7 +25,8 @@ import sqlalchemy as sa
 
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, describe, finalize
-from media.recorder import LegResult, Recorder, RecordingKey, Repaired
+from media.host import LegHost
+from media.recorder import LegResult, RecordingKey, Repaired
 from media.space import disk_space
 from media.writer import CONTAINER_FOR
 from records import sealed, store
@@ -102,7 +103,7 @@ class RecordingService(Service):
         self,
         ctx: Context,
         *,
-        recorder: Recorder,
+        recorder: LegHost,
         retention_days: int = MIN_RETENTION_DAYS,
         keyring: sealed.Keyring | None = None,
         resume_min_free_bytes: int = 1024 * 1024 * 1024,
@@ -112,7 +113,8 @@ class RecordingService(Service):
 
         Args:
             ctx: the app's database, clock and notifier.
-            recorder: the media plane's recorder (its directory holds the files).
+            recorder: the media plane's recorder, in this process or a pool of
+                media workers (its directory holds the files).
             retention_days: how long files are kept at least; never under 3 years.
             keyring: if set, every finished or repaired file is sealed (encrypted
                 at rest, ``records.sealed``) before its row says it is kept.
@@ -225,9 +227,7 @@ class RecordingService(Service):
             key = RecordingKey(consultation_id, actor.id, part)
             now = self.clock.now()
             answer = await self.recorder.start(key, offer_sdp, now=now)
-            leg = self.recorder.legs[key]
-            assert leg.writer is not None  # noqa: S101 - set by start()
-            writer = leg.writer
+            file = self.recorder.leg_file(key)
 
             def work(tx: Tx) -> str:
                 rid = store.add_recording(
@@ -235,10 +235,10 @@ class RecordingService(Service):
                     consultation_id=consultation_id,
                     participant_id=actor.id,
                     part=part,
-                    path=str(writer.path.with_suffix("").relative_to(self.root)),
-                    container=writer.format,
-                    video_codec=writer.video_codec,
-                    audio_codec=writer.stats.audio_codec,
+                    path=str(file.path.with_suffix("").relative_to(self.root)),
+                    container=file.container,
+                    video_codec=file.video_codec,
+                    audio_codec=file.audio_codec,
                     started_at=now,
                 )
                 tx.event(
@@ -535,16 +535,15 @@ class RecordingService(Service):
     async def _resume(self, slot: tuple[str, str]) -> None:
         """Record a kept leg again as its participant's next part."""
         kept = self.kept.get(slot)
-        leg = self.recorder.legs.get(kept.key) if kept is not None else None
-        if kept is None or leg is None or leg.writer is not None or leg.done.is_set():
+        media = await self.recorder.kept_media(kept.key) if kept is not None else None
+        if kept is None or media is None:
             return
         consultation_id, participant_id = slot
         part = await self.read(
             lambda conn: store.next_recording_part(conn, consultation_id, participant_id)
         )
         key = RecordingKey(consultation_id, participant_id, part)
-        assert leg.fanout is not None  # noqa: S101 - a relayable leg has one
-        video_codec, audio = leg.fanout.video_codec, leg.fanout.audio
+        video_codec, audio = media.video_codec, media.audio
         container = CONTAINER_FOR[video_codec]
         await self._finish_failed_part(kept, container)
         path = self.recorder.partial_path(key, container).with_suffix("")
@@ -580,7 +579,7 @@ class RecordingService(Service):
         try:
             if self.kept.get(slot) is not kept:
                 raise RecordingFailed("the leg was stopped meanwhile")
-            self.recorder.resume(kept.key, key, now=now)
+            await self.recorder.resume(kept.key, key, now=now)
         except RecordingFailed as exc:
             gone = LegResult(key=key, started_at=now, first_media_offset=None, file=None)
             await self._store_row(rid, dataclasses.replace(gone, error=str(exc)), interrupted=False)

@@ -18,12 +18,25 @@ stopping and finalizing are outside the window.
                 decoder lookup process-wide)
   ours-N        ``Recorder`` with N concurrent streams in one process, fed by
                 ceil(N / 6) sender processes
+  workers-1     N streams through ``media.pool.WorkerPool`` with one media worker
+                process (what ``teleconsult serve`` runs, one consultation per stream)
+  workers-W     the same N streams on W workers, W = the machine's cores
+
+For the worker scenarios the CPU is the workers' (read from /proc) plus the
+controlling process's. A worker is one Python process: it can use one core at
+most. So one worker records at most ``100 / (its % of a core per stream)``
+streams, and W workers ``min(W * 100 / worker %, cores * 100 / (worker % +
+controller %))``: that is ``recorded streams per machine: N (W workers)``,
+printed for one worker and for W (the ratio between them is the scaling), with
+the smallest share of sent video frames found in any file of the W-worker run.
+The workers' frame counts for the window come from their writers' statistics,
+which move in steps of about a second: their "kept up" is rough on short windows.
 
 The machine is shared, so the scenarios run back to back in one run on the same input
 and only the ratio between them is meant to be compared across runs. The files are then
 decoded with PyAV (test side) and their video frames counted against what was sent.
-The last two lines are the summary:
-``recording cpu ratio (MediaRecorder/ours): X`` and ``recorded streams per core: N``.
+The summary lines are ``recording cpu ratio (MediaRecorder/ours): X``, ``recorded
+streams per core: N`` and the two ``recorded streams per machine`` lines.
 
 ``--py-spy DIR`` samples each receiver process with py-spy over its window (all
 threads; ``pip install py-spy``) and writes ``DIR/<scenario>.txt`` (collapsed stacks).
@@ -43,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -62,6 +75,7 @@ STREAMS_PER_SENDER = 6
 SETUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
 FRAME_TOLERANCE = 0.05  # frames written vs sent, per stream
+WORKER_FRAMES = 0.995  # the media workers' files: this share of the frames sent, each
 
 
 # -- input ------------------------------------------------------------------------------
@@ -137,6 +151,12 @@ def cpu_seconds() -> float:
     """User + system CPU of this process, every thread (not its children)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of another (running) process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Senders:
@@ -260,6 +280,8 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
     delivered = [0]  # video frames handed to the recorder
     answer: Callable[[int, str], Awaitable[str]]
     finish: Callable[[], Awaitable[list[dict[str, Any]]]]
+    frames_now: Callable[[], Awaitable[int]]
+    workers_cpu: Callable[[], float]
 
     if args.scenario == "ours":
         from datetime import UTC, datetime
@@ -281,6 +303,38 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
         async def finish() -> list[dict[str, Any]]:
             files = []
             for result in await recorder.close():
+                files.append(
+                    {
+                        "path": str(result.file.path) if result.file else None,
+                        "error": result.error,
+                        "video_packets": result.file.video_packets if result.file else 0,
+                    }
+                )
+            return files
+
+    elif args.scenario == "workers":
+        from datetime import UTC, datetime
+
+        from media.pool import WorkerPool
+        from media.recorder import RecordingKey
+
+        pool = WorkerPool(out_dir, local=args.workers, host_addresses=["127.0.0.1"])
+        await pool.open()
+
+        async def answer(index: int, offer: str) -> str:
+            # One consultation per stream: the pool spreads them over the workers.
+            key = RecordingKey(f"bench{index:02d}", "p")
+            return await pool.start(key, offer, now=datetime.now(UTC))
+
+        async def frames_now() -> int:
+            return sum(c.video_written for c in (await pool.counts_now()).values())
+
+        def workers_cpu() -> float:
+            return sum(process_cpu_seconds(w.pid) for w in pool.loads() if w.pid)
+
+        async def finish() -> list[dict[str, Any]]:
+            files = []
+            for result in await pool.close():
                 files.append(
                     {
                         "path": str(result.file.path) if result.file else None,
@@ -353,9 +407,15 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
-        wall0, cpu0, frames0 = time.monotonic(), cpu_seconds(), delivered[0]
+        workers = args.scenario == "workers"
+        # The workers' frames and CPU are asked of them (their own processes).
+        frames0 = await frames_now() if workers else delivered[0]
+        others0 = workers_cpu() if workers else 0.0
+        wall0, cpu0 = time.monotonic(), cpu_seconds()
         await asyncio.sleep(args.seconds)
-        wall1, cpu1, frames1 = time.monotonic(), cpu_seconds(), delivered[0]
+        wall1, cpu1 = time.monotonic(), cpu_seconds()
+        frames1 = await frames_now() if workers else delivered[0]
+        others1 = workers_cpu() if workers else 0.0
         backlog_after = video_backlog(tracks)
         async with asyncio.timeout(STOP_TIMEOUT):
             sent = await senders.stop()
@@ -370,7 +430,8 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
                 await spy.wait()
     return {
         "wall": wall1 - wall0,
-        "cpu": cpu1 - cpu0,
+        "cpu": cpu1 - cpu0 + (others1 - others0),
+        "controller_cpu": cpu1 - cpu0,
         "frames": frames1 - frames0,
         "sent": sent,
         "files": files,
@@ -387,8 +448,9 @@ class Scenario:
 
     name: str
     label: str
-    kind: str  # "ours" or "mediarecorder"
+    kind: str  # "ours", "mediarecorder" or "workers"
     streams: int
+    workers: int = 0
     wall: float = 0.0
     cpu: float = 0.0
     window_frames: int = 0  # video frames handed to the recorder in the window
@@ -397,6 +459,11 @@ class Scenario:
     written_audio: int = 0
     backlog: tuple[int, int] = (0, 0)
     problems: list[str] | None = None
+    controller_cpu: float = 0.0
+    worst_share: float = 1.0  # the smallest share of sent video frames in one file
+    # Files under WORKER_FRAMES of what was sent (said, not a failure: a loaded
+    # machine drops packets on loopback; FRAME_TOLERANCE is the failure).
+    shortfalls: list[str] = field(default_factory=list)
 
     @property
     def kept_up(self) -> float:
@@ -411,6 +478,12 @@ class Scenario:
     def percent_per_stream(self) -> float:
         """Receiver CPU in % of one core, per stream-second of the window."""
         return 100.0 * self.cpu / self.wall / self.streams
+
+    def streams_per_machine(self, cores: int) -> int:
+        """Streams this many workers carry on this many cores (module docstring)."""
+        worker = 100.0 * (self.cpu - self.controller_cpu) / self.wall / self.streams
+        controller = 100.0 * self.controller_cpu / self.wall / self.streams
+        return math.floor(min(self.workers * 100 / worker, cores * 100 / (worker + controller)))
 
     @property
     def percent_per_frame_second(self) -> float:
@@ -455,6 +528,8 @@ def run_scenario(
         str(input_path),
         "--out",
         str(out),
+        "--workers",
+        str(scenario.workers),
     ]
     if args.py_spy:
         Path(args.py_spy).mkdir(parents=True, exist_ok=True)
@@ -472,6 +547,7 @@ def run_scenario(
         raise SystemExit(f"receiver {scenario.name} failed ({done.returncode})")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     scenario.wall, scenario.cpu = result["wall"], result["cpu"]
+    scenario.controller_cpu = result["controller_cpu"]
     scenario.window_frames = result["frames"]
     scenario.backlog = tuple(result["backlog"])  # type: ignore[assignment]
     scenario.problems = []
@@ -485,6 +561,10 @@ def run_scenario(
         video, audio = count_frames(Path(file["path"]))
         scenario.written_video += video
         scenario.written_audio += audio
+        scenario.worst_share = min(scenario.worst_share, video / max(sent["video"], 1))
+        # (less the frames still on the wire when the senders stopped)
+        if scenario.kind == "workers" and video < WORKER_FRAMES * sent["video"] - 2:
+            scenario.shortfalls.append(f"stream {index}: {video}/{sent['video']}")
         if abs(video - sent["video"]) > FRAME_TOLERANCE * sent["video"] + 2:
             scenario.problems.append(f"stream {index}: {video} video frames, {sent['video']} sent")
 
@@ -496,7 +576,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before the window")
     parser.add_argument("--py-spy", default="", help="directory for py-spy profiles")
     parser.add_argument("--role", choices=["main", "receiver"], default="main")
-    parser.add_argument("--scenario", choices=["ours", "mediarecorder"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--scenario", choices=["ours", "mediarecorder", "workers"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -504,6 +587,7 @@ def main() -> None:
         print(json.dumps(asyncio.run(run_receiver(args))), flush=True)
         return
 
+    cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="rec-bench-"))
     try:
         input_path = work / "input.webm"
@@ -520,6 +604,14 @@ def main() -> None:
             Scenario("ours-1", "ours: Recorder passthrough -> WebM", "ours", 1),
             Scenario("mediarecorder", "aiortc MediaRecorder -> WebM", "mediarecorder", 1),
             Scenario(f"ours-{args.streams}", "ours: Recorder, one process", "ours", args.streams),
+            Scenario("workers-1", "ours: 1 media worker", "workers", args.streams, workers=1),
+            Scenario(
+                f"workers-{cores}",
+                f"ours: {cores} media workers",
+                "workers",
+                args.streams,
+                workers=cores,
+            ),
         ]
         for scenario in scenarios:
             run_scenario(scenario, args, input_path, work)
@@ -554,14 +646,24 @@ def main() -> None:
     failed = False
     for s in scenarios:
         verdict = "ok" if not s.problems else "; ".join(s.problems)
+        if s.shortfalls:
+            verdict += f" (under {WORKER_FRAMES:.1%} of frames sent: {', '.join(s.shortfalls)})"
         print(f"check {s.name}: {verdict}")
-        failed |= s.kind == "ours" and bool(s.problems)
-    ours, baseline, many = scenarios
+        failed |= s.kind in ("ours", "workers") and bool(s.problems)
+    ours, baseline, many, one_worker, all_workers = scenarios
     print(
         "recording cpu ratio (MediaRecorder/ours): "
         f"{baseline.percent_per_stream / ours.percent_per_stream:.1f}"
     )
     print(f"recorded streams per core: {math.floor(100 / many.percent_per_stream)}")
+    single = one_worker.streams_per_machine(cores)
+    machine = all_workers.streams_per_machine(cores)
+    print(f"recorded streams per machine: {single} (1 worker)")
+    print(
+        f"recorded streams per machine: {machine} ({cores} workers), "
+        f"{machine / max(single, 1):.2f}x one worker, "
+        f"at least {all_workers.worst_share:.1%} of sent frames in every file"
+    )
     if failed:
         sys.exit(1)
 

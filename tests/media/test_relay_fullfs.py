@@ -104,7 +104,7 @@ async def test_a_full_disk_ends_the_part_but_not_the_relay_and_the_leg_records_a
         filler.unlink()
         filler = None
         part2 = RecordingKey(KEY.consultation_id, KEY.participant_id, 2)
-        recorder.resume(KEY, part2, now=datetime.now(UTC))
+        await recorder.resume(KEY, part2, now=datetime.now(UTC))
         assert recorder.legs[part2] is leg and KEY not in recorder.legs
         assert leg.writer is not None
         assert await until_written(leg.writer.stats, 20)

@@ -33,9 +33,11 @@ from .test_recording import leg
 from .test_relay import video_frames, watch
 
 
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, media_plane="relay")
+@pytest.fixture(params=[0, 1], ids=["in-process", "media-worker"])
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    # The recorder in the web process, and in a media worker process (the
+    # default of `teleconsult serve`): the failure and the resumption cross it.
+    return dataclasses.replace(settings, media_plane="relay", media_workers=request.param)
 
 
 async def messages_until(
