@@ -2,8 +2,10 @@
 
 Each participant's page opens a second, send-only RTCPeerConnection to the
 server with the same camera and microphone tracks. The recorder answers it with
-aiortc, takes the frames out still encoded (``seam.py``) and hands them to a
-``TrackWriter`` thread; the event loop never touches a codec or the disk.
+aiortc, takes the RTP packets off its transport as they arrive (``seam.RtpTap``)
+and hands them to the leg's ``PacketWriter`` thread, which appends them to a
+crash-safe packet log and muxes frames into the final file as it goes
+(``packets.py``); the event loop never touches a codec or the disk.
 
 aiortc sends no keyframe request when nothing decodes, so the recorder asks
 (RTCP PLI) until the first video keyframe arrives, again after a gap in the
@@ -33,11 +35,12 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
-from media import seam
+from media import packets, seam
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, finalize, leftovers, read_start, start_note
+from media.packets import PacketWriter
 from media.relay import Fanout
-from media.writer import CONTAINER_FOR, SUFFIX_FOR, TrackWriter
+from media.writer import CONTAINER_FOR, SUFFIX_FOR
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ class Leg:
     pc: RTCPeerConnection
     started_at: datetime
     t0: float
-    writer: TrackWriter | None = None
+    writer: PacketWriter | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     receivers: list[Any] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -185,15 +188,16 @@ class Recorder:
                     audio = True
                     seam.audio_in_arrival_order(transceiver.receiver)
             fmt = CONTAINER_FOR[video_codec]
-            leg.writer = TrackWriter(
+            leg.writer = PacketWriter(
                 self.partial_path(key, fmt), video_codec=video_codec, audio=audio, t0=leg.t0
             )
-            leg.fanout = Fanout(
+            fanout = leg.fanout = Fanout(
                 self.config,
                 video_codec=video_codec,
                 audio=audio,
                 want_keyframe=leg.keyframe_wanted.set,
             )
+            seam.RtpTap().attach(pc, leg.writer.keep, fanout.relaying)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception:
             self.legs.pop(key, None)
@@ -300,6 +304,7 @@ class Recorder:
         if stats.first_media_offset is None:
             await asyncio.to_thread(_discard, stats.path)
             await asyncio.to_thread(_discard, start_note(stats.path))
+            await asyncio.to_thread(_discard, packets.muxing_name(stats.path))
             return LegResult(
                 key=key,
                 started_at=leg.started_at,
@@ -308,7 +313,7 @@ class Recorder:
                 error="no media arrived",
             )
         try:
-            finished = await asyncio.to_thread(finalize, stats.path)
+            finished = await asyncio.to_thread(packets.finish, stats)
         except Exception as exc:
             log.exception("finalizing %s failed", stats.path.name)
             return LegResult(
@@ -365,7 +370,10 @@ class Recorder:
         for partial in leftovers(self.directory):
             offset = read_start(partial)
             try:
-                finished, error = finalize(partial), None
+                if packets.is_packet_log(partial):
+                    finished, error = packets.convert(partial), None
+                else:  # written live by an earlier version
+                    finished, error = finalize(partial), None
             except Exception as exc:
                 log.exception("could not repair %s", partial.name)
                 finished, error = None, repr(exc)
@@ -377,16 +385,14 @@ class Recorder:
     # -- internals ----------------------------------------------------------------
 
     async def _consume(self, leg: Leg, track: MediaStreamTrack) -> None:
-        # aiortc's queues are unbounded: every accepted track is drained.
-        writer = leg.writer
+        # aiortc's queues are unbounded: every accepted track is drained. Frames
+        # come out of aiortc only while the leg is relayed (``RtpTap``); the
+        # file is made from the packets.
         try:
             while True:
                 frame = await track.recv()
-                if isinstance(frame, seam.EncodedFrame):
-                    if writer is not None:
-                        writer.put(frame)
-                    if leg.fanout is not None:
-                        leg.fanout.forward(frame)
+                if isinstance(frame, seam.EncodedFrame) and leg.fanout is not None:
+                    leg.fanout.forward(frame)
         except MediaStreamError:
             return
 

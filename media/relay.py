@@ -143,6 +143,10 @@ class Fanout:
         self.want_keyframe = want_keyframe
         self.downlinks: dict[str, Downlink] = {}
 
+    def relaying(self) -> bool:
+        """Whether a viewer is connected (frames are wanted, not only packets)."""
+        return any(link.answered for link in self.downlinks.values())
+
     def forward(self, frame: seam.EncodedFrame) -> None:
         """Hand a frame the recorder took from the source to every viewer."""
         need = False

@@ -12,7 +12,10 @@ one that hands Opus packets on as they arrive), the sender's keyframe hook (the 
 viewer's PLI to the source), the receiver's PLI sender (aiortc sends no keyframe
 request when nothing decodes), the negotiated codecs of a transceiver, and
 aioice's host-address lookup (it skips 127.0.0.1; the recorder must gather on
-configured addresses).
+configured addresses), and the lean receive path (``RtpTap``): decrypted RTP
+taken off the ICE connection before aiortc's per-packet coroutines, jitter
+buffer and decoder thread, while aiortc's own NACK generator, receive
+statistics and REMB estimator are fed as aiortc feeds them.
 
 Checked against aiortc 1.16 and aioice 0.10-0.13 (pyproject pins aiortc to
 >=1.16,<1.17). ``tests/media/test_seam.py`` fails loudly if any of this moves.
@@ -20,6 +23,7 @@ Checked against aiortc 1.16 and aioice 0.10-0.13 (pyproject pins aiortc to
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +32,18 @@ from typing import Any
 import aioice.ice
 import aiortc
 import aiortc.rtcrtpreceiver as rtcrtpreceiver
-from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, jitterbuffer
+import pylibsrtp
+from aiortc import (
+    RTCDtlsTransport,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    clock,
+    jitterbuffer,
+)
+from aiortc.codecs import is_rtx
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 from media.errors import SeamBroken
 
@@ -123,6 +138,19 @@ def check() -> None:
         raise SeamBroken("RTCRtpSender no longer asks _send_keyframe on a PLI")
     if not callable(getattr(aioice.ice, "get_host_addresses", None)):
         raise SeamBroken("aioice.ice.get_host_addresses is gone")
+    handle = RTCRtpReceiver._handle_rtp_packet.__code__.co_names
+    for name in _RECEIVER_PARTS:
+        if f"_RTCRtpReceiver__{name}" not in handle:
+            raise SeamBroken(f"RTCRtpReceiver._handle_rtp_packet no longer uses __{name}")
+    for name in ("_rx_srtp", "_rtp_router", "_rtp_header_extensions_map"):
+        if name not in RTCDtlsTransport._recv_next.__code__.co_names + (
+            RTCDtlsTransport._handle_rtp_data.__code__.co_names
+        ):
+            raise SeamBroken(f"RTCDtlsTransport no longer receives RTP through {name}")
+    if "data_received" not in aioice.ice.StunProtocol.datagram_received.__code__.co_names:
+        raise SeamBroken("aioice's StunProtocol no longer hands data to data_received")
+    if not hasattr(RTCRtpReceiver, "_send_rtcp_nack"):
+        raise SeamBroken("RTCRtpReceiver._send_rtcp_nack is gone")
 
 
 def install_passthrough() -> None:
@@ -157,6 +185,181 @@ async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
     for source in sources:
         await receiver._send_rtcp_pli(source.source)
     return bool(sources)
+
+
+# What ``RtpTap`` feeds on aiortc's receiver, as ``_handle_rtp_packet`` does.
+_RECEIVER_PARTS = (
+    "active_ssrc",
+    "codecs",
+    "remote_streams",
+    "rtx_ssrc",
+    "nack_generator",
+    "remote_bitrate_estimator",
+    "rtcp_ssrc",
+)
+
+# A packet the tap keeps: (arrival monotonic seconds, audio?, marker?, seq, RTP timestamp, payload).
+KeptPacket = tuple[float, bool, bool, int, int, bytes]
+
+
+class _Lean:
+    """One receiver's share of the tap: aiortc's bookkeeping without its frame path."""
+
+    def __init__(
+        self,
+        receiver: RTCRtpReceiver,
+        kind: str,
+        keep: Callable[[KeptPacket], None],
+        relaying: Callable[[], bool],
+    ) -> None:
+        self.receiver = receiver
+        self.audio = kind == "audio"
+        self.keep = keep
+        self.relaying = relaying
+        get = receiver.__dict__.__getitem__
+        self.active_ssrc: dict[int, Any] = get("_RTCRtpReceiver__active_ssrc")
+        self.codecs: dict[int, Any] = get("_RTCRtpReceiver__codecs")
+        self.remote_streams: dict[int, Any] = get("_RTCRtpReceiver__remote_streams")
+        self.rtx_ssrc: dict[int, int] = get("_RTCRtpReceiver__rtx_ssrc")
+        self.nack = get("_RTCRtpReceiver__nack_generator")
+        self.estimator = get("_RTCRtpReceiver__remote_bitrate_estimator")
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Any) -> None:
+        # Sending RTCP is a coroutine in aiortc; it is rare (a NACK, a REMB).
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def handle(self, packet: RtpPacket, arrival_ms: int) -> None:
+        receiver = self.receiver
+        if not receiver._enabled:
+            return
+        if self.relaying():
+            # Viewers need whole frames now: aiortc's full path (NACK, REMB,
+            # jitter buffer, the track the relay reads) runs as before.
+            self._spawn(receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_ms))
+        else:
+            self._bookkeeping(packet, arrival_ms)
+        codec = self.codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        if is_rtx(codec):
+            original = self.rtx_ssrc.get(packet.ssrc)
+            if original is None or len(packet.payload) < 3:
+                return  # padding probes carry no media
+            seq = int.from_bytes(packet.payload[:2], "big")
+            payload = packet.payload[2:]
+        else:
+            seq, payload = packet.sequence_number, packet.payload
+        if payload:
+            self.keep(
+                (time.monotonic(), self.audio, packet.marker == 1, seq, packet.timestamp, payload)
+            )
+
+    def _bookkeeping(self, packet: RtpPacket, arrival_ms: int) -> None:
+        # What aiortc's _handle_rtp_packet does before it depayloads.
+        receiver = self.receiver
+        if self.estimator is not None and packet.extensions.abs_send_time is not None:
+            remb = self.estimator.add(
+                abs_send_time=packet.extensions.abs_send_time,
+                arrival_time_ms=arrival_ms,
+                payload_size=len(packet.payload) + packet.padding_size,
+                ssrc=packet.ssrc,
+            )
+            rtcp_ssrc = receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"]
+            if rtcp_ssrc is not None and remb is not None:
+                self._spawn(
+                    receiver._send_rtcp(
+                        RtcpPsfbPacket(
+                            fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
+                        )
+                    )
+                )
+        self.active_ssrc[packet.ssrc] = clock.current_datetime()
+        codec = self.codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        stats = self.remote_streams.get(packet.ssrc)
+        if stats is None:
+            stats = self.remote_streams[packet.ssrc] = rtcrtpreceiver.StreamStatistics(
+                codec.clockRate
+            )
+        stats.add(packet)
+        if self.nack is None:
+            return
+        if is_rtx(codec):
+            original = self.rtx_ssrc.get(packet.ssrc)
+            if original is None or len(packet.payload) < 2:
+                return
+            packet = rtcrtpreceiver.unwrap_rtx(
+                packet, payload_type=codec.parameters.get("apt"), ssrc=original
+            )
+        if self.nack.add(packet):
+            self._spawn(receiver._send_rtcp_nack(packet.ssrc, sorted(self.nack.missing)))
+
+
+class RtpTap:
+    """Takes a receive-only peer connection's RTP before aiortc's per-packet path.
+
+    aiortc hands every datagram through an asyncio queue to a coroutine chain
+    (DTLS transport, RTP router, receiver), re-assembles frames in a jitter
+    buffer and passes each frame to a per-receiver decoder thread and back:
+    profiled, most of a recorded stream's CPU. The tap replaces the ICE
+    connection's ``data_received`` (called synchronously from the UDP
+    protocol): SRTP packets are decrypted and parsed at once, aiortc's NACK
+    generator, receive statistics (its RTCP receiver reports) and REMB
+    estimator are fed exactly as ``_handle_rtp_packet`` feeds them, and the
+    packet's payload is handed to ``keep``. Frames are put together later, off
+    the loop (``media/packets.py``). Everything else (STUN, DTLS, RTCP) takes
+    aiortc's usual way. While ``relaying()`` is true a packet also goes through
+    aiortc's whole receive path, so the relay's viewers get frames as before.
+    """
+
+    def __init__(self) -> None:
+        self.leans: dict[RTCRtpReceiver, _Lean] = {}
+
+    def attach(
+        self,
+        pc: RTCPeerConnection,
+        keep: Callable[[KeptPacket], None],
+        relaying: Callable[[], bool],
+    ) -> None:
+        """Tap ``pc`` (after ``setRemoteDescription``): its receivers' packets go to ``keep``."""
+        check()
+        transports: set[RTCDtlsTransport] = set()
+        for transceiver in pc.getTransceivers():
+            receiver = transceiver.receiver
+            self.leans[receiver] = _Lean(receiver, transceiver.kind, keep, relaying)
+            transports.add(receiver.transport)
+        for dtls in transports:
+            self._divert(dtls)
+
+    def _divert(self, dtls: RTCDtlsTransport) -> None:
+        connection = dtls.transport._connection
+        original = connection.data_received
+        leans = self.leans
+        router = dtls._rtp_router
+        extensions = dtls._rtp_header_extensions_map
+        parse = RtpPacket.parse
+        current_ms = clock.current_ms
+
+        def data_received(data: bytes, component: int) -> None:
+            srtp = dtls._rx_srtp
+            if srtp is None or not 127 < data[0] < 192 or 191 < data[1] < 224:
+                original(data, component)  # STUN, DTLS, RTCP: aiortc's way
+                return
+            try:
+                plain = srtp.unprotect(data)
+                packet = parse(plain, extensions)
+            except (pylibsrtp.Error, ValueError):
+                return  # aiortc drops these too
+            receiver = router.route_rtp(packet)
+            lean = leans.get(receiver) if receiver is not None else None
+            if lean is not None:
+                lean.handle(packet, current_ms())
+
+        connection.data_received = data_received
 
 
 def negotiated_codec(transceiver: RTCRtpTransceiver) -> str | None:
