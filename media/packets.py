@@ -253,7 +253,9 @@ def read_log(path: Path) -> tuple[dict[str, Any], Iterator[list[KeptPacket]]]:
                     if end > len(buffered):
                         break
                     payload = buffered[at + RECORD.size : end]
-                    batch.append((arrival, bool(flags & AUDIO), bool(flags & MARKER), seq, ts, payload))
+                    batch.append(
+                        (arrival, bool(flags & AUDIO), bool(flags & MARKER), seq, ts, payload)
+                    )
                     at = end
                 if batch:
                     yield batch
@@ -337,7 +339,7 @@ class PacketWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Unbuffered: each batch reaches the file in one write (a crash loses
             # at most the batch being handed over).
-            fh = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed below
+            fh = open(self.path, "wb", buffering=0)  # closed in finally
             fh.write(_header(self.stats, self.t0))
             converter = Converter(self.path, self.stats, self.t0)
             while (batch := self._queue.get()) is not None:

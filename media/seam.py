@@ -24,14 +24,17 @@ Checked against aiortc 1.16 and aioice 0.10-0.13 (pyproject pins aiortc to
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aioice.ice
 import aiortc
+import aiortc.rtcdtlstransport as rtcdtlstransport
 import aiortc.rtcrtpreceiver as rtcrtpreceiver
+import aiortc.rtp
 import pylibsrtp
 from aiortc import (
     RTCDtlsTransport,
@@ -151,6 +154,13 @@ def check() -> None:
         raise SeamBroken("aioice's StunProtocol no longer hands data to data_received")
     if not hasattr(RTCRtpReceiver, "_send_rtcp_nack"):
         raise SeamBroken("RTCRtpReceiver._send_rtcp_nack is gone")
+    ids = getattr(aiortc.rtp.HeaderExtensionsMap(), "_HeaderExtensionsMap__ids", None)
+    if ids is None or not hasattr(ids, "abs_send_time"):
+        raise SeamBroken("aiortc's HeaderExtensionsMap no longer keeps __ids.abs_send_time")
+    if "ssrc_table" not in rtcdtlstransport.RtpRouter.route_rtp.__code__.co_names or (
+        "payload_type" not in rtcdtlstransport.RtpRouter.route_rtp.__code__.co_names
+    ):
+        raise SeamBroken("aiortc's RtpRouter no longer routes by SSRC and payload type alone")
 
 
 def install_passthrough() -> None:
@@ -201,6 +211,81 @@ _RECEIVER_PARTS = (
 # A packet the tap keeps: (arrival monotonic seconds, audio?, marker?, seq, RTP timestamp, payload).
 KeptPacket = tuple[float, bool, bool, int, int, bytes]
 
+# REMB feedback is sent at most this often (ms).
+REMB_MIN_GAP_MS = 200
+# The receiver's list of active sources (PLI targets) is refreshed this often (ms).
+ACTIVE_SSRC_EVERY_MS = 1000
+# RTP held while the DTLS handshake finishes (a second of 1 Mbit/s video).
+EARLY_PACKETS = 200
+_HEADER = struct.Struct("!BBHII")
+
+
+class _Rtp:
+    """The parts of an RTP packet the tap and aiortc's bookkeeping read.
+
+    Lighter than aiortc's ``RtpPacket.parse``, which decodes every header
+    extension of every packet; only abs-send-time (for REMB) is read here.
+    """
+
+    __slots__ = (
+        "abs_send_time",
+        "ext",
+        "marker",
+        "padding_size",
+        "payload",
+        "payload_type",
+        "sequence_number",
+        "ssrc",
+        "timestamp",
+    )
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) < 12:
+            raise ValueError("RTP packet too short")
+        first, m_pt, self.sequence_number, self.timestamp, self.ssrc = _HEADER.unpack_from(data)
+        if first >> 6 != 2:
+            raise ValueError("not RTP version 2")
+        self.marker = m_pt >> 7
+        self.payload_type = m_pt & 0x7F
+        pos = 12 + 4 * (first & 0x0F)
+        self.ext: tuple[int, bytes] | None = None
+        if first & 0x10:
+            if len(data) < pos + 4:
+                raise ValueError("RTP extension truncated")
+            profile, length = struct.unpack_from("!HH", data, pos)
+            end = pos + 4 + 4 * length
+            self.ext = (profile, data[pos + 4 : end])
+            pos = end
+        self.abs_send_time: int | None = None
+        if first & 0x20:
+            pad = data[-1]
+            if not pad or pad > len(data) - pos:
+                raise ValueError("RTP padding invalid")
+            self.padding_size = pad
+            self.payload = data[pos:-pad]
+        else:
+            self.padding_size = 0
+            self.payload = data[pos:]
+        if len(data) < pos:
+            raise ValueError("RTP packet truncated")
+
+
+def _one_byte_extension(value: bytes, wanted: int) -> bytes | None:
+    # RFC 8285 one-byte header extensions (profile 0xBEDE): id, length - 1.
+    pos, n = 0, len(value)
+    while pos < n:
+        head = value[pos]
+        if head == 0:
+            pos += 1
+            continue
+        xid, length = head >> 4, (head & 0x0F) + 1
+        if xid == 15:
+            return None
+        if xid == wanted:
+            return value[pos + 1 : pos + 1 + length]
+        pos += 1 + length
+    return None
+
 
 class _Lean:
     """One receiver's share of the tap: aiortc's bookkeeping without its frame path."""
@@ -211,11 +296,13 @@ class _Lean:
         kind: str,
         keep: Callable[[KeptPacket], None],
         relaying: Callable[[], bool],
+        extensions: Any,
     ) -> None:
         self.receiver = receiver
         self.audio = kind == "audio"
         self.keep = keep
         self.relaying = relaying
+        self.extensions = extensions
         get = receiver.__dict__.__getitem__
         self.active_ssrc: dict[int, Any] = get("_RTCRtpReceiver__active_ssrc")
         self.codecs: dict[int, Any] = get("_RTCRtpReceiver__codecs")
@@ -224,6 +311,10 @@ class _Lean:
         self.nack = get("_RTCRtpReceiver__nack_generator")
         self.estimator = get("_RTCRtpReceiver__remote_bitrate_estimator")
         self.tasks: set[asyncio.Task[None]] = set()
+        self.remb_at = -REMB_MIN_GAP_MS
+        self.active_at: dict[int, int] = {}
+        # payload type -> is it RTX (aiortc's codec lookup, done once per type)
+        self.rtx: dict[int, bool] = {}
 
     def _spawn(self, coro: Any) -> None:
         # Sending RTCP is a coroutine in aiortc; it is rare (a NACK, a REMB).
@@ -231,72 +322,107 @@ class _Lean:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def handle(self, packet: RtpPacket, arrival_ms: int) -> None:
+    def _is_rtx(self, payload_type: int) -> bool | None:
+        rtx = self.rtx.get(payload_type)
+        if rtx is None:
+            codec = self.codecs.get(payload_type)
+            if codec is None:
+                return None  # unknown payload type: aiortc drops it
+            rtx = self.rtx[payload_type] = is_rtx(codec)
+        return rtx
+
+    def handle(self, packet: _Rtp, plain: bytes, arrival_ms: int) -> None:
         receiver = self.receiver
         if not receiver._enabled:
             return
+        rtx = self._is_rtx(packet.payload_type)
+        if rtx is None:
+            return
+        payload = packet.payload
+        if rtx:
+            if packet.ssrc not in self.rtx_ssrc or len(payload) < 3:
+                payload = b""  # padding probes carry no media
+            else:
+                seq = int.from_bytes(payload[:2], "big")
+                payload = payload[2:]
+        else:
+            seq = packet.sequence_number
         if self.relaying():
             # Viewers need whole frames now: aiortc's full path (NACK, REMB,
             # jitter buffer, the track the relay reads) runs as before.
-            self._spawn(receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_ms))
+            self._spawn(
+                receiver._handle_rtp_packet(
+                    RtpPacket.parse(plain, self.extensions), arrival_time_ms=arrival_ms
+                )
+            )
         else:
-            self._bookkeeping(packet, arrival_ms)
-        codec = self.codecs.get(packet.payload_type)
-        if codec is None:
-            return
-        if is_rtx(codec):
-            original = self.rtx_ssrc.get(packet.ssrc)
-            if original is None or len(packet.payload) < 3:
-                return  # padding probes carry no media
-            seq = int.from_bytes(packet.payload[:2], "big")
-            payload = packet.payload[2:]
-        else:
-            seq, payload = packet.sequence_number, packet.payload
+            self._bookkeeping(packet, rtx, arrival_ms)
         if payload:
             self.keep(
                 (time.monotonic(), self.audio, packet.marker == 1, seq, packet.timestamp, payload)
             )
 
-    def _bookkeeping(self, packet: RtpPacket, arrival_ms: int) -> None:
+    def _abs_send_time(self, packet: _Rtp) -> int | None:
+        if packet.ext is None:
+            return None
+        profile, value = packet.ext
+        wanted = self.extensions.__dict__["_HeaderExtensionsMap__ids"].abs_send_time
+        if profile == 0xBEDE and wanted:
+            raw = _one_byte_extension(value, wanted)
+            return int.from_bytes(raw, "big") if raw is not None and len(raw) == 3 else None
+        value_time: int | None = self.extensions.get(profile, value).abs_send_time
+        return value_time
+
+    def _bookkeeping(self, packet: _Rtp, rtx: bool, arrival_ms: int) -> None:
         # What aiortc's _handle_rtp_packet does before it depayloads.
         receiver = self.receiver
-        if self.estimator is not None and packet.extensions.abs_send_time is not None:
-            remb = self.estimator.add(
-                abs_send_time=packet.extensions.abs_send_time,
-                arrival_time_ms=arrival_ms,
-                payload_size=len(packet.payload) + packet.padding_size,
-                ssrc=packet.ssrc,
-            )
-            rtcp_ssrc = receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"]
-            if rtcp_ssrc is not None and remb is not None:
-                self._spawn(
-                    receiver._send_rtcp(
-                        RtcpPsfbPacket(
-                            fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
+        if self.estimator is not None:
+            abs_send_time = self._abs_send_time(packet)
+            if abs_send_time is not None:
+                remb = self.estimator.add(
+                    abs_send_time=abs_send_time,
+                    arrival_time_ms=arrival_ms,
+                    payload_size=len(packet.payload) + packet.padding_size,
+                    ssrc=packet.ssrc,
+                )
+                rtcp_ssrc = receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"]
+                # aiortc sends a REMB for every packet while its detector says
+                # "overusing" (a loaded recorder: one RTCP packet per RTP
+                # packet); a few a second tell the sender as much.
+                if (
+                    rtcp_ssrc is not None
+                    and remb is not None
+                    and arrival_ms - self.remb_at >= REMB_MIN_GAP_MS
+                ):
+                    self.remb_at = arrival_ms
+                    fci = pack_remb_fci(*remb)
+                    self._spawn(
+                        receiver._send_rtcp(
+                            RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=fci)
                         )
                     )
-                )
-        self.active_ssrc[packet.ssrc] = clock.current_datetime()
-        codec = self.codecs.get(packet.payload_type)
-        if codec is None:
-            return
-        stats = self.remote_streams.get(packet.ssrc)
+        ssrc = packet.ssrc
+        # aiortc notes the time of every packet; its readers (PLI targets, the
+        # sources of the last 10 s) need it to the second.
+        if arrival_ms - self.active_at.get(ssrc, -ACTIVE_SSRC_EVERY_MS) >= ACTIVE_SSRC_EVERY_MS:
+            self.active_at[ssrc] = arrival_ms
+            self.active_ssrc[ssrc] = clock.current_datetime()
+        stats = self.remote_streams.get(ssrc)
         if stats is None:
-            stats = self.remote_streams[packet.ssrc] = rtcrtpreceiver.StreamStatistics(
-                codec.clockRate
-            )
-        stats.add(packet)
+            codec = self.codecs[packet.payload_type]
+            stats = self.remote_streams[ssrc] = rtcrtpreceiver.StreamStatistics(codec.clockRate)
+        stats.add(cast(Any, packet))  # reads sequence_number and timestamp
         if self.nack is None:
             return
-        if is_rtx(codec):
-            original = self.rtx_ssrc.get(packet.ssrc)
+        if rtx:
+            original = self.rtx_ssrc.get(ssrc)
             if original is None or len(packet.payload) < 2:
                 return
-            packet = rtcrtpreceiver.unwrap_rtx(
-                packet, payload_type=codec.parameters.get("apt"), ssrc=original
-            )
+            ssrc = original
+            packet.ssrc = original
+            packet.sequence_number = int.from_bytes(packet.payload[:2], "big")
         if self.nack.add(packet):
-            self._spawn(receiver._send_rtcp_nack(packet.ssrc, sorted(self.nack.missing)))
+            self._spawn(receiver._send_rtcp_nack(ssrc, sorted(self.nack.missing)))
 
 
 class RtpTap:
@@ -307,17 +433,18 @@ class RtpTap:
     buffer and passes each frame to a per-receiver decoder thread and back:
     profiled, most of a recorded stream's CPU. The tap replaces the ICE
     connection's ``data_received`` (called synchronously from the UDP
-    protocol): SRTP packets are decrypted and parsed at once, aiortc's NACK
-    generator, receive statistics (its RTCP receiver reports) and REMB
-    estimator are fed exactly as ``_handle_rtp_packet`` feeds them, and the
-    packet's payload is handed to ``keep``. Frames are put together later, off
-    the loop (``media/packets.py``). Everything else (STUN, DTLS, RTCP) takes
-    aiortc's usual way. While ``relaying()`` is true a packet also goes through
-    aiortc's whole receive path, so the relay's viewers get frames as before.
+    protocol): SRTP packets are decrypted and their headers read at once,
+    aiortc's NACK generator, receive statistics (its RTCP receiver reports),
+    active sources (PLI targets) and REMB estimator are fed as
+    ``_handle_rtp_packet`` feeds them, and the packet's payload is handed to
+    ``keep``. Frames are put together later, off the loop
+    (``media/packets.py``). Everything else (STUN, DTLS, RTCP) takes aiortc's
+    usual way. While ``relaying()`` is true a packet also goes through aiortc's
+    whole receive path, so the relay's viewers get frames as before.
     """
 
     def __init__(self) -> None:
-        self.leans: dict[RTCRtpReceiver, _Lean] = {}
+        self.leans: dict[Any, _Lean] = {}
 
     def attach(
         self,
@@ -330,7 +457,8 @@ class RtpTap:
         transports: set[RTCDtlsTransport] = set()
         for transceiver in pc.getTransceivers():
             receiver = transceiver.receiver
-            self.leans[receiver] = _Lean(receiver, transceiver.kind, keep, relaying)
+            extensions = receiver.transport._rtp_header_extensions_map
+            self.leans[receiver] = _Lean(receiver, transceiver.kind, keep, relaying, extensions)
             transports.add(receiver.transport)
         for dtls in transports:
             self._divert(dtls)
@@ -340,26 +468,40 @@ class RtpTap:
         original = connection.data_received
         leans = self.leans
         router = dtls._rtp_router
-        extensions = dtls._rtp_header_extensions_map
-        parse = RtpPacket.parse
         current_ms = clock.current_ms
 
-        def data_received(data: bytes, component: int) -> None:
-            srtp = dtls._rx_srtp
-            if srtp is None or not 127 < data[0] < 192 or 191 < data[1] < 224:
-                original(data, component)  # STUN, DTLS, RTCP: aiortc's way
-                return
+        # RTP that arrives before this side's DTLS handshake has finished (the
+        # far side may finish first and start sending): aiortc queues it and
+        # decrypts it after the handshake; here it waits until the keys are known.
+        early: list[bytes] = []
+
+        def take(data: bytes, srtp: Any) -> None:
             try:
                 plain = srtp.unprotect(data)
-                packet = parse(plain, extensions)
-            except (pylibsrtp.Error, ValueError):
+                packet = _Rtp(plain)
+            except (pylibsrtp.Error, ValueError, struct.error):
                 return  # aiortc drops these too
-            receiver = router.route_rtp(packet)
+            receiver: Any = router.route_rtp(cast(Any, packet))  # reads ssrc, payload_type
             lean = leans.get(receiver) if receiver is not None else None
             if lean is not None:
-                lean.handle(packet, current_ms())
+                lean.handle(packet, plain, current_ms())
 
-        connection.data_received = data_received
+        def data_received(data: bytes, component: int) -> None:
+            if not 127 < data[0] < 192 or 191 < data[1] < 224:
+                original(data, component)  # STUN, DTLS, RTCP: aiortc's way
+                return
+            srtp: Any = dtls._rx_srtp  # None until the handshake is done
+            if srtp is None:
+                if len(early) < EARLY_PACKETS:
+                    early.append(data)
+                return
+            if early:
+                for waiting in early:
+                    take(waiting, srtp)
+                early.clear()
+            take(data, srtp)
+
+        setattr(connection, "data_received", data_received)  # noqa: B010 - this instance
 
 
 def negotiated_codec(transceiver: RTCRtpTransceiver) -> str | None:

@@ -18,12 +18,20 @@ stopping and finalizing are outside the window.
                 decoder lookup process-wide)
   ours-N        ``Recorder`` with N concurrent streams in one process, fed by
                 ceil(N / 6) sender processes
+  janus-N       Janus (Debian's ``janus``) recording the same N streams with its
+                recordplay plugin (``.mjr`` files), started with a generated
+                configuration in a temporary directory on loopback; its CPU is read
+                from ``/proc`` over the same window. Skipped, with a line saying so,
+                when ``janus`` is not installed. Its ``.mjr`` video files are turned
+                into WebM with ``janus-pp-rec`` afterwards (outside the window) to
+                count the frames.
 
 The machine is shared, so the scenarios run back to back in one run on the same input
 and only the ratio between them is meant to be compared across runs. The files are then
 decoded with PyAV (test side) and their video frames counted against what was sent.
-The last two lines are the summary:
-``recording cpu ratio (MediaRecorder/ours): X`` and ``recorded streams per core: N``.
+The last lines are the summary:
+``recording cpu ratio (MediaRecorder/ours): X``, ``recorded streams per core: N`` and
+``recording cpu per stream vs Janus: X`` (ours-N's CPU per stream / Janus's).
 
 ``--py-spy DIR`` samples each receiver process with py-spy over its window (all
 threads; ``pip install py-spy``) and writes ``DIR/<scenario>.txt`` (collapsed stacks).
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -60,6 +69,9 @@ AUDIO_BITRATE = 32_000
 LOOP_SECONDS = 4  # the input is looped by the senders; a whole number of keyframe intervals
 STREAMS_PER_SENDER = 6
 SETUP_TIMEOUT = 60.0
+JANUS = shutil.which("janus")
+JANUS_PP = shutil.which("janus-pp-rec")
+JANUS_LIBS = Path("/usr/lib/x86_64-linux-gnu/janus")
 STOP_TIMEOUT = 60.0
 FRAME_TOLERANCE = 0.05  # frames written vs sent, per stream
 
@@ -250,6 +262,149 @@ def task_errors(sink: Any) -> str | None:
     return "; ".join(errors) or None
 
 
+def janus_config(folder: Path, port: int, recordings: Path) -> None:
+    """A configuration for Janus on loopback: HTTP API, recordplay plugin, nothing else."""
+    plugins = [p.name for p in (JANUS_LIBS / "plugins").glob("libjanus_*.so")]
+    transports = [p.name for p in (JANUS_LIBS / "transports").glob("libjanus_*.so")]
+    (folder / "janus.jcfg").write_text(
+        "general: {\n"
+        f'  configs_folder = "{folder}"\n'
+        f'  plugins_folder = "{JANUS_LIBS / "plugins"}"\n'
+        f'  transports_folder = "{JANUS_LIBS / "transports"}"\n'
+        f'  events_folder = "{JANUS_LIBS / "events"}"\n'
+        f'  loggers_folder = "{JANUS_LIBS / "loggers"}"\n'
+        "  debug_level = 2\n  session_timeout = 0\n  hide_dependencies = true\n}\n"
+        'media: {\n  rtp_port_range = "40000-60000"\n}\n'
+        'nat: {\n  ice_enforce_list = "127.0.0.1"\n  ignore_mdns = true\n}\n'
+        'plugins: {\n  disable = "'
+        + ",".join(p for p in plugins if p != "libjanus_recordplay.so")
+        + '"\n}\ntransports: {\n  disable = "'
+        + ",".join(t for t in transports if t != "libjanus_http.so")
+        + '"\n}\nevents: {\n  broadcast = false\n}\nloggers: {\n  disable = "*"\n}\n',
+        encoding="utf-8",
+    )
+    (folder / "janus.transport.http.jcfg").write_text(
+        f'general: {{\n  http = true\n  port = {port}\n  ip = "127.0.0.1"\n'
+        '  base_path = "/janus"\n  https = false\n}\nadmin: {\n  admin_http = false\n}\n',
+        encoding="utf-8",
+    )
+    (folder / "janus.plugin.recordplay.jcfg").write_text(
+        f'general: {{\n  path = "{recordings}"\n}}\n', encoding="utf-8"
+    )
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU of another process (every thread), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Janus:
+    """A Janus process and one recordplay handle per stream, over its HTTP API."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.recordings = folder / "recordings"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.base = ""
+        self.http: Any = None
+        self.session = 0
+
+    async def start(self) -> None:
+        import socket
+
+        import aiohttp
+
+        self.recordings.mkdir(parents=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        janus_config(self.folder, port, self.recordings)
+        assert JANUS is not None
+        self.proc = await asyncio.create_subprocess_exec(
+            JANUS,
+            "--configs-folder",
+            str(self.folder),
+            "--config",
+            str(self.folder / "janus.jcfg"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self.base = f"http://127.0.0.1:{port}/janus"
+        self.http = aiohttp.ClientSession()
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    reply = await self._post(self.base, {"janus": "create"})
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+        self.session = reply["data"]["id"]
+
+    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = {**body, "transaction": os.urandom(6).hex()}
+        async with self.http.post(url, json=body) as resp:
+            reply: dict[str, Any] = await resp.json(content_type=None)
+        if reply.get("janus") == "error":
+            raise RuntimeError(f"janus: {reply}")
+        return reply
+
+    async def answer(self, index: int, offer: str) -> str:
+        """Attach a recordplay handle, ask it to record ``offer``; its answer."""
+        url = f"{self.base}/{self.session}"
+        handle = (await self._post(url, {"janus": "attach", "plugin": "janus.plugin.recordplay"}))[
+            "data"
+        ]["id"]
+        await self._post(
+            f"{url}/{handle}",
+            {
+                "janus": "message",
+                "body": {"request": "record", "name": f"p{index:02d}", "filename": f"p{index:02d}"},
+                "jsep": {"type": "offer", "sdp": offer},
+            },
+        )
+        async with asyncio.timeout(30):
+            while True:
+                async with self.http.get(f"{url}?maxev=1") as resp:
+                    event = await resp.json(content_type=None)
+                jsep = event.get("jsep")
+                if jsep and event.get("sender") == handle:
+                    return str(jsep["sdp"])
+
+    def cpu(self) -> float:
+        assert self.proc is not None
+        return proc_cpu_seconds(self.proc.pid)
+
+    async def stop(self) -> list[dict[str, Any]]:
+        """Destroy the session (Janus closes the files), stop Janus, convert the video."""
+        import aiohttp
+
+        if self.http is not None:
+            with contextlib.suppress(aiohttp.ClientError, RuntimeError):
+                await self._post(f"{self.base}/{self.session}", {"janus": "destroy"})
+            await self.http.close()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        files = []
+        for mjr in sorted(self.recordings.glob("p*-video.mjr")):
+            webm = mjr.with_suffix(".webm")
+            done = await asyncio.create_subprocess_exec(
+                JANUS_PP or "janus-pp-rec",
+                str(mjr),
+                str(webm),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            await done.wait()
+            files.append({"path": str(webm), "error": None, "video_packets": None})
+        return files
+
+
 async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
     """One scenario in this process; returns what it measured and where the files are."""
     import aioice.ice
@@ -260,8 +415,21 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
     delivered = [0]  # video frames handed to the recorder
     answer: Callable[[int, str], Awaitable[str]]
     finish: Callable[[], Awaitable[list[dict[str, Any]]]]
+    cpu: Callable[[], float] = cpu_seconds
+    janus: Janus | None = None
 
-    if args.scenario == "ours":
+    def delivered_frames() -> int:
+        return delivered[0]
+
+    counter: Callable[[], int] = delivered_frames
+
+    if args.scenario == "janus":
+        janus = Janus(out_dir / "janus")
+        janus.folder.mkdir()
+        await janus.start()
+        answer, finish, cpu = janus.answer, janus.stop, janus.cpu
+
+    elif args.scenario == "ours":
         from datetime import UTC, datetime
 
         from media.recorder import Recorder, RecordingKey
@@ -275,17 +443,26 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
             for transceiver in pc.getTransceivers():
                 if transceiver.kind == "video":
                     tracks.append(transceiver.receiver.track)
-                    count_frames_into(transceiver.receiver.track, delivered)
             return sdp
+
+        def frames_written() -> int:
+            # What the recorder muxed so far (frames leave aiortc only when relayed).
+            return sum(
+                leg.writer.stats.video_packets for leg in recorder.legs.values() if leg.writer
+            )
+
+        counter = frames_written
 
         async def finish() -> list[dict[str, Any]]:
             files = []
-            for result in await recorder.close():
+            writers = [leg.writer for leg in recorder.legs.values()]
+            for result, writer in zip(await recorder.close(), writers, strict=True):
                 files.append(
                     {
                         "path": str(result.file.path) if result.file else None,
                         "error": result.error,
                         "video_packets": result.file.video_packets if result.file else 0,
+                        "video_dropped": writer.stats.video_dropped if writer else None,
                     }
                 )
             return files
@@ -353,15 +530,22 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
-        wall0, cpu0, frames0 = time.monotonic(), cpu_seconds(), delivered[0]
+        wall0, cpu0, frames0 = time.monotonic(), cpu(), counter()
         await asyncio.sleep(args.seconds)
-        wall1, cpu1, frames1 = time.monotonic(), cpu_seconds(), delivered[0]
+        wall1, cpu1, frames1 = time.monotonic(), cpu(), counter()
+        if janus is not None:
+            # Janus's frames are not seen here: the window counts as kept up
+            # when the files hold what was sent (checked afterwards).
+            frames1 = frames0 + round(FPS * (wall1 - wall0) * args.streams)
         backlog_after = video_backlog(tracks)
         async with asyncio.timeout(STOP_TIMEOUT):
             sent = await senders.stop()
             files = await finish()
     finally:
         await senders.close()
+        if janus is not None and janus.proc is not None and janus.proc.returncode is None:
+            janus.proc.kill()
+            await janus.proc.wait()
         if spy is not None:
             try:
                 await asyncio.wait_for(spy.wait(), 30)
@@ -387,7 +571,7 @@ class Scenario:
 
     name: str
     label: str
-    kind: str  # "ours" or "mediarecorder"
+    kind: str  # "ours", "mediarecorder" or "janus"
     streams: int
     wall: float = 0.0
     cpu: float = 0.0
@@ -486,7 +670,11 @@ def run_scenario(
         scenario.written_video += video
         scenario.written_audio += audio
         if abs(video - sent["video"]) > FRAME_TOLERANCE * sent["video"] + 2:
-            scenario.problems.append(f"stream {index}: {video} video frames, {sent['video']} sent")
+            dropped = file.get("video_dropped")
+            scenario.problems.append(
+                f"stream {index}: {video} video frames, {sent['video']} sent"
+                + (f" ({dropped} dropped waiting for a keyframe)" if dropped else "")
+            )
 
 
 def main() -> None:
@@ -496,7 +684,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before the window")
     parser.add_argument("--py-spy", default="", help="directory for py-spy profiles")
     parser.add_argument("--role", choices=["main", "receiver"], default="main")
-    parser.add_argument("--scenario", choices=["ours", "mediarecorder"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--scenario", choices=["ours", "mediarecorder", "janus"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -521,6 +711,14 @@ def main() -> None:
             Scenario("mediarecorder", "aiortc MediaRecorder -> WebM", "mediarecorder", 1),
             Scenario(f"ours-{args.streams}", "ours: Recorder, one process", "ours", args.streams),
         ]
+        if JANUS is not None:
+            scenarios.append(
+                Scenario(
+                    f"janus-{args.streams}", "Janus 1.x recordplay -> .mjr", "janus", args.streams
+                )
+            )
+        else:
+            print("janus not installed (Debian: janus, janus-tools): no Janus baseline", flush=True)
         for scenario in scenarios:
             run_scenario(scenario, args, input_path, work)
     finally:
@@ -556,12 +754,18 @@ def main() -> None:
         verdict = "ok" if not s.problems else "; ".join(s.problems)
         print(f"check {s.name}: {verdict}")
         failed |= s.kind == "ours" and bool(s.problems)
-    ours, baseline, many = scenarios
+    ours, baseline, many = scenarios[:3]
     print(
         "recording cpu ratio (MediaRecorder/ours): "
         f"{baseline.percent_per_stream / ours.percent_per_stream:.1f}"
     )
     print(f"recorded streams per core: {math.floor(100 / many.percent_per_stream)}")
+    if len(scenarios) > 3:
+        janus = scenarios[3]
+        print(
+            "recording cpu per stream vs Janus: "
+            f"{many.percent_per_stream / janus.percent_per_stream:.2f}"
+        )
     if failed:
         sys.exit(1)
 
