@@ -53,6 +53,8 @@ AUDIO, MARKER = 1, 2
 # How long a missing packet is waited for (NACK and retransmission) before the
 # frame it belongs to is given up.
 REORDER_SECONDS = 1.0
+# Packets sent before the first one that arrived, waited for at the start.
+START_SLACK = 16
 # The final container, written progressively: nothing live about it (the packet
 # log is what survives a crash), so the muxer buffers its writes, and at the
 # end writes the Cues (WebM) or the moov (MP4) and the duration.
@@ -96,16 +98,19 @@ class FrameAssembler:
         self.newest = 0.0
         self.frame: list[tuple[float, bytes]] = []
         self.frame_ts = 0
-        self.after_gap = False
+        self.after_gap = True  # the first frame must begin with its first packet
         self.ts_raw: int | None = None
         self.ts_ext = 0
         self.lost_frames = 0
+        self.skipped_ts: int | None = None
 
     def add(self, arrival: float, marker: bool, seq: int, ts: int, payload: bytes) -> None:
         """Take one packet (no frame comes out before ``drain``)."""
         if self.next is None:
+            # The first packet to arrive need not be the first sent: a few
+            # before it are waited for (then given up like any hole).
             self.high = seq + (1 << 20)
-            self.next = self.high
+            self.next = self.high - START_SLACK
             ext = self.high
         else:
             ext = self.high + ((seq - self.high + 0x8000) & 0xFFFF) - 0x8000
@@ -130,6 +135,7 @@ class FrameAssembler:
                     break  # a retransmission may still fill the hole
                 if self.frame:
                     self.lost_frames += 1
+                    self.skipped_ts = self.frame_ts
                 self.frame = []
                 self.after_gap = True
                 self.next = lowest
@@ -150,7 +156,11 @@ class FrameAssembler:
                 continue
             if not self.frame:
                 if self.after_gap and not start:
-                    continue  # the middle of a frame whose start was lost
+                    # The middle of a frame whose start was lost.
+                    if ts != self.skipped_ts:
+                        self.skipped_ts = ts
+                        self.lost_frames += 1
+                    continue
                 self.after_gap = False
                 self.frame_ts = ts
             self.frame.append((arrival, data))

@@ -197,8 +197,10 @@ class Recorder:
                 audio=audio,
                 want_keyframe=leg.keyframe_wanted.set,
             )
-            seam.RtpTap().attach(pc, leg.writer.keep, fanout.relaying)
+            tap = seam.RtpTap()
+            tap.attach(pc, leg.writer.keep, fanout.relaying)
             await pc.setLocalDescription(await pc.createAnswer())
+            tap.skip_stun_parse()
         except Exception:
             self.legs.pop(key, None)
             await pc.close()

@@ -150,8 +150,13 @@ def check() -> None:
             RTCDtlsTransport._handle_rtp_data.__code__.co_names
         ):
             raise SeamBroken(f"RTCDtlsTransport no longer receives RTP through {name}")
-    if "data_received" not in aioice.ice.StunProtocol.datagram_received.__code__.co_names:
+    received = aioice.ice.StunProtocol.datagram_received.__code__.co_names
+    if "data_received" not in received or "local_candidate" not in received:
         raise SeamBroken("aioice's StunProtocol no longer hands data to data_received")
+    if "_protocols" not in aioice.ice.Connection.close.__code__.co_names:
+        raise SeamBroken("aioice's Connection no longer keeps its _protocols")
+    if abs(current_ms() - clock.current_ms()) > 1000:
+        raise SeamBroken("aiortc's clock.current_ms is no longer NTP-epoch milliseconds")
     if not hasattr(RTCRtpReceiver, "_send_rtcp_nack"):
         raise SeamBroken("RTCRtpReceiver._send_rtcp_nack is gone")
     ids = getattr(aiortc.rtp.HeaderExtensionsMap(), "_HeaderExtensionsMap__ids", None)
@@ -425,6 +430,28 @@ class _Lean:
             self._spawn(receiver._send_rtcp_nack(ssrc, sorted(self.nack.missing)))
 
 
+def current_ms() -> int:
+    """aiortc's ``clock.current_ms`` (milliseconds since the NTP epoch), without
+    building two datetimes for every packet."""
+    return int(time.time() * 1000) + _NTP_TO_UNIX_MS
+
+
+_NTP_TO_UNIX_MS = 2_208_988_800_000
+
+
+def _straight_to(protocol: Any, data_received: Callable[[bytes, int], None]) -> None:
+    original = protocol.datagram_received
+    component = protocol.local_candidate.component
+
+    def datagram_received(data: bytes, addr: Any) -> None:
+        if 127 < data[0] < 192:
+            data_received(data, component)
+        else:
+            original(data, addr)
+
+    protocol.datagram_received = datagram_received
+
+
 class RtpTap:
     """Takes a receive-only peer connection's RTP before aiortc's per-packet path.
 
@@ -445,6 +472,7 @@ class RtpTap:
 
     def __init__(self) -> None:
         self.leans: dict[Any, _Lean] = {}
+        self.taps: list[tuple[Any, Callable[[bytes, int], None]]] = []
 
     def attach(
         self,
@@ -468,7 +496,6 @@ class RtpTap:
         original = connection.data_received
         leans = self.leans
         router = dtls._rtp_router
-        current_ms = clock.current_ms
 
         # RTP that arrives before this side's DTLS handshake has finished (the
         # far side may finish first and start sending): aiortc queues it and
@@ -502,6 +529,19 @@ class RtpTap:
             take(data, srtp)
 
         setattr(connection, "data_received", data_received)  # noqa: B010 - this instance
+        self.taps.append((connection, data_received))
+
+    def skip_stun_parse(self) -> None:
+        """Call after ``setLocalDescription``: RTP skips aioice's STUN parse attempt.
+
+        aioice's UDP protocol tries to parse every datagram as STUN before it
+        hands it on (an exception per media packet); RTP and RTCP cannot be
+        STUN (RFC 7983: first byte 128-191), so they go straight to the tap.
+        """
+        for connection, data_received in self.taps:
+            for protocol in getattr(connection, "_protocols", []):
+                if type(protocol) is aioice.ice.StunProtocol:  # host candidates, not TURN
+                    _straight_to(protocol, data_received)
 
 
 def negotiated_codec(transceiver: RTCRtpTransceiver) -> str | None:

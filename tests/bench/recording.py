@@ -154,8 +154,11 @@ def cpu_seconds() -> float:
 class Senders:
     """The sender processes of one scenario and their line protocol."""
 
-    def __init__(self, input_path: Path, streams: int, max_seconds: float) -> None:
+    def __init__(
+        self, input_path: Path, streams: int, max_seconds: float, address: str = "127.0.0.1"
+    ) -> None:
         self.input_path, self.streams, self.max_seconds = input_path, streams, max_seconds
+        self.address = address
         self.procs: list[asyncio.subprocess.Process] = []
         self.counts: list[int] = []
 
@@ -176,6 +179,8 @@ class Senders:
                     str(count),
                     "--max-seconds",
                     str(self.max_seconds),
+                    "--address",
+                    self.address,
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     cwd=ROOT,
@@ -262,8 +267,9 @@ def task_errors(sink: Any) -> str | None:
     return "; ".join(errors) or None
 
 
-def janus_config(folder: Path, port: int, recordings: Path) -> None:
-    """A configuration for Janus on loopback: HTTP API, recordplay plugin, nothing else."""
+def janus_config(folder: Path, port: int, recordings: Path, address: str) -> None:
+    """A configuration for Janus: HTTP API on loopback, recordplay plugin, nothing
+    else, ICE on ``address`` only (libnice never gathers on loopback)."""
     plugins = [p.name for p in (JANUS_LIBS / "plugins").glob("libjanus_*.so")]
     transports = [p.name for p in (JANUS_LIBS / "transports").glob("libjanus_*.so")]
     (folder / "janus.jcfg").write_text(
@@ -275,7 +281,7 @@ def janus_config(folder: Path, port: int, recordings: Path) -> None:
         f'  loggers_folder = "{JANUS_LIBS / "loggers"}"\n'
         "  debug_level = 2\n  session_timeout = 0\n  hide_dependencies = true\n}\n"
         'media: {\n  rtp_port_range = "40000-60000"\n}\n'
-        'nat: {\n  ice_enforce_list = "127.0.0.1"\n  ignore_mdns = true\n}\n'
+        f'nat: {{\n  ice_enforce_list = "{address}"\n  ignore_mdns = true\n}}\n'
         'plugins: {\n  disable = "'
         + ",".join(p for p in plugins if p != "libjanus_recordplay.so")
         + '"\n}\ntransports: {\n  disable = "'
@@ -302,8 +308,9 @@ def proc_cpu_seconds(pid: int) -> float:
 class Janus:
     """A Janus process and one recordplay handle per stream, over its HTTP API."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, address: str) -> None:
         self.folder = folder
+        self.address = address
         self.recordings = folder / "recordings"
         self.proc: asyncio.subprocess.Process | None = None
         self.base = ""
@@ -319,7 +326,7 @@ class Janus:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        janus_config(self.folder, port, self.recordings)
+        janus_config(self.folder, port, self.recordings, self.address)
         assert JANUS is not None
         self.proc = await asyncio.create_subprocess_exec(
             JANUS,
@@ -409,7 +416,16 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
     """One scenario in this process; returns what it measured and where the files are."""
     import aioice.ice
 
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+    # Janus (libnice) cannot use loopback: its scenario runs on this machine's
+    # first other IPv4 address (the kernel still delivers it locally).
+    address = "127.0.0.1"
+    if args.scenario == "janus":
+        address = next(
+            a
+            for a in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+            if not a.startswith("127.")
+        )
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [address] if use_ipv4 else []
     out_dir = Path(args.out)
     tracks: list[Any] = []
     delivered = [0]  # video frames handed to the recorder
@@ -424,7 +440,7 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
     counter: Callable[[], int] = delivered_frames
 
     if args.scenario == "janus":
-        janus = Janus(out_dir / "janus")
+        janus = Janus(out_dir / "janus", address)
         janus.folder.mkdir()
         await janus.start()
         answer, finish, cpu = janus.answer, janus.stop, janus.cpu
@@ -504,7 +520,9 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
                 files.append({"path": str(path), "error": error, "video_packets": None})
             return files
 
-    senders = Senders(Path(args.input), args.streams, args.warmup + args.seconds + STOP_TIMEOUT)
+    senders = Senders(
+        Path(args.input), args.streams, args.warmup + args.seconds + STOP_TIMEOUT, address
+    )
     spy: asyncio.subprocess.Process | None = None
     try:
         async with asyncio.timeout(SETUP_TIMEOUT):
