@@ -95,6 +95,27 @@ def lose_first_sends(sender: RTCRtpSender, every: int, dropped: list[int]) -> No
     transport._send_rtp = lossy
 
 
+def count_feedback(sender: RTCRtpSender) -> dict[str, int]:
+    """Count the RTCP feedback the recorder sends about the video: receiver
+    reports that cover it, REMB estimates, NACKs."""
+    from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket
+
+    counts = {"reports": 0, "remb": 0, "nack": 0}
+    handle = sender._handle_rtcp_packet
+
+    async def counting(packet: object) -> None:
+        if isinstance(packet, RtcpRrPacket):
+            counts["reports"] += any(r.ssrc == sender._ssrc for r in packet.reports)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == 15:
+            counts["remb"] += 1
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1:
+            counts["nack"] += 1
+        await handle(packet)  # type: ignore[arg-type]
+
+    sender._handle_rtcp_packet = counting  # type: ignore[method-assign]
+    return counts
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
@@ -119,6 +140,7 @@ async def main() -> None:
     dropped = [0]
     if args.drop:
         lose_first_sends(vt.sender, args.drop, dropped)
+    feedback = count_feedback(vt.sender)
     print(json.dumps({"offer": pc.localDescription.sdp}), flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -138,7 +160,13 @@ async def main() -> None:
         if args.progress:
             print(json.dumps({"progress": time.monotonic() - (video.started or start)}), flush=True)
     seconds = time.monotonic() - (video.started or start)
-    sent = {"video": video.sent, "audio": audio.sent, "seconds": seconds, "dropped": dropped[0]}
+    sent = {
+        "video": video.sent,
+        "audio": audio.sent,
+        "seconds": seconds,
+        "dropped": dropped[0],
+        "feedback": feedback,
+    }
     await pc.close()
     print(json.dumps({"sent": sent}), flush=True)
 

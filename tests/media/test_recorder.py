@@ -107,3 +107,7 @@ async def test_lost_packets_come_back_through_nack(
     assert sent["dropped"] >= 10, sent
     info = probe(result.file.path)
     assert info["video_frames"] >= 0.99 * sent["video"], (info, sent)
+    # The rest of aiortc's feedback still reaches the sender: receiver reports
+    # about this stream (about one a second) and REMB bandwidth estimates.
+    feedback = sent["feedback"]
+    assert feedback["nack"] >= 1 and feedback["reports"] >= 2 and feedback["remb"] >= 1, sent
