@@ -45,7 +45,7 @@ from media.writer import CONTAINER_FOR, SUFFIX_FOR
 log = logging.getLogger(__name__)
 
 SUPPORTED_VIDEO = ("vp8", "h264")
-BATCH_SECONDS = 0.1  # how often collected frames are handed to the writer threads
+BATCH_SECONDS = 0.1  # how often kept packets are handed to the legs' threads
 # Viewers' keyframe requests reach the source at most this often (a burst of
 # PLIs from three viewers is one request).
 KEYFRAME_MIN_GAP = 0.3
@@ -285,7 +285,7 @@ class Recorder:
         return await asyncio.shield(leg.result)
 
     async def _finalize_leg(self, leg: Leg) -> LegResult:
-        """Close the peer, flush the writer, finalize the file (off the loop)."""
+        """Close the peer, flush the writer, make the final file (off the loop)."""
         key = leg.key
         leg.done.set()
         if leg.fanout is not None:
@@ -362,7 +362,9 @@ class Recorder:
                 leg.writer.flush()
 
     def recover(self) -> list[Repaired]:
-        """Repair what a killed server left: every ``.partial`` file is finalized.
+        """Repair what a killed server left: every ``.partial`` file is finalized
+        (a packet log is made into the final file; a container written live by
+        an earlier version is remuxed).
 
         Blocking (call it on a worker thread, at start-up, before new legs).
         Each result carries the file's first media offset as noted while it was

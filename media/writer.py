@@ -1,6 +1,10 @@
-"""Writing one participant's encoded audio and video into one file, off the loop.
+"""Muxing one participant's encoded audio and video into one file, off the loop.
 
-A ``TrackWriter`` owns a thread and a queue: the event loop only collects
+``FrameMuxer`` muxes ``EncodedFrame``s with PyAV (blocking, on a thread). The
+recorder's lean path (``packets.PacketWriter``) runs it on the leg's thread
+with frames put together from the packets it keeps, writing the final file as
+it goes. ``TrackWriter`` is the frame-fed writer the recorder used before
+(kept for writing frames directly): it owns a thread and a queue: the event loop only collects
 ``EncodedFrame``s and hands them over in batches (the recorder flushes every
 ``BATCH_SECONDS``); muxing and disk I/O happen on the thread. While the call runs
 the file has a ``.partial`` name, WebM clusters close at least every second
