@@ -73,7 +73,9 @@ JANUS = shutil.which("janus")
 JANUS_PP = shutil.which("janus-pp-rec")
 JANUS_LIBS = Path("/usr/lib/x86_64-linux-gnu/janus")
 STOP_TIMEOUT = 60.0
-FRAME_TOLERANCE = 0.05  # frames written vs sent, per stream
+# Frames written vs sent, per stream: issue #13 asks for >= 99.5 % in every file
+# (the +2 allows for the frames in flight when the senders are told to stop).
+FRAME_TOLERANCE = 0.005
 
 
 # -- input ------------------------------------------------------------------------------
@@ -599,6 +601,7 @@ class Scenario:
     written_audio: int = 0
     backlog: tuple[int, int] = (0, 0)
     problems: list[str] | None = None
+    worst_share: float = 1.0  # the least share of sent video frames in one file
 
     @property
     def kept_up(self) -> float:
@@ -686,6 +689,8 @@ def run_scenario(
             continue
         video, audio = count_frames(Path(file["path"]))
         scenario.written_video += video
+        if sent["video"]:
+            scenario.worst_share = min(scenario.worst_share, video / sent["video"])
         scenario.written_audio += audio
         if abs(video - sent["video"]) > FRAME_TOLERANCE * sent["video"] + 2:
             dropped = file.get("video_dropped")
@@ -777,6 +782,7 @@ def main() -> None:
         "recording cpu ratio (MediaRecorder/ours): "
         f"{baseline.percent_per_stream / ours.percent_per_stream:.1f}"
     )
+    print(f"sent video frames in every file of ours-{many.streams}: >= {many.worst_share:.1%}")
     print(f"recorded streams per core: {math.floor(100 / many.percent_per_stream)}")
     if len(scenarios) > 3:
         janus = scenarios[3]
