@@ -40,9 +40,9 @@ from typing import Any
 import media
 from media import rpc
 from media.errors import RecordingFailed
-from media.finalize import finalize, leftovers, read_start
+from media.finalize import leftovers, read_start
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
-from media.recorder import LegResult, RecordingKey, Repaired, partial_file
+from media.recorder import LegResult, RecordingKey, Repaired, finish_partial, partial_file
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def repair(partial: Path) -> Repaired:
     """
     offset = read_start(partial)
     try:
-        finished = finalize(partial)
+        finished = finish_partial(partial)
         return Repaired(partial=partial, file=finished, error=None, first_media_offset=offset)
     except Exception as exc:
         log.exception("could not repair %s", partial.name)

@@ -2,8 +2,10 @@
 
 Each participant's page opens a second, send-only RTCPeerConnection to the
 server with the same camera and microphone tracks. The recorder answers it with
-aiortc, takes the frames out still encoded (``seam.py``) and hands them to a
-``TrackWriter`` thread; the event loop never touches a codec or the disk.
+aiortc, takes the RTP packets off its transport as they arrive (``seam.RtpTap``)
+and hands them to the leg's ``PacketWriter`` thread, which appends them to a
+crash-safe packet log and muxes frames into the final file as it goes
+(``packets.py``); the event loop never touches a codec or the disk.
 
 aiortc sends no keyframe request when nothing decodes, so the recorder asks
 (RTCP PLI) until the first video keyframe arrives, again after a gap in the
@@ -34,17 +36,18 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
-from media import seam
+from media import packets, seam
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, finalize, leftovers, read_start, start_note
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
+from media.packets import PacketWriter
 from media.relay import Fanout
-from media.writer import CONTAINER_FOR, SUFFIX_FOR, TrackWriter
+from media.writer import CONTAINER_FOR, SUFFIX_FOR
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_VIDEO = ("vp8", "h264")
-BATCH_SECONDS = 0.1  # how often collected frames are handed to the writer threads
+BATCH_SECONDS = 0.1  # how often kept packets are handed to the legs' threads
 # Viewers' keyframe requests reach the source at most this often (a burst of
 # PLIs from three viewers is one request).
 KEYFRAME_MIN_GAP = 0.3
@@ -72,7 +75,7 @@ class Leg:
     pc: RTCPeerConnection
     started_at: datetime
     t0: float
-    writer: TrackWriter | None = None
+    writer: PacketWriter | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     receivers: list[Any] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,6 +87,16 @@ class Leg:
     # The part whose file could not be written, being finished while the leg
     # goes on without a writer (``Recorder._writing_failed``).
     failed_part: asyncio.Future[LegResult] | None = None
+
+    def keep(self, packet: seam.KeptPacket) -> None:
+        """A packet off the wire (``seam.RtpTap``), to this part's file if it has one.
+
+        Looked up per packet: a failed writer is dropped and a resumed part
+        brings a new one, while the connection and its relay go on.
+        """
+        writer = self.writer
+        if writer is not None:
+            writer.keep(packet)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,16 +209,19 @@ class Recorder:
                     audio = True
                     seam.audio_in_arrival_order(transceiver.receiver)
             fmt = CONTAINER_FOR[video_codec]
-            leg.writer = TrackWriter(
+            leg.writer = PacketWriter(
                 self.partial_path(key, fmt), video_codec=video_codec, audio=audio, t0=leg.t0
             )
-            leg.fanout = Fanout(
+            fanout = leg.fanout = Fanout(
                 self.config,
                 video_codec=video_codec,
                 audio=audio,
                 want_keyframe=leg.keyframe_wanted.set,
             )
+            tap = seam.RtpTap()
+            tap.attach(pc, leg.keep, fanout.relaying)
             await pc.setLocalDescription(await pc.createAnswer())
+            tap.skip_stun_parse()
         except Exception:
             self.legs.pop(key, None)
             await pc.close()
@@ -290,7 +306,7 @@ class Recorder:
         return await asyncio.shield(leg.result)
 
     async def _finalize_leg(self, leg: Leg) -> LegResult:
-        """Close the peer, flush the writer, finalize the file (off the loop)."""
+        """Close the peer, flush the writer, make the final file (off the loop)."""
         key = leg.key
         leg.done.set()
         if leg.fanout is not None:
@@ -314,13 +330,14 @@ class Recorder:
         return await self._close_file(key, leg.started_at, leg.writer)
 
     async def _close_file(
-        self, key: RecordingKey, started_at: datetime, writer: TrackWriter
+        self, key: RecordingKey, started_at: datetime, writer: PacketWriter
     ) -> LegResult:
         """Flush and close ``writer``, finalize its file (off the loop): the part's result."""
         stats = await asyncio.to_thread(writer.close)
         if stats.first_media_offset is None:
             await asyncio.to_thread(_discard, stats.path)
             await asyncio.to_thread(_discard, start_note(stats.path))
+            await asyncio.to_thread(_discard, packets.muxing_name(stats.path))
             return LegResult(
                 key=key,
                 started_at=started_at,
@@ -329,7 +346,7 @@ class Recorder:
                 error="no media arrived",
             )
         try:
-            finished = await asyncio.to_thread(finalize, stats.path)
+            finished = await asyncio.to_thread(packets.finish, stats)
         except Exception as exc:
             log.exception("finalizing %s failed", stats.path.name)
             return LegResult(
@@ -415,7 +432,7 @@ class Recorder:
             raise RecordingFailed(f"already recording {new_key}")
         video_codec, audio = leg.fanout.video_codec, leg.fanout.audio
         t0 = time.monotonic()
-        writer = TrackWriter(
+        writer = PacketWriter(
             self.partial_path(new_key, CONTAINER_FOR[video_codec]),
             video_codec=video_codec,
             audio=audio,
@@ -439,7 +456,9 @@ class Recorder:
         )
 
     def recover(self) -> list[Repaired]:
-        """Repair what a killed server left: every ``.partial`` file is finalized.
+        """Repair what a killed server left: every ``.partial`` file is finalized
+        (a packet log is made into the final file; a container written live by
+        an earlier version is remuxed).
 
         Blocking (call it on a worker thread, at start-up, before new legs).
         Each result carries the file's first media offset as noted while it was
@@ -449,7 +468,7 @@ class Recorder:
         for partial in leftovers(self.directory):
             offset = read_start(partial)
             try:
-                finished, error = finalize(partial), None
+                finished, error = finish_partial(partial), None
             except Exception as exc:
                 log.exception("could not repair %s", partial.name)
                 finished, error = None, repr(exc)
@@ -499,18 +518,14 @@ class Recorder:
     # -- internals ----------------------------------------------------------------
 
     async def _consume(self, leg: Leg, track: MediaStreamTrack) -> None:
-        # aiortc's queues are unbounded: every accepted track is drained. The
-        # writer is looked up per frame: a failed one is dropped, a resumed
-        # part brings a new one, and the relay goes on either way.
+        # aiortc's queues are unbounded: every accepted track is drained. Frames
+        # come out of aiortc only while the leg is relayed (``RtpTap``); the
+        # file is made from the packets.
         try:
             while True:
                 frame = await track.recv()
-                if isinstance(frame, seam.EncodedFrame):
-                    writer = leg.writer
-                    if writer is not None:
-                        writer.put(frame)
-                    if leg.fanout is not None:
-                        leg.fanout.forward(frame)
+                if isinstance(frame, seam.EncodedFrame) and leg.fanout is not None:
+                    leg.fanout.forward(frame)
         except MediaStreamError:
             return
 
@@ -551,6 +566,14 @@ class Recorder:
             finally:
                 for waiting in waits:
                     waiting.cancel()
+
+
+def finish_partial(partial: Path) -> FinishedFile:
+    """Make a ``.partial`` file a leg left unfinished into its final file (blocking):
+    a packet log is muxed; a container written live by an earlier version is remuxed."""
+    if packets.is_packet_log(partial):
+        return packets.convert(partial)
+    return finalize(partial)
 
 
 def partial_file(directory: Path, key: RecordingKey, fmt: str) -> Path:

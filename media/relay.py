@@ -142,6 +142,14 @@ class Fanout:
         self.audio = audio
         self.want_keyframe = want_keyframe
         self.downlinks: dict[str, Downlink] = {}
+        self._relaying = False
+
+    def relaying(self) -> bool:
+        """Whether a viewer is connected (frames are wanted, not only packets)."""
+        return self._relaying  # asked for every packet: kept, not computed
+
+    def _viewers_changed(self) -> None:
+        self._relaying = any(link.answered for link in self.downlinks.values())
 
     def forward(self, frame: seam.EncodedFrame) -> None:
         """Hand a frame the recorder took from the source to every viewer."""
@@ -194,6 +202,7 @@ class Fanout:
             return False
         await link.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         link.answered = True
+        self._viewers_changed()
         self.want_keyframe()
         return True
 
@@ -202,6 +211,7 @@ class Fanout:
         names = list(self.downlinks) if viewer is None else [viewer]
         for name in names:
             link = self.downlinks.pop(name, None)
+            self._viewers_changed()
             if link is None:
                 continue
             for track in link.tracks.values():

@@ -12,7 +12,10 @@ one that hands Opus packets on as they arrive), the sender's keyframe hook (the 
 viewer's PLI to the source), the receiver's PLI sender (aiortc sends no keyframe
 request when nothing decodes), the negotiated codecs of a transceiver, and
 aioice's host-address lookup (it skips 127.0.0.1; the recorder must gather on
-configured addresses).
+configured addresses), and the lean receive path (``RtpTap``): decrypted RTP
+taken off the ICE connection before aiortc's per-packet coroutines, jitter
+buffer and decoder thread, while aiortc's own NACK generator, receive
+statistics and REMB estimator are fed as aiortc feeds them.
 
 Checked against aiortc 1.16 and aioice 0.10-0.13 (pyproject pins aiortc to
 >=1.16,<1.17). ``tests/media/test_seam.py`` fails loudly if any of this moves.
@@ -20,15 +23,32 @@ Checked against aiortc 1.16 and aioice 0.10-0.13 (pyproject pins aiortc to
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aioice.ice
 import aiortc
+import aiortc.rate
+import aiortc.rtcdtlstransport as rtcdtlstransport
 import aiortc.rtcrtpreceiver as rtcrtpreceiver
-from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, jitterbuffer
+import aiortc.rtp
+import pylibsrtp
+from aiortc import (
+    RTCDtlsTransport,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    clock,
+    jitterbuffer,
+)
+from aiortc.codecs import is_rtx
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 from media.errors import SeamBroken
 
@@ -123,6 +143,42 @@ def check() -> None:
         raise SeamBroken("RTCRtpSender no longer asks _send_keyframe on a PLI")
     if not callable(getattr(aioice.ice, "get_host_addresses", None)):
         raise SeamBroken("aioice.ice.get_host_addresses is gone")
+    handle = RTCRtpReceiver._handle_rtp_packet.__code__.co_names
+    for name in _RECEIVER_PARTS:
+        if f"_RTCRtpReceiver__{name}" not in handle:
+            raise SeamBroken(f"RTCRtpReceiver._handle_rtp_packet no longer uses __{name}")
+    for name in ("_rx_srtp", "_rtp_router", "_rtp_header_extensions_map"):
+        if name not in RTCDtlsTransport._recv_next.__code__.co_names + (
+            RTCDtlsTransport._handle_rtp_data.__code__.co_names
+        ):
+            raise SeamBroken(f"RTCDtlsTransport no longer receives RTP through {name}")
+    received = aioice.ice.StunProtocol.datagram_received.__code__.co_names
+    if "data_received" not in received or "local_candidate" not in received:
+        raise SeamBroken("aioice's StunProtocol no longer hands data to data_received")
+    if "_protocols" not in aioice.ice.Connection.close.__code__.co_names:
+        raise SeamBroken("aioice's Connection no longer keeps its _protocols")
+    stock = aiortc.rate.RemoteBitrateEstimator()
+    if not (
+        hasattr(stock.incoming_bitrate, "_window_size")
+        and hasattr(stock.incoming_bitrate, "_scale")
+        and isinstance(getattr(stock.estimator, "ts_delta_hist", None), list)
+        and "update_min_frame_period" in aiortc.rate.OveruseEstimator.update.__code__.co_names
+        and hasattr(aiortc.rate, "MIN_FRAME_PERIOD_HISTORY_LENGTH")
+    ):
+        raise SeamBroken(
+            "aiortc's RemoteBitrateEstimator no longer looks as speed_up_estimator expects"
+        )
+    if abs(current_ms() - clock.current_ms()) > 1000:
+        raise SeamBroken("aiortc's clock.current_ms is no longer NTP-epoch milliseconds")
+    if not hasattr(RTCRtpReceiver, "_send_rtcp_nack"):
+        raise SeamBroken("RTCRtpReceiver._send_rtcp_nack is gone")
+    ids = getattr(aiortc.rtp.HeaderExtensionsMap(), "_HeaderExtensionsMap__ids", None)
+    if ids is None or not hasattr(ids, "abs_send_time"):
+        raise SeamBroken("aiortc's HeaderExtensionsMap no longer keeps __ids.abs_send_time")
+    if "ssrc_table" not in rtcdtlstransport.RtpRouter.route_rtp.__code__.co_names or (
+        "payload_type" not in rtcdtlstransport.RtpRouter.route_rtp.__code__.co_names
+    ):
+        raise SeamBroken("aiortc's RtpRouter no longer routes by SSRC and payload type alone")
 
 
 def install_passthrough() -> None:
@@ -157,6 +213,422 @@ async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
     for source in sources:
         await receiver._send_rtcp_pli(source.source)
     return bool(sources)
+
+
+# What ``RtpTap`` feeds on aiortc's receiver, as ``_handle_rtp_packet`` does.
+_RECEIVER_PARTS = (
+    "active_ssrc",
+    "codecs",
+    "remote_streams",
+    "rtx_ssrc",
+    "nack_generator",
+    "remote_bitrate_estimator",
+    "rtcp_ssrc",
+)
+
+# A packet the tap keeps: (arrival monotonic seconds, audio?, marker?, seq, RTP timestamp, payload).
+KeptPacket = tuple[float, bool, bool, int, int, bytes]
+
+# REMB feedback is sent at most this often (ms).
+REMB_MIN_GAP_MS = 200
+# The receiver's list of active sources (PLI targets) is refreshed this often (ms).
+ACTIVE_SSRC_EVERY_MS = 1000
+# RTP held while the DTLS handshake finishes (a second of 1 Mbit/s video).
+EARLY_PACKETS = 200
+_HEADER = struct.Struct("!BBHII")
+
+
+class _Rtp:
+    """The parts of an RTP packet the tap and aiortc's bookkeeping read.
+
+    Lighter than aiortc's ``RtpPacket.parse``, which decodes every header
+    extension of every packet; only abs-send-time (for REMB) is read here.
+    """
+
+    __slots__ = (
+        "abs_send_time",
+        "ext",
+        "marker",
+        "padding_size",
+        "payload",
+        "payload_type",
+        "sequence_number",
+        "ssrc",
+        "timestamp",
+    )
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) < 12:
+            raise ValueError("RTP packet too short")
+        first, m_pt, self.sequence_number, self.timestamp, self.ssrc = _HEADER.unpack_from(data)
+        if first >> 6 != 2:
+            raise ValueError("not RTP version 2")
+        self.marker = m_pt >> 7
+        self.payload_type = m_pt & 0x7F
+        pos = 12 + 4 * (first & 0x0F)
+        self.ext: tuple[int, bytes] | None = None
+        if first & 0x10:
+            if len(data) < pos + 4:
+                raise ValueError("RTP extension truncated")
+            profile, length = struct.unpack_from("!HH", data, pos)
+            end = pos + 4 + 4 * length
+            self.ext = (profile, data[pos + 4 : end])
+            pos = end
+        self.abs_send_time: int | None = None
+        if first & 0x20:
+            pad = data[-1]
+            if not pad or pad > len(data) - pos:
+                raise ValueError("RTP padding invalid")
+            self.padding_size = pad
+            self.payload = data[pos:-pad]
+        else:
+            self.padding_size = 0
+            self.payload = data[pos:]
+        if len(data) < pos:
+            raise ValueError("RTP packet truncated")
+
+
+def _one_byte_extension(value: bytes, wanted: int) -> bytes | None:
+    # RFC 8285 one-byte header extensions (profile 0xBEDE): id, length - 1.
+    pos, n = 0, len(value)
+    while pos < n:
+        head = value[pos]
+        if head == 0:
+            pos += 1
+            continue
+        xid, length = head >> 4, (head & 0x0F) + 1
+        if xid == 15:
+            return None
+        if xid == wanted:
+            return value[pos + 1 : pos + 1 + length]
+        pos += 1 + length
+    return None
+
+
+class _RateCounter:
+    """aiortc's ``rate.RateCounter`` (bytes received in the last window, by the
+    millisecond) with the same results, at a cost per packet rather than per
+    elapsed millisecond: aiortc's steps its 1 ms buckets one by one, twice for
+    every packet, which was a fifth of the REMB estimator's cost."""
+
+    def __init__(self, window_size: int, scale: int) -> None:
+        self._window = window_size
+        self._scale = scale
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (as aiortc's ``reset``)."""
+        self._entries: collections.deque[tuple[int, int]] = collections.deque()
+        self._origin_ms: int | None = None
+        self._count = 0
+        self._value = 0
+
+    def _erase_old(self, now_ms: int) -> None:
+        assert self._origin_ms is not None  # noqa: S101 - set by the first add
+        new_origin = now_ms - self._window + 1
+        if self._origin_ms < new_origin:
+            entries = self._entries
+            while entries and entries[0][0] < new_origin:
+                self._value -= entries.popleft()[1]
+                self._count -= 1
+            self._origin_ms = new_origin
+
+    def add(self, value: int, now_ms: int) -> None:
+        """Count ``value`` bytes received at ``now_ms``."""
+        if self._origin_ms is None:
+            self._origin_ms = now_ms
+        else:
+            self._erase_old(now_ms)
+        self._entries.append((now_ms, value))
+        self._count += 1
+        self._value += value
+
+    def rate(self, now_ms: int) -> int | None:
+        """Bits per second over the window (None before two milliseconds of data)."""
+        if self._origin_ms is not None:
+            self._erase_old(now_ms)
+            active_window_size = now_ms - self._origin_ms + 1
+            if self._count > 0 and active_window_size > 1:
+                return round(self._scale * self._value / active_window_size)
+        return None
+
+
+def speed_up_estimator(estimator: Any) -> None:
+    """Make a fresh aiortc ``RemoteBitrateEstimator`` cheaper, with the same results.
+
+    Its rate counter becomes ``_RateCounter``, and its overuse estimator's
+    minimum over the last 60 frame periods is taken with ``min`` instead of a
+    loop of 60 calls a frame. ``tests/media/test_seam.py`` feeds both versions
+    the same packets and compares every estimate.
+    """
+    counter = estimator.incoming_bitrate
+    estimator.incoming_bitrate = _RateCounter(counter._window_size, counter._scale)
+    overuse = estimator.estimator
+    history: list[float] = overuse.ts_delta_hist
+    keep = aiortc.rate.MIN_FRAME_PERIOD_HISTORY_LENGTH
+
+    def update_min_frame_period(ts_delta: float) -> float:
+        if len(history) >= keep:
+            history.pop(0)
+        least = min(history) if history else ts_delta
+        history.append(ts_delta)
+        return least if least < ts_delta else ts_delta
+
+    overuse.update_min_frame_period = update_min_frame_period
+
+
+class _Lean:
+    """One receiver's share of the tap: aiortc's bookkeeping without its frame path."""
+
+    def __init__(
+        self,
+        receiver: RTCRtpReceiver,
+        kind: str,
+        keep: Callable[[KeptPacket], None],
+        relaying: Callable[[], bool],
+        extensions: Any,
+    ) -> None:
+        self.receiver = receiver
+        self.audio = kind == "audio"
+        self.keep = keep
+        self.relaying = relaying
+        self.extensions = extensions
+        get = receiver.__dict__.__getitem__
+        self.active_ssrc: dict[int, Any] = get("_RTCRtpReceiver__active_ssrc")
+        self.codecs: dict[int, Any] = get("_RTCRtpReceiver__codecs")
+        self.remote_streams: dict[int, Any] = get("_RTCRtpReceiver__remote_streams")
+        self.rtx_ssrc: dict[int, int] = get("_RTCRtpReceiver__rtx_ssrc")
+        self.nack = get("_RTCRtpReceiver__nack_generator")
+        self.estimator = get("_RTCRtpReceiver__remote_bitrate_estimator")
+        if self.estimator is not None:
+            speed_up_estimator(self.estimator)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.remb_at = -REMB_MIN_GAP_MS
+        self.active_at: dict[int, int] = {}
+        # payload type -> is it RTX (aiortc's codec lookup, done once per type)
+        self.rtx: dict[int, bool] = {}
+
+    def _spawn(self, coro: Any) -> None:
+        # Sending RTCP is a coroutine in aiortc; it is rare (a NACK, a REMB).
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _is_rtx(self, payload_type: int) -> bool | None:
+        rtx = self.rtx.get(payload_type)
+        if rtx is None:
+            codec = self.codecs.get(payload_type)
+            if codec is None:
+                return None  # unknown payload type: aiortc drops it
+            rtx = self.rtx[payload_type] = is_rtx(codec)
+        return rtx
+
+    def handle(self, packet: _Rtp, plain: bytes, arrival_ms: int) -> None:
+        receiver = self.receiver
+        if not receiver._enabled:
+            return
+        rtx = self._is_rtx(packet.payload_type)
+        if rtx is None:
+            return
+        payload = packet.payload
+        if rtx:
+            if packet.ssrc not in self.rtx_ssrc or len(payload) < 3:
+                payload = b""  # padding probes carry no media
+            else:
+                seq = int.from_bytes(payload[:2], "big")
+                payload = payload[2:]
+        else:
+            seq = packet.sequence_number
+        if self.relaying():
+            # Viewers need whole frames now: aiortc's full path (NACK, REMB,
+            # jitter buffer, the track the relay reads) runs as before.
+            self._spawn(
+                receiver._handle_rtp_packet(
+                    RtpPacket.parse(plain, self.extensions), arrival_time_ms=arrival_ms
+                )
+            )
+        else:
+            self._bookkeeping(packet, rtx, arrival_ms)
+        if payload:
+            self.keep(
+                (time.monotonic(), self.audio, packet.marker == 1, seq, packet.timestamp, payload)
+            )
+
+    def _abs_send_time(self, packet: _Rtp) -> int | None:
+        if packet.ext is None:
+            return None
+        profile, value = packet.ext
+        wanted = self.extensions.__dict__["_HeaderExtensionsMap__ids"].abs_send_time
+        if profile == 0xBEDE and wanted:
+            raw = _one_byte_extension(value, wanted)
+            return int.from_bytes(raw, "big") if raw is not None and len(raw) == 3 else None
+        value_time: int | None = self.extensions.get(profile, value).abs_send_time
+        return value_time
+
+    def _bookkeeping(self, packet: _Rtp, rtx: bool, arrival_ms: int) -> None:
+        # What aiortc's _handle_rtp_packet does before it depayloads.
+        receiver = self.receiver
+        if self.estimator is not None:
+            abs_send_time = self._abs_send_time(packet)
+            if abs_send_time is not None:
+                remb = self.estimator.add(
+                    abs_send_time=abs_send_time,
+                    arrival_time_ms=arrival_ms,
+                    payload_size=len(packet.payload) + packet.padding_size,
+                    ssrc=packet.ssrc,
+                )
+                rtcp_ssrc = receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"]
+                # aiortc sends a REMB for every packet while its detector says
+                # "overusing" (a loaded recorder: one RTCP packet per RTP
+                # packet); a few a second tell the sender as much.
+                if (
+                    rtcp_ssrc is not None
+                    and remb is not None
+                    and arrival_ms - self.remb_at >= REMB_MIN_GAP_MS
+                ):
+                    self.remb_at = arrival_ms
+                    fci = pack_remb_fci(*remb)
+                    self._spawn(
+                        receiver._send_rtcp(
+                            RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=fci)
+                        )
+                    )
+        ssrc = packet.ssrc
+        # aiortc notes the time of every packet; its readers (PLI targets, the
+        # sources of the last 10 s) need it to the second.
+        if arrival_ms - self.active_at.get(ssrc, -ACTIVE_SSRC_EVERY_MS) >= ACTIVE_SSRC_EVERY_MS:
+            self.active_at[ssrc] = arrival_ms
+            self.active_ssrc[ssrc] = clock.current_datetime()
+        stats = self.remote_streams.get(ssrc)
+        if stats is None:
+            codec = self.codecs[packet.payload_type]
+            stats = self.remote_streams[ssrc] = rtcrtpreceiver.StreamStatistics(codec.clockRate)
+        stats.add(cast(Any, packet))  # reads sequence_number and timestamp
+        if self.nack is None:
+            return
+        if rtx:
+            original = self.rtx_ssrc.get(ssrc)
+            if original is None or len(packet.payload) < 2:
+                return
+            ssrc = original
+            packet.ssrc = original
+            packet.sequence_number = int.from_bytes(packet.payload[:2], "big")
+        if self.nack.add(packet):
+            self._spawn(receiver._send_rtcp_nack(ssrc, sorted(self.nack.missing)))
+
+
+def current_ms() -> int:
+    """aiortc's ``clock.current_ms`` (milliseconds since the NTP epoch), without
+    building two datetimes for every packet."""
+    return int(time.time() * 1000) + _NTP_TO_UNIX_MS
+
+
+_NTP_TO_UNIX_MS = 2_208_988_800_000
+
+
+def _straight_to(protocol: Any, data_received: Callable[[bytes, int], None]) -> None:
+    original = protocol.datagram_received
+    component = protocol.local_candidate.component
+
+    def datagram_received(data: bytes, addr: Any) -> None:
+        if 127 < data[0] < 192:
+            data_received(data, component)
+        else:
+            original(data, addr)
+
+    protocol.datagram_received = datagram_received
+
+
+class RtpTap:
+    """Takes a receive-only peer connection's RTP before aiortc's per-packet path.
+
+    aiortc hands every datagram through an asyncio queue to a coroutine chain
+    (DTLS transport, RTP router, receiver), re-assembles frames in a jitter
+    buffer and passes each frame to a per-receiver decoder thread and back:
+    profiled, most of a recorded stream's CPU. The tap replaces the ICE
+    connection's ``data_received`` (called synchronously from the UDP
+    protocol): SRTP packets are decrypted and their headers read at once,
+    aiortc's NACK generator, receive statistics (its RTCP receiver reports),
+    active sources (PLI targets) and REMB estimator are fed as
+    ``_handle_rtp_packet`` feeds them, and the packet's payload is handed to
+    ``keep``. Frames are put together later, off the loop
+    (``media/packets.py``). Everything else (STUN, DTLS, RTCP) takes aiortc's
+    usual way. While ``relaying()`` is true a packet also goes through aiortc's
+    whole receive path, so the relay's viewers get frames as before.
+    """
+
+    def __init__(self) -> None:
+        self.leans: dict[Any, _Lean] = {}
+        self.taps: list[tuple[Any, Callable[[bytes, int], None]]] = []
+
+    def attach(
+        self,
+        pc: RTCPeerConnection,
+        keep: Callable[[KeptPacket], None],
+        relaying: Callable[[], bool],
+    ) -> None:
+        """Tap ``pc`` (after ``setRemoteDescription``): its receivers' packets go to ``keep``."""
+        check()
+        transports: set[RTCDtlsTransport] = set()
+        for transceiver in pc.getTransceivers():
+            receiver = transceiver.receiver
+            extensions = receiver.transport._rtp_header_extensions_map
+            self.leans[receiver] = _Lean(receiver, transceiver.kind, keep, relaying, extensions)
+            transports.add(receiver.transport)
+        for dtls in transports:
+            self._divert(dtls)
+
+    def _divert(self, dtls: RTCDtlsTransport) -> None:
+        connection = dtls.transport._connection
+        original = connection.data_received
+        leans = self.leans
+        router = dtls._rtp_router
+
+        # RTP that arrives before this side's DTLS handshake has finished (the
+        # far side may finish first and start sending): aiortc queues it and
+        # decrypts it after the handshake; here it waits until the keys are known.
+        early: list[bytes] = []
+
+        def take(data: bytes, srtp: Any) -> None:
+            try:
+                plain = srtp.unprotect(data)
+                packet = _Rtp(plain)
+            except (pylibsrtp.Error, ValueError, struct.error):
+                return  # aiortc drops these too
+            receiver: Any = router.route_rtp(cast(Any, packet))  # reads ssrc, payload_type
+            lean = leans.get(receiver) if receiver is not None else None
+            if lean is not None:
+                lean.handle(packet, plain, current_ms())
+
+        def data_received(data: bytes, component: int) -> None:
+            if not 127 < data[0] < 192 or 191 < data[1] < 224:
+                original(data, component)  # STUN, DTLS, RTCP: aiortc's way
+                return
+            srtp: Any = dtls._rx_srtp  # None until the handshake is done
+            if srtp is None:
+                if len(early) < EARLY_PACKETS:
+                    early.append(data)
+                return
+            if early:
+                for waiting in early:
+                    take(waiting, srtp)
+                early.clear()
+            take(data, srtp)
+
+        setattr(connection, "data_received", data_received)  # noqa: B010 - this instance
+        self.taps.append((connection, data_received))
+
+    def skip_stun_parse(self) -> None:
+        """Call after ``setLocalDescription``: RTP skips aioice's STUN parse attempt.
+
+        aioice's UDP protocol tries to parse every datagram as STUN before it
+        hands it on (an exception per media packet); RTP and RTCP cannot be
+        STUN (RFC 7983: first byte 128-191), so they go straight to the tap.
+        """
+        for connection, data_received in self.taps:
+            for protocol in getattr(connection, "_protocols", []):
+                if type(protocol) is aioice.ice.StunProtocol:  # host candidates, not TURN
+                    _straight_to(protocol, data_received)
 
 
 def negotiated_codec(transceiver: RTCRtpTransceiver) -> str | None:

@@ -1,6 +1,10 @@
-"""Writing one participant's encoded audio and video into one file, off the loop.
+"""Muxing one participant's encoded audio and video into one file, off the loop.
 
-A ``TrackWriter`` owns a thread and a queue: the event loop only collects
+``FrameMuxer`` muxes ``EncodedFrame``s with PyAV (blocking, on a thread). The
+recorder's lean path (``packets.PacketWriter``) runs it on the leg's thread
+with frames put together from the packets it keeps, writing the final file as
+it goes. ``TrackWriter`` is the frame-fed writer the recorder used before
+(kept for writing frames directly): it owns a thread and a queue: the event loop only collects
 ``EncodedFrame``s and hands them over in batches (the recorder flushes every
 ``BATCH_SECONDS``); muxing and disk I/O happen on the thread. While the call runs
 the file has a ``.partial`` name, WebM clusters close at least every second
@@ -127,7 +131,6 @@ class TrackWriter:
         # error): nothing more reaches the file, and the recorder ends the leg
         # so that the records and the pages say so instead of "recording".
         self.failed = threading.Event()
-        self._origin: float | None = None
         # Frames are handed to the thread in batches (``flush``): one wake-up per
         # batch instead of one per frame (audio alone is 50 frames a second).
         self._batch: list[EncodedFrame] = []
@@ -159,14 +162,101 @@ class TrackWriter:
 
     # -- writer thread --------------------------------------------------------------
 
+    def _run(self) -> None:
+        muxer = FrameMuxer(self.path, stats=self.stats, t0=self.t0, options=None)
+        try:
+            while (batch := self._queue.get()) is not None:
+                for frame in batch:
+                    muxer.add(frame)
+                    self.needs_keyframe = muxer.needs_keyframe
+        except Exception as exc:  # the recording fails; the call must go on
+            log.exception("recording writer failed: %s", self.path.name)
+            self.stats.errors.append(repr(exc))
+            self.failed.set()
+            while self._queue.get() is not None:
+                pass
+        finally:
+            muxer.close()
+
+
+class FrameMuxer:
+    """Muxes ``EncodedFrame``s into one file with PyAV (blocking: call it on a thread).
+
+    The header needs the picture size, which the first video keyframe tells;
+    until then frames wait here (a few seconds at most).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        stats: WriterStats,
+        t0: float,
+        options: dict[str, str] | None,
+        note: Path | None = None,
+    ) -> None:
+        """Prepare (but do not yet create) ``path``.
+
+        Args:
+            path: the file to write.
+            stats: where counts, the first media offset and errors go.
+            t0: ``time.monotonic()`` of the recording's start (the frames' clock).
+            options: container options (None: the crash-safe live options).
+            note: where the first media offset is noted (default: beside ``path``).
+        """
+        self.path = path
+        self.stats = stats
+        self.t0 = t0
+        self.format = stats.format
+        self.video_codec = stats.video_codec
+        self.audio = stats.audio_codec is not None
+        self.options = container_options(self.format) if options is None else options
+        self.note = note or path
+        self.needs_keyframe = self.video_codec is not None
+        self._origin: float | None = None
+        self._out: OutputContainer | None = None
+        self._tracks: dict[str, TrackState] = {}
+        self._pending: list[EncodedFrame] = []
+
+    def add(self, frame: EncodedFrame) -> None:
+        """Mux one frame (or hold it until the header can be written)."""
+        if self._out is None:
+            self._pending.append(frame)
+            size = self._size_from(self._pending)
+            if size is None:
+                return
+            self._start(size)
+            return
+        self._write(self._out, self._tracks, frame)
+
+    def close(self) -> None:
+        """Write what is held and close the file (errors go to ``stats.errors``)."""
+        try:
+            if self._out is None and self._pending:
+                self._start(DEFAULT_SIZE)
+        except Exception as exc:
+            self.stats.errors.append(repr(exc))
+        if self._out is not None:
+            try:
+                self._out.close()
+            except Exception as exc:
+                self.stats.errors.append(repr(exc))
+        for kind, state in self._tracks.items():
+            if kind == "video":
+                self.stats.video_packets = state.packets
+                self.stats.video_dropped = state.dropped
+            else:
+                self.stats.audio_packets = state.packets
+
+    def _start(self, size: tuple[int, int]) -> None:
+        self._out, self._tracks = self._open(size)
+        for waiting in self._pending:
+            self._write(self._out, self._tracks, waiting)
+        self._pending.clear()
+
     def _open(self, size: tuple[int, int]) -> tuple[OutputContainer, dict[str, TrackState]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        out = av.open(
-            str(self.path),
-            "w",
-            format=self.format,
-            container_options=container_options(self.format),
-        )
+        out = av.open(str(self.path), "w", format=self.format, container_options=self.options)
         tracks: dict[str, TrackState] = {}
         if self.video_codec:
             stream = out.add_mux_stream(self.video_codec, rate=30, width=size[0], height=size[1])
@@ -176,49 +266,6 @@ class TrackWriter:
             stream = out.add_stream_from_template(opus_template())
             tracks["audio"] = TrackState(stream=stream, clock_rate=48000, waiting_for_key=False)
         return out, tracks
-
-    def _run(self) -> None:
-        out: OutputContainer | None = None
-        tracks: dict[str, TrackState] = {}
-        try:
-            # The header needs the picture size, which the first video keyframe
-            # tells; until then frames wait here (a few seconds at most).
-            pending: list[EncodedFrame] = []
-            while (batch := self._queue.get()) is not None:
-                for frame in batch:
-                    if out is None:
-                        pending.append(frame)
-                        size = self._size_from(pending)
-                        if size is None:
-                            continue
-                        out, tracks = self._open(size)
-                        for waiting in pending:
-                            self._write(out, tracks, waiting)
-                        pending.clear()
-                        continue
-                    self._write(out, tracks, frame)
-            if out is None and pending:
-                out, tracks = self._open(DEFAULT_SIZE)
-                for waiting in pending:
-                    self._write(out, tracks, waiting)
-        except Exception as exc:  # the recording fails; the call must go on
-            log.exception("recording writer failed: %s", self.path.name)
-            self.stats.errors.append(repr(exc))
-            self.failed.set()
-            while self._queue.get() is not None:
-                pass
-        finally:
-            if out is not None:
-                try:
-                    out.close()
-                except Exception as exc:
-                    self.stats.errors.append(repr(exc))
-            for kind, state in tracks.items():
-                if kind == "video":
-                    self.stats.video_packets = state.packets
-                    self.stats.video_dropped = state.dropped
-                else:
-                    self.stats.audio_packets = state.packets
 
     def _size_from(self, pending: list[EncodedFrame]) -> tuple[int, int] | None:
         if self.video_codec is None:
@@ -244,9 +291,9 @@ class TrackWriter:
             self._origin = frame.arrival
             self.stats.first_media_offset = max(frame.arrival - self.t0, 0.0)
             try:
-                write_start(self.path, self.stats.first_media_offset)
+                write_start(self.note, self.stats.first_media_offset)
             except OSError as exc:  # the file itself may still be written
-                log.warning("no start note for %s: %s", self.path.name, exc)
+                log.warning("no start note for %s: %s", self.note.name, exc)
         if state.base is None:
             offset = max(frame.arrival - self._origin, 0.0)
             state.base = round(offset * frame.clock_rate) - frame.timestamp

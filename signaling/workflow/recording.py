@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from media.errors import RecordingFailed
-from media.finalize import FinishedFile, describe, finalize
+from media.finalize import FinishedFile, describe
 from media.host import LegHost
-from media.recorder import LegResult, RecordingKey, Repaired
+from media.recorder import LegResult, RecordingKey, Repaired, finish_partial
 from media.space import disk_space
 from media.writer import CONTAINER_FOR
 from records import sealed, store
@@ -600,7 +600,7 @@ class RecordingService(Service):
         if not await asyncio.to_thread(partial.exists):
             return
         try:
-            finished = await asyncio.to_thread(finalize, partial)
+            finished = await asyncio.to_thread(finish_partial, partial)
             await self._seal(finished)
             done = dataclasses.replace(result, file=finished)
             await self._store_row(kept.recording_id, done, interrupted=False)

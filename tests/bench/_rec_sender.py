@@ -89,7 +89,10 @@ async def main() -> None:
     parser.add_argument("--input", required=True)
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--max-seconds", type=float, default=300.0)
+    parser.add_argument("--address", default="127.0.0.1", help="the one address to gather on")
     args = parser.parse_args()
+    address = args.address
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [address] if use_ipv4 else []
     video_packets, audio_packets = load(args.input)
     loop = asyncio.get_running_loop()
 

@@ -31,12 +31,20 @@ printed for one worker and for W (the ratio between them is the scaling), with
 the smallest share of sent video frames found in any file of the W-worker run.
 The workers' frame counts for the window come from their writers' statistics,
 which move in steps of about a second: their "kept up" is rough on short windows.
+  janus-N       Janus (Debian's ``janus``) recording the same N streams with its
+                recordplay plugin (``.mjr`` files), started with a generated
+                configuration in a temporary directory on loopback; its CPU is read
+                from ``/proc`` over the same window. Skipped, with a line saying so,
+                when ``janus`` is not installed. Its ``.mjr`` video files are turned
+                into WebM with ``janus-pp-rec`` afterwards (outside the window) to
+                count the frames.
 
 The machine is shared, so the scenarios run back to back in one run on the same input
 and only the ratio between them is meant to be compared across runs. The files are then
 decoded with PyAV (test side) and their video frames counted against what was sent.
 The summary lines are ``recording cpu ratio (MediaRecorder/ours): X``, ``recorded
-streams per core: N`` and the two ``recorded streams per machine`` lines.
+streams per core: N``, ``recording cpu per stream vs Janus: X`` (ours-N's CPU per
+stream / Janus's) and the two ``recorded streams per machine`` lines.
 
 ``--py-spy DIR`` samples each receiver process with py-spy over its window (all
 threads; ``pip install py-spy``) and writes ``DIR/<scenario>.txt`` (collapsed stacks).
@@ -46,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -73,8 +82,13 @@ AUDIO_BITRATE = 32_000
 LOOP_SECONDS = 4  # the input is looped by the senders; a whole number of keyframe intervals
 STREAMS_PER_SENDER = 6
 SETUP_TIMEOUT = 60.0
+JANUS = shutil.which("janus")
+JANUS_PP = shutil.which("janus-pp-rec")
+JANUS_LIBS = Path("/usr/lib/x86_64-linux-gnu/janus")
 STOP_TIMEOUT = 60.0
-FRAME_TOLERANCE = 0.05  # frames written vs sent, per stream
+# Frames written vs sent, per stream: issue #13 asks for >= 99.5 % in every file
+# (the +2 allows for the frames in flight when the senders are told to stop).
+FRAME_TOLERANCE = 0.005
 WORKER_FRAMES = 0.995  # the media workers' files: this share of the frames sent, each
 
 
@@ -162,8 +176,11 @@ def process_cpu_seconds(pid: int) -> float:
 class Senders:
     """The sender processes of one scenario and their line protocol."""
 
-    def __init__(self, input_path: Path, streams: int, max_seconds: float) -> None:
+    def __init__(
+        self, input_path: Path, streams: int, max_seconds: float, address: str = "127.0.0.1"
+    ) -> None:
         self.input_path, self.streams, self.max_seconds = input_path, streams, max_seconds
+        self.address = address
         self.procs: list[asyncio.subprocess.Process] = []
         self.counts: list[int] = []
 
@@ -184,6 +201,8 @@ class Senders:
                     str(count),
                     "--max-seconds",
                     str(self.max_seconds),
+                    "--address",
+                    self.address,
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     cwd=ROOT,
@@ -270,11 +289,165 @@ def task_errors(sink: Any) -> str | None:
     return "; ".join(errors) or None
 
 
+def janus_config(folder: Path, port: int, recordings: Path, address: str) -> None:
+    """A configuration for Janus: HTTP API on loopback, recordplay plugin, nothing
+    else, ICE on ``address`` only (libnice never gathers on loopback)."""
+    plugins = [p.name for p in (JANUS_LIBS / "plugins").glob("libjanus_*.so")]
+    transports = [p.name for p in (JANUS_LIBS / "transports").glob("libjanus_*.so")]
+    (folder / "janus.jcfg").write_text(
+        "general: {\n"
+        f'  configs_folder = "{folder}"\n'
+        f'  plugins_folder = "{JANUS_LIBS / "plugins"}"\n'
+        f'  transports_folder = "{JANUS_LIBS / "transports"}"\n'
+        f'  events_folder = "{JANUS_LIBS / "events"}"\n'
+        f'  loggers_folder = "{JANUS_LIBS / "loggers"}"\n'
+        "  debug_level = 2\n  session_timeout = 0\n  hide_dependencies = true\n}\n"
+        'media: {\n  rtp_port_range = "40000-60000"\n}\n'
+        f'nat: {{\n  ice_enforce_list = "{address}"\n  ignore_mdns = true\n}}\n'
+        'plugins: {\n  disable = "'
+        + ",".join(p for p in plugins if p != "libjanus_recordplay.so")
+        + '"\n}\ntransports: {\n  disable = "'
+        + ",".join(t for t in transports if t != "libjanus_http.so")
+        + '"\n}\nevents: {\n  broadcast = false\n}\nloggers: {\n  disable = "*"\n}\n',
+        encoding="utf-8",
+    )
+    (folder / "janus.transport.http.jcfg").write_text(
+        f'general: {{\n  http = true\n  port = {port}\n  ip = "127.0.0.1"\n'
+        '  base_path = "/janus"\n  https = false\n}\nadmin: {\n  admin_http = false\n}\n',
+        encoding="utf-8",
+    )
+    (folder / "janus.plugin.recordplay.jcfg").write_text(
+        f'general: {{\n  path = "{recordings}"\n}}\n', encoding="utf-8"
+    )
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU of another process (every thread), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Janus:
+    """A Janus process and one recordplay handle per stream, over its HTTP API."""
+
+    def __init__(self, folder: Path, address: str) -> None:
+        self.folder = folder
+        self.address = address
+        self.recordings = folder / "recordings"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.base = ""
+        self.http: Any = None
+        self.session = 0
+
+    async def start(self) -> None:
+        import socket
+
+        import aiohttp
+
+        self.recordings.mkdir(parents=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        janus_config(self.folder, port, self.recordings, self.address)
+        assert JANUS is not None
+        self.proc = await asyncio.create_subprocess_exec(
+            JANUS,
+            "--configs-folder",
+            str(self.folder),
+            "--config",
+            str(self.folder / "janus.jcfg"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self.base = f"http://127.0.0.1:{port}/janus"
+        self.http = aiohttp.ClientSession()
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    reply = await self._post(self.base, {"janus": "create"})
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+        self.session = reply["data"]["id"]
+
+    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = {**body, "transaction": os.urandom(6).hex()}
+        async with self.http.post(url, json=body) as resp:
+            reply: dict[str, Any] = await resp.json(content_type=None)
+        if reply.get("janus") == "error":
+            raise RuntimeError(f"janus: {reply}")
+        return reply
+
+    async def answer(self, index: int, offer: str) -> str:
+        """Attach a recordplay handle, ask it to record ``offer``; its answer."""
+        url = f"{self.base}/{self.session}"
+        handle = (await self._post(url, {"janus": "attach", "plugin": "janus.plugin.recordplay"}))[
+            "data"
+        ]["id"]
+        await self._post(
+            f"{url}/{handle}",
+            {
+                "janus": "message",
+                "body": {"request": "record", "name": f"p{index:02d}", "filename": f"p{index:02d}"},
+                "jsep": {"type": "offer", "sdp": offer},
+            },
+        )
+        async with asyncio.timeout(30):
+            while True:
+                async with self.http.get(f"{url}?maxev=1") as resp:
+                    event = await resp.json(content_type=None)
+                jsep = event.get("jsep")
+                if jsep and event.get("sender") == handle:
+                    return str(jsep["sdp"])
+
+    def cpu(self) -> float:
+        assert self.proc is not None
+        return proc_cpu_seconds(self.proc.pid)
+
+    async def stop(self) -> list[dict[str, Any]]:
+        """Destroy the session (Janus closes the files), stop Janus, convert the video."""
+        import aiohttp
+
+        if self.http is not None:
+            with contextlib.suppress(aiohttp.ClientError, RuntimeError):
+                await self._post(f"{self.base}/{self.session}", {"janus": "destroy"})
+            await self.http.close()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        files = []
+        for mjr in sorted(self.recordings.glob("p*-video.mjr")):
+            webm = mjr.with_suffix(".webm")
+            done = await asyncio.create_subprocess_exec(
+                JANUS_PP or "janus-pp-rec",
+                str(mjr),
+                str(webm),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            await done.wait()
+            files.append({"path": str(webm), "error": None, "video_packets": None})
+        return files
+
+
 async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
     """One scenario in this process; returns what it measured and where the files are."""
     import aioice.ice
 
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+    # Janus (libnice) cannot use loopback: its scenario runs on this machine's
+    # first other IPv4 address (the kernel still delivers it locally).
+    address = "127.0.0.1"
+    if args.scenario == "janus":
+        address = next(
+            a
+            for a in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+            if not a.startswith("127.")
+        )
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [address] if use_ipv4 else []
     out_dir = Path(args.out)
     tracks: list[Any] = []
     delivered = [0]  # video frames handed to the recorder
@@ -282,8 +455,21 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
     finish: Callable[[], Awaitable[list[dict[str, Any]]]]
     frames_now: Callable[[], Awaitable[int]]
     workers_cpu: Callable[[], float]
+    cpu: Callable[[], float] = cpu_seconds
+    janus: Janus | None = None
 
-    if args.scenario == "ours":
+    def delivered_frames() -> int:
+        return delivered[0]
+
+    counter: Callable[[], int] = delivered_frames
+
+    if args.scenario == "janus":
+        janus = Janus(out_dir / "janus", address)
+        janus.folder.mkdir()
+        await janus.start()
+        answer, finish, cpu = janus.answer, janus.stop, janus.cpu
+
+    elif args.scenario == "ours":
         from datetime import UTC, datetime
 
         from media.recorder import Recorder, RecordingKey
@@ -297,17 +483,26 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
             for transceiver in pc.getTransceivers():
                 if transceiver.kind == "video":
                     tracks.append(transceiver.receiver.track)
-                    count_frames_into(transceiver.receiver.track, delivered)
             return sdp
+
+        def frames_written() -> int:
+            # What the recorder muxed so far (frames leave aiortc only when relayed).
+            return sum(
+                leg.writer.stats.video_packets for leg in recorder.legs.values() if leg.writer
+            )
+
+        counter = frames_written
 
         async def finish() -> list[dict[str, Any]]:
             files = []
-            for result in await recorder.close():
+            writers = [leg.writer for leg in recorder.legs.values()]
+            for result, writer in zip(await recorder.close(), writers, strict=True):
                 files.append(
                     {
                         "path": str(result.file.path) if result.file else None,
                         "error": result.error,
                         "video_packets": result.file.video_packets if result.file else 0,
+                        "video_dropped": writer.stats.video_dropped if writer else None,
                     }
                 )
             return files
@@ -381,7 +576,9 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
                 files.append({"path": str(path), "error": error, "video_packets": None})
             return files
 
-    senders = Senders(Path(args.input), args.streams, args.warmup + args.seconds + STOP_TIMEOUT)
+    senders = Senders(
+        Path(args.input), args.streams, args.warmup + args.seconds + STOP_TIMEOUT, address
+    )
     spy: asyncio.subprocess.Process | None = None
     try:
         async with asyncio.timeout(SETUP_TIMEOUT):
@@ -409,19 +606,26 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
             )
         workers = args.scenario == "workers"
         # The workers' frames and CPU are asked of them (their own processes).
-        frames0 = await frames_now() if workers else delivered[0]
+        frames0 = await frames_now() if workers else counter()
         others0 = workers_cpu() if workers else 0.0
-        wall0, cpu0 = time.monotonic(), cpu_seconds()
+        wall0, cpu0 = time.monotonic(), cpu()
         await asyncio.sleep(args.seconds)
-        wall1, cpu1 = time.monotonic(), cpu_seconds()
-        frames1 = await frames_now() if workers else delivered[0]
+        wall1, cpu1 = time.monotonic(), cpu()
+        frames1 = await frames_now() if workers else counter()
         others1 = workers_cpu() if workers else 0.0
+        if janus is not None:
+            # Janus's frames are not seen here: the window counts as kept up
+            # when the files hold what was sent (checked afterwards).
+            frames1 = frames0 + round(FPS * (wall1 - wall0) * args.streams)
         backlog_after = video_backlog(tracks)
         async with asyncio.timeout(STOP_TIMEOUT):
             sent = await senders.stop()
             files = await finish()
     finally:
         await senders.close()
+        if janus is not None and janus.proc is not None and janus.proc.returncode is None:
+            janus.proc.kill()
+            await janus.proc.wait()
         if spy is not None:
             try:
                 await asyncio.wait_for(spy.wait(), 30)
@@ -448,7 +652,7 @@ class Scenario:
 
     name: str
     label: str
-    kind: str  # "ours", "mediarecorder" or "workers"
+    kind: str  # "ours", "mediarecorder", "workers" or "janus"
     streams: int
     workers: int = 0
     wall: float = 0.0
@@ -560,13 +764,18 @@ def run_scenario(
             continue
         video, audio = count_frames(Path(file["path"]))
         scenario.written_video += video
+        if sent["video"]:
+            scenario.worst_share = min(scenario.worst_share, video / sent["video"])
         scenario.written_audio += audio
-        scenario.worst_share = min(scenario.worst_share, video / max(sent["video"], 1))
         # (less the frames still on the wire when the senders stopped)
         if scenario.kind == "workers" and video < WORKER_FRAMES * sent["video"] - 2:
             scenario.shortfalls.append(f"stream {index}: {video}/{sent['video']}")
         if abs(video - sent["video"]) > FRAME_TOLERANCE * sent["video"] + 2:
-            scenario.problems.append(f"stream {index}: {video} video frames, {sent['video']} sent")
+            dropped = file.get("video_dropped")
+            scenario.problems.append(
+                f"stream {index}: {video} video frames, {sent['video']} sent"
+                + (f" ({dropped} dropped waiting for a keyframe)" if dropped else "")
+            )
 
 
 def main() -> None:
@@ -577,7 +786,9 @@ def main() -> None:
     parser.add_argument("--py-spy", default="", help="directory for py-spy profiles")
     parser.add_argument("--role", choices=["main", "receiver"], default="main")
     parser.add_argument(
-        "--scenario", choices=["ours", "mediarecorder", "workers"], help=argparse.SUPPRESS
+        "--scenario",
+        choices=["ours", "mediarecorder", "workers", "janus"],
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
@@ -613,6 +824,14 @@ def main() -> None:
                 workers=cores,
             ),
         ]
+        if JANUS is not None:
+            scenarios.append(
+                Scenario(
+                    f"janus-{args.streams}", "Janus 1.x recordplay -> .mjr", "janus", args.streams
+                )
+            )
+        else:
+            print("janus not installed (Debian: janus, janus-tools): no Janus baseline", flush=True)
         for scenario in scenarios:
             run_scenario(scenario, args, input_path, work)
     finally:
@@ -650,12 +869,19 @@ def main() -> None:
             verdict += f" (under {WORKER_FRAMES:.1%} of frames sent: {', '.join(s.shortfalls)})"
         print(f"check {s.name}: {verdict}")
         failed |= s.kind in ("ours", "workers") and bool(s.problems)
-    ours, baseline, many, one_worker, all_workers = scenarios
+    ours, baseline, many, one_worker, all_workers = scenarios[:5]
     print(
         "recording cpu ratio (MediaRecorder/ours): "
         f"{baseline.percent_per_stream / ours.percent_per_stream:.1f}"
     )
+    print(f"sent video frames in every file of ours-{many.streams}: >= {many.worst_share:.1%}")
     print(f"recorded streams per core: {math.floor(100 / many.percent_per_stream)}")
+    if len(scenarios) > 5:
+        janus = scenarios[5]
+        print(
+            "recording cpu per stream vs Janus: "
+            f"{many.percent_per_stream / janus.percent_per_stream:.2f}"
+        )
     single = one_worker.streams_per_machine(cores)
     machine = all_workers.streams_per_machine(cores)
     print(f"recorded streams per machine: {single} (1 worker)")

@@ -8,7 +8,10 @@ Protocol on stdin/stdout, one JSON object per line:
   -> {"offer": sdp}          <- {"answer": sdp}
   -> {"connected": true}     (media flows; sends for --seconds)
   -> {"progress": s}         (with --progress: seconds of media sent, each second)
-  -> {"sent": {"video": n, "audio": n, "seconds": s}}
+  -> {"sent": {"video": n, "audio": n, "seconds": s, "dropped": n}}
+
+With ``--drop N`` every Nth video RTP packet is not sent the first time (a lossy
+uplink): only the recorder's NACK brings it back (as RTX).
 """
 
 from __future__ import annotations
@@ -70,6 +73,49 @@ class CountingAudio(AudioStreamTrack):
         return frame
 
 
+def lose_first_sends(sender: RTCRtpSender, every: int, dropped: list[int]) -> None:
+    """Drop every ``every``-th video RTP packet the first time it is sent."""
+    transport = sender.transport
+    send = transport._send_rtp
+    seen: set[int] = set()
+    count = [0]
+
+    async def lossy(data: bytes) -> None:
+        if 127 < data[0] < 192 and not 191 < data[1] < 224:  # RTP, not RTCP
+            ssrc = int.from_bytes(data[8:12], "big")
+            seq = int.from_bytes(data[2:4], "big")
+            if ssrc == sender._ssrc and seq not in seen:
+                seen.add(seq)
+                count[0] += 1
+                if count[0] % every == 0:
+                    dropped[0] += 1
+                    return
+        await send(data)
+
+    transport._send_rtp = lossy
+
+
+def count_feedback(sender: RTCRtpSender) -> dict[str, int]:
+    """Count the RTCP feedback the recorder sends about the video: receiver
+    reports that cover it, REMB estimates, NACKs."""
+    from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket
+
+    counts = {"reports": 0, "remb": 0, "nack": 0}
+    handle = sender._handle_rtcp_packet
+
+    async def counting(packet: object) -> None:
+        if isinstance(packet, RtcpRrPacket):
+            counts["reports"] += any(r.ssrc == sender._ssrc for r in packet.reports)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == 15:
+            counts["remb"] += 1
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1:
+            counts["nack"] += 1
+        await handle(packet)  # type: ignore[arg-type]
+
+    sender._handle_rtcp_packet = counting  # type: ignore[method-assign]
+    return counts
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
@@ -77,6 +123,7 @@ async def main() -> None:
     parser.add_argument("--size", default="320x240")
     parser.add_argument("--pause", default="", help="start,end seconds without video")
     parser.add_argument("--progress", action="store_true", help="print seconds sent, each second")
+    parser.add_argument("--drop", type=int, default=0, help="drop every Nth video packet once")
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
     pause = tuple(float(x) for x in args.pause.split(",")) if args.pause else None
@@ -88,8 +135,12 @@ async def main() -> None:
     pc.addTransceiver(audio, direction="sendonly")
     caps = RTCRtpSender.getCapabilities("video").codecs
     want = "video/" + ("VP8" if args.codec == "vp8" else "H264")
-    vt.setCodecPreferences([c for c in caps if c.mimeType == want])
+    vt.setCodecPreferences([c for c in caps if c.mimeType in (want, "video/rtx")])
     await pc.setLocalDescription(await pc.createOffer())
+    dropped = [0]
+    if args.drop:
+        lose_first_sends(vt.sender, args.drop, dropped)
+    feedback = count_feedback(vt.sender)
     print(json.dumps({"offer": pc.localDescription.sdp}), flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -109,7 +160,13 @@ async def main() -> None:
         if args.progress:
             print(json.dumps({"progress": time.monotonic() - (video.started or start)}), flush=True)
     seconds = time.monotonic() - (video.started or start)
-    sent = {"video": video.sent, "audio": audio.sent, "seconds": seconds}
+    sent = {
+        "video": video.sent,
+        "audio": audio.sent,
+        "seconds": seconds,
+        "dropped": dropped[0],
+        "feedback": feedback,
+    }
     await pc.close()
     print(json.dumps({"sent": sent}), flush=True)
 

@@ -92,3 +92,22 @@ async def test_recording_is_complete_and_in_sync(
     assert abs(info["duration"] - sent["seconds"]) <= 0.5, (info, sent)
     assert abs(info["audio_end"] - info["video_end"]) <= 0.2, info
     assert result.file.sha256 and result.file.size == path.stat().st_size
+
+
+@pytest.mark.slow
+async def test_lost_packets_come_back_through_nack(
+    recorder: Recorder, no_codecs: list[str]
+) -> None:
+    # Every 12th video packet is lost on its first send: each lost packet takes a
+    # frame with it unless the recorder NACKs it and the sender resends it (RTX).
+    key = RecordingKey("c" * 32, "n" * 32)
+    sent = await send(recorder, key, "--codec", "vp8", "--seconds", "4", "--drop", "12")
+    result = await recorder.stop(key)
+    assert result is not None and result.file is not None, result
+    assert sent["dropped"] >= 10, sent
+    info = probe(result.file.path)
+    assert info["video_frames"] >= 0.99 * sent["video"], (info, sent)
+    # The rest of aiortc's feedback still reaches the sender: receiver reports
+    # about this stream (about one a second) and REMB bandwidth estimates.
+    feedback = sent["feedback"]
+    assert feedback["nack"] >= 1 and feedback["reports"] >= 2 and feedback["remb"] >= 1, sent

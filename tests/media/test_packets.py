@@ -1,0 +1,146 @@
+"""The packet log and frame assembly of the lean recording path (media/packets.py).
+
+Packets are made as aiortc's VP8 sender makes them (its payloader), then lost,
+reordered, resent and torn; the files are reopened and decoded with PyAV.
+"""
+
+from __future__ import annotations
+
+import fractions
+import random
+import time
+from pathlib import Path
+
+import av
+import pytest
+from aiortc.codecs.vpx import Vp8Encoder
+
+from media import packets
+from media.packets import FrameAssembler, PacketWriter
+from media.seam import KeptPacket
+
+FRAMES = 90  # 3 s at 30 fps, a keyframe every 30
+
+
+@pytest.fixture(scope="module")
+def vp8_frames() -> list[bytes]:
+    ctx = av.CodecContext.create("libvpx", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = 320, 240, "yuv420p"
+    ctx.time_base = fractions.Fraction(1, 30)
+    ctx.gop_size = 30
+    ctx.options = {"deadline": "realtime", "cpu-used": "8"}
+    rng = random.Random(1)  # noqa: S311 - test pictures
+    out: list[bytes] = []
+    for i in range(FRAMES):
+        frame = av.VideoFrame(width=320, height=240, format="yuv420p")
+        for plane in frame.planes:
+            plane.update(bytes(rng.getrandbits(8) for _ in range(64)) * (plane.buffer_size // 64))
+        frame.pts = i
+        out += [bytes(p) for p in ctx.encode(frame)]
+    out += [bytes(p) for p in ctx.encode(None)]
+    return out
+
+
+def packetize(frames: list[bytes], t0: float, seq0: int = 65530) -> list[KeptPacket]:
+    """VP8 frames as aiortc sends them (several packets each, marker on the last),
+    with Opus-sized audio packets in between; sequence numbers and timestamps wrap."""
+    out: list[KeptPacket] = []
+    seq, aseq = seq0, 0
+    for i, frame in enumerate(frames):
+        at = t0 + i / 30
+        payloads = Vp8Encoder._packetize(frame + bytes(2000), i)  # >= 2 packets each
+        ts = (2**32 - 6000 + i * 3000) % 2**32
+        for k, payload in enumerate(payloads):
+            out.append((at, False, k == len(payloads) - 1, seq % 65536, ts, payload))
+            seq += 1
+        if i % 3 == 0:
+            for _ in range(2):
+                out.append((at, True, False, aseq, aseq * 960, b"\xfc\xff\xfe"))
+                aseq += 1
+    return out
+
+
+def test_frames_come_back_whole_in_order_across_wraps(vp8_frames: list[bytes]) -> None:
+    kept = packetize(vp8_frames, 100.0)
+    video = [p for p in kept if not p[1]]
+    # Reorder neighbours, resend a few (duplicates), keep every packet.
+    rng = random.Random(7)  # noqa: S311 - test reordering
+    shuffled = video[:]
+    for i in range(0, len(shuffled) - 1, 5):
+        shuffled[i], shuffled[i + 1] = shuffled[i + 1], shuffled[i]
+    shuffled += rng.sample(video, 10)
+    assembler = FrameAssembler("vp8", "video")
+    frames = []
+    for arrival, _, marker, seq, ts, payload in shuffled:
+        assembler.add(arrival, marker, seq, ts, payload)
+        frames += assembler.drain()
+    frames += assembler.drain(final=True)
+    assert [f.data for f in frames] == [f + bytes(2000) for f in vp8_frames]
+    assert [f.timestamp for f in frames] == [3000 * i for i in range(len(vp8_frames))]
+    assert frames[0].keyframe and assembler.lost_frames == 0
+
+
+def test_a_packet_never_resent_costs_its_frame_only(vp8_frames: list[bytes]) -> None:
+    video = [p for p in packetize(vp8_frames, 100.0) if not p[1]]
+    frame_10 = (video[0][4] + 10 * 3000) % 2**32
+    lost = next(i for i, p in enumerate(video) if p[4] == frame_10)
+    assembler = FrameAssembler("vp8", "video")
+    frames = []
+    for i, (arrival, _, marker, seq, ts, payload) in enumerate(video):
+        if i != lost:
+            assembler.add(arrival, marker, seq, ts, payload)
+            frames += assembler.drain()
+    frames += assembler.drain(final=True)
+    assert len(frames) == len(vp8_frames) - 1 and assembler.lost_frames == 1
+    assert 10 * 3000 not in [f.timestamp for f in frames]
+
+
+def decode(path: Path) -> tuple[int, int, float]:
+    with av.open(str(path)) as container:
+        duration = (container.duration or 0) / 1e6
+        video = sum(1 for _ in container.decode(video=0))
+    with av.open(str(path)) as container:
+        audio = sum(1 for _ in container.decode(audio=0))
+    return video, audio, duration
+
+
+def test_the_writer_makes_the_final_file_as_it_goes(
+    tmp_path: Path, vp8_frames: list[bytes]
+) -> None:
+    partial = tmp_path / "p-part1.webm.partial"
+    t0 = time.monotonic()
+    writer = PacketWriter(partial, video_codec="vp8", audio=True, t0=t0)
+    for n, packet in enumerate(packetize(vp8_frames, t0 + 0.5)):
+        writer.keep(packet)
+        if n % 20 == 0:
+            writer.flush()
+    stats = writer.close()
+    assert packets.is_packet_log(partial) and packets.muxing_name(partial).exists()
+    finished = packets.finish(stats)
+    assert finished.path == tmp_path / "p-part1.webm" and not partial.exists()
+    assert not packets.muxing_name(partial).exists()
+    assert abs(stats.first_media_offset - 0.5) < 0.01  # type: ignore[operator]
+    video, audio, duration = decode(finished.path)
+    assert video == len(vp8_frames) == finished.video_packets
+    assert audio == finished.audio_packets > 0
+    assert abs(duration - len(vp8_frames) / 30) < 0.2
+
+
+def test_a_torn_packet_log_is_made_into_a_playable_file(
+    tmp_path: Path, vp8_frames: list[bytes]
+) -> None:
+    # What a kill -9 leaves: the log cut in the middle of a record, a half
+    # made container beside it, the start note.
+    partial = tmp_path / "p-part1.webm.partial"
+    t0 = time.monotonic()
+    writer = PacketWriter(partial, video_codec="vp8", audio=True, t0=t0)
+    for packet in packetize(vp8_frames, t0 + 0.25):
+        writer.keep(packet)
+    writer.close()
+    data = partial.read_bytes()
+    partial.write_bytes(data[: len(data) * 2 // 3 + 7])
+    packets.muxing_name(partial).write_bytes(b"half a container")
+    finished = packets.convert(partial)
+    video, audio, _ = decode(finished.path)
+    assert 0.5 * len(vp8_frames) < video < len(vp8_frames)
+    assert audio > 0 and not partial.exists() and not packets.muxing_name(partial).exists()
