@@ -368,11 +368,15 @@ async def first_frames(
             await context.add_init_script(FIRST_FRAME_PROBE)
             plain = await context.new_page()
             for _ in range(runs):
+                # Each page in front while it is measured: a tab behind another
+                # gets no animation frames and throttled timers.
+                await page.bring_to_front()
                 await page.goto(f"{base}/consultations/{cid}/replay")
                 shown = await page.wait_for_function(REPLAY_SHOWN, polling=50)
                 replay_ms.append(float(await shown.json_value()))
                 await page.locator('#replay[data-state="ready"]').wait_for()
                 play_ms.append(float(await page.evaluate(PLAY_TO_MOVING)))
+                await plain.bring_to_front()
                 await plain.goto(f"http://127.0.0.1:{port}/")
                 shown = await plain.wait_for_function(BARE_SHOWN, polling=50)
                 bare_ms.append(float(await shown.json_value()))

@@ -130,6 +130,14 @@ async def test_replay_plays_both_recordings_in_step_and_seeks_from_the_timeline(
             await review.screenshot(
                 path=str(screenshots_dir / f"replay-en-{width}.png"), full_page=True
             )
+        # As it opens, in Chinese: the first recorded moment, before Play.
+        await review.goto(f"/consultations/{cid}/replay?lang=zh_CN")
+        await review.wait_for_function(FIRST_SHOWN, polling=100, timeout=10_000)
+        for width, height in ((1280, 800), (390, 844)):
+            await review.set_viewport_size({"width": width, "height": height})
+            await review.screenshot(
+                path=str(screenshots_dir / f"replay-opened-zh_CN-{width}.png"), full_page=True
+            )
         await review.goto("/recordings?lang=zh_CN")
         await review.locator("#results-body tr").first.wait_for()
         for width, height in ((1400, 900), (390, 844)):

@@ -26,6 +26,7 @@ import { guardOverlay } from "./watermark.js";
 
 const DRIFT_S = 0.3; // a player further off than this is put back in step
 const SETTLED_S = 0.02; // a seek asked for moves a player at least this far off
+const START_WAIT_MS = 3000; // the longest the clock waits for a player to start
 const TICK_MS = 250;
 const EXPORT_POLL_MS = 1000;
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -42,6 +43,7 @@ const state = {
   length: 0, // seconds from the session's start to its last moment
   time: 0, // current position, seconds
   playing: false,
+  starting: false, // playing, but the clock waits for a player to start
   startedAt: 0, // performance.now() when play began
   startedFrom: 0, // position when play began
   players: [], // {rec, video, figure, offset, duration}
@@ -71,6 +73,12 @@ function eventText(event) {
 
 function now() {
   if (!state.playing) return state.time;
+  if (state.starting) {
+    // The clock waits for the players to start (or seek) before it runs: run
+    // ahead of them, it would find them "off" and seek them again and again.
+    if (performance.now() - state.startedAt < START_WAIT_MS) return state.startedFrom;
+    started(); // a player that does not start does not hold the others
+  }
   const t0 = state.startedFrom + (performance.now() - state.startedAt) / 1000;
   return Math.min(t0, state.length);
 }
@@ -80,28 +88,44 @@ function firstMoment() {
   return state.players.length ? Math.min(...state.players.map((p) => p.offset)) : 0;
 }
 
-function seek(seconds) {
-  state.time = Math.max(0, Math.min(seconds, state.length));
+// Run the clock from state.time once a player inside its recording plays.
+function restart() {
   state.startedFrom = state.time;
   state.startedAt = performance.now();
+  state.starting = state.playing && state.players.some((p) => inside(p, state.time));
   for (const p of state.players) place(p, true);
   render();
+}
+
+// A player started (its "playing" event): the clock runs from now.
+function started() {
+  if (!state.starting) return;
+  state.starting = false;
+  state.startedAt = performance.now();
+}
+
+function seek(seconds) {
+  state.time = Math.max(0, Math.min(seconds, state.length));
+  restart();
 }
 
 function play() {
   if (state.time >= state.length) state.time = firstMoment();
   state.playing = true;
-  state.startedFrom = state.time;
-  state.startedAt = performance.now();
-  for (const p of state.players) place(p, true);
-  render();
+  restart();
 }
 
 function pause() {
   state.time = now();
   state.playing = false;
+  state.starting = false;
   for (const p of state.players) p.video.pause();
   render();
+}
+
+function inside(p, time) {
+  const local = time - p.offset;
+  return local >= 0 && local <= p.duration;
 }
 
 // Put one player where the clock says: before its recording starts and after it
@@ -256,6 +280,7 @@ function buildPlayers(recordings) {
     // as" and picture-in-picture, all without the watermark.
     figure.addEventListener("contextmenu", (event) => event.preventDefault());
     guardOverlay(figure);
+    video.addEventListener("playing", started);
     state.players.push({
       rec,
       video,
