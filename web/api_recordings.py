@@ -129,43 +129,48 @@ async def search(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def open_replay(request: web.Request) -> web.StreamResponse:
-    """Start a replay: recordings with their offsets, and the timeline (audited)."""
-    replay: Replay = await request.app[REPLAY].open(
-        actor(request), request.match_info["consultation_id"]
-    )
+async def replay_json(request: web.Request, consultation_id: str) -> dict[str, Any]:
+    """Open a replay (audited, ``NotFound`` as the service says) as the API shows it.
+
+    The replay page's handler calls this too: the page carries its replay, so
+    that its players start loading while the HTML is parsed (see ``web.pages``).
+    """
+    replay: Replay = await request.app[REPLAY].open(actor(request), consultation_id)
     directory = await Directory.load(request)
     c = replay.consultation
 
     def offset(at: datetime) -> int:
         return round((at - replay.origin).total_seconds() * 1000)
 
-    return web.json_response(
-        {
-            "consultation": {
-                "id": c.id,
-                "state": c.state,
-                "urgency": c.urgency,
-                "reason": c.reason,
-                "department": directory.department(c.department_id),
-                "clinic": directory.institution(c.requesting_institution_id),
-                "hospital": directory.institution(c.consulted_institution_id),
-            },
-            "origin": iso(replay.origin),
-            "recordings": [_recording_json(r, replay.people, directory) for r in replay.recordings],
-            "events": [
-                {
-                    "id": e.id,
-                    "at": iso(e.at),
-                    "offset_ms": offset(e.at),
-                    "kind": e.kind,
-                    "actor": person_ref(replay.people.get(e.actor_id or "")),
-                    "data": e.data,
-                }
-                for e in replay.events
-            ],
-        }
-    )
+    return {
+        "consultation": {
+            "id": c.id,
+            "state": c.state,
+            "urgency": c.urgency,
+            "reason": c.reason,
+            "department": directory.department(c.department_id),
+            "clinic": directory.institution(c.requesting_institution_id),
+            "hospital": directory.institution(c.consulted_institution_id),
+        },
+        "origin": iso(replay.origin),
+        "recordings": [_recording_json(r, replay.people, directory) for r in replay.recordings],
+        "events": [
+            {
+                "id": e.id,
+                "at": iso(e.at),
+                "offset_ms": offset(e.at),
+                "kind": e.kind,
+                "actor": person_ref(replay.people.get(e.actor_id or "")),
+                "data": e.data,
+            }
+            for e in replay.events
+        ],
+    }
+
+
+async def open_replay(request: web.Request) -> web.StreamResponse:
+    """Start a replay: recordings with their offsets, and the timeline (audited)."""
+    return web.json_response(await replay_json(request, request.match_info["consultation_id"]))
 
 
 async def content(request: web.Request) -> web.StreamResponse:

@@ -5,7 +5,9 @@ data: each page's ES module fetches its lists from the JSON API, so that every r
 of patient data is checked and audited in one place (``web/api.py``). What the
 scripts need from the server (the page's account summary, translated strings)
 travels in ``<script type="application/json">`` blocks, which the strict CSP allows
-because they are never executed.
+because they are never executed. One exception: the replay page is rendered with
+its replay (opened through the same audited service as its API), so that its
+videos load with the page (``replay_page``).
 
 Wiring: ``create_app`` calls ``setup_pages(app)`` after storing ``SETTINGS`` and
 before the app starts. The auth middleware sets ``request[SESSION]``.
@@ -29,6 +31,7 @@ from signaling.workflow import policy
 from signaling.workflow.auth import Session
 from signaling.workflow.consultations import Frame
 from signaling.workflow.stats import STATS_ROLES
+from web.api_recordings import replay_json
 from web.auth import actor, audit_refused
 from web.fhir_strings import FHIR_IMPORT_STRINGS
 from web.i18n import JS_STRINGS, LOCALE_COOKIE, LOCALES, N_, I18n, Localizer
@@ -415,14 +418,38 @@ async def recordings_page(request: web.Request) -> web.StreamResponse:
 
 
 async def replay_page(request: web.Request) -> web.StreamResponse:
-    """The replay of one recorded consultation (its data comes from the audited API)."""
+    """The replay of one recorded consultation, opened with the page (audited).
+
+    Unlike the other pages, this one carries its data: the handler opens the
+    replay through the same audited service as ``GET
+    /api/consultations/{id}/replay`` and renders the players with the page, so
+    that each ``<video>`` starts loading while the HTML is parsed instead of
+    after the scripts and a second round trip (the first frame came 5-6 times
+    later than a bare ``<video>``'s). A consultation the user may not replay
+    answers 404 exactly as an unknown id, the page saying so.
+    """
     _switch_language(request)
     session = await _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
-    return await render(
+    consultation_id = request.match_info["consultation_id"]
+    try:
+        replay: dict[str, Any] | None = await replay_json(request, consultation_id)
+    except NotFound:
+        replay = None
+    loc = localizer(request)
+    recordings = []
+    for rec in replay["recordings"] if replay else []:
+        part = loc.gettext(REPLAY_STRINGS["replay.part"]) % {"part": rec["part"]}
+        meta = [rec["participant"].get("institution") or "", part if rec["part"] > 1 else ""]
+        recordings.append(rec | {"meta": " · ".join(m for m in meta if m)})
+    response = await render(
         request,
         "replay.html",
         page="replay",
         session=session,
-        page_data={"consultation_id": request.match_info["consultation_id"]},
+        page_data={"consultation_id": consultation_id, "replay": replay},
         extra_strings=REPLAY_STRINGS,
+        recordings=recordings,
     )
+    if replay is None:
+        response.set_status(404)
+    return response

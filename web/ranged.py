@@ -3,7 +3,8 @@
 A plaintext file goes out through aiohttp's ``FileResponse`` (sendfile,
 conditional requests). An encrypted one (``records.sealed``) is read through
 the decrypting reader: only the 64 KiB chunks a range touches are decrypted,
-a megabyte at a time off the event loop. It answers like ``FileResponse`` does
+off the event loop, the first chunk on its own (so that the first bytes go out
+at once), then a megabyte at a time. It answers like ``FileResponse`` does
 (206 with ``Content-Range``, 416 with ``bytes */size``, ``If-Range``,
 ``If-None-Match``), with the plaintext's SHA-256 as a strong ETag.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -25,6 +27,10 @@ from records import sealed
 log = logging.getLogger(__name__)
 
 BLOCK = 1024 * 1024
+# The first block of a response is one sealed chunk: a player needs the first
+# few kilobytes (the header, the first cluster) to start, and should not wait
+# for a megabyte to be decrypted before the first byte goes out.
+FIRST_BLOCK = sealed.CHUNK
 
 
 def _open(path: Path, keyring: sealed.Keyring | None) -> tuple[BinaryIO, int, float] | None:
@@ -128,7 +134,11 @@ async def _send(
     await response.prepare(request)
     if request.method == hdrs.METH_HEAD:
         return response
-    blocks = sealed.read_range(fh, start, count, BLOCK)
+    first = min(count, FIRST_BLOCK)
+    blocks = itertools.chain(
+        sealed.read_range(fh, start, first, first),
+        sealed.read_range(fh, start + first, count - first, BLOCK),
+    )
     while True:
         try:
             data = await asyncio.to_thread(next, blocks, b"")

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -38,6 +41,11 @@ sys.path.insert(0, str(ROOT))
 from tests.serverproc import free_port, server_env  # noqa: E402 - after the path is set
 
 SENDER = ROOT / "tests" / "media" / "sender.py"
+FAST_SENDER = ROOT / "tests" / "bench" / "_replay_sender.py"
+# The long call's media is sent this many times faster than real time: what one
+# recorder keeps up with on the loaded 2-core test machine (at 30x it lost three
+# video frames in four; the bench prints how many frames the file kept).
+FAST_SPEED = 8.0
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -48,15 +56,56 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 
-FIRST_FRAME = """async (sel) => {
-  const video = document.querySelector(sel);
-  await new Promise((resolve) => {
-    const done = () => resolve();
-    if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(done);
-    else video.addEventListener("loadeddata", done, { once: true });
-  });
-  return performance.now();
-}"""
+# Added to every page before its own scripts: the first video frame presented
+# (requestVideoFrameCallback on each <video> as soon as it is in the document, so
+# a frame shown before any script of the page ran is caught too) and, on the
+# replay page, when the first player got its watermark (the picture shows only
+# under it). Times are milliseconds from the navigation's start.
+FIRST_FRAME_PROBE = """(() => {
+  window.__frame = null;
+  window.__overlay = null;
+  const seen = new WeakSet();
+  const watch = () => {
+    for (const video of document.querySelectorAll("video")) {
+      if (seen.has(video)) continue;
+      seen.add(video);
+      // When the frame went to the compositor (not when this callback ran: a busy
+      // main thread would delay that on either page).
+      const done = (now, meta) => {
+        if (window.__frame === null) window.__frame = (meta && meta.presentationTime) || now;
+      };
+      if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(done);
+      else video.addEventListener("loadeddata", done, { once: true });
+    }
+    if (window.__overlay === null && document.querySelector("figure.player > canvas.wm-overlay")) {
+      window.__overlay = performance.now();
+    }
+  };
+  new MutationObserver(watch).observe(document, { childList: true, subtree: true });
+})();"""
+
+# The replay page: the first picture a person sees (a frame, under its watermark).
+REPLAY_SHOWN = """() => window.__frame !== null && window.__overlay !== null
+  ? Math.max(window.__frame, window.__overlay) : null"""
+BARE_SHOWN = "() => window.__frame"
+
+# From a click on Play until the playing video's clock has moved (the picture
+# of the first moment is already shown: see REPLAY_SHOWN).
+PLAY_TO_MOVING = """() => new Promise((resolve) => {
+  const button = document.querySelector("#play");
+  button.addEventListener("click", () => {
+    const clicked = performance.now();
+    const videos = [...document.querySelectorAll("#players video")];
+    const from = videos.map((v) => v.currentTime);
+    const check = () => {
+      if (videos.some((v, i) => !v.paused && v.currentTime > from[i])) {
+        resolve(performance.now() - clicked);
+      } else requestAnimationFrame(check);
+    };
+    check();
+  }, { once: true });
+  button.click();
+})"""
 
 
 class Api:
@@ -91,8 +140,33 @@ async def wait_health(base: str) -> None:
             await asyncio.sleep(0.05)
 
 
-async def record_one(base: str, seconds: float) -> tuple[str, float, str]:
-    """Record one leg of ``seconds``, end the call; return (consultation, end->playable, file)."""
+async def settled(folder: Path, quiet: float = 1.0) -> None:
+    """Until the files under ``folder`` stop growing for ``quiet`` seconds (the
+    recorder has written what the fast sender sent; whatever its format)."""
+
+    def total() -> int:
+        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+    last, since = -1, time.perf_counter()
+    while True:
+        size = await asyncio.to_thread(total)
+        if size != last:
+            last, since = size, time.perf_counter()
+        elif time.perf_counter() - since >= quiet:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def record_one(
+    base: str, seconds: float, *, long_call: Path | None = None, data_dir: Path | None = None
+) -> tuple[str, float, str]:
+    """Record one leg of ``seconds``, end the call; return (consultation, end->playable, file).
+
+    With ``long_call`` (the pre-encoded input), the leg is sent by the fast
+    sender (``_replay_sender.py``): ``seconds`` of media, faster than real time;
+    the call is ended once the recorder has written all of it (the files under
+    ``data_dir`` stopped growing), so that the clock measures only the end.
+    """
     jar = lambda: aiohttp.CookieJar(unsafe=True)  # noqa: E731
     async with (
         aiohttp.ClientSession(cookie_jar=jar()) as h1,
@@ -123,12 +197,22 @@ async def record_one(base: str, seconds: float) -> tuple[str, float, str]:
         cid = c["id"]
         await cardio.call("POST", f"/api/consultations/{cid}/accept")
         ws = await h1.ws_connect(base + "/ws", headers={"Origin": base})
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        # Both sockets are read all the time: a socket that is not read answers
+        # no ping, and the server drops it (and its member) within a minute.
+        async def pump(socket: aiohttp.ClientWebSocketResponse, keep: bool) -> None:
+            async for message in socket:
+                if keep and message.type == aiohttp.WSMsgType.TEXT:
+                    inbox.put_nowait(json.loads(message.data))
 
         async def recv(kind: str) -> dict[str, Any]:
             while True:
-                msg = json.loads((await ws.receive()).data)
+                msg = await inbox.get()
                 if msg["type"] == kind:
                     return msg
+
+        pumps = [asyncio.ensure_future(pump(ws, True))]
 
         await recv("hello")
         await ws.send_json({"type": "join", "consultation_id": cid, "tab_id": "bench"})
@@ -136,18 +220,33 @@ async def record_one(base: str, seconds: float) -> tuple[str, float, str]:
         # The specialist joins too: with two people in it the consultation is live
         # (and only a live call can be ended).
         other = await h2.ws_connect(base + "/ws", headers={"Origin": base})
+        pumps.append(asyncio.ensure_future(pump(other, False)))
         await other.send_json({"type": "join", "consultation_id": cid, "tab_id": "bench-2"})
         await recv("state")
+        if long_call is not None:
+            command = [
+                str(FAST_SENDER),
+                "--input",
+                str(long_call),
+                "--media-seconds",
+                str(seconds),
+                "--speed",
+                str(FAST_SPEED),
+            ]
+        else:
+            command = [
+                str(SENDER),
+                "--codec",
+                "vp8",
+                "--seconds",
+                str(seconds + 30),
+                "--size",
+                "640x480",
+                "--progress",
+            ]
         sender = await asyncio.create_subprocess_exec(
             sys.executable,
-            str(SENDER),
-            "--codec",
-            "vp8",
-            "--seconds",
-            str(seconds + 30),
-            "--size",
-            "640x480",
-            "--progress",
+            *command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=ROOT,
@@ -160,9 +259,15 @@ async def record_one(base: str, seconds: float) -> tuple[str, float, str]:
             sender.stdin.write((json.dumps({"answer": answer["sdp"]}) + "\n").encode())
             await sender.stdin.drain()
             await sender.stdout.readline()  # connected
-            sent = 0.0
-            while sent < seconds:
-                sent = json.loads(await sender.stdout.readline())["progress"]
+            if long_call is not None:
+                while "done" not in json.loads(await sender.stdout.readline()):
+                    pass
+                assert data_dir is not None
+                await settled(data_dir / "recordings" / cid)
+            else:
+                sent = 0.0
+                while sent < seconds:
+                    sent = json.loads(await sender.stdout.readline())["progress"]
             ended = time.perf_counter()
             await ws.send_json({"type": "end"})
             # Playable: listed as finished, and the file answers a Range request.
@@ -182,7 +287,25 @@ async def record_one(base: str, seconds: float) -> tuple[str, float, str]:
                 await sender.wait()
         await ws.close()
         await other.close()
+        await asyncio.gather(*pumps, return_exceptions=True)
         return cid, playable, data["recordings"][0]["url"]
+
+
+def av_open(path: Path) -> Any:
+    """``av.open`` (imported late: only the measuring needs PyAV here)."""
+    import av
+
+    return av.open(str(path))
+
+
+def bare_sha256(path: Path) -> float:
+    """Seconds to hash ``path`` (what storing its SHA-256 costs at least)."""
+    start = time.perf_counter()
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1024 * 1024):
+            digest.update(block)
+    return time.perf_counter() - start
 
 
 def bare_remux(path: Path) -> float:
@@ -205,8 +328,14 @@ def bare_remux(path: Path) -> float:
 
 async def first_frames(
     base: str, cid: str, file: Path, runs: int
-) -> tuple[list[float], list[float]]:
-    """First-frame times (ms) on the replay page and on a bare <video> page."""
+) -> tuple[list[float], list[float], list[float]]:
+    """First-frame times (ms from navigation start) on the replay page and on a
+    bare ``<video>`` page of the same file, and Play -> next frame on the replay page.
+
+    The replay page shows its first picture without being played (the playhead
+    rests on the first recorded moment); the bare page autoplays. Either way the
+    time is when the first frame is presented.
+    """
     from playwright.async_api import async_playwright
 
     bare = web.Application()
@@ -217,12 +346,15 @@ async def first_frames(
             content_type="text/html",
         ),
     )
-    bare.router.add_get("/file.webm", lambda r: web.FileResponse(file))
+    # No caching: the replay endpoint allows none either.
+    bare.router.add_get(
+        "/file.webm", lambda r: web.FileResponse(file, headers={"Cache-Control": "no-store"})
+    )
     runner = web.AppRunner(bare)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    replay_ms, bare_ms = [], []
+    replay_ms, bare_ms, play_ms = [], [], []
     try:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -233,19 +365,26 @@ async def first_frames(
             await page.fill("#password", "demo1234")
             await page.click("button[type=submit]")
             await page.wait_for_url("**/recordings")
+            await context.add_init_script(FIRST_FRAME_PROBE)
+            plain = await context.new_page()
             for _ in range(runs):
+                # Each page in front while it is measured: a tab behind another
+                # gets no animation frames and throttled timers.
+                await page.bring_to_front()
                 await page.goto(f"{base}/consultations/{cid}/replay")
+                shown = await page.wait_for_function(REPLAY_SHOWN, polling=50)
+                replay_ms.append(float(await shown.json_value()))
                 await page.locator('#replay[data-state="ready"]').wait_for()
-                await page.click("#play")
-                replay_ms.append(await page.evaluate(FIRST_FRAME, "#players video"))
-                plain = await context.new_page()
+                play_ms.append(float(await page.evaluate(PLAY_TO_MOVING)))
+                await plain.bring_to_front()
                 await plain.goto(f"http://127.0.0.1:{port}/")
-                bare_ms.append(await plain.evaluate(FIRST_FRAME, "#v"))
-                await plain.close()
+                shown = await plain.wait_for_function(BARE_SHOWN, polling=50)
+                bare_ms.append(float(await shown.json_value()))
+                await plain.goto("about:blank")
             await browser.close()
     finally:
         await runner.cleanup()
-    return replay_ms, bare_ms
+    return replay_ms, bare_ms, play_ms
 
 
 def start_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -267,16 +406,48 @@ def start_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def newest_file(folder: Path, key: bytes | None = None) -> Path:
+    """The recording finished last under ``folder``, as plaintext (a sealed one is
+    decrypted to a copy beside it with ``key``: the baselines read it directly)."""
+    from records import sealed
+
+    files = [*folder.rglob("*.webm"), *folder.rglob("*.mp4")]
+    path = max(files, key=lambda p: p.stat().st_mtime)
+    if not sealed.is_sealed(path):
+        return path
+    plain = folder.parent / f"plain-{path.name}"
+    with sealed.open_plain(path, sealed.Keyring(keys=[key or b""])) as src, plain.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return plain
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each recorded call")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--long-minutes",
+        type=float,
+        default=60.0,
+        help="length of the long recorded call (sent faster than real time; 0: none)",
+    )
+    parser.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="recordings sealed at rest (encryption_key set): sealed at the end, decrypted to play",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tc-replay-bench-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = server_env(tmp, port=str(port), recorder_addresses="127.0.0.1")
+    settings = {"port": str(port), "recorder_addresses": "127.0.0.1"}
+    key = os.urandom(32) if args.encrypt else None
+    if key is not None:
+        settings["encryption_key"] = base64.b64encode(key).decode()
+    env = server_env(tmp, **settings)
     server = start_server(env)
+    rows: list[tuple[str, list[float], str]] = []
+    long_label = f"{args.long_minutes:.0f} min call"
     try:
         await wait_health(base)
         playable: list[float] = []
@@ -285,31 +456,68 @@ async def main() -> None:
         for _ in range(args.runs):
             cid, seconds, _url = await record_one(base, args.seconds)
             playable.append(seconds)
-            files = sorted(
-                tmp.joinpath("recordings").rglob("*.webm"), key=lambda p: p.stat().st_mtime
-            )
-            path = files[-1]
+            path = newest_file(tmp / "recordings", key)
             remux.append(bare_remux(path))
-        replay_ms, bare_ms = await first_frames(base, cid, path, args.runs)
+        rows += [
+            (f"call end -> playable ({args.seconds:.0f} s call)", playable, "s"),
+            ("bare stream-copy remux, same file", remux, "s"),
+        ]
+        if args.long_minutes > 0:
+            sys.path.insert(0, str(ROOT / "tests" / "bench"))
+            from recording import encode_input
+
+            long_input = tmp / "long-input.webm"
+            encode_input(long_input)
+            cid, seconds, _url = await record_one(
+                base, args.long_minutes * 60, long_call=long_input, data_dir=tmp
+            )
+            path = newest_file(tmp / "recordings", key)
+            long_remux = bare_remux(path)
+            long_hash = bare_sha256(path)
+            kept = {"video": 0, "audio": 0}
+            with av_open(path) as check:
+                long_minutes = (check.duration or 0) / 60e6
+                for packet in check.demux():
+                    if packet.size and packet.stream.type in kept:
+                        kept[packet.stream.type] += 1
+            size_mb = path.stat().st_size / 1e6
+            sent = {"video": args.long_minutes * 60 * 30, "audio": args.long_minutes * 60 * 50}
+            rows += [
+                (f"call end -> playable ({long_label})", [seconds], "s"),
+                (f"bare stream-copy remux, {long_label}", [long_remux], "s"),
+                (f"bare SHA-256, {long_label}", [long_hash], "s"),
+            ]
+        first = "first frame" + (f", {long_label}" if args.long_minutes > 0 else "")
+        replay_ms, bare_ms, play_ms = await first_frames(base, cid, path, args.runs)
+        rows += [
+            (f"replay page: {first}", replay_ms, "ms"),
+            (f"bare <video>: {first}", bare_ms, "ms"),
+            ("replay page: Play -> playing", play_ms, "ms"),
+        ]
     finally:
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
 
     med = statistics.median
-    print(f"{'measure':<38}{'median':>10}{'min':>10}{'max':>10}")
-    for name, values, unit in (
-        (f"call end -> playable ({args.seconds:.0f} s call)", playable, "s"),
-        ("bare stream-copy remux, same file", remux, "s"),
-        ("replay page: first frame", replay_ms, "ms"),
-        ("bare <video>: first frame", bare_ms, "ms"),
-    ):
+    width = max(len(f"{name} [{unit}]") for name, _, unit in rows) + 2
+    print(f"{'measure':<{width}}{'median':>10}{'min':>10}{'max':>10}")
+    for name, values, unit in rows:
         label = f"{name} [{unit}]"
-        print(f"{label:<38}{med(values):>10.3f}{min(values):>10.3f}{max(values):>10.3f}")
-    print(f"ratio playable/bare remux: {med(playable) / med(remux):.1f}")
-    print(f"ratio first frame replay/bare: {med(replay_ms) / med(bare_ms):.2f}")
+        print(f"{label:<{width}}{med(values):>10.3f}{min(values):>10.3f}{max(values):>10.3f}")
+    ratio = med(playable) / med(remux)
+    print(f"ratio playable/bare remux ({args.seconds:.0f} s call): {ratio:.1f}")
+    if args.long_minutes > 0:
+        print(
+            f"long call: {long_minutes:.1f} min in the file, {size_mb:.0f} MB, "
+            f"{kept['video'] / sent['video']:.1%} of the video frames and "
+            f"{kept['audio'] / sent['audio']:.1%} of the audio frames sent; "
+            f"playable {seconds:.2f} s after the call ended (target < 2 s), "
+            f"{seconds / long_remux:.1f}x a bare remux of it"
+        )
+    print(f"ratio first frame replay/bare: {med(replay_ms) / med(bare_ms):.2f} (target <= 1.5)")
     print(
-        f"replay: playable {med(playable):.2f} s after the call ended (target < 2 s), "
+        f"replay: playable {med(playable):.2f} s after a {args.seconds:.0f} s call ended, "
         f"first frame {med(replay_ms):.0f} ms (bare video {med(bare_ms):.0f} ms)"
     )
 

@@ -29,6 +29,30 @@ PLAYING = """(n) => {
   return ps.length === n && ps.every((p) => p.videoWidth > 0 && p.currentTime > 1.0);
 }"""
 
+# Before Play: the playhead rests on the first recorded moment, whose picture
+# shows under its watermark, without a click or a seek.
+FIRST_SHOWN = """() => {
+  const ps = window.__replay.players();
+  const start = Math.min(...ps.map((p) => p.offset));
+  const first = ps.find((p) => p.offset === start);
+  const figure = document.querySelector(`figure[data-recording-id="${first.id}"]`);
+  const video = figure.querySelector("video");
+  return Math.abs(window.__replay.time() - start) < 0.01 && first.state === "inside"
+    && first.videoWidth > 0 && first.currentTime === 0 && !window.__replay.playing()
+    && getComputedStyle(video).visibility === "visible"
+    && figure.querySelector(":scope > canvas.wm-overlay") !== null;
+}"""
+
+
+async def replays_started(app: web.Application, cid: str) -> int:
+    async with app[DB].read() as conn:
+        rows = await conn.execute(
+            sa.select(sa.func.count())
+            .select_from(audit_log)
+            .where(audit_log.c.action == "replay.start", audit_log.c.object_id == cid)
+        )
+        return int(rows.scalar_one())
+
 
 @pytest.fixture
 def netns(loopback_netns: NetNs) -> NetNs:
@@ -82,6 +106,9 @@ async def test_replay_plays_both_recordings_in_step_and_seeks_from_the_timeline(
         await review.locator(f'#results-body tr[data-consultation-id="{cid}"] a').click()
         await review.wait_for_url(f"**/consultations/{cid}/replay")
         await review.locator('#replay[data-state="ready"]').wait_for()
+        await review.wait_for_function(FIRST_SHOWN, polling=100, timeout=10_000)
+        # The page came with its replay: opening it is one audited replay.
+        assert await replays_started(app, cid) == 1
         await review.click("#play")
         await review.wait_for_function(PLAYING, arg=2, polling=200, timeout=20_000)
 
@@ -102,6 +129,14 @@ async def test_replay_plays_both_recordings_in_step_and_seeks_from_the_timeline(
             await review.set_viewport_size({"width": width, "height": height})
             await review.screenshot(
                 path=str(screenshots_dir / f"replay-en-{width}.png"), full_page=True
+            )
+        # As it opens, in Chinese: the first recorded moment, before Play.
+        await review.goto(f"/consultations/{cid}/replay?lang=zh_CN")
+        await review.wait_for_function(FIRST_SHOWN, polling=100, timeout=10_000)
+        for width, height in ((1280, 800), (390, 844)):
+            await review.set_viewport_size({"width": width, "height": height})
+            await review.screenshot(
+                path=str(screenshots_dir / f"replay-opened-zh_CN-{width}.png"), full_page=True
             )
         await review.goto("/recordings?lang=zh_CN")
         await review.locator("#results-body tr").first.wait_for()
@@ -135,4 +170,4 @@ async def test_replay_is_refused_to_outsiders_and_audited(
             .scalars()
             .all()
         )
-    assert denied.count(cid) == 2  # the API call and the page's own call
+    assert denied.count(cid) == 2  # the API call and the page's own open

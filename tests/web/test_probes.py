@@ -375,7 +375,7 @@ async def test_pages_refuse_foreign_ids_as_never_existing_ones(
         missing = await ask(app, user, "GET", page, {"consultation_id": new_id()})
         what = f"{name} {page}"
         if foreign.status == 200:
-            # The replay page is a frame whose script asks the audited API.
+            # A page that is a frame whose script asks the audited API.
             assert (foreign.body, foreign.headers) == (missing.body, missing.headers), what
             assert foreign.audit == missing.audit == [], what
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,55 @@ async def test_reviewer_finds_and_opens_a_recorded_consultation(
     assert "chat" in kinds and "ended" in kinds and "recording_finished" in kinds
     chat = next(e for e in data["events"] if e["kind"] == "chat")
     assert chat["offset_ms"] >= 0 and chat["data"]["text"] == "开始会诊"
+
+
+async def _audited(app: Any, action: str, object_id: str) -> int:
+    async with app[DB].read() as conn:
+        rows = await conn.execute(
+            sa.select(sa.func.count())
+            .select_from(audit_log)
+            .where(audit_log.c.action == action, audit_log.c.object_id == object_id)
+        )
+        return int(rows.scalar_one())
+
+
+async def test_the_replay_page_comes_with_its_players_and_audits_the_replay_once(
+    recorded: dict[str, Any], login_as: Any, app: Any
+) -> None:
+    """The page is rendered with its replay: each video's source is in the HTML
+    (it loads while the page is parsed), and opening it is one audited replay."""
+    cid = recorded["cid"]
+    review = await login_as("review1")
+    resp = await review.client.get(f"/consultations/{cid}/replay")
+    html = await resp.text()
+    assert resp.status == 200
+    assert await _audited(app, "replay.start", cid) == 1
+    _, data = await review.get(f"/api/consultations/{cid}/replay")
+    recs = data["recordings"]
+    assert len(recs) == 2
+    for rec in recs:
+        assert f'data-recording-id="{rec["id"]}"' in html
+        assert f'<video src="/api/recordings/{rec["id"]}/content" preload="auto"' in html
+    page = json.loads(html.split('<script type="application/json" id="tc-page">')[1].split("</")[0])
+    assert [r["id"] for r in page["replay"]["recordings"]] == [r["id"] for r in recs]
+    assert page["replay"]["events"] == data["events"]
+    # The page's open and the API's: one audited replay each.
+    assert await _audited(app, "replay.start", cid) == 2
+
+
+async def test_the_replay_page_of_a_foreign_consultation_is_a_404_without_data(
+    recorded: dict[str, Any], login_as: Any, app: Any
+) -> None:
+    cid = recorded["cid"]
+    outsider = await login_as("clinic2")
+    resp = await outsider.client.get(f"/consultations/{cid}/replay")
+    html = await resp.text()
+    missing = await outsider.client.get(f"/consultations/{'0' * 32}/replay")
+    assert resp.status == missing.status == 404
+    assert "<video" not in html and "开始会诊" not in html and "/api/recordings/" not in html
+    assert '"replay": null' in html
+    assert await _audited(app, "replay.denied", cid) == 1
+    assert await _audited(app, "replay.start", cid) == 0
 
 
 FILTERS = [

@@ -11,6 +11,13 @@
 // kept away. "Export with watermark" asks the server for a copy with the mark
 // burned in and downloads it when ready.
 //
+// The page comes with its replay (opened and audited by the server as it
+// rendered the page) and with one <video> per recording, which the browser
+// starts loading while it parses the HTML: the first frame does not wait for
+// this script or for another request. Each video stays hidden (CSS) until its
+// watermark is over it. The playhead starts at the first recorded moment, so
+// that the first picture shows at once and Play starts it without a seek.
+//
 // window.__replay is a read-only view for the browser tests.
 
 import { get, post } from "./api.js";
@@ -18,6 +25,8 @@ import { $, LOCALE, PAGE, STRINGS, el, t } from "./ui.js";
 import { guardOverlay } from "./watermark.js";
 
 const DRIFT_S = 0.3; // a player further off than this is put back in step
+const SETTLED_S = 0.02; // a seek asked for moves a player at least this far off
+const START_WAIT_MS = 3000; // the longest the clock waits for a player to start
 const TICK_MS = 250;
 const EXPORT_POLL_MS = 1000;
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -29,12 +38,12 @@ const seekInput = $("seek");
 const clockText = $("clock");
 const lanes = $("lanes");
 const timelineList = $("timeline");
-const template = $("player-template");
 
 const state = {
   length: 0, // seconds from the session's start to its last moment
   time: 0, // current position, seconds
   playing: false,
+  starting: false, // playing, but the clock waits for a player to start
   startedAt: 0, // performance.now() when play began
   startedFrom: 0, // position when play began
   players: [], // {rec, video, figure, offset, duration}
@@ -64,32 +73,59 @@ function eventText(event) {
 
 function now() {
   if (!state.playing) return state.time;
+  if (state.starting) {
+    // The clock waits for the players to start (or seek) before it runs: run
+    // ahead of them, it would find them "off" and seek them again and again.
+    if (performance.now() - state.startedAt < START_WAIT_MS) return state.startedFrom;
+    started(); // a player that does not start does not hold the others
+  }
   const t0 = state.startedFrom + (performance.now() - state.startedAt) / 1000;
   return Math.min(t0, state.length);
 }
 
-function seek(seconds) {
-  state.time = Math.max(0, Math.min(seconds, state.length));
+// Where a replay starts: the first recorded moment (0 without recordings).
+function firstMoment() {
+  return state.players.length ? Math.min(...state.players.map((p) => p.offset)) : 0;
+}
+
+// Run the clock from state.time once a player inside its recording plays.
+function restart() {
   state.startedFrom = state.time;
   state.startedAt = performance.now();
+  state.starting = state.playing && state.players.some((p) => inside(p, state.time));
   for (const p of state.players) place(p, true);
   render();
 }
 
-function play() {
-  if (state.time >= state.length) state.time = 0;
-  state.playing = true;
-  state.startedFrom = state.time;
+// A player started (its "playing" event): the clock runs from now.
+function started() {
+  if (!state.starting) return;
+  state.starting = false;
   state.startedAt = performance.now();
-  for (const p of state.players) place(p, true);
-  render();
+}
+
+function seek(seconds) {
+  state.time = Math.max(0, Math.min(seconds, state.length));
+  restart();
+}
+
+function play() {
+  if (state.time >= state.length) state.time = firstMoment();
+  state.playing = true;
+  restart();
 }
 
 function pause() {
   state.time = now();
   state.playing = false;
+  state.starting = false;
   for (const p of state.players) p.video.pause();
   render();
+}
+
+function inside(p, time) {
+  const local = time - p.offset;
+  return local >= 0 && local <= p.duration;
 }
 
 // Put one player where the clock says: before its recording starts and after it
@@ -108,7 +144,10 @@ function place(p, force = false) {
     if (Math.abs(p.video.currentTime - rest) > DRIFT_S) p.video.currentTime = rest;
     return;
   }
-  if (force || Math.abs(p.video.currentTime - local) > DRIFT_S) p.video.currentTime = local;
+  // Setting currentTime seeks even to where the video is (a fresh load would
+  // wait for it): only when it is off.
+  const off = Math.abs(p.video.currentTime - local);
+  if (off > (force ? SETTLED_S : DRIFT_S)) p.video.currentTime = local;
   if (state.playing && p.video.paused) p.video.play().catch(() => {});
   if (!state.playing && !p.video.paused) p.video.pause();
 }
@@ -228,22 +267,20 @@ document.addEventListener("fullscreenchange", () => {
 // -- building -----------------------------------------------------------------------
 
 function buildPlayers(recordings) {
+  // The figures came with the page, one per recording, in this order.
+  const figures = new Map([...playersBox.querySelectorAll("figure.player")].map((f) => [f.dataset.recordingId, f]));
   for (const rec of recordings) {
-    const figure = template.content.firstElementChild.cloneNode(true);
+    const figure = figures.get(rec.id);
+    if (!figure) continue;
     const video = figure.querySelector("video");
-    video.src = rec.url;
-    figure.querySelector(".player-name").textContent = rec.participant.display_name || "";
-    const meta = [rec.participant.institution, rec.part > 1 ? t("replay.part", { part: rec.part }) : ""];
-    figure.querySelector(".player-meta").textContent = meta.filter(Boolean).join(" · ");
-    figure.dataset.recordingId = rec.id;
     figure.querySelector(".player-export-btn").addEventListener("click", (event) =>
       exportCopy(rec, event.currentTarget, figure.querySelector(".player-export-status")),
     );
     // No context menu on the video: it offers "Show controls", "Save video
     // as" and picture-in-picture, all without the watermark.
     figure.addEventListener("contextmenu", (event) => event.preventDefault());
-    playersBox.append(figure);
     guardOverlay(figure);
+    video.addEventListener("playing", started);
     state.players.push({
       rec,
       video,
@@ -287,11 +324,9 @@ function buildTimeline(events) {
   }
 }
 
-async function start() {
-  let data;
-  try {
-    data = await get(`/api/consultations/${PAGE.consultation_id}/replay`);
-  } catch (error) {
+function start() {
+  const data = PAGE.replay;
+  if (!data) {
     root.dataset.state = "error";
     const box = $("replay-error");
     box.textContent = t("replay.not_found");
@@ -315,6 +350,8 @@ async function start() {
     box.textContent = t("replay.no_recordings");
     box.hidden = false;
   }
+  // The first recorded moment: what comes before it has no picture to show.
+  state.time = firstMoment();
   drawLanes();
   root.dataset.state = "ready";
   for (const p of state.players) place(p, true);
