@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from redis.asyncio import Redis
 
 from media.probe import Prober
 from media.recorder import Recorder
@@ -20,6 +21,7 @@ from records.scan import ClamdScanner
 from records.sealed_store import SealingFileStore
 from records.vocab import Urgency
 from signaling.call.calls import Calls
+from signaling.call.cluster import Cluster
 from signaling.call.hub import ConsultationPushes, Hub
 from signaling.call.ice import IceConfig
 from signaling.workflow.admin import AdminService
@@ -70,6 +72,7 @@ from web.keys import (
     AUTH,
     CALLS,
     CLOCK,
+    CLUSTER,
     CONSULTATIONS,
     DB,
     DIRECTORY,
@@ -132,6 +135,15 @@ def ice_config(settings: Settings) -> IceConfig:
     )
 
 
+def open_cluster(settings: Settings, hub: Hub, pushes: ConsultationPushes) -> Cluster | None:
+    """This process's part in several web processes sharing Redis (None: no
+    ``redis_url``, everything stays in this process as it always did)."""
+    if not settings.redis_url:
+        return None
+    redis = Redis.from_url(str(settings.redis_url), decode_responses=True)
+    return Cluster(redis, hub=hub, pushes=pushes, lease_seconds=settings.redis_lease_seconds)
+
+
 def all_routes() -> tuple[Route, ...]:
     """Every API route (one table per API module)."""
     return (
@@ -188,10 +200,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await db.upgrade()
     app[DB] = db
     pushes = ConsultationPushes(app[HUB])
+    cluster = open_cluster(settings, app[HUB], pushes)
+    if cluster is not None:
+        app[CLUSTER] = cluster
     ctx = Context(
         db=db,
         clock=app[CLOCK],
-        notifier=pushes,
+        # With Redis a change is pushed from every web process to its own sockets.
+        notifier=cluster or pushes,
         deadlines=Deadlines(settings.deadline_rules()),
     )
     app[AUTH] = AuthService(
@@ -214,7 +230,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     # Deactivating an account or resetting its password hangs up its sockets
     # through the hub (the service's AccountSockets port).
-    app[ADMIN] = AdminService(ctx, passwords=passwords_for(settings), sockets=app[HUB])
+    app[ADMIN] = AdminService(ctx, passwords=passwords_for(settings), sockets=cluster or app[HUB])
     app[DIRECTORY] = DirectoryService(ctx)
     app[PATIENTS] = PatientService(ctx)
     app[CONSULTATIONS] = ConsultationService(ctx)
@@ -306,7 +322,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     # A change that takes someone's place in a call (a reassignment) ends it.
     pushes.listen(app[CALLS].consultation_changed)
+    if cluster is not None:
+        await cluster.start(app[CALLS])
     yield
+    if cluster is not None:
+        await cluster.close()
     await app[CALLS].close()
     await app[PRECALL].prober.close()
     await app[RECORDING].close()

@@ -15,10 +15,12 @@ import logging
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from records.vocab import ErrorCode
+from signaling.call.calls import Calls
+from signaling.call.cluster import Cluster
 from signaling.call.outbound import Error, Hello, ServerMessage, encode
 from web.auth import actor, same_origin
 from web.errors import api_error
-from web.keys import AUTH, CALLS, HUB, SESSION, SOCKETS
+from web.keys import AUTH, CALLS, CLUSTER, HUB, SESSION, SOCKETS
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,11 @@ class SocketChannel:
     async def send(self, message: ServerMessage) -> None:
         """Send one message."""
         await self.send_text(encode(message))
+
+    async def reconnect(self, reason: str) -> None:
+        """Close with "going away": the page reconnects and resumes (its call
+        moved to another web process)."""
+        await self.ws.close(code=WSCloseCode.GOING_AWAY, message=reason.encode())
 
     async def close(self, reason: str) -> None:
         """Hang up (the account may no longer be connected)."""
@@ -62,7 +69,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_FRAME)
     await ws.prepare(request)
     channel = SocketChannel(ws)
-    hub, calls, sockets = request.app[HUB], request.app[CALLS], request.app[SOCKETS]
+    hub, sockets = request.app[HUB], request.app[SOCKETS]
+    # With Redis the cluster routes each frame to the process owning its call.
+    calls: Calls | Cluster = request.app.get(CLUSTER) or request.app[CALLS]
     sockets[ws] = session.token
     hub.subscribe(session.account, channel)
     try:
