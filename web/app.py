@@ -305,8 +305,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         ctx,
         prober=Prober(stun_urls=settings.stun_urls, host_addresses=settings.recorder_addresses),
     )
-    # What a killed server left behind is repaired before anything new starts.
-    recovered = await app[RECORDING].recover()
+    # What a killed server left behind is repaired before anything new starts
+    # (with several web processes: not the calls another living one holds).
+    busy = await cluster.rooms_held_elsewhere() if cluster is not None else set()
+    recovered = await app[RECORDING].recover(only=lambda cid: cid not in busy)
     if recovered:
         log.warning("repaired %d recording(s) left by an unclean stop", len(recovered))
     app[CALLS] = Calls(
@@ -323,6 +325,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     # A change that takes someone's place in a call (a reassignment) ends it.
     pushes.listen(app[CALLS].consultation_changed)
     if cluster is not None:
+        # A call taken over from a dead process: its legs are repaired first.
+        cluster.on_claim = lambda cid: app[RECORDING].recover(only=lambda c: c == cid)
         await cluster.start(app[CALLS])
     yield
     if cluster is not None:

@@ -226,6 +226,7 @@ class Cluster:
         pushes: ConsultationPushes,
         node_id: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        on_claim: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         """Wire the cluster; ``start`` (with the ``Calls`` to feed) begins the work.
 
@@ -236,6 +237,10 @@ class Cluster:
             node_id: this process's name in Redis (a fresh one by default).
             lease_seconds: how long a room's owner and a process stay known
                 without renewing; a dead process's calls move after this.
+            on_claim: called with a consultation id when this process takes
+                its room, before anyone joins it here (the recording service
+                repairs the legs a dead owner left, so new ones continue them
+                in numbered parts).
         """
         self.redis = redis
         self.hub = hub
@@ -244,6 +249,7 @@ class Cluster:
         self.lease_ms = int(lease_seconds * 1000)
         self.lease_seconds = lease_seconds
         self.calls: Calls | None = None
+        self.on_claim = on_claim
         # Local sockets forwarded to an owner: channel -> (sid, owner node, actor JSON).
         self._forwarded: dict[Channel, tuple[str, str, str]] = {}
         self._by_sid: dict[str, Channel] = {}
@@ -353,7 +359,23 @@ class Cluster:
         )
         if owner == self.node and consultation_id not in self._owned:
             self._owned[consultation_id] = asyncio.get_running_loop().time()
+            if self.on_claim is not None and consultation_id not in self._calls().rooms:
+                try:
+                    await self.on_claim(consultation_id)
+                except Exception:
+                    log.exception("consultation=%s taking the room over failed", consultation_id)
         return owner
+
+    async def rooms_held_elsewhere(self) -> set[str]:
+        """Consultations whose room a living other process holds (their legs
+        are being written there: a starting process leaves them alone)."""
+        owners: dict[str, str] = {}
+        async for key in self.redis.scan_iter(match=PREFIX + "owner:*", count=500):
+            value = await self.redis.get(key)
+            if value is not None and value != self.node:
+                owners[str(key).removeprefix(PREFIX + "owner:")] = str(value)
+        alive = {n for n in set(owners.values()) if await self.redis.exists(self._node_key(n))}
+        return {cid for cid, node in owners.items() if node in alive}
 
     # -- pushes (the workflow's Notifier, the admin's AccountSockets) -------------
 

@@ -10,7 +10,7 @@ Killing a real process is in ``test_cluster_processes.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +24,9 @@ from web.keys import CALLS, CLUSTER
 from web.settings import Settings
 
 from ..conftest import ManualClock, make_settings
-from ..redisserver import RedisServer, redis_or_skip
+from ..redisserver import RedisServer
 from ..scenario import Scenario, User
 from .calls import connect, join
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    redis_or_skip()
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
