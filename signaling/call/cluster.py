@@ -207,7 +207,7 @@ class RemoteChannel:
 
     async def send_text(self, text: str) -> None:
         """Publish one encoded message to the socket's process."""
-        self.cluster.publish(self.node, {"op": "out", "sid": self.sid, "text": text})
+        self.cluster.publish_text(in_channel(self.node), f"o{self.sid}\n{text}")
 
 
 class Cluster:
@@ -250,8 +250,8 @@ class Cluster:
         self.lease_seconds = lease_seconds
         self.calls: Calls | None = None
         self.on_claim = on_claim
-        # Local sockets forwarded to an owner: channel -> (sid, owner node, actor JSON).
-        self._forwarded: dict[Channel, tuple[str, str, str]] = {}
+        # Local sockets forwarded to an owner: channel -> (sid, owner node).
+        self._forwarded: dict[Channel, tuple[str, str]] = {}
         self._by_sid: dict[str, Channel] = {}
         self._out_lanes: dict[str, _Lane] = {}
         # Sockets of other processes in rooms owned here: (node, sid) -> channel.
@@ -306,17 +306,17 @@ class Cluster:
         calls = self._calls()
         where = self._forwarded.get(channel)
         if where is not None:
-            sid, owner, actor_json = where
-            self._forward(owner, sid, actor_json, raw)
+            self._forward(where[1], where[0], None, raw)
             return
-        if not isinstance(raw, str):
-            await calls.receive(actor, channel, raw)  # refused there, as today
+        if not isinstance(raw, str) or calls.is_joined(channel):
+            # In a call owned here (or refused there, as today): the path of one process.
+            await calls.receive(actor, channel, raw)
             return
         try:
             msg = m.parse(raw)
         except m.ProtocolError:
             msg = None
-        if not isinstance(msg, m.Join) or calls.is_joined(channel):
+        if not isinstance(msg, m.Join):
             await calls.receive(actor, channel, raw)
             return
         owner = await self.claim(msg.consultation_id)
@@ -324,10 +324,10 @@ class Cluster:
             await calls.receive(actor, channel, raw)
             return
         sid = uuid.uuid4().hex
-        actor_json = actor_to_json(actor)
-        self._forwarded[channel] = (sid, owner, actor_json)
+        self._forwarded[channel] = (sid, owner)
         self._by_sid[sid] = channel
-        self._forward(owner, sid, actor_json, raw)
+        # Who acts goes with the first frame only: the owner keeps it for the socket.
+        self._forward(owner, sid, actor_to_json(actor), raw)
 
     def disconnected(self, channel: Channel) -> None:
         """A local socket closed: tell its room's owner (its grace starts there)."""
@@ -335,19 +335,23 @@ class Cluster:
         if where is None:
             self._calls().disconnected(channel)
             return
-        sid, owner, _ = where
+        sid, owner = where
         self._by_sid.pop(sid, None)
         lane = self._out_lanes.pop(sid, None)
         if lane is not None:
             lane.cancel()
         self.publish(owner, {"op": "gone", "from": self.node, "sid": sid})
 
-    def _forward(self, owner: str, sid: str, actor_json: str, raw: str | bytes) -> None:
+    def _forward(self, owner: str, sid: str, actor_json: str | None, raw: str | bytes) -> None:
         self.forwarded_frames += 1
         text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-        self.publish(
-            owner, {"op": "in", "from": self.node, "sid": sid, "actor": actor_json, "raw": text}
-        )
+        # The hot path in plain text, not JSON (no escaping of the frame again):
+        # "i<from>\n<sid>\n<frame>", or "I...\n<actor>\n<frame>" with who acts.
+        if actor_json is None:
+            data = f"i{self.node}\n{sid}\n{text}"
+        else:
+            data = f"I{self.node}\n{sid}\n{actor_json}\n{text}"
+        self.publish_text(self._in_channel(owner), data)
 
     async def claim(self, consultation_id: str) -> str:
         """The process owning the room of ``consultation_id``: this one if free."""
@@ -414,7 +418,11 @@ class Cluster:
     def publish(self, node: str, payload: dict[str, Any], *, raw_channel: bool = False) -> None:
         """Queue one message to a process (or to ``tc:all``); sent in order, in batches."""
         channel = node if raw_channel else self._in_channel(node)
-        self._outbox.append((channel, json.dumps(payload)))
+        self.publish_text(channel, json.dumps(payload))
+
+    def publish_text(self, channel: str, data: str) -> None:
+        """Queue one message as it is."""
+        self._outbox.append((channel, data))
         self._outbox_ready.set()
 
     async def _publisher(self) -> None:
@@ -442,7 +450,7 @@ class Cluster:
                     if item.get("type") != "message":
                         continue
                     try:
-                        self._dispatch(json.loads(item["data"]))
+                        self._dispatch(item["data"])
                     except Exception:
                         log.exception("cluster: message not handled")
             except asyncio.CancelledError:
@@ -452,23 +460,35 @@ class Cluster:
                 log.warning("cluster: subscription lost (%s); resubscribing", exc)
                 await asyncio.sleep(0.5)  # a backoff timer: Redis is away
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
-        op = msg["op"]
-        if op == "out":
-            channel = self._by_sid.get(msg["sid"])
+    def _dispatch(self, data: str) -> None:
+        kind = data[:1]
+        if kind == "o":
+            sid, text = data[1:].split("\n", 1)
+            channel = self._by_sid.get(sid)
             if channel is not None:
-                lane = self._out_lanes.setdefault(msg["sid"], _Lane())
-                lane.push(lambda: _deliver(channel, msg["text"]))
-        elif op == "in":
-            key = (msg["from"], msg["sid"])
-            proxy = self._proxies.get(key)
+                lane = self._out_lanes.get(sid)
+                if lane is None:
+                    lane = self._out_lanes[sid] = _Lane()
+                lane.push(lambda: _deliver(channel, text))
+            return
+        if kind in ("i", "I"):
+            if kind == "i":
+                node, sid, raw = data[1:].split("\n", 2)
+                actor_json = None
+            else:
+                node, sid, actor_json, raw = data[1:].split("\n", 3)
+            proxy = self._proxies.get((node, sid))
             if proxy is None:
-                proxy = RemoteChannel(self, msg["from"], msg["sid"], actor_from_json(msg["actor"]))
-                self._proxies[key] = proxy
+                if actor_json is None:
+                    return  # the socket's first frame went to a process that died since
+                proxy = RemoteChannel(self, node, sid, actor_from_json(actor_json))
+                self._proxies[(node, sid)] = proxy
             calls = self._calls()
-            raw = msg["raw"]
             proxy.lane.push(lambda: self._owner_receive(calls, proxy, raw))
-        elif op == "gone":
+            return
+        msg: dict[str, Any] = json.loads(data)
+        op = msg["op"]
+        if op == "gone":
             gone = self._proxies.pop((msg["from"], msg["sid"]), None)
             if gone is not None:
                 gone.lane.push(lambda: self._proxy_gone(gone))
@@ -489,11 +509,12 @@ class Cluster:
         await self.hub.close_account(account_id)
 
     async def _owner_receive(self, calls: Calls, proxy: RemoteChannel, raw: str) -> None:
-        msg: m.ClientMessage | None
-        try:
-            msg = m.parse(raw)
-        except m.ProtocolError:
-            msg = None
+        msg: m.ClientMessage | None = None
+        if '"join"' in raw:  # cheaper than parsing every frame twice
+            try:
+                msg = m.parse(raw)
+            except m.ProtocolError:
+                msg = None
         if isinstance(msg, m.Join):
             # Sent here because this process owned the room; keep it so.
             await self.claim(msg.consultation_id)
@@ -533,7 +554,7 @@ class Cluster:
                 await self._release(keys=[key], args=[self.node])
         # Processes we depend on: owners of our forwarded sockets' rooms, and
         # the processes holding the sockets of members of our rooms.
-        others = {owner for _, owner, _ in self._forwarded.values()}
+        others = {owner for _, owner in self._forwarded.values()}
         others |= {node for node, _ in self._proxies}
         if not others:
             return
@@ -545,7 +566,7 @@ class Cluster:
         dead = {n for n, flag in zip(order, flags, strict=True) if not flag}
         for node in dead:
             log.warning("cluster: node %s is gone", node)
-        for channel, (sid, owner, _) in list(self._forwarded.items()):
+        for channel, (sid, owner) in list(self._forwarded.items()):
             if owner in dead:
                 # The room's owner died: the page reconnects and rejoins, and its
                 # join makes a living process the owner.
@@ -571,11 +592,16 @@ class Cluster:
 
     @staticmethod
     def _in_channel(node: str) -> str:
-        return PREFIX + "in:" + node
+        return in_channel(node)
 
     @staticmethod
     def _owner_key(consultation_id: str) -> str:
         return PREFIX + "owner:" + consultation_id
+
+
+def in_channel(node: str) -> str:
+    """The Redis channel a process listens on."""
+    return PREFIX + "in:" + node
 
 
 async def _deliver(channel: Channel, text: str) -> None:
