@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,12 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process with its own directory and port."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, wrap: Callable[..., list[str]] | None = None) -> None:
+        """``wrap(*argv)``: the command line that runs ``argv`` (e.g. in a network
+        namespace); the port is then probed from the caller's thread, which must
+        be in the same place."""
         self.folder = folder
+        self.wrap = wrap
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -78,6 +83,8 @@ class RedisServer:
             "--daemonize",
             "no",
         ]
+        if self.wrap is not None:
+            args = self.wrap(*args)
         with (self.folder / "redis.log").open("wb") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
         deadline = time.monotonic() + START_TIMEOUT

@@ -363,6 +363,7 @@ class Cluster:
         )
         if owner == self.node and consultation_id not in self._owned:
             self._owned[consultation_id] = asyncio.get_running_loop().time()
+            log.info("consultation=%s room held by this process", consultation_id)
             if self.on_claim is not None and consultation_id not in self._calls().rooms:
                 try:
                     await self.on_claim(consultation_id)
