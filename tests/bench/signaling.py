@@ -188,8 +188,9 @@ async def api(
         return data
 
 
-async def setup(origin: str, n: int) -> tuple[Login, Login, list[str]]:
-    """Log in clinic1 and cardio1; create and accept ``n`` consultations."""
+async def setup(origin: str, n: int, live: bool = False) -> tuple[Login, Login, list[str]]:
+    """Log in clinic1 and cardio1; create and accept ``n`` consultations (and start
+    their calls, with ``live``)."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
         clinic = await login(session, origin, "clinic1")
         cardio = await login(session, origin, "cardio1")
@@ -217,6 +218,10 @@ async def setup(origin: str, n: int) -> tuple[Login, Login, list[str]]:
                 )
                 cid: str = created["consultation"]["id"]
                 await api(session, origin, cardio, "POST", f"/api/consultations/{cid}/accept", {})
+                if live:
+                    await api(
+                        session, origin, clinic, "POST", f"/api/consultations/{cid}/start", {}
+                    )
                 return cid
 
         cids = await asyncio.gather(*(one() for _ in range(n)))
@@ -432,7 +437,9 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[Outcome, Outcome]:
         servers = teleconsult_servers(args, tmp, stack)
         tport = servers[0][1]
         t0 = time.perf_counter()
-        clinic, cardio, cids = asyncio.run(setup(f"http://127.0.0.1:{tport}", args.consultations))
+        clinic, cardio, cids = asyncio.run(
+            setup(f"http://127.0.0.1:{tport}", args.consultations, args.live_first)
+        )
         print(f"setup: {len(cids)} consultations in {time.perf_counter() - t0:.1f} s", flush=True)
         sides = (
             {"cookie": clinic.cookie, "id": clinic.account_id},
@@ -519,6 +526,13 @@ def main() -> int:
         type=int,
         default=0,
         help="teleconsult server processes sharing a Redis (0: one process, no Redis)",
+    )
+    parser.add_argument(
+        "--live-first",
+        action="store_true",
+        help="start the calls before the sockets join (else each second join takes a "
+        "call live and pushes consultation.changed to every socket of both users: "
+        "quadratic in the sockets, hours of joining at 10,000)",
     )
     parser.add_argument("--profile", metavar="DIR", help="cProfile the teleconsult server")
     parser.add_argument(
