@@ -10,6 +10,7 @@ open.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -98,8 +99,27 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+def session_digest(token: str) -> str:
+    """What names a session between web processes (never the token itself)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 async def close_sockets(app: web.Application, token: str | None = None) -> None:
-    """Close the sockets of one session (logout), or all of them (shutdown)."""
+    """Close the sockets of one session (logout: in every web process), or all of
+    this process's (shutdown)."""
+    cluster = app.get(CLUSTER)
+    if token is not None and cluster is not None:
+        cluster.session_ended(session_digest(token))
+    await _close_local(app, token)
+
+
+async def close_session_digest(app: web.Application, digest: str) -> None:
+    """Close this process's sockets of the session another process ended."""
+    for token in {t for t in app[SOCKETS].values() if session_digest(t) == digest}:
+        await _close_local(app, token)
+
+
+async def _close_local(app: web.Application, token: str | None) -> None:
     sockets = app[SOCKETS]
     for ws, owner in list(sockets.items()):
         if token is None or owner == token:

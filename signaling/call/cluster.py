@@ -250,6 +250,8 @@ class Cluster:
         self.lease_seconds = lease_seconds
         self.calls: Calls | None = None
         self.on_claim = on_claim
+        # Told the digest of a session ended elsewhere (a logout): its sockets here close.
+        self.on_session_ended: Callable[[str], Awaitable[object]] | None = None
         # Local sockets forwarded to an owner: channel -> (sid, owner node).
         self._forwarded: dict[Channel, tuple[str, str]] = {}
         self._by_sid: dict[str, Channel] = {}
@@ -287,6 +289,7 @@ class Cluster:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush()  # what the closing sockets said last ("gone") still goes
         for lane in self._out_lanes.values():
             lane.cancel()
         for proxy in self._proxies.values():
@@ -414,6 +417,15 @@ class Cluster:
         )
         return count
 
+    def session_ended(self, digest: str) -> None:
+        """Tell the other processes a session ended (by a digest of its token:
+        the token itself, a credential, does not go through Redis)."""
+        self.publish(
+            PREFIX + "all",
+            {"op": "session_ended", "from": self.node, "digest": digest},
+            raw_channel=True,
+        )
+
     # -- Redis traffic ------------------------------------------------------------
 
     def publish(self, node: str, payload: dict[str, Any], *, raw_channel: bool = False) -> None:
@@ -432,17 +444,20 @@ class Cluster:
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
-            batch = list(self._outbox)
-            self._outbox.clear()
-            if not batch:
-                continue
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for channel, data in batch:
-                        pipe.publish(channel, data)
-                    await pipe.execute()
-            except Exception as exc:
-                log.warning("cluster: %d message(s) not published: %s", len(batch), exc)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch = list(self._outbox)
+        self._outbox.clear()
+        if not batch:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for channel, data in batch:
+                    pipe.publish(channel, data)
+                await pipe.execute()
+        except Exception as exc:
+            log.warning("cluster: %d message(s) not published: %s", len(batch), exc)
 
     async def _listen(self, pubsub: Any) -> None:
         while True:
@@ -471,6 +486,18 @@ class Cluster:
                 if lane is None:
                     lane = self._out_lanes[sid] = _Lane()
                 lane.push(lambda: _deliver(channel, text))
+            return
+        if kind == "r":
+            sid = data[1:]
+            socket = self._by_sid.pop(sid, None)
+            if socket is not None:
+                self._forwarded.pop(socket, None)
+                if isinstance(socket, Reconnectable):
+                    self._keep(
+                        asyncio.get_running_loop().create_task(
+                            _quietly(socket.reconnect("the call is on another server"))
+                        )
+                    )
             return
         if kind in ("i", "I"):
             if kind == "i":
@@ -501,6 +528,13 @@ class Cluster:
                 else self.pushes.consultation_overdue(consultation, msg["deadline"])
             )
             self._keep(task)
+        elif op == "session_ended" and msg["from"] != self.node:
+            if self.on_session_ended is not None:
+                self._keep(
+                    asyncio.get_running_loop().create_task(
+                        _quietly(self.on_session_ended(msg["digest"]))
+                    )
+                )
         elif op == "close_account" and msg["from"] != self.node:
             self._keep(
                 asyncio.get_running_loop().create_task(self._close_account(msg["account_id"]))
@@ -516,9 +550,13 @@ class Cluster:
                 msg = m.parse(raw)
             except m.ProtocolError:
                 msg = None
-        if isinstance(msg, m.Join):
-            # Sent here because this process owned the room; keep it so.
-            await self.claim(msg.consultation_id)
+        if isinstance(msg, m.Join) and not calls.is_joined(proxy):
+            # Sent here because this process held the room; keep it so. A socket
+            # that left its call here and joins one held elsewhere is sent away
+            # to come back (its new socket is routed to that call's process).
+            if await self.claim(msg.consultation_id) != self.node:
+                self.publish_text(in_channel(proxy.node), f"r{proxy.sid}")
+                return
         await calls.receive(proxy.actor, proxy, raw)
 
     async def _proxy_gone(self, proxy: RemoteChannel) -> None:
@@ -598,6 +636,13 @@ class Cluster:
     @staticmethod
     def _owner_key(consultation_id: str) -> str:
         return PREFIX + "owner:" + consultation_id
+
+
+async def _quietly(job: Awaitable[object]) -> None:
+    try:
+        await job
+    except Exception:
+        log.exception("cluster: job failed")
 
 
 def in_channel(node: str) -> str:

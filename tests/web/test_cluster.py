@@ -10,6 +10,7 @@ Killing a real process is in ``test_cluster_processes.py``.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,47 @@ async def test_deactivating_an_account_hangs_up_its_sockets_everywhere(
     assert status == 200, _
     frame = await asyncio.wait_for(far.ws.receive(), timeout=2.0)
     assert frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+
+
+async def test_logging_out_on_one_process_closes_the_sessions_socket_on_the_other(
+    login_as: Any, other: TestServer
+) -> None:
+    cardio = await login_as("cardio1")
+    # The same browser (same cookie) with a socket on the other process.
+    origin = str(other.make_url("/")).rstrip("/")
+    far = await cardio.client.session.ws_connect(
+        str(other.make_url("/ws")), headers={"Origin": origin}
+    )
+    assert json.loads((await far.receive(timeout=5)).data)["type"] == "hello"
+    status, _ = await cardio.delete("/api/session")
+    assert status == 204
+    frame = await asyncio.wait_for(far.receive(), timeout=2.0)
+    assert frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+
+
+async def test_a_socket_that_left_a_call_here_and_joins_one_held_elsewhere_is_sent_over(
+    scenario: Scenario, login_on: Any
+) -> None:
+    first = await scenario.consultation("accepted")
+    second = await scenario.consultation("accepted")
+    cardio_far = await login_on(second.specialist.username)
+    # The first call is held by this process, the second by the other.
+    near = await connect(first.specialist)
+    assert (await join(near, first.id))["type"] == "joined"
+    held_far = await connect(cardio_far)
+    assert (await join(held_far, second.id, tab="t2"))["type"] == "joined"
+    # A socket on the other process joins the first call (forwarded here),
+    # leaves, and asks for the second: it is sent away to come back.
+    clinic_far = await login_on(first.clinic.username)
+    sock = await connect(clinic_far)
+    assert (await join(sock, first.id, tab="t3"))["type"] == "joined"
+    await sock.send({"type": "leave"})
+    await sock.send({"type": "join", "consultation_id": second.id, "tab_id": "t3"})
+    frame = await asyncio.wait_for(sock.ws.receive(), timeout=2.0)
+    while frame.type is WSMsgType.TEXT:
+        frame = await asyncio.wait_for(sock.ws.receive(), timeout=2.0)
+    assert sock.ws.close_code == 1001
+    back = await connect(clinic_far)
+    again = await join(back, second.id, tab="t3")
+    assert again["type"] == "joined", again
+    assert [p["peer_id"] for p in again["peers"]] == [cardio_far.account["id"]]
