@@ -326,7 +326,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     pushes.listen(app[CALLS].consultation_changed)
     if cluster is not None:
         # A call taken over from a dead process: its legs are repaired first.
-        cluster.on_claim = lambda cid: app[RECORDING].recover(only=lambda c: c == cid)
+        cluster.on_claim = app[RECORDING].recover_call
         cluster.on_session_ended = lambda digest: ws.close_session_digest(app, digest)
         await cluster.start(app[CALLS])
     yield

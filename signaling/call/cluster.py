@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 PREFIX = "tc:"
 LEASE_SECONDS = 5.0
+# A room's key outlives its owner's death by this much at most (cleaning up);
+# whether it is held is decided by the owner's presence, renewed every lease.
+ROOM_TTL_SECONDS = 24 * 3600
 
 # Claim the room for ``me`` unless a living process holds it; returns the owner.
 _CLAIM = """
@@ -65,14 +68,6 @@ if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. owner) == 1 th
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
-"""
-
-# Renew a lease only if it is still ours (1), else 0.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
 """
 
 # Give a room up only if it is still ours.
@@ -260,11 +255,11 @@ class Cluster:
         self._proxies: dict[tuple[str, str], RemoteChannel] = {}
         # Rooms claimed here -> when (loop time); released when they close.
         self._owned: dict[str, float] = {}
+        self._renewed = 0.0
         self._outbox: deque[tuple[str, str]] = deque()
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._claim = redis.register_script(_CLAIM)
-        self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
         self.forwarded_frames = 0
 
@@ -361,7 +356,7 @@ class Cluster:
         owner = str(
             await self._claim(
                 keys=[self._owner_key(consultation_id)],
-                args=[self.node, self.lease_ms, PREFIX + "node:"],
+                args=[self.node, ROOM_TTL_SECONDS * 1000, PREFIX + "node:"],
             )
         )
         if owner == self.node and consultation_id not in self._owned:
@@ -580,17 +575,28 @@ class Cluster:
 
     async def _beat(self) -> None:
         calls = self._calls()
-        await self.redis.set(self._node_key(self.node), "1", px=self.lease_ms)
+        # One round trip for our presence, whatever the number of calls: a room
+        # is ours while its key names us and we are alive (the claim script).
+        before = await self.redis.set(self._node_key(self.node), "1", px=self.lease_ms, get=True)
+        if before is None and self._owned:
+            log.warning("cluster: this process was taken for dead (a stall of a lease)")
         now = asyncio.get_running_loop().time()
-        for cid, since in list(self._owned.items()):
-            key = self._owner_key(cid)
-            if cid in calls.rooms or now - since < self.lease_seconds:
-                if not await self._renew(keys=[key], args=[self.node, self.lease_ms]):
-                    self._owned.pop(cid)
-                    log.warning("consultation=%s room ownership lost", cid)
-            else:
-                self._owned.pop(cid)
-                await self._release(keys=[key], args=[self.node])
+        closed = [
+            cid
+            for cid, since in self._owned.items()
+            if cid not in calls.rooms and now - since >= self.lease_seconds
+        ]
+        if closed or now - self._renewed >= ROOM_TTL_SECONDS / 4:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for cid in closed:
+                    del self._owned[cid]
+                    await self._release(keys=[self._owner_key(cid)], args=[self.node], client=pipe)
+                if now - self._renewed >= ROOM_TTL_SECONDS / 4:
+                    # Keys of a dead process's rooms lapse by themselves one day.
+                    self._renewed = now
+                    for cid in self._owned:
+                        pipe.pexpire(self._owner_key(cid), ROOM_TTL_SECONDS * 1000)
+                await pipe.execute()
         # Processes we depend on: owners of our forwarded sockets' rooms, and
         # the processes holding the sockets of members of our rooms.
         others = {owner for _, owner in self._forwarded.values()}

@@ -379,6 +379,18 @@ class RecordingService(Service):
 
     # -- repair, verification, purge ---------------------------------------------
 
+    async def recover_call(self, consultation_id: str) -> list[Recording]:
+        """Repair the legs of one call that a dead process was writing, if any.
+
+        Called when this process takes the call's room over (several web
+        processes); looks at the disk only when the records say a leg of the
+        call was still being written.
+        """
+        left = await self.read(lambda conn: store.list_recordings(conn, statuses=["recording"]))
+        if not any(rec.consultation_id == consultation_id for rec in left):
+            return []
+        return await self.recover(only=lambda cid: cid == consultation_id)
+
     async def recover(self, only: Callable[[str], bool] | None = None) -> list[Recording]:
         """Repair what a stopped server left and mark it on the timeline.
 
