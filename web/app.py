@@ -22,6 +22,7 @@ from records.sealed_store import SealingFileStore
 from records.vocab import Urgency
 from signaling.call.calls import Calls
 from signaling.call.cluster import Cluster
+from signaling.call.cluster_wire import Address
 from signaling.call.hub import ConsultationPushes, Hub
 from signaling.call.ice import IceConfig
 from signaling.workflow.admin import AdminService
@@ -141,7 +142,13 @@ def open_cluster(settings: Settings, hub: Hub, pushes: ConsultationPushes) -> Cl
     if not settings.redis_url:
         return None
     redis = Redis.from_url(str(settings.redis_url), decode_responses=True)
-    return Cluster(redis, hub=hub, pushes=pushes, lease_seconds=settings.redis_lease_seconds)
+    return Cluster(
+        redis,
+        address=Address.of(str(settings.redis_url)),
+        hub=hub,
+        pushes=pushes,
+        lease_seconds=settings.redis_lease_seconds,
+    )
 
 
 def all_routes() -> tuple[Route, ...]:

@@ -48,6 +48,7 @@ from redis.asyncio import Redis
 from records.models import Account, Consultation, Row
 from signaling.call import messages as m
 from signaling.call.calls import Calls
+from signaling.call.cluster_wire import Address, Publisher, Subscription
 from signaling.call.hub import Channel, ConsultationPushes, Hub
 from signaling.call.outbound import ServerMessage, encode
 from signaling.workflow.base import Actor
@@ -219,6 +220,7 @@ class Cluster:
         *,
         hub: Hub,
         pushes: ConsultationPushes,
+        address: Address,
         node_id: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
         on_claim: Callable[[str], Awaitable[object]] | None = None,
@@ -227,6 +229,7 @@ class Cluster:
 
         Args:
             redis: a client of the shared Redis (``decode_responses=True``).
+            address: the same Redis, for the frames (``cluster_wire``).
             hub: this process's sockets, for pushes.
             pushes: this process's push delivery (and its change listeners).
             node_id: this process's name in Redis (a fresh one by default).
@@ -238,6 +241,8 @@ class Cluster:
                 in numbered parts).
         """
         self.redis = redis
+        self.address = address
+        self._wire = Publisher(address)
         self.hub = hub
         self.pushes = pushes
         self.node = node_id or uuid.uuid4().hex[:12]
@@ -269,11 +274,11 @@ class Cluster:
         """Announce this process, subscribe, and start the publisher and heartbeat."""
         self.calls = calls
         await self.redis.set(self._node_key(self.node), "1", px=self.lease_ms)
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._in_channel(self.node), PREFIX + "all")
+        subscription = Subscription(self.address, [self._in_channel(self.node), PREFIX + "all"])
+        await subscription.open()
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._listen(pubsub)),
+            loop.create_task(self._listen(subscription)),
             loop.create_task(self._publisher()),
             loop.create_task(self._heartbeat()),
         ]
@@ -295,6 +300,7 @@ class Cluster:
             await self.redis.delete(self._node_key(self.node))
         except Exception as exc:
             log.info("cluster: could not say goodbye: %s", type(exc).__name__)
+        await self._wire.close()
         await self.redis.aclose()
 
     # -- the socket side ------------------------------------------------------------
@@ -447,29 +453,30 @@ class Cluster:
         if not batch:
             return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for channel, data in batch:
-                    pipe.publish(channel, data)
-                await pipe.execute()
-        except Exception as exc:
+            await self._wire.publish(batch)
+        except (ConnectionError, OSError) as exc:
             log.warning("cluster: %d message(s) not published: %s", len(batch), exc)
 
-    async def _listen(self, pubsub: Any) -> None:
-        while True:
-            try:
-                async for item in pubsub.listen():
-                    if item.get("type") != "message":
-                        continue
+    async def _listen(self, subscription: Subscription) -> None:
+        try:
+            while True:
+                try:
+                    async for batch in subscription.messages():
+                        for data in batch:
+                            try:
+                                self._dispatch(data)
+                            except Exception:
+                                log.exception("cluster: message not handled")
+                except (ConnectionError, OSError) as exc:
+                    log.warning("cluster: subscription lost (%s); resubscribing", exc)
+                    subscription.close()
+                    await asyncio.sleep(0.5)  # a backoff timer: Redis is away
                     try:
-                        self._dispatch(item["data"])
-                    except Exception:
-                        log.exception("cluster: message not handled")
-            except asyncio.CancelledError:
-                await pubsub.aclose()
-                raise
-            except Exception as exc:
-                log.warning("cluster: subscription lost (%s); resubscribing", exc)
-                await asyncio.sleep(0.5)  # a backoff timer: Redis is away
+                        await subscription.open()
+                    except (ConnectionError, OSError):
+                        continue
+        finally:
+            subscription.close()
 
     def _dispatch(self, data: str) -> None:
         kind = data[:1]
