@@ -396,6 +396,7 @@ def teleconsult_servers(
         redis.start()
         stack.callback(redis.stop)
         settings["redis_url"] = redis.url
+        settings["redis_lease_seconds"] = str(args.lease)
     env = server_env(tmp / "data", **settings)
     (tmp / "data").mkdir()
     subprocess.run(
@@ -526,6 +527,13 @@ def main() -> int:
         type=int,
         default=0,
         help="teleconsult server processes sharing a Redis (0: one process, no Redis)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=5.0,
+        help="redis_lease_seconds of the processes (a process stalled longer is taken "
+        "for dead and its calls move)",
     )
     parser.add_argument(
         "--live-first",
