@@ -640,9 +640,14 @@ class WorkerPool:
                 with contextlib.suppress(WorkerGone):
                     await conn.call("relay_close", consultation_id=consultation_id, viewer=viewer)
 
-    def recover(self) -> list[Repaired]:
-        """Repair every ``.partial`` file under the directory (at start-up, before legs)."""
-        return [repair(partial) for partial in leftovers(self.directory)]
+    def recover(self, only: Callable[[Path], bool] | None = None) -> list[Repaired]:
+        """Repair every ``.partial`` file under the directory that ``only`` chooses
+        (None: all; at start-up, before legs)."""
+        return [
+            repair(partial)
+            for partial in leftovers(self.directory)
+            if only is None or only(partial)
+        ]
 
     def loads(self) -> list[WorkerLoad]:
         """Legs per worker (a lost one shows as not alive, with none)."""

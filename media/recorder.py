@@ -455,7 +455,7 @@ class Recorder:
             new_key.part,
         )
 
-    def recover(self) -> list[Repaired]:
+    def recover(self, only: Callable[[Path], bool] | None = None) -> list[Repaired]:
         """Repair what a killed server left: every ``.partial`` file is finalized
         (a packet log is made into the final file; a container written live by
         an earlier version is remuxed).
@@ -463,9 +463,15 @@ class Recorder:
         Blocking (call it on a worker thread, at start-up, before new legs).
         Each result carries the file's first media offset as noted while it was
         written, so that the records can place it on the session's clock.
+
+        Args:
+            only: which files to repair (None: all); another process sharing
+                the directory may still be writing the others.
         """
         out: list[Repaired] = []
         for partial in leftovers(self.directory):
+            if only is not None and not only(partial):
+                continue
             offset = read_start(partial)
             try:
                 finished, error = finish_partial(partial), None

@@ -28,6 +28,7 @@ from web.keys import MATCHING
 from web.settings import Settings
 
 from .pgcluster import ENV, Cluster, Databases
+from .redisserver import RedisServer, redis_or_skip
 from .scenario import Scenario, User
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -175,6 +176,16 @@ def empty_database(tmp_path: Path, postgres: Databases | None) -> Iterator[str]:
 def on_postgres(postgres: Databases | None) -> bool:
     """Whether this run of the suite is on PostgreSQL."""
     return postgres is not None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A throwaway redis-server for the session (several web processes share it)."""
+    redis_or_skip()
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from redis.asyncio import Redis
 
 from media.host import LegHost
 from media.pool import WorkerPool
@@ -22,6 +23,8 @@ from records.scan import ClamdScanner
 from records.sealed_store import SealingFileStore
 from records.vocab import Urgency
 from signaling.call.calls import Calls
+from signaling.call.cluster import Cluster
+from signaling.call.cluster_wire import Address
 from signaling.call.hub import ConsultationPushes, Hub
 from signaling.call.ice import IceConfig
 from signaling.workflow.admin import AdminService
@@ -72,6 +75,7 @@ from web.keys import (
     AUTH,
     CALLS,
     CLOCK,
+    CLUSTER,
     CONSULTATIONS,
     DB,
     DIRECTORY,
@@ -134,6 +138,21 @@ def ice_config(settings: Settings) -> IceConfig:
     )
 
 
+def open_cluster(settings: Settings, hub: Hub, pushes: ConsultationPushes) -> Cluster | None:
+    """This process's part in several web processes sharing Redis (None: no
+    ``redis_url``, everything stays in this process as it always did)."""
+    if not settings.redis_url:
+        return None
+    redis = Redis.from_url(str(settings.redis_url), decode_responses=True)
+    return Cluster(
+        redis,
+        address=Address.of(str(settings.redis_url)),
+        hub=hub,
+        pushes=pushes,
+        lease_seconds=settings.redis_lease_seconds,
+    )
+
+
 def all_routes() -> tuple[Route, ...]:
     """Every API route (one table per API module)."""
     return (
@@ -190,10 +209,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await db.upgrade()
     app[DB] = db
     pushes = ConsultationPushes(app[HUB])
+    cluster = open_cluster(settings, app[HUB], pushes)
+    if cluster is not None:
+        app[CLUSTER] = cluster
     ctx = Context(
         db=db,
         clock=app[CLOCK],
-        notifier=pushes,
+        # With Redis a change is pushed from every web process to its own sockets.
+        notifier=cluster or pushes,
         deadlines=Deadlines(settings.deadline_rules()),
     )
     app[AUTH] = AuthService(
@@ -216,7 +239,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     # Deactivating an account or resetting its password hangs up its sockets
     # through the hub (the service's AccountSockets port).
-    app[ADMIN] = AdminService(ctx, passwords=passwords_for(settings), sockets=app[HUB])
+    app[ADMIN] = AdminService(ctx, passwords=passwords_for(settings), sockets=cluster or app[HUB])
     app[DIRECTORY] = DirectoryService(ctx)
     app[PATIENTS] = PatientService(ctx)
     app[CONSULTATIONS] = ConsultationService(ctx)
@@ -284,8 +307,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         ctx,
         prober=Prober(stun_urls=settings.stun_urls, host_addresses=settings.recorder_addresses),
     )
-    # What a killed server left behind is repaired before anything new starts.
-    recovered = await app[RECORDING].recover()
+    # What a killed server left behind is repaired before anything new starts
+    # (with several web processes: not the calls another living one holds).
+    busy = await cluster.rooms_held_elsewhere() if cluster is not None else set()
+    recovered = await app[RECORDING].recover(only=lambda cid: cid not in busy)
     if recovered:
         log.warning("repaired %d recording(s) left by an unclean stop", len(recovered))
     app[CALLS] = Calls(
@@ -301,7 +326,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     # A change that takes someone's place in a call (a reassignment) ends it.
     pushes.listen(app[CALLS].consultation_changed)
+    if cluster is not None:
+        # A call taken over from a dead process: its legs are repaired first.
+        cluster.on_claim = app[RECORDING].recover_call
+        cluster.on_session_ended = lambda digest: ws.close_session_digest(app, digest)
+        await cluster.start(app[CALLS])
     yield
+    if cluster is not None:
+        await cluster.close()
     await app[CALLS].close()
     await app[PRECALL].prober.close()
     await app[RECORDING].close()

@@ -8,7 +8,9 @@ What is tried: the database (reachable, schema at head, the connection budget on
 PostgreSQL, its clock against ours), the recording and document directories
 (writable, free space), each TURN server (an allocation with the REST
 credentials the browsers get), the certificate (readable, matches its key, not
-expiring), ClamAV (answers PING), and the settings a public deployment needs.
+expiring), ClamAV (answers PING), Redis when several web processes share it
+(answers, and how many processes are on it), and the settings a public
+deployment needs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from aioice.turn import create_turn_endpoint
@@ -30,10 +33,13 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from media.space import disk_space  # the recorder resumes on the same verdict
 from records.db import alembic_config
 from records.scan import ClamdScanner
+from signaling.call.cluster import PREFIX
 from signaling.call.ice import turn_credentials
 from web.settings import Settings
 
@@ -65,17 +71,25 @@ async def run_checks(settings: Settings) -> list[Check]:
     checks += await _turn(settings)
     checks.append(_certificate(settings))
     checks.append(await _clamav(settings))
+    checks.append(await _redis(settings))
     checks += _exposure(settings)
     checks.append(_ntp())
-    checks.append(
-        Check(
-            "workers",
-            "ok",
-            "recording runs in the web process (one worker); no Redis is used: one "
-            "web process holds the calls",
-        )
-    )
+    checks.append(_workers(settings))
     return checks
+
+
+def _workers(settings: Settings) -> Check:
+    # What is configured; a running worker is not asked: it serves one web
+    # process, and a check's connection would take it over (/readyz tells
+    # whether the server's workers run).
+    local = settings.media_workers
+    remote = settings.media_worker_addresses
+    if local == 0 and not remote:
+        return Check("workers", "ok", "recording runs in the web process (media_workers = 0)")
+    parts = [f"{local} media worker process(es) per web process"] if local else []
+    if remote:
+        parts.append("remote workers at " + ", ".join(remote))
+    return Check("workers", "ok", "; ".join(parts) + " (GET /readyz tells whether they run)")
 
 
 async def _database(settings: Settings) -> list[Check]:
@@ -226,6 +240,33 @@ async def _clamav(settings: Settings) -> Check:
     if answers:
         return Check("clamav", "ok", f"clamd answers at {settings.clamav_socket}")
     return Check("clamav", "fail", f"clamd does not answer at {settings.clamav_socket}")
+
+
+async def _redis(settings: Settings) -> Check:
+    if not settings.redis_url:
+        return Check("redis", "ok", "no redis_url: one web process holds the calls")
+    # The address without its password (the URL may carry one).
+    where = urlsplit(str(settings.redis_url))
+    shown = f"{where.hostname or where.path}:{where.port or 6379}"
+    client = Redis.from_url(
+        str(settings.redis_url),
+        decode_responses=True,
+        socket_timeout=TIMEOUT,
+        socket_connect_timeout=TIMEOUT,
+    )
+    try:
+        info = await client.info("server")
+        nodes = [key async for key in client.scan_iter(match=PREFIX + "node:*", count=500)]
+    except (RedisError, OSError) as exc:
+        return Check("redis", "fail", f"Redis at {shown} does not answer: {type(exc).__name__}")
+    finally:
+        await client.aclose()
+    return Check(
+        "redis",
+        "ok",
+        f"Redis {info.get('redis_version', '?')} at {shown}; "
+        f"{len(nodes)} web process(es) connected to it now",
+    )
 
 
 def _safe(ping: Callable[[], bool]) -> Callable[[], bool]:

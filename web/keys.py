@@ -10,6 +10,7 @@ from records.clock import Clock
 from records.db import Database
 from records.sealed import Keyring
 from signaling.call.calls import Calls
+from signaling.call.cluster import Cluster
 from signaling.call.hub import Hub
 from signaling.workflow.admin import AdminService
 from signaling.workflow.auth import AuthService, Session
@@ -44,6 +45,8 @@ AUTH = web.AppKey("auth", AuthService)
 SECOND_FACTOR = web.AppKey("second_factor", SecondFactorService)
 ADMIN = web.AppKey("admin", AdminService)
 CALLS = web.AppKey("calls", Calls)
+# Present only when several web processes share calls through Redis (``redis_url``).
+CLUSTER = web.AppKey("cluster", Cluster)
 RECORDING = web.AppKey("recording", RecordingService)
 DOCUMENTS = web.AppKey("documents", DocumentService)
 PACS = web.AppKey("pacs", PacsService)

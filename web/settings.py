@@ -72,6 +72,10 @@ class Settings:
     ice_transport_policy: str = "all"
     ice_allowed_networks: tuple[str, ...] = ()
     call_grace_seconds: float = 30.0
+    # Several web processes share calls and pushes through this Redis (its URL
+    # may carry a password); empty: one process, everything in memory.
+    redis_url: Secret = NO_SECRET
+    redis_lease_seconds: float = 5.0
     recorder_addresses: tuple[str, ...] = ()
     # One recording worker process per core unless told (0: record in the web process).
     media_workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
@@ -118,6 +122,10 @@ class Settings:
                 "recording_retention_days cannot be under 1096 (3 years, the legal minimum)"
             )
         self._check_media_workers()
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("redis_url must be a redis://, rediss:// or unix:// URL")
+        if self.redis_lease_seconds <= 0:
+            raise SettingsError("redis_lease_seconds must be positive")
         if self.log_format not in ("text", "json"):
             raise SettingsError("log_format must be text or json")
         if self.default_locale not in ("zh_CN", "en"):

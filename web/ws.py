@@ -10,15 +10,18 @@ open.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from records.vocab import ErrorCode
+from signaling.call.calls import Calls
+from signaling.call.cluster import Cluster
 from signaling.call.outbound import Error, Hello, ServerMessage, encode
 from web.auth import actor, same_origin
 from web.errors import api_error
-from web.keys import AUTH, CALLS, HUB, SESSION, SOCKETS
+from web.keys import AUTH, CALLS, CLUSTER, HUB, SESSION, SOCKETS
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,11 @@ class SocketChannel:
     async def send(self, message: ServerMessage) -> None:
         """Send one message."""
         await self.send_text(encode(message))
+
+    async def reconnect(self, reason: str) -> None:
+        """Close with "going away": the page reconnects and resumes (its call
+        moved to another web process)."""
+        await self.ws.close(code=WSCloseCode.GOING_AWAY, message=reason.encode())
 
     async def close(self, reason: str) -> None:
         """Hang up (the account may no longer be connected)."""
@@ -62,7 +70,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_FRAME)
     await ws.prepare(request)
     channel = SocketChannel(ws)
-    hub, calls, sockets = request.app[HUB], request.app[CALLS], request.app[SOCKETS]
+    hub, sockets = request.app[HUB], request.app[SOCKETS]
+    # With Redis the cluster routes each frame to the process owning its call.
+    calls: Calls | Cluster = request.app.get(CLUSTER) or request.app[CALLS]
     sockets[ws] = session.token
     hub.subscribe(session.account, channel)
     try:
@@ -89,8 +99,27 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+def session_digest(token: str) -> str:
+    """What names a session between web processes (never the token itself)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 async def close_sockets(app: web.Application, token: str | None = None) -> None:
-    """Close the sockets of one session (logout), or all of them (shutdown)."""
+    """Close the sockets of one session (logout: in every web process), or all of
+    this process's (shutdown)."""
+    cluster = app.get(CLUSTER)
+    if token is not None and cluster is not None:
+        cluster.session_ended(session_digest(token))
+    await _close_local(app, token)
+
+
+async def close_session_digest(app: web.Application, digest: str) -> None:
+    """Close this process's sockets of the session another process ended."""
+    for token in {t for t in app[SOCKETS].values() if session_digest(t) == digest}:
+        await _close_local(app, token)
+
+
+async def _close_local(app: web.Application, token: str | None) -> None:
     sockets = app[SOCKETS]
     for ws, owner in list(sockets.items()):
         if token is None or owner == token:

@@ -407,6 +407,10 @@ class Calls:
             )
             await self._remove(room, member, EventKind.LEFT)
 
+    def is_joined(self, channel: Channel) -> bool:
+        """Whether ``channel`` is in a call here."""
+        return channel in self._where
+
     def room_of(self, consultation_id: str) -> Room | None:
         """The room of a consultation, if anyone is in it."""
         return self.rooms.get(consultation_id)

@@ -611,16 +611,38 @@ class RecordingService(Service):
 
     # -- repair, verification, purge ---------------------------------------------
 
-    async def recover(self) -> list[Recording]:
+    async def recover_call(self, consultation_id: str) -> list[Recording]:
+        """Repair the legs of one call that a dead process was writing, if any.
+
+        Called when this process takes the call's room over (several web
+        processes); looks at the disk only when the records say a leg of the
+        call was still being written.
+        """
+        left = await self.read(lambda conn: store.list_recordings(conn, statuses=["recording"]))
+        if not any(rec.consultation_id == consultation_id for rec in left):
+            return []
+        return await self.recover(only=lambda cid: cid == consultation_id)
+
+    async def recover(self, only: Callable[[str], bool] | None = None) -> list[Recording]:
         """Repair what a stopped server left and mark it on the timeline.
 
         Every ``.partial`` file is finalized and marked ``recovered`` (placed on
         the session's clock by the start noted beside it). A row still
         ``recording`` without a partial file (its file was finished but the
         row could not be stored, e.g. on a full disk) is settled from the file
-        if there is one, else marked failed. No leg runs yet when this is called.
+        if there is one, else marked failed. No leg of those consultations runs
+        in this process when this is called.
+
+        Args:
+            only: which consultations' legs to repair, by id (None: all). With
+                several web processes, the legs of a call another living
+                process holds are being written still.
         """
-        repaired = await asyncio.to_thread(self.recorder.recover)
+
+        def chosen(partial: Path) -> bool:
+            return only is None or only(partial.relative_to(self.root).parts[0])
+
+        repaired = await asyncio.to_thread(self.recorder.recover, chosen)
         # What an interrupted sealing left beside its (intact) original.
         for temp in await asyncio.to_thread(sealed.leftover_temps, self.root):
             temp.unlink(missing_ok=True)
@@ -640,6 +662,8 @@ class RecordingService(Service):
             out.append(updated)
         left = await self.read(lambda conn: store.list_recordings(conn, statuses=["recording"]))
         for rec in left:
+            if only is not None and not only(rec.consultation_id):
+                continue
             path = self.root / rec.path
             finished: FinishedFile | None = None
             error = "the recording's file is missing"

@@ -150,6 +150,7 @@ class Worker:
         self.readers: list[asyncio.Task[None]] = []
         self.rng = random.Random(spec["seed"])  # noqa: S311 - a reproducible mix, not a secret
         self.seq = 0
+        self.position = {key: i for i, key in enumerate(spec["keys"])}
 
     # -- receiving ----------------------------------------------------------------
 
@@ -215,10 +216,14 @@ class Worker:
 
     # -- joining ------------------------------------------------------------------
 
-    async def open(self, session: aiohttp.ClientSession, side: dict[str, Any], key: str) -> Sock:
+    async def open(
+        self, session: aiohttp.ClientSession, side: dict[str, Any], key: str, server: int = 0
+    ) -> Sock:
         if self.kind == "teleconsult":
-            url = f"{self.spec['ws_url']}"
-            headers = {"Origin": self.spec["origin"], "Cookie": side["cookie"]}
+            # Several server processes: each has its own port, and so its own origin.
+            url = self.spec.get("ws_urls", [self.spec["ws_url"]])[server]
+            origin = url.replace("ws://", "http://", 1).removesuffix("/ws")
+            headers = {"Origin": origin, "Cookie": side["cookie"]}
         else:
             url = f"{self.spec['ws_url']}?pair={key}"
             headers = {"Origin": self.spec["origin"]}
@@ -241,10 +246,14 @@ class Worker:
         self, session: aiohttp.ClientSession, key: str, gate: asyncio.Semaphore
     ) -> None:
         clinic, cardio = self.spec["clinic"], self.spec["cardio"]
+        # With several server processes the two sides of a call are on different
+        # ones (the clinic's, which gets the room, and the next).
+        servers = len(self.spec.get("ws_urls", ())) or 1
+        first = (self.position[key] + self.spec["seed"]) % servers
         async with gate:
-            a = await self.open(session, clinic, key)
+            a = await self.open(session, clinic, key, first)
             await self.join(a, key, f"bench-{key[:12]}-a")
-            b = await self.open(session, cardio, key)
+            b = await self.open(session, cardio, key, (first + 1) % servers)
             await self.join(b, key, f"bench-{key[:12]}-b")
         self.pairs.append((a, b))
 

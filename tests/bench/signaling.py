@@ -13,6 +13,13 @@ in ABBA order, so a burst of someone else's work lands on both alike. The last
 line is the summary:
 ``signaling: N sockets, p99 X ms at M msg/s (bare relay p99 Y ms)``.
 
+``--processes P`` runs P teleconsult server processes instead, sharing one
+database and one Redis (a ``redis-server`` of its own, ``redis_url``), with the
+two participants of every call on different processes (the clinic's socket on
+one, which gets the room, the specialist's on the next); their CPU and memory
+are summed. The last line is then
+``signaling: N sockets over P processes, p99 X ms at M msg/s (bare relay p99 Y ms)``.
+
 ``--py-spy FILE`` samples the teleconsult server with py-spy during its load windows
 only (``pip install py-spy``; collapsed stacks, one per line with its count).
 ``--profile DIR`` runs the teleconsult server under cProfile (``-m cProfile``,
@@ -46,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _load import raise_fd_limit, worker_main
 
+from tests.redisserver import RedisServer
 from tests.serverproc import free_port, server_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,8 +188,9 @@ async def api(
         return data
 
 
-async def setup(origin: str, n: int) -> tuple[Login, Login, list[str]]:
-    """Log in clinic1 and cardio1; create and accept ``n`` consultations."""
+async def setup(origin: str, n: int, live: bool = False) -> tuple[Login, Login, list[str]]:
+    """Log in clinic1 and cardio1; create and accept ``n`` consultations (and start
+    their calls, with ``live``)."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
         clinic = await login(session, origin, "clinic1")
         cardio = await login(session, origin, "cardio1")
@@ -209,6 +218,10 @@ async def setup(origin: str, n: int) -> tuple[Login, Login, list[str]]:
                 )
                 cid: str = created["consultation"]["id"]
                 await api(session, origin, cardio, "POST", f"/api/consultations/{cid}/accept", {})
+                if live:
+                    await api(
+                        session, origin, clinic, "POST", f"/api/consultations/{cid}/start", {}
+                    )
                 return cid
 
         cids = await asyncio.gather(*(one() for _ in range(n)))
@@ -238,8 +251,8 @@ def receive(conn: Any, expected: str, timeout: float) -> Any:
 class Target:
     """One server under test, its load-generator workers, and the numbers gathered."""
 
-    def __init__(self, name: str, pid: int, specs: list[dict[str, Any]], ctx: Any) -> None:
-        self.name, self.pid, self.specs, self.ctx = name, pid, specs, ctx
+    def __init__(self, name: str, pids: list[int], specs: list[dict[str, Any]], ctx: Any) -> None:
+        self.name, self.pids, self.specs, self.ctx = name, pids, specs, ctx
         self.pipes: list[Any] = []
         self.procs: list[Any] = []
         self.ready: list[dict[str, Any]] = []
@@ -249,7 +262,7 @@ class Target:
 
     def start(self) -> None:
         """Start the workers and wait until every socket has joined and things are quiet."""
-        self.rss_before = rss_kib(self.pid)
+        self.rss_before = sum(rss_kib(pid) for pid in self.pids)
         for spec in self.specs:
             parent, child = self.ctx.Pipe()
             proc = self.ctx.Process(target=worker_main, args=(child, spec), daemon=True)
@@ -258,16 +271,16 @@ class Target:
             self.pipes.append(parent)
             self.procs.append(proc)
         self.ready = [receive(p, "ready", READY_TIMEOUT) for p in self.pipes]
-        self.rss_after = rss_kib(self.pid)
+        self.rss_after = sum(rss_kib(pid) for pid in self.pids)
 
     def round(self, seconds: float, spy: str | None) -> None:
         """One load window on every worker at once."""
-        sampler = start_py_spy(self.pid, seconds, spy) if spy else None
-        cpu0, t0 = cpu_seconds(self.pid), time.perf_counter()
+        sampler = start_py_spy(self.pids[0], seconds, spy) if spy else None
+        cpu0, t0 = sum(cpu_seconds(pid) for pid in self.pids), time.perf_counter()
         for p in self.pipes:
             p.send(("go", seconds))
         time.sleep(seconds)
-        self.cpu += cpu_seconds(self.pid) - cpu0
+        self.cpu += sum(cpu_seconds(pid) for pid in self.pids) - cpu0
         self.wall += time.perf_counter() - t0
         self.results += [receive(p, "result", seconds + 60) for p in self.pipes]
         if sampler is not None:
@@ -348,12 +361,18 @@ def split(keys: list[str], workers: int) -> list[list[str]]:
 
 
 def specs_for(
-    kind: str, port: int, keys: list[str], sides: tuple[dict[str, str], dict[str, str]], args: Any
+    kind: str,
+    ports: list[int],
+    keys: list[str],
+    sides: tuple[dict[str, str], dict[str, str]],
+    args: Any,
 ) -> list[dict[str, Any]]:
+    port = ports[0]
     return [
         {
             "kind": kind,
             "ws_url": f"ws://127.0.0.1:{port}/ws",
+            "ws_urls": [f"ws://127.0.0.1:{p}/ws" for p in ports],
             "origin": f"http://127.0.0.1:{port}",
             "clinic": sides[0],
             "cardio": sides[1],
@@ -365,11 +384,20 @@ def specs_for(
     ]
 
 
-def teleconsult_server(
+def teleconsult_servers(
     args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack
-) -> tuple[subprocess.Popen[bytes], int]:
-    """A real server on a fresh demo database (``web.cli demo`` then ``web.cli serve``)."""
-    env = server_env(tmp / "data")
+) -> list[tuple[subprocess.Popen[bytes], int]]:
+    """Real servers on a fresh demo database (``web.cli demo`` then ``web.cli serve``):
+    one, or ``--processes`` of them sharing the database and a Redis of their own."""
+    settings: dict[str, str] = {}
+    if args.processes:
+        (tmp / "redis").mkdir()
+        redis = RedisServer(tmp / "redis")
+        redis.start()
+        stack.callback(redis.stop)
+        settings["redis_url"] = redis.url
+        settings["redis_lease_seconds"] = str(args.lease)
+    env = server_env(tmp / "data", **settings)
     (tmp / "data").mkdir()
     subprocess.run(
         [sys.executable, "-m", "web.cli", "demo"],
@@ -379,17 +407,21 @@ def teleconsult_server(
         capture_output=True,
         timeout=120,
     )
-    port = free_port()
-    cmd = [sys.executable, "-m", "web.cli", "serve", "--port", str(port)]
-    stop = signal.SIGTERM
-    if args.profile:
-        Path(args.profile).mkdir(parents=True, exist_ok=True)
-        prof = str(Path(args.profile).resolve() / "server.prof")
-        cmd = [sys.executable, "-m", "cProfile", "-o", prof, *cmd[1:]]
-        stop = signal.SIGINT  # KeyboardInterrupt: run_app returns, cProfile writes
-    proc = stack.enter_context(server_process(cmd, env, tmp / "teleconsult.log", stop))
-    asyncio.run(wait_healthy(f"http://127.0.0.1:{port}", proc))
-    return proc, port
+    servers = []
+    for i in range(max(1, args.processes)):
+        port = free_port()
+        cmd = [sys.executable, "-m", "web.cli", "serve", "--port", str(port)]
+        stop = signal.SIGTERM
+        if args.profile:
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
+            prof = str(Path(args.profile).resolve() / f"server{i}.prof")
+            cmd = [sys.executable, "-m", "cProfile", "-o", prof, *cmd[1:]]
+            stop = signal.SIGINT  # KeyboardInterrupt: run_app returns, cProfile writes
+        log = tmp / f"teleconsult{i if i else ''}.log"
+        proc = stack.enter_context(server_process(cmd, env, log, stop))
+        asyncio.run(wait_healthy(f"http://127.0.0.1:{port}", proc))
+        servers.append((proc, port))
+    return servers
 
 
 def bare_server(tmp: Path, stack: contextlib.ExitStack) -> tuple[subprocess.Popen[bytes], int]:
@@ -403,23 +435,29 @@ def bare_server(tmp: Path, stack: contextlib.ExitStack) -> tuple[subprocess.Pope
 def run(args: argparse.Namespace, tmp: Path) -> tuple[Outcome, Outcome]:
     ctx = multiprocessing.get_context("spawn")
     with contextlib.ExitStack() as stack:
-        tproc, tport = teleconsult_server(args, tmp, stack)
+        servers = teleconsult_servers(args, tmp, stack)
+        tport = servers[0][1]
         t0 = time.perf_counter()
-        clinic, cardio, cids = asyncio.run(setup(f"http://127.0.0.1:{tport}", args.consultations))
+        clinic, cardio, cids = asyncio.run(
+            setup(f"http://127.0.0.1:{tport}", args.consultations, args.live_first)
+        )
         print(f"setup: {len(cids)} consultations in {time.perf_counter() - t0:.1f} s", flush=True)
         sides = (
             {"cookie": clinic.cookie, "id": clinic.account_id},
             {"cookie": cardio.cookie, "id": cardio.account_id},
         )
         tele = Target(
-            "teleconsult", tproc.pid, specs_for("teleconsult", tport, cids, sides, args), ctx
+            "teleconsult",
+            [proc.pid for proc, _ in servers],
+            specs_for("teleconsult", [port for _, port in servers], cids, sides, args),
+            ctx,
         )
         stack.callback(tele.stop)
         tele.start()
         bproc, bport = bare_server(tmp, stack)
         pairs = [f"pair{i:06d}" for i in range(args.consultations)]
         anon = ({"cookie": "", "id": "a" * 32}, {"cookie": "", "id": "b" * 32})
-        bare = Target("bare relay", bproc.pid, specs_for("bare", bport, pairs, anon, args), ctx)
+        bare = Target("bare relay", [bproc.pid], specs_for("bare", [bport], pairs, anon, args), ctx)
         stack.callback(bare.stop)
         bare.start()
         print(
@@ -484,6 +522,26 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="load time per server")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved windows per server")
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="teleconsult server processes sharing a Redis (0: one process, no Redis)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=5.0,
+        help="redis_lease_seconds of the processes (a process stalled longer is taken "
+        "for dead and its calls move)",
+    )
+    parser.add_argument(
+        "--live-first",
+        action="store_true",
+        help="start the calls before the sockets join (else each second join takes a "
+        "call live and pushes consultation.changed to every socket of both users: "
+        "quadratic in the sockets, hours of joining at 10,000)",
+    )
     parser.add_argument("--profile", metavar="DIR", help="cProfile the teleconsult server")
     parser.add_argument(
         "--py-spy",
@@ -496,7 +554,8 @@ def main() -> int:
     try:
         print(
             f"load: {args.consultations} consultations, {args.rate:.0f} msg/s, "
-            f"{args.seconds:.0f} s per server, {args.workers} workers",
+            f"{args.seconds:.0f} s per server, {args.workers} workers"
+            + (f", {args.processes} teleconsult processes on Redis" if args.processes else ""),
             flush=True,
         )
         tele, bare = run(args, tmp)
@@ -505,8 +564,9 @@ def main() -> int:
     report([tele, bare])
     ratio = tele.p99 / bare.p99 if bare.p99 else float("inf")
     print(f"p99 ratio teleconsult/bare relay: {ratio:.2f}")
+    over = f" over {args.processes} processes" if args.processes else ""
     print(
-        f"signaling: {tele.sockets} sockets, p99 {tele.p99:.2f} ms at {tele.rate:.0f} msg/s "
+        f"signaling: {tele.sockets} sockets{over}, p99 {tele.p99:.2f} ms at {tele.rate:.0f} msg/s "
         f"(bare relay p99 {bare.p99:.2f} ms)"
     )
     return 0

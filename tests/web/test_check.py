@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -268,3 +269,23 @@ def test_the_command_prints_each_verdict_and_exits_1_on_a_failure(tmp_path: Path
     verdicts = {c["name"]: c["verdict"] for c in json.loads(second.stdout)}
     assert verdicts["database"] == "ok" and verdicts["recordings"] == "ok"
     assert set(verdicts.values()) <= {"ok", "warn"}
+
+
+async def test_redis_is_checked_when_several_processes_share_it(
+    tmp_path: Path, demo_database: str, redis_server: Any
+) -> None:
+    alone = by_name(await run_checks(make_settings(tmp_path, database_url=demo_database)))
+    assert alone["redis"].verdict == "ok" and "no redis_url" in alone["redis"].detail
+    shared = make_settings(tmp_path, database_url=demo_database, redis_url=redis_server.url)
+    found = by_name(await run_checks(shared))["redis"]
+    assert found.verdict == "ok", found
+    assert found.detail.startswith("Redis 7.") and "web process(es)" in found.detail
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    secret = Secret(f"redis://:hunter2@127.0.0.1:{closed}/0")
+    away = by_name(
+        await run_checks(make_settings(tmp_path, database_url=demo_database, redis_url=secret))
+    )
+    assert away["redis"].verdict == "fail"
+    assert f"127.0.0.1:{closed}" in away["redis"].detail and "hunter2" not in away["redis"].detail
