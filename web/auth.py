@@ -149,6 +149,11 @@ def _second_factor_gate(request: web.Request) -> None:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Attach the session, then enforce Origin, CSRF and login on the API."""
+    if request.method in ("GET", "HEAD") and request.path.startswith("/static/"):
+        # Static files are the same for everyone: no session lookup (a database
+        # read per script and stylesheet, which a page's first media request
+        # queued behind).
+        return await handler(request)
     token = request.cookies.get(COOKIE)
     session: Session | None = None
     if token:

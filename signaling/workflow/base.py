@@ -239,6 +239,30 @@ def stored(row: T | None) -> T:
     return row
 
 
+class ReadTx(Tx):
+    """A ``Tx`` on a read transaction (``Service.checked``): the same checks, no writes.
+
+    Nothing written here would be committed, so an audit entry or an event is
+    refused loudly rather than lost.
+    """
+
+    def audit(self, action: str, object_type: str, object_id: str | None, **detail: Any) -> int:
+        """Refused: a read transaction commits nothing."""
+        raise RuntimeError("a read transaction cannot audit; use Service.write")
+
+    def event(
+        self,
+        consultation_id: str,
+        kind: EventKind,
+        data: dict[str, Any] | None = None,
+        *,
+        at: datetime | None = None,
+        by_actor: bool = True,
+    ) -> int:
+        """Refused: a read transaction commits nothing."""
+        raise RuntimeError("a read transaction cannot add events; use Service.write")
+
+
 class Service:
     """The base of the workflow services (see the module docstring)."""
 
@@ -263,6 +287,20 @@ class Service:
         except NotFound as exc:
             if exc.probe is not None:
                 await self.audit_refusal(actor, *exc.probe, client_addr=client_addr)
+            raise
+
+    async def checked(self, actor: Actor, work: Callable[[Tx], T]) -> T:
+        """Run ``work`` on a read transaction for ``actor``; audit a refused probe.
+
+        For checks that write nothing (a player's request for more of a file it
+        may replay): the same visibility rules as ``write``, without queueing
+        behind the single writer. ``work`` may not audit (``ReadTx`` refuses).
+        """
+        try:
+            return await self.db.run_read(lambda conn: work(ReadTx(conn, actor, self.clock)))
+        except NotFound as exc:
+            if exc.probe is not None:
+                await self.audit_refusal(actor, *exc.probe)
             raise
 
     async def audit_refusal(

@@ -30,6 +30,11 @@ from signaling.workflow.base import Actor, Context, Service, Tx
 log = logging.getLogger(__name__)
 
 KEPT = ("finished", "recovered")
+# How long a replay opened through a session covers the streaming of its files:
+# within it, a player opening one of them is the replay already audited (its
+# ``replay.start`` names the recordings), so the request is checked on a read
+# transaction instead of waiting on the single writer for an audit of its own.
+STREAM_GRANT_SECONDS = 600.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +103,11 @@ class ReplayService(Service):
         """Wire the service; ``root`` is the recordings directory."""
         super().__init__(ctx, denied=lambda kind: "replay.denied")
         self.root = root
+        # (session, recording id) -> until when (the clock's seconds) a replay
+        # opened through that session covers the streaming of the recording. In
+        # memory, per process: a miss (another web process, a restart) only
+        # means the player's opening is audited on its own, as without it.
+        self._granted: dict[tuple[str, str], float] = {}
 
     async def find(
         self, actor: Actor, filters: Filters, *, page: int, per_page: int
@@ -141,7 +151,13 @@ class ReplayService(Service):
                 tx.conn,
                 [r.participant_id for r in recs] + [e.actor_id for e in events if e.actor_id],
             )
-            tx.audit("replay.start", "consultation", consultation.id, recordings=len(recs))
+            tx.audit(
+                "replay.start",
+                "consultation",
+                consultation.id,
+                recordings=len(recs),
+                recording_ids=[r.id for r in recs],
+            )
             return Replay(
                 consultation=consultation,
                 origin=origin,
@@ -150,20 +166,44 @@ class ReplayService(Service):
                 people=people,
             )
 
-        return await self.write(actor, work)
+        replay = await self.write(actor, work)
+        if actor.session is not None:
+            until = self.clock.now().timestamp() + STREAM_GRANT_SECONDS
+            self._forget_expired()
+            for rec in replay.recordings:
+                self._granted[(actor.session, rec.id)] = until
+        return replay
+
+    def _forget_expired(self) -> None:
+        now = self.clock.now().timestamp()
+        for key in [k for k, until in self._granted.items() if until <= now]:
+            del self._granted[key]
+
+    def _covered(self, actor: Actor, recording_id: str) -> bool:
+        """Whether a replay opened through the actor's session covers this file now."""
+        if actor.session is None:
+            return False
+        until = self._granted.get((actor.session, recording_id))
+        return until is not None and self.clock.now().timestamp() < until
 
     async def file(
         self, actor: Actor, recording_id: str, *, download: bool, opening: bool
     ) -> tuple[Path, Recording]:
         """The file of a recording the actor may replay.
 
-        ``download`` (saving a copy) is always audited; streaming is audited when
-        a player opens the file (``opening``), not for each range it fetches.
+        ``download`` (saving a copy) is always audited. Streaming is audited when
+        a player opens the file (``opening``), not for each range it fetches, and
+        not at all when a replay the session opened a moment ago (audited as
+        ``replay.start``, with this recording's id) covers it. Whatever is not
+        audited is checked on a read transaction: the access check is the same,
+        but it does not queue behind the single writer (nor wait for a commit)
+        before the player gets its first bytes.
         """
+        audited = download or (opening and not self._covered(actor, recording_id))
 
         def work(tx: Tx) -> Recording:
             rec = replayable_recording(tx, recording_id)
-            if download or opening:
+            if audited:
                 tx.audit(
                     "recording.download" if download else "recording.stream",
                     "recording",
@@ -172,7 +212,10 @@ class ReplayService(Service):
                 )
             return rec
 
-        rec = await self.write(actor, work)
+        if audited:
+            rec = await self.write(actor, work)
+        else:
+            rec = await self.checked(actor, work)
         path = self.root / rec.path
         if not path.is_file():
             raise NotFound("recording file is missing", code=ErrorCode.FILE_MISSING)

@@ -89,6 +89,22 @@ REPLAY_SHOWN = """() => window.__frame !== null && window.__overlay !== null
   ? Math.max(window.__frame, window.__overlay) : null"""
 BARE_SHOWN = "() => window.__frame"
 
+# Where the replay page's time goes (Resource Timing, ms from the navigation's
+# start): for the document and each request it made before the first picture,
+# when it was asked for, when the first byte came (the server's wait) and when it
+# ended. Media requests appear once per Range request the player made.
+BREAKDOWN = """() => {
+  const nav = performance.getEntriesByType("navigation")[0];
+  const rows = [["document", nav.requestStart, nav.responseStart, nav.responseEnd]];
+  for (const e of performance.getEntriesByType("resource")) {
+    const name = e.initiatorType + " " + new URL(e.name).pathname.split("/").pop();
+    rows.push([name, e.requestStart || e.startTime, e.responseStart, e.responseEnd]);
+  }
+  const paint = performance.getEntriesByName("first-contentful-paint")[0];
+  if (paint) rows.push(["first contentful paint", paint.startTime, paint.startTime, paint.startTime]);
+  return rows;
+}"""
+
 # From a click on Play until the playing video's clock has moved (the picture
 # of the first moment is already shown: see REPLAY_SHOWN).
 PLAY_TO_MOVING = """() => new Promise((resolve) => {
@@ -328,7 +344,7 @@ def bare_remux(path: Path) -> float:
 
 async def first_frames(
     base: str, cid: str, file: Path, runs: int
-) -> tuple[list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], dict[str, list[tuple[float, float, float]]]]:
     """First-frame times (ms from navigation start) on the replay page and on a
     bare ``<video>`` page of the same file, and Play -> next frame on the replay page.
 
@@ -355,6 +371,7 @@ async def first_frames(
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     replay_ms, bare_ms, play_ms = [], [], []
+    breakdown: dict[str, list[tuple[float, float, float]]] = {}
     try:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -374,17 +391,26 @@ async def first_frames(
                 await page.goto(f"{base}/consultations/{cid}/replay")
                 shown = await page.wait_for_function(REPLAY_SHOWN, polling=50)
                 replay_ms.append(float(await shown.json_value()))
+                seen: dict[str, int] = {}
+                for name, asked, first_byte, ended in await page.evaluate(BREAKDOWN):
+                    seen[name] = seen.get(name, 0) + 1
+                    key = name if seen[name] == 1 else f"{name} #{seen[name]}"
+                    breakdown.setdefault(key, []).append((asked, first_byte, ended))
                 await page.locator('#replay[data-state="ready"]').wait_for()
                 play_ms.append(float(await page.evaluate(PLAY_TO_MOVING)))
                 await plain.bring_to_front()
                 await plain.goto(f"http://127.0.0.1:{port}/")
                 shown = await plain.wait_for_function(BARE_SHOWN, polling=50)
                 bare_ms.append(float(await shown.json_value()))
+                for name, asked, first_byte, ended in await plain.evaluate(BREAKDOWN):
+                    breakdown.setdefault(f"bare page: {name}", []).append(
+                        (asked, first_byte, ended)
+                    )
                 await plain.goto("about:blank")
             await browser.close()
     finally:
         await runner.cleanup()
-    return replay_ms, bare_ms, play_ms
+    return replay_ms, bare_ms, play_ms, breakdown
 
 
 def start_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -488,7 +514,7 @@ async def main() -> None:
                 (f"bare SHA-256, {long_label}", [long_hash], "s"),
             ]
         first = "first frame" + (f", {long_label}" if args.long_minutes > 0 else "")
-        replay_ms, bare_ms, play_ms = await first_frames(base, cid, path, args.runs)
+        replay_ms, bare_ms, play_ms, breakdown = await first_frames(base, cid, path, args.runs)
         rows += [
             (f"replay page: {first}", replay_ms, "ms"),
             (f"bare <video>: {first}", bare_ms, "ms"),
@@ -505,6 +531,11 @@ async def main() -> None:
     for name, values, unit in rows:
         label = f"{name} [{unit}]"
         print(f"{label:<{width}}{med(values):>10.3f}{min(values):>10.3f}{max(values):>10.3f}")
+    print("replay page, where the time goes (median ms from the navigation's start):")
+    print(f"  {'request':<34}{'asked':>8}{'1st byte':>10}{'done':>8}{'runs':>6}")
+    for name, times in sorted(breakdown.items(), key=lambda kv: med(t[0] for t in kv[1])):
+        asked, first_byte, done = (med(t[i] for t in times) for i in range(3))
+        print(f"  {name:<34}{asked:>8.1f}{first_byte:>10.1f}{done:>8.1f}{len(times):>6}")
     ratio = med(playable) / med(remux)
     print(f"ratio playable/bare remux ({args.seconds:.0f} s call): {ratio:.1f}")
     if args.long_minutes > 0:

@@ -263,3 +263,47 @@ async def test_download_is_audited_and_carries_the_hash(
         ).all()
     assert ("recording.download", review.account["id"]) in actions
     assert ("replay.start", review.account["id"]) in actions
+
+
+async def test_a_player_of_an_opened_replay_streams_under_that_replays_audit(
+    recorded: dict[str, Any], login_as: Any, app: Any
+) -> None:
+    """The replay's one audit entry names its recordings, and its players' requests
+    are checked without an entry of their own; a file fetched outside an opened
+    replay is audited when a player opens it, and an outsider gets the 404 of an
+    unknown id, audited, whether or not some other session opened the replay."""
+    cid = recorded["cid"]
+    review = await login_as("review1")
+    resp = await review.client.get(f"/consultations/{cid}/replay")
+    assert resp.status == 200
+    async with app[DB].read() as conn:
+        [detail] = (
+            await conn.execute(
+                sa.select(audit_log.c.detail).where(
+                    audit_log.c.action == "replay.start", audit_log.c.object_id == cid
+                )
+            )
+        ).scalars()
+    _, data = await review.get(f"/api/consultations/{cid}/replay")
+    ids = [r["id"] for r in data["recordings"]]
+    assert detail["recording_ids"] == ids
+    for rec in data["recordings"]:
+        # What a player asks for: the start, then wherever it seeks.
+        for header in ("bytes=0-", "bytes=100-"):
+            part = await review.client.get(rec["url"], headers={"Range": header})
+            assert part.status == 206 and len(await part.read()) > 0
+        assert await _audited(app, "recording.stream", rec["id"]) == 0
+
+    # The clinic doctor may replay too, but opened no replay: the opening is audited.
+    clinic = await login_as("clinic1")
+    part = await clinic.client.get(data["recordings"][0]["url"], headers={"Range": "bytes=0-"})
+    assert part.status == 206
+    assert await _audited(app, "recording.stream", ids[0]) == 1
+
+    outsider = await login_as("clinic2")
+    for header in ("bytes=0-", "bytes=100-"):
+        refused = await outsider.client.get(data["recordings"][0]["url"], headers={"Range": header})
+        assert refused.status == 404
+        body = await refused.json()
+        assert body["error"]["code"] == "not_found"
+    assert await _audited(app, "replay.denied", ids[0]) == 2
