@@ -64,6 +64,7 @@ CHROMIUM_ARGS = [
 FIRST_FRAME_PROBE = """(() => {
   window.__frame = null;
   window.__overlay = null;
+  window.__loaded = null;
   const seen = new WeakSet();
   const watch = () => {
     for (const video of document.querySelectorAll("video")) {
@@ -76,6 +77,9 @@ FIRST_FRAME_PROBE = """(() => {
       };
       if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(done);
       else video.addEventListener("loadeddata", done, { once: true });
+      video.addEventListener("loadeddata", () => {
+        if (window.__loaded === null) window.__loaded = performance.now();
+      }, { once: true });
     }
     if (window.__overlay === null && document.querySelector("figure.player > canvas.wm-overlay")) {
       window.__overlay = performance.now();
@@ -102,6 +106,11 @@ BREAKDOWN = """() => {
   }
   const paint = performance.getEntriesByName("first-contentful-paint")[0];
   if (paint) rows.push(["first contentful paint", paint.startTime, paint.startTime, paint.startTime]);
+  const at = (name, t) => { if (t !== null && t !== undefined) rows.push([name, t, t, t]); };
+  at("DOMContentLoaded", nav.domContentLoadedEventStart);
+  at("video loadeddata", window.__loaded);
+  at("watermark over the video", window.__overlay);
+  at("first frame presented", window.__frame);
   return rows;
 }"""
 
@@ -343,7 +352,7 @@ def bare_remux(path: Path) -> float:
 
 
 async def first_frames(
-    base: str, cid: str, file: Path, runs: int
+    base: str, cid: str, file: Path, runs: int, trace: Path | None = None
 ) -> tuple[list[float], list[float], list[float], dict[str, list[tuple[float, float, float]]]]:
     """First-frame times (ms from navigation start) on the replay page and on a
     bare ``<video>`` page of the same file, and Play -> next frame on the replay page.
@@ -384,13 +393,21 @@ async def first_frames(
             await page.wait_for_url("**/recordings")
             await context.add_init_script(FIRST_FRAME_PROBE)
             plain = await context.new_page()
-            for _ in range(runs):
+            for run in range(runs):
+                tracing = trace is not None and run == runs - 1
+                if tracing:
+                    await browser.start_tracing(
+                        page=page, categories=["devtools.timeline", "blink", "loading", "media"]
+                    )
                 # Each page in front while it is measured: a tab behind another
                 # gets no animation frames and throttled timers.
                 await page.bring_to_front()
                 await page.goto(f"{base}/consultations/{cid}/replay")
                 shown = await page.wait_for_function(REPLAY_SHOWN, polling=50)
                 replay_ms.append(float(await shown.json_value()))
+                if tracing:
+                    assert trace is not None
+                    trace.write_bytes(await browser.stop_tracing())
                 seen: dict[str, int] = {}
                 for name, asked, first_byte, ended in await page.evaluate(BREAKDOWN):
                     seen[name] = seen.get(name, 0) + 1
@@ -462,6 +479,11 @@ async def main() -> None:
         action="store_true",
         help="recordings sealed at rest (encryption_key set): sealed at the end, decrypted to play",
     )
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        help="write a Chromium trace (chrome://tracing, Perfetto) of the last replay page load",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tc-replay-bench-"))
     port = free_port()
@@ -514,7 +536,9 @@ async def main() -> None:
                 (f"bare SHA-256, {long_label}", [long_hash], "s"),
             ]
         first = "first frame" + (f", {long_label}" if args.long_minutes > 0 else "")
-        replay_ms, bare_ms, play_ms, breakdown = await first_frames(base, cid, path, args.runs)
+        replay_ms, bare_ms, play_ms, breakdown = await first_frames(
+            base, cid, path, args.runs, args.trace
+        )
         rows += [
             (f"replay page: {first}", replay_ms, "ms"),
             (f"bare <video>: {first}", bare_ms, "ms"),
