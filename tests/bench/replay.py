@@ -104,9 +104,9 @@ BREAKDOWN = """() => {
     const name = e.initiatorType + " " + new URL(e.name).pathname.split("/").pop();
     rows.push([name, e.requestStart || e.startTime, e.responseStart, e.responseEnd]);
   }
-  const paint = performance.getEntriesByName("first-contentful-paint")[0];
-  if (paint) rows.push(["first contentful paint", paint.startTime, paint.startTime, paint.startTime]);
   const at = (name, t) => { if (t !== null && t !== undefined) rows.push([name, t, t, t]); };
+  const paint = performance.getEntriesByName("first-contentful-paint")[0];
+  if (paint) at("first contentful paint", paint.startTime);
   at("DOMContentLoaded", nav.domContentLoadedEventStart);
   at("video loadeddata", window.__loaded);
   at("watermark over the video", window.__overlay);
@@ -407,7 +407,7 @@ async def first_frames(
                 replay_ms.append(float(await shown.json_value()))
                 if tracing:
                     assert trace is not None
-                    trace.write_bytes(await browser.stop_tracing())
+                    await asyncio.to_thread(trace.write_bytes, await browser.stop_tracing())
                 seen: dict[str, int] = {}
                 for name, asked, first_byte, ended in await page.evaluate(BREAKDOWN):
                     seen[name] = seen.get(name, 0) + 1
