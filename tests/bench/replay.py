@@ -13,7 +13,10 @@ Baselines in the same run: for "call end to playable", a bare stream-copy remux
 of the same file (what finalizing must do at least); for "first frame", a bare
 page with one <video> of the same file served by a plain aiohttp static route.
 The first-frame time is taken in Chromium with requestVideoFrameCallback, from
-the navigation's start.
+the navigation's start. Below the table, where the replay page's time went
+(Resource Timing of each request: asked, first byte, done; and when its events
+came), beside the bare page's; ``--trace FILE`` writes a Chromium trace of the
+last replay page load (open it in Perfetto or chrome://tracing).
 """
 
 from __future__ import annotations
