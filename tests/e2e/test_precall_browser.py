@@ -24,7 +24,7 @@ from ..scenario import Scenario
 from .conftest import LOOPBACK_ADDRESSES, LOOPBACK_NETWORKS, NetNs
 from .test_turn_browser import Coturn, coturn  # noqa: F401 - the fixture, shared
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 CHECK_MS = 90_000
 

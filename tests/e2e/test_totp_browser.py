@@ -29,7 +29,7 @@ from ..scenario import Scenario
 from .conftest import CSP_LISTENER, LOOPBACK_NETWORKS, NetNs, csrf, video_flowing, watch
 from .totp import code, enrol, enter_code, login_form, recovery_codes, verify_for_call
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]  # codes follow the 30-second clock
 
 WINDOW = 2 * 3600
 WIDTHS = ((1280, 860), (390, 844))
