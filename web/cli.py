@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import ipaddress
 import json
 import logging
@@ -177,6 +178,31 @@ async def _rotate_keys(settings: Settings) -> int:
     return 0
 
 
+# Young-generation threshold of the cyclic garbage collector (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+async def tune_gc(_app: web.Application) -> None:
+    """Keep the cyclic garbage collector's full collections short and rare.
+
+    A full (generation 2) collection stops the event loop for as long as it takes
+    to walk every tracked object. Traced in the signaling benchmark (2,000 sockets
+    over 2 processes): every event-loop stall over 100 ms was one, 200-280 ms for
+    about 250,000 objects, and they grow with the sockets held (the multi-second
+    tail at 10,000). Two things shorten and thin them out:
+
+    - ``gc.freeze()`` once started: what exists then (modules, the schema,
+      templates, the app) lives as long as the process and is never walked again.
+    - A higher young threshold: with CPython's 700, a busy relay collects the young
+      generation every few milliseconds, promoting messages still in flight to the
+      old generation, whose growth triggers the full collections.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 def serve(settings: Settings, *, demo: bool) -> None:
     """Run the server until interrupted."""
     settings = tls_settings(settings)
@@ -190,8 +216,10 @@ def serve(settings: Settings, *, demo: bool) -> None:
         if settings.tls_cert and (settings.tls_key)
         else None
     )
+    app = create_app(settings)
+    app.on_startup.append(tune_gc)  # after the cleanup_ctx resources are open
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         ssl_context=ctx,

@@ -20,6 +20,9 @@ one, which gets the room, the specialist's on the next); their CPU and memory
 are summed. The last line is then
 ``signaling: N sockets over P processes, p99 X ms at M msg/s (bare relay p99 Y ms)``.
 
+``--database postgres`` runs the servers on a throwaway PostgreSQL cluster of
+their own (``tests/pgcluster.py``) instead of a SQLite file.
+
 ``--py-spy FILE`` samples the teleconsult server with py-spy during its load windows
 only (``pip install py-spy``; collapsed stacks, one per line with its count).
 ``--profile DIR`` runs the teleconsult server under cProfile (``-m cProfile``,
@@ -53,6 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _load import raise_fd_limit, worker_main
 
+from tests.pgcluster import Cluster as PgCluster
+from tests.pgcluster import Databases
 from tests.redisserver import RedisServer
 from tests.serverproc import free_port, server_env
 
@@ -390,6 +395,14 @@ def teleconsult_servers(
     """Real servers on a fresh demo database (``web.cli demo`` then ``web.cli serve``):
     one, or ``--processes`` of them sharing the database and a Redis of their own."""
     settings: dict[str, str] = {}
+    if args.database == "postgres":
+        # A throwaway cluster (tests/pgcluster.py: fsync and synchronous_commit off,
+        # as for the suite), one database in it for the servers.
+        cluster = PgCluster()
+        cluster.start()
+        stack.callback(cluster.stop)
+        databases = Databases(cluster.url())
+        settings["database_url"] = databases.url(databases.create())
     if args.processes:
         (tmp / "redis").mkdir()
         redis = RedisServer(tmp / "redis")
@@ -542,6 +555,13 @@ def main() -> int:
         "call live and pushes consultation.changed to every socket of both users: "
         "quadratic in the sockets, hours of joining at 10,000)",
     )
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the servers' database: a file in the data directory, or a throwaway "
+        "PostgreSQL cluster of its own (tests/pgcluster.py)",
+    )
     parser.add_argument("--profile", metavar="DIR", help="cProfile the teleconsult server")
     parser.add_argument(
         "--py-spy",
@@ -555,7 +575,8 @@ def main() -> int:
         print(
             f"load: {args.consultations} consultations, {args.rate:.0f} msg/s, "
             f"{args.seconds:.0f} s per server, {args.workers} workers"
-            + (f", {args.processes} teleconsult processes on Redis" if args.processes else ""),
+            + (f", {args.processes} teleconsult processes on Redis" if args.processes else "")
+            + f", {args.database}",
             flush=True,
         )
         tele, bare = run(args, tmp)

@@ -53,7 +53,8 @@ LAST_LINE_CLUSTER = re.compile(
 
 
 @pytest.mark.slow
-def test_benchmark_over_two_processes_on_redis_loses_nothing() -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_benchmark_over_two_processes_on_redis_loses_nothing(database: str) -> None:
     redis_or_skip()
     done = subprocess.run(  # noqa: S603 - our own script, fixed arguments
         [
@@ -67,6 +68,8 @@ def test_benchmark_over_two_processes_on_redis_loses_nothing() -> None:
             "2",
             "--processes",
             "2",
+            "--database",
+            database,
         ],
         capture_output=True,
         text=True,
@@ -81,3 +84,4 @@ def test_benchmark_over_two_processes_on_redis_loses_nothing() -> None:
     [summary] = [line for line in lines if line.startswith("teleconsult: sent")]
     sent = int(re.search(r"sent (\d+)", summary).group(1))  # type: ignore[union-attr]
     assert f"delivered {sent}, lost 0, held at end 20, errors none" in summary, summary
+    assert lines[0].endswith(f", {database}"), lines[0]  # the load line names the database

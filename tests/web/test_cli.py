@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 import queue
@@ -14,6 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+
+from web.cli import GC_YOUNG_THRESHOLD, tune_gc
 
 from ..serverproc import free_port, server_env
 
@@ -233,3 +237,16 @@ def test_recordings_verify_and_purge_commands(demo_dir: Path) -> None:
     assert result.returncode == 0 and "0 recording(s) purged" in result.stdout
     result = run(demo_dir, "recordings", "purge", "--id", "0" * 32)
     assert result.returncode == 1 and "refused" in result.stdout
+
+
+async def test_a_started_server_leaves_its_startup_objects_out_of_collections() -> None:
+    # Full collections stop the event loop for as long as they walk every object:
+    # what the server started with is frozen, and young collections are rarer.
+    before = gc.get_threshold()
+    try:
+        await tune_gc(web.Application())
+        assert gc.get_freeze_count() > 10_000  # the modules and the app, at least
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
