@@ -58,9 +58,11 @@ PACKAGE_ROOT = Path(media.__file__).resolve().parents[1]
 
 
 class WorkerGone(RecordingFailed):
-    """The media worker that carried (or was to carry) a leg is not there."""
+    """The media worker that carried (or was to carry) a leg is not there.
 
-    code = "media_worker_gone"
+    Its code stays ``recording_failed``: to the page it is a recording that
+    could not start or go on (the message names the worker, for the logs).
+    """
 
 
 @dataclass(eq=False)
