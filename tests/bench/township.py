@@ -304,20 +304,29 @@ def args_for(base: str, clip: Path) -> list[str]:
     ]
 
 
-def file_facts(path: Path) -> tuple[int, int, int]:
-    """Frames, the largest gap (in frame intervals, minus one) and the narrowest width."""
+def file_facts(path: Path) -> tuple[int, int, int, int]:
+    """Frames, the largest gap (in frame intervals, minus one), the narrowest width,
+    and the recorded video packets the decoder refused (not counted as frames)."""
     pts: list[float] = []
     widths: list[int] = []
+    refused = 0
     with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            pts.append(float(frame.time or 0.0))
-            widths.append(frame.width)
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                refused += 1
+                continue
+            for frame in frames:
+                pts.append(float(frame.time or 0.0))
+                widths.append(frame.width)
     if len(pts) < 2:
-        return len(pts), 0, min(widths, default=0)
+        return len(pts), 0, min(widths, default=0), refused
     steps = sorted(b - a for a, b in itertools.pairwise(pts))
     interval = statistics.median(steps) or 1 / FPS
     gap = max(round((b - a) / interval) - 1 for a, b in itertools.pairwise(pts))
-    return len(pts), max(gap, 0), min(widths)
+    return len(pts), max(gap, 0), min(widths), refused
 
 
 async def one_call(
@@ -409,7 +418,13 @@ async def one_call(
             if plane != "mesh-off":
                 path = await clinic_file(app, clinic_id)
                 if path is not None and source_frames:
-                    frames, gap, narrowest = file_facts(path)
+                    frames, gap, narrowest, refused = file_facts(path)
+                    if refused:
+                        print(
+                            f"{profile} | {plane} | {parties}: {refused} recorded video "
+                            "frame(s) the decoder refused (not counted as recorded)",
+                            flush=True,
+                        )
                     row.recorded_pct = 100 * frames / source_frames
                     # The leg keeps sending between the last sample and the end.
                     row.of_sent_pct = min(100.0, 100 * frames / max(sent_frames, 1))
