@@ -103,6 +103,7 @@ class FrameAssembler:
         self.ts_ext = 0
         self.lost_frames = 0
         self.skipped_ts: int | None = None
+        self.last_arrival = float("-inf")
 
     def add(self, arrival: float, marker: bool, seq: int, ts: int, payload: bytes) -> None:
         """Take one packet (no frame comes out before ``drain``)."""
@@ -187,6 +188,11 @@ class FrameAssembler:
             self.ts_ext += ((ts - self.ts_raw + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         self.ts_raw = ts
         data = parts[0][1] if len(parts) == 1 else b"".join(p[1] for p in parts)
+        # A frame whose first packet was resent arrives after the frames behind
+        # it; its place among the other track's frames must not move it ahead
+        # of them (a VP8 frame decoded out of order breaks the frames up to the
+        # next keyframe), so a track's arrivals never go back.
+        self.last_arrival = max(self.last_arrival, parts[0][0])
         out.append(
             EncodedFrame(
                 data=data,
@@ -195,7 +201,7 @@ class FrameAssembler:
                 kind=self.kind,
                 clock_rate=self.clock_rate,
                 keyframe=is_keyframe(self.codec, data),
-                arrival=parts[0][0],
+                arrival=self.last_arrival,
             )
         )
 
@@ -233,7 +239,7 @@ class Converter:
         for track in (self.video, self.audio):
             if track is not None:
                 frames += track.drain(final)
-        frames.sort(key=lambda f: f.arrival)
+        frames.sort(key=lambda f: f.arrival)  # stable: each track keeps its order
         for frame in frames:
             self.muxer.add(frame)
 

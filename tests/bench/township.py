@@ -506,6 +506,7 @@ async def main() -> None:
     parser.add_argument("--parties", default="2,4")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--keep", type=Path, help="copy each call's data directory here")
     args = parser.parse_args()
     from playwright.async_api import async_playwright
 
@@ -522,6 +523,8 @@ async def main() -> None:
                         row = await one_call(pw, run_dir, clip, profile, plane, parties, args)
                         rows.append(row)
                         print_table([row])
+                        if args.keep:
+                            shutil.copytree(run_dir, args.keep / run_dir.name, dirs_exist_ok=True)
                         shutil.rmtree(run_dir, ignore_errors=True)
     print()
     print_table(rows)

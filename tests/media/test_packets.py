@@ -144,3 +144,39 @@ def test_a_torn_packet_log_is_made_into_a_playable_file(
     video, audio, _ = decode(finished.path)
     assert 0.5 * len(vp8_frames) < video < len(vp8_frames)
     assert audio > 0 and not partial.exists() and not packets.muxing_name(partial).exists()
+
+
+def test_a_frame_completed_late_by_a_retransmission_keeps_its_place(
+    tmp_path: Path, vp8_frames: list[bytes]
+) -> None:
+    # What a 150 ms round trip with loss does (the township 5 %-loss profile):
+    # the first packet of frame 10 is lost and resent after a NACK, so it
+    # arrives after frames 11-14 have. Frame 10 must still be written before
+    # them: a VP8 frame decoded out of order breaks every frame up to the next
+    # keyframe (FFmpeg's decoder refuses them; libvpx draws garbage).
+    partial = tmp_path / "p-part1.webm.partial"
+    t0 = time.monotonic()
+    kept = packetize(vp8_frames, t0 + 0.5)
+    frame_10 = (kept[0][4] + 10 * 3000) % 2**32
+    first = next(i for i, p in enumerate(kept) if not p[1] and p[4] == frame_10)
+    resent = (kept[first][0] + 0.15, *kept[first][1:])
+    late = next(i for i, p in enumerate(kept) if p[0] >= resent[0])
+    kept = kept[:first] + kept[first + 1 : late] + [resent] + kept[late:]
+    writer = PacketWriter(partial, video_codec="vp8", audio=True, t0=t0)
+    for n, packet in enumerate(kept):
+        writer.keep(packet)
+        if n % 20 == 0:
+            writer.flush()
+    finished = packets.finish(writer.close())
+    written, refused = [], 0
+    with av.open(str(finished.path)) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if packet.size:
+                written.append(bytes(packet))
+                try:
+                    stream.codec_context.decode(packet)
+                except av.error.InvalidDataError:
+                    refused += 1
+    assert written == [f + bytes(2000) for f in vp8_frames]
+    assert refused == 0
