@@ -36,7 +36,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
-from media import packets, seam
+from media import packets, seam, twcc
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, finalize, leftovers, read_start, start_note
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
@@ -78,6 +78,8 @@ class Leg:
     writer: PacketWriter | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     receivers: list[Any] = field(default_factory=list)
+    # The transport-wide feedback sent to the browser (None: REMB, as aiortc does).
+    feedback: twcc.TransportFeedback | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     result: asyncio.Future[LegResult] | None = None
     # The viewers this leg's frames are relayed to (None until negotiated).
@@ -219,7 +221,10 @@ class Recorder:
                 want_keyframe=leg.keyframe_wanted.set,
             )
             tap = seam.RtpTap()
-            tap.attach(pc, leg.keep, fanout.relaying)
+            ext_id = twcc.transport_cc_id(offer_sdp)
+            feedback = twcc.TransportFeedback(ext_id) if ext_id is not None else None
+            leg.feedback = feedback
+            tap.attach(pc, leg.keep, fanout.relaying, feedback)
             await pc.setLocalDescription(await pc.createAnswer())
             tap.skip_stun_parse()
         except Exception:
@@ -228,6 +233,8 @@ class Recorder:
             raise
         if video_codec:
             leg.tasks.append(asyncio.ensure_future(self._keyframes(leg)))
+        if feedback is not None:
+            leg.tasks.append(asyncio.ensure_future(tap.send_feedback()))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush_writers())
         log.info(
@@ -237,7 +244,10 @@ class Recorder:
             key.part,
             video_codec,
         )
-        return with_start_bitrate(pc.localDescription.sdp, self.start_bitrate)
+        answer = pc.localDescription.sdp
+        if feedback is not None:
+            answer = twcc.with_transport_cc(answer, offer_sdp)
+        return with_start_bitrate(answer, self.start_bitrate)
 
     async def relay_offer(self, key: RecordingKey, viewer: str) -> str:
         """Open a send-only connection from ``key``'s leg to ``viewer``; its offer SDP.

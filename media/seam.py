@@ -50,7 +50,9 @@ from aiortc import (
 from aiortc.codecs import is_rtx
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
+from media import twcc
 from media.errors import SeamBroken
+from media.twcc import TransportFeedback
 
 TESTED_AIORTC = ("1.16.",)
 
@@ -152,6 +154,8 @@ def check() -> None:
             RTCDtlsTransport._handle_rtp_data.__code__.co_names
         ):
             raise SeamBroken(f"RTCDtlsTransport no longer receives RTP through {name}")
+    if "protect_rtcp" not in RTCDtlsTransport._send_rtp.__code__.co_names:
+        raise SeamBroken("RTCDtlsTransport._send_rtp no longer protects RTCP (transport feedback)")
     received = aioice.ice.StunProtocol.datagram_received.__code__.co_names
     if "data_received" not in received or "local_candidate" not in received:
         raise SeamBroken("aioice's StunProtocol no longer hands data to data_received")
@@ -559,6 +563,7 @@ class RtpTap:
 
     def __init__(self) -> None:
         self.leans: dict[Any, _Lean] = {}
+        self.feedback: TransportFeedback | None = None
         self.taps: list[tuple[Any, Callable[[bytes, int], None]]] = []
 
     def attach(
@@ -566,23 +571,50 @@ class RtpTap:
         pc: RTCPeerConnection,
         keep: Callable[[KeptPacket], None],
         relaying: Callable[[], bool],
+        feedback: TransportFeedback | None = None,
     ) -> None:
-        """Tap ``pc`` (after ``setRemoteDescription``): its receivers' packets go to ``keep``."""
+        """Tap ``pc`` (after ``setRemoteDescription``): its receivers' packets go to ``keep``.
+
+        With ``feedback``, every packet's arrival is noted for transport-wide
+        feedback (``send_feedback``) and aiortc's REMB is turned off.
+        """
         check()
+        self.feedback = feedback
         transports: set[RTCDtlsTransport] = set()
         for transceiver in pc.getTransceivers():
             receiver = transceiver.receiver
+            if feedback is not None:
+                receiver.__dict__["_RTCRtpReceiver__remote_bitrate_estimator"] = None
             extensions = receiver.transport._rtp_header_extensions_map
             self.leans[receiver] = _Lean(receiver, transceiver.kind, keep, relaying, extensions)
             transports.add(receiver.transport)
         for dtls in transports:
             self._divert(dtls)
 
+    async def send_feedback(self) -> None:
+        """Send transport-wide feedback every ``twcc.INTERVAL`` until the connection ends."""
+        feedback = self.feedback
+        if feedback is None or not self.leans:
+            return
+        receiver = next(iter(self.leans))
+        dtls = receiver.transport
+        while dtls.state not in ("closed", "failed"):
+            await asyncio.sleep(twcc.INTERVAL)
+            ssrc = receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"]
+            if ssrc is None or dtls.state != "connected":
+                continue
+            for packet in feedback.build(ssrc):
+                try:
+                    await dtls._send_rtp(packet)
+                except ConnectionError:
+                    return
+
     def _divert(self, dtls: RTCDtlsTransport) -> None:
         connection = dtls.transport._connection
         original = connection.data_received
         leans = self.leans
         router = dtls._rtp_router
+        feedback = self.feedback
 
         # RTP that arrives before this side's DTLS handshake has finished (the
         # far side may finish first and start sending): aiortc queues it and
@@ -598,6 +630,10 @@ class RtpTap:
             receiver: Any = router.route_rtp(cast(Any, packet))  # reads ssrc, payload_type
             lean = leans.get(receiver) if receiver is not None else None
             if lean is not None:
+                if feedback is not None:
+                    seq = twcc.extension_value(packet.ext, feedback.ext_id)
+                    if seq is not None:
+                        feedback.add(seq, packet.ssrc)
                 lean.handle(packet, plain, current_ms())
 
         def data_received(data: bytes, component: int) -> None:

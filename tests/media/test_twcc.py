@@ -1,0 +1,221 @@
+"""Transport-wide congestion-control feedback (media/twcc.py).
+
+The packets are read back with a parser written from the draft
+(draft-holmer-rmcat-transport-wide-cc-extensions-01, section 3.1), as
+Chromium's sender reads them: which numbers arrived and when, to the 250 µs.
+That Chromium understands them is checked in a real browser
+(tests/e2e/test_uplink_feedback_browser.py).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from media import twcc
+from media.twcc import TransportFeedback
+
+SENDER, MEDIA = 0x11111111, 0x22222222
+
+
+def parse(packet: bytes) -> tuple[int, dict[int, int | None]]:
+    """(feedback count, {16-bit sequence number: arrival in µs or None if lost})."""
+    first, pt, length = struct.unpack_from("!BBH", packet)
+    assert first >> 6 == 2 and first & 0x1F == 15 and pt == 205
+    assert len(packet) == 4 * (length + 1)
+    end = len(packet) - (packet[-1] if first & 0x20 else 0)
+    sender, media, base, count, ref_and_count = struct.unpack_from("!IIHHI", packet, 4)
+    assert sender == SENDER and media == MEDIA
+    reference = ref_and_count >> 8
+    if reference & 0x800000:
+        reference -= 1 << 24
+    pos, symbols = 20, list[int]()
+    while len(symbols) < count:
+        (chunk,) = struct.unpack_from("!H", packet, pos)
+        pos += 2
+        if not chunk & 0x8000:  # run length
+            symbols += [(chunk >> 13) & 3] * (chunk & 0x1FFF)
+        elif not chunk & 0x4000:  # 14 one-bit symbols
+            symbols += [(chunk >> (13 - k)) & 1 for k in range(14)]
+        else:  # 7 two-bit symbols
+            symbols += [(chunk >> (12 - 2 * k)) & 3 for k in range(7)]
+    symbols = symbols[:count]
+    at = reference * 64_000
+    out: dict[int, int | None] = {}
+    for i, symbol in enumerate(symbols):
+        seq = (base + i) & 0xFFFF
+        if symbol == 0:
+            out[seq] = None
+            continue
+        if symbol == 1:
+            delta = packet[pos]
+            pos += 1
+        else:
+            assert symbol == 2
+            (delta,) = struct.unpack_from("!h", packet, pos)
+            pos += 2
+        at += delta * 250
+        out[seq] = at
+    assert pos == end, "bytes left after the receive deltas"
+    return ref_and_count & 0xFF, out
+
+
+def test_arrivals_and_losses_come_back_as_sent_across_a_wrap() -> None:
+    feedback = TransportFeedback(5)
+    rng = random.Random(3)  # noqa: S311 - test arrivals
+    sent: dict[int, int | None] = {}
+    at = 10_000_000_000
+    reports: list[bytes] = []
+    for n in range(3000):
+        seq = (65000 + n) & 0xFFFF
+        at += rng.choice([0, 100, 1_000, 5_000, 20_000, 70_000])  # bursts and pauses
+        if rng.random() < 0.07:
+            sent[seq] = None
+        else:
+            feedback.add(seq, MEDIA, at)
+            sent[seq] = at
+        if n % 97 == 0:
+            reports += feedback.build(SENDER)
+    reports += feedback.build(SENDER)
+    seen: dict[int, int | None] = {}
+    counts = []
+    for packet in reports:
+        count, arrivals = parse(packet)
+        counts.append(count)
+        assert not set(arrivals) & set(seen), "a number reported twice"
+        seen.update(arrivals)
+    assert counts == [n & 0xFF for n in range(len(counts))]
+    assert set(seen) <= set(sent)
+    for seq, arrival in seen.items():
+        if sent[seq] is None:
+            assert arrival is None, seq
+        else:
+            assert arrival is not None and abs(arrival - sent[seq]) <= 125, seq  # type: ignore[operator]
+    received = {s for s, a in sent.items() if a is not None}
+    assert received <= set(seen), "a packet that arrived was never reported"
+    assert feedback.lost == sum(1 for a in seen.values() if a is None)
+
+
+def test_a_late_packet_after_its_report_and_a_long_pause_are_handled() -> None:
+    feedback = TransportFeedback(5)
+    feedback.add(10, MEDIA, 1_000_000)
+    feedback.add(12, MEDIA, 1_001_000)
+    (first,) = feedback.build(SENDER)
+    assert parse(first)[1] == {10: 1_000_000, 11: None, 12: 1_001_000}
+    feedback.add(11, MEDIA, 1_002_000)  # too late: already reported lost
+    assert feedback.build(SENDER) == []
+    # Twenty seconds of nothing do not fit a receive delta: a new reference.
+    feedback.add(13, MEDIA, 21_001_000)
+    feedback.add(14, MEDIA, 21_001_100)
+    (second,) = feedback.build(SENDER)
+    assert parse(second)[1] == {13: 21_001_000, 14: 21_001_000}  # 100 µs rounds down
+
+
+def test_a_long_run_of_packets_is_split_over_packets_of_bounded_size() -> None:
+    feedback = TransportFeedback(5)
+    for n in range(1000):
+        feedback.add(n, MEDIA, 5_000_000 + n * 300)
+    reports = feedback.build(SENDER)
+    assert len(reports) == 3 and all(len(p) <= 1200 for p in reports)
+    merged: dict[int, int | None] = {}
+    for packet in reports:
+        merged.update(parse(packet)[1])
+    assert sorted(merged) == list(range(1000)) and None not in merged.values()
+
+
+def test_the_sequence_number_is_read_from_one_and_two_byte_extensions() -> None:
+    one = bytes([0x10, 0xAA, 0x51, 0x12, 0x34, 0x00])  # id 1 (1 byte), id 5 (2 bytes)
+    assert twcc.extension_value((0xBEDE, one), 5) == 0x1234
+    assert twcc.extension_value((0xBEDE, one), 3) is None
+    two = bytes([1, 1, 0xAA, 5, 2, 0x12, 0x35])
+    assert twcc.extension_value((0x1000, two), 5) == 0x1235
+    assert twcc.extension_value(None, 5) is None
+
+
+# What Chromium offers for a camera and a microphone (trimmed to the lines
+# that matter: bundle, the extension in both sections, per-codec feedback).
+CHROME_OFFER = "\r\n".join(
+    [
+        "v=0",
+        "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0 1",
+        "a=msid-semantic: WMS",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "c=IN IP4 0.0.0.0",
+        "a=rtcp:9 IN IP4 0.0.0.0",
+        "a=ice-ufrag:abcd",
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+        "a=setup:actpass",
+        "a=mid:0",
+        "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        "a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+        "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+        "a=sendonly",
+        "a=msid:- a1",
+        "a=rtcp-mux",
+        "a=rtpmap:111 opus/48000/2",
+        "a=rtcp-fb:111 transport-cc",
+        "a=fmtp:111 minptime=10;useinbandfec=1",
+        "a=ssrc:1001 cname:x",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96 97",
+        "c=IN IP4 0.0.0.0",
+        "a=rtcp:9 IN IP4 0.0.0.0",
+        "a=ice-ufrag:abcd",
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+        "a=setup:actpass",
+        "a=mid:1",
+        "a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        "a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+        "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+        "a=sendonly",
+        "a=msid:- v1",
+        "a=rtcp-mux",
+        "a=rtcp-rsize",
+        "a=rtpmap:96 VP8/90000",
+        "a=rtcp-fb:96 goog-remb",
+        "a=rtcp-fb:96 transport-cc",
+        "a=rtcp-fb:96 nack",
+        "a=rtcp-fb:96 nack pli",
+        "a=rtpmap:97 rtx/90000",
+        "a=fmtp:97 apt=96",
+        "a=ssrc-group:FID 2001 2002",
+        "a=ssrc:2001 cname:x",
+        "a=ssrc:2002 cname:x",
+        "",
+    ]
+)
+
+
+async def test_aiortcs_answer_asks_for_transport_wide_feedback_instead_of_remb() -> None:
+    assert twcc.transport_cc_id(CHROME_OFFER) == 3
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=CHROME_OFFER, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        answer = pc.localDescription.sdp
+    finally:
+        await pc.close()
+    assert "goog-remb" in answer and twcc.URI not in answer  # aiortc's own
+    munged = twcc.with_transport_cc(answer, CHROME_OFFER)
+    sections = munged.split("\r\nm=")[1:]
+    assert len(sections) == 2
+    for section in sections:
+        assert f"a=extmap:3 {twcc.URI}" in section.split("\r\n")
+        assert "goog-remb" not in section
+    assert "a=rtcp-fb:111 transport-cc" in sections[0].split("\r\n")
+    assert "a=rtcp-fb:96 transport-cc" in sections[1].split("\r\n")
+    assert "a=rtcp-fb:97 transport-cc" not in munged  # not offered for RTX
+    # aiortc itself reads the munged answer (as a remote description would be).
+    other = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        await other.setRemoteDescription(RTCSessionDescription(sdp=munged, type="offer"))
+    finally:
+        await other.close()
+    # An offer without the extension (an older browser) leaves the answer alone.
+    assert twcc.with_transport_cc(answer, answer) == answer
