@@ -99,6 +99,9 @@ class Leg:
         writer = self.writer
         if writer is not None:
             writer.keep(packet)
+        fanout = self.fanout
+        if fanout is not None and not packet[1] and fanout.relaying():
+            fanout.forward_packet(packet[2], packet[3], packet[4], packet[5])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,7 +227,9 @@ class Recorder:
             ext_id = twcc.transport_cc_id(offer_sdp)
             feedback = twcc.TransportFeedback(ext_id) if ext_id is not None else None
             leg.feedback = feedback
-            tap.attach(pc, leg.keep, fanout.relaying, feedback)
+            # Relayed video goes packet by packet (``Leg.keep``); only audio
+            # still takes aiortc's receive path to the viewers, as frames.
+            tap.attach(pc, leg.keep, fanout.relaying, feedback, relay_kinds=("audio",))
             await pc.setLocalDescription(await pc.createAnswer())
             tap.skip_stun_parse()
         except Exception:

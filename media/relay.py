@@ -6,15 +6,17 @@ per other participant and once more to the recorder, and the connections
 compete for the uplink as equals. With the relay, the clinic sends once, to the
 server: the recorder already holds every frame still encoded (``seam.py``), so
 the server writes it to the file and hands the same bytes to one send-only
-connection per viewer. Nothing is decoded or re-encoded: aiortc's sender
-packetizes an ``av.Packet`` as it is (``RTCRtpSender`` calls ``encoder.pack``).
+connection per viewer. Nothing is decoded or re-encoded. Video goes on packet
+by packet as it arrives (``media/forward.py``: the viewer's jitter buffer, not
+the server's, waits for a retransmission); audio goes as Opus frames, which
+aiortc's sender packs as they are (``RTCRtpSender`` calls ``encoder.pack``).
 
 Loss is repaired hop by hop: the recorder's receiver NACKs the clinic, each
 viewer's connection NACKs the server (aiortc keeps a send history per
 connection). A viewer's keyframe request (PLI/FIR) is forwarded to the source
-(``seam.on_keyframe_request``); a viewer whose queue overflows (a bad link, a
-stalled tab) drops frames up to the next keyframe and asks for one, without
-slowing the source or the other viewers.
+(``seam.on_keyframe_request``); a viewer whose queue overflows (a stalled
+connection) drops what it holds up to the next keyframe and asks for one,
+without slowing the source or the other viewers.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from media import seam
 from media.errors import RecordingFailed
+from media.forward import PacketForwarder
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +117,11 @@ class Downlink:
 
     viewer: str
     pc: RTCPeerConnection
+    # Audio goes frame by frame (an Opus packet is a frame); video packet by
+    # packet (``media/forward.py``).
     tracks: dict[str, RelayTrack] = field(default_factory=dict)
+    video: PacketForwarder | None = None
+    stand_ins: list[RelayTrack] = field(default_factory=list)
     answered: bool = False
 
 
@@ -151,8 +158,18 @@ class Fanout:
     def _viewers_changed(self) -> None:
         self._relaying = any(link.answered for link in self.downlinks.values())
 
+    def forward_packet(self, marker: bool, seq: int, ts: int, payload: bytes) -> None:
+        """Hand a video packet of the source (as it arrived) to every viewer."""
+        need = False
+        for link in self.downlinks.values():
+            video = link.video
+            if video is not None and link.answered and not video.offer(marker, seq, ts, payload):
+                need = True
+        if need:
+            self.want_keyframe()
+
     def forward(self, frame: seam.EncodedFrame) -> None:
-        """Hand a frame the recorder took from the source to every viewer."""
+        """Hand a frame the recorder took from the source to every viewer (audio)."""
         need = False
         for link in self.downlinks.values():
             track = link.tracks.get(frame.kind)
@@ -181,7 +198,13 @@ class Fanout:
                 transceiver.setCodecPreferences(self._codecs(kind))
                 seam.on_keyframe_request(transceiver.sender, self.want_keyframe)
                 seam.use_packer(transceiver.sender, kind)
-                link.tracks[kind] = track
+                if kind == "video" and self.video_codec:
+                    # The track only stands in the transceiver: the forwarder
+                    # sends the packets.
+                    link.video = PacketForwarder(transceiver.sender, self.video_codec)
+                    link.stand_ins.append(track)
+                else:
+                    link.tracks[kind] = track
 
             @pc.on("connectionstatechange")
             async def on_state() -> None:
@@ -214,8 +237,10 @@ class Fanout:
             self._viewers_changed()
             if link is None:
                 continue
-            for track in link.tracks.values():
+            for track in [*link.tracks.values(), *link.stand_ins]:
                 track.stop()
+            if link.video is not None:
+                link.video.stop()
             await link.pc.close()
 
     def _codecs(self, kind: str) -> list[RTCRtpCodecCapability]:

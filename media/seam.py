@@ -521,6 +521,10 @@ class _Lean:
             self._spawn(receiver._send_rtcp_nack(ssrc, sorted(self.nack.missing)))
 
 
+def _never() -> bool:
+    return False
+
+
 def current_ms() -> int:
     """aiortc's ``clock.current_ms`` (milliseconds since the NTP epoch), without
     building two datetimes for every packet."""
@@ -572,11 +576,13 @@ class RtpTap:
         keep: Callable[[KeptPacket], None],
         relaying: Callable[[], bool],
         feedback: TransportFeedback | None = None,
+        relay_kinds: tuple[str, ...] = ("audio", "video"),
     ) -> None:
         """Tap ``pc`` (after ``setRemoteDescription``): its receivers' packets go to ``keep``.
 
         With ``feedback``, every packet's arrival is noted for transport-wide
-        feedback (``send_feedback``) and aiortc's REMB is turned off.
+        feedback (``send_feedback``) and aiortc's REMB is turned off. Only the
+        receivers of ``relay_kinds`` take aiortc's whole path while relaying.
         """
         check()
         self.feedback = feedback
@@ -586,7 +592,10 @@ class RtpTap:
             if feedback is not None:
                 receiver.__dict__["_RTCRtpReceiver__remote_bitrate_estimator"] = None
             extensions = receiver.transport._rtp_header_extensions_map
-            self.leans[receiver] = _Lean(receiver, transceiver.kind, keep, relaying, extensions)
+            kind = transceiver.kind
+            self.leans[receiver] = _Lean(
+                receiver, kind, keep, relaying if kind in relay_kinds else _never, extensions
+            )
             transports.add(receiver.transport)
         for dtls in transports:
             self._divert(dtls)

@@ -89,7 +89,7 @@ async def test_a_relayed_call_sends_once_is_recorded_and_survives_a_signaling_dr
         for leg in legs.values():
             assert leg.fanout is not None and len(leg.fanout.downlinks) == 1
             (downlink,) = leg.fanout.downlinks.values()
-            assert downlink.tracks["video"].forwarded > 0
+            assert downlink.video is not None and downlink.video.forwarded > 0
             assert downlink.tracks["audio"].forwarded > 0
 
         # The server drops the specialist's socket: the page comes back, is

@@ -235,6 +235,39 @@ async def test_a_viewer_that_falls_behind_skips_to_a_keyframe_without_holding_th
         await track.recv()
 
 
+async def test_video_is_forwarded_packet_by_packet_holes_kept_from_a_keyframe_on() -> None:
+    from media.forward import QUEUE_PACKETS, PacketForwarder
+
+    def vp8(key: bool, start: bool = True) -> bytes:
+        # VP8 payload descriptor (S bit, partition 0), then the frame tag.
+        return bytes([0x10 if start else 0x00, 0 if key else 1, 0, 0])
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    forwarder = PacketForwarder(pc.addTransceiver("video", direction="sendonly").sender, "vp8")
+    await pc.close()
+    assert not forwarder.offer(False, 65534, 100, vp8(False)), "a new viewer waits for a keyframe"
+    assert forwarder.offer(False, 65535, 200, vp8(True))  # its first packet
+    assert forwarder.offer(True, 0, 200, vp8(True, start=False))  # marker kept, across the wrap
+    # 1 is lost upstream; 2 goes on at once, and 1 when its retransmission comes.
+    assert forwarder.offer(True, 2, 300, vp8(False))
+    assert forwarder.offer(True, 1, 250, vp8(False))
+    assert forwarder.offer(True, 65534, 100, vp8(False))  # from before the start: dropped
+    sent = [forwarder.queue.get_nowait() for _ in range(forwarder.queue.qsize())]
+    first = sent[0][1]
+    assert [(m, (s - first) & 0xFFFF, ts) for m, s, ts, _ in sent] == [
+        (False, 0, 200),
+        (True, 1, 200),
+        (True, 3, 300),
+        (True, 2, 250),
+    ]
+    # A connection that takes nothing (nobody sends): start again on a keyframe.
+    for n in range(3, 3 + QUEUE_PACKETS):
+        assert forwarder.offer(True, n, 400 + n, vp8(False))
+    assert not forwarder.offer(True, 3 + QUEUE_PACKETS, 0, vp8(False))
+    assert forwarder.queue.empty() and forwarder.waiting
+    assert forwarder.offer(False, 4 + QUEUE_PACKETS, 0, vp8(True))
+
+
 def test_the_answer_asks_the_browser_to_start_at_the_target_bitrate() -> None:
     sdp = "\r\n".join(
         [

@@ -1,0 +1,195 @@
+"""The relay's video, forwarded packet by packet as it arrives (a selective forwarder).
+
+The relay first sent each viewer whole frames, taken out of aiortc's jitter
+buffer on the recorder's side. A frame came out only when it was complete and
+in order, so every packet lost on the clinic's uplink held the viewer's picture
+for a round trip (NACK, retransmission), and the frames behind it then arrived
+in a burst: 1-4 freezes in 12-15 s at 1 Mbit/s, 5 % loss, 150 ms, against 0-1
+browser to browser (#12). An SFU forwards each packet as it arrives instead:
+the viewer's own jitter buffer waits for what is missing, as it would browser
+to browser, and the retransmission the recorder asks for is forwarded when it
+comes.
+
+Each viewer's video sender keeps aiortc's negotiation, RTCP (sender reports,
+NACK answered from its send history, RTX) and the keyframe requests the relay
+forwards to the source; only its send loop (``_run_rtp``, which packetizes
+frames) is replaced by ``PacketForwarder.run``. A packet keeps its payload and
+marker; its sequence number and timestamp are shifted by a constant for this
+viewer, so a hole upstream stays a hole the viewer can see (and NACK), and a
+late retransmission fills it. A viewer starts on the first packet of a
+keyframe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import aiortc.rtcrtpsender as rtcrtpsender
+from aiortc import RTCRtpSender
+from aiortc import clock as aiortc_clock
+from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.rtp import RtpPacket
+
+from media.errors import SeamBroken
+
+log = logging.getLogger(__name__)
+
+# Packets a viewer's send queue holds (about 2 s of 1.5 Mbit/s video) before it
+# starts again on the next keyframe: a stalled connection, not a slow link.
+QUEUE_PACKETS = 400
+_SENDER = "_RTCRtpSender__"
+_SENDER_PARTS = (
+    "rtp_started",
+    "rtp_exited",
+    "rtp_history",
+    "rtp_header_extensions_map",
+    "mid",
+    "ntp_timestamp",
+    "rtp_timestamp",
+    "octet_count",
+    "packet_count",
+)
+
+
+def check() -> None:
+    """Raise ``SeamBroken`` unless aiortc's sender still looks as this module expects."""
+    names = RTCRtpSender._run_rtp.__code__.co_names + RTCRtpSender.send.__code__.co_names
+    for part in _SENDER_PARTS:
+        if _SENDER + part not in names:
+            raise SeamBroken(f"RTCRtpSender no longer keeps __{part} where the forwarder expects")
+    if "_run_rtp" not in RTCRtpSender.send.__code__.co_names:
+        raise SeamBroken("RTCRtpSender.send no longer starts _run_rtp")
+    if not isinstance(getattr(rtcrtpsender, "RTP_HISTORY_SIZE", None), int):
+        raise SeamBroken("aiortc.rtcrtpsender.RTP_HISTORY_SIZE is gone")
+    if "_RTCRtpSender__rtp_history" not in RTCRtpSender._retransmit.__code__.co_names:
+        raise SeamBroken("RTCRtpSender._retransmit no longer reads __rtp_history")
+
+
+def starts_keyframe(codec: str, payload: bytes) -> bool:
+    """Whether an RTP payload is the first packet of a frame decodable on its own."""
+    if codec == "vp8":
+        try:
+            descriptor, data = VpxPayloadDescriptor.parse(payload)
+        except ValueError:
+            return False
+        return (
+            bool(descriptor.partition_start)
+            and descriptor.partition_id == 0
+            and bool(data)
+            and data[0] & 1 == 0
+        )
+    if codec == "h264" and payload:
+        nal = payload[0] & 0x1F
+        if nal == 24 and len(payload) > 3:  # STAP-A: the first aggregated unit
+            nal = payload[3] & 0x1F
+        elif nal == 28 and len(payload) > 1:  # FU-A: its start
+            if not payload[1] & 0x80:
+                return False
+            nal = payload[1] & 0x1F
+        return nal in (5, 7)  # IDR slice, or the SPS in front of one
+    return False
+
+
+class PacketForwarder:
+    """One viewer's video: the source's packets, sent on as they arrive."""
+
+    def __init__(self, sender: RTCRtpSender, codec: str) -> None:
+        """Take over ``sender``'s send loop (before ``setRemoteDescription``)."""
+        check()
+        self.sender = sender
+        self.codec = codec
+        self.queue: asyncio.Queue[tuple[bool, int, int, bytes] | None] = asyncio.Queue(
+            QUEUE_PACKETS
+        )
+        self.waiting = True  # for the first packet of a keyframe
+        self.high: int | None = None  # the source's newest number, unwrapped
+        self.first = 0  # the source's number (unwrapped) this viewer started on
+        self.seq_shift = random.getrandbits(15)
+        self.ts_shift = random.getrandbits(32)
+        self.forwarded = 0
+        self.skipped = 0
+        setattr(sender, "_run_rtp", self.run)  # noqa: B010 - this instance's loop
+
+    def offer(self, marker: bool, seq: int, ts: int, payload: bytes) -> bool:
+        """Queue one packet of the source; False when this viewer waits for a keyframe."""
+        if self.high is None:
+            ext = seq
+        else:
+            ext = self.high + ((seq - self.high + 0x8000) & 0xFFFF) - 0x8000
+        if self.high is None or ext > self.high:
+            self.high = ext
+        if self.waiting:
+            if not starts_keyframe(self.codec, payload):
+                self.skipped += 1
+                return False
+            self.waiting = False
+            self.first = ext
+        elif ext < self.first:
+            return True  # a retransmission from before this viewer started
+        try:
+            self.queue.put_nowait(
+                (marker, (ext - self.first + self.seq_shift) & 0xFFFF, ts, payload)
+            )
+        except asyncio.QueueFull:
+            # The connection does not take packets (not a slow link: sending
+            # does not wait for the network): start again on a keyframe.
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.waiting = True
+            self.skipped += 1
+            return False
+        self.forwarded += 1
+        return True
+
+    def stop(self) -> None:
+        """End the send loop."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+    async def run(self, codec: Any) -> None:
+        """aiortc's ``_run_rtp``, for packets that are already packetized."""
+        sender: Any = self.sender
+        parts = sender.__dict__
+        parts[_SENDER + "rtp_started"].set()
+        history = parts[_SENDER + "rtp_history"]
+        extensions = parts[_SENDER + "rtp_header_extensions_map"]
+        mid = parts[_SENDER + "mid"]
+        payload_type = codec.payloadType
+        history_size: int = getattr(rtcrtpsender, "RTP_HISTORY_SIZE")  # noqa: B009 - not exported
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is None:
+                    break
+                marker, seq, ts, payload = item
+                packet = RtpPacket(
+                    payload_type=payload_type,
+                    sequence_number=seq,
+                    timestamp=(ts + self.ts_shift) & 0xFFFFFFFF,
+                )
+                packet.ssrc = sender._ssrc
+                packet.payload = payload
+                packet.marker = int(marker)
+                packet.extensions.abs_send_time = (aiortc_clock.current_ntp_time() >> 14) & 0xFFFFFF
+                packet.extensions.mid = mid
+                history[seq % history_size] = packet
+                await sender.transport._send_rtp(packet.serialize(extensions))
+                ahead = (packet.timestamp - parts[_SENDER + "rtp_timestamp"]) & 0xFFFFFFFF
+                if not parts[_SENDER + "packet_count"] or 0 < ahead < 0x80000000:
+                    # The sender reports map wall-clock time to this stream's
+                    # clock (the viewer syncs audio and video by them): a late
+                    # retransmission of an older frame must not move it back.
+                    parts[_SENDER + "ntp_timestamp"] = aiortc_clock.current_ntp_time()
+                    parts[_SENDER + "rtp_timestamp"] = packet.timestamp
+                parts[_SENDER + "octet_count"] += len(payload)
+                parts[_SENDER + "packet_count"] += 1
+        except (asyncio.CancelledError, ConnectionError):
+            pass
+        except Exception:  # as aiortc: stop() waits for rtp_exited
+            log.exception("relay forwarder stopped")
+        finally:
+            parts[_SENDER + "rtp_exited"].set()
