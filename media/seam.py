@@ -235,6 +235,11 @@ KeptPacket = tuple[float, bool, bool, int, int, bytes]
 
 # REMB feedback is sent at most this often (ms).
 REMB_MIN_GAP_MS = 200
+# A missing packet is asked for again every 1.5 round trips (within these
+# bounds), for at most NACK_GIVE_UP_MS (the packet log waits 1 s for a hole).
+NACK_RETRY_MIN_MS = 40
+NACK_RETRY_MAX_MS = 400
+NACK_GIVE_UP_MS = 1000
 # The receiver's list of active sources (PLI targets) is refreshed this often (ms).
 ACTIVE_SSRC_EVERY_MS = 1000
 # RTP held while the DTLS handshake finishes (a second of 1 Mbit/s video).
@@ -411,6 +416,11 @@ class _Lean:
         self.active_at: dict[int, int] = {}
         # payload type -> is it RTX (aiortc's codec lookup, done once per type)
         self.rtx: dict[int, bool] = {}
+        # Missing sequence numbers -> when they were first asked for (ms), the
+        # last NACK sent, and the smoothed time a NACK takes to be answered.
+        self.nack_asked: dict[int, int] = {}
+        self.nack_at = 0
+        self.nack_rtt_ms = 150.0
 
     def _spawn(self, coro: Any) -> None:
         # Sending RTCP is a coroutine in aiortc; it is rare (a NACK, a REMB).
@@ -517,8 +527,35 @@ class _Lean:
             ssrc = original
             packet.ssrc = original
             packet.sequence_number = int.from_bytes(packet.payload[:2], "big")
-        if self.nack.add(packet):
-            self._spawn(receiver._send_rtcp_nack(ssrc, sorted(self.nack.missing)))
+        nack = self.nack
+        asked = self.nack_asked
+        seq = packet.sequence_number
+        if nack.add(packet):
+            for missing in nack.missing:
+                asked.setdefault(missing, arrival_ms)
+        elif seq in asked:
+            # A retransmission (or a late packet) came: how long a NACK takes
+            # to be answered sets how long to wait before asking again.
+            sample = arrival_ms - asked.pop(seq)
+            self.nack_rtt_ms += (sample - self.nack_rtt_ms) / 8
+            return
+        elif not nack.missing or arrival_ms - self.nack_at < self._nack_retry_ms():
+            return
+        # aiortc asks again for what is missing only when a new packet goes
+        # missing; a lost retransmission then held the frame (and the relayed
+        # picture) until the next loss. Ask again every round trip and a half,
+        # as libwebrtc does, and give up after NACK_GIVE_UP_MS.
+        for missing in [m for m, first in asked.items() if arrival_ms - first > NACK_GIVE_UP_MS]:
+            del asked[missing]
+            nack.missing.discard(missing)
+        for missing in [m for m in asked if m not in nack.missing]:
+            del asked[missing]  # truncated by aiortc
+        if nack.missing:
+            self.nack_at = arrival_ms
+            self._spawn(receiver._send_rtcp_nack(ssrc, sorted(nack.missing)))
+
+    def _nack_retry_ms(self) -> float:
+        return min(max(1.5 * self.nack_rtt_ms, NACK_RETRY_MIN_MS), NACK_RETRY_MAX_MS)
 
 
 def _never() -> bool:

@@ -83,6 +83,9 @@ RECEIVED = """async (id) => {
     if (s.type === "inbound-rtp" && s.kind === "video") {
       out.vBytes = s.bytesReceived || 0; out.frames = s.framesDecoded || 0;
       out.freezes = s.freezeCount || 0; out.width = s.frameWidth || 0;
+      out.freezeSeconds = s.totalFreezesDuration || 0; out.nacks = s.nackCount || 0;
+      out.plis = s.pliCount || 0; out.jbDelay = s.jitterBufferDelay || 0;
+      out.jbEmitted = s.jitterBufferEmittedCount || 0;
     }
     if (s.type === "inbound-rtp" && s.kind === "audio") {
       out.concealed = s.concealedSamples || 0; out.samples = s.totalSamplesReceived || 0;
@@ -398,6 +401,16 @@ async def one_call(
             row.kbps = (last["vBytes"] - first["vBytes"]) * 8 / 1000 / seconds
             row.fps = (last["frames"] - first["frames"]) / seconds
             row.freezes = last["freezes"] - first["freezes"]
+            if args.detail:
+                emitted = last["jbEmitted"] - first["jbEmitted"]
+                print(
+                    f"{profile} | {plane} | {parties}: frozen "
+                    f"{last['freezeSeconds'] - first['freezeSeconds']:.2f} s, "
+                    f"NACKs {last['nacks'] - first['nacks']}, PLIs {last['plis'] - first['plis']}, "
+                    "jitter buffer "
+                    f"{1000 * (last['jbDelay'] - first['jbDelay']) / max(emitted, 1):.0f} ms",
+                    flush=True,
+                )
             row.width = last["width"]
             samples = last["samples"] - first["samples"]
             row.conceal_pct = 100 * (last["concealed"] - first["concealed"]) / max(samples, 1)
@@ -507,6 +520,9 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--keep", type=Path, help="copy each call's data directory here")
+    parser.add_argument(
+        "--detail", action="store_true", help="print the viewer's freezes, NACKs, PLIs"
+    )
     args = parser.parse_args()
     from playwright.async_api import async_playwright
 

@@ -95,6 +95,36 @@ def lose_first_sends(sender: RTCRtpSender, every: int, dropped: list[int]) -> No
     transport._send_rtp = lossy
 
 
+def lose_one_twice(sender: RTCRtpSender, nth: int, dropped: list[int]) -> None:
+    """Drop the ``nth`` video RTP packet on its first send and on its first resend
+    (RTX); nothing else is lost, so nothing new goes missing after it."""
+    from aiortc.rtp import RtpPacket
+
+    transport = sender.transport
+    send = transport._send_rtp
+    count = [0]
+    target: list[int] = []
+
+    async def lossy(data: bytes) -> None:
+        if 127 < data[0] < 192 and not 191 < data[1] < 224:  # RTP, not RTCP
+            ssrc = int.from_bytes(data[8:12], "big")
+            seq = int.from_bytes(data[2:4], "big")
+            if ssrc == sender._ssrc and not target:
+                count[0] += 1
+                if count[0] == nth:
+                    target.append(seq)
+                    dropped[0] += 1
+                    return
+            elif ssrc == sender._rtx_ssrc and target and dropped[0] == 1:
+                original = int.from_bytes(RtpPacket.parse(data).payload[:2], "big")
+                if original == target[0]:
+                    dropped[0] += 1
+                    return
+        await send(data)
+
+    transport._send_rtp = lossy
+
+
 def count_feedback(sender: RTCRtpSender) -> dict[str, int]:
     """Count the RTCP feedback the recorder sends about the video: receiver
     reports that cover it, REMB estimates, NACKs."""
@@ -124,6 +154,9 @@ async def main() -> None:
     parser.add_argument("--pause", default="", help="start,end seconds without video")
     parser.add_argument("--progress", action="store_true", help="print seconds sent, each second")
     parser.add_argument("--drop", type=int, default=0, help="drop every Nth video packet once")
+    parser.add_argument(
+        "--lose-twice", type=int, default=0, help="drop the Nth video packet and its first resend"
+    )
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
     pause = tuple(float(x) for x in args.pause.split(",")) if args.pause else None
@@ -140,6 +173,8 @@ async def main() -> None:
     dropped = [0]
     if args.drop:
         lose_first_sends(vt.sender, args.drop, dropped)
+    elif args.lose_twice:
+        lose_one_twice(vt.sender, args.lose_twice, dropped)
     feedback = count_feedback(vt.sender)
     print(json.dumps({"offer": pc.localDescription.sdp}), flush=True)
     loop = asyncio.get_running_loop()

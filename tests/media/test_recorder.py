@@ -111,3 +111,21 @@ async def test_lost_packets_come_back_through_nack(
     # about this stream (about one a second) and REMB bandwidth estimates.
     feedback = sent["feedback"]
     assert feedback["nack"] >= 1 and feedback["reports"] >= 2 and feedback["remb"] >= 1, sent
+
+
+@pytest.mark.slow
+async def test_a_lost_retransmission_is_asked_for_again(
+    recorder: Recorder, no_codecs: list[str]
+) -> None:
+    # One packet is lost, and so is its first resend; nothing else goes missing.
+    # aiortc asks again only when something new goes missing, so the frame (and
+    # the frames after it, up to the next keyframe) were lost; the recorder now
+    # asks again after about a round trip.
+    key = RecordingKey("c" * 32, "t" * 32)
+    sent = await send(recorder, key, "--codec", "vp8", "--seconds", "4", "--lose-twice", "40")
+    result = await recorder.stop(key)
+    assert result is not None and result.file is not None, result
+    assert sent["dropped"] == 2, sent
+    assert sent["feedback"]["nack"] >= 2, sent
+    info = probe(result.file.path)
+    assert info["video_frames"] == sent["video"], (info, sent)
