@@ -26,6 +26,7 @@ from records.demo import DEMO_PASSWORD
 from web.app import create_app
 from web.settings import Settings
 
+from ..requirements import require
 from ..scenario import Scenario, over_http
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -44,17 +45,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "screenshots"
 
 
-def _require(ok: bool, message: str) -> None:
-    """Fail under CI (which provides everything), skip elsewhere."""
-    if ok:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def _require_chromium() -> None:
-    _require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
+    require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
 
 
 # -- a network namespace with loopback only -------------------------------------------
@@ -123,7 +115,7 @@ def loopback_netns() -> Iterator[NetNs]:
     """A fresh network namespace with lo up and nothing else (needs root)."""
     tools = {t: shutil.which(t) for t in ("unshare", "nsenter", "ip")}
     usable = os.geteuid() == 0 and all(tools.values())
-    _require(usable, "call tests need root, unshare, nsenter and ip for a loopback-only netns")
+    require(usable, "call tests need root, unshare, nsenter and ip for a loopback-only netns")
     script = f"{tools['ip']} link set lo up && echo ready && exec sleep 3600"
     process = subprocess.Popen(  # noqa: S603 - fixed arguments
         [str(tools["unshare"]), "--net", "/bin/sh", "-c", script],
