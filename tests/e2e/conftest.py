@@ -245,7 +245,8 @@ async def open_as(browser: Any, live_server: str) -> AsyncIterator[Login]:
 
     Each call makes a new browser context (its own cookies), logs in through the
     login form and waits for the role's page. Returns (context, page, problems).
-    ``open_as(None)`` stops at the login page.
+    ``open_as(None)`` stops at the login page; ``base=`` logs in on another
+    server than ``live_server`` (another process of a cluster).
     """
     contexts: list[Any] = []
 
@@ -254,9 +255,11 @@ async def open_as(browser: Any, live_server: str) -> AsyncIterator[Login]:
         *,
         locale: str | None = None,
         viewport: dict[str, int] | None = None,
+        base: str | None = None,
     ) -> tuple[Any, Any, PageProblems]:
+        base = base or live_server
         context = await browser.new_context(
-            base_url=live_server,
+            base_url=base,
             viewport=viewport or {"width": 1400, "height": 900},
             # The browser's own locale too: date inputs follow it, not the page.
             locale="en-US" if locale == "en" else "zh-CN",
@@ -264,7 +267,7 @@ async def open_as(browser: Any, live_server: str) -> AsyncIterator[Login]:
         contexts.append(context)
         await context.add_init_script(CSP_LISTENER)
         if locale is not None:
-            await context.add_cookies([{"name": "tc_lang", "value": locale, "url": live_server}])
+            await context.add_cookies([{"name": "tc_lang", "value": locale, "url": base}])
         page = await context.new_page()
         problems = watch(page)
         await page.goto("/login")
