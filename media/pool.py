@@ -478,16 +478,7 @@ class WorkerPool:
         except BaseException:
             conn.legs.discard(key)
             raise
-        self.legs[key] = _Placed(
-            conn=conn,
-            started_at=now,
-            file=LegFile(
-                path=self.directory / reply["path"],
-                container=reply["container"],
-                video_codec=reply["video_codec"],
-                audio_codec=reply["audio_codec"],
-            ),
-        )
+        self.legs[key] = _Placed(conn=conn, started_at=now, file=self._leg_file(reply))
         if not conn.alive:
             # Lost while its answer was on the way: the page is told as for
             # any lost leg (its repair ran without knowing of this one).
@@ -506,6 +497,16 @@ class WorkerPool:
     def leg_file(self, key: RecordingKey) -> LegFile:
         """The file a running leg writes (KeyError: no such leg)."""
         return self.legs[key].file
+
+    def _leg_file(self, reply: dict[str, Any]) -> LegFile:
+        # The file of a started or resumed leg, as its worker's answer names it
+        # (``media.worker``'s ``_file``; the path relative to the directory).
+        return LegFile(
+            path=self.directory / reply["path"],
+            container=reply["container"],
+            video_codec=reply["video_codec"],
+            audio_codec=reply["audio_codec"],
+        )
 
     async def add_candidate(
         self, key: RecordingKey, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None
@@ -594,21 +595,9 @@ class WorkerPool:
             )
         except WorkerGone as exc:
             raise RecordingFailed(str(exc)) from exc
-        if self.legs.get(key) is placed:
-            del self.legs[key]
-        conn.legs.discard(key)
-        conn.counts.pop(key, None)
+        self._drop(key, placed)
         conn.legs.add(new_key)
-        self.legs[new_key] = _Placed(
-            conn=conn,
-            started_at=now,
-            file=LegFile(
-                path=self.directory / reply["path"],
-                container=reply["container"],
-                video_codec=reply["video_codec"],
-                audio_codec=reply["audio_codec"],
-            ),
-        )
+        self.legs[new_key] = _Placed(conn=conn, started_at=now, file=self._leg_file(reply))
 
     async def relay_offer(self, key: RecordingKey, viewer: str) -> str:
         """Open the relay of ``key``'s leg to ``viewer``; its offer SDP.
