@@ -180,7 +180,7 @@ async def test_a_killed_worker_s_legs_are_reported_repaired_and_the_next_part_la
     assert probe(second.file.path)["video_frames"] >= sent["video"] - IN_FLIGHT
     # The killed worker was started again: both slots run.
     async with asyncio.timeout(30):
-        await pool.all_running()
+        await pool.workers.all_running()
     assert victim.pid not in {load.pid for load in pool.loads()}
 
 
