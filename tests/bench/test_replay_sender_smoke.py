@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import av
@@ -20,6 +18,7 @@ import pytest
 
 from media.recorder import Recorder, RecordingKey
 
+from ..senderproc import from_host, start_sender
 from .recording import encode_input
 
 SENDER = Path(__file__).with_name("_replay_sender.py")
@@ -35,36 +34,27 @@ async def test_the_fast_sender_sends_its_media_seconds_faster_than_real_time(
     encode_input(source, seconds=2)
     recorder = Recorder(tmp_path / "recordings", host_addresses=["127.0.0.1"])
     key = RecordingKey("c" * 32, "p" * 32)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(SENDER),
-        "--input",
-        str(source),
-        "--media-seconds",
-        str(MEDIA_SECONDS),
-        "--speed",
-        str(SPEED),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdin and proc.stdout
     try:
-        async with asyncio.timeout(60):
-            offer = json.loads(await proc.stdout.readline())["offer"]
-            answer = await recorder.start(key, offer, now=datetime.now(UTC))
-            proc.stdin.write((json.dumps({"answer": answer}) + "\n").encode())
-            await proc.stdin.drain()
-            assert json.loads(await proc.stdout.readline()) == {"connected": True}
+        proc = await start_sender(
+            from_host(recorder, key),
+            SENDER,
+            *("--input", str(source)),
+            *("--media-seconds", str(MEDIA_SECONDS), "--speed", str(SPEED)),
+        )
+        assert proc.stdin and proc.stdout
+        try:
             began = time.monotonic()
-            assert json.loads(await proc.stdout.readline()) == {"done": True}
-            took = time.monotonic() - began
-            proc.stdin.close()  # the sender stays until its stdin closes
-            assert await proc.wait() == 0
+            async with asyncio.timeout(60):
+                assert json.loads(await proc.stdout.readline()) == {"done": True}
+                took = time.monotonic() - began
+                proc.stdin.close()  # the sender stays until its stdin closes
+                assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         result = await recorder.stop(key)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
         await recorder.close()
     assert took < MEDIA_SECONDS, took  # faster than real time (about 1 s here)
     assert result is not None and result.file is not None, result
