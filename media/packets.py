@@ -295,9 +295,9 @@ def _write_records(fh: BinaryIO, packets: list[KeptPacket]) -> None:
 class PacketWriter:
     """One leg's packet log and final file, fed from the event loop, written on a thread.
 
-    Stands where ``TrackWriter`` stands for the recorder (same ``path``,
-    ``format``, ``stats``, ``failed``, ``needs_keyframe``, ``flush``,
-    ``close``); ``keep`` takes packets from ``seam.RtpTap`` instead of frames.
+    What the recorder writes through (``path``, ``format``, ``stats``,
+    ``failed``, ``needs_keyframe``, ``flush``, ``close``); ``keep`` takes
+    packets from ``seam.RtpTap``.
     """
 
     def __init__(self, path: Path, *, video_codec: str | None, audio: bool, t0: float) -> None:

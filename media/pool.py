@@ -9,106 +9,42 @@ call the recorder forwards each participant's frames to the others, inside one
 process); a consultation with no running leg goes to the worker with the
 fewest legs.
 
-Supervision: the pool starts ``local`` workers itself (``python -m
-media.worker`` on a Unix socket in a private temporary folder, their stdin
-held so that they die with this process) and connects to remote ones by
-address. A worker is lost when its connection ends or its process exits; then
-every leg it carried is ended: its ``.partial`` file is repaired here (as
-``recover`` does after a crash: the same finalize) and reported through
-``on_finished`` like any leg that ended by itself, so the participant's page is
-told and offers a new leg, which lands on a live worker as the next part. The
-worker is started again (or, remote, reconnected) after a short backoff.
+Supervision (``media.supervise``): the pool starts ``local`` workers itself
+and connects to remote ones by address. A worker is lost when its connection
+ends or its process exits; then every leg it carried is ended: its ``.partial``
+file is repaired here (as ``recover`` does after a crash: the same finalize)
+and reported through ``on_finished`` like any leg that ended by itself, so the
+participant's page is told and offers a new leg, which lands on a live worker
+as the next part. The worker is started again (or, remote, reconnected) after
+a short backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import json
 import logging
-import shutil
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import media
 from media import rpc
 from media.errors import RecordingFailed
 from media.finalize import leftovers, read_start
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
 from media.recorder import LegResult, RecordingKey, Repaired, finish_partial, partial_file
+from media.supervise import WORKER_GONE, Conn, WorkerGone, Workers
 
 log = logging.getLogger(__name__)
-
-START_TIMEOUT = 60.0  # a worker imports aiortc and PyAV on a loaded machine
-CALL_TIMEOUT = 60.0  # an answer gathers candidates; a stop finalizes a file
-RESTART_DELAY = 0.5
-RESTART_MAX_DELAY = 10.0
-STABLE_SECONDS = 10.0  # a worker that ran this long resets the backoff
-WORKER_GONE = "media worker stopped"
-# Workers start from the repository (or installed) root, so that
-# ``-m media.worker`` imports this very package.
-PACKAGE_ROOT = Path(media.__file__).resolve().parents[1]
-
-
-class WorkerGone(RecordingFailed):
-    """The media worker that carried (or was to carry) a leg is not there.
-
-    Its code stays ``recording_failed``: to the page it is a recording that
-    could not start or go on (the message names the worker, for the logs).
-    """
-
-
-@dataclass(eq=False)
-class _Conn:
-    """One connected worker."""
-
-    name: str
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    pid: int | None = None
-    process: asyncio.subprocess.Process | None = None
-    alive: bool = True
-    # Every leg placed here, including those still being negotiated.
-    legs: set[RecordingKey] = field(default_factory=set)
-    counts: dict[RecordingKey, LegCounts] = field(default_factory=dict)
-    pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
-    ids: itertools.count[int] = field(default_factory=itertools.count)
-
-    async def call(self, op: str, **args: Any) -> Any:
-        if not self.alive:
-            raise WorkerGone(f"{WORKER_GONE}: {self.name}")
-        ident = next(self.ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending[ident] = future
-        try:
-            self.writer.write(rpc.dumps({"id": ident, "op": op, **args}))
-            async with asyncio.timeout(CALL_TIMEOUT):
-                return await future
-        except (ConnectionError, OSError) as exc:
-            raise WorkerGone(f"{WORKER_GONE}: {self.name}") from exc
-        except TimeoutError as exc:
-            # A worker that does not answer in a minute is hung: a local one is
-            # killed, which ends it as lost (its legs repaired, the pages told).
-            if self.process is not None and self.process.returncode is None:
-                log.error("media worker %s did not answer %s: killed", self.name, op)
-                self.process.kill()
-            raise WorkerGone(f"{WORKER_GONE}: {self.name} did not answer") from exc
-        finally:
-            self.pending.pop(ident, None)
 
 
 @dataclass(eq=False)
 class _Placed:
     """A leg the pool placed on a worker."""
 
-    conn: _Conn
+    conn: Conn
     file: LegFile
     started_at: datetime
     # Set once the leg ended by itself (the worker said so, or it was lost).
@@ -117,16 +53,6 @@ class _Placed:
     lost: asyncio.Future[LegResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-
-
-@dataclass(eq=False)
-class _Slot:
-    """A place for one worker: started here (local) or reached by address."""
-
-    name: str
-    address: str | None = None  # remote host:port
-    conn: _Conn | None = None
-    first_try: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def repair(partial: Path) -> Repaired:
@@ -179,40 +105,31 @@ class WorkerPool:
         self.on_finished = on_finished
         # Called when a leg's file could not be written (the leg goes on).
         self.on_writing_failed: Callable[[LegResult], None] | None = None
-        self.token = token
         self.legs: dict[RecordingKey, _Placed] = {}
-        self.slots = [_Slot(name=f"local-{i + 1}") for i in range(local)] + [
-            _Slot(name=address, address=address) for address in addresses
-        ]
-        self._args: list[str] = []
+        args: list[str] = []
         for url in stun_urls:
-            self._args += ["--stun", url]
+            args += ["--stun", url]
         for address in host_addresses:
-            self._args += ["--host-address", address]
-        self._args += ["--keyframe-interval", str(keyframe_interval)]
+            args += ["--host-address", address]
+        args += ["--keyframe-interval", str(keyframe_interval)]
         if start_bitrate:
-            self._args += ["--start-bitrate", str(start_bitrate)]
-        self._absolute = directory.resolve()
-        self._sockets: Path | None = None
-        self._keepers: list[asyncio.Task[None]] = []
+            args += ["--start-bitrate", str(start_bitrate)]
+        self.workers = Workers(
+            directory,
+            local=local,
+            addresses=addresses,
+            token=token,
+            args=args,
+            on_event=self._received,
+            on_lost=self._lost,
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._closing = False
-        self._changed: asyncio.Condition | None = None
-        self._closed: asyncio.Event | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def open(self) -> None:
         """Start the local workers, reach the remote ones; returns once each was tried."""
-        if any(slot.address is None for slot in self.slots):
-            # A private folder (0700) for the Unix sockets: only this user may
-            # talk to the workers. /tmp keeps the paths under the 108-byte limit.
-            self._sockets = Path(tempfile.mkdtemp(prefix="teleconsult-media-"))
-        self._changed = asyncio.Condition()
-        self._closed = asyncio.Event()
-        for slot in self.slots:
-            self._keepers.append(asyncio.create_task(self._keep(slot)))
-        await asyncio.gather(*(slot.first_try.wait() for slot in self.slots))
+        await self.workers.open()
 
     async def close(self) -> list[LegResult]:
         """Stop every leg (each file is finalized by its worker), then the workers."""
@@ -225,142 +142,13 @@ class WorkerPool:
                 continue
             if result is not None:
                 results.append(result)
-        self._closing = True
-        if self._closed is not None:
-            self._closed.set()
-        for slot in self.slots:
-            if slot.conn is not None:
-                slot.conn.writer.close()  # the worker exits when its controller goes
-        await asyncio.gather(*self._keepers, return_exceptions=True)
+        await self.workers.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._sockets is not None:
-            shutil.rmtree(self._sockets, ignore_errors=True)
         return results
 
-    async def _keep(self, slot: _Slot) -> None:
-        # Start (or reach) the slot's worker, serve it until it is lost, repair
-        # what it left, and again, until the pool closes.
-        delay = RESTART_DELAY
-        while not self._closing:
-            began = time.monotonic()
-            try:
-                conn = await (self._reach(slot) if slot.address else self._spawn(slot))
-            except Exception as exc:
-                log.warning("media worker %s could not be started or reached: %s", slot.name, exc)
-                conn = None
-            slot.first_try.set()
-            if conn is not None and self.closing:
-                conn.writer.close()  # started while the pool closed: it ends now
-            if conn is not None:
-                slot.conn = conn
-                await self._notify()
-                await self._serve(conn)
-                slot.conn = None
-                await self._notify()
-                await self._lost(conn)
-            if self.closing:
-                break
-            if time.monotonic() - began > STABLE_SECONDS:
-                delay = RESTART_DELAY
-            # A backoff: a worker that dies at once (a broken install) must not
-            # be restarted in a tight loop; closing the pool cuts it short.
-            assert self._closed is not None  # noqa: S101 - set by open()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), delay)
-            delay = min(delay * 2, RESTART_MAX_DELAY)
-
-    @property
-    def closing(self) -> bool:
-        """Whether the pool is shutting down (no restarts then)."""
-        return self._closing
-
-    async def _notify(self) -> None:
-        if self._changed is not None:
-            async with self._changed:
-                self._changed.notify_all()
-
-    async def all_running(self) -> None:
-        """Return once every worker is running and connected (after a restart, say)."""
-        assert self._changed is not None  # noqa: S101 - open() first
-        async with self._changed:
-            await self._changed.wait_for(lambda: all(load.alive for load in self.loads()))
-
-    async def _spawn(self, slot: _Slot) -> _Conn:
-        assert self._sockets is not None  # noqa: S101 - set by open() for local slots
-        path = self._sockets / f"{slot.name}.sock"
-        path.unlink(missing_ok=True)
-        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "media.worker",
-            "--listen",
-            f"unix:{path}",
-            "--directory",
-            str(self._absolute),
-            "--log-level",
-            str(level),
-            "--watch-stdin",
-            *self._args,
-            cwd=PACKAGE_ROOT,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        try:
-            assert process.stdout is not None  # noqa: S101 - piped above
-            async with asyncio.timeout(START_TIMEOUT):
-                line = await process.stdout.readline()
-            if not line:
-                raise RecordingFailed(f"media worker {slot.name} exited at start")
-            pid = json.loads(line)["pid"]
-            reader, writer = await asyncio.open_unix_connection(str(path), limit=rpc.LINE_LIMIT)
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-            raise
-        log.info("media worker %s started (pid %d)", slot.name, pid)
-        return _Conn(name=slot.name, reader=reader, writer=writer, pid=pid, process=process)
-
-    async def _reach(self, slot: _Slot) -> _Conn:
-        assert slot.address is not None  # noqa: S101 - remote slots have one
-        host, _, port = slot.address.rpartition(":")
-        reader, writer = await asyncio.open_connection(host, int(port), limit=rpc.LINE_LIMIT)
-        if self.token:
-            writer.write(rpc.dumps({"token": self.token}))
-        log.info("media worker %s reached", slot.name)
-        return _Conn(name=slot.name, reader=reader, writer=writer)
-
-    async def _serve(self, conn: _Conn) -> None:
-        # Read the worker's answers and events until its connection ends or
-        # (local) its process exits.
-        async def read() -> None:
-            with contextlib.suppress(ConnectionError, ValueError):
-                while line := await conn.reader.readline():
-                    self._received(conn, json.loads(line))
-
-        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(read())]
-        if conn.process is not None:
-            waits.append(asyncio.ensure_future(conn.process.wait()))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
-
-    def _received(self, conn: _Conn, msg: dict[str, Any]) -> None:
-        if "id" in msg:
-            future = conn.pending.get(msg["id"])
-            if future is not None and not future.done():
-                if "error" in msg:
-                    future.set_exception(RecordingFailed(str(msg["error"])))
-                else:
-                    future.set_result(msg.get("ok"))
-        elif msg.get("event") == "stats":
-            conn.pid = msg.get("pid", conn.pid)
-            conn.counts = dict(rpc.counts_from_wire(x) for x in msg.get("legs", []))
-        elif msg.get("event") == "finished":
+    def _received(self, conn: Conn, msg: dict[str, Any]) -> None:
+        # A worker's event about one of its legs.
+        if msg.get("event") == "finished":
             result = rpc.result_from_wire(msg["result"], self.directory)
             placed = self.legs.get(result.key)
             if placed is not None and placed.conn is conn:
@@ -369,7 +157,7 @@ class WorkerPool:
         elif msg.get("event") == "writing_failed":
             self._writing_failed(conn, rpc.result_from_wire(msg["result"], self.directory))
 
-    def _writing_failed(self, conn: _Conn, result: LegResult) -> None:
+    def _writing_failed(self, conn: Conn, result: LegResult) -> None:
         # The leg stays placed (connected and relayed, without a file).
         placed = self.legs.get(result.key)
         if placed is not None and placed.conn is conn and self.on_writing_failed is not None:
@@ -379,20 +167,9 @@ class WorkerPool:
         if self.on_finished is not None:
             self.on_finished(result)
 
-    async def _lost(self, conn: _Conn) -> None:
-        """A worker is gone: fail what waited on it, repair and report its legs."""
-        conn.alive = False
-        conn.writer.close()
-        if conn.process is not None:
-            # Its files are repaired below: nothing may write them any more.
-            with contextlib.suppress(ProcessLookupError):
-                conn.process.kill()
-            await conn.process.wait()
-        for future in list(conn.pending.values()):
-            if not future.done():
-                future.set_exception(WorkerGone(f"{WORKER_GONE}: {conn.name}"))
-        if self._closing:
-            return
+    async def _lost(self, conn: Conn) -> None:
+        """A worker is gone (its process killed, its requests failed): repair
+        and report the legs it carried."""
         log.warning("media worker %s lost with %d leg(s)", conn.name, len(conn.legs))
         # Each leg is told as soon as its own file is repaired (on threads,
         # side by side): its page offers again meanwhile.
@@ -441,11 +218,8 @@ class WorkerPool:
 
     # -- placement --------------------------------------------------------------------
 
-    def _live(self) -> list[_Conn]:
-        return [s.conn for s in self.slots if s.conn is not None and s.conn.alive]
-
-    def _place(self, consultation_id: str) -> _Conn:
-        live = self._live()
+    def _place(self, consultation_id: str) -> Conn:
+        live = self.workers.live()
         for conn in live:
             if any(k.consultation_id == consultation_id for k in conn.legs):
                 return conn
@@ -453,7 +227,7 @@ class WorkerPool:
             raise WorkerGone("no media worker is running")
         return min(live, key=lambda c: len(c.legs))
 
-    def _conn_of(self, key: RecordingKey) -> tuple[_Placed, _Conn]:
+    def _conn_of(self, key: RecordingKey) -> tuple[_Placed, Conn]:
         placed = self.legs.get(key)
         if placed is None:
             raise RecordingFailed(f"no leg {key}")
@@ -478,16 +252,7 @@ class WorkerPool:
         except BaseException:
             conn.legs.discard(key)
             raise
-        self.legs[key] = _Placed(
-            conn=conn,
-            started_at=now,
-            file=LegFile(
-                path=self.directory / reply["path"],
-                container=reply["container"],
-                video_codec=reply["video_codec"],
-                audio_codec=reply["audio_codec"],
-            ),
-        )
+        self.legs[key] = _Placed(conn=conn, started_at=now, file=self._leg_file(reply))
         if not conn.alive:
             # Lost while its answer was on the way: the page is told as for
             # any lost leg (its repair ran without knowing of this one).
@@ -506,6 +271,16 @@ class WorkerPool:
     def leg_file(self, key: RecordingKey) -> LegFile:
         """The file a running leg writes (KeyError: no such leg)."""
         return self.legs[key].file
+
+    def _leg_file(self, reply: dict[str, Any]) -> LegFile:
+        # The file of a started or resumed leg, as its worker's answer names it
+        # (``media.worker``'s ``_file``; the path relative to the directory).
+        return LegFile(
+            path=self.directory / reply["path"],
+            container=reply["container"],
+            video_codec=reply["video_codec"],
+            audio_codec=reply["audio_codec"],
+        )
 
     async def add_candidate(
         self, key: RecordingKey, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None
@@ -594,21 +369,9 @@ class WorkerPool:
             )
         except WorkerGone as exc:
             raise RecordingFailed(str(exc)) from exc
-        if self.legs.get(key) is placed:
-            del self.legs[key]
-        conn.legs.discard(key)
-        conn.counts.pop(key, None)
+        self._drop(key, placed)
         conn.legs.add(new_key)
-        self.legs[new_key] = _Placed(
-            conn=conn,
-            started_at=now,
-            file=LegFile(
-                path=self.directory / reply["path"],
-                container=reply["container"],
-                video_codec=reply["video_codec"],
-                audio_codec=reply["audio_codec"],
-            ),
-        )
+        self.legs[new_key] = _Placed(conn=conn, started_at=now, file=self._leg_file(reply))
 
     async def relay_offer(self, key: RecordingKey, viewer: str) -> str:
         """Open the relay of ``key``'s leg to ``viewer``; its offer SDP.
@@ -637,7 +400,7 @@ class WorkerPool:
 
     async def relay_close(self, consultation_id: str, viewer: str) -> None:
         """Close every relay of the consultation's legs to ``viewer``."""
-        for conn in self._live():
+        for conn in self.workers.live():
             if any(k.consultation_id == consultation_id for k in conn.legs):
                 with contextlib.suppress(WorkerGone):
                     await conn.call("relay_close", consultation_id=consultation_id, viewer=viewer)
@@ -653,31 +416,19 @@ class WorkerPool:
 
     def loads(self) -> list[WorkerLoad]:
         """Legs per worker (a lost one shows as not alive, with none)."""
-        out = []
-        for slot in self.slots:
-            conn = slot.conn
-            alive = conn is not None and conn.alive
-            out.append(
-                WorkerLoad(
-                    name=slot.name,
-                    pid=conn.pid if conn is not None else None,
-                    legs=len(conn.legs) if conn is not None and alive else 0,
-                    alive=alive,
-                )
-            )
-        return out
+        return self.workers.loads()
 
     def leg_counts(self) -> dict[RecordingKey, LegCounts]:
         """Frames written and lost per running leg, as the workers last reported."""
         out: dict[RecordingKey, LegCounts] = {}
-        for conn in self._live():
+        for conn in self.workers.live():
             out.update({k: c for k, c in conn.counts.items() if k in self.legs})
         return out
 
     async def counts_now(self) -> dict[RecordingKey, LegCounts]:
         """Frames written and lost per running leg, asked of every worker now."""
         out: dict[RecordingKey, LegCounts] = {}
-        for conn in self._live():
+        for conn in self.workers.live():
             with contextlib.suppress(WorkerGone):
                 out.update(dict(rpc.counts_from_wire(x) for x in await conn.call("counts")))
         return out

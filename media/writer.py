@@ -3,14 +3,7 @@
 ``FrameMuxer`` muxes ``EncodedFrame``s with PyAV (blocking, on a thread). The
 recorder's lean path (``packets.PacketWriter``) runs it on the leg's thread
 with frames put together from the packets it keeps, writing the final file as
-it goes. ``TrackWriter`` is the frame-fed writer the recorder used before
-(kept for writing frames directly): it owns a thread and a queue: the event loop only collects
-``EncodedFrame``s and hands them over in batches (the recorder flushes every
-``BATCH_SECONDS``); muxing and disk I/O happen on the thread. While the call runs
-the file has a ``.partial`` name, WebM clusters close at least every second
-(fragmented MP4: fragments of at most one second) and are flushed to the file at
-once, so a killed server leaves a file that loses about the last second.
-``finalize.py`` turns it into the final file.
+it goes (the packet log beside it is what survives a crash).
 
 Timing: aiortc re-bases each track's RTP timestamps to start at 0, so audio and
 video would both start at 0 whatever their real start. Each track is therefore
@@ -23,10 +16,7 @@ reported as ``first_media_offset``.
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import queue
-import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -53,20 +43,6 @@ DEFAULT_SIZE = (640, 480)
 MAX_WAIT_FOR_KEYFRAME = (
     5.0  # seconds of buffered media before opening anyway  # half a second of 90 kHz video clock
 )
-
-
-def container_options(fmt: str) -> dict[str, str]:
-    """Muxer options that keep a crashed recording playable."""
-    if fmt == "mp4":
-        return {
-            "movflags": "frag_keyframe+empty_moov+default_base_moof",
-            "frag_duration": "1000000",
-            "flush_packets": "1",
-        }
-    # flush_packets: what the muxer has written reaches the file at once rather
-    # than waiting in the 32 KiB write buffer (a low-bitrate camera fills that in
-    # tens of seconds, all of which a crash would lose).
-    return {"cluster_time_limit": "1000", "cluster_size_limit": "2097152", "flush_packets": "1"}
 
 
 @dataclass
@@ -99,86 +75,6 @@ class WriterStats:
     errors: list[str] = field(default_factory=list)
 
 
-class TrackWriter:
-    """One output file, fed from the event loop, written on its own thread."""
-
-    def __init__(self, path: Path, *, video_codec: str | None, audio: bool, t0: float) -> None:
-        """Prepare (but do not yet create) the file.
-
-        Args:
-            path: the ``.partial`` file to write.
-            video_codec: ``"vp8"``, ``"h264"`` or None for audio only.
-            audio: whether an Opus track is expected.
-            t0: ``time.monotonic()`` of the recording's start.
-        """
-        if video_codec not in CONTAINER_FOR:
-            raise ValueError(f"unsupported video codec {video_codec!r}")
-        self.path = path
-        self.video_codec = video_codec
-        self.audio = audio
-        self.t0 = t0
-        self.format = CONTAINER_FOR[video_codec]
-        self.stats = WriterStats(
-            path=path,
-            format=self.format,
-            video_codec=video_codec,
-            audio_codec="opus" if audio else None,
-        )
-        # Set by the writer thread when video waits for a keyframe; read by the
-        # recorder's keyframe loop (a plain bool is enough between two threads).
-        self.needs_keyframe = video_codec is not None
-        # Set by the writer thread when writing failed (a full disk, a muxer
-        # error): nothing more reaches the file, and the recorder ends the leg
-        # so that the records and the pages say so instead of "recording".
-        self.failed = threading.Event()
-        # Frames are handed to the thread in batches (``flush``): one wake-up per
-        # batch instead of one per frame (audio alone is 50 frames a second).
-        self._batch: list[EncodedFrame] = []
-        self._queue: queue.SimpleQueue[list[EncodedFrame] | None] = queue.SimpleQueue()
-        # The thread runs in a copy of the caller's context, so its log lines
-        # carry the consultation the caller was handling.
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(
-            target=context.run, args=(self._run,), name=f"rec-{path.stem}", daemon=True
-        )
-        self._thread.start()
-
-    def put(self, frame: EncodedFrame) -> None:
-        """Take one frame (never blocks); it reaches the thread at the next ``flush``."""
-        self._batch.append(frame)
-
-    def flush(self) -> None:
-        """Hand the frames taken since the last flush to the writer thread."""
-        if self._batch:
-            self._queue.put(self._batch)
-            self._batch = []
-
-    def close(self) -> WriterStats:
-        """Flush and close the file; blocks until the thread is done (call off the loop)."""
-        self.flush()
-        self._queue.put(None)
-        self._thread.join()
-        return self.stats
-
-    # -- writer thread --------------------------------------------------------------
-
-    def _run(self) -> None:
-        muxer = FrameMuxer(self.path, stats=self.stats, t0=self.t0, options=None)
-        try:
-            while (batch := self._queue.get()) is not None:
-                for frame in batch:
-                    muxer.add(frame)
-                    self.needs_keyframe = muxer.needs_keyframe
-        except Exception as exc:  # the recording fails; the call must go on
-            log.exception("recording writer failed: %s", self.path.name)
-            self.stats.errors.append(repr(exc))
-            self.failed.set()
-            while self._queue.get() is not None:
-                pass
-        finally:
-            muxer.close()
-
-
 class FrameMuxer:
     """Muxes ``EncodedFrame``s into one file with PyAV (blocking: call it on a thread).
 
@@ -192,7 +88,7 @@ class FrameMuxer:
         *,
         stats: WriterStats,
         t0: float,
-        options: dict[str, str] | None,
+        options: dict[str, str],
         note: Path | None = None,
     ) -> None:
         """Prepare (but do not yet create) ``path``.
@@ -201,7 +97,7 @@ class FrameMuxer:
             path: the file to write.
             stats: where counts, the first media offset and errors go.
             t0: ``time.monotonic()`` of the recording's start (the frames' clock).
-            options: container options (None: the crash-safe live options).
+            options: the container options.
             note: where the first media offset is noted (default: beside ``path``).
         """
         self.path = path
@@ -210,7 +106,7 @@ class FrameMuxer:
         self.format = stats.format
         self.video_codec = stats.video_codec
         self.audio = stats.audio_codec is not None
-        self.options = container_options(self.format) if options is None else options
+        self.options = options
         self.note = note or path
         self.needs_keyframe = self.video_codec is not None
         self._origin: float | None = None

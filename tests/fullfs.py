@@ -11,16 +11,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+from .requirements import require
 
 
 @contextmanager
 def tmpfs(path: Path, size: int) -> Iterator[Path]:
     """A tmpfs of ``size`` bytes mounted at ``path`` (empty), unmounted after."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("the full-disk test mounts a tmpfs: it needs root")
-        pytest.skip("the full-disk test mounts a tmpfs: it needs root")
+    require(
+        os.geteuid() == 0 and shutil.which("mount") is not None,
+        "the full-disk test mounts a tmpfs: it needs root",
+    )
     path.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)  # noqa: S603,S607
     try:

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-import pytest
 from pydicom.uid import generate_uid
+
+from .requirements import require
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -45,14 +46,10 @@ def orthanc_available() -> bool:
 
 def orthanc_or_skip() -> None:
     """Fail under CI (which provides Orthanc), skip elsewhere."""
-    if orthanc_available():
-        return
-    message = (
-        "Orthanc with its DICOMweb plugin is needed (apt-get install orthanc orthanc-dicomweb)"
+    require(
+        orthanc_available(),
+        "Orthanc with its DICOMweb plugin is needed (apt-get install orthanc orthanc-dicomweb)",
     )
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _free_port() -> int:

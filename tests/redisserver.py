@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
+from .requirements import require
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT = 20.0
@@ -29,12 +29,7 @@ def redis_available() -> bool:
 
 def redis_or_skip() -> None:
     """Fail under CI (which provides redis-server), skip elsewhere."""
-    if redis_available():
-        return
-    message = "redis-server is needed (apt-get install redis-server)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    require(redis_available(), "redis-server is needed (apt-get install redis-server)")
 
 
 def _free_port() -> int:

@@ -1,14 +1,29 @@
 """What tests and benchmarks need to run the real server as a process of its own.
 
 Imported by the tests (``from ..serverproc import ...``) and by the benchmark
-scripts, which put the repository root on ``sys.path`` first.
+scripts, which put the repository root on ``sys.path`` first. ``ServerProcess``
+is ``python -m web.cli serve`` that a test starts, waits for, kills (SIGKILL, as
+a crash) or stops (SIGTERM) and starts again on the same port and data.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+# How long ``serve`` may take to answer /api/health: migrations, the repair of
+# a killed process's recordings, media workers, on a loaded 2-core machine.
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
 
 
 def free_port() -> int:
@@ -39,3 +54,73 @@ def server_env(data_dir: Path, **settings: str) -> dict[str, str]:
     )
     env.update({f"TELECONSULT_{name.upper()}": value for name, value in settings.items()})
     return env
+
+
+@dataclass
+class ServerProcess:
+    """``python -m web.cli serve`` as a process of its own, started again at will.
+
+    ``env`` is from ``server_env`` and names the port; ``wrap(*argv)`` gives the
+    command line that runs ``argv`` somewhere else (``NetNs.command``: in the
+    browsers' network namespace, where the caller must then be too).
+    """
+
+    env: dict[str, str]
+    log: Path
+    wrap: Callable[..., list[str]] | None = None
+    proc: asyncio.subprocess.Process | None = None
+
+    @classmethod
+    def on_free_port(
+        cls,
+        data_dir: Path,
+        log: Path,
+        wrap: Callable[..., list[str]] | None = None,
+        **settings: str,
+    ) -> ServerProcess:
+        """A server on a free port of 127.0.0.1: ``server_env(data_dir, **settings)``."""
+        env = server_env(data_dir, port=str(free_port()), **settings)
+        env["PYTHONPATH"] = str(ROOT)  # this checkout's code, not an installed one
+        return cls(env, log, wrap)
+
+    @property
+    def base(self) -> str:
+        """The server's base URL."""
+        return f"http://127.0.0.1:{self.env['TELECONSULT_PORT']}"
+
+    async def start(self) -> None:
+        """Start ``serve`` (its output appended to ``log``); return once it answers."""
+        argv = [sys.executable, "-m", "web.cli", "serve"]
+        with self.log.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                *(self.wrap(*argv) if self.wrap else argv),
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=out,
+            )
+        async with asyncio.timeout(START_TIMEOUT), aiohttp.ClientSession() as http:
+            while True:
+                assert self.proc.returncode is None, self.log.read_text(errors="replace")
+                try:
+                    async with http.get(self.base + "/api/health") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)  # polling a port that is not open yet
+
+    async def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is finished or said."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM (a clean shutdown), SIGKILL if that takes too long."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT):
+                    await self.proc.wait()
+            except TimeoutError:
+                await self.kill()

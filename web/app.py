@@ -309,7 +309,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     # What a killed server left behind is repaired before anything new starts
     # (with several web processes: not the calls another living one holds).
-    busy = await cluster.rooms_held_elsewhere() if cluster is not None else set()
+    busy = await cluster.owners.rooms_held_elsewhere() if cluster is not None else set()
     recovered = await app[RECORDING].recover(only=lambda cid: cid not in busy)
     if recovered:
         log.warning("repaired %d recording(s) left by an unclean stop", len(recovered))

@@ -39,8 +39,8 @@ from redis.exceptions import RedisError
 from media.space import disk_space  # the recorder resumes on the same verdict
 from records.db import alembic_config
 from records.scan import ClamdScanner
-from signaling.call.cluster import PREFIX
 from signaling.call.ice import turn_credentials
+from signaling.call.owners import PREFIX
 from web.settings import Settings
 
 Verdict = Literal["ok", "warn", "fail"]

@@ -6,7 +6,7 @@ frame straight to ``Calls`` and pushes go through the process's ``Hub``.
 With Redis, each consultation's room lives in exactly one process, its *owner*,
 claimed in Redis under ``tc:owner:<consultation>`` with a lease the owner renews
 (``lease_seconds``; every process also keeps ``tc:node:<node>`` alive the same
-way). So the room logic, the chat refs, the resume grace and the recording legs
+way: ``owners.Owners``). So the room logic, the chat refs, the resume grace and the recording legs
 stay where they are today, in ``Calls`` and the owner's recorder, unchanged:
 
 - A socket whose ``join`` names a room owned elsewhere is *forwarded*: this
@@ -39,45 +39,26 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import fields
-from datetime import date, datetime
-from typing import Any, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from redis.asyncio import Redis
 
-from records.models import Account, Consultation, Row
+from records.models import Consultation
 from signaling.call import messages as m
 from signaling.call.calls import Calls
+from signaling.call.cluster_rows import (
+    actor_from_json,
+    actor_to_json,
+    consultation_for_audience,
+    row_from_json,
+)
 from signaling.call.cluster_wire import Address, Publisher, Subscription
 from signaling.call.hub import Channel, ConsultationPushes, Hub
 from signaling.call.outbound import ServerMessage, encode
+from signaling.call.owners import LEASE_SECONDS, PREFIX, Owners
 from signaling.workflow.base import Actor
 
 log = logging.getLogger(__name__)
-
-PREFIX = "tc:"
-LEASE_SECONDS = 5.0
-# A room's key outlives its owner's death by this much at most (cleaning up);
-# whether it is held is decided by the owner's presence, renewed every lease.
-ROOM_TTL_SECONDS = 24 * 3600
-
-# Claim the room for ``me`` unless a living process holds it; returns the owner.
-_CLAIM = """
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. owner) == 1 then
-  return owner
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
-"""
-
-# Give a room up only if it is still ours.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 @runtime_checkable
@@ -87,70 +68,6 @@ class Reconnectable(Protocol):
     async def reconnect(self, reason: str) -> None:
         """Close, telling the client to come back (it resumes its call)."""
         ...
-
-
-# -- rows through JSON ------------------------------------------------------------
-
-R = TypeVar("R", bound=Row)
-
-
-def row_to_json(row: Row) -> dict[str, Any]:
-    """A typed row as JSON values (dates in ISO form, sets as lists)."""
-    out: dict[str, Any] = {}
-    for f in fields(cast(Any, row)):
-        value = getattr(row, f.name)
-        if isinstance(value, date | datetime):
-            value = value.isoformat()
-        elif isinstance(value, frozenset):
-            value = sorted(value)
-        out[f.name] = value
-    return out
-
-
-def row_from_json(cls: type[R], data: dict[str, Any]) -> R:
-    """The inverse of ``row_to_json`` for the row class ``cls``."""
-    values: dict[str, Any] = {}
-    for f in fields(cast(Any, cls)):
-        if f.name not in data:
-            continue
-        value = data[f.name]
-        kind = str(f.type)
-        if value is not None and "datetime" in kind:
-            value = datetime.fromisoformat(value)
-        elif value is not None and "date" in kind:
-            value = date.fromisoformat(value)
-        elif "frozenset" in kind:
-            value = frozenset(value)
-        values[f.name] = value
-    return cls(**values)
-
-
-def actor_to_json(actor: Actor) -> str:
-    """Who sends a forwarded socket's frames."""
-    return json.dumps(
-        {
-            "account": row_to_json(actor.account),
-            "client_addr": actor.client_addr,
-            "session": actor.session,
-        }
-    )
-
-
-def actor_from_json(text: str) -> Actor:
-    """The inverse of ``actor_to_json``."""
-    data = json.loads(text)
-    return Actor(
-        account=row_from_json(Account, data["account"]),
-        client_addr=data["client_addr"],
-        session=data["session"],
-    )
-
-
-def consultation_for_audience(consultation: Consultation) -> dict[str, Any]:
-    """What decides who may see a consultation, without the patient's story."""
-    data = row_to_json(consultation)
-    data["reason"] = data["question"] = ""
-    return data
 
 
 # -- ordered delivery -------------------------------------------------------------
@@ -246,8 +163,7 @@ class Cluster:
         self.hub = hub
         self.pushes = pushes
         self.node = node_id or uuid.uuid4().hex[:12]
-        self.lease_ms = int(lease_seconds * 1000)
-        self.lease_seconds = lease_seconds
+        self.owners = Owners(redis, node=self.node, lease_seconds=lease_seconds)
         self.calls: Calls | None = None
         self.on_claim = on_claim
         # Told the digest of a session ended elsewhere (a logout): its sockets here close.
@@ -258,14 +174,9 @@ class Cluster:
         self._out_lanes: dict[str, _Lane] = {}
         # Sockets of other processes in rooms owned here: (node, sid) -> channel.
         self._proxies: dict[tuple[str, str], RemoteChannel] = {}
-        # Rooms claimed here -> when (loop time); released when they close.
-        self._owned: dict[str, float] = {}
-        self._renewed = 0.0
         self._outbox: deque[tuple[str, str]] = deque()
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._claim = redis.register_script(_CLAIM)
-        self._release = redis.register_script(_RELEASE)
         self.forwarded_frames = 0
 
     # -- lifecycle ----------------------------------------------------------------
@@ -273,7 +184,7 @@ class Cluster:
     async def start(self, calls: Calls) -> None:
         """Announce this process, subscribe, and start the publisher and heartbeat."""
         self.calls = calls
-        await self.redis.set(self._node_key(self.node), "1", px=self.lease_ms)
+        await self.owners.announce()
         subscription = Subscription(self.address, [self._in_channel(self.node), PREFIX + "all"])
         await subscription.open()
         loop = asyncio.get_running_loop()
@@ -295,9 +206,7 @@ class Cluster:
         for proxy in self._proxies.values():
             proxy.lane.cancel()
         try:
-            for cid in list(self._owned):
-                await self._release(keys=[self._owner_key(cid)], args=[self.node])
-            await self.redis.delete(self._node_key(self.node))
+            await self.owners.leave()
         except Exception as exc:
             log.info("cluster: could not say goodbye: %s", type(exc).__name__)
         await self._wire.close()
@@ -359,32 +268,13 @@ class Cluster:
 
     async def claim(self, consultation_id: str) -> str:
         """The process owning the room of ``consultation_id``: this one if free."""
-        owner = str(
-            await self._claim(
-                keys=[self._owner_key(consultation_id)],
-                args=[self.node, ROOM_TTL_SECONDS * 1000, PREFIX + "node:"],
-            )
-        )
-        if owner == self.node and consultation_id not in self._owned:
-            self._owned[consultation_id] = asyncio.get_running_loop().time()
-            log.info("consultation=%s room held by this process", consultation_id)
-            if self.on_claim is not None and consultation_id not in self._calls().rooms:
-                try:
-                    await self.on_claim(consultation_id)
-                except Exception:
-                    log.exception("consultation=%s taking the room over failed", consultation_id)
+        owner, taken = await self.owners.claim(consultation_id)
+        if taken and self.on_claim is not None and consultation_id not in self._calls().rooms:
+            try:
+                await self.on_claim(consultation_id)
+            except Exception:
+                log.exception("consultation=%s taking the room over failed", consultation_id)
         return owner
-
-    async def rooms_held_elsewhere(self) -> set[str]:
-        """Consultations whose room a living other process holds (their legs
-        are being written there: a starting process leaves them alone)."""
-        owners: dict[str, str] = {}
-        async for key in self.redis.scan_iter(match=PREFIX + "owner:*", count=500):
-            value = await self.redis.get(key)
-            if value is not None and value != self.node:
-                owners[str(key).removeprefix(PREFIX + "owner:")] = str(value)
-        alive = {n for n in set(owners.values()) if await self.redis.exists(self._node_key(n))}
-        return {cid for cid, node in owners.items() if node in alive}
 
     # -- pushes (the workflow's Notifier, the admin's AccountSockets) -------------
 
@@ -569,7 +459,7 @@ class Cluster:
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
     async def _heartbeat(self) -> None:
-        period = self.lease_seconds / 4
+        period = self.owners.lease_seconds / 4
         while True:
             # A lease timer: others learn of our death only by its lapsing.
             await asyncio.sleep(period)
@@ -582,40 +472,14 @@ class Cluster:
 
     async def _beat(self) -> None:
         calls = self._calls()
-        # One round trip for our presence, whatever the number of calls: a room
-        # is ours while its key names us and we are alive (the claim script).
-        before = await self.redis.set(self._node_key(self.node), "1", px=self.lease_ms, get=True)
-        if before is None and self._owned:
-            log.warning("cluster: this process was taken for dead (a stall of a lease)")
-        now = asyncio.get_running_loop().time()
-        closed = [
-            cid
-            for cid, since in self._owned.items()
-            if cid not in calls.rooms and now - since >= self.lease_seconds
-        ]
-        if closed or now - self._renewed >= ROOM_TTL_SECONDS / 4:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for cid in closed:
-                    del self._owned[cid]
-                    await self._release(keys=[self._owner_key(cid)], args=[self.node], client=pipe)
-                if now - self._renewed >= ROOM_TTL_SECONDS / 4:
-                    # Keys of a dead process's rooms lapse by themselves one day.
-                    self._renewed = now
-                    for cid in self._owned:
-                        pipe.pexpire(self._owner_key(cid), ROOM_TTL_SECONDS * 1000)
-                await pipe.execute()
+        await self.owners.renew(calls.rooms)
         # Processes we depend on: owners of our forwarded sockets' rooms, and
         # the processes holding the sockets of members of our rooms.
         others = {owner for _, owner in self._forwarded.values()}
         others |= {node for node, _ in self._proxies}
         if not others:
             return
-        order = sorted(others)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for n in order:
-                pipe.exists(self._node_key(n))
-            flags = await pipe.execute()
-        dead = {n for n, flag in zip(order, flags, strict=True) if not flag}
+        dead = await self.owners.lapsed(others)
         for node in dead:
             log.warning("cluster: node %s is gone", node)
         for channel, (sid, owner) in list(self._forwarded.items()):
@@ -639,16 +503,8 @@ class Cluster:
         return self.calls
 
     @staticmethod
-    def _node_key(node: str) -> str:
-        return PREFIX + "node:" + node
-
-    @staticmethod
     def _in_channel(node: str) -> str:
         return in_channel(node)
-
-    @staticmethod
-    def _owner_key(consultation_id: str) -> str:
-        return PREFIX + "owner:" + consultation_id
 
 
 async def _quietly(job: Awaitable[object]) -> None:

@@ -4,7 +4,8 @@ The media plane (``media.recorder``) writes files and knows nothing of
 consultations; this service decides whether a participant's leg may be recorded
 (the patient's consent must cover recording), numbers the parts, keeps a row per
 leg in the records, puts recording events on the timeline, and repairs what a
-killed server left behind.
+killed server left behind. A leg whose file cannot be written (a full disk)
+is kept for the live call and records again later: ``kept_legs``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import dataclasses
 import functools
 import logging
 import shutil
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,15 +26,14 @@ import sqlalchemy as sa
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, describe
 from media.host import LegHost
-from media.recorder import LegResult, RecordingKey, Repaired, finish_partial
-from media.space import disk_space
-from media.writer import CONTAINER_FOR
+from media.recorder import LegResult, RecordingKey, Repaired
 from records import sealed, store
 from records.models import Event, Recording
 from records.vocab import ErrorCode, EventKind
 from signaling.errors import IllegalTransition, NotFound, RuleViolation
 from signaling.workflow import recording_rows as rows
 from signaling.workflow.base import Actor, Context, Service, Tx, stored
+from signaling.workflow.kept_legs import RESUME_CHECK_SECONDS, KeptLegs
 
 log = logging.getLogger(__name__)
 
@@ -66,25 +65,6 @@ class Listener(Protocol):
 
 
 MIN_RETENTION_DAYS = 3 * 365 + 1  # audio/video process records: at least 3 years
-# A kept leg (its file failed) records again once the disk passes the same
-# check as ``/readyz``; the check runs this often, and after a resumed part
-# failed again within RESUME_STABLE seconds the wait doubles up to RESUME_MAX.
-RESUME_CHECK_SECONDS = 5.0
-RESUME_STABLE = 60.0
-RESUME_MAX = 300.0
-
-
-@dataclass(kw_only=True)
-class Kept:
-    """A leg whose file could not be written, kept for the live call."""
-
-    key: RecordingKey
-    reason: str
-    # The part that ended (its row, and what the recorder made of its file).
-    recording_id: str
-    result: LegResult
-    # time.monotonic() before which no resumption is tried.
-    not_before: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,15 +119,12 @@ class RecordingService(Service):
         self.listener: Listener | None = None
         self.present: Callable[[str, str], bool] | None = None
         recorder.on_finished = self._leg_ended
-        # Legs whose file failed, kept because the live call goes on (see
-        # ``_writing_failed``); they are not "recording".
-        self.kept: dict[tuple[str, str], Kept] = {}
-        self.resume_min_free_bytes = resume_min_free_bytes
-        self.resume_check_seconds = resume_check_seconds
-        # Consecutive parts of a participant that failed soon after they began.
-        self._strikes: dict[tuple[str, str], int] = {}
-        self._watcher: asyncio.Task[None] | None = None
-        recorder.on_writing_failed = self._writing_failed
+        # Legs whose file failed, kept because the live call goes on; they are
+        # not "recording" (``kept_legs``).
+        self.kept = KeptLegs(
+            self, min_free_bytes=resume_min_free_bytes, check_seconds=resume_check_seconds
+        )
+        recorder.on_writing_failed = self.kept.writing_failed
 
     @property
     def root(self) -> Path:
@@ -180,8 +157,7 @@ class RecordingService(Service):
         entry = self.active.get(slot)
         if entry is not None:
             return entry[0]
-        kept = self.kept.get(slot)
-        return kept.key if kept is not None else None
+        return self.kept.key(slot)
 
     async def start(self, actor: Actor, consultation_id: str, offer_sdp: str) -> str:
         """Answer a participant's recording offer; returns the answer SDP.
@@ -217,10 +193,7 @@ class RecordingService(Service):
                 result = await self.recorder.stop(replaced[0])
                 if result is not None:
                     await self._store(replaced[1], result)
-            kept = self.kept.pop(slot, None)
-            if kept is not None:
-                # Its part is stored already: only the connection goes.
-                await self.recorder.stop(kept.key)
+            await self.kept.drop(slot)  # a kept leg's part is stored: its connection goes
             part = await self.read(
                 lambda conn: store.next_recording_part(conn, consultation_id, actor.id)
             )
@@ -283,10 +256,8 @@ class RecordingService(Service):
     async def stop(self, consultation_id: str, participant_id: str) -> Recording | None:
         """Stop and finish a participant's leg, if one runs."""
         slot = (consultation_id, participant_id)
-        self._strikes.pop(slot, None)
-        kept = self.kept.pop(slot, None)
-        if kept is not None:
-            await self.recorder.stop(kept.key)  # its part is stored already
+        self.kept.forget_strikes(slot)
+        await self.kept.drop(slot)  # its part is stored already
         entry = self.active.pop(slot, None)
         if entry is None:
             return None
@@ -339,9 +310,7 @@ class RecordingService(Service):
         others from finishing or the server from stopping: the next start
         repairs what is left (``recover``).
         """
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
+        await self.kept.close()
         for cid, pid in [*self.active, *self.kept]:
             try:
                 await self.stop(cid, pid)
@@ -354,13 +323,9 @@ class RecordingService(Service):
         # not be written): store what was recorded, and say the participant is
         # no longer being recorded.
         self.recorder.forget(result.key)
-        slot = (result.key.consultation_id, result.key.participant_id)
-        kept = self.kept.get(slot)
-        if kept is not None and kept.key == result.key:
-            # A kept leg's connection ended (the page closed it): its part
-            # was stored when its file failed.
-            del self.kept[slot]
+        if self.kept.connection_ended(result):
             return
+        slot = (result.key.consultation_id, result.key.participant_id)
         entry = self.active.get(slot)
         if entry is None or entry[0] != result.key:
             return
@@ -473,141 +438,6 @@ class RecordingService(Service):
             return stored(store.get_recording(tx.conn, recording_id)), event
 
         return await self.write(None, work)
-
-    # -- a file that cannot be written; the leg goes on ------------------------------
-
-    def _writing_failed(self, result: LegResult) -> None:
-        # The leg's file could not be written (a full disk, EIO, a permission).
-        # The recorder keeps the leg's connection and relay: the participant
-        # stays in the live call, which matters more than the file. Their part
-        # is stored with what was written and the room is told why recording
-        # stopped; the leg records again (a new part) once the disk has room.
-        slot = (result.key.consultation_id, result.key.participant_id)
-        entry = self.active.get(slot)
-        if entry is None or entry[0] != result.key:
-            return  # stopped or replaced meanwhile: stop() stored the part
-        del self.active[slot]
-        reason = failure_reason(result.error)
-        strikes = self._strikes.get(slot, 0) + 1
-        if (self.clock.now() - result.started_at).total_seconds() >= RESUME_STABLE:
-            strikes = 1  # it had recorded a while: not a disk that refuses at once
-        self._strikes[slot] = strikes
-        wait = min(self.resume_check_seconds * 2 ** (strikes - 1), RESUME_MAX)
-        self.kept[slot] = Kept(
-            key=result.key,
-            reason=reason,
-            recording_id=entry[1],
-            result=result,
-            not_before=time.monotonic() + wait,
-        )
-        self._spawn(self._store_kept(entry[1], result, reason))
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.get_running_loop().create_task(self._watch_disk())
-
-    async def _store_kept(self, recording_id: str, result: LegResult, reason: str) -> None:
-        try:
-            await self._store(recording_id, result, interrupted=True, kept=True, reason=reason)
-        except Exception:
-            # The records may sit on the same full disk: the pages are told all
-            # the same (recover() settles the row at the next start).
-            log.exception("recording=%s not stored (recover repairs it at start)", recording_id)
-            if self.listener is not None:
-                cid, pid = result.key.consultation_id, result.key.participant_id
-                await self.listener(cid, pid, "failed", None, kept=True, reason=reason)
-
-    async def _watch_disk(self) -> None:
-        # While a leg waits for room, look at the disk now and then (the same
-        # verdict as /readyz); every kept leg whose wait is over resumes.
-        while self.kept:
-            await asyncio.sleep(self.resume_check_seconds)
-            due = [slot for slot, k in self.kept.items() if k.not_before <= time.monotonic()]
-            if not due:
-                continue
-            ok, _, _ = await asyncio.to_thread(disk_space, self.root, self.resume_min_free_bytes)
-            if not ok:
-                continue
-            for slot in due:
-                try:
-                    await self._resume(slot)
-                except Exception:
-                    log.exception("consultation=%s recording not resumed", slot[0])
-
-    async def _resume(self, slot: tuple[str, str]) -> None:
-        """Record a kept leg again as its participant's next part."""
-        kept = self.kept.get(slot)
-        media = await self.recorder.kept_media(kept.key) if kept is not None else None
-        if kept is None or media is None:
-            return
-        consultation_id, participant_id = slot
-        part = await self.read(
-            lambda conn: store.next_recording_part(conn, consultation_id, participant_id)
-        )
-        key = RecordingKey(consultation_id, participant_id, part)
-        video_codec, audio = media.video_codec, media.audio
-        container = CONTAINER_FOR[video_codec]
-        await self._finish_failed_part(kept, container)
-        path = self.recorder.partial_path(key, container).with_suffix("")
-        now = self.clock.now()
-
-        # The row first: if the records refuse it (their disk may be full too),
-        # the leg stays kept, without a file, and is tried again later.
-        def work(tx: Tx) -> tuple[str, Event]:
-            rid = store.add_recording(
-                tx.conn,
-                consultation_id=consultation_id,
-                participant_id=participant_id,
-                part=part,
-                path=str(path.relative_to(self.root)),
-                container=container,
-                video_codec=video_codec,
-                audio_codec="opus" if audio else None,
-                started_at=now,
-            )
-            eid = store.add_event(
-                tx.conn,
-                consultation_id=consultation_id,
-                at=now,
-                kind=EventKind.RECORDING_STARTED,
-                actor_id=participant_id,
-                data={"recording_id": rid, "part": part, "resumed": True},
-            )
-            tx.audit("recording.resume", "recording", rid, consultation_id=consultation_id)
-            event = next(iter(store.list_events(tx.conn, consultation_id, after_id=eid - 1)))
-            return rid, event
-
-        rid, event = await self.write(None, work)
-        try:
-            if self.kept.get(slot) is not kept:
-                raise RecordingFailed("the leg was stopped meanwhile")
-            await self.recorder.resume(kept.key, key, now=now)
-        except RecordingFailed as exc:
-            gone = LegResult(key=key, started_at=now, first_media_offset=None, file=None)
-            await self._store_row(rid, dataclasses.replace(gone, error=str(exc)), interrupted=False)
-            return
-        del self.kept[slot]
-        self.active[slot] = (key, rid)
-        if self.listener is not None:
-            await self.listener(consultation_id, participant_id, "recording", event)
-
-    async def _finish_failed_part(self, kept: Kept, container: str) -> None:
-        """Finish the file of a kept leg's last part, if the full disk kept it
-        from being finished: with room again, what was written becomes playable
-        now rather than at the next start (``recover``)."""
-        result = kept.result
-        if result.file is not None or result.first_media_offset is None:
-            return
-        partial = self.recorder.partial_path(kept.key, container)
-        if not await asyncio.to_thread(partial.exists):
-            return
-        try:
-            finished = await asyncio.to_thread(finish_partial, partial)
-            await self._seal(finished)
-            done = dataclasses.replace(result, file=finished)
-            await self._store_row(kept.recording_id, done, interrupted=False)
-        except Exception:
-            log.exception("recording=%s: its file is finished at the next start", kept.recording_id)
-        else:
-            kept.result = done
 
     # -- repair, verification, purge ---------------------------------------------
 
@@ -755,11 +585,3 @@ class RecordingService(Service):
         for rec in targets:
             (self.root / rec.path).unlink(missing_ok=True)
         return targets
-
-
-def failure_reason(error: str | None) -> str:
-    """Why a leg's file failed, as the pages say it: ``disk_full`` or ``write_failed``."""
-    text = error or ""
-    if "No space left" in text or "Errno 28" in text or "Disk quota" in text:
-        return "disk_full"
-    return "write_failed"

@@ -9,7 +9,7 @@ the RTP timing, so the file holds a call of that length. Nothing is encoded.
 Protocol on stdin/stdout, one JSON object per line (as ``tests/media/sender.py``):
   -> {"offer": sdp}          <- {"answer": sdp}
   -> {"connected": true}
-  -> {"progress": media seconds sent} (every media minute), then {"done": true}
+  -> {"done": true}          (all of it sent)
   the process stays until stdin closes.
 """
 
@@ -19,14 +19,11 @@ import argparse
 import asyncio
 import json
 import sys
-import time
-from fractions import Fraction
 from pathlib import Path
 
 import aioice.ice
 import av
 from aiortc import (
-    MediaStreamTrack,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
@@ -34,7 +31,7 @@ from aiortc import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _rec_sender import AUDIO_TICKS, VIDEO_TICKS, load
+from _rec_sender import AUDIO_TICKS, VIDEO_TICKS, Replay, load
 
 # Loopback only (aioice skips 127.0.0.1 by itself).
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
@@ -42,36 +39,23 @@ aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_
 CONNECT_TIMEOUT = 30.0
 
 
-class Fast(MediaStreamTrack):
-    """Yields pre-encoded packets with real-time timestamps, ``speed`` times faster."""
+class Fast(Replay):
+    """``Replay``'s packets and real-time timestamps, sent ``speed`` times faster;
+    after ``count`` packets the track is silent and ``finished`` is set."""
 
     def __init__(
         self, kind: str, packets: list[bytes], ticks: int, clock: int, speed: float, count: int
     ) -> None:
-        super().__init__()
-        self.kind = kind
-        self.packets, self.ticks, self.count = packets, ticks, count
+        super().__init__(kind, packets, ticks, clock)
         self.period = ticks / clock / speed
-        self.time_base = Fraction(1, clock)
-        self.sent = 0
-        self.started: float | None = None
+        self.count = count
         self.finished = asyncio.Event()
 
     async def recv(self) -> av.Packet:
         if self.sent >= self.count:
             self.finished.set()
             await asyncio.Event().wait()  # nothing more: the leg stays open, silent
-        now = time.monotonic()
-        if self.started is None:
-            self.started = now
-        due = self.started + self.sent * self.period
-        if due > now:
-            await asyncio.sleep(due - now)
-        packet = av.Packet(self.packets[self.sent % len(self.packets)])
-        packet.pts = self.sent * self.ticks
-        packet.time_base = self.time_base
-        self.sent += 1
-        return packet
+        return await super().recv()
 
 
 async def main() -> None:
@@ -105,12 +89,10 @@ async def main() -> None:
                     raise RuntimeError(f"sender peer {pc.connectionState}")
                 await asyncio.sleep(0.05)
         print(json.dumps({"connected": True}), flush=True)
-        minute = 0
-        while not (video.finished.is_set() and audio.finished.is_set()):
-            await asyncio.sleep(0.5)
-            if video.sent // 1800 > minute:
-                minute = video.sent // 1800
-                print(json.dumps({"progress": minute * 60}), flush=True)
+        # Paced, sending takes media_seconds / speed; twice that and a minute
+        # more is a sender that stalled (it fails rather than hang the bench).
+        async with asyncio.timeout(2 * args.media_seconds / args.speed + 60):
+            await asyncio.gather(video.finished.wait(), audio.finished.wait())
         print(json.dumps({"done": True}), flush=True)
         await stdin.read()  # until the parent closes it
     finally:

@@ -26,6 +26,7 @@ from records.demo import DEMO_PASSWORD
 from web.app import create_app
 from web.settings import Settings
 
+from ..requirements import require
 from ..scenario import Scenario, over_http
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -44,17 +45,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "screenshots"
 
 
-def _require(ok: bool, message: str) -> None:
-    """Fail under CI (which provides everything), skip elsewhere."""
-    if ok:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def _require_chromium() -> None:
-    _require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
+    require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
 
 
 # -- a network namespace with loopback only -------------------------------------------
@@ -123,7 +115,7 @@ def loopback_netns() -> Iterator[NetNs]:
     """A fresh network namespace with lo up and nothing else (needs root)."""
     tools = {t: shutil.which(t) for t in ("unshare", "nsenter", "ip")}
     usable = os.geteuid() == 0 and all(tools.values())
-    _require(usable, "call tests need root, unshare, nsenter and ip for a loopback-only netns")
+    require(usable, "call tests need root, unshare, nsenter and ip for a loopback-only netns")
     script = f"{tools['ip']} link set lo up && echo ready && exec sleep 3600"
     process = subprocess.Popen(  # noqa: S603 - fixed arguments
         [str(tools["unshare"]), "--net", "/bin/sh", "-c", script],
@@ -253,7 +245,8 @@ async def open_as(browser: Any, live_server: str) -> AsyncIterator[Login]:
 
     Each call makes a new browser context (its own cookies), logs in through the
     login form and waits for the role's page. Returns (context, page, problems).
-    ``open_as(None)`` stops at the login page.
+    ``open_as(None)`` stops at the login page; ``base=`` logs in on another
+    server than ``live_server`` (another process of a cluster).
     """
     contexts: list[Any] = []
 
@@ -262,9 +255,11 @@ async def open_as(browser: Any, live_server: str) -> AsyncIterator[Login]:
         *,
         locale: str | None = None,
         viewport: dict[str, int] | None = None,
+        base: str | None = None,
     ) -> tuple[Any, Any, PageProblems]:
+        base = base or live_server
         context = await browser.new_context(
-            base_url=live_server,
+            base_url=base,
             viewport=viewport or {"width": 1400, "height": 900},
             # The browser's own locale too: date inputs follow it, not the page.
             locale="en-US" if locale == "en" else "zh-CN",
@@ -272,7 +267,7 @@ async def open_as(browser: Any, live_server: str) -> AsyncIterator[Login]:
         contexts.append(context)
         await context.add_init_script(CSP_LISTENER)
         if locale is not None:
-            await context.add_cookies([{"name": "tc_lang", "value": locale, "url": live_server}])
+            await context.add_cookies([{"name": "tc_lang", "value": locale, "url": base}])
         page = await context.new_page()
         problems = watch(page)
         await page.goto("/login")

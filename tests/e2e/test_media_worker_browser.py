@@ -25,16 +25,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..conftest import DB_NAME
 from ..scenario import Scenario
-from ..serverproc import free_port, server_env
+from ..serverproc import ServerProcess
 from .conftest import NetNs, video_flowing
-from .test_restart_browser import (
-    ServerProcess,
+from .restarts import (
     account_id,
     back_in_call,
     frames_in,
     partials_written,
     recording,
     rows_of,
+    serve_in,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timing]
@@ -55,18 +55,8 @@ def inside(netns: NetNs) -> Iterator[None]:
 @pytest.fixture
 async def server(tmp_path: Path, netns: NetNs, demo_database: str) -> AsyncIterator[ServerProcess]:
     """The server process with its default media workers and the relayed plane."""
-    port = free_port()
-    extra = {"database_url": demo_database} if demo_database else {}
-    env = server_env(
-        tmp_path,
-        port=str(port),
-        recorder_addresses="127.0.0.1",
-        ice_allowed_networks="127.0.0.0/8,::1/128",
-        escalation_check_seconds="3600",
-        **extra,
-    )
-    assert "TELECONSULT_MEDIA_WORKERS" not in env  # the default: one per core
-    proc = ServerProcess(netns, env, f"http://127.0.0.1:{port}", tmp_path / "server.log")
+    proc = serve_in(netns, tmp_path, demo_database)
+    assert "TELECONSULT_MEDIA_WORKERS" not in proc.env  # the default: one per core
     await proc.start()
     try:
         yield proc

@@ -65,8 +65,8 @@ async def test_the_specialists_video_plays_on_when_the_recording_disk_fills(
     app, _ = live_app
     service = app[RECORDING]
     # The same check as /readyz, with a threshold this small disk can meet.
-    service.resume_min_free_bytes = 1024 * 1024
-    service.resume_check_seconds = 0.5
+    service.kept.min_free_bytes = 1024 * 1024
+    service.kept.check_seconds = 0.5
     _, clinic, clinic_problems = await open_as("clinic1", viewport=NARROW)  # zh_CN
     _, cardio, cardio_problems = await open_as("cardio1", locale="en", viewport=WIDE)
     for page in (clinic, cardio):

@@ -18,27 +18,26 @@ for a set time after the first is back.
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import av
 import pytest
-import sqlalchemy as sa
-from playwright.async_api import TimeoutError as PlaywrightTimeoutError
-
-from records.db import Database
-from records.schema import recordings
 
 from ..conftest import DB_NAME
 from ..scenario import Scenario
-from ..serverproc import free_port, server_env
-from .conftest import CALL_DIAGNOSIS, ROOT, NetNs, video_flowing
+from ..serverproc import ServerProcess
+from .conftest import NetNs, video_flowing
+from .restarts import (
+    account_id,
+    back_in_call,
+    frames_in,
+    partials_written,
+    recording,
+    rows_of,
+    serve_in,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timing]
 
@@ -65,59 +64,13 @@ def inside(netns: NetNs) -> Iterator[None]:
         yield
 
 
-@dataclass
-class ServerProcess:
-    """``python -m web.cli serve`` in the namespace, killed and started again by the test."""
-
-    netns: NetNs
-    env: dict[str, str]
-    base: str
-    log: Path
-    proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.netns.command(sys.executable, "-m", "web.cli", "serve"),
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=out,
-            )
-        async with asyncio.timeout(30), aiohttp.ClientSession() as http:
-            while True:
-                assert self.proc.returncode is None, self.log.read_text(errors="replace")
-                try:
-                    async with http.get(self.base + "/api/health") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)  # polling a port that is not open yet
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-
-
 @pytest.fixture
 async def server(tmp_path: Path, netns: NetNs, demo_database: str) -> AsyncIterator[ServerProcess]:
     """The server process on the demo community (``demo_database`` put it in ``tmp_path``)."""
-    port = free_port()
-    extra = {"database_url": demo_database} if demo_database else {}
-    env = server_env(
-        tmp_path,
-        port=str(port),
-        recorder_addresses="127.0.0.1",
-        ice_allowed_networks="127.0.0.0/8,::1/128",
-        escalation_check_seconds="3600",
-        # The browser-to-browser plane: its media does not pass through the
-        # server, which is what this test measures across the restart (a
-        # relayed call's picture stops with the server and comes back with it).
-        media_plane="mesh",
-        **extra,
-    )
-    proc = ServerProcess(netns, env, f"http://127.0.0.1:{port}", tmp_path / "server.log")
+    # The browser-to-browser plane: its media does not pass through the server,
+    # which is what this test measures across the restart (a relayed call's
+    # picture stops with the server and comes back with it).
+    proc = serve_in(netns, tmp_path, demo_database, media_plane="mesh")
     await proc.start()
     try:
         yield proc
@@ -194,54 +147,6 @@ GAP = """() => {
   clearInterval(window.__restartTest.timer);
   return { max: Math.max(g.max, performance.now() - g.last) / 1000, at: g.at };
 }"""
-
-
-async def recording(page: Any, timeout_ms: float = 20_000) -> None:
-    await page.locator('#rec-indicator[data-state="recording"]').wait_for(timeout=timeout_ms)
-
-
-async def back_in_call(page: Any) -> None:
-    """The page's banner says the call is on with the other side there."""
-    try:
-        await page.locator('#call-banner[data-kind="live"]').wait_for(timeout=30_000)
-    except PlaywrightTimeoutError:
-        seen = await page.evaluate(CALL_DIAGNOSIS)
-        raise AssertionError(f"not back in the call on {page.url}: {seen}") from None
-
-
-async def account_id(page: Any) -> str:
-    data = await (await page.request.get("/api/session")).json()
-    return str(data["account"]["id"])
-
-
-async def rows_of(url: str) -> list[Any]:
-    db = Database(url)
-    try:
-        async with db.read() as conn:
-            query = sa.select(recordings).order_by(recordings.c.participant_id, recordings.c.part)
-            return list((await conn.execute(query)).mappings())
-    finally:
-        await db.close()
-
-
-def partial_sizes(root: Path) -> list[int]:
-    """The sizes of the legs being written (their files end in .partial until finished)."""
-    return [p.stat().st_size for p in root.rglob("*.partial")]
-
-
-async def partials_written(root: Path, count: int, size: int) -> None:
-    """Wait until ``count`` legs have ``size`` bytes each on disk (what a crash leaves)."""
-    async with asyncio.timeout(30):
-        while True:
-            found = partial_sizes(root)
-            if len(found) == count and min(found) >= size:
-                return
-            await asyncio.sleep(0.1)  # polling the disk for a condition
-
-
-def frames_in(path: Path) -> int:
-    with av.open(str(path)) as container:
-        return sum(1 for _ in container.decode(video=0))
 
 
 async def test_after_a_fast_restart_both_pages_come_back_recorded_and_video_keeps_flowing(

@@ -24,12 +24,12 @@ import pytest
 
 from web.settings import Secret, Settings
 
+from ..requirements import require
 from ..scenario import Scenario
 from .conftest import (
     LOOPBACK_ADDRESSES,
     LOOPBACK_NETWORKS,
     NetNs,
-    _require,
     selected_pairs,
     video_flowing,
 )
@@ -57,7 +57,7 @@ def netns(loopback_netns: NetNs) -> NetNs:
 def coturn(netns: NetNs, tmp_path: Path) -> Iterator[Coturn]:
     """coturn on 127.0.0.1 inside the namespace, ready (bounded wait), killed afterwards."""
     turnserver = shutil.which("turnserver")
-    _require(turnserver is not None, "turnserver is missing (apt-get install coturn)")
+    require(turnserver is not None, "turnserver is missing (apt-get install coturn)")
     secret = secrets.token_hex(16)
     process = subprocess.Popen(  # noqa: S603 - fixed arguments
         netns.command(

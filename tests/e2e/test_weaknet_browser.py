@@ -27,8 +27,9 @@ import pytest
 
 from web.settings import Settings
 
+from ..requirements import require
 from ..scenario import Scenario
-from .conftest import LOOPBACK_NETWORKS, NetNs, _require, video_flowing
+from .conftest import LOOPBACK_NETWORKS, NetNs, video_flowing
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
@@ -197,7 +198,7 @@ async def test_a_link_too_weak_for_video_falls_back_to_stills_and_recovers(
     open_as: Any, scenario: Scenario, netns: NetNs, screenshots_dir: Path
 ) -> None:
     tc = shutil.which("tc")
-    _require(tc is not None, "tc is missing (apt-get install iproute2)")
+    require(tc is not None, "tc is missing (apt-get install iproute2)")
     assert tc is not None
     wide = {"width": 1280, "height": 860}
     _, clinic, clinic_problems = await open_as("clinic1", viewport=wide)  # zh_CN

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,9 @@ import pytest
 
 from media.recorder import Recorder, RecordingKey
 
+from ..senderproc import from_host, start_sender
+
 SENDER = Path(__file__).with_name("sender.py")
-ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture
@@ -31,22 +30,10 @@ async def recorder(tmp_path: Path) -> AsyncIterator[Recorder]:
 
 async def send(recorder: Recorder, key: RecordingKey, *args: str) -> dict[str, Any]:
     """Run the sender process through one recording leg; return what it sent."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(SENDER),
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    assert proc.stdin and proc.stdout
+    proc = await start_sender(from_host(recorder, key), SENDER, *args)
+    assert proc.stdout
     try:
         async with asyncio.timeout(60):
-            offer = json.loads(await proc.stdout.readline())["offer"]
-            answer = await recorder.start(key, offer, now=datetime.now(UTC))
-            proc.stdin.write((json.dumps({"answer": answer}) + "\n").encode())
-            await proc.stdin.drain()
-            assert json.loads(await proc.stdout.readline()) == {"connected": True}
             sent: dict[str, Any] = json.loads(await proc.stdout.readline())["sent"]
             assert await proc.wait() == 0
     finally:

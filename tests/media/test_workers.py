@@ -13,7 +13,6 @@ import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from web.app import create_app
 from web.keys import RECORDING
 
 from ..conftest import make_settings
+from ..senderproc import from_host, start_sender
 from ..serverproc import free_port, server_env
 from .test_recorder import probe
 
@@ -58,22 +58,7 @@ class Sender:
 
     @classmethod
     async def start(cls, pool: WorkerPool, key: RecordingKey, *args: str) -> Sender:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(SENDER),
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=ROOT,
-        )
-        assert proc.stdin and proc.stdout
-        async with asyncio.timeout(60):
-            offer = json.loads(await proc.stdout.readline())["offer"]
-            answer = await pool.start(key, offer, now=datetime.now(UTC))
-            proc.stdin.write((json.dumps({"answer": answer}) + "\n").encode())
-            await proc.stdin.drain()
-            assert json.loads(await proc.stdout.readline()) == {"connected": True}
-        return cls(proc)
+        return cls(await start_sender(from_host(pool, key), SENDER, *args))
 
     async def next(self) -> dict[str, Any]:
         assert self.proc.stdout
@@ -180,7 +165,7 @@ async def test_a_killed_worker_s_legs_are_reported_repaired_and_the_next_part_la
     assert probe(second.file.path)["video_frames"] >= sent["video"] - IN_FLIGHT
     # The killed worker was started again: both slots run.
     async with asyncio.timeout(30):
-        await pool.all_running()
+        await pool.workers.all_running()
     assert victim.pid not in {load.pid for load in pool.loads()}
 
 

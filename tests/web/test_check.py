@@ -26,6 +26,7 @@ from web.check import Check, exit_code, run_checks
 from web.settings import Secret
 
 from ..conftest import make_settings
+from ..requirements import require
 
 ROOT = Path(__file__).parents[2]
 
@@ -163,10 +164,7 @@ def free_port() -> int:
 @pytest.fixture
 def coturn(tmp_path: Path) -> Iterator[tuple[int, str]]:
     turnserver = shutil.which("turnserver")
-    if turnserver is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("turnserver is missing (apt-get install coturn)")
-        pytest.skip("turnserver is missing (apt-get install coturn)")
+    require(turnserver is not None, "turnserver is missing (apt-get install coturn)")
     port, secret = free_port(), secrets.token_hex(16)
     relay = free_port()
     process = subprocess.Popen(  # noqa: S603 - fixed arguments

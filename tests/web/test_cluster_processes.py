@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,77 +23,28 @@ from aiohttp import WSMsgType
 
 from ..redisserver import RedisServer
 from ..scenario import User, over_http
-from ..serverproc import free_port, server_env
+from ..serverproc import ServerProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 LEASE = 1.0
-
-
-class Serve:
-    """One ``serve`` process of the cluster."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.env = {**env, "TELECONSULT_PORT": str(self.port)}
-        self.log = log
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "web.cli",
-                "serve",
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=out,
-            )
-        async with asyncio.timeout(60), aiohttp.ClientSession() as http:
-            while True:
-                assert self.proc.returncode is None, self.log.read_text(errors="replace")
-                try:
-                    async with http.get(self.base + "/api/health") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)  # polling a port that is not open yet
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(20):
-                    await self.proc.wait()
-            except TimeoutError:
-                await self.kill()
 
 
 @pytest.fixture
 async def pair(
     tmp_path: Path, demo_database: str, redis_server: RedisServer
-) -> AsyncIterator[tuple[Serve, Serve]]:
+) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
     """Processes A and B: same data directory, database and Redis."""
-    env = server_env(
-        tmp_path,
-        database_url=demo_database or f"sqlite+aiosqlite:///{tmp_path / 'teleconsult.sqlite3'}",
-        redis_url=redis_server.url,
-        redis_lease_seconds=str(LEASE),
-        escalation_check_seconds="3600",
-        media_plane="mesh",
+    a, b = (
+        ServerProcess.on_free_port(
+            tmp_path,
+            tmp_path / f"{name}.log",
+            database_url=demo_database or f"sqlite+aiosqlite:///{tmp_path / 'teleconsult.sqlite3'}",
+            redis_url=redis_server.url,
+            redis_lease_seconds=str(LEASE),
+            escalation_check_seconds="3600",
+            media_plane="mesh",
+        )
+        for name in ("a", "b")
     )
-    env["PYTHONPATH"] = str(ROOT)
-    a, b = Serve(env, tmp_path / "a.log"), Serve(env, tmp_path / "b.log")
     await asyncio.gather(a.start(), b.start())
     try:
         yield a, b
@@ -131,7 +80,7 @@ async def open_socket(session: aiohttp.ClientSession, base: str) -> Sock:
 
 
 async def test_killing_the_process_that_owns_the_call_costs_a_reconnect_not_the_call(
-    pair: tuple[Serve, Serve], demo_database: str
+    pair: tuple[ServerProcess, ServerProcess], demo_database: str
 ) -> None:
     a, b = pair
     async with over_http(a.base) as scenario:

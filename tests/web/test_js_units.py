@@ -7,12 +7,11 @@ the tests cannot silently stop running.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from ..requirements import require
 
 JS_TESTS = Path(__file__).resolve().parent.parent / "js"
 TIMEOUT_SECONDS = 120
@@ -20,10 +19,7 @@ TIMEOUT_SECONDS = 120
 
 def test_js_units() -> None:
     node = shutil.which("node")
-    if node is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("node is not installed, and CI=true: the tests in tests/js must run")
-        pytest.skip("node is not installed")
+    require(node is not None, "node is not installed (the tests in tests/js need it)")
     assert any(JS_TESTS.glob("*.test.mjs")), f"no tests in {JS_TESTS}"
     result = subprocess.run(  # noqa: S603 - our node, fixed arguments
         [node, "--test", f"{JS_TESTS}/"],

@@ -17,8 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from media.seam import EncodedFrame
-from media.writer import TrackWriter
+from media.packets import PacketWriter
 from records import logcontext
 from web import logs
 from web.app import create_app
@@ -264,19 +263,11 @@ def test_a_recording_writer_thread_logs_under_the_consultation_it_was_started_fo
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     with logcontext.bound("c-456"):
-        writer = TrackWriter(blocker / "x.webm.partial", video_codec=None, audio=True, t0=0.0)
-    frame = EncodedFrame(
-        data=b"\xf8\xff\xfe",
-        timestamp=0,
-        codec="opus",
-        kind="audio",
-        clock_rate=48000,
-        keyframe=True,
-        arrival=0.0,
-    )
-    writer.put(frame)
+        writer = PacketWriter(blocker / "x.webm.partial", video_codec=None, audio=True, t0=0.0)
+    # One Opus packet: arrival, audio, marker, sequence number, timestamp, payload.
+    writer.keep((0.0, True, True, 0, 0, b"\xf8\xff\xfe"))
     stats = writer.close()
     assert stats.errors  # the file could not be opened: the thread said so
-    [entry] = [e for e in lines(json_log) if e["logger"] == "media.writer"]
+    [entry] = [e for e in lines(json_log) if e["logger"] == "media.packets"]
     assert entry["consultation_id"] == "c-456"
     assert entry["level"] == "ERROR" and "exception" in entry

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from records.schema import recordings
 from web.keys import DB, RECORDING
 
 from ..scenario import Scenario
+from ..senderproc import over_socket, start_sender
 from ..signaling.wire import REC_OFFER
 
 ROOT = Path(__file__).parents[2]
@@ -26,24 +26,8 @@ SENDER = ROOT / "tests" / "media" / "sender.py"
 @asynccontextmanager
 async def leg(sock: Any, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
     """A running recording leg (a sender process) answered over ``sock``; killed after."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(SENDER),
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    assert proc.stdin and proc.stdout
+    proc = await start_sender(over_socket(sock), SENDER, *args)
     try:
-        async with asyncio.timeout(30):
-            offer = json.loads(await proc.stdout.readline())["offer"]
-            await sock.send({"type": "rec_offer", "sdp": offer})
-            answer = await sock.recv("rec_answer", "error")
-            assert answer["type"] == "rec_answer", answer
-            proc.stdin.write((json.dumps({"answer": answer["sdp"]}) + "\n").encode())
-            await proc.stdin.drain()
-            assert json.loads(await proc.stdout.readline()) == {"connected": True}
         yield proc
     finally:
         if proc.returncode is None:

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from records.schema import recordings
-from signaling.workflow.recording import failure_reason
+from signaling.workflow.kept_legs import failure_reason
 from web.keys import DB, RECORDING
 from web.settings import Settings
 
@@ -81,8 +81,8 @@ async def test_a_full_disk_keeps_the_relayed_picture_says_why_and_records_again_
 ) -> None:
     service = app[RECORDING]
     # The same check as /readyz, with a threshold this small disk can meet.
-    service.resume_min_free_bytes = 512 * 1024
-    service.resume_check_seconds = 0.2
+    service.kept.min_free_bytes = 512 * 1024
+    service.kept.check_seconds = 0.2
     c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
     a, b = c.sockets["clinic1"], c.sockets["cardio1"]
     clinic = c.clinic.account["id"]
