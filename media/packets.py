@@ -104,6 +104,12 @@ class FrameAssembler:
         self.lost_frames = 0
         self.skipped_ts: int | None = None
         self.last_arrival = float("-inf")
+        # A video frame went missing: the frames after it may reference it
+        # (a lost keyframe breaks every frame up to the next one: FFmpeg
+        # refuses them, libvpx draws garbage), so none is written until a
+        # keyframe comes; ``broken`` stays set until then.
+        self.broken = False
+        self.picture_id: int | None = None  # VP8's, of the last frame begun
 
     def add(self, arrival: float, marker: bool, seq: int, ts: int, payload: bytes) -> None:
         """Take one packet (no frame comes out before ``drain``)."""
@@ -137,6 +143,9 @@ class FrameAssembler:
                 if self.frame:
                     self.lost_frames += 1
                     self.skipped_ts = self.frame_ts
+                    self.broken = not self.audio
+                elif self.codec == "h264":
+                    self.broken = True  # a whole frame may have gone (no picture id)
                 self.frame = []
                 self.after_gap = True
                 self.next = lowest
@@ -157,10 +166,12 @@ class FrameAssembler:
                 continue
             if not self.frame:
                 if self.after_gap and not start:
-                    # The middle of a frame whose start was lost.
+                    # The middle of a frame whose start was lost (counted by
+                    # the picture id's jump where there is one).
                     if ts != self.skipped_ts:
                         self.skipped_ts = ts
-                        self.lost_frames += 1
+                        self.lost_frames += self.picture_id is None
+                    self.broken = True
                     continue
                 self.after_gap = False
                 self.frame_ts = ts
@@ -176,18 +187,36 @@ class FrameAssembler:
     def _depayload(self, payload: bytes) -> tuple[bool, bytes]:
         if self.codec == "vp8":
             vp8, data = VpxPayloadDescriptor.parse(payload)
-            return bool(vp8.partition_start) and vp8.partition_id == 0, data
+            start = bool(vp8.partition_start) and vp8.partition_id == 0
+            picture_id = vp8.picture_id
+            if start and picture_id is not None:
+                # Chrome numbers its frames (7 or 15 bits): a jump is a frame
+                # lost whole, packets and all, which no hole in the sequence
+                # numbers tells apart from padding.
+                last = self.picture_id
+                wrap = 0x8000 if picture_id > 0x7F or (last or 0) > 0x7F else 0x80
+                if last is not None and picture_id != (last + 1) % wrap:
+                    self.broken = True
+                    self.lost_frames += (picture_id - last - 1) % wrap
+                self.picture_id = picture_id
+            return start, data
         h264, data = H264PayloadDescriptor.parse(payload)
         return bool(h264.first_fragment), data
 
     def _emit(self, out: list[EncodedFrame], ts: int, parts: list[tuple[float, bytes]]) -> None:
+        data = parts[0][1] if len(parts) == 1 else b"".join(p[1] for p in parts)
+        keyframe = is_keyframe(self.codec, data)
+        if self.broken and not self.audio:
+            if not keyframe:
+                self.lost_frames += 1
+                return
+            self.broken = False
         # RTP timestamps wrap at 2**32; the muxer wants them growing.
         if self.ts_raw is None:
             self.ts_ext = 0
         else:
             self.ts_ext += ((ts - self.ts_raw + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         self.ts_raw = ts
-        data = parts[0][1] if len(parts) == 1 else b"".join(p[1] for p in parts)
         # A frame whose first packet was resent arrives after the frames behind
         # it; its place among the other track's frames must not move it ahead
         # of them (a VP8 frame decoded out of order breaks the frames up to the
@@ -200,7 +229,7 @@ class FrameAssembler:
                 codec=self.codec,
                 kind=self.kind,
                 clock_rate=self.clock_rate,
-                keyframe=is_keyframe(self.codec, data),
+                keyframe=keyframe,
                 arrival=self.last_arrival,
             )
         )
@@ -242,6 +271,10 @@ class Converter:
         frames.sort(key=lambda f: f.arrival)  # stable: each track keeps its order
         for frame in frames:
             self.muxer.add(frame)
+        if self.video is not None:
+            self.stats.video_lost = self.video.lost_frames
+            if self.video.broken:
+                self.muxer.needs_keyframe = True  # frames are skipped until one comes
 
 
 def _header(stats: WriterStats, t0: float) -> bytes:

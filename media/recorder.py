@@ -532,7 +532,7 @@ class Recorder:
                 out[key] = LegCounts(
                     video_written=stats.video_packets,
                     audio_written=stats.audio_packets,
-                    video_lost=stats.video_dropped,
+                    video_lost=stats.video_dropped + stats.video_lost,
                 )
         return out
 

@@ -71,6 +71,9 @@ class WriterStats:
     video_packets: int = 0
     audio_packets: int = 0
     video_dropped: int = 0
+    # Video frames never completed from their packets, or left out after one
+    # up to the next keyframe (media/packets.py); read live by /metrics.
+    video_lost: int = 0
     first_media_offset: float | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -200,6 +203,10 @@ class FrameMuxer:
                     self.stats.video_dropped = state.dropped  # read live by /metrics
                 return
             state.waiting_for_key = False
+        if frame.kind == "video" and frame.keyframe:
+            # Asked for (the start, a gap, a lost frame) and come: stop asking.
+            # Left set, the recorder asked for a keyframe every 0.5 s for the
+            # rest of the leg after its first gap.
             self.needs_keyframe = False
         pts = state.base + frame.timestamp
         if frame.kind == "video" and state.last_pts >= 0 and pts - state.last_pts > GAP_TICKS:

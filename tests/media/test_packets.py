@@ -80,19 +80,54 @@ def test_frames_come_back_whole_in_order_across_wraps(vp8_frames: list[bytes]) -
     assert frames[0].keyframe and assembler.lost_frames == 0
 
 
-def test_a_packet_never_resent_costs_its_frame_only(vp8_frames: list[bytes]) -> None:
+@pytest.mark.parametrize("lost_frame", [10, 30])  # a delta frame; a keyframe
+def test_a_frame_never_completed_stops_the_video_until_the_next_keyframe(
+    vp8_frames: list[bytes], lost_frame: int
+) -> None:
+    # The frames after a lost one may reference it: written, they decode to
+    # garbage, and after a lost keyframe FFmpeg refuses every one of them (a
+    # township call's recording held such frames). They are left out up to
+    # the next keyframe (every 30 frames here), which the writer asks for.
     video = [p for p in packetize(vp8_frames, 100.0) if not p[1]]
-    frame_10 = (video[0][4] + 10 * 3000) % 2**32
-    lost = next(i for i, p in enumerate(video) if p[4] == frame_10)
+    ts = (video[0][4] + lost_frame * 3000) % 2**32
+    lost = [i for i, p in enumerate(video) if p[4] == ts]
     assembler = FrameAssembler("vp8", "video")
     frames = []
-    for i, (arrival, _, marker, seq, ts, payload) in enumerate(video):
-        if i != lost:
-            assembler.add(arrival, marker, seq, ts, payload)
+    for i, (arrival, _, marker, seq, ts_, payload) in enumerate(video):
+        if i != lost[len(lost) // 2]:  # a packet in the middle, never resent
+            assembler.add(arrival, marker, seq, ts_, payload)
             frames += assembler.drain()
     frames += assembler.drain(final=True)
-    assert len(frames) == len(vp8_frames) - 1 and assembler.lost_frames == 1
-    assert 10 * 3000 not in [f.timestamp for f in frames]
+    next_key = (lost_frame // 30 + 1) * 30
+    kept = [f.timestamp // 3000 for f in frames]
+    assert kept == [n for n in range(len(vp8_frames)) if not lost_frame <= n < next_key]
+    assert assembler.lost_frames == next_key - lost_frame and not assembler.broken
+    decoder = av.CodecContext.create("vp8", "r")
+    for frame in frames:
+        decoder.decode(av.Packet(frame.data))  # raises InvalidDataError on a refused frame
+
+
+def test_a_frame_lost_whole_is_told_by_the_picture_id(vp8_frames: list[bytes]) -> None:
+    # Every packet of frame 40 is lost: no hole in the sequence numbers tells
+    # it from padding the sender skipped, but VP8's picture id jumps.
+    video = [p for p in packetize(vp8_frames, 100.0) if not p[1]]
+    ts = (video[0][4] + 40 * 3000) % 2**32
+    kept_packets = []
+    shift = 0
+    for arrival, audio, marker, seq, ts_, payload in video:
+        if ts_ == ts:
+            shift += 1
+            continue
+        kept_packets.append((arrival, audio, marker, (seq - shift) % 65536, ts_, payload))
+    assembler = FrameAssembler("vp8", "video")
+    frames = []
+    for arrival, _, marker, seq, ts_, payload in kept_packets:
+        assembler.add(arrival, marker, seq, ts_, payload)
+        frames += assembler.drain()
+    frames += assembler.drain(final=True)
+    kept = [f.timestamp // 3000 for f in frames]
+    assert kept == [n for n in range(len(vp8_frames)) if not 40 <= n < 60]
+    assert assembler.lost_frames == 20
 
 
 def decode(path: Path) -> tuple[int, int, float]:
