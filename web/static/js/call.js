@@ -284,6 +284,7 @@ async function sampleQuality() {
       quality = null;
     }
     tiles.renderQuality(peerId, quality, meter.sparkline());
+    if (peer.tune) peer.tune().catch(() => {});
   }
 }
 
@@ -312,6 +313,7 @@ window.__call = Object.freeze({
     unrecorded: call.recordingView(state).unrecorded,
   }),
   remoteVideo: (peerId) => tiles.video(peerId),
+  playoutMs: (peerId) => links.get(peerId)?.peer.playout?.targetMs ?? null,
   uplink: () => uplink.view(),
 });
 

@@ -11,6 +11,7 @@
 // new relay_offer for the same participant replaces the link; the server makes
 // one when their leg restarts or our socket comes back.
 
+import * as playout from "./playout.js";
 import { gathered } from "./recording.js";
 
 export class RelayLink {
@@ -19,6 +20,7 @@ export class RelayLink {
     this.signaling = signaling;
     this.closed = false;
     this.stream = new MediaStream();
+    this.playout = playout.initial();
     this.pc = new RTCPeerConnection(config);
     this.pc.addEventListener("track", ({ track }) => {
       if (!this.stream.getTracks().includes(track)) this.stream.addTrack(track);
@@ -39,6 +41,21 @@ export class RelayLink {
       this.signaling.send({ type: "relay_answer", source: this.peerId, sdp: pc.localDescription.sdp });
     } catch (error) {
       console.warn("relay link", error);
+    }
+  }
+
+  // Called with each quality sample: hold the relayed video a little longer
+  // when it froze (playout.js). Audio follows it (Chromium keeps lips in sync).
+  async tune(now = performance.now()) {
+    if (this.closed) return;
+    const freezes = playout.freezesIn(await this.pc.getStats());
+    const before = this.playout.targetMs;
+    this.playout = playout.step(this.playout, freezes, now);
+    if (this.playout.targetMs === before) return;
+    for (const receiver of this.pc.getReceivers()) {
+      if (receiver.track && receiver.track.kind === "video" && "jitterBufferTarget" in receiver) {
+        receiver.jitterBufferTarget = this.playout.targetMs;
+      }
     }
   }
 
