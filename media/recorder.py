@@ -51,6 +51,10 @@ BATCH_SECONDS = 0.1  # how often kept packets are handed to the legs' threads
 # Viewers' keyframe requests reach the source at most this often (a burst of
 # PLIs from three viewers is one request).
 KEYFRAME_MIN_GAP = 0.3
+# A keyframe the writer waits for (the start, a gap, a lost frame) is asked
+# for again after this long: on a 300 ms, lossy uplink a keyframe takes more
+# than half a second to arrive, and asking every 0.5 s brought two or three.
+KEYFRAME_RETRY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,7 +566,7 @@ class Recorder:
             asked = leg.keyframe_wanted.is_set()
             due = (
                 (asked and since >= KEYFRAME_MIN_GAP)
-                or (writer is not None and writer.needs_keyframe and since >= 0.5)
+                or (writer is not None and writer.needs_keyframe and since >= KEYFRAME_RETRY)
                 or since >= self.keyframe_interval
             )
             if due:

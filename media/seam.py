@@ -236,10 +236,10 @@ KeptPacket = tuple[float, bool, bool, int, int, bytes]
 # REMB feedback is sent at most this often (ms).
 REMB_MIN_GAP_MS = 200
 # A missing packet is asked for again every 1.5 round trips (within these
-# bounds), for at most NACK_GIVE_UP_MS (the packet log waits 1 s for a hole).
+# bounds), for at most NACK_GIVE_UP_MS (as long as the packet log waits for a hole).
 NACK_RETRY_MIN_MS = 40
 NACK_RETRY_MAX_MS = 400
-NACK_GIVE_UP_MS = 1000
+NACK_GIVE_UP_MS = 2000
 # The receiver's list of active sources (PLI targets) is refreshed this often (ms).
 ACTIVE_SSRC_EVERY_MS = 1000
 # RTP held while the DTLS handshake finishes (a second of 1 Mbit/s video).
