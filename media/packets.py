@@ -2,8 +2,8 @@
 
 The way Janus's ``.mjr`` files work: while a leg runs, the event loop only
 decrypts and keeps each RTP packet's payload (``seam.RtpTap``); every
-``BATCH_SECONDS`` the packets go to the leg's thread, which appends them, in one
-write, to the crash-safe packet log (the ``.partial`` file: a short header, then
+``BATCH_SECONDS`` the packets go to the process's writer thread (one for every
+leg), which appends each leg's batch, in one write, to its crash-safe packet log (the ``.partial`` file: a short header, then
 one record per packet), puts frames together (``FrameAssembler``: reordering,
 retransmissions, VP8/H.264 depayloading) and muxes them with PyAV into the
 final container, written beside it as ``.muxing``. At the end of the leg only
