@@ -3,12 +3,13 @@
 The way Janus's ``.mjr`` files work: while a leg runs, the event loop only
 decrypts and keeps each RTP packet's payload (``seam.RtpTap``); every
 ``BATCH_SECONDS`` the packets go to the process's writer thread (one for every
-leg), which appends each leg's batch, in one write, to its crash-safe packet log (the ``.partial`` file: a short header, then
-one record per packet), puts frames together (``FrameAssembler``: reordering,
-retransmissions, VP8/H.264 depayloading) and muxes them with PyAV into the
-final container, written beside it as ``.muxing``. At the end of the leg only
-the last batch remains: the muxer writes its index and duration, the file takes
-its final name, and the packet log goes. After a crash, ``convert`` makes the
+leg), which appends each leg's batch, in one write, to its crash-safe packet log
+(the ``.partial`` file: a short header, then one record per packet), puts frames
+together (``FrameAssembler``: reordering, retransmissions, VP8/H.264
+depayloading) and muxes them with PyAV into the final container, written beside
+it as ``.muxing``. At the end of the leg only the last batch remains: the muxer
+writes its index and duration, the file takes its final name, and the packet
+log goes. After a crash, ``convert`` makes the
 final file from the packet log alone (``Recorder.recover``).
 
 Measured before this path (``tests/bench/recording.py``, py-spy, 6 streams):
