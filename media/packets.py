@@ -9,8 +9,8 @@ together (``FrameAssembler``: reordering, retransmissions, VP8/H.264
 depayloading) and muxes them with PyAV into the final container, written beside
 it as ``.muxing``. At the end of the leg only the last batch remains: the muxer
 writes its index and duration, the file takes its final name, and the packet
-log goes. After a crash, ``convert`` makes the
-final file from the packet log alone (``Recorder.recover``).
+log goes. After a crash, ``convert`` makes the final file from the packet log
+alone (``Recorder.recover``).
 
 Measured before this path (``tests/bench/recording.py``, py-spy, 6 streams):
 70 % of the recorder's busy time was aiortc's per-packet path on the loop
