@@ -691,13 +691,12 @@ class RtpTap:
         # (SSRC, payload type) -> where aiortc's router sends it; a recording
         # leg is negotiated once, so the router's answer does not change.
         routes: dict[int, _Lean] = {}
-        unprotectors: dict[int, Callable[[bytes], bytes]] = {}
+        decrypting: list[Any] = [None, None]  # the receive session, its unprotect
 
         def take(data: bytes, srtp: Any) -> None:
-            unprotect = unprotectors.get(id(srtp))
-            if unprotect is None:
-                unprotectors.clear()  # (only ever the one session)
-                unprotect = unprotectors[id(srtp)] = _unprotector(srtp)
+            if decrypting[0] is not srtp:  # the first packet after the handshake
+                decrypting[:] = [srtp, _unprotector(srtp)]
+            unprotect = decrypting[1]
             try:
                 plain = unprotect(data)
                 packet = _Rtp(plain)
