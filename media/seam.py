@@ -37,6 +37,7 @@ import aiortc.rate
 import aiortc.rtcdtlstransport as rtcdtlstransport
 import aiortc.rtcrtpreceiver as rtcrtpreceiver
 import aiortc.rtp
+import aiortc.utils
 import pylibsrtp
 import pylibsrtp._binding as srtp_binding  # type: ignore[import-not-found]  # cffi, no stubs
 from aiortc import (
@@ -396,6 +397,89 @@ def speed_up_estimator(estimator: Any) -> None:
         return least if least < ts_delta else ts_delta
 
     overuse.update_min_frame_period = update_min_frame_period
+    estimator.add = _fused_add(estimator)
+
+
+def _fused_add(estimator: Any) -> Callable[[int, int, int, int], tuple[int, list[int]] | None]:
+    """aiortc's ``RemoteBitrateEstimator.add`` with its inter-arrival grouping
+    (``InterArrival.compute_deltas``) written out in line: the same statements
+    in the same order on the same objects, a handful of calls fewer per packet."""
+    rate = aiortc.rate
+    counter = estimator.incoming_bitrate
+    inter = estimator.inter_arrival
+    overuse, detector, control = estimator.estimator, estimator.detector, estimator.rate_control
+    ssrcs: dict[int, int] = estimator.ssrcs
+    group_length, to_ms = inter.group_length, inter.timestamp_to_ms
+    group_type, burst_ms, timestamp_to_ms = (
+        rate.TimestampGroup,
+        rate.BURST_DELTA_THRESHOLD_MS,
+        rate.TIMESTAMP_TO_MS,
+    )
+    overusing = rate.BandwidthUsage.OVERUSING
+    uint32_gt = aiortc.utils.uint32_gt
+
+    def add(
+        arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
+    ) -> tuple[int, list[int]] | None:
+        timestamp = abs_send_time << 8
+        ssrcs[ssrc] = arrival_time_ms
+        if counter.rate(arrival_time_ms) is not None:
+            estimator.incoming_bitrate_initialized = True
+        elif estimator.incoming_bitrate_initialized:
+            counter.reset()
+            estimator.incoming_bitrate_initialized = False
+        counter.add(payload_size, arrival_time_ms)
+
+        # InterArrival.compute_deltas
+        delta: tuple[int, int, int] | None = None
+        current = inter.current_group
+        in_order = True
+        if current is None:
+            current = inter.current_group = group_type(timestamp)
+        elif (timestamp - current.first_timestamp) & 0xFFFFFFFF >= 0x80000000:
+            in_order = False  # out of order: not counted in any group
+        else:
+            timestamp_delta_ms = round(to_ms * ((timestamp - current.last_timestamp) & 0xFFFFFFFF))
+            arrival_time_delta = arrival_time_ms - current.arrival_time
+            burst = timestamp_delta_ms == 0 or (
+                arrival_time_delta - timestamp_delta_ms < 0 and arrival_time_delta <= burst_ms
+            )
+            if not burst and (timestamp - current.first_timestamp) & 0xFFFFFFFF > group_length:
+                previous = inter.previous_group
+                if previous is not None:
+                    delta = (
+                        (current.last_timestamp - previous.last_timestamp) & 0xFFFFFFFF,
+                        current.arrival_time - previous.arrival_time,
+                        current.size - previous.size,
+                    )
+                inter.previous_group = current
+                current = inter.current_group = group_type(timestamp=timestamp)
+            elif uint32_gt(timestamp, current.last_timestamp):
+                current.last_timestamp = timestamp
+        if in_order:
+            current.size += payload_size
+            current.arrival_time = arrival_time_ms
+
+        if delta is not None:
+            delta_ms = delta[0] * timestamp_to_ms
+            overuse.update(delta[1], delta_ms, delta[2], detector.state(), arrival_time_ms)
+            detector.detect(overuse.offset(), delta_ms, overuse.num_of_deltas(), arrival_time_ms)
+
+        last = estimator.last_update_ms
+        if (
+            last is None
+            or arrival_time_ms - last > control.feedback_interval()
+            or detector.state() == overusing
+        ):
+            target_bitrate = control.update(
+                detector.state(), counter.rate(arrival_time_ms), arrival_time_ms
+            )
+            if target_bitrate is not None:
+                estimator.last_update_ms = arrival_time_ms
+                return target_bitrate, list(ssrcs.keys())
+        return None
+
+    return add
 
 
 def speed_up_nack(nack: Any) -> None:

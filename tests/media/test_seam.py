@@ -162,8 +162,9 @@ def test_the_tap_clock_is_aiortcs() -> None:
 
 
 def test_the_faster_remb_estimator_gives_aiortcs_estimates() -> None:
-    # The same packets (bursts of a frame, jitter, a stall, a time step back,
-    # congestion: arrivals falling behind) into aiortc's estimator and into one
+    # The same packets (bursts of a frame, jitter, reordering, a stall, a time
+    # step back, congestion: arrivals falling behind, abs-send-time wrapping after
+    # 64 s) into aiortc's estimator and into one
     # sped up by the seam: every result and every rate is the same.
     import random
 
@@ -182,6 +183,8 @@ def test_the_faster_remb_estimator_gives_aiortcs_estimates() -> None:
         lag = 0 if frame < 2000 else (frame - 2000) // 10  # a queue building up
         for k in range(rng.randint(1, 6)):
             abs_send_time = int((sent + k * 0.0004) * 262144) & 0xFFFFFF
+            if rng.random() < 0.03:  # reordered: sent before the frames already seen
+                abs_send_time = int((sent - rng.choice([0.01, 0.05, 0.2])) * 262144) & 0xFFFFFF
             now += rng.randint(0, 3)
             arrival = now + lag
             args = {"arrival_time_ms": arrival, "abs_send_time": abs_send_time, "ssrc": 1}
