@@ -309,6 +309,10 @@ class _WriterThread:
                 self._thread.start()
         self._queue.put((writer, item))
 
+    def backlog(self) -> int:
+        """Items waiting for the thread."""
+        return self._queue.qsize()
+
     def _run(self) -> None:
         while True:
             writer, item = self._queue.get()
@@ -368,6 +372,10 @@ class PacketWriter:
             batch = self._batch[:]
             self._batch.clear()
             _WRITER.put(self, batch)
+
+    def backlog(self) -> int:
+        """Batches handed over and not yet written, every leg's (the thread is shared)."""
+        return _WRITER.backlog()
 
     def close(self) -> WriterStats:
         """Flush, finish the final container; blocks until the thread is done with it."""
