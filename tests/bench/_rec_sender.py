@@ -12,9 +12,8 @@ extensions serialized one by one): 1.2-1.9 % of a core per stream, 7-11 % of a
 workers were meant to scale onto. Here the VP8 frames are packetized once
 (aiortc's own VP8 packetizer), and a single timer for every stream of the
 process (a 5 ms tick, as Chromium's pacer) builds each packet's header with one
-``struct`` call,
-encrypts it with the connection's own SRTP session and writes it straight to the
-ICE pair's socket: what goes on the wire is what aiortc's sender would send
+``struct`` call, encrypts it with the connection's own SRTP session and writes
+it straight to the ICE pair's socket: what goes on the wire is what aiortc's sender would send
 (same SSRC, payload types, sequence numbers, marker bits, VP8 descriptors with a
 picture id per frame, abs-send-time and mid header extensions). The streams'
 frames are spread evenly over a frame period, as independent browsers' would be.
