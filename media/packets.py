@@ -2,14 +2,15 @@
 
 The way Janus's ``.mjr`` files work: while a leg runs, the event loop only
 decrypts and keeps each RTP packet's payload (``seam.RtpTap``); every
-``BATCH_SECONDS`` the packets go to the leg's thread, which appends them, in one
-write, to the crash-safe packet log (the ``.partial`` file: a short header, then
-one record per packet), puts frames together (``FrameAssembler``: reordering,
-retransmissions, VP8/H.264 depayloading) and muxes them with PyAV into the
-final container, written beside it as ``.muxing``. At the end of the leg only
-the last batch remains: the muxer writes its index and duration, the file takes
-its final name, and the packet log goes. After a crash, ``convert`` makes the
-final file from the packet log alone (``Recorder.recover``).
+``BATCH_SECONDS`` the packets go to the process's writer thread (one for every
+leg), which appends each leg's batch, in one write, to its crash-safe packet log
+(the ``.partial`` file: a short header, then one record per packet), puts frames
+together (``FrameAssembler``: reordering, retransmissions, VP8/H.264
+depayloading) and muxes them with PyAV into the final container, written beside
+it as ``.muxing``. At the end of the leg only the last batch remains: the muxer
+writes its index and duration, the file takes its final name, and the packet
+log goes. After a crash, ``convert`` makes the final file from the packet log
+alone (``Recorder.recover``).
 
 Measured before this path (``tests/bench/recording.py``, py-spy, 6 streams):
 70 % of the recorder's busy time was aiortc's per-packet path on the loop
@@ -35,7 +36,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import av
 from aiortc.codecs.h264 import H264PayloadDescriptor
@@ -327,12 +328,50 @@ def _write_records(fh: BinaryIO, packets: list[KeptPacket]) -> None:
     fh.write(b"".join(parts))
 
 
+class _WriterThread:
+    """The one thread that writes every leg's packets in this process.
+
+    A thread per leg woke ten times a second each (a lock, a wake-up and a
+    fight for the GIL with the event loop, per leg); one thread takes every
+    leg's batch in turn, in the order they were handed over, so each leg's
+    packets still reach its file in order and in one write per batch.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[PacketWriter, object]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, writer: PacketWriter, item: object) -> None:
+        """Hand ``item`` (``_OPEN``, a batch, or ``_CLOSE``) over for ``writer``."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="rec-writer", daemon=True)
+                self._thread.start()
+        self._queue.put((writer, item))
+
+    def backlog(self) -> int:
+        """Items waiting for the thread."""
+        return self._queue.qsize()
+
+    def _run(self) -> None:
+        while True:
+            writer, item = self._queue.get()
+            # Each leg's work runs in that leg's context (its log lines).
+            writer._context.run(writer._step, item)
+
+
+_OPEN, _CLOSE = object(), object()
+_WRITER = _WriterThread()
+
+
 class PacketWriter:
     """One leg's packet log and final file, fed from the event loop, written on a thread.
 
     What the recorder writes through (``path``, ``format``, ``stats``,
     ``failed``, ``needs_keyframe``, ``flush``, ``close``); ``keep`` takes
-    packets from ``seam.RtpTap``.
+    packets from ``seam.RtpTap``. The writing happens on the process's one
+    writer thread (``_WriterThread``).
     """
 
     def __init__(self, path: Path, *, video_codec: str | None, audio: bool, t0: float) -> None:
@@ -362,52 +401,64 @@ class PacketWriter:
         self._batch: list[KeptPacket] = []
         # The tap calls this for every packet: a bound list method, nothing more.
         self.keep = self._batch.append
-        self._queue: queue.SimpleQueue[list[KeptPacket] | None] = queue.SimpleQueue()
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(
-            target=context.run, args=(self._run,), name=f"rec-{path.stem}", daemon=True
-        )
-        self._thread.start()
+        self._context = contextvars.copy_context()
+        self._fh: BinaryIO | None = None
+        self._converter: Converter | None = None
+        self._closed = threading.Event()
+        _WRITER.put(self, _OPEN)
 
     def flush(self) -> None:
         """Hand the packets kept since the last flush to the thread."""
         if self._batch:
             batch = self._batch[:]
             self._batch.clear()
-            self._queue.put(batch)
+            _WRITER.put(self, batch)
+
+    def backlog(self) -> int:
+        """Batches handed over and not yet written, every leg's (the thread is shared)."""
+        return _WRITER.backlog()
 
     def close(self) -> WriterStats:
-        """Flush, finish the final container; blocks until the thread is done."""
+        """Flush, finish the final container; blocks until the thread is done with it."""
         self.flush()
-        self._queue.put(None)
-        self._thread.join()
+        _WRITER.put(self, _CLOSE)
+        self._closed.wait()
         return self.stats
 
-    def _run(self) -> None:
-        fh: BinaryIO | None = None
-        converter: Converter | None = None
+    def _step(self, item: object) -> None:
+        # On the writer thread: one thing handed over for this leg.
+        if item is _CLOSE:
+            try:
+                if self._fh is not None:
+                    self._fh.close()
+                if self._converter is not None:
+                    self._converter.close()
+            except Exception as exc:
+                log.exception("recording writer failed to close: %s", self.path.name)
+                self.stats.errors.append(repr(exc))
+            finally:
+                self._closed.set()
+            return
+        if self.failed.is_set():
+            return  # the recording failed; the call goes on, the batches are dropped
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Unbuffered: each batch reaches the file in one write (a crash loses
-            # at most the batch being handed over).
-            fh = open(self.path, "wb", buffering=0)  # closed in finally
-            fh.write(_header(self.stats, self.t0))
-            converter = Converter(self.path, self.stats, self.t0)
-            while (batch := self._queue.get()) is not None:
-                _write_records(fh, batch)
-                converter.add(batch)
-                self.needs_keyframe = converter.muxer.needs_keyframe
+            if item is _OPEN:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Unbuffered: each batch reaches the file in one write (a crash
+                # loses at most the batch being handed over).
+                self._fh = open(self.path, "wb", buffering=0)  # closed at _CLOSE
+                self._fh.write(_header(self.stats, self.t0))
+                self._converter = Converter(self.path, self.stats, self.t0)
+                return
+            assert self._fh is not None and self._converter is not None  # noqa: S101 - opened first
+            batch = cast(list[KeptPacket], item)
+            _write_records(self._fh, batch)
+            self._converter.add(batch)
+            self.needs_keyframe = self._converter.muxer.needs_keyframe
         except Exception as exc:  # the recording fails; the call must go on
             log.exception("recording writer failed: %s", self.path.name)
             self.stats.errors.append(repr(exc))
             self.failed.set()
-            while self._queue.get() is not None:
-                pass
-        finally:
-            if fh is not None:
-                fh.close()
-            if converter is not None:
-                converter.close()
 
 
 def finish(stats: WriterStats) -> FinishedFile:

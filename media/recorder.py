@@ -3,9 +3,10 @@
 Each participant's page opens a second, send-only RTCPeerConnection to the
 server with the same camera and microphone tracks. The recorder answers it with
 aiortc, takes the RTP packets off its transport as they arrive (``seam.RtpTap``)
-and hands them to the leg's ``PacketWriter`` thread, which appends them to a
-crash-safe packet log and muxes frames into the final file as it goes
-(``packets.py``); the event loop never touches a codec or the disk.
+and hands them to the leg's ``PacketWriter``, whose writing (on the process's
+one writer thread) appends them to a crash-safe packet log and muxes frames into
+the final file as it goes (``packets.py``); the event loop never touches a codec
+or the disk.
 
 aiortc sends no keyframe request when nothing decodes, so the recorder asks
 (RTCP PLI) until the first video keyframe arrives, again after a gap in the

@@ -37,7 +37,9 @@ import aiortc.rate
 import aiortc.rtcdtlstransport as rtcdtlstransport
 import aiortc.rtcrtpreceiver as rtcrtpreceiver
 import aiortc.rtp
+import aiortc.utils
 import pylibsrtp
+import pylibsrtp._binding as srtp_binding  # type: ignore[import-not-found]  # cffi, no stubs
 from aiortc import (
     RTCDtlsTransport,
     RTCPeerConnection,
@@ -49,6 +51,7 @@ from aiortc import (
 )
 from aiortc.codecs import is_rtx
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
+from aiortc.utils import uint16_add, uint16_gt
 
 from media import twcc
 from media.errors import SeamBroken
@@ -179,6 +182,21 @@ def check() -> None:
     ids = getattr(aiortc.rtp.HeaderExtensionsMap(), "_HeaderExtensionsMap__ids", None)
     if ids is None or not hasattr(ids, "abs_send_time"):
         raise SeamBroken("aiortc's HeaderExtensionsMap no longer keeps __ids.abs_send_time")
+    nack = rtcrtpreceiver.NackGenerator()
+    if not (
+        isinstance(getattr(nack, "missing", None), set)
+        and "truncate" in rtcrtpreceiver.NackGenerator.add.__code__.co_names
+        and hasattr(rtcrtpreceiver, "RTP_HISTORY_SIZE")
+    ):
+        raise SeamBroken("aiortc's NackGenerator no longer looks as speed_up_nack expects")
+    session = pylibsrtp.Session()
+    if not (
+        isinstance(getattr(session, "_cdata", None), srtp_binding.ffi.CData)
+        and hasattr(session, "_buffer")
+        and hasattr(session, "_srtp")
+        and callable(getattr(srtp_binding.lib, "srtp_unprotect", None))
+    ):
+        raise SeamBroken("pylibsrtp's Session no longer keeps _cdata, _buffer and _srtp")
     if "ssrc_table" not in rtcdtlstransport.RtpRouter.route_rtp.__code__.co_names or (
         "payload_type" not in rtcdtlstransport.RtpRouter.route_rtp.__code__.co_names
     ):
@@ -297,6 +315,10 @@ class _Rtp:
             raise ValueError("RTP packet truncated")
 
 
+# An RFC 8285 one-byte extension header for each id with 3 bytes of data (abs-send-time).
+_ABS_FIRST = [bytes([(xid << 4) | 2]) for xid in range(16)]
+
+
 def _one_byte_extension(value: bytes, wanted: int) -> bytes | None:
     # RFC 8285 one-byte header extensions (profile 0xBEDE): id, length - 1.
     pos, n = 0, len(value)
@@ -384,6 +406,142 @@ def speed_up_estimator(estimator: Any) -> None:
         return least if least < ts_delta else ts_delta
 
     overuse.update_min_frame_period = update_min_frame_period
+    estimator.add = _fused_add(estimator)
+
+
+def _fused_add(estimator: Any) -> Callable[[int, int, int, int], tuple[int, list[int]] | None]:
+    """aiortc's ``RemoteBitrateEstimator.add`` with its inter-arrival grouping
+    (``InterArrival.compute_deltas``) written out in line: the same statements
+    in the same order on the same objects, a handful of calls fewer per packet."""
+    rate = aiortc.rate
+    counter = estimator.incoming_bitrate
+    inter = estimator.inter_arrival
+    overuse, detector, control = estimator.estimator, estimator.detector, estimator.rate_control
+    ssrcs: dict[int, int] = estimator.ssrcs
+    group_length, to_ms = inter.group_length, inter.timestamp_to_ms
+    group_type, burst_ms, timestamp_to_ms = (
+        rate.TimestampGroup,
+        rate.BURST_DELTA_THRESHOLD_MS,
+        rate.TIMESTAMP_TO_MS,
+    )
+    overusing = rate.BandwidthUsage.OVERUSING
+    uint32_gt = aiortc.utils.uint32_gt
+
+    def add(
+        arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
+    ) -> tuple[int, list[int]] | None:
+        timestamp = abs_send_time << 8
+        ssrcs[ssrc] = arrival_time_ms
+        if counter.rate(arrival_time_ms) is not None:
+            estimator.incoming_bitrate_initialized = True
+        elif estimator.incoming_bitrate_initialized:
+            counter.reset()
+            estimator.incoming_bitrate_initialized = False
+        counter.add(payload_size, arrival_time_ms)
+
+        # InterArrival.compute_deltas
+        delta: tuple[int, int, int] | None = None
+        current = inter.current_group
+        in_order = True
+        if current is None:
+            current = inter.current_group = group_type(timestamp)
+        elif (timestamp - current.first_timestamp) & 0xFFFFFFFF >= 0x80000000:
+            in_order = False  # out of order: not counted in any group
+        else:
+            timestamp_delta_ms = round(to_ms * ((timestamp - current.last_timestamp) & 0xFFFFFFFF))
+            arrival_time_delta = arrival_time_ms - current.arrival_time
+            burst = timestamp_delta_ms == 0 or (
+                arrival_time_delta - timestamp_delta_ms < 0 and arrival_time_delta <= burst_ms
+            )
+            if not burst and (timestamp - current.first_timestamp) & 0xFFFFFFFF > group_length:
+                previous = inter.previous_group
+                if previous is not None:
+                    delta = (
+                        (current.last_timestamp - previous.last_timestamp) & 0xFFFFFFFF,
+                        current.arrival_time - previous.arrival_time,
+                        current.size - previous.size,
+                    )
+                inter.previous_group = current
+                current = inter.current_group = group_type(timestamp=timestamp)
+            elif uint32_gt(timestamp, current.last_timestamp):
+                current.last_timestamp = timestamp
+        if in_order:
+            current.size += payload_size
+            current.arrival_time = arrival_time_ms
+
+        if delta is not None:
+            delta_ms = delta[0] * timestamp_to_ms
+            overuse.update(delta[1], delta_ms, delta[2], detector.state(), arrival_time_ms)
+            detector.detect(overuse.offset(), delta_ms, overuse.num_of_deltas(), arrival_time_ms)
+
+        last = estimator.last_update_ms
+        if (
+            last is None
+            or arrival_time_ms - last > control.feedback_interval()
+            or detector.state() == overusing
+        ):
+            target_bitrate = control.update(
+                detector.state(), counter.rate(arrival_time_ms), arrival_time_ms
+            )
+            if target_bitrate is not None:
+                estimator.last_update_ms = arrival_time_ms
+                return target_bitrate, list(ssrcs.keys())
+        return None
+
+    return add
+
+
+def speed_up_nack(nack: Any) -> None:
+    """Make an aiortc ``NackGenerator`` cheaper, with the same missing set after every packet.
+
+    aiortc's ``truncate`` (called for every packet) compares every missing
+    sequence number with the newest less ``RTP_HISTORY_SIZE``: with a few dozen
+    missing (a loaded receiver, a lossy uplink) that was the largest part of a
+    packet's bookkeeping. Nothing can expire before the oldest missing number
+    does, and numbers become missing only newer than all others, so the full
+    pass runs only once the oldest one seen by the last pass has expired (or when
+    that is unknown). ``tests/media/test_seam.py`` compares it with aiortc's.
+    """
+    full = type(nack).truncate.__get__(nack)
+    history: int = getattr(rtcrtpreceiver, "RTP_HISTORY_SIZE")  # noqa: B009 - not re-exported
+    oldest: list[int | None] = [None]  # the oldest missing after the last full pass
+
+    def truncate() -> None:
+        missing = nack.missing
+        if not missing or nack.max_seq is None:
+            oldest[0] = None
+            return
+        known = oldest[0]
+        if known is not None and not uint16_gt(uint16_add(nack.max_seq, -history), known):
+            return  # nothing has expired yet
+        full()
+        newest = nack.max_seq
+        oldest[0] = max(missing, key=lambda seq: (newest - seq) & 0xFFFF) if missing else None
+
+    nack.truncate = truncate
+
+
+def _unprotector(session: Any) -> Callable[[bytes], bytes]:
+    """``session.unprotect`` (pylibsrtp) without its per-call allocation and checks:
+    the same libsrtp call on the session's own buffer."""
+    ffi, lib = srtp_binding.ffi, srtp_binding.lib
+    cdata, buffer, ctx = session._cdata, session._buffer, session._srtp[0]
+    size = len(cdata)
+    length = ffi.new("int *")
+    unprotect = lib.srtp_unprotect
+
+    def run(data: bytes) -> bytes:
+        n = len(data)
+        if n > size:
+            raise ValueError("packet is too long")
+        length[0] = n
+        buffer[0:n] = data
+        if unprotect(ctx, cdata, length):
+            raise pylibsrtp.Error("srtp_unprotect failed")
+        out: bytes = buffer[0 : length[0]]
+        return out
+
+    return run
 
 
 class _Lean:
@@ -408,6 +566,8 @@ class _Lean:
         self.remote_streams: dict[int, Any] = get("_RTCRtpReceiver__remote_streams")
         self.rtx_ssrc: dict[int, int] = get("_RTCRtpReceiver__rtx_ssrc")
         self.nack = get("_RTCRtpReceiver__nack_generator")
+        if self.nack is not None:
+            speed_up_nack(self.nack)
         self.estimator = get("_RTCRtpReceiver__remote_bitrate_estimator")
         if self.estimator is not None:
             speed_up_estimator(self.estimator)
@@ -474,6 +634,9 @@ class _Lean:
         profile, value = packet.ext
         wanted = self.extensions.__dict__["_HeaderExtensionsMap__ids"].abs_send_time
         if profile == 0xBEDE and wanted:
+            if wanted < 15 and len(value) >= 4 and value[:1] == _ABS_FIRST[wanted]:
+                # first among the extensions, as browsers send it
+                return int.from_bytes(value[1:4], "big")
             raw = _one_byte_extension(value, wanted)
             return int.from_bytes(raw, "big") if raw is not None and len(raw) == 3 else None
         value_time: int | None = self.extensions.get(profile, value).abs_send_time
@@ -485,12 +648,9 @@ class _Lean:
         if self.estimator is not None:
             abs_send_time = self._abs_send_time(packet)
             if abs_send_time is not None:
-                remb = self.estimator.add(
-                    abs_send_time=abs_send_time,
-                    arrival_time_ms=arrival_ms,
-                    payload_size=len(packet.payload) + packet.padding_size,
-                    ssrc=packet.ssrc,
-                )
+                size = len(packet.payload) + packet.padding_size
+                # (arrival, abs-send-time, size, SSRC): positional, as it is called per packet
+                remb = self.estimator.add(arrival_ms, abs_send_time, size, packet.ssrc)
                 rtcp_ssrc = receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"]
                 # aiortc sends a REMB for every packet while its detector says
                 # "overusing" (a loaded recorder: one RTCP packet per RTP
@@ -571,17 +731,41 @@ def current_ms() -> int:
 _NTP_TO_UNIX_MS = 2_208_988_800_000
 
 
+# Datagrams read from one socket per wake-up of the event loop, at most (the
+# loop's other work, RTCP and timers, must not starve behind a flood).
+DRAIN_MAX = 32
+_MAX_DATAGRAM = 1 << 16
+
+
 def _straight_to(protocol: Any, data_received: Callable[[bytes, int], None]) -> None:
     original = protocol.datagram_received
     component = protocol.local_candidate.component
+    # asyncio reads one datagram per wake-up of the loop (a poll, a pass of the
+    # loop, a callback): most of what an RTP packet cost beside its own work.
+    # A browser's pacer sends a frame's packets together, so once woken the
+    # socket is drained here, on a duplicate of its descriptor (the same
+    # socket; asyncio keeps its own and its reader, and closes both).
+    sock = protocol.transport.get_extra_info("socket").dup()
+    recvfrom = sock.recvfrom
+    lost = protocol.connection_lost
 
     def datagram_received(data: bytes, addr: Any) -> None:
-        if 127 < data[0] < 192:
-            data_received(data, component)
-        else:
-            original(data, addr)
+        for _ in range(DRAIN_MAX):
+            if data and 127 < data[0] < 192:
+                data_received(data, component)
+            else:
+                original(data, addr)
+            try:
+                data, addr = recvfrom(_MAX_DATAGRAM)
+            except OSError:  # BlockingIOError: drained (other errors: asyncio's reader sees them)
+                return
+
+    def connection_lost(exc: Exception | None) -> None:
+        sock.close()
+        lost(exc)
 
     protocol.datagram_received = datagram_received
+    protocol.connection_lost = connection_lost
 
 
 class RtpTap:
@@ -666,21 +850,33 @@ class RtpTap:
         # far side may finish first and start sending): aiortc queues it and
         # decrypts it after the handshake; here it waits until the keys are known.
         early: list[bytes] = []
+        # (SSRC, payload type) -> where aiortc's router sends it; a recording
+        # leg is negotiated once, so the router's answer does not change.
+        routes: dict[int, _Lean] = {}
+        decrypting: list[Any] = [None, None]  # the receive session, its unprotect
 
         def take(data: bytes, srtp: Any) -> None:
+            if decrypting[0] is not srtp:  # the first packet after the handshake
+                decrypting[:] = [srtp, _unprotector(srtp)]
+            unprotect = decrypting[1]
             try:
-                plain = srtp.unprotect(data)
+                plain = unprotect(data)
                 packet = _Rtp(plain)
             except (pylibsrtp.Error, ValueError, struct.error):
                 return  # aiortc drops these too
-            receiver: Any = router.route_rtp(cast(Any, packet))  # reads ssrc, payload_type
-            lean = leans.get(receiver) if receiver is not None else None
-            if lean is not None:
-                if feedback is not None:
-                    seq = twcc.extension_value(packet.ext, feedback.ext_id)
-                    if seq is not None:
-                        feedback.add(seq, packet.ssrc)
-                lean.handle(packet, plain, current_ms())
+            key = packet.ssrc << 7 | packet.payload_type
+            lean = routes.get(key)
+            if lean is None:
+                receiver: Any = router.route_rtp(cast(Any, packet))  # reads ssrc, payload_type
+                lean = leans.get(receiver) if receiver is not None else None
+                if lean is None:
+                    return
+                routes[key] = lean
+            if feedback is not None:
+                seq = twcc.extension_value(packet.ext, feedback.ext_id)
+                if seq is not None:
+                    feedback.add(seq, packet.ssrc)
+            lean.handle(packet, plain, current_ms())
 
         def data_received(data: bytes, component: int) -> None:
             if not 127 < data[0] < 192 or 191 < data[1] < 224:

@@ -84,7 +84,7 @@ def main() -> None:
             if now >= next_flush:
                 writer.flush()
                 next_flush += BATCH
-                while writer._queue.qsize() > 20:  # keep memory bounded
+                while writer.backlog() > 20:  # keep memory bounded
                     time.sleep(0.005)
             ticks = VIDEO_TICKS if not is_audio else AUDIO_TICKS
             ts = (ts_base[is_audio] + counts[is_audio] * ticks) % 2**32
@@ -95,7 +95,7 @@ def main() -> None:
                 seq[is_audio] += 1
         if done:
             break
-    while writer._queue.qsize() > 0:  # the thread catches up first
+    while writer.backlog() > 0:  # the thread catches up first
         time.sleep(0.01)
     fed_wall, fed_cpu = time.monotonic() - fed_wall, cpu() - fed_cpu
     log_mb = partial.stat().st_size / 1e6

@@ -4,12 +4,17 @@
 
 Pre-encodes, once, a few seconds of 640x480 30 fps VP8 at ~1.1 Mbps (a moving test
 pattern with temporal noise, keyframe every 2 s) plus 20 ms mono Opus into a temporary
-WebM. Sender processes (``_rec_sender.py``) replay those packets over loopback through
-real aiortc peer connections, without encoding anything. Each receiver scenario runs in
-its own fresh process, which starts its senders (their CPU is theirs, not the
-receiver's) and measures its own CPU time (user + sys, every thread) over the
-steady-state window only: after ``W`` seconds of warm-up, for ``S`` seconds; setup,
-stopping and finalizing are outside the window.
+WebM. Sender processes (``_rec_sender.py``) replay those packets over loopback on
+real aiortc peer connections, without encoding anything and without aiortc's
+per-packet sending path (they packetize once and encrypt and send each packet
+themselves: 0.6 % of a core per stream against 1.2-1.9 % with aiortc's sender, which
+took a fifth of a core from the receivers on a 2-core machine). Each receiver
+scenario runs in its own fresh process, which starts its senders (their CPU is
+theirs, not the receiver's) and measures its own CPU time (user + sys, every thread)
+over the steady-state window only: after ``W`` seconds of warm-up, for ``S`` seconds;
+setup, stopping and finalizing are outside the window. The senders share the
+receivers' cores, so their CPU over the same window is printed too (``senders of``
+lines: their share of the machine).
 
   ours-1        ``media.recorder.Recorder`` (passthrough -> WebM), one stream
   mediarecorder ``aiortc.contrib.media.MediaRecorder`` -> .webm, one stream, fed by a
@@ -17,10 +22,11 @@ stopping and finalizing are outside the window.
                 this process never imports ``media`` (the seam patches aiortc's
                 decoder lookup process-wide)
   ours-N        ``Recorder`` with N concurrent streams in one process, fed by
-                ceil(N / 6) sender processes
+                ceil(N / 24) sender processes
   workers-1     N streams through ``media.pool.WorkerPool`` with one media worker
                 process (what ``teleconsult serve`` runs, one consultation per stream)
-  workers-W     the same N streams on W workers, W = the machine's cores
+  workers-W     W * N streams on W workers, W = the machine's cores (N per worker,
+                as for one worker: a worker's CPU per stream falls as it gets busier)
 
 For the worker scenarios the CPU is the workers' (read from /proc) plus the
 controlling process's. A worker is one Python process: it can use one core at
@@ -80,7 +86,7 @@ VIDEO_BITRATE = 1_100_000
 KEYFRAME_EVERY = 60  # frames: 2 s
 AUDIO_BITRATE = 32_000
 LOOP_SECONDS = 4  # the input is looped by the senders; a whole number of keyframe intervals
-STREAMS_PER_SENDER = 6
+STREAMS_PER_SENDER = 24  # one sender process for the default 12 streams (it is cheap)
 SETUP_TIMEOUT = 60.0
 JANUS = shutil.which("janus")
 JANUS_PP = shutil.which("janus-pp-rec")
@@ -222,6 +228,10 @@ class Senders:
         for proc in self.procs:
             if (await self._read(proc)) != {"connected": True}:
                 raise RuntimeError("a sender did not connect")
+
+    def cpu(self) -> float:
+        """CPU seconds the sender processes have used so far (user + sys, /proc)."""
+        return sum(process_cpu_seconds(proc.pid) for proc in self.procs)
 
     async def stop(self) -> list[dict[str, Any]]:
         """Stop sending; returns what each stream sent."""
@@ -529,7 +539,9 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
 
         async def finish() -> list[dict[str, Any]]:
             files = []
-            for result in await pool.close():
+            # In stream order (the pool answers worker by worker).
+            results = sorted(await pool.close(), key=lambda r: r.key.consultation_id)
+            for result in results:
                 files.append(
                     {
                         "path": str(result.file.path) if result.file else None,
@@ -608,9 +620,9 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
         # The workers' frames and CPU are asked of them (their own processes).
         frames0 = await frames_now() if workers else counter()
         others0 = workers_cpu() if workers else 0.0
-        wall0, cpu0 = time.monotonic(), cpu()
+        wall0, cpu0, senders0 = time.monotonic(), cpu(), senders.cpu()
         await asyncio.sleep(args.seconds)
-        wall1, cpu1 = time.monotonic(), cpu()
+        wall1, cpu1, senders1 = time.monotonic(), cpu(), senders.cpu()
         frames1 = await frames_now() if workers else counter()
         others1 = workers_cpu() if workers else 0.0
         if janus is not None:
@@ -640,6 +652,8 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
         "sent": sent,
         "files": files,
         "backlog": [backlog_before, backlog_after],
+        "sender_cpu": senders1 - senders0,
+        "sender_processes": len(senders.procs),
     }
 
 
@@ -664,6 +678,8 @@ class Scenario:
     backlog: tuple[int, int] = (0, 0)
     problems: list[str] | None = None
     controller_cpu: float = 0.0
+    sender_cpu: float = 0.0  # the benchmark's own senders, over the same window
+    sender_processes: int = 0
     worst_share: float = 1.0  # the smallest share of sent video frames in one file
     # Files under WORKER_FRAMES of what was sent (said, not a failure: a loaded
     # machine drops packets on loopback; FRAME_TOLERANCE is the failure).
@@ -752,6 +768,8 @@ def run_scenario(
     result = json.loads(done.stdout.strip().splitlines()[-1])
     scenario.wall, scenario.cpu = result["wall"], result["cpu"]
     scenario.controller_cpu = result["controller_cpu"]
+    scenario.sender_cpu = result["sender_cpu"]
+    scenario.sender_processes = result["sender_processes"]
     scenario.window_frames = result["frames"]
     scenario.backlog = tuple(result["backlog"])  # type: ignore[assignment]
     scenario.problems = []
@@ -816,11 +834,14 @@ def main() -> None:
             Scenario("mediarecorder", "aiortc MediaRecorder -> WebM", "mediarecorder", 1),
             Scenario(f"ours-{args.streams}", "ours: Recorder, one process", "ours", args.streams),
             Scenario("workers-1", "ours: 1 media worker", "workers", args.streams, workers=1),
+            # Each worker carries the same streams as the one worker above: a
+            # worker's cost per stream falls as it gets busier (more packets per
+            # wake-up), so W workers are measured at the load they would carry.
             Scenario(
                 f"workers-{cores}",
                 f"ours: {cores} media workers",
                 "workers",
-                args.streams,
+                cores * args.streams,
                 workers=cores,
             ),
         ]
@@ -854,6 +875,15 @@ def main() -> None:
         "frames sent in it; % core/stream: receiver CPU (user + sys, all threads) per "
         "stream-second of the window; backlog: frames queued in aiortc before -> after it"
     )
+    # The senders run on the same cores as the receivers: say what they took.
+    for s in scenarios:
+        print(
+            f"senders of {s.name}: {s.sender_processes} process(es), "
+            f"{100 * s.sender_cpu / s.wall:.1f}% of a core "
+            f"({100 * s.sender_cpu / s.wall / s.streams:.2f}% per stream), "
+            f"{100 * s.sender_cpu / s.wall / cores:.1f}% of the machine's {cores} cores; "
+            f"receiver {100 * s.cpu / s.wall / cores:.1f}% of the machine"
+        )
     for s in scenarios:
         if s.kept_up < 0.9:
             print(

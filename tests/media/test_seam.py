@@ -170,8 +170,9 @@ def test_the_tap_clock_is_aiortcs() -> None:
 
 
 def test_the_faster_remb_estimator_gives_aiortcs_estimates() -> None:
-    # The same packets (bursts of a frame, jitter, a stall, a time step back,
-    # congestion: arrivals falling behind) into aiortc's estimator and into one
+    # The same packets (bursts of a frame, jitter, reordering, a stall, a time
+    # step back, congestion: arrivals falling behind, abs-send-time wrapping after
+    # 64 s) into aiortc's estimator and into one
     # sped up by the seam: every result and every rate is the same.
     import random
 
@@ -190,6 +191,8 @@ def test_the_faster_remb_estimator_gives_aiortcs_estimates() -> None:
         lag = 0 if frame < 2000 else (frame - 2000) // 10  # a queue building up
         for k in range(rng.randint(1, 6)):
             abs_send_time = int((sent + k * 0.0004) * 262144) & 0xFFFFFF
+            if rng.random() < 0.03:  # reordered: sent before the frames already seen
+                abs_send_time = int((sent - rng.choice([0.01, 0.05, 0.2])) * 262144) & 0xFFFFFF
             now += rng.randint(0, 3)
             arrival = now + lag
             args = {"arrival_time_ms": arrival, "abs_send_time": abs_send_time, "ssrc": 1}
@@ -200,3 +203,66 @@ def test_the_faster_remb_estimator_gives_aiortcs_estimates() -> None:
             results += expected is not None
         now += 33
     assert results > 50
+
+
+def test_the_faster_nack_generator_keeps_aiortcs_missing_set() -> None:
+    # The same sequence numbers (in order, lost, reordered, retransmitted late,
+    # wrapping at 65536, a jump, duplicates) into aiortc's generator and into
+    # one sped up by the seam: after every packet, the same answer and the same
+    # missing set (what the NACKs carry).
+    import random
+
+    from aiortc.rtcrtpreceiver import NackGenerator
+
+    class Packet:
+        def __init__(self, seq: int) -> None:
+            self.sequence_number = seq
+
+    stock, fast = NackGenerator(), NackGenerator()
+    seam.speed_up_nack(fast)
+    rng = random.Random(5)  # noqa: S311 - test sequences
+    seq, lost_ever, late = 65000, 0, []
+    for step in range(20000):
+        if step == 8000:
+            seq = (seq + 3000) & 0xFFFF  # a jump (a sender restarting its numbering)
+        if step % 997 == 0:
+            burst = rng.randint(20, 90)  # a burst of loss: dozens missing at once
+            lost_ever += burst
+            seq = (seq + burst) & 0xFFFF
+        elif rng.random() < 0.05:
+            late.append(seq)  # lost for now; may come back (a retransmission)
+            lost_ever += 1
+            seq = (seq + 1) & 0xFFFF
+        arrivals = [seq]
+        if late and rng.random() < 0.3:
+            arrivals.append(late.pop(rng.randrange(len(late))))
+        if rng.random() < 0.01:
+            arrivals.append(seq)  # a duplicate
+        for number in arrivals:
+            assert fast.add(Packet(number)) == stock.add(Packet(number)), step  # type: ignore[arg-type]
+            assert fast.missing == stock.missing, step
+        seq = (seq + 1) & 0xFFFF
+    assert lost_ever > 1000
+
+
+def test_the_tap_decrypts_as_pylibsrtp_does() -> None:
+    import os
+
+    import pylibsrtp
+
+    key = os.urandom(30)
+    inbound, outbound = pylibsrtp.Policy.SSRC_ANY_INBOUND, pylibsrtp.Policy.SSRC_ANY_OUTBOUND
+    sender = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=outbound))
+    theirs = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=inbound))
+    ours = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=inbound))
+    unprotect = seam._unprotector(ours)
+    for seq in range(50):
+        plain = bytes([0x80, 96]) + seq.to_bytes(2, "big") + bytes(8) + os.urandom(seq * 20)
+        packet = sender.protect(plain)
+        assert unprotect(packet) == theirs.unprotect(packet) == plain
+    with pytest.raises(pylibsrtp.Error):
+        unprotect(packet)  # a replay, refused as aiortc's session refuses it
+    with pytest.raises(pylibsrtp.Error):
+        unprotect(packet[:12] + bytes(len(packet) - 12))  # tampered
+    with pytest.raises(ValueError):
+        unprotect(bytes(1600))
