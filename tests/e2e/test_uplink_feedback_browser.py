@@ -71,14 +71,14 @@ async def test_the_recording_leg_follows_transport_wide_feedback_from_the_first_
         await recording_started(clinic)
         await video_flowing(cardio, 1, label="relayed")
         # Chromium's controller probes well above the start rate once it reads the
-        # server's reports (loopback carries far more than the leg's cap).
+        # server's reports (loopback carries far more than the leg's cap); it
+        # then moves with what it measures, so the test waits for the climb
+        # (with REMB alone it stayed at 0.9 Mbit/s and fell).
         await clinic.wait_for_function(
             f"async () => (await ({UPLINK_ESTIMATE})()) > {start * 2}",
             timeout=8_000,
             polling=250,
         )
-        estimate = await clinic.evaluate(UPLINK_ESTIMATE)
-    assert estimate > start * 2
     # Both legs were answered with feedback, and reported what arrived.
     legs = list(app[RECORDING].recorder.legs.values())
     assert len(legs) == 2
