@@ -319,23 +319,6 @@ class _Rtp:
 _ABS_FIRST = [bytes([(xid << 4) | 2]) for xid in range(16)]
 
 
-def _one_byte_extension(value: bytes, wanted: int) -> bytes | None:
-    # RFC 8285 one-byte header extensions (profile 0xBEDE): id, length - 1.
-    pos, n = 0, len(value)
-    while pos < n:
-        head = value[pos]
-        if head == 0:
-            pos += 1
-            continue
-        xid, length = head >> 4, (head & 0x0F) + 1
-        if xid == 15:
-            return None
-        if xid == wanted:
-            return value[pos + 1 : pos + 1 + length]
-        pos += 1 + length
-    return None
-
-
 class _RateCounter:
     """aiortc's ``rate.RateCounter`` (bytes received in the last window, by the
     millisecond) with the same results, at a cost per packet rather than per
@@ -637,7 +620,7 @@ class _Lean:
             if wanted < 15 and len(value) >= 4 and value[:1] == _ABS_FIRST[wanted]:
                 # first among the extensions, as browsers send it
                 return int.from_bytes(value[1:4], "big")
-            raw = _one_byte_extension(value, wanted)
+            raw = twcc.one_byte_extension(value, wanted)
             return int.from_bytes(raw, "big") if raw is not None and len(raw) == 3 else None
         value_time: int | None = self.extensions.get(profile, value).abs_send_time
         return value_time

@@ -83,25 +83,33 @@ def with_transport_cc(answer_sdp: str, offer_sdp: str) -> str:
     return "\r\n".join(out)
 
 
+def one_byte_extension(value: bytes, wanted: int) -> bytes | None:
+    """Extension ``wanted``'s data in an RFC 8285 one-byte header block (0xBEDE)."""
+    pos, n = 0, len(value)
+    while pos < n:
+        head = value[pos]
+        if head == 0:
+            pos += 1
+            continue
+        xid, length = head >> 4, (head & 0x0F) + 1
+        if xid == 15:
+            return None
+        if xid == wanted:
+            return value[pos + 1 : pos + 1 + length]
+        pos += 1 + length
+    return None
+
+
 def extension_value(ext: tuple[int, bytes] | None, ext_id: int) -> int | None:
     """The transport-wide sequence number in an RTP header extension block."""
     if ext is None:
         return None
     profile, value = ext
-    pos, n = 0, len(value)
-    if profile == 0xBEDE:  # one-byte headers (RFC 8285)
-        while pos < n:
-            head = value[pos]
-            if head == 0:
-                pos += 1
-                continue
-            xid, length = head >> 4, (head & 0x0F) + 1
-            if xid == 15:
-                return None
-            if xid == ext_id and length == 2 and pos + 3 <= n:
-                return int.from_bytes(value[pos + 1 : pos + 3], "big")
-            pos += 1 + length
-    elif profile & 0xFFF0 == 0x1000:  # two-byte headers
+    if profile == 0xBEDE:
+        raw = one_byte_extension(value, ext_id)
+        return int.from_bytes(raw, "big") if raw is not None and len(raw) == 2 else None
+    if profile & 0xFFF0 == 0x1000:  # two-byte headers: id, length, data
+        pos, n = 0, len(value)
         while pos + 1 < n:
             xid = value[pos]
             if xid == 0:
