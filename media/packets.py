@@ -328,19 +328,23 @@ def _write_records(fh: BinaryIO, packets: list[KeptPacket]) -> None:
     fh.write(b"".join(parts))
 
 
-class _WriterThread:
-    """The one thread that writes every leg's packets in this process.
+class WriterThread:
+    """The thread that writes the packets of every leg of one recorder.
 
     A thread per leg woke ten times a second each (a lock, a wake-up and a
     fight for the GIL with the event loop, per leg); one thread takes every
     leg's batch in turn, in the order they were handed over, so each leg's
-    packets still reach its file in order and in one write per batch.
+    packets still reach its file in order and in one write per batch. The
+    recorder owns one (``Recorder.writer_thread``); a writer made on its own
+    gets one that ends with it (``single``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, single: bool = False) -> None:
+        """A thread started with the first item handed over."""
         self._queue: queue.SimpleQueue[tuple[PacketWriter, object]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._single = single
 
     def put(self, writer: PacketWriter, item: object) -> None:
         """Hand ``item`` (``_OPEN``, a batch, or ``_CLOSE``) over for ``writer``."""
@@ -359,10 +363,11 @@ class _WriterThread:
             writer, item = self._queue.get()
             # Each leg's work runs in that leg's context (its log lines).
             writer._context.run(writer._step, item)
+            if self._single and item is _CLOSE:
+                return
 
 
 _OPEN, _CLOSE = object(), object()
-_WRITER = _WriterThread()
 
 
 class PacketWriter:
@@ -370,11 +375,19 @@ class PacketWriter:
 
     What the recorder writes through (``path``, ``format``, ``stats``,
     ``failed``, ``needs_keyframe``, ``flush``, ``close``); ``keep`` takes
-    packets from ``seam.RtpTap``. The writing happens on the process's one
-    writer thread (``_WriterThread``).
+    packets from ``seam.RtpTap``. The writing happens on the recorder's writer
+    thread (``WriterThread``), or on one of its own.
     """
 
-    def __init__(self, path: Path, *, video_codec: str | None, audio: bool, t0: float) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        video_codec: str | None,
+        audio: bool,
+        t0: float,
+        thread: WriterThread | None = None,
+    ) -> None:
         """Prepare the packet log ``path`` (the ``.partial`` file).
 
         Args:
@@ -382,10 +395,12 @@ class PacketWriter:
             video_codec: ``"vp8"``, ``"h264"`` or None for audio only.
             audio: whether an Opus track is expected.
             t0: ``time.monotonic()`` of the recording's start.
+            thread: the writer thread shared with other legs (None: one of its own).
         """
         if video_codec not in CONTAINER_FOR:
             raise ValueError(f"unsupported video codec {video_codec!r}")
         self.path = path
+        self._writer_thread = thread or WriterThread(single=True)
         self.video_codec = video_codec
         self.audio = audio
         self.t0 = t0
@@ -405,23 +420,23 @@ class PacketWriter:
         self._fh: BinaryIO | None = None
         self._converter: Converter | None = None
         self._closed = threading.Event()
-        _WRITER.put(self, _OPEN)
+        self._writer_thread.put(self, _OPEN)
 
     def flush(self) -> None:
         """Hand the packets kept since the last flush to the thread."""
         if self._batch:
             batch = self._batch[:]
             self._batch.clear()
-            _WRITER.put(self, batch)
+            self._writer_thread.put(self, batch)
 
     def backlog(self) -> int:
         """Batches handed over and not yet written, every leg's (the thread is shared)."""
-        return _WRITER.backlog()
+        return self._writer_thread.backlog()
 
     def close(self) -> WriterStats:
         """Flush, finish the final container; blocks until the thread is done with it."""
         self.flush()
-        _WRITER.put(self, _CLOSE)
+        self._writer_thread.put(self, _CLOSE)
         self._closed.wait()
         return self.stats
 

@@ -41,7 +41,7 @@ from media import packets, seam, twcc
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, finalize, leftovers, read_start, start_note
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
-from media.packets import PacketWriter
+from media.packets import PacketWriter, WriterThread
 from media.relay import Fanout
 from media.writer import CONTAINER_FOR, SUFFIX_FOR
 
@@ -172,6 +172,8 @@ class Recorder:
         )
         self.keyframe_interval = keyframe_interval
         self.start_bitrate = start_bitrate
+        # Every leg's packets are written on this one thread (media/packets.py).
+        self.writer_thread = WriterThread()
         self.on_finished = on_finished
         self.on_writing_failed = on_writing_failed
         self.legs: dict[RecordingKey, Leg] = {}
@@ -220,7 +222,11 @@ class Recorder:
                     seam.audio_in_arrival_order(transceiver.receiver)
             fmt = CONTAINER_FOR[video_codec]
             leg.writer = PacketWriter(
-                self.partial_path(key, fmt), video_codec=video_codec, audio=audio, t0=leg.t0
+                self.partial_path(key, fmt),
+                video_codec=video_codec,
+                audio=audio,
+                t0=leg.t0,
+                thread=self.writer_thread,
             )
             fanout = leg.fanout = Fanout(
                 self.config,
@@ -457,6 +463,7 @@ class Recorder:
             video_codec=video_codec,
             audio=audio,
             t0=t0,
+            thread=self.writer_thread,
         )
         del self.legs[key]
         leg.key, leg.started_at, leg.t0, leg.writer, leg.failed_part = (
