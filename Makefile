@@ -32,6 +32,9 @@ test: venv
 	$(VENV)/bin/python -m pytest -q -m timing tests
 
 # The database tests again on a throwaway PostgreSQL cluster that each worker
-# starts and stops (tests/pgcluster.py; needs Debian's `postgresql`).
+# starts and stops (tests/pgcluster.py; needs Debian's `postgresql`). Only those
+# that use the suite's database: the others (command-line tests on SQLite files
+# of their own, parsers, catalogs) ran in `make test` and would run the same.
 test-postgres: venv
-	TELECONSULT_TEST_DATABASE=postgres $(VENV)/bin/python -m pytest -q $(WORKERS) $(DB_TESTS)
+	TELECONSULT_TEST_DATABASE=postgres $(VENV)/bin/python -m pytest -q $(WORKERS) \
+		--database-tests-only $(DB_TESTS)

@@ -16,6 +16,7 @@ traceback for every refused request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
@@ -28,6 +29,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -247,7 +250,18 @@ def _upgrade_locked(sync_conn: sa.Connection) -> None:
     _upgrade(sync_conn)
 
 
+@functools.cache
+def _heads() -> frozenset[str]:
+    """The newest migration(s): read once per process (the scripts do not change)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
 def _upgrade(sync_conn: sa.Connection) -> None:
+    # Already at head (every start but the first): nothing to run, and no need
+    # for Alembic to load every migration script again (13 ms a start, paid by
+    # every test's app). Read under the same lock as the migration itself.
+    if frozenset(MigrationContext.configure(sync_conn).get_current_heads()) == _heads():
+        return
     cfg = alembic_config()
     cfg.attributes["connection"] = sync_conn
     command.upgrade(cfg, "head")

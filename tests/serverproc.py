@@ -47,7 +47,7 @@ def server_env(data_dir: Path, **settings: str) -> dict[str, str]:
         TELECONSULT_DATA_DIR=str(data_dir),
         TELECONSULT_HOST="127.0.0.1",
         TELECONSULT_ARGON2_TIME_COST="1",
-        TELECONSULT_ARGON2_MEMORY_KIB="8192",
+        TELECONSULT_ARGON2_MEMORY_KIB="1024",
         TELECONSULT_ARGON2_PARALLELISM="1",
         # No second factor (as in ``make_settings``) unless a test asks for one.
         TELECONSULT_TOTP_ROLES="",

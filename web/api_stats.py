@@ -16,9 +16,6 @@ from datetime import date
 from typing import Any
 
 from aiohttp import web
-from openpyxl import Workbook
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
 
 from records.workdays import CHINA
 from signaling.errors import Invalid
@@ -275,6 +272,13 @@ RATE_TABLES = frozenset({"outcomes", "compliance", "recording"})
 
 def stats_xlsx(tables: list[Table]) -> bytes:
     """One worksheet per table (header in bold, rates formatted as percentages)."""
+    # Imported here: openpyxl takes ~0.3 s to import, paid by every process that
+    # imports the app (each command-line run, each test server) and needed only
+    # for this download.
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
     book = Workbook()
     first = True
     for table in tables:

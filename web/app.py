@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -170,6 +171,17 @@ def all_routes() -> tuple[Route, ...]:
     )
 
 
+@functools.cache
+def api_spec() -> dict[str, Any]:
+    """The OpenAPI document of ``all_routes()``: built once per process, never changed.
+
+    Building it (a JSON schema per payload model) costs tens of milliseconds, and
+    the test suite makes an app per test; every app of a process shares this one
+    dict, which nothing writes to.
+    """
+    return build_spec(all_routes(), title="teleconsult API", version=VERSION)
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """Build the application; resources open on start-up and close on clean-up."""
     app = web.Application(
@@ -185,7 +197,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[CLOCK] = clock or SystemClock()
     app[HUB] = Hub()
     app[SOCKETS] = {}
-    app[OPENAPI] = build_spec(all_routes(), title="teleconsult API", version=VERSION)
+    app[OPENAPI] = api_spec()
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(_housekeeping)
     app.on_shutdown.append(_close_sockets)
@@ -205,6 +217,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    # One hasher for every service: each makes an argon2 hash at the configured
+    # cost when built (the unknown user's dummy), 0.65 s apiece in production.
+    passwords = passwords_for(settings)
     db = settings.open_database()
     await db.upgrade()
     app[DB] = db
@@ -221,7 +236,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     app[AUTH] = AuthService(
         ctx,
-        passwords=passwords_for(settings),
+        passwords=passwords,
         max_failures=settings.login_max_failures,
         lockout_seconds=settings.login_lockout_seconds,
         session_ttl_seconds=settings.session_ttl_seconds,
@@ -230,7 +245,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     keyring = settings.keyring()
     app[SECOND_FACTOR] = SecondFactorService(
         ctx,
-        passwords=passwords_for(settings),
+        passwords=passwords,
         keyring=keyring,
         roles=frozenset(settings.totp_roles),
         reverify_window_seconds=settings.reverify_window_seconds,
@@ -239,7 +254,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     # Deactivating an account or resetting its password hangs up its sockets
     # through the hub (the service's AccountSockets port).
-    app[ADMIN] = AdminService(ctx, passwords=passwords_for(settings), sockets=cluster or app[HUB])
+    app[ADMIN] = AdminService(ctx, passwords=passwords, sockets=cluster or app[HUB])
     app[DIRECTORY] = DirectoryService(ctx)
     app[PATIENTS] = PatientService(ctx)
     app[CONSULTATIONS] = ConsultationService(ctx)

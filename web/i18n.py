@@ -17,6 +17,7 @@ into the page as a JSON block (see ``js_strings``).
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -341,13 +342,25 @@ def load_translations(locale: str, locale_dir: Path = LOCALE_DIR) -> NullTransla
     po_path = locale_dir / locale / "LC_MESSAGES" / f"{DOMAIN}.po"
     if not po_path.exists():
         return NullTranslations()
+    stat = po_path.stat()
+    mo = _compile(po_path, locale, stat.st_mtime_ns, stat.st_size)
+    return Translations(io.BytesIO(mo), domain=DOMAIN)
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(po_path: Path, locale: str, mtime_ns: int, size: int) -> bytes:
+    """The ``.mo`` bytes of one catalog, compiled once per process and file version.
+
+    Parsing a ``.po`` file costs tens of milliseconds, paid by every
+    ``create_app``: the test suite makes an app per test. An edited file (a new
+    mtime or size) is compiled again.
+    """
     with po_path.open("rb") as fh:
         catalog = read_po(fh, locale=locale, domain=DOMAIN)
     buf = io.BytesIO()
     # Fuzzy entries are guesses by msgmerge: never show them to users.
     write_mo(buf, catalog, use_fuzzy=False)
-    buf.seek(0)
-    return Translations(buf, domain=DOMAIN)
+    return buf.getvalue()
 
 
 @dataclass(frozen=True)

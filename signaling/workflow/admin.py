@@ -15,6 +15,7 @@ choosing a new one (``AuthService.change_password``).
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import date
 from typing import Any, Protocol
 
@@ -64,6 +65,16 @@ class NoSockets:
         return 0
 
 
+@functools.cache
+def _temporary_hasher() -> Passwords:
+    """The hasher of temporary passwords: one per process, made on first use.
+
+    Not one per service: a ``Passwords`` hashes a dummy when built, and an app
+    builds its services at every start (the test suite starts one per test).
+    """
+    return Passwords(**TEMPORARY_HASHING)
+
+
 class AdminService(Service):
     """The administrator's use cases (see the module docstring)."""
 
@@ -78,7 +89,6 @@ class AdminService(Service):
         """Wire the service; ``cli_user`` is set only by the command line."""
         super().__init__(ctx)
         self.passwords = passwords
-        self._temporary = Passwords(**TEMPORARY_HASHING)
         # Not `sockets or ...`: an empty hub has a length of 0, and is falsy.
         self.sockets = sockets if sockets is not None else NoSockets()
         self.cli_user = cli_user
@@ -101,7 +111,7 @@ class AdminService(Service):
 
     async def _hash(self, password: str) -> str:
         """The stored form of a temporary password (see ``TEMPORARY_HASHING``)."""
-        return await asyncio.to_thread(self._temporary.hash, password)
+        return await asyncio.to_thread(_temporary_hasher().hash, password)
 
     # -- reads ------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import gc
 import http.client
 import json
 import queue
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -42,14 +43,27 @@ def run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def demo_dir(tmp_path: Path) -> Path:
-    """A data directory with a migrated database and the demo data, made by the CLI."""
-    upgraded = run(tmp_path, "db", "upgrade")
+@pytest.fixture(scope="session")
+def cli_demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory with a migrated database and the demo data, made by the CLI once.
+
+    Two processes of the command (``db upgrade``, ``demo``) cost each test that
+    needed the directory a few seconds of interpreter start-up; ``demo_dir``
+    copies this one instead.
+    """
+    folder = tmp_path_factory.mktemp("cli-demo")
+    upgraded = run(folder, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     assert "up to date" in upgraded.stdout
-    demo = run(tmp_path, "demo")
+    demo = run(folder, "demo")
     assert demo.returncode == 0, demo.stderr
+    return folder
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path, cli_demo_dir: Path) -> Path:
+    """This test's copy of ``cli_demo_dir``."""
+    shutil.copytree(cli_demo_dir, tmp_path, dirs_exist_ok=True)
     return tmp_path
 
 

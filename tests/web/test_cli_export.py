@@ -14,9 +14,9 @@ from records import store
 from records.db import Database
 from web.settings import Settings
 
-from .test_cli import DB_NAME, demo_dir, run
+from .test_cli import DB_NAME, cli_demo_dir, demo_dir, run
 
-__all__ = ["demo_dir"]  # the fixture, used by name
+__all__ = ["cli_demo_dir", "demo_dir"]  # the fixtures, used by name
 
 REQUESTED = datetime(2026, 3, 1, 1, 30, tzinfo=UTC)  # 09:30 on 1 March in Beijing
 

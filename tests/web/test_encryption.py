@@ -19,9 +19,9 @@ from ..conftest import DB_NAME, make_settings
 from ..records.samples import LAB_REPORT, dicom, pdf
 from ..scenario import Scenario
 from .encryption import KEY
-from .test_cli import ROOT, TIMEOUT, demo_dir, env_for, run
+from .test_cli import ROOT, TIMEOUT, cli_demo_dir, demo_dir, env_for, run
 
-__all__ = ["demo_dir"]
+__all__ = ["cli_demo_dir", "demo_dir"]
 
 
 @pytest.fixture
