@@ -1,7 +1,7 @@
 """The lean recording path: packets kept as they arrive, frames muxed off the loop.
 
 The way Janus's ``.mjr`` files work: while a leg runs, the event loop only
-decrypts and keeps each RTP packet's payload (``seam.RtpTap``); every
+decrypts and keeps each RTP packet's payload (``tap.RtpTap``); every
 ``BATCH_SECONDS`` the packets go to the process's writer thread (one for every
 leg), which appends each leg's batch, in one write, to its crash-safe packet log
 (the ``.partial`` file: a short header, then one record per packet), puts frames
@@ -375,7 +375,7 @@ class PacketWriter:
 
     What the recorder writes through (``path``, ``format``, ``stats``,
     ``failed``, ``needs_keyframe``, ``flush``, ``close``); ``keep`` takes
-    packets from ``seam.RtpTap``. The writing happens on the recorder's writer
+    packets from ``tap.RtpTap``. The writing happens on the recorder's writer
     thread (``WriterThread``), or on one of its own.
     """
 

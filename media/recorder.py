@@ -2,7 +2,7 @@
 
 Each participant's page opens a second, send-only RTCPeerConnection to the
 server with the same camera and microphone tracks. The recorder answers it with
-aiortc, takes the RTP packets off its transport as they arrive (``seam.RtpTap``)
+aiortc, takes the RTP packets off its transport as they arrive (``tap.RtpTap``)
 and hands them to the leg's ``PacketWriter``, whose writing (on the process's
 one writer thread) appends them to a crash-safe packet log and muxes frames into
 the final file as it goes (``packets.py``); the event loop never touches a codec
@@ -43,6 +43,7 @@ from media.finalize import FinishedFile, finalize, leftovers, read_start, start_
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
 from media.packets import PacketWriter, WriterThread
 from media.relay import Fanout
+from media.tap import RtpTap
 from media.writer import CONTAINER_FOR, SUFFIX_FOR
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class Leg:
     failed_part: asyncio.Future[LegResult] | None = None
 
     def keep(self, packet: seam.KeptPacket) -> None:
-        """A packet off the wire (``seam.RtpTap``), to this part's file if it has one.
+        """A packet off the wire (``tap.RtpTap``), to this part's file if it has one.
 
         Looked up per packet: a failed writer is dropped and a resumed part
         brings a new one, while the connection and its relay go on.
@@ -234,7 +235,7 @@ class Recorder:
                 audio=audio,
                 want_keyframe=leg.keyframe_wanted.set,
             )
-            tap = seam.RtpTap()
+            tap = RtpTap()
             ext_id = twcc.transport_cc_id(offer_sdp)
             feedback = twcc.TransportFeedback(ext_id) if ext_id is not None else None
             leg.feedback = feedback

@@ -14,7 +14,7 @@ The recorder's answer asks for it (``with_transport_cc``): the browser numbers
 every packet of the connection, the tap notes each arrival (``add``, on the
 loop, a dict store), and every ``INTERVAL`` one RTCP transport-feedback packet
 reports the packets since the last one (``build``). aiortc's REMB is turned off
-for such a leg (``seam.RtpTap``), so the browser has one controller to follow.
+for such a leg (``tap.RtpTap``), so the browser has one controller to follow.
 """
 
 from __future__ import annotations

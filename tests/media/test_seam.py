@@ -17,7 +17,7 @@ import av
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from media import seam
+from media import seam, speedups, tap
 from media.bitstream import h264_size, picture_size, vp8_size
 from media.opushead import opus_head, opus_template
 
@@ -150,7 +150,7 @@ def test_the_tap_reads_rtp_headers_as_aiortc_does() -> None:
     packet.padding_size = 4
     data = packet.serialize(extensions)
     theirs = RtpPacket.parse(data, extensions)
-    ours = seam._Rtp(data)
+    ours = tap._Rtp(data)
     for name in ("marker", "payload_type", "sequence_number", "timestamp", "ssrc", "payload"):
         assert getattr(ours, name) == getattr(theirs, name), name
     assert ours.padding_size == theirs.padding_size == 4
@@ -158,11 +158,11 @@ def test_the_tap_reads_rtp_headers_as_aiortc_does() -> None:
     class Receiver:
         _enabled = True
 
-    lean = seam._Lean.__new__(seam._Lean)
+    lean = tap._Lean.__new__(tap._Lean)
     lean.extensions = extensions
     assert lean._abs_send_time(ours) == theirs.extensions.abs_send_time == 0x123456
     with pytest.raises(ValueError):
-        seam._Rtp(b"\x80\x60\x00")
+        tap._Rtp(b"\x80\x60\x00")
 
 
 def test_the_tap_clock_is_aiortcs() -> None:
@@ -179,7 +179,7 @@ def test_the_faster_remb_estimator_gives_aiortcs_estimates() -> None:
     from aiortc.rate import RemoteBitrateEstimator
 
     stock, fast = RemoteBitrateEstimator(), RemoteBitrateEstimator()
-    seam.speed_up_estimator(fast)
+    speedups.speed_up_estimator(fast)
     rng = random.Random(3)  # noqa: S311 - test timings
     now, sent, results = 1_000_000, 0.0, 0
     for frame in range(3000):
@@ -219,7 +219,7 @@ def test_the_faster_nack_generator_keeps_aiortcs_missing_set() -> None:
             self.sequence_number = seq
 
     stock, fast = NackGenerator(), NackGenerator()
-    seam.speed_up_nack(fast)
+    speedups.speed_up_nack(fast)
     rng = random.Random(5)  # noqa: S311 - test sequences
     seq, lost_ever, late = 65000, 0, []
     for step in range(20000):
@@ -255,7 +255,7 @@ def test_the_tap_decrypts_as_pylibsrtp_does() -> None:
     sender = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=outbound))
     theirs = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=inbound))
     ours = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=inbound))
-    unprotect = seam._unprotector(ours)
+    unprotect = tap._unprotector(ours)
     for seq in range(50):
         plain = bytes([0x80, 96]) + seq.to_bytes(2, "big") + bytes(8) + os.urandom(seq * 20)
         packet = sender.protect(plain)

@@ -1,0 +1,485 @@
+"""The lean receive path: decrypted RTP taken off the ICE connection as it arrives.
+
+aiortc hands every datagram through an asyncio queue to a coroutine chain (DTLS
+transport, RTP router, receiver), re-assembles frames in a jitter buffer and
+passes each frame to a per-receiver decoder thread and back: profiled, most of
+a recorded stream's CPU. ``RtpTap`` replaces the ICE connection's
+``data_received``: SRTP packets are decrypted and their headers read at once,
+aiortc's NACK generator (asked again after a lost retransmission), receive
+statistics, active sources and REMB estimator (or transport-wide feedback,
+``media/twcc.py``) are fed as ``_handle_rtp_packet`` feeds them, and the
+payload goes to the recorder (``media/packets.py``). It reaches into aiortc's
+private parts; ``seam.check`` verifies them (``tests/media/test_seam.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import aioice.ice
+import aiortc.rtcrtpreceiver as rtcrtpreceiver
+import pylibsrtp
+import pylibsrtp._binding as srtp_binding  # type: ignore[import-not-found]  # cffi, no stubs
+from aiortc import (
+    RTCDtlsTransport,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    clock,
+)
+from aiortc.codecs import is_rtx
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
+
+from media import twcc
+from media.seam import KeptPacket, check, current_ms
+from media.speedups import speed_up_estimator, speed_up_nack
+from media.twcc import TransportFeedback
+
+# REMB feedback is sent at most this often (ms).
+REMB_MIN_GAP_MS = 200
+# A missing packet is asked for again every 1.5 round trips (within these
+# bounds), for at most NACK_GIVE_UP_MS (as long as the packet log waits for a hole).
+NACK_RETRY_MIN_MS = 40
+NACK_RETRY_MAX_MS = 400
+NACK_GIVE_UP_MS = 2000
+# The receiver's list of active sources (PLI targets) is refreshed this often (ms).
+ACTIVE_SSRC_EVERY_MS = 1000
+# RTP held while the DTLS handshake finishes (a second of 1 Mbit/s video).
+EARLY_PACKETS = 200
+_HEADER = struct.Struct("!BBHII")
+
+
+class _Rtp:
+    """The parts of an RTP packet the tap and aiortc's bookkeeping read.
+
+    Lighter than aiortc's ``RtpPacket.parse``, which decodes every header
+    extension of every packet; only abs-send-time (for REMB) is read here.
+    """
+
+    __slots__ = (
+        "abs_send_time",
+        "ext",
+        "marker",
+        "padding_size",
+        "payload",
+        "payload_type",
+        "sequence_number",
+        "ssrc",
+        "timestamp",
+    )
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) < 12:
+            raise ValueError("RTP packet too short")
+        first, m_pt, self.sequence_number, self.timestamp, self.ssrc = _HEADER.unpack_from(data)
+        if first >> 6 != 2:
+            raise ValueError("not RTP version 2")
+        self.marker = m_pt >> 7
+        self.payload_type = m_pt & 0x7F
+        pos = 12 + 4 * (first & 0x0F)
+        self.ext: tuple[int, bytes] | None = None
+        if first & 0x10:
+            if len(data) < pos + 4:
+                raise ValueError("RTP extension truncated")
+            profile, length = struct.unpack_from("!HH", data, pos)
+            end = pos + 4 + 4 * length
+            self.ext = (profile, data[pos + 4 : end])
+            pos = end
+        self.abs_send_time: int | None = None
+        if first & 0x20:
+            pad = data[-1]
+            if not pad or pad > len(data) - pos:
+                raise ValueError("RTP padding invalid")
+            self.padding_size = pad
+            self.payload = data[pos:-pad]
+        else:
+            self.padding_size = 0
+            self.payload = data[pos:]
+        if len(data) < pos:
+            raise ValueError("RTP packet truncated")
+
+
+# An RFC 8285 one-byte extension header for each id with 3 bytes of data (abs-send-time).
+_ABS_FIRST = [bytes([(xid << 4) | 2]) for xid in range(16)]
+
+
+def _unprotector(session: Any) -> Callable[[bytes], bytes]:
+    """``session.unprotect`` (pylibsrtp) without its per-call allocation and checks:
+    the same libsrtp call on the session's own buffer."""
+    ffi, lib = srtp_binding.ffi, srtp_binding.lib
+    cdata, buffer, ctx = session._cdata, session._buffer, session._srtp[0]
+    size = len(cdata)
+    length = ffi.new("int *")
+    unprotect = lib.srtp_unprotect
+
+    def run(data: bytes) -> bytes:
+        n = len(data)
+        if n > size:
+            raise ValueError("packet is too long")
+        length[0] = n
+        buffer[0:n] = data
+        if unprotect(ctx, cdata, length):
+            raise pylibsrtp.Error("srtp_unprotect failed")
+        out: bytes = buffer[0 : length[0]]
+        return out
+
+    return run
+
+
+class _Lean:
+    """One receiver's share of the tap: aiortc's bookkeeping without its frame path."""
+
+    def __init__(
+        self,
+        receiver: RTCRtpReceiver,
+        kind: str,
+        keep: Callable[[KeptPacket], None],
+        relaying: Callable[[], bool],
+        extensions: Any,
+    ) -> None:
+        self.receiver = receiver
+        self.audio = kind == "audio"
+        self.keep = keep
+        self.relaying = relaying
+        self.extensions = extensions
+        get = receiver.__dict__.__getitem__
+        self.active_ssrc: dict[int, Any] = get("_RTCRtpReceiver__active_ssrc")
+        self.codecs: dict[int, Any] = get("_RTCRtpReceiver__codecs")
+        self.remote_streams: dict[int, Any] = get("_RTCRtpReceiver__remote_streams")
+        self.rtx_ssrc: dict[int, int] = get("_RTCRtpReceiver__rtx_ssrc")
+        self.nack = get("_RTCRtpReceiver__nack_generator")
+        if self.nack is not None:
+            speed_up_nack(self.nack)
+        self.estimator = get("_RTCRtpReceiver__remote_bitrate_estimator")
+        if self.estimator is not None:
+            speed_up_estimator(self.estimator)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.remb_at = -REMB_MIN_GAP_MS
+        self.active_at: dict[int, int] = {}
+        # payload type -> is it RTX (aiortc's codec lookup, done once per type)
+        self.rtx: dict[int, bool] = {}
+        # Missing sequence numbers -> when they were first asked for (ms), the
+        # last NACK sent, and the smoothed time a NACK takes to be answered.
+        self.nack_asked: dict[int, int] = {}
+        self.nack_at = 0
+        self.nack_rtt_ms = 150.0
+
+    def _spawn(self, coro: Any) -> None:
+        # Sending RTCP is a coroutine in aiortc; it is rare (a NACK, a REMB).
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _is_rtx(self, payload_type: int) -> bool | None:
+        rtx = self.rtx.get(payload_type)
+        if rtx is None:
+            codec = self.codecs.get(payload_type)
+            if codec is None:
+                return None  # unknown payload type: aiortc drops it
+            rtx = self.rtx[payload_type] = is_rtx(codec)
+        return rtx
+
+    def handle(self, packet: _Rtp, plain: bytes, arrival_ms: int) -> None:
+        receiver = self.receiver
+        if not receiver._enabled:
+            return
+        rtx = self._is_rtx(packet.payload_type)
+        if rtx is None:
+            return
+        payload = packet.payload
+        if rtx:
+            if packet.ssrc not in self.rtx_ssrc or len(payload) < 3:
+                payload = b""  # padding probes carry no media
+            else:
+                seq = int.from_bytes(payload[:2], "big")
+                payload = payload[2:]
+        else:
+            seq = packet.sequence_number
+        if self.relaying():
+            # Viewers need whole frames now: aiortc's full path (NACK, REMB,
+            # jitter buffer, the track the relay reads) runs as before.
+            self._spawn(
+                receiver._handle_rtp_packet(
+                    RtpPacket.parse(plain, self.extensions), arrival_time_ms=arrival_ms
+                )
+            )
+        else:
+            self._bookkeeping(packet, rtx, arrival_ms)
+        if payload:
+            self.keep(
+                (time.monotonic(), self.audio, packet.marker == 1, seq, packet.timestamp, payload)
+            )
+
+    def _abs_send_time(self, packet: _Rtp) -> int | None:
+        if packet.ext is None:
+            return None
+        profile, value = packet.ext
+        wanted = self.extensions.__dict__["_HeaderExtensionsMap__ids"].abs_send_time
+        if profile == 0xBEDE and wanted:
+            if wanted < 15 and len(value) >= 4 and value[:1] == _ABS_FIRST[wanted]:
+                # first among the extensions, as browsers send it
+                return int.from_bytes(value[1:4], "big")
+            raw = twcc.one_byte_extension(value, wanted)
+            return int.from_bytes(raw, "big") if raw is not None and len(raw) == 3 else None
+        value_time: int | None = self.extensions.get(profile, value).abs_send_time
+        return value_time
+
+    def _bookkeeping(self, packet: _Rtp, rtx: bool, arrival_ms: int) -> None:
+        # What aiortc's _handle_rtp_packet does before it depayloads.
+        receiver = self.receiver
+        if self.estimator is not None:
+            abs_send_time = self._abs_send_time(packet)
+            if abs_send_time is not None:
+                size = len(packet.payload) + packet.padding_size
+                # (arrival, abs-send-time, size, SSRC): positional, as it is called per packet
+                remb = self.estimator.add(arrival_ms, abs_send_time, size, packet.ssrc)
+                rtcp_ssrc = receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"]
+                # aiortc sends a REMB for every packet while its detector says
+                # "overusing" (a loaded recorder: one RTCP packet per RTP
+                # packet); a few a second tell the sender as much.
+                if (
+                    rtcp_ssrc is not None
+                    and remb is not None
+                    and arrival_ms - self.remb_at >= REMB_MIN_GAP_MS
+                ):
+                    self.remb_at = arrival_ms
+                    fci = pack_remb_fci(*remb)
+                    self._spawn(
+                        receiver._send_rtcp(
+                            RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=fci)
+                        )
+                    )
+        ssrc = packet.ssrc
+        # aiortc notes the time of every packet; its readers (PLI targets, the
+        # sources of the last 10 s) need it to the second.
+        if arrival_ms - self.active_at.get(ssrc, -ACTIVE_SSRC_EVERY_MS) >= ACTIVE_SSRC_EVERY_MS:
+            self.active_at[ssrc] = arrival_ms
+            self.active_ssrc[ssrc] = clock.current_datetime()
+        stats = self.remote_streams.get(ssrc)
+        if stats is None:
+            codec = self.codecs[packet.payload_type]
+            stats = self.remote_streams[ssrc] = rtcrtpreceiver.StreamStatistics(codec.clockRate)
+        stats.add(cast(Any, packet))  # reads sequence_number and timestamp
+        if self.nack is None:
+            return
+        if rtx:
+            original = self.rtx_ssrc.get(ssrc)
+            if original is None or len(packet.payload) < 2:
+                return
+            ssrc = original
+            packet.ssrc = original
+            packet.sequence_number = int.from_bytes(packet.payload[:2], "big")
+        nack = self.nack
+        asked = self.nack_asked
+        seq = packet.sequence_number
+        if nack.add(packet):
+            for missing in nack.missing:
+                asked.setdefault(missing, arrival_ms)
+        elif seq in asked:
+            # A retransmission (or a late packet) came: how long a NACK takes
+            # to be answered sets how long to wait before asking again.
+            sample = arrival_ms - asked.pop(seq)
+            self.nack_rtt_ms += (sample - self.nack_rtt_ms) / 8
+            return
+        elif not nack.missing or arrival_ms - self.nack_at < self._nack_retry_ms():
+            return
+        # aiortc asks again for what is missing only when a new packet goes
+        # missing; a lost retransmission then held the frame (and the relayed
+        # picture) until the next loss. Ask again every round trip and a half,
+        # as libwebrtc does, and give up after NACK_GIVE_UP_MS.
+        for missing in [m for m, first in asked.items() if arrival_ms - first > NACK_GIVE_UP_MS]:
+            del asked[missing]
+            nack.missing.discard(missing)
+        for missing in [m for m in asked if m not in nack.missing]:
+            del asked[missing]  # truncated by aiortc
+        if nack.missing:
+            self.nack_at = arrival_ms
+            self._spawn(receiver._send_rtcp_nack(ssrc, sorted(nack.missing)))
+
+    def _nack_retry_ms(self) -> float:
+        return min(max(1.5 * self.nack_rtt_ms, NACK_RETRY_MIN_MS), NACK_RETRY_MAX_MS)
+
+
+def _never() -> bool:
+    return False
+
+
+# Datagrams read from one socket per wake-up of the event loop, at most (the
+# loop's other work, RTCP and timers, must not starve behind a flood).
+DRAIN_MAX = 32
+_MAX_DATAGRAM = 1 << 16
+
+
+def _straight_to(protocol: Any, data_received: Callable[[bytes, int], None]) -> None:
+    original = protocol.datagram_received
+    component = protocol.local_candidate.component
+    # asyncio reads one datagram per wake-up of the loop (a poll, a pass of the
+    # loop, a callback): most of what an RTP packet cost beside its own work.
+    # A browser's pacer sends a frame's packets together, so once woken the
+    # socket is drained here, on a duplicate of its descriptor (the same
+    # socket; asyncio keeps its own and its reader, and closes both).
+    sock = protocol.transport.get_extra_info("socket").dup()
+    recvfrom = sock.recvfrom
+    lost = protocol.connection_lost
+
+    def datagram_received(data: bytes, addr: Any) -> None:
+        for _ in range(DRAIN_MAX):
+            if data and 127 < data[0] < 192:
+                data_received(data, component)
+            else:
+                original(data, addr)
+            try:
+                data, addr = recvfrom(_MAX_DATAGRAM)
+            except OSError:  # BlockingIOError: drained (other errors: asyncio's reader sees them)
+                return
+
+    def connection_lost(exc: Exception | None) -> None:
+        sock.close()
+        lost(exc)
+
+    protocol.datagram_received = datagram_received
+    protocol.connection_lost = connection_lost
+
+
+class RtpTap:
+    """Takes a receive-only peer connection's RTP before aiortc's per-packet path.
+
+    aiortc hands every datagram through an asyncio queue to a coroutine chain
+    (DTLS transport, RTP router, receiver), re-assembles frames in a jitter
+    buffer and passes each frame to a per-receiver decoder thread and back:
+    profiled, most of a recorded stream's CPU. The tap replaces the ICE
+    connection's ``data_received`` (called synchronously from the UDP
+    protocol): SRTP packets are decrypted and their headers read at once,
+    aiortc's NACK generator, receive statistics (its RTCP receiver reports),
+    active sources (PLI targets) and REMB estimator are fed as
+    ``_handle_rtp_packet`` feeds them, and the packet's payload is handed to
+    ``keep``. Frames are put together later, off the loop
+    (``media/packets.py``). Everything else (STUN, DTLS, RTCP) takes aiortc's
+    usual way. While ``relaying()`` is true a packet also goes through aiortc's
+    whole receive path, so the relay's viewers get frames as before.
+    """
+
+    def __init__(self) -> None:
+        self.leans: dict[Any, _Lean] = {}
+        self.feedback: TransportFeedback | None = None
+        self.taps: list[tuple[Any, Callable[[bytes, int], None]]] = []
+
+    def attach(
+        self,
+        pc: RTCPeerConnection,
+        keep: Callable[[KeptPacket], None],
+        relaying: Callable[[], bool],
+        feedback: TransportFeedback | None = None,
+        relay_kinds: tuple[str, ...] = ("audio", "video"),
+    ) -> None:
+        """Tap ``pc`` (after ``setRemoteDescription``): its receivers' packets go to ``keep``.
+
+        With ``feedback``, every packet's arrival is noted for transport-wide
+        feedback (``send_feedback``) and aiortc's REMB is turned off. Only the
+        receivers of ``relay_kinds`` take aiortc's whole path while relaying.
+        """
+        check()
+        self.feedback = feedback
+        transports: set[RTCDtlsTransport] = set()
+        for transceiver in pc.getTransceivers():
+            receiver = transceiver.receiver
+            if feedback is not None:
+                receiver.__dict__["_RTCRtpReceiver__remote_bitrate_estimator"] = None
+            extensions = receiver.transport._rtp_header_extensions_map
+            kind = transceiver.kind
+            self.leans[receiver] = _Lean(
+                receiver, kind, keep, relaying if kind in relay_kinds else _never, extensions
+            )
+            transports.add(receiver.transport)
+        for dtls in transports:
+            self._divert(dtls)
+
+    async def send_feedback(self) -> None:
+        """Send transport-wide feedback every ``twcc.INTERVAL`` until the connection ends."""
+        feedback = self.feedback
+        if feedback is None or not self.leans:
+            return
+        receiver = next(iter(self.leans))
+        dtls = receiver.transport
+        while dtls.state not in ("closed", "failed"):
+            await asyncio.sleep(twcc.INTERVAL)
+            ssrc = receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"]
+            if ssrc is None or dtls.state != "connected":
+                continue
+            for packet in feedback.build(ssrc):
+                try:
+                    await dtls._send_rtp(packet)
+                except ConnectionError:
+                    return
+
+    def _divert(self, dtls: RTCDtlsTransport) -> None:
+        connection = dtls.transport._connection
+        original = connection.data_received
+        leans = self.leans
+        router = dtls._rtp_router
+        feedback = self.feedback
+
+        # RTP that arrives before this side's DTLS handshake has finished (the
+        # far side may finish first and start sending): aiortc queues it and
+        # decrypts it after the handshake; here it waits until the keys are known.
+        early: list[bytes] = []
+        # (SSRC, payload type) -> where aiortc's router sends it; a recording
+        # leg is negotiated once, so the router's answer does not change.
+        routes: dict[int, _Lean] = {}
+        decrypting: list[Any] = [None, None]  # the receive session, its unprotect
+
+        def take(data: bytes, srtp: Any) -> None:
+            if decrypting[0] is not srtp:  # the first packet after the handshake
+                decrypting[:] = [srtp, _unprotector(srtp)]
+            unprotect = decrypting[1]
+            try:
+                plain = unprotect(data)
+                packet = _Rtp(plain)
+            except (pylibsrtp.Error, ValueError, struct.error):
+                return  # aiortc drops these too
+            key = packet.ssrc << 7 | packet.payload_type
+            lean = routes.get(key)
+            if lean is None:
+                receiver: Any = router.route_rtp(cast(Any, packet))  # reads ssrc, payload_type
+                lean = leans.get(receiver) if receiver is not None else None
+                if lean is None:
+                    return
+                routes[key] = lean
+            if feedback is not None:
+                seq = twcc.extension_value(packet.ext, feedback.ext_id)
+                if seq is not None:
+                    feedback.add(seq, packet.ssrc)
+            lean.handle(packet, plain, current_ms())
+
+        def data_received(data: bytes, component: int) -> None:
+            if not 127 < data[0] < 192 or 191 < data[1] < 224:
+                original(data, component)  # STUN, DTLS, RTCP: aiortc's way
+                return
+            srtp: Any = dtls._rx_srtp  # None until the handshake is done
+            if srtp is None:
+                if len(early) < EARLY_PACKETS:
+                    early.append(data)
+                return
+            if early:
+                for waiting in early:
+                    take(waiting, srtp)
+                early.clear()
+            take(data, srtp)
+
+        setattr(connection, "data_received", data_received)  # noqa: B010 - this instance
+        self.taps.append((connection, data_received))
+
+    def skip_stun_parse(self) -> None:
+        """Call after ``setLocalDescription``: RTP skips aioice's STUN parse attempt.
+
+        aioice's UDP protocol tries to parse every datagram as STUN before it
+        hands it on (an exception per media packet); RTP and RTCP cannot be
+        STUN (RFC 7983: first byte 128-191), so they go straight to the tap.
+        """
+        for connection, data_received in self.taps:
+            for protocol in getattr(connection, "_protocols", []):
+                if type(protocol) is aioice.ice.StunProtocol:  # host candidates, not TURN
+                    _straight_to(protocol, data_received)
