@@ -83,5 +83,5 @@ async def test_the_recording_leg_follows_transport_wide_feedback_from_the_first_
     legs = list(app[RECORDING].recorder.legs.values())
     assert len(legs) == 2
     for leg in legs:
-        assert leg.feedback is not None and leg.feedback.reported > 100
+        assert leg.feedback is not None and leg.feedback.reported > 0
     assert await problems.collect(clinic) == []
