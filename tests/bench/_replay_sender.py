@@ -19,11 +19,14 @@ import argparse
 import asyncio
 import json
 import sys
+import time
+from fractions import Fraction
 from pathlib import Path
 
 import aioice.ice
 import av
 from aiortc import (
+    MediaStreamTrack,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
@@ -31,7 +34,7 @@ from aiortc import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _rec_sender import AUDIO_TICKS, VIDEO_TICKS, Replay, load
+from _rec_sender import AUDIO_TICKS, VIDEO_TICKS, load
 
 # Loopback only (aioice skips 127.0.0.1 by itself).
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
@@ -39,23 +42,41 @@ aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_
 CONNECT_TIMEOUT = 30.0
 
 
-class Fast(Replay):
-    """``Replay``'s packets and real-time timestamps, sent ``speed`` times faster;
-    after ``count`` packets the track is silent and ``finished`` is set."""
+class Fast(MediaStreamTrack):
+    """Pre-encoded packets, looped, with the timestamps of a real-time call, sent
+    ``speed`` times faster; after ``count`` packets the track is silent and
+    ``finished`` is set. (``_rec_sender.py`` sends its packets itself now, with
+    no aiortc track to share.)"""
 
     def __init__(
         self, kind: str, packets: list[bytes], ticks: int, clock: int, speed: float, count: int
     ) -> None:
-        super().__init__(kind, packets, ticks, clock)
+        super().__init__()
+        self.kind = kind
+        self.packets = packets
+        self.ticks = ticks
         self.period = ticks / clock / speed
+        self.time_base = Fraction(1, clock)
         self.count = count
+        self.sent = 0
+        self.started: float | None = None
         self.finished = asyncio.Event()
 
     async def recv(self) -> av.Packet:
         if self.sent >= self.count:
             self.finished.set()
             await asyncio.Event().wait()  # nothing more: the leg stays open, silent
-        return await super().recv()
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        due = self.started + self.sent * self.period
+        if due > now:
+            await asyncio.sleep(due - now)
+        packet = av.Packet(self.packets[self.sent % len(self.packets)])
+        packet.pts = self.sent * self.ticks
+        packet.time_base = self.time_base
+        self.sent += 1
+        return packet
 
 
 async def main() -> None:
