@@ -30,11 +30,11 @@ def tmpfs(path: Path, size: int) -> Iterator[Path]:
 
 
 @contextmanager
-def tiny_filesystem(path: Path, free_bytes: int) -> Iterator[Path]:
-    """A tmpfs at ``path`` with about ``free_bytes`` left: a disk that fills at once.
+def tiny_filesystem(path: Path, free_bytes: int, size: int = 1024 * 1024) -> Iterator[Path]:
+    """A tmpfs of ``size`` bytes at ``path`` with about ``free_bytes`` left: a disk
+    that fills at once.
 
     Yields the filler file: removing it frees the disk."""
-    size = 1024 * 1024
     with tmpfs(path, size):
         filler = path / "filler"
         filler.write_bytes(b"\0" * (size - free_bytes))

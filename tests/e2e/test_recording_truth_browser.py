@@ -107,7 +107,12 @@ async def test_a_full_disk_is_shown_on_every_page_and_the_leg_comes_back_when_fr
     _, clinic, _ = await open_as("clinic1")
     _, cardio, _ = await open_as("cardio1", locale="en")
     cid = (await scenario.consultation("accepted")).id
-    with tiny_filesystem(app[RECORDING].root, free_bytes=16 * 1024) as filler, netns.entered():
+    # 16 MiB once freed: two legs write their packet logs and files at up to
+    # 250 KB/s together; with 1 MiB, a fresh-clone run under load saw a resumed
+    # part fill the disk again (ENOSPC in part 2, a doubled wait) before the
+    # other leg was back, and the wait below ran out.
+    disk = tiny_filesystem(app[RECORDING].root, free_bytes=16 * 1024, size=16 * 1024 * 1024)
+    with disk as filler, netns.entered():
         await clinic.goto(f"/consultations/{cid}/call")
         await cardio.goto(f"/consultations/{cid}/call")
         # Both legs start, and the disk is full within a second or two.
