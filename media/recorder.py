@@ -43,7 +43,7 @@ from media.finalize import FinishedFile, finalize, leftovers, read_start, start_
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
 from media.packets import PacketWriter, WriterThread
 from media.relay import Fanout
-from media.tap import RtpTap
+from media.tap import NACK_GIVE_UP_MS, RtpTap
 from media.writer import CONTAINER_FOR, SUFFIX_FOR
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,11 @@ KEYFRAME_MIN_GAP = 0.3
 # for again after this long: on a 300 ms, lossy uplink a keyframe takes more
 # than half a second to arrive, and asking every 0.5 s brought two or three.
 KEYFRAME_RETRY = 1.0
+# At a leg's end, the packets its last frames still miss are asked for again
+# for at most this long (as long as a hole is asked for in the call:
+# ``tap.NACK_GIVE_UP_MS``), checking this often.
+DRAIN_SECONDS = NACK_GIVE_UP_MS / 1000
+DRAIN_STEP = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,12 @@ class Leg:
     # The part whose file could not be written, being finished while the leg
     # goes on without a writer (``Recorder._writing_failed``).
     failed_part: asyncio.Future[LegResult] | None = None
+    # The packets taken off the wire (set once the answer is made).
+    tap: RtpTap | None = None
+    # While the leg ends (``Recorder._drain``): only the video packets up to
+    # this sequence number (retransmissions of what was missing) are kept.
+    cut: int | None = None
+    draining: bool = False
 
     def keep(self, packet: seam.KeptPacket) -> None:
         """A packet off the wire (``tap.RtpTap``), to this part's file if it has one.
@@ -102,12 +113,19 @@ class Leg:
         Looked up per packet: a failed writer is dropped and a resumed part
         brings a new one, while the connection and its relay go on.
         """
+        if self.draining and (packet[1] or self.cut is None or _newer(packet[3], self.cut)):
+            return  # sent after the leg was told to end: not recorded
         writer = self.writer
         if writer is not None:
             writer.keep(packet)
         fanout = self.fanout
         if fanout is not None and not packet[1] and fanout.relaying():
             fanout.forward_packet(packet[2], packet[3], packet[4], packet[5])
+
+
+def _newer(seq: int, than: int) -> bool:
+    """Whether RTP sequence number ``seq`` comes after ``than`` (16 bits, wrapping)."""
+    return 0 < (seq - than) & 0xFFFF < 0x8000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -235,7 +253,7 @@ class Recorder:
                 audio=audio,
                 want_keyframe=leg.keyframe_wanted.set,
             )
-            tap = RtpTap()
+            tap = leg.tap = RtpTap()
             ext_id = twcc.transport_cc_id(offer_sdp)
             feedback = twcc.TransportFeedback(ext_id) if ext_id is not None else None
             leg.feedback = feedback
@@ -335,6 +353,7 @@ class Recorder:
     async def _finalize_leg(self, leg: Leg) -> LegResult:
         """Close the peer, flush the writer, make the final file (off the loop)."""
         key = leg.key
+        await self._drain(leg)
         leg.done.set()
         if leg.fanout is not None:
             await leg.fanout.close()
@@ -355,6 +374,41 @@ class Recorder:
                 error="no media",
             )
         return await self._close_file(key, leg.started_at, leg.writer)
+
+    async def _drain(self, leg: Leg) -> None:
+        """Before the leg's connection closes, get the packets still missing of its last frames.
+
+        A packet lost on the uplink is asked for again (NACK) when the next one
+        reveals the hole, and again after a round trip and a half; the frame,
+        and every frame after it up to the next keyframe, waits for it. At the
+        end of a call the last of these were cut off: at 10 % loss and 300 ms
+        about half a second of every recording. The page keeps the connection
+        open, sending nothing new, until this side closes it; meanwhile what is
+        missing is asked for again, for at most ``DRAIN_SECONDS``. Packets the
+        page sends after the end (it was not the page that ended the leg) are
+        not recorded.
+        """
+        tap = leg.tap
+        if tap is None or leg.writer is None or leg.pc.connectionState != "connected":
+            return
+        leg.cut = tap.video_high()
+        leg.draining = True
+        missing = tap.outstanding(leg.cut)
+        if not missing:
+            return
+        started = time.monotonic()
+        while leg.pc.connectionState == "connected" and tap.outstanding(leg.cut):
+            if time.monotonic() - started >= DRAIN_SECONDS:
+                break
+            tap.ask_again(seam.current_ms())
+            await asyncio.sleep(DRAIN_STEP)
+        log.info(
+            "recording peer=%s end: %d packet(s) missing, %d after %.2f s",
+            leg.key.participant_id,
+            missing,
+            tap.outstanding(leg.cut),
+            time.monotonic() - started,
+        )
 
     async def _close_file(
         self, key: RecordingKey, started_at: datetime, writer: PacketWriter
@@ -393,11 +447,9 @@ class Recorder:
 
     async def close(self) -> list[LegResult]:
         """Stop every leg (server shutdown): every recording is finalized."""
-        results = []
-        for key in list(self.legs):
-            result = await self.stop(key)
-            if result is not None:
-                results.append(result)
+        # Together: each may wait for the last packets of its frames (``_drain``).
+        stopped = await asyncio.gather(*(self.stop(key) for key in list(self.legs)))
+        results = [result for result in stopped if result is not None]
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)

@@ -166,6 +166,7 @@ class _Lean:
         self.nack_asked: dict[int, int] = {}
         self.nack_at = 0
         self.nack_rtt_ms = 150.0
+        self.media_ssrc: int | None = None  # the SSRC NACKs name (not the RTX one)
 
     def _spawn(self, coro: Any) -> None:
         # Sending RTCP is a coroutine in aiortc; it is rare (a NACK, a REMB).
@@ -275,6 +276,7 @@ class _Lean:
         nack = self.nack
         asked = self.nack_asked
         seq = packet.sequence_number
+        self.media_ssrc = ssrc
         if nack.add(packet):
             for missing in nack.missing:
                 asked.setdefault(missing, arrival_ms)
@@ -286,18 +288,39 @@ class _Lean:
             return
         elif not nack.missing or arrival_ms - self.nack_at < self._nack_retry_ms():
             return
+        self._ask(arrival_ms)
+
+    def ask_again(self, now_ms: int) -> None:
+        """Ask again for what is still missing, if a retry is due (no packet
+        needs to arrive: a leg being drained at its end receives none)."""
+        if self.nack is not None and self.nack.missing:
+            if now_ms - self.nack_at >= self._nack_retry_ms():
+                self._ask(now_ms)
+
+    def outstanding(self, up_to: int | None) -> int:
+        """How many packets up to sequence number ``up_to`` (None: any) are still asked for."""
+        if self.nack is None:
+            return 0
+        missing = self.nack.missing
+        if up_to is None:
+            return len(missing)
+        return sum(1 for seq in missing if (up_to - seq) & 0xFFFF < 0x8000)
+
+    def _ask(self, now_ms: int) -> None:
         # aiortc asks again for what is missing only when a new packet goes
         # missing; a lost retransmission then held the frame (and the relayed
         # picture) until the next loss. Ask again every round trip and a half,
         # as libwebrtc does, and give up after NACK_GIVE_UP_MS.
-        for missing in [m for m, first in asked.items() if arrival_ms - first > NACK_GIVE_UP_MS]:
+        nack = self.nack
+        asked = self.nack_asked
+        for missing in [m for m, first in asked.items() if now_ms - first > NACK_GIVE_UP_MS]:
             del asked[missing]
             nack.missing.discard(missing)
         for missing in [m for m in asked if m not in nack.missing]:
             del asked[missing]  # truncated by aiortc
-        if nack.missing:
-            self.nack_at = arrival_ms
-            self._spawn(receiver._send_rtcp_nack(ssrc, sorted(nack.missing)))
+        if nack.missing and self.media_ssrc is not None:
+            self.nack_at = now_ms
+            self._spawn(self.receiver._send_rtcp_nack(self.media_ssrc, sorted(nack.missing)))
 
     def _nack_retry_ms(self) -> float:
         return min(max(1.5 * self.nack_rtt_ms, NACK_RETRY_MIN_MS), NACK_RETRY_MAX_MS)
@@ -396,6 +419,22 @@ class RtpTap:
             transports.add(receiver.transport)
         for dtls in transports:
             self._divert(dtls)
+
+    def video_high(self) -> int | None:
+        """The newest video sequence number received (None: no video yet)."""
+        for lean in self.leans.values():
+            if not lean.audio and lean.nack is not None and lean.nack.max_seq is not None:
+                return int(lean.nack.max_seq)
+        return None
+
+    def outstanding(self, up_to: int | None = None) -> int:
+        """Video packets up to ``up_to`` (None: any) still asked for (audio is not)."""
+        return sum(lean.outstanding(up_to) for lean in self.leans.values() if not lean.audio)
+
+    def ask_again(self, now_ms: int) -> None:
+        """Ask again for what is missing where a retry is due (see ``_Lean.ask_again``)."""
+        for lean in self.leans.values():
+            lean.ask_again(now_ms)
 
     async def send_feedback(self) -> None:
         """Send transport-wide feedback every ``twcc.INTERVAL`` until the connection ends."""

@@ -57,10 +57,13 @@ def test_a_relayed_call_on_a_lossy_township_uplink() -> None:
     assert float(cells["fps"]) >= 10, cells  # the picture moves
     assert float(cells["conceal %"]) < 15, cells  # about the link's own 5 % loss
     assert int(cells["min width"]) >= 480, cells  # the recording is not shrunk
-    # Loose bounds: the shares vary from run to run on this link (the issue's
-    # 99.5 % is not met yet: README, the media plane). They catch a recording
-    # that stops or a leg that the page starves.
-    assert float(cells["of sent %"]) >= 50, cells
+    # Every frame the page sent reaches the file, the last ones too: the leg
+    # ends after the packets they missed were resent (it lost about half a
+    # second of every recording at the end before: 97.5 % at 10 % loss).
+    assert float(cells["of sent %"]) >= 99, cells
+    # A loose bound: what the browser's encoder sends of the camera's frames
+    # varies with the machine's load (94 % at a load of 12). It catches a leg
+    # that the page starves.
     assert float(cells["sent of camera %"]) >= 80, cells
     # Every frame written must decode: a frame muxed out of order (its first
     # packet resent after a NACK) broke the frames after it up to the next

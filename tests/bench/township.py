@@ -86,6 +86,8 @@ RECEIVED = """async (id) => {
       out.freezeSeconds = s.totalFreezesDuration || 0; out.nacks = s.nackCount || 0;
       out.plis = s.pliCount || 0; out.jbDelay = s.jitterBufferDelay || 0;
       out.jbEmitted = s.jitterBufferEmittedCount || 0;
+      out.fec = s.fecPacketsReceived || 0; out.rtx = s.retransmittedPacketsReceived || 0;
+      out.lost = s.packetsLost || 0; out.packets = s.packetsReceived || 0;
     }
     if (s.type === "inbound-rtp" && s.kind === "audio") {
       out.concealed = s.concealedSamples || 0; out.samples = s.totalSamplesReceived || 0;
@@ -407,6 +409,8 @@ async def one_call(
                     f"{profile} | {plane} | {parties}: frozen "
                     f"{last['freezeSeconds'] - first['freezeSeconds']:.2f} s, "
                     f"NACKs {last['nacks'] - first['nacks']}, PLIs {last['plis'] - first['plis']}, "
+                    f"FEC {last['fec'] - first['fec']}, RTX {last['rtx'] - first['rtx']}, "
+                    f"lost {last['lost'] - first['lost']} of {last['packets'] - first['packets']}, "
                     "jitter buffer "
                     f"{1000 * (last['jbDelay'] - first['jbDelay']) / max(emitted, 1):.0f} ms",
                     flush=True,

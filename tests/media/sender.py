@@ -45,8 +45,15 @@ class Counting(VideoStreamTrack):
         self.width, self.height, self.pause = width, height, pause
         self.sent = 0
         self.started: float | None = None
+        # The camera stops (``halt``): once aiortc's send loop asks for the next
+        # frame (every frame before it is out) ``idle`` is set, and none comes.
+        self.halted = False
+        self.idle = asyncio.Event()
 
     async def recv(self) -> VideoFrame:
+        if self.halted:
+            self.idle.set()
+            await asyncio.Future()  # until the connection closes
         pts, time_base = await self.next_timestamp()
         if self.started is None:
             self.started = time.monotonic()
@@ -125,6 +132,53 @@ def lose_one_twice(sender: RTCRtpSender, nth: int, dropped: list[int]) -> None:
     transport._send_rtp = lossy
 
 
+class LoseLast:
+    """At the end of the call: the next video packet is dropped on its first send
+    and on its first resend, the frame after it goes out (it reveals the hole),
+    and then nothing new is sent: only retransmissions, as a page does once
+    its call ended. Counts the frames sent (distinct timestamps)."""
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self.sender = sender
+        self.timestamps: set[int] = set()
+        self.armed = False
+        self.target: int | None = None
+        self.target_ts: int | None = None
+        self.dropped = 0
+        self.revealed = asyncio.Event()  # a frame after the lost packet's went out whole
+        self.resend_lost = asyncio.Event()  # the first resend was dropped too
+        transport = sender.transport
+        send = transport._send_rtp
+
+        async def lossy(data: bytes) -> None:
+            if 127 < data[0] < 192 and not 191 < data[1] < 224:  # RTP, not RTCP
+                ssrc = int.from_bytes(data[8:12], "big")
+                seq = int.from_bytes(data[2:4], "big")
+                ts = int.from_bytes(data[4:8], "big")
+                if ssrc == sender._ssrc:
+                    self.timestamps.add(ts)
+                    if self.armed and self.target is None:
+                        self.target, self.target_ts = seq, ts
+                        self.dropped += 1
+                        return
+                    if self.target_ts is not None and ts != self.target_ts and data[1] & 0x80:
+                        self.revealed.set()
+                elif ssrc == sender._rtx_ssrc and self.target is not None and self.dropped == 1:
+                    if int.from_bytes(_rtp_payload(data)[:2], "big") == self.target:
+                        self.dropped += 1
+                        self.resend_lost.set()
+                        return
+            await send(data)
+
+        transport._send_rtp = lossy
+
+
+def _rtp_payload(data: bytes) -> bytes:
+    from aiortc.rtp import RtpPacket
+
+    return RtpPacket.parse(data).payload
+
+
 def count_feedback(sender: RTCRtpSender) -> dict[str, int]:
     """Count the RTCP feedback the recorder sends about the video: receiver
     reports that cover it, REMB estimates, NACKs."""
@@ -157,6 +211,12 @@ async def main() -> None:
     parser.add_argument(
         "--lose-twice", type=int, default=0, help="drop the Nth video packet and its first resend"
     )
+    parser.add_argument(
+        "--lose-last-twice",
+        action="store_true",
+        help="at the end, drop a packet and its first resend, then send nothing new "
+        "and keep the connection until a line on stdin",
+    )
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
     pause = tuple(float(x) for x in args.pause.split(",")) if args.pause else None
@@ -175,6 +235,7 @@ async def main() -> None:
         lose_first_sends(vt.sender, args.drop, dropped)
     elif args.lose_twice:
         lose_one_twice(vt.sender, args.lose_twice, dropped)
+    last = LoseLast(vt.sender) if args.lose_last_twice else None
     feedback = count_feedback(vt.sender)
     print(json.dumps({"offer": pc.localDescription.sdp}), flush=True)
     loop = asyncio.get_running_loop()
@@ -194,6 +255,18 @@ async def main() -> None:
         await asyncio.sleep(min(1.0, args.seconds - elapsed))
         if args.progress:
             print(json.dumps({"progress": time.monotonic() - (video.started or start)}), flush=True)
+    if last is not None:
+        last.armed = True
+        await asyncio.wait_for(last.revealed.wait(), 10)
+        await asyncio.wait_for(last.resend_lost.wait(), 10)
+        video.halted = True
+        await asyncio.wait_for(video.idle.wait(), 10)
+        for sender in pc.getSenders():
+            if sender is not vt.sender:
+                sender.replaceTrack(None)
+        # The recorder ends the leg now; this side still answers its NACKs.
+        print(json.dumps({"ending": True}), flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
     seconds = time.monotonic() - (video.started or start)
     sent = {
         "video": video.sent,
@@ -202,6 +275,9 @@ async def main() -> None:
         "dropped": dropped[0],
         "feedback": feedback,
     }
+    if last is not None:
+        sent["frames"] = len(last.timestamps)  # long after the last one went out
+        sent["dropped"] = last.dropped
     await pc.close()
     print(json.dumps({"sent": sent}), flush=True)
 

@@ -101,6 +101,38 @@ async def test_lost_packets_come_back_through_nack(
 
 
 @pytest.mark.slow
+async def test_the_last_frames_of_a_leg_wait_for_their_missing_packets(
+    recorder: Recorder, no_codecs: list[str]
+) -> None:
+    # The call ends just after a packet and its first resend were lost: the
+    # page sends nothing new after the end, so no later packet makes the
+    # recorder ask again. It used to close the connection at once, losing the
+    # frame (and the one after it); now it asks again while the page holds
+    # the connection open, and the file holds every frame that was sent.
+    key = RecordingKey("e" * 32, "f" * 32)
+    proc = await start_sender(
+        from_host(recorder, key), SENDER, "--codec", "vp8", "--seconds", "2", "--lose-last-twice"
+    )
+    assert proc.stdin and proc.stdout
+    try:
+        async with asyncio.timeout(60):
+            assert json.loads(await proc.stdout.readline()) == {"ending": True}
+            result = await recorder.stop(key)
+            proc.stdin.write(b"close\n")
+            await proc.stdin.drain()
+            sent: dict[str, Any] = json.loads(await proc.stdout.readline())["sent"]
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert result is not None and result.file is not None, result
+    assert sent["dropped"] == 2, sent
+    assert sent["feedback"]["nack"] >= 2, sent
+    info = probe(result.file.path)
+    assert info["video_frames"] == sent["frames"], (info, sent)
+
+
 async def test_a_lost_retransmission_is_asked_for_again(
     recorder: Recorder, no_codecs: list[str]
 ) -> None:

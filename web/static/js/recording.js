@@ -18,6 +18,10 @@ const GATHER_MS = 3000;
 const RETRY_MS = 1000;
 const RETRY_MAX_MS = 30000;
 const STABLE_MS = 10000;
+// When the page no longer wants its leg, the connection stays open, sending
+// nothing new, until the server closes it (it asks again for what it still
+// misses of the last frames: media/recorder.py _drain) or this long has passed.
+const DRAIN_MS = 4000;
 
 export class RecordingLeg {
   constructor({ signaling, onChange }) {
@@ -168,8 +172,34 @@ export class RecordingLeg {
     this.retryTimer = null;
     const had = Boolean(this.pc);
     if (tell && had) this.signaling.send({ type: "rec_stop" });
-    this.close();
+    this.drain();
     this.set("off");
+  }
+
+  // Let go of the connection the way a call ends: no new media, but the last
+  // frames' lost packets can still be resent until the server closes it.
+  drain() {
+    const pc = this.pc;
+    if (!pc) return;
+    this.pc = null;
+    if (pc.connectionState !== "connected") {
+      pc.close();
+      return;
+    }
+    const senders = pc.getSenders();
+    for (const sender of senders) sender.replaceTrack(null).catch(() => {});
+    const transport = senders.map((s) => s.transport).find(Boolean);
+    const close = () => {
+      clearTimeout(timer);
+      if (pc.signalingState !== "closed") pc.close();
+    };
+    const timer = setTimeout(close, DRAIN_MS);
+    transport?.addEventListener("statechange", () => {
+      if (["closed", "failed"].includes(transport.state)) close();
+    });
+    pc.addEventListener("connectionstatechange", () => {
+      if (["failed", "closed", "disconnected"].includes(pc.connectionState)) close();
+    });
   }
 }
 
