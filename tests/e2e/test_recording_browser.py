@@ -20,7 +20,7 @@ from records.schema import recordings
 from web.keys import DB, RECORDING
 
 from ..scenario import Scenario
-from .conftest import NetNs, video_flowing
+from .conftest import COUNT_PCS, NetNs, video_flowing
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
@@ -53,6 +53,7 @@ async def test_a_browser_call_is_recorded_per_participant(
     _, clinic, clinic_problems = await open_as("clinic1")
     _, cardio, _ = await open_as("cardio1", locale="en")
     cid = (await scenario.consultation("accepted")).id
+    await clinic.add_init_script(COUNT_PCS)
     with netns.entered():
         await clinic.goto(f"/consultations/{cid}/call")
         await cardio.goto(f"/consultations/{cid}/call")
@@ -73,6 +74,12 @@ async def test_a_browser_call_is_recorded_per_participant(
         await clinic.click('#end-dialog button[value="end"]')
         ended = datetime.now(UTC)
         await clinic.locator('#call[data-finished="ended"]').wait_for()
+        # The page holds its recording connection open after the end (sending
+        # nothing) until the server, with the last frames in, closes it: well
+        # before the page's own fallback (4 s).
+        await clinic.wait_for_function(
+            "() => window.__pcs.every((pc) => pc.signalingState === 'closed')", timeout=2500
+        )
         rows = await finished_rows(app, 2)
     ids = {"clinic1": await user_id(clinic), "cardio1": await user_id(cardio)}
     by_user = {user: next(r for r in rows if r["participant_id"] == ids[user]) for user in ids}
