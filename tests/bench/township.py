@@ -104,12 +104,15 @@ SENDING = """async () => {
   for (const pc of window.__pcs) {
     if (pc.connectionState === "closed") continue;
     let bytes = 0, sourceFrames = 0, sent = 0, width = 0, pair = null;
+    let limits = null, encoded = 0, target = 0, retransmitted = 0;
     const report = await pc.getStats();
     report.forEach((s) => {
       const chosen = s.type === "transport" && s.selectedCandidatePairId;
       if (chosen) pair = report.get(chosen);
       if (s.type === "outbound-rtp" && s.kind === "video") {
         bytes += s.bytesSent || 0; sent += s.framesSent || 0; width = s.frameWidth || width;
+        limits = s.qualityLimitationDurations || null; encoded = s.framesEncoded || 0;
+        target = s.targetBitrate || 0; retransmitted = s.retransmittedBytesSent || 0;
       }
       if (s.type === "media-source" && s.kind === "video") sourceFrames = s.frames || 0;
     });
@@ -117,7 +120,8 @@ SENDING = """async () => {
     const local = pair && report.get(pair.localCandidateId);
     const via = local ? [local.candidateType, local.relayProtocol || local.protocol] : [];
     const path = via.join("/");
-    if (bytes > 0) out.push({ leg, bytes, sourceFrames, sent, width, path, t: performance.now() });
+    if (bytes > 0) out.push({ leg, bytes, sourceFrames, sent, width, path, t: performance.now(),
+                              limits, encoded, target, retransmitted });
   }
   return out;
 }"""
@@ -156,6 +160,9 @@ class Row:
     width: int = 0
     conceal_pct: float = 0.0
     conceal_events: int = 0
+    # The mean length of a concealment event (ms of audio at 48 kHz): about one
+    # packet (20 ms) each is a loss here and there; bursts run to hundreds.
+    conceal_ms: float | None = None
     leg_kbps: float | None = None
     # The file against the frames the camera delivered to the leg, from the
     # leg's set-up (frames before its connection existed cannot be sent) ...
@@ -419,9 +426,26 @@ async def one_call(
             samples = last["samples"] - first["samples"]
             row.conceal_pct = 100 * (last["concealed"] - first["concealed"]) / max(samples, 1)
             row.conceal_events = last["concealEvents"] - first["concealEvents"]
+            if row.conceal_events:
+                concealed_ms = (last["concealed"] - first["concealed"]) / 48
+                row.conceal_ms = concealed_ms / row.conceal_events
             leg0 = next((s for s in sent0 if s["leg"]), None)
             leg1 = next((s for s in sent1 if s["leg"]), None)
             if leg0 and leg1:
+                if args.detail:
+                    limits = {
+                        k: round(v - (leg0["limits"] or {}).get(k, 0), 2)
+                        for k, v in (leg1["limits"] or {}).items()
+                    }
+                    print(
+                        f"{profile} | {plane} | {parties}: leg encoded "
+                        f"{leg1['encoded'] - leg0['encoded']} sent {leg1['sent'] - leg0['sent']} "
+                        f"of camera {leg1['sourceFrames'] - leg0['sourceFrames']}, limited {limits}, "
+                        f"target {leg1['target'] / 1000:.0f} kbit/s, resent "
+                        f"{(leg1['retransmitted'] - leg0['retransmitted']) * 8 / 1000 / seconds:.0f}"
+                        " kbit/s",
+                        flush=True,
+                    )
                 row.leg_kbps = (leg1["bytes"] - leg0["bytes"]) * 8 / 1000 / seconds
                 camera = leg1["sourceFrames"] - leg0["sourceFrames"]
                 row.encoded_pct = 100 * (leg1["sent"] - leg0["sent"]) / max(camera, 1)
@@ -477,6 +501,7 @@ def print_table(rows: list[Row]) -> None:
         "width",
         "conceal %",
         "conceal ev",
+        "ms/ev",
         "leg kbit/s",
         "recorded %",
         "of sent %",
@@ -503,6 +528,7 @@ def print_table(rows: list[Row]) -> None:
                     str(r.width),
                     fmt(r.conceal_pct, ".2f"),
                     str(r.conceal_events),
+                    fmt(r.conceal_ms, ".0f"),
                     fmt(r.leg_kbps),
                     fmt(r.recorded_pct, ".2f"),
                     fmt(r.of_sent_pct, ".2f"),
