@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, describe
 from media.host import LegHost
-from media.recorder import LegResult, RecordingKey, Repaired
+from media.recorder import LegResult, RecordingKey
+from media.repair import Repaired
 from records import sealed, store
 from records.models import Event, Recording
 from records.vocab import ErrorCode, EventKind
