@@ -87,10 +87,6 @@ def offset_from(conn: sa.Connection, consultation_id: str, start: datetime) -> i
     return round((start - origin).total_seconds() * 1000)
 
 
-def expired(rec: Recording, now: Any) -> bool:
-    return rec.retain_until is not None and rec.retain_until <= now
-
-
 def file_values(finished: FinishedFile) -> dict[str, Any]:
     return {
         "duration_ms": round(finished.duration * 1000),
