@@ -143,13 +143,7 @@ class FrameAssembler:
                 lowest = min(pending)
                 if not final and self.newest - pending[lowest][0] < REORDER_SECONDS:
                     break  # a retransmission may still fill the hole
-                if self.frame:  # a frame given up, part of it in hand
-                    self._lost(1, ts=self.frame_ts)
-                elif self.codec == "h264":
-                    self._lost(0)  # a whole frame may have gone (no picture id)
-                self.frame = []
-                self.after_gap = True
-                self.next = lowest
+                self._skip_to(lowest)
                 continue
             self.next += 1
             arrival, marker, ts, payload = item
@@ -182,6 +176,16 @@ class FrameAssembler:
             self.lost_frames += 1
             self.frame = []
         return out
+
+    def _skip_to(self, seq: int) -> None:
+        """Give up the hole before ``seq``; the frame in hand, if any, with it."""
+        if self.frame:  # a frame given up, part of it in hand
+            self._lost(1, ts=self.frame_ts)
+        elif self.codec == "h264":
+            self._lost(0)  # a whole frame may have gone (no picture id)
+        self.frame = []
+        self.after_gap = True
+        self.next = seq
 
     def _lost(self, frames: int, *, ts: int | None = None) -> None:
         """``frames`` video frames went missing (a partial frame given up, a frame
