@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from media.recorder import LegResult, RecordingKey, Repaired
+    from media.recorder import LegResult, RecordingKey
+    from media.repair import Repaired
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

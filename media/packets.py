@@ -143,15 +143,7 @@ class FrameAssembler:
                 lowest = min(pending)
                 if not final and self.newest - pending[lowest][0] < REORDER_SECONDS:
                     break  # a retransmission may still fill the hole
-                if self.frame:
-                    self.lost_frames += 1
-                    self.skipped_ts = self.frame_ts
-                    self.broken = not self.audio
-                elif self.codec == "h264":
-                    self.broken = True  # a whole frame may have gone (no picture id)
-                self.frame = []
-                self.after_gap = True
-                self.next = lowest
+                self._skip_to(lowest)
                 continue
             self.next += 1
             arrival, marker, ts, payload = item
@@ -169,12 +161,10 @@ class FrameAssembler:
                 continue
             if not self.frame:
                 if self.after_gap and not start:
-                    # The middle of a frame whose start was lost (counted by
-                    # the picture id's jump where there is one).
-                    if ts != self.skipped_ts:
-                        self.skipped_ts = ts
-                        self.lost_frames += self.picture_id is None
-                    self.broken = True
+                    # The middle of a frame whose start was lost: counted once
+                    # (by the picture id's jump where there is one).
+                    first = ts != self.skipped_ts
+                    self._lost(1 if first and self.picture_id is None else 0, ts=ts)
                     continue
                 self.after_gap = False
                 self.frame_ts = ts
@@ -186,6 +176,26 @@ class FrameAssembler:
             self.lost_frames += 1
             self.frame = []
         return out
+
+    def _skip_to(self, seq: int) -> None:
+        """Give up the hole before ``seq``; the frame in hand, if any, with it."""
+        if self.frame:  # a frame given up, part of it in hand
+            self._lost(1, ts=self.frame_ts)
+        elif self.codec == "h264":
+            self._lost(0)  # a whole frame may have gone (no picture id)
+        self.frame = []
+        self.after_gap = True
+        self.next = seq
+
+    def _lost(self, frames: int, *, ts: int | None = None) -> None:
+        """``frames`` video frames went missing (a partial frame given up, a frame
+        whose start was lost, a VP8 picture-id jump): none is written until the
+        next keyframe (``broken``). ``ts``: the lost frame's timestamp, so that
+        its later packets are not counted again. Audio frames stand alone."""
+        self.lost_frames += frames
+        if ts is not None:
+            self.skipped_ts = ts
+        self.broken = not self.audio
 
     def _depayload(self, payload: bytes) -> tuple[bool, bytes]:
         if self.codec == "vp8":
@@ -199,8 +209,7 @@ class FrameAssembler:
                 last = self.picture_id
                 wrap = 0x8000 if picture_id > 0x7F or (last or 0) > 0x7F else 0x80
                 if last is not None and picture_id != (last + 1) % wrap:
-                    self.broken = True
-                    self.lost_frames += (picture_id - last - 1) % wrap
+                    self._lost((picture_id - last - 1) % wrap)
                 self.picture_id = picture_id
             return start, data
         h264, data = H264PayloadDescriptor.parse(payload)

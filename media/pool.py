@@ -32,9 +32,9 @@ from typing import Any
 
 from media import rpc
 from media.errors import RecordingFailed
-from media.finalize import leftovers, read_start
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
-from media.recorder import LegResult, RecordingKey, Repaired, finish_partial, partial_file
+from media.recorder import LegResult, RecordingKey
+from media.repair import Repaired, partial_file, recover, repair
 from media.supervise import WORKER_GONE, Conn, WorkerGone, Workers
 
 log = logging.getLogger(__name__)
@@ -53,20 +53,6 @@ class _Placed:
     lost: asyncio.Future[LegResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-
-
-def repair(partial: Path) -> Repaired:
-    """Finalize one ``.partial`` file a lost worker (or killed server) left.
-
-    Blocking. The result carries the first media offset noted beside the file.
-    """
-    offset = read_start(partial)
-    try:
-        finished = finish_partial(partial)
-        return Repaired(partial=partial, file=finished, error=None, first_media_offset=offset)
-    except Exception as exc:
-        log.exception("could not repair %s", partial.name)
-        return Repaired(partial=partial, file=None, error=repr(exc), first_media_offset=offset)
 
 
 class WorkerPool:
@@ -408,11 +394,7 @@ class WorkerPool:
     def recover(self, only: Callable[[Path], bool] | None = None) -> list[Repaired]:
         """Repair every ``.partial`` file under the directory that ``only`` chooses
         (None: all; at start-up, before legs)."""
-        return [
-            repair(partial)
-            for partial in leftovers(self.directory)
-            if only is None or only(partial)
-        ]
+        return recover(self.directory, only)
 
     def loads(self) -> list[WorkerLoad]:
         """Legs per worker (a lost one shows as not alive, with none)."""

@@ -37,12 +37,13 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
-from media import packets, seam, twcc
+from media import answer, packets, repair, seam, twcc
 from media.errors import RecordingFailed
-from media.finalize import FinishedFile, finalize, leftovers, read_start, start_note
+from media.finalize import FinishedFile, start_note
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
 from media.packets import PacketWriter, WriterThread
 from media.relay import Fanout
+from media.repair import Repaired, partial_file
 from media.tap import NACK_GIVE_UP_MS, RtpTap
 from media.writer import CONTAINER_FOR, SUFFIX_FOR
 
@@ -126,17 +127,6 @@ class Leg:
 def _newer(seq: int, than: int) -> bool:
     """Whether RTP sequence number ``seq`` comes after ``than`` (16 bits, wrapping)."""
     return 0 < (seq - than) & 0xFFFF < 0x8000
-
-
-@dataclass(frozen=True, kw_only=True)
-class Repaired:
-    """One ``.partial`` file a killed server left, after the repair."""
-
-    partial: Path
-    file: FinishedFile | None
-    error: str | None
-    # Where the file's time 0 lay after its leg's start (None: not noted).
-    first_media_offset: float | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -279,10 +269,12 @@ class Recorder:
             key.part,
             video_codec,
         )
-        answer = pc.localDescription.sdp
-        if feedback is not None:
-            answer = twcc.with_transport_cc(answer, offer_sdp)
-        return with_start_bitrate(answer, self.start_bitrate)
+        return answer.edited(
+            pc.localDescription.sdp,
+            offer_sdp,
+            transport_cc=feedback is not None,
+            start_bitrate=self.start_bitrate,
+        )
 
     async def relay_offer(self, key: RecordingKey, viewer: str) -> str:
         """Open a send-only connection from ``key``'s leg to ``viewer``; its offer SDP.
@@ -537,8 +529,8 @@ class Recorder:
 
     def recover(self, only: Callable[[Path], bool] | None = None) -> list[Repaired]:
         """Repair what a killed server left: every ``.partial`` file is finalized
-        (a packet log is made into the final file; a container written live by
-        an earlier version is remuxed).
+        (``repair.recover``: a packet log is made into the final file; a
+        container written live by an earlier version is remuxed).
 
         Blocking (call it on a worker thread, at start-up, before new legs).
         Each result carries the file's first media offset as noted while it was
@@ -548,20 +540,7 @@ class Recorder:
             only: which files to repair (None: all); another process sharing
                 the directory may still be writing the others.
         """
-        out: list[Repaired] = []
-        for partial in leftovers(self.directory):
-            if only is not None and not only(partial):
-                continue
-            offset = read_start(partial)
-            try:
-                finished, error = finish_partial(partial), None
-            except Exception as exc:
-                log.exception("could not repair %s", partial.name)
-                finished, error = None, repr(exc)
-            out.append(
-                Repaired(partial=partial, file=finished, error=error, first_media_offset=offset)
-            )
-        return out
+        return repair.recover(self.directory, only)
 
     # -- what the web process reads of a leg (media.host.LegHost) -------------------
 
@@ -652,61 +631,6 @@ class Recorder:
             finally:
                 for waiting in waits:
                     waiting.cancel()
-
-
-def finish_partial(partial: Path) -> FinishedFile:
-    """Make a ``.partial`` file a leg left unfinished into its final file (blocking):
-    a packet log is muxed; a container written live by an earlier version is remuxed."""
-    if packets.is_packet_log(partial):
-        return packets.convert(partial)
-    return finalize(partial)
-
-
-def partial_file(directory: Path, key: RecordingKey, fmt: str) -> Path:
-    """Where a leg's file is written while recording, under ``directory``."""
-    return directory / key.consultation_id / (key.filename(fmt) + ".partial")
-
-
-def with_start_bitrate(sdp: str, bits_per_second: int | None) -> str:
-    """``sdp`` (the recorder's answer) asking the browser to start at ``bits_per_second``.
-
-    Chromium takes ``x-google-start-bitrate`` (kbit/s) from the video codec's
-    ``a=fmtp`` line of the remote description as the first estimate of its
-    congestion controller. Without it the estimate starts at 300 kbit/s and,
-    with aiortc's REMB as the only feedback, climbs about 25 kbit/s a second:
-    the first seconds of every recording (and, relayed, of the live call) are
-    sent starved.
-    """
-    if not bits_per_second:
-        return sdp
-    kbps = max(1, bits_per_second // 1000)
-    lines = sdp.split("\r\n")
-    video_types: set[str] = set()
-    in_video = False
-    for line in lines:
-        if line.startswith("m="):
-            in_video = line.startswith("m=video")
-        elif in_video and line.startswith("a=rtpmap:"):
-            pt, _, name = line[len("a=rtpmap:") :].partition(" ")
-            if name.split("/")[0].lower() in ("vp8", "h264"):
-                video_types.add(pt)
-    out: list[str] = []
-    have_fmtp: set[str] = set()
-    for line in lines:
-        if line.startswith("a=fmtp:"):
-            pt, _, params = line[len("a=fmtp:") :].partition(" ")
-            if pt in video_types:
-                have_fmtp.add(pt)
-                line = f"a=fmtp:{pt} {params};x-google-start-bitrate={kbps}"
-        out.append(line)
-    result: list[str] = []
-    for line in out:
-        result.append(line)
-        if line.startswith("a=rtpmap:"):
-            pt = line[len("a=rtpmap:") :].partition(" ")[0]
-            if pt in video_types and pt not in have_fmtp:
-                result.append(f"a=fmtp:{pt} x-google-start-bitrate={kbps}")
-    return "\r\n".join(result)
 
 
 def _discard(path: Path) -> None:

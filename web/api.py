@@ -26,7 +26,7 @@ from web.keys import (
     SECOND_FACTOR,
     SESSION,
 )
-from web.openapi import Route
+from web.openapi import Route, read_only_json
 from web.payloads import (
     Directory,
     account_json,
@@ -418,7 +418,7 @@ async def remove_roster(request: web.Request) -> web.StreamResponse:
 
 async def openapi(request: web.Request) -> web.StreamResponse:
     """This API's OpenAPI document."""
-    return web.json_response(request.app[OPENAPI])
+    return web.json_response(request.app[OPENAPI], dumps=read_only_json)
 
 
 C = "/api/consultations/{consultation_id}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,7 @@ from web.keys import (
     SUMMARY,
     SUPERVISION,
 )
-from web.openapi import Route, build_spec
+from web.openapi import Route, build_spec, read_only
 from web.pages import setup_pages
 from web.security import security_headers_middleware
 from web.settings import Settings
@@ -172,14 +172,15 @@ def all_routes() -> tuple[Route, ...]:
 
 
 @functools.cache
-def api_spec() -> dict[str, Any]:
+def api_spec() -> Mapping[str, Any]:
     """The OpenAPI document of ``all_routes()``: built once per process, never changed.
 
     Building it (a JSON schema per payload model) costs tens of milliseconds, and
     the test suite makes an app per test; every app of a process shares this one
-    dict, which nothing writes to.
+    document, read-only all the way down (``openapi.read_only``) so that no
+    handler can change another app's.
     """
-    return build_spec(all_routes(), title="teleconsult API", version=VERSION)
+    return read_only(build_spec(all_routes(), title="teleconsult API", version=VERSION))
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:

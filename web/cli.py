@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from media import worker as media_worker
-from media.recorder import Recorder
 from records import audit, sealed
 from records.clock import SystemClock
 from records.db import Database
@@ -28,7 +27,7 @@ from records.demo import DEMO_PASSWORD, DemoLogin, load_demo
 from signaling.errors import SignalingError
 from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.keys import KeyService
-from signaling.workflow.recording import RecordingService
+from signaling.workflow.retention import Retention
 from web import check as deployment
 from web import cli_admin, cli_export, logs
 from web.app import create_app, passwords_for, start_bitrate
@@ -104,15 +103,9 @@ async def _verify(settings: Settings) -> int:
     return 1
 
 
-def _recordings(settings: Settings, db: Database) -> RecordingService:
-    recorder = Recorder(settings.data_dir / "recordings", host_addresses=("127.0.0.1",))
+def _recordings(settings: Settings, db: Database) -> Retention:
     ctx = Context(db=db, clock=SystemClock(), notifier=NoPushes())
-    return RecordingService(
-        ctx,
-        recorder=recorder,
-        retention_days=settings.recording_retention_days,
-        keyring=settings.keyring(),
-    )
+    return Retention(ctx, root=settings.data_dir / "recordings", keyring=settings.keyring())
 
 
 async def _verify_recordings(settings: Settings) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -61,8 +62,8 @@ KEYRING = web.AppKey("keyring", Keyring)
 # Open WebSockets and the session token behind each: closed on logout, when the
 # session lapses, and on shutdown.
 SOCKETS = web.AppKey("sockets", dict[web.WebSocketResponse, str])
-# The OpenAPI document, built once from the route table.
-OPENAPI = web.AppKey("openapi", dict[str, Any])
+# The OpenAPI document, built once from the route table (read-only).
+OPENAPI = web.AppKey("openapi", Mapping[str, Any])
 
 # Set by the auth middleware on requests that carry a valid session cookie.
 SESSION = web.RequestKey("session", Session)

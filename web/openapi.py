@@ -6,9 +6,11 @@ router and the served description cannot drift apart.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
@@ -61,6 +63,35 @@ ERROR_SCHEMA: dict[str, Any] = {
         }
     },
 }
+
+
+def read_only(document: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``document`` (JSON-shaped) as a view no one can change, all the way down:
+    every object a ``types.MappingProxyType``, every array a tuple.
+
+    One built document is shared by every app of a process (``app.api_spec``);
+    a handler that wrote to it would change every other app's.
+    """
+    return MappingProxyType({key: _frozen(item) for key, item in document.items()})
+
+
+def read_only_json(document: Any) -> str:
+    """The JSON text of a ``read_only`` document (``json.dumps`` takes no views)."""
+    return json.dumps(document, default=_thawed)
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    if isinstance(value, MappingProxyType):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def build_spec(routes: Sequence[Route], *, title: str, version: str) -> dict[str, Any]:

@@ -16,7 +16,6 @@ import functools
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +25,8 @@ import sqlalchemy as sa
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, describe
 from media.host import LegHost
-from media.recorder import LegResult, RecordingKey, Repaired
+from media.recorder import LegResult, RecordingKey
+from media.repair import Repaired
 from records import sealed, store
 from records.models import Event, Recording
 from records.vocab import ErrorCode, EventKind
@@ -34,6 +34,7 @@ from signaling.errors import IllegalTransition, NotFound, RuleViolation
 from signaling.workflow import recording_rows as rows
 from signaling.workflow.base import Actor, Context, Service, Tx, stored
 from signaling.workflow.kept_legs import RESUME_CHECK_SECONDS, KeptLegs
+from signaling.workflow.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +68,9 @@ class Listener(Protocol):
 MIN_RETENTION_DAYS = 3 * 365 + 1  # audio/video process records: at least 3 years
 
 
-@dataclass(frozen=True, kw_only=True)
-class Check:
-    """One recording's file compared with its stored hash."""
-
-    recording: Recording
-    ok: bool
-    problem: str | None = None
-
-
 class RecordingService(Service):
-    """Starts, stops, finishes, repairs, verifies and purges recordings."""
+    """Starts, stops, finishes and repairs recordings (verified and purged by
+    ``files``, the ``retention`` service of the same directory)."""
 
     def __init__(
         self,
@@ -125,6 +118,9 @@ class RecordingService(Service):
             self, min_free_bytes=resume_min_free_bytes, check_seconds=resume_check_seconds
         )
         recorder.on_writing_failed = self.kept.writing_failed
+        # The finished files, checked against their hashes and purged at their
+        # date (``retention``).
+        self.files = Retention(ctx, root=recorder.directory, keyring=keyring)
 
     @property
     def root(self) -> Path:
@@ -518,70 +514,3 @@ class RecordingService(Service):
             if updated is not None:
                 out.append(updated)
         return out
-
-    async def verify(self) -> list[Check]:
-        """Re-hash every kept file and compare with the records.
-
-        An encrypted file is decrypted on the way (every chunk authenticated)
-        and its plaintext hashed; one that does not decrypt is a mismatch.
-        """
-        kept = await self.read(
-            lambda conn: store.list_recordings(conn, statuses=["finished", "recovered"])
-        )
-        checks = []
-        for rec in kept:
-            path = self.root / rec.path
-            if not path.exists():
-                checks.append(Check(recording=rec, ok=False, problem="file missing"))
-                continue
-            try:
-                digest = await asyncio.to_thread(sealed.plain_sha256, path, self.keyring)
-            except sealed.SealError as exc:
-                checks.append(Check(recording=rec, ok=False, problem=f"does not decrypt: {exc}"))
-                continue
-            if digest != rec.sha256:
-                checks.append(Check(recording=rec, ok=False, problem="SHA-256 mismatch"))
-            else:
-                checks.append(Check(recording=rec, ok=True))
-        return checks
-
-    async def purge(self, recording_ids: list[str] | None = None) -> list[Recording]:
-        """Delete files whose retention has passed.
-
-        Args:
-            recording_ids: only these (each must be past its retention date);
-                None: every recording past its date.
-
-        Raises:
-            RuleViolation: a named recording is younger than its retention date
-                (``retention_not_reached``); nothing is deleted then.
-        """
-
-        def work(tx: Tx) -> list[Recording]:
-            now = tx.now
-            kept = store.list_recordings(tx.conn, statuses=["finished", "recovered", "failed"])
-            if recording_ids is not None:
-                wanted = {r.id: r for r in kept if r.id in set(recording_ids)}
-                missing = set(recording_ids) - set(wanted)
-                if missing:
-                    raise NotFound(f"no such recording: {', '.join(sorted(missing))}")
-                young = [r.id for r in wanted.values() if not rows.expired(r, now)]
-                if young:
-                    raise RuleViolation(
-                        f"retention date not reached: {', '.join(young)}",
-                        code=ErrorCode.RETENTION_NOT_REACHED,
-                    )
-                targets = list(wanted.values())
-            else:
-                targets = [r for r in kept if rows.expired(r, now)]
-            for rec in targets:
-                store.update_recording(tx.conn, rec.id, status="purged")
-                tx.audit("recording.purge", "recording", rec.id)
-            return targets
-
-        targets = await self.write(None, work)
-        # Files go once their rows say so: a crash in between can leave a file
-        # that no kept row refers to, never a kept row without its file.
-        for rec in targets:
-            (self.root / rec.path).unlink(missing_ok=True)
-        return targets

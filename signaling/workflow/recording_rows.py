@@ -10,7 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from media.finalize import FinishedFile
-from media.recorder import LegResult, Repaired
+from media.recorder import LegResult
+from media.repair import Repaired
 from records import store
 from records.models import Event, Recording
 from records.vocab import EventKind
@@ -84,10 +85,6 @@ def offset_from(conn: sa.Connection, consultation_id: str, start: datetime) -> i
     live = [e.at for e in store.list_events(conn, consultation_id) if e.kind == "live"]
     origin = live[0] if live else start
     return round((start - origin).total_seconds() * 1000)
-
-
-def expired(rec: Recording, now: Any) -> bool:
-    return rec.retain_until is not None and rec.retain_until <= now
 
 
 def file_values(finished: FinishedFile) -> dict[str, Any]:

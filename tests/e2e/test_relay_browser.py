@@ -9,7 +9,6 @@ server offers, carrying the same encoded frames the recorder writes.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +17,6 @@ import pytest
 from aiohttp import WSCloseCode, web
 
 from web.keys import RECORDING, SOCKETS
-from web.settings import Settings
 
 from ..scenario import Scenario
 from .conftest import (
@@ -29,6 +27,7 @@ from .conftest import (
     selected_pairs,
     video_flowing,
 )
+from .relayed import netns, settings  # noqa: F401 - the fixtures, taken by name
 from .test_recording_browser import finished_rows, recording_started, user_id
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]
@@ -50,18 +49,11 @@ SENDING_VIDEO = """async () => {
 }"""
 
 
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, media_plane="relay")
-
-
-@pytest.fixture
-def netns(loopback_netns: NetNs) -> NetNs:
-    return loopback_netns
-
-
 async def test_a_relayed_call_sends_once_is_recorded_and_survives_a_signaling_drop(
-    open_as: Any, scenario: Scenario, live_app: tuple[web.Application, str], netns: NetNs
+    open_as: Any,
+    scenario: Scenario,
+    live_app: tuple[web.Application, str],
+    netns: NetNs,  # noqa: F811 - the imported fixture
 ) -> None:
     app, _ = live_app
     _, clinic, clinic_problems = await open_as("clinic1")
@@ -124,7 +116,10 @@ async def test_a_relayed_call_sends_once_is_recorded_and_survives_a_signaling_dr
 
 
 async def test_three_doctors_in_a_relayed_call_each_send_once_and_see_both_others(
-    open_as: Any, scenario: Scenario, live_app: tuple[web.Application, str], netns: NetNs
+    open_as: Any,
+    scenario: Scenario,
+    live_app: tuple[web.Application, str],
+    netns: NetNs,  # noqa: F811 - the imported fixture
 ) -> None:
     app, _ = live_app
     _, clinic, clinic_problems = await open_as("clinic1")

@@ -10,7 +10,6 @@ the call page with the disk full (zh and en, 390 and 1280 px) go to
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,11 @@ from aiohttp import web
 
 from records.schema import recordings
 from web.keys import DB, RECORDING
-from web.settings import Settings
 
 from ..fullfs import fill, tmpfs
 from ..scenario import Scenario
 from .conftest import COUNT_PCS, NetNs, video_flowing
+from .relayed import netns, settings  # noqa: F401 - the fixtures, taken by name
 from .test_recording_browser import recording_started, user_id
 from .test_relay_browser import SENDING_VIDEO
 
@@ -33,16 +32,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.timing]
 NARROW = {"width": 390, "height": 844}
 WIDE = {"width": 1280, "height": 800}
 STOPPED = '#rec-indicator[data-state="failed"][data-reason="disk_full"]'
-
-
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, media_plane="relay")
-
-
-@pytest.fixture
-def netns(loopback_netns: NetNs) -> NetNs:
-    return loopback_netns
 
 
 async def parts(app: web.Application, participant_id: str) -> list[tuple[int, str]]:
@@ -59,7 +48,7 @@ async def test_the_specialists_video_plays_on_when_the_recording_disk_fills(
     open_as: Any,
     scenario: Scenario,
     live_app: tuple[web.Application, str],
-    netns: NetNs,
+    netns: NetNs,  # noqa: F811 - the imported fixture
     screenshots_dir: Path,
 ) -> None:
     app, _ = live_app

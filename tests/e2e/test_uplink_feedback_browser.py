@@ -12,17 +12,16 @@ understand, it would stay where it started).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from web.keys import RECORDING
-from web.settings import Settings
 
 from ..scenario import Scenario
 from .conftest import COUNT_PCS, NetNs, video_flowing
+from .relayed import netns, settings  # noqa: F401 - the fixtures, taken by name
 from .test_recording_browser import recording_started
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]
@@ -45,18 +44,11 @@ UPLINK_ESTIMATE = """async () => {
 }"""
 
 
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, media_plane="relay")
-
-
-@pytest.fixture
-def netns(loopback_netns: NetNs) -> NetNs:
-    return loopback_netns
-
-
 async def test_the_recording_leg_follows_transport_wide_feedback_from_the_first_seconds(
-    open_as: Any, scenario: Scenario, live_app: tuple[web.Application, str], netns: NetNs
+    open_as: Any,
+    scenario: Scenario,
+    live_app: tuple[web.Application, str],
+    netns: NetNs,  # noqa: F811 - the imported fixture
 ) -> None:
     app, _ = live_app
     start = app[RECORDING].recorder.start_bitrate

@@ -20,7 +20,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from media import seam
-from media.recorder import Recorder, RecordingKey, with_start_bitrate
+from media.answer import with_start_bitrate
+from media.recorder import Recorder, RecordingKey
 
 from .test_recorder import send
 

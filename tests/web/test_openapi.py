@@ -10,8 +10,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
-from web.app import all_routes
+from web.app import VERSION, all_routes, api_spec
 from web.auth import PUBLIC_API
+from web.keys import OPENAPI
+from web.openapi import build_spec
 from web.schemas import ADMIN_BODIES, BODIES
 
 Client = TestClient[Any, Any]
@@ -130,3 +132,19 @@ async def test_documented_statuses_hold_for_real_requests(
     status, _ = await clinic.delete("/api/session")
     assert "204" in spec["paths"]["/api/session"]["delete"]["responses"]
     assert status == 204
+
+
+async def test_no_handler_can_change_the_document_every_app_shares(
+    spec: dict[str, Any], app: web.Application
+) -> None:
+    shared = app[OPENAPI]
+    assert shared is api_spec()  # built once per process, for every app
+    with pytest.raises(TypeError):
+        shared["paths"]["/api/forged"] = {}  # type: ignore[index]
+    with pytest.raises(TypeError):
+        shared["components"]["schemas"]["Error"]["required"] = []  # type: ignore[index]
+    operation = next(iter(operations(shared).values()))  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        operation["tags"].append("forged")
+    # Served as it was built: the read-only view changes nothing of the JSON.
+    assert spec == build_spec(all_routes(), title="teleconsult API", version=VERSION)

@@ -81,7 +81,7 @@ async def test_a_consented_call_is_recorded_into_a_checked_file(
     kinds = [e["kind"] for e in data["events"]]
     assert "recording_started" in kinds and "recording_finished" in kinds
     assert kinds.index("recording_interrupted") > kinds.index("recording_finished")
-    checks = await app[RECORDING].verify()
+    checks = await app[RECORDING].files.verify()
     assert [c.ok for c in checks] == [True]
 
 
@@ -117,19 +117,19 @@ async def test_verify_reports_a_changed_file_and_purge_refuses_young_recordings(
         byte = fh.read(1)
         fh.seek(-1, 1)
         fh.write(bytes([byte[0] ^ 0xFF]))
-    [check] = await service.verify()
+    [check] = await service.files.verify()
     assert (check.ok, check.problem) == (False, "SHA-256 mismatch")
 
     from signaling.errors import RuleViolation
 
     try:
-        await service.purge([row["id"]])
+        await service.files.purge([row["id"]])
     except RuleViolation as exc:
         assert exc.code == "retention_not_reached"
     else:
         raise AssertionError("purge of a young recording was not refused")
     assert path.exists()
-    assert await service.purge() == []  # nothing is old enough
+    assert await service.files.purge() == []  # nothing is old enough
     clock.advance(1096 * 86400 + 1)
-    purged = await service.purge()
+    purged = await service.files.purge()
     assert [r.id for r in purged] == [row["id"]] and not path.exists()

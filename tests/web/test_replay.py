@@ -230,13 +230,13 @@ async def test_range_requests(recorded: dict[str, Any], app: Any, settings: Sett
 async def test_verify_decrypts_and_finds_a_damaged_encrypted_file(
     recorded: dict[str, Any], app: Any, settings: Settings
 ) -> None:
-    checks = await app[RECORDING].verify()
+    checks = await app[RECORDING].files.verify()
     assert [c.ok for c in checks] == [True, True]
     path = settings.data_dir / "recordings" / checks[0].recording.path
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x01  # one bit in the middle of the ciphertext
     path.write_bytes(bytes(raw))
-    checks = await app[RECORDING].verify()
+    checks = await app[RECORDING].files.verify()
     bad = [c for c in checks if not c.ok]
     assert len(bad) == 1 and bad[0].problem is not None
     assert bad[0].problem.startswith("does not decrypt") and "tampered" in bad[0].problem

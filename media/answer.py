@@ -1,0 +1,64 @@
+"""The recorder's edits of its own answer SDP (aiortc's, as ``createAnswer`` made it).
+
+aiortc offers no knobs for what these ask the browser, so the recorder edits
+the text of its answer before it goes out: transport-wide feedback instead of
+REMB (``twcc.with_transport_cc``: it stays beside the feedback it turns on,
+whose extension id it shares) and a start bitrate (``with_start_bitrate``).
+``edited`` applies them in the recorder's order.
+"""
+
+from __future__ import annotations
+
+from media import twcc
+
+
+def edited(
+    answer_sdp: str, offer_sdp: str, *, transport_cc: bool, start_bitrate: int | None
+) -> str:
+    """The answer the recorder sends: with transport-wide feedback if ``transport_cc``
+    (the leg sends it), starting the browser's video at ``start_bitrate``."""
+    if transport_cc:
+        answer_sdp = twcc.with_transport_cc(answer_sdp, offer_sdp)
+    return with_start_bitrate(answer_sdp, start_bitrate)
+
+
+def with_start_bitrate(sdp: str, bits_per_second: int | None) -> str:
+    """``sdp`` (the recorder's answer) asking the browser to start at ``bits_per_second``.
+
+    Chromium takes ``x-google-start-bitrate`` (kbit/s) from the video codec's
+    ``a=fmtp`` line of the remote description as the first estimate of its
+    congestion controller. Without it the estimate starts at 300 kbit/s and,
+    with aiortc's REMB as the only feedback, climbs about 25 kbit/s a second:
+    the first seconds of every recording (and, relayed, of the live call) are
+    sent starved.
+    """
+    if not bits_per_second:
+        return sdp
+    kbps = max(1, bits_per_second // 1000)
+    lines = sdp.split("\r\n")
+    video_types: set[str] = set()
+    in_video = False
+    for line in lines:
+        if line.startswith("m="):
+            in_video = line.startswith("m=video")
+        elif in_video and line.startswith("a=rtpmap:"):
+            pt, _, name = line[len("a=rtpmap:") :].partition(" ")
+            if name.split("/")[0].lower() in ("vp8", "h264"):
+                video_types.add(pt)
+    out: list[str] = []
+    have_fmtp: set[str] = set()
+    for line in lines:
+        if line.startswith("a=fmtp:"):
+            pt, _, params = line[len("a=fmtp:") :].partition(" ")
+            if pt in video_types:
+                have_fmtp.add(pt)
+                line = f"a=fmtp:{pt} {params};x-google-start-bitrate={kbps}"
+        out.append(line)
+    result: list[str] = []
+    for line in out:
+        result.append(line)
+        if line.startswith("a=rtpmap:"):
+            pt = line[len("a=rtpmap:") :].partition(" ")[0]
+            if pt in video_types and pt not in have_fmtp:
+                result.append(f"a=fmtp:{pt} x-google-start-bitrate={kbps}")
+    return "\r\n".join(result)
