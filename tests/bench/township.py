@@ -437,13 +437,13 @@ async def one_call(
                         k: round(v - (leg0["limits"] or {}).get(k, 0), 2)
                         for k, v in (leg1["limits"] or {}).items()
                     }
+                    camera = leg1["sourceFrames"] - leg0["sourceFrames"]
+                    resent = (leg1["retransmitted"] - leg0["retransmitted"]) * 8 / 1000 / seconds
                     print(
                         f"{profile} | {plane} | {parties}: leg encoded "
                         f"{leg1['encoded'] - leg0['encoded']} sent {leg1['sent'] - leg0['sent']} "
-                        f"of camera {leg1['sourceFrames'] - leg0['sourceFrames']}, limited {limits}, "
-                        f"target {leg1['target'] / 1000:.0f} kbit/s, resent "
-                        f"{(leg1['retransmitted'] - leg0['retransmitted']) * 8 / 1000 / seconds:.0f}"
-                        " kbit/s",
+                        f"of camera {camera}, limited {limits}, "
+                        f"target {leg1['target'] / 1000:.0f} kbit/s, resent {resent:.0f} kbit/s",
                         flush=True,
                     )
                 row.leg_kbps = (leg1["bytes"] - leg0["bytes"]) * 8 / 1000 / seconds
