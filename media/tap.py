@@ -56,11 +56,13 @@ class _Rtp:
     """The parts of an RTP packet the tap and aiortc's bookkeeping read.
 
     Lighter than aiortc's ``RtpPacket.parse``, which decodes every header
-    extension of every packet; only abs-send-time (for REMB) is read here.
+    extension of every packet: the extension block is kept as it is (read
+    only for what is needed: the transport-wide number, abs-send-time for REMB).
+    Built for every packet, so it does no more than it must: the header in one
+    ``struct`` call, the rest by indexing (profiled: 2.9 µs a packet before).
     """
 
     __slots__ = (
-        "abs_send_time",
         "ext",
         "marker",
         "padding_size",
@@ -72,34 +74,34 @@ class _Rtp:
     )
 
     def __init__(self, data: bytes) -> None:
-        if len(data) < 12:
+        n = len(data)
+        if n < 12:
             raise ValueError("RTP packet too short")
         first, m_pt, self.sequence_number, self.timestamp, self.ssrc = _HEADER.unpack_from(data)
-        if first >> 6 != 2:
+        if first & 0xC0 != 0x80:
             raise ValueError("not RTP version 2")
         self.marker = m_pt >> 7
         self.payload_type = m_pt & 0x7F
         pos = 12 + 4 * (first & 0x0F)
-        self.ext: tuple[int, bytes] | None = None
         if first & 0x10:
-            if len(data) < pos + 4:
+            if n < pos + 4:
                 raise ValueError("RTP extension truncated")
-            profile, length = struct.unpack_from("!HH", data, pos)
-            end = pos + 4 + 4 * length
-            self.ext = (profile, data[pos + 4 : end])
+            end = pos + 4 + 4 * (data[pos + 2] << 8 | data[pos + 3])
+            self.ext: tuple[int, bytes] | None = (data[pos] << 8 | data[pos + 1], data[pos + 4 : end])
             pos = end
-        self.abs_send_time: int | None = None
+        else:
+            self.ext = None
+        if n < pos:
+            raise ValueError("RTP packet truncated")
         if first & 0x20:
             pad = data[-1]
-            if not pad or pad > len(data) - pos:
+            if not pad or pad > n - pos:
                 raise ValueError("RTP padding invalid")
             self.padding_size = pad
             self.payload = data[pos:-pad]
         else:
             self.padding_size = 0
             self.payload = data[pos:]
-        if len(data) < pos:
-            raise ValueError("RTP packet truncated")
 
 
 # An RFC 8285 one-byte extension header for each id with 3 bytes of data (abs-send-time).
@@ -186,9 +188,11 @@ class _Lean:
         receiver = self.receiver
         if not receiver._enabled:
             return
-        rtx = self._is_rtx(packet.payload_type)
+        rtx = self.rtx.get(packet.payload_type)
         if rtx is None:
-            return
+            rtx = self._is_rtx(packet.payload_type)
+            if rtx is None:
+                return
         payload = packet.payload
         if rtx:
             if packet.ssrc not in self.rtx_ssrc or len(payload) < 3:

@@ -633,6 +633,8 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
                 "raw",
                 "--threads",
                 "--nonblocking",
+                "--rate",
+                "500",  # a stream's per-packet work is microseconds: sample often
                 "--output",
                 args.py_spy,
                 stdout=asyncio.subprocess.DEVNULL,
