@@ -21,7 +21,6 @@ import aiortc.rtp
 import aiortc.utils
 from aiortc.utils import uint16_add, uint16_gt
 
-
 # Allocations of container objects between two young-generation collections
 # of the cyclic garbage collector in a recording process (CPython's default: 700).
 GC_YOUNG_THRESHOLD = 50_000
