@@ -7,6 +7,7 @@ exactly these names.
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 
 import aioice.ice
@@ -339,3 +340,60 @@ def test_the_tap_decrypts_as_pylibsrtp_does() -> None:
         unprotect(packet[:12] + bytes(len(packet) - 12))  # tampered
     with pytest.raises(ValueError):
         unprotect(bytes(1600))
+
+
+async def test_tapped_sockets_are_read_together_with_the_kernels_arrival_times() -> None:
+    # The tap reads its sockets itself, every few milliseconds (asyncio's
+    # reader is paused): RTP goes to the tap with the time the kernel received
+    # it, anything else (STUN, DTLS) to the protocol as before; closing the
+    # transport stops the reading.
+    import socket
+    import time
+    from types import SimpleNamespace
+
+    loop = asyncio.get_running_loop()
+    rtp: list[tuple[bytes, int, int | None]] = []
+    other: list[bytes] = []
+    got_both, closed = asyncio.Event(), asyncio.Event()
+
+    class Protocol(asyncio.DatagramProtocol):
+        local_candidate = SimpleNamespace(component=1)
+        transport: asyncio.DatagramTransport  # (aioice's protocol keeps it too)
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport  # type: ignore[assignment]
+
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            other.append(data)
+            if rtp:
+                got_both.set()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            closed.set()
+
+    transport, protocol = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
+
+    def data_received(data: bytes, component: int, arrival_us: int | None = None) -> None:
+        rtp.append((data, component, arrival_us))
+        if other:
+            got_both.set()
+
+    tap._straight_to(protocol, data_received)
+    assert not transport.is_reading()  # asyncio's reader is paused: the tap reads
+    address = transport.get_extra_info("sockname")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sent_us = time.time_ns() // 1000
+        sender.sendto(b"\x80\x60rtp", address)
+        sender.sendto(b"\x00\x01stun", address)
+        async with asyncio.timeout(5):
+            await got_both.wait()
+    read_us = time.time_ns() // 1000
+    [(data, component, arrival_us)] = rtp
+    assert (data, component) == (b"\x80\x60rtp", 1)
+    assert arrival_us is not None and sent_us - 1000 <= arrival_us <= read_us
+    assert other == [b"\x00\x01stun"]
+    assert loop in tap._POLLERS
+    transport.close()
+    async with asyncio.timeout(5):
+        await closed.wait()
+    assert loop not in tap._POLLERS  # its last socket went: the timer stopped
