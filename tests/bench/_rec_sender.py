@@ -357,7 +357,7 @@ async def main() -> None:
         await pc.setLocalDescription(await pc.createOffer())
         pcs.append(pc)
 
-    stdin = asyncio.StreamReader()
+    stdin = asyncio.StreamReader(limit=1 << 22)  # every answer in one line
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     tracks: list[tuple[Track, Track]] = []
     try:

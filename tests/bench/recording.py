@@ -102,6 +102,8 @@ JANUS = shutil.which("janus")
 JANUS_PP = shutil.which("janus-pp-rec")
 JANUS_LIBS = Path("/usr/lib/x86_64-linux-gnu/janus")
 STOP_TIMEOUT = 60.0
+# One JSON line carries every offer of a sender (24 streams: over asyncio's 64 KiB default).
+LINE_LIMIT = 1 << 22
 # Frames written vs sent, per stream: issue #13 asks for >= 99.5 % in every file
 # (the +2 allows for the frames in flight when the senders are told to stop).
 FRAME_TOLERANCE = 0.005
@@ -230,6 +232,7 @@ class Senders:
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     cwd=ROOT,
+                    limit=LINE_LIMIT,
                 )
             )
         offers: list[str] = []
