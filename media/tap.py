@@ -709,6 +709,9 @@ class RtpTap:
         aioice's UDP protocol tries to parse every datagram as STUN before it
         hands it on (an exception per media packet); RTP and RTCP cannot be
         STUN (RFC 7983: first byte 128-191), so they go straight to the tap.
+        The host candidates' sockets are then read by the loop's ``_Poller``
+        (every ``POLL_INTERVAL``, with the kernel's receive times); TURN
+        candidates keep aioice's way.
         """
         for connection, data_received in self.taps:
             for protocol in getattr(connection, "_protocols", []):
