@@ -246,10 +246,10 @@ KeptPacket = tuple[float, bool, bool, int, int, bytes]
 def current_ms() -> int:
     """aiortc's ``clock.current_ms`` (milliseconds since the NTP epoch), without
     building two datetimes for every packet."""
-    return int(time.time() * 1000) + _NTP_TO_UNIX_MS
+    return int(time.time() * 1000) + NTP_TO_UNIX_MS
 
 
-_NTP_TO_UNIX_MS = 2_208_988_800_000
+NTP_TO_UNIX_MS = 2_208_988_800_000
 
 
 def negotiated_codec(transceiver: RTCRtpTransceiver) -> str | None:

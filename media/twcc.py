@@ -106,8 +106,21 @@ def extension_value(ext: tuple[int, bytes] | None, ext_id: int) -> int | None:
         return None
     profile, value = ext
     if profile == 0xBEDE:
-        raw = one_byte_extension(value, ext_id)
-        return int.from_bytes(raw, "big") if raw is not None and len(raw) == 2 else None
+        # ``one_byte_extension`` written out: every packet of a leg comes here
+        # (profiled: 2.2 µs a packet through the two calls).
+        head = (ext_id << 4) | 1  # the id, 2 bytes of data
+        pos, n = 0, len(value)
+        while pos < n:
+            byte = value[pos]
+            if byte == head:
+                return value[pos + 1] << 8 | value[pos + 2] if pos + 3 <= n else None
+            if byte == 0:
+                pos += 1  # padding
+            elif byte >> 4 == 15 or byte >> 4 == ext_id:
+                return None  # the end of the block, or the id with another length
+            else:
+                pos += 2 + (byte & 0x0F)
+        return None
     if profile & 0xFFF0 == 0x1000:  # two-byte headers: id, length, data
         pos, n = 0, len(value)
         while pos + 1 < n:

@@ -15,7 +15,15 @@ process (a 5 ms tick, as Chromium's pacer) builds each packet's header with one
 ``struct`` call, encrypts it with the connection's own SRTP session and writes
 it straight to the ICE pair's socket: what goes on the wire is what aiortc's sender would send
 (same SSRC, payload types, sequence numbers, marker bits, VP8 descriptors with a
-picture id per frame, abs-send-time and mid header extensions). The streams'
+picture id per frame, abs-send-time and mid header extensions). Like Chromium,
+each connection offers transport-wide congestion control (the
+``transport-wide-cc`` header extension and ``transport-cc`` feedback on every
+codec) and numbers every packet it sends, audio, video and retransmissions, in
+one sequence per connection: the recorder then runs the feedback path real legs
+take (``media/twcc.py``: an arrival noted per packet, a feedback packet every
+100 ms, no REMB estimator). The feedback packets that arrive are counted
+(``feedback`` in the result). ``--no-twcc`` offers only REMB, as before (the
+recorder then runs aiortc's REMB estimator). The streams'
 frames are spread evenly over a frame period, as independent browsers' would be.
 The receiver's NACKs are answered (RTX, as aiortc does) from the last packets
 sent (``REC_BENCH_DROP_EVERY=50`` in the environment leaves out every 50th video
@@ -27,7 +35,11 @@ Protocol on stdin/stdout, one JSON object per line:
   -> {"offers": [sdp, ...]}         <- {"answers": [sdp, ...]}
   -> {"connected": true}            (media flows until told to stop)
   <- {"stop": true}                 (or stdin closed, or --max-seconds)
-  -> {"sent": [{"video": n, "audio": n, "seconds": s, "retransmitted": n}, ...]}
+  -> {"sent": [{"video": n, "audio": n, "seconds": s, "retransmitted": n,
+                "twcc": bool, "feedback": n}, ...]}
+     (twcc: the answer accepted transport-wide feedback; feedback: transport-wide
+     feedback packets received from the recorder; reported: the packet statuses
+     they carried, received or lost)
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ import time
 from typing import Any
 
 import aioice.ice
+import aiortc.codecs
 import av
 from aiortc import (
     MediaStreamTrack,
@@ -54,6 +67,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpHeaderExtensionParameters
 from aiortc.rtp import RtpPacket, wrap_rtx
 
 # Loopback only (aioice skips 127.0.0.1 by itself).
@@ -70,6 +84,71 @@ HEADER = struct.Struct("!BBHII")
 # Leave out every n-th video packet (its retransmission is sent when NACKed).
 DROP_EVERY = int(os.environ.get("REC_BENCH_DROP_EVERY", "0"))
 NTP_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970
+TWCC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+# The offer's id for it (aiortc's own extensions take 1-3; ids are shared by
+# audio and video under BUNDLE, as in Chromium's offers).
+TWCC_ID = 5
+TWCC_FEEDBACK_FMT = 15  # RTPFB FMT of a transport-wide feedback packet
+
+
+def offer_transport_cc() -> None:
+    """Make this process's aiortc offer transport-wide CC, as Chromium's offers do.
+
+    aiortc's offers carry its module-level lists of header extensions and codec
+    feedback; this process only sends, so they are extended for it alone.
+    """
+    for kind in ("audio", "video"):
+        aiortc.codecs.HEADER_EXTENSIONS[kind].append(
+            RTCRtpHeaderExtensionParameters(id=TWCC_ID, uri=TWCC_URI)
+        )
+        for codec in aiortc.codecs.CODECS[kind]:
+            if not codec.mimeType.endswith("/rtx"):
+                codec.rtcpFeedback.append(RTCRtcpFeedback(type="transport-cc"))
+
+
+def answer_takes_transport_cc(answer: str) -> bool:
+    """Whether the answer kept the extension (our id) and ``transport-cc`` feedback."""
+    lines = answer.splitlines()
+    return f"a=extmap:{TWCC_ID} {TWCC_URI}" in lines and any(
+        line.startswith("a=rtcp-fb:") and line.endswith(" transport-cc") for line in lines
+    )
+
+
+class Connection:
+    """What the two tracks of one connection share: the transport-wide numbering."""
+
+    def __init__(self, pc: RTCPeerConnection, twcc: bool) -> None:
+        self.twcc = twcc
+        self.wide_seq = secrets.randbits(16)
+        self.feedback = 0  # transport-wide feedback packets received
+        self.reported = 0  # packet statuses they carried
+        if twcc:
+            dtls = pc.getTransceivers()[0].sender.transport
+            handle = dtls._handle_rtcp_data
+
+            async def handle_rtcp_data(data: bytes) -> None:
+                # Counted before aiortc parses it: aiortc's RTPFB parser takes
+                # every FCI for a NACK list and drops a padded one as invalid
+                # (a sender that does not use the feedback does not mind).
+                self.count_feedback(data)
+                await handle(data)
+
+            setattr(dtls, "_handle_rtcp_data", handle_rtcp_data)  # noqa: B010 - this instance
+
+    def count_feedback(self, data: bytes) -> None:
+        """Count the transport-wide feedback packets in a compound RTCP packet."""
+        pos = 0
+        while pos + 4 <= len(data):
+            first, packet_type, length = struct.unpack_from("!BBH", data, pos)
+            if packet_type == 205 and first & 0x1F == TWCC_FEEDBACK_FMT and pos + 16 <= len(data):
+                self.feedback += 1
+                self.reported += struct.unpack_from("!H", data, pos + 14)[0]
+            pos += 4 + 4 * length
+
+    def next_wide(self) -> int:
+        seq = self.wide_seq
+        self.wide_seq = (seq + 1) & 0xFFFF
+        return seq
 
 
 def load(path: str) -> tuple[list[bytes], list[bytes]]:
@@ -100,8 +179,11 @@ class Silent(MediaStreamTrack):
 class Track:
     """One RTP stream (the video or the audio of a leg), sent by hand."""
 
-    def __init__(self, transceiver: Any, frames: list[list[bytes]], ticks: int) -> None:
+    def __init__(
+        self, transceiver: Any, frames: list[list[bytes]], ticks: int, connection: Connection
+    ) -> None:
         sender: RTCRtpSender = transceiver.sender
+        self.connection = connection
         dtls = sender.transport
         self.sender = sender
         self.frames = frames
@@ -119,10 +201,14 @@ class Track:
         self.payload_type: int = transceiver._codecs[0].payloadType  # the negotiated codec
         mid = (sender.__dict__["_RTCRtpSender__mid"] or "").encode()
         # One-byte header extensions (RFC 8285): abs-send-time first (its 3 bytes
-        # change per frame), then mid, padded to a whole number of words.
+        # change per frame), then the transport-wide sequence number (per
+        # packet), then mid, padded to a whole number of words.
         self.abs_id = ids.abs_send_time
+        self.wide_id = TWCC_ID if connection.twcc else 0
+        if self.wide_id and ids.transport_sequence_number != TWCC_ID:
+            raise RuntimeError("transport-wide-cc was not negotiated")
         tail = bytes([(ids.mid << 4) | (len(mid) - 1)]) + mid if ids.mid and mid else b""
-        size = (4 if self.abs_id else 0) + len(tail)
+        size = (4 if self.abs_id else 0) + (3 if self.wide_id else 0) + len(tail)
         words = (size + 3) // 4
         self.ext_tail = tail + b"\x00" * (4 * words - size)
         self.ext_head = struct.pack("!HH", 0xBEDE, words) + (
@@ -145,14 +231,34 @@ class Track:
         head = self.ext_head + (abs_send_time if self.abs_id else b"")
         tail, pt, ts, ssrc, seq = self.ext_tail, self.payload_type, self.ts, self.ssrc, self.seq
         history = self.history
+        connection = self.connection
+        wide = bytes([(self.wide_id << 4) | 1]) if self.wide_id else b""
         picture = struct.pack("!H", 0x8000 | self.picture_id) if self.video else b""
         for i, payload in enumerate(payloads):
             if self.video:
                 # aiortc's VP8 descriptor: X|S byte, I byte, then M + 15-bit picture id.
                 payload = payload[:2] + picture + payload[4:]
-            plain = b"".join(
-                (pack(0x90, pt | (0x80 if i == last else 0), seq, ts, ssrc), head, tail, payload)
-            )
+            if wide:
+                number = connection.next_wide().to_bytes(2, "big")
+                plain = b"".join(
+                    (
+                        pack(0x90, pt | (0x80 if i == last else 0), seq, ts, ssrc),
+                        head,
+                        wide,
+                        number,
+                        tail,
+                        payload,
+                    )
+                )
+            else:
+                plain = b"".join(
+                    (
+                        pack(0x90, pt | (0x80 if i == last else 0), seq, ts, ssrc),
+                        head,
+                        tail,
+                        payload,
+                    )
+                )
             history[seq % HISTORY] = plain
             protected = protect(plain)
             if not (DROP_EVERY and self.video and seq % DROP_EVERY == 0):
@@ -176,6 +282,8 @@ class Track:
                 packet, payload_type=self.rtx_type, sequence_number=self.rtx_seq, ssrc=self.rtx_ssrc
             )
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+        if self.wide_id:  # a retransmission is numbered too (Chromium's pacer numbers all)
+            packet.extensions.transport_sequence_number = self.connection.next_wide()
         self.socket_send(self.srtp.protect(packet.serialize(self.extensions)), self.addr)
         self.retransmitted += 1
 
@@ -223,7 +331,14 @@ async def main() -> None:
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--max-seconds", type=float, default=300.0)
     parser.add_argument("--address", default="127.0.0.1", help="the one address to gather on")
+    parser.add_argument(
+        "--no-twcc",
+        action="store_true",
+        help="offer REMB only (no transport-wide CC): the recorder's REMB path",
+    )
     args = parser.parse_args()
+    if not args.no_twcc:
+        offer_transport_cc()
     address = args.address
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [address] if use_ipv4 else []
     video_packets, audio_packets = load(args.input)
@@ -242,13 +357,15 @@ async def main() -> None:
         await pc.setLocalDescription(await pc.createOffer())
         pcs.append(pc)
 
-    stdin = asyncio.StreamReader()
+    stdin = asyncio.StreamReader(limit=1 << 22)  # every answer in one line
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     tracks: list[tuple[Track, Track]] = []
     try:
         print(json.dumps({"offers": [pc.localDescription.sdp for pc in pcs]}), flush=True)
         line = await stdin.readline()
         answers = json.loads(line)["answers"]
+        # A recorder that did not take it gets no numbers (and sends no feedback).
+        twccs = [not args.no_twcc and answer_takes_transport_cc(answer) for answer in answers]
         for pc, answer in zip(pcs, answers, strict=True):
             await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
 
@@ -260,10 +377,14 @@ async def main() -> None:
 
         async with asyncio.timeout(CONNECT_TIMEOUT):
             await asyncio.gather(*(connected(pc) for pc in pcs))
-        for pc in pcs:
+        for pc, twcc in zip(pcs, twccs, strict=True):
+            connection = Connection(pc, twcc)  # after the answer: the bundled transport
             video, audio = pc.getTransceivers()
             tracks.append(
-                (Track(video, video_frames, VIDEO_TICKS), Track(audio, audio_frames, AUDIO_TICKS))
+                (
+                    Track(video, video_frames, VIDEO_TICKS, connection),
+                    Track(audio, audio_frames, AUDIO_TICKS, connection),
+                )
             )
         stop = asyncio.Event()
         pacing = asyncio.ensure_future(pace(tracks, stop))
@@ -276,7 +397,15 @@ async def main() -> None:
         began = await pacing
         seconds = time.monotonic() - began
         sent = [
-            {"video": v.sent, "audio": a.sent, "seconds": seconds, "retransmitted": v.retransmitted}
+            {
+                "video": v.sent,
+                "audio": a.sent,
+                "seconds": seconds,
+                "retransmitted": v.retransmitted,
+                "twcc": v.connection.twcc,
+                "feedback": v.connection.feedback,
+                "reported": v.connection.reported,
+            }
             for v, a in tracks
         ]
     finally:

@@ -7,6 +7,7 @@ exactly these names.
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 
 import aioice.ice
@@ -245,6 +246,79 @@ def test_the_faster_nack_generator_keeps_aiortcs_missing_set() -> None:
     assert lost_ever > 1000
 
 
+def test_the_taps_bookkeeping_keeps_aiortcs_statistics_and_missing_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The tap writes out aiortc's StreamStatistics.add and NackGenerator.add
+    # for the packet after the newest one: the same sequences (in order, lost,
+    # reordered, late, duplicated, wrapping at 65536, a jump) into the tap's
+    # bookkeeping and into aiortc's own give, after every packet, the same
+    # receiver-report figures and the same missing set.
+    import random
+    import time
+
+    from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])  # both read time.time()
+    lean = tap._Lean.__new__(tap._Lean)
+    lean.receiver = None
+    lean.estimator = None
+    lean.active_at, lean.active_ssrc = {}, {}
+    lean.remote_streams = {}
+    lean.codecs = {96: RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)}
+    lean.rtx_ssrc = {}
+    lean.nack = NackGenerator()
+    speedups.speed_up_nack(lean.nack)
+    lean.nack_asked, lean.nack_at, lean.nack_rtt_ms = {}, 0, 150.0
+    sent: list[object] = []
+    lean._spawn = lambda coro: sent.append(coro)  # type: ignore[method-assign]
+
+    class Receiver:
+        def _send_rtcp_nack(self, ssrc: int, lost: list[int]) -> object:
+            return ("nack", ssrc, lost)
+
+    lean.receiver = Receiver()  # type: ignore[assignment]
+    stock_stats, stock_nack = StreamStatistics(90000), NackGenerator()
+    rng = random.Random(7)  # noqa: S311 - test sequences
+    seq, ts, late = 65000, 2**32 - 9000, []
+
+    def packet(number: int, timestamp: int) -> tap._Rtp:
+        header = bytes([0x80, 96]) + number.to_bytes(2, "big") + timestamp.to_bytes(4, "big")
+        return tap._Rtp(header + (1234).to_bytes(4, "big") + b"payload")
+
+    for step in range(6000):
+        if step == 3000:
+            seq = (seq + 3000) & 0xFFFF  # a jump
+        if rng.random() < 0.04:
+            late.append((seq, ts))  # lost for now; may come back
+            seq = (seq + 1) & 0xFFFF
+        arrivals = [(seq, ts)]
+        if late and rng.random() < 0.3:
+            arrivals.append(late.pop(rng.randrange(len(late))))
+        if rng.random() < 0.01:
+            arrivals.append((seq, ts))  # a duplicate
+        for number, timestamp in arrivals:
+            clock[0] += rng.choice([0.0, 0.0004, 0.003, 0.03])
+            ours = packet(number, timestamp)
+            lean._bookkeeping(ours, False, int(clock[0] * 1000))
+            theirs = packet(number, timestamp)
+            stock_stats.add(theirs)  # type: ignore[arg-type]
+            stock_nack.add(theirs)  # type: ignore[arg-type]
+            stats = lean.remote_streams[1234]
+            for name in ("packets_received", "cycles", "max_seq", "base_seq", "_jitter_q4"):
+                assert getattr(stats, name) == getattr(stock_stats, name), (step, name)
+            assert stats._last_arrival == stock_stats._last_arrival, step
+            assert stats._last_timestamp == stock_stats._last_timestamp, step
+            assert lean.nack.missing == stock_nack.missing, step
+            assert lean.nack.max_seq == stock_nack.max_seq, step
+        seq = (seq + 1) & 0xFFFF
+        if rng.random() < 0.3:
+            ts = (ts + 3000) & 0xFFFFFFFF  # the next frame
+    assert stock_stats.cycles == 1 << 16  # it wrapped
+    assert sent  # NACKs were asked for
+
+
 def test_the_tap_decrypts_as_pylibsrtp_does() -> None:
     import os
 
@@ -266,3 +340,60 @@ def test_the_tap_decrypts_as_pylibsrtp_does() -> None:
         unprotect(packet[:12] + bytes(len(packet) - 12))  # tampered
     with pytest.raises(ValueError):
         unprotect(bytes(1600))
+
+
+async def test_tapped_sockets_are_read_together_with_the_kernels_arrival_times() -> None:
+    # The tap reads its sockets itself, every few milliseconds (asyncio's
+    # reader is paused): RTP goes to the tap with the time the kernel received
+    # it, anything else (STUN, DTLS) to the protocol as before; closing the
+    # transport stops the reading.
+    import socket
+    import time
+    from types import SimpleNamespace
+
+    loop = asyncio.get_running_loop()
+    rtp: list[tuple[bytes, int, int | None]] = []
+    other: list[bytes] = []
+    got_both, closed = asyncio.Event(), asyncio.Event()
+
+    class Protocol(asyncio.DatagramProtocol):
+        local_candidate = SimpleNamespace(component=1)
+        transport: asyncio.DatagramTransport  # (aioice's protocol keeps it too)
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport  # type: ignore[assignment]
+
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            other.append(data)
+            if rtp:
+                got_both.set()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            closed.set()
+
+    transport, protocol = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
+
+    def data_received(data: bytes, component: int, arrival_us: int | None = None) -> None:
+        rtp.append((data, component, arrival_us))
+        if other:
+            got_both.set()
+
+    tap._straight_to(protocol, data_received)
+    assert not transport.is_reading()  # asyncio's reader is paused: the tap reads
+    address = transport.get_extra_info("sockname")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sent_us = time.time_ns() // 1000
+        sender.sendto(b"\x80\x60rtp", address)
+        sender.sendto(b"\x00\x01stun", address)
+        async with asyncio.timeout(5):
+            await got_both.wait()
+    read_us = time.time_ns() // 1000
+    [(data, component, arrival_us)] = rtp
+    assert (data, component) == (b"\x80\x60rtp", 1)
+    assert arrival_us is not None and sent_us - 1000 <= arrival_us <= read_us
+    assert other == [b"\x00\x01stun"]
+    assert loop in tap._POLLERS
+    transport.close()
+    async with asyncio.timeout(5):
+        await closed.wait()
+    assert loop not in tap._POLLERS  # its last socket went: the timer stopped

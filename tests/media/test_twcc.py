@@ -219,3 +219,42 @@ async def test_aiortcs_answer_asks_for_transport_wide_feedback_instead_of_remb()
         await other.close()
     # An offer without the extension (an older browser) leaves the answer alone.
     assert twcc.with_transport_cc(answer, answer) == answer
+
+
+async def test_one_timer_sends_every_legs_feedback_until_each_connection_ends() -> None:
+    # Every tapped leg of a loop is sent its feedback by one timer, every
+    # INTERVAL; a leg whose connection ended stops, the others go on, and the
+    # timer goes with the last one.
+    import asyncio
+
+    from media import tap
+
+    sends: dict[str, int] = {"short": 0, "long": 0}
+
+    def leg(name: str, connection_lasts: int) -> tap.RtpTap:
+        one = tap.RtpTap()
+        one.feedback = TransportFeedback(3)
+        one.leans = {name: None}  # type: ignore[dict-item]
+
+        async def send_now() -> bool:
+            sends[name] += 1
+            return sends[name] < connection_lasts  # False: the connection has ended
+
+        one._send_feedback_now = send_now  # type: ignore[method-assign]
+        return one
+
+    loop = asyncio.get_running_loop()
+    short, long = leg("short", 3), leg("long", 6)
+    started = loop.time()
+    async with asyncio.timeout(10):
+        ending_short = asyncio.ensure_future(short.send_feedback())
+        ending_long = asyncio.ensure_future(long.send_feedback())
+        await ending_short
+        assert loop in tap._FEEDBACK and len(tap._FEEDBACK[loop]) == 1  # the long one
+        await ending_long
+    assert sends == {"short": 3, "long": 6}
+    assert loop.time() - started >= 6 * twcc.INTERVAL * 0.9  # one send per interval
+    clocks = [clock for clock in tap._CLOCKS if clock.get_loop() is loop]
+    async with asyncio.timeout(5):
+        await asyncio.gather(*clocks)  # its next tick finds no leg: it ends
+    assert loop not in tap._FEEDBACK
