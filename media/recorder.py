@@ -384,6 +384,7 @@ class Recorder:
         tap = leg.tap
         if tap is None or leg.writer is None or leg.pc.connectionState != "connected":
             return
+        tap.read_now()  # what arrived before the end, to the last datagram
         leg.cut = tap.video_high()
         leg.draining = True
         missing = tap.outstanding(leg.cut)

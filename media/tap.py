@@ -446,6 +446,10 @@ class _Poller:
         assert self.timer is not None  # noqa: S101 - cancelled with the last reader
         at = self.timer.when() + POLL_INTERVAL
         self.timer = self.loop.call_at(max(at, self.loop.time()), self._tick)
+        self.read()
+
+    def read(self) -> None:
+        """Read every tapped socket that has datagrams waiting, now."""
         events = self.epoll.poll(0)
         if not events:
             return
@@ -620,6 +624,12 @@ class RtpTap:
             transports.add(receiver.transport)
         for dtls in transports:
             self._divert(dtls)
+
+    def read_now(self) -> None:
+        """Take what the kernel holds for the tapped sockets now (not at the next poll)."""
+        poller = _POLLERS.get(asyncio.get_running_loop())
+        if poller is not None:
+            poller.read()
 
     def video_high(self) -> int | None:
         """The newest video sequence number received (None: no video yet)."""
