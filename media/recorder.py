@@ -42,6 +42,7 @@ from media.errors import RecordingFailed
 from media.finalize import FinishedFile, start_note
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
 from media.packets import PacketWriter, WriterThread
+from media.reading import Reading
 from media.relay import Fanout
 from media.repair import Repaired, partial_file
 from media.tap import NACK_GIVE_UP_MS, RtpTap
@@ -184,6 +185,8 @@ class Recorder:
         self.start_bitrate = start_bitrate
         # Every leg's packets are written on this one thread (media/packets.py).
         self.writer_thread = WriterThread()
+        # Every leg's sockets read together, every leg's feedback sent by one timer.
+        self.reading = Reading()
         self.on_finished = on_finished
         self.on_writing_failed = on_writing_failed
         self.legs: dict[RecordingKey, Leg] = {}
@@ -244,7 +247,7 @@ class Recorder:
                 audio=audio,
                 want_keyframe=leg.keyframe_wanted.set,
             )
-            tap = leg.tap = RtpTap()
+            tap = leg.tap = RtpTap(self.reading)
             ext_id = twcc.transport_cc_id(offer_sdp)
             feedback = twcc.TransportFeedback(ext_id) if ext_id is not None else None
             leg.feedback = feedback

@@ -15,11 +15,7 @@ private parts; ``seam.check`` verifies them (``tests/media/test_seam.py``).
 from __future__ import annotations
 
 import asyncio
-import logging
-import select
-import socket
 import struct
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -38,6 +34,7 @@ from aiortc.codecs import is_rtx
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 from media import twcc
+from media.reading import DataReceived, Reading
 from media.seam import NTP_TO_UNIX_MS, KeptPacket, check, current_ms
 from media.speedups import speed_up_estimator, speed_up_nack
 from media.twcc import TransportFeedback
@@ -384,194 +381,6 @@ def _never() -> bool:
     return False
 
 
-# Datagrams read from one socket per pass, at most (the loop's other work,
-# RTCP and timers, must not starve behind a flood).
-DRAIN_MAX = 32
-_MAX_DATAGRAM = 1 << 16
-# How often the tapped sockets are read, together (seconds): Chromium's pacer
-# sends in 5 ms bursts too.
-POLL_INTERVAL = 0.005
-# The kernel's receive time of each datagram (Linux: SO_TIMESTAMP, SCM_TIMESTAMP
-# with a struct timeval), so that reading late does not move arrivals.
-_SO_TIMESTAMP = 29
-_TIMEVAL = struct.Struct("@ll")
-_ANCILLARY = socket.CMSG_SPACE(_TIMEVAL.size)
-# time.time() - time.monotonic() in µs, taken at each poll (kernel times are wall clock).
-_CLOCK_OFFSET_US = [0]
-_DataReceived = Callable[..., None]  # (data, component, arrival_us=None)
-log = logging.getLogger(__name__)
-
-
-class _Poller:
-    """Reads every tapped socket of one event loop together, every ``POLL_INTERVAL``.
-
-    Left to asyncio, each socket wakes the loop for each frame's burst and each
-    audio packet (80-100 times a second per stream), and a wake-up (epoll, a
-    pass of the loop, a callback, a failed read) cost several times what the
-    packets it brought did: measured, an idle loop woken for single 1,100-byte
-    datagrams used 95 µs of CPU per datagram on this (loaded) machine, 27 µs
-    in bursts of five. Here one timer reads whichever tapped sockets are ready
-    (one ``epoll`` call for all of them): at most ``1 / POLL_INTERVAL``
-    wake-ups a second for the process, however many legs. A packet waits up to
-    ``POLL_INTERVAL`` longer before the recorder, the relay or a NACK sees it;
-    its arrival time is the kernel's (``SO_TIMESTAMP``), so transport-wide
-    feedback, REMB and the file's timing see when it came, not when it was read.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.epoll = select.epoll()
-        self.readers: dict[int, Callable[[], None]] = {}
-        self.timer: asyncio.TimerHandle | None = None
-
-    def add(self, fd: int, drain: Callable[[], None]) -> None:
-        self.epoll.register(fd, select.EPOLLIN)
-        self.readers[fd] = drain
-        if self.timer is None:
-            self.timer = self.loop.call_later(POLL_INTERVAL, self._tick)
-
-    def remove(self, fd: int) -> None:
-        """Stop reading ``fd`` (before it is closed)."""
-        if self.readers.pop(fd, None) is not None:
-            self.epoll.unregister(fd)
-        if not self.readers:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-            self.epoll.close()
-            if _POLLERS.get(self.loop) is self:
-                del _POLLERS[self.loop]
-
-    def _tick(self) -> None:
-        assert self.timer is not None  # noqa: S101 - cancelled with the last reader
-        at = self.timer.when() + POLL_INTERVAL
-        self.timer = self.loop.call_at(max(at, self.loop.time()), self._tick)
-        self.read()
-
-    def read(self) -> None:
-        """Read every tapped socket that has datagrams waiting, now."""
-        events = self.epoll.poll(0)
-        if not events:
-            return
-        _CLOCK_OFFSET_US[0] = time.time_ns() // 1000 - time.monotonic_ns() // 1000
-        readers = self.readers
-        for fd, _ in events:
-            drain = readers.get(fd)
-            if drain is not None:
-                try:
-                    drain()
-                except Exception:  # one leg's trouble must not stop the others' reading
-                    log.exception("reading a recording socket failed")
-
-
-_POLLERS: dict[asyncio.AbstractEventLoop, _Poller] = {}
-_POLLING = sys.platform.startswith("linux") and hasattr(select, "epoll")
-
-
-def _straight_to(protocol: Any, data_received: _DataReceived) -> None:
-    original = protocol.datagram_received
-    component = protocol.local_candidate.component
-    transport = protocol.transport
-    # asyncio reads one datagram per wake-up of the loop (a poll, a pass of the
-    # loop, a callback): most of what an RTP packet cost beside its own work.
-    # The socket is read here instead, on a duplicate of its descriptor (the
-    # same socket; asyncio keeps its own and closes both).
-    sock = transport.get_extra_info("socket").dup()
-    lost = protocol.connection_lost
-    if not _POLLING:
-        _drain_on_wake_up(protocol, sock, original, component, data_received)
-        return
-    sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMP, 1)
-    recvmsg, unpack_time = sock.recvmsg, _TIMEVAL.unpack
-    error_received = protocol.error_received
-
-    def drain() -> None:
-        for _ in range(DRAIN_MAX):
-            try:
-                data, ancillary, _flags, addr = recvmsg(_MAX_DATAGRAM, _ANCILLARY)
-            except BlockingIOError:
-                return
-            except OSError as exc:  # as asyncio's reader would
-                error_received(exc)
-                return
-            if data and 127 < data[0] < 192:
-                arrival_us = None
-                for level, kind, value in ancillary:
-                    if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMP:
-                        seconds, micro = unpack_time(value)
-                        arrival_us = seconds * 1_000_000 + micro
-                data_received(data, component, arrival_us)
-            else:
-                original(data, addr)
-
-    loop = asyncio.get_running_loop()
-    poller = _POLLERS.get(loop)
-    if poller is None:
-        poller = _POLLERS[loop] = _Poller(loop)
-    fd = sock.fileno()
-    # asyncio's reader for this socket stops (closing the transport still
-    # works as before): the poller reads it.
-    transport.pause_reading()
-    poller.add(fd, drain)
-
-    def connection_lost(exc: Exception | None) -> None:
-        poller.remove(fd)
-        sock.close()
-        lost(exc)
-
-    protocol.connection_lost = connection_lost
-
-
-def _drain_on_wake_up(
-    protocol: Any, sock: Any, original: Any, component: int, data_received: _DataReceived
-) -> None:
-    """Without epoll: asyncio wakes the loop; the socket is drained once woken."""
-    recvfrom = sock.recvfrom
-    lost = protocol.connection_lost
-
-    def datagram_received(data: bytes, addr: Any) -> None:
-        for _ in range(DRAIN_MAX):
-            if data and 127 < data[0] < 192:
-                data_received(data, component)
-            else:
-                original(data, addr)
-            try:
-                data, addr = recvfrom(_MAX_DATAGRAM)
-            except OSError:  # BlockingIOError: drained (other errors: asyncio's reader sees them)
-                return
-
-    def connection_lost(exc: Exception | None) -> None:
-        sock.close()
-        lost(exc)
-
-    protocol.datagram_received = datagram_received
-    protocol.connection_lost = connection_lost
-
-
-# The taps sending transport-wide feedback on each loop (-> set when their
-# connection has ended), and the timers that send it.
-_FEEDBACK: dict[asyncio.AbstractEventLoop, dict[RtpTap, asyncio.Future[None]]] = {}
-_CLOCKS: set[asyncio.Task[None]] = set()
-
-
-async def _feedback_clock(
-    loop: asyncio.AbstractEventLoop, taps: dict[RtpTap, asyncio.Future[None]]
-) -> None:
-    """Every ``twcc.INTERVAL``, each tap's feedback; ends when no tap is left."""
-    try:
-        while taps:
-            await asyncio.sleep(twcc.INTERVAL)
-            for tap, ended in list(taps.items()):
-                if not ended.done() and not await tap._send_feedback_now():
-                    if not ended.done():
-                        ended.set_result(None)
-    finally:
-        # (no await between the last look at ``taps`` and this: a tap that
-        # registers next starts a new clock)
-        if _FEEDBACK.get(loop) is taps:
-            del _FEEDBACK[loop]
-
-
 class RtpTap:
     """Takes a receive-only peer connection's RTP before aiortc's per-packet path.
 
@@ -590,10 +399,12 @@ class RtpTap:
     whole receive path, so the relay's viewers get frames as before.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, reading: Reading) -> None:
+        """A tap whose sockets and feedback go through the recorder's ``reading``."""
+        self.reading = reading
         self.leans: dict[Any, _Lean] = {}
         self.feedback: TransportFeedback | None = None
-        self.taps: list[tuple[Any, _DataReceived]] = []
+        self.taps: list[tuple[Any, DataReceived]] = []
 
     def attach(
         self,
@@ -627,9 +438,7 @@ class RtpTap:
 
     def read_now(self) -> None:
         """Take what the kernel holds for the tapped sockets now (not at the next poll)."""
-        poller = _POLLERS.get(asyncio.get_running_loop())
-        if poller is not None:
-            poller.read()
+        self.reading.read_now()
 
     def video_high(self) -> int | None:
         """The newest video sequence number received (None: no video yet)."""
@@ -648,27 +457,11 @@ class RtpTap:
             lean.ask_again(now_ms)
 
     async def send_feedback(self) -> None:
-        """Send transport-wide feedback every ``twcc.INTERVAL`` until the connection ends.
-
-        One timer sends it for every tapped connection of the loop
-        (``_feedback_clock``): a timer and a task step per leg every 0.1 s
-        cost more than building the feedback itself.
-        """
+        """Send transport-wide feedback every ``twcc.INTERVAL`` until the connection ends
+        (``Reading.send_feedback``: one timer for every leg of the recorder)."""
         if self.feedback is None or not self.leans:
             return
-        loop = asyncio.get_running_loop()
-        taps = _FEEDBACK.get(loop)
-        if taps is None:
-            taps = _FEEDBACK[loop] = {}
-            clock = loop.create_task(_feedback_clock(loop, taps))
-            _CLOCKS.add(clock)
-            clock.add_done_callback(_CLOCKS.discard)
-        ended: asyncio.Future[None] = loop.create_future()
-        taps[self] = ended
-        try:
-            await ended
-        finally:
-            taps.pop(self, None)
+        await self.reading.send_feedback(self._send_feedback_now)
 
     async def _send_feedback_now(self) -> bool:
         """Send the feedback due now; False once the connection has ended."""
@@ -694,6 +487,7 @@ class RtpTap:
         leans = self.leans
         router = dtls._rtp_router
         feedback = self.feedback
+        reading = self.reading
 
         # RTP that arrives before this side's DTLS handshake has finished (the
         # far side may finish first and start sending): aiortc queues it and
@@ -726,7 +520,7 @@ class RtpTap:
             else:
                 # When the kernel received it (the poller reads every few ms).
                 arrival_ms = arrival_us // 1000 + NTP_TO_UNIX_MS
-                monotonic_us = arrival_us - _CLOCK_OFFSET_US[0]
+                monotonic_us = arrival_us - reading.offset_us
                 arrival = monotonic_us / 1e6
             if feedback is not None:
                 seq = twcc.extension_value(packet.ext, feedback.ext_id)
@@ -758,11 +552,11 @@ class RtpTap:
         aioice's UDP protocol tries to parse every datagram as STUN before it
         hands it on (an exception per media packet); RTP and RTCP cannot be
         STUN (RFC 7983: first byte 128-191), so they go straight to the tap.
-        The host candidates' sockets are then read by the loop's ``_Poller``
-        (every ``POLL_INTERVAL``, with the kernel's receive times); TURN
-        candidates keep aioice's way.
+        The host candidates' sockets are then read by the recorder's
+        ``Reading`` (every ``reading.POLL_INTERVAL``, with the kernel's receive
+        times); TURN candidates keep aioice's way.
         """
         for connection, data_received in self.taps:
             for protocol in getattr(connection, "_protocols", []):
                 if type(protocol) is aioice.ice.StunProtocol:  # host candidates, not TURN
-                    _straight_to(protocol, data_received)
+                    self.reading.take_over(protocol, data_received)

@@ -217,6 +217,12 @@ async def main() -> None:
         help="at the end, drop a packet and its first resend, then send nothing new "
         "and keep the connection until a line on stdin",
     )
+    parser.add_argument(
+        "--ended-by-recorder",
+        action="store_true",
+        help="at the end, send nothing new and keep the connection until a line on "
+        "stdin (as a page does once its call ended: the recorder closes it)",
+    )
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
     pause = tuple(float(x) for x in args.pause.split(",")) if args.pause else None
@@ -259,6 +265,7 @@ async def main() -> None:
         last.armed = True
         await asyncio.wait_for(last.revealed.wait(), 10)
         await asyncio.wait_for(last.resend_lost.wait(), 10)
+    if last is not None or args.ended_by_recorder:
         video.halted = True
         await asyncio.wait_for(video.idle.wait(), 10)
         for sender in pc.getSenders():

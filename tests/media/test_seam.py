@@ -351,6 +351,8 @@ async def test_tapped_sockets_are_read_together_with_the_kernels_arrival_times()
     import time
     from types import SimpleNamespace
 
+    from media.reading import Reading
+
     loop = asyncio.get_running_loop()
     rtp: list[tuple[bytes, int, int | None]] = []
     other: list[bytes] = []
@@ -378,7 +380,8 @@ async def test_tapped_sockets_are_read_together_with_the_kernels_arrival_times()
         if other:
             got_both.set()
 
-    tap._straight_to(protocol, data_received)
+    reading = Reading()
+    reading.take_over(protocol, data_received)
     assert not transport.is_reading()  # asyncio's reader is paused: the tap reads
     address = transport.get_extra_info("sockname")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
@@ -392,8 +395,8 @@ async def test_tapped_sockets_are_read_together_with_the_kernels_arrival_times()
     assert (data, component) == (b"\x80\x60rtp", 1)
     assert arrival_us is not None and sent_us - 1000 <= arrival_us <= read_us
     assert other == [b"\x00\x01stun"]
-    assert loop in tap._POLLERS
+    assert reading.poller is not None
     transport.close()
     async with asyncio.timeout(5):
         await closed.wait()
-    assert loop not in tap._POLLERS  # its last socket went: the timer stopped
+    assert reading.poller is None  # its last socket went: the timer stopped

@@ -222,17 +222,19 @@ async def test_aiortcs_answer_asks_for_transport_wide_feedback_instead_of_remb()
 
 
 async def test_one_timer_sends_every_legs_feedback_until_each_connection_ends() -> None:
-    # Every tapped leg of a loop is sent its feedback by one timer, every
+    # Every tapped leg of a recorder is sent its feedback by one timer, every
     # INTERVAL; a leg whose connection ended stops, the others go on, and the
     # timer goes with the last one.
     import asyncio
 
     from media import tap
+    from media.reading import Reading
 
     sends: dict[str, int] = {"short": 0, "long": 0}
+    reading = Reading()
 
     def leg(name: str, connection_lasts: int) -> tap.RtpTap:
-        one = tap.RtpTap()
+        one = tap.RtpTap(reading)
         one.feedback = TransportFeedback(3)
         one.leans = {name: None}  # type: ignore[dict-item]
 
@@ -250,11 +252,12 @@ async def test_one_timer_sends_every_legs_feedback_until_each_connection_ends() 
         ending_short = asyncio.ensure_future(short.send_feedback())
         ending_long = asyncio.ensure_future(long.send_feedback())
         await ending_short
-        assert loop in tap._FEEDBACK and len(tap._FEEDBACK[loop]) == 1  # the long one
+        assert len(reading.feedback) == 1  # the long one
+        clock = reading.clock
         await ending_long
     assert sends == {"short": 3, "long": 6}
     assert loop.time() - started >= 6 * twcc.INTERVAL * 0.9  # one send per interval
-    clocks = [clock for clock in tap._CLOCKS if clock.get_loop() is loop]
+    assert clock is not None
     async with asyncio.timeout(5):
-        await asyncio.gather(*clocks)  # its next tick finds no leg: it ends
-    assert loop not in tap._FEEDBACK
+        await clock  # its next tick finds no leg: it ends
+    assert reading.clock is None and not reading.feedback
