@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from media.host import LegHost
 from media.pool import WorkerPool
@@ -144,6 +143,9 @@ def open_cluster(settings: Settings, hub: Hub, pushes: ConsultationPushes) -> Cl
     ``redis_url``, everything stays in this process as it always did)."""
     if not settings.redis_url:
         return None
+    # Imported here: a process without Redis (the default) never loads the client.
+    from redis.asyncio import Redis
+
     redis = Redis.from_url(str(settings.redis_url), decode_responses=True)
     return Cluster(
         redis,
