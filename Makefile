@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-postgres ci
+.PHONY: venv demo test test-postgres
 
 venv: $(STAMP)
 
@@ -38,20 +38,3 @@ test: venv
 test-postgres: venv
 	TELECONSULT_TEST_DATABASE=postgres $(VENV)/bin/python -m pytest -q $(WORKERS) \
 		--database-tests-only $(DB_TESTS)
-
-# What .ci/run runs: the same three passes, arranged for a 2-core machine. The
-# two passes that measure nothing (the xdist tier on SQLite and the PostgreSQL
-# pass) run side by side: a worker often waits (a subprocess starting, a
-# database, Chromium), and the other pass's workers use that time. The timing
-# tier still runs alone, after both, with nothing beside it. The PostgreSQL
-# pass's output is printed when it is done, not interleaved.
-ci: venv
-	@log=$$(mktemp); \
-	TELECONSULT_TEST_DATABASE=postgres $(VENV)/bin/python -m pytest -q $(WORKERS) \
-		--database-tests-only $(DB_TESTS) >$$log 2>&1 & pg=$$!; \
-	$(VENV)/bin/python -m pytest -q $(WORKERS) -m "not timing" tests; fast=$$?; \
-	wait $$pg; postgres=$$?; \
-	echo "==> the PostgreSQL pass (make test-postgres), run beside the tier above"; \
-	cat $$log; rm -f $$log; \
-	if [ $$fast -ne 0 ] || [ $$postgres -ne 0 ]; then exit 1; fi
-	$(VENV)/bin/python -m pytest -q -m timing tests
