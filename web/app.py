@@ -114,11 +114,7 @@ SESSION_SWEEP_SECONDS = 60.0
 
 def passwords_for(settings: Settings) -> Passwords:
     """The password hasher configured by settings."""
-    return Passwords(
-        time_cost=settings.argon2_time_cost,
-        memory_kib=settings.argon2_memory_kib,
-        parallelism=settings.argon2_parallelism,
-    )
+    return settings.passwords()
 
 
 def supervision_key_path(settings: Settings) -> Path:

@@ -29,7 +29,6 @@ from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.keys import KeyService
 from signaling.workflow.recording import RecordingService
 from web import cli_admin, cli_export, logs
-from web.app import create_app, passwords_for, start_bitrate
 from web.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger("teleconsult")
@@ -65,7 +64,7 @@ async def _load_demo(settings: Settings) -> list[DemoLogin]:
     db = settings.open_database()
     try:
         await db.upgrade()
-        return await load_demo(db, hash_password=passwords_for(settings).hash, clock=SystemClock())
+        return await load_demo(db, hash_password=settings.passwords().hash, clock=SystemClock())
     finally:
         await db.close()
 
@@ -217,6 +216,8 @@ def serve(settings: Settings, *, demo: bool) -> None:
         if settings.tls_cert and (settings.tls_key)
         else None
     )
+    from web.app import create_app
+
     app = create_app(settings)
     app.on_startup.append(tune_gc)  # after the cleanup_ctx resources are open
     web.run_app(
@@ -236,6 +237,7 @@ def run_media_worker(settings: Settings, listen: str) -> int:
         print("refused: a media worker reachable from other machines needs media_worker_token")
         return 2
     from media import worker as media_worker
+    from web.app import start_bitrate
 
     config = media_worker.WorkerConfig(
         directory=settings.data_dir / "recordings",
@@ -251,9 +253,9 @@ def run_media_worker(settings: Settings, listen: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``teleconsult`` command.
 
-    What only one command needs (the deployment checks, the media worker, TLS) is
-    imported by that command: every server and every command line (and each test
-    that starts one) pays for this module's imports.
+    What only some commands need (the app, the deployment checks, the media worker,
+    TLS) is imported by those commands: every server and every command line (and
+    each test that starts one) pays for this module's imports.
     """
     parser = argparse.ArgumentParser(prog="teleconsult", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
