@@ -22,16 +22,19 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import av
 import av.container
 import av.stream
-import numpy as np
 from av.video.frame import VideoFrame
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from media.errors import MediaError
+
+# numpy and Pillow are imported by the functions that draw: the web process
+# imports this module at start-up (signaling.workflow.replay) and seldom exports.
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,9 @@ def watermark_mask(
     Each is a float32 array of shape (height, width) with values in [0, 1].
     Public so that tests can look where the text is.
     """
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
     size = max(12, round(min(width, height) / 18))
     face = ImageFont.truetype(str(font), size=size)
     line_gap = round(size * 0.3)
@@ -126,6 +132,8 @@ def watermark_mask(
 
 def burn(frame: VideoFrame, watermark: Watermark, size: tuple[int, int]) -> VideoFrame:
     """``frame`` scaled to ``size`` (yuv420p) with the watermark blended into its luma."""
+    import numpy as np
+
     width, height = size
     if frame.width != width or frame.height != height or frame.format.name != "yuv420p":
         frame = frame.reformat(width=width, height=height, format="yuv420p")

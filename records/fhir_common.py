@@ -17,8 +17,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
-
 # The mainland China resident identity number (GB 11643), as the national health
 # information standards name it.
 RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.5"
@@ -43,6 +41,10 @@ def validate(resource: Mapping[str, Any]) -> None:
     Raises:
         pydantic.ValidationError: the resource is not valid FHIR R4.
     """
+    # Imported here: the models cost every process (the server, each command line)
+    # about 0.15 s at start-up, and most never import or export a record.
+    from fhir.resources.R4B import get_fhir_model_class
+
     get_fhir_model_class(str(resource["resourceType"])).model_validate(resource)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
 from lxml import etree
 from pydantic import ValidationError
 
@@ -44,6 +43,8 @@ def bundle_from_xml(raw: bytes) -> tuple[dict[str, Any], list[Problem]]:
         InvalidFhir: not XML, not a FHIR Bundle, or a Bundle envelope that is not
             valid FHIR.
     """
+    from fhir.resources.R4B import get_fhir_model_class  # as in fhir_common.validate
+
     try:
         root = etree.fromstring(raw, _parser())
     except etree.XMLSyntaxError:

@@ -15,6 +15,9 @@ server never holds a decoded file. DICOM files are de-identified on the way in
 (``records.dicomfile``). Nothing read from a file is logged.
 
 Everything here is blocking (parsing, image decoding): call it off the event loop.
+The parsers are imported where they are used: every process that imports this
+module (the server, each command line) would otherwise pay for pypdf, Pillow,
+pydicom and numpy at start-up; the sandbox's forkserver imports them once.
 """
 
 from __future__ import annotations
@@ -28,10 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import pypdf
-from PIL import Image
-
-from records import dicomfile, sandbox
+from records import sandbox
 from records.errors import UnreadableContent
 from records.limits import Limits
 from records.vocab import ErrorCode
@@ -179,6 +179,8 @@ def _pdf_pages(path: Path, limits: Limits) -> int:
 
     pypdf bounds what its own filters may inflate (75 MB a stream by default).
     """
+    import pypdf
+
     try:
         reader = pypdf.PdfReader(path, strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
@@ -224,6 +226,8 @@ def _text_lines(path: Path) -> int | None:
 
 
 def _image(path: Path, kind: str, limits: Limits) -> Analysis:
+    from PIL import Image
+
     expected = {"jpeg": "JPEG", "png": "PNG"}[kind]
     too_large = UnreadableContent(
         f"the picture has more than {limits.max_pixels} pixels",
@@ -258,12 +262,16 @@ def _image(path: Path, kind: str, limits: Limits) -> Analysis:
 
 
 def _dicom(path: Path, limits: Limits, clean_to: Path | None) -> Analysis:
+    from records import dicomfile
+
     meta = dicomfile.read(path, limits, clean_to)
     return Analysis(kind="dicom", media_type=MEDIA_TYPES["dicom"], meta=meta)
 
 
 def _with_preview(found: Analysis, path: Path) -> Analysis:
     """``found`` with the preview of the DICOM file at ``path``, or why there is none."""
+    from records import dicomfile
+
     try:
         png = dicomfile.preview(path, int(found.meta["frames"]))
     # Compressed transfer syntaxes need decoders that may not be installed, and

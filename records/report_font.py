@@ -17,14 +17,16 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 from pathlib import Path
-
-from fontTools import subset
-from fontTools.pens.cu2quPen import Cu2QuPen
-from fontTools.pens.ttGlyphPen import TTGlyphPen
-from fontTools.ttLib import TTCollection, TTFont, newTable
+from typing import TYPE_CHECKING
 
 from records.errors import RecordsError
 from records.vocab import ErrorCode
+
+# fontTools is imported where a report is made: the settings name ``DEFAULT_FONT``,
+# so every process (the server, each command line) imports this module, and
+# fontTools' subsetter alone costs about 0.1 s of start-up.
+if TYPE_CHECKING:
+    from fontTools.ttLib import TTFont
 
 # Where Debian's fonts-noto-cjk puts Noto Sans CJK (the .ci/run installs it).
 DEFAULT_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
@@ -54,6 +56,8 @@ def face_index(path: Path) -> int:
     Raises:
         ReportFontMissing: the file is missing or is not a font.
     """
+    from fontTools.ttLib import TTCollection, TTFont
+
     check_font(path)
     # Opened here (not by fontTools) so that a file it refuses is closed all the same.
     with path.open("rb") as fh:
@@ -98,6 +102,8 @@ def subset_truetype(path: Path, text: Iterable[str]) -> bytes:
     Raises:
         ReportFontMissing: the file is missing or is not a usable font.
     """
+    from fontTools import subset
+
     index = face_index(path)
     chars = set("".join(text)) | {chr(c) for c in range(0x20, 0x7F)}
     options = subset.Options()
@@ -122,6 +128,10 @@ def subset_truetype(path: Path, text: Iterable[str]) -> bytes:
 
 def _to_truetype_outlines(font: TTFont) -> None:
     """Replace a CFF font's cubic outlines by quadratic TrueType ones, in place."""
+    from fontTools.pens.cu2quPen import Cu2QuPen
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+    from fontTools.ttLib import newTable
+
     order = font.getGlyphOrder()
     glyphs = font.getGlyphSet()
     glyf = newTable("glyf")

@@ -25,8 +25,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 _CTX = multiprocessing.get_context("forkserver")
-# Imported once in the forkserver, so that each child starts with them loaded.
-_CTX.set_forkserver_preload(["records.filetypes"])
+# Imported once in the forkserver, so that each child starts with them loaded
+# (``records.filetypes`` imports its parsers only where it uses them).
+_CTX.set_forkserver_preload(["records.filetypes", "records.dicomfile", "pypdf", "PIL.Image"])
 
 Send = Callable[[Any], None]
 

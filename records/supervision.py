@@ -45,11 +45,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any
 
 from records.models import Account, Consultation, Department, Event, Institution, Opinion, Recording
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 # China keeps one time zone and no daylight saving time.
 BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -408,6 +409,8 @@ def schema() -> dict[str, Any]:
 
 @cache
 def _validator() -> Draft202012Validator:
+    from jsonschema import Draft202012Validator  # only when a file is checked
+
     Draft202012Validator.check_schema(schema())
     return Draft202012Validator(schema(), format_checker=Draft202012Validator.FORMAT_CHECKER)
 

@@ -94,6 +94,18 @@ def pytest_configure(config: pytest.Config) -> None:
 # The media tests and the benchmarks measure frames, CPU and timings: they run one
 # at a time, after the rest (``make test``), like the call tests marked ``timing``.
 _TIMING_DIRS = ("media", "bench")
+# Except these, which measure nothing in time and have no live peer: they run on
+# the xdist workers with the other unit tests.
+_UNTIMED = {
+    # Packets made in the test with timestamps of its own, logs and files
+    # written and decoded: nothing depends on the wall clock or a neighbour.
+    ("media", "test_packets.py"),
+    # aiortc's private names, and our parsers and estimators fed made-up packets
+    # beside aiortc's own.
+    ("media", "test_seam.py"),
+    # Transport-wide feedback packets built and parsed, an SDP answer rewritten.
+    ("media", "test_twcc.py"),
+}
 DATABASE_TESTS_ONLY = "--database-tests-only"
 
 
@@ -110,7 +122,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     tests = Path(__file__).parent
     for item in items:
         parts = item.path.relative_to(tests).parts if item.path.is_relative_to(tests) else ()
-        if parts and parts[0] in _TIMING_DIRS:
+        if parts and parts[0] in _TIMING_DIRS and parts[:2] not in _UNTIMED:
             item.add_marker(pytest.mark.timing)
     if config.getoption(DATABASE_TESTS_ONLY):
         # The PostgreSQL pass (``make test-postgres``). Every choice of database goes

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from media.host import LegHost
 from media.pool import WorkerPool
@@ -115,11 +114,7 @@ SESSION_SWEEP_SECONDS = 60.0
 
 def passwords_for(settings: Settings) -> Passwords:
     """The password hasher configured by settings."""
-    return Passwords(
-        time_cost=settings.argon2_time_cost,
-        memory_kib=settings.argon2_memory_kib,
-        parallelism=settings.argon2_parallelism,
-    )
+    return settings.passwords()
 
 
 def supervision_key_path(settings: Settings) -> Path:
@@ -144,6 +139,9 @@ def open_cluster(settings: Settings, hub: Hub, pushes: ConsultationPushes) -> Cl
     ``redis_url``, everything stays in this process as it always did)."""
     if not settings.redis_url:
         return None
+    # Imported here: a process without Redis (the default) never loads the client.
+    from redis.asyncio import Redis
+
     redis = Redis.from_url(str(settings.redis_url), decode_responses=True)
     return Cluster(
         redis,

@@ -33,8 +33,6 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from media.space import disk_space  # the recorder resumes on the same verdict
 from records.db import alembic_config
@@ -248,6 +246,10 @@ async def _redis(settings: Settings) -> Check:
     # The address without its password (the URL may carry one).
     where = urlsplit(str(settings.redis_url))
     shown = f"{where.hostname or where.path}:{where.port or 6379}"
+    # Imported here: only a deployment with Redis pays for loading its client.
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
     client = Redis.from_url(
         str(settings.redis_url),
         decode_responses=True,

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from media import worker as media_worker
 from records import audit, sealed
 from records.clock import SystemClock
 from records.db import Database
@@ -28,11 +27,8 @@ from signaling.errors import SignalingError
 from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.keys import KeyService
 from signaling.workflow.retention import Retention
-from web import check as deployment
 from web import cli_admin, cli_export, logs
-from web.app import create_app, passwords_for, start_bitrate
 from web.settings import ENV_PREFIX, Settings
-from web.tls import ensure_self_signed, ssl_context
 
 log = logging.getLogger("teleconsult")
 
@@ -55,6 +51,8 @@ def tls_settings(settings: Settings) -> Settings:
     """
     if settings.tls or is_loopback(settings.host):
         return settings
+    from web.tls import ensure_self_signed
+
     names = [settings.host] if settings.host not in ("0.0.0.0", "::") else []  # noqa: S104
     cert, key = ensure_self_signed(settings.data_dir, [*names, "localhost", "127.0.0.1"])
     log.warning("no certificate configured: using a self-signed one (%s)", cert)
@@ -65,7 +63,7 @@ async def _load_demo(settings: Settings) -> list[DemoLogin]:
     db = settings.open_database()
     try:
         await db.upgrade()
-        return await load_demo(db, hash_password=passwords_for(settings).hash, clock=SystemClock())
+        return await load_demo(db, hash_password=settings.passwords().hash, clock=SystemClock())
     finally:
         await db.close()
 
@@ -204,11 +202,15 @@ def serve(settings: Settings, *, demo: bool) -> None:
     scheme = "https" if settings.tls else "http"
     shown = "localhost" if settings.host in ("127.0.0.1", "::1") else settings.host
     print(f"teleconsult is running: open {scheme}://{shown}:{settings.port}/", flush=True)
+    from web.tls import ssl_context
+
     ctx = (
         ssl_context(settings.tls_cert, settings.tls_key)
         if settings.tls_cert and (settings.tls_key)
         else None
     )
+    from web.app import create_app
+
     app = create_app(settings)
     app.on_startup.append(tune_gc)  # after the cleanup_ctx resources are open
     web.run_app(
@@ -227,6 +229,9 @@ def run_media_worker(settings: Settings, listen: str) -> int:
     if not listen.startswith("unix:") and not is_loopback(host) and not settings.media_worker_token:
         print("refused: a media worker reachable from other machines needs media_worker_token")
         return 2
+    from media import worker as media_worker
+    from web.app import start_bitrate
+
     config = media_worker.WorkerConfig(
         directory=settings.data_dir / "recordings",
         listen=listen,
@@ -239,7 +244,12 @@ def run_media_worker(settings: Settings, listen: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``teleconsult`` command."""
+    """Entry point of the ``teleconsult`` command.
+
+    What only some commands need (the app, the deployment checks, the media worker,
+    TLS) is imported by those commands: every server and every command line (and
+    each test that starts one) pays for this module's imports.
+    """
     parser = argparse.ArgumentParser(prog="teleconsult", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the server")
@@ -317,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "keys":
         return asyncio.run(_rotate_keys(settings))
     if args.command == "check":
+        from web import check as deployment
+
         checks = asyncio.run(deployment.run_checks(settings))
         if args.json:
             print(json.dumps([dataclasses.asdict(c) for c in checks], ensure_ascii=False, indent=1))

@@ -24,7 +24,6 @@ from signaling.errors import SignalingError
 from signaling.workflow.accounts import AccountFields, ImportResult
 from signaling.workflow.admin import AdminService
 from signaling.workflow.base import Context, NoPushes
-from web.app import passwords_for
 from web.settings import Settings
 
 T = TypeVar("T")
@@ -89,7 +88,7 @@ async def _with_service(settings: Settings, work: Callable[[AdminService], Await
     try:
         await db.upgrade()
         ctx = Context(db=db, clock=SystemClock(), notifier=NoPushes())
-        service = AdminService(ctx, passwords=passwords_for(settings), cli_user=getpass.getuser())
+        service = AdminService(ctx, passwords=settings.passwords(), cli_user=getpass.getuser())
         return await work(service)
     finally:
         await db.close()

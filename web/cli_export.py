@@ -20,7 +20,6 @@ from records.clock import SystemClock
 from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.deadlines import Deadlines
 from signaling.workflow.supervision import FORMATS, SupervisionService
-from web.app import VERSION, supervision_key_path
 from web.settings import Settings
 
 
@@ -81,6 +80,8 @@ async def _export(
             notifier=NoPushes(),
             deadlines=Deadlines(settings.deadline_rules()),
         )
+        from web.app import VERSION, supervision_key_path  # as in web.cli_admin
+
         service = SupervisionService(ctx, key_path=supervision_key_path(settings), version=VERSION)
         result = await service.export(None, rng, fmt=fmt)
         key = await service.key()

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from records import report_font, sealed
 from records.db import Database
+from records.passwords import Passwords
 from records.vocab import Role
 from signaling.workflow.deadlines import DeadlineRules
 
@@ -227,6 +228,14 @@ class Settings:
                 raise SettingsError(f"encryption_key_file {self.encryption_key_file} has no key")
             return None
         return sealed.Keyring(keys, self.encryption_cipher)
+
+    def passwords(self) -> Passwords:
+        """The password hasher these settings configure."""
+        return Passwords(
+            time_cost=self.argon2_time_cost,
+            memory_kib=self.argon2_memory_kib,
+            parallelism=self.argon2_parallelism,
+        )
 
     def open_database(self) -> Database:
         """The database, with this process's share of PostgreSQL connections."""

@@ -39,9 +39,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from records.models import Consultation
 from signaling.call import messages as m
@@ -57,6 +55,9 @@ from signaling.call.hub import Channel, ConsultationPushes, Hub
 from signaling.call.outbound import ServerMessage, encode
 from signaling.call.owners import LEASE_SECONDS, PREFIX, Owners
 from signaling.workflow.base import Actor
+
+if TYPE_CHECKING:  # imported by whoever makes the client (web/app.py), only with Redis
+    from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 

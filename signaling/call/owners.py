@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Container, Iterable
+from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:  # imported by whoever makes the client (web/app.py), only with Redis
+    from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 

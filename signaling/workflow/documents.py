@@ -29,9 +29,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from records import dicomfile, documents, filetypes, sealed
+from records import documents, filetypes, sealed
 from records.documents import Document
 from records.files import FileStore, Incoming
 from records.limits import Limits
@@ -42,6 +42,9 @@ from records.vocab import ErrorCode, EventKind
 from signaling.errors import Invalid, NotFound
 from signaling.workflow import policy
 from signaling.workflow.base import Actor, Context, Service, Tx, stored
+
+if TYPE_CHECKING:  # pydicom and numpy load when a frame is first decoded, not at start-up
+    from records import dicomfile
 
 log = logging.getLogger(__name__)
 
@@ -409,6 +412,8 @@ class DocumentService(Service):
         path = self.files.path_for(document.sha256)
 
         def decode() -> dicomfile.Frame:
+            from records import dicomfile
+
             with sealed.open_plain(path, self.keyring) as fh:
                 return dicomfile.frame(fh, index)
 

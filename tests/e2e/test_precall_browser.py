@@ -129,21 +129,26 @@ VIEWPORTS = {"400": {"width": 400, "height": 860}, "1280": {"width": 1280, "heig
 async def test_screenshots_of_the_check(
     open_as: Any, scenario: Scenario, netns: NetNs, screenshots_dir: Path
 ) -> None:
-    """No TURN configured here: those paths say so, and the direct path is measured."""
+    """No TURN configured here: those paths say so, and the direct path is measured.
+
+    One check per language (it takes 7-8 s of probing); its result page and the
+    consultation page are then looked at in both window widths.
+    """
     cid = (await scenario.consultation("accepted")).id
     with netns.entered():
         for locale in ("zh_CN", "en"):
+            _, page, problems = await open_as("cardio1", locale=locale, viewport=VIEWPORTS["400"])
+            state = await run_check(page, cid)
+            statuses = {p["name"]: p["status"] for p in state["paths"]}
+            assert statuses == {
+                "direct": "ok",
+                "turn_udp": "not_configured",
+                "turn_tcp": "not_configured",
+                "turn_tls": "not_configured",
+            }
+            await page.locator("#pc-verdict").wait_for()
             for width, viewport in VIEWPORTS.items():
-                _, page, problems = await open_as("cardio1", locale=locale, viewport=viewport)
-                state = await run_check(page, cid)
-                statuses = {p["name"]: p["status"] for p in state["paths"]}
-                assert statuses == {
-                    "direct": "ok",
-                    "turn_udp": "not_configured",
-                    "turn_tcp": "not_configured",
-                    "turn_tls": "not_configured",
-                }
-                await page.locator("#pc-verdict").wait_for()
+                await page.set_viewport_size(viewport)
                 await page.evaluate("window.scrollTo(0, 0)")
                 await page.screenshot(
                     path=str(screenshots_dir / f"precall-{locale}-{width}.png"), full_page=True
@@ -152,10 +157,16 @@ async def test_screenshots_of_the_check(
                     "document.documentElement.scrollWidth - document.documentElement.clientWidth"
                 )
                 assert overflow <= 0, f"{locale} {width}: {overflow}px horizontal overflow"
+            for width, viewport in VIEWPORTS.items():
+                await page.set_viewport_size(viewport)
                 await page.goto(f"/consultations/{cid}")
                 await page.locator("#precall-checks li").first.wait_for()
                 await page.screenshot(
                     path=str(screenshots_dir / f"precall-consultation-{locale}-{width}.png"),
                     full_page=True,
                 )
-                assert await problems.collect(page) == []
+                overflow = await page.evaluate(
+                    "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                assert overflow <= 0, f"consultation {locale} {width}: {overflow}px overflow"
+            assert await problems.collect(page) == []
