@@ -130,13 +130,19 @@ async def search(request: web.Request) -> web.StreamResponse:
 
 
 async def replay_json(request: web.Request, consultation_id: str) -> dict[str, Any]:
-    """Open a replay (audited, ``NotFound`` as the service says) as the API shows it.
+    """Open a replay (audited, ``NotFound`` as the service says) as the API shows it."""
+    return replay_payload(await request.app[REPLAY].open(actor(request), consultation_id))
 
-    The replay page's handler calls this too: the page carries its replay, so
+
+def replay_payload(replay: Replay) -> dict[str, Any]:
+    """An opened replay as the API shows it.
+
+    The replay page's handler uses this too: the page carries its replay, so
     that its players start loading while the HTML is parsed (see ``web.pages``).
     """
-    replay: Replay = await request.app[REPLAY].open(actor(request), consultation_id)
-    directory = await Directory.load(request)
+    # The names come with the replay (read in its transaction): no query more.
+    departments = {replay.department.id: replay.department} if replay.department else {}
+    directory = Directory(list(replay.institutions.values()), departments)
     c = replay.consultation
 
     def offset(at: datetime) -> int:

@@ -31,11 +31,11 @@ from signaling.workflow import policy
 from signaling.workflow.auth import Session
 from signaling.workflow.consultations import Frame
 from signaling.workflow.stats import STATS_ROLES
-from web.api_recordings import replay_json
+from web.api_recordings import replay_payload
 from web.auth import actor, audit_refused
 from web.fhir_strings import FHIR_IMPORT_STRINGS
 from web.i18n import JS_STRINGS, LOCALE_COOKIE, LOCALES, N_, I18n, Localizer
-from web.keys import CLOCK, CONSULTATIONS, DIRECTORY, SESSION, SETTINGS
+from web.keys import CLOCK, CONSULTATIONS, DIRECTORY, REPLAY, SESSION, SETTINGS
 from web.page_strings import CALL_STRINGS, CONSULTATION_STRINGS, RECORDS_STRINGS
 from web.precall_strings import RESULT_STRINGS
 
@@ -221,12 +221,19 @@ async def render(
     session: Session | None,
     page_data: dict[str, Any] | None = None,
     extra_strings: dict[str, str] | None = None,
+    institution_name: str | None = None,
     **context: Any,
 ) -> web.Response:
-    """Render ``template`` in the request's language with the common page context."""
+    """Render ``template`` in the request's language with the common page context.
+
+    ``institution_name`` is the account's institution's, when the handler has
+    read it already (one query less).
+    """
     loc = localizer(request)
     account = session.account if session else None
-    institution = await _institution_name(request, account) if account else ""
+    institution = institution_name
+    if institution is None:
+        institution = await _institution_name(request, account) if account else ""
     data: dict[str, Any] = {"locale": loc.lang_tag, "page": page}
     if account is not None:
         # The institution's name too: the watermark over replays and documents.
@@ -431,10 +438,18 @@ async def replay_page(request: web.Request) -> web.StreamResponse:
     _switch_language(request)
     session = await _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
     consultation_id = request.match_info["consultation_id"]
+    institution_name: str | None = None
+    replay: dict[str, Any] | None = None
     try:
-        replay: dict[str, Any] | None = await replay_json(request, consultation_id)
+        opened = await request.app[REPLAY].open(actor(request), consultation_id)
     except NotFound:
-        replay = None
+        pass
+    else:
+        replay = replay_payload(opened)
+        # Read with the replay, like every name on the page: the page costs the
+        # session's read and the replay's one audited transaction, no more.
+        mine = opened.institutions.get(session.account.institution_id)
+        institution_name = mine.name if mine else ""
     loc = localizer(request)
     recordings = []
     for rec in replay["recordings"] if replay else []:
@@ -448,6 +463,7 @@ async def replay_page(request: web.Request) -> web.StreamResponse:
         session=session,
         page_data={"consultation_id": consultation_id, "replay": replay},
         extra_strings=REPLAY_STRINGS,
+        institution_name=institution_name,
         recordings=recordings,
     )
     if replay is None:

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from records import sealed
-from records.schema import audit_log
+from records.schema import accounts, audit_log
 from web.keys import DB, RECORDING
 from web.settings import Settings
 
@@ -307,3 +307,31 @@ async def test_a_player_of_an_opened_replay_streams_under_that_replays_audit(
         body = await refused.json()
         assert body["error"]["code"] == "not_found"
     assert await _audited(app, "replay.denied", ids[0]) == 2
+
+
+async def test_a_player_of_an_opened_replay_is_still_checked_against_the_account_as_it_is(
+    recorded: dict[str, Any], login_as: Any, app: Any
+) -> None:
+    """The replay's players are served without a transaction of their own, but a
+    reviewer moved to another hospital after opening the replay gets the 404 of
+    an unknown id for its files from then on, audited as any refused look."""
+    cid = recorded["cid"]
+    review = await login_as("review1")
+    resp = await review.client.get(f"/consultations/{cid}/replay")
+    assert resp.status == 200
+    _, data = await review.get(f"/api/consultations/{cid}/replay")
+    url = data["recordings"][0]["url"]
+    part = await review.client.get(url, headers={"Range": "bytes=0-"})
+    assert part.status == 206 and (await part.read())[:4] == b"\x1a\x45\xdf\xa3"
+
+    # To the requesting clinic: a reviewer there may not replay this consultation.
+    other = data["consultation"]["clinic"]["id"]
+    await app[DB].run_write(
+        lambda conn: conn.execute(
+            sa.update(accounts).where(accounts.c.username == "review1").values(institution_id=other)
+        )
+    )
+    refused = await review.client.get(url, headers={"Range": "bytes=100-"})
+    assert refused.status == 404
+    assert (await refused.json())["error"]["code"] == "not_found"
+    assert await _audited(app, "replay.denied", data["recordings"][0]["id"]) == 1
