@@ -451,6 +451,12 @@ async def replay_page(request: web.Request) -> web.StreamResponse:
         mine = opened.institutions.get(session.account.institution_id)
         institution_name = mine.name if mine else ""
     loc = localizer(request)
+    replay_meta = ""
+    if replay is not None:
+        c = replay["consultation"]
+        replay_meta = " · ".join(
+            (c["department"]["name"], c["clinic"]["name"], c["hospital"]["name"])
+        )
     recordings = []
     for rec in replay["recordings"] if replay else []:
         part = loc.gettext(REPLAY_STRINGS["replay.part"]) % {"part": rec["part"]}
@@ -464,6 +470,7 @@ async def replay_page(request: web.Request) -> web.StreamResponse:
         page_data={"consultation_id": consultation_id, "replay": replay},
         extra_strings=REPLAY_STRINGS,
         institution_name=institution_name,
+        replay_meta=replay_meta,
         recordings=recordings,
     )
     if replay is None:
