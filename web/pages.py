@@ -424,6 +424,39 @@ async def recordings_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+# The watermark the replay page comes with (see ``first_watermark``): its text's
+# size in CSS pixels (replay.css); the tiles are sized without measuring the
+# text: a CJK or full-width character is taken as one em wide, any other as 0.6.
+FIRST_MARK_PX = 15
+_WIDE_FROM = 0x2E80
+
+
+def _text_em(text: str) -> float:
+    return sum(1.0 if ord(ch) >= _WIDE_FROM else 0.6 for ch in text)
+
+
+def first_watermark(lines: list[str]) -> dict[str, Any]:
+    """The tiles of the viewer's watermark as the replay page's HTML draws it (an SVG
+    pattern over each player), until its script draws the live one (watermark.js).
+
+    The same brick of tiles as ``drawTiles`` in watermark.js: the lines, then
+    below them the next row's tile shifted by half. With the mark in the HTML the
+    first picture shows under it as soon as it is decoded, and the script's
+    canvas (its drawing, the layout it reads) comes after that picture rather
+    than before it.
+    """
+    size = FIRST_MARK_PX
+    line_height = round(size * 1.3)
+    width = round(max((_text_em(line) for line in lines), default=0) * size + size * 3)
+    height = round(line_height * len(lines) + size * 2.5)
+    margin = 2
+    texts = []
+    for x, y in ((0, 0), (width / 2, height), (-width / 2, height)):
+        for i, line in enumerate(lines):
+            texts.append({"x": x + margin, "y": y + margin + i * line_height + size, "text": line})
+    return {"width": width, "height": 2 * height, "texts": texts}
+
+
 async def replay_page(request: web.Request) -> web.StreamResponse:
     """The replay of one recorded consultation, opened with the page (audited).
 
@@ -457,6 +490,13 @@ async def replay_page(request: web.Request) -> web.StreamResponse:
         replay_meta = " · ".join(
             (c["department"]["name"], c["clinic"]["name"], c["hospital"]["name"])
         )
+    # The viewer's mark, as watermark.js words it: who, from where, and when
+    # (the server's local time; the script's mark follows the browser's clock).
+    account = session.account
+    now = _today(request).astimezone()
+    stamp = now.strftime("%Y/%m/%d %H:%M:%S" if loc.locale == "zh_CN" else "%m/%d/%Y, %H:%M:%S")
+    who = " · ".join(part for part in (account.display_name, institution_name) if part)
+    watermark = first_watermark([line for line in (who, stamp) if line])
     recordings = []
     for rec in replay["recordings"] if replay else []:
         part = loc.gettext(REPLAY_STRINGS["replay.part"]) % {"part": rec["part"]}
@@ -471,6 +511,7 @@ async def replay_page(request: web.Request) -> web.StreamResponse:
         extra_strings=REPLAY_STRINGS,
         institution_name=institution_name,
         replay_meta=replay_meta,
+        watermark=watermark,
         recordings=recordings,
     )
     if replay is None:

@@ -63,7 +63,8 @@ CHROMIUM_ARGS = [
 # (requestVideoFrameCallback on each <video> as soon as it is in the document, so
 # a frame shown before any script of the page ran is caught too) and, on the
 # replay page, when the first player got its watermark (the picture shows only
-# under it). Times are milliseconds from the navigation's start.
+# under it: the one drawn with the page, svg.wm-overlay, or the script's canvas).
+# Times are milliseconds from the navigation's start.
 FIRST_FRAME_PROBE = """(() => {
   window.__frame = null;
   window.__overlay = null;
@@ -84,7 +85,7 @@ FIRST_FRAME_PROBE = """(() => {
         if (window.__loaded === null) window.__loaded = performance.now();
       }, { once: true });
     }
-    if (window.__overlay === null && document.querySelector("figure.player > canvas.wm-overlay")) {
+    if (window.__overlay === null && document.querySelector("figure.player > .wm-overlay")) {
       window.__overlay = performance.now();
     }
   };

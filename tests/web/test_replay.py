@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +99,17 @@ async def test_the_replay_page_comes_with_its_players_and_audits_the_replay_once
     _, data = await review.get(f"/api/consultations/{cid}/replay")
     recs = data["recordings"]
     assert len(recs) == 2
-    for rec in recs:
-        assert f'data-recording-id="{rec["id"]}"' in html
-        assert f'<video src="/api/recordings/{rec["id"]}/content" preload="auto"' in html
+    # Each player comes with the viewer's watermark over it (the first picture
+    # shows under it before any script ran): who and from where, and the time.
+    mark = f"{review.account['display_name']} · {review.account['institution']['name']}"
+    figures = html.split("<figure ")[1:]
+    assert len(figures) == len(recs)
+    for rec, figure in zip(recs, figures, strict=True):
+        assert f'data-recording-id="{rec["id"]}"' in figure
+        assert f'<video src="/api/recordings/{rec["id"]}/content" preload="auto"' in figure
+        overlay = figure.split('<svg class="wm-overlay wm-first"')[1].split("</svg>")[0]
+        assert f">{mark}</text>" in overlay
+        assert re.search(r">\d{4}/\d\d/\d\d \d\d:\d\d:\d\d</text>", overlay)
     page = json.loads(html.split('<script type="application/json" id="tc-page">')[1].split("</")[0])
     assert [r["id"] for r in page["replay"]["recordings"]] == [r["id"] for r in recs]
     assert page["replay"]["events"] == data["events"]

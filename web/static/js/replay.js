@@ -14,12 +14,13 @@
 // The page comes with its replay (opened and audited by the server as it
 // rendered the page) and with one <video> per recording, which the browser
 // starts loading while it parses the HTML: the first frame does not wait for
-// this script or for another request. Each video stays hidden (CSS) until its
+// this script or for another request. Each video stays hidden (CSS) while no
 // watermark is over it. The playhead starts at the first recorded moment, so
 // that the first picture shows at once and Play starts it without a seek.
 //
-// What this script does before the first picture is only that: the watermark
-// over each player and the players' places. The timeline, the lanes and the
+// The page comes with a first watermark over each player (an SVG the server
+// drew with the HTML), so this script does nothing before the first picture
+// but place the players. Its live watermark, the timeline, the lanes and the
 // transport come after it (or after FIRST_PICTURE_WAIT_MS). Chromium hands a
 // video's bytes to its demuxer on the page's main thread: in a trace of this
 // page, building the timeline (and the layout its text forced) held that thread
@@ -287,7 +288,6 @@ function buildPlayers(recordings) {
     // No context menu on the video: it offers "Show controls", "Save video
     // as" and picture-in-picture, all without the watermark.
     figure.addEventListener("contextmenu", (event) => event.preventDefault());
-    guardOverlay(figure);
     video.addEventListener("playing", started);
     state.players.push({
       rec,
@@ -369,8 +369,13 @@ function start() {
   firstPictures().then(() => finish(data));
 }
 
-// The rest of the page, once the first pictures are up.
+// The rest of the page, once the first pictures are up: the live watermark in
+// place of the one the page came with, the timeline, the lanes, the transport.
 function finish(data) {
+  for (const p of state.players) {
+    guardOverlay(p.figure);
+    p.figure.querySelector(":scope > svg.wm-first")?.remove();
+  }
   buildTimeline(data.events);
   seekInput.max = String(state.length);
   seekInput.disabled = false;
