@@ -118,6 +118,21 @@ BREAKDOWN = """() => {
   return rows;
 }"""
 
+# The server's own time for the replay page's requests (its Server-Timing
+# header: the audited open and the rendering of the page; the access check of
+# each media request), beside the first byte's wait in the breakdown: what is
+# left is queueing (the session's lookup, the event loop, the machine's load).
+SERVER_TIMING = """() => {
+  const out = [];
+  const nav = performance.getEntriesByType("navigation")[0];
+  for (const s of nav.serverTiming || []) out.push(["document " + s.name, s.duration]);
+  for (const e of performance.getEntriesByType("resource")) {
+    const name = e.initiatorType + " " + new URL(e.name).pathname.split("/").pop();
+    for (const s of e.serverTiming || []) out.push([name + " " + s.name, s.duration]);
+  }
+  return out;
+}"""
+
 # From a click on Play until the playing video's clock has moved (the picture
 # of the first moment is already shown: see REPLAY_SHOWN).
 PLAY_TO_MOVING = """() => new Promise((resolve) => {
@@ -357,7 +372,13 @@ def bare_remux(path: Path) -> float:
 
 async def first_frames(
     base: str, cid: str, file: Path, runs: int, trace: Path | None = None
-) -> tuple[list[float], list[float], list[float], dict[str, list[tuple[float, float, float]]]]:
+) -> tuple[
+    list[float],
+    list[float],
+    list[float],
+    dict[str, list[tuple[float, float, float]]],
+    dict[str, list[float]],
+]:
     """First-frame times (ms from navigation start) on the replay page and on a
     bare ``<video>`` page of the same file, and Play -> next frame on the replay page.
 
@@ -385,6 +406,7 @@ async def first_frames(
     await web.TCPSite(runner, "127.0.0.1", port).start()
     replay_ms, bare_ms, play_ms = [], [], []
     breakdown: dict[str, list[tuple[float, float, float]]] = {}
+    server: dict[str, list[float]] = {}
     try:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -417,6 +439,11 @@ async def first_frames(
                     seen[name] = seen.get(name, 0) + 1
                     key = name if seen[name] == 1 else f"{name} #{seen[name]}"
                     breakdown.setdefault(key, []).append((asked, first_byte, ended))
+                seen = {}
+                for name, duration in await page.evaluate(SERVER_TIMING):
+                    seen[name] = seen.get(name, 0) + 1
+                    key = name if seen[name] == 1 else f"{name} #{seen[name]}"
+                    server.setdefault(key, []).append(float(duration))
                 await page.locator('#replay[data-state="ready"]').wait_for()
                 play_ms.append(float(await page.evaluate(PLAY_TO_MOVING)))
                 await plain.bring_to_front()
@@ -431,7 +458,7 @@ async def first_frames(
             await browser.close()
     finally:
         await runner.cleanup()
-    return replay_ms, bare_ms, play_ms, breakdown
+    return replay_ms, bare_ms, play_ms, breakdown, server
 
 
 def start_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -540,7 +567,7 @@ async def main() -> None:
                 (f"bare SHA-256, {long_label}", [long_hash], "s"),
             ]
         first = "first frame" + (f", {long_label}" if args.long_minutes > 0 else "")
-        replay_ms, bare_ms, play_ms, breakdown = await first_frames(
+        replay_ms, bare_ms, play_ms, breakdown, server_ms = await first_frames(
             base, cid, path, args.runs, args.trace
         )
         rows += [
@@ -564,6 +591,9 @@ async def main() -> None:
     for name, times in sorted(breakdown.items(), key=lambda kv: med(t[0] for t in kv[1])):
         asked, first_byte, done = (med(t[i] for t in times) for i in range(3))
         print(f"  {name:<34}{asked:>8.1f}{first_byte:>10.1f}{done:>8.1f}{len(times):>6}")
+    if server_ms:
+        spent = ", ".join(f"{name} {med(values):.1f}" for name, values in server_ms.items())
+        print(f"replay page, the server's own time (median ms, Server-Timing): {spent}")
     ratio = med(playable) / med(remux)
     print(f"ratio playable/bare remux ({args.seconds:.0f} s call): {ratio:.1f}")
     if args.long_minutes > 0:
