@@ -15,8 +15,10 @@ page with one <video> of the same file served by a plain aiohttp static route.
 The first-frame time is taken in Chromium with requestVideoFrameCallback, from
 the navigation's start. Below the table, where the replay page's time went
 (Resource Timing of each request: asked, first byte, done; and when its events
-came), beside the bare page's; ``--trace FILE`` writes a Chromium trace of the
-last replay page load (open it in Perfetto or chrome://tracing).
+came), beside the bare page's, and the server's own time for the page and its
+media requests (their Server-Timing); ``--trace FILE`` writes a Chromium trace of
+the last replay page load (open it in Perfetto or chrome://tracing; each task's
+CPU time, ``tdur``, beside its wall time tells work from waiting for a core).
 """
 
 from __future__ import annotations
