@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,11 @@ from signaling.workflow import policy
 from signaling.workflow.auth import Session
 from signaling.workflow.consultations import Frame
 from signaling.workflow.stats import STATS_ROLES
-from web.api_recordings import replay_json
+from web.api_recordings import replay_payload
 from web.auth import actor, audit_refused
 from web.fhir_strings import FHIR_IMPORT_STRINGS
 from web.i18n import JS_STRINGS, LOCALE_COOKIE, LOCALES, N_, I18n, Localizer
-from web.keys import CLOCK, CONSULTATIONS, DIRECTORY, SESSION, SETTINGS
+from web.keys import CLOCK, CONSULTATIONS, DIRECTORY, REPLAY, SESSION, SETTINGS
 from web.page_strings import CALL_STRINGS, CONSULTATION_STRINGS, RECORDS_STRINGS
 from web.precall_strings import RESULT_STRINGS
 
@@ -221,12 +222,19 @@ async def render(
     session: Session | None,
     page_data: dict[str, Any] | None = None,
     extra_strings: dict[str, str] | None = None,
+    institution_name: str | None = None,
     **context: Any,
 ) -> web.Response:
-    """Render ``template`` in the request's language with the common page context."""
+    """Render ``template`` in the request's language with the common page context.
+
+    ``institution_name`` is the account's institution's, when the handler has
+    read it already (one query less).
+    """
     loc = localizer(request)
     account = session.account if session else None
-    institution = await _institution_name(request, account) if account else ""
+    institution = institution_name
+    if institution is None:
+        institution = await _institution_name(request, account) if account else ""
     data: dict[str, Any] = {"locale": loc.lang_tag, "page": page}
     if account is not None:
         # The institution's name too: the watermark over replays and documents.
@@ -417,6 +425,39 @@ async def recordings_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+# The watermark the replay page comes with (see ``first_watermark``): its text's
+# size in CSS pixels (replay.css); the tiles are sized without measuring the
+# text: a CJK or full-width character is taken as one em wide, any other as 0.6.
+FIRST_MARK_PX = 15
+_WIDE_FROM = 0x2E80
+
+
+def _text_em(text: str) -> float:
+    return sum(1.0 if ord(ch) >= _WIDE_FROM else 0.6 for ch in text)
+
+
+def first_watermark(lines: list[str]) -> dict[str, Any]:
+    """The tiles of the viewer's watermark as the replay page's HTML draws it (an SVG
+    pattern over each player), until its script draws the live one (watermark.js).
+
+    The same brick of tiles as ``drawTiles`` in watermark.js: the lines, then
+    below them the next row's tile shifted by half. With the mark in the HTML the
+    first picture shows under it as soon as it is decoded, and the script's
+    canvas (its drawing, the layout it reads) comes after that picture rather
+    than before it.
+    """
+    size = FIRST_MARK_PX
+    line_height = round(size * 1.3)
+    width = round(max((_text_em(line) for line in lines), default=0) * size + size * 3)
+    height = round(line_height * len(lines) + size * 2.5)
+    margin = 2
+    texts = []
+    for x, y in ((0, 0), (width / 2, height), (-width / 2, height)):
+        for i, line in enumerate(lines):
+            texts.append({"x": x + margin, "y": y + margin + i * line_height + size, "text": line})
+    return {"width": width, "height": 2 * height, "texts": texts}
+
+
 async def replay_page(request: web.Request) -> web.StreamResponse:
     """The replay of one recorded consultation, opened with the page (audited).
 
@@ -431,11 +472,34 @@ async def replay_page(request: web.Request) -> web.StreamResponse:
     _switch_language(request)
     session = await _require_session(request, "reviewer", "admin", "clinic_doctor", "specialist")
     consultation_id = request.match_info["consultation_id"]
+    institution_name: str | None = None
+    replay: dict[str, Any] | None = None
+    began = time.perf_counter()
     try:
-        replay: dict[str, Any] | None = await replay_json(request, consultation_id)
+        opened = await request.app[REPLAY].open(actor(request), consultation_id)
     except NotFound:
-        replay = None
+        pass
+    else:
+        replay = replay_payload(opened)
+        # Read with the replay, like every name on the page: the page costs the
+        # session's read and the replay's one audited transaction, no more.
+        mine = opened.institutions.get(session.account.institution_id)
+        institution_name = mine.name if mine else ""
     loc = localizer(request)
+    replay_meta = ""
+    if replay is not None:
+        c = replay["consultation"]
+        replay_meta = " · ".join(
+            (c["department"]["name"], c["clinic"]["name"], c["hospital"]["name"])
+        )
+    # The viewer's mark, as watermark.js words it: who, from where, and when
+    # (the server's local time; the script's mark follows the browser's clock).
+    account = session.account
+    now = _today(request).astimezone()
+    stamp = now.strftime("%Y/%m/%d %H:%M:%S" if loc.locale == "zh_CN" else "%m/%d/%Y, %H:%M:%S")
+    who = " · ".join(part for part in (account.display_name, institution_name) if part)
+    watermark = first_watermark([line for line in (who, stamp) if line])
+    opened_at = time.perf_counter()
     recordings = []
     for rec in replay["recordings"] if replay else []:
         part = loc.gettext(REPLAY_STRINGS["replay.part"]) % {"part": rec["part"]}
@@ -448,8 +512,19 @@ async def replay_page(request: web.Request) -> web.StreamResponse:
         session=session,
         page_data={"consultation_id": consultation_id, "replay": replay},
         extra_strings=REPLAY_STRINGS,
+        institution_name=institution_name,
+        replay_meta=replay_meta,
+        watermark=watermark,
         recordings=recordings,
     )
     if replay is None:
         response.set_status(404)
+    else:
+        # Where the server's time went (Chromium shows it in the navigation's
+        # timing; tests/bench/replay.py prints it): the audited open, the
+        # rendering. Not on a refusal, which must not differ from an unknown id.
+        response.headers["Server-Timing"] = (
+            f"open;dur={(opened_at - began) * 1000:.1f}, "
+            f"render;dur={(time.perf_counter() - opened_at) * 1000:.1f}"
+        )
     return response

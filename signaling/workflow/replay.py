@@ -19,7 +19,7 @@ from typing import Any
 
 from media.export import ExportFailed, Watermark, export_watermarked
 from records import store
-from records.models import Account, Consultation, Event, Recording
+from records.models import Account, Consultation, Department, Event, Institution, Recording
 from records.sealed import Keyring, SealError, open_plain
 from records.store import lookups
 from records.vocab import ErrorCode, Role
@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 KEPT = ("finished", "recovered")
 # How long a replay opened through a session covers the streaming of its files:
 # within it, a player opening one of them is the replay already audited (its
-# ``replay.start`` names the recordings), so the request is checked on a read
-# transaction instead of waiting on the single writer for an audit of its own.
+# ``replay.start`` names the recordings), and the access check is made in memory
+# against what that open read (see ``ReplayService.file``) instead of in a
+# transaction of its own.
 STREAM_GRANT_SECONDS = 600.0
 
 
@@ -69,6 +70,21 @@ class Replay:
     recordings: list[Recording]
     events: list[Event]
     people: dict[str, Account]
+    # Read in the same transaction, so that the page and the API need no other
+    # query to name them: every institution (the people's, the consultation's,
+    # the viewer's) and the consultation's department.
+    institutions: dict[str, Institution] = field(default_factory=dict)
+    department: Department | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grant:
+    """What an audited replay open read about one of its recordings, kept for
+    the streaming of that file through the same session until ``until``."""
+
+    until: float
+    recording: Recording
+    consultation: Consultation
 
 
 def replayable(tx: Tx, consultation_id: str) -> Consultation:
@@ -103,11 +119,12 @@ class ReplayService(Service):
         """Wire the service; ``root`` is the recordings directory."""
         super().__init__(ctx, denied=lambda kind: "replay.denied")
         self.root = root
-        # (session, recording id) -> until when (the clock's seconds) a replay
-        # opened through that session covers the streaming of the recording. In
-        # memory, per process: a miss (another web process, a restart) only
-        # means the player's opening is audited on its own, as without it.
-        self._granted: dict[tuple[str, str], float] = {}
+        # (session, recording id) -> the grant of a replay opened through that
+        # session: until when (the clock's seconds) it covers the streaming of
+        # the recording, and what the open read. In memory, per process: a miss
+        # (another web process, a restart) only means the player's request is
+        # checked (and its opening audited) in the database, as without it.
+        self._granted: dict[tuple[str, str], Grant] = {}
 
     async def find(
         self, actor: Actor, filters: Filters, *, page: int, per_page: int
@@ -151,6 +168,8 @@ class ReplayService(Service):
                 tx.conn,
                 [r.participant_id for r in recs] + [e.actor_id for e in events if e.actor_id],
             )
+            institutions = {i.id: i for i in store.list_institutions(tx.conn)}
+            department = store.get_department(tx.conn, consultation.department_id)
             tx.audit(
                 "replay.start",
                 "consultation",
@@ -164,6 +183,8 @@ class ReplayService(Service):
                 recordings=recs,
                 events=events,
                 people=people,
+                institutions=institutions,
+                department=department,
             )
 
         replay = await self.write(actor, work)
@@ -171,20 +192,28 @@ class ReplayService(Service):
             until = self.clock.now().timestamp() + STREAM_GRANT_SECONDS
             self._forget_expired()
             for rec in replay.recordings:
-                self._granted[(actor.session, rec.id)] = until
+                self._granted[(actor.session, rec.id)] = Grant(
+                    until=until, recording=rec, consultation=replay.consultation
+                )
         return replay
 
     def _forget_expired(self) -> None:
         now = self.clock.now().timestamp()
-        for key in [k for k, until in self._granted.items() if until <= now]:
+        for key in [k for k, grant in self._granted.items() if grant.until <= now]:
             del self._granted[key]
 
-    def _covered(self, actor: Actor, recording_id: str) -> bool:
-        """Whether a replay opened through the actor's session covers this file now."""
+    def _grant(self, actor: Actor, recording_id: str) -> Grant | None:
+        """The grant of a replay opened through the actor's session that covers
+        this file now, if the actor (as the session has them now) may still
+        replay its consultation; otherwise None."""
         if actor.session is None:
-            return False
-        until = self._granted.get((actor.session, recording_id))
-        return until is not None and self.clock.now().timestamp() < until
+            return None
+        grant = self._granted.get((actor.session, recording_id))
+        if grant is None or self.clock.now().timestamp() >= grant.until:
+            return None
+        if not policy.can_replay(actor.account, grant.consultation):
+            return None
+        return grant
 
     async def file(
         self, actor: Actor, recording_id: str, *, download: bool, opening: bool
@@ -194,12 +223,25 @@ class ReplayService(Service):
         ``download`` (saving a copy) is always audited. Streaming is audited when
         a player opens the file (``opening``), not for each range it fetches, and
         not at all when a replay the session opened a moment ago (audited as
-        ``replay.start``, with this recording's id) covers it. Whatever is not
-        audited is checked on a read transaction: the access check is the same,
-        but it does not queue behind the single writer (nor wait for a commit)
-        before the player gets its first bytes.
+        ``replay.start``, with this recording's id) covers it. A covered request
+        is checked in memory: the account, as the session was just read from the
+        database, against the consultation that audited open read (who may
+        replay a consultation depends on the account's role and institution and
+        on the consultation's hospital and participants, not on the minutes in
+        between). That is no transaction at all before the player's first
+        bytes: each statement of one is a hop to the database driver's thread
+        and back, and on a loaded machine every hop waits for a core (the
+        player's first byte waited 20-60 ms for its read transaction, a bare
+        file server's 4). Whatever else is not audited is checked on a read
+        transaction, which does not queue behind the single writer.
         """
-        audited = download or (opening and not self._covered(actor, recording_id))
+        grant = None if download else self._grant(actor, recording_id)
+        if grant is not None:
+            path = self.root / grant.recording.path
+            if not path.is_file():
+                raise NotFound("recording file is missing", code=ErrorCode.FILE_MISSING)
+            return path, grant.recording
+        audited = download or opening
 
         def work(tx: Tx) -> Recording:
             rec = replayable_recording(tx, recording_id)

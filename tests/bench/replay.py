@@ -15,8 +15,10 @@ page with one <video> of the same file served by a plain aiohttp static route.
 The first-frame time is taken in Chromium with requestVideoFrameCallback, from
 the navigation's start. Below the table, where the replay page's time went
 (Resource Timing of each request: asked, first byte, done; and when its events
-came), beside the bare page's; ``--trace FILE`` writes a Chromium trace of the
-last replay page load (open it in Perfetto or chrome://tracing).
+came), beside the bare page's, and the server's own time for the page and its
+media requests (their Server-Timing); ``--trace FILE`` writes a Chromium trace of
+the last replay page load (open it in Perfetto or chrome://tracing; each task's
+CPU time, ``tdur``, beside its wall time tells work from waiting for a core).
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ CHROMIUM_ARGS = [
 # (requestVideoFrameCallback on each <video> as soon as it is in the document, so
 # a frame shown before any script of the page ran is caught too) and, on the
 # replay page, when the first player got its watermark (the picture shows only
-# under it). Times are milliseconds from the navigation's start.
+# under it: the one drawn with the page, svg.wm-overlay, or the script's canvas).
+# Times are milliseconds from the navigation's start.
 FIRST_FRAME_PROBE = """(() => {
   window.__frame = null;
   window.__overlay = null;
@@ -84,7 +87,7 @@ FIRST_FRAME_PROBE = """(() => {
         if (window.__loaded === null) window.__loaded = performance.now();
       }, { once: true });
     }
-    if (window.__overlay === null && document.querySelector("figure.player > canvas.wm-overlay")) {
+    if (window.__overlay === null && document.querySelector("figure.player > .wm-overlay")) {
       window.__overlay = performance.now();
     }
   };
@@ -115,6 +118,21 @@ BREAKDOWN = """() => {
   at("watermark over the video", window.__overlay);
   at("first frame presented", window.__frame);
   return rows;
+}"""
+
+# The server's own time for the replay page's requests (its Server-Timing
+# header: the audited open and the rendering of the page; the access check of
+# each media request), beside the first byte's wait in the breakdown: what is
+# left is queueing (the session's lookup, the event loop, the machine's load).
+SERVER_TIMING = """() => {
+  const out = [];
+  const nav = performance.getEntriesByType("navigation")[0];
+  for (const s of nav.serverTiming || []) out.push(["document " + s.name, s.duration]);
+  for (const e of performance.getEntriesByType("resource")) {
+    const name = e.initiatorType + " " + new URL(e.name).pathname.split("/").pop();
+    for (const s of e.serverTiming || []) out.push([name + " " + s.name, s.duration]);
+  }
+  return out;
 }"""
 
 # From a click on Play until the playing video's clock has moved (the picture
@@ -356,7 +374,13 @@ def bare_remux(path: Path) -> float:
 
 async def first_frames(
     base: str, cid: str, file: Path, runs: int, trace: Path | None = None
-) -> tuple[list[float], list[float], list[float], dict[str, list[tuple[float, float, float]]]]:
+) -> tuple[
+    list[float],
+    list[float],
+    list[float],
+    dict[str, list[tuple[float, float, float]]],
+    dict[str, list[float]],
+]:
     """First-frame times (ms from navigation start) on the replay page and on a
     bare ``<video>`` page of the same file, and Play -> next frame on the replay page.
 
@@ -384,6 +408,7 @@ async def first_frames(
     await web.TCPSite(runner, "127.0.0.1", port).start()
     replay_ms, bare_ms, play_ms = [], [], []
     breakdown: dict[str, list[tuple[float, float, float]]] = {}
+    server: dict[str, list[float]] = {}
     try:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -416,6 +441,11 @@ async def first_frames(
                     seen[name] = seen.get(name, 0) + 1
                     key = name if seen[name] == 1 else f"{name} #{seen[name]}"
                     breakdown.setdefault(key, []).append((asked, first_byte, ended))
+                seen = {}
+                for name, duration in await page.evaluate(SERVER_TIMING):
+                    seen[name] = seen.get(name, 0) + 1
+                    key = name if seen[name] == 1 else f"{name} #{seen[name]}"
+                    server.setdefault(key, []).append(float(duration))
                 await page.locator('#replay[data-state="ready"]').wait_for()
                 play_ms.append(float(await page.evaluate(PLAY_TO_MOVING)))
                 await plain.bring_to_front()
@@ -430,7 +460,7 @@ async def first_frames(
             await browser.close()
     finally:
         await runner.cleanup()
-    return replay_ms, bare_ms, play_ms, breakdown
+    return replay_ms, bare_ms, play_ms, breakdown, server
 
 
 def start_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -539,7 +569,7 @@ async def main() -> None:
                 (f"bare SHA-256, {long_label}", [long_hash], "s"),
             ]
         first = "first frame" + (f", {long_label}" if args.long_minutes > 0 else "")
-        replay_ms, bare_ms, play_ms, breakdown = await first_frames(
+        replay_ms, bare_ms, play_ms, breakdown, server_ms = await first_frames(
             base, cid, path, args.runs, args.trace
         )
         rows += [
@@ -563,6 +593,9 @@ async def main() -> None:
     for name, times in sorted(breakdown.items(), key=lambda kv: med(t[0] for t in kv[1])):
         asked, first_byte, done = (med(t[i] for t in times) for i in range(3))
         print(f"  {name:<34}{asked:>8.1f}{first_byte:>10.1f}{done:>8.1f}{len(times):>6}")
+    if server_ms:
+        spent = ", ".join(f"{name} {med(values):.1f}" for name, values in server_ms.items())
+        print(f"replay page, the server's own time (median ms, Server-Timing): {spent}")
     ratio = med(playable) / med(remux)
     print(f"ratio playable/bare remux ({args.seconds:.0f} s call): {ratio:.1f}")
     if args.long_minutes > 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from records import sealed
-from records.schema import audit_log
+from records.schema import accounts, audit_log
 from web.keys import DB, RECORDING
 from web.settings import Settings
 
@@ -98,9 +99,17 @@ async def test_the_replay_page_comes_with_its_players_and_audits_the_replay_once
     _, data = await review.get(f"/api/consultations/{cid}/replay")
     recs = data["recordings"]
     assert len(recs) == 2
-    for rec in recs:
-        assert f'data-recording-id="{rec["id"]}"' in html
-        assert f'<video src="/api/recordings/{rec["id"]}/content" preload="auto"' in html
+    # Each player comes with the viewer's watermark over it (the first picture
+    # shows under it before any script ran): who and from where, and the time.
+    mark = f"{review.account['display_name']} · {review.account['institution']['name']}"
+    figures = html.split("<figure ")[1:]
+    assert len(figures) == len(recs)
+    for rec, figure in zip(recs, figures, strict=True):
+        assert f'data-recording-id="{rec["id"]}"' in figure
+        assert f'<video src="/api/recordings/{rec["id"]}/content" preload="auto"' in figure
+        overlay = figure.split('<svg class="wm-overlay wm-first"')[1].split("</svg>")[0]
+        assert f">{mark}</text>" in overlay
+        assert re.search(r">\d{4}/\d\d/\d\d \d\d:\d\d:\d\d</text>", overlay)
     page = json.loads(html.split('<script type="application/json" id="tc-page">')[1].split("</")[0])
     assert [r["id"] for r in page["replay"]["recordings"]] == [r["id"] for r in recs]
     assert page["replay"]["events"] == data["events"]
@@ -307,3 +316,31 @@ async def test_a_player_of_an_opened_replay_streams_under_that_replays_audit(
         body = await refused.json()
         assert body["error"]["code"] == "not_found"
     assert await _audited(app, "replay.denied", ids[0]) == 2
+
+
+async def test_a_player_of_an_opened_replay_is_still_checked_against_the_account_as_it_is(
+    recorded: dict[str, Any], login_as: Any, app: Any
+) -> None:
+    """The replay's players are served without a transaction of their own, but a
+    reviewer moved to another hospital after opening the replay gets the 404 of
+    an unknown id for its files from then on, audited as any refused look."""
+    cid = recorded["cid"]
+    review = await login_as("review1")
+    resp = await review.client.get(f"/consultations/{cid}/replay")
+    assert resp.status == 200
+    _, data = await review.get(f"/api/consultations/{cid}/replay")
+    url = data["recordings"][0]["url"]
+    part = await review.client.get(url, headers={"Range": "bytes=0-"})
+    assert part.status == 206 and (await part.read())[:4] == b"\x1a\x45\xdf\xa3"
+
+    # To the requesting clinic: a reviewer there may not replay this consultation.
+    other = data["consultation"]["clinic"]["id"]
+    await app[DB].run_write(
+        lambda conn: conn.execute(
+            sa.update(accounts).where(accounts.c.username == "review1").values(institution_id=other)
+        )
+    )
+    refused = await review.client.get(url, headers={"Range": "bytes=100-"})
+    assert refused.status == 404
+    assert (await refused.json())["error"]["code"] == "not_found"
+    assert await _audited(app, "replay.denied", data["recordings"][0]["id"]) == 1

@@ -14,9 +14,17 @@
 // The page comes with its replay (opened and audited by the server as it
 // rendered the page) and with one <video> per recording, which the browser
 // starts loading while it parses the HTML: the first frame does not wait for
-// this script or for another request. Each video stays hidden (CSS) until its
+// this script or for another request. Each video stays hidden (CSS) while no
 // watermark is over it. The playhead starts at the first recorded moment, so
 // that the first picture shows at once and Play starts it without a seek.
+//
+// The page comes with a first watermark over each player (an SVG the server
+// drew with the HTML), so this script does nothing before the first picture
+// but place the players. Its live watermark, the timeline, the lanes and the
+// transport come after it (or after FIRST_PICTURE_WAIT_MS). Chromium hands a
+// video's bytes to its demuxer on the page's main thread: in a trace of this
+// page, building the timeline (and the layout its text forced) held that thread
+// for 110 ms while the first bytes of the video waited.
 //
 // window.__replay is a read-only view for the browser tests.
 
@@ -29,6 +37,7 @@ const SETTLED_S = 0.02; // a seek asked for moves a player at least this far off
 const START_WAIT_MS = 3000; // the longest the clock waits for a player to start
 const TICK_MS = 250;
 const EXPORT_POLL_MS = 1000;
+const FIRST_PICTURE_WAIT_MS = 1500; // the longest the rest of the page waits for it
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 const root = $("replay");
@@ -279,7 +288,6 @@ function buildPlayers(recordings) {
     // No context menu on the video: it offers "Show controls", "Save video
     // as" and picture-in-picture, all without the watermark.
     figure.addEventListener("contextmenu", (event) => event.preventDefault());
-    guardOverlay(figure);
     video.addEventListener("playing", started);
     state.players.push({
       rec,
@@ -293,11 +301,10 @@ function buildPlayers(recordings) {
 }
 
 function buildTimeline(events) {
+  const clock = new Intl.DateTimeFormat(LOCALE, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   for (const event of events) {
     const offset = Math.max(0, event.offset_ms / 1000);
-    const time = new Intl.DateTimeFormat(LOCALE, { hour: "2-digit", minute: "2-digit", second: "2-digit" }).format(
-      new Date(event.at),
-    );
+    const time = clock.format(new Date(event.at));
     const button = el(
       "button",
       { type: "button", class: "event-seek", dataset: { offset: String(offset) } },
@@ -324,6 +331,23 @@ function buildTimeline(events) {
   }
 }
 
+// Resolves once every player has shown its first picture (or failed to), and
+// the frame with it has been drawn; at the latest after FIRST_PICTURE_WAIT_MS.
+function firstPictures() {
+  const shown = state.players.map(
+    (p) =>
+      new Promise((resolve) => {
+        if (p.video.readyState >= HTMLMediaElement.HAVE_CURRENT_DATA || p.video.error) resolve();
+        p.video.addEventListener("loadeddata", resolve, { once: true });
+        p.video.addEventListener("error", resolve, { once: true });
+      }),
+  );
+  const waited = new Promise((resolve) => setTimeout(resolve, FIRST_PICTURE_WAIT_MS));
+  return Promise.race([Promise.all(shown), waited]).then(
+    () => new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0))),
+  );
+}
+
 function start() {
   const data = PAGE.replay;
   if (!data) {
@@ -333,15 +357,26 @@ function start() {
     box.hidden = false;
     return;
   }
-  const c = data.consultation;
-  $("replay-meta").textContent = [c.department.name, c.clinic.name, c.hospital.name].join(" · ");
   buildPlayers(data.recordings);
-  buildTimeline(data.events);
   const ends = [
     ...state.players.map((p) => p.offset + p.duration),
-    ...state.events.map((e) => e.offset),
+    ...data.events.map((e) => Math.max(0, e.offset_ms / 1000)),
   ];
   state.length = Math.max(0, ...ends);
+  // The first recorded moment: what comes before it has no picture to show.
+  state.time = firstMoment();
+  for (const p of state.players) place(p, true);
+  firstPictures().then(() => finish(data));
+}
+
+// The rest of the page, once the first pictures are up: the live watermark in
+// place of the one the page came with, the timeline, the lanes, the transport.
+function finish(data) {
+  for (const p of state.players) {
+    guardOverlay(p.figure);
+    p.figure.querySelector(":scope > svg.wm-first")?.remove();
+  }
+  buildTimeline(data.events);
   seekInput.max = String(state.length);
   seekInput.disabled = false;
   playButton.disabled = state.players.length === 0;
@@ -350,11 +385,8 @@ function start() {
     box.textContent = t("replay.no_recordings");
     box.hidden = false;
   }
-  // The first recorded moment: what comes before it has no picture to show.
-  state.time = firstMoment();
   drawLanes();
   root.dataset.state = "ready";
-  for (const p of state.players) place(p, true);
   render();
   setInterval(tick, TICK_MS);
 }
