@@ -14,7 +14,7 @@ from typing import Any
 import av
 import pytest
 
-from media.recorder import Recorder, RecordingKey
+from media.recorder import LegResult, Recorder, RecordingKey
 
 from ..senderproc import from_host, start_sender
 
@@ -28,35 +28,27 @@ async def recorder(tmp_path: Path) -> AsyncIterator[Recorder]:
     await rec.close()
 
 
-async def send(recorder: Recorder, key: RecordingKey, *args: str) -> dict[str, Any]:
-    """Run the sender process through one recording leg; return what it sent."""
-    proc = await start_sender(from_host(recorder, key), SENDER, *args)
-    assert proc.stdout
-    try:
-        async with asyncio.timeout(60):
-            sent: dict[str, Any] = json.loads(await proc.stdout.readline())["sent"]
-            assert await proc.wait() == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return sent
+async def send(
+    recorder: Recorder, key: RecordingKey, *args: str, ended_by_recorder: bool = False
+) -> tuple[dict[str, Any], LegResult | None]:
+    """Run the sender process through one recording leg; return what it sent.
 
-
-async def send_ended_by_recorder(
-    recorder: Recorder, key: RecordingKey, *args: str
-) -> tuple[dict[str, Any], Any]:
-    """Run the sender process through one recording leg that the recorder ends, as
-    a call's end does (the sender sends nothing new, and answers NACKs until the
-    recorder has closed the leg); return what it sent and the leg's result."""
-    proc = await start_sender(from_host(recorder, key), SENDER, *args, "--ended-by-recorder")
+    With ``ended_by_recorder`` the recorder ends the leg, as a call's end does
+    (the sender sends nothing new and answers NACKs until the recorder has
+    closed the leg), and the leg's result comes back too; otherwise the sender
+    closes its connection itself and the caller stops the leg.
+    """
+    extra = ("--ended-by-recorder",) if ended_by_recorder else ()
+    proc = await start_sender(from_host(recorder, key), SENDER, *args, *extra)
     assert proc.stdin and proc.stdout
+    result = None
     try:
         async with asyncio.timeout(60):
-            assert json.loads(await proc.stdout.readline()) == {"ending": True}
-            result = await recorder.stop(key)
-            proc.stdin.write(b"close\n")
-            await proc.stdin.drain()
+            if ended_by_recorder:
+                assert json.loads(await proc.stdout.readline()) == {"ending": True}
+                result = await recorder.stop(key)
+                proc.stdin.write(b"close\n")
+                await proc.stdin.drain()
             sent: dict[str, Any] = json.loads(await proc.stdout.readline())["sent"]
             assert await proc.wait() == 0
     finally:
@@ -89,7 +81,7 @@ async def test_recording_is_complete_and_in_sync(
     recorder: Recorder, no_codecs: list[str], codec: str, suffix: str
 ) -> None:
     key = RecordingKey("c" * 32, "p" * 32)
-    sent = await send(recorder, key, "--codec", codec, "--seconds", "4")
+    sent, _ = await send(recorder, key, "--codec", codec, "--seconds", "4")
     result = await recorder.stop(key)
     assert result is not None and result.file is not None, result
     path = result.file.path
@@ -111,8 +103,8 @@ async def test_lost_packets_come_back_through_nack(
     # Every 12th video packet is lost on its first send: each lost packet takes a
     # frame with it unless the recorder NACKs it and the sender resends it (RTX).
     key = RecordingKey("c" * 32, "n" * 32)
-    sent, result = await send_ended_by_recorder(
-        recorder, key, "--codec", "vp8", "--seconds", "4", "--drop", "12"
+    sent, result = await send(
+        recorder, key, "--codec", "vp8", "--seconds", "4", "--drop", "12", ended_by_recorder=True
     )
     assert result is not None and result.file is not None, result
     assert sent["dropped"] >= 10, sent
@@ -134,8 +126,15 @@ async def test_the_last_frames_of_a_leg_wait_for_their_missing_packets(
     # frame (and the one after it); now it asks again while the page holds
     # the connection open, and the file holds every frame that was sent.
     key = RecordingKey("e" * 32, "f" * 32)
-    sent, result = await send_ended_by_recorder(
-        recorder, key, "--codec", "vp8", "--seconds", "2", "--lose-last-twice"
+    sent, result = await send(
+        recorder,
+        key,
+        "--codec",
+        "vp8",
+        "--seconds",
+        "2",
+        "--lose-last-twice",
+        ended_by_recorder=True,
     )
     assert result is not None and result.file is not None, result
     assert sent["dropped"] == 2, sent
@@ -152,7 +151,7 @@ async def test_a_lost_retransmission_is_asked_for_again(
     # the frames after it, up to the next keyframe) were lost; the recorder now
     # asks again after about a round trip.
     key = RecordingKey("c" * 32, "t" * 32)
-    sent = await send(recorder, key, "--codec", "vp8", "--seconds", "4", "--lose-twice", "40")
+    sent, _ = await send(recorder, key, "--codec", "vp8", "--seconds", "4", "--lose-twice", "40")
     result = await recorder.stop(key)
     assert result is not None and result.file is not None, result
     assert sent["dropped"] == 2, sent

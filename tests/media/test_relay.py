@@ -158,7 +158,7 @@ async def test_viewers_get_the_recorded_frames_unchanged_and_start_on_a_keyframe
         # A viewer who comes later starts on a keyframe too (the relay asks for one).
         await second.join(recorder, KEY, "viewer-2")
         await until(lambda: len(second.frames["video"]) >= 20, second.progress)
-        sent = await sending
+        sent, _ = await sending
     finally:
         await first.close()
         await second.close()
