@@ -291,13 +291,17 @@ class RecordingService(Service):
 
     async def stop_all(self, consultation_id: str) -> list[Recording]:
         """Finish every leg of a consultation (the call ended)."""
-        out = []
-        slots = {slot for slot in [*self.active, *self.kept] if slot[0] == consultation_id}
-        for cid, pid in sorted(slots):
-            rec = await self.stop(cid, pid)
-            if rec is not None:
-                out.append(rec)
-        return out
+        slots = sorted({slot for slot in [*self.active, *self.kept] if slot[0] == consultation_id})
+        # Together: each leg first waits for its last frames (``Recorder._drain``)
+        # while its page holds the connection open; one after the other, the
+        # last page waited for every earlier leg's file to be finished too.
+        done = await asyncio.gather(
+            *(self.stop(cid, pid) for cid, pid in slots), return_exceptions=True
+        )
+        for result in done:
+            if isinstance(result, BaseException):
+                raise result  # the others are stored; whoever asked logs it
+        return [rec for rec in done if isinstance(rec, Recording)]
 
     async def close(self) -> None:
         """Finish every running leg (server shutdown).

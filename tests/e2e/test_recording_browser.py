@@ -76,9 +76,9 @@ async def test_a_browser_call_is_recorded_per_participant(
         await clinic.locator('#call[data-finished="ended"]').wait_for()
         # The page holds its recording connection open after the end (sending
         # nothing) until the server, with the last frames in, closes it: well
-        # before the page's own fallback (10 s).
+        # before the page's own fallback (15 s).
         await clinic.wait_for_function(
-            "() => window.__pcs.every((pc) => pc.signalingState === 'closed')", timeout=5000
+            "() => window.__pcs.every((pc) => pc.signalingState === 'closed')", timeout=10_000
         )
         rows = await finished_rows(app, 2)
     ids = {"clinic1": await user_id(clinic), "cardio1": await user_id(cardio)}

@@ -21,7 +21,7 @@ const STABLE_MS = 10000;
 // When the page no longer wants its leg, the connection stays open, sending
 // nothing new, until the server closes it (it asks again for what it still
 // misses of the last frames: media/recorder.py _drain) or this long has passed.
-const DRAIN_MS = 10000;
+const DRAIN_MS = 15000;
 
 export class RecordingLeg {
   constructor({ signaling, onChange }) {
