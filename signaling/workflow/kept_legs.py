@@ -84,6 +84,9 @@ class KeptLegs:
         # Consecutive parts of a participant that failed soon after they began.
         self._strikes: dict[Slot, int] = {}
         self._watcher: asyncio.Task[None] | None = None
+        # A leg whose file failed before its start was recorded (a disk full at
+        # its first write), handled once it is (``started``).
+        self._early: dict[Slot, LegResult] = {}
 
     def __contains__(self, slot: Slot) -> bool:
         return slot in self.legs
@@ -95,6 +98,13 @@ class KeptLegs:
         """The kept leg's key (its connection still relays the participant)."""
         kept = self.legs.get(slot)
         return kept.key if kept is not None else None
+
+    def started(self, slot: Slot) -> None:
+        """The service is done starting the slot's leg (recorded or not): a
+        failure of its file that came first is handled now."""
+        result = self._early.pop(slot, None)
+        if result is not None:
+            self.writing_failed(result)
 
     async def drop(self, slot: Slot) -> None:
         """End a kept leg's connection, if there is one (its part is stored already)."""
@@ -132,6 +142,12 @@ class KeptLegs:
         service = self.service
         slot = (result.key.consultation_id, result.key.participant_id)
         entry = service.active.get(slot)
+        if entry is None and slot in service._starting:
+            # The recorder answered, and the part's row is not written yet: the
+            # failure would be lost, and the pages told "recording" for a leg
+            # that writes nothing.
+            self._early[slot] = result
+            return
         if entry is None or entry[0] != result.key:
             return  # stopped or replaced meanwhile: stop() stored the part
         del service.active[slot]

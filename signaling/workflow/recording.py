@@ -233,6 +233,7 @@ class RecordingService(Service):
             self.active[slot] = (key, rid)
         finally:
             self._starting.discard(slot)
+            self.kept.started(slot)
         return answer
 
     async def candidate(

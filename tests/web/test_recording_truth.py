@@ -95,6 +95,42 @@ async def test_a_full_disk_stops_the_recording_and_every_page_and_the_timeline_s
     assert "recording_interrupted" in [e["kind"] for e in timeline["events"]]
 
 
+async def test_a_file_that_fails_before_its_start_is_recorded_is_still_told(
+    scenario: Scenario, app: Any
+) -> None:
+    # The disk is full from the first write, and the database is slow to
+    # record the leg's start: the recorder reports the failed file before the
+    # service has the leg. That report was dropped, and every page was told
+    # "recording" for a leg that wrote nothing (a browser test saw it 1 run in 7).
+    c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
+    a, b = c.sockets["clinic1"], c.sockets["cardio1"]
+    service = app[RECORDING]
+    reported = asyncio.Event()
+    tell = service.recorder.on_writing_failed
+
+    def told(result: Any) -> None:
+        tell(result)
+        reported.set()
+
+    write = service.write
+
+    async def slow_write(*args: Any, **kwargs: Any) -> Any:
+        service.write = write  # only the start's row waits
+        await asyncio.wait_for(reported.wait(), 20)
+        return await write(*args, **kwargs)
+
+    service.recorder.on_writing_failed = told
+    service.write = slow_write
+    with tiny_filesystem(app[RECORDING].root, free_bytes=0):
+        async with leg(a, "--seconds", "60"):
+            assert (await b.recv("recording"))["state"] == "recording"
+            changed = await asyncio.wait_for(b.recv("recording"), 20)
+            assert changed["state"] in ("interrupted", "failed")
+            assert not service.is_recording(c.id, c.clinic.account["id"])
+            [row] = await until_rows(app, lambda f: f and f[0]["status"] != "recording")
+            assert row["status"] in ("finished", "failed")
+
+
 @asynccontextmanager
 async def end_refused(db: Any) -> AsyncIterator[None]:
     """While inside, the database refuses the ``ended`` event (as a full disk would)."""
