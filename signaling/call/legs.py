@@ -91,7 +91,10 @@ class RecordingLegs:
                 "the recorder could not start", code=ErrorCode.RECORDING_FAILED
             ) from exc
         await send(room.members.get(member.peer_id, member), o.RecAnswer(sdp=answer))
-        await broadcast(room, o.RecordingChanged(peer_id=member.peer_id, state="recording"))
+        # A file that failed at once (a full disk) was told to the room already
+        # ("failed"); saying "recording" after it would leave every page wrong.
+        if recording.is_recording(room.consultation_id, member.peer_id):
+            await broadcast(room, o.RecordingChanged(peer_id=member.peer_id, state="recording"))
         if room.relay:
             viewers = [x for x in room.members.values() if x.peer_id != member.peer_id]
             await asyncio.gather(*(self._offer(room, member.peer_id, x) for x in viewers))
