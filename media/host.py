@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from media.recorder import LegResult, RecordingKey
+    from media.leg import LegResult, RecordingKey
     from media.repair import Repaired
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from media import rpc
 from media.errors import RecordingFailed
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
-from media.recorder import LegResult, RecordingKey
+from media.leg import LegResult, RecordingKey
 from media.repair import Repaired, partial_file, recover, repair
 from media.supervise import WORKER_GONE, Conn, WorkerGone, Workers
 

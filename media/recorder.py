@@ -17,15 +17,12 @@ video, and every ``keyframe_interval`` seconds so the file stays seekable
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from aiortc import (
     MediaStreamTrack,
@@ -34,111 +31,24 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
 from media import answer, packets, repair, seam, speedups, twcc
 from media.errors import RecordingFailed
-from media.finalize import FinishedFile, start_note
+from media.finalize import start_note
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
+from media.leg import Leg, LegResult, RecordingKey
 from media.packets import PacketWriter, WriterThread
 from media.reading import Reading
 from media.relay import Fanout
 from media.repair import Repaired, partial_file
-from media.tap import NACK_GIVE_UP_MS, RtpTap
-from media.writer import CONTAINER_FOR, SUFFIX_FOR
+from media.tap import RtpTap
+from media.writer import CONTAINER_FOR
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_VIDEO = ("vp8", "h264")
 BATCH_SECONDS = 0.1  # how often kept packets are handed to the legs' threads
-# Viewers' keyframe requests reach the source at most this often (a burst of
-# PLIs from three viewers is one request).
-KEYFRAME_MIN_GAP = 0.3
-# A keyframe the writer waits for (the start, a gap, a lost frame) is asked
-# for again after this long: on a 300 ms, lossy uplink a keyframe takes more
-# than half a second to arrive, and asking every 0.5 s brought two or three.
-KEYFRAME_RETRY = 1.0
-# At a leg's end, the packets its last frames still miss are asked for again
-# for at most this long (as long as a hole is asked for in the call:
-# ``tap.NACK_GIVE_UP_MS``), checking this often.
-DRAIN_SECONDS = NACK_GIVE_UP_MS / 1000
-DRAIN_STEP = 0.02
-
-
-@dataclass(frozen=True, slots=True)
-class RecordingKey:
-    """Which recording: a consultation, a participant, and the part number
-    (a participant who reconnects continues in a numbered follow-on part)."""
-
-    consultation_id: str
-    participant_id: str
-    part: int = 1
-
-    def filename(self, fmt: str) -> str:
-        """File name of the finished part."""
-        return f"{self.participant_id}-part{self.part}{SUFFIX_FOR[fmt]}"
-
-
-@dataclass(eq=False)
-class Leg:
-    """A live recording leg."""
-
-    key: RecordingKey
-    pc: RTCPeerConnection
-    started_at: datetime
-    t0: float
-    writer: PacketWriter | None = None
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    receivers: list[Any] = field(default_factory=list)
-    # The transport-wide feedback sent to the browser (None: REMB, as aiortc does).
-    feedback: twcc.TransportFeedback | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    result: asyncio.Future[LegResult] | None = None
-    # The viewers this leg's frames are relayed to (None until negotiated).
-    fanout: Fanout | None = None
-    # A viewer asked for a keyframe (or joined): the keyframe task wakes up.
-    keyframe_wanted: asyncio.Event = field(default_factory=asyncio.Event)
-    # The part whose file could not be written, being finished while the leg
-    # goes on without a writer (``Recorder._writing_failed``).
-    failed_part: asyncio.Future[LegResult] | None = None
-    # The packets taken off the wire (set once the answer is made).
-    tap: RtpTap | None = None
-    # While the leg ends (``Recorder._drain``): only the video packets up to
-    # this sequence number (retransmissions of what was missing) are kept.
-    cut: int | None = None
-    draining: bool = False
-
-    def keep(self, packet: seam.KeptPacket) -> None:
-        """A packet off the wire (``tap.RtpTap``), to this part's file if it has one.
-
-        Looked up per packet: a failed writer is dropped and a resumed part
-        brings a new one, while the connection and its relay go on.
-        """
-        if self.draining and (packet[1] or self.cut is None or _newer(packet[3], self.cut)):
-            return  # sent after the leg was told to end: not recorded
-        writer = self.writer
-        if writer is not None:
-            writer.keep(packet)
-        fanout = self.fanout
-        if fanout is not None and not packet[1] and fanout.relaying():
-            fanout.forward_packet(packet[2], packet[3], packet[4], packet[5])
-
-
-def _newer(seq: int, than: int) -> bool:
-    """Whether RTP sequence number ``seq`` comes after ``than`` (16 bits, wrapping)."""
-    return 0 < (seq - than) & 0xFFFF < 0x8000
-
-
-@dataclass(frozen=True, kw_only=True)
-class LegResult:
-    """What a finished leg produced."""
-
-    key: RecordingKey
-    started_at: datetime
-    first_media_offset: float | None
-    file: FinishedFile | None
-    error: str | None = None
 
 
 class Recorder:
@@ -212,7 +122,7 @@ class Recorder:
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            leg.tasks.append(asyncio.ensure_future(self._consume(leg, track)))
+            leg.tasks.append(asyncio.ensure_future(leg.consume(track)))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -261,7 +171,7 @@ class Recorder:
             await pc.close()
             raise
         if video_codec:
-            leg.tasks.append(asyncio.ensure_future(self._keyframes(leg)))
+            leg.tasks.append(asyncio.ensure_future(leg.ask_for_keyframes(self.keyframe_interval)))
         if feedback is not None:
             leg.tasks.append(asyncio.ensure_future(tap.send_feedback()))
         if self._flusher is None or self._flusher.done():
@@ -349,7 +259,7 @@ class Recorder:
     async def _finalize_leg(self, leg: Leg) -> LegResult:
         """Close the peer, flush the writer, make the final file (off the loop)."""
         key = leg.key
-        await self._drain(leg)
+        await leg.drain()
         leg.done.set()
         if leg.fanout is not None:
             await leg.fanout.close()
@@ -370,42 +280,6 @@ class Recorder:
                 error="no media",
             )
         return await self._close_file(key, leg.started_at, leg.writer)
-
-    async def _drain(self, leg: Leg) -> None:
-        """Before the leg's connection closes, get the packets still missing of its last frames.
-
-        A packet lost on the uplink is asked for again (NACK) when the next one
-        reveals the hole, and again after a round trip and a half; the frame,
-        and every frame after it up to the next keyframe, waits for it. At the
-        end of a call the last of these were cut off: at 10 % loss and 300 ms
-        about half a second of every recording. The page keeps the connection
-        open, sending nothing new, until this side closes it; meanwhile what is
-        missing is asked for again, for at most ``DRAIN_SECONDS``. Packets the
-        page sends after the end (it was not the page that ended the leg) are
-        not recorded.
-        """
-        tap = leg.tap
-        if tap is None or leg.writer is None or leg.pc.connectionState != "connected":
-            return
-        tap.read_now()  # what arrived before the end, to the last datagram
-        leg.cut = tap.video_high()
-        leg.draining = True
-        missing = tap.outstanding(leg.cut)
-        if not missing:
-            return
-        started = time.monotonic()
-        while leg.pc.connectionState == "connected" and tap.outstanding(leg.cut):
-            if time.monotonic() - started >= DRAIN_SECONDS:
-                break
-            tap.ask_again(seam.current_ms())
-            await asyncio.sleep(DRAIN_STEP)
-        log.info(
-            "recording peer=%s end: %d packet(s) missing, %d after %.2f s",
-            leg.key.participant_id,
-            missing,
-            tap.outstanding(leg.cut),
-            time.monotonic() - started,
-        )
 
     async def _close_file(
         self, key: RecordingKey, started_at: datetime, writer: PacketWriter
@@ -444,7 +318,7 @@ class Recorder:
 
     async def close(self) -> list[LegResult]:
         """Stop every leg (server shutdown): every recording is finalized."""
-        # Together: each may wait for the last packets of its frames (``_drain``).
+        # Together: each may wait for the last packets of its frames (``Leg.drain``).
         stopped = await asyncio.gather(*(self.stop(key) for key in list(self.legs)))
         results = [result for result in stopped if result is not None]
         if self._flusher is not None:
@@ -584,58 +458,6 @@ class Recorder:
                     video_lost=stats.video_dropped + stats.video_lost,
                 )
         return out
-
-    # -- internals ----------------------------------------------------------------
-
-    async def _consume(self, leg: Leg, track: MediaStreamTrack) -> None:
-        # aiortc's queues are unbounded: every accepted track is drained. Frames
-        # come out of aiortc only while the leg is relayed (``RtpTap``); the
-        # file is made from the packets.
-        try:
-            while True:
-                frame = await track.recv()
-                if isinstance(frame, seam.EncodedFrame) and leg.fanout is not None:
-                    leg.fanout.forward(frame)
-        except MediaStreamError:
-            return
-
-    async def _keyframes(self, leg: Leg) -> None:
-        # Keyframes are asked for until the first one arrives and after a gap
-        # (the writer says), every ``keyframe_interval`` (seekable files), and
-        # when a viewer of the relay wants one, at most every KEYFRAME_MIN_GAP.
-        last_request = 0.0
-        while not leg.done.is_set():
-            writer = leg.writer
-            now = time.monotonic()
-            since = now - last_request
-            asked = leg.keyframe_wanted.is_set()
-            due = (
-                (asked and since >= KEYFRAME_MIN_GAP)
-                or (writer is not None and writer.needs_keyframe and since >= KEYFRAME_RETRY)
-                or since >= self.keyframe_interval
-            )
-            if due:
-                leg.keyframe_wanted.clear()
-                asked = False
-                for receiver in leg.receivers:
-                    with contextlib.suppress(Exception):
-                        if await seam.request_keyframe(receiver):
-                            last_request = now
-            if asked:
-                # Asked too soon after the last request: wait out the gap.
-                timeout = max(0.01, KEYFRAME_MIN_GAP - since)
-                waits = {asyncio.ensure_future(leg.done.wait())}
-            else:
-                timeout = 0.25
-                waits = {
-                    asyncio.ensure_future(leg.done.wait()),
-                    asyncio.ensure_future(leg.keyframe_wanted.wait()),
-                }
-            try:
-                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiting in waits:
-                    waiting.cancel()
 
 
 def _discard(path: Path) -> None:

@@ -20,7 +20,7 @@ from media import packets
 from media.finalize import FinishedFile, finalize, leftovers, read_start
 
 if TYPE_CHECKING:
-    from media.recorder import RecordingKey
+    from media.leg import RecordingKey
 
 log = logging.getLogger(__name__)
 

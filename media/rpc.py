@@ -20,7 +20,7 @@ from typing import Any
 
 from media.finalize import FinishedFile
 from media.host import LegCounts
-from media.recorder import LegResult, RecordingKey
+from media.leg import LegResult, RecordingKey
 
 # Big enough for any SDP (a few kB) and the stats of hundreds of legs.
 LINE_LIMIT = 16 * 1024 * 1024

@@ -32,7 +32,7 @@ import media
 from media import rpc
 from media.errors import RecordingFailed
 from media.host import LegCounts, WorkerLoad
-from media.recorder import RecordingKey
+from media.leg import RecordingKey
 
 log = logging.getLogger(__name__)
 

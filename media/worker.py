@@ -34,7 +34,8 @@ from typing import Any
 
 from media import rpc
 from media.errors import RecordingFailed
-from media.recorder import LegResult, Recorder, RecordingKey
+from media.leg import LegResult, RecordingKey
+from media.recorder import Recorder
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from media.host import LegHost
-from media.recorder import RecordingKey
+from media.leg import RecordingKey
 
 ROOT = Path(__file__).resolve().parents[1]
 CONNECT_TIMEOUT = 60.0

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from media.errors import RecordingFailed
-from media.recorder import LegResult, RecordingKey
+from media.leg import LegResult, RecordingKey
 from media.repair import finish_partial
 from media.space import disk_space
 from media.writer import CONTAINER_FOR

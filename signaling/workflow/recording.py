@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from media.errors import RecordingFailed
 from media.finalize import FinishedFile, describe
 from media.host import LegHost
-from media.recorder import LegResult, RecordingKey
+from media.leg import LegResult, RecordingKey
 from media.repair import Repaired
 from records import sealed, store
 from records.models import Event, Recording
@@ -293,7 +293,7 @@ class RecordingService(Service):
     async def stop_all(self, consultation_id: str) -> list[Recording]:
         """Finish every leg of a consultation (the call ended)."""
         slots = sorted({slot for slot in [*self.active, *self.kept] if slot[0] == consultation_id})
-        # Together: each leg first waits for its last frames (``Recorder._drain``)
+        # Together: each leg first waits for its last frames (``Leg.drain``)
         # while its page holds the connection open; one after the other, the
         # last page waited for every earlier leg's file to be finished too.
         done = await asyncio.gather(

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from media.finalize import FinishedFile
-from media.recorder import LegResult
+from media.leg import LegResult
 from media.repair import Repaired
 from records import store
 from records.models import Event, Recording

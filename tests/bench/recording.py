@@ -503,7 +503,8 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
     elif args.scenario == "ours":
         from datetime import UTC, datetime
 
-        from media.recorder import Recorder, RecordingKey
+        from media.leg import RecordingKey
+        from media.recorder import Recorder
 
         recorder = Recorder(out_dir, host_addresses=["127.0.0.1"])
 
@@ -541,8 +542,8 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
     elif args.scenario == "workers":
         from datetime import UTC, datetime
 
+        from media.leg import RecordingKey
         from media.pool import WorkerPool
-        from media.recorder import RecordingKey
 
         pool = WorkerPool(out_dir, local=args.workers, host_addresses=["127.0.0.1"])
         await pool.open()

@@ -16,7 +16,8 @@ from pathlib import Path
 import av
 import pytest
 
-from media.recorder import Recorder, RecordingKey
+from media.leg import RecordingKey
+from media.recorder import Recorder
 
 from ..senderproc import from_host, start_sender
 from .recording import encode_input

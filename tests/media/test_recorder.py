@@ -14,7 +14,8 @@ from typing import Any
 import av
 import pytest
 
-from media.recorder import LegResult, Recorder, RecordingKey
+from media.leg import LegResult, RecordingKey
+from media.recorder import Recorder
 
 from ..senderproc import from_host, start_sender
 

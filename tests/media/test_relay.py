@@ -21,7 +21,8 @@ from aiortc.mediastreams import MediaStreamError
 
 from media import seam
 from media.answer import with_start_bitrate
-from media.recorder import Recorder, RecordingKey
+from media.leg import RecordingKey
+from media.recorder import Recorder
 
 from .test_recorder import send
 

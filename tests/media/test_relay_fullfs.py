@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 
-from media.recorder import LegResult, Recorder, RecordingKey
+from media.leg import LegResult, RecordingKey
+from media.recorder import Recorder
 from media.relay import Fanout
 
 from ..fullfs import fill, tmpfs

@@ -20,8 +20,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from media.leg import LegResult, RecordingKey
 from media.pool import WorkerPool
-from media.recorder import LegResult, RecordingKey
 from web.app import create_app
 from web.keys import RECORDING
 

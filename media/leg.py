@@ -1,0 +1,202 @@
+"""A recording leg: one participant's send-only connection to the recorder.
+
+``Recorder`` starts and ends legs; a leg keeps what comes off its wire (to its
+part's file and to the viewers it is relayed to), asks for keyframes while it
+lives, and at its end waits for the packets its last frames still miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
+
+from media import seam, twcc
+from media.finalize import FinishedFile
+from media.packets import PacketWriter
+from media.relay import Fanout
+from media.tap import NACK_GIVE_UP_MS, RtpTap
+from media.writer import SUFFIX_FOR
+
+log = logging.getLogger(__name__)
+
+# Viewers' keyframe requests reach the source at most this often (a burst of
+# PLIs from three viewers is one request).
+KEYFRAME_MIN_GAP = 0.3
+# A keyframe the writer waits for (the start, a gap, a lost frame) is asked
+# for again after this long: on a 300 ms, lossy uplink a keyframe takes more
+# than half a second to arrive, and asking every 0.5 s brought two or three.
+KEYFRAME_RETRY = 1.0
+# At a leg's end, the packets its last frames still miss are asked for again
+# for at most this long (as long as a hole is asked for in the call:
+# ``tap.NACK_GIVE_UP_MS``), checking this often.
+DRAIN_SECONDS = NACK_GIVE_UP_MS / 1000
+DRAIN_STEP = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingKey:
+    """Which recording: a consultation, a participant, and the part number
+    (a participant who reconnects continues in a numbered follow-on part)."""
+
+    consultation_id: str
+    participant_id: str
+    part: int = 1
+
+    def filename(self, fmt: str) -> str:
+        """File name of the finished part."""
+        return f"{self.participant_id}-part{self.part}{SUFFIX_FOR[fmt]}"
+
+
+@dataclass(eq=False)
+class Leg:
+    """A live recording leg."""
+
+    key: RecordingKey
+    pc: RTCPeerConnection
+    started_at: datetime
+    t0: float
+    writer: PacketWriter | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    receivers: list[Any] = field(default_factory=list)
+    # The transport-wide feedback sent to the browser (None: REMB, as aiortc does).
+    feedback: twcc.TransportFeedback | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    result: asyncio.Future[LegResult] | None = None
+    # The viewers this leg's frames are relayed to (None until negotiated).
+    fanout: Fanout | None = None
+    # A viewer asked for a keyframe (or joined): the keyframe task wakes up.
+    keyframe_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    # The part whose file could not be written, being finished while the leg
+    # goes on without a writer (``Recorder._writing_failed``).
+    failed_part: asyncio.Future[LegResult] | None = None
+    # The packets taken off the wire (set once the answer is made).
+    tap: RtpTap | None = None
+    # While the leg ends (``drain``): only the video packets up to
+    # this sequence number (retransmissions of what was missing) are kept.
+    cut: int | None = None
+    draining: bool = False
+
+    def keep(self, packet: seam.KeptPacket) -> None:
+        """A packet off the wire (``tap.RtpTap``), to this part's file if it has one.
+
+        Looked up per packet: a failed writer is dropped and a resumed part
+        brings a new one, while the connection and its relay go on.
+        """
+        if self.draining and (packet[1] or self.cut is None or _newer(packet[3], self.cut)):
+            return  # sent after the leg was told to end: not recorded
+        writer = self.writer
+        if writer is not None:
+            writer.keep(packet)
+        fanout = self.fanout
+        if fanout is not None and not packet[1] and fanout.relaying():
+            fanout.forward_packet(packet[2], packet[3], packet[4], packet[5])
+
+    async def drain(self) -> None:
+        """Before the leg's connection closes, get the packets still missing of its last frames.
+
+        A packet lost on the uplink is asked for again (NACK) when the next one
+        reveals the hole, and again after a round trip and a half; the frame,
+        and every frame after it up to the next keyframe, waits for it. At the
+        end of a call the last of these were cut off: at 10 % loss and 300 ms
+        about half a second of every recording. The page keeps the connection
+        open, sending nothing new, until this side closes it; meanwhile what is
+        missing is asked for again, for at most ``DRAIN_SECONDS``. Packets the
+        page sends after the end (it was not the page that ended the leg) are
+        not recorded.
+        """
+        tap = self.tap
+        if tap is None or self.writer is None or self.pc.connectionState != "connected":
+            return
+        tap.read_now()  # what arrived before the end, to the last datagram
+        self.cut = tap.video_high()
+        self.draining = True
+        missing = tap.outstanding(self.cut)
+        if not missing:
+            return
+        started = time.monotonic()
+        while self.pc.connectionState == "connected" and tap.outstanding(self.cut):
+            if time.monotonic() - started >= DRAIN_SECONDS:
+                break
+            tap.ask_again(seam.current_ms())
+            await asyncio.sleep(DRAIN_STEP)
+        log.info(
+            "recording peer=%s end: %d packet(s) missing, %d after %.2f s",
+            self.key.participant_id,
+            missing,
+            tap.outstanding(self.cut),
+            time.monotonic() - started,
+        )
+
+    async def consume(self, track: MediaStreamTrack) -> None:
+        # aiortc's queues are unbounded: every accepted track is drained. Frames
+        # come out of aiortc only while the leg is relayed (``RtpTap``); the
+        # file is made from the packets.
+        try:
+            while True:
+                frame = await track.recv()
+                if isinstance(frame, seam.EncodedFrame) and self.fanout is not None:
+                    self.fanout.forward(frame)
+        except MediaStreamError:
+            return
+
+    async def ask_for_keyframes(self, interval: float) -> None:
+        # Keyframes are asked for until the first one arrives and after a gap
+        # (the writer says), every ``interval`` (seekable files), and
+        # when a viewer of the relay wants one, at most every KEYFRAME_MIN_GAP.
+        last_request = 0.0
+        while not self.done.is_set():
+            writer = self.writer
+            now = time.monotonic()
+            since = now - last_request
+            asked = self.keyframe_wanted.is_set()
+            due = (
+                (asked and since >= KEYFRAME_MIN_GAP)
+                or (writer is not None and writer.needs_keyframe and since >= KEYFRAME_RETRY)
+                or since >= interval
+            )
+            if due:
+                self.keyframe_wanted.clear()
+                asked = False
+                for receiver in self.receivers:
+                    with contextlib.suppress(Exception):
+                        if await seam.request_keyframe(receiver):
+                            last_request = now
+            if asked:
+                # Asked too soon after the last request: wait out the gap.
+                timeout = max(0.01, KEYFRAME_MIN_GAP - since)
+                waits = {asyncio.ensure_future(self.done.wait())}
+            else:
+                timeout = 0.25
+                waits = {
+                    asyncio.ensure_future(self.done.wait()),
+                    asyncio.ensure_future(self.keyframe_wanted.wait()),
+                }
+            try:
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+
+
+def _newer(seq: int, than: int) -> bool:
+    """Whether RTP sequence number ``seq`` comes after ``than`` (16 bits, wrapping)."""
+    return 0 < (seq - than) & 0xFFFF < 0x8000
+
+
+@dataclass(frozen=True, kw_only=True)
+class LegResult:
+    """What a finished leg produced."""
+
+    key: RecordingKey
+    started_at: datetime
+    first_media_offset: float | None
+    file: FinishedFile | None
+    error: str | None = None
