@@ -23,7 +23,6 @@ from typing import Any, cast
 import aioice.ice
 import aiortc.rtcrtpreceiver as rtcrtpreceiver
 import pylibsrtp
-import pylibsrtp._binding as srtp_binding  # type: ignore[import-not-found]  # cffi, no stubs
 from aiortc import (
     RTCDtlsTransport,
     RTCPeerConnection,
@@ -35,6 +34,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 from media import twcc
 from media.reading import DataReceived, Reading
+from media.rtp import ABS_SEND_TIME_FIRST, Rtp, next_in_order, unprotector
 from media.seam import NTP_TO_UNIX_MS, KeptPacket, check, current_ms
 from media.speedups import speed_up_estimator, speed_up_nack
 from media.twcc import TransportFeedback
@@ -50,87 +50,6 @@ NACK_GIVE_UP_MS = 2000
 ACTIVE_SSRC_EVERY_MS = 1000
 # RTP held while the DTLS handshake finishes (a second of 1 Mbit/s video).
 EARLY_PACKETS = 200
-_HEADER = struct.Struct("!BBHII")
-
-
-class _Rtp:
-    """The parts of an RTP packet the tap and aiortc's bookkeeping read.
-
-    Lighter than aiortc's ``RtpPacket.parse``, which decodes every header
-    extension of every packet: the extension block is kept as it is (read
-    only for what is needed: the transport-wide number, abs-send-time for REMB).
-    Built for every packet, so it does no more than it must: the header in one
-    ``struct`` call, the rest by indexing (profiled: 2.9 µs a packet before).
-    """
-
-    __slots__ = (
-        "ext",
-        "marker",
-        "padding_size",
-        "payload",
-        "payload_type",
-        "sequence_number",
-        "ssrc",
-        "timestamp",
-    )
-
-    def __init__(self, data: bytes) -> None:
-        n = len(data)
-        if n < 12:
-            raise ValueError("RTP packet too short")
-        first, m_pt, self.sequence_number, self.timestamp, self.ssrc = _HEADER.unpack_from(data)
-        if first & 0xC0 != 0x80:
-            raise ValueError("not RTP version 2")
-        self.marker = m_pt >> 7
-        self.payload_type = m_pt & 0x7F
-        pos = 12 + 4 * (first & 0x0F)
-        if first & 0x10:
-            if n < pos + 4:
-                raise ValueError("RTP extension truncated")
-            end = pos + 4 + 4 * (data[pos + 2] << 8 | data[pos + 3])
-            ext: tuple[int, bytes] | None = (data[pos] << 8 | data[pos + 1], data[pos + 4 : end])
-            pos = end
-        else:
-            ext = None
-        self.ext = ext
-        if n < pos:
-            raise ValueError("RTP packet truncated")
-        if first & 0x20:
-            pad = data[-1]
-            if not pad or pad > n - pos:
-                raise ValueError("RTP padding invalid")
-            self.padding_size = pad
-            self.payload = data[pos:-pad]
-        else:
-            self.padding_size = 0
-            self.payload = data[pos:]
-
-
-# An RFC 8285 one-byte extension header for each id with 3 bytes of data (abs-send-time).
-_ABS_FIRST = [bytes([(xid << 4) | 2]) for xid in range(16)]
-
-
-def _unprotector(session: Any) -> Callable[[bytes], bytes]:
-    """``session.unprotect`` (pylibsrtp) without its per-call allocation and checks:
-    the same libsrtp call on the session's own buffer."""
-    ffi, lib = srtp_binding.ffi, srtp_binding.lib
-    cdata, buffer, ctx = session._cdata, session._buffer, session._srtp[0]
-    size = len(cdata)
-    length = ffi.new("int *")
-    unprotect = lib.srtp_unprotect
-
-    def run(data: bytes) -> bytes:
-        n = len(data)
-        if n > size:
-            raise ValueError("packet is too long")
-        length[0] = n
-        buffer[0:n] = data
-        if unprotect(ctx, cdata, length):
-            raise pylibsrtp.Error("srtp_unprotect failed")
-        out: bytes = buffer[0 : length[0]]
-        return out
-
-    return run
 
 
 class _Lean:
@@ -188,7 +107,7 @@ class _Lean:
         return rtx
 
     def handle(
-        self, packet: _Rtp, plain: bytes, arrival_ms: int, arrival: float | None = None
+        self, packet: Rtp, plain: bytes, arrival_ms: int, arrival: float | None = None
     ) -> None:
         """One packet of this receiver (``arrival``: ``time.monotonic()`` it came, if known)."""
         receiver = self.receiver
@@ -230,13 +149,13 @@ class _Lean:
                 )
             )
 
-    def _abs_send_time(self, packet: _Rtp) -> int | None:
+    def _abs_send_time(self, packet: Rtp) -> int | None:
         if packet.ext is None:
             return None
         profile, value = packet.ext
         wanted = self.extensions.__dict__["_HeaderExtensionsMap__ids"].abs_send_time
         if profile == 0xBEDE and wanted:
-            if wanted < 15 and len(value) >= 4 and value[:1] == _ABS_FIRST[wanted]:
+            if wanted < 15 and len(value) >= 4 and value[:1] == ABS_SEND_TIME_FIRST[wanted]:
                 # first among the extensions, as browsers send it
                 return int.from_bytes(value[1:4], "big")
             raw = twcc.one_byte_extension(value, wanted)
@@ -244,7 +163,7 @@ class _Lean:
         value_time: int | None = self.extensions.get(profile, value).abs_send_time
         return value_time
 
-    def _bookkeeping(self, packet: _Rtp, rtx: bool, arrival_ms: int) -> None:
+    def _bookkeeping(self, packet: Rtp, rtx: bool, arrival_ms: int) -> None:
         # What aiortc's _handle_rtp_packet does before it depayloads.
         receiver = self.receiver
         if self.estimator is not None:
@@ -282,7 +201,7 @@ class _Lean:
         seq = packet.sequence_number
         last = stats.max_seq
         if last is not None and seq == (last + 1) & 0xFFFF:
-            _next_in_order(stats, seq, packet.timestamp)
+            next_in_order(stats, seq, packet.timestamp)
         else:
             stats.add(cast(Any, packet))  # reads sequence_number and timestamp
         nack = self.nack
@@ -355,26 +274,6 @@ class _Lean:
 
     def _nack_retry_ms(self) -> float:
         return min(max(1.5 * self.nack_rtt_ms, NACK_RETRY_MIN_MS), NACK_RETRY_MAX_MS)
-
-
-def _next_in_order(stats: Any, seq: int, timestamp: int) -> None:
-    """aiortc's ``StreamStatistics.add`` for the packet after the newest one.
-
-    The same statements for that case (the receiver reports' counts and
-    jitter), without the calls its general case makes for every packet.
-    ``tests/media/test_seam.py`` compares it with aiortc's after every packet.
-    """
-    stats.packets_received += 1
-    arrival = int(time.time() * stats._clockrate)
-    if seq < stats.max_seq:
-        stats.cycles += 1 << 16
-    stats.max_seq = seq
-    last_timestamp = stats._last_timestamp
-    if timestamp != last_timestamp and stats.packets_received > 1:
-        diff = abs((arrival - stats._last_arrival) - (timestamp - last_timestamp))
-        stats._jitter_q4 += diff - ((stats._jitter_q4 + 8) >> 4)
-    stats._last_arrival = arrival
-    stats._last_timestamp = timestamp
 
 
 def _never() -> bool:
@@ -500,11 +399,11 @@ class RtpTap:
 
         def take(data: bytes, srtp: Any, arrival_us: int | None = None) -> None:
             if decrypting[0] is not srtp:  # the first packet after the handshake
-                decrypting[:] = [srtp, _unprotector(srtp)]
+                decrypting[:] = [srtp, unprotector(srtp)]
             unprotect = decrypting[1]
             try:
                 plain = unprotect(data)
-                packet = _Rtp(plain)
+                packet = Rtp(plain)
             except (pylibsrtp.Error, ValueError, struct.error):
                 return  # aiortc drops these too
             key = packet.ssrc << 7 | packet.payload_type

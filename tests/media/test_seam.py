@@ -18,7 +18,7 @@ import av
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from media import seam, speedups, tap
+from media import rtp, seam, speedups, tap
 from media.bitstream import h264_size, picture_size, vp8_size
 from media.opushead import opus_head, opus_template
 
@@ -151,7 +151,7 @@ def test_the_tap_reads_rtp_headers_as_aiortc_does() -> None:
     packet.padding_size = 4
     data = packet.serialize(extensions)
     theirs = RtpPacket.parse(data, extensions)
-    ours = tap._Rtp(data)
+    ours = rtp.Rtp(data)
     for name in ("marker", "payload_type", "sequence_number", "timestamp", "ssrc", "payload"):
         assert getattr(ours, name) == getattr(theirs, name), name
     assert ours.padding_size == theirs.padding_size == 4
@@ -163,7 +163,7 @@ def test_the_tap_reads_rtp_headers_as_aiortc_does() -> None:
     lean.extensions = extensions
     assert lean._abs_send_time(ours) == theirs.extensions.abs_send_time == 0x123456
     with pytest.raises(ValueError):
-        tap._Rtp(b"\x80\x60\x00")
+        rtp.Rtp(b"\x80\x60\x00")
 
 
 def test_the_tap_clock_is_aiortcs() -> None:
@@ -283,9 +283,9 @@ def test_the_taps_bookkeeping_keeps_aiortcs_statistics_and_missing_set(
     rng = random.Random(7)  # noqa: S311 - test sequences
     seq, ts, late = 65000, 2**32 - 9000, []
 
-    def packet(number: int, timestamp: int) -> tap._Rtp:
+    def packet(number: int, timestamp: int) -> rtp.Rtp:
         header = bytes([0x80, 96]) + number.to_bytes(2, "big") + timestamp.to_bytes(4, "big")
-        return tap._Rtp(header + (1234).to_bytes(4, "big") + b"payload")
+        return rtp.Rtp(header + (1234).to_bytes(4, "big") + b"payload")
 
     for step in range(6000):
         if step == 3000:
@@ -329,7 +329,7 @@ def test_the_tap_decrypts_as_pylibsrtp_does() -> None:
     sender = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=outbound))
     theirs = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=inbound))
     ours = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=inbound))
-    unprotect = tap._unprotector(ours)
+    unprotect = rtp.unprotector(ours)
     for seq in range(50):
         plain = bytes([0x80, 96]) + seq.to_bytes(2, "big") + bytes(8) + os.urandom(seq * 20)
         packet = sender.protect(plain)
