@@ -184,7 +184,7 @@ sessions = sa.Table(
 )
 
 # One TOTP second factor per account. ``secret`` is the base32 secret sealed under
-# the app's master key (``records.sealed.seal_value``; plain only when the
+# the app's master key (``records.sealed_values.seal_value``; plain only when the
 # deployment has no key); ``enrolled_at`` is None while the enrolment is started
 # but not yet confirmed with a code. ``last_step`` is the TOTP time step of the
 # last code accepted: a code of that step or an earlier one is refused (replay).

@@ -77,7 +77,7 @@ class SealError(Exception):
     """A sealed file cannot be opened: damaged, tampered with, or the key is unknown."""
 
 
-class _Aead(Protocol):
+class Aead(Protocol):
     def encrypt(self, nonce: bytes, data: bytes, aad: bytes | None) -> bytes: ...
     def decrypt(self, nonce: bytes, data: bytes, aad: bytes | None) -> bytes: ...
 
@@ -102,7 +102,7 @@ class _Sm4Gcm:
         return dec.update(data[:-TAG]) + dec.finalize()
 
 
-def _aead(cipher: int, key: bytes) -> _Aead:
+def make_aead(cipher: int, key: bytes) -> Aead:
     return AESGCM(key) if cipher == 1 else _Sm4Gcm(key)
 
 
@@ -144,9 +144,9 @@ def key_id(master: bytes) -> bytes:
     return HKDF(hashes.SHA256(), KEY_ID, None, b"teleconsult/key-id").derive(master)
 
 
-def _kek(master: bytes, cipher: int) -> _Aead:
+def _kek(master: bytes, cipher: int) -> Aead:
     info = b"teleconsult/kek/" + CIPHER_NAMES[cipher].encode()
-    return _aead(cipher, HKDF(hashes.SHA256(), DATA_KEY[cipher], None, info).derive(master))
+    return make_aead(cipher, HKDF(hashes.SHA256(), DATA_KEY[cipher], None, info).derive(master))
 
 
 @dataclass(frozen=True)
@@ -283,7 +283,7 @@ def seal_stream(src: IO[bytes], dst: IO[bytes], size: int, keyring: Keyring) -> 
     prefix = os.urandom(8)
     fixed = FIXED.pack(MAGIC, VERSION, cipher, CHUNK, size, os.urandom(16), prefix, bytes(4))
     dst.write(fixed + _wrap(keyring, fixed, cipher, data_key))
-    aead = _aead(cipher, data_key)
+    aead = make_aead(cipher, data_key)
     chunks = max(1, -(-size // CHUNK))
     for index in range(chunks):
         want = min(CHUNK, size - index * CHUNK)
@@ -396,7 +396,7 @@ class SealedFile(io.RawIOBase):
             if header is None:
                 raise SealError("not a sealed file")
             self.header = header
-            self._aead = _aead(header.cipher, header.data_key(keyring))
+            self._aead = make_aead(header.cipher, header.data_key(keyring))
             on_disk = os.fstat(self._fh.fileno()).st_size
             if on_disk != header.length + header.size + header.chunks * TAG:
                 raise SealError("sealed file has the wrong length (cut short or grown)")
@@ -497,76 +497,3 @@ def plain_sha256(path: Path, keyring: Keyring | None) -> str:
 
 
 # -- small values (a TOTP secret) -------------------------------------------------
-#
-# A short value kept in a database column is sealed whole: ``sealed:1:`` then
-# base64 of cipher id (u8) | key id (8) | nonce (12) | ciphertext + tag. The key
-# is derived from the master key for values only (HKDF info names the cipher),
-# and the AAD is the caller's context (the account the secret belongs to) plus
-# the key id, so a sealed value copied onto another account's row does not open.
-VALUE_PREFIX = "sealed:1:"
-PLAIN_PREFIX = "plain:"
-
-
-def _value_key(master: bytes, cipher: int) -> _Aead:
-    info = b"teleconsult/value/" + CIPHER_NAMES[cipher].encode()
-    return _aead(cipher, HKDF(hashes.SHA256(), DATA_KEY[cipher], None, info).derive(master))
-
-
-def seal_value(plain: bytes, keyring: Keyring | None, context: bytes) -> str:
-    """``plain`` as text for a database column: sealed, or marked plain when there is no key."""
-    if keyring is None:
-        return PLAIN_PREFIX + base64.b64encode(plain).decode()
-    cipher = CIPHERS[keyring.cipher]
-    kid = keyring.current_id
-    nonce = os.urandom(NONCE)
-    sealed_bytes = _value_key(keyring.keys[0], cipher).encrypt(nonce, plain, context + kid)
-    blob = bytes([cipher]) + kid + nonce + sealed_bytes
-    return VALUE_PREFIX + base64.b64encode(blob).decode()
-
-
-def open_value(text: str, keyring: Keyring | None, context: bytes) -> bytes:
-    """The plain value of ``seal_value``'s text.
-
-    Raises:
-        SealError: sealed under a key that is not configured, tampered with, or
-            moved from another context.
-    """
-    try:
-        if text.startswith(PLAIN_PREFIX):
-            return base64.b64decode(text.removeprefix(PLAIN_PREFIX), validate=True)
-        if not text.startswith(VALUE_PREFIX):
-            raise SealError("not a sealed value")
-        blob = base64.b64decode(text.removeprefix(VALUE_PREFIX), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise SealError("a damaged sealed value") from exc
-    if keyring is None:
-        raise SealError("this value is sealed and no encryption key is configured")
-    cipher, kid, nonce = blob[0], blob[1 : 1 + KEY_ID], blob[1 + KEY_ID : 1 + KEY_ID + NONCE]
-    master = keyring.find(kid)
-    if cipher not in CIPHER_NAMES or master is None:
-        raise SealError(f"sealed under key {kid.hex()}, which is not configured")
-    try:
-        return _value_key(master, cipher).decrypt(nonce, blob[1 + KEY_ID + NONCE :], context + kid)
-    except InvalidTag as exc:
-        raise SealError("the sealed value does not verify (tampered with)") from exc
-
-
-def reseal_value(text: str, keyring: Keyring, context: bytes) -> str | None:
-    """``text`` sealed under the ring's current key and cipher, or None when it is already.
-
-    A plain value (kept before encryption was turned on) is sealed; a value
-    under an older key is opened and sealed again (small: no re-wrapping needed).
-
-    Raises:
-        SealError: it cannot be opened (a key that is not configured, tampering).
-    """
-    if text.startswith(VALUE_PREFIX):
-        try:
-            blob = base64.b64decode(text.removeprefix(VALUE_PREFIX), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise SealError("a damaged sealed value") from exc
-        if blob[:1] == bytes([CIPHERS[keyring.cipher]]) and blob[1 : 1 + KEY_ID] == (
-            keyring.current_id
-        ):
-            return None
-    return seal_value(open_value(text, keyring, context), keyring, context)

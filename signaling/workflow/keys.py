@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from records import sealed, store
+from records import sealed, sealed_values, store
 from records.files import SHA256
 from signaling.workflow.base import Context, Service, Tx
 from signaling.workflow.second_factor import totp_context
@@ -121,7 +121,7 @@ class KeyService(Service):
         def work(tx: Tx) -> None:
             for account_id, text in store.second_factor_secrets(tx.conn):
                 try:
-                    fresh = sealed.reseal_value(text, keyring, totp_context(account_id))
+                    fresh = sealed_values.reseal_value(text, keyring, totp_context(account_id))
                 except sealed.SealError as exc:
                     log.error("the second factor of an account cannot be opened: %s", exc)
                     report.failed[f"second factor of account {account_id}"] = str(exc)

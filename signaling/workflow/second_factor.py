@@ -25,7 +25,7 @@ Wrong codes are counted per account like wrong passwords (``login_failures``,
 keyed by a hash that cannot collide with a username's) and lock the second
 factor for ``login_lockout_seconds`` after ``login_max_failures``.
 
-The secret is sealed with the app's master key (``records.sealed.seal_value``)
+The secret is sealed with the app's master key (``records.sealed_values.seal_value``)
 when encryption at rest is configured, so a copy of the database does not give
 anyone a physician's codes. An administrator's reset removes the enrolment and
 ends the person's sessions; they enrol again at their next login.
@@ -45,7 +45,7 @@ from typing import Any, NoReturn
 import pyotp
 import sqlalchemy as sa
 
-from records import sealed, store
+from records import sealed, sealed_values, store
 from records.models import Account
 from records.passwords import Passwords
 from records.vocab import ErrorCode, EventKind
@@ -163,9 +163,9 @@ class SecondFactorService(Service):
 
     def _secret(self, row: dict[str, Any], account_id: str) -> str:
         try:
-            return sealed.open_value(row["secret"], self.keyring, totp_context(account_id)).decode(
-                "ascii"
-            )
+            return sealed_values.open_value(
+                row["secret"], self.keyring, totp_context(account_id)
+            ).decode("ascii")
         except sealed.SealError as exc:
             # A secret sealed under a key no longer configured: only a reset helps.
             raise SignalingError(
@@ -180,7 +180,9 @@ class SecondFactorService(Service):
         """
         account = actor.account
         fresh = pyotp.random_base32()
-        sealed_fresh = sealed.seal_value(fresh.encode(), self.keyring, totp_context(account.id))
+        sealed_fresh = sealed_values.seal_value(
+            fresh.encode(), self.keyring, totp_context(account.id)
+        )
 
         def work(tx: Tx) -> str:
             row = store.get_second_factor(tx.conn, account.id)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from records import sealed
+from records import sealed, sealed_values
 from records.files import FileStore
 from records.sealed import CHUNK, TAG, Keyring, SealError
 from records.sealed_store import SealingFileStore
@@ -195,23 +195,25 @@ def test_the_sealing_store_keeps_plaintext_addresses_and_no_plaintext(tmp_path: 
 
 def test_a_sealed_value_opens_only_in_its_context_and_under_its_key() -> None:
     ring = sealed.Keyring([bytes(range(32))])
-    text = sealed.seal_value(b"JBSWY3DPEHPK3PXP", ring, b"totp:a")
+    text = sealed_values.seal_value(b"JBSWY3DPEHPK3PXP", ring, b"totp:a")
     assert text.startswith("sealed:1:") and "JBSWY3DP" not in text
-    assert sealed.open_value(text, ring, b"totp:a") == b"JBSWY3DPEHPK3PXP"
+    assert sealed_values.open_value(text, ring, b"totp:a") == b"JBSWY3DPEHPK3PXP"
     # Moved onto another account's row, tampered with, or without the key: refused.
     with pytest.raises(sealed.SealError):
-        sealed.open_value(text, ring, b"totp:b")
+        sealed_values.open_value(text, ring, b"totp:b")
     raw = bytearray(base64.b64decode(text.removeprefix("sealed:1:")))
     raw[-1] ^= 1
     with pytest.raises(sealed.SealError):
-        sealed.open_value("sealed:1:" + base64.b64encode(bytes(raw)).decode(), ring, b"totp:a")
+        sealed_values.open_value(
+            "sealed:1:" + base64.b64encode(bytes(raw)).decode(), ring, b"totp:a"
+        )
     with pytest.raises(sealed.SealError):
-        sealed.open_value(text, None, b"totp:a")
+        sealed_values.open_value(text, None, b"totp:a")
     with pytest.raises(sealed.SealError):
-        sealed.open_value(text, sealed.Keyring([bytes(32)]), b"totp:a")
+        sealed_values.open_value(text, sealed.Keyring([bytes(32)]), b"totp:a")
     # An older key still in the ring opens it (until a reset or re-enrolment).
     rotated = sealed.Keyring([bytes(32), bytes(range(32))])
-    assert sealed.open_value(text, rotated, b"totp:a") == b"JBSWY3DPEHPK3PXP"
+    assert sealed_values.open_value(text, rotated, b"totp:a") == b"JBSWY3DPEHPK3PXP"
     # Without a key the value is kept marked as plain.
-    plain = sealed.seal_value(b"JBSWY3DPEHPK3PXP", None, b"totp:a")
-    assert sealed.open_value(plain, None, b"totp:a") == b"JBSWY3DPEHPK3PXP"
+    plain = sealed_values.seal_value(b"JBSWY3DPEHPK3PXP", None, b"totp:a")
+    assert sealed_values.open_value(plain, None, b"totp:a") == b"JBSWY3DPEHPK3PXP"

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
-from records import sealed
+from records import sealed, sealed_values
 from records.schema import audit_log, second_factors, sessions
 from signaling.workflow.base import Context, NoPushes
 from signaling.workflow.keys import KeyService
@@ -389,9 +389,9 @@ async def test_key_rotation_seals_the_secrets_anew(
         ).one()
     # Only the new key is needed now.
     only_new = sealed.Keyring([bytes(32)])
-    assert sealed.open_value(stored, only_new, totp_context(account_id)) == secret.encode()
+    assert sealed_values.open_value(stored, only_new, totp_context(account_id)) == secret.encode()
     with pytest.raises(sealed.SealError):
-        sealed.open_value(stored, old_ring, totp_context(account_id))
+        sealed_values.open_value(stored, old_ring, totp_context(account_id))
     assert [e["object_id"] for e in await audit(app, "second_factor.reseal")] == [account_id]
 
 
