@@ -6,16 +6,21 @@ package (FHIR 4.3.0, the R4-compatible release it ships; there is no plain R4
 package). The elements read and written are the same in R4 (4.0.1) and R4B.
 
 ``fhir_in`` reads an EMR's Bundle into summary rows; ``fhir_out`` (with
-``fhir_out_patient``) writes a consultation as a Bundle. All are pure functions
-of plain data: the use cases in ``signaling`` read and write the records and
-check who may do what.
+``fhir_out_patient`` and ``fhir_out_document``) writes a consultation as a
+Bundle, its resources referring to each other by the stable full URLs made
+here. All are pure functions of plain data: the use cases in ``signaling`` read
+and write the records and check who may do what.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from records.models import Account
 
 # The mainland China resident identity number (GB 11643), as the national health
 # information standards name it.
@@ -51,3 +56,35 @@ def validate(resource: Mapping[str, Any]) -> None:
 def instant(value: datetime) -> str:
     """A datetime as a FHIR ``instant``/``dateTime`` (ISO 8601 with its offset)."""
     return value.isoformat()
+
+
+CONSULT_NOTE = {"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}
+
+# Full URLs are name-based UUIDs in a namespace of our own: the same consultation
+# exports with the same URLs every time, so a receiving system can match them.
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:teleconsult")
+
+
+def full_url(resource_type: str, key: str) -> str:
+    """A stable ``urn:uuid`` for a resource of the export (references use it)."""
+    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, f'{resource_type}/{key}')}"
+
+
+def reference(resource_type: str, key: str, display: str | None = None) -> dict[str, Any]:
+    """A Reference to a resource of the export, by its ``full_url``."""
+    ref: dict[str, Any] = {"reference": full_url(resource_type, key)}
+    if display:
+        ref["display"] = display
+    return ref
+
+
+def account_reference(account: Account | None) -> dict[str, Any] | None:
+    """A Reference to a doctor of ours (display and account id), or None."""
+    if account is None:
+        return None
+    return {
+        "display": f"{account.display_name} {account.title}"
+        if account.title
+        else account.display_name,
+        "identifier": {"system": LOCAL + "account", "value": account.id},
+    }

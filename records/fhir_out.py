@@ -1,7 +1,8 @@
 """FHIR out: a consultation as a FHIR R4 Bundle for a hospital's record.
 
 A ``collection`` by default, or a ``document``: the same entries behind a
-Composition (a consult note, LOINC 11488-4) whose sections list them.
+Composition (a consult note, LOINC 11488-4, ``fhir_out_document``) whose
+sections list them.
 
 The Bundle holds the request (ServiceRequest), the call (Encounter), the chat
 (Communication), the signed opinions (DiagnosticReport, or a ServiceRequest for
@@ -17,14 +18,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from records.canonical import canonical_json
-from records.fhir_common import ADDENDUM_OF_EXTENSION, LOCAL, SHA256_EXTENSION, instant, validate
+from records.fhir_common import (
+    ADDENDUM_OF_EXTENSION,
+    CONSULT_NOTE,
+    LOCAL,
+    SHA256_EXTENSION,
+    account_reference,
+    full_url,
+    instant,
+    reference,
+    validate,
+)
+from records.fhir_out_document import consult_note
 from records.fhir_out_patient import consent_resource, patient_resource, summary_resources
 from records.models import (
     Account,
@@ -38,10 +49,6 @@ from records.models import (
     Recording,
 )
 from records.summary import DocumentRow, Summary
-
-# Full URLs are name-based UUIDs in a namespace of our own: the same consultation
-# exports with the same URLs every time, so a receiving system can match them.
-_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:teleconsult")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,31 +94,7 @@ ENCOUNTER_STATUS = {
     "cancelled": "cancelled",
     "declined": "cancelled",
 }
-CONSULT_NOTE = {"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}
 KEPT_RECORDINGS = ("finished", "recovered")
-
-
-def full_url(resource_type: str, key: str) -> str:
-    """A stable ``urn:uuid`` for a resource of the export (references use it)."""
-    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, f'{resource_type}/{key}')}"
-
-
-def _ref(resource_type: str, key: str, display: str | None = None) -> dict[str, Any]:
-    ref: dict[str, Any] = {"reference": full_url(resource_type, key)}
-    if display:
-        ref["display"] = display
-    return ref
-
-
-def _person(account: Account | None) -> dict[str, Any] | None:
-    if account is None:
-        return None
-    return {
-        "display": f"{account.display_name} {account.title}"
-        if account.title
-        else account.display_name,
-        "identifier": {"system": LOCAL + "account", "value": account.id},
-    }
 
 
 def _sha256(hexdigest: str) -> dict[str, Any]:
@@ -158,9 +141,9 @@ class _Builder:
         self.d = data
         self.entries: list[dict[str, Any]] = []
         c = data.consultation
-        self.patient = _ref("Patient", data.patient.id)
-        self.request = _ref("ServiceRequest", c.id)
-        self.encounter = _ref("Encounter", c.id)
+        self.patient = reference("Patient", data.patient.id)
+        self.request = reference("ServiceRequest", c.id)
+        self.encounter = reference("Encounter", c.id)
 
     def add(self, resource: dict[str, Any], key: str) -> None:
         self.entries.append(
@@ -168,7 +151,7 @@ class _Builder:
         )
 
     def person(self, account_id: str | None) -> dict[str, Any] | None:
-        return _person(self.d.people.get(account_id)) if account_id else None
+        return account_reference(self.d.people.get(account_id)) if account_id else None
 
     def build(self) -> list[dict[str, Any]]:
         d = self.d
@@ -346,7 +329,7 @@ class _Builder:
             parent = next((o for o in self.d.opinions if o.id == opinion.parent_id), None)
             kind = "ServiceRequest" if parent and parent.kind == "referral" else "DiagnosticReport"
             resource["extension"].append(
-                {"url": ADDENDUM_OF_EXTENSION, "valueReference": _ref(kind, opinion.parent_id)}
+                {"url": ADDENDUM_OF_EXTENSION, "valueReference": reference(kind, opinion.parent_id)}
             )
         self.add(resource, opinion.id)
 
@@ -440,75 +423,6 @@ def _sendable(value: Any) -> Any:
     return value
 
 
-# The Composition's sections: title, LOINC section code, and the resource types
-# whose entries it lists, in the order a reader expects them.
-SECTIONS = (
-    ("会诊申请 Reason for consultation", "42349-1", "Reason for referral", ("ServiceRequest",)),
-    ("诊断 Problems", "11450-4", "Problem list", ("Condition",)),
-    ("过敏 Allergies", "48765-2", "Allergies and adverse reactions", ("AllergyIntolerance",)),
-    (
-        "用药 Medications",
-        "10160-0",
-        "History of medication use",
-        ("MedicationStatement", "MedicationRequest"),
-    ),
-    ("疫苗接种 Immunizations", "11369-6", "History of Immunization", ("Immunization",)),
-    ("手术操作 Procedures", "47519-4", "History of Procedures", ("Procedure",)),
-    ("检查检验 Results", "30954-2", "Relevant diagnostic tests/laboratory data", ("Observation",)),
-    ("会诊意见 Consultation opinion", "11488-4", "Consult note", ("DiagnosticReport",)),
-    ("资料 Documents and recordings", "55107-7", "Addendum", ("DocumentReference", "Media")),
-    ("会诊过程 Consultation chat", "34109-9", "Note", ("Communication",)),
-    ("知情同意 Consent", "59284-0", "Patient Consent", ("Consent",)),
-)
-
-
-def _composition(data: ExportData, entries: list[dict[str, Any]], at: datetime) -> dict[str, Any]:
-    """A consult note (LOINC 11488-4) whose sections list the Bundle's entries."""
-    c = data.consultation
-    signed = [o for o in data.opinions if o.kind != "addendum"]
-    author = _person(data.people.get(signed[0].author_id)) if signed else None
-    sections = []
-    for title, code, display, kinds in SECTIONS:
-        refs = [
-            {"reference": e["fullUrl"]}
-            for e in entries
-            if e["resource"]["resourceType"] in kinds
-            # The referral is a ServiceRequest too: it belongs with the opinion.
-            and not (kinds == ("ServiceRequest",) and e["resource"]["id"] != c.id)
-        ]
-        if kinds == ("DiagnosticReport",):
-            refs += [
-                {"reference": e["fullUrl"]}
-                for e in entries
-                if e["resource"]["resourceType"] == "ServiceRequest" and e["resource"]["id"] != c.id
-            ]
-        if refs:
-            sections.append(
-                {
-                    "title": title,
-                    "code": {
-                        "coding": [{"system": "http://loinc.org", "code": code, "display": display}]
-                    },
-                    "entry": refs,
-                }
-            )
-    return {
-        "resourceType": "Composition",
-        "id": f"composition-{c.id}",
-        "identifier": {"system": LOCAL + "consultation-note", "value": c.id},
-        # Final once an opinion or referral is signed; until then a draft of the record.
-        "status": "final" if signed else "preliminary",
-        "type": {"coding": [CONSULT_NOTE], "text": "远程会诊记录"},
-        "subject": _ref("Patient", data.patient.id),
-        "encounter": _ref("Encounter", c.id),
-        "date": instant(at),
-        "author": [author or {"display": data.consulted_institution.name}],
-        "title": f"远程会诊记录 Teleconsultation note: {c.reason}",
-        "custodian": {"display": data.consulted_institution.name},
-        "section": sections,
-    }
-
-
 def build_bundle(
     data: ExportData, *, generated_at: datetime, document: bool = False
 ) -> dict[str, Any]:
@@ -525,7 +439,7 @@ def build_bundle(
     """
     entries = [_sendable(entry) for entry in _Builder(data).build()]
     if document:
-        composition = _sendable(_composition(data, entries, generated_at))
+        composition = _sendable(consult_note(data, entries, generated_at))
         entries.insert(
             0,
             {
