@@ -1,6 +1,7 @@
 """Per-packet pieces of the lean receive path (``media/tap.py``), each faster
 than aiortc's own for the one case the tap needs: reading an RTP header,
-decrypting SRTP, counting a packet that comes in order.
+decrypting SRTP, counting a packet that comes in order; and telling whether a
+video packet begins a keyframe (the start of a leg).
 
 They mirror aiortc's and pylibsrtp's internals; ``tests/media/test_seam.py``
 compares each with the original.
@@ -15,6 +16,7 @@ from typing import Any
 
 import pylibsrtp
 import pylibsrtp._binding as srtp_binding  # type: ignore[import-not-found]  # cffi, no stubs
+from aiortc.codecs.vpx import VpxPayloadDescriptor
 
 _HEADER = struct.Struct("!BBHII")
 
@@ -117,3 +119,34 @@ def next_in_order(stats: Any, seq: int, timestamp: int) -> None:
         stats._jitter_q4 += diff - ((stats._jitter_q4 + 8) >> 4)
     stats._last_arrival = arrival
     stats._last_timestamp = timestamp
+
+
+def starts_keyframe(mime_type: str, payload: bytes) -> bool:
+    """Whether a video RTP payload is the first packet of a keyframe.
+
+    VP8: the start of partition 0 of a frame whose key bit is clear. H.264:
+    an SPS (a browser sends SPS and PPS before each IDR, alone or in a STAP-A)
+    or the first fragment of an IDR slice. Anything unreadable is not.
+    """
+    codec = mime_type.lower()
+    try:
+        if codec == "video/vp8":
+            vp8, data = VpxPayloadDescriptor.parse(payload)
+            return (
+                bool(vp8.partition_start)
+                and vp8.partition_id == 0
+                and data[:1] != b""
+                and (data[0] & 1 == 0)
+            )
+        if codec == "video/h264" and payload:
+            nal = payload[0] & 0x1F
+            if nal == 24:  # STAP-A: the first NAL unit it carries
+                nal = payload[3] & 0x1F if len(payload) > 3 else 0
+            elif nal == 28:  # FU-A: its first fragment
+                if len(payload) < 2 or not payload[1] & 0x80:
+                    return False
+                nal = payload[1] & 0x1F
+            return nal in (5, 7)
+    except ValueError:
+        return False
+    return False

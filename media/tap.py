@@ -33,8 +33,9 @@ from aiortc.codecs import is_rtx
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 from media import twcc
+from media.packets import START_SLACK
 from media.reading import DataReceived, Reading
-from media.rtp import ABS_SEND_TIME_FIRST, Rtp, next_in_order, unprotector
+from media.rtp import ABS_SEND_TIME_FIRST, Rtp, next_in_order, starts_keyframe, unprotector
 from media.seam import NTP_TO_UNIX_MS, KeptPacket, check, current_ms
 from media.speedups import speed_up_estimator, speed_up_nack
 from media.twcc import TransportFeedback
@@ -225,6 +226,8 @@ class _Lean:
             missed = False
         else:
             missed = nack.add(packet)
+            if last is None and not rtx and not self.audio:
+                missed = self._ask_for_start(packet) or missed
         asked = self.nack_asked
         self.media_ssrc = ssrc
         if missed:
@@ -239,6 +242,24 @@ class _Lean:
         elif not nack.missing or arrival_ms - self.nack_at < self._nack_retry_ms():
             return
         self._ask(arrival_ms)
+
+    def _ask_for_start(self, packet: Rtp) -> bool:
+        """The leg's first video packet: if it does not begin a keyframe, ask
+        for the packets before it (whether any were lost is unknown).
+
+        aiortc's NACK generator starts at the first packet that arrives, so a
+        keyframe whose first packets were lost at the start of a leg was never
+        asked for: nothing could be written until a keyframe asked for a second
+        later (at 10 % loss and 300 ms, 4.8 % of a 20 s recording). The packet
+        log waits for ``START_SLACK`` packets before the first; those are asked
+        for. A browser ignores a request for a packet it never sent.
+        """
+        codec = self.codecs.get(packet.payload_type)
+        if codec is None or starts_keyframe(codec.mimeType, packet.payload):
+            return False
+        seq = packet.sequence_number
+        self.nack.missing.update((seq - back) & 0xFFFF for back in range(1, START_SLACK + 1))
+        return True
 
     def ask_again(self, now_ms: int) -> None:
         """Ask again for what is still missing, if a retry is due (no packet

@@ -102,6 +102,26 @@ def lose_first_sends(sender: RTCRtpSender, every: int, dropped: list[int]) -> No
     transport._send_rtp = lossy
 
 
+def lose_start(sender: RTCRtpSender, first: int, dropped: list[int]) -> None:
+    """Drop the first ``first`` video RTP packets (the start of the first
+    keyframe) the first time each is sent; resends (RTX) go through."""
+    transport = sender.transport
+    send = transport._send_rtp
+    lost: set[int] = set()
+
+    async def lossy(data: bytes) -> None:
+        if 127 < data[0] < 192 and not 191 < data[1] < 224:  # RTP, not RTCP
+            ssrc = int.from_bytes(data[8:12], "big")
+            seq = int.from_bytes(data[2:4], "big")
+            if ssrc == sender._ssrc and len(lost) < first and seq not in lost:
+                lost.add(seq)
+                dropped[0] += 1
+                return
+        await send(data)
+
+    transport._send_rtp = lossy
+
+
 def lose_one_twice(sender: RTCRtpSender, nth: int, dropped: list[int]) -> None:
     """Drop the ``nth`` video RTP packet on its first send and on its first resend
     (RTX); nothing else is lost, so nothing new goes missing after it."""
@@ -212,6 +232,9 @@ async def main() -> None:
         "--lose-twice", type=int, default=0, help="drop the Nth video packet and its first resend"
     )
     parser.add_argument(
+        "--lose-first", type=int, default=0, help="drop the first N video packets once each"
+    )
+    parser.add_argument(
         "--lose-last-twice",
         action="store_true",
         help="at the end, drop a packet and its first resend, then send nothing new "
@@ -241,6 +264,8 @@ async def main() -> None:
         lose_first_sends(vt.sender, args.drop, dropped)
     elif args.lose_twice:
         lose_one_twice(vt.sender, args.lose_twice, dropped)
+    elif args.lose_first:
+        lose_start(vt.sender, args.lose_first, dropped)
     last = LoseLast(vt.sender) if args.lose_last_twice else None
     feedback = count_feedback(vt.sender)
     print(json.dumps({"offer": pc.localDescription.sdp}), flush=True)

@@ -268,6 +268,7 @@ def test_the_taps_bookkeeping_keeps_aiortcs_statistics_and_missing_set(
     lean.remote_streams = {}
     lean.codecs = {96: RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)}
     lean.rtx_ssrc = {}
+    lean.audio = False
     lean.nack = NackGenerator()
     speedups.speed_up_nack(lean.nack)
     lean.nack_asked, lean.nack_at, lean.nack_rtt_ms = {}, 0, 150.0
@@ -285,7 +286,9 @@ def test_the_taps_bookkeeping_keeps_aiortcs_statistics_and_missing_set(
 
     def packet(number: int, timestamp: int) -> rtp.Rtp:
         header = bytes([0x80, 96]) + number.to_bytes(2, "big") + timestamp.to_bytes(4, "big")
-        return rtp.Rtp(header + (1234).to_bytes(4, "big") + b"payload")
+        # A VP8 keyframe's first packet, so that the first one to arrive asks
+        # for nothing before it (``_Lean._ask_for_start``, a test of its own).
+        return rtp.Rtp(header + (1234).to_bytes(4, "big") + b"\x10\x00payload")
 
     for step in range(6000):
         if step == 3000:
@@ -400,3 +403,17 @@ async def test_tapped_sockets_are_read_together_with_the_kernels_arrival_times()
     async with asyncio.timeout(5):
         await closed.wait()
     assert reading.poller is None  # its last socket went: the timer stopped
+
+
+def test_a_keyframes_first_packet_is_told_from_the_rest() -> None:
+    # What the start of a leg is judged by (``_Lean._ask_for_start``).
+    vp8, h264 = "video/VP8", "video/H264"
+    assert rtp.starts_keyframe(vp8, b"\x10\x00\x9d\x01\x2a")  # S=1, partition 0, key bit 0
+    assert not rtp.starts_keyframe(vp8, b"\x10\x01")  # a delta frame
+    assert not rtp.starts_keyframe(vp8, b"\x00\x00")  # the middle of a frame
+    assert not rtp.starts_keyframe(vp8, b"\x90\x80")  # a descriptor cut short
+    assert rtp.starts_keyframe(h264, b"\x18\x00\x04\x67\x42\x00\x1f")  # STAP-A, SPS first
+    assert rtp.starts_keyframe(h264, b"\x7c\x85\x88")  # FU-A, first fragment of an IDR
+    assert not rtp.starts_keyframe(h264, b"\x7c\x05\x88")  # FU-A, a later fragment
+    assert not rtp.starts_keyframe(h264, b"\x41\x9a")  # a non-IDR slice
+    assert not rtp.starts_keyframe(h264, b"")
