@@ -424,15 +424,29 @@ class Recorder:
     # -- what the web process reads of a leg (media.host.LegHost) -------------------
 
     def leg_file(self, key: RecordingKey) -> LegFile:
-        """The file a running leg writes (KeyError: no such leg)."""
-        writer = self.legs[key].writer
-        if writer is None:
+        """The file a running leg writes, or was to write (KeyError: no such leg).
+
+        A leg whose file failed at its first write (a full disk) while it was
+        being answered has no writer any more; its part is noted all the same,
+        and ended as every failed part is (``on_writing_failed``).
+        """
+        leg = self.legs[key]
+        writer = leg.writer
+        if writer is not None:
+            return LegFile(
+                path=writer.path,
+                container=writer.format,
+                video_codec=writer.video_codec,
+                audio_codec=writer.stats.audio_codec,
+            )
+        if leg.fanout is None:
             raise KeyError(key)
+        video_codec, container = leg.fanout.video_codec, CONTAINER_FOR[leg.fanout.video_codec]
         return LegFile(
-            path=writer.path,
-            container=writer.format,
-            video_codec=writer.video_codec,
-            audio_codec=writer.stats.audio_codec,
+            path=self.partial_path(key, container),
+            container=container,
+            video_codec=video_codec,
+            audio_codec="opus" if leg.fanout.audio else None,
         )
 
     async def kept_media(self, key: RecordingKey) -> KeptMedia | None:

@@ -16,7 +16,7 @@ import functools
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -149,6 +149,11 @@ class RecordingService(Service):
         slot = (consultation_id, participant_id)
         return slot in self.active or slot in self.kept
 
+    def halted(self, consultation_id: str, participant_id: str) -> str | None:
+        """Why a participant's leg is kept without a file (``disk_full``,
+        ``write_failed``), or None when it is not."""
+        return self.kept.reason((consultation_id, participant_id))
+
     def _leg_key(self, slot: tuple[str, str]) -> RecordingKey | None:
         entry = self.active.get(slot)
         if entry is not None:
@@ -196,38 +201,11 @@ class RecordingService(Service):
             key = RecordingKey(consultation_id, actor.id, part)
             now = self.clock.now()
             answer = await self.recorder.start(key, offer_sdp, now=now)
-            file = self.recorder.leg_file(key)
-
-            def work(tx: Tx) -> str:
-                rid = store.add_recording(
-                    tx.conn,
-                    consultation_id=consultation_id,
-                    participant_id=actor.id,
-                    part=part,
-                    path=str(file.path.with_suffix("").relative_to(self.root)),
-                    container=file.container,
-                    video_codec=file.video_codec,
-                    audio_codec=file.audio_codec,
-                    started_at=now,
-                )
-                tx.event(
-                    consultation_id,
-                    EventKind.RECORDING_STARTED,
-                    {"recording_id": rid, "part": part},
-                    at=now,
-                )
-                tx.audit(
-                    "recording.start",
-                    "recording",
-                    rid,
-                    consultation_id=consultation_id,
-                    part=part,
-                )
-                return rid
-
             try:
-                rid = await self.write(actor, work)
+                rid = await self._note_start(actor, key, now)
             except BaseException:
+                # The leg must not outlive a start that failed: it would hold
+                # its part, and every later offer would be refused.
                 await self.recorder.stop(key)
                 raise
             self.active[slot] = (key, rid)
@@ -235,6 +213,40 @@ class RecordingService(Service):
             self._starting.discard(slot)
             self.kept.started(slot)
         return answer
+
+    async def _note_start(self, actor: Actor, key: RecordingKey, now: datetime) -> str:
+        """Write a started part to the records: its row, event and audit entry."""
+        consultation_id, part = key.consultation_id, key.part
+        file = self.recorder.leg_file(key)
+
+        def work(tx: Tx) -> str:
+            rid = store.add_recording(
+                tx.conn,
+                consultation_id=consultation_id,
+                participant_id=actor.id,
+                part=part,
+                path=str(file.path.with_suffix("").relative_to(self.root)),
+                container=file.container,
+                video_codec=file.video_codec,
+                audio_codec=file.audio_codec,
+                started_at=now,
+            )
+            tx.event(
+                consultation_id,
+                EventKind.RECORDING_STARTED,
+                {"recording_id": rid, "part": part},
+                at=now,
+            )
+            tx.audit(
+                "recording.start",
+                "recording",
+                rid,
+                consultation_id=consultation_id,
+                part=part,
+            )
+            return rid
+
+        return await self.write(actor, work)
 
     async def candidate(
         self,

@@ -134,6 +134,50 @@ async def test_a_file_that_fails_before_its_start_is_recorded_is_still_told(
             assert row["status"] in ("finished", "failed")
 
 
+async def test_a_file_that_fails_while_its_leg_is_answered_leaves_no_leg_behind(
+    scenario: Scenario, app: Any
+) -> None:
+    # The disk is full, and the recorder notices the failed file while the leg
+    # is still being answered. Asking for the leg's file then raised, the start
+    # failed, and the leg stayed in the recorder holding its part: every later
+    # offer of the participant was refused ("already recording"), and the page
+    # stayed unrecorded after the disk was freed (a browser test in CI).
+    c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
+    a, b = c.sockets["clinic1"], c.sockets["cardio1"]
+    recorder = app[RECORDING].recorder
+    reported = asyncio.Event()
+    tell = recorder.on_writing_failed
+
+    def told(result: Any) -> None:
+        tell(result)
+        reported.set()
+
+    start = recorder.start
+
+    async def start_and_fail(*args: Any, **kwargs: Any) -> Any:
+        recorder.start = start  # only the first leg
+        answer = await start(*args, **kwargs)
+        await asyncio.wait_for(reported.wait(), 20)
+        return answer
+
+    recorder.on_writing_failed = told
+    recorder.start = start_and_fail
+    with tiny_filesystem(app[RECORDING].root, free_bytes=0) as filler:
+        async with leg(a, "--seconds", "60"):
+            changed = await asyncio.wait_for(b.recv("recording"), 20)
+            assert changed["state"] in ("interrupted", "failed")
+            [row] = await until_rows(app, lambda f: f and f[0]["status"] != "recording")
+            assert row["part"] == 1
+        filler.unlink()
+        # Room on the disk: the page's next offer records, as part 2.
+        async with leg(a, "--seconds", "60"):
+            async with asyncio.timeout(20):
+                while (await b.recv("recording"))["state"] != "recording":
+                    pass
+            found = await until_rows(app, lambda f: len(f) == 2)
+            assert [(r["part"], r["status"]) for r in found][-1] == (2, "recording")
+
+
 @asynccontextmanager
 async def end_refused(db: Any) -> AsyncIterator[None]:
     """While inside, the database refuses the ``ended`` event (as a full disk would)."""
