@@ -91,10 +91,19 @@ class RecordingLegs:
                 "the recorder could not start", code=ErrorCode.RECORDING_FAILED
             ) from exc
         await send(room.members.get(member.peer_id, member), o.RecAnswer(sdp=answer))
-        # A file that failed at once (a full disk) was told to the room already
-        # ("failed"); saying "recording" after it would leave every page wrong.
         if recording.is_recording(room.consultation_id, member.peer_id):
             await broadcast(room, o.RecordingChanged(peer_id=member.peer_id, state="recording"))
+        elif (reason := recording.halted(room.consultation_id, member.peer_id)) is not None:
+            # Its file failed at once (a full disk). The room is told by the
+            # service, maybe before this answer, when the page takes a word
+            # about its leg for its old leg's; told again now, the page acts
+            # on it (and "recording" is not said: it would undo it).
+            await send(
+                room.members.get(member.peer_id, member),
+                o.RecordingChanged(
+                    peer_id=member.peer_id, state="failed", kept=True, reason=reason
+                ),
+            )
         if room.relay:
             viewers = [x for x in room.members.values() if x.peer_id != member.peer_id]
             await asyncio.gather(*(self._offer(room, member.peer_id, x) for x in viewers))

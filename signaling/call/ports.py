@@ -113,6 +113,11 @@ class CallRecording(Protocol):
         without a file because it carries the live call)."""
         ...
 
+    def halted(self, consultation_id: str, participant_id: str) -> str | None:
+        """Why a participant's leg is kept without a file (``disk_full``,
+        ``write_failed``), or None when it is not."""
+        ...
+
     async def start(self, actor: Actor, consultation_id: str, offer_sdp: str) -> str:
         """Answer a participant's recording offer; returns the answer SDP."""
         ...

@@ -99,6 +99,11 @@ class KeptLegs:
         kept = self.legs.get(slot)
         return kept.key if kept is not None else None
 
+    def reason(self, slot: Slot) -> str | None:
+        """Why the slot's leg is kept (``disk_full``, ``write_failed``), or None."""
+        kept = self.legs.get(slot)
+        return kept.reason if kept is not None else None
+
     def started(self, slot: Slot) -> None:
         """The service is done starting the slot's leg (recorded or not): a
         failure of its file that came first is handled now."""

@@ -20,7 +20,7 @@ const RETRY_MAX_MS = 30000;
 const STABLE_MS = 10000;
 // When the page no longer wants its leg, the connection stays open, sending
 // nothing new, until the server closes it (it asks again for what it still
-// misses of the last frames: media/recorder.py _drain) or this long has passed.
+// misses of the last frames: media/leg.py Leg.drain) or this long has passed.
 const DRAIN_MS = 15000;
 
 export class RecordingLeg {
@@ -28,6 +28,7 @@ export class RecordingLeg {
     this.signaling = signaling;
     this.onChange = onChange; // (state) => void; state: off | starting | recording | failed
     this.pc = null;
+    this.answered = false; // the server answered the offer of this.pc
     this.state = "off";
     this.maxBitrate = 500000;
     this.params = null; // {config, tracks, maxBitrate} while the page wants a leg
@@ -67,6 +68,7 @@ export class RecordingLeg {
     this.set("starting");
     const pc = new RTCPeerConnection(config);
     this.pc = pc;
+    this.answered = false;
     try {
       for (const track of live) {
         const transceiver = pc.addTransceiver(track, { direction: "sendonly" });
@@ -103,6 +105,7 @@ export class RecordingLeg {
   async answer(sdp) {
     const pc = this.pc;
     if (!pc) return;
+    this.answered = true;
     try {
       await pc.setRemoteDescription({ type: "answer", sdp });
       for (const sender of pc.getSenders()) {
@@ -120,10 +123,12 @@ export class RecordingLeg {
   }
 
   // The server says our leg is not recording (it ended, or it refused the
-  // offer). Ignored while an offer of ours is out: the server ends an old leg
-  // of ours before it answers the new one.
+  // offer). Ignored while an offer of ours waits for its answer: the server
+  // ends an old leg of ours before it answers the new one. Once answered, it
+  // is about the new leg (its file failed at once: a full disk), even before
+  // the connection is up.
   ended() {
-    if (this.state === "starting" && this.pc) return;
+    if (this.state === "starting" && this.pc && !this.answered) return;
     this.failed();
   }
 
