@@ -193,9 +193,17 @@ class Reading:
             while feedback:
                 await asyncio.sleep(twcc.INTERVAL)
                 for send_now, ended in list(feedback.items()):
-                    if not ended.done() and not await send_now():
-                        if not ended.done():
-                            ended.set_result(None)
+                    if ended.done():
+                        continue
+                    try:
+                        going = await send_now()
+                    except Exception:
+                        # One leg's failure (a TURN channel, SRTP) ends its
+                        # feedback, not every leg's: the timer is shared.
+                        log.exception("transport-wide feedback failed; the leg sends no more")
+                        going = False
+                    if not going and not ended.done():
+                        ended.set_result(None)
         finally:
             # (no await between the last look at ``feedback`` and this: a leg
             # that registers next starts a new clock)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import struct
+from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
@@ -261,3 +262,37 @@ async def test_one_timer_sends_every_legs_feedback_until_each_connection_ends() 
     async with asyncio.timeout(5):
         await clock  # its next tick finds no leg: it ends
     assert reading.clock is None and not reading.feedback
+
+
+async def test_a_leg_whose_feedback_fails_does_not_stop_the_others() -> None:
+    # The timer is shared: a send that raised (an SRTP or TURN error) ended the
+    # timer itself, and every other leg's browser got no feedback from then on.
+    import asyncio
+
+    from media import tap
+    from media.reading import Reading
+
+    reading = Reading()
+    sends = {"broken": 0, "fine": 0}
+
+    def leg(name: str, send_now: Any) -> tap.RtpTap:
+        one = tap.RtpTap(reading)
+        one.feedback = TransportFeedback(3)
+        one.leans = {name: None}  # type: ignore[dict-item]
+        one._send_feedback_now = send_now  # type: ignore[method-assign]
+        return one
+
+    async def broken() -> bool:
+        sends["broken"] += 1
+        raise RuntimeError("srtp_protect failed")
+
+    async def fine() -> bool:
+        sends["fine"] += 1
+        return sends["fine"] < 5
+
+    async with asyncio.timeout(10):
+        ending_broken = asyncio.ensure_future(leg("broken", broken).send_feedback())
+        ending_fine = asyncio.ensure_future(leg("fine", fine).send_feedback())
+        await ending_broken  # its feedback ends, without an error to its leg
+        await ending_fine
+    assert sends == {"broken": 1, "fine": 5}
