@@ -319,11 +319,21 @@ class Recorder:
     async def close(self) -> list[LegResult]:
         """Stop every leg (server shutdown): every recording is finalized."""
         # Together: each may wait for the last packets of its frames (``Leg.drain``).
-        stopped = await asyncio.gather(*(self.stop(key) for key in list(self.legs)))
-        results = [result for result in stopped if result is not None]
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        keys = list(self.legs)
+        try:
+            stopped = await asyncio.gather(
+                *(self.stop(key) for key in keys), return_exceptions=True
+            )
+        finally:
+            if self._flusher is not None:
+                self._flusher.cancel()
+                await asyncio.gather(self._flusher, return_exceptions=True)
+        results = []
+        for key, result in zip(keys, stopped, strict=True):
+            if isinstance(result, BaseException):
+                log.error("recording %s not finished at shutdown", key, exc_info=result)
+            elif result is not None:
+                results.append(result)
         return results
 
     async def _flush_writers(self) -> None:

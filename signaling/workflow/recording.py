@@ -311,9 +311,17 @@ class RecordingService(Service):
         done = await asyncio.gather(
             *(self.stop(cid, pid) for cid, pid in slots), return_exceptions=True
         )
-        for result in done:
-            if isinstance(result, BaseException):
-                raise result  # the others are stored; whoever asked logs it
+        failed = [result for result in done if isinstance(result, BaseException)]
+        for (cid, pid), result in zip(slots, done, strict=True):
+            if isinstance(result, BaseException) and result is not failed[0]:
+                log.error(
+                    "consultation=%s peer=%s recording not stored at the end",
+                    cid,
+                    pid,
+                    exc_info=result,
+                )
+        if failed:
+            raise failed[0]  # the others are stored (or logged); whoever asked logs it
         return [rec for rec in done if isinstance(rec, Recording)]
 
     async def close(self) -> None:
@@ -324,11 +332,19 @@ class RecordingService(Service):
         repairs what is left (``recover``).
         """
         await self.kept.close()
-        for cid, pid in [*self.active, *self.kept]:
-            try:
-                await self.stop(cid, pid)
-            except Exception:
-                log.exception("consultation=%s recording not stored at shutdown", cid)
+        slots = [*self.active, *self.kept]
+        # Together, as at a call's end: each leg may wait for its last frames.
+        done = await asyncio.gather(
+            *(self.stop(cid, pid) for cid, pid in slots), return_exceptions=True
+        )
+        for (cid, pid), result in zip(slots, done, strict=True):
+            if isinstance(result, Exception):
+                log.error(
+                    "consultation=%s peer=%s recording not stored at shutdown",
+                    cid,
+                    pid,
+                    exc_info=result,
+                )
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _leg_ended(self, result: LegResult) -> None:
