@@ -169,6 +169,11 @@ class Recorder:
         except Exception:
             self.legs.pop(key, None)
             await pc.close()
+            if leg.writer is not None:
+                # Its packet log was opened: left behind, the next start would
+                # "recover" it as a part of the recording.
+                await self._close_file(key, now, leg.writer)
+                leg.writer = None
             raise
         if video_codec:
             leg.tasks.append(asyncio.ensure_future(leg.ask_for_keyframes(self.keyframe_interval)))

@@ -15,6 +15,7 @@ import av
 import pytest
 
 from media.leg import LegResult, RecordingKey
+from media.packets import PacketWriter
 from media.recorder import Recorder
 
 from ..senderproc import from_host, start_sender
@@ -189,3 +190,43 @@ async def test_a_lost_retransmission_is_asked_for_again(
     assert sent["feedback"]["nack"] >= 2, sent
     info = probe(result.file.path)
     assert info["video_frames"] == sent["video"], (info, sent)
+
+
+async def test_a_leg_that_fails_to_start_leaves_no_file_behind(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The answer fails after the leg's packet log was opened (here: the tap
+    # cannot attach). The empty log stayed on disk, and the next start
+    # "recovered" it as a part of the recording.
+    from datetime import UTC, datetime
+
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from media import tap
+
+    def cannot_attach(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("aiortc's internals moved")
+
+    monkeypatch.setattr(tap.RtpTap, "attach", cannot_attach)
+    offerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        offerer.addTransceiver("video", direction="sendonly")
+        offerer.addTransceiver("audio", direction="sendonly")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        key = RecordingKey("c" * 32, "x" * 32)
+        with pytest.raises(RuntimeError):
+            await recorder.start(key, offerer.localDescription.sdp, now=datetime.now(UTC))
+    finally:
+        await offerer.close()
+    assert key not in recorder.legs
+    # Whatever the writer thread was handed is done once a later writer closes.
+    barrier = PacketWriter(
+        tmp_path / "barrier.partial",
+        video_codec="vp8",
+        audio=False,
+        t0=0.0,
+        thread=recorder.writer_thread,
+    )
+    await asyncio.to_thread(barrier.close)
+    assert [p for p in recorder.directory.rglob("*") if p.is_file()] == []
+    assert recorder.recover() == []
