@@ -33,7 +33,7 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
-from media import answer, packets, repair, seam, speedups, twcc
+from media import answer, packets, repair, seam, twcc
 from media.errors import RecordingFailed
 from media.finalize import start_note
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
@@ -86,7 +86,6 @@ class Recorder:
         """
         seam.install_passthrough()
         seam.restrict_host_addresses(host_addresses)
-        speedups.collect_less()  # process-wide, like the two above
         self.directory = directory
         self.config = RTCConfiguration(
             iceServers=[RTCIceServer(urls=list(stun_urls))] if stun_urls else []

@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from media import rpc
+from media import rpc, speedups
 from media.errors import RecordingFailed
 from media.leg import LegResult, RecordingKey
 from media.recorder import Recorder
@@ -278,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s media-worker %(name)s %(message)s"
     )
+    speedups.collect_less()  # this process records: a decision for the whole process
     if args.watch_stdin:
         threading.Thread(target=_watch_stdin, daemon=True, name="watch-stdin").start()
         # Ctrl-C in a terminal and systemd's stop reach the whole process group;

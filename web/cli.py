@@ -190,8 +190,9 @@ async def tune_gc(_app: web.Application) -> None:
     """
     gc.collect()
     gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+    young, older, oldest = gc.get_threshold()
+    # (Not lower: a process that records has raised it further, ``leg_host``.)
+    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), older, oldest)
 
 
 def serve(settings: Settings, *, demo: bool) -> None:

@@ -503,9 +503,11 @@ async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
     elif args.scenario == "ours":
         from datetime import UTC, datetime
 
+        from media import speedups
         from media.leg import RecordingKey
         from media.recorder import Recorder
 
+        speedups.collect_less()  # as a media worker's process does
         recorder = Recorder(out_dir, host_addresses=["127.0.0.1"])
 
         async def answer(index: int, offer: str) -> str:

@@ -258,9 +258,14 @@ async def test_a_started_server_leaves_its_startup_objects_out_of_collections() 
     # what the server started with is frozen, and young collections are rarer.
     before = gc.get_threshold()
     try:
+        gc.set_threshold(700, before[1], before[2])  # CPython's default
         await tune_gc(web.Application())
         assert gc.get_freeze_count() > 10_000  # the modules and the app, at least
         assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+        # A process that records has raised it further: not lowered again.
+        gc.set_threshold(GC_YOUNG_THRESHOLD * 3, before[1], before[2])
+        await tune_gc(web.Application())
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD * 3
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
