@@ -223,7 +223,11 @@ def speed_up_nack(nack: Any) -> None:
             oldest[0] = None
             return
         known = oldest[0]
-        if known is not None and not uint16_gt(uint16_add(nack.max_seq, -history), known):
+        if (
+            known is not None
+            and known in missing  # not given up or received since (the tap discards)
+            and not uint16_gt(uint16_add(nack.max_seq, -history), known)
+        ):
             return  # nothing has expired yet
         full()
         newest = nack.max_seq

@@ -494,6 +494,3 @@ def plain_sha256(path: Path, keyring: Keyring | None) -> str:
         while block := fh.read(1024 * 1024):
             digest.update(block)
     return digest.hexdigest()
-
-
-# -- small values (a TOTP secret) -------------------------------------------------

@@ -417,3 +417,41 @@ def test_a_keyframes_first_packet_is_told_from_the_rest() -> None:
     assert not rtp.starts_keyframe(h264, b"\x7c\x05\x88")  # FU-A, a later fragment
     assert not rtp.starts_keyframe(h264, b"\x41\x9a")  # a non-IDR slice
     assert not rtp.starts_keyframe(h264, b"")
+
+
+def test_the_faster_nack_truncation_forgets_a_number_given_up_elsewhere() -> None:
+    # The tap gives up a number by discarding it from the missing set. The
+    # faster truncation kept it as "the oldest missing", and half the sequence
+    # space later (where 16-bit comparisons turn round) it skipped every pass:
+    # a newer loss stayed asked for long after aiortc would have dropped it.
+    from aiortc.rtcrtpreceiver import NackGenerator
+
+    class Packet:
+        def __init__(self, seq: int) -> None:
+            self.sequence_number = seq
+
+    ours, stock = NackGenerator(), NackGenerator()
+    speedups.speed_up_nack(ours)
+
+    def arrive(seq: int) -> None:
+        seq &= 0xFFFF
+        stock.add(Packet(seq))
+        if ours.max_seq is not None and seq == (ours.max_seq + 1) & 0xFFFF:
+            # The tap's path for the next packet (``tap._Lean._bookkeeping``).
+            ours.max_seq = seq
+            if ours.missing:
+                ours.truncate()
+        else:
+            ours.add(Packet(seq))
+
+    arrive(98)
+    arrive(100)  # 99 goes missing
+    for nack in (ours, stock):
+        nack.missing.discard(99)  # given up (``tap._Lean._ask``)
+    seq = 100
+    for seq in range(101, 101 + 33_000):  # in order: nothing goes missing
+        arrive(seq)
+    arrive(seq + 2)  # a new loss
+    for later in range(seq + 3, seq + 300):
+        arrive(later)
+    assert ours.missing == stock.missing == set()
