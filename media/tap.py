@@ -164,31 +164,34 @@ class _Lean:
         value_time: int | None = self.extensions.get(profile, value).abs_send_time
         return value_time
 
+    def _estimate(self, packet: Rtp, arrival_ms: int) -> None:
+        """The REMB path (a leg without transport-wide feedback): aiortc's
+        estimator, and its REMB sent a few times a second."""
+        abs_send_time = self._abs_send_time(packet)
+        if abs_send_time is None:
+            return
+        size = len(packet.payload) + packet.padding_size
+        # (arrival, abs-send-time, size, SSRC): positional, as it is called per packet
+        remb = self.estimator.add(arrival_ms, abs_send_time, size, packet.ssrc)
+        receiver = self.receiver
+        rtcp_ssrc = receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"]
+        # aiortc sends a REMB for every packet while its detector says
+        # "overusing" (a loaded recorder: one RTCP packet per RTP packet); a
+        # few a second tell the sender as much.
+        if rtcp_ssrc is None or remb is None or arrival_ms - self.remb_at < REMB_MIN_GAP_MS:
+            return
+        self.remb_at = arrival_ms
+        fci = pack_remb_fci(*remb)
+        self._spawn(
+            receiver._send_rtcp(
+                RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=fci)
+            )
+        )
+
     def _bookkeeping(self, packet: Rtp, rtx: bool, arrival_ms: int) -> None:
         # What aiortc's _handle_rtp_packet does before it depayloads.
-        receiver = self.receiver
         if self.estimator is not None:
-            abs_send_time = self._abs_send_time(packet)
-            if abs_send_time is not None:
-                size = len(packet.payload) + packet.padding_size
-                # (arrival, abs-send-time, size, SSRC): positional, as it is called per packet
-                remb = self.estimator.add(arrival_ms, abs_send_time, size, packet.ssrc)
-                rtcp_ssrc = receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"]
-                # aiortc sends a REMB for every packet while its detector says
-                # "overusing" (a loaded recorder: one RTCP packet per RTP
-                # packet); a few a second tell the sender as much.
-                if (
-                    rtcp_ssrc is not None
-                    and remb is not None
-                    and arrival_ms - self.remb_at >= REMB_MIN_GAP_MS
-                ):
-                    self.remb_at = arrival_ms
-                    fci = pack_remb_fci(*remb)
-                    self._spawn(
-                        receiver._send_rtcp(
-                            RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=fci)
-                        )
-                    )
+            self._estimate(packet, arrival_ms)
         ssrc = packet.ssrc
         # aiortc notes the time of every packet; its readers (PLI targets, the
         # sources of the last 10 s) need it to the second.
