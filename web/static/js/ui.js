@@ -357,11 +357,17 @@ export function setPushStatus(status) {
   node.textContent = status === "offline" ? t("push.offline") : "";
 }
 
+// Set once the user signs out: the page is on its way to the login page, and a
+// list reloaded meanwhile (the server closes the live-updates socket) must not
+// send it there a second time, aborting the first.
+let signingOut = false;
+
 function wireHeader() {
   const logout = document.getElementById("logout");
   if (logout) {
     logout.addEventListener("click", async () => {
       logout.disabled = true;
+      signingOut = true;
       try {
         await del("/api/session");
       } catch {
@@ -384,6 +390,7 @@ export function refresh(load) {
 // Sends the user to the login page when the session has ended.
 export function handleAuthLoss(err) {
   if (err instanceof ApiError && err.status === 401) {
+    if (signingOut) return true;
     const next = encodeURIComponent(location.pathname);
     location.assign(`/login?next=${next}`);
     return true;
