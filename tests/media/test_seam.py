@@ -206,6 +206,13 @@ def test_the_faster_remb_estimator_gives_aiortcs_estimates() -> None:
     assert results > 50
 
 
+class _Numbered:
+    """An RTP packet as aiortc's NACK generator reads it: a sequence number."""
+
+    def __init__(self, seq: int) -> None:
+        self.sequence_number = seq
+
+
 def test_the_faster_nack_generator_keeps_aiortcs_missing_set() -> None:
     # The same sequence numbers (in order, lost, reordered, retransmitted late,
     # wrapping at 65536, a jump, duplicates) into aiortc's generator and into
@@ -214,10 +221,6 @@ def test_the_faster_nack_generator_keeps_aiortcs_missing_set() -> None:
     import random
 
     from aiortc.rtcrtpreceiver import NackGenerator
-
-    class Packet:
-        def __init__(self, seq: int) -> None:
-            self.sequence_number = seq
 
     stock, fast = NackGenerator(), NackGenerator()
     speedups.speed_up_nack(fast)
@@ -240,7 +243,7 @@ def test_the_faster_nack_generator_keeps_aiortcs_missing_set() -> None:
         if rng.random() < 0.01:
             arrivals.append(seq)  # a duplicate
         for number in arrivals:
-            assert fast.add(Packet(number)) == stock.add(Packet(number)), step  # type: ignore[arg-type]
+            assert fast.add(_Numbered(number)) == stock.add(_Numbered(number)), step  # type: ignore[arg-type]
             assert fast.missing == stock.missing, step
         seq = (seq + 1) & 0xFFFF
     assert lost_ever > 1000
@@ -426,23 +429,19 @@ def test_the_faster_nack_truncation_forgets_a_number_given_up_elsewhere() -> Non
     # a newer loss stayed asked for long after aiortc would have dropped it.
     from aiortc.rtcrtpreceiver import NackGenerator
 
-    class Packet:
-        def __init__(self, seq: int) -> None:
-            self.sequence_number = seq
-
     ours, stock = NackGenerator(), NackGenerator()
     speedups.speed_up_nack(ours)
 
     def arrive(seq: int) -> None:
         seq &= 0xFFFF
-        stock.add(Packet(seq))
+        stock.add(_Numbered(seq))
         if ours.max_seq is not None and seq == (ours.max_seq + 1) & 0xFFFF:
             # The tap's path for the next packet (``tap._Lean._bookkeeping``).
             ours.max_seq = seq
             if ours.missing:
                 ours.truncate()
         else:
-            ours.add(Packet(seq))
+            ours.add(_Numbered(seq))
 
     arrive(98)
     arrive(100)  # 99 goes missing
