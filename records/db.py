@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,52 @@ class LockWaits:
         self.longest = max(self.longest, waited)
 
 
+# The table a statement writes to, as SQLAlchemy spells writes for SQLite and
+# PostgreSQL; a statement of another shape that names a watched table (DDL, a
+# write with a WITH clause) counts as writing to it.
+_WRITE = re.compile(
+    r'\s*(?:(?:INSERT|REPLACE)(?:\s+OR\s+\w+)?\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)\s+"?(\w+)',
+    re.IGNORECASE,
+)
+_NOT_WRITES = ("SELECT", "PRAGMA", "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET ")
+# Where a connection notes the watches its open transaction moved.
+_TOUCHED = "tc_watches_touched"
+
+
+class Watch:
+    """A count of the writes to some tables, for a cache of what they hold.
+
+    ``generation`` moves when a statement writes to one of ``tables`` (of this
+    process's database) and again when the connection that ran it goes back to
+    the pool, after its transaction ended: an entry cached with the generation
+    read before its read began, and found with the same generation, was read
+    after every write of this process that could change it. ``after_write``
+    callbacks run at that second move (another process is told from there),
+    and ``moved`` is also what such a notice from another process calls.
+    """
+
+    def __init__(self, tables: Iterable[str]) -> None:
+        """Watch writes to ``tables`` (their names in the schema)."""
+        self.tables = frozenset(tables)
+        self.generation = 0
+        self.after_write: list[Callable[[], None]] = []
+        names = "|".join(sorted(self.tables))
+        self._named = re.compile(rf"\b(?:{names})\b", re.IGNORECASE)
+
+    def moved(self) -> None:
+        """What the watched tables hold may have changed: forget what was cached."""
+        self.generation += 1
+
+    def written_by(self, statement: str) -> bool:
+        """Whether ``statement`` may write to a watched table."""
+        if statement.lstrip()[:9].upper().startswith(_NOT_WRITES):
+            return False
+        match = _WRITE.match(statement)
+        if match is not None:
+            return match.group(1).lower() in self.tables
+        return self._named.search(statement) is not None
+
+
 class Database:
     """An async engine plus the write discipline described in the module docstring."""
 
@@ -94,9 +141,39 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._watches: list[Watch] = []
         self._write_lock = asyncio.Lock()
         self.lock_waits = LockWaits()
         self._full = False  # the last statement was refused for want of space
+
+    def watch(self, *tables: str) -> Watch:
+        """Count this process's writes to ``tables`` from now on (see ``Watch``)."""
+        watch = Watch(tables)
+        if not self._watches:
+            engine = self.engine.sync_engine
+            sa.event.listen(engine, "before_cursor_execute", self._statement)
+            sa.event.listen(engine, "checkin", self._checked_in)
+        self._watches.append(watch)
+        return watch
+
+    def _statement(self, conn: sa.Connection, _cursor: Any, statement: str, *_rest: Any) -> None:
+        for watch in self._watches:
+            if watch.written_by(statement):
+                watch.moved()
+                conn.info.setdefault(_TOUCHED, set()).add(watch)
+
+    def _checked_in(self, _dbapi_conn: Any, record: Any) -> None:
+        # The transaction is over (committed or rolled back) when its connection
+        # comes back: move again, so a read that began before the commit is not
+        # kept as if it had seen it.
+        touched: set[Watch] | None = record.info.pop(_TOUCHED, None) if record else None
+        for watch in touched or ():
+            watch.moved()
+            for callback in watch.after_write:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("a callback after a write to %s failed", sorted(watch.tables))
 
     async def run_write(self, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work`` as one write transaction and return what it returns.

@@ -19,7 +19,7 @@ from records.vocab import ErrorCode
 from signaling.workflow.replay import ExportJob, Filters, Replay
 from web.auth import actor
 from web.errors import api_error
-from web.keys import DIRECTORY, EXPORTS, KEYRING, REPLAY
+from web.keys import DIRECTORY, EXPORTS, KEYRING, REPLAY, SESSION_MS
 from web.openapi import DATETIME, ID, INTEGER, MAX_QUERY_INT, Route
 from web.payloads import Directory, iso, person_ref
 from web.ranged import stored_file
@@ -194,7 +194,10 @@ async def content(request: web.Request) -> web.StreamResponse:
         "Cache-Control": "private, no-store",
         "X-Content-Type-Options": "nosniff",
         # The access check's time (Resource Timing shows it; the replay bench prints it).
-        "Server-Timing": f"check;dur={(time.perf_counter() - began) * 1000:.1f}",
+        "Server-Timing": (
+            f"session;dur={request.get(SESSION_MS, 0.0):.1f}, "
+            f"check;dur={(time.perf_counter() - began) * 1000:.1f}"
+        ),
     }
     if rec.sha256:
         # So that an archive copy can be verified against the records.

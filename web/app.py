@@ -29,7 +29,7 @@ from signaling.call.cluster_wire import Address
 from signaling.call.hub import ConsultationPushes, Hub
 from signaling.call.ice import IceConfig
 from signaling.workflow.admin import AdminService
-from signaling.workflow.auth import AuthService
+from signaling.workflow.auth import SESSION_TABLES, AuthService
 from signaling.workflow.base import Context
 from signaling.workflow.consultations import ConsultationService
 from signaling.workflow.deadlines import Deadlines
@@ -234,6 +234,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         notifier=cluster or pushes,
         deadlines=Deadlines(settings.deadline_rules()),
     )
+    # Each request's session comes from memory while nothing was written to
+    # the tables it depends on, here or (told through Redis) in another process.
+    sessions_changed = db.watch(*SESSION_TABLES)
+    if cluster is not None:
+        sessions_changed.after_write.append(cluster.sessions_changed)
+        cluster.on_sessions_changed = sessions_changed.moved
     app[AUTH] = AuthService(
         ctx,
         passwords=passwords,
@@ -241,6 +247,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         lockout_seconds=settings.login_lockout_seconds,
         session_ttl_seconds=settings.session_ttl_seconds,
         second_factor_roles=frozenset(settings.totp_roles),
+        sessions_changed=sessions_changed,
+        cache_seconds=settings.session_cache_seconds,
     )
     keyring = settings.keyring()
     app[SECOND_FACTOR] = SecondFactorService(

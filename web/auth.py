@@ -9,6 +9,7 @@ logged-in browser change anything here.
 from __future__ import annotations
 
 import secrets
+import time
 from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
@@ -19,7 +20,7 @@ from signaling.errors import Forbidden, NotFound
 from signaling.workflow.auth import Session
 from signaling.workflow.base import Actor
 from web.errors import api_error
-from web.keys import AUTH, DIRECTORY, SESSION, SETTINGS
+from web.keys import AUTH, DIRECTORY, SESSION, SESSION_MS, SETTINGS
 
 COOKIE = "tc_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -157,7 +158,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     token = request.cookies.get(COOKIE)
     session: Session | None = None
     if token:
+        began = time.perf_counter()
         session = await request.app[AUTH].authenticate(token)
+        request[SESSION_MS] = (time.perf_counter() - began) * 1000
         if session is not None:
             request[SESSION] = session
     if request.method in UNSAFE:

@@ -67,3 +67,6 @@ OPENAPI = web.AppKey("openapi", Mapping[str, Any])
 
 # Set by the auth middleware on requests that carry a valid session cookie.
 SESSION = web.RequestKey("session", Session)
+# How long looking the session up took, in milliseconds (Server-Timing on the
+# replay page and its recordings: near 0 when it came from memory).
+SESSION_MS = web.RequestKey("session_ms", float)

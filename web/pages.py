@@ -36,7 +36,7 @@ from web.api_recordings import replay_payload
 from web.auth import actor, audit_refused
 from web.fhir_strings import FHIR_IMPORT_STRINGS
 from web.i18n import JS_STRINGS, LOCALE_COOKIE, LOCALES, N_, I18n, Localizer
-from web.keys import CLOCK, CONSULTATIONS, DIRECTORY, REPLAY, SESSION, SETTINGS
+from web.keys import CLOCK, CONSULTATIONS, DIRECTORY, REPLAY, SESSION, SESSION_MS, SETTINGS
 from web.page_strings import CALL_STRINGS, CONSULTATION_STRINGS, RECORDS_STRINGS
 from web.precall_strings import RESULT_STRINGS
 
@@ -524,6 +524,7 @@ async def replay_page(request: web.Request) -> web.StreamResponse:
         # timing; tests/bench/replay.py prints it): the audited open, the
         # rendering. Not on a refusal, which must not differ from an unknown id.
         response.headers["Server-Timing"] = (
+            f"session;dur={request.get(SESSION_MS, 0.0):.1f}, "
             f"open;dur={(opened_at - began) * 1000:.1f}, "
             f"render;dur={(time.perf_counter() - opened_at) * 1000:.1f}"
         )

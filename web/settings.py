@@ -54,6 +54,7 @@ class Settings:
     tls_key: Path | None = None
     allowed_origins: tuple[str, ...] = ()
     session_ttl_seconds: int = 12 * 3600
+    session_cache_seconds: float = 10.0
     login_max_failures: int = 5
     login_lockout_seconds: int = 15 * 60
     totp_roles: tuple[str, ...] = ("clinic_doctor", "specialist")
@@ -137,6 +138,8 @@ class Settings:
             raise SettingsError(f"totp_roles: unknown role(s) {', '.join(sorted(unknown_roles))}")
         if self.reverify_window_seconds < 0:
             raise SettingsError("reverify_window_seconds cannot be negative")
+        if self.session_cache_seconds < 0:
+            raise SettingsError("session_cache_seconds cannot be negative (0: no cache)")
         if self.public_url and (
             not self.public_url.startswith(("https://", "http://"))
             or urlsplit(self.public_url).path not in ("", "/")

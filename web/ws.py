@@ -133,5 +133,5 @@ async def sweep_sessions(app: web.Application) -> None:
     """Close sockets whose session expired or was revoked, or whose account was disabled."""
     auth = app[AUTH]
     for token in set(app[SOCKETS].values()):
-        if await auth.authenticate(token) is None:
+        if await auth.authenticate(token, fresh=True) is None:
             await close_sockets(app, token)

@@ -169,6 +169,9 @@ class Cluster:
         self.on_claim = on_claim
         # Told the digest of a session ended elsewhere (a logout): its sockets here close.
         self.on_session_ended: Callable[[str], Awaitable[object]] | None = None
+        # Told that another process wrote to the sessions or accounts (a logout,
+        # a deactivated account): the sessions this one cached are read again.
+        self.on_sessions_changed: Callable[[], None] | None = None
         # Local sockets forwarded to an owner: channel -> (sid, owner node).
         self._forwarded: dict[Channel, tuple[str, str]] = {}
         self._by_sid: dict[str, Channel] = {}
@@ -318,6 +321,12 @@ class Cluster:
             raw_channel=True,
         )
 
+    def sessions_changed(self) -> None:
+        """Tell the other processes this one wrote to the sessions or accounts."""
+        self.publish(
+            PREFIX + "all", {"op": "sessions_changed", "from": self.node}, raw_channel=True
+        )
+
     # -- Redis traffic ------------------------------------------------------------
 
     def publish(self, node: str, payload: dict[str, Any], *, raw_channel: bool = False) -> None:
@@ -428,6 +437,9 @@ class Cluster:
                         _quietly(self.on_session_ended(msg["digest"]))
                     )
                 )
+        elif op == "sessions_changed" and msg["from"] != self.node:
+            if self.on_sessions_changed is not None:
+                self.on_sessions_changed()
         elif op == "close_account" and msg["from"] != self.node:
             self._keep(
                 asyncio.get_running_loop().create_task(self._close_account(msg["account_id"]))

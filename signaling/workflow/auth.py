@@ -3,6 +3,14 @@
 A session token is 32 random bytes handed to the browser in a cookie; only its
 SHA-256 is stored. Each session has its own CSRF token that cookie-authenticated
 writes must echo in a header.
+
+Every request looks its session up. A session read within the last
+``session_cache_seconds`` is taken from memory, as long as nothing was written
+to the sessions and accounts tables since it was read (``records.db.Watch``:
+a logout, a password change, a deactivated account or a changed role is seen
+by the next request of this process; other processes are told through Redis).
+The cache's age is the bound for a change no notice reaches (an ``admin``
+command run from the shell, a Redis outage).
 """
 
 from __future__ import annotations
@@ -10,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from records import store
+from records.db import Watch
 from records.models import Account
 from records.passwords import Passwords
 from records.vocab import ErrorCode
@@ -24,6 +34,10 @@ from signaling.workflow.base import Actor, Context, Service, Tx, stored
 
 # The shortest password a person may choose (a temporary one is longer).
 MIN_PASSWORD = 8
+# The tables a cached session depends on (``AuthService.authenticate``).
+SESSION_TABLES = ("sessions", "accounts")
+# Sessions kept in memory at most (the oldest read goes first).
+SESSION_CACHE_SIZE = 20_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +57,14 @@ class Session:
     def token_hash(self) -> str:
         """The stored form of the token (names the session in the database)."""
         return token_hash(self.token)
+
+
+@dataclass(frozen=True)
+class _Cached:
+    session: Session
+    expires_at: datetime
+    generation: int
+    read_at: float  # time.monotonic()
 
 
 def token_hash(token: str) -> str:
@@ -67,13 +89,20 @@ class AuthService(Service):
         lockout_seconds: int,
         session_ttl_seconds: int,
         second_factor_roles: frozenset[str] = frozenset(),
+        sessions_changed: Watch | None = None,
+        cache_seconds: float = 0.0,
     ) -> None:
         """Wire the service; the numbers come from settings (see README).
 
         ``second_factor_roles``: roles whose sessions owe the TOTP second factor
-        after the password (``totp_roles``).
+        after the password (``totp_roles``). ``sessions_changed`` counts the
+        writes to ``SESSION_TABLES``; with it, a session read less than
+        ``cache_seconds`` ago is not read again (see the module docstring).
         """
         super().__init__(ctx)
+        self.sessions_changed = sessions_changed
+        self.cache_seconds = cache_seconds if sessions_changed is not None else 0.0
+        self._cached: dict[str, _Cached] = {}
         self.second_factor_roles = second_factor_roles
         self.passwords = passwords
         self.max_failures = max_failures
@@ -155,23 +184,75 @@ class AuthService(Service):
                 second_factor_pending=pending,
             )
             tx.audit("auth.login", "account", account.id, second_factor_pending=pending)
+            written.append(self.sessions_changed.generation if self.sessions_changed else 0)
             return stored(store.get_account(tx.conn, account.id))
 
+        written: list[int] = []
         fresh = await self.write(Actor(account=account, client_addr=client_addr), work)
-        return Session(token=token, csrf_token=csrf, account=fresh, second_factor_pending=pending)
+        session = Session(
+            token=token, csrf_token=csrf, account=fresh, second_factor_pending=pending
+        )
+        # The first page after a login finds its session in memory, unless another
+        # write to the sessions or accounts came between this one's last statement
+        # and now (the count moved once since, when this transaction ended).
+        if written and self.sessions_changed and self.sessions_changed.generation == written[0] + 1:
+            self._keep(session, now + self.ttl, written[0] + 1, time.monotonic())
+        return session
 
-    async def authenticate(self, token: str) -> Session | None:
-        """The live session for a cookie's token, or None (expired, revoked, inactive)."""
+    async def authenticate(self, token: str, *, fresh: bool = False) -> Session | None:
+        """The live session for a cookie's token, or None (expired, revoked, inactive).
+
+        ``fresh``: read it from the database even if it is cached (the sweep
+        that closes the sockets of ended sessions).
+        """
         now = self.clock.now()
+        key = token_hash(token)
+        watch = self.sessions_changed
+        if watch is None or self.cache_seconds <= 0:
+            found = await self.read(lambda conn: self._read_session(conn, token, key, now))
+            return found[0] if found else None
+        hit = None if fresh else self._cached.get(key)
+        if (
+            hit is not None
+            and hit.generation == watch.generation
+            and time.monotonic() - hit.read_at < self.cache_seconds
+            and hit.expires_at > now
+        ):
+            return hit.session
+        generation = watch.generation
+        read_at = time.monotonic()
+        found = await self.read(lambda conn: self._read_session(conn, token, key, now))
+        if found is None:
+            self._cached.pop(key, None)
+            return None
+        session, expires_at = found
+        if watch.generation == generation:
+            # Nothing written to the sessions or accounts since the read began.
+            self._keep(session, expires_at, generation, read_at)
+        return session
 
-        def work(conn: sa.Connection) -> Session | None:
-            row = store.get_session(conn, token_hash(token))
-            if row is None or row["revoked_at"] is not None or row["expires_at"] <= now:
-                return None
-            account = store.get_account(conn, row["account_id"])
-            if account is None or not account.active:
-                return None
-            return Session(
+    def _keep(
+        self, session: Session, expires_at: datetime, generation: int, read_at: float
+    ) -> None:
+        if self.cache_seconds <= 0:
+            return
+        key = session.token_hash
+        self._cached.pop(key, None)
+        self._cached[key] = _Cached(session, expires_at, generation, read_at)
+        if len(self._cached) > SESSION_CACHE_SIZE:
+            del self._cached[next(iter(self._cached))]
+
+    def _read_session(
+        self, conn: sa.Connection, token: str, key: str, now: datetime
+    ) -> tuple[Session, datetime] | None:
+        row = store.get_session(conn, key)
+        if row is None or row["revoked_at"] is not None or row["expires_at"] <= now:
+            return None
+        account = store.get_account(conn, row["account_id"])
+        if account is None or not account.active:
+            return None
+        return (
+            Session(
                 token=token,
                 csrf_token=row["csrf_token"],
                 account=account,
@@ -180,9 +261,9 @@ class AuthService(Service):
                 second_factor_pending=bool(row["second_factor_pending"])
                 or (account.role in self.second_factor_roles and row["verified_at"] is None),
                 verified_at=row["verified_at"],
-            )
-
-        return await self.read(work)
+            ),
+            row["expires_at"],
+        )
 
     async def change_password(
         self, session: Session, current: str, new: str, client_addr: str | None

@@ -224,16 +224,18 @@ class ReplayService(Service):
         a player opens the file (``opening``), not for each range it fetches, and
         not at all when a replay the session opened a moment ago (audited as
         ``replay.start``, with this recording's id) covers it. A covered request
-        is checked in memory: the account, as the session was just read from the
-        database, against the consultation that audited open read (who may
-        replay a consultation depends on the account's role and institution and
-        on the consultation's hospital and participants, not on the minutes in
-        between). That is no transaction at all before the player's first
-        bytes: each statement of one is a hop to the database driver's thread
-        and back, and on a loaded machine every hop waits for a core (the
-        player's first byte waited 20-60 ms for its read transaction, a bare
-        file server's 4). Whatever else is not audited is checked on a read
-        transaction, which does not queue behind the single writer.
+        is checked in memory: the account, as the request's session has it
+        (read from the database, or kept from a read with nothing written to
+        the accounts since: ``AuthService.authenticate``), against the
+        consultation that audited open read (who may replay a consultation
+        depends on the account's role and institution and on the consultation's
+        hospital and participants, not on the minutes in between). That is no
+        transaction at all before the player's first bytes: each statement of
+        one is a hop to the database driver's thread and back, and on a loaded
+        machine every hop waits for a core (the player's first byte waited
+        20-60 ms for its read transaction, a bare file server's 4). Whatever
+        else is not audited is checked on a read transaction, which does not
+        queue behind the single writer.
         """
         grant = None if download else self._grant(actor, recording_id)
         if grant is not None:

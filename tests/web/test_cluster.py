@@ -32,7 +32,14 @@ from .calls import connect, join
 
 @pytest.fixture
 def settings(tmp_path: Path, demo_database: str, redis_server: RedisServer) -> Settings:
-    return make_settings(tmp_path, database_url=demo_database, redis_url=redis_server.url)
+    # Sessions stay in memory for an hour: a change made on one process reaches
+    # the other's requests by the notice through Redis, never by the cache's age.
+    return make_settings(
+        tmp_path,
+        database_url=demo_database,
+        redis_url=redis_server.url,
+        session_cache_seconds=3600.0,
+    )
 
 
 @pytest.fixture
@@ -171,10 +178,14 @@ async def test_deactivating_an_account_hangs_up_its_sockets_everywhere(
     admin = await login_as("admin1")
     cardio_far = await login_on("cardio1")
     far = await connect(cardio_far)
+    assert (await cardio_far.get("/api/consultations"))[0] == 200  # its session, in memory there
     status, _ = await admin.post(f"/api/admin/accounts/{cardio_far.account['id']}/deactivate")
     assert status == 200, _
     frame = await asyncio.wait_for(far.ws.receive(), timeout=2.0)
     assert frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+    # Told before the hang-up (one ordered channel): its requests are refused too.
+    status, _ = await cardio_far.get("/api/consultations")
+    assert status == 401, _
 
 
 async def test_logging_out_on_one_process_closes_the_sessions_socket_on_the_other(
@@ -187,10 +198,22 @@ async def test_logging_out_on_one_process_closes_the_sessions_socket_on_the_othe
         str(other.make_url("/ws")), headers={"Origin": origin}
     )
     assert json.loads((await far.receive(timeout=5)).data)["type"] == "hello"
+    far_session = str(other.make_url("/api/session"))
+    async with cardio.client.session.get(far_session) as resp:
+        assert resp.status == 200  # the session, now in the other process's memory
+    cookie = {
+        name: morsel.value
+        for name, morsel in cardio.client.session.cookie_jar.filter_cookies(
+            other.make_url("/")
+        ).items()
+    }
     status, _ = await cardio.delete("/api/session")
     assert status == 204
     frame = await asyncio.wait_for(far.receive(), timeout=2.0)
     assert frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+    # The cookie, kept by someone who copied it, is worth nothing there either.
+    async with cardio.client.session.get(far_session, cookies=cookie) as resp:
+        assert resp.status == 401
 
 
 async def test_a_socket_that_left_a_call_here_and_joins_one_held_elsewhere_is_sent_over(
