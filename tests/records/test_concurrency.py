@@ -8,10 +8,8 @@ head row came with the schema, concurrent first appends found no head to lock an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from records import audit
@@ -20,14 +18,6 @@ from records.schema import audit_log
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 WRITERS = 20
-
-
-@pytest.fixture
-async def db(empty_database: str) -> AsyncIterator[Database]:
-    database = Database(empty_database)
-    await database.upgrade()
-    yield database
-    await database.close()
 
 
 def append(n: int) -> object:

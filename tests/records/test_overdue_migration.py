@@ -9,8 +9,6 @@ the suite's database (SQLite by default, PostgreSQL in ``make test-postgres``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -21,14 +19,6 @@ from records.schema import consultation_events
 from .test_vocab_migration import AT, _fill, _migrate, _snapshot
 
 CID = "a" * 32  # the consultation _fill makes
-
-
-@pytest.fixture
-async def db(empty_database: str) -> AsyncIterator[Database]:
-    database = Database(empty_database)
-    await database.upgrade()
-    yield database
-    await database.close()
 
 
 def _flag(conn: sa.Connection) -> None:

@@ -9,9 +9,6 @@ stayed (the older importer took everything as a fact).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import sqlalchemy as sa
 from alembic import command
 
@@ -19,14 +16,6 @@ from records.db import Database
 from records.schema import allergies, conditions, immunizations, patients
 
 from .test_vocab_migration import AT, _fill, _migrate
-
-
-@pytest.fixture
-async def db(empty_database: str) -> AsyncIterator[Database]:
-    database = Database(empty_database)
-    await database.upgrade()
-    yield database
-    await database.close()
 
 
 async def test_down_to_0009_and_up_again(db: Database) -> None:

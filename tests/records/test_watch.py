@@ -8,20 +8,10 @@ and for nothing else the server does all the time (audit entries, chat).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import sqlalchemy as sa
 
 from records.db import Database, Watch
-
-
-@pytest.fixture
-async def db(empty_database: str) -> AsyncIterator[Database]:
-    database = Database(empty_database)
-    await database.upgrade()
-    yield database
-    await database.close()
 
 
 @pytest.mark.parametrize(
