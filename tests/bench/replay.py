@@ -449,9 +449,17 @@ async def first_frames(
                 await page.locator('#replay[data-state="ready"]').wait_for()
                 play_ms.append(float(await page.evaluate(PLAY_TO_MOVING)))
                 await plain.bring_to_front()
+                if tracing:
+                    await browser.start_tracing(
+                        page=plain, categories=["devtools.timeline", "blink", "loading", "media"]
+                    )
                 await plain.goto(f"http://127.0.0.1:{port}/")
                 shown = await plain.wait_for_function(BARE_SHOWN, polling=50)
                 bare_ms.append(float(await shown.json_value()))
+                if tracing:
+                    assert trace is not None
+                    bare_trace = trace.with_suffix(".bare" + trace.suffix)
+                    await asyncio.to_thread(bare_trace.write_bytes, await browser.stop_tracing())
                 for name, asked, first_byte, ended in await plain.evaluate(BREAKDOWN):
                     breakdown.setdefault(f"bare page: {name}", []).append(
                         (asked, first_byte, ended)
@@ -515,7 +523,8 @@ async def main() -> None:
     parser.add_argument(
         "--trace",
         type=Path,
-        help="write a Chromium trace (chrome://tracing, Perfetto) of the last replay page load",
+        help="write a Chromium trace (chrome://tracing, Perfetto) of the last replay page load "
+        "(and of the bare page's beside it, FILE with .bare before its suffix)",
     )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tc-replay-bench-"))
