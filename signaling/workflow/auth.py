@@ -6,7 +6,8 @@ writes must echo in a header.
 
 Every request looks its session up. A session read within the last
 ``session_cache_seconds`` is taken from memory, as long as nothing was written
-to the sessions and accounts tables since it was read (``records.db.Watch``:
+to the tables it was read from (``SESSION_TABLES``: the sessions, the accounts
+and the departments each serves) since it was read (``records.db.Watch``:
 a logout, a password change, a deactivated account or a changed role is seen
 by the next request of this process; other processes are told through Redis).
 The cache's age is the bound for a change no notice reaches (an ``admin``
@@ -35,7 +36,7 @@ from signaling.workflow.base import Actor, Context, Service, Tx, stored
 # The shortest password a person may choose (a temporary one is longer).
 MIN_PASSWORD = 8
 # The tables a cached session depends on (``AuthService.authenticate``).
-SESSION_TABLES = ("sessions", "accounts")
+SESSION_TABLES = ("sessions", "accounts", "account_departments")
 # Sessions kept in memory at most (the oldest read goes first).
 SESSION_CACHE_SIZE = 20_000
 

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
+from records import store
 from records.clock import SystemClock
 from records.demo import DEMO_PASSWORD
 from signaling.workflow.admin import AdminService
@@ -122,6 +123,22 @@ async def test_a_changed_name_shows_on_the_next_request(login_as: Any) -> None:
     assert resp.status == 200, await resp.text()
     status, body = await clinic.get("/api/session")
     assert (status, body["account"]["display_name"]) == (200, "王建国（全科）")
+
+
+async def test_a_change_to_the_departments_someone_serves_shows_on_the_next_request(
+    app: web.Application, login_as: Any
+) -> None:
+    """Which consultations a specialist may see follows the departments they
+    serve, kept in a table of their own: a write to it alone (as a staff list's
+    import makes) ends the cached session too."""
+    cardio = await login_as("cardio1")
+    served = (await cardio.get("/api/session"))[1]["account"]["department_ids"]
+    assert served
+    await app[DB].run_write(
+        lambda conn: store.update_account(conn, cardio.account["id"], department_ids=[])
+    )
+    status, body = await cardio.get("/api/session")
+    assert (status, body["account"]["department_ids"]) == (200, [])
 
 
 @pytest.fixture
