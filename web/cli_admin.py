@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -20,9 +22,11 @@ from typing import TypeVar
 from records import errors as records_errors
 from records.clock import SystemClock
 from records.vocab import AgreementKind, InstitutionKind, Role
+from signaling.call.cluster import tell_sessions_changed
 from signaling.errors import SignalingError
 from signaling.workflow.accounts import AccountFields, ImportResult
 from signaling.workflow.admin import AdminService
+from signaling.workflow.auth import SESSION_TABLES
 from signaling.workflow.base import Context, NoPushes
 from web.settings import Settings
 
@@ -87,11 +91,37 @@ async def _with_service(settings: Settings, work: Callable[[AdminService], Await
     db = settings.open_database()
     try:
         await db.upgrade()
+        # Running servers keep sessions in memory: with Redis they are told when
+        # this command changed an account or ended sessions (a deactivation, a
+        # reset), and see it on the next request rather than after
+        # ``session_cache_seconds``.
+        changed = db.watch(*SESSION_TABLES)
         ctx = Context(db=db, clock=SystemClock(), notifier=NoPushes())
         service = AdminService(ctx, passwords=settings.passwords(), cli_user=getpass.getuser())
-        return await work(service)
+        result = await work(service)
+        if changed.generation and settings.redis_url:
+            await _tell_servers(settings)
+        return result
     finally:
         await db.close()
+
+
+async def _tell_servers(settings: Settings) -> None:
+    # Imported here: without Redis (the default) the client is never loaded.
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    redis = Redis.from_url(str(settings.redis_url), decode_responses=True)
+    try:
+        await tell_sessions_changed(redis, f"cli-{os.getpid()}")
+    except (RedisError, OSError) as exc:
+        print(
+            f"warning: the running servers could not be told ({exc}); they see the change "
+            f"within session_cache_seconds ({settings.session_cache_seconds:g} s)",
+            file=sys.stderr,
+        )
+    finally:
+        await redis.aclose()
 
 
 async def _institution_id(service: AdminService, name: str) -> str:

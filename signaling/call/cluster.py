@@ -323,9 +323,7 @@ class Cluster:
 
     def sessions_changed(self) -> None:
         """Tell the other processes this one wrote to the sessions or accounts."""
-        self.publish(
-            PREFIX + "all", {"op": "sessions_changed", "from": self.node}, raw_channel=True
-        )
+        self.publish(PREFIX + "all", sessions_changed_notice(self.node), raw_channel=True)
 
     # -- Redis traffic ------------------------------------------------------------
 
@@ -518,6 +516,19 @@ class Cluster:
     @staticmethod
     def _in_channel(node: str) -> str:
         return in_channel(node)
+
+
+def sessions_changed_notice(sender: str) -> dict[str, Any]:
+    """What tells every web process that ``sender`` wrote to the sessions or
+    accounts (``signaling.workflow.auth.SESSION_TABLES``): the sessions each keeps
+    in memory are read again."""
+    return {"op": "sessions_changed", "from": sender}
+
+
+async def tell_sessions_changed(redis: Redis, sender: str) -> None:
+    """Publish that notice from outside the web processes (a command run from
+    the shell, ``web/cli_admin.py``)."""
+    await redis.publish(PREFIX + "all", json.dumps(sessions_changed_notice(sender)))
 
 
 async def _quietly(job: Awaitable[object]) -> None:

@@ -10,8 +10,9 @@ to the tables it was read from (``SESSION_TABLES``: the sessions, the accounts
 and the departments each serves) since it was read (``records.db.Watch``:
 a logout, a password change, a deactivated account or a changed role is seen
 by the next request of this process; other processes are told through Redis).
-The cache's age is the bound for a change no notice reaches (an ``admin``
-command run from the shell, a Redis outage).
+An ``admin`` command run from the shell tells them through Redis too. The
+cache's age is the bound for a change no notice reaches (such a command with no
+Redis configured, a Redis outage).
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ Killing a real process is in ``test_cluster_processes.py``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from records.demo import DEMO_PASSWORD
+from web import cli_admin
 from web.app import create_app
 from web.keys import CALLS, CLUSTER
 from web.settings import Settings
@@ -242,3 +245,22 @@ async def test_a_socket_that_left_a_call_here_and_joins_one_held_elsewhere_is_se
     again = await join(back, second.id, tab="t3")
     assert again["type"] == "joined", again
     assert [p["peer_id"] for p in again["peers"]] == [cardio_far.account["id"]]
+
+
+async def test_an_admin_command_run_from_the_shell_reaches_every_process(
+    settings: Settings, login_as: Any, login_on: Any
+) -> None:
+    """``teleconsult admin deactivate`` writes to the database from a process of
+    its own; with Redis it tells the web processes, which keep sessions for an
+    hour here, so neither lets the account in again."""
+    near, far = await login_as("cardio1"), await login_on("cardio1")
+    for user in (near, far):
+        assert (await user.get("/api/session"))[0] == 200  # kept in each process
+    args = argparse.Namespace(admin_command="deactivate", username="cardio1")
+    assert await asyncio.to_thread(cli_admin.run, settings, args) == 0
+    for user in (near, far):
+        # The notice comes through Redis on its own time: nothing in the client to await.
+        deadline = time.monotonic() + 5.0
+        while (await user.get("/api/session"))[0] != 401:
+            assert time.monotonic() < deadline, "the process was not told"
+            await asyncio.sleep(0.02)

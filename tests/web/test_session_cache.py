@@ -9,7 +9,9 @@ The notice to other processes (through Redis) is tested in ``test_cluster.py``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from records.clock import SystemClock
 from records.demo import DEMO_PASSWORD
 from signaling.workflow.admin import AdminService
 from signaling.workflow.base import Context, NoPushes
+from web import cli_admin
 from web.keys import DB
 from web.settings import Settings
 
@@ -181,3 +184,24 @@ async def test_with_no_cache_every_request_reads_its_session(
         for _ in range(3):
             assert (await cardio.get("/api/session"))[0] == 200
     assert reads.count == 3
+
+
+async def test_an_admin_command_that_cannot_reach_redis_says_so_and_still_acts(
+    tmp_path: Path, demo_database: str, anon: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The account is deactivated either way; the person at the console learns
+    that the running servers were not told, and for how long they may not know."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once it is closed
+    shell = make_settings(
+        tmp_path, database_url=demo_database, redis_url=f"redis://127.0.0.1:{port}/0"
+    )
+    args = argparse.Namespace(admin_command="deactivate", username="cardio1")
+    assert await asyncio.to_thread(cli_admin.run, shell, args) == 0
+    out, err = capfd.readouterr()
+    assert "cardio1 deactivated" in out
+    assert "the running servers could not be told" in err and "(10 s)" in err
+    # Done all the same: the person can no longer sign in.
+    resp = await anon.post("/api/session", json={"username": "cardio1", "password": DEMO_PASSWORD})
+    assert resp.status == 401
