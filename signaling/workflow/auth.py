@@ -210,25 +210,23 @@ class AuthService(Service):
         now = self.clock.now()
         key = token_hash(token)
         watch = self.sessions_changed
-        if watch is None or self.cache_seconds <= 0:
-            found = await self.read(lambda conn: self._read_session(conn, token, key, now))
-            return found[0] if found else None
         hit = None if fresh else self._cached.get(key)
         if (
             hit is not None
+            and watch is not None
             and hit.generation == watch.generation
             and time.monotonic() - hit.read_at < self.cache_seconds
             and hit.expires_at > now
         ):
             return hit.session
-        generation = watch.generation
+        generation = watch.generation if watch is not None else 0
         read_at = time.monotonic()
         found = await self.read(lambda conn: self._read_session(conn, token, key, now))
         if found is None:
             self._cached.pop(key, None)
             return None
         session, expires_at = found
-        if watch.generation == generation:
+        if watch is not None and watch.generation == generation:
             # Nothing written to the sessions or accounts since the read began.
             self._keep(session, expires_at, generation, read_at)
         return session
