@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from aiohttp import web
 
 from records import store
@@ -30,25 +29,12 @@ from web.keys import DB
 from web.settings import Settings
 
 from ..conftest import make_settings
+from .test_probes import Statements
 
 
-class SessionReads:
-    """Counts the statements that read the sessions table."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.engine = app[DB].engine.sync_engine
-        self.count = 0
-
-    def _record(self, _conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM sessions" in statement:
-            self.count += 1
-
-    def __enter__(self) -> SessionReads:
-        sa.event.listen(self.engine, "before_cursor_execute", self._record)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        sa.event.remove(self.engine, "before_cursor_execute", self._record)
+def session_reads(statements: list[str]) -> int:
+    """How many of the statements ``Statements`` saw read the sessions table."""
+    return sum(1 for s in statements if s.startswith("SELECT") and "FROM sessions" in s)
 
 
 async def test_a_session_is_read_once_then_taken_from_memory(
@@ -57,21 +43,21 @@ async def test_a_session_is_read_once_then_taken_from_memory(
     cardio = await login_as("cardio1")
     # Someone else signing in writes to the sessions: what was kept is read again.
     await login_as("clinic1")
-    with SessionReads(app) as reads:
+    with Statements(app) as seen:
         for _ in range(3):
             status, body = await cardio.get("/api/session")
             assert status == 200 and body["account"]["username"] == "cardio1"
-    assert reads.count == 1
+    assert session_reads(seen) == 1
 
 
 async def test_the_first_request_after_signing_in_finds_its_session_in_memory(
     app: web.Application, login_as: Any
 ) -> None:
-    with SessionReads(app) as reads:
+    with Statements(app) as seen:
         cardio = await login_as("cardio1")
         status, body = await cardio.get("/api/session")
     assert (status, body["account"]["username"]) == (200, "cardio1")
-    assert reads.count == 0
+    assert session_reads(seen) == 0
 
 
 async def test_signing_out_ends_a_cached_session_at_once(login_as: Any) -> None:
@@ -180,10 +166,10 @@ async def test_with_no_cache_every_request_reads_its_session(
     app: web.Application, login_as: Any
 ) -> None:
     cardio = await login_as("cardio1")
-    with SessionReads(app) as reads:
+    with Statements(app) as seen:
         for _ in range(3):
             assert (await cardio.get("/api/session"))[0] == 200
-    assert reads.count == 3
+    assert session_reads(seen) == 3
 
 
 async def test_an_admin_command_that_cannot_reach_redis_says_so_and_still_acts(
