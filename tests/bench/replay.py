@@ -135,6 +135,9 @@ SERVER_TIMING = """() => {
   return out;
 }"""
 
+# What --trace records of each page: the main thread's work, the loading and the player.
+TRACE_CATEGORIES = ["devtools.timeline", "blink", "loading", "media"]
+
 # From a click on Play until the playing video's clock has moved (the picture
 # of the first moment is already shown: see REPLAY_SHOWN).
 PLAY_TO_MOVING = """() => new Promise((resolve) => {
@@ -424,9 +427,7 @@ async def first_frames(
             for run in range(runs):
                 tracing = trace is not None and run == runs - 1
                 if tracing:
-                    await browser.start_tracing(
-                        page=page, categories=["devtools.timeline", "blink", "loading", "media"]
-                    )
+                    await browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
                 # Each page in front while it is measured: a tab behind another
                 # gets no animation frames and throttled timers.
                 await page.bring_to_front()
@@ -450,9 +451,7 @@ async def first_frames(
                 play_ms.append(float(await page.evaluate(PLAY_TO_MOVING)))
                 await plain.bring_to_front()
                 if tracing:
-                    await browser.start_tracing(
-                        page=plain, categories=["devtools.timeline", "blink", "loading", "media"]
-                    )
+                    await browser.start_tracing(page=plain, categories=TRACE_CATEGORIES)
                 await plain.goto(f"http://127.0.0.1:{port}/")
                 shown = await plain.wait_for_function(BARE_SHOWN, polling=50)
                 bare_ms.append(float(await shown.json_value()))
