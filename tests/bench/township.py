@@ -59,7 +59,7 @@ from aiohttp import web  # noqa: E402
 from records.demo import DEMO_PASSWORD  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 from tests.e2e.conftest import COUNT_PCS  # noqa: E402
-from tests.netlab import HOSPITAL, Host, Link, Profile  # noqa: E402
+from tests.netlab import HOSPITAL, LATE_MS, Host, Link, Profile  # noqa: E402
 from tests.scenario import over_http  # noqa: E402
 from web.app import create_app  # noqa: E402
 from web.cli import _load_demo as load_demo_data  # noqa: E402
@@ -449,6 +449,14 @@ async def one_call(
                 row.leg_kbps = (leg1["bytes"] - leg0["bytes"]) * 8 / 1000 / seconds
                 camera = leg1["sourceFrames"] - leg0["sourceFrames"]
                 row.encoded_pct = 100 * (leg1["sent"] - leg0["sent"]) / max(camera, 1)
+            if args.detail:
+                for name, lane in (("up", link.up), ("down", link.down)):
+                    print(
+                        f"{profile} | {plane} | {parties}: link {name} {lane.packets} packets, "
+                        f"lost {lane.dropped_loss}, queue full {lane.dropped_queue}, "
+                        f"late {lane.late} (> {LATE_MS:.0f} ms after their time)",
+                        flush=True,
+                    )
             final = next((s for s in await clinic.evaluate(SENDING) if s["leg"]), None)
             source_frames = final["sourceFrames"] if final else 0
             sent_frames = final["sent"] if final else 0
