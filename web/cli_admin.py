@@ -97,27 +97,47 @@ async def _with_service(settings: Settings, work: Callable[[AdminService], Await
         # ``session_cache_seconds``.
         changed = db.watch(*SESSION_TABLES)
         ctx = Context(db=db, clock=SystemClock(), notifier=NoPushes())
-        service = AdminService(ctx, passwords=settings.passwords(), cli_user=getpass.getuser())
+        sockets = _SocketsElsewhere()
+        service = AdminService(
+            ctx, passwords=settings.passwords(), cli_user=getpass.getuser(), sockets=sockets
+        )
         result = await work(service)
         if changed.generation and settings.redis_url:
-            await _tell_servers(settings)
+            await _tell_servers(settings, sockets.accounts)
         return result
     finally:
         await db.close()
 
 
-async def _tell_servers(settings: Settings) -> None:
+class _SocketsElsewhere:
+    """The open sockets of the accounts an action ended the sessions of: they
+    live in the web processes, not in this one. Noted here; with Redis the web
+    processes are told to hang them up when the action has been committed
+    (``_tell_servers``). Without Redis their next session sweep closes them
+    (``web/ws.py``), since the sessions are revoked in the database."""
+
+    def __init__(self) -> None:
+        self.accounts: list[str] = []
+
+    async def close_account(self, account_id: str) -> int:
+        """Note ``account_id``; no socket of it is open in this process."""
+        self.accounts.append(account_id)
+        return 0
+
+
+async def _tell_servers(settings: Settings, closed_accounts: list[str]) -> None:
     # Imported here: without Redis (the default) the client is never loaded.
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
     redis = Redis.from_url(str(settings.redis_url), decode_responses=True)
     try:
-        await tell_sessions_changed(redis, f"cli-{os.getpid()}")
+        await tell_sessions_changed(redis, f"cli-{os.getpid()}", closed_accounts=closed_accounts)
     except (RedisError, OSError) as exc:
         print(
             f"warning: the running servers could not be told ({exc}); they see the change "
-            f"within session_cache_seconds ({settings.session_cache_seconds:g} s)",
+            f"within session_cache_seconds ({settings.session_cache_seconds:g} s) and "
+            "close the account's open connections at their next sweep (within a minute)",
             file=sys.stderr,
         )
     finally:

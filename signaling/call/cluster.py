@@ -38,7 +38,7 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from records.models import Consultation
@@ -305,11 +305,7 @@ class Cluster:
     async def close_account(self, account_id: str) -> int:
         """Hang up the account's sockets in every process; how many were here."""
         count = await self.hub.close_account(account_id)
-        self.publish(
-            PREFIX + "all",
-            {"op": "close_account", "from": self.node, "account_id": account_id},
-            raw_channel=True,
-        )
+        self.publish(PREFIX + "all", close_account_notice(self.node, account_id), raw_channel=True)
         return count
 
     def session_ended(self, digest: str) -> None:
@@ -525,10 +521,23 @@ def sessions_changed_notice(sender: str) -> dict[str, Any]:
     return {"op": "sessions_changed", "from": sender}
 
 
-async def tell_sessions_changed(redis: Redis, sender: str) -> None:
-    """Publish that notice from outside the web processes (a command run from
-    the shell, ``web/cli_admin.py``)."""
+def close_account_notice(sender: str, account_id: str) -> dict[str, Any]:
+    """What tells every web process to hang up the sockets of ``account_id``
+    (deactivated, its sessions ended)."""
+    return {"op": "close_account", "from": sender, "account_id": account_id}
+
+
+async def tell_sessions_changed(
+    redis: Redis, sender: str, *, closed_accounts: Sequence[str] = ()
+) -> None:
+    """Publish those notices from outside the web processes (a command run from
+    the shell, ``web/cli_admin.py``): the sessions changed, then the accounts
+    whose sockets are to be hung up. In that order, on one channel: a page that
+    reconnects at once finds its session gone."""
     await redis.publish(PREFIX + "all", json.dumps(sessions_changed_notice(sender)))
+    for account_id in closed_accounts:
+        notice = close_account_notice(sender, account_id)
+        await redis.publish(PREFIX + "all", json.dumps(notice))
 
 
 async def _quietly(job: Awaitable[object]) -> None:

@@ -54,10 +54,12 @@ class AccountSockets(Protocol):
 
 
 class NoSockets:
-    """``AccountSockets`` for the command line: no connections live in that process.
+    """``AccountSockets`` of a service with no connections in its process.
 
     A server running beside it closes the account's sockets at its next session
-    sweep (``web/ws.py``), since the sessions are revoked in the database.
+    sweep (``web/ws.py``), since the sessions are revoked in the database. (The
+    command line notes the accounts instead and tells the servers through
+    Redis: ``web/cli_admin.py``.)
     """
 
     async def close_account(self, account_id: str) -> int:

@@ -252,12 +252,17 @@ async def test_an_admin_command_run_from_the_shell_reaches_every_process(
 ) -> None:
     """``teleconsult admin deactivate`` writes to the database from a process of
     its own; with Redis it tells the web processes, which keep sessions for an
-    hour here, so neither lets the account in again."""
+    hour here, so neither lets the account in again, and each hangs up the
+    account's open connection at once (not at its next sweep, a minute on)."""
     near, far = await login_as("cardio1"), await login_on("cardio1")
     for user in (near, far):
         assert (await user.get("/api/session"))[0] == 200  # kept in each process
+    sockets = [await connect(near), await connect(far)]
     args = argparse.Namespace(admin_command="deactivate", username="cardio1")
     assert await asyncio.to_thread(cli_admin.run, settings, args) == 0
+    for sock in sockets:
+        frame = await asyncio.wait_for(sock.ws.receive(), timeout=5.0)
+        assert frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
     for user in (near, far):
         # The notice comes through Redis on its own time: nothing in the client to await.
         deadline = time.monotonic() + 5.0
