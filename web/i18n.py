@@ -407,6 +407,11 @@ class I18n:
                 trim_blocks=True,
                 lstrip_blocks=True,
             )
+            # The page's strings and data as UTF-8, not \uXXXX escapes: a
+            # Chinese page's HTML is a quarter smaller (the replay page's 28.3 KB
+            # became 21.4 KB), and a township link carries every byte. Still safe
+            # inside <script>: tojson escapes <, >, & and ' whatever this says.
+            env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
             # newstyle gettext: autoescaping and %(name)s formatting inside _().
             env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
             self._by_locale[locale] = Localizer(locale, translations, env)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -102,6 +102,19 @@ async def test_login_page_is_chinese_by_default(anon: TestClient[Any, Any]) -> N
     page.assert_csp_safe()
     assert page.json_blocks["tc-strings"]["state.accepted"] == "已接受"
     assert page.json_blocks["tc-page"]["next"] == "/"
+
+
+async def test_a_pages_strings_come_as_utf8_and_its_data_cannot_close_the_script(
+    anon: TestClient[Any, Any],
+) -> None:
+    # UTF-8, not \uXXXX escapes: a third of the bytes for each Chinese character.
+    hostile = "/</script><script>alert(1)</script>"
+    _, html, _ = await fetch(anon, f"/login?next={quote(hostile)}")
+    assert '"state.accepted": "已接受"' in html
+    assert "\\u5df2" not in html
+    # What a request puts in the page's data stays inside its <script> element.
+    assert "</script><script>" not in html
+    assert Page(html).json_blocks["tc-page"]["next"] in ("/", hostile)
 
 
 async def test_login_page_in_english_with_the_cookie(anon: TestClient[Any, Any]) -> None:
