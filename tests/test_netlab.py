@@ -144,8 +144,8 @@ async def test_the_link_keeps_its_time_while_the_tests_loop_is_busy() -> None:
             sender.close()
             receiver.close()
     # Each datagram came off the link at its time (the kernel's receive time),
-    # not after the busy spell.
-    assert all(0.045 <= at <= 0.080 for at in arrivals), arrivals
+    # not after the busy spell (300 ms).
+    assert all(0.045 <= at <= 0.2 for at in arrivals), arrivals
     assert link.up.late == 0
 
 

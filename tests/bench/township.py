@@ -336,15 +336,10 @@ def args_for(base: str, clip: Path) -> list[str]:
     ]
 
 
-def file_facts(path: Path) -> tuple[int, int, int, int]:
-    """Frames, the largest gap (in frame intervals, minus one), the narrowest width,
-    and the recorded video packets the decoder refused (not counted as frames)."""
-    frames, gaps, narrowest, refused = file_gaps(path)
-    return frames, max((size for _, size in gaps), default=0), narrowest, refused
-
-
 def file_gaps(path: Path) -> tuple[int, list[tuple[float, int]], int, int]:
-    """As ``file_facts``, with every gap (seconds into the file, frames missing)."""
+    """Frames, the gaps (seconds into the file, frames missing: the step in frame
+    intervals, minus one), the narrowest width, and the recorded video packets
+    the decoder refused (not counted as frames)."""
     pts: list[float] = []
     widths: list[int] = []
     refused = 0
