@@ -22,7 +22,7 @@ from typing import TypeVar
 from records import errors as records_errors
 from records.clock import SystemClock
 from records.vocab import AgreementKind, InstitutionKind, Role
-from signaling.call.cluster import tell_sessions_changed
+from signaling.call.cluster_notices import tell_sessions_changed
 from signaling.errors import SignalingError
 from signaling.workflow.accounts import AccountFields, ImportResult
 from signaling.workflow.admin import AdminService

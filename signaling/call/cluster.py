@@ -38,12 +38,13 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from records.models import Consultation
 from signaling.call import messages as m
 from signaling.call.calls import Calls
+from signaling.call.cluster_notices import close_account_notice, sessions_changed_notice
 from signaling.call.cluster_rows import (
     actor_from_json,
     actor_to_json,
@@ -512,32 +513,6 @@ class Cluster:
     @staticmethod
     def _in_channel(node: str) -> str:
         return in_channel(node)
-
-
-def sessions_changed_notice(sender: str) -> dict[str, Any]:
-    """What tells every web process that ``sender`` wrote to the sessions or
-    accounts (``signaling.workflow.auth.SESSION_TABLES``): the sessions each keeps
-    in memory are read again."""
-    return {"op": "sessions_changed", "from": sender}
-
-
-def close_account_notice(sender: str, account_id: str) -> dict[str, Any]:
-    """What tells every web process to hang up the sockets of ``account_id``
-    (deactivated, its sessions ended)."""
-    return {"op": "close_account", "from": sender, "account_id": account_id}
-
-
-async def tell_sessions_changed(
-    redis: Redis, sender: str, *, closed_accounts: Sequence[str] = ()
-) -> None:
-    """Publish those notices from outside the web processes (a command run from
-    the shell, ``web/cli_admin.py``): the sessions changed, then the accounts
-    whose sockets are to be hung up. In that order, on one channel: a page that
-    reconnects at once finds its session gone."""
-    await redis.publish(PREFIX + "all", json.dumps(sessions_changed_notice(sender)))
-    for account_id in closed_accounts:
-        notice = close_account_notice(sender, account_id)
-        await redis.publish(PREFIX + "all", json.dumps(notice))
 
 
 async def _quietly(job: Awaitable[object]) -> None:
