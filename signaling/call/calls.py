@@ -482,6 +482,15 @@ class Calls:
                 live = await self.workflow.go_live(actor, room.consultation_id)
             except SignalingError as exc:
                 log.info("consultation=%s not live: %s", room.consultation_id, exc.code)
+                # Another join made it live meanwhile and told the room, this
+                # member among it, before their `joined` went out with the
+                # state read when they began: they are told again, in order.
+                try:
+                    now = await self.workflow.call_access(actor, room.consultation_id)
+                except SignalingError:
+                    return  # cancelled or declined meanwhile: the room is told so
+                if now.state != consultation.state and room.members.get(actor.id) is member:
+                    await send(member, o.StateChanged(state=now.state))
             else:
                 await broadcast(room, o.StateChanged(state=live.state))
 

@@ -151,7 +151,10 @@ async def test_a_full_disk_is_shown_on_every_page_and_the_leg_comes_back_when_fr
         # side's "not recorded" flag can show for less than a locator's polling
         # catches (a fresh-clone run timed out on it while the server log showed
         # the legs failing again and again): the page itself notes each time
-        # it is shown, and its words.)
+        # it is shown, and its words. What kept it hidden in those runs was
+        # the server: a page whose `joined` went out after the other's join
+        # had made the call live believed it "accepted", where nobody is shown
+        # as not recorded; tests/signaling/test_calls.py has that race.)
         for page in (clinic, cardio):
             await page.locator('#rec-indicator[data-state="failed"]').wait_for(timeout=30_000)
             await page.wait_for_function("() => window.__notRecordedSeen !== null", timeout=30_000)

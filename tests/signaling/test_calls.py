@@ -7,6 +7,8 @@ setup (the consultation, from the test scenario) goes through the app's API.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -118,6 +120,62 @@ async def test_join_tells_both_sides_and_goes_live(
         assert await client.recv("state") == {"type": "state", "state": "live"}
     assert (await kinds(started, clinic, cid))[-3:] == ["joined", "joined", "live"]
     assert calls.room_of(cid) is not None
+
+
+class HeldEvents:
+    """The app's consultation service, but one account's call events wait for ``go``:
+    a join held between taking its place in the room and being answered."""
+
+    def __init__(self, workflow: Any, held: str) -> None:
+        self.workflow = workflow
+        self.held = held
+        self.waiting = asyncio.Event()
+        self.go = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.workflow, name)
+
+    async def call_event(self, actor: Actor, *args: Any, **kwargs: Any) -> Any:
+        if actor.id == self.held:
+            self.waiting.set()
+            await self.go.wait()
+        return await self.workflow.call_event(actor, *args, **kwargs)
+
+
+# Two pages joining at once: the first to finish made the call live and told
+# the room, the other among it, before the other's own `joined` went out with
+# the state read when it began ("accepted"). That page took the later word for
+# the truth and never showed anyone as "not recorded" (a flaky browser test).
+async def test_a_join_answered_after_the_call_went_live_ends_on_live(
+    started: web.Application, scenario: Scenario
+) -> None:
+    clinic, cardio = await actor(started, "clinic1"), await actor(started, "cardio1")
+    workflow = HeldEvents(started[CONSULTATIONS], held=cardio.id)
+    calls = Calls(
+        workflow=workflow,
+        directory=started[DIRECTORY],
+        ice=IceConfig(allowed_networks=("127.0.0.0/8",)),
+        grace_seconds=0.05,
+    )
+    try:
+        a, b = client_pair(calls, clinic, cardio)
+        cid = (await scenario.consultation("accepted")).id
+        b_joins = asyncio.create_task(join(b, cid, tab="tab-b"))
+        await workflow.waiting.wait()  # the cardiologist is in the room, not answered
+        await join(a, cid)
+        assert await a.recv("state") == {"type": "state", "state": "live"}
+        workflow.go.set()
+        await b_joins
+        # What the cardiologist's page believes, reading its messages in order.
+        assert await b.recv("state") == {"type": "state", "state": "live"}
+        believed = None
+        for text in b.channel.texts:
+            msg = json.loads(text)
+            if msg["type"] in ("joined", "state"):
+                believed = msg["state"]
+        assert believed == "live", b.channel.texts
+    finally:
+        await calls.close()
 
 
 async def test_offer_answer_and_candidate_are_relayed_only_inside_one_consultation(
