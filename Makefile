@@ -24,12 +24,13 @@ demo: venv
 # hashing, subprocesses, the database, Chromium). The tests marked `timing` (calls
 # whose frames, rates and timings are measured, the media tests, the benchmarks)
 # run one at a time afterwards, so a neighbour cannot starve what they measure.
+# Each run ends with its slowest tests (--durations): where the suite's time goes.
 DB_TESTS := tests/web tests/signaling tests/records
 WORKERS  := -n auto --maxprocesses=4
 
 test: venv
-	$(VENV)/bin/python -m pytest -q $(WORKERS) -m "not timing" tests
-	$(VENV)/bin/python -m pytest -q -m timing tests
+	$(VENV)/bin/python -m pytest -q $(WORKERS) --durations=12 -m "not timing" tests
+	$(VENV)/bin/python -m pytest -q --durations=25 -m timing tests
 
 # The database tests again on a throwaway PostgreSQL cluster that each worker
 # starts and stops (tests/pgcluster.py; needs Debian's `postgresql`). Only those
