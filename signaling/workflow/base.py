@@ -274,14 +274,22 @@ class Service:
         self._denied = denied
 
     async def write(
-        self, actor: Actor | None, work: Callable[[Tx], T], *, client_addr: str | None = None
+        self,
+        actor: Actor | None,
+        work: Callable[[Tx], T],
+        *,
+        client_addr: str | None = None,
+        at_once: bool = False,
     ) -> T:
         """Run ``work`` in one write transaction for ``actor``; audit a refused probe.
 
         ``actor`` None is the system (or an anonymous caller from ``client_addr``).
+        ``at_once``: the transaction in one hop to the database's thread
+        (``Database.run_write_at_once``), for an open someone waits on.
         """
+        run = self.db.run_write_at_once if at_once else self.db.run_write
         try:
-            return await self.db.run_write(
+            return await run(
                 lambda conn: work(Tx(conn, actor, self.clock, client_addr=client_addr))
             )
         except NotFound as exc:

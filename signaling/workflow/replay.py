@@ -187,7 +187,8 @@ class ReplayService(Service):
                 department=department,
             )
 
-        replay = await self.write(actor, work)
+        # In one hop: the replay page's first byte waits for this transaction.
+        replay = await self.write(actor, work, at_once=True)
         if actor.session is not None:
             until = self.clock.now().timestamp() + STREAM_GRANT_SECONDS
             self._forget_expired()

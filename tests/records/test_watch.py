@@ -8,6 +8,8 @@ and for nothing else the server does all the time (audit entries, chat).
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import sqlalchemy as sa
 
@@ -92,3 +94,54 @@ async def test_a_write_that_fails_still_moves_the_count(db: Database) -> None:
     with pytest.raises(RuntimeError):
         await db.run_write(work)
     assert watch.generation == before + 2
+
+
+async def test_a_write_at_once_moves_the_count_as_a_write_does(
+    db: Database, on_postgres: bool
+) -> None:
+    """``run_write_at_once`` (the audited open of a replay) runs its transaction on
+    a thread of its own on SQLite: the count a cache relies on moves all the same,
+    twice by the time it returns, whether the work committed or failed."""
+    watch = db.watch("departments")
+    after: list[int] = []
+    watch.after_write.append(lambda: after.append(watch.generation))
+    loop_thread = threading.get_ident()
+    ran_on: list[int] = []
+
+    def add(conn: sa.Connection) -> str:
+        ran_on.append(threading.get_ident())
+        conn.execute(
+            sa.text(
+                "INSERT INTO institutions (id, name, kind, region) "
+                "VALUES ('i1', '青山县人民医院', 'county_hospital', '青山县')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO departments (id, institution_id, code, name) "
+                "VALUES ('d1', 'i1', 'cardio', '心内科')"
+            )
+        )
+        return "added"
+
+    before = watch.generation
+    assert await db.run_write_at_once(add) == "added"
+    assert watch.generation == before + 2 and after == [before + 2]
+    # The whole transaction off the event loop on SQLite; PostgreSQL's is run_write's.
+    assert (ran_on[0] == loop_thread) is on_postgres
+    names = await db.run_read(
+        lambda conn: conn.execute(sa.text("SELECT name FROM departments")).scalars().all()
+    )
+    assert names == ["心内科"]
+
+    def fails(conn: sa.Connection) -> None:
+        conn.execute(sa.text("DELETE FROM departments"))
+        raise RuntimeError("the work failed after its write")
+
+    with pytest.raises(RuntimeError):
+        await db.run_write_at_once(fails)
+    assert watch.generation == before + 4
+    names = await db.run_read(
+        lambda conn: conn.execute(sa.text("SELECT name FROM departments")).scalars().all()
+    )
+    assert names == ["心内科"]  # rolled back
