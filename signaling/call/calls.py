@@ -441,7 +441,11 @@ class Calls:
             resumed = True
         elif sum(1 for x in room.members.values()) >= MAX_PARTICIPANTS:
             raise SignalingError("the call is full", code=ErrorCode.CALL_FULL)
-        member = Member(actor=actor, channel=channel, tab_id=msg.tab_id)
+        # A returning member is known to the others already (their pages hold
+        # its connection); a new one is not, until it is answered.
+        member = Member(
+            actor=actor, channel=channel, tab_id=msg.tab_id, welcomed=existing is not None
+        )
         if existing is not None:
             member.audio, member.video = existing.audio, existing.video
             # Lines still being stored stay in order.
@@ -456,7 +460,13 @@ class Calls:
         event = await self.workflow.call_event(
             actor, room.consultation_id, EventKind.REJOINED if resumed else EventKind.JOINED
         )
-        peers = tuple(x.describe(names) for x in room.members.values() if x is not member)
+        recording = await self.legs.info(room)
+        # From here to the send, nothing is awaited: whoever joins meanwhile
+        # either is in this list or sees this member in theirs.
+        peers = tuple(
+            x.describe(names) for x in room.members.values() if x is not member and x.welcomed
+        )
+        member.welcomed = True
         await send(
             member,
             o.Joined(
@@ -467,7 +477,7 @@ class Calls:
                 ice_servers=self.ice.servers(actor.id, self.workflow.clock.now()),
                 ice_transport_policy=self.ice.transport_policy,
                 state=consultation.state,
-                recording=await self.legs.info(room),
+                recording=recording,
                 events=tuple(o.EventInfo.of(e, room.names()) for e in missed),
             ),
         )
@@ -476,7 +486,7 @@ class Calls:
         )
         await broadcast(room, timeline_event(room, event))
         await self.legs.joined(room, member)
-        connected = sum(1 for x in room.members.values() if x.connected)
+        connected = sum(1 for x in room.members.values() if x.connected and x.welcomed)
         if consultation.state == State.ACCEPTED and connected >= 2:
             try:
                 live = await self.workflow.go_live(actor, room.consultation_id)

@@ -33,6 +33,11 @@ class Member:
     audio: bool = True
     video: bool = True
     connected: bool = True
+    # False from a first join's place in the room until its ``joined`` is
+    # sent: until then the others are not told of them (their ``joined``'s
+    # peers, whether the call goes live), or they would offer a connection to
+    # a page that does not know its own place yet.
+    welcomed: bool = True
     grace: asyncio.TimerHandle | None = None
     chat_tail: asyncio.Task[None] | None = None
 

@@ -146,6 +146,7 @@ class HeldEvents:
 # the room, the other among it, before the other's own `joined` went out with
 # the state read when it began ("accepted"). That page took the later word for
 # the truth and never showed anyone as "not recorded" (a flaky browser test).
+# Now one not yet answered is not counted, nor listed to the others.
 async def test_a_join_answered_after_the_call_went_live_ends_on_live(
     started: web.Application, scenario: Scenario
 ) -> None:
@@ -162,12 +163,18 @@ async def test_a_join_answered_after_the_call_went_live_ends_on_live(
         cid = (await scenario.consultation("accepted")).id
         b_joins = asyncio.create_task(join(b, cid, tab="tab-b"))
         await workflow.waiting.wait()  # the cardiologist is in the room, not answered
-        await join(a, cid)
-        assert await a.recv("state") == {"type": "state", "state": "live"}
+        # Not someone to call yet: the clinic's page would offer a connection
+        # to a page that does not know its own place (it answered, then made
+        # its own offer once answered: a connection left half-negotiated and
+        # a tile without a picture, in a CI run of the restart browser test).
+        assert (await join(a, cid))["peers"] == []
         workflow.go.set()
-        await b_joins
+        joined_b = await b_joins
+        assert [p["peer_id"] for p in joined_b["peers"]] == [clinic.id]
+        assert (await a.recv("peer_joined"))["peer"]["peer_id"] == cardio.id
+        for client in (a, b):
+            assert await client.recv("state") == {"type": "state", "state": "live"}
         # What the cardiologist's page believes, reading its messages in order.
-        assert await b.recv("state") == {"type": "state", "state": "live"}
         believed = None
         for text in b.channel.texts:
             msg = json.loads(text)
