@@ -185,6 +185,43 @@ async def test_a_join_answered_after_the_call_went_live_ends_on_live(
         await calls.close()
 
 
+# A third doctor still being answered when the two others make the call live:
+# the room's `state: live` reached their page before their `joined`, which
+# carries the state read when they began; they are told again after it.
+async def test_a_third_doctor_answered_after_the_call_went_live_ends_on_live(
+    started: web.Application, scenario: Scenario
+) -> None:
+    clinic, cardio = await actor(started, "clinic1"), await actor(started, "cardio1")
+    third = await actor(started, "cardio2")
+    workflow = HeldEvents(started[CONSULTATIONS], held=third.id)
+    calls = Calls(
+        workflow=workflow,
+        directory=started[DIRECTORY],
+        ice=IceConfig(allowed_networks=("127.0.0.0/8",)),
+        grace_seconds=0.05,
+    )
+    try:
+        a, b = client_pair(calls, clinic, cardio)
+        c = FakeClient(calls, third)
+        cid = (await scenario.consultation("accepted")).id
+        await started[CONSULTATIONS].invite(clinic, cid, "cardio2")
+        c_joins = asyncio.create_task(join(c, cid, tab="tab-c"))
+        await workflow.waiting.wait()  # in the room, having read "accepted"
+        await join(a, cid)
+        await join(b, cid, tab="tab-b")
+        for client in (a, b):
+            assert await client.recv("state") == {"type": "state", "state": "live"}
+        workflow.go.set()
+        joined_c = await c_joins
+        assert joined_c["state"] == "accepted"  # read before the others went live
+        # The join was handled to its end: what the page believes, in order.
+        said = [json.loads(t) for t in c.channel.texts]
+        states = [x["state"] for x in said if x["type"] in ("joined", "state")]
+        assert states[-1] == "live", states
+    finally:
+        await calls.close()
+
+
 async def test_offer_answer_and_candidate_are_relayed_only_inside_one_consultation(
     started: web.Application, calls: Calls, scenario: Scenario
 ) -> None:
