@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -142,6 +143,22 @@ class HeldEvents:
         return await self.workflow.call_event(actor, *args, **kwargs)
 
 
+@asynccontextmanager
+async def held_calls(app: web.Application, held: Actor) -> AsyncIterator[tuple[Calls, HeldEvents]]:
+    """``Calls`` over the app's services, whose ``held`` account's joins wait."""
+    workflow = HeldEvents(app[CONSULTATIONS], held=held.id)
+    calls = Calls(
+        workflow=workflow,
+        directory=app[DIRECTORY],
+        ice=IceConfig(allowed_networks=("127.0.0.0/8",)),
+        grace_seconds=0.05,
+    )
+    try:
+        yield calls, workflow
+    finally:
+        await calls.close()
+
+
 # Two pages joining at once: the first to finish made the call live and told
 # the room, the other among it, before the other's own `joined` went out with
 # the state read when it began ("accepted"). That page took the later word for
@@ -151,14 +168,7 @@ async def test_a_join_answered_after_the_call_went_live_ends_on_live(
     started: web.Application, scenario: Scenario
 ) -> None:
     clinic, cardio = await actor(started, "clinic1"), await actor(started, "cardio1")
-    workflow = HeldEvents(started[CONSULTATIONS], held=cardio.id)
-    calls = Calls(
-        workflow=workflow,
-        directory=started[DIRECTORY],
-        ice=IceConfig(allowed_networks=("127.0.0.0/8",)),
-        grace_seconds=0.05,
-    )
-    try:
+    async with held_calls(started, cardio) as (calls, workflow):
         a, b = client_pair(calls, clinic, cardio)
         cid = (await scenario.consultation("accepted")).id
         b_joins = asyncio.create_task(join(b, cid, tab="tab-b"))
@@ -181,8 +191,6 @@ async def test_a_join_answered_after_the_call_went_live_ends_on_live(
             if msg["type"] in ("joined", "state"):
                 believed = msg["state"]
         assert believed == "live", b.channel.texts
-    finally:
-        await calls.close()
 
 
 # A third doctor still being answered when the two others make the call live:
@@ -193,14 +201,7 @@ async def test_a_third_doctor_answered_after_the_call_went_live_ends_on_live(
 ) -> None:
     clinic, cardio = await actor(started, "clinic1"), await actor(started, "cardio1")
     third = await actor(started, "cardio2")
-    workflow = HeldEvents(started[CONSULTATIONS], held=third.id)
-    calls = Calls(
-        workflow=workflow,
-        directory=started[DIRECTORY],
-        ice=IceConfig(allowed_networks=("127.0.0.0/8",)),
-        grace_seconds=0.05,
-    )
-    try:
+    async with held_calls(started, third) as (calls, workflow):
         a, b = client_pair(calls, clinic, cardio)
         c = FakeClient(calls, third)
         cid = (await scenario.consultation("accepted")).id
@@ -218,8 +219,6 @@ async def test_a_third_doctor_answered_after_the_call_went_live_ends_on_live(
         said = [json.loads(t) for t in c.channel.texts]
         states = [x["state"] for x in said if x["type"] in ("joined", "state")]
         assert states[-1] == "live", states
-    finally:
-        await calls.close()
 
 
 async def test_offer_answer_and_candidate_are_relayed_only_inside_one_consultation(
