@@ -75,6 +75,22 @@ class Socket:
         await self.ws.close()
 
 
+async def close_code(ws: ClientWebSocketResponse, within: float = RECV_TIMEOUT) -> int:
+    """Read past messages to the server's Close frame; the code it carries.
+
+    That code is what a page's ``close`` event reports. ``ws.close_code`` is not:
+    when the server closes its end right after its Close frame (aiohttp does when
+    the close comes from another task), the client's reply fails and aiohttp
+    overwrites the code with 1006.
+    """
+    async with asyncio.timeout(within):
+        while (frame := await ws.receive()).type is WSMsgType.TEXT:
+            pass
+    if frame.type is not WSMsgType.CLOSE:
+        raise ConnectionError(f"closed without a Close frame: {frame.type!r} {frame.data!r}")
+    return int(frame.data)
+
+
 async def connect(user: Any, origin: str | None = None) -> Socket:
     """Open /ws as ``user`` with this site's Origin and read the hello."""
     if origin is None:
