@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from media.leg import RecordingKey
 from records.schema import recordings
 from signaling.workflow.kept_legs import failure_reason
 from web.keys import DB, RECORDING
@@ -74,6 +75,16 @@ async def until_stored(app: Any, participant_id: str) -> list[Any]:
             if found and found[-1]["status"] != "recording":
                 return found
             await asyncio.sleep(0.05)  # polling the records for a condition
+
+
+async def until_written(service: Any, key: RecordingKey, frames: int) -> None:
+    """Until the running leg ``key`` has written ``frames`` video frames to its file."""
+    async with asyncio.timeout(20):
+        while True:
+            counts = service.recorder.leg_counts().get(key)
+            if counts is not None and counts.video_written >= frames:
+                return
+            await asyncio.sleep(0.05)  # polling the recorder's counts for a condition
 
 
 async def test_a_full_disk_keeps_the_relayed_picture_says_why_and_records_again_when_freed(
@@ -139,6 +150,9 @@ async def test_a_full_disk_keeps_the_relayed_picture_says_why_and_records_again_
                 assert first["duration_ms"] > 500 and "No space left" in first["error"]
                 assert second["status"] == "recording"
                 await video_frames(frames, 30)
+                # Part 2 starts at the keyframe asked for on resuming, which a
+                # starved sender can be slow to make: a second of it, then stop.
+                await until_written(service, RecordingKey(c.id, clinic, part=2), 30)
                 assert pc.connectionState == "connected"
                 # The clinic leaves: part 2 is stored with its file.
                 await a.send({"type": "rec_stop"})
