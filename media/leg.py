@@ -83,6 +83,9 @@ class Leg:
     # this sequence number (retransmissions of what was missing) are kept.
     cut: int | None = None
     draining: bool = False
+    # False when the leg ends because its page was replaced (a reload): the
+    # page that could resend its last packets is gone, so none are asked for.
+    ask_at_end: bool = True
 
     def keep(self, packet: seam.KeptPacket) -> None:
         """A packet off the wire (``tap.RtpTap``), to this part's file if it has one.
@@ -120,6 +123,13 @@ class Leg:
         self.draining = True
         missing = tap.outstanding(self.cut)
         if not missing:
+            return
+        if not self.ask_at_end:
+            log.info(
+                "recording peer=%s end: %d packet(s) missing, not asked for (replaced)",
+                self.key.participant_id,
+                missing,
+            )
             return
         started = time.monotonic()
         while self.pc.connectionState == "connected" and tap.outstanding(self.cut):

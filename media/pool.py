@@ -284,15 +284,16 @@ class WorkerPool:
                 sdp_mline_index=sdp_mline_index,
             )
 
-    async def stop(self, key: RecordingKey) -> LegResult | None:
-        """End a leg and return what it produced (its repaired file if its worker was lost)."""
+    async def stop(self, key: RecordingKey, *, drain: bool = True) -> LegResult | None:
+        """End a leg and return what it produced (its repaired file if its worker
+        was lost); ``drain`` as in ``Recorder.stop``."""
         placed = self.legs.get(key)
         if placed is None:
             return None
         try:
             if placed.lost.done() or not placed.conn.alive:
                 raise WorkerGone(WORKER_GONE)
-            wire = await placed.conn.call("stop", key=rpc.key_to_wire(key))
+            wire = await placed.conn.call("stop", key=rpc.key_to_wire(key), drain=drain)
             result = None if wire is None else rpc.result_from_wire(wire, self.directory)
         except WorkerGone:
             result = await placed.lost

@@ -230,11 +230,18 @@ class Recorder:
         parsed.sdpMLineIndex = sdp_mline_index
         await leg.pc.addIceCandidate(parsed)
 
-    async def stop(self, key: RecordingKey) -> LegResult | None:
-        """End a leg (if it has not ended by itself) and return what it produced."""
+    async def stop(self, key: RecordingKey, *, drain: bool = True) -> LegResult | None:
+        """End a leg (if it has not ended by itself) and return what it produced.
+
+        With ``drain`` false the leg does not first ask its page for the last
+        packets still missing (``Leg.drain``): the page was replaced by another
+        and cannot answer, and its new leg waits for this one to end.
+        """
         leg = self.legs.get(key)
         if leg is None:
             return None
+        if not drain:
+            leg.ask_at_end = False
         result = await self._finish(leg)
         self.legs.pop(key, None)
         return result

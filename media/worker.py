@@ -218,7 +218,9 @@ class Worker:
             )
             return None
         if op == "stop":
-            result = await rec.stop(rpc.key_from_wire(msg["key"]))
+            result = await rec.stop(
+                rpc.key_from_wire(msg["key"]), drain=bool(msg.get("drain", True))
+            )
             return None if result is None else rpc.result_to_wire(result, self.directory)
         if op == "relay_offer":
             return await rec.relay_offer(rpc.key_from_wire(msg["key"]), msg["viewer"])

@@ -190,8 +190,9 @@ class RecordingService(Service):
                 # registered: a reload, or a browser that died and came back
                 # within the grace period (the dead leg would keep its place
                 # until ICE gives up). A participant has one page in the call,
-                # so the old leg ends as its own part and the new one follows.
-                result = await self.recorder.stop(replaced[0])
+                # so the old leg ends as its own part and the new one follows;
+                # it ends at once (the gone page cannot resend what it missed).
+                result = await self.recorder.stop(replaced[0], drain=False)
                 if result is not None:
                     await self._store(replaced[1], result)
             await self.kept.drop(slot)  # a kept leg's part is stored: its connection goes
