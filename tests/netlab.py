@@ -121,6 +121,7 @@ class Host:
         )
         assert self.process.stdout is not None
         if self.process.stdout.readline() != b"ready\n":
+            self.close()
             raise RuntimeError(f"namespace {name} did not come up")
 
     @property
@@ -300,8 +301,9 @@ class Link:
         self._relay: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> Link:
-        self.clinic, self.hospital = Host("clinic"), Host("hospital")
+        self.clinic = Host("clinic")
         try:
+            self.hospital = Host("hospital")
             clinic_fd = self.clinic.tun("tc-clinic", CLINIC)
             self._fds.append(clinic_fd)
             hospital_fd = self.hospital.tun("tc-hospital", HOSPITAL)

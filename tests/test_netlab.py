@@ -109,6 +109,26 @@ async def test_a_clean_link_adds_almost_nothing() -> None:
     assert statistics.median(rtts) < 10
 
 
+async def test_a_link_whose_second_namespace_fails_ends_the_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[Host] = []
+    make = Host.__init__
+
+    def init(self: Host, name: str) -> None:
+        if name == "hospital":
+            raise RuntimeError("namespace hospital did not come up")
+        make(self, name)
+        made.append(self)
+
+    monkeypatch.setattr(Host, "__init__", init)
+    with pytest.raises(RuntimeError, match="hospital"):
+        async with Link(Profile.named("clean")):
+            pass
+    [clinic] = made
+    assert clinic.process.returncode is not None  # its sleeping process is gone
+
+
 async def test_delay_is_the_profiles_round_trip() -> None:
     async with Link(Profile.named("1m-5loss-150ms"), seed=7) as link:
         rtts = await echo_rtts(link, 40)
