@@ -15,6 +15,27 @@ import sqlalchemy as sa
 
 from records.db import Database, Watch
 
+ADD_INSTITUTION = sa.text(
+    "INSERT INTO institutions (id, name, kind, region) "
+    "VALUES ('i1', '青山县人民医院', 'county_hospital', '青山县')"
+)
+ADD_DEPARTMENT = sa.text(
+    "INSERT INTO departments (id, institution_id, code, name) "
+    "VALUES ('d1', 'i1', 'cardio', '心内科')"
+)
+
+
+def delete_departments_then_fail(conn: sa.Connection) -> None:
+    """A work function that writes to the watched table, then fails."""
+    conn.execute(sa.text("DELETE FROM departments"))
+    raise RuntimeError("the work failed after its write")
+
+
+async def department_names(db: Database) -> list[str]:
+    return await db.run_read(
+        lambda conn: list(conn.execute(sa.text("SELECT name FROM departments")).scalars())
+    )
+
 
 @pytest.mark.parametrize(
     ("statement", "writes"),
@@ -50,20 +71,10 @@ async def test_the_count_moves_again_once_the_write_is_committed(db: Database) -
     watch.after_write.append(lambda: after.append(watch.generation))
 
     def add_institution(conn: sa.Connection) -> None:
-        conn.execute(
-            sa.text(
-                "INSERT INTO institutions (id, name, kind, region) "
-                "VALUES ('i1', '青山县人民医院', 'county_hospital', '青山县')"
-            )
-        )
+        conn.execute(ADD_INSTITUTION)
 
     def add_department(conn: sa.Connection) -> None:
-        conn.execute(
-            sa.text(
-                "INSERT INTO departments (id, institution_id, code, name) "
-                "VALUES ('d1', 'i1', 'cardio', '心内科')"
-            )
-        )
+        conn.execute(ADD_DEPARTMENT)
         inside.append(watch.generation)
 
     before = watch.generation
@@ -87,12 +98,8 @@ async def test_a_write_that_fails_still_moves_the_count(db: Database) -> None:
     watch = db.watch("departments")
     before = watch.generation
 
-    def work(conn: sa.Connection) -> None:
-        conn.execute(sa.text("DELETE FROM departments"))
-        raise RuntimeError("the work failed after its write")
-
     with pytest.raises(RuntimeError):
-        await db.run_write(work)
+        await db.run_write(delete_departments_then_fail)
     assert watch.generation == before + 2
 
 
@@ -110,18 +117,8 @@ async def test_a_write_at_once_moves_the_count_as_a_write_does(
 
     def add(conn: sa.Connection) -> str:
         ran_on.append(threading.get_ident())
-        conn.execute(
-            sa.text(
-                "INSERT INTO institutions (id, name, kind, region) "
-                "VALUES ('i1', '青山县人民医院', 'county_hospital', '青山县')"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO departments (id, institution_id, code, name) "
-                "VALUES ('d1', 'i1', 'cardio', '心内科')"
-            )
-        )
+        conn.execute(ADD_INSTITUTION)
+        conn.execute(ADD_DEPARTMENT)
         return "added"
 
     before = watch.generation
@@ -129,19 +126,9 @@ async def test_a_write_at_once_moves_the_count_as_a_write_does(
     assert watch.generation == before + 2 and after == [before + 2]
     # The whole transaction off the event loop on SQLite; PostgreSQL's is run_write's.
     assert (ran_on[0] == loop_thread) is on_postgres
-    names = await db.run_read(
-        lambda conn: conn.execute(sa.text("SELECT name FROM departments")).scalars().all()
-    )
-    assert names == ["心内科"]
-
-    def fails(conn: sa.Connection) -> None:
-        conn.execute(sa.text("DELETE FROM departments"))
-        raise RuntimeError("the work failed after its write")
+    assert await department_names(db) == ["心内科"]
 
     with pytest.raises(RuntimeError):
-        await db.run_write_at_once(fails)
+        await db.run_write_at_once(delete_departments_then_fail)
     assert watch.generation == before + 4
-    names = await db.run_read(
-        lambda conn: conn.execute(sa.text("SELECT name FROM departments")).scalars().all()
-    )
-    assert names == ["心内科"]  # rolled back
+    assert await department_names(db) == ["心内科"]  # rolled back
