@@ -121,6 +121,12 @@ class Reading:
         original = protocol.datagram_received
         component = protocol.local_candidate.component
         transport = protocol.transport
+        if not hasattr(transport, "pause_reading"):
+            # uvloop (the media workers' loop): its UDP transport cannot stop
+            # reading, and it reads each datagram in C as it comes, a wake-up
+            # costing little; RTP goes straight to the tap, timed on arrival.
+            _deliver_as_read(protocol, original, component, data_received)
+            return
         # asyncio reads one datagram per wake-up of the loop (a poll, a pass of
         # the loop, a callback): most of what an RTP packet cost beside its own
         # work. The socket is read here instead, on a duplicate of its
@@ -208,6 +214,20 @@ class Reading:
             # (no await between the last look at ``feedback`` and this: a leg
             # that registers next starts a new clock)
             self.clock = None
+
+
+def _deliver_as_read(
+    protocol: Any, original: Any, component: int, data_received: DataReceived
+) -> None:
+    """The loop reads the socket (uvloop): RTP to the tap, the rest to aioice."""
+
+    def datagram_received(data: bytes, addr: Any) -> None:
+        if data and 127 < data[0] < 192:
+            data_received(data, component)
+        else:
+            original(data, addr)
+
+    protocol.datagram_received = datagram_received
 
 
 def _drain_on_wake_up(

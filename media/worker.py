@@ -30,7 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import uvloop
 
 from media import rpc, speedups
 from media.errors import RecordingFailed
@@ -300,10 +302,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return exit_after(run(config, announce=True))
 
 
+def new_loop() -> asyncio.AbstractEventLoop:
+    """The event loop a recording process runs on: uvloop's.
+
+    A recorded stream is about 170 datagrams a second, each a pass through the
+    loop's reading and a callback; uvloop does that part in C. Measured with
+    ``tests/bench/recording.py`` (12 streams, the same run): 0.94-0.96 % of a
+    core per stream against 1.10-1.17 % on asyncio's own loop, whose reading
+    the recorder batches itself (``media/reading.py``).
+    """
+    return cast(asyncio.AbstractEventLoop, uvloop.new_event_loop())
+
+
 def exit_after(main_coro: Any) -> int:
     """Run ``main_coro`` and end the process with its status, without waiting
     for writer threads that still hold partial files (they are left as they are)."""
-    loop = asyncio.new_event_loop()
+    loop = new_loop()
     code = int(loop.run_until_complete(main_coro))
     logging.shutdown()
     sys.stdout.flush()

@@ -1,7 +1,8 @@
 """Recording benchmark: receiver CPU of our passthrough recorder against aiortc's MediaRecorder.
 
     python tests/bench/recording.py [--seconds S] [--streams N] [--warmup W] [--py-spy DIR]
-                                    [--no-twcc] [--remb-too] [--only NAME,...]
+                                    [--no-twcc] [--remb-too] [--web-loop-too]
+                                    [--only NAME,...]
 
 Pre-encodes, once, a few seconds of 640x480 30 fps VP8 at ~1.1 Mbps (a moving test
 pattern with temporal noise, keyframe every 2 s) plus 20 ms mono Opus into a temporary
@@ -32,7 +33,11 @@ lines: their share of the machine).
                 this process never imports ``media`` (the seam patches aiortc's
                 decoder lookup process-wide)
   ours-N        ``Recorder`` with N concurrent streams in one process, fed by
-                ceil(N / 24) sender processes
+                ceil(N / 24) sender processes, on the loop a media worker runs
+                (uvloop, ``media.worker.new_loop``); ``ours-1`` too
+  ours-N-web    (``--web-loop-too``) the same on asyncio's own loop, as in a web
+                process that records itself (``media_workers = 0``), where the
+                recorder batches its reading (``media/reading.py``)
   workers-1     N streams through ``media.pool.WorkerPool`` with one media worker
                 process (what ``teleconsult serve`` runs, one consultation per stream)
   workers-W     W * N streams on W workers, W = the machine's cores (N per worker,
@@ -465,6 +470,26 @@ class Janus:
         return files
 
 
+def receive(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one receiver scenario on the event loop its recorder would have.
+
+    Our recorder records in the media workers, on their loop (uvloop,
+    ``media.worker.new_loop``); ``--web-loop`` puts it on asyncio's own, as
+    in a web process that records itself (``media_workers = 0``). The worker
+    scenarios' controller is a web process, and MediaRecorder and Janus
+    are measured as they come (asyncio's loop).
+    """
+    if args.scenario == "ours" and not args.web_loop:
+        from media.worker import new_loop
+
+        loop = new_loop()
+        try:
+            return loop.run_until_complete(run_receiver(args))
+        finally:
+            loop.close()
+    return asyncio.run(run_receiver(args))
+
+
 async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
     """One scenario in this process; returns what it measured and where the files are."""
     import aioice.ice
@@ -700,6 +725,9 @@ class Scenario:
     streams: int
     workers: int = 0
     twcc: bool = True  # the senders offer transport-wide CC (else REMB only)
+    # "ours" only: the recorder on asyncio's own loop, as in the web process
+    # (media_workers = 0), instead of the media workers' (uvloop).
+    web_loop: bool = False
     wall: float = 0.0
     cpu: float = 0.0
     window_frames: int = 0  # video frames handed to the recorder in the window
@@ -786,6 +814,7 @@ def run_scenario(
         "--workers",
         str(scenario.workers),
         *([] if scenario.twcc else ["--no-twcc"]),
+        *(["--web-loop"] if scenario.web_loop else []),
     ]
     if args.py_spy:
         Path(args.py_spy).mkdir(parents=True, exist_ok=True)
@@ -860,11 +889,17 @@ def main() -> None:
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--web-loop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--web-loop-too",
+        action="store_true",
+        help="also run ours-N on asyncio's loop (ours-N-web), as a web process records",
+    )
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "receiver":
-        print(json.dumps(asyncio.run(run_receiver(args))), flush=True)
+        print(json.dumps(receive(args)), flush=True)
         return
 
     cores = os.cpu_count() or 1
@@ -904,6 +939,16 @@ def main() -> None:
             )
         else:
             print("janus not installed (Debian: janus, janus-tools): no Janus baseline", flush=True)
+        if args.web_loop_too:
+            scenarios.append(
+                Scenario(
+                    f"ours-{args.streams}-web",
+                    "ours: Recorder, web process's loop",
+                    "ours",
+                    args.streams,
+                    web_loop=True,
+                )
+            )
         if args.remb_too:
             scenarios.append(
                 Scenario(

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import aiortc.codecs
 import av
 import pytest
+
+from media.worker import new_loop
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """A test marked ``both_loops`` runs twice: on asyncio's own loop (a web
+    process that records itself) and on the media workers' (uvloop), whose
+    sockets the recorder cannot read itself (``media/reading.py``)."""
+    if item.get_closest_marker("both_loops") is None:
+        return {"asyncio": asyncio.new_event_loop}  # one factory: no test id added
+    return {"asyncio": asyncio.new_event_loop, "uvloop": new_loop}
 
 
 @pytest.fixture

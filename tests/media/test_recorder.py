@@ -13,6 +13,7 @@ from typing import Any
 
 import av
 import pytest
+import uvloop
 
 from media.leg import LegResult, RecordingKey
 from media.packets import PacketWriter
@@ -53,6 +54,10 @@ async def send(
         async with asyncio.timeout(60):
             if ended_by_recorder:
                 assert json.loads(await proc.stdout.readline()) == {"ending": True}
+                # The leg still runs: on asyncio's loop the recorder reads its
+                # sockets itself; uvloop's (a media worker's) reads them for it.
+                uvloop_reads = isinstance(asyncio.get_running_loop(), uvloop.Loop)
+                assert (recorder.reading.poller is None) == uvloop_reads
                 result = await recorder.stop(key, drain=drain)
                 proc.stdin.write(b"close\n")
                 await proc.stdin.drain()
@@ -82,6 +87,7 @@ def probe(path: Path) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.both_loops
 @pytest.mark.slow
 @pytest.mark.parametrize("codec, suffix", [("vp8", ".webm"), ("h264", ".mp4")])
 async def test_recording_is_complete_and_in_sync(
@@ -103,6 +109,7 @@ async def test_recording_is_complete_and_in_sync(
     assert result.file.sha256 and result.file.size == path.stat().st_size
 
 
+@pytest.mark.both_loops
 @pytest.mark.slow
 async def test_lost_packets_come_back_through_nack(
     recorder: Recorder, no_codecs: list[str]
@@ -123,6 +130,7 @@ async def test_lost_packets_come_back_through_nack(
     assert feedback["nack"] >= 1 and feedback["reports"] >= 2 and feedback["remb"] >= 1, sent
 
 
+@pytest.mark.both_loops
 @pytest.mark.slow
 @pytest.mark.parametrize("drain", [True, False], ids=["call-ended", "replaced"])
 async def test_the_last_frames_of_a_leg_wait_for_their_missing_packets(
