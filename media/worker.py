@@ -307,9 +307,10 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
     A recorded stream is about 170 datagrams a second, each a pass through the
     loop's reading and a callback; uvloop does that part in C. Measured with
-    ``tests/bench/recording.py`` (12 streams, the same run): 0.94-0.96 % of a
-    core per stream against 1.10-1.17 % on asyncio's own loop, whose reading
-    the recorder batches itself (``media/reading.py``).
+    ``tests/bench/recording.py --only workers-1`` (12 streams, the two loops
+    alternated, 3 runs each): 0.97-1.06 % of a core per stream against
+    1.13-1.28 % on asyncio's own loop, whose reading the recorder batches
+    itself (``media/reading.py``).
     """
     return cast(asyncio.AbstractEventLoop, uvloop.new_event_loop())
 
