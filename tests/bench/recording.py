@@ -479,15 +479,15 @@ def receive(args: argparse.Namespace) -> dict[str, Any]:
     scenarios' controller is a web process, and MediaRecorder and Janus
     are measured as they come (asyncio's loop).
     """
+    loop_factory = None
     if args.scenario == "ours" and not args.web_loop:
         from media.worker import new_loop
 
-        loop = new_loop()
-        try:
-            return loop.run_until_complete(run_receiver(args))
-        finally:
-            loop.close()
-    return asyncio.run(run_receiver(args))
+        loop_factory = new_loop
+    # asyncio.run's teardown (leftover tasks cancelled, async generators shut)
+    # on either loop.
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(run_receiver(args))
 
 
 async def run_receiver(args: argparse.Namespace) -> dict[str, Any]:
