@@ -131,7 +131,18 @@ class Worker:
         if self.writer is not writer:
             writer.close()  # refused before it became the controller
             return
-        log.warning("media worker pid=%d: controller gone", os.getpid())
+        # Its controller stops every leg before it closes (``WorkerPool.close``):
+        # legs still running mean it went without (killed, or the network).
+        running = len(self.recorder.legs)
+        if running:
+            log.warning(
+                "media worker pid=%d: controller gone with %d leg(s) running; "
+                "their .partial files are left to it",
+                os.getpid(),
+                running,
+            )
+        else:
+            log.info("media worker pid=%d: controller closed the connection", os.getpid())
         self.gone.set()
 
     def _send(self, message: dict[str, Any]) -> None:

@@ -174,17 +174,20 @@ async def test_a_remote_worker_asks_for_its_token_records_and_exits_with_its_web
 ) -> None:
     port = free_port()
     env = server_env(tmp_path, recorder_addresses="127.0.0.1", media_worker_token=TOKEN)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "web.cli",
-        "media-worker",
-        "--listen",
-        f"127.0.0.1:{port}",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "web.cli",
+            "media-worker",
+            "--listen",
+            f"127.0.0.1:{port}",
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+        )
     assert proc.stdout
     try:
         async with asyncio.timeout(60):
@@ -216,6 +219,10 @@ async def test_a_remote_worker_asks_for_its_token_records_and_exits_with_its_web
         # Its web process went: the worker exits (systemd starts it again).
         async with asyncio.timeout(30):
             assert await proc.wait() == 3
+        # An orderly end (every leg stopped first) is not a warning in its log.
+        lines = log.read_text().splitlines()
+        assert any("controller closed the connection" in line for line in lines), lines
+        assert not [line for line in lines if "controller gone" in line], lines
     finally:
         if proc.returncode is None:
             proc.kill()
