@@ -84,6 +84,9 @@ RECEIVED = """async (id) => {
   if (!pc) return null;
   const out = { t: performance.now(), vBytes: 0, frames: 0, freezes: 0, width: 0,
                 concealed: 0, samples: 0, concealEvents: 0 };
+  // The page's hold on the relayed video (playout.js; null in a mesh).
+  const video = pc.getReceivers().find((r) => r.track && r.track.kind === "video");
+  out.target = video && "jitterBufferTarget" in video ? video.jitterBufferTarget : null;
   (await pc.getStats()).forEach((s) => {
     if (s.type === "inbound-rtp" && s.kind === "video") {
       out.vBytes = s.bytesReceived || 0; out.frames = s.framesDecoded || 0;
@@ -287,11 +290,17 @@ def coturn(host: Host, tmp: Path) -> Iterator[tuple[str, ...]]:
 
 @contextlib.asynccontextmanager
 async def server(
-    tmp: Path, plane: str, turn_urls: tuple[str, ...] = ()
+    tmp: Path, plane: str, turn_urls: tuple[str, ...] = (), media_workers: int = 0
 ) -> AsyncIterator[tuple[web.Application, str]]:
-    """The app on the hospital's address (the caller's thread is in its namespace)."""
+    """The app on the hospital's address (the caller's thread is in its namespace).
+
+    ``media_workers`` 0: this process relays and records (on asyncio's loop);
+    more: that many media worker processes (on uvloop), started in the
+    hospital's namespace with the app, as ``teleconsult serve`` starts them.
+    """
     settings = make_settings(
         tmp / "data",
+        media_workers=media_workers,
         media_plane="relay" if plane == "relay" else "mesh",
         recorder_addresses=(HOSPITAL,),
         ice_allowed_networks=("198.18.0.0/15",),
@@ -371,7 +380,9 @@ async def one_call(
             turn: tuple[str, ...] = ()
             if Profile.named(profile).up.block_udp:
                 turn = stack.enter_context(coturn(link.hospital, tmp / "turn"))
-            app, base = await stack.enter_async_context(server(tmp / "server", plane, turn))
+            app, base = await stack.enter_async_context(
+                server(tmp / "server", plane, turn, args.media_workers)
+            )
             scenario = await stack.enter_async_context(over_http(base))
             browsers = {}
             for side, host in (("clinic", link.clinic), ("hospital", link.hospital)):
@@ -448,7 +459,8 @@ async def one_call(
                     f"FEC {last['fec'] - first['fec']}, RTX {last['rtx'] - first['rtx']}, "
                     f"lost {last['lost'] - first['lost']} of {last['packets'] - first['packets']}, "
                     "jitter buffer "
-                    f"{1000 * (last['jbDelay'] - first['jbDelay']) / max(emitted, 1):.0f} ms",
+                    f"{1000 * (last['jbDelay'] - first['jbDelay']) / max(emitted, 1):.0f} ms, "
+                    f"target {first['target']} -> {last['target']} ms",
                     flush=True,
                 )
             row.width = last["width"]
@@ -597,6 +609,13 @@ async def main() -> None:
     parser.add_argument("--keep", type=Path, help="copy each call's data directory here")
     parser.add_argument(
         "--detail", action="store_true", help="print the viewer's freezes, NACKs, PLIs"
+    )
+    parser.add_argument(
+        "--media-workers",
+        type=int,
+        default=0,
+        help="relay and record in this many media worker processes (default 0: in the "
+        "web process, on asyncio's loop)",
     )
     args = parser.parse_args()
     from playwright.async_api import async_playwright
