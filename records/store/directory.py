@@ -45,6 +45,15 @@ def get_institution(conn: sa.Connection, institution_id: str) -> Institution | N
     return Institution.from_row(row) if row else None
 
 
+def get_institutions(conn: sa.Connection, institution_ids: Iterable[str]) -> dict[str, Institution]:
+    """Institutions by id (one query; an unknown id is left out)."""
+    ids = list(set(institution_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(sa.select(institutions).where(institutions.c.id.in_(ids)))
+    return {r["id"]: Institution.from_row(r) for r in rows.mappings()}
+
+
 def list_institutions(conn: sa.Connection) -> list[Institution]:
     """Every institution, by name."""
     rows = (conn.execute(sa.select(institutions).order_by(institutions.c.name))).mappings()

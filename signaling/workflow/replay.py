@@ -168,7 +168,18 @@ class ReplayService(Service):
                 tx.conn,
                 [r.participant_id for r in recs] + [e.actor_id for e in events if e.actor_id],
             )
-            institutions = {i.id: i for i in store.list_institutions(tx.conn)}
+            # The institutions the replay names (the clinic, the hospital, each
+            # person's) and the viewer's own (the watermark), not the whole
+            # directory: a provincial platform has hundreds.
+            institutions = store.get_institutions(
+                tx.conn,
+                [
+                    consultation.requesting_institution_id,
+                    consultation.consulted_institution_id,
+                    actor.account.institution_id,
+                    *(p.institution_id for p in people.values()),
+                ],
+            )
             department = store.get_department(tx.conn, consultation.department_id)
             tx.audit(
                 "replay.start",

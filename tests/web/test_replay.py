@@ -168,6 +168,43 @@ async def test_bad_filters_are_named(login_as: Any) -> None:
         assert (status, data["error"]["fields"]) == (400, [field])
 
 
+async def test_the_replay_names_each_institution_and_marks_the_viewers_own(
+    scenario: Scenario, login_as: Any
+) -> None:
+    """The open reads the institutions the replay names (the clinic, the
+    hospital, each recorded person's) and the viewer's own, not the whole
+    directory: a doctor invited from a third institution, who never joined,
+    replays under a mark with that institution's name."""
+    c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
+    status, data = await c.clinic.post(f"{c.url}/participants", {"username": "county1"})
+    assert status == 201, data
+    a = c.sockets["clinic1"]
+    await record_leg(a, "--codec", "vp8", "--seconds", "1")
+    while (await a.recv("recording"))["state"] != "interrupted":
+        pass
+    await a.send({"type": "end"})
+    while (await a.recv("state"))["state"] != "ended":
+        pass
+
+    county = await login_as("county1")
+    own = county.account["institution"]
+    assert own["id"] not in (
+        c.clinic.account["institution"]["id"],
+        c.specialist.account["institution"]["id"],
+    )
+    resp = await county.client.get(f"/consultations/{c.id}/replay")
+    assert resp.status == 200
+    html = await resp.text()
+    mark = f"{county.account['display_name']} · {own['name']}"
+    assert f">{mark}</text>" in html
+
+    _, data = await county.get(f"/api/consultations/{c.id}/replay")
+    assert data["consultation"]["clinic"]["name"] == c.clinic.account["institution"]["name"]
+    assert data["consultation"]["hospital"]["name"] == c.specialist.account["institution"]["name"]
+    [rec] = data["recordings"]
+    assert rec["participant"]["institution"] == c.clinic.account["institution"]["name"]
+
+
 async def test_outsiders_get_404_and_are_audited(
     recorded: dict[str, Any], login_as: Any, app: Any
 ) -> None:
