@@ -17,7 +17,8 @@ frames) is replaced by ``PacketForwarder.run``. A packet keeps its payload and
 marker; its sequence number and timestamp are shifted by a constant for this
 viewer, so a hole upstream stays a hole the viewer can see (and NACK), and a
 late retransmission fills it. A viewer starts on the first packet of a
-keyframe.
+keyframe; when that packet was lost upstream and its retransmission comes after
+the rest of the keyframe, the rest (kept while the viewer waited) follows it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 # Packets a viewer's send queue holds (about 2 s of 1.5 Mbit/s video) before it
 # starts again on the next keyframe: a stalled connection, not a slow link.
 QUEUE_PACKETS = 400
+# Packets a waiting viewer keeps from those it skipped (about 1 s of 1.5 Mbit/s
+# video): when the first packet of a keyframe was lost upstream and comes again
+# after the rest of it, the viewer starts on it and is sent the rest from here.
+BACKLOG_PACKETS = 160
 _SENDER = "_RTCRtpSender__"
 _SENDER_PARTS = (
     "rtp_started",
@@ -105,6 +110,8 @@ class PacketForwarder:
             QUEUE_PACKETS
         )
         self.waiting = True  # for the first packet of a keyframe
+        # What arrived while waiting, by the source's number (unwrapped).
+        self.backlog: dict[int, tuple[bool, int, bytes]] = {}
         self.high: int | None = None  # the source's newest number, unwrapped
         self.first = 0  # the source's number (unwrapped) this viewer started on
         self.seq_shift = random.getrandbits(15)
@@ -124,11 +131,24 @@ class PacketForwarder:
         if self.waiting:
             if not starts_keyframe(self.codec, payload):
                 self.skipped += 1
+                if len(self.backlog) >= BACKLOG_PACKETS:
+                    del self.backlog[next(iter(self.backlog))]  # the longest kept
+                self.backlog[ext] = (marker, ts, payload)
                 return False
             self.waiting = False
             self.first = ext
-        elif ext < self.first:
+            # The keyframe's first packet came late (a retransmission): the
+            # rest of it, and what followed, arrived before it and were kept.
+            later = sorted((n, p) for n, p in self.backlog.items() if n > ext)
+            self.backlog.clear()
+            if not self._put(ext, marker, ts, payload):
+                return False
+            return all(self._put(n, m, t, data) for n, (m, t, data) in later)
+        if ext < self.first:
             return True  # a retransmission from before this viewer started
+        return self._put(ext, marker, ts, payload)
+
+    def _put(self, ext: int, marker: bool, ts: int, payload: bytes) -> bool:
         try:
             self.queue.put_nowait(
                 (marker, (ext - self.first + self.seq_shift) & 0xFFFF, ts, payload)

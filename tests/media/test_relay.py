@@ -270,6 +270,49 @@ async def test_video_is_forwarded_packet_by_packet_holes_kept_from_a_keyframe_on
     assert forwarder.offer(False, 4 + QUEUE_PACKETS, 0, vp8(True))
 
 
+async def test_a_viewer_starting_on_a_late_keyframe_packet_gets_the_rest_of_the_keyframe() -> None:
+    """The first packet of the keyframe a new viewer waits for was lost upstream:
+    the rest of the keyframe and the next frame arrive first, its retransmission
+    after them. The viewer starts on it and is sent the rest, in order, instead
+    of a keyframe without its body (and another keyframe request, a round trip
+    on the clinic's uplink, before its first picture)."""
+    from media.forward import BACKLOG_PACKETS, PacketForwarder
+
+    def vp8(key: bool, start: bool = True) -> bytes:
+        return bytes([0x10 if start else 0x00, 0 if key else 1, 0, 0])
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    forwarder = PacketForwarder(pc.addTransceiver("video", direction="sendonly").sender, "vp8")
+    await pc.close()
+    assert not forwarder.offer(True, 9, 100, vp8(False))  # the end of a frame before it
+    # Packet 10 (the keyframe's first) is lost; 11 and 12 end the keyframe, 13 is
+    # the next frame; then 10 comes again.
+    assert not forwarder.offer(False, 11, 200, vp8(True, start=False))
+    assert not forwarder.offer(True, 12, 200, vp8(True, start=False))
+    assert not forwarder.offer(True, 13, 300, vp8(False))
+    assert forwarder.offer(False, 10, 200, vp8(True))
+    assert forwarder.offer(True, 14, 400, vp8(False))
+    sent = [forwarder.queue.get_nowait() for _ in range(forwarder.queue.qsize())]
+    first = sent[0][1]
+    assert [(m, (s - first) & 0xFFFF, ts) for m, s, ts, _ in sent] == [
+        (False, 0, 200),
+        (False, 1, 200),
+        (True, 2, 200),
+        (True, 3, 300),
+        (True, 4, 400),
+    ]
+    assert not forwarder.backlog
+
+    # A viewer that waits long keeps only the newest packets.
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    forwarder = PacketForwarder(pc.addTransceiver("video", direction="sendonly").sender, "vp8")
+    await pc.close()
+    for n in range(1, 2 * BACKLOG_PACKETS):
+        assert not forwarder.offer(True, n, n, vp8(False))
+    assert len(forwarder.backlog) == BACKLOG_PACKETS
+    assert min(forwarder.backlog) == BACKLOG_PACKETS
+
+
 def test_the_answer_asks_the_browser_to_start_at_the_target_bitrate() -> None:
     sdp = "\r\n".join(
         [
