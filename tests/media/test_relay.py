@@ -237,16 +237,31 @@ async def test_a_viewer_that_falls_behind_skips_to_a_keyframe_without_holding_th
         await track.recv()
 
 
-async def test_video_is_forwarded_packet_by_packet_holes_kept_from_a_keyframe_on() -> None:
-    from media.forward import QUEUE_PACKETS, PacketForwarder
+def vp8(key: bool, start: bool = True) -> bytes:
+    """A VP8 RTP payload: the descriptor (S bit, partition 0), then the frame tag."""
+    return bytes([0x10 if start else 0x00, 0 if key else 1, 0, 0])
 
-    def vp8(key: bool, start: bool = True) -> bytes:
-        # VP8 payload descriptor (S bit, partition 0), then the frame tag.
-        return bytes([0x10 if start else 0x00, 0 if key else 1, 0, 0])
+
+async def vp8_forwarder() -> Any:
+    """A viewer's packet forwarder, on the sender of a connection that never connects."""
+    from media.forward import PacketForwarder
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     forwarder = PacketForwarder(pc.addTransceiver("video", direction="sendonly").sender, "vp8")
     await pc.close()
+    return forwarder
+
+
+def queued(forwarder: Any) -> list[tuple[bool, int, int]]:
+    """What the forwarder queued: marker, number from the first, timestamp."""
+    sent = [forwarder.queue.get_nowait() for _ in range(forwarder.queue.qsize())]
+    return [(m, (s - sent[0][1]) & 0xFFFF, ts) for m, s, ts, _ in sent]
+
+
+async def test_video_is_forwarded_packet_by_packet_holes_kept_from_a_keyframe_on() -> None:
+    from media.forward import QUEUE_PACKETS
+
+    forwarder = await vp8_forwarder()
     assert not forwarder.offer(False, 65534, 100, vp8(False)), "a new viewer waits for a keyframe"
     assert forwarder.offer(False, 65535, 200, vp8(True))  # its first packet
     assert forwarder.offer(True, 0, 200, vp8(True, start=False))  # marker kept, across the wrap
@@ -254,9 +269,7 @@ async def test_video_is_forwarded_packet_by_packet_holes_kept_from_a_keyframe_on
     assert forwarder.offer(True, 2, 300, vp8(False))
     assert forwarder.offer(True, 1, 250, vp8(False))
     assert forwarder.offer(True, 65534, 100, vp8(False))  # from before the start: dropped
-    sent = [forwarder.queue.get_nowait() for _ in range(forwarder.queue.qsize())]
-    first = sent[0][1]
-    assert [(m, (s - first) & 0xFFFF, ts) for m, s, ts, _ in sent] == [
+    assert queued(forwarder) == [
         (False, 0, 200),
         (True, 1, 200),
         (True, 3, 300),
@@ -276,14 +289,9 @@ async def test_a_viewer_starting_on_a_late_keyframe_packet_gets_the_rest_of_the_
     after them. The viewer starts on it and is sent the rest, in order, instead
     of a keyframe without its body (and another keyframe request, a round trip
     on the clinic's uplink, before its first picture)."""
-    from media.forward import BACKLOG_PACKETS, PacketForwarder
+    from media.forward import BACKLOG_PACKETS
 
-    def vp8(key: bool, start: bool = True) -> bytes:
-        return bytes([0x10 if start else 0x00, 0 if key else 1, 0, 0])
-
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    forwarder = PacketForwarder(pc.addTransceiver("video", direction="sendonly").sender, "vp8")
-    await pc.close()
+    forwarder = await vp8_forwarder()
     assert not forwarder.offer(True, 9, 100, vp8(False))  # the end of a frame before it
     # Packet 10 (the keyframe's first) is lost; 11 and 12 end the keyframe, 13 is
     # the next frame; then 10 comes again.
@@ -292,9 +300,7 @@ async def test_a_viewer_starting_on_a_late_keyframe_packet_gets_the_rest_of_the_
     assert not forwarder.offer(True, 13, 300, vp8(False))
     assert forwarder.offer(False, 10, 200, vp8(True))
     assert forwarder.offer(True, 14, 400, vp8(False))
-    sent = [forwarder.queue.get_nowait() for _ in range(forwarder.queue.qsize())]
-    first = sent[0][1]
-    assert [(m, (s - first) & 0xFFFF, ts) for m, s, ts, _ in sent] == [
+    assert queued(forwarder) == [
         (False, 0, 200),
         (False, 1, 200),
         (True, 2, 200),
@@ -304,9 +310,7 @@ async def test_a_viewer_starting_on_a_late_keyframe_packet_gets_the_rest_of_the_
     assert not forwarder.backlog
 
     # A viewer that waits long keeps only the newest packets.
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    forwarder = PacketForwarder(pc.addTransceiver("video", direction="sendonly").sender, "vp8")
-    await pc.close()
+    forwarder = await vp8_forwarder()
     for n in range(1, 2 * BACKLOG_PACKETS):
         assert not forwarder.offer(True, n, n, vp8(False))
     assert len(forwarder.backlog) == BACKLOG_PACKETS
