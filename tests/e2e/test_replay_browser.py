@@ -43,6 +43,27 @@ FIRST_SHOWN = """() => {
     && figure.querySelector(":scope > canvas.wm-overlay") !== null;
 }"""
 
+# What each player looked like when its first picture was presented: the page
+# comes with each player's place at the first recorded moment, so that picture
+# is not dimmed as "not in the call yet" while the page's script is not there.
+FIRST_PICTURES = """(() => {
+  window.__firstPictures = {};
+  new MutationObserver((_, observer) => {
+    const videos = document.querySelectorAll("figure.player video");
+    if (!videos.length) return;
+    observer.disconnect();
+    for (const video of videos) {
+      video.requestVideoFrameCallback(() => {
+        const figure = video.closest("figure");
+        window.__firstPictures[figure.dataset.recordingId] = {
+          state: figure.dataset.state,
+          opacity: getComputedStyle(video).opacity,
+        };
+      });
+    }
+  }).observe(document, { childList: true, subtree: true });
+})()"""
+
 
 async def replays_started(app: web.Application, cid: str) -> int:
     async with app[DB].read() as conn:
@@ -102,11 +123,16 @@ async def test_replay_plays_both_recordings_in_step_and_seeks_from_the_timeline(
         assert all(sealed.is_sealed(f) for f in files) is (settings.keyring() is not None)
 
         _, review, review_problems = await open_as("review1", locale="en")
+        await review.add_init_script(FIRST_PICTURES)
         await review.goto("/recordings")
         await review.locator(f'#results-body tr[data-consultation-id="{cid}"] a').click()
         await review.wait_for_url(f"**/consultations/{cid}/replay")
         await review.locator('#replay[data-state="ready"]').wait_for()
         await review.wait_for_function(FIRST_SHOWN, polling=100, timeout=10_000)
+        players = await review.evaluate("window.__replay.players()")
+        first = min(players, key=lambda p: p["offset"])
+        shown = await review.evaluate("window.__firstPictures")
+        assert shown[first["id"]] == {"state": "inside", "opacity": "1"}, shown
         # The page came with its replay: opening it is one audited replay.
         assert await replays_started(app, cid) == 1
         await review.click("#play")

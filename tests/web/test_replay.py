@@ -104,8 +104,17 @@ async def test_the_replay_page_comes_with_its_players_and_audits_the_replay_once
     mark = f"{review.account['display_name']} · {review.account['institution']['name']}"
     figures = html.split("<figure ")[1:]
     assert len(figures) == len(recs)
+    first = min(r["offset_ms"] for r in recs)
     for rec, figure in zip(recs, figures, strict=True):
         assert f'data-recording-id="{rec["id"]}"' in figure
+        # Each player where it stands as the page opens, at the first recorded
+        # moment: the first recorded in the call, a later one not in it yet.
+        if rec["offset_ms"] == first:
+            assert 'data-state="inside"' in figure
+            assert '<span class="player-note"></span>' in figure
+        else:
+            assert 'data-state="before"' in figure
+            assert '<span class="player-note">尚未进入会诊</span>' in figure
         assert f'<video src="/api/recordings/{rec["id"]}/content" preload="auto"' in figure
         overlay = figure.split('<svg class="wm-overlay wm-first"')[1].split("</svg>")[0]
         assert f">{mark}</text>" in overlay

@@ -19,12 +19,14 @@
 // that the first picture shows at once and Play starts it without a seek.
 //
 // The page comes with a first watermark over each player (an SVG the server
-// drew with the HTML), so this script does nothing before the first picture
-// but place the players. Its live watermark, the timeline, the lanes and the
-// transport come after it (or after FIRST_PICTURE_WAIT_MS). Chromium hands a
-// video's bytes to its demuxer on the page's main thread: in a trace of this
-// page, building the timeline (and the layout its text forced) held that thread
-// for 110 ms while the first bytes of the video waited.
+// drew with the HTML) and with each player's place at the first recorded
+// moment, and replay.js loads this script once the first picture is up (or
+// after a wait): the picture waits for no script. This script then places the
+// players, puts its live watermark in place of the first one, and builds the
+// timeline, the lanes and the transport. Chromium hands a video's bytes to its
+// demuxer on the page's main thread: in a trace of this page, building the
+// timeline (and the layout its text forced) held that thread for 110 ms while
+// the first bytes of the video waited.
 //
 // window.__replay is a read-only view for the browser tests.
 
