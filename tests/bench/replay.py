@@ -2,6 +2,7 @@
 first frame on the replay page.
 
     python tests/bench/replay.py [--seconds S] [--runs N] [--loads L] [--long-minutes M]
+                                 [--database sqlite|postgres]
 
 A real server (``teleconsult serve``) records one participant's leg (an aiortc
 sender process with VP8 + Opus, see tests/media/sender.py) for S seconds; the
@@ -45,7 +46,9 @@ from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tests.serverproc import free_port, server_env  # noqa: E402 - after the path is set
+from tests.pgcluster import Cluster as PgCluster  # noqa: E402 - after the path is set
+from tests.pgcluster import Databases  # noqa: E402
+from tests.serverproc import free_port, server_env  # noqa: E402
 
 SENDER = ROOT / "tests" / "media" / "sender.py"
 FAST_SENDER = ROOT / "tests" / "bench" / "_replay_sender.py"
@@ -552,6 +555,13 @@ async def main() -> None:
         help="write a Chromium trace (chrome://tracing, Perfetto) of the last replay page load "
         "(and of the bare page's beside it, FILE with .bare before its suffix)",
     )
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the server's database: the embedded SQLite file, or a throwaway PostgreSQL "
+        "cluster (tests/pgcluster.py, needs Debian's postgresql)",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tc-replay-bench-"))
     port = free_port()
@@ -560,11 +570,19 @@ async def main() -> None:
     key = os.urandom(32) if args.encrypt else None
     if key is not None:
         settings["encryption_key"] = base64.b64encode(key).decode()
-    env = server_env(tmp, **settings)
-    server = start_server(env)
+    cluster: PgCluster | None = None
+    server: subprocess.Popen[bytes] | None = None
     rows: list[tuple[str, list[float], str]] = []
     long_label = f"{args.long_minutes:.0f} min call"
     try:
+        if args.database == "postgres":
+            # On PostgreSQL the page's audited open is a statement per hop to
+            # the driver (SQLite's one-hop open does not apply there).
+            cluster = PgCluster()
+            cluster.start()
+            databases = Databases(cluster.url())
+            settings["database_url"] = databases.url(databases.create())
+        server = start_server(server_env(tmp, **settings))
         await wait_health(base)
         playable: list[float] = []
         remux: list[float] = []
@@ -613,11 +631,15 @@ async def main() -> None:
             ("replay page: Play -> playing", play_ms, "ms"),
         ]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        if cluster is not None:
+            cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     med = statistics.median
+    print(f"database: {args.database}")
     width = max(len(f"{name} [{unit}]") for name, _, unit in rows) + 2
     print(f"{'measure':<{width}}{'median':>10}{'min':>10}{'max':>10}")
     for name, values, unit in rows:
