@@ -501,21 +501,24 @@ async def replay_page(request: web.Request) -> web.StreamResponse:
     watermark = first_watermark([line for line in (who, stamp) if line])
     opened_at = time.perf_counter()
     recordings = []
-    # Where each player stands at the first recorded moment (the playhead's
-    # place as the page opens), as replay-page.js places it: the page comes
-    # with it, so that the first picture shows as it will stay (not dimmed as
-    # "not in the call yet") before that script runs.
-    first_ms = min((rec["offset_ms"] for rec in replay["recordings"]), default=0) if replay else 0
-    for rec in replay["recordings"] if replay else []:
+    kept = replay["recordings"] if replay else []
+    # Where each player stands as the page opens, with the playhead on the
+    # first recorded moment (as replay-page.js places it): the first recorded
+    # is in the call, a later one not yet. The page comes with it, so that the
+    # first picture shows as it stays (not dimmed) before that script runs.
+    first_ms = min((rec["offset_ms"] for rec in kept), default=0)
+    before = loc.gettext(REPLAY_STRINGS["replay.before"])
+    for rec in kept:
         part = loc.gettext(REPLAY_STRINGS["replay.part"]) % {"part": rec["part"]}
         meta = [rec["participant"].get("institution") or "", part if rec["part"] > 1 else ""]
-        local = first_ms - rec["offset_ms"]
-        where = "before" if local < 0 else "inside"
-        if local > (rec["duration_ms"] or 0):
-            where = "after"
-        note = "" if where == "inside" else loc.gettext(REPLAY_STRINGS[f"replay.{where}"])
+        later = rec["offset_ms"] > first_ms
         recordings.append(
-            rec | {"meta": " · ".join(m for m in meta if m), "state": where, "note": note}
+            rec
+            | {
+                "meta": " · ".join(m for m in meta if m),
+                "state": "before" if later else "inside",
+                "note": before if later else "",
+            }
         )
     response = await render(
         request,

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -380,13 +381,21 @@ def bare_remux(path: Path) -> float:
     return elapsed
 
 
+def numbered(rows: list[list[Any]]) -> Iterator[tuple[str, tuple[float, ...]]]:
+    """Each row's name (the second of a name as "name #2", and so on) and its times."""
+    seen: dict[str, int] = {}
+    for name, *times in rows:
+        seen[name] = seen.get(name, 0) + 1
+        yield (name if seen[name] == 1 else f"{name} #{seen[name]}"), tuple(times)
+
+
 async def first_frames(
     base: str, cid: str, file: Path, loads: int, trace: Path | None = None
 ) -> tuple[
     list[float],
     list[float],
     list[float],
-    dict[str, list[tuple[float, float, float]]],
+    dict[str, list[tuple[float, ...]]],
     dict[str, list[float]],
 ]:
     """First-frame times (ms from navigation start) on the replay page and on a
@@ -424,7 +433,7 @@ async def first_frames(
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     replay_ms, bare_ms, play_ms = [], [], []
-    breakdown: dict[str, list[tuple[float, float, float]]] = {}
+    breakdown: dict[str, list[tuple[float, ...]]] = {}
     server: dict[str, list[float]] = {}
     try:
         async with async_playwright() as pw:
@@ -448,23 +457,15 @@ async def first_frames(
                 await page.bring_to_front()
                 await page.goto(f"{base}/consultations/{cid}/replay")
                 shown = await page.wait_for_function(REPLAY_SHOWN, polling=50)
-                if counted:
-                    replay_ms.append(float(await shown.json_value()))
                 if tracing:
                     assert trace is not None
                     await asyncio.to_thread(trace.write_bytes, await browser.stop_tracing())
-                seen: dict[str, int] = {}
-                for name, asked, first_byte, ended in (
-                    await page.evaluate(BREAKDOWN) if counted else []
-                ):
-                    seen[name] = seen.get(name, 0) + 1
-                    key = name if seen[name] == 1 else f"{name} #{seen[name]}"
-                    breakdown.setdefault(key, []).append((asked, first_byte, ended))
-                seen = {}
-                for name, duration in await page.evaluate(SERVER_TIMING) if counted else []:
-                    seen[name] = seen.get(name, 0) + 1
-                    key = name if seen[name] == 1 else f"{name} #{seen[name]}"
-                    server.setdefault(key, []).append(float(duration))
+                if counted:
+                    replay_ms.append(float(await shown.json_value()))
+                    for key, times in numbered(await page.evaluate(BREAKDOWN)):
+                        breakdown.setdefault(key, []).append(times)
+                    for key, (duration,) in numbered(await page.evaluate(SERVER_TIMING)):
+                        server.setdefault(key, []).append(float(duration))
                 await page.locator('#replay[data-state="ready"]').wait_for()
                 # Played: the next load tears down a playing page (the bare one
                 # autoplays).
@@ -476,18 +477,14 @@ async def first_frames(
                     await browser.start_tracing(page=plain, categories=TRACE_CATEGORIES)
                 await plain.goto(f"http://127.0.0.1:{port}/")
                 shown = await plain.wait_for_function(BARE_SHOWN, polling=50)
-                if counted:
-                    bare_ms.append(float(await shown.json_value()))
                 if tracing:
                     assert trace is not None
                     bare_trace = trace.with_suffix(".bare" + trace.suffix)
                     await asyncio.to_thread(bare_trace.write_bytes, await browser.stop_tracing())
-                for name, asked, first_byte, ended in (
-                    await plain.evaluate(BREAKDOWN) if counted else []
-                ):
-                    breakdown.setdefault(f"bare page: {name}", []).append(
-                        (asked, first_byte, ended)
-                    )
+                if counted:
+                    bare_ms.append(float(await shown.json_value()))
+                    for name, *times in await plain.evaluate(BREAKDOWN):
+                        breakdown.setdefault(f"bare page: {name}", []).append(tuple(times))
             await browser.close()
     finally:
         await runner.cleanup()

@@ -48,11 +48,11 @@ FIRST_SHOWN = """() => {
 # is not dimmed as "not in the call yet" while the page's script is not there.
 FIRST_PICTURES = """(() => {
   window.__firstPictures = {};
-  new MutationObserver((_, observer) => {
-    const videos = document.querySelectorAll("figure.player video");
-    if (!videos.length) return;
-    observer.disconnect();
-    for (const video of videos) {
+  const watched = new WeakSet();
+  new MutationObserver(() => {
+    for (const video of document.querySelectorAll("figure.player video")) {
+      if (watched.has(video)) continue;
+      watched.add(video);
       video.requestVideoFrameCallback(() => {
         const figure = video.closest("figure");
         window.__firstPictures[figure.dataset.recordingId] = {
