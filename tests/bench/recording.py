@@ -56,9 +56,9 @@ which move in steps of about a second: their "kept up" is rough on short windows
                 recordplay plugin (``.mjr`` files), started with a generated
                 configuration in a temporary directory on loopback; its CPU is read
                 from ``/proc`` over the same window. Skipped, with a line saying so,
-                when ``janus`` is not installed. Its ``.mjr`` video files are turned
-                into WebM with ``janus-pp-rec`` afterwards (outside the window) to
-                count the frames.
+                when ``janus`` or ``janus-pp-rec`` (``janus-tools``) is not
+                installed. Its ``.mjr`` video files are turned into WebM with
+                ``janus-pp-rec`` afterwards (outside the window) to count the frames.
 
 The machine is shared, so the scenarios run back to back in one run on the same input
 and only the ratio between them is meant to be compared across runs. The files are then
@@ -103,8 +103,11 @@ AUDIO_BITRATE = 32_000
 LOOP_SECONDS = 4  # the input is looped by the senders; a whole number of keyframe intervals
 STREAMS_PER_SENDER = 24  # one sender process for the default 24 streams (it is cheap)
 SETUP_TIMEOUT = 60.0
+# The Janus baseline needs both Debian packages: the server (janus) and the
+# converter that turns its .mjr files into WebM to count frames (janus-tools).
 JANUS = shutil.which("janus")
 JANUS_PP = shutil.which("janus-pp-rec")
+JANUS_READY = JANUS is not None and JANUS_PP is not None
 JANUS_LIBS = Path("/usr/lib/x86_64-linux-gnu/janus")
 STOP_TIMEOUT = 60.0
 # One JSON line carries every offer of a sender (24 streams: over asyncio's 64 KiB default).
@@ -459,7 +462,7 @@ class Janus:
         for mjr in sorted(self.recordings.glob("p*-video.mjr")):
             webm = mjr.with_suffix(".webm")
             done = await asyncio.create_subprocess_exec(
-                JANUS_PP or "janus-pp-rec",
+                str(JANUS_PP),
                 str(mjr),
                 str(webm),
                 stdout=asyncio.subprocess.DEVNULL,
@@ -937,7 +940,7 @@ def main() -> None:
                 workers=cores,
             ),
         ]
-        if JANUS is not None:
+        if JANUS_READY:
             scenarios.append(
                 Scenario(
                     f"janus-{args.streams}", "Janus 1.x recordplay -> .mjr", "janus", args.streams
