@@ -54,6 +54,10 @@ def test_a_relayed_call_on_a_lossy_township_uplink() -> None:
     row = next(line for line in lines if line.startswith("1m-5loss-150ms | relay | 2 |"))
     cells = dict(zip(head, row.split(" | "), strict=True))
     assert float(cells["up s"]) < 3.0, cells  # the call comes up
+    # The summary's call-up line agrees with the row.
+    up = re.compile(r"call up 1m-5loss-150ms relay: 1 call\(s\), median (\d+\.\d) s, slowest \1 s")
+    summary = next((up.fullmatch(line) for line in lines if line.startswith("call up")), None)
+    assert summary and summary.group(1) == cells["up s"], output
     assert float(cells["fps"]) >= 10, cells  # the picture moves
     assert float(cells["conceal %"]) < 15, cells  # about the link's own 5 % loss
     assert int(cells["min width"]) >= 480, cells  # the recording is not shrunk

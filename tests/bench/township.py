@@ -13,7 +13,12 @@ The camera is a 640x480 24 fps clip with camera-like detail and motion
 process of its own at real-time priority, and the clinic's browser before the
 rest of this 2-core machine (``nice``): in a township the clinic's page has a PC
 to itself, and the path's timing is not the test machine's. ``--detail`` prints
-how busy the machine was and how many packets crossed the link late.
+how busy the machine was, how many packets crossed the link late, and where each
+call's call-up went: when each of the clinic's and the viewer's connections
+reached each step (ICE, DTLS, first packet, first keyframe) and when each
+signaling message went and came, from the moment the last page joined.
+``--repeat N`` runs each cell N times; the summary gives each profile's median
+and slowest call-up.
 
 Planes, each on the same link and clip, back to back:
   mesh-off   browser mesh, the patient did not consent to recording: no leg
@@ -133,6 +138,69 @@ SENDING = """async () => {
   }
   return out;
 }"""
+
+
+# With --detail: when each of a page's connections got where (wall-clock ms),
+# for the call-up's parts: ICE, DTLS, the first packet, keyframe and picture.
+CALL_UP = """
+(() => {
+  const Wrapped = window.RTCPeerConnection;
+  window.__marks = [];
+  const now = () => performance.timeOrigin + performance.now();
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Wrapped(...args);
+    const id = window.__marks.length;
+    const marks = { created: now() };
+    window.__marks.push(marks);
+    const mark = (what) => { if (!(what in marks)) marks[what] = now(); };
+    pc.addEventListener("iceconnectionstatechange", () => mark("ice " + pc.iceConnectionState));
+    pc.addEventListener("connectionstatechange", () => mark(pc.connectionState));
+    let keyframes = 0;
+    const poll = setInterval(async () => {
+      if (pc.connectionState === "closed" || now() - marks.created > 15000) {
+        clearInterval(poll);
+        return;
+      }
+      (await pc.getStats()).forEach((s) => {
+        if (s.kind !== "video") return;
+        if (s.type === "inbound-rtp") {
+          if (s.packetsReceived) mark("first packet");
+          if (s.keyFramesDecoded) mark("keyframe decoded");
+          if (s.framesDecoded) mark("frame decoded");
+        }
+        if (s.type === "outbound-rtp") {
+          if (s.packetsSent) mark("first packet sent");
+          if ((s.keyFramesEncoded || 0) > keyframes) {
+            keyframes = s.keyFramesEncoded;
+            marks["keyframe " + keyframes + " encoded"] = now();
+          }
+        }
+      });
+    }, 20);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Wrapped.prototype;
+  // The signaling messages, the first of each type, on the page's socket.
+  const socket = (window.__socket = { created: now() });
+  const first = (what) => { if (!(what in socket)) socket[what] = now(); };
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    try { first("sent " + JSON.parse(data).type); } catch (error) {}
+    return send.call(this, data);
+  };
+  const Native = window.WebSocket;
+  window.WebSocket = function (...args) {
+    const ws = new Native(...args);
+    ws.addEventListener("open", () => first("open"));
+    ws.addEventListener("message", ({ data }) => {
+      try { first("got " + JSON.parse(data).type); } catch (error) {}
+    });
+    return ws;
+  };
+  window.WebSocket.prototype = Native.prototype;
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+})();
+"""
 
 
 # The call as a page sees it, for a call that did not come up.
@@ -321,9 +389,11 @@ async def server(
         await runner.cleanup()
 
 
-async def login(browser: Any, base: str, username: str) -> Any:
+async def login(browser: Any, base: str, username: str, detail: bool = False) -> Any:
     context = await browser.new_context(base_url=base, viewport={"width": 1280, "height": 800})
     await context.add_init_script(COUNT_PCS)
+    if detail:
+        await context.add_init_script(CALL_UP)
     page = await context.new_page()
     await page.goto("/login")
     await page.fill("#username", username)
@@ -404,7 +474,7 @@ async def one_call(
             else:
                 consultation = await scenario.consultation("accepted")
             cid = consultation.id
-            clinic = await login(browsers["clinic"], base, "clinic1")
+            clinic = await login(browsers["clinic"], base, "clinic1", args.detail)
             inviter = await scenario.user("clinic1")
             for extra in HOSPITAL_USERS[1 : parties - 1]:
                 status, body = await inviter.post(
@@ -412,7 +482,8 @@ async def one_call(
                 )
                 assert status == 201, body
             hospital = [
-                await login(browsers["hospital"], base, u) for u in HOSPITAL_USERS[: parties - 1]
+                await login(browsers["hospital"], base, u, args.detail)
+                for u in HOSPITAL_USERS[: parties - 1]
             ]
             joined = "() => window.__call && window.__call.state.status === 'joined'"
             await clinic.goto(f"/consultations/{cid}/call")
@@ -424,6 +495,7 @@ async def one_call(
             for page in hospital:
                 await page.wait_for_function(joined, timeout=30_000, polling=50)
             began = time.monotonic()
+            began_wall = time.time() * 1000
             viewer = hospital[0]
             try:
                 await viewer.wait_for_function(
@@ -438,6 +510,17 @@ async def one_call(
                 row.error = f"no video: {type(exc).__name__}: {seen}"
                 return row
             row.up_s = time.monotonic() - began
+            if args.detail:
+                print(f"{profile} | {plane} | {parties}: call-up from {began_wall:.0f} (epoch ms)")
+                for side, page in (("clinic", clinic), ("viewer", viewer)):
+                    marked = await page.evaluate("[window.__socket, ...window.__marks]")
+                    for n, marks in enumerate(marked):
+                        steps = ", ".join(
+                            f"{what} {(at - began_wall) / 1000:+.2f}"
+                            for what, at in sorted(marks.items(), key=lambda kv: kv[1])
+                        )
+                        what = f"pc{n - 1}" if n else "socket"
+                        print(f"{profile} | {plane} | {parties}: call-up {side} {what}: {steps}")
             await asyncio.sleep(args.warmup)  # the measurement window is a span of time
             first = await viewer.evaluate(RECEIVED, clinic_id)
             sent0 = await clinic.evaluate(SENDING)
@@ -606,6 +689,7 @@ async def main() -> None:
     parser.add_argument("--parties", default="2,4")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--repeat", type=int, default=1, help="calls per cell of the table")
     parser.add_argument("--keep", type=Path, help="copy each call's data directory here")
     parser.add_argument(
         "--detail", action="store_true", help="print the viewer's freezes, NACKs, PLIs"
@@ -628,8 +712,9 @@ async def main() -> None:
         async with async_playwright() as pw:
             for profile in args.profiles.split(","):
                 for parties in (int(p) for p in args.parties.split(",")):
-                    for plane in args.planes.split(","):
-                        run_dir = tmp / f"{profile}-{plane}-{parties}"
+                    cells = itertools.product(args.planes.split(","), range(args.repeat))
+                    for plane, n in cells:
+                        run_dir = tmp / f"{profile}-{plane}-{parties}-{n}"
                         row = await one_call(pw, run_dir, clip, profile, plane, parties, args)
                         rows.append(row)
                         print_table([row])
@@ -661,6 +746,18 @@ def summary(rows: list[Row]) -> None:
     x = f"{100 * relay / base:.0f}" if base and relay is not None else "-"
     x_old = f"{100 * old / base:.0f}" if base and old is not None else "-"
     y = f"{min(recorded):.1f}" if recorded else "-"
+    # The call-up of every call of a profile and plane (a call with no video: none).
+    cells = sorted((r.profile, r.plane, None if r.error else r.up_s) for r in rows)
+    for (profile, plane), group in itertools.groupby(cells, key=lambda r: r[:2]):
+        ups = [up for _, _, up in group]
+        times = sorted(up for up in ups if up is not None)
+        failed = len(ups) - len(times)
+        spread = f"median {statistics.median(times):.1f} s, slowest {times[-1]:.1f} s"
+        print(
+            f"call up {profile} {plane}: {len(ups)} call(s), "
+            + (spread if times else "")
+            + (f", {failed} with no video" if failed else "")
+        )
     print(f"(old plane, mesh + recording leg: {x_old}% of without)")
     print(
         f"township: live bitrate with recording >= {x}% of without at 1 Mbit/s + 5% loss; "
