@@ -183,6 +183,15 @@ class TransportFeedback:
         first = next((s for s in range(base, self.high + 1) if s in self.arrivals), None)
         if first is None:
             return None
+        if first - base >= MAX_STATUSES:
+            # A hole longer than one packet holds (seconds of nothing: a
+            # stalled path, or early packets the tap could not keep) is not
+            # reported: the sender counts those numbers lost when no feedback
+            # names them. Reported, it was all "not received" statuses, which
+            # are not sent (trailing), so no number was ever passed: ``build``
+            # went round for ever, a media worker at full CPU.
+            self.lost += first - base
+            base = self.next = first
         reference = self.arrivals[first] // _REFERENCE_US
         at = reference * _REFERENCE_US
         statuses: list[int] = []
@@ -209,6 +218,8 @@ class TransportFeedback:
         while statuses and statuses[-1] == _NOT_RECEIVED:
             statuses.pop()
             seq -= 1
+        if not statuses:
+            return None  # nothing to say (the first arrival starts every packet)
         self.next = seq
         self.reported += len(statuses)
         self.lost += statuses.count(_NOT_RECEIVED)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import struct
+import threading
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -112,6 +113,29 @@ def test_a_late_packet_after_its_report_and_a_long_pause_are_handled() -> None:
     feedback.add(14, MEDIA, 21_001_100)
     (second,) = feedback.build(SENDER)
     assert parse(second)[1] == {13: 21_001_000, 14: 21_001_000}  # 100 µs rounds down
+
+
+def test_a_hole_longer_than_a_packet_is_skipped_and_feedback_goes_on() -> None:
+    # Seconds with nothing from the browser (a stalled uplink: 150 packets a
+    # second of audio and video) leave more numbers missing than one feedback
+    # packet holds. The builder once went round for ever on such a hole, a media
+    # worker at full CPU: it is run in a thread here so that a regression fails.
+    feedback = TransportFeedback(5)
+    feedback.add(10, MEDIA, 1_000_000)
+    (first,) = feedback.build(SENDER)
+    assert parse(first)[1] == {10: 1_000_000}
+    feedback.add(10 + 1 + twcc.MAX_STATUSES + 50, MEDIA, 4_000_000)
+    feedback.add(10 + 2 + twcc.MAX_STATUSES + 50, MEDIA, 4_000_500)
+    built: list[list[bytes]] = []
+    thread = threading.Thread(target=lambda: built.append(feedback.build(SENDER)), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert built, "build() did not return"
+    (second,) = built[0]
+    after = 10 + 1 + twcc.MAX_STATUSES + 50
+    assert parse(second)[1] == {after: 4_000_000, after + 1: 4_000_500}
+    assert feedback.lost == after - 11
+    assert feedback.build(SENDER) == []
 
 
 def test_a_long_run_of_packets_is_split_over_packets_of_bounded_size() -> None:
