@@ -149,7 +149,6 @@ CALL_UP = """
   const now = () => performance.timeOrigin + performance.now();
   window.RTCPeerConnection = function (...args) {
     const pc = new Wrapped(...args);
-    const id = window.__marks.length;
     const marks = { created: now() };
     window.__marks.push(marks);
     const mark = (what) => { if (!(what in marks)) marks[what] = now(); };
