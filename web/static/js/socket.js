@@ -122,8 +122,8 @@ export class ReconnectingSocket {
   // A set-up message is followed by a ping or two (FOLLOW_MS), unless the page
   // sends something else meanwhile. On a lossy uplink, a lost TCP segment with
   // nothing sent after it waits for the sender's retransmission timer: a
-  // township clinic's recording offer reached the server 1.6-1.8 s after it
-  // was sent in 3 of 14 calls at 10 % loss and 300 ms (tests/bench/township.py),
+  // township clinic's recording offer reached the server 1.35-1.8 s after it
+  // was sent in 4 of 16 calls at 10 % loss and 300 ms (tests/bench/township.py),
   // and the call came up in 2.9 s instead of 1.3. With a segment behind it, the
   // server's acknowledgement of that one shows the hole and the page's TCP sends
   // it again within about a round trip.
