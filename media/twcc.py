@@ -189,7 +189,8 @@ class TransportFeedback:
             # reported: the sender counts those numbers lost when no feedback
             # names them. Reported, it was all "not received" statuses, which
             # are not sent (trailing), so no number was ever passed: ``build``
-            # went round for ever, a media worker at full CPU.
+            # went round for ever, a media worker at full CPU. Now ``first``
+            # is always in the packet (its delta fits), so each one moves on.
             self.lost += first - base
             base = self.next = first
         reference = self.arrivals[first] // _REFERENCE_US
@@ -218,8 +219,6 @@ class TransportFeedback:
         while statuses and statuses[-1] == _NOT_RECEIVED:
             statuses.pop()
             seq -= 1
-        if not statuses:
-            return None  # nothing to say (the first arrival starts every packet)
         self.next = seq
         self.reported += len(statuses)
         self.lost += statuses.count(_NOT_RECEIVED)
