@@ -414,14 +414,17 @@ class RtpTap:
 
         # RTP that arrives before this side's DTLS handshake has finished (the
         # far side may finish first and start sending): aiortc queues it and
-        # decrypts it after the handshake; here it waits until the keys are known.
-        early: list[bytes] = []
+        # decrypts it after the handshake; here it waits until the keys are known,
+        # with the time it came (the sender's bandwidth estimate reads it from
+        # the transport feedback: the time it was taken would show a burst).
+        early: list[tuple[bytes, int]] = []
         # (SSRC, payload type) -> where aiortc's router sends it; a recording
         # leg is negotiated once, so the router's answer does not change.
         routes: dict[int, _Lean] = {}
         decrypting: list[Any] = [None, None]  # the receive session, its unprotect
 
         def take(data: bytes, srtp: Any, arrival_us: int | None = None) -> None:
+            """``arrival_us``: the wall clock in µs when it came (now if None)."""
             if decrypting[0] is not srtp:  # the first packet after the handshake
                 decrypting[:] = [srtp, unprotector(srtp)]
             unprotect = decrypting[1]
@@ -441,9 +444,14 @@ class RtpTap:
             if arrival_us is None:
                 arrival_ms, monotonic_us, arrival = current_ms(), None, None
             else:
-                # When the kernel received it (the poller reads every few ms).
+                # When the kernel received it (the poller reads every few ms),
+                # or when it was held before the handshake ended.
                 arrival_ms = arrival_us // 1000 + NTP_TO_UNIX_MS
-                monotonic_us = arrival_us - reading.offset_us
+                # No poll yet (only TURN has delivered): the offset now.
+                offset_us = (
+                    reading.offset_us or time.time_ns() // 1000 - time.monotonic_ns() // 1000
+                )
+                monotonic_us = arrival_us - offset_us
                 arrival = monotonic_us / 1e6
             if feedback is not None:
                 seq = twcc.extension_value(packet.ext, feedback.ext_id)
@@ -458,11 +466,13 @@ class RtpTap:
             srtp: Any = dtls._rx_srtp  # None until the handshake is done
             if srtp is None:
                 if len(early) < EARLY_PACKETS:
-                    early.append(data)
+                    early.append(
+                        (data, time.time_ns() // 1000 if arrival_us is None else arrival_us)
+                    )
                 return
             if early:
-                for waiting in early:
-                    take(waiting, srtp)
+                for waiting, came_us in early:
+                    take(waiting, srtp, came_us)
                 early.clear()
             take(data, srtp, arrival_us)
 

@@ -9,9 +9,11 @@ That Chromium understands them is checked in a real browser
 
 from __future__ import annotations
 
+import itertools
 import random
 import struct
 import threading
+import time
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -320,3 +322,92 @@ async def test_a_leg_whose_feedback_fails_does_not_stop_the_others() -> None:
         await ending_broken  # its feedback ends, without an error to its leg
         await ending_fine
     assert sends == {"broken": 1, "fine": 5}
+
+
+def test_packets_held_until_the_handshake_ends_keep_the_time_they_came() -> None:
+    # The far side may finish DTLS first and send media while this side's
+    # handshake waits for a lost flight (up to OpenSSL's 1 s timer). The tap
+    # holds that media until the keys are known; its transport feedback must
+    # say when each packet came, not when it was taken: otherwise the
+    # browser's estimator reads a second of video as one burst.
+    #
+    # aiortc's DTLS transport, ICE connection and router are stood in for
+    # (their handshake cannot be made to end late on demand); the SRTP, the
+    # packets and the feedback are the real ones.
+    import pylibsrtp
+
+    from media import tap
+    from media.reading import Reading
+
+    key = bytes(range(30))
+    policy = pylibsrtp.Policy(key=key, srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+    policy.ssrc_type = pylibsrtp.Policy.SSRC_ANY_OUTBOUND
+    outbound = pylibsrtp.Session(policy)
+    policy = pylibsrtp.Policy(key=key, srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+    policy.ssrc_type = pylibsrtp.Policy.SSRC_ANY_INBOUND
+    inbound = pylibsrtp.Session(policy)
+
+    def packet(n: int) -> bytes:
+        # VP8 payload type 96, with the transport-wide number n (extension id 3).
+        header = struct.pack("!BBHII", 0x90, 96, 1000 + n, 3000 * n, MEDIA)
+        extension = struct.pack("!HHBHB", 0xBEDE, 1, (3 << 4) | 1, n, 0)
+        return outbound.protect(header + extension + b"\x10\x00\x00\x9d\x01\x2a" + bytes(40))
+
+    handled: list[int] = []
+
+    class Lean:
+        def handle(self, packet: Any, plain: bytes, arrival_ms: int, arrival: Any) -> None:
+            handled.append(packet.sequence_number)
+
+    class Connection:
+        def data_received(self, data: bytes, component: int) -> None:
+            raise AssertionError("RTP went aiortc's way")
+
+    class Router:
+        def route_rtp(self, packet: Any) -> str:
+            return "receiver" if packet.ssrc == MEDIA and packet.payload_type == 96 else ""
+
+    class Dtls:
+        _rx_srtp: Any = None
+        _rtp_router = Router()
+
+        class transport:  # aiortc's attribute
+            _connection = Connection()
+
+    reading = Reading()
+    one = tap.RtpTap(reading)
+    one.feedback = feedback = TransportFeedback(3)
+    one.leans = {"receiver": Lean()}  # type: ignore[dict-item]
+    dtls = Dtls()
+    one._divert(dtls)  # type: ignore[arg-type]
+    deliver = dtls.transport._connection.data_received
+
+    # Five packets 100 ms apart (the kernel's receive times, wall clock, with
+    # the poller's offset to the monotonic clock) while the handshake is not
+    # done, then the keys, then one more.
+    reading.offset_us = time.time_ns() // 1000 - time.monotonic_ns() // 1000
+    came = time.time_ns() // 1000 - 1_000_000
+    for n in range(5):
+        deliver(packet(n), 1, came + 100_000 * n)
+    assert handled == [] and feedback.arrivals == {}
+    dtls._rx_srtp = inbound
+    deliver(packet(5), 1, came + 500_000)
+
+    assert handled == [1000 + n for n in range(6)]
+    arrivals = [feedback.arrivals[n] for n in range(6)]
+    steps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert steps == [100_000] * 5, arrivals
+    assert arrivals[0] == came - reading.offset_us  # the monotonic clock the feedback keeps
+
+    # Through TURN no receive time comes with a packet (and the poller may not
+    # have run yet): a held one is stamped when it came, not when it is taken.
+    reading.offset_us = 0
+    dtls._rx_srtp = None
+    before = time.monotonic_ns() // 1000
+    deliver(packet(6), 1)
+    after = time.monotonic_ns() // 1000
+    dtls._rx_srtp = inbound
+    time.sleep(0.1)  # the handshake ends a while later (time passing, not a condition)
+    deliver(packet(7), 1)
+    assert before <= feedback.arrivals[6] <= after + 1_000
+    assert feedback.arrivals[7] - feedback.arrivals[6] >= 90_000
