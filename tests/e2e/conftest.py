@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
+from records.clock import Clock
 from records.demo import DEMO_PASSWORD
 from web.app import create_app
 from web.settings import Settings
@@ -136,8 +137,14 @@ def loopback_netns() -> Iterator[NetNs]:
 
 
 @pytest.fixture
+def app_clock() -> Clock | None:
+    """The live app's clock: the system clock (None) unless a test module gives one."""
+    return None
+
+
+@pytest.fixture
 async def live_app(
-    settings: Settings, netns: NetNs | None
+    settings: Settings, netns: NetNs | None, app_clock: Clock | None
 ) -> AsyncIterator[tuple[web.Application, str]]:
     """The real app with the demo community on 127.0.0.1 (ephemeral port), and its base URL.
 
@@ -145,7 +152,7 @@ async def live_app(
     a socket from the server side). Uses the system clock (not the manual one): the
     browser shows times relative to its own clock.
     """
-    app = create_app(settings)
+    app = create_app(settings, clock=app_clock)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -27,7 +27,7 @@ from web.settings import Settings
 
 from ..scenario import Scenario
 from .conftest import CSP_LISTENER, LOOPBACK_NETWORKS, NetNs, csrf, video_flowing, watch
-from .totp import code, enrol, enter_code, login_form, recovery_codes, verify_for_call
+from .totp import Clock, code, enrol, enter_code, login_form, recovery_codes, verify_for_call
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]  # codes follow the 30-second clock
 
@@ -45,6 +45,13 @@ def settings(settings: Settings) -> Settings:
         totp_roles=("specialist",),
         reverify_window_seconds=WINDOW,
     )
+
+
+@pytest.fixture
+def app_clock() -> Clock:
+    # Three codes in a row: the third is of a step the clock has not reached,
+    # and the server's clock is moved on to it rather than waited for.
+    return Clock()
 
 
 @pytest.fixture
@@ -106,7 +113,7 @@ async def test_enrol_sign_in_with_a_code_verify_and_call(
     # First sign-in: the enrolment page, then the queue.
     await login_form(cardio, "cardio1")
     assert await cardio.locator("#totp-qr svg").count() == 1
-    secret = await enrol(cardio)
+    secret = await enrol(cardio, app[CLOCK])
     assert cardio.url.endswith("/queue")
 
     # A request comes in and the specialist accepts it.
@@ -120,7 +127,7 @@ async def test_enrol_sign_in_with_a_code_verify_and_call(
     await signed_out(cardio, problems)
     await login_form(cardio, "cardio1")
     assert await cardio.locator("#verify-title").count() == 1
-    await enter_code(cardio, secret)
+    await enter_code(cardio, secret, app[CLOCK])
     assert cardio.url.endswith("/queue")
 
     # The clinic doctor is in the call already.
@@ -139,7 +146,7 @@ async def test_enrol_sign_in_with_a_code_verify_and_call(
     await error.wait_for()
     assert "wrong" in (await error.text_content() or "")
     expected_refusal(problems)
-    await verify_for_call(cardio, secret)
+    await verify_for_call(cardio, secret, app[CLOCK])
 
     # Joined: both see each other's video, and the check is on the timeline.
     await video_flowing(cardio, 1, label="totp")
@@ -182,7 +189,7 @@ async def test_second_factor_screenshots(
         await shoot(page, problems, screenshots_dir / f"totp-enrol-{locale}")
         shown = await page.locator("#totp-secret").text_content()
         secret = "".join((shown or "").split())
-        await page.fill("#code", await code(secret))
+        await page.fill("#code", await code(secret, app[CLOCK]))
         await page.click("#code-submit")
         await page.locator("#recovery-codes li").nth(9).wait_for()
         assert len(set(await recovery_codes(page))) == 10
@@ -198,7 +205,7 @@ async def test_second_factor_screenshots(
         await page.locator('#code-error[data-code="wrong_code"]').wait_for()
         expected_refusal(problems)
         await shoot(page, problems, screenshots_dir / f"totp-code-{locale}")
-        await enter_code(page, secret)
+        await enter_code(page, secret, app[CLOCK])
 
         if username == "cardio1":
             response = await page.request.post(
