@@ -415,16 +415,23 @@ class RtpTap:
         # RTP that arrives before this side's DTLS handshake has finished (the
         # far side may finish first and start sending): aiortc queues it and
         # decrypts it after the handshake; here it waits until the keys are known,
-        # with the time it came (the sender's bandwidth estimate reads it from
-        # the transport feedback: the time it was taken would show a burst).
+        # with the time it came. Its transport feedback says that time (the
+        # sender's estimator would read the time it was taken as a burst); the
+        # rest of the leg takes it as arriving when taken, as before: the packet
+        # log's wait for a hole and the NACKs count from then (from the time it
+        # came, a hole among held packets would be given up before its
+        # retransmission could come).
         early: list[tuple[bytes, int]] = []
         # (SSRC, payload type) -> where aiortc's router sends it; a recording
         # leg is negotiated once, so the router's answer does not change.
         routes: dict[int, _Lean] = {}
         decrypting: list[Any] = [None, None]  # the receive session, its unprotect
 
-        def take(data: bytes, srtp: Any, arrival_us: int | None = None) -> None:
-            """``arrival_us``: the wall clock in µs when it came (now if None)."""
+        def take(
+            data: bytes, srtp: Any, arrival_us: int | None = None, held_us: int | None = None
+        ) -> None:
+            """``arrival_us``: the wall clock in µs when it came (now if None);
+            ``held_us``: when a packet held for the handshake came (its feedback's time)."""
             if decrypting[0] is not srtp:  # the first packet after the handshake
                 decrypting[:] = [srtp, unprotector(srtp)]
             unprotect = decrypting[1]
@@ -444,18 +451,19 @@ class RtpTap:
             if arrival_us is None:
                 arrival_ms, monotonic_us, arrival = current_ms(), None, None
             else:
-                # When the kernel received it (the poller reads every few ms),
-                # or when it was held before the handshake ended.
+                # When the kernel received it (the poller reads every few ms).
                 arrival_ms = arrival_us // 1000 + NTP_TO_UNIX_MS
-                # No poll yet (only TURN has delivered): the offset now.
-                offset_us = (
-                    reading.offset_us or time.time_ns() // 1000 - time.monotonic_ns() // 1000
-                )
-                monotonic_us = arrival_us - offset_us
+                monotonic_us = arrival_us - reading.offset_us
                 arrival = monotonic_us / 1e6
             if feedback is not None:
                 seq = twcc.extension_value(packet.ext, feedback.ext_id)
                 if seq is not None:
+                    if held_us is not None:
+                        # No poll yet (only TURN has delivered): the offset now.
+                        offset_us = reading.offset_us or (
+                            time.time_ns() // 1000 - time.monotonic_ns() // 1000
+                        )
+                        monotonic_us = held_us - offset_us
                     feedback.add(seq, packet.ssrc, monotonic_us)
             lean.handle(packet, plain, arrival_ms, arrival)
 
@@ -472,7 +480,7 @@ class RtpTap:
                 return
             if early:
                 for waiting, came_us in early:
-                    take(waiting, srtp, came_us)
+                    take(waiting, srtp, None, came_us)
                 early.clear()
             take(data, srtp, arrival_us)
 

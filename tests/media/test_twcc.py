@@ -354,10 +354,12 @@ def test_packets_held_until_the_handshake_ends_keep_the_time_they_came() -> None
         return outbound.protect(header + extension + b"\x10\x00\x00\x9d\x01\x2a" + bytes(40))
 
     handled: list[int] = []
+    arrivals_seen: list[float | None] = []
 
     class Lean:
         def handle(self, packet: Any, plain: bytes, arrival_ms: int, arrival: Any) -> None:
             handled.append(packet.sequence_number)
+            arrivals_seen.append(arrival)
 
     class Connection:
         def data_received(self, data: bytes, component: int) -> None:
@@ -394,6 +396,11 @@ def test_packets_held_until_the_handshake_ends_keep_the_time_they_came() -> None
     deliver(packet(5), 1, came + 500_000)
 
     assert handled == [1000 + n for n in range(6)]
+    # The rest of the leg (the packet log's wait for a hole, the NACKs) takes
+    # the held packets as arriving now, as before: counted from when they came,
+    # a hole among them would be given up before its retransmission could come.
+    assert arrivals_seen[:5] == [None] * 5
+    assert arrivals_seen[5] == (came + 500_000 - reading.offset_us) / 1e6
     arrivals = [feedback.arrivals[n] for n in range(6)]
     steps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     assert steps == [100_000] * 5, arrivals
