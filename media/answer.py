@@ -3,8 +3,9 @@
 aiortc offers no knobs for what these ask the browser, so the recorder edits
 the text of its answer before it goes out: transport-wide feedback instead of
 REMB (``twcc.with_transport_cc``: it stays beside the feedback it turns on,
-whose extension id it shares) and a start bitrate (``with_start_bitrate``).
-``edited`` applies them in the recorder's order.
+whose extension id it shares), a start bitrate (``with_start_bitrate``) and
+Opus's in-band FEC (``with_opus_fec``). ``edited`` applies them in the
+recorder's order.
 """
 
 from __future__ import annotations
@@ -19,7 +20,56 @@ def edited(
     (the leg sends it), starting the browser's video at ``start_bitrate``."""
     if transport_cc:
         answer_sdp = twcc.with_transport_cc(answer_sdp, offer_sdp)
-    return with_start_bitrate(answer_sdp, start_bitrate)
+    return with_opus_fec(with_start_bitrate(answer_sdp, start_bitrate))
+
+
+def with_opus_fec(sdp: str) -> str:
+    """``sdp`` (the recorder's answer) asking the browser for Opus's in-band FEC.
+
+    ``useinbandfec=1`` on the receiver's Opus ``a=fmtp`` line tells the sender
+    that the receiver can use in-band forward error correction; Chromium's Opus
+    encoder turns it on only then (and only while it sees loss), each packet
+    then carrying a coarser copy of the one before. aiortc's answer has no
+    ``a=fmtp`` for Opus, so the clinic's voice crossed a lossy uplink without
+    it: every packet lost upstream (the recorder cannot ask for audio again)
+    was a gap each viewer of a relayed call concealed. With it, a viewer's
+    decoder rebuilds a single lost packet from the next one.
+    """
+    lines = sdp.split("\r\n")
+    opus: set[str] = set()
+    in_audio = False
+    for line in lines:
+        if line.startswith("m="):
+            in_audio = line.startswith("m=audio")
+        elif in_audio and line.startswith("a=rtpmap:"):
+            pt, _, name = line[len("a=rtpmap:") :].partition(" ")
+            if name.split("/")[0].lower() == "opus":
+                opus.add(pt)
+    if not opus:
+        return sdp
+    out: list[str] = []
+    have_fmtp: set[str] = set()
+    for line in lines:
+        if line.startswith("a=fmtp:"):
+            pt, _, params = line[len("a=fmtp:") :].partition(" ")
+            if pt in opus:
+                have_fmtp.add(pt)
+                names = {p.split("=")[0].strip().lower() for p in params.split(";")}
+                if "useinbandfec" not in names:
+                    line = (
+                        f"a=fmtp:{pt} {params};useinbandfec=1"
+                        if params
+                        else f"a=fmtp:{pt} useinbandfec=1"
+                    )
+        out.append(line)
+    result: list[str] = []
+    for line in out:
+        result.append(line)
+        if line.startswith("a=rtpmap:"):
+            pt = line[len("a=rtpmap:") :].partition(" ")[0]
+            if pt in opus and pt not in have_fmtp:
+                result.append(f"a=fmtp:{pt} useinbandfec=1")
+    return "\r\n".join(result)
 
 
 def with_start_bitrate(sdp: str, bits_per_second: int | None) -> str:

@@ -105,6 +105,8 @@ _UNTIMED = {
     ("media", "test_seam.py"),
     # Transport-wide feedback packets built and parsed, an SDP answer rewritten.
     ("media", "test_twcc.py"),
+    # The recorder's answer rewritten (Opus's in-band FEC).
+    ("media", "test_answer.py"),
 }
 DATABASE_TESTS_ONLY = "--database-tests-only"
 

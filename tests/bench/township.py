@@ -88,7 +88,8 @@ RECEIVED = """async (id) => {
   const pc = window.__call.pc(id);
   if (!pc) return null;
   const out = { t: performance.now(), vBytes: 0, frames: 0, freezes: 0, width: 0,
-                concealed: 0, samples: 0, concealEvents: 0 };
+                concealed: 0, samples: 0, concealEvents: 0, audioFec: 0, audioLost: 0,
+                audioPackets: 0, audioFecDiscarded: 0 };
   // The page's hold on the relayed video (playout.js; null in a mesh).
   const video = pc.getReceivers().find((r) => r.track && r.track.kind === "video");
   out.target = video && "jitterBufferTarget" in video ? video.jitterBufferTarget : null;
@@ -105,6 +106,10 @@ RECEIVED = """async (id) => {
     if (s.type === "inbound-rtp" && s.kind === "audio") {
       out.concealed = s.concealedSamples || 0; out.samples = s.totalSamplesReceived || 0;
       out.concealEvents = s.concealmentEvents || 0;
+      // Opus's in-band FEC: packets that came with a copy of the one before.
+      out.audioFec = s.fecPacketsReceived || 0; out.audioLost = s.packetsLost || 0;
+      out.audioFecDiscarded = s.fecPacketsDiscarded || 0;
+      out.audioPackets = s.packetsReceived || 0;
     }
   });
   return out;
@@ -542,7 +547,11 @@ async def one_call(
                     f"lost {last['lost'] - first['lost']} of {last['packets'] - first['packets']}, "
                     "jitter buffer "
                     f"{1000 * (last['jbDelay'] - first['jbDelay']) / max(emitted, 1):.0f} ms, "
-                    f"target {first['target']} -> {last['target']} ms",
+                    f"target {first['target']} -> {last['target']} ms; audio: "
+                    f"lost {last['audioLost'] - first['audioLost']} of "
+                    f"{last['audioPackets'] - first['audioPackets']}, "
+                    f"with FEC {last['audioFec'] - first['audioFec']} "
+                    f"(not used {last['audioFecDiscarded'] - first['audioFecDiscarded']})",
                     flush=True,
                 )
             row.width = last["width"]
