@@ -17,59 +17,11 @@ def edited(
     answer_sdp: str, offer_sdp: str, *, transport_cc: bool, start_bitrate: int | None
 ) -> str:
     """The answer the recorder sends: with transport-wide feedback if ``transport_cc``
-    (the leg sends it), starting the browser's video at ``start_bitrate``."""
+    (the leg sends it), starting the browser's video at ``start_bitrate``, and
+    asking for Opus's in-band FEC."""
     if transport_cc:
         answer_sdp = twcc.with_transport_cc(answer_sdp, offer_sdp)
     return with_opus_fec(with_start_bitrate(answer_sdp, start_bitrate))
-
-
-def with_opus_fec(sdp: str) -> str:
-    """``sdp`` (the recorder's answer) asking the browser for Opus's in-band FEC.
-
-    ``useinbandfec=1`` on the receiver's Opus ``a=fmtp`` line tells the sender
-    that the receiver can use in-band forward error correction; Chromium's Opus
-    encoder turns it on only then (and only while it sees loss), each packet
-    then carrying a coarser copy of the one before. aiortc's answer has no
-    ``a=fmtp`` for Opus, so the clinic's voice crossed a lossy uplink without
-    it: every packet lost upstream (the recorder cannot ask for audio again)
-    was a gap each viewer of a relayed call concealed. With it, a viewer's
-    decoder rebuilds a single lost packet from the next one.
-    """
-    lines = sdp.split("\r\n")
-    opus: set[str] = set()
-    in_audio = False
-    for line in lines:
-        if line.startswith("m="):
-            in_audio = line.startswith("m=audio")
-        elif in_audio and line.startswith("a=rtpmap:"):
-            pt, _, name = line[len("a=rtpmap:") :].partition(" ")
-            if name.split("/")[0].lower() == "opus":
-                opus.add(pt)
-    if not opus:
-        return sdp
-    out: list[str] = []
-    have_fmtp: set[str] = set()
-    for line in lines:
-        if line.startswith("a=fmtp:"):
-            pt, _, params = line[len("a=fmtp:") :].partition(" ")
-            if pt in opus:
-                have_fmtp.add(pt)
-                names = {p.split("=")[0].strip().lower() for p in params.split(";")}
-                if "useinbandfec" not in names:
-                    line = (
-                        f"a=fmtp:{pt} {params};useinbandfec=1"
-                        if params
-                        else f"a=fmtp:{pt} useinbandfec=1"
-                    )
-        out.append(line)
-    result: list[str] = []
-    for line in out:
-        result.append(line)
-        if line.startswith("a=rtpmap:"):
-            pt = line[len("a=rtpmap:") :].partition(" ")[0]
-            if pt in opus and pt not in have_fmtp:
-                result.append(f"a=fmtp:{pt} useinbandfec=1")
-    return "\r\n".join(result)
 
 
 def with_start_bitrate(sdp: str, bits_per_second: int | None) -> str:
@@ -85,30 +37,62 @@ def with_start_bitrate(sdp: str, bits_per_second: int | None) -> str:
     if not bits_per_second:
         return sdp
     kbps = max(1, bits_per_second // 1000)
+    return _with_fmtp(sdp, "video", ("vp8", "h264"), f"x-google-start-bitrate={kbps}")
+
+
+def with_opus_fec(sdp: str) -> str:
+    """``sdp`` (the recorder's answer) asking the browser for Opus's in-band FEC.
+
+    ``useinbandfec=1`` on the receiver's Opus ``a=fmtp`` line tells the sender
+    that the receiver can use in-band forward error correction; Chromium's Opus
+    encoder turns it on only then (and only while it sees loss), each packet
+    then carrying a coarser copy of the one before. aiortc's answer has no
+    ``a=fmtp`` for Opus, so the clinic's voice crossed a lossy uplink without
+    it: every packet lost upstream (the recorder cannot ask for audio again)
+    was a gap each viewer of a relayed call concealed. With it, a viewer's
+    decoder rebuilds a single lost packet from the next one.
+    """
+    return _with_fmtp(sdp, "audio", ("opus",), "useinbandfec=1")
+
+
+def _with_fmtp(sdp: str, kind: str, codecs: tuple[str, ...], parameter: str) -> str:
+    """``sdp`` with ``parameter`` (``name=value``) for each of ``codecs`` in the
+    ``kind`` sections: appended to the codec's ``a=fmtp`` line, or on a line of
+    its own after its ``a=rtpmap`` if it has none. A line that names the
+    parameter already (with any value) is left as it is."""
+    name = parameter.partition("=")[0]
     lines = sdp.split("\r\n")
-    video_types: set[str] = set()
-    in_video = False
+    types: set[str] = set()
+    in_kind = False
     for line in lines:
         if line.startswith("m="):
-            in_video = line.startswith("m=video")
-        elif in_video and line.startswith("a=rtpmap:"):
-            pt, _, name = line[len("a=rtpmap:") :].partition(" ")
-            if name.split("/")[0].lower() in ("vp8", "h264"):
-                video_types.add(pt)
+            in_kind = line.startswith(f"m={kind}")
+        elif in_kind and line.startswith("a=rtpmap:"):
+            pt, _, encoding = line[len("a=rtpmap:") :].partition(" ")
+            if encoding.split("/")[0].lower() in codecs:
+                types.add(pt)
+    if not types:
+        return sdp
     out: list[str] = []
     have_fmtp: set[str] = set()
     for line in lines:
         if line.startswith("a=fmtp:"):
             pt, _, params = line[len("a=fmtp:") :].partition(" ")
-            if pt in video_types:
+            if pt in types:
                 have_fmtp.add(pt)
-                line = f"a=fmtp:{pt} {params};x-google-start-bitrate={kbps}"
+                names = {p.partition("=")[0].strip().lower() for p in params.split(";")}
+                if name not in names:
+                    line = (
+                        f"a=fmtp:{pt} {params};{parameter}"
+                        if params
+                        else f"a=fmtp:{pt} {parameter}"
+                    )
         out.append(line)
     result: list[str] = []
     for line in out:
         result.append(line)
         if line.startswith("a=rtpmap:"):
             pt = line[len("a=rtpmap:") :].partition(" ")[0]
-            if pt in video_types and pt not in have_fmtp:
-                result.append(f"a=fmtp:{pt} x-google-start-bitrate={kbps}")
+            if pt in types and pt not in have_fmtp:
+                result.append(f"a=fmtp:{pt} {parameter}")
     return "\r\n".join(result)
