@@ -107,6 +107,8 @@ _UNTIMED = {
     ("media", "test_twcc.py"),
     # The recorder's answer rewritten (Opus's in-band FEC).
     ("media", "test_answer.py"),
+    # The township benchmark's summary, on rows made in the test.
+    ("bench", "test_township_summary.py"),
 }
 DATABASE_TESTS_ONLY = "--database-tests-only"
 

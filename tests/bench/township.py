@@ -755,17 +755,16 @@ def summary(rows: list[Row]) -> None:
     x_old = f"{100 * old / base:.0f}" if base and old is not None else "-"
     y = f"{min(recorded):.1f}" if recorded else "-"
     # The call-up of every call of a profile and plane (a call with no video: none).
-    cells = sorted((r.profile, r.plane, None if r.error else r.up_s) for r in rows)
-    for (profile, plane), group in itertools.groupby(cells, key=lambda r: r[:2]):
-        ups = [up for _, _, up in group]
-        times = sorted(up for up in ups if up is not None)
-        failed = len(ups) - len(times)
-        spread = f"median {statistics.median(times):.1f} s, slowest {times[-1]:.1f} s"
-        print(
-            f"call up {profile} {plane}: {len(ups)} call(s), "
-            + (spread if times else "")
-            + (f", {failed} with no video" if failed else "")
-        )
+    cells = sorted(rows, key=lambda r: (r.profile, r.plane))
+    for (profile, plane), group in itertools.groupby(cells, key=lambda r: (r.profile, r.plane)):
+        calls = list(group)
+        times = sorted(r.up_s for r in calls if not r.error)
+        parts = [f"{len(calls)} call(s)"]
+        if times:
+            parts.append(f"median {statistics.median(times):.1f} s, slowest {times[-1]:.1f} s")
+        if len(times) < len(calls):
+            parts.append(f"{len(calls) - len(times)} with no video")
+        print(f"call up {profile} {plane}: " + ", ".join(parts))
     print(f"(old plane, mesh + recording leg: {x_old}% of without)")
     print(
         f"township: live bitrate with recording >= {x}% of without at 1 Mbit/s + 5% loss; "
