@@ -147,6 +147,8 @@ class FrameAssembler:
                 continue
             self.next += 1
             arrival, marker, ts, payload = item
+            if not payload:
+                continue  # a FEC packet's place in the sequence (``media/ulpfec.py``)
             if self.audio:
                 self._emit(out, ts, [(arrival, payload)])
                 continue

@@ -162,7 +162,9 @@ class Recorder:
             leg.feedback = feedback
             # Relayed video goes packet by packet (``Leg.keep``); only audio
             # still takes aiortc's receive path to the viewers, as frames.
-            tap.attach(pc, leg.keep, fanout.relaying, feedback, relay_kinds=("audio",))
+            # RED and ULPFEC: a packet lost on the uplink is rebuilt at once.
+            fec = answer.fec_types(offer_sdp) if video_codec else None
+            tap.attach(pc, leg.keep, fanout.relaying, feedback, relay_kinds=("audio",), fec=fec)
             await pc.setLocalDescription(await pc.createAnswer())
             tap.skip_stun_parse()
         except Exception:
@@ -192,6 +194,7 @@ class Recorder:
             offer_sdp,
             transport_cc=feedback is not None,
             start_bitrate=self.start_bitrate,
+            fec=fec,
         )
 
     async def relay_offer(self, key: RecordingKey, viewer: str) -> str:
@@ -272,6 +275,14 @@ class Recorder:
         key = leg.key
         await leg.drain()
         leg.done.set()
+        fec = leg.tap.fec_counts() if leg.tap is not None else None
+        if fec is not None:
+            log.info(
+                "recording peer=%s ULPFEC: %d FEC packets, %d lost packets rebuilt, "
+                "%d of them also retransmitted, %d of those different",
+                key.participant_id,
+                *fec,
+            )
         if leg.fanout is not None:
             await leg.fanout.close()
         await leg.pc.close()

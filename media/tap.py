@@ -39,6 +39,7 @@ from media.rtp import ABS_SEND_TIME_FIRST, Rtp, next_in_order, starts_keyframe, 
 from media.seam import NTP_TO_UNIX_MS, KeptPacket, check, current_ms
 from media.speedups import speed_up_estimator, speed_up_nack
 from media.twcc import TransportFeedback
+from media.ulpfec import FecTypes, UlpfecDecoder, red_primary
 
 # REMB feedback is sent at most this often (ms).
 REMB_MIN_GAP_MS = 200
@@ -63,6 +64,7 @@ class _Lean:
         keep: Callable[[KeptPacket], None],
         relaying: Callable[[], bool],
         extensions: Any,
+        fec: FecTypes | None = None,
     ) -> None:
         self.receiver = receiver
         self.audio = kind == "audio"
@@ -91,6 +93,17 @@ class _Lean:
         self.nack_at = 0
         self.nack_rtt_ms = 150.0
         self.media_ssrc: int | None = None  # the SSRC NACKs name (not the RTX one)
+        # RED and ULPFEC (video, when the answer accepted them): RED payload
+        # type -> whether it is RTX's; the decoder of the stream, made with its
+        # first RED packet.
+        self.fec = fec
+        self.red_types: dict[int, bool] = {}
+        if fec is not None and not self.audio:
+            self.red_types[fec.red] = False
+            if fec.red_rtx is not None:
+                self.red_types[fec.red_rtx] = True
+        self.decoder: UlpfecDecoder | None = None
+        self.media_types: tuple[int, int | None] | None = None  # (codec, its RTX)
 
     def _spawn(self, coro: Any) -> None:
         # Sending RTCP is a coroutine in aiortc; it is rare (a NACK, a REMB).
@@ -113,6 +126,9 @@ class _Lean:
         """One packet of this receiver (``arrival``: ``time.monotonic()`` it came, if known)."""
         receiver = self.receiver
         if not receiver._enabled:
+            return
+        if packet.payload_type in self.red_types:
+            self._red(packet, plain, arrival_ms, arrival)
             return
         rtx = self.rtx.get(packet.payload_type)
         if rtx is None:
@@ -149,6 +165,127 @@ class _Lean:
                     payload,
                 )
             )
+
+    def _media_types(self) -> tuple[int, int | None] | None:
+        """The video codec's payload type and its RTX's (what RED carries)."""
+        if self.media_types is None:
+            media = next((pt for pt, c in self.codecs.items() if not is_rtx(c)), None)
+            if media is None:
+                return None
+            rtx = next(
+                (
+                    pt
+                    for pt, c in self.codecs.items()
+                    if is_rtx(c) and c.parameters.get("apt") == media
+                ),
+                None,
+            )
+            self.media_types = (media, rtx)
+        return self.media_types
+
+    def _red(self, packet: Rtp, plain: bytes, arrival_ms: int, arrival: float | None) -> None:
+        """A RED packet (or its retransmission): the media it carries takes the
+        usual way as a plain packet, a FEC packet is counted where it lies in the
+        stream (NACKs, receive statistics, the file's sequence) and rebuilds
+        what it can (``media/ulpfec.py``)."""
+        types = self._media_types()
+        fec = self.fec
+        if types is None or fec is None:
+            return
+        media_type, media_rtx = types
+        rtx = self.red_types[packet.payload_type]
+        payload = packet.payload
+        if rtx:
+            if media_rtx is None:
+                return
+            packet.payload_type = media_rtx
+            if packet.ssrc not in self.rtx_ssrc or len(payload) < 3:
+                packet.payload = b""  # a padding probe
+                self.handle(packet, plain, arrival_ms, arrival)
+                return
+            osn, inner = payload[:2], payload[2:]
+        else:
+            osn, inner = b"", payload
+        try:
+            block_type, start = red_primary(inner)
+        except ValueError:
+            return
+        decoder = self.decoder
+        if decoder is None or (not rtx and decoder.ssrc != packet.ssrc):
+            if rtx:
+                return  # a retransmission before any packet of the stream
+            decoder = self.decoder = UlpfecDecoder(packet.ssrc, media_type)
+        data = inner[start:]
+        if block_type == fec.ulpfec:
+            if rtx:
+                return  # libwebrtc does not resend FEC; nothing to count it as
+            # Not media: the stream's sequence goes on past it (a filler in the
+            # file's sequence, an empty packet to the viewers).
+            packet.payload_type = media_type
+            packet.payload = b""
+            self._bookkeeping(packet, False, arrival_ms)
+            self.keep(
+                (
+                    time.monotonic() if arrival is None else arrival,
+                    False,
+                    False,
+                    packet.sequence_number,
+                    packet.timestamp,
+                    b"",
+                )
+            )
+            try:
+                rebuilt = decoder.add_fec(data)
+            except ValueError:
+                return
+            self._rebuilt(rebuilt, arrival)
+            return
+        if block_type != media_type:
+            return
+        if rtx:
+            decoder.add_retransmission(int.from_bytes(osn, "big"), data)
+            packet.payload = osn + data
+            self.handle(packet, plain, arrival_ms, arrival)
+            return
+        # The packet as it was before RED: what the FEC packets protect.
+        rebuilt = []
+        if start == 1:
+            header_end = len(plain) - packet.padding_size - len(payload)
+            body = plain[12:header_end] + plain[header_end + 1 :]
+            b1 = (plain[1] & 0x80) | media_type
+            rebuilt = decoder.add_media(
+                packet.sequence_number, plain[0], b1, packet.timestamp, body
+            )
+        else:
+            decoder.add_retransmission(packet.sequence_number, data)
+        packet.payload_type = media_type
+        packet.payload = data
+        self.handle(packet, plain, arrival_ms, arrival)
+        self._rebuilt(rebuilt, arrival)
+
+    def _rebuilt(self, packets: list[bytes], arrival: float | None) -> None:
+        """Packets ULPFEC rebuilt: no longer asked for; to the file and the viewers."""
+        nack = self.nack
+        for data in packets:
+            try:
+                packet = Rtp(data)
+            except ValueError:
+                continue
+            seq = packet.sequence_number
+            if nack is not None:
+                nack.missing.discard(seq)
+                self.nack_asked.pop(seq, None)
+            if packet.payload:
+                self.keep(
+                    (
+                        time.monotonic() if arrival is None else arrival,
+                        False,
+                        packet.marker == 1,
+                        seq,
+                        packet.timestamp,
+                        packet.payload,
+                    )
+                )
 
     def _abs_send_time(self, packet: Rtp) -> int | None:
         if packet.ext is None:
@@ -336,12 +473,15 @@ class RtpTap:
         relaying: Callable[[], bool],
         feedback: TransportFeedback | None = None,
         relay_kinds: tuple[str, ...] = ("audio", "video"),
+        fec: FecTypes | None = None,
     ) -> None:
         """Tap ``pc`` (after ``setRemoteDescription``): its receivers' packets go to ``keep``.
 
         With ``feedback``, every packet's arrival is noted for transport-wide
         feedback (``send_feedback``) and aiortc's REMB is turned off. Only the
         receivers of ``relay_kinds`` take aiortc's whole path while relaying.
+        With ``fec`` (the answer accepts RED and ULPFEC), video comes in RED
+        and lost packets are rebuilt from its FEC packets.
         """
         check()
         self.feedback = feedback
@@ -353,7 +493,12 @@ class RtpTap:
             extensions = receiver.transport._rtp_header_extensions_map
             kind = transceiver.kind
             self.leans[receiver] = _Lean(
-                receiver, kind, keep, relaying if kind in relay_kinds else _never, extensions
+                receiver,
+                kind,
+                keep,
+                relaying if kind in relay_kinds else _never,
+                extensions,
+                fec if kind == "video" else None,
             )
             transports.add(receiver.transport)
         for dtls in transports:
@@ -362,6 +507,15 @@ class RtpTap:
     def read_now(self) -> None:
         """Take what the kernel holds for the tapped sockets now (not at the next poll)."""
         self.reading.read_now()
+
+    def fec_counts(self) -> tuple[int, int, int, int] | None:
+        """The video's ULPFEC: FEC packets taken, packets rebuilt, rebuilt packets
+        whose retransmission came, and of those the ones that differed (None: no RED)."""
+        for lean in self.leans.values():
+            decoder = lean.decoder
+            if decoder is not None:
+                return (decoder.fec_packets, decoder.recovered, decoder.checked, decoder.mismatched)
+        return None
 
     def video_high(self) -> int | None:
         """The newest video sequence number received (None: no video yet)."""
@@ -445,6 +599,11 @@ class RtpTap:
             if lean is None:
                 receiver: Any = router.route_rtp(cast(Any, packet))  # reads ssrc, payload_type
                 lean = leans.get(receiver) if receiver is not None else None
+                if lean is None:
+                    # RED is not among aiortc's codecs: its router drops it.
+                    lean = next(
+                        (x for x in leans.values() if packet.payload_type in x.red_types), None
+                    )
                 if lean is None:
                     return
                 routes[key] = lean

@@ -105,8 +105,10 @@ _UNTIMED = {
     ("media", "test_seam.py"),
     # Transport-wide feedback packets built and parsed, an SDP answer rewritten.
     ("media", "test_twcc.py"),
-    # The recorder's answer rewritten (Opus's in-band FEC).
+    # The recorder's answer rewritten (Opus's in-band FEC, RED and ULPFEC).
     ("media", "test_answer.py"),
+    # ULPFEC packets made in the test and decoded.
+    ("media", "test_ulpfec.py"),
     # The township benchmark's summary, on rows made in the test.
     ("bench", "test_township_summary.py"),
 }

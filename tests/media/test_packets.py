@@ -107,6 +107,35 @@ def test_a_frame_never_completed_stops_the_video_until_the_next_keyframe(
         decoder.decode(av.Packet(frame.data))  # raises InvalidDataError on a refused frame
 
 
+def test_fec_packets_places_in_the_sequence_hold_nothing_up(vp8_frames: list[bytes]) -> None:
+    # With ULPFEC (media/ulpfec.py) a FEC packet after each frame takes a
+    # sequence number of the stream; the tap keeps its place as an empty
+    # payload. Without it each would be a hole the file waits 2 s for.
+    video = [p for p in packetize(vp8_frames, 100.0) if not p[1]]
+    with_fec: list[KeptPacket] = []
+    seq = video[0][3]
+    for arrival, audio, marker, _, ts, payload in video:
+        with_fec.append((arrival, audio, marker, seq, ts, payload))
+        seq = (seq + 1) % 65536
+        if marker:
+            with_fec.append((arrival, audio, False, seq, ts, b""))
+            seq = (seq + 1) % 65536
+
+    def written(packets: list[KeptPacket]) -> list[int]:
+        assembler = FrameAssembler("vp8", "video")
+        out = []
+        for arrival, _, marker, number, ts, payload in packets:
+            assembler.add(arrival, marker, number, ts, payload)
+            out += [f.timestamp // 3000 for f in assembler.drain()]  # nothing final
+        assert assembler.lost_frames == 0
+        return out
+
+    assert written(with_fec) == list(range(len(vp8_frames)))
+    # Had the FEC packets not been kept, the file would still be waiting for
+    # them (each hole waits for 2 s of newer arrivals; these are 3 s).
+    assert len(written([p for p in with_fec if p[5]])) < len(vp8_frames) // 2
+
+
 def test_a_frame_lost_whole_is_told_by_the_picture_id(vp8_frames: list[bytes]) -> None:
     # Every packet of frame 40 is lost: no hole in the sequence numbers tells
     # it from padding the sender skipped, but VP8's picture id jumps.

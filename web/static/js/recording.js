@@ -209,7 +209,8 @@ export class RecordingLeg {
 }
 
 // The recorder stores VP8 (WebM) or H.264 (MP4): prefer those (and their RTX),
-// never simulcast here. The spec checks the list against what this browser can
+// never simulcast here. RED and ULPFEC stay: the recorder rebuilds a packet lost
+// on the uplink from them without waiting a round trip for it (media/ulpfec.py). The spec checks the list against what this browser can
 // *receive* (RTCRtpReceiver.getCapabilities), and a mismatch throws: then the
 // browser's own order stands and the recorder refuses what it cannot store.
 function preferStorableCodecs(transceiver) {
@@ -217,7 +218,7 @@ function preferStorableCodecs(transceiver) {
   try {
     const codecs = RTCRtpReceiver.getCapabilities("video").codecs;
     const rank = (c) => (/vp8/i.test(c.mimeType) ? 0 : /h264/i.test(c.mimeType) ? 1 : 2);
-    const wanted = codecs.filter((c) => rank(c) < 2 || /rtx/i.test(c.mimeType)).sort((a, b) => rank(a) - rank(b));
+    const wanted = codecs.filter((c) => rank(c) < 2 || /rtx|red|ulpfec/i.test(c.mimeType)).sort((a, b) => rank(a) - rank(b));
     if (wanted.some((c) => rank(c) < 2)) transceiver.setCodecPreferences(wanted);
   } catch (error) {
     console.warn("recording codec preferences", error);

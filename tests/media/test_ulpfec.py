@@ -1,0 +1,253 @@
+"""RED and ULPFEC on the recording leg (media/ulpfec.py), on packets made here.
+
+The FEC packets are made as RFC 5109 says (and libwebrtc's ``ForwardErrorCorrection``
+does): each recovery field the XOR of the protected packets' fields, the
+payload the XOR of everything after their 12-byte headers. Real Chromium FEC
+goes through the same decoder in the township benchmark, where every rebuilt
+packet whose retransmission also came is compared with it.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from media.rtp import Rtp
+from media.ulpfec import UlpfecDecoder, parse_fec, payload_of, red_primary
+
+SSRC = 0x1234ABCD
+VP8 = 96
+
+
+def media_packet(seq: int, ts: int, payload: bytes, *, marker: bool = False) -> bytes:
+    """An RTP packet as a browser sends it: a one-byte header extension block first."""
+    extension = struct.pack("!HH", 0xBEDE, 2) + bytes([0x22, 1, 2, 3, 0x51, seq & 0xFF, 0, 0])
+    b1 = (0x80 if marker else 0) | VP8
+    return struct.pack("!BBHII", 0x90, b1, seq, ts, SSRC) + extension + payload
+
+
+def fec_packet(packets: list[bytes], base: int, *, long_mask: bool = False) -> bytes:
+    """The ULPFEC packet (the RED block's data) protecting ``packets`` (full RTP packets)."""
+    bodies = [p[12:] for p in packets]
+    size = max(len(b) for b in bodies)
+    b0 = b1 = ts = length = 0
+    acc = bytearray(size)
+    mask = 0
+    bits = 48 if long_mask else 16
+    for packet, body in zip(packets, bodies, strict=True):
+        first, second, seq, stamp, _ = struct.unpack_from("!BBHII", packet)
+        b0 ^= first
+        b1 ^= second
+        ts ^= stamp
+        length ^= len(body)
+        for i, byte in enumerate(body):
+            acc[i] ^= byte
+        mask |= 1 << (bits - 1 - ((seq - base) & 0xFFFF))
+    b0 = (b0 & 0x3F) | (0x40 if long_mask else 0)
+    header = struct.pack("!BBHIH", b0, b1, base, ts, length) + struct.pack("!H", size)
+    return header + mask.to_bytes(bits // 8, "big") + bytes(acc)
+
+
+def fed(decoder: UlpfecDecoder, packet: bytes) -> list[bytes]:
+    """``packet`` as the tap gives it to the decoder (RED already taken off)."""
+    seq, ts = struct.unpack_from("!HI", packet, 2)
+    return decoder.add_media(seq, packet[0], packet[1], ts, packet[12:])
+
+
+def frame(first_seq: int, ts: int, sizes: list[int], seed: int) -> list[bytes]:
+    rng = random.Random(seed)  # noqa: S311 - test payloads
+    return [
+        media_packet((first_seq + i) & 0xFFFF, ts, rng.randbytes(size), marker=i == len(sizes) - 1)
+        for i, size in enumerate(sizes)
+    ]
+
+
+def test_red_primary_block_alone_and_after_a_redundant_one() -> None:
+    assert red_primary(bytes([VP8]) + b"media") == (VP8, 1)
+    # A redundant block of 3 bytes (F set: type, 14-bit offset, 10-bit length) first.
+    redundant = bytes([0x80 | 111, 0x00, 0x40 | 0x00, 3])
+    payload = redundant + bytes([VP8]) + b"old" + b"media"
+    block_type, start = red_primary(payload)
+    assert (block_type, payload[start:]) == (VP8, b"media")
+    for broken in (b"", bytes([0x80 | 111, 0, 0])):
+        with pytest.raises(ValueError):
+            red_primary(broken)
+
+
+def test_a_lost_packet_is_rebuilt_as_it_was_sent() -> None:
+    packets = frame(1000, 90_000, [900, 1100, 300], seed=1)
+    decoder = UlpfecDecoder(SSRC, VP8)
+    assert fed(decoder, packets[0]) == []
+    assert fed(decoder, packets[2]) == []  # packets[1] lost on the uplink
+    rebuilt = decoder.add_fec(fec_packet(packets, 1000))
+    assert rebuilt == [packets[1]]
+    parsed = Rtp(rebuilt[0])
+    assert (parsed.sequence_number, parsed.timestamp, parsed.marker) == (1001, 90_000, 0)
+    assert parsed.payload == packets[1][24:]
+    assert decoder.recovered == 1
+
+
+def test_the_fec_packet_may_come_before_the_loss_is_known() -> None:
+    # The marker packet is the lost one: the FEC packet waits until the rest is here.
+    packets = frame(65534, 4_294_967_000, [500, 700, 200], seed=2)  # numbers wrap
+    decoder = UlpfecDecoder(SSRC, VP8)
+    assert decoder.add_fec(fec_packet(packets, 65534)) == []
+    assert fed(decoder, packets[0]) == []
+    assert fed(decoder, packets[1]) == [packets[2]]
+    assert Rtp(packets[2]).marker == 1
+
+
+def test_one_rebuilt_packet_lets_another_fec_packet_rebuild_the_next() -> None:
+    packets = frame(200, 1234, [800, 800, 800, 800, 640], seed=3)
+    decoder = UlpfecDecoder(SSRC, VP8)
+    for packet in (packets[0], packets[1], packets[4]):
+        fed(decoder, packet)
+    # Two lost (202, 203): the second FEC packet alone cannot, the first rebuilds
+    # 202, and with it the second rebuilds 203.
+    assert decoder.add_fec(fec_packet(packets[2:4], 202)) == []
+    rebuilt = decoder.add_fec(fec_packet(packets[0:3], 200, long_mask=True))
+    assert rebuilt == [packets[2], packets[3]]
+    assert decoder.recovered == 2
+
+
+def test_a_retransmitted_packet_is_not_used_to_rebuild_and_is_checked() -> None:
+    packets = frame(10, 5, [400, 400, 400], seed=4)
+    decoder = UlpfecDecoder(SSRC, VP8)
+    fed(decoder, packets[0])
+    # 11 came only as a retransmission (its own headers): 12 cannot be rebuilt from it.
+    decoder.add_retransmission(11, packets[1][24:])
+    assert decoder.add_fec(fec_packet(packets, 10)) == []
+    # A packet rebuilt and later retransmitted is compared with its copy.
+    other = frame(20, 6, [300, 300], seed=5)
+    fed(decoder, other[0])
+    assert decoder.add_fec(fec_packet(other, 20)) == [other[1]]
+    decoder.add_retransmission(21, other[1][24:])
+    decoder.add_retransmission(21, b"late duplicate")  # counted once
+    assert (decoder.checked, decoder.mismatched) == (1, 0)
+    third = frame(30, 7, [300, 300], seed=6)
+    fed(decoder, third[0])
+    decoder.add_fec(fec_packet(third, 30))
+    decoder.add_retransmission(31, b"not what was rebuilt")
+    assert (decoder.checked, decoder.mismatched) == (2, 1)
+
+
+def test_nothing_is_rebuilt_twice_or_from_packets_it_does_not_protect() -> None:
+    packets = frame(40, 9, [300, 300], seed=7)
+    decoder = UlpfecDecoder(SSRC, VP8)
+    for packet in packets:
+        fed(decoder, packet)
+    assert decoder.add_fec(fec_packet(packets, 40)) == []
+    assert fed(decoder, packets[1]) == []  # a duplicate
+    # A FEC packet whose payload type recovery does not give the media's type
+    # (not this stream's FEC) rebuilds nothing.
+    other = frame(50, 9, [300, 300], seed=8)
+    fed(decoder, other[0])
+    wrong = bytearray(fec_packet(other, 50))
+    wrong[1] ^= 0x01
+    assert decoder.add_fec(bytes(wrong)) == []
+    assert decoder.recovered == 0
+
+
+def test_malformed_fec_packets_are_refused() -> None:
+    good = fec_packet(frame(1, 1, [100, 100], seed=9), 1)
+    for broken in (good[:13], bytes([0x80]) + good[1:], good[:-1]):
+        with pytest.raises(ValueError):
+            parse_fec(broken)
+    decoder = UlpfecDecoder(SSRC, VP8)
+    with pytest.raises(ValueError):
+        decoder.add_fec(good[:10])
+
+
+def test_payload_of_reads_csrcs_extension_and_padding() -> None:
+    body = struct.pack("!I", 7) + struct.pack("!HH", 0xBEDE, 1) + b"\x10\x01\x00\x00"
+    assert payload_of(0x91, body + b"data") == b"data"
+    assert payload_of(0xB0, struct.pack("!HH", 0xBEDE, 0) + b"data" + b"\x00\x02") == b"data"
+    assert payload_of(0x90, b"\xbe\xde\x00\x09") is None  # extension longer than the packet
+    assert payload_of(0xA0, b"data\x09") is None  # padding longer than the packet
+
+
+async def test_the_tap_unwraps_red_rebuilds_a_loss_and_keeps_the_fec_packets_place() -> None:
+    # The recorder's receive path for one video stream (``tap._Lean``) on aiortc's
+    # receiver as a Chromium offer with RED and ULPFEC sets it up; the packets
+    # are made here (no network: the NACKs it would send are collected).
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from media import answer, tap
+
+    from .test_answer import with_red
+    from .test_twcc import CHROME_OFFER
+
+    offer = with_red(CHROME_OFFER)
+    fec = answer.fec_types(offer)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    nacks: list[object] = []
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        video = next(t for t in pc.getTransceivers() if t.kind == "video")
+        kept: list[tuple[bool, int, bytes]] = []
+        lean = tap._Lean(
+            video.receiver,
+            "video",
+            lambda p: kept.append((p[2], p[3], p[5])),
+            lambda: False,
+            video.receiver.transport._rtp_header_extensions_map,
+            fec,
+        )
+        lean._spawn = nacks.append  # type: ignore[method-assign]
+        # What aiortc's ``receive`` sets once the connection is up: the codecs
+        # of the answer (no RED: it knows none) and the offer's RTX stream.
+        for codec in video._codecs:
+            lean.codecs[codec.payloadType] = codec
+        ssrc, rtx_ssrc = 1111, 2222
+        lean.rtx_ssrc[rtx_ssrc] = ssrc
+        vp8 = b"\x10\x00\x00\x9d\x01\x2a"  # the start of a VP8 keyframe
+
+        def sent(seq: int, payload: bytes, marker: bool = False) -> bytes:
+            b1 = (0x80 if marker else 0) | VP8
+            return struct.pack("!BBHII", 0x80, b1, seq, 3000, ssrc) + payload
+
+        def red(packet: bytes, block_type: int = VP8) -> bytes:
+            # The same packet as RED: its type 118, one header byte before the payload.
+            return (
+                bytes([packet[0], (packet[1] & 0x80) | 118])
+                + packet[2:12]
+                + bytes([block_type])
+                + packet[12:]
+            )
+
+        media = [sent(1000, vp8 + bytes(300)), sent(1001, bytes(400)), sent(1002, bytes(50), True)]
+        protection = fec_packet(media, 1000)
+        fec_rtp = struct.pack("!BBHII", 0x80, 118, 1003, 3000, ssrc) + bytes([120]) + protection
+
+        for data in (red(media[0]), red(media[2]), fec_rtp):  # 1001 lost on the uplink
+            lean.handle(Rtp(data), data, 1_000, None)
+        assert (
+            kept
+            == [
+                (False, 1000, media[0][12:]),
+                (True, 1002, media[2][12:]),
+                (False, 1003, b""),  # the FEC packet's place: not media
+                (False, 1001, media[1][12:]),  # rebuilt at once, no round trip
+            ]
+        )
+        assert lean.nack.missing == set()  # nothing left to ask for
+        # Its retransmission (RTX of the RED packet) comes after all: the same bytes.
+        rtx = struct.pack("!BBHII", 0x80, 119, 7, 3000, rtx_ssrc) + (1001).to_bytes(2, "big")
+        rtx += red(media[1])[12:]
+        lean.handle(Rtp(rtx), rtx, 1_100, None)
+        assert kept[-1] == (False, 1001, media[1][12:])
+        decoder = lean.decoder
+        assert decoder is not None
+        assert (decoder.fec_packets, decoder.recovered, decoder.checked, decoder.mismatched) == (
+            1,
+            1,
+            1,
+            0,
+        )
+    finally:
+        for coroutine in nacks:
+            coroutine.close()  # type: ignore[attr-defined]  # not sent: no connection
+        await pc.close()
