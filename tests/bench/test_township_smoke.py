@@ -17,6 +17,10 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).with_name("township.py")
+ULPFEC = re.compile(
+    r"recording peer=\w+ ULPFEC: (\d+) FEC packets, (\d+) lost packets rebuilt, "
+    r"(\d+) of them also retransmitted, (\d+) of those different"
+)
 LAST_LINE = re.compile(
     r"township: live bitrate with recording >= (\d+|-)% of without at 1 Mbit/s \+ 5% loss; "
     r"recorded frames (\d+\.\d|-)%"
@@ -40,6 +44,7 @@ def test_a_relayed_call_on_a_lossy_township_uplink() -> None:
             "6",
             "--warmup",
             "2",
+            "--detail",
         ],
         capture_output=True,
         text=True,
@@ -73,3 +78,11 @@ def test_a_relayed_call_on_a_lossy_township_uplink() -> None:
     # packet resent after a NACK) broke the frames after it up to the next
     # keyframe, 17-36 frames in a 6 s call on this profile.
     assert "the decoder refused" not in output, output
+    # The clinic's leg came in RED with ULPFEC, and the recorder rebuilt lost
+    # packets from it without a round trip; each rebuilt packet whose
+    # retransmission came after all was the same, byte for byte. (The other
+    # leg, the specialist's, crosses no loss: its browser sends no FEC.)
+    fec = [tuple(map(int, m.groups())) for m in ULPFEC.finditer(output)]
+    assert fec and max(f[0] for f in fec) > 0, output
+    clinic = max(fec)
+    assert clinic[1] > 0 and clinic[3] == 0, clinic

@@ -24,3 +24,33 @@ def test_a_cell_with_a_call_that_did_not_come_up_is_counted(capsys: Any) -> None
     lossy = "call up 1m-10loss-300ms relay: 3 call(s), median 1.8 s, slowest 2.5 s, 1 with no video"
     assert lossy in lines, lines
     assert "call up clean relay: 1 call(s), 1 with no video" in lines, lines
+
+
+def test_the_bitrates_compared_are_the_clinic_encoders(capsys: Any) -> None:
+    # Browser to browser the FEC packets count as received video; the relay
+    # forwards only the media it rebuilt. The encoder's rate is the same measure
+    # on both planes; what the page received is printed beside it.
+    lossy = "1m-5loss-150ms"
+    rows = [
+        Row(lossy, "mesh-off", 2, up_s=1.0, kbps=754.0, encoder_kbps=480.0),
+        Row(lossy, "mesh-off", 2, up_s=1.0, kbps=700.0, encoder_kbps=460.0),
+        Row(
+            lossy,
+            "relay",
+            2,
+            up_s=1.0,
+            kbps=511.0,
+            encoder_kbps=470.0,
+            encoded_pct=100.0,
+            of_sent_pct=99.0,
+        ),
+        Row(lossy, "relay", 4, up_s=1.0, kbps=100.0, encoder_kbps=100.0),  # not 2 parties
+    ]
+    summary(rows)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == (
+        "township: live bitrate with recording >= 100% of without at 1 Mbit/s + 5% loss; "
+        "recorded frames 99.0%"
+    ), lines
+    received = "(received by the specialist's page: relay 511 kbit/s of media, mesh 727 kbit/s"
+    assert any(line.startswith(received) for line in lines), lines

@@ -35,6 +35,13 @@ the narrowest picture in the file. The last line:
 
 where X is the relay's (and, beside it, the old plane's) clinic video bitrate as a
 share of mesh-off's in the same run, 2 parties, and Y the worst recorded share.
+The bitrate compared is the clinic's encoder's (its ``targetBitrate`` for the
+connection that carries the live video, sampled every second: "encoder
+kbit/s"). What the viewer received ("live kbit/s") is not comparable across
+planes since both carry ULPFEC: browser to browser its FEC packets arrive and
+count as received video bytes (Chromium reports none of them as FEC), while the
+relay's recorder rebuilds losses from them and forwards only the media. Both
+ratios are printed.
 Needs root (network namespaces), Debian's chromium, and a few minutes.
 """
 
@@ -45,6 +52,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import logging
 import secrets
 import shutil
 import socket
@@ -244,6 +252,9 @@ class Row:
     # packet (20 ms) each is a loss here and there; bursts run to hundreds.
     conceal_ms: float | None = None
     leg_kbps: float | None = None
+    # The clinic's encoder's rate for the live video (mean of its targetBitrate
+    # over the window: the peer connections in a mesh, the leg in the relay).
+    encoder_kbps: float | None = None
     # The file against the frames the camera delivered to the leg, from the
     # leg's set-up (frames before its connection existed cannot be sent) ...
     recorded_pct: float | None = None
@@ -529,9 +540,22 @@ async def one_call(
             first = await viewer.evaluate(RECEIVED, clinic_id)
             sent0 = await clinic.evaluate(SENDING)
             cpu0 = machine_cpu()
-            await asyncio.sleep(args.seconds)
+            live = "leg" if plane == "relay" else "peer"
+            targets: list[float] = []
+            end = time.monotonic() + args.seconds
+            while (left := end - time.monotonic()) > 0:
+                await asyncio.sleep(min(1.0, left))  # samples across the window
+                now = [
+                    s["target"]
+                    for s in await clinic.evaluate(SENDING)
+                    if s["leg"] == (live == "leg")
+                ]
+                if now:
+                    targets.append(statistics.mean(now))
             last = await viewer.evaluate(RECEIVED, clinic_id)
             sent1 = await clinic.evaluate(SENDING)
+            if targets:
+                row.encoder_kbps = statistics.mean(targets) / 1000
             busy = busy_share(cpu0, machine_cpu())
             seconds = (last["t"] - first["t"]) / 1000
             row.kbps = (last["vBytes"] - first["vBytes"]) * 8 / 1000 / seconds
@@ -582,6 +606,16 @@ async def one_call(
                 camera = leg1["sourceFrames"] - leg0["sourceFrames"]
                 row.encoded_pct = 100 * (leg1["sent"] - leg0["sent"]) / max(camera, 1)
             if args.detail:
+                # What the clinic's video connections sent (RTP payload: the media,
+                # its FEC and retransmissions), against what the viewer received.
+                sent = ", ".join(
+                    f"{'leg' if one['leg'] else 'peer'} "
+                    f"{(one['bytes'] - zero['bytes']) * 8 / 1000 / seconds:.0f} kbit/s "
+                    f"(target {one['target'] / 1000:.0f})"
+                    for zero, one in zip(sent0, sent1, strict=False)
+                    if zero["leg"] == one["leg"]
+                )
+                print(f"{profile} | {plane} | {parties}: clinic sent {sent}", flush=True)
                 print(f"{profile} | {plane} | {parties}: machine busy {busy:.0%}", flush=True)
                 for name, lane in (("up", link.up), ("down", link.down)):
                     print(
@@ -644,6 +678,7 @@ def print_table(rows: list[Row]) -> None:
         "n",
         "up s",
         "live kbit/s",
+        "encoder kbit/s",
         "fps",
         "freezes",
         "width",
@@ -671,6 +706,7 @@ def print_table(rows: list[Row]) -> None:
                     str(r.parties),
                     fmt(r.up_s, ".1f"),
                     fmt(r.kbps),
+                    fmt(r.encoder_kbps),
                     fmt(r.fps, ".1f"),
                     str(r.freezes),
                     str(r.width),
@@ -712,6 +748,14 @@ async def main() -> None:
     args = parser.parse_args()
     from playwright.async_api import async_playwright
 
+    if args.detail:
+        # What the recorder's ULPFEC rebuilt of each leg (logged as the leg ends).
+        handler = logging.StreamHandler(sys.stdout)
+        handler.addFilter(lambda record: "ULPFEC" in str(record.msg))
+        recorder_log = logging.getLogger("media.recorder")
+        recorder_log.addHandler(handler)
+        recorder_log.setLevel(logging.INFO)
+
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="township-") as name:
         tmp = Path(name)
@@ -735,15 +779,17 @@ async def main() -> None:
 
 
 def summary(rows: list[Row]) -> None:
-    def kbps(plane: str) -> float | None:
+    def kbps(plane: str, received: bool = False) -> float | None:
         found = [
-            r.kbps
+            r.kbps if received else r.encoder_kbps
             for r in rows
             if r.profile == "1m-5loss-150ms" and r.parties == 2 and r.plane == plane and not r.error
         ]
-        return statistics.median(found) if found else None
+        known = [k for k in found if k is not None]
+        return statistics.median(known) if known else None
 
     base, relay, old = kbps("mesh-off"), kbps("relay"), kbps("mesh-rec")
+    got_base, got_relay = kbps("mesh-off", True), kbps("relay", True)
     # The recording's share of the camera's frames while the call was up: what
     # the browser sent of them (window) times what of that the file holds.
     recorded = [
@@ -766,6 +812,11 @@ def summary(rows: list[Row]) -> None:
             parts.append(f"{len(calls) - len(times)} with no video")
         print(f"call up {profile} {plane}: " + ", ".join(parts))
     print(f"(old plane, mesh + recording leg: {x_old}% of without)")
+    if got_base and got_relay is not None:
+        print(
+            f"(received by the specialist's page: relay {got_relay:.0f} kbit/s of media, "
+            f"mesh {got_base:.0f} kbit/s with its FEC packets: {100 * got_relay / got_base:.0f}%)"
+        )
     print(
         f"township: live bitrate with recording >= {x}% of without at 1 Mbit/s + 5% loss; "
         f"recorded frames {y}%"
