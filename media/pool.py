@@ -69,6 +69,7 @@ class WorkerPool:
         host_addresses: Sequence[str] = (),
         keyframe_interval: float = 10.0,
         start_bitrate: int | None = None,
+        video_fec: bool = True,
         on_finished: Callable[[LegResult], None] | None = None,
     ) -> None:
         """Describe the pool (``open`` starts it).
@@ -84,6 +85,7 @@ class WorkerPool:
             host_addresses: addresses the local workers gather host candidates on.
             keyframe_interval: seconds between keyframe requests.
             start_bitrate: the rate the answers ask browsers to start at.
+            video_fec: whether the answers accept RED and ULPFEC for video.
             on_finished: called when a leg ends by itself (the browser went
                 away, the file could not be written, its worker was lost).
         """
@@ -100,6 +102,8 @@ class WorkerPool:
         args += ["--keyframe-interval", str(keyframe_interval)]
         if start_bitrate:
             args += ["--start-bitrate", str(start_bitrate)]
+        if not video_fec:
+            args.append("--no-video-fec")
         self.workers = Workers(
             directory,
             local=local,

@@ -62,6 +62,7 @@ class Recorder:
         host_addresses: Sequence[str] = (),
         keyframe_interval: float = 10.0,
         start_bitrate: int | None = None,
+        video_fec: bool = True,
         on_finished: Callable[[LegResult], None] | None = None,
         on_writing_failed: Callable[[LegResult], None] | None = None,
     ) -> None:
@@ -77,6 +78,9 @@ class Recorder:
             keyframe_interval: seconds between keyframe requests once recording.
             start_bitrate: the rate (bit/s) the answer asks the browser to start
                 its video at (None: the browser's own 300 kbit/s).
+            video_fec: whether the answer accepts RED and ULPFEC for video
+                (offered by the browser), from which the tap rebuilds lost
+                packets without a round trip (``media/ulpfec.py``).
             on_finished: called (on the loop) when a leg ends by itself, e.g.
                 when the browser goes away.
             on_writing_failed: called (on the loop) with the part that ended
@@ -92,6 +96,7 @@ class Recorder:
         )
         self.keyframe_interval = keyframe_interval
         self.start_bitrate = start_bitrate
+        self.video_fec = video_fec
         # Every leg's packets are written on this one thread (media/packets.py).
         self.writer_thread = WriterThread()
         # Every leg's sockets read together, every leg's feedback sent by one timer.
@@ -163,7 +168,7 @@ class Recorder:
             # Relayed video goes packet by packet (``Leg.keep``); only audio
             # still takes aiortc's receive path to the viewers, as frames.
             # RED and ULPFEC: a packet lost on the uplink is rebuilt at once.
-            fec = answer.fec_types(offer_sdp) if video_codec else None
+            fec = answer.fec_types(offer_sdp) if video_codec and self.video_fec else None
             tap.attach(pc, leg.keep, fanout.relaying, feedback, relay_kinds=("audio",), fec=fec)
             await pc.setLocalDescription(await pc.createAnswer())
             tap.skip_stun_parse()

@@ -55,6 +55,7 @@ class WorkerConfig:
     host_addresses: tuple[str, ...] = ()
     keyframe_interval: float = 10.0
     start_bitrate: int | None = None
+    video_fec: bool = True
     # Asked of a TCP controller in its first line ({"token": ...}); empty: none.
     token: str = field(default="", repr=False)
 
@@ -71,6 +72,7 @@ class Worker:
             host_addresses=config.host_addresses,
             keyframe_interval=config.keyframe_interval,
             start_bitrate=config.start_bitrate,
+            video_fec=config.video_fec,
             on_finished=self._finished,
             on_writing_failed=self._writing_failed,
         )
@@ -287,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host-address", action="append", default=[])
     parser.add_argument("--keyframe-interval", type=float, default=10.0)
     parser.add_argument("--start-bitrate", type=int, default=0)
+    parser.add_argument(
+        "--no-video-fec", action="store_true", help="answer without RED and ULPFEC for video"
+    )
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes")
     args = parser.parse_args(argv)
@@ -309,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host_addresses=tuple(args.host_address),
         keyframe_interval=args.keyframe_interval,
         start_bitrate=args.start_bitrate or None,
+        video_fec=not args.no_video_fec,
     )
     return exit_after(run(config, announce=True))
 

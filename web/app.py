@@ -386,6 +386,7 @@ def leg_host(settings: Settings) -> LegHost:
         "stun_urls": settings.stun_urls,
         "host_addresses": settings.recorder_addresses,
         "start_bitrate": start_bitrate(settings),
+        "video_fec": settings.video_fec,
     }
     directory = settings.data_dir / "recordings"
     if settings.media_workers == 0 and not settings.media_worker_addresses:

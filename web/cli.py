@@ -239,6 +239,7 @@ def run_media_worker(settings: Settings, listen: str) -> int:
         stun_urls=settings.stun_urls,
         host_addresses=settings.recorder_addresses,
         start_bitrate=start_bitrate(settings),
+        video_fec=settings.video_fec,
         token=str(settings.media_worker_token),
     )
     return media_worker.exit_after(media_worker.run(config, announce=True))

@@ -87,6 +87,10 @@ class Settings:
     media_plane: str = "relay"
     relay_max_bitrate: int = 1_500_000
     start_bitrate: int = 800_000
+    # RED and ULPFEC on the connection that carries each page's camera to the
+    # recorder: losses on the uplink repaired without a round trip, for about a
+    # third of the video's bitrate (media/ulpfec.py).
+    video_fec: bool = True
     recording_retention_days: int = 1096
     max_upload_bytes: int = 50 * 1024 * 1024
     fhir_import_max_bytes: int = 32 * 1024 * 1024
@@ -297,11 +301,25 @@ def _parse_keys(texts: list[str]) -> list[bytes]:
     return [sealed.parse_key(text) for text in texts if text.strip()]
 
 
+def _boolean(value: Any) -> bool:
+    """A TOML boolean, or an environment variable's text for one."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r} (true or false)")
+
+
 def _coerce(name: str, hint: Any, value: Any) -> Any:
     text = hint if isinstance(hint, str) else repr(hint)
     try:
         if value is None:
             return None
+        if hint is bool:
+            return _boolean(value)
         if hint is int:
             return int(value)
         if hint is float:

@@ -24,6 +24,8 @@ Planes, each on the same link and clip, back to back:
   mesh-off   browser mesh, the patient did not consent to recording: no leg
   mesh-rec   browser mesh plus each page's capped recording leg (the old plane)
   relay      each page sends once, to the server, which records and relays
+  relay-nofec  the same without RED and ULPFEC on the leg (``video_fec = false``;
+             not among the defaults): losses repaired by NACK alone
 
 For each call, after ``--warmup`` seconds, over ``--seconds``: what the hospital's
 first page receives of the clinic (video kbit/s, fps, freezes, width; audio
@@ -384,7 +386,8 @@ async def server(
     settings = make_settings(
         tmp / "data",
         media_workers=media_workers,
-        media_plane="relay" if plane == "relay" else "mesh",
+        media_plane="relay" if plane.startswith("relay") else "mesh",
+        video_fec=plane != "relay-nofec",
         recorder_addresses=(HOSPITAL,),
         ice_allowed_networks=("198.18.0.0/15",),
         turn_urls=turn_urls,
@@ -540,7 +543,7 @@ async def one_call(
             first = await viewer.evaluate(RECEIVED, clinic_id)
             sent0 = await clinic.evaluate(SENDING)
             cpu0 = machine_cpu()
-            live = "leg" if plane == "relay" else "peer"
+            live = "leg" if plane.startswith("relay") else "peer"
             targets: list[float] = []
             end = time.monotonic() + args.seconds
             while (left := end - time.monotonic()) > 0:

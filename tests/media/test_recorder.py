@@ -254,3 +254,28 @@ async def test_a_leg_that_fails_to_start_leaves_no_file_behind(
     await asyncio.to_thread(barrier.close)
     assert [p for p in recorder.directory.rglob("*") if p.is_file()] == []
     assert recorder.recover() == []
+
+
+@pytest.mark.parametrize("video_fec", [True, False])
+async def test_the_answer_accepts_red_and_ulpfec_unless_turned_off(
+    tmp_path: Path, video_fec: bool
+) -> None:
+    # Chromium offers RED and ULPFEC; the recorder's answer takes them (its tap
+    # rebuilds lost packets from them) unless the hospital turned it off
+    # (``video_fec = false``), and then the browser sends plain video.
+    from datetime import UTC, datetime
+
+    from .test_answer import with_red
+    from .test_twcc import CHROME_OFFER
+
+    recorder = Recorder(tmp_path / "recordings", host_addresses=["127.0.0.1"], video_fec=video_fec)
+    key = RecordingKey("c" * 32, "f" * 32)
+    try:
+        answer = await recorder.start(key, with_red(CHROME_OFFER), now=datetime.now(UTC))
+        video = answer.split("\r\nm=video")[1]
+        assert ("a=rtpmap:118 red/90000" in video) is video_fec
+        assert ("a=rtpmap:120 ulpfec/90000" in video) is video_fec
+        assert "a=rtpmap:96 VP8/90000" in video
+        await recorder.stop(key)
+    finally:
+        await recorder.close()

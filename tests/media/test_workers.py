@@ -265,3 +265,29 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("video_fec", [True, False])
+async def test_a_worker_answers_with_or_without_red_and_ulpfec_as_configured(
+    tmp_path: Path, video_fec: bool
+) -> None:
+    # ``video_fec`` reaches the worker processes (``--no-video-fec``): their
+    # answers to a Chromium offer take RED and ULPFEC, or leave them out.
+    from datetime import UTC, datetime
+
+    from .test_answer import with_red
+    from .test_twcc import CHROME_OFFER
+
+    pool = WorkerPool(
+        tmp_path / "recordings", local=1, host_addresses=["127.0.0.1"], video_fec=video_fec
+    )
+    await pool.open()
+    try:
+        key = RecordingKey("d" * 32, "p1")
+        answer = await pool.start(key, with_red(CHROME_OFFER), now=datetime.now(UTC))
+        video = answer.split("\r\nm=video")[1]
+        assert ("a=rtpmap:118 red/90000" in video) is video_fec
+        assert "a=rtpmap:96 VP8/90000" in video
+        await pool.stop(key)
+    finally:
+        await pool.close()

@@ -72,3 +72,16 @@ async def test_each_process_takes_its_configured_share_of_postgresql_connections
         await db.close()  # nothing was connected: no network is touched
     with pytest.raises(SettingsError, match="database_pool_size"):
         Settings(database_pool_size=0)
+
+
+def test_a_boolean_setting_reads_true_and_false_and_refuses_anything_else(
+    tmp_path: Path,
+) -> None:
+    assert Settings.from_env({}).video_fec is True
+    for text, value in (("false", False), ("0", False), ("off", False), ("YES", True)):
+        assert Settings.from_env({"TELECONSULT_VIDEO_FEC": text}).video_fec is value
+    config = tmp_path / "c.toml"
+    config.write_text("video_fec = false\n")
+    assert Settings.from_env({"TELECONSULT_CONFIG": str(config)}).video_fec is False
+    with pytest.raises(SettingsError, match="video_fec"):
+        Settings.from_env({"TELECONSULT_VIDEO_FEC": "maybe"})
