@@ -752,12 +752,13 @@ async def main() -> None:
     from playwright.async_api import async_playwright
 
     if args.detail:
-        # What the recorder's ULPFEC rebuilt of each leg (logged as the leg ends).
+        # What the recorder's ULPFEC rebuilt of each leg, and how long each
+        # leg's end waited for its last missing packets (logged as it ends).
         handler = logging.StreamHandler(sys.stdout)
-        handler.addFilter(lambda record: "ULPFEC" in str(record.msg))
-        recorder_log = logging.getLogger("media.recorder")
-        recorder_log.addHandler(handler)
-        recorder_log.setLevel(logging.INFO)
+        handler.addFilter(lambda record: "ULPFEC" in str(record.msg) or " end: " in str(record.msg))
+        for name in ("media.recorder", "media.leg"):
+            logging.getLogger(name).addHandler(handler)
+            logging.getLogger(name).setLevel(logging.INFO)
 
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="township-") as name:
