@@ -103,7 +103,7 @@ class _Lean:
             if fec.red_rtx is not None:
                 self.red_types[fec.red_rtx] = True
         self.decoder: UlpfecDecoder | None = None
-        self.media_types: tuple[int, int | None] | None = None  # (codec, its RTX)
+        self.media_types: dict[int, int | None] = {}  # codec -> its RTX (from the answer)
 
     def _spawn(self, coro: Any) -> None:
         # Sending RTCP is a coroutine in aiortc; it is rare (a NACK, a REMB).
@@ -166,21 +166,11 @@ class _Lean:
                 )
             )
 
-    def _media_types(self) -> tuple[int, int | None] | None:
-        """The video codec's payload type and its RTX's (what RED carries)."""
-        if self.media_types is None:
-            media = next((pt for pt, c in self.codecs.items() if not is_rtx(c)), None)
-            if media is None:
-                return None
-            rtx = next(
-                (
-                    pt
-                    for pt, c in self.codecs.items()
-                    if is_rtx(c) and c.parameters.get("apt") == media
-                ),
-                None,
-            )
-            self.media_types = (media, rtx)
+    def _media_types(self) -> dict[int, int | None]:
+        """The video codecs' payload types (what RED may carry), each with its RTX's."""
+        if not self.media_types:
+            apt = {c.parameters.get("apt"): pt for pt, c in self.codecs.items() if is_rtx(c)}
+            self.media_types = {pt: apt.get(pt) for pt, c in self.codecs.items() if not is_rtx(c)}
         return self.media_types
 
     def _red(self, packet: Rtp, plain: bytes, arrival_ms: int, arrival: float | None) -> None:
@@ -190,18 +180,17 @@ class _Lean:
         what it can (``media/ulpfec.py``)."""
         types = self._media_types()
         fec = self.fec
-        if types is None or fec is None:
+        if not types or fec is None:
             return
-        media_type, media_rtx = types
         rtx = self.red_types[packet.payload_type]
         payload = packet.payload
         if rtx:
-            if media_rtx is None:
-                return
-            packet.payload_type = media_rtx
             if packet.ssrc not in self.rtx_ssrc or len(payload) < 3:
-                packet.payload = b""  # a padding probe
-                self.handle(packet, plain, arrival_ms, arrival)
+                any_rtx = next((r for r in types.values() if r is not None), None)
+                if any_rtx is not None:  # a padding probe: counted as plain RTX's are
+                    packet.payload_type = any_rtx
+                    packet.payload = b""
+                    self.handle(packet, plain, arrival_ms, arrival)
                 return
             osn, inner = payload[:2], payload[2:]
         else:
@@ -210,18 +199,16 @@ class _Lean:
             block_type, start = red_primary(inner)
         except ValueError:
             return
-        decoder = self.decoder
-        if decoder is None or (not rtx and decoder.ssrc != packet.ssrc):
-            if rtx:
-                return  # a retransmission before any packet of the stream
-            decoder = self.decoder = UlpfecDecoder(packet.ssrc, media_type)
         data = inner[start:]
+        decoder = self.decoder
         if block_type == fec.ulpfec:
             if rtx:
                 return  # libwebrtc does not resend FEC; nothing to count it as
+            if decoder is None or decoder.ssrc != packet.ssrc:
+                decoder = self.decoder = UlpfecDecoder(packet.ssrc, next(iter(types)))
             # Not media: the stream's sequence goes on past it (a filler in the
             # file's sequence, an empty packet to the viewers).
-            packet.payload_type = media_type
+            packet.payload_type = next(iter(types))
             packet.payload = b""
             self._bookkeeping(packet, False, arrival_ms)
             self.keep(
@@ -240,25 +227,33 @@ class _Lean:
                 return
             self._rebuilt(rebuilt, arrival)
             return
-        if block_type != media_type:
-            return
+        if block_type not in types:
+            return  # not a codec of this stream
         if rtx:
-            decoder.add_retransmission(int.from_bytes(osn, "big"), data)
+            media_rtx = types[block_type]
+            if media_rtx is None:
+                return
+            if decoder is not None:
+                decoder.add_retransmission(int.from_bytes(osn, "big"), data)
+            packet.payload_type = media_rtx
             packet.payload = osn + data
             self.handle(packet, plain, arrival_ms, arrival)
             return
+        if decoder is None or decoder.ssrc != packet.ssrc:
+            decoder = self.decoder = UlpfecDecoder(packet.ssrc, block_type)
+        decoder.media_type = block_type
         # The packet as it was before RED: what the FEC packets protect.
         rebuilt = []
         if start == 1:
             header_end = len(plain) - packet.padding_size - len(payload)
             body = plain[12:header_end] + plain[header_end + 1 :]
-            b1 = (plain[1] & 0x80) | media_type
+            b1 = (plain[1] & 0x80) | block_type
             rebuilt = decoder.add_media(
                 packet.sequence_number, plain[0], b1, packet.timestamp, body
             )
         else:
             decoder.add_retransmission(packet.sequence_number, data)
-        packet.payload_type = media_type
+        packet.payload_type = block_type
         packet.payload = data
         self.handle(packet, plain, arrival_ms, arrival)
         self._rebuilt(rebuilt, arrival)
