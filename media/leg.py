@@ -20,9 +20,10 @@ from aiortc.mediastreams import MediaStreamError
 
 from media import seam, twcc
 from media.finalize import FinishedFile
+from media.lean import NACK_GIVE_UP_MS
 from media.packets import PacketWriter
 from media.relay import Fanout
-from media.tap import NACK_GIVE_UP_MS, RtpTap
+from media.tap import RtpTap
 from media.writer import SUFFIX_FOR
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ KEYFRAME_MIN_GAP = 0.3
 KEYFRAME_RETRY = 1.0
 # At a leg's end, the packets its last frames still miss are asked for again
 # for at most this long (as long as a hole is asked for in the call:
-# ``tap.NACK_GIVE_UP_MS``), checking this often.
+# ``lean.NACK_GIVE_UP_MS``), checking this often.
 DRAIN_SECONDS = NACK_GIVE_UP_MS / 1000
 DRAIN_STEP = 0.02
 

@@ -8,7 +8,7 @@ recording leg (and, relayed, the live call) repaired every loss on a township
 uplink by NACK: a round trip or two (300-1,000 ms at 10 % loss and 300 ms),
 each a freeze of the relayed picture (#12). The recorder's answer now accepts
 RED and ULPFEC (``media/answer.py``); the tap unwraps RED and feeds this decoder
-(``media/tap.py``), whose rebuilt packets go to the file and to the viewers as
+(``media/lean.py``), whose rebuilt packets go to the file and to the viewers as
 if they had arrived.
 
 What a FEC packet protects is the media packet as the sender had it before RED

@@ -18,8 +18,9 @@ import av
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from media import rtp, seam, speedups, tap
+from media import rtp, seam, speedups
 from media.bitstream import h264_size, picture_size, vp8_size
+from media.lean import Lean
 from media.opushead import opus_head, opus_template
 
 
@@ -159,7 +160,7 @@ def test_the_tap_reads_rtp_headers_as_aiortc_does() -> None:
     class Receiver:
         _enabled = True
 
-    lean = tap._Lean.__new__(tap._Lean)
+    lean = Lean.__new__(Lean)
     lean.extensions = extensions
     assert lean._abs_send_time(ours) == theirs.extensions.abs_send_time == 0x123456
     with pytest.raises(ValueError):
@@ -264,7 +265,7 @@ def test_the_taps_bookkeeping_keeps_aiortcs_statistics_and_missing_set(
 
     clock = [1_000_000.0]
     monkeypatch.setattr(time, "time", lambda: clock[0])  # both read time.time()
-    lean = tap._Lean.__new__(tap._Lean)
+    lean = Lean.__new__(Lean)
     lean.receiver = None
     lean.estimator = None
     lean.active_at, lean.active_ssrc = {}, {}
@@ -290,7 +291,7 @@ def test_the_taps_bookkeeping_keeps_aiortcs_statistics_and_missing_set(
     def packet(number: int, timestamp: int) -> rtp.Rtp:
         header = bytes([0x80, 96]) + number.to_bytes(2, "big") + timestamp.to_bytes(4, "big")
         # A VP8 keyframe's first packet, so that the first one to arrive asks
-        # for nothing before it (``_Lean._ask_for_start``, a test of its own).
+        # for nothing before it (``Lean._ask_for_start``, a test of its own).
         return rtp.Rtp(header + (1234).to_bytes(4, "big") + b"\x10\x00payload")
 
     for step in range(6000):
@@ -409,7 +410,7 @@ async def test_tapped_sockets_are_read_together_with_the_kernels_arrival_times()
 
 
 def test_a_keyframes_first_packet_is_told_from_the_rest() -> None:
-    # What the start of a leg is judged by (``_Lean._ask_for_start``).
+    # What the start of a leg is judged by (``Lean._ask_for_start``).
     vp8, h264 = "video/VP8", "video/H264"
     assert rtp.starts_keyframe(vp8, b"\x10\x00\x9d\x01\x2a")  # S=1, partition 0, key bit 0
     assert not rtp.starts_keyframe(vp8, b"\x10\x01")  # a delta frame
@@ -436,7 +437,7 @@ def test_the_faster_nack_truncation_forgets_a_number_given_up_elsewhere() -> Non
         seq &= 0xFFFF
         stock.add(_Numbered(seq))
         if ours.max_seq is not None and seq == (ours.max_seq + 1) & 0xFFFF:
-            # The tap's path for the next packet (``tap._Lean._bookkeeping``).
+            # The tap's path for the next packet (``Lean._bookkeeping``).
             ours.max_seq = seq
             if ours.missing:
                 ours.truncate()
@@ -446,7 +447,7 @@ def test_the_faster_nack_truncation_forgets_a_number_given_up_elsewhere() -> Non
     arrive(98)
     arrive(100)  # 99 goes missing
     for nack in (ours, stock):
-        nack.missing.discard(99)  # given up (``tap._Lean._ask``)
+        nack.missing.discard(99)  # given up (``Lean._ask``)
     seq = 100
     for seq in range(101, 101 + 33_000):  # in order: nothing goes missing
         arrive(seq)

@@ -169,12 +169,13 @@ def test_payload_of_reads_csrcs_extension_and_padding() -> None:
 
 
 async def test_the_tap_unwraps_red_rebuilds_a_loss_and_keeps_the_fec_packets_place() -> None:
-    # The recorder's receive path for one video stream (``tap._Lean``) on aiortc's
+    # The recorder's receive path for one video stream (``Lean``) on aiortc's
     # receiver as a Chromium offer with RED and ULPFEC sets it up; the packets
     # are made here (no network: the NACKs it would send are collected).
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-    from media import answer, tap
+    from media import answer
+    from media.lean import Lean
 
     from .test_answer import with_red
     from .test_twcc import CHROME_OFFER
@@ -188,7 +189,7 @@ async def test_the_tap_unwraps_red_rebuilds_a_loss_and_keeps_the_fec_packets_pla
         await pc.setLocalDescription(await pc.createAnswer())
         video = next(t for t in pc.getTransceivers() if t.kind == "video")
         kept: list[tuple[bool, int, bytes]] = []
-        lean = tap._Lean(
+        lean = Lean(
             video.receiver,
             "video",
             lambda p: kept.append((p[2], p[3], p[5])),
