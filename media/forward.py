@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import aiortc.rtcrtpsender as rtcrtpsender
@@ -35,6 +36,7 @@ from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtp import RtpPacket
 
 from media.errors import SeamBroken
+from media.hold import WithPlayoutDelay
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +103,21 @@ def starts_keyframe(codec: str, payload: bytes) -> bool:
 class PacketForwarder:
     """One viewer's video: the source's packets, sent on as they arrive."""
 
-    def __init__(self, sender: RTCRtpSender, codec: str) -> None:
-        """Take over ``sender``'s send loop (before ``setRemoteDescription``)."""
+    def __init__(
+        self, sender: RTCRtpSender, codec: str, hold: Callable[[], int] | None = None
+    ) -> None:
+        """Take over ``sender``'s send loop (before ``setRemoteDescription``).
+
+        ``hold`` says how long the viewer should hold the picture (ms), sent
+        in each packet when the viewer's answer took the playout-delay
+        extension (``delay_id``, set before the answer is applied; ``media/hold.py``).
+        """
         check()
         self.sender = sender
         self.codec = codec
+        self.hold = hold
+        self.delay_id: int | None = None
+        self.delay: WithPlayoutDelay | None = None
         self.queue: asyncio.Queue[tuple[bool, int, int, bytes] | None] = asyncio.Queue(
             QUEUE_PACKETS
         )
@@ -177,6 +189,11 @@ class PacketForwarder:
         parts[_SENDER + "rtp_started"].set()
         history = parts[_SENDER + "rtp_history"]
         extensions = parts[_SENDER + "rtp_header_extensions_map"]
+        hold = self.hold
+        delay = None
+        if self.delay_id is not None and hold is not None:
+            delay = self.delay = WithPlayoutDelay(extensions, self.delay_id)
+            extensions = delay
         mid = parts[_SENDER + "mid"]
         payload_type = codec.payloadType
         history_size: int = getattr(rtcrtpsender, "RTP_HISTORY_SIZE")  # noqa: B009 - not exported
@@ -197,6 +214,8 @@ class PacketForwarder:
                 packet.extensions.abs_send_time = (aiortc_clock.current_ntp_time() >> 14) & 0xFFFFFF
                 packet.extensions.mid = mid
                 history[seq % history_size] = packet
+                if delay is not None and hold is not None:
+                    delay.hold(hold())
                 await sender.transport._send_rtp(packet.serialize(extensions))
                 ahead = (packet.timestamp - parts[_SENDER + "rtp_timestamp"]) & 0xFFFFFFFF
                 if not parts[_SENDER + "packet_count"] or 0 < ahead < 0x80000000:

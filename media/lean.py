@@ -14,7 +14,9 @@ rebuilt (``media/ulpfec.py``). It reaches into aiortc's private parts;
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -39,6 +41,19 @@ NACK_RETRY_MAX_MS = 400
 NACK_GIVE_UP_MS = 2000
 # The receiver's list of active sources (PLI targets) is refreshed this often (ms).
 ACTIVE_SSRC_EVERY_MS = 1000
+# The relay's viewers hold the picture for the time nine retransmissions in ten
+# take to come (of the last HOLD_SAMPLES), plus a margin, in steps
+# (``media/hold.py``), while the last HOLD_REPAIRS came within HOLD_QUIET_MS.
+HOLD_SAMPLES = 64
+HOLD_MARGIN_MS = 50
+HOLD_STEP_MS = 50
+HOLD_REPAIRS = 3
+HOLD_QUIET_MS = 20_000
+
+
+def within(took: list[int], tenths: int) -> int:
+    """The least of sorted ``took`` that ``tenths`` in ten of them are at most."""
+    return took[(tenths * len(took) + 9) // 10 - 1]
 
 
 class Lean:
@@ -79,6 +94,9 @@ class Lean:
         self.nack_asked: dict[int, int] = {}
         self.nack_at = 0
         self.nack_rtt_ms = 150.0
+        self.repaired_at: deque[int] = deque(maxlen=HOLD_REPAIRS)  # the last repairs (ms)
+        self.repair_ms: deque[int] = deque(maxlen=HOLD_SAMPLES)  # how long each took
+        self._hold: int | None = None  # from repair_ms (None: to be computed again)
         self.media_ssrc: int | None = None  # the SSRC NACKs name (not the RTX one)
         # RED and ULPFEC (video, when the answer accepted them): RED payload
         # type -> whether it is RTX's; the decoder of the stream, made with its
@@ -360,6 +378,9 @@ class Lean:
             # to be answered sets how long to wait before asking again.
             sample = arrival_ms - asked.pop(seq)
             self.nack_rtt_ms += (sample - self.nack_rtt_ms) / 8
+            self.repaired_at.append(arrival_ms)
+            self.repair_ms.append(sample)
+            self._hold = None
             return
         elif not nack.missing or arrival_ms - self.nack_at < self._nack_retry_ms():
             return
@@ -414,6 +435,27 @@ class Lean:
         if nack.missing and self.media_ssrc is not None:
             self.nack_at = now_ms
             self._spawn(self.receiver._send_rtcp_nack(self.media_ssrc, sorted(nack.missing)))
+
+    def hold_ms(self, now_ms: int) -> int:
+        """How long a viewer should hold this source's picture (ms; 0: not at all).
+
+        While the source's packets need retransmissions (the last
+        ``HOLD_REPAIRS`` came within ``HOLD_QUIET_MS``), a frame waiting for
+        one is late by the time from the loss showing to the retransmission
+        coming: the hold is what nine in ten of the last ``HOLD_SAMPLES``
+        took, and a margin, rounded up to ``HOLD_STEP_MS`` (the recorder
+        bounds it). A retransmission lost too takes another round trip and a
+        half; holding for those as well would put every frame that much
+        later. Packets ULPFEC rebuilt need no round trip and count not.
+        """
+        repaired = self.repaired_at
+        if len(repaired) < HOLD_REPAIRS or now_ms - repaired[0] > HOLD_QUIET_MS:
+            return 0
+        hold = self._hold
+        if hold is None:
+            p90 = within(sorted(self.repair_ms), 9)
+            hold = self._hold = math.ceil((p90 + HOLD_MARGIN_MS) / HOLD_STEP_MS) * HOLD_STEP_MS
+        return hold
 
     def _nack_retry_ms(self) -> float:
         return min(max(1.5 * self.nack_rtt_ms, NACK_RETRY_MIN_MS), NACK_RETRY_MAX_MS)

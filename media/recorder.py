@@ -63,6 +63,7 @@ class Recorder:
         keyframe_interval: float = 10.0,
         start_bitrate: int | None = None,
         video_fec: bool = True,
+        relay_hold_max_ms: int = 600,
         on_finished: Callable[[LegResult], None] | None = None,
         on_writing_failed: Callable[[LegResult], None] | None = None,
     ) -> None:
@@ -81,6 +82,9 @@ class Recorder:
             video_fec: whether the answer accepts RED and ULPFEC for video
                 (offered by the browser), from which the tap rebuilds lost
                 packets without a round trip (``media/ulpfec.py``).
+            relay_hold_max_ms: the most the relay's viewers are asked to hold
+                a picture for the retransmission of a packet lost on its
+                sender's uplink (``media/hold.py``); 0: never.
             on_finished: called (on the loop) when a leg ends by itself, e.g.
                 when the browser goes away.
             on_writing_failed: called (on the loop) with the part that ended
@@ -97,6 +101,7 @@ class Recorder:
         self.keyframe_interval = keyframe_interval
         self.start_bitrate = start_bitrate
         self.video_fec = video_fec
+        self.relay_hold_max_ms = relay_hold_max_ms
         # Every leg's packets are written on this one thread (media/packets.py).
         self.writer_thread = WriterThread()
         # Every leg's sockets read together, every leg's feedback sent by one timer.
@@ -155,13 +160,14 @@ class Recorder:
                 t0=leg.t0,
                 thread=self.writer_thread,
             )
+            tap = leg.tap = RtpTap(self.reading)
             fanout = leg.fanout = Fanout(
                 self.config,
                 video_codec=video_codec,
                 audio=audio,
                 want_keyframe=leg.keyframe_wanted.set,
+                hold=self._hold(tap),
             )
-            tap = leg.tap = RtpTap(self.reading)
             ext_id = twcc.transport_cc_id(offer_sdp)
             feedback = twcc.TransportFeedback(ext_id) if ext_id is not None else None
             leg.feedback = feedback
@@ -201,6 +207,13 @@ class Recorder:
             start_bitrate=self.start_bitrate,
             fec=fec,
         )
+
+    def _hold(self, tap: RtpTap) -> Callable[[], int] | None:
+        """How long the relay's viewers should hold the leg's video now (ms), bounded."""
+        most = self.relay_hold_max_ms
+        if most <= 0:
+            return None
+        return lambda: min(most, tap.hold_ms(seam.current_ms()))
 
     async def relay_offer(self, key: RecordingKey, viewer: str) -> str:
         """Open a send-only connection from ``key``'s leg to ``viewer``; its offer SDP.
@@ -290,6 +303,15 @@ class Recorder:
             )
         if leg.fanout is not None:
             await leg.fanout.close()
+            took = leg.tap.repair_ms() if leg.tap is not None else None
+            if leg.fanout.held_ms and took is not None:
+                log.info(
+                    "recording peer=%s relay hold: viewers held the video up to %d ms "
+                    "(the last retransmissions took %d ms, nine in ten %d ms)",
+                    key.participant_id,
+                    leg.fanout.held_ms,
+                    *took,
+                )
         await leg.pc.close()
         for task in leg.tasks:
             task.cancel()

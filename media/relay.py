@@ -43,6 +43,7 @@ from aiortc.mediastreams import MediaStreamError
 from media import seam
 from media.errors import RecordingFailed
 from media.forward import PacketForwarder
+from media.hold import accepted_id, with_playout_delay
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class Fanout:
         video_codec: str | None,
         audio: bool,
         want_keyframe: Callable[[], None],
+        hold: Callable[[], int] | None = None,
     ) -> None:
         """Prepare to relay a source sending ``video_codec`` (and Opus if ``audio``).
 
@@ -143,13 +145,18 @@ class Fanout:
             video_codec: "vp8" or "h264" (None: no video).
             audio: whether the source sends Opus.
             want_keyframe: asks the source for a keyframe (rate-limited by the caller).
+            hold: how long (ms) the viewers should hold the video, for the
+                retransmissions of the source's lost packets (``media/hold.py``);
+                None: never.
         """
         self.config = config
         self.video_codec = video_codec
         self.audio = audio
         self.want_keyframe = want_keyframe
+        self.hold = hold
         self.downlinks: dict[str, Downlink] = {}
         self._relaying = False
+        self.held_ms = 0  # the longest hold a closed viewer's video was sent
 
     def relaying(self) -> bool:
         """Whether a viewer is connected (frames are wanted, not only packets)."""
@@ -201,7 +208,7 @@ class Fanout:
                 if kind == "video" and self.video_codec:
                     # The track only stands in the transceiver: the forwarder
                     # sends the packets.
-                    link.video = PacketForwarder(transceiver.sender, self.video_codec)
+                    link.video = PacketForwarder(transceiver.sender, self.video_codec, self.hold)
                     link.stand_ins.append(track)
                 else:
                     link.tracks[kind] = track
@@ -216,13 +223,16 @@ class Fanout:
         except Exception:
             await self.close(viewer)
             raise
-        return pc.localDescription.sdp
+        sdp: str = pc.localDescription.sdp
+        return with_playout_delay(sdp) if link.video is not None and self.hold else sdp
 
     async def answer(self, viewer: str, sdp: str) -> bool:
         """The viewer's answer to our offer; False if no offer to it is open."""
         link = self.downlinks.get(viewer)
         if link is None or link.answered:
             return False
+        if link.video is not None:
+            link.video.delay_id = accepted_id(sdp)
         await link.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         link.answered = True
         self._viewers_changed()
@@ -241,6 +251,8 @@ class Fanout:
                 track.stop()
             if link.video is not None:
                 link.video.stop()
+                if link.video.delay is not None:
+                    self.held_ms = max(self.held_ms, link.video.delay.most_ms)
             await link.pc.close()
 
     def _codecs(self, kind: str) -> list[RTCRtpCodecCapability]:

@@ -25,7 +25,7 @@ import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCPeerConnection
 
 from media import twcc
-from media.lean import Lean
+from media.lean import Lean, within
 from media.reading import DataReceived, Reading
 from media.rtp import Rtp, unprotector
 from media.seam import NTP_TO_UNIX_MS, KeptPacket, check, current_ms
@@ -114,6 +114,22 @@ class RtpTap:
             decoder = lean.decoder
             if decoder is not None:
                 return (decoder.fec_packets, decoder.recovered, decoder.checked, decoder.mismatched)
+        return None
+
+    def hold_ms(self, now_ms: int) -> int:
+        """How long the relay's viewers should hold the video (``Lean.hold_ms``; 0: no video)."""
+        for lean in self.leans.values():
+            if not lean.audio:
+                return lean.hold_ms(now_ms)
+        return 0
+
+    def repair_ms(self) -> tuple[int, int] | None:
+        """The time half and nine in ten of the video's last retransmissions took
+        to come (ms; None: none came)."""
+        for lean in self.leans.values():
+            if not lean.audio and lean.repair_ms:
+                took = sorted(lean.repair_ms)
+                return within(took, 5), within(took, 9)
         return None
 
     def video_high(self) -> int | None:

@@ -109,6 +109,8 @@ _UNTIMED = {
     ("media", "test_answer.py"),
     # ULPFEC packets made in the test and decoded.
     ("media", "test_ulpfec.py"),
+    # The relay's hold: SDP edited, packets built and parsed, made-up repairs.
+    ("media", "test_hold.py"),
     # The township benchmark's summary, on rows made in the test.
     ("bench", "test_township_summary.py"),
 }

@@ -8,6 +8,7 @@ exactly these names.
 from __future__ import annotations
 
 import asyncio
+import collections
 import fractions
 
 import aioice.ice
@@ -276,6 +277,7 @@ def test_the_taps_bookkeeping_keeps_aiortcs_statistics_and_missing_set(
     lean.nack = NackGenerator()
     speedups.speed_up_nack(lean.nack)
     lean.nack_asked, lean.nack_at, lean.nack_rtt_ms = {}, 0, 150.0
+    lean.repaired_at, lean.repair_ms = collections.deque(maxlen=3), collections.deque(maxlen=64)
     sent: list[object] = []
     lean._spawn = lambda coro: sent.append(coro)  # type: ignore[method-assign]
 

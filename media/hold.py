@@ -1,0 +1,139 @@
+"""How long a relay's viewers hold the picture: the source's repair time, told in every packet.
+
+Through the relay a viewer's connection runs to the server, a few milliseconds
+away, while a packet lost on the source's uplink comes back only after that
+uplink's round trip (the recorder's NACK, the browser's retransmission): 300 ms
+and more on a township link. Chromium sizes its jitter buffer by the round trip
+it measures itself, so each such repair froze the picture; the page's own
+remedy (``web/static/js/playout.js``) learns only from the freezes, one 100 ms
+step each (3.1 freezes in a 15 s call at 10 % loss and 300 ms, against 0.6
+browser to browser).
+
+The recorder knows the repair time: it asks for every lost packet and sees
+when the retransmission comes (``Lean.hold_ms``). The forwarder writes it into
+each packet it sends a viewer as the minimum of the playout-delay header
+extension (``http://www.webrtc.org/experiments/rtp-hdrext/playout-delay``,
+which Chromium offers and honours: the frame is shown no sooner than that after
+it could be), so the viewer waits for a repair from the first one, and goes
+back to its own low delay once the source's link has needed none for a while.
+Chromium takes the larger of this and the page's ``jitterBufferTarget``.
+
+aiortc knows neither side of the extension: its offer gets the ``a=extmap``
+line here, its header-extension map is wrapped for the forwarder's packets, and
+the viewer's answer says whether the browser took it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
+# The id offered: BUNDLE shares ids across the sections, and aiortc's own are 1
+# (mid), 2 (audio level) and 3 (abs-send-time).
+OFFER_ID = 5
+# The maximum sent beside the minimum: Chromium's own default (10 s), so the
+# extension changes nothing but the minimum.
+MAX_MS = 10_000
+# The extension counts in 10 ms and has 12 bits for each bound.
+_UNIT_MS = 10
+# The minimum sent once a hold is over. Not 0: Chromium takes a minimum of 0
+# with a maximum above it as a low-latency stream (its compositor's delay
+# changes), which a relay that never held is not either.
+RELEASED_MS = _UNIT_MS
+_LIMIT = 0xFFF
+
+
+def with_playout_delay(sdp: str) -> str:
+    """The relay's offer with the playout-delay extension in its video section."""
+    lines = sdp.split("\r\n")
+    out: list[str] = []
+    in_video = False
+    for line in lines:
+        if line.startswith("m="):
+            in_video = line.startswith("m=video")
+            out.append(line)
+            if in_video:
+                out.append(f"a=extmap:{OFFER_ID} {URI}")
+            continue
+        out.append(line)
+    return "\r\n".join(out)
+
+
+_SECTION = re.compile(r"^m=(\w+)", re.MULTILINE)
+_EXTMAP = re.compile(r"^a=extmap:(\d+)(?:/\w+)? (\S+)", re.MULTILINE)
+
+
+def accepted_id(answer_sdp: str) -> int | None:
+    """The playout-delay id in the video section of a viewer's answer (None: not taken)."""
+    starts = [(m.start(), m.group(1)) for m in _SECTION.finditer(answer_sdp)]
+    for index, (start, kind) in enumerate(starts):
+        if kind != "video":
+            continue
+        end = starts[index + 1][0] if index + 1 < len(starts) else len(answer_sdp)
+        for match in _EXTMAP.finditer(answer_sdp, start, end):
+            ext_id = int(match.group(1))
+            if match.group(2) == URI and 0 < ext_id < 15:
+                return ext_id
+    return None
+
+
+def element(ext_id: int, min_ms: int, max_ms: int = MAX_MS) -> bytes:
+    """The extension as one one-byte-header element (RFC 8285): id, then min and max in 10 ms."""
+    low = min(max(min_ms, 0) // _UNIT_MS, _LIMIT)
+    high = min(max(max_ms // _UNIT_MS, low), _LIMIT)
+    return bytes(((ext_id << 4) | 2, low >> 4, ((low & 0xF) << 4) | (high >> 8), high & 0xFF))
+
+
+def read(profile: int, value: bytes, ext_id: int) -> tuple[int, int] | None:
+    """The (min, max) ms of the extension ``ext_id`` in a one-byte-header block (None: absent)."""
+    if profile != 0xBEDE:
+        return None
+    i = 0
+    while i < len(value):
+        head = value[i]
+        if head == 0:  # padding between elements
+            i += 1
+            continue
+        found, size = head >> 4, (head & 0xF) + 1
+        if found == 15:
+            return None
+        if found == ext_id and size == 3 and i + 4 <= len(value):
+            a, b, c = value[i + 1 : i + 4]
+            return ((a << 4 | b >> 4) * _UNIT_MS, ((b & 0xF) << 8 | c) * _UNIT_MS)
+        i += 1 + size
+    return None
+
+
+class WithPlayoutDelay:
+    """aiortc's header-extension map for one sender, with the playout delay added.
+
+    ``RtpPacket.serialize`` calls ``set``; ``min_ms`` is what the next packets
+    carry (None: no extension, as long as no hold was asked for).
+    """
+
+    def __init__(self, base: Any, ext_id: int) -> None:
+        self.base = base
+        self.ext_id = ext_id
+        self.min_ms: int | None = None
+        self.most_ms = 0  # the longest hold sent
+        self._element = b""
+
+    def hold(self, min_ms: int) -> None:
+        """Set the minimum the next packets carry (0: none; after a hold, ``RELEASED_MS``)."""
+        if min_ms <= 0:
+            if self.min_ms is None:
+                return
+            min_ms = RELEASED_MS
+        if min_ms != self.min_ms:
+            self.min_ms = min_ms
+            self.most_ms = max(self.most_ms, min_ms)
+            self._element = element(self.ext_id, min_ms)
+
+    def set(self, values: Any) -> tuple[int, bytes]:
+        profile, value = self.base.set(values)
+        if not self._element or profile not in (0, 0xBEDE):
+            return profile, value  # nothing to add, or aiortc chose the two-byte form
+        # Padding between elements is allowed (RFC 8285 4.2): appended as is.
+        value += self._element
+        return 0xBEDE, value + b"\x00" * (-len(value) % 4)
