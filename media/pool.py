@@ -70,6 +70,7 @@ class WorkerPool:
         keyframe_interval: float = 10.0,
         start_bitrate: int | None = None,
         video_fec: bool = True,
+        relay_hold_max_ms: int = 600,
         on_finished: Callable[[LegResult], None] | None = None,
     ) -> None:
         """Describe the pool (``open`` starts it).
@@ -86,6 +87,8 @@ class WorkerPool:
             keyframe_interval: seconds between keyframe requests.
             start_bitrate: the rate the answers ask browsers to start at.
             video_fec: whether the answers accept RED and ULPFEC for video.
+            relay_hold_max_ms: the most the relay's viewers hold a picture
+                for retransmissions (0: not at all).
             on_finished: called when a leg ends by itself (the browser went
                 away, the file could not be written, its worker was lost).
         """
@@ -104,6 +107,7 @@ class WorkerPool:
             args += ["--start-bitrate", str(start_bitrate)]
         if not video_fec:
             args.append("--no-video-fec")
+        args += ["--relay-hold-max-ms", str(relay_hold_max_ms)]
         self.workers = Workers(
             directory,
             local=local,

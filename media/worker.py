@@ -56,6 +56,7 @@ class WorkerConfig:
     keyframe_interval: float = 10.0
     start_bitrate: int | None = None
     video_fec: bool = True
+    relay_hold_max_ms: int = 600
     # Asked of a TCP controller in its first line ({"token": ...}); empty: none.
     token: str = field(default="", repr=False)
 
@@ -73,6 +74,7 @@ class Worker:
             keyframe_interval=config.keyframe_interval,
             start_bitrate=config.start_bitrate,
             video_fec=config.video_fec,
+            relay_hold_max_ms=config.relay_hold_max_ms,
             on_finished=self._finished,
             on_writing_failed=self._writing_failed,
         )
@@ -292,6 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-video-fec", action="store_true", help="answer without RED and ULPFEC for video"
     )
+    parser.add_argument(
+        "--relay-hold-max-ms",
+        type=int,
+        default=600,
+        help="the most the relay's viewers hold a picture for retransmissions (0: never)",
+    )
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes")
     args = parser.parse_args(argv)
@@ -315,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keyframe_interval=args.keyframe_interval,
         start_bitrate=args.start_bitrate or None,
         video_fec=not args.no_video_fec,
+        relay_hold_max_ms=args.relay_hold_max_ms,
     )
     return exit_after(run(config, announce=True))
 

@@ -387,6 +387,7 @@ def leg_host(settings: Settings) -> LegHost:
         "host_addresses": settings.recorder_addresses,
         "start_bitrate": start_bitrate(settings),
         "video_fec": settings.video_fec,
+        "relay_hold_max_ms": settings.relay_hold_max_ms,
     }
     directory = settings.data_dir / "recordings"
     if settings.media_workers == 0 and not settings.media_worker_addresses:

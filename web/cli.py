@@ -240,6 +240,7 @@ def run_media_worker(settings: Settings, listen: str) -> int:
         host_addresses=settings.recorder_addresses,
         start_bitrate=start_bitrate(settings),
         video_fec=settings.video_fec,
+        relay_hold_max_ms=settings.relay_hold_max_ms,
         token=str(settings.media_worker_token),
     )
     return media_worker.exit_after(media_worker.run(config, announce=True))

@@ -91,6 +91,9 @@ class Settings:
     # recorder: losses on the uplink repaired without a round trip, for about a
     # third of the video's bitrate (media/ulpfec.py).
     video_fec: bool = True
+    # The most a relayed picture is held for the retransmissions of packets
+    # lost on its sender's uplink (media/hold.py); 0: never held by the server.
+    relay_hold_max_ms: int = 600
     recording_retention_days: int = 1096
     max_upload_bytes: int = 50 * 1024 * 1024
     fhir_import_max_bytes: int = 32 * 1024 * 1024
@@ -140,6 +143,8 @@ class Settings:
         unknown_roles = set(self.totp_roles) - {r.value for r in Role}
         if unknown_roles:
             raise SettingsError(f"totp_roles: unknown role(s) {', '.join(sorted(unknown_roles))}")
+        if not 0 <= self.relay_hold_max_ms <= 10_000:
+            raise SettingsError("relay_hold_max_ms must be between 0 (off) and 10000")
         if self.reverify_window_seconds < 0:
             raise SettingsError("reverify_window_seconds cannot be negative")
         if self.session_cache_seconds < 0:

@@ -267,19 +267,27 @@ def _running(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("video_fec", [True, False])
-async def test_a_worker_answers_with_or_without_red_and_ulpfec_as_configured(
-    tmp_path: Path, video_fec: bool
+@pytest.mark.parametrize(("video_fec", "hold_max_ms"), [(True, 600), (False, 0)])
+async def test_a_worker_answers_and_relays_as_configured(
+    tmp_path: Path, video_fec: bool, hold_max_ms: int
 ) -> None:
-    # ``video_fec`` reaches the worker processes (``--no-video-fec``): their
-    # answers to a Chromium offer take RED and ULPFEC, or leave them out.
+    # ``video_fec`` and ``relay_hold_max_ms`` reach the worker processes
+    # (``--no-video-fec``, ``--relay-hold-max-ms``): their answers to a
+    # Chromium offer take RED and ULPFEC, or leave them out, and their relay
+    # offers the playout-delay extension to a viewer, or does not.
     from datetime import UTC, datetime
+
+    from media.hold import URI
 
     from .test_answer import with_red
     from .test_twcc import CHROME_OFFER
 
     pool = WorkerPool(
-        tmp_path / "recordings", local=1, host_addresses=["127.0.0.1"], video_fec=video_fec
+        tmp_path / "recordings",
+        local=1,
+        host_addresses=["127.0.0.1"],
+        video_fec=video_fec,
+        relay_hold_max_ms=hold_max_ms,
     )
     await pool.open()
     try:
@@ -288,6 +296,8 @@ async def test_a_worker_answers_with_or_without_red_and_ulpfec_as_configured(
         video = answer.split("\r\nm=video")[1]
         assert ("a=rtpmap:118 red/90000" in video) is video_fec
         assert "a=rtpmap:96 VP8/90000" in video
+        relayed = (await pool.relay_offer(key, "viewer")).split("\r\nm=video")[1]
+        assert (URI in relayed) is (hold_max_ms > 0)
         await pool.stop(key)
     finally:
         await pool.close()

@@ -85,3 +85,11 @@ def test_a_boolean_setting_reads_true_and_false_and_refuses_anything_else(
     assert Settings.from_env({"TELECONSULT_CONFIG": str(config)}).video_fec is False
     with pytest.raises(SettingsError, match="video_fec"):
         Settings.from_env({"TELECONSULT_VIDEO_FEC": "maybe"})
+
+
+def test_the_relays_hold_is_bounded_and_can_be_turned_off() -> None:
+    assert Settings.from_env({}).relay_hold_max_ms == 600
+    assert Settings.from_env({"TELECONSULT_RELAY_HOLD_MAX_MS": "0"}).relay_hold_max_ms == 0
+    for wrong in ("-1", "10001"):
+        with pytest.raises(SettingsError, match="relay_hold_max_ms"):
+            Settings.from_env({"TELECONSULT_RELAY_HOLD_MAX_MS": wrong})
