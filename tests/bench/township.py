@@ -26,6 +26,9 @@ Planes, each on the same link and clip, back to back:
   relay      each page sends once, to the server, which records and relays
   relay-nofec  the same without RED and ULPFEC on the leg (``video_fec = false``;
              not among the defaults): losses repaired by NACK alone
+  relay-nohold the relay without the server's hold on the viewers' video
+             (``relay_hold_max_ms = 0``; not among the defaults): only the
+             page's own, one step per freeze
 
 For each call, after ``--warmup`` seconds, over ``--seconds``: what the hospital's
 first page receives of the clinic (video kbit/s, fps, freezes, width; audio
@@ -388,6 +391,7 @@ async def server(
         media_workers=media_workers,
         media_plane="relay" if plane.startswith("relay") else "mesh",
         video_fec=plane != "relay-nofec",
+        relay_hold_max_ms=0 if plane == "relay-nohold" else 600,
         recorder_addresses=(HOSPITAL,),
         ice_allowed_networks=("198.18.0.0/15",),
         turn_urls=turn_urls,
@@ -752,10 +756,15 @@ async def main() -> None:
     from playwright.async_api import async_playwright
 
     if args.detail:
-        # What the recorder's ULPFEC rebuilt of each leg, and how long each
-        # leg's end waited for its last missing packets (logged as it ends).
+        # What the recorder's ULPFEC rebuilt of each leg, how long the relay's
+        # viewers were asked to hold its video, and how long each leg's end
+        # waited for its last missing packets (logged as it ends).
         handler = logging.StreamHandler(sys.stdout)
-        handler.addFilter(lambda record: "ULPFEC" in str(record.msg) or " end: " in str(record.msg))
+        handler.addFilter(
+            lambda record: any(
+                part in str(record.msg) for part in ("ULPFEC", " end: ", "relay hold")
+            )
+        )
         for name in ("media.recorder", "media.leg"):
             logging.getLogger(name).addHandler(handler)
             logging.getLogger(name).setLevel(logging.INFO)
