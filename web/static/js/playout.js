@@ -10,6 +10,11 @@
 // therefore raises the relayed video's jitterBufferTarget by a step for each
 // freeze it sees, up to a bound, and gives it back slowly once the picture
 // has run smoothly for a while: a clean link keeps its low delay.
+//
+// The server tells the same thing sooner: while the sender's packets need
+// retransmissions, each relayed packet carries the time they take as the
+// playout-delay extension's minimum (media/hold.py), and Chromium holds the
+// picture for the larger of the two from the first repair on.
 
 export const PLAYOUT = Object.freeze({ stepMs: 100, maxMs: 600, quietMs: 30000, backMs: 50 });
 
