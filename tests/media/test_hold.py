@@ -9,8 +9,7 @@ import struct
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import RtpPacket
 
 from media import hold
 from media.hold import URI, WithPlayoutDelay, accepted_id, element, read, with_playout_delay
@@ -18,6 +17,7 @@ from media.lean import HOLD_QUIET_MS, Lean
 from media.relay import Fanout
 from media.rtp import Rtp
 
+from .test_seam import video_extensions
 from .test_twcc import CHROME_OFFER
 
 VP8 = 96
@@ -73,17 +73,7 @@ def test_an_element_holds_min_and_max_in_tens_of_ms() -> None:
 
 
 def test_each_packet_carries_the_hold_beside_aiortcs_own_extensions() -> None:
-    base = HeaderExtensionsMap()
-    base.configure(
-        RTCRtpParameters(
-            headerExtensions=[
-                RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
-                RTCRtpHeaderExtensionParameters(
-                    id=3, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-                ),
-            ]
-        )
-    )
+    base = video_extensions()
     delayed = WithPlayoutDelay(base, 5)
 
     def sent() -> bytes:

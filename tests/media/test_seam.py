@@ -18,6 +18,7 @@ import aiortc.rtcrtpsender as rtcrtpsender
 import av
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import HeaderExtensionsMap
 
 from media import rtp, seam, speedups
 from media.bitstream import h264_size, picture_size, vp8_size
@@ -128,11 +129,9 @@ def test_audio_is_handed_on_as_it_arrives_not_held_behind_a_lost_packet() -> Non
     assert ours.add(packet(7))[1] is not None
 
 
-def test_the_tap_reads_rtp_headers_as_aiortc_does() -> None:
-    # The tap's header reader stands in for aiortc's RtpPacket.parse: same
-    # fields, padding stripped, abs-send-time found among other extensions.
+def video_extensions() -> HeaderExtensionsMap:
+    """aiortc's header-extension map as its video sections negotiate it (mid, abs-send-time)."""
     from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
-    from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
     extensions = HeaderExtensionsMap()
     extensions.configure(
@@ -145,6 +144,15 @@ def test_the_tap_reads_rtp_headers_as_aiortc_does() -> None:
             ]
         )
     )
+    return extensions
+
+
+def test_the_tap_reads_rtp_headers_as_aiortc_does() -> None:
+    # The tap's header reader stands in for aiortc's RtpPacket.parse: same
+    # fields, padding stripped, abs-send-time found among other extensions.
+    from aiortc.rtp import RtpPacket
+
+    extensions = video_extensions()
     packet = RtpPacket(payload_type=96, marker=1, sequence_number=65535, timestamp=2**32 - 1)
     packet.ssrc = 1234
     packet.extensions.mid = "0"
