@@ -45,17 +45,19 @@ _LIMIT = 0xFFF
 
 
 def with_playout_delay(sdp: str) -> str:
-    """The relay's offer with the playout-delay extension in its video section."""
-    lines = sdp.split("\r\n")
+    """The relay's offer with the playout-delay extension in its video section.
+
+    The line goes before the section's first attribute: SDP puts ``c=`` and
+    ``b=`` between ``m=`` and the attributes, in that order (RFC 8866 5).
+    """
     out: list[str] = []
-    in_video = False
-    for line in lines:
+    pending = False  # in the video section, the extension not yet written
+    for line in sdp.split("\r\n"):
         if line.startswith("m="):
-            in_video = line.startswith("m=video")
-            out.append(line)
-            if in_video:
-                out.append(f"a=extmap:{OFFER_ID} {URI}")
-            continue
+            pending = line.startswith("m=video")
+        elif pending and line.startswith("a="):
+            out.append(f"a=extmap:{OFFER_ID} {URI}")
+            pending = False
         out.append(line)
     return "\r\n".join(out)
 

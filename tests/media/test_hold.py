@@ -40,7 +40,10 @@ async def test_the_relays_offer_carries_the_extension_in_its_video_section_only(
     plain = Fanout(config, video_codec="vp8", audio=True, want_keyframe=lambda: None)
     try:
         offered = sections(await held.offer("viewer"))
-        assert f"a=extmap:5 {URI}" in offered["video"]
+        video = offered["video"]
+        assert f"a=extmap:5 {URI}" in video
+        # SDP's order within a section: m=, c=, then the attributes.
+        assert [line[0] for line in video[:3]] == ["m", "c", "a"]
         assert not any(URI in line for line in offered["audio"])
         # The id is none of aiortc's own (BUNDLE shares them across sections).
         fives = [line for lines in offered.values() for line in lines if "extmap:5 " in line]
