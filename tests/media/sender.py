@@ -153,10 +153,10 @@ def lose_one_twice(sender: RTCRtpSender, nth: int, dropped: list[int]) -> None:
 
 
 class LoseLast:
-    """At the end of the call: the next video packet is dropped on its first send
-    and on its first resend, the frame after it goes out (it reveals the hole),
-    and then nothing new is sent: only retransmissions, as a page does once
-    its call ended. Counts the frames sent (distinct timestamps)."""
+    """At the end of the call: the last packet of the next video frame is dropped
+    on its first send and on its first resend, the frame after it goes out (it
+    reveals the hole), and then nothing new is sent: only retransmissions, as a
+    page does once its call ended. Counts the frames sent (distinct timestamps)."""
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self.sender = sender
@@ -176,8 +176,16 @@ class LoseLast:
                 seq = int.from_bytes(data[2:4], "big")
                 ts = int.from_bytes(data[4:8], "big")
                 if ssrc == sender._ssrc:
+                    if self.revealed.is_set():
+                        # Nothing new after the frame that revealed the hole: a
+                        # later packet would make the recorder ask again (after
+                        # a round trip and a half), and how late the camera
+                        # halts depends on how loaded the machine is.
+                        return
                     self.timestamps.add(ts)
-                    if self.armed and self.target is None:
+                    if self.armed and self.target is None and data[1] & 0x80:
+                        # The last packet of a frame: nothing of its own frame
+                        # reveals the hole, only the next frame does.
                         self.target, self.target_ts = seq, ts
                         self.dropped += 1
                         return
