@@ -1,8 +1,9 @@
 // The page's socket (web/static/js/socket.js): a message the call's set-up
 // waits for is followed by a ping or two, so that when it is lost on a lossy
 // uplink the server's acknowledgement of what follows shows the hole within a
-// round trip; other messages go alone. The WebSocket here is a stand-in that
-// records what the page sends (the township benchmark runs the real one).
+// round trip; other messages go alone. A socket the server closed because the
+// session ended is not reopened. The WebSocket here is a stand-in that records
+// what the page sends (the township benchmark runs the real one).
 
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, mock, test } from "node:test";
@@ -10,6 +11,7 @@ import { afterEach, beforeEach, mock, test } from "node:test";
 class RecordedSocket {
   static OPEN = 1;
   static last = null;
+  static made = 0;
 
   constructor(url) {
     this.url = url;
@@ -17,6 +19,7 @@ class RecordedSocket {
     this.sent = [];
     this.listeners = {};
     RecordedSocket.last = this;
+    RecordedSocket.made += 1;
   }
 
   addEventListener(type, listener) {
@@ -36,6 +39,12 @@ class RecordedSocket {
     for (const listener of this.listeners.open || []) listener({});
     return this;
   }
+
+  // The server closes the connection with this code.
+  closedBy(code) {
+    this.readyState = 3;
+    for (const listener of this.listeners.close || []) listener({ code });
+  }
 }
 
 globalThis.WebSocket = RecordedSocket;
@@ -43,7 +52,9 @@ globalThis.window = { addEventListener() {} };
 globalThis.document = { addEventListener() {}, visibilityState: "visible" };
 globalThis.location = { protocol: "http:", host: "hospital.test" };
 
-const { ReconnectingSocket, FOLLOW_MS, SETUP_TYPES } = await import("../../web/static/js/socket.js");
+const { ReconnectingSocket, FOLLOW_MS, SETUP_TYPES, BACKOFF_MAX_MS, SESSION_ENDED } = await import(
+  "../../web/static/js/socket.js"
+);
 const LAST = Math.max(...FOLLOW_MS);
 
 function connected() {
@@ -89,4 +100,29 @@ test("no ping goes on a socket that closed", () => {
   assert.deepEqual(ws.sent, ["join"]);
   socket.send({ type: "relay_answer", source: "p1", sdp: "v=0" });
   assert.deepEqual(ws.sent, ["join"]); // not open: nothing sent
+});
+
+test("a socket closed because the session ended is not reopened", () => {
+  const statuses = [];
+  const drops = [];
+  const socket = new ReconnectingSocket({
+    onMessage() {},
+    onStatus: (status) => statuses.push(status),
+    onDrop: (event) => drops.push(event.code),
+  }).start();
+  RecordedSocket.last.opened().closedBy(SESSION_ENDED);
+  const made = RecordedSocket.made;
+  mock.timers.tick(4 * BACKOFF_MAX_MS);
+  assert.equal(RecordedSocket.made, made); // no new connection was tried
+  assert.deepEqual(drops, [SESSION_ENDED]); // the page was told why
+  assert.deepEqual(statuses, ["connecting", "closed"]);
+  assert.equal(socket.send({ type: "ping" }), false);
+});
+
+test("a socket dropped for any other reason is reopened", () => {
+  new ReconnectingSocket({ onMessage() {} }).start();
+  RecordedSocket.last.opened().closedBy(1001); // going away: a server restart
+  const made = RecordedSocket.made;
+  mock.timers.tick(BACKOFF_MAX_MS);
+  assert.equal(RecordedSocket.made, made + 1);
 });

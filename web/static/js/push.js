@@ -5,15 +5,20 @@
 // then, so nothing missed while offline stays missing. Pushes that matter to a
 // page ("consultation.changed", signaling/call/hub.py) make it re-fetch as well.
 
-import { ReconnectingSocket } from "./socket.js";
-import { setPushStatus } from "./ui.js";
+import { ReconnectingSocket, SESSION_ENDED } from "./socket.js";
+import { sessionEnded, setPushStatus } from "./ui.js";
 
 const RELOAD_DEBOUNCE_MS = 100;
 
 // onMessage gets every message but pong (hello included); onStatus gets
-// "connecting" | "online" | "offline" | "closed".
+// "connecting" | "online" | "offline" | "closed". When the server closes the
+// socket because the session ended, the page goes to the login page (as after
+// a refused request), unless the user is signing out on this page.
 export function connectPush(onMessage, onStatus = () => {}) {
-  const socket = new ReconnectingSocket({ onMessage, onStatus }).start();
+  const onDrop = (event) => {
+    if (event.code === SESSION_ENDED) sessionEnded();
+  };
+  const socket = new ReconnectingSocket({ onMessage, onStatus, onDrop }).start();
   return { close: () => socket.stop() };
 }
 

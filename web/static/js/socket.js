@@ -10,6 +10,7 @@
 //   hello keeps backing off).
 // - Pings every PING_MS keep proxies from closing an idle socket; the `pong`s are
 //   not handed on.
+// - A socket closed because the session ended (SESSION_ENDED) is not reopened.
 // - Messages are JSON objects with a string `type`; anything else is dropped.
 
 export const PING_MS = 20000;
@@ -19,6 +20,11 @@ export const SETUP_TYPES = new Set(["join", "rec_offer", "relay_answer", "offer"
 // How long after one of them a ping follows, unless something else was sent.
 export const FOLLOW_MS = [20, 80];
 export const BACKOFF_BASE_MS = 400;
+// The server closes a socket with this code (policy violation) when its session
+// ended (logout, expiry, revocation) or its account was deactivated: the socket
+// stops for good. Reconnecting would be refused (the browser logs the 401), and
+// kept on, with backoff, until the page went away.
+export const SESSION_ENDED = 1008;
 export const BACKOFF_MAX_MS = 10000;
 
 // The wait before reconnect attempt number `attempt` (0, 1, ...): between half
@@ -104,6 +110,7 @@ export class ReconnectingSocket {
       this.pingTimer = null;
       this.ws = null;
       this.onDrop(event);
+      if (event.code === SESSION_ENDED) this.stop(); // no reconnect can cure it
       if (this.stopped) return; // stop() said "closed" already
       this.onStatus("offline");
       this.scheduleReconnect();

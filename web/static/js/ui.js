@@ -390,12 +390,19 @@ export function refresh(load) {
 // Sends the user to the login page when the session has ended.
 export function handleAuthLoss(err) {
   if (err instanceof ApiError && err.status === 401) {
-    if (signingOut) return true;
-    const next = encodeURIComponent(location.pathname);
-    location.assign(`/login?next=${next}`);
+    sessionEnded();
     return true;
   }
   return false;
+}
+
+// The session ended (a request refused with 401, or the live-updates socket
+// closed for it): to the login page, back here after it. Not when the user
+// signs out on this page: it is on its way to the login page already.
+export function sessionEnded() {
+  if (signingOut) return;
+  const next = encodeURIComponent(location.pathname);
+  location.assign(`/login?next=${next}`);
 }
 
 wireHeader();

@@ -1,0 +1,56 @@
+"""A dashboard whose session ends while it is open, in a real browser.
+
+The server closes the live-updates socket of a session that ended (signed out
+in another tab, expired, revoked). The page used to reconnect with backoff
+until it went away, each attempt refused (the browser logs "HTTP
+Authentication failed"); a fresh-clone CI run caught one such attempt on the
+way from the logout button to the login page. Now the socket stops for good
+and the page goes to the login page, back to itself after it; signing out on
+the page itself goes to the login page once, without a refused reconnect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from .conftest import csrf
+
+pytestmark = pytest.mark.browser
+
+
+async def test_a_session_ended_elsewhere_sends_the_dashboard_to_the_login_page(
+    open_as: Any,
+) -> None:
+    _, page, problems = await open_as("clinic1")
+    await page.locator('#push-status[data-status="online"]').wait_for()
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    # Signed out in another tab of the same browser (same cookie).
+    response = await page.request.delete("/api/session", headers=await csrf(page))
+    assert response.status == 204, await response.text()
+    await page.wait_for_url(lambda url: urlsplit(url).path == "/login")
+    assert parse_qs(urlsplit(page.url).query) == {"next": ["/clinic"]}
+    await page.locator("#username").wait_for()
+    assert sockets == []  # no reconnect was tried
+    assert await problems.collect(page) == []
+
+
+async def test_signing_out_goes_to_the_login_page_without_a_refused_reconnect(
+    open_as: Any,
+) -> None:
+    _, page, problems = await open_as("cardio1")
+    await page.locator('#push-status[data-status="online"]').wait_for()
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    await page.click("#logout")
+    await page.wait_for_url(lambda url: urlsplit(url).path == "/login")
+    assert urlsplit(page.url).query == ""
+    await page.locator("#username").wait_for()
+    assert sockets == []
+    # The lists the page reloads after its socket's hello may be asked for
+    # while the session ends: the browser logs their 401, not a page problem.
+    found = await problems.collect(page)
+    assert [e for e in found if "status of 401" not in e] == []
