@@ -110,38 +110,41 @@ class RtpTap:
     def fec_counts(self) -> tuple[int, int, int, int] | None:
         """The video's ULPFEC: FEC packets taken, packets rebuilt, rebuilt packets
         whose retransmission came, and of those the ones that differed (None: no RED)."""
-        for lean in self.leans.values():
-            decoder = lean.decoder
-            if decoder is not None:
-                return (decoder.fec_packets, decoder.recovered, decoder.checked, decoder.mismatched)
-        return None
+        lean = self._video()
+        decoder = lean.decoder if lean is not None else None
+        if decoder is None:
+            return None
+        return (decoder.fec_packets, decoder.recovered, decoder.checked, decoder.mismatched)
 
     def hold_ms(self, now_ms: int) -> int:
         """How long the relay's viewers should hold the video (``Lean.hold_ms``; 0: no video)."""
-        for lean in self.leans.values():
-            if not lean.audio:
-                return lean.hold_ms(now_ms)
-        return 0
+        lean = self._video()
+        return lean.hold_ms(now_ms) if lean is not None else 0
 
     def repair_ms(self) -> tuple[int, int] | None:
         """The time half and nine in ten of the video's last retransmissions took
         to come (ms; None: none came)."""
-        for lean in self.leans.values():
-            if not lean.audio and lean.repair_ms:
-                took = sorted(lean.repair_ms)
-                return within(took, 5), within(took, 9)
-        return None
+        lean = self._video()
+        if lean is None or not lean.repair_ms:
+            return None
+        took = sorted(lean.repair_ms)
+        return within(took, 5), within(took, 9)
 
     def video_high(self) -> int | None:
         """The newest video sequence number received (None: no video yet)."""
-        for lean in self.leans.values():
-            if not lean.audio and lean.nack is not None and lean.nack.max_seq is not None:
-                return int(lean.nack.max_seq)
-        return None
+        lean = self._video()
+        if lean is None or lean.nack is None or lean.nack.max_seq is None:
+            return None
+        return int(lean.nack.max_seq)
 
     def outstanding(self, up_to: int | None = None) -> int:
         """Video packets up to ``up_to`` (None: any) still asked for (audio is not)."""
-        return sum(lean.outstanding(up_to) for lean in self.leans.values() if not lean.audio)
+        lean = self._video()
+        return lean.outstanding(up_to) if lean is not None else 0
+
+    def _video(self) -> Lean | None:
+        """The video receiver's (a leg sends one video track; None: none yet)."""
+        return next((lean for lean in self.leans.values() if not lean.audio), None)
 
     def ask_again(self, now_ms: int) -> None:
         """Ask again for what is missing where a retry is due (see ``Lean.ask_again``)."""
