@@ -87,26 +87,6 @@ def element(ext_id: int, min_ms: int, max_ms: int = MAX_MS) -> bytes:
     return bytes(((ext_id << 4) | 2, low >> 4, ((low & 0xF) << 4) | (high >> 8), high & 0xFF))
 
 
-def read(profile: int, value: bytes, ext_id: int) -> tuple[int, int] | None:
-    """The (min, max) ms of the extension ``ext_id`` in a one-byte-header block (None: absent)."""
-    if profile != 0xBEDE:
-        return None
-    i = 0
-    while i < len(value):
-        head = value[i]
-        if head == 0:  # padding between elements
-            i += 1
-            continue
-        found, size = head >> 4, (head & 0xF) + 1
-        if found == 15:
-            return None
-        if found == ext_id and size == 3 and i + 4 <= len(value):
-            a, b, c = value[i + 1 : i + 4]
-            return ((a << 4 | b >> 4) * _UNIT_MS, ((b & 0xF) << 8 | c) * _UNIT_MS)
-        i += 1 + size
-    return None
-
-
 class WithPlayoutDelay:
     """aiortc's header-extension map for one sender, with the playout delay added.
 

@@ -6,21 +6,42 @@ browser (``tests/e2e/test_relay_hold_browser.py``)."""
 from __future__ import annotations
 
 import struct
-from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration
 from aiortc.rtp import RtpPacket
 
 from media import hold
-from media.hold import URI, WithPlayoutDelay, accepted_id, element, read, with_playout_delay
-from media.lean import HOLD_QUIET_MS, Lean
+from media.hold import URI, WithPlayoutDelay, accepted_id, element, with_playout_delay
+from media.lean import HOLD_QUIET_MS
 from media.relay import Fanout
 from media.rtp import Rtp
 
-from .test_seam import video_extensions
+from .test_seam import lean_on, video_extensions
 from .test_twcc import CHROME_OFFER
 
 VP8 = 96
+UNIT_MS = 10  # the extension counts in tens of ms
+
+
+def read(profile: int, value: bytes, ext_id: int) -> tuple[int, int] | None:
+    """What a receiver reads (a test has no other use for it): the (min, max)
+    ms of the extension ``ext_id`` in a one-byte-header block (None: absent)."""
+    if profile != 0xBEDE:
+        return None
+    i = 0
+    while i < len(value):
+        head = value[i]
+        if head == 0:  # padding between elements
+            i += 1
+            continue
+        found, size = head >> 4, (head & 0xF) + 1
+        if found == 15:
+            return None
+        if found == ext_id and size == 3 and i + 4 <= len(value):
+            a, b, c = value[i + 1 : i + 4]
+            return ((a << 4 | b >> 4) * UNIT_MS, ((b & 0xF) << 8 | c) * UNIT_MS)
+        i += 1 + size
+    return None
 
 
 def sections(sdp: str) -> dict[str, list[str]]:
@@ -106,22 +127,7 @@ def test_each_packet_carries_the_hold_beside_aiortcs_own_extensions() -> None:
 async def test_the_hold_is_the_time_a_retransmission_takes_while_the_uplink_needs_them() -> None:
     # The recorder's receive path of one video stream (``Lean``) on aiortc's
     # receiver; packets are made here and the NACKs it would send collected.
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    nacks: list[Any] = []
-    try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=CHROME_OFFER, type="offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
-        video = next(t for t in pc.getTransceivers() if t.kind == "video")
-        lean = Lean(
-            video.receiver,
-            "video",
-            lambda p: None,
-            lambda: False,
-            video.receiver.transport._rtp_header_extensions_map,
-        )
-        lean._spawn = nacks.append  # type: ignore[method-assign]
-        for codec in video._codecs:
-            lean.codecs[codec.payloadType] = codec
+    async with lean_on(CHROME_OFFER) as (lean, video):
         vp8 = next(c.payloadType for c in video._codecs if c.mimeType == "video/VP8")
         ssrc = 4242
 
@@ -160,7 +166,3 @@ async def test_the_hold_is_the_time_a_retransmission_takes_while_the_uplink_need
         # A hold is given back once the link has needed no repair for a while.
         assert lean.hold_ms(now + HOLD_QUIET_MS - 1_000) == 500
         assert lean.hold_ms(now + HOLD_QUIET_MS + 1_000) == 0
-    finally:
-        for coroutine in nacks:
-            coroutine.close()
-        await pc.close()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import fractions
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aioice.ice
 import aiortc
@@ -24,6 +27,8 @@ from media import rtp, seam, speedups
 from media.bitstream import h264_size, picture_size, vp8_size
 from media.lean import Lean
 from media.opushead import opus_head, opus_template
+from media.seam import KeptPacket
+from media.ulpfec import FecTypes
 
 
 def test_aiortc_is_a_tested_version() -> None:
@@ -127,6 +132,41 @@ def test_audio_is_handed_on_as_it_arrives_not_held_behind_a_lost_packet() -> Non
     assert ours.add(packet(3)) == (False, None)
     assert ours.add(packet(6)) == (False, None)
     assert ours.add(packet(7))[1] is not None
+
+
+@contextlib.asynccontextmanager
+async def lean_on(
+    offer: str,
+    keep: Callable[[KeptPacket], None] = lambda packet: None,
+    fec: FecTypes | None = None,
+) -> AsyncIterator[tuple[Lean, Any]]:
+    """The recorder's receive path of one video stream (``Lean``) on aiortc's
+    receiver as ``offer`` sets it up, with the codecs of the answer (what
+    aiortc's ``receive`` sets once connected). Packets are made by the test (no
+    network): yields the lean and the video transceiver. The NACKs it would
+    send are closed unsent."""
+    pc = aiortc.RTCPeerConnection(aiortc.RTCConfiguration(iceServers=[]))
+    nacks: list[Any] = []
+    try:
+        await pc.setRemoteDescription(aiortc.RTCSessionDescription(sdp=offer, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        video = next(t for t in pc.getTransceivers() if t.kind == "video")
+        lean = Lean(
+            video.receiver,
+            "video",
+            keep,
+            lambda: False,
+            video.receiver.transport._rtp_header_extensions_map,
+            fec,
+        )
+        lean._spawn = nacks.append  # type: ignore[method-assign]
+        for codec in video._codecs:
+            lean.codecs[codec.payloadType] = codec
+        yield lean, video
+    finally:
+        for coroutine in nacks:
+            coroutine.close()
+        await pc.close()
 
 
 def video_extensions() -> HeaderExtensionsMap:

@@ -15,6 +15,7 @@ import struct
 import pytest
 
 from media.rtp import Rtp
+from media.seam import KeptPacket
 from media.ulpfec import UlpfecDecoder, parse_fec, payload_of, red_primary
 
 SSRC = 0x1234ABCD
@@ -172,36 +173,20 @@ async def test_the_tap_unwraps_red_rebuilds_a_loss_and_keeps_the_fec_packets_pla
     # The recorder's receive path for one video stream (``Lean``) on aiortc's
     # receiver as a Chromium offer with RED and ULPFEC sets it up; the packets
     # are made here (no network: the NACKs it would send are collected).
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-
     from media import answer
-    from media.lean import Lean
 
     from .test_answer import with_red
+    from .test_seam import lean_on
     from .test_twcc import CHROME_OFFER
 
     offer = with_red(CHROME_OFFER)
-    fec = answer.fec_types(offer)
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    nacks: list[object] = []
-    try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
-        video = next(t for t in pc.getTransceivers() if t.kind == "video")
-        kept: list[tuple[bool, int, bytes]] = []
-        lean = Lean(
-            video.receiver,
-            "video",
-            lambda p: kept.append((p[2], p[3], p[5])),
-            lambda: False,
-            video.receiver.transport._rtp_header_extensions_map,
-            fec,
-        )
-        lean._spawn = nacks.append  # type: ignore[method-assign]
-        # What aiortc's ``receive`` sets once the connection is up: the codecs
-        # of the answer (no RED: it knows none) and the offer's RTX stream.
-        for codec in video._codecs:
-            lean.codecs[codec.payloadType] = codec
+    kept: list[tuple[bool, int, bytes]] = []
+
+    def keep(packet: KeptPacket) -> None:
+        kept.append((packet[2], packet[3], packet[5]))
+
+    # The codecs are the answer's (no RED: aiortc knows none); the offer's RTX stream is set here.
+    async with lean_on(offer, keep, answer.fec_types(offer)) as (lean, _):
         ssrc, rtx_ssrc = 1111, 2222
         lean.rtx_ssrc[rtx_ssrc] = ssrc
         vp8 = b"\x10\x00\x00\x9d\x01\x2a"  # the start of a VP8 keyframe
@@ -248,7 +233,3 @@ async def test_the_tap_unwraps_red_rebuilds_a_loss_and_keeps_the_fec_packets_pla
             1,
             0,
         )
-    finally:
-        for coroutine in nacks:
-            coroutine.close()  # type: ignore[attr-defined]  # not sent: no connection
-        await pc.close()
