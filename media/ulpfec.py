@@ -29,6 +29,8 @@ import struct
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from media.rtp import Rtp
+
 # Media packets kept to rebuild others from (about 4 s of 1 Mbit/s video), and
 # FEC packets kept waiting for a second loss of their group to be repaired.
 MEDIA_KEPT = 512
@@ -247,31 +249,15 @@ class UlpfecDecoder:
             return None
         body = acc.to_bytes(size, "big")[:length]
         b0 = 0x80 | (b0 & 0x3F)
-        payload = payload_of(b0, body)
-        if payload is None:
-            return None
+        data = _RTP_HEADER.pack(b0, b1, target, ts, self.ssrc) + body
+        try:
+            payload = Rtp(data).payload
+        except ValueError:
+            return None  # the CSRCs, extension or padding do not fit
         self._remember(target, (b0, b1, ts, body))
         self.recovered += 1
         self.rebuilt_payloads[target] = payload
         if len(self.rebuilt_payloads) > CHECK_KEPT:
             self.rebuilt_payloads.popitem(last=False)
-        out.append(_RTP_HEADER.pack(b0, b1, target, ts, self.ssrc) + body)
+        out.append(data)
         return target
-
-
-def payload_of(b0: int, body: bytes) -> bytes | None:
-    """The RTP payload of a packet whose first byte is ``b0`` and whose bytes after
-    the fixed header are ``body`` (None: the CSRCs, extension or padding do not fit)."""
-    pos = 4 * (b0 & 0x0F)
-    if b0 & 0x10:
-        if len(body) < pos + 4:
-            return None
-        pos += 4 + 4 * (body[pos + 2] << 8 | body[pos + 3])
-    end = len(body)
-    if b0 & 0x20:
-        if not body or not 0 < body[-1] <= end - pos:
-            return None
-        end -= body[-1]
-    if pos > end:
-        return None
-    return body[pos:end]

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import fractions
+import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -214,6 +215,27 @@ def test_the_tap_reads_rtp_headers_as_aiortc_does() -> None:
     assert lean._abs_send_time(ours) == theirs.extensions.abs_send_time == 0x123456
     with pytest.raises(ValueError):
         rtp.Rtp(b"\x80\x60\x00")
+
+
+def test_the_rtp_reader_finds_the_payload_after_csrcs_extension_and_padding() -> None:
+    # Packets ULPFEC rebuilds are read with it too: their headers are made of
+    # XORed bytes, and one that does not fit is dropped.
+    fixed = bytes(10)  # sequence number, timestamp, SSRC
+
+    def payload(b0: int, body: bytes) -> bytes:
+        return rtp.Rtp(bytes([b0, 96]) + fixed + body).payload
+
+    csrc, extension = struct.pack("!I", 7), struct.pack("!HH", 0xBEDE, 1) + b"\x10\x01\x00\x00"
+    assert payload(0x91, csrc + extension + b"data") == b"data"
+    assert payload(0xB0, struct.pack("!HH", 0xBEDE, 0) + b"data" + b"\x00\x02") == b"data"
+    for b0, body in (
+        (0x90, b"\xbe\xde\x00\x09"),  # an extension longer than the packet
+        (0xA0, b"data\x09"),  # padding longer than the packet
+        (0xA0, b"data\x00"),  # padding of none
+        (0x8F, b"data"),  # more CSRCs than the packet holds
+    ):
+        with pytest.raises(ValueError):
+            payload(b0, body)
 
 
 def test_the_tap_clock_is_aiortcs() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from media.rtp import Rtp
 from media.seam import KeptPacket
-from media.ulpfec import UlpfecDecoder, parse_fec, payload_of, red_primary
+from media.ulpfec import UlpfecDecoder, parse_fec, red_primary
 
 SSRC = 0x1234ABCD
 VP8 = 96
@@ -159,14 +159,6 @@ def test_malformed_fec_packets_are_refused() -> None:
     decoder = UlpfecDecoder(SSRC, VP8)
     with pytest.raises(ValueError):
         decoder.add_fec(good[:10])
-
-
-def test_payload_of_reads_csrcs_extension_and_padding() -> None:
-    body = struct.pack("!I", 7) + struct.pack("!HH", 0xBEDE, 1) + b"\x10\x01\x00\x00"
-    assert payload_of(0x91, body + b"data") == b"data"
-    assert payload_of(0xB0, struct.pack("!HH", 0xBEDE, 0) + b"data" + b"\x00\x02") == b"data"
-    assert payload_of(0x90, b"\xbe\xde\x00\x09") is None  # extension longer than the packet
-    assert payload_of(0xA0, b"data\x09") is None  # padding longer than the packet
 
 
 async def test_the_tap_unwraps_red_rebuilds_a_loss_and_keeps_the_fec_packets_place() -> None:
