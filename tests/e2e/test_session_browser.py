@@ -21,13 +21,19 @@ from .conftest import csrf
 pytestmark = pytest.mark.browser
 
 
-async def test_a_session_ended_elsewhere_sends_the_dashboard_to_the_login_page(
-    open_as: Any,
-) -> None:
-    _, page, problems = await open_as("clinic1")
+async def dashboard(open_as: Any, username: str) -> tuple[Any, Any, list[str]]:
+    """The user's dashboard with its live updates on; the sockets it opens from now on."""
+    _, page, problems = await open_as(username)
     await page.locator('#push-status[data-status="online"]').wait_for()
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
+    return page, problems, sockets
+
+
+async def test_a_session_ended_elsewhere_sends_the_dashboard_to_the_login_page(
+    open_as: Any,
+) -> None:
+    page, problems, sockets = await dashboard(open_as, "clinic1")
     # Signed out in another tab of the same browser (same cookie).
     response = await page.request.delete("/api/session", headers=await csrf(page))
     assert response.status == 204, await response.text()
@@ -41,10 +47,7 @@ async def test_a_session_ended_elsewhere_sends_the_dashboard_to_the_login_page(
 async def test_signing_out_goes_to_the_login_page_without_a_refused_reconnect(
     open_as: Any,
 ) -> None:
-    _, page, problems = await open_as("cardio1")
-    await page.locator('#push-status[data-status="online"]').wait_for()
-    sockets: list[str] = []
-    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page, problems, sockets = await dashboard(open_as, "cardio1")
     await page.click("#logout")
     await page.wait_for_url(lambda url: urlsplit(url).path == "/login")
     assert urlsplit(page.url).query == ""
