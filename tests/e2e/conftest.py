@@ -429,7 +429,8 @@ async def video_flowing(page: Any, peers: int, *, label: str, timeout_ms: float 
         raise AssertionError(f"no video flowing ({label}) on {page.url}: {seen}") from None
 
 
-# The call's state as the page sees it: signaling, each connection, the last stats.
+# The call's state as the page sees it: signaling, each connection (with what it
+# went through: states, offers and answers, ICE restarts, candidates), the last stats.
 CALL_DIAGNOSIS = """() => {
   const c = window.__call;
   if (!c) return "no call page";
@@ -441,6 +442,7 @@ CALL_DIAGNOSIS = """() => {
       return {
         id,
         pc: pc ? [pc.signalingState, pc.iceConnectionState, pc.connectionState] : null,
+        history: c.history(id),
       };
     }),
     latest: window.__callTest && window.__callTest.latest,

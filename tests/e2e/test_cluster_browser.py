@@ -123,6 +123,14 @@ async def test_killing_the_web_process_that_holds_the_call_resumes_it_on_the_oth
         await video_flowing(page, 1, label="after")
         assert await page.evaluate("window.__call.connects") > connects[page]
 
+    # The clinic's page came back to A and restarted ICE towards the cardiologist.
+    peer = (await clinic.evaluate("window.__call.peers()"))[0]
+    history = await clinic.evaluate("(id) => window.__call.history(id)", peer)
+    events = [what for _, what in history["events"]]
+    assert "ICE restart (signaling back)" in events, history
+    restarted = events.index("ICE restart (signaling back)")
+    assert "answer received" in events[restarted:], history
+
     # The legs A was writing were repaired; each continues in part 2.
     async with asyncio.timeout(30):
         while True:

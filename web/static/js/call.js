@@ -307,6 +307,11 @@ window.__call = Object.freeze({
     const link = links.get(peerId);
     return link ? link.peer.pc : null;
   },
+  // What the connection went through (peer.js `note`) and the candidates it traded.
+  history: (peerId) => {
+    const link = links.get(peerId);
+    return link ? { events: link.peer.history, candidates: link.peer.candidates } : null;
+  },
   recording: () => ({
     state: recordingLeg.state,
     peers: [...state.recording.peers],

@@ -15,6 +15,9 @@
 const STUCK_MS = 8000;
 const STUCK_MAX_MS = 60000;
 const STUCK_CHECK_MS = 2000;
+// What the connection went through, newest last (for a failed browser test to
+// say why a connection stayed down): this many entries are kept.
+const HISTORY_SIZE = 40;
 
 export class Peer {
   // initiator: we offer first (we are the newcomer, or the peer has no
@@ -37,6 +40,8 @@ export class Peer {
     this.closed = false;
     this.stream = new MediaStream();
     this.pc = new RTCPeerConnection(config);
+    this.history = [];
+    this.candidates = { sent: 0, received: 0, refused: 0 };
     const pc = this.pc;
 
     pc.addEventListener("track", ({ track }) => {
@@ -47,6 +52,7 @@ export class Peer {
     pc.addEventListener("icecandidate", ({ candidate }) => {
       // The end-of-candidates marker is not sent: trickle works without it.
       if (!candidate || !candidate.candidate) return;
+      this.candidates.sent += 1;
       this.signaling.send({
         type: "candidate",
         to: this.peerId,
@@ -57,10 +63,14 @@ export class Peer {
     });
     pc.addEventListener("negotiationneeded", () => this.offer());
     pc.addEventListener("connectionstatechange", () => {
+      this.note(`connection ${pc.connectionState}`);
       if (pc.connectionState === "failed" && !this.closed) pc.restartIce();
       this.onStateChange(this);
     });
-    pc.addEventListener("iceconnectionstatechange", () => this.onStateChange(this));
+    pc.addEventListener("iceconnectionstatechange", () => {
+      this.note(`ice ${pc.iceConnectionState}`);
+      this.onStateChange(this);
+    });
     this.stuckSince = performance.now();
     this.stuckAfter = STUCK_MS;
     this.stuckTimer = setInterval(() => this.checkStuck(), STUCK_CHECK_MS);
@@ -77,6 +87,12 @@ export class Peer {
       this.audio = this.addTransceiver("audio", audio, "sendrecv");
       this.video = this.addTransceiver("video", video, videoDirection);
     }
+  }
+
+  // Keep an event in this connection's history ([seconds since page load, what]).
+  note(what) {
+    this.history.push([Math.round(performance.now()) / 1000, what]);
+    if (this.history.length > HISTORY_SIZE) this.history.shift();
   }
 
   addTransceiver(kind, track, direction) {
@@ -123,6 +139,7 @@ export class Peer {
       await this.pc.setLocalDescription();
       const description = this.pc.localDescription;
       if (description && description.type === "offer") {
+        this.note(options.iceRestart ? "offer sent (ICE restart)" : "offer sent");
         this.signaling.send({ type: "offer", to: this.peerId, sdp: description.sdp });
       }
     } catch (err) {
@@ -151,8 +168,10 @@ export class Peer {
     this.stuckAfter = Math.min(this.stuckAfter * 2, STUCK_MAX_MS);
     const offer = pc.localDescription;
     if (pc.signalingState === "have-local-offer" && offer) {
+      this.note("stuck: offer sent again");
       this.signaling.send({ type: "offer", to: this.peerId, sdp: offer.sdp });
     } else {
+      this.note("stuck: ICE restart");
       pc.restartIce();
     }
   }
@@ -160,6 +179,7 @@ export class Peer {
   // An ICE restart towards this peer (after our signaling socket came back).
   restart() {
     if (this.closed) return;
+    this.note("ICE restart (signaling back)");
     this.pc.restartIce();
   }
 
@@ -171,6 +191,7 @@ export class Peer {
       !this.makingOffer && (pc.signalingState === "stable" || this.settingAnswer);
     const collision = type === "offer" && !readyForOffer;
     this.ignoreOffer = !this.polite && collision;
+    this.note(`${type} received${collision ? (this.ignoreOffer ? ", ignored (glare)" : ", glare") : ""}`);
     if (this.ignoreOffer) return;
     const hadRemote = Boolean(pc.currentRemoteDescription);
     try {
@@ -184,6 +205,7 @@ export class Peer {
       }
     } catch (err) {
       this.settingAnswer = false;
+      this.note(`${type} failed: ${err}`);
       console.warn("remote description failed", err);
       if (hadRemote && !this.closed) this.onBroken(type, sdp);
     }
@@ -191,6 +213,7 @@ export class Peer {
 
   async candidate(message) {
     if (this.closed) return;
+    this.candidates.received += 1;
     try {
       await this.pc.addIceCandidate({
         candidate: message.candidate,
@@ -198,6 +221,7 @@ export class Peer {
         sdpMLineIndex: message.sdp_mline_index,
       });
     } catch (err) {
+      this.candidates.refused += 1;
       // Candidates of an offer we ignored are expected to fail.
       if (!this.ignoreOffer) console.warn("candidate failed", err);
     }
