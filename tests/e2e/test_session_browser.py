@@ -7,6 +7,9 @@ Authentication failed"); a fresh-clone CI run caught one such attempt on the
 way from the logout button to the login page. Now the socket stops for good
 and the page goes to the login page, back to itself after it; signing out on
 the page itself goes to the login page once, without a refused reconnect.
+When a list the page reloads is refused as the socket closes, the page goes
+there once (``tests/js/session_ended.test.mjs``): the second navigation aborted
+the first, and with it the wait for it (a fresh-clone CI run).
 """
 
 from __future__ import annotations

@@ -357,17 +357,17 @@ export function setPushStatus(status) {
   node.textContent = status === "offline" ? t("push.offline") : "";
 }
 
-// Set once the user signs out: the page is on its way to the login page, and a
-// list reloaded meanwhile (the server closes the live-updates socket) must not
-// send it there a second time, aborting the first.
-let signingOut = false;
+// Set once the page is on its way to the login page (the user signed out, or the
+// session ended): a list refused meanwhile, or the live-updates socket the
+// server closes, must not send it there a second time, aborting the first.
+let leaving = false;
 
 function wireHeader() {
   const logout = document.getElementById("logout");
   if (logout) {
     logout.addEventListener("click", async () => {
       logout.disabled = true;
-      signingOut = true;
+      leaving = true;
       try {
         await del("/api/session");
       } catch {
@@ -397,10 +397,11 @@ export function handleAuthLoss(err) {
 }
 
 // The session ended (a request refused with 401, or the live-updates socket
-// closed for it): to the login page, back here after it. Not when the user
-// signs out on this page: it is on its way to the login page already.
+// closed for it): to the login page, back here after it; once only (the user
+// may have signed out on this page, or a list and the socket both said so).
 export function sessionEnded() {
-  if (signingOut) return;
+  if (leaving) return;
+  leaving = true;
   const next = encodeURIComponent(location.pathname);
   location.assign(`/login?next=${next}`);
 }
