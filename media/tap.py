@@ -26,7 +26,7 @@ from aiortc import RTCDtlsTransport, RTCPeerConnection
 
 from media import twcc
 from media.lean import Lean, within
-from media.reading import DataReceived, Reading
+from media.reading import DataReceived, Reading, clock_offset_us
 from media.rtp import Rtp, unprotector
 from media.seam import NTP_TO_UNIX_MS, KeptPacket, check, current_ms
 from media.twcc import TransportFeedback
@@ -237,9 +237,7 @@ class RtpTap:
                 if seq is not None:
                     if held_us is not None:
                         # No poll yet (only TURN has delivered): the offset now.
-                        offset_us = reading.offset_us or (
-                            time.time_ns() // 1000 - time.monotonic_ns() // 1000
-                        )
+                        offset_us = reading.offset_us or clock_offset_us()
                         monotonic_us = held_us - offset_us
                     feedback.add(seq, packet.ssrc, monotonic_us)
             lean.handle(packet, plain, arrival_ms, arrival)

@@ -14,8 +14,10 @@ import random
 import struct
 import threading
 import time
+import types
 from typing import Any
 
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from media import twcc
@@ -418,3 +420,38 @@ def test_packets_held_until_the_handshake_ends_keep_the_time_they_came() -> None
     deliver(packet(7), 1)
     assert before <= feedback.arrivals[6] <= after + 1_000
     assert feedback.arrivals[7] - feedback.arrivals[6] >= 90_000
+
+
+def test_the_clocks_offset_is_read_from_the_tightest_bracket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The kernel's receive times are wall clock; the feedback keeps the
+    # monotonic one. A thread switch between reading the two clocks put a held
+    # packet's time 1.5 ms off in a CI run. The wall clock is read between two
+    # monotonic reads, and a bracket a switch widened is not the one kept.
+    from media import reading
+
+    offset_ns = 1_700_000_000_000_000_000  # wall - monotonic, as the clocks have it
+    reads = iter(
+        [
+            (0, offset_ns + 4_900_000, 5_000_000),  # switched out 5 ms before the wall read
+            (10_000_000, offset_ns + 10_000_500, 10_001_000),  # 1 µs wide
+            (20_000_000, offset_ns + 20_000_000, 20_000_000),  # not read: close enough before
+        ]
+    )
+    pending: list[int] = []
+
+    def monotonic_ns() -> int:
+        if not pending:
+            before, wall, after = next(reads)
+            pending[:] = [wall, after]
+            return before
+        return pending.pop()
+
+    def time_ns() -> int:
+        return pending.pop(0)
+
+    clocks = types.SimpleNamespace(monotonic_ns=monotonic_ns, time_ns=time_ns)
+    monkeypatch.setattr(reading, "time", clocks)
+    assert reading.clock_offset_us() == offset_ns // 1000
+    assert next(reads)[0] == 20_000_000  # the third try was not needed
