@@ -19,7 +19,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -30,6 +29,7 @@ from typing import Any
 import pydicom
 from pydicom.uid import generate_uid
 
+from .ports import free_port
 from .requirements import require
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
@@ -52,19 +52,13 @@ def orthanc_or_skip() -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Orthanc:
     """One Orthanc process with its own directories and ports."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.http_port = _free_port()
-        self.dicom_port = _free_port()
+        self.http_port = free_port()
+        self.dicom_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -22,13 +22,14 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from .ports import free_port
 
 ENV = "TELECONSULT_TEST_DATABASE"
 
@@ -46,19 +47,13 @@ def _bindir() -> Path:
     raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
 
 
-def _free_port() -> int:
-    # Only names the socket file (.s.PGSQL.<port>); a free TCP port keeps it unique.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Cluster:
     """A scratch cluster: ``start()``, ``url(name)``, ``stop()``."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="teleconsult-pg-"))
-        self.port = _free_port()
+        # Only names the socket file (.s.PGSQL.<port>); a free TCP port keeps it unique.
+        self.port = free_port()
         self.bindir = _bindir()
         # initdb refuses to run as root; CI runs as root, so the server runs as the
         # `postgres` account the Debian package creates.

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .ports import free_port
 from .requirements import require
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -32,12 +33,6 @@ def redis_or_skip() -> None:
     require(redis_available(), "redis-server is needed (apt-get install redis-server)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RedisServer:
     """One redis-server process with its own directory and port."""
 
@@ -47,7 +42,7 @@ class RedisServer:
         be in the same place."""
         self.folder = folder
         self.wrap = wrap
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

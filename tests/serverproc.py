@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,19 +18,13 @@ from pathlib import Path
 
 import aiohttp
 
+from .ports import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 # How long ``serve`` may take to answer /api/health: migrations, the repair of
 # a killed process's recordings, media workers, on a loaded 2-core machine.
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def server_env(data_dir: Path, **settings: str) -> dict[str, str]:
@@ -84,9 +77,14 @@ class ServerProcess:
         return cls(env, log, wrap)
 
     @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        return int(self.env["TELECONSULT_PORT"])
+
+    @property
     def base(self) -> str:
         """The server's base URL."""
-        return f"http://127.0.0.1:{self.env['TELECONSULT_PORT']}"
+        return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         """Start ``serve`` (its output appended to ``log``); return once it answers."""
@@ -104,10 +102,13 @@ class ServerProcess:
                 assert self.proc.returncode is None, self.log.read_text(errors="replace")
                 try:
                     async with http.get(self.base + "/api/health") as resp:
-                        if resp.status == 200:
+                        if resp.status == 200 and listens(self.proc.pid, self.port):
                             return
                 except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)  # polling a port that is not open yet
+                    pass
+                # Polling a port that is not open yet, or that another process
+                # answers on (this one then dies of "address already in use").
+                await asyncio.sleep(0.05)
 
     async def kill(self) -> None:
         """SIGKILL, as a crash: nothing is finished or said."""
@@ -124,3 +125,33 @@ class ServerProcess:
                     await self.proc.wait()
             except TimeoutError:
                 await self.kill()
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on TCP ``port``, in its own
+    network namespace (``/proc/<pid>/net``): the server that answered is the one
+    started, not another process on the same port."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; then the inode.
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) in inodes:
+                return True
+        except OSError:
+            continue  # closed meanwhile
+    return False

@@ -49,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from tests.pgcluster import Cluster as PgCluster  # noqa: E402 - after the path is set
 from tests.pgcluster import Databases  # noqa: E402
-from tests.serverproc import free_port, server_env  # noqa: E402
+from tests.ports import free_port  # noqa: E402
+from tests.serverproc import server_env  # noqa: E402
 
 SENDER = ROOT / "tests" / "media" / "sender.py"
 FAST_SENDER = ROOT / "tests" / "bench" / "_replay_sender.py"

@@ -58,8 +58,9 @@ from _load import raise_fd_limit, worker_main
 
 from tests.pgcluster import Cluster as PgCluster
 from tests.pgcluster import Databases
+from tests.ports import free_port
 from tests.redisserver import RedisServer
-from tests.serverproc import free_port, server_env
+from tests.serverproc import server_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BARE = Path(__file__).resolve().parent / "_bare_relay.py"

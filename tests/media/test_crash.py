@@ -20,8 +20,9 @@ import pytest
 
 from records import sealed
 
+from ..ports import free_port
 from ..scenario import over_http
-from ..serverproc import free_port, server_env
+from ..serverproc import server_env
 from ..web.calls import connect, join
 
 ROOT = Path(__file__).parents[2]

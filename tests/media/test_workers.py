@@ -26,8 +26,9 @@ from web.app import create_app
 from web.keys import RECORDING
 
 from ..conftest import make_settings
+from ..ports import free_port
 from ..senderproc import from_host, start_sender
-from ..serverproc import free_port, server_env
+from ..serverproc import server_env
 from .test_recorder import probe
 
 pytestmark = pytest.mark.slow

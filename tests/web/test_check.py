@@ -26,6 +26,7 @@ from web.check import Check, exit_code, run_checks
 from web.settings import Secret
 
 from ..conftest import make_settings
+from ..ports import free_port
 from ..requirements import require
 
 ROOT = Path(__file__).parents[2]
@@ -153,12 +154,6 @@ async def test_a_clamd_that_does_not_answer_fails(tmp_path: Path, empty_database
 
 
 # -- TURN: a real coturn on loopback, with the REST-API shared secret ----------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from aiohttp import web
 
 from web.cli import GC_YOUNG_THRESHOLD, tune_gc
 
-from ..serverproc import free_port, server_env
+from ..ports import free_port
+from ..serverproc import server_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DB_NAME = "teleconsult.sqlite3"
