@@ -72,12 +72,10 @@ async def new_page(browser: Any, base_url: str, locale: str = "zh_CN") -> tuple[
 
 
 async def signed_out(page: Any, problems: Any) -> None:
-    """On the login page after signing out. The live-updates socket the server
-    closes makes the page reload its lists (a 401 the browser logs, no problem
-    of the page); that no longer sends the page to the login page a second
-    time, which aborted the first navigation (a fresh-clone run)."""
+    """On the login page after signing out (once: a second navigation aborted the
+    first in a fresh-clone run)."""
     await page.wait_for_url(lambda url: urlsplit(url).path == "/login")
-    problems.console_errors[:] = [e for e in problems.console_errors if "status of 401" not in e]
+    problems.forget_refused_after_sign_out()
 
 
 def expected_refusal(problems: Any) -> None:

@@ -20,12 +20,12 @@ export const SETUP_TYPES = new Set(["join", "rec_offer", "relay_answer", "offer"
 // How long after one of them a ping follows, unless something else was sent.
 export const FOLLOW_MS = [20, 80];
 export const BACKOFF_BASE_MS = 400;
+export const BACKOFF_MAX_MS = 10000;
 // The server closes a socket with this code (policy violation) when its session
 // ended (logout, expiry, revocation) or its account was deactivated: the socket
 // stops for good. Reconnecting would be refused (the browser logs the 401), and
 // kept on, with backoff, until the page went away.
 export const SESSION_ENDED = 1008;
-export const BACKOFF_MAX_MS = 10000;
 
 // The wait before reconnect attempt number `attempt` (0, 1, ...): between half
 // and all of min(max, base * 2^attempt).
