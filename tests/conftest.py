@@ -30,6 +30,7 @@ from web.settings import Settings
 from .pgcluster import ENV, Cluster, Databases
 from .redisserver import RedisServer, redis_or_skip
 from .scenario import Scenario, User
+from .serverproc import ServerProcess
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 DB_NAME = "teleconsult.sqlite3"
@@ -144,6 +145,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = keep
+
+
+# How much of each server process's log a failed test's report shows.
+SERVER_LOG_TAIL = 4000
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that ran server processes (``ServerProcess`` fixtures, alone or
+    in a tuple) shows the end of each one's log: what a CI run prints is all there
+    is to go on afterwards."""
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        for name, value in getattr(item, "funcargs", {}).items():
+            found = value if isinstance(value, tuple | list) else (value,)
+            for proc in (p for p in found if isinstance(p, ServerProcess)):
+                try:
+                    text = proc.log.read_text(errors="replace")
+                except OSError as exc:
+                    text = f"(no log: {exc})"
+                state = "running" if proc.proc and proc.proc.returncode is None else "ended"
+                report.sections.append(
+                    (f"{name}: {proc.log.name}, port {proc.port}, {state}", text[-SERVER_LOG_TAIL:])
+                )
+    return report
 
 
 @pytest.fixture(scope="session")
