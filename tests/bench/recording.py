@@ -379,14 +379,12 @@ class Janus:
         self.session = 0
 
     async def start(self) -> None:
-        import socket
-
         import aiohttp
 
+        from tests.ports import free_port
+
         self.recordings.mkdir(parents=True)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()  # Janus binds it once it has started
         janus_config(self.folder, port, self.recordings, self.address)
         assert JANUS is not None
         self.proc = await asyncio.create_subprocess_exec(
