@@ -411,6 +411,23 @@ class Lean:
             if now_ms - self.nack_at >= self._nack_retry_ms():
                 self._ask(now_ms)
 
+    def ask_after(self, seq: int, count: int, now_ms: int) -> None:
+        """Ask for the ``count`` packets after ``seq``, whether or not they were sent.
+
+        For the frame a leg's end came in the middle of: its last packets, if
+        lost, are revealed by no later packet (the page sends nothing new). A
+        browser ignores a request for a packet it never sent, and one sent
+        after the end is not kept (``Leg.keep``).
+        """
+        nack = self.nack
+        if nack is None:
+            return
+        wanted = [(seq + ahead) & 0xFFFF for ahead in range(1, count + 1)]
+        nack.missing.update(wanted)
+        for missing in wanted:
+            self.nack_asked.setdefault(missing, now_ms)
+        self._ask(now_ms)
+
     def outstanding(self, up_to: int | None) -> int:
         """How many packets up to sequence number ``up_to`` (None: any) are still asked for."""
         if self.nack is None:

@@ -40,6 +40,11 @@ KEYFRAME_RETRY = 1.0
 # ``lean.NACK_GIVE_UP_MS``), checking this often.
 DRAIN_SECONDS = NACK_GIVE_UP_MS / 1000
 DRAIN_STEP = 0.02
+# The frame the end came in the middle of: when none of its packets has come
+# for this long, the next few sequence numbers are asked for (its last packets
+# may have been lost, and nothing sent after the end reveals them).
+OPEN_FRAME_QUIET = 0.1
+OPEN_FRAME_ASK = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +86,16 @@ class Leg:
     # The packets taken off the wire (set once the answer is made).
     tap: RtpTap | None = None
     # While the leg ends (``drain``): only the video packets up to
-    # this sequence number (retransmissions of what was missing) are kept.
+    # this sequence number (retransmissions of what was missing) are kept ...
     cut: int | None = None
     draining: bool = False
+    # ... and the rest of the frame the page was sending when the end came
+    # (its RTP timestamp; None: none), which moves the cut on to its last packet.
+    open_frame: int | None = None
+    # The newest video media packet kept: sequence number, timestamp, marker.
+    newest: tuple[int, int, bool] | None = None
+    # When the last packet of the open frame came (``time.monotonic()``).
+    open_at: float = 0.0
     # False when the leg ends because its page was replaced (a reload): the
     # page that could resend its last packets is gone, so none are asked for.
     ask_at_end: bool = True
@@ -94,14 +106,35 @@ class Leg:
         Looked up per packet: a failed writer is dropped and a resumed part
         brings a new one, while the connection and its relay go on.
         """
-        if self.draining and (packet[1] or self.cut is None or _newer(packet[3], self.cut)):
-            return  # sent after the leg was told to end: not recorded
+        if self.draining:
+            if not self._before_end(packet):
+                return  # sent after the leg was told to end: not recorded
+        elif not packet[1] and packet[5]:
+            newest = self.newest
+            if newest is None or _newer(packet[3], newest[0]):
+                self.newest = (packet[3], packet[4], packet[2])
         writer = self.writer
         if writer is not None:
             writer.keep(packet)
         fanout = self.fanout
         if fanout is not None and not packet[1] and fanout.relaying():
             fanout.forward_packet(packet[2], packet[3], packet[4], packet[5])
+
+    def _before_end(self, packet: seam.KeptPacket) -> bool:
+        """While draining: whether ``packet`` was sent before the end (a resend
+        of one, or the rest of the frame that was being sent)."""
+        if packet[1] or self.cut is None:
+            return False
+        seq = packet[3]
+        if not _newer(seq, self.cut):
+            return True
+        if packet[4] != self.open_frame:
+            return False
+        self.cut = seq  # what the frame still misses before this is asked for
+        self.open_at = time.monotonic()
+        if packet[2]:
+            self.open_frame = None  # its last packet: the frame is whole
+        return True
 
     async def drain(self) -> None:
         """Before the leg's connection closes, get the packets still missing of its last frames.
@@ -121,9 +154,14 @@ class Leg:
             return
         tap.read_now()  # what arrived before the end, to the last datagram
         self.cut = tap.video_high()
+        newest = self.newest
+        if newest is not None and not newest[2] and newest[0] == self.cut:
+            # The end came in the middle of a frame: its packets still on the
+            # way were sent before the end, and the frame is the call's.
+            self.open_frame = newest[1]
         self.draining = True
         missing = tap.outstanding(self.cut)
-        if not missing:
+        if not missing and self.open_frame is None:
             return
         if not self.ask_at_end:
             log.info(
@@ -132,18 +170,27 @@ class Leg:
                 missing,
             )
             return
-        started = time.monotonic()
-        while self.pc.connectionState == "connected" and tap.outstanding(self.cut):
-            if time.monotonic() - started >= DRAIN_SECONDS:
+        started = self.open_at = time.monotonic()
+        asked_after = False
+        while self.pc.connectionState == "connected" and (
+            self.open_frame is not None or tap.outstanding(self.cut)
+        ):
+            now = time.monotonic()
+            if now - started >= DRAIN_SECONDS:
                 break
+            if self.open_frame is not None and not asked_after:
+                if now - self.open_at >= OPEN_FRAME_QUIET and self.cut is not None:
+                    tap.ask_after(self.cut, OPEN_FRAME_ASK, seam.current_ms())
+                    asked_after = True
             tap.ask_again(seam.current_ms())
             await asyncio.sleep(DRAIN_STEP)
         log.info(
-            "recording peer=%s end: %d packet(s) missing, %d after %.2f s",
+            "recording peer=%s end: %d packet(s) missing, %d after %.2f s%s",
             self.key.participant_id,
             missing,
             tap.outstanding(self.cut),
             time.monotonic() - started,
+            "" if self.open_frame is None else "; the last frame did not end",
         )
 
     async def consume(self, track: MediaStreamTrack) -> None:

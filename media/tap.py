@@ -146,6 +146,12 @@ class RtpTap:
         """The video receiver's (a leg sends one video track; None: none yet)."""
         return next((lean for lean in self.leans.values() if not lean.audio), None)
 
+    def ask_after(self, seq: int, count: int, now_ms: int) -> None:
+        """Ask for the ``count`` video packets after ``seq`` (see ``Lean.ask_after``)."""
+        lean = self._video()
+        if lean is not None:
+            lean.ask_after(seq, count, now_ms)
+
     def ask_again(self, now_ms: int) -> None:
         """Ask again for what is missing where a retry is due (see ``Lean.ask_again``)."""
         for lean in self.leans.values():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -38,11 +39,13 @@ aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_
 
 
 class Counting(VideoStreamTrack):
-    """Numbered grey frames at 30 fps; counts what it produced."""
+    """Numbered grey frames (or noise) at 30 fps; counts what it produced."""
 
-    def __init__(self, width: int, height: int, pause: tuple[float, float] | None) -> None:
+    def __init__(
+        self, width: int, height: int, pause: tuple[float, float] | None, noise: bool = False
+    ) -> None:
         super().__init__()
-        self.width, self.height, self.pause = width, height, pause
+        self.width, self.height, self.pause, self.noise = width, height, pause, noise
         self.sent = 0
         self.started: float | None = None
         # The camera stops (``halt``): once aiortc's send loop asks for the next
@@ -63,7 +66,10 @@ class Counting(VideoStreamTrack):
             pts, time_base = await self.next_timestamp()
         frame = VideoFrame(width=self.width, height=self.height, format="yuv420p")
         for plane in frame.planes:
-            plane.update(bytes([(self.sent * 7) % 256]) * plane.buffer_size)
+            if self.noise:
+                plane.update(os.urandom(plane.buffer_size))
+            else:
+                plane.update(bytes([(self.sent * 7) % 256]) * plane.buffer_size)
         frame.pts, frame.time_base = pts, time_base
         self.sent += 1
         return frame
@@ -201,6 +207,45 @@ class LoseLast:
         transport._send_rtp = lossy
 
 
+class EndMidFrame:
+    """At the end of the call: the first packet of the next video frame of more
+    than one packet goes out, the rest of that frame is held back, and nothing
+    new is sent; ``release`` sends what was held (the recorder's end came in
+    the middle of the frame). Counts the frames sent (distinct timestamps)."""
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self.timestamps: set[int] = set()
+        self.armed = False
+        self.frame_ts: int | None = None
+        self.held: list[bytes] = []
+        self.holding = asyncio.Event()  # the frame's first packet went, one more is held
+        transport = sender.transport
+        self.send = transport._send_rtp
+
+        async def split(data: bytes) -> None:
+            if 127 < data[0] < 192 and not 191 < data[1] < 224:  # RTP, not RTCP
+                ssrc = int.from_bytes(data[8:12], "big")
+                ts = int.from_bytes(data[4:8], "big")
+                if ssrc == sender._ssrc:
+                    if self.frame_ts is not None:
+                        if ts == self.frame_ts:
+                            self.held.append(data)
+                            self.holding.set()
+                        return  # a later frame: never sent (the camera stops)
+                    if self.armed and not data[1] & 0x80:
+                        self.frame_ts = ts  # a frame's first packet, not its last
+                    self.timestamps.add(ts)
+            await self.send(data)
+
+        transport._send_rtp = split
+
+    async def release(self, lose_last: bool) -> None:
+        # lose_last: the frame's last packet is lost on its first send (only a
+        # NACK, answered from aiortc's send history over RTX, brings it).
+        for data in self.held[:-1] if lose_last else self.held:
+            await self.send(data)
+
+
 def _rtp_payload(data: bytes) -> bytes:
     from aiortc.rtp import RtpPacket
 
@@ -249,6 +294,18 @@ async def main() -> None:
         "and keep the connection until a line on stdin",
     )
     parser.add_argument(
+        "--end-mid-frame",
+        action="store_true",
+        help="at the end, send the first packet of a frame, hold the rest until a line on "
+        "stdin, send nothing new, and keep the connection until a second line",
+    )
+    parser.add_argument(
+        "--lose-frame-end",
+        action="store_true",
+        help="with --end-mid-frame: the held frame's last packet is lost on its first send",
+    )
+    parser.add_argument("--noise", action="store_true", help="frames of noise (several packets)")
+    parser.add_argument(
         "--ended-by-recorder",
         action="store_true",
         help="at the end, send nothing new and keep the connection until a line on "
@@ -259,7 +316,7 @@ async def main() -> None:
     pause = tuple(float(x) for x in args.pause.split(",")) if args.pause else None
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    video = Counting(width, height, pause)  # type: ignore[arg-type]
+    video = Counting(width, height, pause, args.noise)  # type: ignore[arg-type]
     audio = CountingAudio()
     vt = pc.addTransceiver(video, direction="sendonly")
     pc.addTransceiver(audio, direction="sendonly")
@@ -275,6 +332,7 @@ async def main() -> None:
     elif args.lose_first:
         lose_start(vt.sender, args.lose_first, dropped)
     last = LoseLast(vt.sender) if args.lose_last_twice else None
+    mid = EndMidFrame(vt.sender) if args.end_mid_frame else None
     feedback = count_feedback(vt.sender)
     print(json.dumps({"offer": pc.localDescription.sdp}), flush=True)
     loop = asyncio.get_running_loop()
@@ -298,7 +356,10 @@ async def main() -> None:
         last.armed = True
         await asyncio.wait_for(last.revealed.wait(), 10)
         await asyncio.wait_for(last.resend_lost.wait(), 10)
-    if last is not None or args.ended_by_recorder:
+    if mid is not None:
+        mid.armed = True
+        await asyncio.wait_for(mid.holding.wait(), 10)
+    if last is not None or mid is not None or args.ended_by_recorder:
         video.halted = True
         await asyncio.wait_for(video.idle.wait(), 10)
         for sender in pc.getSenders():
@@ -306,6 +367,9 @@ async def main() -> None:
                 sender.replaceTrack(None)
         # The recorder ends the leg now; this side still answers its NACKs.
         print(json.dumps({"ending": True}), flush=True)
+        if mid is not None:
+            await loop.run_in_executor(None, sys.stdin.readline)
+            await mid.release(args.lose_frame_end)
         await loop.run_in_executor(None, sys.stdin.readline)
     seconds = time.monotonic() - (video.started or start)
     sent = {
@@ -318,6 +382,9 @@ async def main() -> None:
     if last is not None:
         sent["frames"] = len(last.timestamps)  # long after the last one went out
         sent["dropped"] = last.dropped
+    if mid is not None:
+        sent["frames"] = len(mid.timestamps)
+        sent["held"] = len(mid.held)
     await pc.close()
     print(json.dumps({"sent": sent}), flush=True)
 

@@ -37,6 +37,7 @@ async def send(
     *args: str,
     ended_by_recorder: bool = False,
     drain: bool = True,
+    mid_frame: bool = False,
 ) -> tuple[dict[str, Any], LegResult | None]:
     """Run the sender process through one recording leg; return what it sent.
 
@@ -44,7 +45,9 @@ async def send(
     (the sender sends nothing new and answers NACKs until the recorder has
     closed the leg), and the leg's result comes back too; otherwise the sender
     closes its connection itself and the caller stops the leg. ``drain`` is
-    passed to ``Recorder.stop``.
+    passed to ``Recorder.stop``. With ``mid_frame`` (the sender's
+    ``--end-mid-frame``) the rest of the frame the sender held back goes out
+    once the recorder has begun to end the leg.
     """
     extra = ("--ended-by-recorder",) if ended_by_recorder else ()
     proc = await start_sender(from_host(recorder, key), SENDER, *args, *extra)
@@ -58,7 +61,20 @@ async def send(
                 # sockets itself; uvloop's (a media worker's) reads them for it.
                 uvloop_reads = isinstance(asyncio.get_running_loop(), uvloop.Loop)
                 assert (recorder.reading.poller is None) == uvloop_reads
-                result = await recorder.stop(key, drain=drain)
+                if mid_frame:
+                    # The end's first step reads what has arrived and cuts
+                    # there; the held packets go once it has.
+                    tap, cut = recorder.legs[key].tap, asyncio.Event()
+                    assert tap is not None
+                    read_now = tap.read_now
+                    tap.read_now = lambda: (read_now(), cut.set())[0]  # type: ignore[method-assign]
+                    stopping = asyncio.ensure_future(recorder.stop(key, drain=drain))
+                    await cut.wait()
+                    proc.stdin.write(b"release\n")
+                    await proc.stdin.drain()
+                    result = await stopping
+                else:
+                    result = await recorder.stop(key, drain=drain)
                 proc.stdin.write(b"close\n")
                 await proc.stdin.drain()
             sent: dict[str, Any] = json.loads(await proc.stdout.readline())["sent"]
@@ -167,6 +183,39 @@ async def test_the_last_frames_of_a_leg_wait_for_their_missing_packets(
     else:
         assert sent["feedback"]["nack"] == 1, sent  # the one before the end only
         assert info["video_frames"] < sent["frames"], (info, sent)
+
+
+@pytest.mark.both_loops
+@pytest.mark.slow
+@pytest.mark.parametrize("lose_end", [False, True], ids=["rest-arrives", "its-last-packet-lost"])
+async def test_the_frame_being_sent_when_the_call_ends_is_kept_whole(
+    recorder: Recorder, no_codecs: list[str], lose_end: bool
+) -> None:
+    # The end reaches the recorder between two packets of a frame (a page sends
+    # a frame's packets over a few milliseconds): the rest of that frame was
+    # sent before the end and is the call's. The recorder used to drop every
+    # packet after its cut, and with them the frame; in the township benchmark
+    # that was the last frame of one call in two.
+    #
+    # If the frame's last packet is lost, no later packet reveals it (nothing
+    # new is sent after the end): the recorder asks for the next few sequence
+    # numbers. The sender answers from its history, also with packets of the
+    # frames after it, which it had produced but never sent; those are not the
+    # call's, and the file must not hold them.
+    key = RecordingKey("e" * 32, "m" * 32)
+    sent, result = await send(
+        recorder,
+        key,
+        *("--codec", "vp8", "--seconds", "1.5", "--size", "320x240", "--noise"),
+        "--end-mid-frame",
+        *(("--lose-frame-end",) if lose_end else ()),
+        ended_by_recorder=True,
+        mid_frame=True,
+    )
+    assert sent["held"] >= 1, sent  # the frame was split by the end
+    assert result is not None and result.file is not None, result
+    info = probe(result.file.path)
+    assert info["video_frames"] == sent["frames"], (info, sent)
 
 
 @pytest.mark.slow
