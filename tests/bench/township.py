@@ -39,7 +39,14 @@ the narrowest picture in the file. The last line:
   township: live bitrate with recording >= X% of without at 1 Mbit/s + 5% loss; recorded frames Y%
 
 where X is the relay's (and, beside it, the old plane's) clinic video bitrate as a
-share of mesh-off's in the same run, 2 parties, and Y the worst recorded share.
+share of mesh-off's in the same run, 2 parties, and Y the worst relay call's
+recorded share over the whole call: the file's frames against the frames the
+clinic's camera delivered to its leg from the moment the leg's connection was up
+to the moment the page sent "end" (what the camera delivers after that is not
+the call's, and the server stops recording the leg when "end" reaches it). The
+frames the camera delivered while the connection was still being set up (ICE
+and DTLS: three round trips, before anyone saw the picture) are counted
+apart ("set-up frames") and, with them, printed on the line before.
 The bitrate compared is the clinic's encoder's (its ``targetBitrate`` for the
 connection that carries the live video, sampled every second: "encoder
 kbit/s"). What the viewer received ("live kbit/s") is not comparable across
@@ -132,7 +139,7 @@ RECEIVED = """async (id) => {
 SENDING = """async () => {
   const peers = new Set(window.__call.peers().map((id) => window.__call.pc(id)));
   const out = [];
-  for (const pc of window.__pcs) {
+  for (const [index, pc] of window.__pcs.entries()) {
     if (pc.connectionState === "closed") continue;
     let bytes = 0, sourceFrames = 0, sent = 0, width = 0, pair = null;
     let limits = null, encoded = 0, target = 0, retransmitted = 0;
@@ -152,9 +159,57 @@ SENDING = """async () => {
     const via = local ? [local.candidateType, local.relayProtocol || local.protocol] : [];
     const path = via.join("/");
     if (bytes > 0) out.push({ leg, bytes, sourceFrames, sent, width, path, t: performance.now(),
-                              limits, encoded, target, retransmitted });
+                              limits, encoded, target, retransmitted, index });
   }
   return out;
+}"""
+
+
+# What the camera had delivered to each connection, and what it had sent, when
+# the connection came up (frames before that cannot be sent: they are the
+# set-up's, not the recording's) and when the page sent "end" (the call's end:
+# what the camera delivers after it is not the call's).
+COUNTS = """
+(() => {
+  const counts = async (pc) => {
+    let camera = null, sent = 0;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "media-source" && s.kind === "video") camera = s.frames || 0;
+      if (s.type === "outbound-rtp" && s.kind === "video") sent += s.framesSent || 0;
+    });
+    return { camera, sent };
+  };
+  const Wrapped = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Wrapped(...args);
+    pc.addEventListener("connectionstatechange", async () => {
+      if (pc.connectionState !== "connected" || pc.__atConnect !== undefined) return;
+      pc.__atConnect = null;
+      pc.__atConnect = await counts(pc);
+    });
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Wrapped.prototype;
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    let type = null;
+    try { type = JSON.parse(data).type; } catch (error) {}
+    if (type === "end") {
+      for (const pc of window.__pcs) {
+        if (pc.signalingState !== "closed") counts(pc).then((c) => { pc.__atEnd = c; });
+      }
+    }
+    return send.call(this, data);
+  };
+})();
+"""
+
+
+# The counts of window.__pcs[index] (COUNTS), once the page has sent "end".
+LEG_ENDED = "(index) => window.__pcs[index].__atEnd !== undefined"
+LEG_TOTALS = """(index) => {
+  const pc = window.__pcs[index];
+  return { atConnect: pc.__atConnect ?? null, atEnd: pc.__atEnd ?? null };
 }"""
 
 
@@ -260,9 +315,14 @@ class Row:
     # The clinic's encoder's rate for the live video (mean of its targetBitrate
     # over the window: the peer connections in a mesh, the leg in the relay).
     encoder_kbps: float | None = None
-    # The file against the frames the camera delivered to the leg, from the
-    # leg's set-up (frames before its connection existed cannot be sent) ...
+    # The whole call's file against the frames the camera delivered to the leg,
+    # from the leg's set-up ...
     recorded_pct: float | None = None
+    # ... of them, those it delivered before the leg's connection was up (no
+    # page can send those) ...
+    setup_frames: int | None = None
+    # ... the file against the frames delivered while the leg was up ...
+    connected_pct: float | None = None
     # ... against what the browser encoded and sent on it (the server's part) ...
     of_sent_pct: float | None = None
     # ... and what share of the camera's frames the encoder sent while the call
@@ -414,6 +474,7 @@ async def server(
 async def login(browser: Any, base: str, username: str, detail: bool = False) -> Any:
     context = await browser.new_context(base_url=base, viewport={"width": 1280, "height": 800})
     await context.add_init_script(COUNT_PCS)
+    await context.add_init_script(COUNTS)
     if detail:
         await context.add_init_script(CALL_UP)
     page = await context.new_page()
@@ -632,14 +693,17 @@ async def one_call(
                         flush=True,
                     )
             final = next((s for s in await clinic.evaluate(SENDING) if s["leg"]), None)
-            source_frames = final["sourceFrames"] if final else 0
-            sent_frames = final["sent"] if final else 0
             row.path = final["path"] if final else ""
             await clinic.click("#ctl-end")
             await clinic.click('#end-dialog button[value="end"]')
             await clinic.locator('#call[data-finished="ended"]').wait_for()
-            if plane != "mesh-off":
+            if plane != "mesh-off" and final is not None:
                 path = await clinic_file(app, clinic_id)
+                # The leg's counts from its connection to the end: the whole call.
+                await clinic.wait_for_function(LEG_ENDED, arg=final["index"], timeout=20_000)
+                totals = await clinic.evaluate(LEG_TOTALS, final["index"])
+                at_end, at_connect = totals["atEnd"], totals["atConnect"]
+                source_frames, sent_frames = at_end["camera"] or 0, at_end["sent"]
                 if path is not None and source_frames:
                     frames, gaps, narrowest, refused = file_gaps(path)
                     gap = max((size for _, size in gaps), default=0)
@@ -656,8 +720,16 @@ async def one_call(
                             flush=True,
                         )
                     row.recorded_pct = 100 * frames / source_frames
-                    # The leg keeps sending between the last sample and the end.
-                    row.of_sent_pct = min(100.0, 100 * frames / max(sent_frames, 1))
+                    if at_connect is not None and at_connect["camera"] is not None:
+                        row.setup_frames = at_connect["camera"]
+                        # The server stops recording when "end" reaches it, a
+                        # one-way trip (or a TCP resend) after the page sent it:
+                        # the file may hold a few frames more than the count at
+                        # "end". Those must not hide frames missing inside it.
+                        since = source_frames - at_connect["camera"]
+                        inside = frames + sum(size for _, size in gaps)
+                        row.connected_pct = 100 * frames / max(since, inside, 1)
+                    row.of_sent_pct = 100 * frames / max(sent_frames, 1)
                     row.max_gap, row.min_width = gap, narrowest
     return row
 
@@ -694,6 +766,8 @@ def print_table(rows: list[Row]) -> None:
         "ms/ev",
         "leg kbit/s",
         "recorded %",
+        "set-up frames",
+        "since connected %",
         "of sent %",
         "sent of camera %",
         "max gap",
@@ -722,6 +796,8 @@ def print_table(rows: list[Row]) -> None:
                     fmt(r.conceal_ms, ".0f"),
                     fmt(r.leg_kbps),
                     fmt(r.recorded_pct, ".2f"),
+                    fmt(r.setup_frames),
+                    fmt(r.connected_pct, ".2f"),
                     fmt(r.of_sent_pct, ".2f"),
                     fmt(r.encoded_pct, ".2f"),
                     fmt(r.max_gap),
@@ -803,13 +879,12 @@ def summary(rows: list[Row]) -> None:
 
     base, relay, old = kbps("mesh-off"), kbps("relay"), kbps("mesh-rec")
     got_base, got_relay = kbps("mesh-off", True), kbps("relay", True)
-    # The recording's share of the camera's frames while the call was up: what
-    # the browser sent of them (window) times what of that the file holds.
-    recorded = [
-        r.encoded_pct * r.of_sent_pct / 100
-        for r in rows
-        if r.encoded_pct is not None and r.of_sent_pct is not None and r.plane == "relay"
-    ]
+    # The recording's share of the camera's frames over the whole call, from
+    # the leg's connection up (the worst relay call), and from the camera's
+    # first frame on that connection (its set-up included).
+    relayed = [r for r in rows if r.plane == "relay" and not r.error]
+    recorded = [r.connected_pct for r in relayed if r.connected_pct is not None]
+    whole = [r.recorded_pct for r in relayed if r.recorded_pct is not None]
     x = f"{100 * relay / base:.0f}" if base and relay is not None else "-"
     x_old = f"{100 * old / base:.0f}" if base and old is not None else "-"
     y = f"{min(recorded):.1f}" if recorded else "-"
@@ -825,6 +900,12 @@ def summary(rows: list[Row]) -> None:
             parts.append(f"{len(calls) - len(times)} with no video")
         print(f"call up {profile} {plane}: " + ", ".join(parts))
     print(f"(old plane, mesh + recording leg: {x_old}% of without)")
+    if whole:
+        setup = [r.setup_frames for r in relayed if r.setup_frames is not None]
+        print(
+            f"(recorded frames counting the camera's frames before the leg connected, "
+            f"{min(setup, default=0)}-{max(setup, default=0)} a call: {min(whole):.1f}%)"
+        )
     if got_base and got_relay is not None:
         print(
             f"(received by the specialist's page: relay {got_relay:.0f} kbit/s of media, "
