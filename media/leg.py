@@ -21,8 +21,9 @@ from aiortc.mediastreams import MediaStreamError
 from media import seam, twcc
 from media.finalize import FinishedFile
 from media.lean import NACK_GIVE_UP_MS
-from media.packets import PacketWriter
+from media.packets import REORDER_SECONDS, PacketWriter
 from media.relay import Fanout
+from media.rtp import starts_keyframe
 from media.tap import RtpTap
 from media.writer import SUFFIX_FOR
 
@@ -35,6 +36,9 @@ KEYFRAME_MIN_GAP = 0.3
 # for again after this long: on a 300 ms, lossy uplink a keyframe takes more
 # than half a second to arrive, and asking every 0.5 s brought two or three.
 KEYFRAME_RETRY = 1.0
+# ... and not while a keyframe that came this recently may still reach it: the
+# writer takes frames only once the holes before them are filled or given up.
+KEYFRAME_WAIT = REORDER_SECONDS
 # At a leg's end, the packets its last frames still miss are asked for again
 # for at most this long (as long as a hole is asked for in the call:
 # ``lean.NACK_GIVE_UP_MS``), checking this often.
@@ -96,6 +100,10 @@ class Leg:
     newest: tuple[int, int, bool] | None = None
     # When the last packet of the open frame came (``time.monotonic()``).
     open_at: float = 0.0
+    # The video's codec ("vp8", "h264"; None: no video), and when the first
+    # packet of a keyframe last came (``time.monotonic()``).
+    video_codec: str | None = None
+    keyframe_at: float = float("-inf")
     # False when the leg ends because its page was replaced (a reload): the
     # page that could resend its last packets is gone, so none are asked for.
     ask_at_end: bool = True
@@ -113,6 +121,8 @@ class Leg:
             newest = self.newest
             if newest is None or _newer(packet[3], newest[0]):
                 self.newest = (packet[3], packet[4], packet[2])
+            if _may_start_keyframe(self.video_codec, packet[5]):
+                self.keyframe_at = packet[0]
         writer = self.writer
         if writer is not None:
             writer.keep(packet)
@@ -209,7 +219,16 @@ class Leg:
         # Keyframes are asked for until the first one arrives and after a gap
         # (the writer says), every ``interval`` (seekable files), and
         # when a viewer of the relay wants one, at most every KEYFRAME_MIN_GAP.
+        #
+        # The writer's need is the writer's, seconds behind the wire: the page
+        # begins with a keyframe, and a keyframe that came may still be on its
+        # way to the writer. Asking for one then (when the first packet came,
+        # and again a second later) made the browser send two keyframes it
+        # need not have sent in the first 1.6 s of every leg, and its encoder
+        # skip a frame near them (township benchmark, clean link: one-frame
+        # gaps 0.1-0.3 s into every file).
         last_request = 0.0
+        started = time.monotonic()
         while not self.done.is_set():
             writer = self.writer
             now = time.monotonic()
@@ -217,8 +236,13 @@ class Leg:
             asked = self.keyframe_wanted.is_set()
             due = (
                 (asked and since >= KEYFRAME_MIN_GAP)
-                or (writer is not None and writer.needs_keyframe and since >= KEYFRAME_RETRY)
-                or since >= interval
+                or (
+                    writer is not None
+                    and writer.needs_keyframe
+                    and since >= KEYFRAME_RETRY
+                    and now - self.keyframe_at >= KEYFRAME_WAIT
+                )
+                or now - max(last_request, started) >= interval
             )
             if due:
                 self.keyframe_wanted.clear()
@@ -242,6 +266,13 @@ class Leg:
             finally:
                 for waiting in waits:
                     waiting.cancel()
+
+
+def _may_start_keyframe(codec: str | None, payload: bytes) -> bool:
+    """Whether ``payload`` begins a keyframe (VP8: read only where a frame begins)."""
+    if codec == "vp8":
+        return payload[0] & 0x17 == 0x10 and starts_keyframe("video/vp8", payload)
+    return codec == "h264" and starts_keyframe("video/h264", payload)
 
 
 def _newer(seq: int, than: int) -> bool:

@@ -185,6 +185,29 @@ async def test_the_last_frames_of_a_leg_wait_for_their_missing_packets(
         assert info["video_frames"] < sent["frames"], (info, sent)
 
 
+@pytest.mark.slow
+async def test_a_leg_asks_for_no_keyframe_its_page_already_sent(
+    tmp_path: Path, no_codecs: list[str]
+) -> None:
+    # A page's first frame is a keyframe. The recorder asked for another when
+    # the first packet came and again a second later, while that keyframe was
+    # still on its way to the writer (which waits for holes before it): three
+    # keyframes in the first 1.6 s, each a burst on a weak uplink that the
+    # browser's encoder pays for with a skipped frame.
+    key = RecordingKey("k" * 32, "f" * 32)
+    recorder = Recorder(tmp_path / "rec", host_addresses=["127.0.0.1"], keyframe_interval=60.0)
+    try:
+        sent, _ = await send(recorder, key, "--codec", "vp8", "--seconds", "1.8")
+        result = await recorder.stop(key)
+    finally:
+        await recorder.close()
+    assert result is not None and result.file is not None, result
+    with av.open(str(result.file.path)) as container:
+        keyframes = [p.is_keyframe for p in container.demux(video=0) if p.size]
+    assert len(keyframes) >= 0.9 * sent["video"], (len(keyframes), sent)
+    assert keyframes[0] and sum(keyframes) == 1, keyframes
+
+
 @pytest.mark.both_loops
 @pytest.mark.slow
 @pytest.mark.parametrize("lose_end", [False, True], ids=["rest-arrives", "its-last-packet-lost"])
