@@ -39,6 +39,9 @@ REMB_MIN_GAP_MS = 200
 NACK_RETRY_MIN_MS = 40
 NACK_RETRY_MAX_MS = 400
 NACK_GIVE_UP_MS = 2000
+# The most FEC packets libwebrtc sends after a frame (as many as its media
+# packets, at most 48: ``kUlpfecMaxMediaPackets``), and one.
+MAX_FEC_RUN = 49
 # The receiver's list of active sources (PLI targets) is refreshed this often (ms).
 ACTIVE_SSRC_EVERY_MS = 1000
 # The relay's viewers hold the picture for the time nine retransmissions in ten
@@ -49,6 +52,15 @@ HOLD_MARGIN_MS = 50
 HOLD_STEP_MS = 50
 HOLD_REPAIRS = 3
 HOLD_QUIET_MS = 20_000
+
+
+def vp8_picture_id(payload: bytes) -> int | None:
+    """The picture id in a VP8 payload descriptor (RFC 7741 4.2; None: none)."""
+    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:
+        return None
+    if payload[2] & 0x80:
+        return ((payload[2] & 0x7F) << 8) | payload[3] if len(payload) > 3 else None
+    return payload[2] & 0x7F
 
 
 def within(took: list[int], tenths: int) -> int:
@@ -109,6 +121,9 @@ class Lean:
                 self.red_types[fec.red_rtx] = True
         self.decoder: UlpfecDecoder | None = None
         self.media_types: dict[int, int | None] = {}  # codec -> its RTX (from the answer)
+        # The last VP8 frame's end seen in RED (SSRC, sequence number, picture
+        # id, timestamp of its marker packet): see ``_fec_places``.
+        self.frame_end: tuple[int, int, int, int] | None = None
 
     def _spawn(self, coro: Any) -> None:
         # Sending RTCP is a coroutine in aiortc; it is rare (a NACK, a REMB).
@@ -258,10 +273,47 @@ class Lean:
             )
         else:
             decoder.add_retransmission(packet.sequence_number, data)
+        if self.codecs[block_type].mimeType.lower() == "video/vp8":
+            self._fec_places(packet, data, arrival)
         packet.payload_type = block_type
         packet.payload = data
         self.handle(packet, plain, arrival_ms, arrival)
         self._rebuilt(rebuilt, arrival)
+
+    def _fec_places(self, packet: Rtp, data: bytes, arrival: float | None) -> None:
+        """VP8 in RED, first sends only: the numbers between a frame's last packet
+        and the first packet of the frame after it (the next picture id) held
+        only FEC packets. Those lost are not asked for (libwebrtc never resends
+        FEC: each was asked for 6-17 times until given up, and the end of every
+        leg waited up to 2 s for them) and take their place in the file's
+        sequence and the viewers' as FEC packets that came do (empty)."""
+        picture_id = vp8_picture_id(data)
+        if picture_id is None:
+            return
+        seq = packet.sequence_number
+        end, nack = self.frame_end, self.nack
+        if packet.marker:
+            self.frame_end = (packet.ssrc, seq, picture_id, packet.timestamp)
+        if end is None or nack is None or nack.max_seq is None or data[0] & 0x17 != 0x10:
+            return  # no frame end known, or not the first packet of a frame
+        ssrc, last_seq, last_id, last_ts = end
+        span = (seq - last_seq) & 0xFFFF
+        wrap = 0x7FFF if max(picture_id, last_id) > 0x7F else 0x7F
+        newest = (nack.max_seq - last_seq) & 0xFFFF
+        if ssrc != packet.ssrc or (picture_id - last_id) & wrap != 1:
+            return  # a frame may have been lost whole between them
+        if not 1 < span <= MAX_FEC_RUN or newest >= span:
+            return
+        now = time.monotonic() if arrival is None else arrival
+        for ahead in range(1, span):
+            place = (last_seq + ahead) & 0xFFFF
+            if ahead <= newest:
+                if place not in nack.missing:
+                    continue  # it came
+                nack.missing.discard(place)
+                self.nack_asked.pop(place, None)
+            self.keep((now, False, False, place, last_ts, b""))
+        nack.max_seq = (seq - 1) & 0xFFFF
 
     def _rebuilt(self, packets: list[bytes], arrival: float | None) -> None:
         """Packets ULPFEC rebuilt: no longer asked for; to the file and the viewers."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import struct
+from typing import Any
 
 import pytest
 
@@ -225,3 +226,65 @@ async def test_the_tap_unwraps_red_rebuilds_a_loss_and_keeps_the_fec_packets_pla
             1,
             0,
         )
+
+
+async def test_lost_fec_packets_between_frames_are_not_asked_for_but_lost_media_is() -> None:
+    # libwebrtc never resends a FEC packet: a lost one was asked for again and
+    # again (6-17 times at 10 % loss) until given up, and the end of every leg
+    # waited up to 2 s for it. A VP8 frame whose first packet follows the
+    # previous frame's last one (the next picture id) shows that the numbers
+    # between them held only FEC packets. A frame lost whole (a picture id
+    # skipped) and a frame's lost first packet are asked for as before.
+    from media import answer
+
+    from .test_answer import with_red
+    from .test_seam import lean_on
+    from .test_twcc import CHROME_OFFER
+
+    offer = with_red(CHROME_OFFER)
+    kept: list[tuple[int, bytes]] = []
+    asked: list[list[int]] = []
+
+    def keep(packet: KeptPacket) -> None:
+        kept.append((packet[3], packet[5]))
+
+    def nack(coroutine: Any) -> None:
+        asked.append(list(coroutine.cr_frame.f_locals["lost"]))
+        coroutine.close()
+
+    async with lean_on(offer, keep, answer.fec_types(offer)) as (lean, _):
+        lean._spawn = nack  # type: ignore[method-assign]
+
+        def red(seq: int, picture_id: int, *, start: bool, marker: bool) -> bytes:
+            # Chromium's VP8 descriptor: X, S, PID 0; I; a 15-bit picture id.
+            descriptor = bytes([0x90 if start else 0x80, 0x80, 0x80 | picture_id >> 8])
+            descriptor += bytes([picture_id & 0xFF])
+            b1 = (0x80 if marker else 0) | 118
+            header = struct.pack("!BBHII", 0x80, b1, seq, 90 * picture_id, 1111)
+            return header + bytes([VP8]) + descriptor + bytes(100)
+
+        def fec(seq: int, picture_id: int) -> bytes:
+            header = struct.pack("!BBHII", 0x80, 118, seq, 90 * picture_id, 1111)
+            return header + bytes([120]) + bytes(30)
+
+        stream = [
+            red(2000, 5, start=True, marker=False),
+            red(2001, 5, start=False, marker=True),
+            fec(2002, 5),  # 2003, its second FEC packet, is lost
+            red(2004, 6, start=True, marker=True),
+            # 2005, the first packet of picture 7, is lost
+            red(2006, 7, start=False, marker=True),
+            # 2007, picture 8 whole, is lost
+            red(2008, 9, start=True, marker=True),
+            fec(2009, 9),
+            red(2010, 10, start=True, marker=True),
+        ]
+        for data in stream:
+            lean.handle(Rtp(data), data, 1_000, None)
+        assert lean.nack is not None and lean.nack.missing == {2005, 2007}
+        assert asked and all(2003 not in names for names in asked), asked
+        assert {2005, 2007} <= {seq for names in asked for seq in names}
+        # The lost FEC packet's place is taken, before the frame after it.
+        order = [seq for seq, _ in kept]
+        assert order == [2000, 2001, 2002, 2003, 2004, 2006, 2008, 2009, 2010], order
+        assert dict(kept)[2003] == b"" and dict(kept)[2002] == b""
