@@ -224,9 +224,8 @@ class Leg:
         # begins with a keyframe, and a keyframe that came may still be on its
         # way to the writer. Asking for one then (when the first packet came,
         # and again a second later) made the browser send two keyframes it
-        # need not have sent in the first 1.6 s of every leg, and its encoder
-        # skip a frame near them (township benchmark, clean link: one-frame
-        # gaps 0.1-0.3 s into every file).
+        # need not have sent in the first 1.6 s of every leg (a keyframe is
+        # several frames' worth of bits on the uplink).
         last_request = 0.0
         started = time.monotonic()
         while not self.done.is_set():
