@@ -719,16 +719,17 @@ async def one_call(
                             "frame(s) the decoder refused (not counted as recorded)",
                             flush=True,
                         )
-                    row.recorded_pct = 100 * frames / source_frames
+                    # The server stops recording when "end" reaches it, a one-way
+                    # trip (or a TCP resend) after the page sent it: the file may
+                    # hold a few frames more than the count at "end". Those must
+                    # not hide frames missing inside it.
+                    inside = frames + sum(size for _, size in gaps)
+                    setup = 0
                     if at_connect is not None and at_connect["camera"] is not None:
-                        row.setup_frames = at_connect["camera"]
-                        # The server stops recording when "end" reaches it, a
-                        # one-way trip (or a TCP resend) after the page sent it:
-                        # the file may hold a few frames more than the count at
-                        # "end". Those must not hide frames missing inside it.
-                        since = source_frames - at_connect["camera"]
-                        inside = frames + sum(size for _, size in gaps)
+                        setup = row.setup_frames = at_connect["camera"]
+                        since = source_frames - setup
                         row.connected_pct = 100 * frames / max(since, inside, 1)
+                    row.recorded_pct = 100 * frames / max(source_frames, inside + setup)
                     row.of_sent_pct = 100 * frames / max(sent_frames, 1)
                     row.max_gap, row.min_width = gap, narrowest
     return row
