@@ -42,7 +42,10 @@ def test_the_bitrates_compared_are_the_clinic_encoders(capsys: Any) -> None:
             kbps=511.0,
             encoder_kbps=470.0,
             encoded_pct=100.0,
-            of_sent_pct=99.0,
+            of_sent_pct=100.4,
+            recorded_pct=97.1,
+            setup_frames=8,
+            connected_pct=99.8,
         ),
         Row(lossy, "relay", 4, up_s=1.0, kbps=100.0, encoder_kbps=100.0),  # not 2 parties
     ]
@@ -50,7 +53,12 @@ def test_the_bitrates_compared_are_the_clinic_encoders(capsys: Any) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == (
         "township: live bitrate with recording >= 100% of without at 1 Mbit/s + 5% loss; "
-        "recorded frames 99.0%"
+        "recorded frames 99.8%"
     ), lines
+    # The recording's share is the whole call's from the leg's connection on;
+    # with the frames of its set-up counted too, it is printed apart.
+    assert (
+        "(recorded frames counting the camera's frames before the leg connected, 8 a call: 97.1%)"
+    ) in lines, lines
     received = "(received by the specialist's page: relay 511 kbit/s of media, mesh 727 kbit/s"
     assert any(line.startswith(received) for line in lines), lines

@@ -903,9 +903,10 @@ def summary(rows: list[Row]) -> None:
     print(f"(old plane, mesh + recording leg: {x_old}% of without)")
     if whole:
         setup = [r.setup_frames for r in relayed if r.setup_frames is not None]
+        low, high = min(setup, default=0), max(setup, default=0)
         print(
             f"(recorded frames counting the camera's frames before the leg connected, "
-            f"{min(setup, default=0)}-{max(setup, default=0)} a call: {min(whole):.1f}%)"
+            f"{low if low == high else f'{low}-{high}'} a call: {min(whole):.1f}%)"
         )
     if got_base and got_relay is not None:
         print(
