@@ -27,7 +27,14 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 from media import twcc
 from media.packets import START_SLACK
-from media.rtp import ABS_SEND_TIME_FIRST, Rtp, next_in_order, starts_keyframe
+from media.rtp import (
+    ABS_SEND_TIME_FIRST,
+    Rtp,
+    next_in_order,
+    pictures_skipped,
+    starts_keyframe,
+    vp8_picture_id,
+)
 from media.seam import KeptPacket
 from media.speedups import speed_up_estimator, speed_up_nack
 from media.ulpfec import FecTypes, UlpfecDecoder, red_primary
@@ -52,15 +59,6 @@ HOLD_MARGIN_MS = 50
 HOLD_STEP_MS = 50
 HOLD_REPAIRS = 3
 HOLD_QUIET_MS = 20_000
-
-
-def vp8_picture_id(payload: bytes) -> int | None:
-    """The picture id in a VP8 payload descriptor (RFC 7741 4.2; None: none)."""
-    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:
-        return None
-    if payload[2] & 0x80:
-        return ((payload[2] & 0x7F) << 8) | payload[3] if len(payload) > 3 else None
-    return payload[2] & 0x7F
 
 
 def within(took: list[int], tenths: int) -> int:
@@ -287,6 +285,9 @@ class Lean:
         FEC: each was asked for 6-17 times until given up, and the end of every
         leg waited up to 2 s for them) and take their place in the file's
         sequence and the viewers' as FEC packets that came do (empty)."""
+        starts = bool(data) and data[0] & 0x17 == 0x10  # S set, partition 0
+        if not starts and not packet.marker:
+            return  # the middle of a frame
         picture_id = vp8_picture_id(data)
         if picture_id is None:
             return
@@ -294,13 +295,12 @@ class Lean:
         end, nack = self.frame_end, self.nack
         if packet.marker:
             self.frame_end = (packet.ssrc, seq, picture_id, packet.timestamp)
-        if end is None or nack is None or nack.max_seq is None or data[0] & 0x17 != 0x10:
-            return  # no frame end known, or not the first packet of a frame
+        if not starts or end is None or nack is None or nack.max_seq is None:
+            return  # not the first packet of a frame, or no frame end known
         ssrc, last_seq, last_id, last_ts = end
         span = (seq - last_seq) & 0xFFFF
-        wrap = 0x7FFF if max(picture_id, last_id) > 0x7F else 0x7F
         newest = (nack.max_seq - last_seq) & 0xFFFF
-        if ssrc != packet.ssrc or (picture_id - last_id) & wrap != 1:
+        if ssrc != packet.ssrc or pictures_skipped(last_id, picture_id):
             return  # a frame may have been lost whole between them
         if not 1 < span <= MAX_FEC_RUN or newest >= span:
             return

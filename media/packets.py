@@ -43,6 +43,7 @@ from aiortc.codecs.h264 import H264PayloadDescriptor
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 
 from media.finalize import FinishedFile, final_name, sha256_of, start_note
+from media.rtp import pictures_skipped
 from media.seam import EncodedFrame, KeptPacket, is_keyframe
 from media.writer import CONTAINER_FOR, FrameMuxer, WriterStats
 
@@ -209,9 +210,8 @@ class FrameAssembler:
                 # lost whole, packets and all, which no hole in the sequence
                 # numbers tells apart from padding.
                 last = self.picture_id
-                wrap = 0x8000 if picture_id > 0x7F or (last or 0) > 0x7F else 0x80
-                if last is not None and picture_id != (last + 1) % wrap:
-                    self._lost((picture_id - last - 1) % wrap)
+                if last is not None and (skipped := pictures_skipped(last, picture_id)):
+                    self._lost(skipped)
                 self.picture_id = picture_id
             return start, data
         h264, data = H264PayloadDescriptor.parse(payload)

@@ -131,6 +131,8 @@ def starts_keyframe(mime_type: str, payload: bytes) -> bool:
     codec = mime_type.lower()
     try:
         if codec == "video/vp8":
+            if not payload or payload[0] & 0x17 != 0x10:
+                return False  # S clear or a later partition: read no further
             vp8, data = VpxPayloadDescriptor.parse(payload)
             return (
                 bool(vp8.partition_start)
@@ -150,3 +152,20 @@ def starts_keyframe(mime_type: str, payload: bytes) -> bool:
     except ValueError:
         return False
     return False
+
+
+def vp8_picture_id(payload: bytes) -> int | None:
+    """The picture id of a VP8 payload descriptor (RFC 7741 4.2; None: none), as
+    ``VpxPayloadDescriptor.parse`` reads it, without building the descriptor."""
+    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:
+        return None
+    if payload[2] & 0x80:
+        return ((payload[2] & 0x7F) << 8) | payload[3] if len(payload) > 3 else None
+    return payload[2] & 0x7F
+
+
+def pictures_skipped(last: int, picture_id: int) -> int:
+    """How many VP8 picture ids lie between ``last`` and ``picture_id`` (7 or 15
+    bits, wrapping): frames lost whole, packets and all, when more than 0."""
+    wrap = 0x8000 if picture_id > 0x7F or last > 0x7F else 0x80
+    return (picture_id - last - 1) % wrap

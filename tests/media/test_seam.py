@@ -493,6 +493,30 @@ def test_a_keyframes_first_packet_is_told_from_the_rest() -> None:
     assert not rtp.starts_keyframe(h264, b"\x7c\x05\x88")  # FU-A, a later fragment
     assert not rtp.starts_keyframe(h264, b"\x41\x9a")  # a non-IDR slice
     assert not rtp.starts_keyframe(h264, b"")
+    assert not rtp.starts_keyframe(vp8, b"\x11\x00\x9d")  # S=1 but partition 1
+    assert not rtp.starts_keyframe(vp8, b"")
+
+
+def test_the_vp8_picture_id_is_read_as_aiortc_reads_it() -> None:
+    from aiortc.codecs.vpx import VpxPayloadDescriptor
+
+    payloads = [
+        b"\x90\x80\x85\x39\x00",  # X, S; I; a 15-bit id (0x0539)
+        b"\x80\x80\x7f\x00",  # X; I; a 7-bit id
+        b"\x90\xa0\x85\x39\x07\x00",  # X, S; I and K (tl0picidx after the id)
+        b"\x90\x40\x07\x00",  # X, S; L only: no picture id
+        b"\x10\x00\x9d",  # no extension
+    ]
+    for payload in payloads:
+        descriptor, _ = VpxPayloadDescriptor.parse(payload)
+        assert rtp.vp8_picture_id(payload) == descriptor.picture_id, payload
+    assert rtp.vp8_picture_id(b"\x90\x80\x85") is None  # cut short
+    # Frames lost whole between two picture ids, across each wrap.
+    assert rtp.pictures_skipped(5, 6) == 0
+    assert rtp.pictures_skipped(5, 8) == 2
+    assert rtp.pictures_skipped(0x7FFF, 0) == 0
+    assert rtp.pictures_skipped(0x7F, 0) == 0
+    assert rtp.pictures_skipped(0x7FFE, 1) == 2
 
 
 def test_the_faster_nack_truncation_forgets_a_number_given_up_elsewhere() -> None:
