@@ -100,9 +100,9 @@ class Leg:
     newest: tuple[int, int, bool] | None = None
     # When the last packet of the open frame came (``time.monotonic()``).
     open_at: float = 0.0
-    # The video's codec ("vp8", "h264"; None: no video), and when the first
+    # The video's MIME type ("video/vp8"; None: no video), and when the first
     # packet of a keyframe last came (``time.monotonic()``).
-    video_codec: str | None = None
+    video_mime: str | None = None
     keyframe_at: float = float("-inf")
     # False when the leg ends because its page was replaced (a reload): the
     # page that could resend its last packets is gone, so none are asked for.
@@ -121,7 +121,7 @@ class Leg:
             newest = self.newest
             if newest is None or _newer(packet[3], newest[0]):
                 self.newest = (packet[3], packet[4], packet[2])
-            if _may_start_keyframe(self.video_codec, packet[5]):
+            if self.video_mime is not None and starts_keyframe(self.video_mime, packet[5]):
                 self.keyframe_at = packet[0]
         writer = self.writer
         if writer is not None:
@@ -227,7 +227,6 @@ class Leg:
         # need not have sent in the first 1.6 s of every leg (a keyframe is
         # several frames' worth of bits on the uplink).
         last_request = 0.0
-        started = time.monotonic()
         while not self.done.is_set():
             writer = self.writer
             now = time.monotonic()
@@ -241,7 +240,7 @@ class Leg:
                     and since >= KEYFRAME_RETRY
                     and now - self.keyframe_at >= KEYFRAME_WAIT
                 )
-                or now - max(last_request, started) >= interval
+                or now - max(last_request, self.t0) >= interval
             )
             if due:
                 self.keyframe_wanted.clear()
@@ -265,13 +264,6 @@ class Leg:
             finally:
                 for waiting in waits:
                     waiting.cancel()
-
-
-def _may_start_keyframe(codec: str | None, payload: bytes) -> bool:
-    """Whether ``payload`` begins a keyframe (VP8: read only where a frame begins)."""
-    if codec == "vp8":
-        return payload[0] & 0x17 == 0x10 and starts_keyframe("video/vp8", payload)
-    return codec == "h264" and starts_keyframe("video/h264", payload)
 
 
 def _newer(seq: int, than: int) -> bool:

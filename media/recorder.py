@@ -147,7 +147,8 @@ class Recorder:
                 if transceiver.kind == "video":
                     if codec not in SUPPORTED_VIDEO:
                         raise RecordingFailed(f"cannot record video codec {codec}")
-                    video_codec = leg.video_codec = codec
+                    video_codec = codec
+                    leg.video_mime = f"video/{codec}"
                     leg.receivers.append(transceiver.receiver)
                 elif transceiver.kind == "audio" and codec == "opus":
                     audio = True

@@ -45,7 +45,7 @@ clinic's camera delivered to its leg from the moment the leg's connection was up
 to the moment the page sent "end" (what the camera delivers after that is not
 the call's, and the server stops recording the leg when "end" reaches it). The
 frames the camera delivered while the connection was still being set up (ICE
-and DTLS: three round trips, before anyone saw the picture) are counted
+and DTLS: two round trips after the answer, before anyone saw the picture) are counted
 apart ("set-up frames") and, with them, printed on the line before.
 The bitrate compared is the clinic's encoder's (its ``targetBitrate`` for the
 connection that carries the live video, sampled every second: "encoder

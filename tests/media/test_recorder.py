@@ -67,7 +67,12 @@ async def send(
                     tap, cut = recorder.legs[key].tap, asyncio.Event()
                     assert tap is not None
                     read_now = tap.read_now
-                    tap.read_now = lambda: (read_now(), cut.set())[0]  # type: ignore[method-assign]
+
+                    def read_and_cut() -> None:
+                        read_now()
+                        cut.set()
+
+                    tap.read_now = read_and_cut  # type: ignore[method-assign]
                     stopping = asyncio.ensure_future(recorder.stop(key, drain=drain))
                     await cut.wait()
                     proc.stdin.write(b"release\n")
@@ -192,8 +197,8 @@ async def test_a_leg_asks_for_no_keyframe_its_page_already_sent(
     # A page's first frame is a keyframe. The recorder asked for another when
     # the first packet came and again a second later, while that keyframe was
     # still on its way to the writer (which waits for holes before it): three
-    # keyframes in the first 1.6 s, each a burst on a weak uplink that the
-    # browser's encoder pays for with a skipped frame.
+    # keyframes in the first 1.6 s, each several frames' worth of bits on a
+    # weak uplink.
     key = RecordingKey("k" * 32, "f" * 32)
     recorder = Recorder(tmp_path / "rec", host_addresses=["127.0.0.1"], keyframe_interval=60.0)
     try:
