@@ -96,12 +96,13 @@ class Leg:
     # ... and the rest of the frame the page was sending when the end came
     # (its RTP timestamp; None: none), which moves the cut on to its last packet.
     open_frame: int | None = None
-    # The newest video media packet kept: sequence number, timestamp, marker.
-    newest: tuple[int, int, bool] | None = None
+    # The last video media packet kept (the newest but for a late one).
+    last_video: seam.KeptPacket | None = None
     # When the last packet of the open frame came (``time.monotonic()``).
     open_at: float = 0.0
     # The video's MIME type ("video/vp8"; None: no video), and when the first
-    # packet of a keyframe last came (``time.monotonic()``).
+    # packet of a keyframe last came while the writer awaited one
+    # (``time.monotonic()``; looked for only then: ``keep`` runs per packet).
     video_mime: str | None = None
     keyframe_at: float = float("-inf")
     # False when the leg ends because its page was replaced (a reload): the
@@ -114,16 +115,19 @@ class Leg:
         Looked up per packet: a failed writer is dropped and a resumed part
         brings a new one, while the connection and its relay go on.
         """
+        writer = self.writer
         if self.draining:
             if not self._before_end(packet):
                 return  # sent after the leg was told to end: not recorded
         elif not packet[1] and packet[5]:
-            newest = self.newest
-            if newest is None or _newer(packet[3], newest[0]):
-                self.newest = (packet[3], packet[4], packet[2])
-            if self.video_mime is not None and starts_keyframe(self.video_mime, packet[5]):
-                self.keyframe_at = packet[0]
-        writer = self.writer
+            self.last_video = packet
+            if (
+                writer is not None
+                and writer.needs_keyframe
+                and self.video_mime is not None
+                and starts_keyframe(self.video_mime, packet[5])
+            ):
+                self.keyframe_at = packet[0]  # only while a keyframe is awaited
         if writer is not None:
             writer.keep(packet)
         fanout = self.fanout
@@ -164,11 +168,11 @@ class Leg:
             return
         tap.read_now()  # what arrived before the end, to the last datagram
         self.cut = tap.video_high()
-        newest = self.newest
-        if newest is not None and not newest[2] and newest[0] == self.cut:
+        last = self.last_video
+        if last is not None and not last[2] and last[3] == self.cut:
             # The end came in the middle of a frame: its packets still on the
             # way were sent before the end, and the frame is the call's.
-            self.open_frame = newest[1]
+            self.open_frame = last[4]
         self.draining = True
         missing = tap.outstanding(self.cut)
         if not missing and self.open_frame is None:
