@@ -78,6 +78,11 @@ def test_a_relayed_call_on_a_lossy_township_uplink() -> None:
     # packet resent after a NACK) broke the frames after it up to the next
     # keyframe, 17-36 frames in a 6 s call on this profile.
     assert "the decoder refused" not in output, output
+    # The page read the stamp of its camera's frame when it sent "end" (the
+    # file is counted up to it), and the file's frames carry readable stamps.
+    after = re.search(r"file frames: (\d+) after the end", output)
+    assert after and int(after.group(1)) <= 24, output
+    assert re.search(r"file \d+ frames, \d+ missing in \d+ gap\(s\), 0 unread", output), output
     # The clinic's leg came in RED with ULPFEC, and the recorder rebuilt lost
     # packets from it without a round trip; each rebuilt packet whose
     # retransmission came after all was the same, byte for byte. (The other

@@ -98,6 +98,17 @@ from web.tls import ensure_self_signed  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT, FPS = 640, 480, 24
+# Each clip frame carries its index (mod the clip's length) in a strip of cells
+# along its bottom edge: 8 bits, an even-parity bit and a cell always white.
+# The page reads the stamp of its camera's frame when it sends "end", so the
+# file's frames after the call's end (the server stops when "end" reaches it, a
+# one-way trip later) are left out of its count. The stamps also show where the
+# file lacks the camera's frames; on this busy 2-core machine, some of those
+# the camera's capture skipped itself (Chromium's file camera delivers the
+# clip's frame for the time: a starved capture thread skips frames), and the
+# page's track never had them: the count of frames the track delivered
+# (media-source) is what the file is measured against.
+STAMP_CELLS, STAMP_ROWS = 10, 32
 CLIP_SECONDS = 6
 HOSPITAL_USERS = ["cardio1", "county1", "cardio2"]
 CLINIC_NICE = -10  # the clinic's browser before the rest of this machine (see one_call)
@@ -171,6 +182,7 @@ SENDING = """async () => {
 # what the camera delivers after it is not the call's).
 COUNTS = """
 (() => {
+  const [STAMP_CELLS, STAMP_ROWS, HEIGHT] = [__STAMP__];
   const counts = async (pc) => {
     let camera = null, sent = 0;
     (await pc.getStats()).forEach((s) => {
@@ -179,6 +191,35 @@ COUNTS = """
     });
     return { camera, sent };
   };
+  // The stamp (see read_stamp) of the next frame the camera delivers to the
+  // connection, read as read_stamp reads it.
+  const stampNow = async (pc) => {
+    const sender = pc.getSenders().find((s) => s.track && s.track.kind === "video");
+    if (!sender || sender.track.readyState !== "live") return null;
+    try {
+      const bitmap = await new ImageCapture(sender.track).grabFrame();
+      const { width: w, height: h } = bitmap;
+      const canvas = new OffscreenCanvas(w, h);
+      const context = canvas.getContext("2d");
+      context.drawImage(bitmap, 0, 0);
+      const top = h - Math.floor((h * STAMP_ROWS) / HEIGHT);
+      const y0 = top + Math.floor((h - top) / 4), y1 = h - Math.floor((h - top) / 4);
+      const bits = [];
+      for (let k = 0; k < STAMP_CELLS; k++) {
+        const x0 = Math.floor((w / STAMP_CELLS) * (k + 0.25));
+        const x1 = Math.floor((w / STAMP_CELLS) * (k + 0.75));
+        const { data } = context.getImageData(x0, y0, x1 - x0, y1 - y0);
+        let sum = 0;
+        for (let i = 0; i < data.length; i += 4) sum += data[i] + data[i + 1] + data[i + 2];
+        bits.push(sum / (data.length / 4) / 3 > 128 ? 1 : 0);
+      }
+      const index = bits.slice(0, 8).reduce((n, bit, b) => n | (bit << b), 0);
+      const parity = bits.slice(0, 8).reduce((a, b) => a + b, 0) % 2;
+      return bits[8] === parity && bits[9] === 1 ? index : null;
+    } catch (error) {
+      return null;
+    }
+  };
   const Wrapped = window.RTCPeerConnection;
   window.RTCPeerConnection = function (...args) {
     const pc = new Wrapped(...args);
@@ -186,6 +227,13 @@ COUNTS = """
       if (pc.connectionState !== "connected" || pc.__atConnect !== undefined) return;
       pc.__atConnect = null;
       pc.__atConnect = await counts(pc);
+      // ... and when it sent its first frame: the encoder starts once the
+      // transport tells it the network is up, a little after "connected".
+      while (pc.__atFirst === undefined && pc.connectionState === "connected") {
+        const c = await counts(pc);
+        if (c.sent > 0) pc.__atFirst = c;
+        else await new Promise((resolve) => setTimeout(resolve, 10));
+      }
     });
     return pc;
   };
@@ -196,20 +244,24 @@ COUNTS = """
     try { type = JSON.parse(data).type; } catch (error) {}
     if (type === "end") {
       for (const pc of window.__pcs) {
-        if (pc.signalingState !== "closed") counts(pc).then((c) => { pc.__atEnd = c; });
+        if (pc.signalingState === "closed") continue;
+        Promise.all([counts(pc), stampNow(pc)]).then(([c, stamp]) => {
+          pc.__atEnd = { ...c, stamp };
+        });
       }
     }
     return send.call(this, data);
   };
 })();
-"""
+""".replace("__STAMP__", f"{STAMP_CELLS}, {STAMP_ROWS}, {HEIGHT}")
 
 
 # The counts of window.__pcs[index] (COUNTS), once the page has sent "end".
 LEG_ENDED = "(index) => window.__pcs[index].__atEnd !== undefined"
 LEG_TOTALS = """(index) => {
   const pc = window.__pcs[index];
-  return { atConnect: pc.__atConnect ?? null, atEnd: pc.__atEnd ?? null };
+  return { atConnect: pc.__atConnect ?? null, atFirst: pc.__atFirst ?? null,
+           atEnd: pc.__atEnd ?? null };
 }"""
 
 
@@ -323,6 +375,12 @@ class Row:
     setup_frames: int | None = None
     # ... the file against the frames delivered while the leg was up ...
     connected_pct: float | None = None
+    # ... of them, those it delivered before the encoder's first frame on it
+    # (the transport's "network up" comes a little after "connected") ...
+    start_frames: int | None = None
+    # ... the file against the camera's frames from the leg's first frame sent
+    # to the end (what the encoder and the recorder lost while it was sending) ...
+    sending_pct: float | None = None
     # ... against what the browser encoded and sent on it (the server's part) ...
     of_sent_pct: float | None = None
     # ... and what share of the camera's frames the encoder sent while the call
@@ -334,11 +392,35 @@ class Row:
     error: str = ""
 
 
+def stamp_bits(index: int) -> list[int]:
+    bits = [(index >> b) & 1 for b in range(8)]
+    return [*bits, sum(bits) % 2, 1]
+
+
+def read_stamp(gray: np.ndarray) -> int | None:
+    """The clip index a decoded (luma) frame carries, or None if it cannot be read."""
+    height, width = gray.shape
+    top = height - height * STAMP_ROWS // HEIGHT
+    cell = width / STAMP_CELLS
+    levels = [
+        gray[
+            top + (height - top) // 4 : height - (height - top) // 4,
+            int(cell * (k + 0.25)) : int(cell * (k + 0.75)),
+        ].mean()
+        for k in range(STAMP_CELLS)
+    ]
+    bits = [int(level > 128) for level in levels]
+    index = sum(bit << b for b, bit in enumerate(bits[:8]))
+    return index if bits == stamp_bits(index) else None
+
+
 def make_clip(path: Path) -> None:
-    """A camera-like 640x480 clip: textured, moving, with sensor noise (y4m)."""
+    """A camera-like 640x480 clip: textured, moving, with sensor noise (y4m), each
+    frame stamped with its index."""
     rng = np.random.default_rng(7)
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
     texture = (rng.random((HEIGHT // 8, WIDTH // 8)) * 80).repeat(8, 0).repeat(8, 1)
+    cell = WIDTH // STAMP_CELLS
     with av.open(str(path), "w", format="yuv4mpegpipe") as out:
         stream = out.add_stream("rawvideo", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
@@ -349,6 +431,8 @@ def make_clip(path: Path) -> None:
             y[(xx - cx) ** 2 + (yy - cy) ** 2 < 60**2] = 220  # a moving "head"
             y += rng.normal(0, 3, y.shape)
             rgb = np.clip(np.stack([y, y * 0.9, y * 0.8], axis=-1), 0, 255).astype(np.uint8)
+            for k, bit in enumerate(stamp_bits(n)):
+                rgb[HEIGHT - STAMP_ROWS :, k * cell : (k + 1) * cell] = 235 if bit else 16
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
             for packet in stream.encode(frame):
                 out.mux(packet)
@@ -498,11 +582,42 @@ def args_for(base: str, clip: Path) -> list[str]:
     ]
 
 
-def file_gaps(path: Path) -> tuple[int, list[tuple[float, int]], int, int]:
-    """Frames, the gaps (seconds into the file, frames missing: the step in frame
-    intervals, minus one), the narrowest width, and the recorded video packets
-    the decoder refused (not counted as frames)."""
+@dataclasses.dataclass
+class FileFrames:
+    """What a recorded file holds of the camera's frames."""
+
+    frames: int
+    # (seconds into the file, frames missing): the camera's frames the file lacks
+    # between two of its frames, told by the clip's stamps (see read_stamp).
+    gaps: list[tuple[float, int]]
+    narrowest: int
+    # Recorded video packets the decoder refused (not counted as frames), and
+    # decoded frames whose stamp could not be read (no gap is counted at them).
+    refused: int = 0
+    unread: int = 0
+    # The steps in the timestamps, in frame intervals, that the stamps show were
+    # no frame missing: the camera's capture running late.
+    late_steps: int = 0
+    # Frames whose stamp is the one before's (the camera delivered it twice).
+    repeated: int = 0
+    # Each frame's place in the clip, counted on across its loops.
+    places: list[int] = dataclasses.field(default_factory=list)
+
+    def until(self, stamp: int) -> int:
+        """The file's frames before the camera's frame with this stamp (its
+        occurrence nearest the file's end)."""
+        if not self.places:
+            return 0
+        length, last = CLIP_SECONDS * FPS, self.places[-1]
+        end = last + (stamp - last) % length
+        if end - last > length // 2:
+            end -= length
+        return sum(1 for place in self.places if place < end)
+
+
+def file_frames(path: Path) -> FileFrames:
     pts: list[float] = []
+    stamps: list[int | None] = []
     widths: list[int] = []
     refused = 0
     with av.open(str(path)) as container:
@@ -516,12 +631,38 @@ def file_gaps(path: Path) -> tuple[int, list[tuple[float, int]], int, int]:
             for frame in frames:
                 pts.append(float(frame.time or 0.0))
                 widths.append(frame.width)
+                stamps.append(read_stamp(frame.to_ndarray(format="gray")))
+    found = FileFrames(len(pts), [], min(widths, default=0), refused, stamps.count(None))
+    length = CLIP_SECONDS * FPS
+    place = 0
+    known: tuple[int, int] | None = None  # the last readable stamp's (place, stamp)
+    for stamp in stamps:
+        if stamp is None:
+            place += 1
+        elif known is not None:
+            place = known[0] + (stamp - known[1]) % length
+        else:
+            place = stamp
+        if stamp is not None:
+            known = (place, stamp)
+        found.places.append(place)
     if len(pts) < 2:
-        return len(pts), [], min(widths, default=0), refused
-    steps = sorted(b - a for a, b in itertools.pairwise(pts))
-    interval = statistics.median(steps) or 1 / FPS
-    gaps = [(a - pts[0], round((b - a) / interval) - 1) for a, b in itertools.pairwise(pts)]
-    return len(pts), [(at, size) for at, size in gaps if size > 0], min(widths), refused
+        return found
+    interval = statistics.median(sorted(b - a for a, b in itertools.pairwise(pts))) or 1 / FPS
+    for (t0, s0), (t1, s1) in itertools.pairwise(zip(pts, stamps, strict=True)):
+        steps = round((t1 - t0) / interval) - 1
+        if s0 is None or s1 is None:
+            continue
+        if s1 == s0:
+            # Chromium's file camera delivers the clip's first frame twice each
+            # time it loops: a frame repeated, none missing.
+            found.repeated += 1
+            continue
+        missing = (s1 - s0 - 1) % length
+        if missing:
+            found.gaps.append((t0 - pts[0], missing))
+        found.late_steps += max(steps - missing, 0)
+    return found
 
 
 async def one_call(
@@ -705,7 +846,8 @@ async def one_call(
                 at_end, at_connect = totals["atEnd"], totals["atConnect"]
                 source_frames, sent_frames = at_end["camera"] or 0, at_end["sent"]
                 if path is not None and source_frames:
-                    frames, gaps, narrowest, refused = file_gaps(path)
+                    held = file_frames(path)
+                    frames, gaps = held.frames, held.gaps
                     gap = max((size for _, size in gaps), default=0)
                     if args.detail and gap > 2:
                         where = ", ".join(f"{size} at {at:.1f} s" for at, size in gaps if size > 2)
@@ -713,25 +855,42 @@ async def one_call(
                             f"{profile} | {plane} | {parties}: frames missing in the file: {where}",
                             flush=True,
                         )
-                    if refused:
+                    if args.detail:
                         print(
-                            f"{profile} | {plane} | {parties}: {refused} recorded video "
+                            f"{profile} | {plane} | {parties}: file {frames} frames, "
+                            f"{sum(size for _, size in gaps)} missing in {len(gaps)} gap(s), "
+                            f"{held.unread} unread stamp(s), {held.late_steps} late capture "
+                            "step(s)",
+                            flush=True,
+                        )
+                    if held.refused:
+                        print(
+                            f"{profile} | {plane} | {parties}: {held.refused} recorded video "
                             "frame(s) the decoder refused (not counted as recorded)",
                             flush=True,
                         )
                     # The server stops recording when "end" reaches it, a one-way
-                    # trip (or a TCP resend) after the page sent it: the file may
-                    # hold a few frames more than the count at "end". Those must
-                    # not hide frames missing inside it.
-                    inside = frames + sum(size for _, size in gaps)
-                    setup = 0
+                    # trip (or a TCP resend) after the page sent it: the file's
+                    # frames from the camera's frame at "end" on (its stamp, read
+                    # then) are not the call's.
+                    stamp = at_end.get("stamp")
+                    kept = held.until(stamp) if stamp is not None else frames
+                    if args.detail:
+                        after = "end stamp unread" if stamp is None else f"{frames - kept} after"
+                        print(f"{profile} | {plane} | {parties}: file frames: {after} the end")
+                    setup = None
                     if at_connect is not None and at_connect["camera"] is not None:
                         setup = row.setup_frames = at_connect["camera"]
-                        since = source_frames - setup
-                        row.connected_pct = 100 * frames / max(since, inside, 1)
-                    row.recorded_pct = 100 * frames / max(source_frames, inside + setup)
-                    row.of_sent_pct = 100 * frames / max(sent_frames, 1)
-                    row.max_gap, row.min_width = gap, narrowest
+                        row.connected_pct = 100 * kept / max(source_frames - setup, 1)
+                    row.recorded_pct = 100 * kept / max(source_frames, 1)
+                    first = totals["atFirst"]
+                    if first is not None and first["camera"] is not None:
+                        if setup is not None:
+                            row.start_frames = first["camera"] - setup
+                        sending = source_frames - first["camera"] + first["sent"]
+                        row.sending_pct = 100 * kept / max(sending, 1)
+                    row.of_sent_pct = 100 * kept / max(sent_frames, 1)
+                    row.max_gap, row.min_width = gap, held.narrowest
     return row
 
 
@@ -769,6 +928,8 @@ def print_table(rows: list[Row]) -> None:
         "recorded %",
         "set-up frames",
         "since connected %",
+        "start frames",
+        "since first sent %",
         "of sent %",
         "sent of camera %",
         "max gap",
@@ -799,6 +960,8 @@ def print_table(rows: list[Row]) -> None:
                     fmt(r.recorded_pct, ".2f"),
                     fmt(r.setup_frames),
                     fmt(r.connected_pct, ".2f"),
+                    fmt(r.start_frames),
+                    fmt(r.sending_pct, ".2f"),
                     fmt(r.of_sent_pct, ".2f"),
                     fmt(r.encoded_pct, ".2f"),
                     fmt(r.max_gap),
@@ -907,6 +1070,15 @@ def summary(rows: list[Row]) -> None:
         print(
             f"(recorded frames counting the camera's frames before the leg connected, "
             f"{low if low == high else f'{low}-{high}'} a call: {min(whole):.1f}%)"
+        )
+    sending = [r.sending_pct for r in relayed if r.sending_pct is not None]
+    if sending:
+        start = [r.start_frames for r in relayed if r.start_frames is not None]
+        low, high = min(start, default=0), max(start, default=0)
+        print(
+            f"(recorded frames from the leg's first frame sent to the end: {min(sending):.1f}%; "
+            f"the camera's frames from the leg's connection to its first frame sent, "
+            f"{low if low == high else f'{low}-{high}'} a call)"
         )
     if got_base and got_relay is not None:
         print(
