@@ -154,7 +154,14 @@ class FrameAssembler:
                 self._emit(out, ts, [(arrival, payload)])
                 continue
             if self.frame and ts != self.frame_ts:
-                self._emit(out, self.frame_ts, self.frame)  # the marker was not set
+                # The next number is another frame's, and this frame's last
+                # packet (its marker) never came: the sender dropped the rest of
+                # it unsent. libwebrtc's pacer does, when a keyframe is queued
+                # (it drops the stream's queued packets before they get their
+                # numbers: no hole). Written, it decodes to a broken picture
+                # (the frame before last's, in township calls); the keyframe
+                # comes next.
+                self._lost(1, ts=self.frame_ts)
                 self.frame = []
             try:
                 start, data = self._depayload(payload)

@@ -107,6 +107,26 @@ def test_a_frame_never_completed_stops_the_video_until_the_next_keyframe(
         decoder.decode(av.Packet(frame.data))  # raises InvalidDataError on a refused frame
 
 
+def test_a_frame_whose_rest_the_sender_dropped_is_not_written(vp8_frames: list[bytes]) -> None:
+    # libwebrtc's pacer drops a stream's queued packets when a keyframe comes,
+    # before they are numbered: frame 29's first packet went, its others never
+    # did, and frame 30 (a keyframe) follows with the next number. Written,
+    # frame 29 decoded to an earlier frame's picture (4-party township calls).
+    video = [p for p in packetize(vp8_frames, 100.0) if not p[1]]
+    ts = (video[0][4] + 29 * 3000) % 2**32
+    cut = [i for i, p in enumerate(video) if p[4] == ts][1:]
+    sent = [p for i, p in enumerate(video) if i not in cut]
+    sent = [(p[0], p[1], p[2], (video[0][3] + k) % 65536, p[4], p[5]) for k, p in enumerate(sent)]
+    assembler = FrameAssembler("vp8", "video")
+    frames = []
+    for arrival, _, marker, seq, ts_, payload in sent:
+        assembler.add(arrival, marker, seq, ts_, payload)
+        frames += assembler.drain()
+    frames += assembler.drain(final=True)
+    assert [f.timestamp // 3000 for f in frames] == [n for n in range(len(vp8_frames)) if n != 29]
+    assert assembler.lost_frames == 1 and frames[29].keyframe
+
+
 def test_fec_packets_places_in_the_sequence_hold_nothing_up(vp8_frames: list[bytes]) -> None:
     # With ULPFEC (media/ulpfec.py) a FEC packet after each frame takes a
     # sequence number of the stream; the tap keeps its place as an empty
