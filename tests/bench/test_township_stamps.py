@@ -30,13 +30,20 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def record(
-    clip: Path, out: Path, width: int, left_out: set[int], late: set[int], twice: set[int]
+    clip: Path,
+    out: Path,
+    width: int,
+    left_out: set[int],
+    late: set[int],
+    twice: set[int],
+    stale: set[int],
 ) -> None:
     """Encode the clip twice over (it loops, as the fake camera does) as VP8 at
     250 kbit/s; frames in left_out are not encoded, and at each frame in late the
     capture stalls: it and every frame after it come a frame interval later;
     frames in twice come twice (as Chromium's file camera repeats the clip's
-    first frame when it loops)."""
+    first frame when it loops), and frames in stale show the picture of the
+    frame two before them (as a frame written incomplete decodes)."""
     with av.open(str(clip)) as source, av.open(str(out), "w", format="webm") as sink:
         stream = sink.add_stream("libvpx", rate=FPS)
         stream.width, stream.height = width, width * 3 // 4
@@ -44,7 +51,10 @@ def record(
         stream.codec_context.time_base = Fraction(1, 1000)
         frames = [f.reformat(width=width, height=width * 3 // 4) for f in source.decode(video=0)]
         extra = 0  # the capture's ticks beyond the frame's index: stalls and repeats
-        for n, original in enumerate(frames * 2):
+        looped = frames * 2
+        for n, original in enumerate(looped):
+            if n in stale:
+                original = looped[n - 2]
             extra += n in late
             if n in left_out:
                 continue
@@ -63,16 +73,18 @@ def record(
 def test_the_file_says_which_camera_frames_it_lacks(clip: Path, tmp_path: Path, width: int) -> None:
     length = CLIP_SECONDS * FPS
     # Two frames missing together, one alone just past the clip's loop, two
-    # stalls of the capture with no frame missing, and the loop's first frame
-    # delivered twice.
+    # stalls of the capture with no frame missing, the loop's first frame
+    # delivered twice, and frame 200 showing frame 198's picture.
     left_out = {20, 21, length + 3}
     late = {60, 100}
     out = tmp_path / "leg.webm"
-    record(clip, out, width, left_out, late, twice={length})
+    record(clip, out, width, left_out, late, twice={length}, stale={200})
     held = file_frames(out)
     assert held.frames == 2 * length - 3 + 1
+    assert held.wrong == [pytest.approx(203 / FPS, abs=0.01)]  # 2 stalls, 1 repeat before
     assert held.unread == 0
-    assert [size for _, size in held.gaps] == [2, 1]
+    # The stale frame is counted apart, and the frame it stands in for is missing.
+    assert [size for _, size in held.gaps] == [2, 1, 1]
     assert held.gaps[0][0] == pytest.approx(19 / FPS, abs=0.01)
     assert held.repeated == 1
     assert held.late_steps == 2

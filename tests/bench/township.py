@@ -600,6 +600,8 @@ class FileFrames:
     late_steps: int = 0
     # Frames whose stamp is the one before's (the camera delivered it twice).
     repeated: int = 0
+    # Frames that decode to an earlier frame's picture (seconds into the file).
+    wrong: list[float] = dataclasses.field(default_factory=list)
     # Each frame's place in the clip, counted on across its loops.
     places: list[int] = dataclasses.field(default_factory=list)
 
@@ -634,34 +636,34 @@ def file_frames(path: Path) -> FileFrames:
                 stamps.append(read_stamp(frame.to_ndarray(format="gray")))
     found = FileFrames(len(pts), [], min(widths, default=0), refused, stamps.count(None))
     length = CLIP_SECONDS * FPS
+    steps = [0] * len(pts)
+    if len(pts) > 1:
+        interval = statistics.median(sorted(b - a for a, b in itertools.pairwise(pts))) or 1 / FPS
+        steps = [0] + [round((b - a) / interval) - 1 for a, b in itertools.pairwise(pts)]
     place = 0
-    known: tuple[int, int] | None = None  # the last readable stamp's (place, stamp)
-    for stamp in stamps:
+    last: tuple[float, int, int] | None = None  # the last good frame's (time, place, stamp)
+    for t, stamp, step in zip(pts, stamps, steps, strict=True):
         if stamp is None:
             place += 1
-        elif known is not None:
-            place = known[0] + (stamp - known[1]) % length
-        else:
+        elif last is None:
             place = stamp
-        if stamp is not None:
-            known = (place, stamp)
-        found.places.append(place)
-    if len(pts) < 2:
-        return found
-    interval = statistics.median(sorted(b - a for a, b in itertools.pairwise(pts))) or 1 / FPS
-    for (t0, s0), (t1, s1) in itertools.pairwise(zip(pts, stamps, strict=True)):
-        steps = round((t1 - t0) / interval) - 1
-        if s0 is None or s1 is None:
-            continue
-        if s1 == s0:
+            last = (t, place, stamp)
+        elif stamp == last[2]:
             # Chromium's file camera delivers the clip's first frame twice each
             # time it loops: a frame repeated, none missing.
             found.repeated += 1
-            continue
-        missing = (s1 - s0 - 1) % length
-        if missing:
-            found.gaps.append((t0 - pts[0], missing))
-        found.late_steps += max(steps - missing, 0)
+        elif (ahead := (stamp - last[2]) % length) > length // 2:
+            # A frame that decodes to an earlier frame's picture: it was written
+            # incomplete (not the camera's, whose frames only go forward).
+            found.wrong.append(t - pts[0])
+            place += 1
+        else:
+            place = last[1] + ahead
+            if ahead > 1:
+                found.gaps.append((last[0] - pts[0], ahead - 1))
+            found.late_steps += max(step - (ahead - 1), 0)
+            last = (t, place, stamp)
+        found.places.append(place)
     return found
 
 
@@ -875,6 +877,16 @@ async def one_call(
                     # then) are not the call's.
                     stamp = at_end.get("stamp")
                     kept = held.until(stamp) if stamp is not None else frames
+                    # A frame that shows an earlier frame's picture is not the
+                    # camera's frame recorded.
+                    kept -= len(held.wrong)
+                    if held.wrong:
+                        at = ", ".join(f"{t:.2f}" for t in held.wrong)
+                        print(
+                            f"{profile} | {plane} | {parties}: {len(held.wrong)} frame(s) "
+                            f"showing an earlier frame's picture, at {at} s",
+                            flush=True,
+                        )
                     if args.detail:
                         after = "end stamp unread" if stamp is None else f"{frames - kept} after"
                         print(f"{profile} | {plane} | {parties}: file frames: {after} the end")
