@@ -32,11 +32,11 @@ from typing import Any
 import aiortc.rtcrtpsender as rtcrtpsender
 from aiortc import RTCRtpSender
 from aiortc import clock as aiortc_clock
-from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtp import RtpPacket
 
 from media.errors import SeamBroken
 from media.hold import WithPlayoutDelay
+from media.rtp import starts_keyframe
 
 log = logging.getLogger(__name__)
 
@@ -75,31 +75,6 @@ def check() -> None:
         raise SeamBroken("RTCRtpSender._retransmit no longer reads __rtp_history")
 
 
-def starts_keyframe(codec: str, payload: bytes) -> bool:
-    """Whether an RTP payload is the first packet of a frame decodable on its own."""
-    if codec == "vp8":
-        try:
-            descriptor, data = VpxPayloadDescriptor.parse(payload)
-        except ValueError:
-            return False
-        return (
-            bool(descriptor.partition_start)
-            and descriptor.partition_id == 0
-            and bool(data)
-            and data[0] & 1 == 0
-        )
-    if codec == "h264" and payload:
-        nal = payload[0] & 0x1F
-        if nal == 24 and len(payload) > 3:  # STAP-A: the first aggregated unit
-            nal = payload[3] & 0x1F
-        elif nal == 28 and len(payload) > 1:  # FU-A: its start
-            if not payload[1] & 0x80:
-                return False
-            nal = payload[1] & 0x1F
-        return nal in (5, 7)  # IDR slice, or the SPS in front of one
-    return False
-
-
 class PacketForwarder:
     """One viewer's video: the source's packets, sent on as they arrive."""
 
@@ -114,7 +89,7 @@ class PacketForwarder:
         """
         check()
         self.sender = sender
-        self.codec = codec
+        self.mime = f"video/{codec}"
         self.hold = hold
         self.delay_id: int | None = None
         self.delay: WithPlayoutDelay | None = None
@@ -141,7 +116,7 @@ class PacketForwarder:
         if self.high is None or ext > self.high:
             self.high = ext
         if self.waiting:
-            if not starts_keyframe(self.codec, payload):
+            if not starts_keyframe(self.mime, payload):
                 self.skipped += 1
                 if len(self.backlog) >= BACKLOG_PACKETS:
                     del self.backlog[next(iter(self.backlog))]  # the longest kept
