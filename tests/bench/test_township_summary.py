@@ -46,6 +46,8 @@ def test_the_bitrates_compared_are_the_clinic_encoders(capsys: Any) -> None:
             recorded_pct=97.1,
             setup_frames=8,
             connected_pct=99.8,
+            start_frames=2,
+            sending_pct=100.0,
         ),
         Row(lossy, "relay", 4, up_s=1.0, kbps=100.0, encoder_kbps=100.0),  # not 2 parties
     ]
@@ -59,6 +61,11 @@ def test_the_bitrates_compared_are_the_clinic_encoders(capsys: Any) -> None:
     # with the frames of its set-up counted too, it is printed apart.
     assert (
         "(recorded frames counting the camera's frames before the leg connected, 8 a call: 97.1%)"
+    ) in lines, lines
+    # ... and from the leg's first frame sent, with the frames before it.
+    assert (
+        "(recorded frames from the leg's first frame sent to the end: 100.0%; the camera's "
+        "frames from the leg's connection to its first frame sent, 2 a call)"
     ) in lines, lines
     received = "(received by the specialist's page: relay 511 kbit/s of media, mesh 727 kbit/s"
     assert any(line.startswith(received) for line in lines), lines

@@ -44,9 +44,12 @@ recorded share over the whole call: the file's frames against the frames the
 clinic's camera delivered to its leg from the moment the leg's connection was up
 to the moment the page sent "end" (what the camera delivers after that is not
 the call's, and the server stops recording the leg when "end" reaches it). The
-frames the camera delivered while the connection was still being set up (ICE
-and DTLS: two round trips after the answer, before anyone saw the picture) are counted
-apart ("set-up frames") and, with them, printed on the line before.
+file's frames are told apart by the index each clip frame carries
+(``read_stamp``): the page reads its camera frame's when it sends "end", and the
+file is counted up to that frame. The frames the camera delivered while the
+connection was still being set up (ICE and DTLS: two round trips after the
+answer, before anyone saw the picture) are counted apart ("set-up frames") and,
+with them, printed on the line before.
 The bitrate compared is the clinic's encoder's (its ``targetBitrate`` for the
 connection that carries the live video, sampled every second: "encoder
 kbit/s"). What the viewer received ("live kbit/s") is not comparable across
@@ -618,6 +621,7 @@ class FileFrames:
 
 
 def file_frames(path: Path) -> FileFrames:
+    """Decode a recorded file and read each frame's stamp (see read_stamp)."""
     pts: list[float] = []
     stamps: list[int | None] = []
     widths: list[int] = []
