@@ -114,6 +114,8 @@ _UNTIMED = {
     ("media", "test_hold.py"),
     # The township benchmark's summary, on rows made in the test.
     ("bench", "test_township_summary.py"),
+    # The township clip's frame stamps: a clip encoded and read back.
+    ("bench", "test_township_stamps.py"),
 }
 DATABASE_TESTS_ONLY = "--database-tests-only"
 
