@@ -232,7 +232,12 @@ COUNTS = """
       pc.__atConnect = await counts(pc);
       // ... and when it sent its first frame: the encoder starts once the
       // transport tells it the network is up, a little after "connected".
-      while (pc.__atFirst === undefined && pc.connectionState === "connected") {
+      // Only a connection that sends a camera, and not for long: a getStats
+      // every 10 ms through a 4-party call cost the pages' CPU what they then
+      // lacked (a relayed connection to a page sends no video).
+      const sends = pc.getSenders().some((s) => s.track && s.track.kind === "video");
+      const until = performance.now() + 5000;
+      while (sends && pc.__atFirst === undefined && performance.now() < until) {
         const c = await counts(pc);
         if (c.sent > 0) pc.__atFirst = c;
         else await new Promise((resolve) => setTimeout(resolve, 10));
