@@ -43,7 +43,7 @@ from aiortc.codecs.h264 import H264PayloadDescriptor
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 
 from media.finalize import FinishedFile, final_name, sha256_of, start_note
-from media.rtp import pictures_skipped
+from media.rtp import pictures_skipped, starts_keyframe
 from media.seam import EncodedFrame, KeptPacket, is_keyframe
 from media.writer import CONTAINER_FOR, FrameMuxer, WriterStats
 
@@ -93,6 +93,7 @@ class FrameAssembler:
     def __init__(self, codec: str, kind: str) -> None:
         """An assembler for ``codec`` ("vp8", "h264", "opus") of ``kind``."""
         self.codec = codec
+        self.mime = f"{kind}/{codec}"
         self.kind = kind
         self.audio = kind == "audio"
         self.clock_rate = 48000 if self.audio else 90000
@@ -159,10 +160,15 @@ class FrameAssembler:
                 # it unsent. libwebrtc's pacer does, when a keyframe is queued
                 # (it drops the stream's queued packets before they get their
                 # numbers: no hole). Written, it decodes to a broken picture
-                # (the frame before last's, in township calls); the keyframe
-                # comes next.
-                self._lost(1, ts=self.frame_ts)
+                # (the frame before last's, in township calls). The keyframe
+                # comes next, here: no keyframe is asked for (a request made
+                # the browser flush the frame then in flight in turn, and the
+                # next, a storm of keyframes on a 1 Mbit/s uplink).
+                self.lost_frames += 1
+                self.skipped_ts = self.frame_ts
                 self.frame = []
+                if not starts_keyframe(self.mime, payload):
+                    self.broken = True
             try:
                 start, data = self._depayload(payload)
             except ValueError:
