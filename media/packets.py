@@ -161,9 +161,9 @@ class FrameAssembler:
                 # (it drops the stream's queued packets before they get their
                 # numbers: no hole). Written, it decodes to a broken picture
                 # (the frame before last's, in township calls). The keyframe
-                # comes next, here: no keyframe is asked for (a request made
-                # the browser flush the frame then in flight in turn, and the
-                # next, a storm of keyframes on a 1 Mbit/s uplink).
+                # comes next, here: no keyframe is asked for (a request would
+                # make the browser flush the frame then in flight in turn, and
+                # so on: a loop of keyframes on a 1 Mbit/s uplink).
                 self.lost_frames += 1
                 self.skipped_ts = self.frame_ts
                 self.frame = []

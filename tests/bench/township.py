@@ -1085,21 +1085,23 @@ def summary(rows: list[Row]) -> None:
             parts.append(f"{len(calls) - len(times)} with no video")
         print(f"call up {profile} {plane}: " + ", ".join(parts))
     print(f"(old plane, mesh + recording leg: {x_old}% of without)")
+
+    def spread(counts: list[int | None]) -> str:
+        known = [n for n in counts if n is not None]
+        low, high = min(known, default=0), max(known, default=0)
+        return f"{low}" if low == high else f"{low}-{high}"
+
     if whole:
-        setup = [r.setup_frames for r in relayed if r.setup_frames is not None]
-        low, high = min(setup, default=0), max(setup, default=0)
         print(
             f"(recorded frames counting the camera's frames before the leg connected, "
-            f"{low if low == high else f'{low}-{high}'} a call: {min(whole):.1f}%)"
+            f"{spread([r.setup_frames for r in relayed])} a call: {min(whole):.1f}%)"
         )
     sending = [r.sending_pct for r in relayed if r.sending_pct is not None]
     if sending:
-        start = [r.start_frames for r in relayed if r.start_frames is not None]
-        low, high = min(start, default=0), max(start, default=0)
         print(
             f"(recorded frames from the leg's first frame sent to the end: {min(sending):.1f}%; "
             f"the camera's frames from the leg's connection to its first frame sent, "
-            f"{low if low == high else f'{low}-{high}'} a call)"
+            f"{spread([r.start_frames for r in relayed])} a call)"
         )
     if got_base and got_relay is not None:
         print(
