@@ -156,7 +156,7 @@ SENDING = """async () => {
   for (const [index, pc] of window.__pcs.entries()) {
     if (pc.connectionState === "closed") continue;
     let bytes = 0, sourceFrames = 0, sent = 0, width = 0, pair = null;
-    let limits = null, encoded = 0, target = 0, retransmitted = 0;
+    let limits = null, encoded = 0, target = 0, retransmitted = 0, keyframes = 0, plis = 0;
     const report = await pc.getStats();
     report.forEach((s) => {
       const chosen = s.type === "transport" && s.selectedCandidatePairId;
@@ -165,6 +165,7 @@ SENDING = """async () => {
         bytes += s.bytesSent || 0; sent += s.framesSent || 0; width = s.frameWidth || width;
         limits = s.qualityLimitationDurations || null; encoded = s.framesEncoded || 0;
         target = s.targetBitrate || 0; retransmitted = s.retransmittedBytesSent || 0;
+        keyframes = s.keyFramesEncoded || 0; plis = s.pliCount || 0;
       }
       if (s.type === "media-source" && s.kind === "video") sourceFrames = s.frames || 0;
     });
@@ -173,7 +174,8 @@ SENDING = """async () => {
     const via = local ? [local.candidateType, local.relayProtocol || local.protocol] : [];
     const path = via.join("/");
     if (bytes > 0) out.push({ leg, bytes, sourceFrames, sent, width, path, t: performance.now(),
-                              limits, encoded, target, retransmitted, index });
+                              limits, encoded, target, retransmitted, keyframes, plis,
+                              index });
   }
   return out;
 }"""
@@ -199,8 +201,10 @@ COUNTS = """
   const stampNow = async (pc) => {
     const sender = pc.getSenders().find((s) => s.track && s.track.kind === "video");
     if (!sender || sender.track.readyState !== "live") return null;
+    const asked = performance.now();
     try {
       const bitmap = await new ImageCapture(sender.track).grabFrame();
+      pc.__stampWait = performance.now() - asked;
       const { width: w, height: h } = bitmap;
       const canvas = new OffscreenCanvas(w, h);
       const context = canvas.getContext("2d");
@@ -269,7 +273,7 @@ LEG_ENDED = "(index) => window.__pcs[index].__atEnd !== undefined"
 LEG_TOTALS = """(index) => {
   const pc = window.__pcs[index];
   return { atConnect: pc.__atConnect ?? null, atFirst: pc.__atFirst ?? null,
-           atEnd: pc.__atEnd ?? null };
+           atEnd: pc.__atEnd ?? null, stampWait: pc.__stampWait ?? null };
 }"""
 
 
@@ -819,7 +823,9 @@ async def one_call(
                         f"{profile} | {plane} | {parties}: leg encoded "
                         f"{leg1['encoded'] - leg0['encoded']} sent {leg1['sent'] - leg0['sent']} "
                         f"of camera {camera}, limited {limits}, "
-                        f"target {leg1['target'] / 1000:.0f} kbit/s, resent {resent:.0f} kbit/s",
+                        f"target {leg1['target'] / 1000:.0f} kbit/s, resent {resent:.0f} kbit/s, "
+                        f"keyframes {leg1['keyframes'] - leg0['keyframes']} for "
+                        f"{leg1['plis'] - leg0['plis']} PLI(s) from the server",
                         flush=True,
                     )
                 row.leg_kbps = (leg1["bytes"] - leg0["bytes"]) * 8 / 1000 / seconds
@@ -886,6 +892,7 @@ async def one_call(
                     # then) are not the call's.
                     stamp = at_end.get("stamp")
                     kept = held.until(stamp) if stamp is not None else frames
+                    after_end = frames - kept
                     # A frame that shows an earlier frame's picture is not the
                     # camera's frame recorded.
                     kept -= len(held.wrong)
@@ -897,8 +904,14 @@ async def one_call(
                             flush=True,
                         )
                     if args.detail:
-                        after = "end stamp unread" if stamp is None else f"{frames - kept} after"
-                        print(f"{profile} | {plane} | {parties}: file frames: {after} the end")
+                        after = "end stamp unread" if stamp is None else f"{after_end} after"
+                        wait = totals["stampWait"]
+                        waited = (
+                            "" if wait is None else f" (the frame read came {wait:.0f} ms after)"
+                        )
+                        print(
+                            f"{profile} | {plane} | {parties}: file frames: {after} the end{waited}"
+                        )
                     setup = None
                     if at_connect is not None and at_connect["camera"] is not None:
                         setup = row.setup_frames = at_connect["camera"]
