@@ -8,7 +8,10 @@ Protocol on stdin/stdout, one JSON object per line:
   -> {"offer": sdp}          <- {"answer": sdp}
   -> {"connected": true}     (media flows; sends for --seconds)
   -> {"progress": s}         (with --progress: seconds of media sent, each second)
-  -> {"sent": {"video": n, "audio": n, "seconds": s, "dropped": n}}
+  -> {"sent": {"video": n, "audio": n, "seconds": s, "media_seconds": s, "dropped": n}}
+     (seconds: wall time since the first frame; media_seconds: the length of
+     the media sent, by its own timestamps; shorter when the machine starved
+     the sender)
 
 With ``--drop N`` every Nth video RTP packet is not sent the first time (a lossy
 uplink): only the recorder's NACK brings it back (as RTX).
@@ -32,6 +35,7 @@ from aiortc import (
     RTCSessionDescription,
     VideoStreamTrack,
 )
+from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_PTIME
 from av import VideoFrame
 
 # Loopback only (aioice skips 127.0.0.1 by itself).
@@ -48,6 +52,10 @@ class Counting(VideoStreamTrack):
         self.width, self.height, self.pause, self.noise = width, height, pause, noise
         self.sent = 0
         self.started: float | None = None
+        # Where the last frame sent ends on the track's own clock (seconds): the
+        # media's length, which a starved sender makes shorter than the wall time
+        # (aiortc numbers frames by count, and a late encoder falls behind).
+        self.end = 0.0
         # The camera stops (``halt``): once aiortc's send loop asks for the next
         # frame (every frame before it is out) ``idle`` is set, and none comes.
         self.halted = False
@@ -72,6 +80,7 @@ class Counting(VideoStreamTrack):
                 plane.update(bytes([(self.sent * 7) % 256]) * plane.buffer_size)
         frame.pts, frame.time_base = pts, time_base
         self.sent += 1
+        self.end = float((pts + VIDEO_PTIME * VIDEO_CLOCK_RATE) * time_base)
         return frame
 
 
@@ -79,10 +88,12 @@ class CountingAudio(AudioStreamTrack):
     def __init__(self) -> None:
         super().__init__()
         self.sent = 0
+        self.end = 0.0  # as Counting.end
 
     async def recv(self):  # type: ignore[no-untyped-def]
         frame = await super().recv()
         self.sent += 1
+        self.end = (frame.pts + frame.samples) / frame.sample_rate
         return frame
 
 
@@ -376,6 +387,7 @@ async def main() -> None:
         "video": video.sent,
         "audio": audio.sent,
         "seconds": seconds,
+        "media_seconds": max(video.end, audio.end),
         "dropped": dropped[0],
         "feedback": feedback,
     }

@@ -71,12 +71,14 @@ async def test_a_consented_call_is_recorded_into_a_checked_file(
     assert row["status"] == "finished", row
     assert row["participant_id"] == clinic.account["id"] and row["part"] == 1
     assert row["video_codec"] == "vp8" and row["audio_codec"] == "opus"
-    assert abs(row["duration_ms"] / 1000 - sent["seconds"]) <= 0.5
+    # The file is as long as the media sent (by its own clock, which a starved
+    # sender's lags behind the wall time).
+    assert abs(row["duration_ms"] / 1000 - sent["media_seconds"]) <= 0.2, (row, sent)
     path = app[RECORDING].root / row["path"]
     assert row["size"] == path.stat().st_size
     with av.open(str(path)) as container:
         frames = sum(1 for _ in container.decode(video=0))
-    assert abs(frames - sent["video"]) <= 0.05 * sent["video"]
+    assert abs(frames - sent["video"]) <= 0.05 * sent["video"], (frames, sent)
     _, data = await clinic.get(f"/api/consultations/{cid}/timeline")
     kinds = [e["kind"] for e in data["events"]]
     assert "recording_started" in kinds and "recording_finished" in kinds
