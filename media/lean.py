@@ -26,7 +26,7 @@ from aiortc.codecs import is_rtx
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 from media import twcc
-from media.packets import START_SLACK
+from media.assembler import START_SLACK
 from media.rtp import (
     ABS_SEND_TIME_FIRST,
     Rtp,

@@ -19,9 +19,10 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from media import seam, twcc
+from media.assembler import REORDER_SECONDS
 from media.finalize import FinishedFile
 from media.lean import NACK_GIVE_UP_MS
-from media.packets import REORDER_SECONDS, PacketWriter
+from media.packets import PacketWriter
 from media.relay import Fanout
 from media.rtp import starts_keyframe
 from media.tap import RtpTap

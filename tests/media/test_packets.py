@@ -16,7 +16,8 @@ import pytest
 from aiortc.codecs.vpx import Vp8Encoder
 
 from media import packets
-from media.packets import FrameAssembler, PacketWriter
+from media.assembler import FrameAssembler
+from media.packets import PacketWriter
 from media.seam import KeptPacket
 
 FRAMES = 90  # 3 s at 30 fps, a keyframe every 30

@@ -1,0 +1,209 @@
+"""One track's RTP payloads put back into frames: the recorder's depacketizer.
+
+``FrameAssembler`` takes the payloads a leg kept (``seam.KeptPacket``), in
+arrival order, and gives back whole encoded frames in sequence order: it waits
+for packets that arrive late (reordered, or resent after a NACK), gives up a
+frame whose hole is not filled in time, drops what would not decode until the
+next keyframe, and strips the VP8/H.264 payload descriptors. It is pure
+computation, run on the process's writer thread (``packets.WriterThread``) and
+by ``packets.convert`` after a crash.
+"""
+
+from __future__ import annotations
+
+from aiortc.codecs.h264 import H264PayloadDescriptor
+from aiortc.codecs.vpx import VpxPayloadDescriptor
+
+from media.rtp import pictures_skipped, starts_keyframe
+from media.seam import EncodedFrame, is_keyframe
+
+# How long a missing packet is waited for (NACK and retransmission) before the
+# frame it belongs to is given up. Each lost frame costs the frames up to the
+# next keyframe, so the file waits long (at 10 % loss and 300 ms a packet may
+# need three requests); only the file's writing waits, not the live call.
+REORDER_SECONDS = 2.0
+# Packets sent before the first one that arrived, waited for at the start.
+START_SLACK = 16
+
+
+class FrameAssembler:
+    """Puts one track's RTP payloads back into frames, in sequence order.
+
+    A packet may arrive late (reordered or retransmitted after a NACK); a hole
+    is waited for ``REORDER_SECONDS`` of newer arrivals, then the frame it
+    belongs to is dropped and the next frame that begins cleanly is taken.
+    Video frames are whole only with their first packet (VP8: start of
+    partition 0; H.264: a NAL's first fragment after a hole) and their marker
+    packet.
+    """
+
+    def __init__(self, codec: str, kind: str) -> None:
+        """An assembler for ``codec`` ("vp8", "h264", "opus") of ``kind``."""
+        self.codec = codec
+        self.mime = f"{kind}/{codec}"
+        self.kind = kind
+        self.audio = kind == "audio"
+        self.clock_rate = 48000 if self.audio else 90000
+        self.pending: dict[int, tuple[float, bool, int, bytes]] = {}
+        self.next: int | None = None
+        self.high = 0
+        self.newest = 0.0
+        self.frame: list[tuple[float, bytes]] = []
+        self.frame_ts = 0
+        self.after_gap = True  # the first frame must begin with its first packet
+        self.ts_raw: int | None = None
+        self.ts_ext = 0
+        self.lost_frames = 0
+        self.skipped_ts: int | None = None
+        self.last_arrival = float("-inf")
+        # A video frame went missing: the frames after it may reference it
+        # (a lost keyframe breaks every frame up to the next one: FFmpeg
+        # refuses them, libvpx draws garbage), so none is written until a
+        # keyframe comes; ``broken`` stays set until then.
+        self.broken = False
+        self.picture_id: int | None = None  # VP8's, of the last frame begun
+
+    def add(self, arrival: float, marker: bool, seq: int, ts: int, payload: bytes) -> None:
+        """Take one packet (no frame comes out before ``drain``)."""
+        if self.next is None:
+            # The first packet to arrive need not be the first sent: a few
+            # before it are waited for (then given up like any hole).
+            self.high = seq + (1 << 20)
+            self.next = self.high - START_SLACK
+            ext = self.high
+        else:
+            ext = self.high + ((seq - self.high + 0x8000) & 0xFFFF) - 0x8000
+            if ext > self.high:
+                self.high = ext
+        if ext < self.next:
+            return  # already taken (a duplicate retransmission) or given up
+        self.pending[ext] = (arrival, marker, ts, payload)
+        if arrival > self.newest:
+            self.newest = arrival
+
+    def drain(self, final: bool = False) -> list[EncodedFrame]:
+        """The frames that are complete (``final``: give up every hole)."""
+        out: list[EncodedFrame] = []
+        pending = self.pending
+        while pending:
+            assert self.next is not None  # noqa: S101 - set with the first packet
+            item = pending.pop(self.next, None)
+            if item is None:
+                lowest = min(pending)
+                if not final and self.newest - pending[lowest][0] < REORDER_SECONDS:
+                    break  # a retransmission may still fill the hole
+                self._skip_to(lowest)
+                continue
+            self.next += 1
+            arrival, marker, ts, payload = item
+            if not payload:
+                continue  # a FEC packet's place in the sequence (``media/ulpfec.py``)
+            if self.audio:
+                self._emit(out, ts, [(arrival, payload)])
+                continue
+            if self.frame and ts != self.frame_ts:
+                # The next number is another frame's, and this frame's last
+                # packet (its marker) never came: the sender dropped the rest of
+                # it unsent. libwebrtc's pacer does, when a keyframe is queued
+                # (it drops the stream's queued packets before they get their
+                # numbers: no hole). Written, it decodes to a broken picture
+                # (the frame before last's, in township calls). The keyframe
+                # comes next, here: no keyframe is asked for (a request would
+                # make the browser flush the frame then in flight in turn, and
+                # so on: a loop of keyframes on a 1 Mbit/s uplink).
+                self.lost_frames += 1
+                self.skipped_ts = self.frame_ts
+                self.frame = []
+                if not starts_keyframe(self.mime, payload):
+                    self.broken = True
+            try:
+                start, data = self._depayload(payload)
+            except ValueError:
+                self.frame = []
+                self.after_gap = True
+                continue
+            if not self.frame:
+                if self.after_gap and not start:
+                    # The middle of a frame whose start was lost: counted once
+                    # (by the picture id's jump where there is one).
+                    first = ts != self.skipped_ts
+                    self._lost(1 if first and self.picture_id is None else 0, ts=ts)
+                    continue
+                self.after_gap = False
+                self.frame_ts = ts
+            self.frame.append((arrival, data))
+            if marker:
+                self._emit(out, ts, self.frame)
+                self.frame = []
+        if final and self.frame:
+            self.lost_frames += 1
+            self.frame = []
+        return out
+
+    def _skip_to(self, seq: int) -> None:
+        """Give up the hole before ``seq``; the frame in hand, if any, with it."""
+        if self.frame:  # a frame given up, part of it in hand
+            self._lost(1, ts=self.frame_ts)
+        elif self.codec == "h264":
+            self._lost(0)  # a whole frame may have gone (no picture id)
+        self.frame = []
+        self.after_gap = True
+        self.next = seq
+
+    def _lost(self, frames: int, *, ts: int | None = None) -> None:
+        """``frames`` video frames went missing (a partial frame given up, a frame
+        whose start was lost, a VP8 picture-id jump): none is written until the
+        next keyframe (``broken``). ``ts``: the lost frame's timestamp, so that
+        its later packets are not counted again. Audio frames stand alone."""
+        self.lost_frames += frames
+        if ts is not None:
+            self.skipped_ts = ts
+        self.broken = not self.audio
+
+    def _depayload(self, payload: bytes) -> tuple[bool, bytes]:
+        if self.codec == "vp8":
+            vp8, data = VpxPayloadDescriptor.parse(payload)
+            start = bool(vp8.partition_start) and vp8.partition_id == 0
+            picture_id = vp8.picture_id
+            if start and picture_id is not None:
+                # Chrome numbers its frames (7 or 15 bits): a jump is a frame
+                # lost whole, packets and all, which no hole in the sequence
+                # numbers tells apart from padding.
+                last = self.picture_id
+                if last is not None and (skipped := pictures_skipped(last, picture_id)):
+                    self._lost(skipped)
+                self.picture_id = picture_id
+            return start, data
+        h264, data = H264PayloadDescriptor.parse(payload)
+        return bool(h264.first_fragment), data
+
+    def _emit(self, out: list[EncodedFrame], ts: int, parts: list[tuple[float, bytes]]) -> None:
+        data = parts[0][1] if len(parts) == 1 else b"".join(p[1] for p in parts)
+        keyframe = is_keyframe(self.codec, data)
+        if self.broken and not self.audio:
+            if not keyframe:
+                self.lost_frames += 1
+                return
+            self.broken = False
+        # RTP timestamps wrap at 2**32; the muxer wants them growing.
+        if self.ts_raw is None:
+            self.ts_ext = 0
+        else:
+            self.ts_ext += ((ts - self.ts_raw + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        self.ts_raw = ts
+        # A frame whose first packet was resent arrives after the frames behind
+        # it; its place among the other track's frames must not move it ahead
+        # of them (a VP8 frame decoded out of order breaks the frames up to the
+        # next keyframe), so a track's arrivals never go back.
+        self.last_arrival = max(self.last_arrival, parts[0][0])
+        out.append(
+            EncodedFrame(
+                data=data,
+                timestamp=self.ts_ext,
+                codec=self.codec,
+                kind=self.kind,
+                clock_rate=self.clock_rate,
+                keyframe=keyframe,
+                arrival=self.last_arrival,
+            )
+        )
