@@ -111,11 +111,9 @@ class FrameAssembler:
                 # comes next, here: no keyframe is asked for (a request would
                 # make the browser flush the frame then in flight in turn, and
                 # so on: a loop of keyframes on a 1 Mbit/s uplink).
-                self.lost_frames += 1
-                self.skipped_ts = self.frame_ts
+                keyframe_next = starts_keyframe(self.mime, payload)
+                self._lost(1, ts=self.frame_ts, keyframe_next=keyframe_next)
                 self.frame = []
-                if not starts_keyframe(self.mime, payload):
-                    self.broken = True
             try:
                 start, data = self._depayload(payload)
             except ValueError:
@@ -150,15 +148,18 @@ class FrameAssembler:
         self.after_gap = True
         self.next = seq
 
-    def _lost(self, frames: int, *, ts: int | None = None) -> None:
+    def _lost(self, frames: int, *, ts: int | None = None, keyframe_next: bool = False) -> None:
         """``frames`` video frames went missing (a partial frame given up, a frame
         whose start was lost, a VP8 picture-id jump): none is written until the
-        next keyframe (``broken``). ``ts``: the lost frame's timestamp, so that
-        its later packets are not counted again. Audio frames stand alone."""
+        next keyframe (``broken``), unless the next packet begins one
+        (``keyframe_next``: then nothing is waited for, and none asked for).
+        ``ts``: the lost frame's timestamp, so that its later packets are not
+        counted again. Audio frames stand alone."""
         self.lost_frames += frames
         if ts is not None:
             self.skipped_ts = ts
-        self.broken = not self.audio
+        if not keyframe_next:
+            self.broken = not self.audio
 
     def _depayload(self, payload: bytes) -> tuple[bool, bytes]:
         if self.codec == "vp8":
