@@ -56,6 +56,7 @@ class Counting(VideoStreamTrack):
         # media's length, which a starved sender makes shorter than the wall time
         # (aiortc numbers frames by count, and a late encoder falls behind).
         self.end = 0.0
+        self.starve = False  # --starve
         # The camera stops (``halt``): once aiortc's send loop asks for the next
         # frame (every frame before it is out) ``idle`` is set, and none comes.
         self.halted = False
@@ -81,6 +82,8 @@ class Counting(VideoStreamTrack):
         frame.pts, frame.time_base = pts, time_base
         self.sent += 1
         self.end = float((pts + VIDEO_PTIME * VIDEO_CLOCK_RATE) * time_base)
+        if self.starve:
+            time.sleep(2 * VIDEO_PTIME)  # noqa: ASYNC251 - the loop held, as by a starved CPU
         return frame
 
 
@@ -89,11 +92,14 @@ class CountingAudio(AudioStreamTrack):
         super().__init__()
         self.sent = 0
         self.end = 0.0  # as Counting.end
+        self.starve = False
 
     async def recv(self):  # type: ignore[no-untyped-def]
         frame = await super().recv()
         self.sent += 1
         self.end = (frame.pts + frame.samples) / frame.sample_rate
+        if self.starve:
+            time.sleep(2 * frame.samples / frame.sample_rate)  # noqa: ASYNC251 - as Counting
         return frame
 
 
@@ -317,6 +323,13 @@ async def main() -> None:
     )
     parser.add_argument("--noise", action="store_true", help="frames of noise (several packets)")
     parser.add_argument(
+        "--starve",
+        action="store_true",
+        help="a machine that starves this process: making each frame (video and "
+        "audio) holds the loop for twice the frame's duration, so the media sent "
+        "falls behind the wall time and never catches up",
+    )
+    parser.add_argument(
         "--ended-by-recorder",
         action="store_true",
         help="at the end, send nothing new and keep the connection until a line on "
@@ -329,6 +342,7 @@ async def main() -> None:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     video = Counting(width, height, pause, args.noise)  # type: ignore[arg-type]
     audio = CountingAudio()
+    video.starve = audio.starve = args.starve
     vt = pc.addTransceiver(video, direction="sendonly")
     pc.addTransceiver(audio, direction="sendonly")
     caps = RTCRtpSender.getCapabilities("video").codecs
