@@ -16,7 +16,9 @@ from signaling.call.calls import Calls
 from signaling.call.outbound import ServerMessage, encode
 from signaling.workflow.base import Actor
 
-RECV_TIMEOUT = 5.0
+from ..patience import patient
+
+RECV_TIMEOUT = patient(5.0)
 
 
 class FakeChannel:

@@ -10,9 +10,11 @@ from typing import Any
 
 from aiohttp import ClientWebSocketResponse, WSMsgType
 
+from ..patience import patient
+
 # Push messages about other consultations can arrive at any time; call tests look
 # past them unless they ask for them.
-RECV_TIMEOUT = 5.0
+RECV_TIMEOUT = patient(5.0)
 BACKGROUND = frozenset({"consultation.changed"})
 
 
@@ -35,9 +37,10 @@ class Socket:
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send_str(json.dumps(message))
 
-    async def recv(self, *types: str) -> dict[str, Any]:
-        """The next message (of one of ``types``, if given; others are skipped)."""
-        async with asyncio.timeout(RECV_TIMEOUT):
+    async def recv(self, *types: str, within: float = RECV_TIMEOUT) -> dict[str, Any]:
+        """The next message (of one of ``types``, if given; others are skipped),
+        within ``within`` seconds."""
+        async with asyncio.timeout(within):
             while True:
                 msg = await self._next()
                 if types and msg["type"] not in types:
