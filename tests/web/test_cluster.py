@@ -28,6 +28,7 @@ from web.keys import CALLS, CLUSTER
 from web.settings import Settings
 
 from ..conftest import ManualClock, make_settings
+from ..patience import patient
 from ..redisserver import RedisServer
 from ..scenario import Scenario, User
 from .calls import close_code, connect, join
@@ -184,7 +185,7 @@ async def test_deactivating_an_account_hangs_up_its_sockets_everywhere(
     assert (await cardio_far.get("/api/consultations"))[0] == 200  # its session, in memory there
     status, _ = await admin.post(f"/api/admin/accounts/{cardio_far.account['id']}/deactivate")
     assert status == 200, _
-    frame = await asyncio.wait_for(far.ws.receive(), timeout=2.0)
+    frame = await asyncio.wait_for(far.ws.receive(), timeout=patient(2.0))
     assert frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
     # Told before the hang-up (one ordered channel): its requests are refused too.
     status, _ = await cardio_far.get("/api/consultations")
@@ -200,7 +201,7 @@ async def test_logging_out_on_one_process_closes_the_sessions_socket_on_the_othe
     far = await cardio.client.session.ws_connect(
         str(other.make_url("/ws")), headers={"Origin": origin}
     )
-    assert json.loads((await far.receive(timeout=5)).data)["type"] == "hello"
+    assert json.loads((await far.receive(timeout=patient(5))).data)["type"] == "hello"
     far_session = str(other.make_url("/api/session"))
     async with cardio.client.session.get(far_session) as resp:
         assert resp.status == 200  # the session, now in the other process's memory
@@ -212,7 +213,7 @@ async def test_logging_out_on_one_process_closes_the_sessions_socket_on_the_othe
     }
     status, _ = await cardio.delete("/api/session")
     assert status == 204
-    frame = await asyncio.wait_for(far.receive(), timeout=2.0)
+    frame = await asyncio.wait_for(far.receive(), timeout=patient(2.0))
     assert frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
     # The cookie, kept by someone who copied it, is worth nothing there either.
     async with cardio.client.session.get(far_session, cookies=cookie) as resp:
@@ -258,11 +259,11 @@ async def test_an_admin_command_run_from_the_shell_reaches_every_process(
     args = argparse.Namespace(admin_command="deactivate", username="cardio1")
     assert await asyncio.to_thread(cli_admin.run, settings, args) == 0
     for sock in sockets:
-        frame = await asyncio.wait_for(sock.ws.receive(), timeout=5.0)
+        frame = await asyncio.wait_for(sock.ws.receive(), timeout=patient(5.0))
         assert frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
     for user in (near, far):
         # The notice comes through Redis on its own time: nothing in the client to await.
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + patient(5.0)
         while (await user.get("/api/session"))[0] != 401:
             assert time.monotonic() < deadline, "the process was not told"
             await asyncio.sleep(0.02)
