@@ -243,8 +243,11 @@ COUNTS = """
       const until = performance.now() + 5000;
       while (sends && pc.__atFirst === undefined && performance.now() < until) {
         const c = await counts(pc);
-        if (c.sent > 0) pc.__atFirst = c;
-        else await new Promise((resolve) => setTimeout(resolve, 10));
+        if (c.sent > 0) {
+          pc.__atFirst = c;
+          // The camera's frame then: where the file should begin (--detail).
+          pc.__firstStamp = await stampNow(pc);
+        } else await new Promise((resolve) => setTimeout(resolve, 10));
       }
     });
     return pc;
@@ -273,7 +276,8 @@ LEG_ENDED = "(index) => window.__pcs[index].__atEnd !== undefined"
 LEG_TOTALS = """(index) => {
   const pc = window.__pcs[index];
   return { atConnect: pc.__atConnect ?? null, atFirst: pc.__atFirst ?? null,
-           atEnd: pc.__atEnd ?? null, stampWait: pc.__stampWait ?? null };
+           atEnd: pc.__atEnd ?? null, stampWait: pc.__stampWait ?? null,
+           firstStamp: pc.__firstStamp ?? null };
 }"""
 
 
@@ -912,6 +916,18 @@ async def one_call(
                         print(
                             f"{profile} | {plane} | {parties}: file frames: {after} the end{waited}"
                         )
+                        # Where the file begins against the camera's frame read
+                        # just after the leg sent its first: a few frames before
+                        # it (the read comes later); after it, the start was lost.
+                        begun = totals["firstStamp"]
+                        if begun is not None and held.places:
+                            length = CLIP_SECONDS * FPS
+                            offset = (held.places[0] - begun) % length
+                            offset -= length if offset > length // 2 else 0
+                            print(
+                                f"{profile} | {plane} | {parties}: file begins {offset:+d} "
+                                "frame(s) from the camera's frame read as the leg sent its first"
+                            )
                     setup = None
                     if at_connect is not None and at_connect["camera"] is not None:
                         setup = row.setup_frames = at_connect["camera"]
