@@ -93,4 +93,8 @@ def test_the_file_says_which_camera_frames_it_lacks(clip: Path, tmp_path: Path, 
     # second loop's frame 134, and all of them for a stamp the file ends before.
     assert held.until(length - 10) == 2 * length - 10 - 3 + 1
     assert held.until(5) == held.frames
+    # Where the file ends against that frame: right before it, or (the file
+    # ends at the second loop's last frame) five frames short of frame 5.
+    assert held.short_of(length - 10) == 0
+    assert held.short_of(5) == 5
     assert held.narrowest == width

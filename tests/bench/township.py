@@ -621,16 +621,28 @@ class FileFrames:
     # Each frame's place in the clip, counted on across its loops.
     places: list[int] = dataclasses.field(default_factory=list)
 
-    def until(self, stamp: int) -> int:
-        """The file's frames before the camera's frame with this stamp (its
-        occurrence nearest the file's end)."""
-        if not self.places:
-            return 0
+    def _place_of(self, stamp: int) -> int:
+        """The place of the camera's frame with this stamp, in its occurrence
+        nearest the file's end (the file must hold frames)."""
         length, last = CLIP_SECONDS * FPS, self.places[-1]
         end = last + (stamp - last) % length
-        if end - last > length // 2:
-            end -= length
+        return end - length if end - last > length // 2 else end
+
+    def until(self, stamp: int) -> int:
+        """The file's frames before the camera's frame with this stamp."""
+        if not self.places:
+            return 0
+        end = self._place_of(stamp)
         return sum(1 for place in self.places if place < end)
+
+    def short_of(self, stamp: int) -> int | None:
+        """How many of the camera's frames lie between the file's last frame
+        before the camera's frame with this stamp and that frame (0: none)."""
+        if not self.places:
+            return None
+        end = self._place_of(stamp)
+        before = [place for place in self.places if place < end]
+        return end - max(before) - 1 if before else None
 
 
 def file_frames(path: Path) -> FileFrames:
@@ -916,6 +928,15 @@ async def one_call(
                         print(
                             f"{profile} | {plane} | {parties}: file frames: {after} the end{waited}"
                         )
+                        # Where the file ends against that frame: the page sends a
+                        # frame or two after the camera delivers it, so a couple of
+                        # frames short is normal; more, and the end was lost.
+                        short = None if stamp is None else held.short_of(stamp)
+                        if short is not None:
+                            print(
+                                f"{profile} | {plane} | {parties}: file ends {short} frame(s) "
+                                "short of the camera's frame read at the end"
+                            )
                         # Where the file begins against the camera's frame read
                         # just after the leg sent its first: a few frames before
                         # it (the read comes later); after it, the start was lost.
