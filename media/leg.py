@@ -31,7 +31,10 @@ from media.writer import SUFFIX_FOR
 log = logging.getLogger(__name__)
 
 # Viewers' keyframe requests reach the source at most this often (a burst of
-# PLIs from three viewers is one request).
+# PLIs from three viewers is one request), and not while the keyframe last
+# asked for is on its way (for up to KEYFRAME_RETRY): on a 1 Mbit/s uplink it
+# takes longer than this gap to come, and every keyframe makes Chromium's
+# pacer drop the video frames it holds queued (sent, never on the wire).
 KEYFRAME_MIN_GAP = 0.3
 # A keyframe the writer waits for (the start, a gap, a lost frame) is asked
 # for again after this long: on a 300 ms, lossy uplink a keyframe takes more
@@ -102,10 +105,12 @@ class Leg:
     # When the last packet of the open frame came (``time.monotonic()``).
     open_at: float = 0.0
     # The video's MIME type ("video/vp8"; None: no video), and when the first
-    # packet of a keyframe last came while the writer awaited one
-    # (``time.monotonic()``; looked for only then: ``keep`` runs per packet).
+    # packet of a keyframe last came while the writer awaited one or one was
+    # asked for (``time.monotonic()``; looked for only then: ``keep`` runs per
+    # packet). ``keyframe_asked``: a keyframe was asked for and has not come.
     video_mime: str | None = None
     keyframe_at: float = float("-inf")
+    keyframe_asked: bool = False
     # False when the leg ends because its page was replaced (a reload): the
     # page that could resend its last packets is gone, so none are asked for.
     ask_at_end: bool = True
@@ -123,12 +128,15 @@ class Leg:
         elif not packet[1] and packet[5]:
             self.last_video = packet
             if (
-                writer is not None
-                and writer.needs_keyframe
+                (self.keyframe_asked or (writer is not None and writer.needs_keyframe))
                 and self.video_mime is not None
                 and starts_keyframe(self.video_mime, packet[5])
             ):
                 self.keyframe_at = packet[0]  # only while a keyframe is awaited
+                # It answers every request made before it (the viewers'
+                # included: the relay hands it on next).
+                self.keyframe_asked = False
+                self.keyframe_wanted.clear()
         if writer is not None:
             writer.keep(packet)
         fanout = self.fanout
@@ -237,8 +245,10 @@ class Leg:
             now = time.monotonic()
             since = now - last_request
             asked = self.keyframe_wanted.is_set()
+            # The keyframe last asked for may still come.
+            coming = self.keyframe_asked and since < KEYFRAME_RETRY
             due = (
-                (asked and since >= KEYFRAME_MIN_GAP)
+                (asked and since >= KEYFRAME_MIN_GAP and not coming)
                 or (
                     writer is not None
                     and writer.needs_keyframe
@@ -254,9 +264,13 @@ class Leg:
                     with contextlib.suppress(Exception):
                         if await seam.request_keyframe(receiver):
                             last_request = now
+                            self.keyframe_asked = True
             if asked:
-                # Asked too soon after the last request: wait out the gap.
-                timeout = max(0.01, KEYFRAME_MIN_GAP - since)
+                # Asked too soon after the last request, or while its keyframe
+                # may come: wait out the gap (looking again at least every
+                # 0.25 s: the keyframe's coming clears the request).
+                gap = KEYFRAME_RETRY if coming else KEYFRAME_MIN_GAP
+                timeout = max(0.01, min(0.25, gap - since))
                 waits = {asyncio.ensure_future(self.done.wait())}
             else:
                 timeout = 0.25

@@ -269,13 +269,23 @@ def _rtp_payload(data: bytes) -> bytes:
     return RtpPacket.parse(data).payload
 
 
-def count_feedback(sender: RTCRtpSender) -> dict[str, int]:
+def count_feedback(sender: RTCRtpSender, keyframe_late: float = 0.0) -> dict[str, int]:
     """Count the RTCP feedback the recorder sends about the video: receiver
-    reports that cover it, REMB estimates, NACKs."""
+    reports that cover it, REMB estimates, NACKs, keyframe requests (PLI).
+
+    ``keyframe_late``: a PLI is acted on that many seconds after it came, as
+    the keyframe it brings comes late over a slow uplink (its bits queue
+    behind the frames before it).
+    """
     from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket
 
-    counts = {"reports": 0, "remb": 0, "nack": 0}
+    counts = {"reports": 0, "remb": 0, "nack": 0, "pli": 0}
     handle = sender._handle_rtcp_packet
+    later: set[asyncio.Task[None]] = set()
+
+    async def late(packet: object) -> None:
+        await asyncio.sleep(keyframe_late)  # the simulated uplink's delay itself
+        await handle(packet)  # type: ignore[arg-type]
 
     async def counting(packet: object) -> None:
         if isinstance(packet, RtcpRrPacket):
@@ -284,6 +294,13 @@ def count_feedback(sender: RTCRtpSender) -> dict[str, int]:
             counts["remb"] += 1
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1:
             counts["nack"] += 1
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == 1:
+            counts["pli"] += 1
+            if keyframe_late:
+                task = asyncio.ensure_future(late(packet))
+                later.add(task)
+                task.add_done_callback(later.discard)
+                return
         await handle(packet)  # type: ignore[arg-type]
 
     sender._handle_rtcp_packet = counting  # type: ignore[method-assign]
@@ -323,6 +340,12 @@ async def main() -> None:
     )
     parser.add_argument("--noise", action="store_true", help="frames of noise (several packets)")
     parser.add_argument(
+        "--keyframe-late",
+        type=float,
+        default=0.0,
+        help="seconds from a keyframe request (PLI) to the keyframe it brings",
+    )
+    parser.add_argument(
         "--starve",
         action="store_true",
         help="a machine that starves this process: making each frame (video and "
@@ -358,7 +381,7 @@ async def main() -> None:
         lose_start(vt.sender, args.lose_first, dropped)
     last = LoseLast(vt.sender) if args.lose_last_twice else None
     mid = EndMidFrame(vt.sender) if args.end_mid_frame else None
-    feedback = count_feedback(vt.sender)
+    feedback = count_feedback(vt.sender, args.keyframe_late)
     print(json.dumps({"offer": pc.localDescription.sdp}), flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
