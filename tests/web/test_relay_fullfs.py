@@ -30,6 +30,7 @@ from web.settings import Settings
 
 from ..fullfs import fill, tmpfs
 from ..scenario import Scenario
+from .calls import Socket
 from .test_recording import leg
 from .test_relay import video_frames, watch
 
@@ -42,16 +43,13 @@ def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
 
 
 async def messages_until(
-    sock: Any, check: Callable[[dict[str, Any]], bool], seconds: float = 30
+    sock: Socket, check: Callable[[dict[str, Any]], bool], seconds: float = 30
 ) -> list[dict[str, Any]]:
     """Every message ``sock`` receives up to and with the first that passes ``check``."""
     seen: list[dict[str, Any]] = []
     async with asyncio.timeout(seconds):
         while True:
-            try:
-                msg = await sock.recv()
-            except TimeoutError:
-                continue  # the socket's own patience is shorter than ours
+            msg = await sock.recv(within=seconds)
             seen.append(msg)
             if check(msg):
                 return seen
