@@ -51,7 +51,7 @@ test: venv
 # that use the suite's database: the others (command-line tests on SQLite files
 # of their own, parsers, catalogs) ran in `make test` and would run the same.
 # Beside the timing tests at nice 19 it can go without a CPU for seconds, so its
-# waits for a pushed message or a sender process are stretched (tests/patience.py):
+# waits for a pushed message or a closed socket are stretched (tests/patience.py):
 # a wait bounds a hang and measures nothing (`make test-postgres PATIENCE=1`: plain waits).
 PATIENCE := 3
 test-postgres: venv
