@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -97,6 +98,7 @@ class PacketForwarder:
             QUEUE_PACKETS
         )
         self.waiting = True  # for the first packet of a keyframe
+        self.started_at = float("-inf")  # when it last started on one (``time.monotonic()``)
         # What arrived while waiting, by the source's number (unwrapped).
         self.backlog: dict[int, tuple[bool, int, bytes]] = {}
         self.high: int | None = None  # the source's newest number, unwrapped
@@ -124,6 +126,7 @@ class PacketForwarder:
                 return False
             self.waiting = False
             self.first = ext
+            self.started_at = time.monotonic()
             # The keyframe's first packet came late (a retransmission): the
             # rest of it, and what followed, arrived before it and were kept.
             later = sorted((n, p) for n, p in self.backlog.items() if n > ext)
@@ -134,6 +137,10 @@ class PacketForwarder:
         if ext < self.first:
             return True  # a retransmission from before this viewer started
         return self._put(ext, marker, ts, payload)
+
+    def since_start(self) -> float:
+        """Seconds since this viewer started on a keyframe (inf while it waits for one)."""
+        return float("inf") if self.waiting else time.monotonic() - self.started_at
 
     def _put(self, ext: int, marker: bool, ts: int, payload: bytes) -> bool:
         try:

@@ -50,6 +50,16 @@ log = logging.getLogger(__name__)
 # Frames a viewer may fall behind before it skips to the next keyframe: about a
 # second of video (30 fps) or of audio (50 packets a second).
 QUEUE_FRAMES = 48
+# A viewer's own keyframe request within this long of its start on a keyframe
+# is not passed on to the source. On a lossy uplink the keyframe a viewer
+# starts on lacks packets that the recorder has asked for again, and they come
+# an uplink round trip later (0.33-0.7 s at 10 % loss and 300 ms); Chromium asks
+# for a keyframe 0.1 s after its first packet when none is whole by then, and
+# again 0.15-0.2 s later. Passed on, the request made the clinic send a second
+# keyframe, which came no sooner than the repairs and made the clinic's browser
+# drop the frames its pacer held (11-24 frames of the recording, 4 calls in 28).
+# A viewer still without a picture after this asks again and is heard.
+VIEWER_KEYFRAME_GRACE = 1.0
 
 
 class RelayTrack(MediaStreamTrack):
@@ -203,7 +213,7 @@ class Fanout:
                 track = RelayTrack(kind)
                 transceiver = pc.addTransceiver(track, direction="sendonly")
                 transceiver.setCodecPreferences(self._codecs(kind))
-                seam.on_keyframe_request(transceiver.sender, self.want_keyframe)
+                seam.on_keyframe_request(transceiver.sender, lambda: self._viewer_asks(link))
                 seam.use_packer(transceiver.sender, kind)
                 if kind == "video" and self.video_codec:
                     # The track only stands in the transceiver: the forwarder
@@ -225,6 +235,14 @@ class Fanout:
             raise
         sdp: str = pc.localDescription.sdp
         return with_playout_delay(sdp) if link.video is not None and self.hold else sdp
+
+    def _viewer_asks(self, link: Downlink) -> None:
+        """A viewer's keyframe request (PLI/FIR), passed on to the source unless
+        the viewer started on a keyframe less than VIEWER_KEYFRAME_GRACE ago."""
+        video = link.video
+        if video is not None and video.since_start() < VIEWER_KEYFRAME_GRACE:
+            return
+        self.want_keyframe()
 
     async def answer(self, viewer: str, sdp: str) -> bool:
         """The viewer's answer to our offer; False if no offer to it is open."""
