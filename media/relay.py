@@ -53,11 +53,12 @@ QUEUE_FRAMES = 48
 # A viewer's own keyframe request within this long of its start on a keyframe
 # is not passed on to the source. On a lossy uplink the keyframe a viewer
 # starts on lacks packets that the recorder has asked for again, and they come
-# an uplink round trip later (0.33-0.7 s at 10 % loss and 300 ms); Chromium asks
-# for a keyframe 0.1 s after its first packet when none is whole by then, and
-# again 0.15-0.2 s later. Passed on, the request made the clinic send a second
-# keyframe, which came no sooner than the repairs and made the clinic's browser
-# drop the frames its pacer held (11-24 frames of the recording, 4 calls in 28).
+# an uplink round trip later (0.32-0.7 s at 10 % loss and 300 ms); Chromium asks
+# for a keyframe 0.10-0.16 s after its first packet when none is whole by then,
+# and again 0.12-0.17 s later. Passed on, the request made the clinic send a
+# second keyframe, which came no sooner than the repairs and made the clinic's
+# browser drop the frames its pacer held (8-24 frames of the recording, 4 calls
+# in 28).
 # A viewer still without a picture after this asks again and is heard.
 VIEWER_KEYFRAME_GRACE = 1.0
 
