@@ -598,6 +598,14 @@ def args_for(base: str, clip: Path) -> list[str]:
     ]
 
 
+def clip_offset(frames: int) -> int:
+    """A step of ``frames`` in the looping clip, as the nearest one: between
+    minus and plus half the clip's length."""
+    length = CLIP_SECONDS * FPS
+    step = frames % length
+    return step - length if step > length // 2 else step
+
+
 @dataclasses.dataclass
 class FileFrames:
     """What a recorded file holds of the camera's frames."""
@@ -624,9 +632,7 @@ class FileFrames:
     def _place_of(self, stamp: int) -> int:
         """The place of the camera's frame with this stamp, in its occurrence
         nearest the file's end (the file must hold frames)."""
-        length, last = CLIP_SECONDS * FPS, self.places[-1]
-        end = last + (stamp - last) % length
-        return end - length if end - last > length // 2 else end
+        return self.places[-1] + clip_offset(stamp - self.places[-1])
 
     def until(self, stamp: int) -> int:
         """The file's frames before the camera's frame with this stamp."""
@@ -942,9 +948,7 @@ async def one_call(
                         # it (the read comes later); after it, the start was lost.
                         begun = totals["firstStamp"]
                         if begun is not None and held.places:
-                            length = CLIP_SECONDS * FPS
-                            offset = (held.places[0] - begun) % length
-                            offset -= length if offset > length // 2 else 0
+                            offset = clip_offset(held.places[0] - begun)
                             print(
                                 f"{profile} | {plane} | {parties}: file begins {offset:+d} "
                                 "frame(s) from the camera's frame read as the leg sent its first"

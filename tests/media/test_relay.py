@@ -143,6 +143,28 @@ def file_pictures(codec: str, path: Path) -> set[str]:
     return out
 
 
+async def two_viewers(
+    recorder: Recorder, sender_args: tuple[str, ...], first_frames: int, second_frames: int
+) -> tuple[Viewer, Viewer, dict[str, Any]]:
+    """A leg sent with ``sender_args``, watched by a viewer and, once that one has
+    ``first_frames`` video frames, by a second until it has ``second_frames``;
+    returns both viewers (closed) and what the sender sent."""
+    started = leg_started(recorder)
+    sending = asyncio.ensure_future(send(recorder, KEY, *sender_args))
+    await started.wait()
+    first, second = Viewer(), Viewer()
+    try:
+        await first.join(recorder, KEY, "viewer-1")
+        await until(lambda: len(first.frames["video"]) >= first_frames, first.progress)
+        await second.join(recorder, KEY, "viewer-2")
+        await until(lambda: len(second.frames["video"]) >= second_frames, second.progress)
+        sent, _ = await sending
+    finally:
+        await first.close()
+        await second.close()
+    return first, second, sent
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("codec", ["vp8", "h264"])
 async def test_viewers_get_the_recorded_frames_unchanged_and_start_on_a_keyframe(
@@ -150,20 +172,8 @@ async def test_viewers_get_the_recorded_frames_unchanged_and_start_on_a_keyframe
     no_codecs: list[str],
     codec: str,
 ) -> None:
-    started = leg_started(recorder)
-    sending = asyncio.ensure_future(send(recorder, KEY, "--codec", codec, "--seconds", "6"))
-    await started.wait()
-    first, second = Viewer(), Viewer()
-    try:
-        await first.join(recorder, KEY, "viewer-1")
-        await until(lambda: len(first.frames["video"]) >= 20, first.progress)
-        # A viewer who comes later starts on a keyframe too (the relay asks for one).
-        await second.join(recorder, KEY, "viewer-2")
-        await until(lambda: len(second.frames["video"]) >= 20, second.progress)
-        sent, _ = await sending
-    finally:
-        await first.close()
-        await second.close()
+    # A viewer who comes later starts on a keyframe too (the relay asks for one).
+    first, second, sent = await two_viewers(recorder, ("--codec", codec, "--seconds", "6"), 20, 20)
     result = await recorder.stop(KEY)
     assert result is not None and result.file is not None
     recorded = file_pictures(codec, result.file.path)
@@ -240,19 +250,9 @@ async def test_a_viewer_joining_costs_the_source_one_keyframe(
     # relay asked again each 0.3 s: two or three keyframes, and each made the
     # clinic's Chromium drop the video frames its pacer held queued. Sent, so
     # never recorded: 3-8 frames a keyframe in township calls on a busy machine.
-    started = leg_started(recorder)
-    sending = asyncio.ensure_future(send(recorder, KEY, "--seconds", "4", "--keyframe-late", "0.8"))
-    await started.wait()
-    first, second = Viewer(), Viewer()
-    try:
-        await first.join(recorder, KEY, "viewer-1")
-        await until(lambda: len(first.frames["video"]) >= 10, first.progress)
-        await second.join(recorder, KEY, "viewer-2")
-        await until(lambda: len(second.frames["video"]) >= 40, second.progress)
-        sent, _ = await sending
-    finally:
-        await first.close()
-        await second.close()
+    _, second, sent = await two_viewers(
+        recorder, ("--seconds", "4", "--keyframe-late", "0.8"), 10, 40
+    )
     assert second.frames["video"][0].keyframe
     # At most one request for each viewer (the second's may have been answered
     # by the keyframe the first asked for). aiortc's encoder makes keyframes of
