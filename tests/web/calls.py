@@ -15,6 +15,11 @@ from ..patience import patient
 # Push messages about other consultations can arrive at any time; call tests look
 # past them unless they ask for them.
 RECV_TIMEOUT = patient(5.0)
+# A recording leg's end reaches the pages once the recorder has noticed it (the
+# page's DTLS close, or ICE consent lost: 27-39 s after a page went silent),
+# finished and probed its file, and the records stored it: the longest chain a
+# test waits on for one push, and in the PostgreSQL pass the most starved.
+LEG_END_TIMEOUT = patient(20.0)
 BACKGROUND = frozenset({"consultation.changed"})
 
 
@@ -39,15 +44,27 @@ class Socket:
 
     async def recv(self, *types: str, within: float = RECV_TIMEOUT) -> dict[str, Any]:
         """The next message (of one of ``types``, if given; others are skipped),
-        within ``within`` seconds."""
-        async with asyncio.timeout(within):
-            while True:
-                msg = await self._next()
-                if types and msg["type"] not in types:
-                    continue
-                if not types and msg["type"] in BACKGROUND:
-                    continue
-                return msg
+        within ``within`` seconds.
+
+        Raises:
+            TimeoutError: naming what was awaited and what came instead.
+        """
+        skipped: list[str] = []
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    msg = await self._next()
+                    if (types and msg["type"] not in types) or (
+                        not types and msg["type"] in BACKGROUND
+                    ):
+                        skipped.append(msg["type"])
+                        continue
+                    return msg
+        except TimeoutError:
+            wanted = " or ".join(types) or "a message"
+            raise TimeoutError(
+                f"no {wanted} within {within:g} s; came meanwhile: {skipped or 'nothing'}"
+            ) from None
 
     async def until_pong(self) -> list[dict[str, Any]]:
         """Everything queued for us so far: ping, then read up to the pong.

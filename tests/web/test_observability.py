@@ -25,6 +25,7 @@ from web.keys import RECORDING
 
 from ..conftest import ManualClock, make_settings
 from ..scenario import Scenario
+from .calls import LEG_END_TIMEOUT
 from .test_recording import leg
 
 Client = TestClient[Any, Any]
@@ -216,7 +217,8 @@ async def test_log_lines_of_a_recording_name_its_consultation(
         assert await proc.wait() == 0
         # The leg ends by itself (the sender closed): the recorder logs it.
         assert (await c.sockets["cardio1"].recv("recording"))["state"] == "recording"
-        assert (await c.sockets["cardio1"].recv("recording"))["state"] == "interrupted"
+        ended = await c.sockets["cardio1"].recv("recording", within=LEG_END_TIMEOUT)
+        assert ended["state"] == "interrupted"
     recorder_lines = [e for e in lines(json_log) if e["logger"].startswith("media.")]
     assert recorder_lines, lines(json_log)
     assert {e.get("consultation_id") for e in recorder_lines} == {c.id}

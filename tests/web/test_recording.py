@@ -18,6 +18,7 @@ from web.keys import DB, RECORDING
 from ..scenario import Scenario
 from ..senderproc import over_socket, start_sender
 from ..signaling.wire import REC_OFFER
+from .calls import LEG_END_TIMEOUT
 
 ROOT = Path(__file__).parents[2]
 SENDER = ROOT / "tests" / "media" / "sender.py"
@@ -61,7 +62,7 @@ async def test_a_consented_call_is_recorded_into_a_checked_file(
     assert (await b.recv("recording"))["state"] == "recording"
     # The sender closed its leg by itself, without rec_stop, while its
     # participant stayed in the live call: they are no longer being recorded.
-    assert (await b.recv("recording"))["state"] == "interrupted"
+    assert (await b.recv("recording", within=LEG_END_TIMEOUT))["state"] == "interrupted"
     interrupted = (await b.recv("event"))["event"]
     assert interrupted["kind"] == "recording_interrupted"
     assert interrupted["actor_id"] == clinic.account["id"]

@@ -23,7 +23,7 @@ from web.keys import DB, RECORDING
 from ..fullfs import tiny_filesystem
 from ..patience import patient
 from ..scenario import Scenario, tab_of
-from .calls import connect, join, refused
+from .calls import LEG_END_TIMEOUT, connect, join, refused
 from .test_recording import leg
 
 
@@ -85,7 +85,7 @@ async def test_a_full_disk_stops_the_recording_and_every_page_and_the_timeline_s
             assert (await b.recv("recording"))["state"] == "recording"
             # The writer hits the end of the disk and the room is told: 2.7 s
             # here with a steady sender, longer when it starves.
-            changed = await b.recv("recording", within=patient(20))
+            changed = await b.recv("recording", within=LEG_END_TIMEOUT)
             assert changed["state"] in ("interrupted", "failed")
             event = (await b.recv("event"))["event"]
             assert event["kind"] == "recording_interrupted"
@@ -133,7 +133,7 @@ async def test_a_file_that_fails_before_its_start_is_recorded_is_still_told(
     with tiny_filesystem(app[RECORDING].root, free_bytes=0):
         async with leg(a, "--seconds", "60"):
             # The room hears that the leg failed, and never after it that it records.
-            changed = await b.recv("recording", within=patient(20))
+            changed = await b.recv("recording", within=LEG_END_TIMEOUT)
             assert changed["state"] in ("interrupted", "failed")
             assert not service.is_recording(c.id, c.clinic.account["id"])
             seen = await b.until_pong()
@@ -172,14 +172,14 @@ async def test_a_file_that_fails_while_its_leg_is_answered_leaves_no_leg_behind(
     recorder.start = start_and_fail
     with tiny_filesystem(app[RECORDING].root, free_bytes=0) as filler:
         async with leg(a, "--seconds", "60"):
-            changed = await b.recv("recording", within=patient(20))
+            changed = await b.recv("recording", within=LEG_END_TIMEOUT)
             assert changed["state"] in ("interrupted", "failed")
             [row] = await until_rows(app, lambda f: f and f[0]["status"] != "recording")
             assert row["part"] == 1
         filler.unlink()
         # Room on the disk: the page's next offer records, as part 2.
         async with leg(a, "--seconds", "60"):
-            while (await b.recv("recording", within=patient(20)))["state"] != "recording":
+            while (await b.recv("recording", within=LEG_END_TIMEOUT))["state"] != "recording":
                 pass
             found = await until_rows(app, lambda f: len(f) == 2)
             assert [(r["part"], r["status"]) for r in found][-1] == (2, "recording")

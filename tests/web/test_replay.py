@@ -19,6 +19,7 @@ from web.settings import Settings
 
 from ..conftest import make_settings
 from ..scenario import Scenario
+from .calls import LEG_END_TIMEOUT
 from .encryption import ENCRYPTION
 from .test_recording import record_leg
 
@@ -46,7 +47,7 @@ async def recorded(scenario: Scenario) -> dict[str, Any]:
     # interrupted leg (the participant is still in it); both are stored.
     ended = 0
     while ended < 2:
-        ended += (await a.recv("recording"))["state"] == "interrupted"
+        ended += (await a.recv("recording", within=LEG_END_TIMEOUT))["state"] == "interrupted"
     await b.send({"type": "end"})
     while (await a.recv("state"))["state"] != "ended":
         pass
@@ -189,7 +190,7 @@ async def test_the_replay_names_each_institution_and_marks_the_viewers_own(
     assert status == 201, data
     a = c.sockets["clinic1"]
     await record_leg(a, "--codec", "vp8", "--seconds", "1")
-    while (await a.recv("recording"))["state"] != "interrupted":
+    while (await a.recv("recording", within=LEG_END_TIMEOUT))["state"] != "interrupted":
         pass
     await a.send({"type": "end"})
     while (await a.recv("state"))["state"] != "ended":
