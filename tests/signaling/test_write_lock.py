@@ -23,6 +23,7 @@ from web.app import create_app
 from web.keys import DB, DIRECTORY, RECORDING
 from web.settings import Settings
 
+from ..patience import patient
 from ..scenario import Scenario
 
 
@@ -68,7 +69,7 @@ async def test_an_unrelated_write_is_not_held_while_a_recording_negotiates(
         app[RECORDING].start(Actor(account=account), consultation["id"], offer)
     )
     # The recorder is gathering candidates once its first STUN request arrives.
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(patient(5)):
         await asyncio.get_running_loop().sock_recv(black_hole, 2048)
     assert not negotiation.done()
 

@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
+from ..patience import patient
 from ..redisserver import RedisServer
 from ..scenario import User, over_http
 from ..serverproc import ServerProcess
@@ -127,7 +128,7 @@ async def test_killing_the_process_that_owns_the_call_costs_a_reconnect_not_the_
         assert (await sb.recv("chat"))["text"] == "after"
 
         # Everything said is on the record once, in order.
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(patient(10)):
             while True:
                 _, data = await clinic_on(b.base, clinic).get(f"/api/consultations/{cid}/timeline")
                 chats = [e["data"]["text"] for e in data["events"] if e["kind"] == "chat"]

@@ -24,6 +24,7 @@ from web.app import create_app
 from web.keys import RECORDING
 
 from ..conftest import ManualClock, make_settings
+from ..patience import patient
 from ..scenario import Scenario
 from .calls import LEG_END_TIMEOUT
 from .test_recording import leg
@@ -151,7 +152,7 @@ async def test_a_running_leg_shows_its_frames_and_the_worker_its_legs(
     who = c.clinic.account["id"]
     ids = {"consultation_id": c.id, "participant_id": who, "part": "1"}
     async with leg(c.sockets["clinic1"], "--codec", "vp8", "--seconds", "4"):
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(patient(10)):
             while True:  # until the writer has written video (it waits for a keyframe)
                 text = await scrape(anon)
                 video = value(text, "teleconsult_leg_frames_written_total", kind="video", **ids)

@@ -22,6 +22,7 @@ import pytest
 from web.keys import RECORDING
 from web.settings import Settings
 
+from ..patience import patient
 from ..scenario import Scenario
 from ..senderproc import over_socket, start_sender
 from .test_recording import SENDER, leg
@@ -45,7 +46,7 @@ async def test_a_replaced_leg_ends_at_once_and_the_new_one_records(
     try:
         assert old.stdin and old.stdout
         assert (await b.recv("recording"))["state"] == "recording"
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(patient(30)):
             assert json.loads(await old.stdout.readline()) == {"ending": True}
         # The page reloads and offers its new leg.
         async with leg(a, "--seconds", "60"):
@@ -55,7 +56,7 @@ async def test_a_replaced_leg_ends_at_once_and_the_new_one_records(
             assert states == ["stopped"]
             old.stdin.write(b"close\n")
             await old.stdin.drain()
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(patient(30)):
                 sent = json.loads(await old.stdout.readline())["sent"]
             # Asked once before the end (the next packet revealed the hole),
             # never again after it: the old leg did not wait on its page.

@@ -18,6 +18,7 @@ from media import seam
 from web.keys import RECORDING
 from web.settings import Settings
 
+from ..patience import patient
 from ..scenario import Scenario, tab_of
 from ..signaling.wire import REC_OFFER
 from .calls import connect, join
@@ -56,7 +57,7 @@ async def watch(sock: Any, offer: dict[str, Any]) -> tuple[RTCPeerConnection, as
 
 async def video_frames(frames: asyncio.Queue[Any], count: int) -> list[seam.EncodedFrame]:
     got: list[seam.EncodedFrame] = []
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(patient(20)):
         while len(got) < count:
             frame = await frames.get()
             if frame.kind == "video":

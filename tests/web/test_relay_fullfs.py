@@ -29,6 +29,7 @@ from web.keys import DB, RECORDING
 from web.settings import Settings
 
 from ..fullfs import fill, tmpfs
+from ..patience import patient
 from ..scenario import Scenario
 from .calls import Socket
 from .test_recording import leg
@@ -67,7 +68,7 @@ async def parts(app: Any, participant_id: str) -> list[Any]:
 
 async def until_stored(app: Any, participant_id: str) -> list[Any]:
     """The participant's parts, once none is ``recording`` any more."""
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(patient(20)):
         while True:
             found = await parts(app, participant_id)
             if found and found[-1]["status"] != "recording":
@@ -77,7 +78,7 @@ async def until_stored(app: Any, participant_id: str) -> list[Any]:
 
 async def until_written(service: Any, key: RecordingKey, frames: int) -> None:
     """Until the running leg ``key`` has written ``frames`` video frames to its file."""
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(patient(20)):
         while True:
             counts = service.recorder.leg_counts().get(key)
             if counts is not None and counts.video_written >= frames:
