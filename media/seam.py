@@ -188,6 +188,16 @@ def check() -> None:
         and callable(getattr(srtp_binding.lib, "srtp_unprotect", None))
     ):
         raise SeamBroken("pylibsrtp's Session no longer keeps _cdata, _buffer and _srtp")
+    # media/early.py: the leg's keys and receivers before the handshake's end.
+    if "_setup_srtp" not in RTCDtlsTransport.start.__code__.co_names or not all(
+        hasattr(rtcdtlstransport, name)
+        for name in ("X509_DIGEST_ALGORITHMS", "certificate_digest", "State")
+    ):
+        raise SeamBroken("RTCDtlsTransport no longer sets SRTP up as media/early.py expects")
+    if "_RTCRtpReceiver__started" not in RTCRtpReceiver.receive.__code__.co_names:
+        raise SeamBroken("RTCRtpReceiver.receive no longer starts once only")
+    if not callable(getattr(aiortc.RTCPeerConnection, "_RTCPeerConnection__remoteRtp", None)):
+        raise SeamBroken("RTCPeerConnection.__remoteRtp is gone (early receivers need it)")
     if "ssrc_table" not in rtcdtlstransport.RtpRouter.route_rtp.__code__.co_names or (
         "payload_type" not in rtcdtlstransport.RtpRouter.route_rtp.__code__.co_names
     ):

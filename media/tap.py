@@ -15,6 +15,8 @@ that is a ``Lean`` (``media/lean.py``). It reaches into aiortc's private parts;
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ import aioice.ice
 import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCPeerConnection
 
+from media import early as early_keys
 from media import twcc
 from media.lean import Lean, within
 from media.reading import DataReceived, Reading, clock_offset_us
@@ -32,8 +35,13 @@ from media.seam import NTP_TO_UNIX_MS, KeptPacket, check, current_ms
 from media.twcc import TransportFeedback
 from media.ulpfec import FecTypes
 
+log = logging.getLogger(__name__)
+
 # RTP held while the DTLS handshake finishes (a second of 1 Mbit/s video).
 EARLY_PACKETS = 200
+# Held packets on which the keys are tried before the handshake's end
+# (``media/early.py``): the first should do.
+EARLY_TRIES = 8
 
 
 def _never() -> bool:
@@ -101,7 +109,7 @@ class RtpTap:
             )
             transports.add(receiver.transport)
         for dtls in transports:
-            self._divert(dtls)
+            self._divert(dtls, pc)
 
     def read_now(self) -> None:
         """Take what the kernel holds for the tapped sockets now (not at the next poll)."""
@@ -173,7 +181,8 @@ class RtpTap:
         if dtls.state in ("closed", "failed"):
             return False
         ssrc = receiver.__dict__["_RTCRtpReceiver__rtcp_ssrc"]
-        if ssrc is None or dtls.state != "connected":
+        # (While connecting, only once the keys came early: media/early.py.)
+        if ssrc is None or (dtls.state != "connected" and getattr(dtls, "_rx_srtp", None) is None):
             return True
         for packet in feedback.build(ssrc):
             try:
@@ -182,7 +191,7 @@ class RtpTap:
                 return False
         return True
 
-    def _divert(self, dtls: RTCDtlsTransport) -> None:
+    def _divert(self, dtls: RTCDtlsTransport, pc: RTCPeerConnection) -> None:
         connection = dtls.transport._connection
         original = connection.data_received
         leans = self.leans
@@ -200,6 +209,45 @@ class RtpTap:
         # came, a hole among held packets would be given up before its
         # retransmission could come).
         early: list[tuple[bytes, int]] = []
+        # The keys, known before the handshake's end (``media/early.py``): the
+        # receivers start then (aiortc starts them once connected), and what
+        # was held goes on once they have.
+        tries = [0]
+        starting: list[asyncio.Task[None] | None] = [None]
+        transceivers = [t for t in pc.getTransceivers() if t.receiver.transport is dtls]
+
+        async def start_receivers() -> None:
+            try:
+                for transceiver in transceivers:
+                    if transceiver.currentDirection in ("recvonly", "sendrecv"):
+                        await transceiver.receiver.receive(
+                            pc._RTCPeerConnection__remoteRtp(transceiver)  # type: ignore[attr-defined]
+                        )
+            except Exception:
+                log.exception("receivers not started early; aiortc starts them once connected")
+            srtp = dtls._rx_srtp
+            if srtp is not None and early:
+                for waiting, came_us in early:
+                    take(waiting, srtp, None, came_us)
+                early.clear()
+
+        def go_early(data: bytes) -> None:
+            if tries[0] >= EARLY_TRIES or not transceivers:
+                return
+            tries[0] += 1
+            remotes = getattr(pc, "_RTCPeerConnection__remoteDtls", {})
+            remote = remotes.get(transceivers[0])
+            try:
+                started = remote is not None and early_keys.start(dtls, remote, data)
+            except Exception:
+                # Only a head start: the handshake's end sets the keys as before.
+                log.exception("early DTLS keys failed; the leg waits for the handshake")
+                tries[0] = EARLY_TRIES
+                return
+            if started:
+                tries[0] = EARLY_TRIES
+                starting[0] = asyncio.ensure_future(start_receivers())
+
         # (SSRC, payload type) -> where aiortc's router sends it; a recording
         # leg is negotiated once, so the router's answer does not change.
         routes: dict[int, Lean] = {}
@@ -252,12 +300,15 @@ class RtpTap:
             if not 127 < data[0] < 192 or 191 < data[1] < 224:
                 original(data, component)  # STUN, DTLS, RTCP: aiortc's way
                 return
-            srtp: Any = dtls._rx_srtp  # None until the handshake is done
-            if srtp is None:
+            srtp: Any = dtls._rx_srtp  # None until the handshake is done (or early keys)
+            task = starting[0]
+            if srtp is None or (task is not None and not task.done()):
                 if len(early) < EARLY_PACKETS:
                     early.append(
                         (data, time.time_ns() // 1000 if arrival_us is None else arrival_us)
                     )
+                if srtp is None:
+                    go_early(data)
                 return
             if early:
                 for waiting, came_us in early:

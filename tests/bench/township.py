@@ -1072,15 +1072,17 @@ async def main() -> None:
 
     if args.detail:
         # What the recorder's ULPFEC rebuilt of each leg, how long the relay's
-        # viewers were asked to hold its video, and how long each leg's end
-        # waited for its last missing packets (logged as it ends).
+        # viewers were asked to hold its video, how long each leg's end
+        # waited for its last missing packets (logged as it ends), and a leg
+        # that took its keys before its DTLS handshake's end.
         handler = logging.StreamHandler(sys.stdout)
         handler.addFilter(
             lambda record: any(
-                part in str(record.msg) for part in ("ULPFEC", " end: ", "relay hold")
+                part in str(record.msg)
+                for part in ("ULPFEC", " end: ", "relay hold", "handshake's end")
             )
         )
-        for name in ("media.recorder", "media.leg"):
+        for name in ("media.recorder", "media.leg", "media.early"):
             logging.getLogger(name).addHandler(handler)
             logging.getLogger(name).setLevel(logging.INFO)
 

@@ -145,6 +145,38 @@ def lose_start(sender: RTCRtpSender, first: int, dropped: list[int]) -> None:
     transport._send_rtp = lossy
 
 
+def _holds_change_cipher_spec(data: bytes) -> bool:
+    """Whether a DTLS datagram holds a ChangeCipherSpec record (a last flight)."""
+    at = 0
+    while 19 < data[0] < 64 and at + 13 <= len(data):
+        if data[at] == 20:
+            return True
+        at += 13 + int.from_bytes(data[at + 11 : at + 13], "big")
+    return False
+
+
+def lose_dtls_last(sender: RTCRtpSender) -> list[int]:
+    """Drop this side's last DTLS flight once (the datagram with its ChangeCipherSpec).
+
+    This side is the DTLS server: done once the recorder's Finished came, it
+    sends media at once; the recorder, the client, is done only when this
+    flight comes, which its retransmission timer asks for a second later.
+    Returns a counter of the datagrams dropped.
+    """
+    ice = sender.transport.transport
+    send = ice._send
+    dropped = [0]
+
+    async def lossy(data: bytes) -> None:
+        if not dropped[0] and _holds_change_cipher_spec(data):
+            dropped[0] += 1
+            return
+        await send(data)
+
+    ice._send = lossy  # type: ignore[method-assign]
+    return dropped
+
+
 def lose_one_twice(sender: RTCRtpSender, nth: int, dropped: list[int]) -> None:
     """Drop the ``nth`` video RTP packet on its first send and on its first resend
     (RTX); nothing else is lost, so nothing new goes missing after it."""
@@ -269,9 +301,10 @@ def _rtp_payload(data: bytes) -> bytes:
     return RtpPacket.parse(data).payload
 
 
-def count_feedback(sender: RTCRtpSender, keyframe_late: float = 0.0) -> dict[str, int]:
+def count_feedback(sender: RTCRtpSender, keyframe_late: float = 0.0) -> dict[str, float]:
     """Count the RTCP feedback the recorder sends about the video: receiver
-    reports that cover it, REMB estimates, NACKs, keyframe requests (PLI).
+    reports that cover it, REMB estimates, NACKs, keyframe requests (PLI); and
+    note when the first NACK came (``first_nack_at``, ``time.monotonic()``).
 
     ``keyframe_late``: a PLI is acted on that many seconds after it came, as
     the keyframe it brings comes late over a slow uplink (its bits queue
@@ -279,7 +312,7 @@ def count_feedback(sender: RTCRtpSender, keyframe_late: float = 0.0) -> dict[str
     """
     from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket
 
-    counts = {"reports": 0, "remb": 0, "nack": 0, "pli": 0}
+    counts: dict[str, float] = {"reports": 0, "remb": 0, "nack": 0, "pli": 0}
     handle = sender._handle_rtcp_packet
     later: set[asyncio.Task[None]] = set()
 
@@ -294,6 +327,7 @@ def count_feedback(sender: RTCRtpSender, keyframe_late: float = 0.0) -> dict[str
             counts["remb"] += 1
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1:
             counts["nack"] += 1
+            counts.setdefault("first_nack_at", time.monotonic())
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == 1:
             counts["pli"] += 1
             if keyframe_late:
@@ -340,6 +374,11 @@ async def main() -> None:
     )
     parser.add_argument("--noise", action="store_true", help="frames of noise (several packets)")
     parser.add_argument(
+        "--lose-dtls-last",
+        action="store_true",
+        help="drop this side's last DTLS handshake flight once (it is the DTLS server)",
+    )
+    parser.add_argument(
         "--keyframe-late",
         type=float,
         default=0.0,
@@ -382,6 +421,7 @@ async def main() -> None:
     last = LoseLast(vt.sender) if args.lose_last_twice else None
     mid = EndMidFrame(vt.sender) if args.end_mid_frame else None
     feedback = count_feedback(vt.sender, args.keyframe_late)
+    dtls_dropped = lose_dtls_last(vt.sender) if args.lose_dtls_last else [0]
     print(json.dumps({"offer": pc.localDescription.sdp}), flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -427,7 +467,12 @@ async def main() -> None:
         "media_seconds": max(video.end, audio.end),
         "dropped": dropped[0],
         "feedback": feedback,
+        "dtls_dropped": dtls_dropped[0],
     }
+    first_nack = feedback.pop("first_nack_at", None)
+    if first_nack is not None and video.started is not None:
+        # From the first video frame taken to the first NACK that came.
+        sent["first_nack_after"] = first_nack - video.started
     if last is not None:
         sent["frames"] = len(last.timestamps)  # long after the last one went out
         sent["dropped"] = last.dropped

@@ -296,6 +296,33 @@ async def test_a_leg_whose_first_packets_are_lost_keeps_its_first_frames(
     assert info["video_frames"] == sent["video"], (info, sent)
 
 
+@pytest.mark.slow
+async def test_a_lost_last_handshake_flight_does_not_delay_the_first_repairs(
+    recorder: Recorder, no_codecs: list[str]
+) -> None:
+    # The page, the DTLS server, is done once the recorder's Finished came and
+    # sends at once; the recorder is done once the page's last flight comes.
+    # When that datagram was lost, OpenSSL sent its own flight again after 1 s,
+    # and until then nothing the page sent could be decrypted or asked for
+    # again: the start of the first keyframe, lost here, was asked for a second
+    # late (when a page may no longer have it), and a relayed viewer waited
+    # that second. The keys are known once the recorder has sent its Finished
+    # (media/early.py): it asks at once.
+    key = RecordingKey("c" * 32, "d" * 32)
+    sent, result = await send(
+        recorder,
+        key,
+        *("--codec", "vp8", "--seconds", "3", "--lose-first", "2", "--lose-dtls-last"),
+        ended_by_recorder=True,
+    )
+    assert result is not None and result.file is not None, result
+    assert sent["dtls_dropped"] == 1 and sent["dropped"] == 2, sent
+    assert sent["first_nack_after"] < 0.5, sent
+    info = probe(result.file.path)
+    assert info["first_keyframe"] is True
+    assert info["video_frames"] == sent["video"], (info, sent)
+
+
 async def test_a_lost_retransmission_is_asked_for_again(
     recorder: Recorder, no_codecs: list[str]
 ) -> None:

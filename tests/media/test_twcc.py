@@ -378,12 +378,16 @@ def test_packets_held_until_the_handshake_ends_keep_the_time_they_came() -> None
         class transport:  # aiortc's attribute
             _connection = Connection()
 
+    class PeerConnection:  # no transceivers: no keys before the handshake's end here
+        def getTransceivers(self) -> list[Any]:
+            return []
+
     reading = Reading()
     one = tap.RtpTap(reading)
     one.feedback = feedback = TransportFeedback(3)
     one.leans = {"receiver": Lean()}  # type: ignore[dict-item]
     dtls = Dtls()
-    one._divert(dtls)  # type: ignore[arg-type]
+    one._divert(dtls, PeerConnection())  # type: ignore[arg-type]
     deliver = dtls.transport._connection.data_received
 
     # Five packets 100 ms apart (the kernel's receive times, wall clock, with
