@@ -266,6 +266,7 @@ async def test_the_frame_being_sent_when_the_call_ends_is_kept_whole(
     assert info["video_frames"] == sent["frames"], (info, sent)
 
 
+@pytest.mark.both_loops
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("codec", "handshake"),
