@@ -301,14 +301,18 @@ def _rtp_payload(data: bytes) -> bytes:
     return RtpPacket.parse(data).payload
 
 
-def count_feedback(sender: RTCRtpSender, keyframe_late: float = 0.0) -> dict[str, float]:
+def count_feedback(
+    sender: RTCRtpSender, keyframe_late: float = 0.0, nack_late: float = 0.0
+) -> dict[str, float]:
     """Count the RTCP feedback the recorder sends about the video: receiver
     reports that cover it, REMB estimates, NACKs, keyframe requests (PLI); and
-    note when the first NACK came (``first_nack_at``, ``time.monotonic()``).
+    note when the first NACK and the first PLI came (``first_nack_at``,
+    ``first_pli_at``: ``time.monotonic()``).
 
     ``keyframe_late``: a PLI is acted on that many seconds after it came, as
     the keyframe it brings comes late over a slow uplink (its bits queue
-    behind the frames before it).
+    behind the frames before it). ``nack_late``: the same for a NACK, as the
+    resend comes a round trip late over a long one.
     """
     from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket
 
@@ -316,9 +320,14 @@ def count_feedback(sender: RTCRtpSender, keyframe_late: float = 0.0) -> dict[str
     handle = sender._handle_rtcp_packet
     later: set[asyncio.Task[None]] = set()
 
-    async def late(packet: object) -> None:
-        await asyncio.sleep(keyframe_late)  # the simulated uplink's delay itself
+    async def late(packet: object, delay: float) -> None:
+        await asyncio.sleep(delay)  # the simulated uplink's delay itself
         await handle(packet)  # type: ignore[arg-type]
+
+    def later_on(packet: object, delay: float) -> None:
+        task = asyncio.ensure_future(late(packet, delay))
+        later.add(task)
+        task.add_done_callback(later.discard)
 
     async def counting(packet: object) -> None:
         if isinstance(packet, RtcpRrPacket):
@@ -328,12 +337,14 @@ def count_feedback(sender: RTCRtpSender, keyframe_late: float = 0.0) -> dict[str
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == 1:
             counts["nack"] += 1
             counts.setdefault("first_nack_at", time.monotonic())
+            if nack_late:
+                later_on(packet, nack_late)
+                return
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == 1:
             counts["pli"] += 1
+            counts.setdefault("first_pli_at", time.monotonic())
             if keyframe_late:
-                task = asyncio.ensure_future(late(packet))
-                later.add(task)
-                task.add_done_callback(later.discard)
+                later_on(packet, keyframe_late)
                 return
         await handle(packet)  # type: ignore[arg-type]
 
@@ -373,6 +384,12 @@ async def main() -> None:
         help="with --end-mid-frame: the held frame's last packet is lost on its first send",
     )
     parser.add_argument("--noise", action="store_true", help="frames of noise (several packets)")
+    parser.add_argument(
+        "--nack-late",
+        type=float,
+        default=0.0,
+        help="seconds from a NACK to the resend it brings (a long round trip)",
+    )
     parser.add_argument(
         "--lose-dtls-last",
         action="store_true",
@@ -420,7 +437,7 @@ async def main() -> None:
         lose_start(vt.sender, args.lose_first, dropped)
     last = LoseLast(vt.sender) if args.lose_last_twice else None
     mid = EndMidFrame(vt.sender) if args.end_mid_frame else None
-    feedback = count_feedback(vt.sender, args.keyframe_late)
+    feedback = count_feedback(vt.sender, args.keyframe_late, args.nack_late)
     dtls_dropped = lose_dtls_last(vt.sender) if args.lose_dtls_last else [0]
     print(json.dumps({"offer": pc.localDescription.sdp}), flush=True)
     loop = asyncio.get_running_loop()
@@ -469,10 +486,11 @@ async def main() -> None:
         "feedback": feedback,
         "dtls_dropped": dtls_dropped[0],
     }
-    first_nack = feedback.pop("first_nack_at", None)
-    if first_nack is not None and video.started is not None:
-        # From the first video frame taken to the first NACK that came.
-        sent["first_nack_after"] = first_nack - video.started
+    for what in ("nack", "pli"):
+        first = feedback.pop(f"first_{what}_at", None)
+        if first is not None and video.started is not None:
+            # From the first video frame taken to the first NACK (PLI) that came.
+            sent[f"first_{what}_after"] = first - video.started
     if last is not None:
         sent["frames"] = len(last.timestamps)  # long after the last one went out
         sent["dropped"] = last.dropped
