@@ -114,7 +114,6 @@ class Leg:
     # When a keyframe was last asked for (``time.monotonic()``; the leg's first
     # video packet counts as one: the page begins with a keyframe).
     asked_at: float = 0.0
-    first_video: bool = True
     # False when the leg ends because its page was replaced (a reload): the
     # page that could resend its last packets is gone, so none are asked for.
     ask_at_end: bool = True
@@ -130,17 +129,16 @@ class Leg:
             if not self._before_end(packet):
                 return  # sent after the leg was told to end: not recorded
         elif not packet[1] and packet[5]:
-            self.last_video = packet
-            if self.first_video:
+            if self.last_video is None:
                 # The page begins with a keyframe: this is its first packet, or
                 # its start is being asked for again (``lean._ask_for_start``).
                 # Asking the page for another now made it encode one 0.35 s
                 # after its first, and the keyframe flush (``KEYFRAME_MIN_GAP``)
                 # dropped what the first still had queued: the file began at
                 # the second (2 calls in 20 on the 10 % profile).
-                self.first_video = False
                 self.keyframe_asked = True
                 self.asked_at = self.keyframe_at = packet[0]
+            self.last_video = packet
             if (
                 (self.keyframe_asked or (writer is not None and writer.needs_keyframe))
                 and self.video_mime is not None

@@ -226,10 +226,14 @@ class RtpTap:
             except Exception:
                 log.exception("receivers not started early; aiortc starts them once connected")
             srtp = dtls._rx_srtp
-            if srtp is not None and early:
-                for waiting, came_us in early:
-                    take(waiting, srtp, None, came_us)
-                early.clear()
+            if srtp is not None:
+                take_held(srtp)
+
+        def take_held(srtp: Any) -> None:
+            """What was held for the keys, in the order it came."""
+            for waiting, came_us in early:
+                take(waiting, srtp, None, came_us)
+            early.clear()
 
         def go_early(data: bytes) -> None:
             if tries[0] >= EARLY_TRIES or not transceivers:
@@ -311,9 +315,7 @@ class RtpTap:
                     go_early(data)
                 return
             if early:
-                for waiting, came_us in early:
-                    take(waiting, srtp, None, came_us)
-                early.clear()
+                take_held(srtp)
             take(data, srtp, arrival_us)
 
         setattr(connection, "data_received", data_received)  # noqa: B010 - this instance
