@@ -24,6 +24,7 @@ from web.keys import DB
 from web.settings import Settings
 
 from ..conftest import DB_NAME, make_settings
+from ..patience import PATIENCE
 from ..records.samples import DICOM_PATIENT, LAB_REPORT, dicom, image, pdf
 from ..scenario import Scenario
 from .encryption import ENCRYPTION
@@ -512,19 +513,24 @@ async def test_an_interrupted_upload_leaves_no_file(
         + b"x" * 100_000
     )
     await writer.drain()
-    for _ in range(200):  # until the server has started writing the upload
-        if os.listdir(settings.data_dir / "incoming"):
+    incoming = settings.data_dir / "incoming"
+    # Polled: a file appearing and going is not an event the test can await.
+    # 2 s each, stretched in the niced PostgreSQL pass, where the server can go
+    # without a CPU for seconds (a plain 2 s once left the file in place there).
+    polls = int(200 * PATIENCE)
+    for _ in range(polls):  # until the server has started writing the upload
+        if os.listdir(incoming):
             break
         await asyncio.sleep(0.01)
     else:
         pytest.fail("the upload never started")
     writer.close()
     await writer.wait_closed()
-    for _ in range(200):
-        if not os.listdir(settings.data_dir / "incoming"):
+    for _ in range(polls):
+        if not os.listdir(incoming):
             break
         await asyncio.sleep(0.01)
-    assert os.listdir(settings.data_dir / "incoming") == []
+    assert os.listdir(incoming) == []
     assert await count(app, documents) == 0
 
 
