@@ -170,10 +170,16 @@ async def test_a_push_reaches_a_users_sockets_on_both_processes(
     status, _ = await here.post(f"/api/consultations/{c.id}/accept")
     assert status == 200
     for sock in (near, far):
-        msg = await sock.recv("consultation.changed")
-        assert (msg["id"], msg["state"]) == (c.id, "accepted")
-        # Identifiers and states only: the patient's story stays behind the API.
-        assert "reason" not in msg and "question" not in msg
+        # The request's own push may still be on its way through Redis when the
+        # socket connects (seen once on CI); it comes before the accept's, never after.
+        states = []
+        while not states or states[-1] != "accepted":
+            msg = await sock.recv("consultation.changed")
+            assert msg["id"] == c.id
+            # Identifiers and states only: the patient's story stays behind the API.
+            assert "reason" not in msg and "question" not in msg
+            states.append(msg["state"])
+        assert states in (["accepted"], ["requested", "accepted"])
 
 
 async def test_deactivating_an_account_hangs_up_its_sockets_everywhere(
