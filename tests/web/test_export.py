@@ -119,7 +119,8 @@ async def test_export_burns_the_viewers_watermark_in_and_copies_the_audio(
     assert audio_packets(copy) == audio_packets(source)
     # At least half a second of 20 ms packets: the call is 2 s, but in the niced
     # PostgreSQL pass a starved leg's file once held 44.
-    assert audio_packets(source)[0] == "opus" and len(audio_packets(source)[1]) >= 25
+    codec, packets = audio_packets(source)
+    assert codec == "opus" and len(packets) >= 25
 
     # The stored recording is untouched and still downloads as before.
     resp = await review.client.get(f"{rec['url']}?download=1")
