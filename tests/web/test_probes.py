@@ -271,6 +271,11 @@ def path_params(path: str) -> list[str]:
     return re.findall(r"{(\w+)}", path)
 
 
+# The routes with an id in their path. Each test walks them all on one world (a
+# refusal changes nothing but the audit log), each route a subtest of its own.
+ID_ROUTES = [route for route in all_routes() if path_params(route.path)]
+
+
 def request_kwargs(route: Any, world: World) -> dict[str, Any]:
     """A body the route would accept, so that only the id can be refused."""
     if route.handler.__name__ == "upload_document":
@@ -315,27 +320,26 @@ class Statements:
         sa.event.remove(self.engine, "before_cursor_execute", self._record)
 
 
-@pytest.mark.parametrize(
-    "route", [r for r in all_routes() if path_params(r.path)], ids=lambda r: f"{r.method} {r.path}"
-)
 async def test_foreign_ids_cost_the_same_queries_as_never_existing_ones(
-    world: World, app: web.Application, route: Any
+    world: World, app: web.Application, subtests: pytest.Subtests
 ) -> None:
     """The work done for a refused id does not depend on whether it exists (#16)."""
-    params = path_params(route.path)
-    if set(params) & OPEN_PARAMS:
-        return
-    for name, user in world.users.items():
-        kwargs = request_kwargs(route, world)
-        runs = []
-        # The session is read once and then taken from memory: both requests
-        # below find it there, so what they run is the refusal's own work.
-        await user.client.get("/api/session")
-        for ids in ({p: world.ids[p] for p in params}, {p: new_id() for p in params}):
-            with Statements(app) as seen:
-                await ask(app, user, route.method, route.path, ids, **kwargs)
-            runs.append(seen)
-        assert runs[0] == runs[1], f"{name} {route.method} {route.path}"
+    for route in ID_ROUTES:
+        params = path_params(route.path)
+        if set(params) & OPEN_PARAMS:
+            continue
+        with subtests.test(f"{route.method} {route.path}"):
+            for name, user in world.users.items():
+                kwargs = request_kwargs(route, world)
+                runs = []
+                # The session is read once and then taken from memory: both requests
+                # below find it there, so what they run is the refusal's own work.
+                await user.client.get("/api/session")
+                for ids in ({p: world.ids[p] for p in params}, {p: new_id() for p in params}):
+                    with Statements(app) as seen:
+                        await ask(app, user, route.method, route.path, ids, **kwargs)
+                    runs.append(seen)
+                assert runs[0] == runs[1], f"{name} {route.method} {route.path}"
 
 
 def test_every_route_is_walked() -> None:
@@ -344,10 +348,15 @@ def test_every_route_is_walked() -> None:
             assert (route.method, route.path) in NO_PATH_ID, f"{route.method} {route.path}"
 
 
-@pytest.mark.parametrize(
-    "route", [r for r in all_routes() if path_params(r.path)], ids=lambda r: f"{r.method} {r.path}"
-)
 async def test_api_refuses_foreign_ids_as_never_existing_ones_and_audits_both(
+    world: World, app: web.Application, subtests: pytest.Subtests
+) -> None:
+    for route in ID_ROUTES:
+        with subtests.test(f"{route.method} {route.path}"):
+            await refuses_foreign_ids_as_never_existing_ones(world, app, route)
+
+
+async def refuses_foreign_ids_as_never_existing_ones(
     world: World, app: web.Application, route: Any
 ) -> None:
     params = path_params(route.path)
@@ -368,22 +377,23 @@ async def test_api_refuses_foreign_ids_as_never_existing_ones_and_audits_both(
         assert foreign.audit[0]["object_id"] in foreign_ids.values(), (what, foreign.audit)
 
 
-@pytest.mark.parametrize("page", PAGES)
 async def test_pages_refuse_foreign_ids_as_never_existing_ones(
-    world: World, app: web.Application, page: str
+    world: World, app: web.Application, subtests: pytest.Subtests
 ) -> None:
-    for name, user in world.users.items():
-        foreign_ids = {"consultation_id": world.ids["consultation_id"]}
-        foreign = await ask(app, user, "GET", page, foreign_ids)
-        missing = await ask(app, user, "GET", page, {"consultation_id": new_id()})
-        what = f"{name} {page}"
-        if foreign.status == 200:
-            # A page that is a frame whose script asks the audited API.
-            assert (foreign.body, foreign.headers) == (missing.body, missing.headers), what
-            assert foreign.audit == missing.audit == [], what
-        else:
-            assert foreign.status == 404, what
-            assert_same_refusal(foreign, missing, what)
+    for page in PAGES:
+        with subtests.test(page):
+            for name, user in world.users.items():
+                foreign_ids = {"consultation_id": world.ids["consultation_id"]}
+                foreign = await ask(app, user, "GET", page, foreign_ids)
+                missing = await ask(app, user, "GET", page, {"consultation_id": new_id()})
+                what = f"{name} {page}"
+                if foreign.status == 200:
+                    # A page that is a frame whose script asks the audited API.
+                    assert (foreign.body, foreign.headers) == (missing.body, missing.headers), what
+                    assert foreign.audit == missing.audit == [], what
+                else:
+                    assert foreign.status == 404, what
+                    assert_same_refusal(foreign, missing, what)
 
 
 async def test_pages_refused_by_role_are_audited(world: World, login_as: LoginAs, app: Any) -> None:
