@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -224,11 +225,18 @@ def demo_database(
     On SQLite the copy is the default file in the test's data directory (so the
     URL is empty); on PostgreSQL it is a database of its own, dropped afterwards.
     """
+    yield from copy_of(demo_template, tmp_path, postgres)
+
+
+def copy_of(template: Path | str, tmp_path: Path, postgres: Databases | None) -> Iterator[str]:
+    """A copy of ``template`` (a SQLite file or a template database): its
+    ``database_url`` (empty: the SQLite file in ``tmp_path``); on PostgreSQL, the
+    copy is dropped when the generator is resumed."""
     if postgres is None:
-        shutil.copy(demo_template, tmp_path / DB_NAME)
+        shutil.copy(template, tmp_path / DB_NAME)
         yield ""
         return
-    name = postgres.create(template=str(demo_template))
+    name = postgres.create(template=str(template))
     yield postgres.url(name)
     postgres.drop(name)
 
@@ -289,6 +297,13 @@ LoginAs = Callable[[str], Awaitable[User]]
 @pytest.fixture
 async def login_as(server: TestServer) -> AsyncIterator[LoginAs]:
     """``await login_as("clinic1")``: a new client logged in as that demo user."""
+    async with logins(server) as login:
+        yield login
+
+
+@asynccontextmanager
+async def logins(server: TestServer) -> AsyncIterator[LoginAs]:
+    """Logging in to ``server``, each login on a client of its own (closed after)."""
     clients: list[TestClient[Any, Any]] = []
 
     async def login(username: str, password: str = DEMO_PASSWORD) -> User:
@@ -300,9 +315,11 @@ async def login_as(server: TestServer) -> AsyncIterator[LoginAs]:
         data = await resp.json()
         return User(username, client, data["csrf_token"], data["account"])
 
-    yield login
-    for client in clients:
-        await client.close()
+    try:
+        yield login
+    finally:
+        for client in clients:
+            await client.close()
 
 
 @pytest.fixture

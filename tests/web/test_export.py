@@ -17,7 +17,7 @@ from media.export import find_cjk_font, watermark_mask
 from records.schema import audit_log
 from web.keys import DB, EXPORTS
 
-from .test_replay import recorded, settings  # noqa: F401 - the fixtures
+from .test_replay import recorded, recorded_calls, settings  # noqa: F401 - the fixtures
 
 
 async def finished(user: Any, export: dict[str, Any]) -> dict[str, Any]:

@@ -6,52 +6,151 @@ import asyncio
 import hashlib
 import json
 import re
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiohttp.test_utils import TestServer
 
 from records import sealed
 from records.schema import accounts, audit_log
+from web.app import create_app
 from web.keys import DB, RECORDING
 from web.settings import Settings
 
-from ..conftest import make_settings
+from ..conftest import DB_NAME, ManualClock, copy_of, logins, make_settings
+from ..pgcluster import Databases
 from ..scenario import Scenario
 from .calls import LEG_END_TIMEOUT
 from .encryption import ENCRYPTION
 from .test_recording import record_leg
 
 
-@pytest.fixture
-def settings(request: pytest.FixtureRequest, tmp_path: Path, demo_database: str) -> Settings:
-    return make_settings(
-        tmp_path,
-        database_url=demo_database,
-        **ENCRYPTION[getattr(request, "param", "plaintext")],
-    )
+@dataclass(frozen=True)
+class RecordedCall:
+    """A recorded call kept for the session: its database (a SQLite file or a
+    PostgreSQL template database) and its recordings folder."""
+
+    database: Path | str
+    recordings: Path
+    cid: str
+
+
+class RecordedCalls:
+    """One recorded call per encryption setting, recorded the first time a test
+    asks and copied for each test after (a real call costs a few seconds)."""
+
+    def __init__(self, folder: Path, demo_template: Path | str, postgres: Databases | None):
+        self.folder, self.demo_template, self.postgres = folder, demo_template, postgres
+        self.made: dict[str, RecordedCall] = {}
+
+    def get(self, encryption: str) -> RecordedCall:
+        if encryption not in self.made:
+            data_dir = self.folder / encryption
+            data_dir.mkdir()
+            database: Path | str
+            if self.postgres is None:
+                database, url = data_dir / DB_NAME, ""
+                shutil.copy(self.demo_template, database)
+            else:
+                database = self.postgres.create(template=str(self.demo_template))
+                url = self.postgres.url(database)
+            settings = make_settings(data_dir, database_url=url, **ENCRYPTION[encryption])
+            # A loop of its own, on a thread of its own: not the test's.
+            with ThreadPoolExecutor(1) as thread:
+                cid = thread.submit(asyncio.run, record_call(settings)).result()
+            self.made[encryption] = RecordedCall(database, data_dir / "recordings", cid)
+        return self.made[encryption]
+
+    def drop(self) -> None:
+        if self.postgres is not None:
+            for call in self.made.values():
+                self.postgres.drop(str(call.database))
+
+
+async def record_call(settings: Settings) -> str:
+    """A consultation between clinic1 and cardio1, both recorded, then ended; its id."""
+    server = TestServer(create_app(settings, clock=ManualClock()))
+    await server.start_server()
+    try:
+        async with logins(server) as login:
+            scenario = Scenario(login)
+            c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
+            a, b = c.sockets["clinic1"], c.sockets["cardio1"]
+            await a.send({"type": "chat", "text": "开始会诊"})
+            await asyncio.gather(
+                record_leg(a, "--codec", "vp8", "--seconds", "2"),
+                record_leg(b, "--codec", "vp8", "--seconds", "2"),
+            )
+            # Each sender closes its connection when done: to the call that is an
+            # interrupted leg (the participant is still in it); both are stored.
+            ended = 0
+            while ended < 2:
+                leg = await a.recv("recording", within=LEG_END_TIMEOUT)
+                ended += leg["state"] == "interrupted"
+            await b.send({"type": "end"})
+            while (await a.recv("state"))["state"] != "ended":
+                pass
+            return c.id
+    finally:
+        await server.close()
+
+
+@pytest.fixture(scope="session")
+def recorded_calls(
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_template: Path | str,
+    postgres: Databases | None,
+) -> Iterator[RecordedCalls]:
+    calls = RecordedCalls(tmp_path_factory.mktemp("recorded"), demo_template, postgres)
+    yield calls
+    calls.drop()
 
 
 @pytest.fixture
-async def recorded(scenario: Scenario) -> dict[str, Any]:
-    """A consultation between clinic1 and cardio1, both recorded, then ended."""
-    c = await scenario.consultation("live", joined=("clinic1", "cardio1"))
-    a, b = c.sockets["clinic1"], c.sockets["cardio1"]
-    await a.send({"type": "chat", "text": "开始会诊"})
-    await asyncio.gather(
-        record_leg(a, "--codec", "vp8", "--seconds", "2"),
-        record_leg(b, "--codec", "vp8", "--seconds", "2"),
-    )
-    # Each sender closes its connection when done: to the call that is an
-    # interrupted leg (the participant is still in it); both are stored.
-    ended = 0
-    while ended < 2:
-        ended += (await a.recv("recording", within=LEG_END_TIMEOUT))["state"] == "interrupted"
-    await b.send({"type": "end"})
-    while (await a.recv("state"))["state"] != "ended":
-        pass
-    return {"cid": c.id, "ids": await scenario.ids(), "clinic": c.clinic, "cardio": c.specialist}
+def settings(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    demo_database: str,
+    postgres: Databases | None,
+    recorded_calls: RecordedCalls,
+) -> Iterator[Settings]:
+    """The test's settings; a test that asks for ``recorded`` starts from a copy of
+    the recorded call (its database and its files) instead of the demo community."""
+    encryption = encryption_of(request)
+    if "recorded" not in request.fixturenames:
+        yield make_settings(tmp_path, database_url=demo_database, **ENCRYPTION[encryption])
+        return
+    call = recorded_calls.get(encryption)
+    shutil.copytree(call.recordings, tmp_path / "recordings")
+    copy = copy_of(call.database, tmp_path, postgres)
+    yield make_settings(tmp_path, database_url=next(copy), **ENCRYPTION[encryption])
+    next(copy, None)  # drops a PostgreSQL copy
+
+
+def encryption_of(request: pytest.FixtureRequest) -> str:
+    """The test's encryption setting (``settings`` is parametrized indirectly)."""
+    callspec = getattr(request.node, "callspec", None)
+    return str(callspec.params.get("settings", "plaintext")) if callspec else "plaintext"
+
+
+@pytest.fixture
+async def recorded(
+    request: pytest.FixtureRequest, recorded_calls: RecordedCalls, scenario: Scenario
+) -> dict[str, Any]:
+    """A consultation between clinic1 and cardio1, both recorded, then ended
+    (``settings`` copied it in): its id, the demo ids, and its two doctors."""
+    return {
+        "cid": recorded_calls.get(encryption_of(request)).cid,
+        "ids": await scenario.ids(),
+        "clinic": await scenario.user("clinic1"),
+        "cardio": await scenario.user("cardio1"),
+    }
 
 
 async def test_reviewer_finds_and_opens_a_recorded_consultation(
