@@ -18,6 +18,7 @@ import statistics
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +28,9 @@ from aiohttp import web
 from records.schema import audit_log
 from web.app import all_routes
 from web.keys import CLOCK, DB, RECORDING
+from web.settings import Settings
 
-from ..conftest import LoginAs
+from ..conftest import LoginAs, make_settings
 from ..records.samples import dicom
 from ..scenario import OPINION, REFERRAL, Scenario, User
 from .test_fhir import finished_recording
@@ -265,6 +267,14 @@ async def start_export(app: web.Application, owner: User, recording_id: str, pat
     status, body = await owner.post(f"/api/recordings/{recording_id}/export?watermark=1")
     assert status == 202, body
     return str(body["export"]["id"])
+
+
+@pytest.fixture
+def settings(tmp_path: Path, demo_database: str) -> Settings:
+    """A walk outlasts the time a session is kept in memory (10 s by default), and
+    a session read again from the database is other statements: the probers'
+    sessions stay in memory for the whole walk, as they would within 10 s."""
+    return make_settings(tmp_path, database_url=demo_database, session_cache_seconds=3600.0)
 
 
 def path_params(path: str) -> list[str]:
