@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-postgres
+.PHONY: venv demo test test-sqlite test-postgres
 
 venv: $(STAMP)
 
@@ -18,33 +18,41 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(VENV)/bin/teleconsult serve --demo
 
-# Everything but the media timing tests runs on one worker per core (pytest-xdist):
-# the API, signaling and records tests each on a database of their own, and the
-# browser tests that check pages. They spend most of their time waiting (password
-# hashing, subprocesses, the database, Chromium). The tests marked `timing` (calls
-# whose frames, rates and timings are measured, the media tests, the benchmarks)
-# run one at a time afterwards, so a neighbour cannot starve what they measure.
-# Meanwhile the database tests run again on PostgreSQL (`test-postgres`) at the
-# lowest CPU priority (nice 19): the timing tests leave about a third of two
-# cores idle (they wait for calls in real time), and a niced process gets a CPU
-# only when nothing else wants it. Measured on 2 cores: the timing tests took
-# 544 s beside it against 523 s alone, and the PostgreSQL pass (174 s alone)
-# cost no wall time of its own. Its output follows the timing tests' output.
-# Each run ends with its slowest tests (--durations): where the suite's time goes.
+# First, on one worker per core (pytest-xdist): everything but the timing tests
+# and the database tests of DB_TESTS; that is the browser tests that check
+# pages, the untimed media and benchmark tests, and the tests under DB_TESTS that
+# use no database of the suite (command-line tests on SQLite files of their own,
+# parsers, catalogs). The tests marked `timing` (calls whose frames, rates and
+# timings are measured, the media tests, the benchmarks) then run one at a time,
+# so a neighbour cannot starve what they measure. Meanwhile the database tests
+# run on SQLite (`test-sqlite`) and then on PostgreSQL (`test-postgres`) at the
+# lowest CPU priority (nice 19): the timing tests wait for calls in real time and
+# leave about half of two cores idle, which a niced process takes without taking
+# it from them. Measured on 2 cores (2026-12-04, `make test`): first pass 253 s,
+# timing tests 621 s, and beside them the SQLite pass 221 s and the PostgreSQL
+# pass 312 s, 885 s in all; with the SQLite pass in the first pass, that pass
+# took 355-400 s and `make test` 1,010-1,020 s. The databases' output follows the
+# timing tests' output. Each run ends with its slowest tests (--durations).
 DB_TESTS := tests/web tests/signaling tests/records
 WORKERS  := -n auto --maxprocesses=4
 
 test: venv
-	$(VENV)/bin/python -m pytest -q $(WORKERS) --durations=12 -m "not timing" tests
+	$(VENV)/bin/python -m pytest -q $(WORKERS) --durations=12 -m "not timing" \
+		$(foreach d,$(DB_TESTS),--no-database-tests-under $(d)) tests
 	@log=$$(mktemp); \
-	( nice -n 19 $(MAKE) --no-print-directory test-postgres >"$$log" 2>&1; \
+	( nice -n 19 $(MAKE) -k --no-print-directory test-sqlite test-postgres >"$$log" 2>&1; \
 	  echo $$? >"$$log.rc" ) & \
 	$(VENV)/bin/python -m pytest -q --durations=25 -m timing tests; timing=$$?; \
 	wait; \
-	echo "==> make test-postgres (beside the timing tests, at nice 19):"; cat "$$log"; \
-	postgres=$$(cat "$$log.rc"); rm -f "$$log" "$$log.rc"; \
-	echo "==> timing tests: exit $$timing; PostgreSQL pass: exit $$postgres"; \
-	test "$$timing" -eq 0 && test "$$postgres" -eq 0
+	echo "==> make test-sqlite test-postgres (beside the timing tests, at nice 19):"; cat "$$log"; \
+	database=$$(cat "$$log.rc"); rm -f "$$log" "$$log.rc"; \
+	echo "==> timing tests: exit $$timing; database passes: exit $$database"; \
+	test "$$timing" -eq 0 && test "$$database" -eq 0
+
+# The database tests on SQLite (the embedded default), at the same patience.
+test-sqlite: venv
+	TELECONSULT_TEST_PATIENCE=$(PATIENCE) $(VENV)/bin/python -m pytest -q $(WORKERS) \
+		--durations=12 --database-tests-only $(DB_TESTS)
 
 # The database tests again on a throwaway PostgreSQL cluster that each worker
 # starts and stops (tests/pgcluster.py; needs Debian's `postgresql`). Only those

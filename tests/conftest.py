@@ -119,6 +119,7 @@ _UNTIMED = {
     ("bench", "test_township_stamps.py"),
 }
 DATABASE_TESTS_ONLY = "--database-tests-only"
+NO_DATABASE_TESTS_UNDER = "--no-database-tests-under"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -128,6 +129,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run only the tests that use the suite's database (the `postgres` fixture, "
         "directly or through another fixture); make test-postgres passes it",
     )
+    parser.addoption(
+        NO_DATABASE_TESTS_UNDER,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="leave out the tests under PATH that use the suite's database (they run "
+        "in a pass of their own: make test-sqlite); may be given more than once",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -136,6 +145,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = item.path.relative_to(tests).parts if item.path.is_relative_to(tests) else ()
         if parts and parts[0] in _TIMING_DIRS and parts[:2] not in _UNTIMED:
             item.add_marker(pytest.mark.timing)
+    elsewhere = [Path(path).resolve() for path in config.getoption(NO_DATABASE_TESTS_UNDER)]
+    if elsewhere:
+        dropped = [
+            item
+            for item in items
+            if "postgres" in getattr(item, "fixturenames", ())
+            and any(item.path.is_relative_to(path) for path in elsewhere)
+        ]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            gone = set(dropped)
+            items[:] = [item for item in items if item not in gone]
     if config.getoption(DATABASE_TESTS_ONLY):
         # The PostgreSQL pass (``make test-postgres``). Every choice of database goes
         # through the ``postgres`` fixture; a test that needs neither it nor a fixture
