@@ -30,9 +30,10 @@ demo: venv
 # leave about half of two cores idle, which a niced process takes without taking
 # it from them. Measured on 2 cores (2026-12-04, `make test`): first pass 253 s,
 # timing tests 621 s, and beside them the SQLite pass 221 s and the PostgreSQL
-# pass 312 s, 885 s in all; with the SQLite pass in the first pass, that pass
-# took 355-400 s and `make test` 1,010-1,020 s. The databases' output follows the
-# timing tests' output. Each run ends with its slowest tests (--durations).
+# pass 312 s, 885 s in all. Before (the SQLite tests in the first pass), a fresh-
+# clone CI run the same day: first pass 400 s, timing tests 617 s, 1,072 s in all
+# with the install. The databases' output follows the timing tests' output. Each
+# run ends with its slowest tests (--durations).
 DB_TESTS := tests/web tests/signaling tests/records
 WORKERS  := -n auto --maxprocesses=4
 
