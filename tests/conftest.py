@@ -139,6 +139,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def uses_database(item: pytest.Item) -> bool:
+    """Whether ``item`` uses the suite's database (the ``postgres`` fixture, directly
+    or through another fixture)."""
+    return "postgres" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests = Path(__file__).parent
     for item in items:
@@ -150,8 +156,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         dropped = [
             item
             for item in items
-            if "postgres" in getattr(item, "fixturenames", ())
-            and any(item.path.is_relative_to(path) for path in elsewhere)
+            if uses_database(item) and any(item.path.is_relative_to(path) for path in elsewhere)
         ]
         if dropped:
             config.hook.pytest_deselected(items=dropped)
@@ -164,8 +169,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # same whatever TELECONSULT_TEST_DATABASE says: the command-line tests on
         # SQLite files of their own, the parsers, the catalogs. Those ran in
         # ``make test``; here they were 331 of 1,362 tests and 38 % of the time.
-        keep = [item for item in items if "postgres" in getattr(item, "fixturenames", ())]
-        dropped = [item for item in items if "postgres" not in getattr(item, "fixturenames", ())]
+        keep = [item for item in items if uses_database(item)]
+        dropped = [item for item in items if not uses_database(item)]
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = keep
@@ -253,13 +258,23 @@ def copy_of(template: Path | str, tmp_path: Path, postgres: Databases | None) ->
     """A copy of ``template`` (a SQLite file or a template database): its
     ``database_url`` (empty: the SQLite file in ``tmp_path``); on PostgreSQL, the
     copy is dropped when the generator is resumed."""
+    name, url = new_copy(template, tmp_path, postgres)
+    yield url
+    if postgres is not None:
+        postgres.drop(str(name))
+
+
+def new_copy(
+    template: Path | str, folder: Path, postgres: Databases | None
+) -> tuple[Path | str, str]:
+    """A copy of ``template``: the SQLite file ``folder/DB_NAME`` (its URL empty, the
+    default of settings on ``folder``) or a database of the cluster; what names it,
+    and its ``database_url``."""
     if postgres is None:
-        shutil.copy(template, tmp_path / DB_NAME)
-        yield ""
-        return
+        shutil.copy(template, folder / DB_NAME)
+        return folder / DB_NAME, ""
     name = postgres.create(template=str(template))
-    yield postgres.url(name)
-    postgres.drop(name)
+    return name, postgres.url(name)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from web.app import create_app
 from web.keys import DB, RECORDING
 from web.settings import Settings
 
-from ..conftest import DB_NAME, ManualClock, copy_of, logins, make_settings
+from ..conftest import ManualClock, copy_of, logins, make_settings, new_copy
 from ..pgcluster import Databases
 from ..scenario import Scenario
 from .calls import LEG_END_TIMEOUT
@@ -53,13 +53,7 @@ class RecordedCalls:
         if encryption not in self.made:
             data_dir = self.folder / encryption
             data_dir.mkdir()
-            database: Path | str
-            if self.postgres is None:
-                database, url = data_dir / DB_NAME, ""
-                shutil.copy(self.demo_template, database)
-            else:
-                database = self.postgres.create(template=str(self.demo_template))
-                url = self.postgres.url(database)
+            database, url = new_copy(self.demo_template, data_dir, self.postgres)
             settings = make_settings(data_dir, database_url=url, **ENCRYPTION[encryption])
             # A loop of its own, on a thread of its own: not the test's.
             with ThreadPoolExecutor(1) as thread:
@@ -116,7 +110,6 @@ def recorded_calls(
 def settings(
     request: pytest.FixtureRequest,
     tmp_path: Path,
-    demo_database: str,
     postgres: Databases | None,
     recorded_calls: RecordedCalls,
 ) -> Iterator[Settings]:
@@ -124,6 +117,7 @@ def settings(
     the recorded call (its database and its files) instead of the demo community."""
     encryption = encryption_of(request)
     if "recorded" not in request.fixturenames:
+        demo_database = request.getfixturevalue("demo_database")
         yield make_settings(tmp_path, database_url=demo_database, **ENCRYPTION[encryption])
         return
     call = recorded_calls.get(encryption)
