@@ -16,7 +16,6 @@ from typing import Any
 
 import aiortc
 import aiortc.rate
-import aiortc.rtcrtpreceiver as rtcrtpreceiver
 import aiortc.rtp
 import aiortc.utils
 from aiortc.utils import uint16_add, uint16_gt
@@ -202,20 +201,27 @@ def _fused_add(estimator: Any) -> Callable[[int, int, int, int], tuple[int, list
     return add
 
 
-def speed_up_nack(nack: Any) -> None:
-    """Make an aiortc ``NackGenerator`` cheaper, with the same missing set after every packet.
+def speed_up_nack(nack: Any, history: int) -> None:
+    """Make an aiortc ``NackGenerator`` cheaper, and let it keep a missing number
+    until ``history`` newer ones have come (aiortc: ``RTP_HISTORY_SIZE``, 128).
 
     aiortc's ``truncate`` (called for every packet) compares every missing
-    sequence number with the newest less ``RTP_HISTORY_SIZE``: with a few dozen
-    missing (a loaded receiver, a lossy uplink) that was the largest part of a
-    packet's bookkeeping. Nothing can expire before the oldest missing number
-    does, and numbers become missing only newer than all others, so the full
-    pass runs only once the oldest one seen by the last pass has expired (or when
-    that is unknown). ``tests/media/test_seam.py`` compares it with aiortc's.
+    sequence number with the newest less 128: with a few dozen missing (a
+    loaded receiver, a lossy uplink) that was the largest part of a packet's
+    bookkeeping. Nothing can expire before the oldest missing number does, and
+    numbers become missing only newer than all others, so the full pass runs
+    only once the oldest one seen by the last pass has expired (or when that is
+    unknown). ``tests/media/test_seam.py`` compares it with aiortc's, given the
+    same history.
     """
-    full = type(nack).truncate.__get__(nack)
-    history: int = getattr(rtcrtpreceiver, "RTP_HISTORY_SIZE")  # noqa: B009 - not re-exported
     oldest: list[int | None] = [None]  # the oldest missing after the last full pass
+
+    def full() -> None:
+        # aiortc's ``NackGenerator.truncate``, with ``history`` for its constant.
+        min_seq = uint16_add(nack.max_seq, -history)
+        for seq in list(nack.missing):
+            if uint16_gt(min_seq, seq):
+                nack.missing.discard(seq)
 
     def truncate() -> None:
         missing = nack.missing

@@ -177,31 +177,43 @@ def lose_dtls_last(sender: RTCRtpSender) -> list[int]:
     return dropped
 
 
-def lose_one_twice(sender: RTCRtpSender, nth: int, dropped: list[int]) -> None:
-    """Drop the ``nth`` video RTP packet on its first send and on its first resend
-    (RTX); nothing else is lost, so nothing new goes missing after it."""
+def lose_one(sender: RTCRtpSender, nth: int, resends: int, dropped: list[int]) -> None:
+    """Drop the ``nth`` video RTP packet on its first send and on its first
+    ``resends`` resends (RTX); nothing else is lost, so nothing new goes missing
+    after it. ``dropped[0]`` counts the sends dropped; ``dropped[1]`` the
+    resends that went out after them (the ones that got through), and
+    ``dropped[2]`` how many video packets had been sent after the lost one
+    when the first of those went out."""
     from aiortc.rtp import RtpPacket
 
     transport = sender.transport
     send = transport._send_rtp
     count = [0]
     target: list[int] = []
+    newest = [0]
+    dropped.extend((0, 0))
 
     async def lossy(data: bytes) -> None:
         if 127 < data[0] < 192 and not 191 < data[1] < 224:  # RTP, not RTCP
             ssrc = int.from_bytes(data[8:12], "big")
             seq = int.from_bytes(data[2:4], "big")
-            if ssrc == sender._ssrc and not target:
-                count[0] += 1
-                if count[0] == nth:
-                    target.append(seq)
-                    dropped[0] += 1
-                    return
-            elif ssrc == sender._rtx_ssrc and target and dropped[0] == 1:
+            if ssrc == sender._ssrc:
+                newest[0] = seq
+                if not target:
+                    count[0] += 1
+                    if count[0] == nth:
+                        target.append(seq)
+                        dropped[0] += 1
+                        return
+            elif ssrc == sender._rtx_ssrc and target:
                 original = int.from_bytes(RtpPacket.parse(data).payload[:2], "big")
                 if original == target[0]:
-                    dropped[0] += 1
-                    return
+                    if dropped[0] <= resends:
+                        dropped[0] += 1
+                        return
+                    if not dropped[1]:
+                        dropped[2] = (newest[0] - target[0]) & 0xFFFF
+                    dropped[1] += 1
         await send(data)
 
     transport._send_rtp = lossy
@@ -364,6 +376,24 @@ async def main() -> None:
         "--lose-twice", type=int, default=0, help="drop the Nth video packet and its first resend"
     )
     parser.add_argument(
+        "--resends-lost",
+        type=int,
+        default=1,
+        help="with --lose-twice: how many of the packet's resends are dropped too",
+    )
+    parser.add_argument(
+        "--bitrate",
+        type=int,
+        default=0,
+        help="encode at this bitrate (bit/s) whatever the recorder's estimate says",
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="packets kept for resends (aiortc keeps 128; libwebrtc at least a second's and 600)",
+    )
+    parser.add_argument(
         "--lose-first", type=int, default=0, help="drop the first N video packets once each"
     )
     parser.add_argument(
@@ -415,6 +445,16 @@ async def main() -> None:
         "stdin (as a page does once its call ended: the recorder closes it)",
     )
     args = parser.parse_args()
+    if args.history:
+        import aiortc.rtcrtpsender
+
+        # Read at every send and resend (the history is keyed modulo it).
+        aiortc.rtcrtpsender.RTP_HISTORY_SIZE = args.history  # type: ignore[attr-defined]
+    if args.bitrate:
+        from aiortc.codecs import h264, vpx
+
+        for codec in (h264, vpx):  # the encoders clamp every target to these
+            codec.DEFAULT_BITRATE = codec.MIN_BITRATE = codec.MAX_BITRATE = args.bitrate  # type: ignore[attr-defined]
     width, height = (int(x) for x in args.size.split("x"))
     pause = tuple(float(x) for x in args.pause.split(",")) if args.pause else None
 
@@ -432,7 +472,7 @@ async def main() -> None:
     if args.drop:
         lose_first_sends(vt.sender, args.drop, dropped)
     elif args.lose_twice:
-        lose_one_twice(vt.sender, args.lose_twice, dropped)
+        lose_one(vt.sender, args.lose_twice, args.resends_lost, dropped)
     elif args.lose_first:
         lose_start(vt.sender, args.lose_first, dropped)
     last = LoseLast(vt.sender) if args.lose_last_twice else None
@@ -483,6 +523,8 @@ async def main() -> None:
         "seconds": seconds,
         "media_seconds": max(video.end, audio.end),
         "dropped": dropped[0],
+        "resent_after_drops": dropped[1] if len(dropped) > 1 else 0,
+        "packets_before_resend": dropped[2] if len(dropped) > 2 else 0,
         "feedback": feedback,
         "dtls_dropped": dtls_dropped[0],
     }

@@ -26,7 +26,7 @@ from aiortc.rtp import HeaderExtensionsMap
 
 from media import rtp, seam, speedups
 from media.bitstream import h264_size, picture_size, vp8_size
-from media.lean import Lean
+from media.lean import NACK_HISTORY, Lean
 from media.opushead import opus_head, opus_template
 from media.seam import KeptPacket
 from media.ulpfec import FecTypes
@@ -285,17 +285,22 @@ class _Numbered:
         self.sequence_number = seq
 
 
-def test_the_faster_nack_generator_keeps_aiortcs_missing_set() -> None:
+@pytest.mark.parametrize("history", [128, NACK_HISTORY])
+def test_the_faster_nack_generator_keeps_aiortcs_missing_set(
+    monkeypatch: pytest.MonkeyPatch, history: int
+) -> None:
     # The same sequence numbers (in order, lost, reordered, retransmitted late,
     # wrapping at 65536, a jump, duplicates) into aiortc's generator and into
     # one sped up by the seam: after every packet, the same answer and the same
-    # missing set (what the NACKs carry).
+    # missing set (what the NACKs carry), with aiortc's own history (128) and
+    # with the tap's, given to aiortc's too.
     import random
 
     from aiortc.rtcrtpreceiver import NackGenerator
 
+    monkeypatch.setattr(rtcrtpreceiver, "RTP_HISTORY_SIZE", history)
     stock, fast = NackGenerator(), NackGenerator()
-    speedups.speed_up_nack(fast)
+    speedups.speed_up_nack(fast, history)
     rng = random.Random(5)  # noqa: S311 - test sequences
     seq, lost_ever, late = 65000, 0, []
     for step in range(20000):
@@ -345,7 +350,7 @@ def test_the_taps_bookkeeping_keeps_aiortcs_statistics_and_missing_set(
     lean.rtx_ssrc = {}
     lean.audio = False
     lean.nack = NackGenerator()
-    speedups.speed_up_nack(lean.nack)
+    speedups.speed_up_nack(lean.nack, 128)  # aiortc's own, as ``stock_nack`` has
     lean.nack_asked, lean.nack_at, lean.nack_rtt_ms = {}, 0, 150.0
     lean.repaired_at, lean.repair_ms = collections.deque(maxlen=3), collections.deque(maxlen=64)
     sent: list[object] = []
@@ -527,7 +532,7 @@ def test_the_faster_nack_truncation_forgets_a_number_given_up_elsewhere() -> Non
     from aiortc.rtcrtpreceiver import NackGenerator
 
     ours, stock = NackGenerator(), NackGenerator()
-    speedups.speed_up_nack(ours)
+    speedups.speed_up_nack(ours, 128)  # aiortc's own history, as ``stock`` has
 
     def arrive(seq: int) -> None:
         seq &= 0xFFFF
