@@ -108,6 +108,17 @@ def probe(path: Path) -> dict[str, Any]:
     return out
 
 
+def every_frame(
+    result: LegResult | None, sent: dict[str, Any], count: str = "video"
+) -> dict[str, Any]:
+    """The leg's file, decoded: it holds every video frame the sender counted
+    (``sent[count]``). Returns what ``probe`` says of it."""
+    assert result is not None and result.file is not None, result
+    info = probe(result.file.path)
+    assert info["video_frames"] == sent[count], (info, sent)
+    return info
+
+
 @pytest.mark.both_loops
 @pytest.mark.slow
 @pytest.mark.parametrize("codec, suffix", [("vp8", ".webm"), ("h264", ".mp4")])
@@ -161,10 +172,8 @@ async def test_lost_packets_come_back_through_nack(
     sent, result = await send(
         recorder, key, "--codec", "vp8", "--seconds", "4", "--drop", "12", ended_by_recorder=True
     )
-    assert result is not None and result.file is not None, result
     assert sent["dropped"] >= 10, sent
-    info = probe(result.file.path)
-    assert info["video_frames"] == sent["video"], (info, sent)
+    every_frame(result, sent)
     # The rest of aiortc's feedback still reaches the sender: receiver reports
     # about this stream (about one a second) and REMB bandwidth estimates.
     feedback = sent["feedback"]
@@ -305,14 +314,11 @@ async def test_a_leg_whose_first_packets_are_lost_keeps_its_first_frames(
         *handshake,
         ended_by_recorder=True,
     )
-    assert result is not None and result.file is not None, result
     assert sent["dropped"] == 2 and sent["feedback"]["nack"] >= 1, sent
     assert sent.get("first_pli_after", 3.0) >= 1.5, sent
     assert sent["dtls_dropped"] == len(handshake), sent
     assert sent["first_nack_after"] < 0.5, sent
-    info = probe(result.file.path)
-    assert info["first_keyframe"] is True
-    assert info["video_frames"] == sent["video"], (info, sent)
+    assert every_frame(result, sent)["first_keyframe"] is True
 
 
 async def test_a_lost_retransmission_is_asked_for_again(
@@ -324,12 +330,9 @@ async def test_a_lost_retransmission_is_asked_for_again(
     # asks again after about a round trip.
     key = RecordingKey("c" * 32, "t" * 32)
     sent, _ = await send(recorder, key, "--codec", "vp8", "--seconds", "4", "--lose-twice", "40")
-    result = await recorder.stop(key)
-    assert result is not None and result.file is not None, result
     assert sent["dropped"] == 2, sent
     assert sent["feedback"]["nack"] >= 2, sent
-    info = probe(result.file.path)
-    assert info["video_frames"] == sent["video"], (info, sent)
+    every_frame(await recorder.stop(key), sent)
 
 
 async def test_a_packet_is_asked_for_as_long_as_its_frame_waits_not_128_packets(
@@ -337,9 +340,9 @@ async def test_a_packet_is_asked_for_as_long_as_its_frame_waits_not_128_packets(
 ) -> None:
     # One packet is lost with its first four resends, on a long round trip
     # (each resend comes 0.3 s after its NACK) while the sender keeps sending
-    # about a hundred packets a second. aiortc's NACK generator forgets a
+    # about two hundred packets a second. aiortc's NACK generator forgets a
     # missing number once 128 newer ones have come, so the recorder stopped
-    # asking after 1.1-1.9 s and the frame, with every frame up to the keyframe
+    # asking (in township calls 1.0-1.9 s after the loss) and the frame, with every frame up to the keyframe
     # asked for 2 s later, was lost: 58 frames in one 20 s township call at
     # 10 % loss and 300 ms (tests/bench/township.py, 1 call in 5). It is now
     # asked for until the packet log gives it up (2 s), as the comment on
@@ -355,13 +358,11 @@ async def test_a_packet_is_asked_for_as_long_as_its_frame_waits_not_128_packets(
         *("--bitrate", "2000000", "--history", "2048"),
         ended_by_recorder=True,
     )
-    assert result is not None and result.file is not None, result
     assert sent["dropped"] == 5, sent  # the packet and four resends
     # The case: the resend that came went out after more than 128 newer packets.
     assert sent["resent_after_drops"] >= 1, sent
     assert sent["packets_before_resend"] > 128, sent
-    info = probe(result.file.path)
-    assert info["video_frames"] == sent["video"], (info, sent)
+    every_frame(result, sent)
 
 
 async def test_a_leg_that_fails_to_start_leaves_no_file_behind(
