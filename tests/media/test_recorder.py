@@ -342,9 +342,10 @@ async def test_a_packet_is_asked_for_as_long_as_its_frame_waits_not_128_packets(
     # (each resend comes 0.3 s after its NACK) while the sender keeps sending
     # about two hundred packets a second. aiortc's NACK generator forgets a
     # missing number once 128 newer ones have come, so the recorder stopped
-    # asking (in township calls 1.0-1.9 s after the loss) and the frame, with every frame up to the keyframe
-    # asked for 2 s later, was lost: 58 frames in one 20 s township call at
-    # 10 % loss and 300 ms (tests/bench/township.py, 1 call in 5). It is now
+    # asking (in township calls 1.0-1.9 s after the loss) and the frame, with
+    # every frame up to the keyframe asked for 2 s later, was lost: 58 frames
+    # in one 20 s township call at 10 % loss and 300 ms
+    # (tests/bench/township.py, 1 call in 5). It is now
     # asked for until the packet log gives it up (2 s), as the comment on
     # NACK_GIVE_UP_MS always said. The sender keeps 2,048 packets for resends,
     # as a browser does (libwebrtc: at least a second's, and 600); aiortc's own
