@@ -8,10 +8,11 @@ Protocol on stdin/stdout, one JSON object per line:
   -> {"offer": sdp}          <- {"answer": sdp}
   -> {"connected": true}     (media flows; sends for --seconds)
   -> {"progress": s}         (with --progress: seconds of media sent, each second)
-  -> {"sent": {"video": n, "audio": n, "seconds": s, "media_seconds": s, "dropped": n}}
+  -> {"sent": {"video": n, "audio": n, "seconds": s, "media_seconds": s, "dropped": n,
+               "resent_after_drops": n, "packets_before_resend": n, ...}}
      (seconds: wall time since the first frame; media_seconds: the length of
      the media sent, by its own timestamps; shorter when the machine starved
-     the sender)
+     the sender; the resends with --lose-twice: ``lose_one``)
 
 With ``--drop N`` every Nth video RTP packet is not sent the first time (a lossy
 uplink): only the recorder's NACK brings it back (as RTX).
@@ -191,7 +192,6 @@ def lose_one(sender: RTCRtpSender, nth: int, resends: int, dropped: list[int]) -
     count = [0]
     target: list[int] = []
     newest = [0]
-    dropped.extend((0, 0))
 
     async def lossy(data: bytes) -> None:
         if 127 < data[0] < 192 and not 191 < data[1] < 224:  # RTP, not RTCP
@@ -468,7 +468,9 @@ async def main() -> None:
     want = "video/" + ("VP8" if args.codec == "vp8" else "H264")
     vt.setCodecPreferences([c for c in caps if c.mimeType in (want, "video/rtx")])
     await pc.setLocalDescription(await pc.createOffer())
-    dropped = [0]
+    # Sends dropped; with --lose-twice also the resends that got through and
+    # the packets sent before the first of them (``lose_one``).
+    dropped = [0, 0, 0]
     if args.drop:
         lose_first_sends(vt.sender, args.drop, dropped)
     elif args.lose_twice:
@@ -523,8 +525,8 @@ async def main() -> None:
         "seconds": seconds,
         "media_seconds": max(video.end, audio.end),
         "dropped": dropped[0],
-        "resent_after_drops": dropped[1] if len(dropped) > 1 else 0,
-        "packets_before_resend": dropped[2] if len(dropped) > 2 else 0,
+        "resent_after_drops": dropped[1],
+        "packets_before_resend": dropped[2],
         "feedback": feedback,
         "dtls_dropped": dtls_dropped[0],
     }
