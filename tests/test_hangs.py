@@ -1,0 +1,43 @@
+"""A hung test fails with what its event loop was waiting on (tests/hangs.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_a_hung_test_fails_naming_the_task_and_the_line_it_waits_on(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(
+        "from tests.conftest import pytest_timeout_set_timer  # noqa: F401\n"
+    )
+    (tmp_path / "test_hang.py").write_text(
+        "import asyncio\n"
+        "\n"
+        "async def wait_for_goodbye(event):\n"
+        "    await event.wait()\n"
+        "\n"
+        "async def test_hangs_in_teardown():\n"
+        "    event = asyncio.Event()\n"
+        "    await asyncio.create_task(wait_for_goodbye(event), name='goodbye')\n"
+    )
+    args = ["-q", "-p", "no:cacheprovider", "--timeout", "2", "-o", "asyncio_mode=auto"]
+    run = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-m", "pytest", *args, "--rootdir", str(tmp_path), "test_hang.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = run.stdout
+    assert run.returncode == 1, out + run.stderr
+    assert "FAILED test_hang.py::test_hangs_in_teardown - Failed: Timeout >2.0s" in out
+    assert "2 asyncio task(s) pending:" in out
+    # The task's name, and the line of our code it was stuck on.
+    assert "name='goodbye'" in out
+    assert 'test_hang.py", line 4, in wait_for_goodbye' in out
+    assert "await event.wait()" in out
