@@ -250,8 +250,17 @@ class DocumentService(Service):
         if declared_size is not None and declared_size > self.max_upload_bytes:
             raise self._too_large()
 
-        incoming = await asyncio.to_thread(self.files.receive)
-        clean = await asyncio.to_thread(self.files.scratch)
+        # The two temporary files are made, and removed, on the event loop (a
+        # mkstemp and an unlink each, no data): with an await between making
+        # them and the ``try``, or inside the ``finally``, a handler cancelled
+        # there (a server stopping) would leave the upload's file behind, its
+        # handle open.
+        incoming = self.files.receive()
+        try:
+            clean = self.files.scratch()
+        except BaseException:
+            incoming.discard()
+            raise
         try:
             await self._receive(chunks, incoming)
             await asyncio.to_thread(incoming.finish)
@@ -280,8 +289,8 @@ class DocumentService(Service):
                 size = incoming.size
                 sha256 = await asyncio.to_thread(self.files.accept, incoming)
         finally:
-            await asyncio.to_thread(incoming.discard)
-            await asyncio.to_thread(clean.unlink, missing_ok=True)
+            incoming.discard()
+            clean.unlink(missing_ok=True)
 
         name = filetypes.display_name(filename, found.kind)
 

@@ -15,15 +15,17 @@ from urllib.parse import quote
 import pydicom
 import pytest
 import sqlalchemy as sa
+from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from records import sealed
 from records.dicomfile import deidentify
 from records.schema import audit_log, blobs, documents
-from web.keys import DB
+from web.app import create_app
+from web.keys import DB, MATCHING
 from web.settings import Settings
 
-from ..conftest import DB_NAME, make_settings
+from ..conftest import DB_NAME, ManualClock, logins, make_settings
 from ..patience import PATIENCE
 from ..records.samples import DICOM_PATIENT, LAB_REPORT, dicom, image, pdf
 from ..scenario import Scenario
@@ -532,6 +534,42 @@ async def test_an_interrupted_upload_leaves_no_file(
         await asyncio.sleep(0.01)
     assert os.listdir(incoming) == []
     assert await count(app, documents) == 0
+
+
+async def test_a_server_stopped_during_an_upload_leaves_no_file(settings: Settings) -> None:
+    # A restart while a clinic's upload is half sent: aiohttp waits for the
+    # request (60 s in production, 1 s here), then cancels its handler, which
+    # must still remove what it had written.
+    app = create_app(settings, clock=ManualClock())
+    server = TestServer(app)
+    await server.start_server(shutdown_timeout=1.0)
+    async with logins(server) as login:
+        scenario = Scenario(login, matching=app[MATCHING], clock=ManualClock())
+        clinic = await scenario.user("clinic1")
+        patient = await scenario.patient()
+        cookies = "; ".join(f"{c.key}={c.value}" for c in clinic.client.session.cookie_jar)
+        _, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(
+            (
+                f"POST /api/patients/{patient}/documents HTTP/1.1\r\n"
+                f"Host: {server.host}:{server.port}\r\n"
+                f"Cookie: {cookies}\r\nX-CSRF-Token: {clinic.csrf}\r\n"
+                "Content-Length: 200000\r\n\r\n"
+            ).encode()
+            + b"%PDF-1.4\n"
+            + b"x" * 100_000
+        )
+        await writer.drain()
+        incoming = settings.data_dir / "incoming"
+        for _ in range(int(200 * PATIENCE)):  # polled, as above
+            if len(os.listdir(incoming)) == 2:  # the upload and its scratch file
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail(f"the upload never started: {os.listdir(incoming)}")
+        await server.close()  # the client is still sending
+        assert os.listdir(incoming) == []
+        writer.close()
 
 
 @pytest.mark.parametrize("settings", ["aes-256-gcm"], indirect=True)
