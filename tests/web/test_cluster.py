@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +30,7 @@ from web.keys import CALLS, CLUSTER
 from web.settings import Settings
 
 from ..conftest import ManualClock, make_settings
-from ..patience import patient
+from ..patience import PATIENCE, patient
 from ..redisserver import RedisServer
 from ..scenario import Scenario, User
 from .calls import close_code, connect, join
@@ -273,3 +275,37 @@ async def test_an_admin_command_run_from_the_shell_reaches_every_process(
         while (await user.get("/api/session"))[0] != 401:
             assert time.monotonic() < deadline, "the process was not told"
             await asyncio.sleep(0.02)
+
+
+async def test_a_process_stops_within_a_lease_when_redis_stops_answering(
+    tmp_path: Path, demo_database: str
+) -> None:
+    # A web process stopping (a restart, a deploy) while Redis hangs (a stalled
+    # host, a partition): its goodbye is not waited for longer than the lease
+    # after which the others take it for gone anyway.
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    redis = RedisServer(folder)
+    redis.start()
+    assert redis.process is not None
+    try:
+        settings = make_settings(
+            tmp_path / "data",
+            database_url=demo_database,
+            redis_url=redis.url,
+            redis_lease_seconds=1.0,
+        )
+        server = TestServer(create_app(settings, clock=ManualClock()))
+        await server.start_server()
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            # Bounded only so that the old behaviour fails here, not at the
+            # suite's timeout: it waited for Redis's reply without end.
+            await asyncio.wait_for(server.close(), timeout=20 * PATIENCE)
+            assert loop.time() - started < 3 * PATIENCE
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+    finally:
+        redis.stop()
