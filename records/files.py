@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -175,3 +176,20 @@ class FileStore:
     def pending(self) -> list[Path]:
         """Temporary files of uploads that never finished (none after a clean stop)."""
         return sorted(self.incoming_dir.glob("upload-*.part"))
+
+    def sweep(self, *, idle_seconds: float | None = None) -> int:
+        """Remove what uploads that never finished left (a process killed while
+        receiving one): every temporary file, or only those not written for
+        ``idle_seconds`` (other processes may be receiving into the same
+        directory). They hold a patient's document as sent, unsealed even with
+        encryption at rest. Returns how many were removed."""
+        cutoff = None if idle_seconds is None else time.time() - idle_seconds
+        removed = 0
+        for path in self.pending():
+            try:
+                if cutoff is None or path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # finished or removed meanwhile
+        return removed

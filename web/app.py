@@ -111,6 +111,10 @@ VERSION = "0.1.0"
 MAX_BODY = 1024 * 1024
 # How often open WebSockets are checked against their (revocable) sessions.
 SESSION_SWEEP_SECONDS = 60.0
+# An upload's temporary files not written for this long belong to no living
+# request (a clinic's largest file on the slowest link takes minutes); swept hourly.
+UPLOAD_IDLE_SECONDS = 6 * 3600.0
+UPLOAD_SWEEP_SECONDS = 3600.0
 
 
 def passwords_for(settings: Settings) -> Passwords:
@@ -287,6 +291,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if keyring is not None
         else FileStore(settings.data_dir / "files", settings.data_dir / "incoming")
     )
+    # A process killed while receiving an upload left its file: removed at the
+    # start when no other process may be receiving into the same directory,
+    # else once it has not been written for a while (and hourly: _housekeeping).
+    swept = await asyncio.to_thread(
+        files.sweep, idle_seconds=None if cluster is None else UPLOAD_IDLE_SECONDS
+    )
+    if swept:
+        log.warning("removed %d upload(s) left unfinished by an unclean stop", swept)
     recorder = leg_host(settings)
     if isinstance(recorder, WorkerPool):
         await recorder.open()
@@ -422,6 +434,15 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
         ),
         asyncio.create_task(
             every(SESSION_SWEEP_SECONDS, lambda: ws.sweep_sessions(app), "session sweep")
+        ),
+        asyncio.create_task(
+            every(
+                UPLOAD_SWEEP_SECONDS,
+                lambda: asyncio.to_thread(
+                    app[DOCUMENTS].files.sweep, idle_seconds=UPLOAD_IDLE_SECONDS
+                ),
+                "upload sweep",
+            )
         ),
     ]
     yield

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,20 @@ def test_a_discarded_upload_leaves_nothing(files: FileStore) -> None:
     incoming.discard()
     assert files.pending() == []
     assert stored(files.root) == []
+
+
+def test_the_sweep_removes_unfinished_uploads_idle_for_long_enough(files: FileStore) -> None:
+    stale, live = files.receive(), files.receive()
+    stale.write(b"a letter sent before a crash")
+    live.write(b"a letter being sent now")
+    day_ago = time.time() - 86_400
+    os.utime(stale.path, (day_ago, day_ago))
+    assert files.sweep(idle_seconds=3600) == 1
+    assert files.pending() == [live.path]  # another process may be receiving it
+    assert files.sweep() == 1  # at the start of the only process: everything
+    assert files.pending() == []
+    stale.discard()  # the handle a crashed process would have lost
+    live.discard()
 
 
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "ab", "A" * 64, "g" * 64, ""])

@@ -573,6 +573,25 @@ async def test_a_server_stopped_during_an_upload_leaves_no_file(settings: Settin
 
 
 @pytest.mark.parametrize("settings", ["aes-256-gcm"], indirect=True)
+async def test_an_upload_a_killed_server_left_is_removed_when_it_starts_again(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a process killed mid-upload leaves is the document as the clinic
+    # sent it, not sealed even with encryption at rest.
+    incoming = settings.data_dir / "incoming"
+    incoming.mkdir(parents=True)
+    left = incoming / "upload-x1y2z3.part"
+    left.write_bytes(pdf()[:1000])
+    server = TestServer(create_app(settings, clock=ManualClock()))
+    await server.start_server()
+    try:
+        assert not left.exists()
+        assert "removed 1 upload(s) left unfinished by an unclean stop" in caplog.text
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("settings", ["aes-256-gcm"], indirect=True)
 async def test_a_cleaned_dicom_copy_and_its_preview_are_sealed_at_rest(
     scenario: Scenario, settings: Settings
 ) -> None:
