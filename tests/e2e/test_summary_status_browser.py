@@ -66,7 +66,13 @@ async def test_withdrawn_entries_are_counted_not_shown(
         for vp_name, viewport in VIEWPORTS.items():
             context, page, problems = await open_as("clinic1", locale=locale, viewport=viewport)
             await page.goto(f"/consultations/{cid}")
-            await page.click("#records-tab-summary")
+            # As a doctor would: the page has shown the consultation. Once in a
+            # fresh-clone CI run the summary never appeared; the response now
+            # says whether the tab's click asked for it and what came back.
+            await page.locator("#cons:not([aria-busy])").wait_for()
+            async with page.expect_response(lambda r: r.url.endswith("/summary")) as asked:
+                await page.click("#records-tab-summary")
+            assert (await asked.value).status == 200
             box = page.locator("#records-summary")
             await box.locator('li[data-code="I10"]').wait_for()
             assert await box.locator('li[data-code="E11.9"]').count() == 0
