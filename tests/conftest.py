@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ from web.app import create_app, passwords_for
 from web.keys import MATCHING
 from web.settings import Settings
 
-from .hangs import tasks_text
+from .hangs import pytest_timeout_set_timer  # noqa: F401 - a hook: pytest finds it here
 from .pgcluster import ENV, Cluster, Databases
 from .redisserver import RedisServer, redis_or_skip
 from .scenario import Scenario, User
@@ -176,21 +175,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = keep
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> Any:
-    """A test that outlives ``timeout`` (pyproject.toml) fails with what its event
-    loop's tasks were waiting on (tests/hangs.py), not only the loop's select()."""
-    result = yield
-    if callable(signal.getsignal(signal.SIGALRM)):  # pytest-timeout's "signal" method
-
-        def hung(signum: int, frame: Any) -> None:
-            __tracebackhide__ = True
-            pytest.fail(f"Timeout >{settings.timeout}s\n{tasks_text()}")
-
-        signal.signal(signal.SIGALRM, hung)
-    return result
 
 
 # How much of each server process's log a failed test's report shows.

@@ -7,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from . import hangs
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_a_hung_test_fails_naming_the_task_and_the_line_it_waits_on(tmp_path: Path) -> None:
     (tmp_path / "conftest.py").write_text(
-        "from tests.conftest import pytest_timeout_set_timer  # noqa: F401\n"
+        "from tests.hangs import pytest_timeout_set_timer  # noqa: F401\n"
     )
     (tmp_path / "test_hang.py").write_text(
         "import asyncio\n"
@@ -24,11 +28,13 @@ def test_a_hung_test_fails_naming_the_task_and_the_line_it_waits_on(tmp_path: Pa
         "    event = asyncio.Event()\n"
         "    await asyncio.create_task(wait_for_goodbye(event), name='goodbye')\n"
     )
-    args = ["-q", "-p", "no:cacheprovider", "--timeout", "2", "-o", "asyncio_mode=auto"]
+    # Only the two plugins it needs (the others' imports took seconds).
+    plugins = ["-p", "pytest_timeout", "-p", "pytest_asyncio.plugin", "-p", "no:cacheprovider"]
+    args = ["-q", *plugins, "--timeout", "2", "-o", "asyncio_mode=auto"]
     run = subprocess.run(  # noqa: S603 - our own interpreter and arguments
         [sys.executable, "-m", "pytest", *args, "--rootdir", str(tmp_path), "test_hang.py"],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -41,3 +47,8 @@ def test_a_hung_test_fails_naming_the_task_and_the_line_it_waits_on(tmp_path: Pa
     assert "name='goodbye'" in out
     assert 'test_hang.py", line 4, in wait_for_goodbye' in out
     assert "await event.wait()" in out
+
+
+def test_the_suite_reports_its_own_hangs_so(request: pytest.FixtureRequest) -> None:
+    hook = request.config.pluginmanager.hook.pytest_timeout_set_timer
+    assert hangs.pytest_timeout_set_timer in [impl.function for impl in hook.get_hookimpls()]
