@@ -497,11 +497,8 @@ async def test_specialists_cannot_upload(scenario: Scenario, app: Any) -> None:
     assert (status, body["error"]["code"]) == (404, "not_found")
 
 
-async def test_an_interrupted_upload_leaves_no_file(
-    scenario: Scenario, app: Any, server: Any, settings: Settings
-) -> None:
-    clinic = await scenario.user("clinic1")
-    patient = await scenario.patient()
+async def half_sent_upload(server: Any, clinic: User, patient: str) -> asyncio.StreamWriter:
+    """A clinic's upload of 200,000 bytes of which 100,010 are sent; the rest never is."""
     cookies = "; ".join(f"{c.key}={c.value}" for c in clinic.client.session.cookie_jar)
     _, writer = await asyncio.open_connection(server.host, server.port)
     writer.write(
@@ -515,24 +512,31 @@ async def test_an_interrupted_upload_leaves_no_file(
         + b"x" * 100_000
     )
     await writer.drain()
-    incoming = settings.data_dir / "incoming"
-    # Polled: a file appearing and going is not an event the test can await.
-    # 2 s each, stretched in the niced PostgreSQL pass, where the server can go
-    # without a CPU for seconds (a plain 2 s once left the file in place there).
-    polls = int(200 * PATIENCE)
-    for _ in range(polls):  # until the server has started writing the upload
-        if os.listdir(incoming):
-            break
+    return writer
+
+
+async def until_files(incoming: Path, count: int) -> None:
+    """Until ``incoming`` holds ``count`` files. Polled: a file appearing and going
+    is not an event the test can await. 2 s, stretched in the niced database
+    passes, where the server can go without a CPU for seconds (a plain 2 s once
+    left the file in place there)."""
+    for _ in range(int(200 * PATIENCE)):
+        if len(os.listdir(incoming)) == count:
+            return
         await asyncio.sleep(0.01)
-    else:
-        pytest.fail("the upload never started")
+    pytest.fail(f"incoming/ holds {os.listdir(incoming)}, not {count} file(s)")
+
+
+async def test_an_interrupted_upload_leaves_no_file(
+    scenario: Scenario, app: Any, server: Any, settings: Settings
+) -> None:
+    clinic = await scenario.user("clinic1")
+    writer = await half_sent_upload(server, clinic, await scenario.patient())
+    incoming = settings.data_dir / "incoming"
+    await until_files(incoming, 2)  # the upload and its scratch file
     writer.close()
     await writer.wait_closed()
-    for _ in range(polls):
-        if not os.listdir(incoming):
-            break
-        await asyncio.sleep(0.01)
-    assert os.listdir(incoming) == []
+    await until_files(incoming, 0)
     assert await count(app, documents) == 0
 
 
@@ -546,27 +550,9 @@ async def test_a_server_stopped_during_an_upload_leaves_no_file(settings: Settin
     async with logins(server) as login:
         scenario = Scenario(login, matching=app[MATCHING], clock=ManualClock())
         clinic = await scenario.user("clinic1")
-        patient = await scenario.patient()
-        cookies = "; ".join(f"{c.key}={c.value}" for c in clinic.client.session.cookie_jar)
-        _, writer = await asyncio.open_connection(server.host, server.port)
-        writer.write(
-            (
-                f"POST /api/patients/{patient}/documents HTTP/1.1\r\n"
-                f"Host: {server.host}:{server.port}\r\n"
-                f"Cookie: {cookies}\r\nX-CSRF-Token: {clinic.csrf}\r\n"
-                "Content-Length: 200000\r\n\r\n"
-            ).encode()
-            + b"%PDF-1.4\n"
-            + b"x" * 100_000
-        )
-        await writer.drain()
+        writer = await half_sent_upload(server, clinic, await scenario.patient())
         incoming = settings.data_dir / "incoming"
-        for _ in range(int(200 * PATIENCE)):  # polled, as above
-            if len(os.listdir(incoming)) == 2:  # the upload and its scratch file
-                break
-            await asyncio.sleep(0.01)
-        else:
-            pytest.fail(f"the upload never started: {os.listdir(incoming)}")
+        await until_files(incoming, 2)
         await server.close()  # the client is still sending
         assert os.listdir(incoming) == []
         writer.close()
