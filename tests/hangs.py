@@ -27,8 +27,9 @@ def tasks_text() -> str:
     out = io.StringIO()
     # Called from a signal handler in the main thread: while the loop is in
     # select() it is still this thread's running loop.
-    loop = asyncio._get_running_loop()
-    if loop is None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
         out.write("no asyncio loop was running\n")
     else:
         tasks = sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name())

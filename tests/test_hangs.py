@@ -18,15 +18,27 @@ def test_a_hung_test_fails_naming_the_task_and_the_line_it_waits_on(tmp_path: Pa
     (tmp_path / "conftest.py").write_text(
         "from tests.hangs import pytest_timeout_set_timer  # noqa: F401\n"
     )
+    # One test hangs in its body, one in a fixture's teardown (where the
+    # cluster test once hung in CI).
     (tmp_path / "test_hang.py").write_text(
         "import asyncio\n"
+        "\n"
+        "import pytest\n"
         "\n"
         "async def wait_for_goodbye(event):\n"
         "    await event.wait()\n"
         "\n"
-        "async def test_hangs_in_teardown():\n"
+        "async def test_hangs_waiting_for_a_task():\n"
         "    event = asyncio.Event()\n"
         "    await asyncio.create_task(wait_for_goodbye(event), name='goodbye')\n"
+        "\n"
+        "@pytest.fixture\n"
+        "async def server():\n"
+        "    yield\n"
+        "    await asyncio.create_task(wait_for_goodbye(asyncio.Event()), name='closing')\n"
+        "\n"
+        "async def test_hangs_in_teardown(server):\n"
+        "    pass\n"
     )
     # Only the two plugins it needs (the others' imports took seconds).
     plugins = ["-p", "pytest_timeout", "-p", "pytest_asyncio.plugin", "-p", "no:cacheprovider"]
@@ -41,11 +53,12 @@ def test_a_hung_test_fails_naming_the_task_and_the_line_it_waits_on(tmp_path: Pa
     )
     out = run.stdout
     assert run.returncode == 1, out + run.stderr
-    assert "FAILED test_hang.py::test_hangs_in_teardown - Failed: Timeout >2.0s" in out
-    assert "2 asyncio task(s) pending:" in out
-    # The task's name, and the line of our code it was stuck on.
-    assert "name='goodbye'" in out
-    assert 'test_hang.py", line 4, in wait_for_goodbye' in out
+    assert "FAILED test_hang.py::test_hangs_waiting_for_a_task - Failed: Timeout >2.0s" in out
+    assert "ERROR test_hang.py::test_hangs_in_teardown - Failed: Timeout >2.0s" in out
+    assert out.count("2 asyncio task(s) pending:") == 2
+    # Each task's name, and the line of our code it was stuck on.
+    assert "name='goodbye'" in out and "name='closing'" in out
+    assert 'test_hang.py", line 6, in wait_for_goodbye' in out
     assert "await event.wait()" in out
 
 

@@ -301,8 +301,9 @@ async def test_a_process_stops_within_a_lease_when_redis_stops_answering(
         try:
             loop = asyncio.get_running_loop()
             started = loop.time()
-            # Bounded only so that the old behaviour fails here, not at the
-            # suite's timeout: it waited for Redis's reply without end.
+            # Bounded so that a close that waits on Redis fails here, with an
+            # assertion, not at the suite's timeout. (Before, it waited out
+            # redis-py's 5 s socket timeout once, plus once a room.)
             await asyncio.wait_for(server.close(), timeout=20 * PATIENCE)
             assert loop.time() - started < 3 * PATIENCE
         finally:
