@@ -19,31 +19,25 @@ demo: venv
 	$(VENV)/bin/teleconsult serve --demo
 
 # First, on one worker per core (pytest-xdist): everything but the timing tests
-# and the database tests of DB_TESTS; that is the browser tests that check
-# pages, the untimed media and benchmark tests, and the tests under DB_TESTS that
-# use no database of the suite (command-line tests on SQLite files of their own,
-# parsers, catalogs). The tests marked `timing` (calls whose frames, rates and
-# timings are measured, the media tests, the benchmarks) then run one at a time,
-# so a neighbour cannot starve what they measure. Meanwhile the database tests
-# run on SQLite (`test-sqlite`) and then on PostgreSQL (`test-postgres`) at the
-# lowest CPU priority (nice 19): the timing tests wait for calls in real time and
-# leave about half of two cores idle, which a niced process takes without taking
-# it from them. Measured on 2 cores (2026-12-04, `make test`): first pass 253 s,
-# timing tests 621 s, and beside them the SQLite pass 221 s and the PostgreSQL
-# pass 312 s, 885 s in all. Before (the SQLite tests in the first pass), a fresh-
-# clone CI run the same day: first pass 400 s, timing tests 617 s, 1,072 s in all
-# with the install. With the scratch PostgreSQL cluster in /dev/shm (tests/
-# pgcluster.py), a fresh-clone CI run that evening: first pass 280 s, timing
-# tests 633 s, beside them the SQLite pass 214 s and the PostgreSQL pass 291 s
-# (372-428 s the runs before), 979 s with the install: the timing tests are now
-# the longest path. The databases' output follows the timing tests' output. Each
-# run ends with its slowest tests (--durations).
+# and the tests under DB_TESTS; that is the browser tests that check pages, the
+# untimed media and benchmark tests, the tooling (ruff, mypy, import-linter). The
+# tests marked `timing` (calls whose frames, rates and timings are measured, the
+# media tests, the benchmarks) then run one at a time, so a neighbour cannot
+# starve what they measure. Meanwhile, at the lowest CPU priority (nice 19), the
+# tests under DB_TESTS run on SQLite (`test-sqlite`: all of them, the command-line
+# tests, parsers and catalogs that use no database of the suite included), then
+# those that use the database on PostgreSQL (`test-postgres`): the timing tests
+# wait for calls in real time and leave about half of two cores idle, which a
+# niced process takes without taking it from them. The database passes' output
+# follows the timing tests' output; each run ends with its slowest tests
+# (--durations). The measurements behind this order are in the README ("Tests
+# and benchmarks").
 DB_TESTS := tests/web tests/signaling tests/records
 WORKERS  := -n auto --maxprocesses=4
 
 test: venv
 	$(VENV)/bin/python -m pytest -q $(WORKERS) --durations=12 -m "not timing" \
-		$(foreach d,$(DB_TESTS),--no-database-tests-under $(d)) tests
+		$(foreach d,$(DB_TESTS),--ignore=$(d)) tests
 	@log=$$(mktemp); \
 	( nice -n 19 $(MAKE) -k --no-print-directory test-sqlite test-postgres >"$$log" 2>&1; \
 	  echo $$? >"$$log.rc" ) & \
@@ -54,10 +48,10 @@ test: venv
 	echo "==> timing tests: exit $$timing; database passes: exit $$database"; \
 	test "$$timing" -eq 0 && test "$$database" -eq 0
 
-# The database tests on SQLite (the embedded default), at the same patience.
+# Every test under DB_TESTS on SQLite (the embedded default), at the same patience.
 test-sqlite: venv
 	TELECONSULT_TEST_PATIENCE=$(PATIENCE) $(VENV)/bin/python -m pytest -q $(WORKERS) \
-		--durations=12 --database-tests-only $(DB_TESTS)
+		--durations=12 $(DB_TESTS)
 
 # The database tests again on a throwaway PostgreSQL cluster that each worker
 # starts and stops (tests/pgcluster.py; needs Debian's `postgresql`). Only those

@@ -120,7 +120,6 @@ _UNTIMED = {
     ("bench", "test_township_stamps.py"),
 }
 DATABASE_TESTS_ONLY = "--database-tests-only"
-NO_DATABASE_TESTS_UNDER = "--no-database-tests-under"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -129,14 +128,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="run only the tests that use the suite's database (the `postgres` fixture, "
         "directly or through another fixture); make test-postgres passes it",
-    )
-    parser.addoption(
-        NO_DATABASE_TESTS_UNDER,
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="leave out the tests under PATH that use the suite's database (they run "
-        "in a pass of their own: make test-sqlite); may be given more than once",
     )
 
 
@@ -152,24 +143,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = item.path.relative_to(tests).parts if item.path.is_relative_to(tests) else ()
         if parts and parts[0] in _TIMING_DIRS and parts[:2] not in _UNTIMED:
             item.add_marker(pytest.mark.timing)
-    elsewhere = [Path(path).resolve() for path in config.getoption(NO_DATABASE_TESTS_UNDER)]
-    if elsewhere:
-        dropped = [
-            item
-            for item in items
-            if uses_database(item) and any(item.path.is_relative_to(path) for path in elsewhere)
-        ]
-        if dropped:
-            config.hook.pytest_deselected(items=dropped)
-            gone = set(dropped)
-            items[:] = [item for item in items if item not in gone]
     if config.getoption(DATABASE_TESTS_ONLY):
         # The PostgreSQL pass (``make test-postgres``). Every choice of database goes
         # through the ``postgres`` fixture; a test that needs neither it nor a fixture
         # built on it (demo_database, empty_database, settings, app, ...) runs the
         # same whatever TELECONSULT_TEST_DATABASE says: the command-line tests on
-        # SQLite files of their own, the parsers, the catalogs. Those ran in
-        # ``make test``; here they were 331 of 1,362 tests and 38 % of the time.
+        # SQLite files of their own, the parsers, the catalogs. Those ran in the
+        # SQLite pass; here they were 331 of 1,362 tests and 38 % of the time.
         keep = [item for item in items if uses_database(item)]
         dropped = [item for item in items if not uses_database(item)]
         if dropped:
