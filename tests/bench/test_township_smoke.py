@@ -82,6 +82,14 @@ def test_a_relayed_call_on_a_lossy_township_uplink() -> None:
     # packet resent after a NACK) broke the frames after it up to the next
     # keyframe, 17-36 frames in a 6 s call on this profile.
     assert "the decoder refused" not in output, output
+    # How late the server's loop ran its timer in the window (a stall delays
+    # every relayed packet): printed, with where the loop was when it stalled.
+    loop = re.search(
+        r"server loop late p99 (\d+) ms, longest (\d+) ms, \d+ tick\(s\) over 50 ms; "
+        r"GC \d+ pause\(s\), longest \d+ ms; over 100 ms in: ",
+        output,
+    )
+    assert loop and int(loop.group(1)) <= int(loop.group(2)), output
     # The page read the stamp of its camera's frame when it sent "end" (the
     # file is counted up to it), and the file's frames carry readable stamps.
     after = re.search(r"file frames: (\d+) after the end", output)

@@ -13,8 +13,9 @@ The camera is a 640x480 24 fps clip with camera-like detail and motion
 process of its own at real-time priority, and the clinic's browser before the
 rest of this 2-core machine (``nice``): in a township the clinic's page has a PC
 to itself, and the path's timing is not the test machine's. ``--detail`` prints
-how busy the machine was, how many packets crossed the link late, and where each
-call's call-up went: when each of the clinic's and the viewer's connections
+how busy the machine was, how many packets crossed the link late, how late the
+server's event loop ran (and what it ran when more than 100 ms late), and where
+each call's call-up went: when each of the clinic's and the viewer's connections
 reached each step (ICE, DTLS, first packet, first keyframe) and when each
 signaling message went and came, from the moment the last page joined.
 ``--repeat N`` runs each cell N times; the summary gives each profile's median
@@ -64,8 +65,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
+import gc
 import itertools
 import logging
 import secrets
@@ -75,7 +78,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -469,6 +474,73 @@ def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
     return (after[0] - before[0]) / max(after[1] - before[1], 1)
 
 
+class LoopStalls:
+    """How late this process's event loop (the server's, unless ``--media-workers``)
+    ran a 10 ms timer over the measurement window: a stall delays every packet the
+    relay forwards, the viewers' audio included. A watchdog thread notes what the
+    loop's thread was running whenever the loop is more than 100 ms behind, and the
+    garbage collector's pauses are timed: where a stall came from."""
+
+    TICK = 0.010
+    WATCH_MS = 100.0
+
+    def __init__(self) -> None:
+        self.late_ms: list[float] = []
+        self.beat = time.monotonic()
+        self.where: collections.Counter[str] = collections.Counter()
+        self.gc_ms: list[float] = []
+        self._gc_start = 0.0
+        self._stop = threading.Event()
+        self._loop_thread = threading.get_ident()
+        gc.callbacks.append(self._gc)
+        self._watch = threading.Thread(target=self._watchdog, daemon=True)
+        self._watch.start()
+        self.task = asyncio.create_task(self._run(), name="township-loop-stalls")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.TICK
+            await asyncio.sleep(self.TICK)
+            self.beat = time.monotonic()
+            self.late_ms.append(1000 * (loop.time() - due))
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.gc_ms.append(1000 * (time.perf_counter() - self._gc_start))
+
+    def _watchdog(self) -> None:
+        noted = 0.0
+        while not self._stop.wait(0.02):
+            beat = self.beat
+            if 1000 * (time.monotonic() - beat) > self.WATCH_MS and beat != noted:
+                noted = beat
+                frame = sys._current_frames().get(self._loop_thread)
+                stack = traceback.extract_stack(frame)[-4:] if frame else []
+                self.where[
+                    " < ".join(
+                        f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack)
+                    )
+                ] += 1
+
+    def stop(self) -> str:
+        self.task.cancel()
+        self._stop.set()
+        gc.callbacks.remove(self._gc)
+        late = sorted(self.late_ms) or [0.0]
+        over = [ms for ms in late if ms > 50]
+        p99 = late[min(len(late) - 1, int(0.99 * len(late)))]
+        pauses = sorted(self.gc_ms)
+        where = "; ".join(f"{n}x {at}" for at, n in self.where.most_common(5))
+        return (
+            f"server loop late p99 {p99:.0f} ms, longest {late[-1]:.0f} ms, "
+            f"{len(over)} tick(s) over 50 ms; GC {len(pauses)} pause(s), longest "
+            f"{(pauses or [0.0])[-1]:.0f} ms; over {self.WATCH_MS:.0f} ms in: {where or '-'}"
+        )
+
+
 def wrapper(path: Path, ns: str, nice: int = 0) -> Path:
     path.write_text(
         f'#!/bin/sh\nexec nice -n {nice} nsenter --net={ns} {CHROMIUM} "$@"\n', encoding="utf-8"
@@ -783,6 +855,7 @@ async def one_call(
                         what = f"pc{n - 1}" if n else "socket"
                         print(f"{profile} | {plane} | {parties}: call-up {side} {what}: {steps}")
             await asyncio.sleep(args.warmup)  # the measurement window is a span of time
+            stalls = LoopStalls() if args.detail else None
             first = await viewer.evaluate(RECEIVED, clinic_id)
             sent0 = await clinic.evaluate(SENDING)
             cpu0 = machine_cpu()
@@ -865,6 +938,8 @@ async def one_call(
                 )
                 print(f"{profile} | {plane} | {parties}: clinic sent {sent}", flush=True)
                 print(f"{profile} | {plane} | {parties}: machine busy {busy:.0%}", flush=True)
+                if stalls is not None:
+                    print(f"{profile} | {plane} | {parties}: {stalls.stop()}", flush=True)
                 for name, lane in (("up", link.up), ("down", link.down)):
                     print(
                         f"{profile} | {plane} | {parties}: link {name} {lane.packets} packets, "
