@@ -489,6 +489,7 @@ class LoopStalls:
         self.beat = time.monotonic()
         self.where: collections.Counter[str] = collections.Counter()
         self.gc_ms: list[float] = []
+        self.stall_cpu: list[tuple[float, float]] = []
         self._gc_start = 0.0
         self._stop = threading.Event()
         self._loop_thread = threading.get_ident()
@@ -501,9 +502,16 @@ class LoopStalls:
         loop = asyncio.get_running_loop()
         while True:
             due = loop.time() + self.TICK
+            cpu = time.thread_time()
             await asyncio.sleep(self.TICK)
             self.beat = time.monotonic()
-            self.late_ms.append(1000 * (loop.time() - due))
+            late = 1000 * (loop.time() - due)
+            self.late_ms.append(late)
+            if late > self.WATCH_MS:
+                # The loop's thread's CPU time over the stall: about the stall's
+                # length if a callback ran that long, little if the thread waited
+                # for a CPU.
+                self.stall_cpu.append((late, 1000 * (time.thread_time() - cpu)))
 
     def _gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -537,7 +545,9 @@ class LoopStalls:
         return (
             f"server loop late p99 {p99:.0f} ms, longest {late[-1]:.0f} ms, "
             f"{len(over)} tick(s) over 50 ms; GC {len(pauses)} pause(s), longest "
-            f"{(pauses or [0.0])[-1]:.0f} ms; over {self.WATCH_MS:.0f} ms in: {where or '-'}"
+            f"{(pauses or [0.0])[-1]:.0f} ms; over {self.WATCH_MS:.0f} ms "
+            f"(late/the loop's CPU meanwhile, ms): "
+            f"{', '.join(f'{a:.0f}/{b:.0f}' for a, b in self.stall_cpu) or '-'}, in: {where or '-'}"
         )
 
 
