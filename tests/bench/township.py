@@ -533,10 +533,16 @@ class LoopStalls:
                     )
                 ] += 1
 
-    def stop(self) -> str:
+    def close(self) -> None:
+        """Stop measuring (again is harmless): the timer, the watchdog, the GC hook."""
         self.task.cancel()
         self._stop.set()
-        gc.callbacks.remove(self._gc)
+        if self._gc in gc.callbacks:
+            gc.callbacks.remove(self._gc)
+
+    def stop(self) -> str:
+        """Stop measuring and say what was measured."""
+        self.close()
         late = sorted(self.late_ms) or [0.0]
         over = [ms for ms in late if ms > 50]
         p99 = late[min(len(late) - 1, int(0.99 * len(late)))]
@@ -866,6 +872,8 @@ async def one_call(
                         print(f"{profile} | {plane} | {parties}: call-up {side} {what}: {steps}")
             await asyncio.sleep(args.warmup)  # the measurement window is a span of time
             stalls = LoopStalls() if args.detail else None
+            if stalls is not None:
+                stack.callback(stalls.close)  # also when the call fails before its end
             first = await viewer.evaluate(RECEIVED, clinic_id)
             sent0 = await clinic.evaluate(SENDING)
             cpu0 = machine_cpu()
