@@ -55,18 +55,12 @@ PAGES = {
 }
 
 
-# One test per language and width (the same 20 pictures as one test of 27-44 s
-# before): pytest-xdist spreads them over its workers instead of one worker
-# taking them all at the end of the run.
-@pytest.mark.parametrize("locale", LOCALES)
-@pytest.mark.parametrize("vp_name", VIEWPORTS)
-async def test_screenshots(
-    open_as: Any, scenario: Scenario, screenshots_dir: Path, locale: str, vp_name: str
-) -> None:
+async def test_screenshots(open_as: Any, scenario: Scenario, screenshots_dir: Path) -> None:
     await seed(scenario)
-    viewport = VIEWPORTS[vp_name]
-    for name, (user, ready) in PAGES.items():
-        context, page, problems = await open_as(user, locale=locale, viewport=viewport)
-        path = screenshots_dir / f"{name}-{locale}-{vp_name}.png"
-        await shoot(page, problems, path, ready)
-        await context.close()
+    for locale in LOCALES:
+        for vp_name, viewport in VIEWPORTS.items():
+            for name, (user, ready) in PAGES.items():
+                context, page, problems = await open_as(user, locale=locale, viewport=viewport)
+                path = screenshots_dir / f"{name}-{locale}-{vp_name}.png"
+                await shoot(page, problems, path, ready)
+                await context.close()
