@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,38 @@ async def test_a_leg_whose_first_packets_are_lost_keeps_its_first_frames(
     assert sent.get("first_pli_after", 3.0) >= 1.5, sent
     assert sent["dtls_dropped"] == len(handshake), sent
     assert sent["first_nack_after"] < 0.5, sent
+    assert every_frame(result, sent)["first_keyframe"] is True
+
+
+async def test_a_legs_first_keyframe_is_written_as_it_comes(
+    recorder: Recorder, no_codecs: list[str]
+) -> None:
+    # The page begins with a keyframe. The file waited 2 s for packets sent
+    # before its first (there were none); the leg took the writer's wait for a
+    # lost keyframe and asked for another, 2 s into every leg that the writer
+    # thread was slow to reach (a busy CI machine). That keyframe made the
+    # browser's pacer drop the frames it held: 5 frames of the township smoke
+    # test's 6 s call (2026-12-04). The writer now has the keyframe as soon as
+    # it is whole.
+    key = RecordingKey("c" * 32, "w" * 32)
+    sending = asyncio.ensure_future(
+        send(recorder, key, "--codec", "vp8", "--seconds", "3", ended_by_recorder=True)
+    )
+    waited = None
+    try:
+        async with asyncio.timeout(30):
+            while waited is None and not sending.done():
+                leg = recorder.legs.get(key)
+                writer = leg.writer if leg is not None else None
+                if leg is not None and leg.last_video is not None and writer is not None:
+                    if not writer.needs_keyframe:
+                        waited = time.monotonic() - leg.keyframe_at
+                # A flag the writer thread sets: there is nothing to await.
+                await asyncio.sleep(0.01)
+            sent, result = await sending
+    finally:
+        sending.cancel()
+    assert waited is not None and waited < 1.0, waited  # 2.0-2.1 s before
     assert every_frame(result, sent)["first_keyframe"] is True
 
 
