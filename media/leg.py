@@ -269,6 +269,13 @@ class Leg:
                 or now - max(self.asked_at, self.t0) >= interval
             )
             if due:
+                why = (
+                    "a viewer"
+                    if asked and since >= KEYFRAME_MIN_GAP and not coming
+                    else "the writer"
+                    if writer is not None and writer.needs_keyframe
+                    else "the interval"
+                )
                 self.keyframe_wanted.clear()
                 asked = False
                 for receiver in self.receivers:
@@ -276,6 +283,12 @@ class Leg:
                         if await seam.request_keyframe(receiver):
                             self.asked_at = now
                             self.keyframe_asked = True
+                            log.info(
+                                "recording peer=%s keyframe asked for %s, %.2f s into the leg",
+                                self.key.participant_id,
+                                why,
+                                now - self.t0,
+                            )
             if asked:
                 # Asked too soon after the last request, or while its keyframe
                 # may come: wait out the gap (looking again at least every

@@ -970,6 +970,18 @@ async def one_call(
             await clinic.click("#ctl-end")
             await clinic.click('#end-dialog button[value="end"]')
             await clinic.locator('#call[data-finished="ended"]').wait_for()
+            if args.detail:
+                # Every keyframe the clinic encoded (the call-up's lines stop at
+                # the call-up): each one makes its pacer drop what it holds.
+                marked = await clinic.evaluate("window.__marks")
+                for n, marks in enumerate(marked):
+                    keys = ", ".join(
+                        f"{(at - began_wall) / 1000:+.2f}"
+                        for what, at in sorted(marks.items(), key=lambda kv: kv[1])
+                        if what.startswith("keyframe") and what.endswith("encoded")
+                    )
+                    if keys:
+                        print(f"{profile} | {plane} | {parties}: clinic pc{n} keyframes at {keys}")
             if plane != "mesh-off" and final is not None:
                 path = await clinic_file(app, clinic_id)
                 # The leg's counts from its connection to the end: the whole call.
@@ -1166,13 +1178,14 @@ async def main() -> None:
     if args.detail:
         # What the recorder's ULPFEC rebuilt of each leg, how long the relay's
         # viewers were asked to hold its video, how long each leg's end
-        # waited for its last missing packets (logged as it ends), and a leg
-        # that took its keys before its DTLS handshake's end.
+        # waited for its last missing packets (logged as it ends), a leg
+        # that took its keys before its DTLS handshake's end, and why each
+        # keyframe was asked for.
         handler = logging.StreamHandler(sys.stdout)
         handler.addFilter(
             lambda record: any(
                 part in str(record.msg)
-                for part in ("ULPFEC", " end: ", "relay hold", "handshake's end")
+                for part in ("ULPFEC", " end: ", "relay hold", "handshake's end", "keyframe asked")
             )
         )
         for name in ("media.recorder", "media.leg", "media.early"):
