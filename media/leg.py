@@ -241,8 +241,8 @@ class Leg:
             return
 
     async def ask_for_keyframes(self, interval: float) -> None:
-        # Keyframes are asked for until the first one arrives and after a gap
-        # (the writer says), every ``interval`` (seekable files), and
+        # Keyframes are asked for until the first one arrives and after a lost
+        # frame (the writer says), every ``interval`` (seekable files), and
         # when a viewer of the relay wants one, at most every KEYFRAME_MIN_GAP.
         #
         # The writer's need is the writer's, seconds behind the wire: the page

@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 CONTAINER_FOR = {"vp8": "webm", "h264": "mp4", None: "webm"}
 SUFFIX_FOR = {"webm": ".webm", "mp4": ".mp4"}
 OPUS_FRAME = 960  # 20 ms at 48 kHz
-# A video gap longer than this (0.5 s in the 90 kHz RTP clock) means frames were
-# lost or the sender stalled: the writer asks for a keyframe before going on.
-GAP_TICKS = 45000
 # Header size when no keyframe told the real one (players use the bitstream's).
 DEFAULT_SIZE = (640, 480)
 MAX_WAIT_FOR_KEYFRAME = (
@@ -208,11 +205,14 @@ class FrameMuxer:
             # Left set, the recorder asked for a keyframe every 0.5 s for the
             # rest of the leg after its first gap.
             self.needs_keyframe = False
+        # A gap in the video's time is no loss: a paused sender (a stalled
+        # camera, the weak-link stills at one frame a second) lost nothing, and
+        # its next frame refers to the last one here. Lost frames are the
+        # assembler's to tell (``media/assembler.py``: a hole, a picture id's
+        # jump), which leaves them out and asks for a keyframe. A gap over
+        # 0.5 s asked for one too: every 2 s in the stills, each one a
+        # browser's pacer may drop what it holds for.
         pts = state.base + frame.timestamp
-        if frame.kind == "video" and state.last_pts >= 0 and pts - state.last_pts > GAP_TICKS:
-            # Frames went missing (loss the jitter buffer gave up on, or a stall):
-            # what follows may reference them, so ask for a fresh keyframe.
-            self.needs_keyframe = True
         if pts <= state.last_pts:
             # aiortc hands over frames in order; equal timestamps (a repeated
             # frame) would make the muxer fail, so nudge by one tick.

@@ -73,6 +73,11 @@ class Counting(VideoStreamTrack):
         if self.pause and self.pause[0] <= time.monotonic() - self.started < self.pause[1]:
             # A muted camera: no frames for a while (the browser stops sending).
             await asyncio.sleep(self.pause[1] - (time.monotonic() - self.started))
+            # The clock went on: the next frame is stamped a pause later, as a
+            # browser stamps its capture time (aiortc would stamp the frames
+            # due meanwhile and send them in a burst).
+            ptime = int(VIDEO_PTIME * VIDEO_CLOCK_RATE)
+            self._timestamp = int((time.time() - self._start) * VIDEO_CLOCK_RATE) - ptime
             pts, time_base = await self.next_timestamp()
         frame = VideoFrame(width=self.width, height=self.height, format="yuv420p")
         for plane in frame.planes:

@@ -354,6 +354,34 @@ async def test_a_legs_first_keyframe_is_written_as_it_comes(
     assert every_frame(result, sent)["first_keyframe"] is True
 
 
+async def test_a_pause_in_the_video_with_nothing_lost_asks_for_no_keyframe(
+    tmp_path: Path, no_codecs: list[str]
+) -> None:
+    # A page whose video pauses (a camera that stalls; the weak-link stills,
+    # one frame a second) loses nothing: the frame after the pause refers to
+    # the one before it, which the file holds. The writer took any gap over
+    # 0.5 s for lost frames and asked for a keyframe after it (every 2 s in
+    # the stills), and each keyframe can make a browser's pacer drop what it
+    # holds. Lost frames are the assembler's to tell (a hole, a picture id's
+    # jump), and it does.
+    recorder = Recorder(
+        tmp_path / "recordings", host_addresses=["127.0.0.1"], keyframe_interval=30.0
+    )
+    try:
+        key = RecordingKey("c" * 32, "p" * 32)
+        sent, result = await send(
+            recorder,
+            key,
+            *("--codec", "vp8", "--seconds", "4", "--pause", "1,2"),
+            ended_by_recorder=True,
+        )
+    finally:
+        await recorder.close()
+    assert sent["feedback"]["pli"] == 0, sent
+    info = every_frame(result, sent)
+    assert info["first_keyframe"] is True and info["video_end"] > 3.5, info
+
+
 async def test_a_lost_retransmission_is_asked_for_again(
     recorder: Recorder, no_codecs: list[str]
 ) -> None:
