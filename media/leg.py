@@ -258,24 +258,16 @@ class Leg:
             asked = self.keyframe_wanted.is_set()
             # The keyframe last asked for may still come.
             coming = self.keyframe_asked and since < KEYFRAME_RETRY
-            due = (
-                (asked and since >= KEYFRAME_MIN_GAP and not coming)
-                or (
-                    writer is not None
-                    and writer.needs_keyframe
-                    and since >= KEYFRAME_RETRY
-                    and now - self.keyframe_at >= KEYFRAME_WAIT
-                )
-                or now - max(self.asked_at, self.t0) >= interval
+            for_viewer = asked and since >= KEYFRAME_MIN_GAP and not coming
+            for_writer = (
+                writer is not None
+                and writer.needs_keyframe
+                and since >= KEYFRAME_RETRY
+                and now - self.keyframe_at >= KEYFRAME_WAIT
             )
-            if due:
-                why = (
-                    "a viewer"
-                    if asked and since >= KEYFRAME_MIN_GAP and not coming
-                    else "the writer"
-                    if writer is not None and writer.needs_keyframe
-                    else "the interval"
-                )
+            for_interval = now - max(self.asked_at, self.t0) >= interval
+            if for_viewer or for_writer or for_interval:
+                why = "a viewer" if for_viewer else "the writer" if for_writer else "the interval"
                 self.keyframe_wanted.clear()
                 asked = False
                 for receiver in self.receivers:

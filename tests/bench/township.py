@@ -1174,8 +1174,8 @@ async def main() -> None:
     parser.add_argument(
         "--hospital-camera",
         default="320x240",
-        help="the hospital pages' camera clip, WxH (the clinic's is 640x480; 640x480 here: "
-        "four pages of that size took this 2-core machine's both cores)",
+        help="the hospital pages' camera clip, WxH (the clinic's is 640x480; 640x480 here "
+        "too was the old rig, whose four pages took both of this machine's cores)",
     )
     parser.add_argument("--keep", type=Path, help="copy each call's data directory here")
     parser.add_argument(

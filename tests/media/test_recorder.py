@@ -342,9 +342,8 @@ async def test_a_legs_first_keyframe_is_written_as_it_comes(
             while waited is None and not sending.done():
                 leg = recorder.legs.get(key)
                 writer = leg.writer if leg is not None else None
-                if leg is not None and leg.last_video is not None and writer is not None:
-                    if not writer.needs_keyframe:
-                        waited = time.monotonic() - leg.keyframe_at
+                if leg and leg.last_video and writer and not writer.needs_keyframe:
+                    waited = time.monotonic() - leg.keyframe_at
                 # A flag the writer thread sets: there is nothing to await.
                 await asyncio.sleep(0.01)
             sent, result = await sending
