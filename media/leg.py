@@ -149,6 +149,8 @@ class Leg:
                 # included: the relay hands it on next).
                 self.keyframe_asked = False
                 self.keyframe_wanted.clear()
+                if self.fanout is not None:
+                    self.fanout.wants.clear()
         if writer is not None:
             writer.keep(packet)
         fanout = self.fanout
@@ -240,6 +242,15 @@ class Leg:
         except MediaStreamError:
             return
 
+    def _viewers_why(self) -> str:
+        """The viewers' reasons since the last request or keyframe: "a viewer (joined 2)"."""
+        fanout = self.fanout
+        if fanout is None or not fanout.wants:
+            return "a viewer"
+        return (
+            "a viewer (" + ", ".join(f"{why} {n}" for why, n in sorted(fanout.wants.items())) + ")"
+        )
+
     async def ask_for_keyframes(self, interval: float) -> None:
         # Keyframes are asked for until the first one arrives and after a lost
         # frame (the writer says), every ``interval`` (seekable files), and
@@ -267,8 +278,16 @@ class Leg:
             )
             for_interval = now - max(self.asked_at, self.t0) >= interval
             if for_viewer or for_writer or for_interval:
-                why = "a viewer" if for_viewer else "the writer" if for_writer else "the interval"
+                why = (
+                    self._viewers_why()
+                    if for_viewer
+                    else "the writer"
+                    if for_writer
+                    else "the interval"
+                )
                 self.keyframe_wanted.clear()
+                if self.fanout is not None:
+                    self.fanout.wants.clear()
                 asked = False
                 for receiver in self.receivers:
                     with contextlib.suppress(Exception):

@@ -22,6 +22,7 @@ without slowing the source or the other viewers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -168,6 +169,15 @@ class Fanout:
         self.downlinks: dict[str, Downlink] = {}
         self._relaying = False
         self.held_ms = 0  # the longest hold a closed viewer's video was sent
+        # Why the viewers wanted keyframes, counted until the leg asks or one
+        # comes (its log says them): "joined", "asked" (a PLI or FIR), and
+        # "waiting" (a packet refused by a viewer's forwarder or track that
+        # waits for a keyframe to start on, counted per packet).
+        self.wants: collections.Counter[str] = collections.Counter()
+
+    def _want(self, why: str) -> None:
+        self.wants[why] += 1
+        self.want_keyframe()
 
     def relaying(self) -> bool:
         """Whether a viewer is connected (frames are wanted, not only packets)."""
@@ -184,7 +194,7 @@ class Fanout:
             if video is not None and link.answered and not video.offer(marker, seq, ts, payload):
                 need = True
         if need:
-            self.want_keyframe()
+            self._want("waiting")
 
     def forward(self, frame: seam.EncodedFrame) -> None:
         """Hand a frame the recorder took from the source to every viewer (audio)."""
@@ -194,7 +204,7 @@ class Fanout:
             if track is not None and link.answered and not track.offer(frame):
                 need = True
         if need:
-            self.want_keyframe()
+            self._want("waiting")
 
     async def offer(self, viewer: str) -> str:
         """A new send-only connection to ``viewer``; returns its offer SDP.
@@ -243,7 +253,7 @@ class Fanout:
         video = link.video
         if video is not None and video.since_start() < VIEWER_KEYFRAME_GRACE:
             return
-        self.want_keyframe()
+        self._want("asked")
 
     async def answer(self, viewer: str, sdp: str) -> bool:
         """The viewer's answer to our offer; False if no offer to it is open."""
@@ -255,7 +265,7 @@ class Fanout:
         await link.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         link.answered = True
         self._viewers_changed()
-        self.want_keyframe()
+        self._want("joined")
         return True
 
     async def close(self, viewer: str | None = None) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -194,12 +196,14 @@ async def test_viewers_get_the_recorded_frames_unchanged_and_start_on_a_keyframe
 async def test_a_viewers_keyframe_request_reaches_the_source(
     recorder: Recorder,
     no_codecs: list[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Except within VIEWER_KEYFRAME_GRACE of the viewer's start on a keyframe:
     # Chromium asks 0.1 s after its first packet when that keyframe is not yet
     # whole, while its missing packets are on their way again (on a township
     # uplink, an uplink round trip later); a second keyframe came no sooner and
     # cost the recording the frames the clinic's pacer held.
+    caplog.set_level(logging.INFO, logger="media.leg")
     started = leg_started(recorder)
     sending = asyncio.ensure_future(send(recorder, KEY, "--seconds", "6"))
     await started.wait()
@@ -234,6 +238,9 @@ async def test_a_viewers_keyframe_request_reaches_the_source(
             return sum(f.keyframe for f in viewer.frames["video"]) > keyframes
 
         await until(more, viewer.progress, 5.0)
+        # The server's log says why it asked the page: the viewer's request.
+        asked = [r.getMessage() for r in caplog.records if "keyframe asked for" in r.getMessage()]
+        assert any(re.search(r"keyframe asked for a viewer \(asked 1\b", m) for m in asked), asked
         await sending
     finally:
         await viewer.close()
