@@ -14,6 +14,8 @@ the first, and with it the wait for it (a fresh-clone CI run).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -62,4 +64,53 @@ async def test_signing_out_goes_to_the_login_page_without_a_refused_reconnect(
     assert urlsplit(page.url).query == ""
     await page.locator("#username").wait_for()
     assert sockets == []
+    await no_problem(page, problems)
+
+
+async def test_signing_out_while_the_lists_load_opens_no_live_socket(
+    open_as: Any,
+) -> None:
+    # The queue page connects its live updates once its lists are in, and the
+    # header's sign-out button works before that. Signed out meanwhile, the
+    # page connected anyway: the server refused the handshake (the session was
+    # gone) and the browser logged "HTTP Authentication failed" (a fresh-clone
+    # CI run, the second-factor screenshots). Here the lists are held until the
+    # server has ended the session, and its answer until the lists are in.
+    _, page, problems = await open_as("cardio1")
+    await page.locator('#push-status[data-status="online"]').wait_for()
+    lists_held, session_ended, lists_in = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def hold_lists(route: Any) -> None:
+        lists_held.set()
+        await session_ended.wait()
+        await route.continue_()  # refused now: 401
+        lists_in.set()
+
+    sockets: list[str] = []
+    opened = asyncio.Event()
+
+    def on_socket(ws: Any) -> None:
+        sockets.append(ws.url)
+        opened.set()
+
+    async def end_session(route: Any) -> None:
+        response = await route.fetch()  # the server ends the session
+        session_ended.set()
+        await lists_in.wait()
+        # The page connected within milliseconds of its lists before: a second
+        # for it to do so while the sign-out's answer is held.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(opened.wait(), 1.0)
+        await route.fulfill(response=response)
+
+    await page.route("**/api/queue", hold_lists)
+    await page.route("**/api/session", end_session)
+    page.on("websocket", on_socket)
+    await page.reload(wait_until="domcontentloaded")
+    await asyncio.wait_for(lists_held.wait(), 10)
+    await page.click("#logout")
+    await page.wait_for_url(lambda url: urlsplit(url).path == "/login")
+    await page.locator("#username").wait_for()
+    assert lists_in.is_set()
+    assert sockets == []  # no live socket was opened after the sign-out
     await no_problem(page, problems)

@@ -6,15 +6,18 @@
 // page ("consultation.changed", signaling/call/hub.py) make it re-fetch as well.
 
 import { ReconnectingSocket, SESSION_ENDED } from "./socket.js";
-import { sessionEnded, setPushStatus } from "./ui.js";
+import { leavingPage, sessionEnded, setPushStatus } from "./ui.js";
 
 const RELOAD_DEBOUNCE_MS = 100;
 
 // onMessage gets every message but pong (hello included); onStatus gets
 // "connecting" | "online" | "offline" | "closed". When the server closes the
 // socket because the session ended, the page goes to the login page (as after
-// a refused request), unless the user is signing out on this page.
+// a refused request), unless the user is signing out on this page. A page
+// that loads its lists before it connects may be signed out meanwhile (the
+// header's button works at once): then it does not connect.
 export function connectPush(onMessage, onStatus = () => {}) {
+  if (leavingPage()) return { close: () => {} };
   const onDrop = (event) => {
     if (event.code === SESSION_ENDED) sessionEnded();
   };

@@ -396,6 +396,13 @@ export function handleAuthLoss(err) {
   return false;
 }
 
+// Whether the page is on its way to the login page: a live-updates socket it
+// would open now is refused (the session is ended or ending), which the
+// browser logs.
+export function leavingPage() {
+  return leaving;
+}
+
 // The session ended (a request refused with 401, or the live-updates socket
 // closed for it): to the login page, back here after it; once only (the user
 // may have signed out on this page, or a list and the socket both said so).
