@@ -148,9 +148,7 @@ class Leg:
                 # It answers every request made before it (the viewers'
                 # included: the relay hands it on next).
                 self.keyframe_asked = False
-                self.keyframe_wanted.clear()
-                if self.fanout is not None:
-                    self.fanout.wants.clear()
+                self._viewers_answered()
         if writer is not None:
             writer.keep(packet)
         fanout = self.fanout
@@ -242,6 +240,12 @@ class Leg:
         except MediaStreamError:
             return
 
+    def _viewers_answered(self) -> None:
+        """A keyframe came or was asked for: what the viewers wanted is answered."""
+        self.keyframe_wanted.clear()
+        if self.fanout is not None:
+            self.fanout.wants.clear()
+
     def _viewers_why(self) -> str:
         """The viewers' reasons since the last request or keyframe: "a viewer (joined 2)"."""
         fanout = self.fanout
@@ -285,9 +289,7 @@ class Leg:
                     if for_writer
                     else "the interval"
                 )
-                self.keyframe_wanted.clear()
-                if self.fanout is not None:
-                    self.fanout.wants.clear()
+                self._viewers_answered()
                 asked = False
                 for receiver in self.receivers:
                     with contextlib.suppress(Exception):
