@@ -13,9 +13,15 @@ The camera is a 640x480 24 fps clip with camera-like detail and motion
 is the same clip at 320x240 (``--hospital-camera``): their video is not what is
 measured, and four pages sending and decoding 640x480 took both of this
 machine's cores, where each side of a real call has a PC of its own. The link
-runs in a process of its own at real-time priority, and the clinic's browser
-before the rest of this 2-core machine (``nice``): in a township the clinic's
-page has a PC to itself, and the path's timing is not the test machine's.
+runs in a process of its own at real-time priority, and the clinic's browser on
+a CPU of its own (``--clinic-cpu``, 0 by default; everything else, the server,
+the hospital's browser and the link, on the others; ``--clinic-cpu none``
+shares every CPU, with the clinic's browser at ``nice`` -10): in a township the
+clinic's page has a PC to itself, and the path's timing is not the test
+machine's. Sharing this machine's two cores, the clinic's browser and the
+server took them from each other: in 4-party calls the server's loop ran up to
+93-161 ms late and the clinic's encoder skipped frames; with the clinic's
+browser on its own CPU the loop was never more than 32 ms late (2026-12-05).
 ``--detail`` prints how busy the machine was, how many packets crossed the link
 late, how late the server's event loop ran (and what it ran when more than 100
 ms late), where each call's call-up went (when each of the clinic's and the
@@ -76,6 +82,7 @@ import dataclasses
 import gc
 import itertools
 import logging
+import os
 import secrets
 import shutil
 import socket
@@ -469,17 +476,30 @@ def make_clip(path: Path, size: tuple[int, int] = (WIDTH, HEIGHT)) -> None:
             out.mux(packet)
 
 
-def machine_cpu() -> tuple[int, int]:
-    """The machine's (busy, total) CPU time so far, in clock ticks (/proc/stat)."""
+def machine_cpu() -> list[tuple[int, int]]:
+    """The (busy, total) CPU time so far, in clock ticks (/proc/stat): the
+    machine's first, then each CPU's."""
+    out = []
     with open("/proc/stat", encoding="ascii") as stat:
-        ticks = [int(t) for t in stat.readline().split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return sum(ticks) - idle, sum(ticks)
+        for line in stat:
+            if not line.startswith("cpu"):
+                break
+            ticks = [int(t) for t in line.split()[1:]]
+            idle = ticks[3] + ticks[4]  # idle, iowait
+            out.append((sum(ticks) - idle, sum(ticks)))
+    return out
 
 
 def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
-    """The share of the machine's CPU that was busy between two ``machine_cpu()``."""
+    """The share of CPU time that was busy between two ``machine_cpu()`` entries."""
     return (after[0] - before[0]) / max(after[1] - before[1], 1)
+
+
+def busy_line(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> str:
+    """How busy the machine and each of its CPUs was between two ``machine_cpu()``."""
+    shares = [busy_share(b, a) for b, a in zip(before, after, strict=True)]
+    each = ", ".join(f"cpu{n} {share:.0%}" for n, share in enumerate(shares[1:]))
+    return f"{shares[0]:.0%} ({each})"
 
 
 class LoopStalls:
@@ -565,12 +585,52 @@ class LoopStalls:
         )
 
 
-def wrapper(path: Path, ns: str, nice: int = 0) -> Path:
+def wrapper(path: Path, ns: str, nice: int = 0, cpus: str = "") -> Path:
+    pin = f"taskset -c {cpus} " if cpus else ""
     path.write_text(
-        f'#!/bin/sh\nexec nice -n {nice} nsenter --net={ns} {CHROMIUM} "$@"\n', encoding="utf-8"
+        f'#!/bin/sh\nexec {pin}nice -n {nice} nsenter --net={ns} {CHROMIUM} "$@"\n',
+        encoding="utf-8",
     )
     path.chmod(0o755)
     return path
+
+
+def clinic_cpu(choice: str) -> int | None:
+    """The CPU the clinic's browser gets to itself (``--clinic-cpu``), or None.
+
+    Everything else of this process and what it starts from now on (the server,
+    Playwright, the hospital's browser, the link) is moved to the other CPUs. On
+    a machine with one CPU there is nothing to give: every process shares it.
+    """
+    cpus = os.sched_getaffinity(0)
+    if choice == "none" or len(cpus) < 2:
+        return None
+    cpu = int(choice)
+    if cpu not in cpus:
+        raise SystemExit(f"--clinic-cpu {cpu}: this process may run on CPUs {sorted(cpus)}")
+    for tid in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(tid), cpus - {cpu})
+    return cpu
+
+
+def alone_on(cpu: int) -> int:
+    """How many Chromium processes run on ``cpu`` and on no other CPU."""
+    count = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+            if fields.get("Name", "").startswith("chrom") and (
+                fields.get("Cpus_allowed_list", "").strip() == str(cpu)
+            ):
+                count += 1
+    return count
+
+
+def others(cpu: int) -> str:
+    """The CPUs this process runs on, as taskset takes them (not ``cpu``)."""
+    return ",".join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != cpu)
 
 
 TURN_SECRET = secrets.token_hex(16)
@@ -821,13 +881,18 @@ async def one_call(
             scenario = await stack.enter_async_context(over_http(base))
             browsers = {}
             for side, host in (("clinic", link.clinic), ("hospital", link.hospital)):
-                # The clinic's page runs on a PC of its own in a township; here it
-                # shares two cores with three hospital pages, the server and the
-                # link (99-100 % busy in a 4-party call, where its encoder then
-                # skipped 2-6 % of the camera's frames). It goes first, so that
-                # the table measures the clinic's link, not this machine.
+                # The clinic's page runs on a PC of its own in a township: here it
+                # gets a CPU of its own (``--clinic-cpu``), and goes before the
+                # rest of the machine (CI's database tests beside it, or every
+                # process with ``--clinic-cpu none``: 94-99 % busy in a 4-party
+                # call, where its encoder then skipped up to 2-6 % of the
+                # camera's frames), so that the table measures the clinic's
+                # link, not this machine.
                 nice = CLINIC_NICE if side == "clinic" else 0
-                exe = wrapper(tmp / f"chromium-{side}", host.path, nice)
+                cpus = ""
+                if args.clinic_cpu is not None:
+                    cpus = str(args.clinic_cpu) if side == "clinic" else others(args.clinic_cpu)
+                exe = wrapper(tmp / f"chromium-{side}", host.path, nice, cpus)
                 camera = clip if side == "clinic" else hospital_clip
                 browsers[side] = await pw.chromium.launch(
                     executable_path=str(exe), headless=True, args=args_for(base, camera)
@@ -910,7 +975,7 @@ async def one_call(
             sent1 = await clinic.evaluate(SENDING)
             if targets:
                 row.encoder_kbps = statistics.mean(targets) / 1000
-            busy = busy_share(cpu0, machine_cpu())
+            busy = busy_line(cpu0, machine_cpu())
             seconds = (last["t"] - first["t"]) / 1000
             row.kbps = (last["vBytes"] - first["vBytes"]) * 8 / 1000 / seconds
             row.fps = (last["frames"] - first["frames"]) / seconds
@@ -972,7 +1037,13 @@ async def one_call(
                     if zero["leg"] == one["leg"]
                 )
                 print(f"{profile} | {plane} | {parties}: clinic sent {sent}", flush=True)
-                print(f"{profile} | {plane} | {parties}: machine busy {busy:.0%}", flush=True)
+                print(f"{profile} | {plane} | {parties}: machine busy {busy}", flush=True)
+                if args.clinic_cpu is not None:
+                    print(
+                        f"{profile} | {plane} | {parties}: {alone_on(args.clinic_cpu)} "
+                        f"Chromium processes on cpu{args.clinic_cpu} alone",
+                        flush=True,
+                    )
                 if stalls is not None:
                     print(f"{profile} | {plane} | {parties}: {stalls.stop()}", flush=True)
                     # What a full collection would walk now, stopping the loop
@@ -1203,7 +1274,14 @@ async def main() -> None:
         help="relay and record in this many media worker processes (default 0: in the "
         "web process, on asyncio's loop)",
     )
+    parser.add_argument(
+        "--clinic-cpu",
+        default="0",
+        help="the CPU the clinic's browser has to itself, everything else running on the "
+        "others (a PC of the clinic's own); 'none': every process shares every CPU",
+    )
     args = parser.parse_args()
+    args.clinic_cpu = clinic_cpu(args.clinic_cpu)
     from playwright.async_api import async_playwright
 
     if args.detail:
@@ -1234,6 +1312,10 @@ async def main() -> None:
             width, height = (int(x) for x in args.hospital_camera.split("x"))
             make_clip(hospital_clip, (width, height))
         print(f"cameras: clinic {WIDTH}x{HEIGHT}, hospital {args.hospital_camera}, {FPS} fps")
+        if args.clinic_cpu is None:
+            print("CPUs: every process shares every CPU")
+        else:
+            print(f"CPUs: the clinic's browser on {args.clinic_cpu}, the rest on {others(-1)}")
         async with async_playwright() as pw:
             for profile in args.profiles.split(","):
                 for parties in (int(p) for p in args.parties.split(",")):
