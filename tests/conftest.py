@@ -118,6 +118,8 @@ _UNTIMED = {
     ("bench", "test_township_summary.py"),
     # The township clip's frame stamps: a clip encoded and read back.
     ("bench", "test_township_stamps.py"),
+    # The township benchmark's CPU pin: a script started, its /proc read.
+    ("bench", "test_township_cpus.py"),
 }
 DATABASE_TESTS_ONLY = "--database-tests-only"
 

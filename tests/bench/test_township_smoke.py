@@ -9,7 +9,6 @@ are the benchmark's (``python tests/bench/township.py``).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -46,6 +45,13 @@ def test_a_relayed_call_on_a_lossy_township_uplink() -> None:
             "--warmup",
             "2",
             "--detail",
+            # Beside CI's database passes (nice 19, on both CPUs) the clinic's
+            # browser is better off free to run on either: confined to one,
+            # one CI run's call had 49 late camera frames, 18.4 fps and 98.88 %
+            # of what the page sent in its file. Its own CPU is for a machine
+            # that runs only the benchmark (test_township_cpus.py checks the pin).
+            "--clinic-cpu",
+            "none",
         ],
         capture_output=True,
         text=True,
@@ -92,16 +98,7 @@ def test_a_relayed_call_on_a_lossy_township_uplink() -> None:
         output,
     )
     assert loop and int(loop.group(1)) <= int(loop.group(2)), output
-    # The clinic's browser has a CPU of its own, as its page has a PC of its
-    # own in a township; the server and the hospital's pages run on the rest
-    # (sharing both cores, they took them from each other: the server's loop
-    # ran up to 161 ms late in 4-party calls, the clinic's encoder skipped).
-    if len(os.sched_getaffinity(0)) >= 2:
-        assert re.search(r"^CPUs: the clinic's browser on 0, the rest on 1", output, re.M), output
-        alone = re.search(r"(\d+) Chromium processes on cpu0 alone", output)
-        assert alone and int(alone.group(1)) > 0, output
-    else:
-        assert "CPUs: every process shares every CPU" in output, output
+    assert "CPUs: every process shares every CPU" in output, output
     # The server runs with the garbage collector as ``teleconsult serve`` sets
     # it: what existed at its start is frozen, and a full collection walks only
     # what came since (without it, one stopped the loop for 302 ms).

@@ -585,10 +585,12 @@ class LoopStalls:
         )
 
 
-def wrapper(path: Path, ns: str, nice: int = 0, cpus: str = "") -> Path:
+def wrapper(path: Path, ns: str, nice: int = 0, cpus: str = "", exe: str = CHROMIUM) -> Path:
+    """A script that starts ``exe`` (Chromium) in the network namespace ``ns``, at
+    ``nice``, on the CPUs ``cpus`` (taskset's list; all of them if empty)."""
     pin = f"taskset -c {cpus} " if cpus else ""
     path.write_text(
-        f'#!/bin/sh\nexec {pin}nice -n {nice} nsenter --net={ns} {CHROMIUM} "$@"\n',
+        f'#!/bin/sh\nexec {pin}nice -n {nice} nsenter --net={ns} {exe} "$@"\n',
         encoding="utf-8",
     )
     path.chmod(0o755)
