@@ -32,6 +32,7 @@ PLAYING = """(n) => {
 # Before Play: the playhead rests on the first recorded moment, whose picture
 # shows under its watermark, without a click or a seek.
 FIRST_SHOWN = """() => {
+  if (!window.__replay) return false;  // the page's script is not there yet
   const ps = window.__replay.players();
   const start = Math.min(...ps.map((p) => p.offset));
   const first = ps.find((p) => p.offset === start);
@@ -158,6 +159,9 @@ async def test_replay_plays_both_recordings_in_step_and_seeks_from_the_timeline(
             )
         # As it opens, in Chinese: the first recorded moment, before Play.
         await review.goto(f"/consultations/{cid}/replay?lang=zh_CN")
+        # The page's module may still be on its way when the page has loaded
+        # (a CI run read window.__replay before it was there): ready first.
+        await review.locator('#replay[data-state="ready"]').wait_for()
         await review.wait_for_function(FIRST_SHOWN, polling=100, timeout=10_000)
         for width, height in ((1280, 800), (390, 844)):
             await review.set_viewport_size({"width": width, "height": height})
