@@ -282,13 +282,12 @@ class Leg:
             )
             for_interval = now - max(self.asked_at, self.t0) >= interval
             if for_viewer or for_writer or for_interval:
-                why = (
-                    self._viewers_why()
-                    if for_viewer
-                    else "the writer"
-                    if for_writer
-                    else "the interval"
-                )
+                if for_viewer:
+                    why = self._viewers_why()
+                elif for_writer:
+                    why = "the writer"
+                else:
+                    why = "the interval"
                 self._viewers_answered()
                 asked = False
                 for receiver in self.receivers:

@@ -630,9 +630,10 @@ def alone_on(cpu: int) -> int:
     return count
 
 
-def others(cpu: int) -> str:
-    """The CPUs this process runs on, as taskset takes them (not ``cpu``)."""
-    return ",".join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != cpu)
+def cpu_list() -> str:
+    """The CPUs this process may run on, as taskset takes them (after
+    ``clinic_cpu``: all but the clinic's)."""
+    return ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
 
 
 TURN_SECRET = secrets.token_hex(16)
@@ -893,7 +894,7 @@ async def one_call(
                 nice = CLINIC_NICE if side == "clinic" else 0
                 cpus = ""
                 if args.clinic_cpu is not None:
-                    cpus = str(args.clinic_cpu) if side == "clinic" else others(args.clinic_cpu)
+                    cpus = str(args.clinic_cpu) if side == "clinic" else cpu_list()
                 exe = wrapper(tmp / f"chromium-{side}", host.path, nice, cpus)
                 camera = clip if side == "clinic" else hospital_clip
                 browsers[side] = await pw.chromium.launch(
@@ -1317,7 +1318,7 @@ async def main() -> None:
         if args.clinic_cpu is None:
             print("CPUs: every process shares every CPU")
         else:
-            print(f"CPUs: the clinic's browser on {args.clinic_cpu}, the rest on {others(-1)}")
+            print(f"CPUs: the clinic's browser on {args.clinic_cpu}, the rest on {cpu_list()}")
         async with async_playwright() as pw:
             for profile in args.profiles.split(","):
                 for parties in (int(p) for p in args.parties.split(",")):
