@@ -16,6 +16,7 @@ from pathlib import Path
 
 import av
 import pytest
+from av.video.frame import PictureType
 
 from .township import CLIP_SECONDS, FPS, file_frames, make_clip
 
@@ -37,13 +38,15 @@ def record(
     late: set[int],
     twice: set[int],
     stale: set[int],
+    keyframes: frozenset[int] = frozenset(),
 ) -> None:
     """Encode the clip twice over (it loops, as the fake camera does) as VP8 at
     250 kbit/s; frames in left_out are not encoded, and at each frame in late the
     capture stalls: it and every frame after it come a frame interval later;
     frames in twice come twice (as Chromium's file camera repeats the clip's
     first frame when it loops), and frames in stale show the picture of the
-    frame two before them (as a frame written incomplete decodes)."""
+    frame two before them (as a frame written incomplete decodes); frames in
+    keyframes are encoded as keyframes (the first is one anyway)."""
     with av.open(str(clip)) as source, av.open(str(out), "w", format="webm") as sink:
         stream = sink.add_stream("libvpx", rate=FPS)
         stream.width, stream.height = width, width * 3 // 4
@@ -66,6 +69,9 @@ def record(
                 frame = original.reformat()  # a frame of its own, for its own timestamp
                 frame.pts = round((n + extra) * 1000 / FPS)
                 frame.time_base = Fraction(1, 1000)
+                # (A decoded picture comes marked I: passed on, libvpx would
+                # make every frame a keyframe.)
+                frame.pict_type = PictureType.I if n in keyframes else PictureType.NONE
                 for packet in stream.encode(frame):
                     sink.mux(packet)
         for packet in stream.encode():
@@ -81,7 +87,10 @@ def test_the_file_says_which_camera_frames_it_lacks(clip: Path, tmp_path: Path, 
     left_out = {20, 21, length + 3}
     late = {60, 100}
     out = tmp_path / "leg.webm"
-    record(clip, out, width, left_out, late, twice={length}, stale={200})
+    # The camera's frame after the lone gap is a keyframe (a browser's pacer
+    # drops the frames it holds when a keyframe is asked for).
+    keyframes = frozenset({length + 4})
+    record(clip, out, width, left_out, late, twice={length}, stale={200}, keyframes=keyframes)
     held = file_frames(out)
     assert held.frames == 2 * length - 3 + 1
     assert held.wrong == [pytest.approx(203 / FPS, abs=0.01)]  # 2 stalls, 1 repeat before
@@ -89,6 +98,7 @@ def test_the_file_says_which_camera_frames_it_lacks(clip: Path, tmp_path: Path, 
     # The stale frame is counted apart, and the frame it stands in for is missing.
     assert [size for _, size in held.gaps] == [2, 1, 1]
     assert held.gaps[0][0] == pytest.approx(19 / FPS, abs=0.01)
+    assert held.keyframe_after == [False, True, False]
     assert held.repeated == 1
     assert held.late_steps == 2
     # The file counted up to the camera's frame at a call's end, told by its

@@ -789,6 +789,10 @@ class FileFrames:
     late_steps: int = 0
     # Frames whose stamp is the one before's (the camera delivered it twice).
     repeated: int = 0
+    # For each gap, whether the frame after it is a keyframe: the signature of
+    # the browser's pacer dropping the frames it held queued when a keyframe
+    # was asked for (the request's own cost), against a loss on the way.
+    keyframe_after: list[bool] = dataclasses.field(default_factory=list)
     # Frames that decode to an earlier frame's picture (seconds into the file).
     wrong: list[float] = dataclasses.field(default_factory=list)
     # Each frame's place in the clip, counted on across its loops.
@@ -821,6 +825,7 @@ def file_frames(path: Path) -> FileFrames:
     pts: list[float] = []
     stamps: list[int | None] = []
     widths: list[int] = []
+    keys: list[bool] = []
     refused = 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -833,6 +838,7 @@ def file_frames(path: Path) -> FileFrames:
             for frame in frames:
                 pts.append(float(frame.time or 0.0))
                 widths.append(frame.width)
+                keys.append(bool(frame.key_frame))
                 stamps.append(read_stamp(frame.to_ndarray(format="gray")))
     found = FileFrames(len(pts), [], min(widths, default=0), refused, stamps.count(None))
     length = CLIP_SECONDS * FPS
@@ -842,7 +848,7 @@ def file_frames(path: Path) -> FileFrames:
         steps = [0] + [round((b - a) / interval) - 1 for a, b in itertools.pairwise(pts)]
     place = 0
     last: tuple[float, int, int] | None = None  # the last good frame's (time, place, stamp)
-    for t, stamp, step in zip(pts, stamps, steps, strict=True):
+    for t, stamp, step, key in zip(pts, stamps, steps, keys, strict=True):
         if stamp is None:
             place += 1
         elif last is None:
@@ -861,6 +867,7 @@ def file_frames(path: Path) -> FileFrames:
             place = last[1] + ahead
             if ahead > 1:
                 found.gaps.append((last[0] - pts[0], ahead - 1))
+                found.keyframe_after.append(key)
             found.late_steps += max(step - (ahead - 1), 0)
             last = (t, place, stamp)
         found.places.append(place)
@@ -1092,8 +1099,11 @@ async def one_call(
                     held = file_frames(path)
                     frames, gaps = held.frames, held.gaps
                     gap = max((size for _, size in gaps), default=0)
-                    if args.detail and gap > 2:
-                        where = ", ".join(f"{size} at {at:.1f} s" for at, size in gaps if size > 2)
+                    if args.detail and gaps:
+                        where = ", ".join(
+                            f"{size} at {at:.1f} s" + (" (a keyframe next)" if key else "")
+                            for (at, size), key in zip(gaps, held.keyframe_after, strict=True)
+                        )
                         print(
                             f"{profile} | {plane} | {parties}: frames missing in the file: {where}",
                             flush=True,
