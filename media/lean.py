@@ -36,6 +36,7 @@ from media.rtp import (
     vp8_picture_id,
 )
 from media.seam import KeptPacket
+from media.sendqueue import SendQueue
 from media.speedups import speed_up_estimator, speed_up_nack
 from media.ulpfec import FecTypes, UlpfecDecoder, red_primary
 
@@ -127,6 +128,8 @@ class Lean:
                 self.red_types[fec.red_rtx] = True
         self.decoder: UlpfecDecoder | None = None
         self.media_types: dict[int, int | None] = {}  # codec -> its RTX (from the answer)
+        # The browser's pacer queue for this video, from its first sends' times.
+        self.send_queue = None if self.audio else SendQueue()
         # The last VP8 frame's end seen in RED (SSRC, sequence number, picture
         # id, timestamp of its marker packet): see ``_fec_places``.
         self.frame_end: tuple[int, int, int, int] | None = None
@@ -170,6 +173,13 @@ class Lean:
                 payload = payload[2:]
         else:
             seq = packet.sequence_number
+            send_queue = self.send_queue
+            if send_queue is not None and payload and self._has_abs_send_time():
+                sent = self._abs_send_time(packet)
+                if sent is not None:
+                    send_queue.add(
+                        sent, packet.timestamp, time.monotonic() if arrival is None else arrival
+                    )
         if self.relaying():
             # Viewers need whole frames now: aiortc's full path (NACK, REMB,
             # jitter buffer, the track the relay reads) runs as before.
@@ -346,6 +356,11 @@ class Lean:
                         packet.payload,
                     )
                 )
+
+    def _has_abs_send_time(self) -> bool:
+        """Whether the answer negotiated abs-send-time (else ``_abs_send_time``
+        would parse every extension of every packet to find none)."""
+        return bool(self.extensions.__dict__["_HeaderExtensionsMap__ids"].abs_send_time)
 
     def _abs_send_time(self, packet: Rtp) -> int | None:
         if packet.ext is None:

@@ -43,6 +43,15 @@ KEYFRAME_RETRY = 1.0
 # ... and not while a keyframe that came this recently may still reach it: the
 # writer takes frames only once the holes before them are filled or given up.
 KEYFRAME_WAIT = REORDER_SECONDS
+# The seek interval's keyframe is asked for once the browser's pacer has held
+# the video's packets no longer than this lately (``media/sendqueue.py``): the
+# keyframe makes the pacer drop what it holds (4 frames of a 20 s call's file
+# at 10 % loss and 300 ms) ...
+INTERVAL_QUEUE_MS = 20.0
+# ... or, the queue never that short, this long after the interval came due.
+INTERVAL_PATIENCE = 5.0
+# While the interval is due, the queue is looked at this often.
+INTERVAL_POLL = 0.05
 # At a leg's end, the packets its last frames still miss are asked for again
 # for at most this long (as long as a hole is asked for in the call:
 # ``lean.NACK_GIVE_UP_MS``), checking this often.
@@ -280,14 +289,22 @@ class Leg:
                 and since >= KEYFRAME_RETRY
                 and now - self.keyframe_at >= KEYFRAME_WAIT
             )
-            for_interval = now - max(self.asked_at, self.t0) >= interval
+            overdue = now - max(self.asked_at, self.t0) - interval
+            queued = None
+            if overdue >= 0 and self.tap is not None:
+                queued = self.tap.send_queue_ms(now)
+            for_interval = overdue >= 0 and (
+                queued is None or queued <= INTERVAL_QUEUE_MS or overdue >= INTERVAL_PATIENCE
+            )
             if for_viewer or for_writer or for_interval:
                 if for_viewer:
                     why = self._viewers_why()
                 elif for_writer:
                     why = "the writer"
-                else:
+                elif queued is None:
                     why = "the interval"
+                else:
+                    why = f"the interval (send queue {queued:.0f} ms, {overdue:.2f} s due)"
                 self._viewers_answered()
                 asked = False
                 for receiver in self.receivers:
@@ -309,7 +326,8 @@ class Leg:
                 timeout = max(0.01, min(0.25, gap - since))
                 waits = {asyncio.ensure_future(self.done.wait())}
             else:
-                timeout = 0.25
+                # While the interval waits for a short queue, it is looked at often.
+                timeout = INTERVAL_POLL if overdue >= 0 and not for_interval else 0.25
                 waits = {
                     asyncio.ensure_future(self.done.wait()),
                     asyncio.ensure_future(self.keyframe_wanted.wait()),

@@ -138,6 +138,14 @@ class RtpTap:
         took = sorted(lean.repair_ms)
         return within(took, 5), within(took, 9)
 
+    def send_queue_ms(self, now: float) -> float | None:
+        """How long the video's last packets waited in the sender's pacer
+        (``SendQueue.queued_ms``; None: no video packet came lately)."""
+        lean = self._video()
+        if lean is None or lean.send_queue is None:
+            return None
+        return lean.send_queue.queued_ms(now)
+
     def video_high(self) -> int | None:
         """The newest video sequence number received (None: no video yet)."""
         lean = self._video()

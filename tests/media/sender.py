@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import aioice.ice
 from aiortc import (
@@ -38,6 +39,10 @@ from aiortc import (
 )
 from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_PTIME
 from av import VideoFrame
+
+# --queue: how much the lag of a frame's sending behind its capture grows or
+# shrinks from one frame to the next (s).
+QUEUE_STEP = 0.005
 
 # Loopback only (aioice skips 127.0.0.1 by itself).
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
@@ -58,6 +63,10 @@ class Counting(VideoStreamTrack):
         # (aiortc numbers frames by count, and a late encoder falls behind).
         self.end = 0.0
         self.starve = False  # --starve
+        # --queue: (start, end, seconds) each frame between start and end waits
+        # before it goes, as a browser's pacer holds packets queued.
+        self.queue: tuple[float, float, float] | None = None
+        self.lag = 0.0
         # The camera stops (``halt``): once aiortc's send loop asks for the next
         # frame (every frame before it is out) ``idle`` is set, and none comes.
         self.halted = False
@@ -79,6 +88,16 @@ class Counting(VideoStreamTrack):
             ptime = int(VIDEO_PTIME * VIDEO_CLOCK_RATE)
             self._timestamp = int((time.time() - self._start) * VIDEO_CLOCK_RATE) - ptime
             pts, time_base = await self.next_timestamp()
+        if self.queue:
+            # Sent later than captured, by up to the queue's length: the frames
+            # are stamped that much earlier (the send time, abs-send-time, runs
+            # ahead of the RTP timestamp), the lag growing and shrinking by
+            # QUEUE_STEP a frame, so that the timestamps still go forward.
+            start, end, most = self.queue
+            building = start <= time.monotonic() - self.started < end
+            lag = self.lag + QUEUE_STEP if building else self.lag - QUEUE_STEP
+            self.lag = min(max(lag, 0.0), most)
+            pts -= round(self.lag / time_base)
         frame = VideoFrame(width=self.width, height=self.height, format="yuv420p")
         for plane in frame.planes:
             if self.noise:
@@ -320,11 +339,11 @@ def _rtp_payload(data: bytes) -> bytes:
 
 def count_feedback(
     sender: RTCRtpSender, keyframe_late: float = 0.0, nack_late: float = 0.0
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Count the RTCP feedback the recorder sends about the video: receiver
     reports that cover it, REMB estimates, NACKs, keyframe requests (PLI); and
     note when the first NACK and the first PLI came (``first_nack_at``,
-    ``first_pli_at``: ``time.monotonic()``).
+    ``first_pli_at``: ``time.monotonic()``), and each PLI (``pli_at``).
 
     ``keyframe_late``: a PLI is acted on that many seconds after it came, as
     the keyframe it brings comes late over a slow uplink (its bits queue
@@ -333,7 +352,8 @@ def count_feedback(
     """
     from aiortc.rtp import RtcpPsfbPacket, RtcpRrPacket, RtcpRtpfbPacket
 
-    counts: dict[str, float] = {"reports": 0, "remb": 0, "nack": 0, "pli": 0}
+    counts: dict[str, Any] = {"reports": 0, "remb": 0, "nack": 0, "pli": 0}
+    plis: list[float] = counts.setdefault("pli_at", [])  # when each came (``time.monotonic()``)
     handle = sender._handle_rtcp_packet
     later: set[asyncio.Task[None]] = set()
 
@@ -360,6 +380,7 @@ def count_feedback(
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == 1:
             counts["pli"] += 1
             counts.setdefault("first_pli_at", time.monotonic())
+            plis.append(time.monotonic())
             if keyframe_late:
                 later_on(packet, keyframe_late)
                 return
@@ -420,6 +441,12 @@ async def main() -> None:
     )
     parser.add_argument("--noise", action="store_true", help="frames of noise (several packets)")
     parser.add_argument(
+        "--queue",
+        default="",
+        help="start,end,ms: from start to end seconds each video frame is sent ms after its "
+        "capture (a browser's pacer holding packets queued)",
+    )
+    parser.add_argument(
         "--nack-late",
         type=float,
         default=0.0,
@@ -467,6 +494,9 @@ async def main() -> None:
     video = Counting(width, height, pause, args.noise)  # type: ignore[arg-type]
     audio = CountingAudio()
     video.starve = audio.starve = args.starve
+    if args.queue:
+        start, end, ms = (float(x) for x in args.queue.split(","))
+        video.queue = (start, end, ms / 1000)
     vt = pc.addTransceiver(video, direction="sendonly")
     pc.addTransceiver(audio, direction="sendonly")
     caps = RTCRtpSender.getCapabilities("video").codecs
@@ -535,6 +565,10 @@ async def main() -> None:
         "feedback": feedback,
         "dtls_dropped": dtls_dropped[0],
     }
+    plis = feedback.pop("pli_at")
+    if video.started is not None:
+        # From the first video frame taken to each PLI that came.
+        sent["pli_after"] = [at - video.started for at in plis]
     for what in ("nack", "pli"):
         first = feedback.pop(f"first_{what}_at", None)
         if first is not None and video.started is not None:

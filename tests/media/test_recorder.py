@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import av
 import pytest
 import uvloop
 
+from media import leg as leg_module
 from media.leg import LegResult, RecordingKey
 from media.packets import PacketWriter
 from media.recorder import Recorder
@@ -320,6 +323,56 @@ async def test_a_leg_whose_first_packets_are_lost_keeps_its_first_frames(
     assert sent["dtls_dropped"] == len(handshake), sent
     assert sent["first_nack_after"] < 0.5, sent
     assert every_frame(result, sent)["first_keyframe"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("queue", "due"),
+    [("", (1.6, 2.6)), ("1,3.5,80", (3.9, 4.8)), ("1.5,6,80", (4.9, 5.6))],
+    ids=["no-queue", "queue-empties", "queue-stays"],
+)
+async def test_the_seek_keyframe_waits_for_the_pages_send_queue_to_empty(
+    tmp_path: Path,
+    no_codecs: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    queue: str,
+    due: tuple[float, float],
+) -> None:
+    # A keyframe makes a browser's pacer drop the video packets it holds
+    # queued: the keyframe the recorder asks for every ``keyframe_interval``
+    # (seekable files) cost 1 to 4 frames of township calls at 10 % loss and
+    # 300 ms. The pacer's queue shows in the packets (send time against
+    # capture time): the interval's keyframe is asked for once it is short,
+    # or after INTERVAL_PATIENCE (3 s here) if it stays long. The sender's
+    # queue grows to 80 ms in half a second from the first second, and
+    # empties in as long from 3.5 s; or it grows from 1.5 s and stays (a
+    # queue that stays the same for ``sendqueue.FLOOR_SECONDS`` looks like
+    # none). The interval is 2 s.
+    monkeypatch.setattr(leg_module, "INTERVAL_PATIENCE", 3.0)
+    caplog.set_level(logging.INFO, logger="media.leg")
+    key = RecordingKey("q" * 32, "i" * 32)
+    recorder = Recorder(tmp_path / "rec", host_addresses=["127.0.0.1"], keyframe_interval=2.0)
+    try:
+        sent, _ = await send(
+            recorder,
+            key,
+            *("--codec", "vp8", "--seconds", "6"),
+            *(("--queue", queue) if queue else ()),
+        )
+        result = await recorder.stop(key)
+    finally:
+        await recorder.close()
+    first = sent["pli_after"][0]
+    assert due[0] <= first < due[1], sent["pli_after"]
+    asked = [r.getMessage() for r in caplog.records if "keyframe asked for" in r.getMessage()]
+    queued = [float(m) for m in re.findall(r"the interval \(send queue (\d+) ms", asked[0])]
+    assert len(queued) == 1, asked  # the sender's packets carry their send time
+    if queue == "1.5,6,80":
+        assert queued[0] > leg_module.INTERVAL_QUEUE_MS, asked
+    else:
+        assert queued[0] <= leg_module.INTERVAL_QUEUE_MS, asked
+    every_frame(result, sent)
 
 
 async def test_a_legs_first_keyframe_is_written_as_it_comes(
