@@ -328,7 +328,7 @@ async def test_a_leg_whose_first_packets_are_lost_keeps_its_first_frames(
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("queue", "due"),
-    [("", (1.6, 2.6)), ("1,3.5,80", (3.9, 4.8)), ("1.5,6,80", (4.9, 5.6))],
+    [("", (1.0, 2.9)), ("1,3.5,80", (3.9, 4.9)), ("1.5,6,80", (4.5, 5.8))],
     ids=["no-queue", "queue-empties", "queue-stays"],
 )
 async def test_the_seek_keyframe_waits_for_the_pages_send_queue_to_empty(
