@@ -178,7 +178,10 @@ class Lean:
                 sent = self._abs_send_time(packet)
                 if sent is not None:
                     send_queue.add(
-                        sent, packet.timestamp, time.monotonic() if arrival is None else arrival
+                        packet.ssrc,
+                        sent,
+                        packet.timestamp,
+                        time.monotonic() if arrival is None else arrival,
                     )
         if self.relaying():
             # Viewers need whole frames now: aiortc's full path (NACK, REMB,

@@ -35,6 +35,10 @@ class SendQueue:
 
     def __init__(self, clock_rate: int = 90000) -> None:
         self.clock_rate = clock_rate
+        self._ssrc: int | None = None
+        self._reset()
+
+    def _reset(self) -> None:
         self._abs_last: int | None = None
         self._abs_base = 0
         self._ts_last: int | None = None
@@ -45,8 +49,13 @@ class SendQueue:
         # (arrival, excess in ms) of the packets of the last RECENT_SECONDS.
         self._recent: deque[tuple[float, float]] = deque()
 
-    def add(self, abs_send_time: int, timestamp: int, arrival: float) -> None:
-        """A first send's abs-send-time, its RTP timestamp, and when it came (monotonic)."""
+    def add(self, ssrc: int, abs_send_time: int, timestamp: int, arrival: float) -> None:
+        """A first send's SSRC, abs-send-time, RTP timestamp, and when it came
+        (``time.monotonic()``). Another SSRC (the page's stream restarted)
+        begins anew: its timestamps have another origin."""
+        if ssrc != self._ssrc:
+            self._ssrc = ssrc
+            self._reset()
         if self._abs_last is not None and abs_send_time < self._abs_last - _ABS_WRAP // 2:
             self._abs_base += _ABS_WRAP
         elif self._abs_last is not None and abs_send_time > self._abs_last + _ABS_WRAP // 2:

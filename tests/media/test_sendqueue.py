@@ -7,12 +7,14 @@ import pytest
 from media.sendqueue import RECENT_SECONDS, SendQueue
 
 
-def packet(queue: SendQueue, sent: float, captured: float, ts0: int = 0) -> None:
+def packet(
+    queue: SendQueue, sent: float, captured: float, ts0: int = 0, ssrc: int = 1
+) -> None:
     """A packet sent at ``sent`` s of a frame captured at ``captured`` s, arriving
     50 ms after it was sent (the arrival clock is the receiver's own)."""
     abs_send_time = round(sent * (1 << 18)) & 0xFFFFFF
     timestamp = (ts0 + round(captured * 90000)) & 0xFFFFFFFF
-    queue.add(abs_send_time, timestamp, 1000.0 + sent + 0.05)
+    queue.add(ssrc, abs_send_time, timestamp, 1000.0 + sent + 0.05)
 
 
 def frames(queue: SendQueue, start: float, end: float, late: float, **kw: int) -> float:
@@ -63,3 +65,15 @@ def test_the_clocks_wrapping_is_no_queue(start: float, ts0: int) -> None:
     assert queued is not None and queued <= 2.5
     now = frames(queue, start + 2.0, start + 2.4, 0.05, ts0=ts0)
     assert queue.queued_ms(now) == pytest.approx(52, abs=1)
+
+
+def test_a_new_stream_begins_anew() -> None:
+    # The page's stream restarted (another SSRC): its timestamps have another
+    # origin, far ahead of the old one's, and no queue.
+    queue = SendQueue()
+    frames(queue, 0.0, 2.0, 0.0)
+    now = frames(queue, 2.0, 2.5, 0.0, ts0=(1 << 31) + 12345, ssrc=2)
+    queued = queue.queued_ms(now)
+    assert queued is not None and queued <= 2.5
+    now = frames(queue, 2.5, 2.9, 0.04, ts0=(1 << 31) + 12345, ssrc=2)
+    assert queue.queued_ms(now) == pytest.approx(42, abs=1)
