@@ -7,9 +7,7 @@ import pytest
 from media.sendqueue import RECENT_SECONDS, SendQueue
 
 
-def packet(
-    queue: SendQueue, sent: float, captured: float, ts0: int = 0, ssrc: int = 1
-) -> None:
+def packet(queue: SendQueue, sent: float, captured: float, ts0: int = 0, ssrc: int = 1) -> None:
     """A packet sent at ``sent`` s of a frame captured at ``captured`` s, arriving
     50 ms after it was sent (the arrival clock is the receiver's own)."""
     abs_send_time = round(sent * (1 << 18)) & 0xFFFFFF
