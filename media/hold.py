@@ -25,8 +25,19 @@ the viewer's answer says whether the browser took it.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterable
 from typing import Any
+
+# The relay's viewers hold the picture for the time nine retransmissions in ten
+# take to come (of the last HOLD_SAMPLES), plus a margin, in steps, while the
+# last HOLD_REPAIRS came within HOLD_QUIET_MS (``lean.Lean.hold_ms``).
+HOLD_SAMPLES = 64
+HOLD_MARGIN_MS = 50
+HOLD_STEP_MS = 50
+HOLD_REPAIRS = 3
+HOLD_QUIET_MS = 20_000
 
 URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
 # The id offered: BUNDLE shares ids across the sections, and aiortc's own are 1
@@ -119,3 +130,15 @@ class WithPlayoutDelay:
         # Padding between elements is allowed (RFC 8285 4.2): appended as is.
         value += self._element
         return 0xBEDE, value + b"\x00" * (-len(value) % 4)
+
+
+def within(took: list[int], tenths: int) -> int:
+    """The least of sorted ``took`` that ``tenths`` in ten of them are at most."""
+    return took[(tenths * len(took) + 9) // 10 - 1]
+
+
+def hold_for(repair_ms: Iterable[int]) -> int:
+    """The hold for these repair times (ms): nine in ten of them, and the
+    margin, rounded up to a step."""
+    p90 = within(sorted(repair_ms), 9)
+    return math.ceil((p90 + HOLD_MARGIN_MS) / HOLD_STEP_MS) * HOLD_STEP_MS

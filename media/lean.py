@@ -14,7 +14,6 @@ rebuilt (``media/ulpfec.py``). It reaches into aiortc's private parts;
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 from media import twcc
 from media.assembler import START_SLACK
+from media.hold import HOLD_QUIET_MS, HOLD_REPAIRS, HOLD_SAMPLES, hold_for
 from media.rtp import (
     ABS_SEND_TIME_FIRST,
     Rtp,
@@ -60,19 +60,6 @@ NACK_HISTORY = 1000
 MAX_FEC_RUN = 49
 # The receiver's list of active sources (PLI targets) is refreshed this often (ms).
 ACTIVE_SSRC_EVERY_MS = 1000
-# The relay's viewers hold the picture for the time nine retransmissions in ten
-# take to come (of the last HOLD_SAMPLES), plus a margin, in steps
-# (``media/hold.py``), while the last HOLD_REPAIRS came within HOLD_QUIET_MS.
-HOLD_SAMPLES = 64
-HOLD_MARGIN_MS = 50
-HOLD_STEP_MS = 50
-HOLD_REPAIRS = 3
-HOLD_QUIET_MS = 20_000
-
-
-def within(took: list[int], tenths: int) -> int:
-    """The least of sorted ``took`` that ``tenths`` in ten of them are at most."""
-    return took[(tenths * len(took) + 9) // 10 - 1]
 
 
 class Lean:
@@ -538,7 +525,7 @@ class Lean:
         ``HOLD_REPAIRS`` came within ``HOLD_QUIET_MS``), a frame waiting for
         one is late by the time from the loss showing to the retransmission
         coming: the hold is what nine in ten of the last ``HOLD_SAMPLES``
-        took, and a margin, rounded up to ``HOLD_STEP_MS`` (the recorder
+        took, and a margin, in steps (``hold.hold_for``; the recorder
         bounds it). A retransmission lost too takes another round trip and a
         half; holding for those as well would put every frame that much
         later. Packets ULPFEC rebuilt need no round trip and count not.
@@ -546,11 +533,9 @@ class Lean:
         repaired = self.repaired_at
         if len(repaired) < HOLD_REPAIRS or now_ms - repaired[0] > HOLD_QUIET_MS:
             return 0
-        hold = self._hold
-        if hold is None:
-            p90 = within(sorted(self.repair_ms), 9)
-            hold = self._hold = math.ceil((p90 + HOLD_MARGIN_MS) / HOLD_STEP_MS) * HOLD_STEP_MS
-        return hold
+        if self._hold is None:
+            self._hold = hold_for(self.repair_ms)
+        return self._hold
 
     def _nack_retry_ms(self) -> float:
         return min(max(1.5 * self.nack_rtt_ms, NACK_RETRY_MIN_MS), NACK_RETRY_MAX_MS)

@@ -28,7 +28,8 @@ from aiortc import RTCDtlsTransport, RTCPeerConnection
 
 from media import early as early_keys
 from media import twcc
-from media.lean import Lean, within
+from media.hold import within
+from media.lean import Lean
 from media.reading import DataReceived, Reading, clock_offset_us
 from media.rtp import Rtp, unprotector
 from media.seam import NTP_TO_UNIX_MS, KeptPacket, check, current_ms

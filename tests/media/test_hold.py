@@ -11,8 +11,14 @@ from aiortc import RTCConfiguration
 from aiortc.rtp import RtpPacket
 
 from media import hold
-from media.hold import URI, WithPlayoutDelay, accepted_id, element, with_playout_delay
-from media.lean import HOLD_QUIET_MS
+from media.hold import (
+    HOLD_QUIET_MS,
+    URI,
+    WithPlayoutDelay,
+    accepted_id,
+    element,
+    with_playout_delay,
+)
 from media.relay import Fanout
 from media.rtp import Rtp
 
