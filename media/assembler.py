@@ -11,6 +11,8 @@ by ``packets.convert`` after a crash.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiortc.codecs.h264 import H264PayloadDescriptor
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 
@@ -25,6 +27,41 @@ REORDER_SECONDS = 2.0
 # Packets sent before the first one that arrived, waited for at the start
 # (unless that one begins a keyframe: a page begins with one).
 START_SLACK = 16
+# Losses kept with their cause (``FrameAssembler.losses``); later ones are counted only.
+MAX_LOSSES = 32
+
+
+@dataclass(slots=True)
+class Loss:
+    """Video frames that went missing, told by one packet (or the end).
+
+    ``at``: that packet's arrival (``time.monotonic()``); ``frames``: the frames
+    it tells lost (0: a hole that may have held a whole frame, H.264);
+    ``cause``: ``hole`` (a packet not come in ``REORDER_SECONDS``), ``unfinished``
+    (the next packet is another frame's: its last never came), ``start`` (a
+    frame whose first packet is gone), ``jump`` (VP8's picture id skipped
+    frames), ``end`` (the leg ended in a frame), each after ``hole, `` when a
+    hole given up before it took no frame in hand; ``after``: the frames left out
+    after it, up to the keyframe that ended the break.
+    """
+
+    at: float
+    frames: int
+    cause: str
+    after: int = 0
+
+
+def describe(losses: list[Loss], t0: float) -> str:
+    """``losses`` for a log line, their times in seconds since ``t0``:
+    "1 at 3.06 s (hole), then 7 up to a keyframe; 2 at 9.51 s (jump)"."""
+    parts = []
+    for loss in losses:
+        text = f"{loss.frames} at {loss.at - t0:.2f} s ({loss.cause})"
+        if loss.after:
+            text += f", then {loss.after} up to a keyframe"
+        parts.append(text)
+    more = "; and more" if len(losses) >= MAX_LOSSES else ""
+    return "; ".join(parts) + more
 
 
 class FrameAssembler:
@@ -63,6 +100,11 @@ class FrameAssembler:
         # keyframe comes; ``broken`` stays set until then.
         self.broken = False
         self.picture_id: int | None = None  # VP8's, of the last frame begun
+        # Why frames went missing (the first MAX_LOSSES; ``more_losses`` counts the rest).
+        self.losses: list[Loss] = []
+        self.more_losses = 0
+        self.at = 0.0  # the arrival of the packet being taken
+        self.after_hole = False  # a hole was given up, no frame in hand
 
     def add(self, arrival: float, marker: bool, seq: int, ts: int, payload: bytes) -> None:
         """Take one packet (no frame comes out before ``drain``)."""
@@ -105,6 +147,7 @@ class FrameAssembler:
                 continue
             self.next += 1
             arrival, marker, ts, payload = item
+            self.at = arrival
             if not payload:
                 continue  # a FEC packet's place in the sequence (``media/ulpfec.py``)
             if self.audio:
@@ -121,7 +164,7 @@ class FrameAssembler:
                 # make the browser flush the frame then in flight in turn, and
                 # so on: a loop of keyframes on a 1 Mbit/s uplink).
                 keyframe_next = starts_keyframe(self.mime, payload)
-                self._lost(1, ts=self.frame_ts, keyframe_next=keyframe_next)
+                self._lost(1, "unfinished", ts=self.frame_ts, keyframe_next=keyframe_next)
                 self.frame = []
             try:
                 start, data = self._depayload(payload)
@@ -134,7 +177,9 @@ class FrameAssembler:
                     # The middle of a frame whose start was lost: counted once
                     # (by the picture id's jump where there is one).
                     first = ts != self.skipped_ts
-                    self._lost(1 if first and self.picture_id is None else 0, ts=ts)
+                    lost = 1 if first and self.picture_id is None else 0
+                    # (Where the picture id counts it, the jump is the loss told.)
+                    self._lost(lost, "start" if lost else None, ts=ts)
                     continue
                 self.after_gap = False
                 self.frame_ts = ts
@@ -142,29 +187,48 @@ class FrameAssembler:
             if marker:
                 self._emit(out, ts, self.frame)
                 self.frame = []
+                self.after_hole = False
         if final and self.frame:
-            self.lost_frames += 1
+            self._lost(1, "end", ts=self.frame_ts)
             self.frame = []
         return out
 
     def _skip_to(self, seq: int) -> None:
         """Give up the hole before ``seq``; the frame in hand, if any, with it."""
+        self.at = self.pending[seq][0]  # the first packet after the hole
         if self.frame:  # a frame given up, part of it in hand
-            self._lost(1, ts=self.frame_ts)
+            self._lost(1, "hole", ts=self.frame_ts)
         elif self.codec == "h264":
-            self._lost(0)  # a whole frame may have gone (no picture id)
+            self._lost(0, "hole")  # a whole frame may have gone (no picture id)
+        else:
+            self.after_hole = True  # the next loss told is the hole's
         self.frame = []
         self.after_gap = True
         self.next = seq
 
-    def _lost(self, frames: int, *, ts: int | None = None, keyframe_next: bool = False) -> None:
+    def _lost(
+        self,
+        frames: int,
+        cause: str | None,
+        *,
+        ts: int | None = None,
+        keyframe_next: bool = False,
+    ) -> None:
         """``frames`` video frames went missing (a partial frame given up, a frame
-        whose start was lost, a VP8 picture-id jump): none is written until the
-        next keyframe (``broken``), unless the next packet begins one
-        (``keyframe_next``: then nothing is waited for, and none asked for).
-        ``ts``: the lost frame's timestamp, so that its later packets are not
-        counted again. Audio frames stand alone."""
+        whose start was lost, a VP8 picture-id jump), for ``cause`` (``Loss``):
+        none is written until the next keyframe (``broken``), unless the next
+        packet begins one (``keyframe_next``: then nothing is waited for, and
+        none asked for). ``ts``: the lost frame's timestamp, so that its later
+        packets are not counted again (nor its ``cause``, None). Audio frames
+        stand alone."""
         self.lost_frames += frames
+        if cause is not None and not self.audio:
+            if self.after_hole:
+                cause, self.after_hole = f"hole, {cause}", False
+            if len(self.losses) < MAX_LOSSES:
+                self.losses.append(Loss(self.at, frames, cause))
+            else:
+                self.more_losses += 1
         if ts is not None:
             self.skipped_ts = ts
         if not keyframe_next:
@@ -181,7 +245,7 @@ class FrameAssembler:
                 # numbers tells apart from padding.
                 last = self.picture_id
                 if last is not None and (skipped := pictures_skipped(last, picture_id)):
-                    self._lost(skipped)
+                    self._lost(skipped, "jump")
                 self.picture_id = picture_id
             return start, data
         h264, data = H264PayloadDescriptor.parse(payload)
@@ -193,6 +257,8 @@ class FrameAssembler:
         if self.broken and not self.audio:
             if not keyframe:
                 self.lost_frames += 1
+                if self.losses and not self.more_losses:
+                    self.losses[-1].after += 1
                 return
             self.broken = False
         # RTP timestamps wrap at 2**32; the muxer wants them growing.

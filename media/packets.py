@@ -77,6 +77,8 @@ class Converter:
         self.stats = stats
         self.video = FrameAssembler(stats.video_codec, "video") if stats.video_codec else None
         self.audio = FrameAssembler("opus", "audio") if stats.audio_codec else None
+        if self.video is not None:
+            stats.video_losses = self.video.losses  # the same list, kept current
         self.muxer = FrameMuxer(
             muxing_name(partial),
             stats=stats,

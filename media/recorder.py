@@ -34,6 +34,7 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from media import answer, packets, repair, seam, twcc
+from media.assembler import describe as describe_losses
 from media.errors import RecordingFailed
 from media.finalize import start_note
 from media.host import KeptMedia, LegCounts, LegFile, WorkerLoad
@@ -336,6 +337,12 @@ class Recorder:
     ) -> LegResult:
         """Flush and close ``writer``, finalize its file (off the loop): the part's result."""
         stats = await asyncio.to_thread(writer.close)
+        if stats.video_losses:
+            log.info(
+                "recording peer=%s video frames lost: %s",
+                key.participant_id,
+                describe_losses(stats.video_losses, writer.t0),
+            )
         if stats.first_media_offset is None:
             await asyncio.to_thread(_discard, stats.path)
             await asyncio.to_thread(_discard, start_note(stats.path))

@@ -25,6 +25,7 @@ import av
 from av.container import OutputContainer
 from av.stream import Stream
 
+from media.assembler import Loss
 from media.bitstream import picture_size
 from media.finalize import write_start
 from media.opushead import opus_template
@@ -71,6 +72,8 @@ class WriterStats:
     # Video frames never completed from their packets, or left out after one
     # up to the next keyframe (media/packets.py); read live by /metrics.
     video_lost: int = 0
+    # Why (``assembler.Loss``, the first few), for the leg's log at its end.
+    video_losses: list[Loss] = field(default_factory=list)
     first_media_offset: float | None = None
     errors: list[str] = field(default_factory=list)
 

@@ -1301,13 +1301,21 @@ async def main() -> None:
         # What the recorder's ULPFEC rebuilt of each leg, how long the relay's
         # viewers were asked to hold its video, how long each leg's end
         # waited for its last missing packets (logged as it ends), a leg
-        # that took its keys before its DTLS handshake's end, and why each
-        # keyframe was asked for.
+        # that took its keys before its DTLS handshake's end, why each
+        # keyframe was asked for, and why the video frames the file lacks
+        # went missing.
         handler = logging.StreamHandler(sys.stdout)
         handler.addFilter(
             lambda record: any(
                 part in str(record.msg)
-                for part in ("ULPFEC", " end: ", "relay hold", "handshake's end", "keyframe asked")
+                for part in (
+                    "ULPFEC",
+                    " end: ",
+                    "relay hold",
+                    "handshake's end",
+                    "keyframe asked",
+                    "frames lost",
+                )
             )
         )
         for name in ("media.recorder", "media.leg", "media.early"):

@@ -16,7 +16,7 @@ import pytest
 from aiortc.codecs.vpx import Vp8Encoder
 
 from media import packets
-from media.assembler import FrameAssembler
+from media.assembler import FrameAssembler, describe
 from media.packets import PacketWriter
 from media.seam import KeptPacket
 
@@ -134,6 +134,15 @@ def test_a_frame_never_completed_stops_the_video_until_the_next_keyframe(
     kept = [f.timestamp // 3000 for f in frames]
     assert kept == [n for n in range(len(vp8_frames)) if not lost_frame <= n < next_key]
     assert assembler.lost_frames == next_key - lost_frame and not assembler.broken
+    # The leg's log says why, when, and what it cost: the frame given up when
+    # the hole had waited its time, the frames after it up to the keyframe.
+    after_hole = video[lost[len(lost) // 2] + 1][0]
+    (loss,) = assembler.losses
+    assert (loss.at, loss.frames, loss.cause) == (after_hole, 1, "hole")
+    assert loss.after == next_key - lost_frame - 1
+    assert describe(assembler.losses, 100.0) == (
+        f"1 at {after_hole - 100:.2f} s (hole), then {loss.after} up to a keyframe"
+    )
     decoder = av.CodecContext.create("vp8", "r")
     for frame in frames:
         decoder.decode(av.Packet(frame.data))  # raises InvalidDataError on a refused frame
@@ -167,6 +176,9 @@ def test_a_frame_whose_rest_the_sender_dropped_is_not_written(vp8_frames: list[b
     frames += assembler.drain(final=True)
     assert [f.timestamp // 3000 for f in frames] == [n for n in range(len(vp8_frames)) if n != 29]
     assert assembler.lost_frames == 1 and frames[29].keyframe
+    assert [(loss.frames, loss.cause, loss.after) for loss in assembler.losses] == [
+        (1, "unfinished", 0)
+    ]
     # The keyframe that follows is in hand: none is asked for (the writer asks
     # while ``broken``). Asking made the browser flush the next frame in turn.
     assert not broken
@@ -201,6 +213,26 @@ def test_fec_packets_places_in_the_sequence_hold_nothing_up(vp8_frames: list[byt
     assert len(written([p for p in with_fec if p[5]])) < len(vp8_frames) // 2
 
 
+def test_a_frame_whose_first_packet_never_came_is_told_once(vp8_frames: list[bytes]) -> None:
+    # Frame 12's first packet is never resent: the hole is given up, the rest
+    # of the frame is left out, and the loss is told once, by the picture id's
+    # jump at frame 13, as the hole's.
+    video = [p for p in packetize(vp8_frames, 100.0) if not p[1]]
+    ts = (video[0][4] + 12 * 3000) % 2**32
+    first = next(i for i, p in enumerate(video) if p[4] == ts)
+    assembler = FrameAssembler("vp8", "video")
+    frames = []
+    for i, (arrival, _, marker, seq, ts_, payload) in enumerate(video):
+        if i != first:
+            assembler.add(arrival, marker, seq, ts_, payload)
+            frames += assembler.drain()
+    frames += assembler.drain(final=True)
+    assert [f.timestamp // 3000 for f in frames] == [n for n in range(90) if not 12 <= n < 30]
+    assert [(loss.frames, loss.cause, loss.after) for loss in assembler.losses] == [
+        (1, "hole, jump", 17)
+    ]
+
+
 def test_a_frame_lost_whole_is_told_by_the_picture_id(vp8_frames: list[bytes]) -> None:
     # Every packet of frame 40 is lost: no hole in the sequence numbers tells
     # it from padding the sender skipped, but VP8's picture id jumps.
@@ -222,6 +254,7 @@ def test_a_frame_lost_whole_is_told_by_the_picture_id(vp8_frames: list[bytes]) -
     kept = [f.timestamp // 3000 for f in frames]
     assert kept == [n for n in range(len(vp8_frames)) if not 40 <= n < 60]
     assert assembler.lost_frames == 20
+    assert [(loss.frames, loss.cause, loss.after) for loss in assembler.losses] == [(1, "jump", 19)]
 
 
 def decode(path: Path) -> tuple[int, int, float]:
