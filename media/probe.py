@@ -1,17 +1,31 @@
-"""The network probe of the pre-call check: a server-side peer that echoes.
+"""The network probe of the pre-call check: a server-side peer that echoes and listens.
 
 A page about to hold a consultation opens an RTCPeerConnection to this server
-with one data channel (unordered, ``maxRetransmits: 0``: lost packets stay lost,
-as RTP's do) and sends numbered, timestamped packets at a paced rate for a few
-seconds. For each packet the probe answers with a small acknowledgement:
+with one data channel (unordered, ``maxRetransmits: 0``) and, once its round
+trip is measured, sends video on it for a few seconds. For each data channel
+packet the probe answers with a small acknowledgement:
 
     seq (uint32) | the page's send time (float64) | packets so far (uint32) | bytes so far (uint32)
 
-all big-endian, so the page measures the round trip from its own clock, and the
-loss and uplink throughput from what the server says it received. The page runs
-the probe once per path: direct (``iceTransportPolicy: "all"``) and through each
-configured TURN transport (``"relay"`` with only that ``turn:`` URL); the probe's
-side is the same each time, host candidates on the configured addresses.
+all big-endian, so the page measures the round trip from its own clock. The
+video (the page's camera, or a drawn picture) is how the uplink and its loss
+are measured, as a call will meet them: the probe answers it as the recorder
+answers a leg, with transport-wide feedback (``media.twcc``) and no NACK, and
+takes its packets off the wire without decoding them (``media.tap``). The
+browser's own congestion controller then finds what the path carries for video
+(its ``availableOutgoingBitrate``), and the probe's RTCP receiver reports say
+what was lost on the way (``remote-inbound-rtp``), repaired by nothing.
+
+Data channel packets, paced at 2.5 Mbit/s, measured neither on a township link
+(1 Mbit/s, 10 % loss, 300 ms: 89 kbit/s and 81.7 % "loss", a verdict of
+"unusable" for a link whose calls carried 400 kbit/s of video at 23 fps): the
+channel's SCTP backs off at every loss as TCP does, and what it still held in
+the page's buffer at the end was counted lost.
+
+The page runs the probe once per path: direct (``iceTransportPolicy: "all"``)
+and through each configured TURN transport (``"relay"`` with only that
+``turn:`` URL); the probe's side is the same each time, host candidates on the
+configured addresses.
 
 Each probe closes itself after ``lifetime`` seconds, and at most ``max_probes``
 run at once: the endpoint is open to every logged-in user of the call roles.
@@ -34,8 +48,10 @@ from aiortc import (
 )
 from aiortc import sdp as aiortc_sdp
 
-from media import seam
+from media import seam, twcc
 from media.errors import MediaError
+from media.reading import Reading
+from media.tap import RtpTap
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +72,17 @@ class ProbeRefused(MediaError):
     code = "invalid_fields"
 
 
+def without_nack(sdp: str) -> str:
+    """``sdp`` (the probe's answer) without NACK: the page resends nothing, so the
+    receiver reports count every packet lost on the way."""
+    lines = sdp.split("\r\n")
+    return "\r\n".join(
+        line
+        for line in lines
+        if not (line.startswith("a=rtcp-fb:") and line.split(" ", 1)[1:] == ["nack"])
+    )
+
+
 def offer_problem(text: str) -> str | None:
     """What keeps ``text`` from being a probe offer (None: nothing).
 
@@ -67,9 +94,10 @@ def offer_problem(text: str) -> str | None:
     except Exception:  # any parser failure (assert, int(), regex) means "not SDP"
         return "is not a valid SDP description"
     sections = description.media
-    if len(sections) != 1 or sections[0].kind != "application":
-        return "must hold exactly one data channel section (m=application)"
-    section = sections[0]
+    kinds = sorted(s.kind for s in sections)
+    if kinds not in (["application"], ["application", "video"]):
+        return "must hold one data channel section (m=application) and at most one video section"
+    section = next(s for s in sections if s.kind == "application")
     if section.ice is None or not section.ice.usernameFragment or not section.ice.password:
         return "needs ICE credentials (a=ice-ufrag, a=ice-pwd)"
     if section.dtls is None or not section.dtls.fingerprints:
@@ -109,6 +137,8 @@ class Prober:
         self.lifetime = lifetime
         self.peers: set[RTCPeerConnection] = set()
         self._timers: set[asyncio.Task[None]] = set()
+        # The probes' video sockets read, and their feedback sent, together.
+        self.reading = Reading()
 
     async def answer(self, offer_sdp: str) -> str:
         """Answer a page's probe offer; the answer SDP (with all our candidates).
@@ -145,9 +175,18 @@ class Prober:
             if pc.connectionState in ("failed", "closed"):
                 await self._close(pc)
 
+        tap: RtpTap | None = None
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            ext_id = twcc.transport_cc_id(offer_sdp)
+            if any(t.kind == "video" for t in pc.getTransceivers()) and ext_id is not None:
+                tap = RtpTap(self.reading)
+                tap.attach(pc, _drop, _no, twcc.TransportFeedback(ext_id))
             await pc.setLocalDescription(await pc.createAnswer())
+            answer = str(pc.localDescription.sdp)
+            if tap is not None:
+                tap.skip_stun_parse()
+                answer = without_nack(twcc.with_transport_cc(answer, offer_sdp))
         except ValueError as exc:
             await self._close(pc)
             raise ProbeRefused(f"sdp cannot be answered: {exc}") from None
@@ -157,8 +196,16 @@ class Prober:
         timer = asyncio.ensure_future(self._expire(pc))
         self._timers.add(timer)
         timer.add_done_callback(self._timers.discard)
-        log.info("network probe started (%d running)", len(self.peers))
-        return str(pc.localDescription.sdp)
+        if tap is not None:
+            feedback = asyncio.ensure_future(tap.send_feedback())
+            self._timers.add(feedback)
+            feedback.add_done_callback(self._timers.discard)
+        log.info(
+            "network probe started (%d running)%s",
+            len(self.peers),
+            ", with video" if tap is not None else "",
+        )
+        return answer
 
     async def _expire(self, pc: RTCPeerConnection) -> None:
         await asyncio.sleep(self.lifetime)  # a deadline, not a wait for a condition
@@ -177,3 +224,11 @@ class Prober:
         await asyncio.gather(*self._timers, return_exceptions=True)
         for pc in list(self.peers):
             await self._close(pc)
+
+
+def _drop(packet: seam.KeptPacket) -> None:
+    """The probe keeps none of the video it takes off the wire."""
+
+
+def _no() -> bool:
+    return False

@@ -28,11 +28,11 @@ from web.keys import CALLS, CLOCK, DIRECTORY, PRECALL
 from web.openapi import Route
 from web.payloads import body, iso, person_ref
 
-# Seconds each path is probed for, and the rate the page paces its packets at
-# (above what a consultation needs, so that "enough" can be told from "barely").
-PROBE_SECONDS = 3.0
+# Seconds each path is probed for (its video; the browser's controller settles
+# in them), and the most its video may take (above what a consultation needs,
+# so that "enough" can be told from "barely").
+PROBE_SECONDS = 6.0
 PROBE_KBPS = 2500
-PACKET_BYTES = 1000
 
 
 def turn_transport(url: str) -> str:
@@ -102,11 +102,7 @@ async def precall(request: web.Request) -> web.StreamResponse:
         {
             "paths": paths,
             "relay_only": ice.transport_policy == "relay",
-            "probe": {
-                "seconds": PROBE_SECONDS,
-                "kbps": PROBE_KBPS,
-                "packet_bytes": PACKET_BYTES,
-            },
+            "probe": {"seconds": PROBE_SECONDS, "kbps": PROBE_KBPS},
             "checks": [check_json(c, people) for c in checks],
         }
     )

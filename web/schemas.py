@@ -122,7 +122,8 @@ class FhirFetchIn(Body):
 
 
 class ProbeIn(Body):
-    """A pre-call network probe's offer: one data channel, all candidates gathered."""
+    """A pre-call network probe's offer: one data channel and a video sender, all
+    candidates gathered."""
 
     sdp: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
 

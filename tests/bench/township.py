@@ -28,7 +28,9 @@ ms late), where each call's call-up went (when each of the clinic's and the
 viewer's connections reached each step: ICE, DTLS, first packet, first
 keyframe; when each signaling message went and came, from the moment the last
 page joined), every keyframe the clinic encoded and why the server asked for
-each one it asked for.
+each one it asked for, and why each frame the recorder left out went missing.
+``--precall`` has the clinic's page run the pre-call check over its link
+before each call, and prints what it measured and its verdict.
 ``--repeat N`` runs each cell N times; the summary gives each profile's median
 and slowest call-up.
 
@@ -751,6 +753,25 @@ async def login(browser: Any, base: str, username: str, detail: bool = False) ->
     return page
 
 
+async def precall(page: Any, cid: str) -> str:
+    """The pre-call check run on ``page`` (kept with the consultation); what it measured."""
+    await page.goto(f"/consultations/{cid}/precall")
+    await page.click("#pc-start")
+    await page.click("#pc-tone")
+    await page.click("#pc-heard")
+    await page.locator("body[data-verdict]").wait_for(state="attached", timeout=120_000)
+    state: dict[str, Any] = await page.evaluate("window.__precall")
+    report = state["check"]["report"]
+    paths = "; ".join(
+        f"{p['name']} {p['uplink_kbps']:.0f} kbit/s up, {p['loss_percent']:.1f} % loss, "
+        f"{p['rtt_ms'] or 0:.0f} ms"
+        for p in report["paths"]
+        if p["status"] == "ok"
+    )
+    reasons = ", ".join(r["code"] for r in report["reasons"]) or "-"
+    return f"pre-call check {state['check']['verdict']} ({reasons}): {paths or 'no path'}"
+
+
 def args_for(base: str, clip: Path) -> list[str]:
     return [
         "--no-sandbox",
@@ -926,6 +947,8 @@ async def one_call(
                 await login(browsers["hospital"], base, u, args.detail)
                 for u in HOSPITAL_USERS[: parties - 1]
             ]
+            if args.precall:
+                print(f"{profile} | {plane} | {parties}: {await precall(clinic, cid)}", flush=True)
             joined = "() => window.__call && window.__call.state.status === 'joined'"
             await clinic.goto(f"/consultations/{cid}/call")
             await clinic.wait_for_function(joined, timeout=30_000)
@@ -1286,6 +1309,12 @@ async def main() -> None:
         default=0,
         help="relay and record in this many media worker processes (default 0: in the "
         "web process, on asyncio's loop)",
+    )
+    parser.add_argument(
+        "--precall",
+        action="store_true",
+        help="the clinic runs the pre-call check over its link before each call (what it "
+        "measured is printed)",
     )
     parser.add_argument(
         "--clinic-cpu",

@@ -97,3 +97,48 @@ async def test_what_is_not_a_probe_offer_is_refused(prober: Prober) -> None:
         await pc.close()
     assert not prober.peers
     assert HEADER.size == struct.calcsize("!Id")
+
+
+TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+
+
+def with_transport_cc_offered(sdp: str) -> str:
+    """``sdp`` (aiortc's offer) with transport-wide sequence numbers offered for
+    its video, as Chromium offers them."""
+    out = []
+    in_video = False
+    for line in sdp.split("\r\n"):
+        if line.startswith("m="):
+            in_video = line.startswith("m=video")
+        out.append(line)
+        if in_video and line.startswith("a=mid:"):
+            out.append(f"a=extmap:5 {TWCC}")
+        if in_video and line.startswith("a=rtpmap:") and "VP8" in line:
+            out.append(f"a=rtcp-fb:{line.split(':')[1].split()[0]} transport-cc")
+    return "\r\n".join(out)
+
+
+async def test_the_video_of_a_probe_is_answered_with_transport_wide_feedback_and_no_nack(
+    prober: Prober,
+) -> None:
+    # The page sends video to learn what the path carries and loses: its own
+    # congestion controller follows transport-wide feedback (as on the
+    # recording leg), and without NACK nothing is resent, so the probe's
+    # receiver reports count every packet lost on the way.
+    pc = RTCPeerConnection(configuration=RTCConfiguration(iceServers=[]))
+    pc.createDataChannel("probe", ordered=False, maxRetransmits=0)
+    pc.addTransceiver("video", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = with_transport_cc_offered(pc.localDescription.sdp)
+    assert offer_problem(offer) is None
+    try:
+        answer = await prober.answer(offer)
+    finally:
+        await pc.close()
+    video = answer.split("m=video", 1)[1].split("\r\nm=", 1)[0].split("\r\n")
+    assert f"a=extmap:5 {TWCC}" in video
+    assert any(line.endswith(" transport-cc") for line in video)
+    assert not [line for line in video if line.startswith("a=rtcp-fb:") and line.endswith(" nack")]
+    assert not [line for line in video if "goog-remb" in line]
+    assert any(line.endswith(" nack pli") for line in video)  # keyframes may still be asked for
+    assert "m=application" in answer
