@@ -88,6 +88,8 @@ def _symmetric_delay(profile: Profile, rtt_ms: float) -> Profile:
 PROFILES: dict[str, Profile] = {
     "clean": Profile(name="clean"),
     "1m": Profile(name="1m", up=Direction(rate_bps=1_000_000)),
+    # A slower township line: the leg's start (0.8 Mbit/s) is above it.
+    "600k": Profile(name="600k", up=Direction(rate_bps=600_000)),
     "1m-5loss-150ms": _symmetric_delay(
         Profile(name="1m-5loss-150ms", up=Direction(rate_bps=1_000_000, loss=0.05)), 150
     ),
