@@ -8,10 +8,12 @@ packet the probe answers with a small acknowledgement:
     seq (uint32) | the page's send time (float64) | packets so far (uint32) | bytes so far (uint32)
 
 all big-endian, so the page measures the round trip from its own clock. The
-video (the page's camera, or a drawn picture) is how the uplink and its loss
-are measured, as a call will meet them: the probe answers it as the recorder
-answers a leg, with transport-wide feedback (``media.twcc``) and no NACK, and
-takes its packets off the wire without decoding them (``media.tap``). The
+video (a drawn picture of noise, never the camera) is how the uplink and its
+loss are measured, as a call will meet them: the probe answers it as the
+recorder answers a leg, with transport-wide feedback (``media.twcc``) and no
+NACK, and takes its packets off the wire without decoding or keeping them
+(``media.tap``; video offered without the feedback's extension is taken the
+same way, under aiortc's REMB). The
 browser's own congestion controller then finds what the path carries for video
 (its ``availableOutgoingBitrate``), and the probe's RTCP receiver reports say
 what was lost on the way (``remote-inbound-rtp``), repaired by nothing.
@@ -179,9 +181,10 @@ class Prober:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             ext_id = twcc.transport_cc_id(offer_sdp)
-            if any(t.kind == "video" for t in pc.getTransceivers()) and ext_id is not None:
+            if any(t.kind == "video" for t in pc.getTransceivers()):
                 tap = RtpTap(self.reading)
-                tap.attach(pc, _drop, _no, twcc.TransportFeedback(ext_id))
+                feedback = twcc.TransportFeedback(ext_id) if ext_id is not None else None
+                tap.attach(pc, _drop, _no, feedback)
             await pc.setLocalDescription(await pc.createAnswer())
             answer = str(pc.localDescription.sdp)
             if tap is not None:

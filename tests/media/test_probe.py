@@ -142,3 +142,22 @@ async def test_the_video_of_a_probe_is_answered_with_transport_wide_feedback_and
     assert not [line for line in video if "goog-remb" in line]
     assert any(line.endswith(" nack pli") for line in video)  # keyframes may still be asked for
     assert "m=application" in answer
+
+
+async def test_video_offered_without_transport_wide_numbers_is_taken_all_the_same(
+    prober: Prober,
+) -> None:
+    # An older browser's video: answered under aiortc's REMB, still without
+    # NACK, and its packets taken off the wire by the tap (never decoded).
+    pc = RTCPeerConnection(configuration=RTCConfiguration(iceServers=[]))
+    pc.createDataChannel("probe", ordered=False, maxRetransmits=0)
+    pc.addTransceiver("video", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    try:
+        answer = await prober.answer(pc.localDescription.sdp)
+    finally:
+        await pc.close()
+    video = answer.split("m=video", 1)[1].split("\r\nm=", 1)[0].split("\r\n")
+    assert not [line for line in video if line.endswith(" transport-cc")]
+    assert not [line for line in video if line.startswith("a=rtcp-fb:") and line.endswith(" nack")]
+    assert any("goog-remb" in line for line in video)

@@ -1,8 +1,9 @@
 // One network probe of the pre-call check (see media/probe.py for the server's
 // side): an RTCPeerConnection to the server with an unordered, never
 // retransmitted data channel for a second of small pings (the round trip), and
-// a video sender that then sends the camera (or a drawn picture) for a few
-// seconds. The uplink is what the browser's own congestion controller finds
+// a video sender that then sends a drawn moving picture for a few seconds
+// (not the camera: a still room would leave the encoder little to send, and
+// the estimate would stop at what it sent). The uplink is what the browser's own congestion controller finds
 // the path carries for video (availableOutgoingBitrate), the loss what the
 // server's receiver reports say was lost on the way (nothing is resent): the
 // figures a call will meet. Paced data channel packets measured neither on a
@@ -74,23 +75,31 @@ async function selectedPath(pc) {
   return null;
 }
 
-// A moving picture to send when there is no camera: coloured blocks that
-// change every frame, so that the encoder has bits to spend.
+// The picture the probe sends: 640x480 of 4-pixel blocks of noise, new every
+// frame, so that the encoder always has more to send than the path carries.
 function drawnTrack() {
   const canvas = document.createElement("canvas");
   canvas.width = 640;
   canvas.height = 480;
   const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  const noise = document.createElement("canvas");
+  noise.width = 160;
+  noise.height = 120;
+  const noiseCtx = noise.getContext("2d");
+  const image = noiseCtx.createImageData(noise.width, noise.height);
   const draw = () => {
-    for (let i = 0; i < 48; i++) {
-      ctx.fillStyle = `hsl(${Math.floor(Math.random() * 360)} 70% ${20 + Math.floor(Math.random() * 60)}%)`;
-      ctx.fillRect(Math.random() * 600, Math.random() * 440, 40, 40);
+    const data = image.data;
+    for (let at = 0; at < data.length; at += 65536) {
+      crypto.getRandomValues(data.subarray(at, Math.min(at + 65536, data.length)));
     }
+    for (let at = 3; at < data.length; at += 4) data[at] = 255; // opaque
+    noiseCtx.putImageData(image, 0, 0);
+    ctx.drawImage(noise, 0, 0, canvas.width, canvas.height);
   };
   draw();
   const [track] = canvas.captureStream(24).getVideoTracks();
   const timer = setInterval(draw, 42);
-  track.addEventListener("ended", () => clearInterval(timer));
   return { track, stop: () => (clearInterval(timer), track.stop()) };
 }
 
@@ -115,9 +124,8 @@ async function videoStats(pc) {
   return out;
 }
 
-// Probe one path with ``camera`` (a video track, or null: a drawn picture):
-// {name, status, uplink_kbps, loss_percent, rtt_ms, via}.
-export async function probePath(consultationId, path, plan, camera, onProgress = () => {}) {
+// Probe one path: {name, status, uplink_kbps, loss_percent, rtt_ms, via}.
+export async function probePath(consultationId, path, plan, onProgress = () => {}) {
   if (!path.configured) return { name: path.name, status: "not_configured" };
   const pc = new RTCPeerConnection({
     iceServers: path.ice_servers,
@@ -162,12 +170,8 @@ export async function probePath(consultationId, path, plan, camera, onProgress =
       await sleep(PING_GAP_MS);
     }
     // The uplink and the loss, as video meets them.
-    let track = camera && camera.readyState === "live" ? camera.clone() : null;
-    if (!track) {
-      drawn = drawnTrack();
-      track = drawn.track;
-    }
-    await video.sender.replaceTrack(track);
+    drawn = drawnTrack();
+    await video.sender.replaceTrack(drawn.track);
     const start = performance.now();
     const end = start + plan.seconds * 1000;
     const estimates = [];
@@ -189,7 +193,6 @@ export async function probePath(consultationId, path, plan, camera, onProgress =
       }
       onProgress((now - start) / (end - start));
     }
-    if (track !== camera) track.stop();
     if (!estimates.length) return failed; // no video went: the path does not carry it
     const mean = (values) => values.reduce((a, b) => a + b, 0) / values.length;
     const uplink = Math.min(mean(estimates), plan.kbps * 1000) / 1000;

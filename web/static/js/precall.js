@@ -178,14 +178,14 @@ function showPath(result, progress = null) {
   }
 }
 
-async function checkNetwork(plan, camera) {
+async function checkNetwork(plan) {
   step("pc-network", "running");
   const byName = new Map(plan.paths.map((p) => [p.name, p]));
   const results = [];
   for (const name of PATHS) {
     const path = byName.get(name) || { name, configured: false };
     showPath({ name, status: path.configured ? "running" : "not_configured" });
-    const result = await probePath(cid, path, plan.probe, camera, (progress) =>
+    const result = await probePath(cid, path, plan.probe, (progress) =>
       showPath({ name, status: "running" }, progress),
     );
     showPath(result);
@@ -258,7 +258,7 @@ async function run() {
   if (media) for (const track of [media.audio, media.video]) if (track) track.stop();
   media = await openMedia();
   checkMicrophone(media.audio);
-  await Promise.all([checkCamera(media.video), checkNetwork(plan, media.video)]);
+  await Promise.all([checkCamera(media.video), checkNetwork(plan)]);
   await finish();
 }
 
