@@ -200,9 +200,9 @@ class Prober:
         self._timers.add(timer)
         timer.add_done_callback(self._timers.discard)
         if tap is not None:
-            feedback = asyncio.ensure_future(tap.send_feedback())
-            self._timers.add(feedback)
-            feedback.add_done_callback(self._timers.discard)
+            sending = asyncio.ensure_future(tap.send_feedback())
+            self._timers.add(sending)
+            sending.add_done_callback(self._timers.discard)
         log.info(
             "network probe started (%d running)%s",
             len(self.peers),

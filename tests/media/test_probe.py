@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -118,6 +118,22 @@ def with_transport_cc_offered(sdp: str) -> str:
     return "\r\n".join(out)
 
 
+async def answered_video(prober: Prober, edit: Callable[[str], str]) -> tuple[str, list[str]]:
+    """The probe's answer to a page's offer of a data channel and a video
+    sender (its SDP made by ``edit``), and the answer's video section's lines."""
+    pc = RTCPeerConnection(configuration=RTCConfiguration(iceServers=[]))
+    pc.createDataChannel("probe", ordered=False, maxRetransmits=0)
+    pc.addTransceiver("video", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = edit(pc.localDescription.sdp)
+    assert offer_problem(offer) is None
+    try:
+        answer = await prober.answer(offer)
+    finally:
+        await pc.close()
+    return answer, answer.split("m=video", 1)[1].split("\r\nm=", 1)[0].split("\r\n")
+
+
 async def test_the_video_of_a_probe_is_answered_with_transport_wide_feedback_and_no_nack(
     prober: Prober,
 ) -> None:
@@ -125,17 +141,7 @@ async def test_the_video_of_a_probe_is_answered_with_transport_wide_feedback_and
     # congestion controller follows transport-wide feedback (as on the
     # recording leg), and without NACK nothing is resent, so the probe's
     # receiver reports count every packet lost on the way.
-    pc = RTCPeerConnection(configuration=RTCConfiguration(iceServers=[]))
-    pc.createDataChannel("probe", ordered=False, maxRetransmits=0)
-    pc.addTransceiver("video", direction="sendonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    offer = with_transport_cc_offered(pc.localDescription.sdp)
-    assert offer_problem(offer) is None
-    try:
-        answer = await prober.answer(offer)
-    finally:
-        await pc.close()
-    video = answer.split("m=video", 1)[1].split("\r\nm=", 1)[0].split("\r\n")
+    answer, video = await answered_video(prober, with_transport_cc_offered)
     assert f"a=extmap:5 {TWCC}" in video
     assert any(line.endswith(" transport-cc") for line in video)
     assert not [line for line in video if line.startswith("a=rtcp-fb:") and line.endswith(" nack")]
@@ -149,15 +155,7 @@ async def test_video_offered_without_transport_wide_numbers_is_taken_all_the_sam
 ) -> None:
     # An older browser's video: answered under aiortc's REMB, still without
     # NACK, and its packets taken off the wire by the tap (never decoded).
-    pc = RTCPeerConnection(configuration=RTCConfiguration(iceServers=[]))
-    pc.createDataChannel("probe", ordered=False, maxRetransmits=0)
-    pc.addTransceiver("video", direction="sendonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    try:
-        answer = await prober.answer(pc.localDescription.sdp)
-    finally:
-        await pc.close()
-    video = answer.split("m=video", 1)[1].split("\r\nm=", 1)[0].split("\r\n")
+    _, video = await answered_video(prober, lambda offer: offer)
     assert not [line for line in video if line.endswith(" transport-cc")]
     assert not [line for line in video if line.startswith("a=rtcp-fb:") and line.endswith(" nack")]
     assert any("goog-remb" in line for line in video)
