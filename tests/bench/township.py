@@ -109,7 +109,7 @@ from aiohttp import web  # noqa: E402
 
 from records.demo import DEMO_PASSWORD  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
-from tests.e2e.conftest import COUNT_PCS  # noqa: E402
+from tests.e2e.conftest import COUNT_PCS, run_check  # noqa: E402
 from tests.netlab import HOSPITAL, LATE_MS, Host, Link, Profile  # noqa: E402
 from tests.scenario import over_http  # noqa: E402
 from web.app import create_app  # noqa: E402
@@ -755,16 +755,11 @@ async def login(browser: Any, base: str, username: str, detail: bool = False) ->
 
 async def precall(page: Any, cid: str) -> str:
     """The pre-call check run on ``page`` (kept with the consultation); what it measured."""
-    await page.goto(f"/consultations/{cid}/precall")
-    await page.click("#pc-start")
-    await page.click("#pc-tone")
-    await page.click("#pc-heard")
-    await page.locator("body[data-verdict]").wait_for(state="attached", timeout=120_000)
-    state: dict[str, Any] = await page.evaluate("window.__precall")
+    state = await run_check(page, cid)
     report = state["check"]["report"]
     paths = "; ".join(
-        f"{p['name']} {p['uplink_kbps']:.0f} kbit/s up, {p['loss_percent']:.1f} % loss, "
-        f"{p['rtt_ms'] or 0:.0f} ms"
+        f"{p['name']} {fmt(p['uplink_kbps'])} kbit/s up, {fmt(p['loss_percent'], '.1f')} % loss, "
+        f"{fmt(p['rtt_ms'])} ms"
         for p in report["paths"]
         if p["status"] == "ok"
     )

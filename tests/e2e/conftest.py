@@ -340,6 +340,23 @@ async def invite(page: Any, consultation_id: str, username: str) -> None:
     assert response.status == 201, await response.text()
 
 
+# How long a pre-call check may take (each path: a second of pings, 6 s of video).
+CHECK_MS = 90_000
+
+
+async def run_check(page: Any, cid: str) -> dict[str, Any]:
+    """Open the pre-call check page, run it, answer the speaker question; what the
+    page measured and the kept check (``window.__precall``). The township
+    benchmark runs it over its impaired link (``--precall``)."""
+    await page.goto(f"/consultations/{cid}/precall")
+    await page.click("#pc-start")
+    await page.click("#pc-tone")
+    await page.click("#pc-heard")
+    await page.locator("body[data-verdict]").wait_for(state="attached", timeout=CHECK_MS)
+    state: dict[str, Any] = await page.evaluate("window.__precall")
+    return state
+
+
 # Page-side helpers over the call page's test hook (window.__call).
 CALL_JS = """
 window.__callTest = {

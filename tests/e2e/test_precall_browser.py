@@ -21,28 +21,15 @@ import pytest
 from web.settings import Secret, Settings
 
 from ..scenario import Scenario
-from .conftest import LOOPBACK_ADDRESSES, LOOPBACK_NETWORKS, NetNs
+from .conftest import LOOPBACK_ADDRESSES, LOOPBACK_NETWORKS, NetNs, run_check
 from .test_turn_browser import Coturn, coturn  # noqa: F401 - the fixture, shared
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]
-
-CHECK_MS = 90_000
 
 
 @pytest.fixture
 def netns(loopback_netns: NetNs) -> NetNs:
     return loopback_netns
-
-
-async def run_check(page: Any, cid: str) -> dict[str, Any]:
-    """Open the check page, run it, answer the speaker question; what the page measured."""
-    await page.goto(f"/consultations/{cid}/precall")
-    await page.click("#pc-start")
-    await page.click("#pc-tone")
-    await page.click("#pc-heard")
-    await page.locator("body[data-verdict]").wait_for(state="attached", timeout=CHECK_MS)
-    state: dict[str, Any] = await page.evaluate("window.__precall")
-    return state
 
 
 class TestThroughTurn:
