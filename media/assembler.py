@@ -27,7 +27,7 @@ REORDER_SECONDS = 2.0
 # Packets sent before the first one that arrived, waited for at the start
 # (unless that one begins a keyframe: a page begins with one).
 START_SLACK = 16
-# Losses kept with their cause (``FrameAssembler.losses``); later ones are counted only.
+# Losses kept with their cause (``FrameAssembler.losses``); later ones are not.
 MAX_LOSSES = 32
 
 
@@ -100,9 +100,10 @@ class FrameAssembler:
         # keyframe comes; ``broken`` stays set until then.
         self.broken = False
         self.picture_id: int | None = None  # VP8's, of the last frame begun
-        # Why frames went missing (the first MAX_LOSSES; ``more_losses`` counts the rest).
+        # Why frames went missing (the first MAX_LOSSES; then ``losses_full``:
+        # the last kept is no longer the break under way).
         self.losses: list[Loss] = []
-        self.more_losses = 0
+        self.losses_full = False
         self.at = 0.0  # the arrival of the packet being taken
         self.after_hole = False  # a hole was given up, no frame in hand
 
@@ -228,7 +229,7 @@ class FrameAssembler:
             if len(self.losses) < MAX_LOSSES:
                 self.losses.append(Loss(self.at, frames, cause))
             else:
-                self.more_losses += 1
+                self.losses_full = True
         if ts is not None:
             self.skipped_ts = ts
         if not keyframe_next:
@@ -257,7 +258,7 @@ class FrameAssembler:
         if self.broken and not self.audio:
             if not keyframe:
                 self.lost_frames += 1
-                if self.losses and not self.more_losses:
+                if self.losses and not self.losses_full:
                     self.losses[-1].after += 1
                 return
             self.broken = False

@@ -13,10 +13,10 @@ loss are measured, as a call will meet them: the probe answers it as the
 recorder answers a leg, with transport-wide feedback (``media.twcc``) and no
 NACK, and takes its packets off the wire without decoding or keeping them
 (``media.tap``; video offered without the feedback's extension is taken the
-same way, under aiortc's REMB). The
-browser's own congestion controller then finds what the path carries for video
-(its ``availableOutgoingBitrate``), and the probe's RTCP receiver reports say
-what was lost on the way (``remote-inbound-rtp``), repaired by nothing.
+same way, under aiortc's REMB). The browser's own congestion controller then
+finds what the path carries for video (its ``availableOutgoingBitrate``), and
+the probe's RTCP receiver reports say what was lost on the way
+(``remote-inbound-rtp``), repaired by nothing.
 
 Data channel packets, paced at 2.5 Mbit/s, measured neither on a township link
 (1 Mbit/s, 10 % loss, 300 ms: 89 kbit/s and 81.7 % "loss", a verdict of
