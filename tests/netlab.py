@@ -96,6 +96,13 @@ PROFILES: dict[str, Profile] = {
     "1m-10loss-300ms": _symmetric_delay(
         Profile(name="1m-10loss-300ms", up=Direction(rate_bps=1_000_000, loss=0.10)), 300
     ),
+    # Past the profiles: where the pre-call check's "unusable" line was drawn.
+    "1m-15loss-300ms": _symmetric_delay(
+        Profile(name="1m-15loss-300ms", up=Direction(rate_bps=1_000_000, loss=0.15)), 300
+    ),
+    "1m-20loss-300ms": _symmetric_delay(
+        Profile(name="1m-20loss-300ms", up=Direction(rate_bps=1_000_000, loss=0.20)), 300
+    ),
     "udp-blocked": Profile(
         name="udp-blocked", up=Direction(block_udp=True), down=Direction(block_udp=True)
     ),

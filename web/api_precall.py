@@ -90,6 +90,11 @@ def _ice(request: web.Request) -> IceConfig:
     return request.app[CALLS].ice
 
 
+def _sends_once(request: web.Request) -> bool:
+    legs = request.app[CALLS].legs
+    return legs.relay or legs.recording is None
+
+
 async def precall(request: web.Request) -> web.StreamResponse:
     """The paths a pre-call check probes, and each participant's latest check."""
     who = actor(request)
@@ -130,6 +135,7 @@ async def record(request: web.Request) -> web.StreamResponse:
         speaker=data.speaker,
         paths=tuple(PathResult(**p.model_dump()) for p in data.paths),
         relay_only=_ice(request).transport_policy == "relay",
+        sends_once=_sends_once(request),
     )
     who = actor(request)
     check = await request.app[PRECALL].record(who, request.match_info["consultation_id"], report)

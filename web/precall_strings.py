@@ -34,9 +34,12 @@ RESULT_STRINGS: dict[str, str] = {
         "ask the IT department to open the network"
     ),
     "precall.reason.uplink_too_low": N_(
-        "Uplink about %(mbit)s Mbit/s: too little for video; use audio only or another network"
+        "Uplink about %(mbit)s Mbit/s: too little for video; use low-bandwidth mode "
+        "(voice and a still picture) or another network"
     ),
-    "precall.reason.uplink_low": N_("Uplink about %(mbit)s Mbit/s: use low-bandwidth mode"),
+    "precall.reason.uplink_low": N_(
+        "Uplink about %(mbit)s Mbit/s: the others will see a smaller or softer picture"
+    ),
     "precall.reason.loss_too_high": N_(
         "Packet loss %(percent)s: speech will break up; use another network"
     ),

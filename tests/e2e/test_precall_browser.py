@@ -27,6 +27,24 @@ from .test_turn_browser import Coturn, coturn  # noqa: F401 - the fixture, share
 pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 
+TOWNSHIP_CHECK: dict[str, Any] = {
+    "camera": {"status": "ok", "width": 640, "height": 480, "frame_rate": 24.0},
+    "microphone": {"status": "ok", "level": 0.3},
+    "speaker": "heard",
+    "paths": [
+        {
+            "name": "direct",
+            "status": "ok",
+            "uplink_kbps": 569.0,
+            "loss_percent": 12.8,
+            "rtt_ms": 304.0,
+        },
+        {"name": "turn_udp", "status": "not_configured"},
+        {"name": "turn_tcp", "status": "not_configured"},
+    ],
+}
+
+
 @pytest.fixture
 def netns(loopback_netns: NetNs) -> NetNs:
     return loopback_netns
@@ -121,7 +139,13 @@ async def test_screenshots_of_the_check(
     One check per language (it takes 7-8 s of probing); its result page and the
     consultation page are then looked at in both window widths.
     """
-    cid = (await scenario.consultation("accepted")).id
+    consultation = await scenario.consultation("accepted")
+    cid = consultation.id
+    # The clinic's check over a township link (what the check read on the
+    # benchmark's 15 % loss link), shown beside the specialist's.
+    status, body = await consultation.clinic.post(f"{consultation.url}/precall", TOWNSHIP_CHECK)
+    assert status == 201, body
+    assert [r["code"] for r in body["check"]["report"]["reasons"]] == ["uplink_low", "loss_high"]
     with netns.entered():
         for locale in ("zh_CN", "en"):
             _, page, problems = await open_as("cardio1", locale=locale, viewport=VIEWPORTS["400"])
@@ -148,6 +172,10 @@ async def test_screenshots_of_the_check(
                 await page.set_viewport_size(viewport)
                 await page.goto(f"/consultations/{cid}")
                 await page.locator("#precall-checks li").first.wait_for()
+                # The clinic's limited check names its uplink and its loss, worded.
+                reasons = await page.locator("#precall-checks").inner_text()
+                assert "0.6 Mbit/s" in reasons and "12.8" in reasons, reasons
+                assert "precall.reason" not in reasons, reasons
                 await page.screenshot(
                     path=str(screenshots_dir / f"precall-consultation-{locale}-{width}.png"),
                     full_page=True,
