@@ -921,7 +921,9 @@ async def one_call(
                 exe = wrapper(tmp / f"chromium-{side}", host.path, nice, cpus)
                 camera = clip if side == "clinic" else hospital_clip
                 browsers[side] = await pw.chromium.launch(
-                    executable_path=str(exe), headless=True, args=args_for(base, camera)
+                    executable_path=str(exe),
+                    headless=True,
+                    args=args_for(base, camera) + args.chromium_arg,
                 )
                 stack.push_async_callback(browsers[side].close)
             if plane == "mesh-off":
@@ -1316,6 +1318,14 @@ async def main() -> None:
         default="0",
         help="the CPU the clinic's browser has to itself, everything else running on the "
         "others (a PC of the clinic's own); 'none': every process shares every CPU",
+    )
+    parser.add_argument(
+        "--chromium-arg",
+        action="append",
+        default=[],
+        help="one more command-line switch for every page's Chromium (repeatable), e.g. "
+        "--chromium-arg=--force-fieldtrials=WebRTC-CongestionWindow/QueueSize:350,"
+        "MinBitrate:30000,DropFrame:false/ (the README's congestion-window trial)",
     )
     args = parser.parse_args()
     args.clinic_cpu = clinic_cpu(args.clinic_cpu)
