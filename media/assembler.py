@@ -51,17 +51,17 @@ class Loss:
     after: int = 0
 
 
-def describe(losses: list[Loss], t0: float) -> str:
+def describe(losses: list[Loss], t0: float, *, more: bool = False) -> str:
     """``losses`` for a log line, their times in seconds since ``t0``:
-    "1 at 3.06 s (hole), then 7 up to a keyframe; 2 at 9.51 s (jump)"."""
+    "1 at 3.06 s (hole), then 7 up to a keyframe; 2 at 9.51 s (jump)", and
+    "; and more" when ``more`` (losses came past those kept)."""
     parts = []
     for loss in losses:
         text = f"{loss.frames} at {loss.at - t0:.2f} s ({loss.cause})"
         if loss.after:
             text += f", then {loss.after} up to a keyframe"
         parts.append(text)
-    more = "; and more" if len(losses) >= MAX_LOSSES else ""
-    return "; ".join(parts) + more
+    return "; ".join(parts) + ("; and more" if more else "")
 
 
 class FrameAssembler:

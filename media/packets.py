@@ -110,6 +110,7 @@ class Converter:
             self.muxer.add(frame)
         if self.video is not None:
             self.stats.video_lost = self.video.lost_frames
+            self.stats.video_losses_full = self.video.losses_full
             if self.video.broken:
                 self.muxer.needs_keyframe = True  # frames are skipped until one comes
 

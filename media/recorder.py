@@ -341,7 +341,7 @@ class Recorder:
             log.info(
                 "recording peer=%s video frames lost: %s",
                 key.participant_id,
-                describe_losses(stats.video_losses, writer.t0),
+                describe_losses(stats.video_losses, writer.t0, more=stats.video_losses_full),
             )
         if stats.first_media_offset is None:
             await asyncio.to_thread(_discard, stats.path)

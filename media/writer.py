@@ -74,6 +74,7 @@ class WriterStats:
     video_lost: int = 0
     # Why (``assembler.Loss``, the first few), for the leg's log at its end.
     video_losses: list[Loss] = field(default_factory=list)
+    video_losses_full: bool = False  # more came than ``video_losses`` keeps
     first_media_offset: float | None = None
     errors: list[str] = field(default_factory=list)
 

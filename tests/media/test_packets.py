@@ -16,9 +16,9 @@ import pytest
 from aiortc.codecs.vpx import Vp8Encoder
 
 from media import packets
-from media.assembler import FrameAssembler, describe
+from media.assembler import MAX_LOSSES, FrameAssembler, describe
 from media.packets import PacketWriter
-from media.seam import KeptPacket
+from media.seam import EncodedFrame, KeptPacket
 
 FRAMES = 90  # 3 s at 30 fps, a keyframe every 30
 
@@ -143,6 +143,7 @@ def test_a_frame_never_completed_stops_the_video_until_the_next_keyframe(
     assert describe(assembler.losses, 100.0) == (
         f"1 at {after_hole - 100:.2f} s (hole), then {loss.after} up to a keyframe"
     )
+    assert not assembler.losses_full
     decoder = av.CodecContext.create("vp8", "r")
     for frame in frames:
         decoder.decode(av.Packet(frame.data))  # raises InvalidDataError on a refused frame
@@ -233,28 +234,49 @@ def test_a_frame_whose_first_packet_never_came_is_told_once(vp8_frames: list[byt
     ]
 
 
+def assemble_without(
+    vp8_frames: list[bytes], lost: set[int]
+) -> tuple[FrameAssembler, list[EncodedFrame]]:
+    """The video with every packet of the frames numbered in ``lost`` gone, and
+    numbered again as a sender that never sent them would have: no hole in the
+    sequence numbers, only VP8's picture id tells."""
+    video = [p for p in packetize(vp8_frames, 100.0) if not p[1]]
+    lost_ts = {(video[0][4] + n * 3000) % 2**32 for n in lost}
+    assembler = FrameAssembler("vp8", "video")
+    frames = []
+    shift = 0
+    for arrival, _, marker, seq, ts, payload in video:
+        if ts in lost_ts:
+            shift += 1
+            continue
+        assembler.add(arrival, marker, (seq - shift) % 65536, ts, payload)
+        frames += assembler.drain()
+    frames += assembler.drain(final=True)
+    return assembler, frames
+
+
 def test_a_frame_lost_whole_is_told_by_the_picture_id(vp8_frames: list[bytes]) -> None:
     # Every packet of frame 40 is lost: no hole in the sequence numbers tells
     # it from padding the sender skipped, but VP8's picture id jumps.
-    video = [p for p in packetize(vp8_frames, 100.0) if not p[1]]
-    ts = (video[0][4] + 40 * 3000) % 2**32
-    kept_packets = []
-    shift = 0
-    for arrival, audio, marker, seq, ts_, payload in video:
-        if ts_ == ts:
-            shift += 1
-            continue
-        kept_packets.append((arrival, audio, marker, (seq - shift) % 65536, ts_, payload))
-    assembler = FrameAssembler("vp8", "video")
-    frames = []
-    for arrival, _, marker, seq, ts_, payload in kept_packets:
-        assembler.add(arrival, marker, seq, ts_, payload)
-        frames += assembler.drain()
-    frames += assembler.drain(final=True)
+    assembler, frames = assemble_without(vp8_frames, {40})
     kept = [f.timestamp // 3000 for f in frames]
     assert kept == [n for n in range(len(vp8_frames)) if not 40 <= n < 60]
     assert assembler.lost_frames == 20
     assert [(loss.frames, loss.cause, loss.after) for loss in assembler.losses] == [(1, "jump", 19)]
+
+
+@pytest.mark.parametrize("losses", [MAX_LOSSES, MAX_LOSSES + 1])
+def test_the_log_says_and_more_only_when_losses_came_past_those_kept(
+    vp8_frames: list[bytes], losses: int
+) -> None:
+    # Every other frame from frame 1 (the keyframes, 30 and 60, come).
+    assembler, _ = assemble_without(vp8_frames, {1 + 2 * k for k in range(losses)})
+    assert len(assembler.losses) == MAX_LOSSES
+    assert all(loss.cause == "jump" for loss in assembler.losses)
+    assert assembler.losses_full == (losses > MAX_LOSSES)
+    said = describe(assembler.losses, 100.0, more=assembler.losses_full)
+    assert said.count(" (jump)") == MAX_LOSSES
+    assert said.endswith("; and more") == (losses > MAX_LOSSES)
 
 
 def decode(path: Path) -> tuple[int, int, float]:
