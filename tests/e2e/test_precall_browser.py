@@ -21,28 +21,15 @@ import pytest
 from web.settings import Secret, Settings
 
 from ..scenario import Scenario
+from ..web.test_precall import report
 from .conftest import LOOPBACK_ADDRESSES, LOOPBACK_NETWORKS, NetNs, run_check
 from .test_turn_browser import Coturn, coturn  # noqa: F401 - the fixture, shared
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 
-TOWNSHIP_CHECK: dict[str, Any] = {
-    "camera": {"status": "ok", "width": 640, "height": 480, "frame_rate": 24.0},
-    "microphone": {"status": "ok", "level": 0.3},
-    "speaker": "heard",
-    "paths": [
-        {
-            "name": "direct",
-            "status": "ok",
-            "uplink_kbps": 569.0,
-            "loss_percent": 12.8,
-            "rtt_ms": 304.0,
-        },
-        {"name": "turn_udp", "status": "not_configured"},
-        {"name": "turn_tcp", "status": "not_configured"},
-    ],
-}
+# The clinic's check over the benchmark's 15 % loss link, as it read there.
+TOWNSHIP_CHECK = report(uplink_kbps=569.0, loss_percent=12.8, rtt_ms=304.0)
 
 
 @pytest.fixture
@@ -141,8 +128,7 @@ async def test_screenshots_of_the_check(
     """
     consultation = await scenario.consultation("accepted")
     cid = consultation.id
-    # The clinic's check over a township link (what the check read on the
-    # benchmark's 15 % loss link), shown beside the specialist's.
+    # The clinic's check over a township link, shown beside the specialist's.
     status, body = await consultation.clinic.post(f"{consultation.url}/precall", TOWNSHIP_CHECK)
     assert status == 201, body
     assert [r["code"] for r in body["check"]["report"]["reasons"]] == ["uplink_low", "loss_high"]
