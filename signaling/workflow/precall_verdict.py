@@ -11,16 +11,16 @@ first). Each reason is a code with the figures it names; the pages word it
 Thresholds. In the relayed plane (the default: the server relays the calls it
 records, so a page sends its video once) a township line of 1 Mbit/s, where
 the check measures 0.86-1.06 Mbit/s, carries 640×480 at 24 frames/s in
-800-809 kbit/s, and one at 15 % loss (below) in 350-370:
-``RELAY_GOOD_UPLINK_KBPS`` is 0.7 Mbit/s. In the mesh a page
-sends a live copy and its recording leg (``recording_max_bitrate``
-0.5 Mbit/s) and wants about 1.2 Mbit/s. Below 0.3 Mbit/s only voice and a
-still picture are left (the low-bandwidth mode). Loss above 3 % shows in
-video. ``MAX_LOSS_PERCENT`` is drawn between what the check reads on the
-benchmark's links and what calls there do (``tests/bench/township.py
---precall``, 1 Mbit/s, 300 ms): at 15 % loss the check reads 12.8-14.4 % and a
-20 s call keeps 640 px at 24 frames/s with 10-12 % of its audio concealed in
-gaps of 21-22 ms on average; at 20 % it reads 14.1-18.0 % and the call falls to
+800-809 kbit/s, and one at 15 % loss (below) in 350-370 kbit/s: "good"
+(``RELAY_GOOD_UPLINK_KBPS``) starts at 0.7 Mbit/s. In the mesh a page sends a
+live copy and its recording leg (``recording_max_bitrate`` 0.5 Mbit/s) and
+wants about 1.2 Mbit/s. Below 0.3 Mbit/s only voice and a still picture are
+left (the low-bandwidth mode). Loss above 3 % shows in video.
+``MAX_LOSS_PERCENT`` is drawn between what the check reads on the benchmark's
+links and what calls there do (``tests/bench/township.py --precall``,
+1 Mbit/s, 300 ms): at 15 % loss the check reads 12.8-14.4 % and a 20 s call
+keeps 640 px at 24 frames/s with 10-12 % of its audio concealed in gaps of
+21-22 ms on average; at 20 % it reads 14.1-18.0 % and the call falls to
 480 px, 15-17 frames/s, 7-12 freezes, 13-14 % concealed. A round trip above
 400 ms makes people talk over each other, above 1000 ms conversation fails.
 """
