@@ -91,4 +91,11 @@ PAGE_STRINGS: dict[str, str] = {
     "precall.saved": N_("The result is kept with the consultation."),
     "precall.save_failed": N_("The result could not be saved."),
     "precall.not_found": N_("This consultation was not found."),
+    "precall.lowbw.on": N_(
+        "Low-bandwidth mode is on: calls from this computer send voice and one still "
+        "picture a second."
+    ),
+    "precall.lowbw.off": N_("Low-bandwidth mode is off: calls from this computer send video."),
+    "precall.lowbw.turn_on": N_("Use low-bandwidth mode in calls"),
+    "precall.lowbw.turn_off": N_("Send video in calls again"),
 }

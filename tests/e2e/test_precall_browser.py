@@ -28,6 +28,8 @@ from .test_turn_browser import Coturn, coturn  # noqa: F401 - the fixture, share
 pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 
+# Where a page keeps its low-bandwidth switch (web/static/js/uplink.js).
+LOW_BANDWIDTH_KEY = "teleconsult.lowBandwidth"
 # The clinic's check over the benchmark's 15 % loss link, as it read there.
 TOWNSHIP_CHECK = report(uplink_kbps=569.0, loss_percent=12.8, rtt_ms=304.0)
 
@@ -135,6 +137,13 @@ async def test_screenshots_of_the_check(
     with netns.entered():
         for locale in ("zh_CN", "en"):
             _, page, problems = await open_as("cardio1", locale=locale, viewport=VIEWPORTS["400"])
+            # In Chinese, this computer's calls already start in low-bandwidth
+            # mode (the call page's switch, kept in localStorage): the result
+            # says so and can turn it off. In English it is off, and a good
+            # verdict does not offer it.
+            low_bandwidth = locale == "zh_CN"
+            if low_bandwidth:
+                await page.evaluate(f"localStorage.setItem({LOW_BANDWIDTH_KEY!r}, 'on')")
             state = await run_check(page, cid)
             statuses = {p["name"]: p["status"] for p in state["paths"]}
             assert statuses == {
@@ -144,6 +153,8 @@ async def test_screenshots_of_the_check(
                 "turn_tls": "not_configured",
             }
             await page.locator("#pc-verdict").wait_for()
+            switch = page.locator("#pc-lowbw")
+            assert await switch.is_visible() == low_bandwidth
             for width, viewport in VIEWPORTS.items():
                 await page.set_viewport_size(viewport)
                 await page.evaluate("window.scrollTo(0, 0)")
@@ -154,6 +165,13 @@ async def test_screenshots_of_the_check(
                     "document.documentElement.scrollWidth - document.documentElement.clientWidth"
                 )
                 assert overflow <= 0, f"{locale} {width}: {overflow}px horizontal overflow"
+            if low_bandwidth:
+                said = await page.locator("#pc-lowbw-state").inner_text()
+                await page.click("#pc-lowbw-switch")
+                stored = await page.evaluate(f"localStorage.getItem({LOW_BANDWIDTH_KEY!r})")
+                assert stored is None
+                assert await switch.get_attribute("data-on") == "false"
+                assert await page.locator("#pc-lowbw-state").inner_text() not in ("", said)
             for width, viewport in VIEWPORTS.items():
                 await page.set_viewport_size(viewport)
                 await page.goto(f"/consultations/{cid}")

@@ -10,6 +10,7 @@ import { openMedia } from "./devices.js";
 import { probePath } from "./precall-probe.js";
 import { fmt, reasonList, verdictBadge } from "./precall-view.js";
 import { $, PAGE, el, errorMessage, handleAuthLoss, t } from "./ui.js";
+import { readManual, writeManual } from "./uplink.js";
 
 const cid = PAGE.consultation_id;
 const FPS_SECONDS = 2;
@@ -203,8 +204,21 @@ function showVerdict(check) {
   $("pc-verdict-text").replaceChildren(verdictBadge(check.verdict));
   $("pc-verdict-saved").textContent = t("precall.saved");
   $("pc-reasons").replaceChildren(...reasonList(check.report.reasons));
+  // Where the verdict advises the low-bandwidth mode, or it is already on for
+  // this computer's calls (the call page's switch, kept in localStorage), it can
+  // be switched here for the calls to come.
+  const advised = check.report.reasons.some((r) => r.code === "uplink_too_low");
+  $("pc-lowbw").hidden = !advised && !readManual();
+  showLowBandwidth();
   box.hidden = false;
   box.scrollIntoView({ block: "nearest" });
+}
+
+function showLowBandwidth() {
+  const on = readManual();
+  $("pc-lowbw").dataset.on = String(on);
+  $("pc-lowbw-state").textContent = t(on ? "precall.lowbw.on" : "precall.lowbw.off");
+  $("pc-lowbw-switch").textContent = t(on ? "precall.lowbw.turn_off" : "precall.lowbw.turn_on");
 }
 
 let finishing = false;
@@ -264,6 +278,10 @@ async function run() {
 
 $("pc-start").addEventListener("click", run);
 $("pc-again").addEventListener("click", run);
+$("pc-lowbw-switch").addEventListener("click", () => {
+  writeManual(!readManual());
+  showLowBandwidth();
+});
 $("pc-tone").addEventListener("click", playTone);
 $("pc-heard").addEventListener("click", () => answerSpeaker("heard"));
 $("pc-not-heard").addEventListener("click", () => answerSpeaker("not_heard"));

@@ -30,11 +30,22 @@ function localStore() {
   }
 }
 
-function readManual(storage) {
+// Whether this computer's calls start in low-bandwidth mode (the hand switch,
+// also set from the pre-call check's result).
+export function readManual(storage = localStore()) {
   try {
     return storage?.getItem(STORAGE_KEY) === "on";
   } catch {
     return false;
+  }
+}
+
+export function writeManual(on, storage = localStore()) {
+  try {
+    if (on) storage?.setItem(STORAGE_KEY, "on");
+    else storage?.removeItem(STORAGE_KEY);
+  } catch {
+    // Storage refused (private mode): the switch still works for this page.
   }
 }
 
@@ -84,12 +95,7 @@ export class Uplink {
   async setManual(on) {
     this.manual = Boolean(on);
     this.auto = policy.initialAuto();
-    try {
-      if (this.manual) this.storage?.setItem(STORAGE_KEY, "on");
-      else this.storage?.removeItem(STORAGE_KEY);
-    } catch {
-      // Storage refused (private mode): the switch still works for this page.
-    }
+    writeManual(this.manual, this.storage);
     await this.applyAll();
     this.onChange(this);
   }
