@@ -18,11 +18,11 @@ finds what the path carries for video (its ``availableOutgoingBitrate``), and
 the probe's RTCP receiver reports say what was lost on the way
 (``remote-inbound-rtp``), repaired by nothing.
 
-Data channel packets, paced at 2.5 Mbit/s, measured neither on a township link
-(1 Mbit/s, 10 % loss, 300 ms: 89 kbit/s and 81.7 % "loss", a verdict of
-"unusable" for a link whose calls carried 400 kbit/s of video at 23 fps): the
-channel's SCTP backs off at every loss as TCP does, and what it still held in
-the page's buffer at the end was counted lost.
+Data channel packets, paced at 2.5 Mbit/s, measured neither the uplink nor the
+loss of a township link (1 Mbit/s, 10 % loss, 300 ms: 89 kbit/s and 81.7 %
+"loss", a verdict of "unusable" for a link whose calls carried 400 kbit/s of
+video at 23 fps): the channel's SCTP backs off at every loss as TCP does, and
+what it still held in the page's buffer at the end was counted lost.
 
 The page runs the probe once per path: direct (``iceTransportPolicy: "all"``)
 and through each configured TURN transport (``"relay"`` with only that
@@ -184,7 +184,7 @@ class Prober:
             if any(t.kind == "video" for t in pc.getTransceivers()):
                 tap = RtpTap(self.reading)
                 feedback = twcc.TransportFeedback(ext_id) if ext_id is not None else None
-                tap.attach(pc, _drop, _no, feedback)
+                tap.attach(pc, _drop, _not_relayed, feedback)
             await pc.setLocalDescription(await pc.createAnswer())
             answer = str(pc.localDescription.sdp)
             if tap is not None:
@@ -233,5 +233,6 @@ def _drop(packet: seam.KeptPacket) -> None:
     """The probe keeps none of the video it takes off the wire."""
 
 
-def _no() -> bool:
+def _not_relayed() -> bool:
+    """The probe's video goes nowhere (``RtpTap``'s ``relaying``)."""
     return False

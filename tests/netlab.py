@@ -85,24 +85,21 @@ def _symmetric_delay(profile: Profile, rtt_ms: float) -> Profile:
     )
 
 
+def _lossy(percent: int, rtt_ms: float) -> tuple[str, Profile]:
+    """A 1 Mbit/s uplink losing ``percent`` % of its UDP, at ``rtt_ms``: named for both."""
+    name = f"1m-{percent}loss-{rtt_ms:.0f}ms"
+    up = Direction(rate_bps=1_000_000, loss=percent / 100)
+    return name, _symmetric_delay(Profile(name=name, up=up), rtt_ms)
+
+
 PROFILES: dict[str, Profile] = {
     "clean": Profile(name="clean"),
     "1m": Profile(name="1m", up=Direction(rate_bps=1_000_000)),
     # A slower township line: the leg's start (0.8 Mbit/s) is above it.
     "600k": Profile(name="600k", up=Direction(rate_bps=600_000)),
-    "1m-5loss-150ms": _symmetric_delay(
-        Profile(name="1m-5loss-150ms", up=Direction(rate_bps=1_000_000, loss=0.05)), 150
-    ),
-    "1m-10loss-300ms": _symmetric_delay(
-        Profile(name="1m-10loss-300ms", up=Direction(rate_bps=1_000_000, loss=0.10)), 300
-    ),
-    # Past the issue's profiles: where the pre-call check's "unusable" line was drawn.
-    "1m-15loss-300ms": _symmetric_delay(
-        Profile(name="1m-15loss-300ms", up=Direction(rate_bps=1_000_000, loss=0.15)), 300
-    ),
-    "1m-20loss-300ms": _symmetric_delay(
-        Profile(name="1m-20loss-300ms", up=Direction(rate_bps=1_000_000, loss=0.20)), 300
-    ),
+    # The issue's lossy links; then, past them, where the pre-call check's
+    # "unusable" line was drawn (15 % and 20 %).
+    **dict(_lossy(percent, rtt) for percent, rtt in ((5, 150), (10, 300), (15, 300), (20, 300))),
     "udp-blocked": Profile(
         name="udp-blocked", up=Direction(block_udp=True), down=Direction(block_udp=True)
     ),

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from media import twcc
 from media.probe import ACK, HEADER, ProbeBusy, Prober, ProbeRefused, offer_problem
 
 PACKETS = 40
@@ -99,9 +100,6 @@ async def test_what_is_not_a_probe_offer_is_refused(prober: Prober) -> None:
     assert HEADER.size == struct.calcsize("!Id")
 
 
-TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
-
-
 def with_transport_cc_offered(sdp: str) -> str:
     """``sdp`` (aiortc's offer) with transport-wide sequence numbers offered for
     its video, as Chromium offers them."""
@@ -112,7 +110,7 @@ def with_transport_cc_offered(sdp: str) -> str:
             in_video = line.startswith("m=video")
         out.append(line)
         if in_video and line.startswith("a=mid:"):
-            out.append(f"a=extmap:5 {TWCC}")
+            out.append(f"a=extmap:5 {twcc.URI}")
         if in_video and line.startswith("a=rtpmap:") and "VP8" in line:
             out.append(f"a=rtcp-fb:{line.split(':')[1].split()[0]} transport-cc")
     return "\r\n".join(out)
@@ -142,7 +140,7 @@ async def test_the_video_of_a_probe_is_answered_with_transport_wide_feedback_and
     # recording leg), and without NACK nothing is resent, so the probe's
     # receiver reports count every packet lost on the way.
     answer, video = await answered_video(prober, with_transport_cc_offered)
-    assert f"a=extmap:5 {TWCC}" in video
+    assert f"a=extmap:5 {twcc.URI}" in video
     assert any(line.endswith(" transport-cc") for line in video)
     assert not [line for line in video if line.startswith("a=rtcp-fb:") and line.endswith(" nack")]
     assert not [line for line in video if "goog-remb" in line]

@@ -3,11 +3,12 @@
 // retransmitted data channel for a second of small pings (the round trip), and
 // a video sender that then sends a drawn moving picture for a few seconds
 // (not the camera: a still room would leave the encoder little to send, and
-// the estimate would stop at what it sent). The uplink is what the browser's own congestion controller finds
-// the path carries for video (availableOutgoingBitrate), the loss what the
-// server's receiver reports say was lost on the way (nothing is resent): the
-// figures a call will meet. Paced data channel packets measured neither on a
-// lossy link (SCTP backs off at every loss, as TCP does).
+// the estimate would stop at what it sent). The uplink is what the browser's
+// own congestion controller finds the path carries for video
+// (availableOutgoingBitrate), the loss what the server's receiver reports say
+// was lost on the way (nothing is resent): the figures a call will meet. Paced
+// data channel packets measured neither the uplink nor the loss of a lossy
+// link (SCTP backs off at every loss, as TCP does).
 
 import { post } from "./api.js";
 
@@ -49,7 +50,6 @@ function opened(channel, pc) {
     });
   });
 }
-
 
 // The selected candidate pair's local candidate ({type, protocol, relayProtocol}).
 async function selectedPath(pc) {
