@@ -37,6 +37,10 @@ RESULT_STRINGS: dict[str, str] = {
         "Uplink about %(mbit)s Mbit/s: too little for video; use low-bandwidth mode "
         "(voice and a still picture) or another network"
     ),
+    "precall.reason.uplink_unusable": N_(
+        "Uplink about %(mbit)s Mbit/s: too little even for voice and still pictures; "
+        "use another network"
+    ),
     "precall.reason.uplink_low": N_(
         "Uplink about %(mbit)s Mbit/s: the others will see a smaller or softer picture"
     ),
@@ -48,6 +52,11 @@ RESULT_STRINGS: dict[str, str] = {
         "Round trip %(ms)s ms: too slow for a conversation; use another network"
     ),
     "precall.reason.rtt_high": N_("Round trip %(ms)s ms: expect delays when talking"),
+    "precall.reason.uplink_unmeasured": N_("The uplink could not be measured: run the check again"),
+    "precall.reason.loss_unmeasured": N_("Packet loss could not be measured: run the check again"),
+    "precall.reason.rtt_unmeasured": N_(
+        "The round trip could not be measured: run the check again"
+    ),
     "precall.reason.udp_blocked": N_(
         "UDP is blocked: the call goes through TURN over TCP, with more delay"
     ),

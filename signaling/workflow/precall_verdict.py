@@ -15,7 +15,11 @@ the check measures 0.86-1.06 Mbit/s, carries 640×480 at 24 frames/s in
 (``RELAY_GOOD_UPLINK_KBPS``) starts at 0.7 Mbit/s. In the mesh a page sends a
 live copy and its recording leg (``recording_max_bitrate`` 0.5 Mbit/s) and
 wants about 1.2 Mbit/s. Below 0.3 Mbit/s only voice and a still picture are
-left (the low-bandwidth mode). Loss above 3 % shows in video.
+left: the low-bandwidth mode, which sends Opus voice and one still a second of
+10-60 kbit/s (``web/static/js/uplink-policy.js``), so the call is usable with
+that limit down to ``MIN_VOICE_UPLINK_KBPS``; under it not even that fits
+(the call page keeps stills under 60 kbit/s, its ``HOPELESS_KBPS``). Loss
+above 3 % shows in video.
 ``MAX_LOSS_PERCENT`` is drawn between what the check reads on the benchmark's
 links and what calls there do (``tests/bench/township.py --precall``,
 1 Mbit/s, 300 ms): at 15 % loss the check reads 12.8-14.4 % and a 20 s call
@@ -35,6 +39,7 @@ from records.vocab import PrecallVerdict
 RELAY_GOOD_UPLINK_KBPS = 700.0
 MESH_GOOD_UPLINK_KBPS = 1200.0
 MIN_UPLINK_KBPS = 300.0
+MIN_VOICE_UPLINK_KBPS = 100.0
 LIMITED_LOSS_PERCENT = 3.0
 MAX_LOSS_PERCENT = 15.0
 LIMITED_RTT_MS = 400.0
@@ -137,19 +142,31 @@ def _network(report: Report) -> list[Reason]:
     best = best_path(report)
     if best is None:
         return [Reason("network_unreachable", PrecallVerdict.UNUSABLE)]
-    mbit = round((best.uplink_kbps or 0.0) / 1000, 1)
     good = RELAY_GOOD_UPLINK_KBPS if report.sends_once else MESH_GOOD_UPLINK_KBPS
-    if (best.uplink_kbps or 0.0) < MIN_UPLINK_KBPS:
-        out.append(Reason("uplink_too_low", PrecallVerdict.UNUSABLE, {"mbit": mbit}))
-    elif (best.uplink_kbps or 0.0) < good:
+    # A figure the probe could not measure (a loss needs two of the server's
+    # receiver reports, which a lossy link can drop) is said to be unknown,
+    # not judged as nothing: 0 % loss would read as a good line.
+    if best.uplink_kbps is None:
+        out.append(Reason("uplink_unmeasured", PrecallVerdict.LIMITED))
+    elif best.uplink_kbps < MIN_VOICE_UPLINK_KBPS:
+        mbit = round(best.uplink_kbps / 1000, 2)
+        out.append(Reason("uplink_unusable", PrecallVerdict.UNUSABLE, {"mbit": mbit}))
+    elif best.uplink_kbps < MIN_UPLINK_KBPS:
+        # The low-bandwidth mode carries the consultation: limited, not unusable.
+        mbit = round(best.uplink_kbps / 1000, 1)
+        out.append(Reason("uplink_too_low", PrecallVerdict.LIMITED, {"mbit": mbit}))
+    elif best.uplink_kbps < good:
+        mbit = round(best.uplink_kbps / 1000, 1)
         out.append(Reason("uplink_low", PrecallVerdict.LIMITED, {"mbit": mbit}))
-    loss = round(best.loss_percent or 0.0, 1)
-    if loss > MAX_LOSS_PERCENT:
+    if best.loss_percent is None:
+        out.append(Reason("loss_unmeasured", PrecallVerdict.LIMITED))
+    elif (loss := round(best.loss_percent, 1)) > MAX_LOSS_PERCENT:
         out.append(Reason("loss_too_high", PrecallVerdict.UNUSABLE, {"percent": loss}))
     elif loss > LIMITED_LOSS_PERCENT:
         out.append(Reason("loss_high", PrecallVerdict.LIMITED, {"percent": loss}))
-    rtt = round(best.rtt_ms or 0.0)
-    if rtt > MAX_RTT_MS:
+    if best.rtt_ms is None:
+        out.append(Reason("rtt_unmeasured", PrecallVerdict.LIMITED))
+    elif (rtt := round(best.rtt_ms)) > MAX_RTT_MS:
         out.append(Reason("rtt_too_high", PrecallVerdict.UNUSABLE, {"ms": rtt}))
     elif rtt > LIMITED_RTT_MS:
         out.append(Reason("rtt_high", PrecallVerdict.LIMITED, {"ms": rtt}))

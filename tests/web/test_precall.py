@@ -18,7 +18,9 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from records.schema import audit_log, precall_checks
+from web.i18n import load_translations
 from web.keys import DB
+from web.precall_strings import RESULT_STRINGS
 from web.settings import Secret, Settings
 
 from ..conftest import ManualClock
@@ -89,12 +91,20 @@ async def test_a_kept_check_has_the_servers_verdict_an_event_and_an_audit_entry(
         # 1 Mbit/s (measured 0.86-1.06) carries 640x480 at 24 frames/s.
         ({"uplink_kbps": 800.0}, "good", []),
         ({"uplink_kbps": 500.0}, "limited", ["uplink_low"]),
-        ({"uplink_kbps": 150.0}, "unusable", ["uplink_too_low"]),
+        # Under 0.3 Mbit/s the low-bandwidth mode (voice, a still a second)
+        # carries the call; under 0.1 not even that.
+        ({"uplink_kbps": 150.0}, "limited", ["uplink_too_low"]),
+        ({"uplink_kbps": 80.0}, "unusable", ["uplink_unusable"]),
         ({"loss_percent": 5.0}, "limited", ["loss_high"]),
         # The benchmark's 10 % township profile (the check reads 8-10 %) works.
         ({"loss_percent": 10.4}, "limited", ["loss_high"]),
         ({"loss_percent": 25.0}, "unusable", ["loss_too_high"]),
         ({"rtt_ms": 600.0}, "limited", ["rtt_high"]),
+        # A figure the probe could not measure is unknown, not nothing: a
+        # missing loss was read as 0 % (good), a missing uplink as 0 Mbit/s.
+        ({"loss_percent": None}, "limited", ["loss_unmeasured"]),
+        ({"rtt_ms": None}, "limited", ["rtt_unmeasured"]),
+        ({"uplink_kbps": None}, "limited", ["uplink_unmeasured"]),
         ({"status": "failed"}, "unusable", ["network_unreachable"]),
         ({"speaker": "not_heard"}, "unusable", ["speaker_not_heard"]),
         ({"speaker": "skipped"}, "limited", ["speaker_unchecked"]),
@@ -115,6 +125,11 @@ async def test_the_verdict_names_what_is_wrong(
     assert status == 201, body
     assert body["check"]["verdict"] == verdict
     assert [r["code"] for r in body["check"]["report"]["reasons"]] == codes
+    # Each reason is worded for the pages, in Chinese too.
+    zh = load_translations("zh_CN")
+    for code in codes:
+        msgid = RESULT_STRINGS[f"precall.reason.{code}"]
+        assert zh.gettext(msgid) != msgid, code
 
 
 async def test_low_uplink_says_how_much_there_is(scenario: Scenario) -> None:
