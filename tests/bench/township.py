@@ -269,6 +269,29 @@ COUNTS = """
           pc.__firstStamp = await stampNow(pc);
         } else await new Promise((resolve) => setTimeout(resolve, 10));
       }
+      // --start-trace: the encoder's first 2.5 s, a row whenever a count moved
+      // ([ms since the first frame sent, camera frames, frames encoded,
+      // keyframes, encode ms in all, frames sent, the encoder's target bit/s]).
+      if (sends && window.__startTrace) {
+        const trace = (pc.__trace = []);
+        const t0 = performance.now();
+        let last = "";
+        while (performance.now() < t0 + 2500) {
+          let row = null;
+          (await pc.getStats()).forEach((s) => {
+            if (s.type === "media-source" && s.kind === "video") row = [s.frames, ...(row || [])];
+            if (s.type === "outbound-rtp" && s.kind === "video")
+              row = [...(row || []), s.framesEncoded, s.keyFramesEncoded,
+                     Math.round((s.totalEncodeTime || 0) * 1000), s.framesSent, s.targetBitrate];
+          });
+          const key = JSON.stringify(row);
+          if (key !== last) {
+            trace.push([Math.round(performance.now() - t0), ...(row || [])]);
+            last = key;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      }
     });
     return pc;
   };
@@ -297,7 +320,7 @@ LEG_TOTALS = """(index) => {
   const pc = window.__pcs[index];
   return { atConnect: pc.__atConnect ?? null, atFirst: pc.__atFirst ?? null,
            atEnd: pc.__atEnd ?? null, stampWait: pc.__stampWait ?? null,
-           firstStamp: pc.__firstStamp ?? null };
+           firstStamp: pc.__firstStamp ?? null, trace: pc.__trace ?? null };
 }"""
 
 
@@ -699,7 +722,11 @@ def coturn(host: Host, tmp: Path) -> Iterator[tuple[str, ...]]:
 
 @contextlib.asynccontextmanager
 async def server(
-    tmp: Path, plane: str, turn_urls: tuple[str, ...] = (), media_workers: int = 0
+    tmp: Path,
+    plane: str,
+    turn_urls: tuple[str, ...] = (),
+    media_workers: int = 0,
+    start_bitrate: int | None = None,
 ) -> AsyncIterator[tuple[web.Application, str]]:
     """The app on the hospital's address (the caller's thread is in its namespace).
 
@@ -717,6 +744,7 @@ async def server(
         ice_allowed_networks=("198.18.0.0/15",),
         turn_urls=turn_urls,
         turn_secret=Secret(TURN_SECRET) if turn_urls else NO_SECRET,
+        **({} if start_bitrate is None else {"start_bitrate": start_bitrate}),
     )
     (tmp / "data").mkdir(parents=True, exist_ok=True)
     await load_demo_data(settings)
@@ -738,8 +766,12 @@ async def server(
         gc.unfreeze()  # this call's app may go; the next call's startup freezes its own
 
 
-async def login(browser: Any, base: str, username: str, detail: bool = False) -> Any:
+async def login(
+    browser: Any, base: str, username: str, detail: bool = False, start_trace: bool = False
+) -> Any:
     context = await browser.new_context(base_url=base, viewport={"width": 1280, "height": 800})
+    if start_trace:
+        await context.add_init_script("window.__startTrace = true;")
     await context.add_init_script(COUNT_PCS)
     await context.add_init_script(COUNTS)
     if detail:
@@ -902,7 +934,7 @@ async def one_call(
             if Profile.named(profile).up.block_udp:
                 turn = stack.enter_context(coturn(link.hospital, tmp / "turn"))
             app, base = await stack.enter_async_context(
-                server(tmp / "server", plane, turn, args.media_workers)
+                server(tmp / "server", plane, turn, args.media_workers, args.start_bitrate)
             )
             scenario = await stack.enter_async_context(over_http(base))
             browsers = {}
@@ -933,7 +965,7 @@ async def one_call(
             else:
                 consultation = await scenario.consultation("accepted")
             cid = consultation.id
-            clinic = await login(browsers["clinic"], base, "clinic1", args.detail)
+            clinic = await login(browsers["clinic"], base, "clinic1", args.detail, args.start_trace)
             inviter = await scenario.user("clinic1")
             for extra in HOSPITAL_USERS[1 : parties - 1]:
                 status, body = await inviter.post(
@@ -1187,6 +1219,8 @@ async def one_call(
                                 f"{profile} | {plane} | {parties}: file begins {offset:+d} "
                                 "frame(s) from the camera's frame read as the leg sent its first"
                             )
+                    for moment in totals["trace"] or []:
+                        print(f"{profile} | {plane} | {parties}: start trace {moment}")
                     setup = None
                     if at_connect is not None and at_connect["camera"] is not None:
                         setup = row.setup_frames = at_connect["camera"]
@@ -1326,6 +1360,18 @@ async def main() -> None:
         help="one more command-line switch for every page's Chromium (repeatable), e.g. "
         "--chromium-arg=--force-fieldtrials=WebRTC-CongestionWindow/QueueSize:350,"
         "MinBitrate:30000,DropFrame:false/ (the README's congestion-window trial)",
+    )
+    parser.add_argument(
+        "--start-bitrate",
+        type=lambda kbps: int(kbps) * 1000,
+        help="kbit/s the recorder's answers ask the pages to start at (the setting "
+        "start_bitrate; default its default, 800)",
+    )
+    parser.add_argument(
+        "--start-trace",
+        action="store_true",
+        help="print the clinic's encoder through its leg's first 2.5 s: camera frames, "
+        "frames encoded, keyframes, encode time, frames sent, target (the README's start)",
     )
     args = parser.parse_args()
     args.clinic_cpu = clinic_cpu(args.clinic_cpu)
