@@ -31,6 +31,7 @@ keeps 640 px at 24 frames/s with 10-12 % of its audio concealed in gaps of
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +137,13 @@ def best_path(report: Report) -> PathResult | None:
     return max(usable, key=lambda p: p.uplink_kbps or 0.0, default=None)
 
 
+def _mbit(kbps: float, places: int) -> float:
+    """``kbps`` in Mbit/s, halves rounded up as the pages round the figure beside
+    it (``round`` made 150 kbit/s 0.1 Mbit/s: 0.15 is 0.1499… as a float)."""
+    scale = 10.0**places
+    return math.floor(kbps * scale / 1000 + 0.5) / scale
+
+
 def _network(report: Report) -> list[Reason]:
     out: list[Reason] = []
     by_name = {p.name: p for p in report.paths}
@@ -149,14 +157,14 @@ def _network(report: Report) -> list[Reason]:
     if best.uplink_kbps is None:
         out.append(Reason("uplink_unmeasured", PrecallVerdict.LIMITED))
     elif best.uplink_kbps < MIN_VOICE_UPLINK_KBPS:
-        mbit = round(best.uplink_kbps / 1000, 2)
+        mbit = _mbit(best.uplink_kbps, 2)
         out.append(Reason("uplink_unusable", PrecallVerdict.UNUSABLE, {"mbit": mbit}))
     elif best.uplink_kbps < MIN_UPLINK_KBPS:
         # The low-bandwidth mode carries the consultation: limited, not unusable.
-        mbit = round(best.uplink_kbps / 1000, 1)
+        mbit = _mbit(best.uplink_kbps, 1)
         out.append(Reason("uplink_too_low", PrecallVerdict.LIMITED, {"mbit": mbit}))
     elif best.uplink_kbps < good:
-        mbit = round(best.uplink_kbps / 1000, 1)
+        mbit = _mbit(best.uplink_kbps, 1)
         out.append(Reason("uplink_low", PrecallVerdict.LIMITED, {"mbit": mbit}))
     if best.loss_percent is None:
         out.append(Reason("loss_unmeasured", PrecallVerdict.LIMITED))

@@ -132,6 +132,26 @@ async def test_the_verdict_names_what_is_wrong(
         assert zh.gettext(msgid) != msgid, code
 
 
+@pytest.mark.parametrize(
+    ("kbps", "code", "mbit"),
+    [
+        (150.0, "uplink_too_low", 0.2),
+        (250.0, "uplink_too_low", 0.3),
+        (45.0, "uplink_unusable", 0.05),
+    ],
+)
+async def test_the_uplink_is_rounded_as_the_page_shows_it(
+    scenario: Scenario, kbps: float, code: str, mbit: float
+) -> None:
+    # The page shows 150 kbit/s as 0.2 Mbit/s beside the reason (a half rounds
+    # up); the reason said 0.1.
+    c = await scenario.consultation("accepted")
+    _, body = await c.clinic.post(f"{c.url}/precall", report(uplink_kbps=kbps))
+    assert [(r["code"], r.get("mbit")) for r in body["check"]["report"]["reasons"]] == [
+        (code, mbit)
+    ]
+
+
 async def test_low_uplink_says_how_much_there_is(scenario: Scenario) -> None:
     c = await scenario.consultation("accepted")
     _, body = await c.clinic.post(f"{c.url}/precall", report(uplink_kbps=512.0))
