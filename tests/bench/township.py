@@ -291,6 +291,7 @@ COUNTS = """
           }
           await new Promise((resolve) => setTimeout(resolve, 5));
         }
+        pc.__traceDone = true;
       }
     });
     return pc;
@@ -320,7 +321,7 @@ LEG_TOTALS = """(index) => {
   const pc = window.__pcs[index];
   return { atConnect: pc.__atConnect ?? null, atFirst: pc.__atFirst ?? null,
            atEnd: pc.__atEnd ?? null, stampWait: pc.__stampWait ?? null,
-           firstStamp: pc.__firstStamp ?? null, trace: pc.__trace ?? null };
+           firstStamp: pc.__firstStamp ?? null };
 }"""
 
 
@@ -1140,6 +1141,16 @@ async def one_call(
                     )
                     if keys:
                         print(f"{profile} | {plane} | {parties}: clinic pc{n} keyframes at {keys}")
+            if args.start_trace:
+                # Every connection of the clinic's that sent video (the leg, or
+                # in the mesh each peer's), once its trace is done.
+                await clinic.wait_for_function(
+                    "window.__pcs.every((pc) => !pc.__trace || pc.__traceDone)", timeout=10_000
+                )
+                traces = await clinic.evaluate("window.__pcs.map((pc) => pc.__trace ?? null)")
+                for n, trace in enumerate(traces):
+                    for moment in trace or []:
+                        print(f"{profile} | {plane} | {parties}: clinic pc{n} start trace {moment}")
             if plane != "mesh-off" and final is not None:
                 path = await clinic_file(app, clinic_id)
                 # The leg's counts from its connection to the end: the whole call.
@@ -1219,8 +1230,6 @@ async def one_call(
                                 f"{profile} | {plane} | {parties}: file begins {offset:+d} "
                                 "frame(s) from the camera's frame read as the leg sent its first"
                             )
-                    for moment in totals["trace"] or []:
-                        print(f"{profile} | {plane} | {parties}: start trace {moment}")
                     setup = None
                     if at_connect is not None and at_connect["camera"] is not None:
                         setup = row.setup_frames = at_connect["camera"]
