@@ -137,11 +137,13 @@ def best_path(report: Report) -> PathResult | None:
     return max(usable, key=lambda p: p.uplink_kbps or 0.0, default=None)
 
 
-def _mbit(kbps: float, places: int) -> float:
-    """``kbps`` in Mbit/s, halves rounded up as the pages round the figure beside
-    it (``round`` made 150 kbit/s 0.1 Mbit/s: 0.15 is 0.1499… as a float)."""
+def _half_up(value: float, places: int = 0, *, per: float = 1.0) -> float:
+    """``value / per`` to ``places`` decimals, halves rounded up as the pages
+    round the figures beside a reason. ``round`` rounds halves to even and
+    made 304.5 ms 304; and 150 kbit/s 0.1 Mbit/s, 0.15 being 0.1499… as a
+    float (``per`` divides after scaling: 150 × 10 / 1000 is 1.5 exactly)."""
     scale = 10.0**places
-    return math.floor(kbps * scale / 1000 + 0.5) / scale
+    return math.floor(value * scale / per + 0.5) / scale
 
 
 def _network(report: Report) -> list[Reason]:
@@ -157,14 +159,14 @@ def _network(report: Report) -> list[Reason]:
     if best.uplink_kbps is None:
         out.append(Reason("uplink_unmeasured", PrecallVerdict.LIMITED))
     elif best.uplink_kbps < MIN_VOICE_UPLINK_KBPS:
-        mbit = _mbit(best.uplink_kbps, 2)
+        mbit = _half_up(best.uplink_kbps, 2, per=1000)
         out.append(Reason("uplink_unusable", PrecallVerdict.UNUSABLE, {"mbit": mbit}))
     elif best.uplink_kbps < MIN_UPLINK_KBPS:
         # The low-bandwidth mode carries the consultation: limited, not unusable.
-        mbit = _mbit(best.uplink_kbps, 1)
+        mbit = _half_up(best.uplink_kbps, 1, per=1000)
         out.append(Reason("uplink_too_low", PrecallVerdict.LIMITED, {"mbit": mbit}))
     elif best.uplink_kbps < good:
-        mbit = _mbit(best.uplink_kbps, 1)
+        mbit = _half_up(best.uplink_kbps, 1, per=1000)
         out.append(Reason("uplink_low", PrecallVerdict.LIMITED, {"mbit": mbit}))
     if best.loss_percent is None:
         out.append(Reason("loss_unmeasured", PrecallVerdict.LIMITED))
@@ -174,7 +176,7 @@ def _network(report: Report) -> list[Reason]:
         out.append(Reason("loss_high", PrecallVerdict.LIMITED, {"percent": loss}))
     if best.rtt_ms is None:
         out.append(Reason("rtt_unmeasured", PrecallVerdict.LIMITED))
-    elif (rtt := round(best.rtt_ms)) > MAX_RTT_MS:
+    elif (rtt := int(_half_up(best.rtt_ms))) > MAX_RTT_MS:
         out.append(Reason("rtt_too_high", PrecallVerdict.UNUSABLE, {"ms": rtt}))
     elif rtt > LIMITED_RTT_MS:
         out.append(Reason("rtt_high", PrecallVerdict.LIMITED, {"ms": rtt}))

@@ -152,6 +152,15 @@ async def test_the_uplink_is_rounded_as_the_page_shows_it(
     ]
 
 
+async def test_the_round_trip_is_rounded_as_the_page_shows_it(scenario: Scenario) -> None:
+    # Python's round() made 600.5 ms 600 (halves to even); the page shows 601.
+    c = await scenario.consultation("accepted")
+    _, body = await c.clinic.post(f"{c.url}/precall", report(rtt_ms=600.5))
+    assert body["check"]["report"]["reasons"] == [
+        {"code": "rtt_high", "verdict": "limited", "ms": 601}
+    ]
+
+
 async def test_low_uplink_says_how_much_there_is(scenario: Scenario) -> None:
     c = await scenario.consultation("accepted")
     _, body = await c.clinic.post(f"{c.url}/precall", report(uplink_kbps=512.0))
