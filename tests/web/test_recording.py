@@ -111,8 +111,14 @@ async def test_verify_reports_a_changed_file_and_purge_refuses_young_recordings(
     a = (await scenario.consultation("accepted", joined=("clinic1",))).sockets["clinic1"]
     await record_leg(a, "--codec", "vp8", "--seconds", "1")
     await a.send({"type": "rec_stop"})
-    await a.until_pong()
+    # The sender closed its leg as it exited: the server stores the file when it
+    # sees that ("interrupted"), or at rec_stop if that came first ("stopped").
+    # rec_stop after the leg's own end does not wait for that store (a PostgreSQL
+    # run once verified before the row was finished, and found no file).
+    while (await a.recv("recording", within=LEG_END_TIMEOUT))["state"] == "recording":
+        pass
     [row] = await rows(app)
+    assert row["status"] == "finished", row
     service = app[RECORDING]
     path = service.root / row["path"]
     with path.open("r+b") as fh:  # flip one byte in the middle
