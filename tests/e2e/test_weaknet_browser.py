@@ -124,7 +124,9 @@ async def test_audio_first_and_the_low_bandwidth_switch(
         assert (s["priority"], s["networkPriority"]) == ("high", "high"), s
     for s in await senders(clinic, "video"):
         assert (s["priority"], s["networkPriority"]) == ("low", "low"), s
-        assert s["degradation"] == "balanced", s
+        # Unset: the browser's default, balanced (setting it once the call was
+        # up reconfigured the encoder, which then skipped camera frames).
+        assert s["degradation"] in (None, "balanced"), s
     # The uplink indicator is measured and drawn.
     await clinic.locator('#uplink:not([data-level="0"])').wait_for(timeout=10_000)
     await clinic.wait_for_function(

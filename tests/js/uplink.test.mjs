@@ -221,7 +221,8 @@ test("stills: one frame a second, a low cap, a smaller picture; back to normal r
   const recording = params({ maxBitrate: 500_000 });
   const normal = p.planSender("video", recording, "video");
   assert.equal(normal.params.encodings[0].priority, "low");
-  assert.equal(normal.params.degradationPreference, "balanced");
+  // Unset, the browser's default ("balanced"): a fresh sender is left so.
+  assert.equal(normal.params.degradationPreference, undefined);
   assert.equal(normal.params.encodings[0].maxBitrate, 500_000);
 
   const still = p.planSender("video", normal.params, "still", normal.memo, { width: 640, height: 480 });
@@ -233,7 +234,7 @@ test("stills: one frame a second, a low cap, a smaller picture; back to normal r
   assert.equal(still.params.degradationPreference, "maintain-resolution");
   assert.equal(p.planSender("video", still.params, "still", still.memo, { width: 640, height: 480 }).changed, false);
 
-  // Someone sets their cap again meanwhile (the recording leg's answer): still
+  // Someone else sets their cap again meanwhile: still
   // mode is put back, and their new cap is what comes back later.
   const overwritten = { ...still.params, encodings: [{ ...e, maxBitrate: 400_000 }] };
   const again = p.planSender("video", overwritten, "still", still.memo, { width: 640, height: 480 });
@@ -283,4 +284,17 @@ test("sparkline and loss columns share their places", () => {
   assert.equal(points[1].split(",")[0], "60.0");
   assert.equal(p.columnsPath([0, 40], 60, 18), "M60.0,18V0.0");
   assert.equal(p.columnsPath([0, 0]), "");
+});
+
+test("a sender made with its priority and cap is left as it is in video mode", () => {
+  // The recording leg makes its senders so (sendEncodings): any setParameters
+  // once the call is up reconfigured Chromium's encoder right after its first
+  // keyframe, and it skipped 1-2 camera frames.
+  for (const [kind, encoding] of [
+    ["audio", { priority: "high", networkPriority: "high" }],
+    ["video", { priority: "low", networkPriority: "low", maxBitrate: 1_500_000 }],
+  ]) {
+    const plan = p.planSender(kind, params(encoding), "video", {}, { width: 640, height: 480 });
+    assert.equal(plan.changed, false, kind);
+  }
 });

@@ -10,6 +10,8 @@
 // ones the server handed out in `joined` (a bare RTCPeerConnection would use
 // none, and relay-only deployments depend on the policy).
 
+import { PRIORITY } from "./uplink-policy.js";
+
 // A connection that has not come up for this long is nudged (see checkStuck),
 // then again after twice as long, up to a minute.
 const STUCK_MS = 8000;
@@ -95,10 +97,14 @@ export class Peer {
     if (this.history.length > HISTORY_SIZE) this.history.shift();
   }
 
+  // With its priority from the start (uplink-policy.js): the uplink controller
+  // then has nothing to change once the call is up, which reconfigured
+  // Chromium's encoder right after its first keyframe (1-2 frames skipped).
   addTransceiver(kind, track, direction) {
     return this.pc.addTransceiver(track || kind, {
       direction,
       streams: track ? [new MediaStream([track])] : [],
+      sendEncodings: [{ ...PRIORITY[kind] }],
     });
   }
 

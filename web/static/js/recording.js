@@ -14,6 +14,8 @@
 // that grows from RETRY_MS to RETRY_MAX_MS and falls back once a leg has stayed
 // up for STABLE_MS.
 
+import { PRIORITY } from "./uplink-policy.js";
+
 const GATHER_MS = 3000;
 const RETRY_MS = 1000;
 const RETRY_MAX_MS = 30000;
@@ -70,8 +72,14 @@ export class RecordingLeg {
     this.pc = pc;
     this.answered = false;
     try {
+      // Each sender is made with its cap and priority (uplink-policy.js), so
+      // nothing changes once the call is up: a change then reconfigured
+      // Chromium's encoder right after its first keyframe, and it skipped 1-2
+      // camera frames (README, the leg's start).
       for (const track of live) {
-        const transceiver = pc.addTransceiver(track, { direction: "sendonly" });
+        const encoding = { ...PRIORITY[track.kind] };
+        if (track.kind === "video") encoding.maxBitrate = this.maxBitrate;
+        const transceiver = pc.addTransceiver(track, { direction: "sendonly", sendEncodings: [encoding] });
         if (track.kind === "video") preferStorableCodecs(transceiver);
       }
       pc.addEventListener("connectionstatechange", () => {
@@ -108,14 +116,6 @@ export class RecordingLeg {
     this.answered = true;
     try {
       await pc.setRemoteDescription({ type: "answer", sdp });
-      for (const sender of pc.getSenders()) {
-        if (!sender.track || sender.track.kind !== "video") continue;
-        const params = sender.getParameters();
-        params.encodings = (params.encodings && params.encodings.length ? params.encodings : [{}]).map(
-          (e) => ({ ...e, maxBitrate: this.maxBitrate }),
-        );
-        await sender.setParameters(params);
-      }
     } catch (error) {
       console.warn("recording answer", error);
       if (pc === this.pc) this.failed();

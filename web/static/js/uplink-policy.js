@@ -244,7 +244,7 @@ export function stillScale(width, height) {
   return Math.max(1, Math.ceil((longSide / STILL.longSide) * 100) / 100);
 }
 
-const PRIORITY = {
+export const PRIORITY = {
   audio: { priority: "high", networkPriority: "high" },
   video: { priority: "low", networkPriority: "low" },
 };
@@ -299,7 +299,12 @@ export function planSender(kind, params, mode, memo = {}, size = {}) {
         set(e, "scaleResolutionDownBy", 1);
       }
     }
-    set(out, "degradationPreference", "balanced");
+    // Unset is the browser's default, "balanced": a fresh sender is left as it
+    // is (a change once the call is up reconfigures Chromium's encoder, which
+    // then skips camera frames), one back from stills is set back.
+    if (next.applied === "still" || out.degradationPreference !== undefined) {
+      set(out, "degradationPreference", "balanced");
+    }
     next.applied = "video";
     delete next.stillBitrate;
   }
