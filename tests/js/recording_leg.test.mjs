@@ -1,8 +1,8 @@
 // The recording leg (web/static/js/recording.js) with a fake connection: its
 // senders start with their cap and priority, so that nothing changes their
 // parameters once the call is up. A change then (setParameters after the
-// answer, or the uplink controller's first priority) reconfigured Chromium's
-// encoder right after its first keyframe, and 1-2 camera frames at the start
+// answer, or the uplink controller's first priority) came right after the
+// encoder's first keyframe on a fast link, and 1-2 camera frames at the start
 // of the leg were never encoded (README, "The leg's start").
 
 import assert from "node:assert/strict";
@@ -77,11 +77,22 @@ test("the leg's senders start with their cap and priority, and the answer change
     }
   };
   const sent = [];
-  const leg = new RecordingLeg({ signaling: { send: (msg) => sent.push(msg) }, onChange: () => {} });
+  let offered;
+  const offer = new Promise((resolve) => {
+    offered = resolve;
+  });
+  const signaling = {
+    send: (msg) => {
+      sent.push(msg);
+      offered();
+      return true;
+    },
+  };
+  const leg = new RecordingLeg({ signaling, onChange: () => {} });
   const audio = { kind: "audio" };
   const video = { kind: "video", getSettings: () => ({ width: 640, height: 480 }) };
   leg.want({ config: {}, tracks: [audio, video], maxBitrate: 1500000 });
-  while (!sent.length) await new Promise((resolve) => setTimeout(resolve, 1));
+  await offer;
   assert.equal(sent[0].type, "rec_offer");
 
   const [pc] = made;
@@ -103,6 +114,6 @@ test("the leg's senders start with their cap and priority, and the answer change
     const plan = planSender(sender.track.kind, sender.getParameters(), "video", {}, { width: 640, height: 480 });
     assert.equal(plan.changed, false, sender.track.kind);
   }
-  leg.stop?.();
+  leg.stop();
   delete globalThis.RTCPeerConnection;
 });

@@ -97,9 +97,10 @@ export class Peer {
     if (this.history.length > HISTORY_SIZE) this.history.shift();
   }
 
-  // With its priority from the start (uplink-policy.js): the uplink controller
-  // then has nothing to change once the call is up, which reconfigured
-  // Chromium's encoder right after its first keyframe (1-2 frames skipped).
+  // With its priority from the start (uplink-policy.js), as the recording
+  // leg's senders (recording.js): the uplink controller then has nothing to
+  // change once the call is up. (The mesh's own start gap is another matter:
+  // README, the leg's start.)
   addTransceiver(kind, track, direction) {
     return this.pc.addTransceiver(track || kind, {
       direction,

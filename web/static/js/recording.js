@@ -73,9 +73,9 @@ export class RecordingLeg {
     this.answered = false;
     try {
       // Each sender is made with its cap and priority (uplink-policy.js), so
-      // nothing changes once the call is up: a change then reconfigured
-      // Chromium's encoder right after its first keyframe, and it skipped 1-2
-      // camera frames (README, the leg's start).
+      // nothing changes once the call is up: a change then (the encoder or its
+      // adaptation reconfigured) came right after the first keyframe on a fast
+      // link, and 1-2 camera frames were never encoded (README, the leg's start).
       for (const track of live) {
         const encoding = { ...PRIORITY[track.kind] };
         if (track.kind === "video") encoding.maxBitrate = this.maxBitrate;
