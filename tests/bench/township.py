@@ -253,7 +253,23 @@ COUNTS = """
     pc.addEventListener("connectionstatechange", async () => {
       if (pc.connectionState !== "connected" || pc.__atConnect !== undefined) return;
       pc.__atConnect = null;
-      pc.__atConnect = await counts(pc);
+      // The recording leg's camera comes to its sender once the connection is
+      // up (recording.js attachCamera): its counts start then.
+      const sendsVideo = () => pc.getTransceivers().some(
+        (t) => t.receiver.track.kind === "video" && /send/.test(t.direction));
+      const attached = () => pc.getSenders().some((s) => s.track && s.track.kind === "video");
+      const connectedAt = performance.now();
+      while (sendsVideo() && !attached() && performance.now() < connectedAt + 1000) {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      pc.__attachWait = performance.now() - connectedAt;
+      let atConnect = await counts(pc);
+      // Its media-source stats come with its first frame.
+      while (attached() && atConnect.camera === null && performance.now() < connectedAt + 1000) {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+        atConnect = await counts(pc);
+      }
+      pc.__atConnect = atConnect;
       // ... and when it sent its first frame: the encoder starts once the
       // transport tells it the network is up, a little after "connected".
       // Only a connection that sends a camera, and not for long: a getStats
@@ -321,6 +337,7 @@ LEG_TOTALS = """(index) => {
   const pc = window.__pcs[index];
   return { atConnect: pc.__atConnect ?? null, atFirst: pc.__atFirst ?? null,
            atEnd: pc.__atEnd ?? null, stampWait: pc.__stampWait ?? null,
+           attachWait: pc.__attachWait ?? null,
            firstStamp: pc.__firstStamp ?? null };
 }"""
 
@@ -1229,6 +1246,12 @@ async def one_call(
                             print(
                                 f"{profile} | {plane} | {parties}: file begins {offset:+d} "
                                 "frame(s) from the camera's frame read as the leg sent its first"
+                            )
+                        wait = totals["attachWait"]
+                        if wait is not None:
+                            print(
+                                f"{profile} | {plane} | {parties}: the leg's camera attached "
+                                f'{wait:.0f} ms after "connected"'
                             )
                     setup = None
                     if at_connect is not None and at_connect["camera"] is not None:

@@ -24,7 +24,6 @@ const STABLE_MS = 10000;
 // nothing new, until the server closes it (it asks again for what it still
 // misses of the last frames: media/leg.py Leg.drain) or this long has passed.
 const DRAIN_MS = 15000;
-
 export class RecordingLeg {
   constructor({ signaling, onChange }) {
     this.signaling = signaling;
@@ -37,6 +36,7 @@ export class RecordingLeg {
     this.retryMs = RETRY_MS;
     this.retryTimer = null;
     this.stableTimer = null;
+    this.videoSender = null; // the leg's video sender (its camera attached once connected)
   }
 
   set(state) {
@@ -76,11 +76,23 @@ export class RecordingLeg {
       // nothing changes once the call is up: a change then (the encoder or its
       // adaptation reconfigured) came right after the first keyframe on a fast
       // link, and 1-2 camera frames were never encoded (README, the leg's start).
+      //
+      // The camera comes to its sender once the connection is up (connected()).
+      // Chromium sizes the VP8 encoder's buffer from the bitrate it starts at,
+      // which is 300 kbit/s until the transport's first estimate, the answer's
+      // start bitrate (800), comes. A camera frame that came first started it at
+      // 300; when the target rose to 1.25 Mbit/s right after the first
+      // keyframe, libvpx dropped the next 1-2 frames (README, the leg's start).
+      this.videoSender = null;
       for (const track of live) {
         const encoding = { ...PRIORITY[track.kind] };
-        if (track.kind === "video") encoding.maxBitrate = this.maxBitrate;
-        const transceiver = pc.addTransceiver(track, { direction: "sendonly", sendEncodings: [encoding] });
-        if (track.kind === "video") preferStorableCodecs(transceiver);
+        const init = { direction: "sendonly", sendEncodings: [encoding] };
+        if (track.kind === "video") {
+          encoding.maxBitrate = this.maxBitrate;
+          const transceiver = pc.addTransceiver("video", init);
+          preferStorableCodecs(transceiver);
+          this.videoSender = transceiver.sender;
+        } else pc.addTransceiver(track, init);
       }
       pc.addEventListener("connectionstatechange", () => {
         if (pc !== this.pc) return;
@@ -102,12 +114,22 @@ export class RecordingLeg {
 
   connected() {
     this.set("recording");
+    this.attachCamera();
     // A leg that stays up resets the backoff; one that keeps dying (a full
     // disk) does not make the page hammer the server.
     clearTimeout(this.stableTimer);
     this.stableTimer = setTimeout(() => {
       this.retryMs = RETRY_MS;
     }, STABLE_MS);
+  }
+
+  // The camera to its sender, once the connection is up (open()); a camera
+  // switched meanwhile (replace()) is the one attached.
+  attachCamera() {
+    const sender = this.videoSender;
+    const track = this.params?.tracks.find((t) => t && t.kind === "video");
+    if (!sender || sender.track || !track || !this.pc) return;
+    sender.replaceTrack(track).catch((error) => console.warn("recording camera", error));
   }
 
   async answer(sdp) {
@@ -139,6 +161,9 @@ export class RecordingLeg {
       this.params = { ...this.params, tracks: track ? [...tracks, track] : tracks };
     }
     if (!this.pc) return;
+    // Not attached yet: attachCamera() attaches this one once connected.
+    const waiting = this.videoSender && !this.videoSender.track;
+    if (kind === "video" && waiting && this.pc.connectionState !== "connected") return;
     for (const sender of this.pc.getSenders()) {
       if ((sender.track && sender.track.kind === kind) || (!sender.track && kind === "video")) {
         await sender.replaceTrack(track);
