@@ -313,17 +313,29 @@ COUNTS = """
     return pc;
   };
   window.RTCPeerConnection.prototype = Wrapped.prototype;
+  // The call's end for a connection: its counts and its camera's frame when
+  // the doctor ends the call (read just before the click: the page then sends
+  // "end" once those frames are encoded, recording.js flush), or at "end".
+  const atEnd = (pc) => {
+    if (pc.__endRead || pc.signalingState === "closed") return null;
+    pc.__endRead = true;
+    return Promise.all([counts(pc), stampNow(pc)]).then(([c, stamp]) => {
+      pc.__atEnd = { ...c, stamp };
+    });
+  };
+  window.__readEnd = async () => {
+    await Promise.all(window.__pcs.map(atEnd));
+    window.__flushFrom = performance.now();
+  };
   const send = WebSocket.prototype.send;
   WebSocket.prototype.send = function (data) {
     let type = null;
     try { type = JSON.parse(data).type; } catch (error) {}
     if (type === "end") {
-      for (const pc of window.__pcs) {
-        if (pc.signalingState === "closed") continue;
-        Promise.all([counts(pc), stampNow(pc)]).then(([c, stamp]) => {
-          pc.__atEnd = { ...c, stamp };
-        });
-      }
+      for (const pc of window.__pcs) atEnd(pc);
+      // From the read just before the click to "end".
+      const from = window.__flushFrom;
+      if (from !== undefined) window.__flushMs = performance.now() - from;
     }
     return send.call(this, data);
   };
@@ -1144,8 +1156,15 @@ async def one_call(
             final = next((s for s in await clinic.evaluate(SENDING) if s["leg"]), None)
             row.path = final["path"] if final else ""
             await clinic.click("#ctl-end")
+            await clinic.evaluate("window.__readEnd()")
             await clinic.click('#end-dialog button[value="end"]')
             await clinic.locator('#call[data-finished="ended"]').wait_for()
+            flush_ms = await clinic.evaluate("window.__flushMs ?? null")
+            if args.detail and flush_ms is not None:
+                print(
+                    f'{profile} | {plane} | {parties}: the page sent "end" {flush_ms:.0f} ms '
+                    "after the camera's frame was read (the click in between)"
+                )
             if args.detail:
                 # Every keyframe the clinic encoded (the call-up's lines stop at
                 # the call-up): each one makes its pacer drop what it holds.
@@ -1202,10 +1221,10 @@ async def one_call(
                             "frame(s) the decoder refused (not counted as recorded)",
                             flush=True,
                         )
-                    # The server stops recording when "end" reaches it, a one-way
-                    # trip (or a TCP resend) after the page sent it: the file's
-                    # frames from the camera's frame at "end" on (its stamp, read
-                    # then) are not the call's.
+                    # The call ends when the doctor clicks "end" (the page tells
+                    # the server once the camera's frames until then are encoded:
+                    # recording.js flush): the file's frames from the camera's
+                    # frame then on (its stamp, read just before) are not the call's.
                     stamp = at_end.get("stamp")
                     kept = held.until(stamp) if stamp is not None else frames
                     after_end = frames - kept
@@ -1228,9 +1247,8 @@ async def one_call(
                         print(
                             f"{profile} | {plane} | {parties}: file frames: {after} the end{waited}"
                         )
-                        # Where the file ends against that frame: the page sends a
-                        # frame or two after the camera delivers it, so a couple of
-                        # frames short is normal; more, and the end was lost.
+                        # Where the file ends against that frame: 0 frames short,
+                        # every frame the camera gave before it is in the file.
                         short = None if stamp is None else held.short_of(stamp)
                         if short is not None:
                             print(

@@ -192,3 +192,43 @@ test("a camera switched before the leg is up is the one attached", async () => {
   pc.connect("closed"); // the server closes it: the page lets go of it
   delete globalThis.RTCPeerConnection;
 });
+
+test("ending from this page: it waits until the camera's frames until then are encoded, and keeps the camera", async () => {
+  const [leg, pc] = await offered([audio, video]);
+  await leg.answer("v=0\r\n");
+  pc.connect();
+  const [voice, camera] = pc.senders;
+  // The camera is 3 frames ahead of the encoder; then the encoder catches up,
+  // and 2 frames the camera gave after are encoded too (FLUSH_AFTER).
+  pc.counts = [
+    [100, 97],
+    [101, 99],
+    [102, 100],
+    [103, 101],
+    [104, 102],
+    [104, 102],
+  ];
+  await leg.flush();
+  assert.equal(pc.reads, 5, "read until 97 + 3 + 2 frames were encoded");
+  assert.equal(voice.track, audio);
+  assert.equal(camera.track, video);
+  leg.stop();
+  pc.connect("closed");
+  delete globalThis.RTCPeerConnection;
+});
+
+test("a leg whose encoder lags far behind is waited for a second at most; one not up, not at all", async () => {
+  const [leg, pc] = await offered([audio, video]);
+  await leg.flush(); // not connected: nothing to wait for
+  assert.equal(pc.reads, 0);
+  await leg.answer("v=0\r\n");
+  pc.connect();
+  // An encoder that encodes nothing more (stills, or a stuck one).
+  pc.counts = [[500, 100]];
+  const started = performance.now();
+  await leg.flush();
+  assert.ok(performance.now() - started >= 1000);
+  leg.stop();
+  pc.connect("closed");
+  delete globalThis.RTCPeerConnection;
+});

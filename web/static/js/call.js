@@ -240,11 +240,17 @@ const controls = new Controls({
     sendMediaState();
   },
   onAudioOnly: toggleAudioOnly,
-  onLeave() {
+  async onLeave() {
+    await recordingLeg.flush(); // the file ends where the call did for us
+    if (state.finished) return;
     signaling.close({ type: "leave" });
     apply(call.finish(state, "left"));
   },
-  onEnd: () => signaling.send({ type: "end" }),
+  async onEnd() {
+    // What the camera gave until now is recorded first (recording.js flush).
+    await recordingLeg.flush();
+    if (!state.finished) signaling.send({ type: "end" });
+  },
 });
 
 async function toggleAudioOnly() {

@@ -24,6 +24,17 @@ const STABLE_MS = 10000;
 // nothing new, until the server closes it (it asks again for what it still
 // misses of the last frames: media/leg.py Leg.drain) or this long has passed.
 const DRAIN_MS = 15000;
+// When this page ends the call or leaves it, the server is told once the
+// camera's frames until then have gone through the leg's encoder: once it has
+// encoded as many more frames as the camera was ahead of it (at most
+// FLUSH_BEHIND: what is more is frames it dropped earlier in the call) and
+// FLUSH_AFTER frames the camera gave after, read every FLUSH_STEP_MS, for at
+// most FLUSH_MS.
+const FLUSH_MS = 1000;
+const FLUSH_BEHIND = 8;
+const FLUSH_AFTER = 2;
+const FLUSH_STEP_MS = 30;
+
 export class RecordingLeg {
   constructor({ signaling, onChange }) {
     this.signaling = signaling;
@@ -193,6 +204,29 @@ export class RecordingLeg {
     }
   }
 
+  // This page ends the call or leaves it: the caller tells the server once
+  // the frames the camera gave until now are encoded and sent, so that the
+  // server's file ends where the call ended for this page's doctor, not a
+  // frame or two before. When "end" reached the server, the frames still in
+  // the browser's pipeline (a few on a busy PC) were not the call's any more
+  // (media/leg.py Leg.drain keeps only what was sent before). The leg keeps
+  // its camera meanwhile: the others see no frozen picture, and the frames
+  // after this are the call's end, recorded too.
+  async flush() {
+    const pc = this.pc;
+    if (!pc || pc.connectionState !== "connected" || !this.videoSender?.track) return;
+    const until = performance.now() + FLUSH_MS;
+    const start = await videoCounts(pc);
+    if (!start) return;
+    const behind = Math.min(Math.max(start.camera - start.encoded, 0), FLUSH_BEHIND);
+    const enough = start.encoded + behind + FLUSH_AFTER;
+    while (performance.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, FLUSH_STEP_MS));
+      const now = await videoCounts(pc);
+      if (!now || now.encoded >= enough) return;
+    }
+  }
+
   // The page no longer wants a leg (the call is over for it); tell: ask the
   // server to finish the file now (it does so anyway when we leave or end).
   stop(tell = true) {
@@ -231,6 +265,23 @@ export class RecordingLeg {
       if (["failed", "closed", "disconnected"].includes(pc.connectionState)) close();
     });
   }
+}
+
+// The leg's camera frames (the video sender's media source) and frames
+// encoded (Chromium's framesSent counts them as they are encoded); null once
+// the connection is closed or has no camera.
+async function videoCounts(pc) {
+  let camera = null;
+  let encoded = 0;
+  try {
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "media-source" && s.kind === "video") camera = s.frames || 0;
+      if (s.type === "outbound-rtp" && s.kind === "video") encoded += s.framesEncoded || 0;
+    });
+  } catch (error) {
+    return null; // closed meanwhile
+  }
+  return camera === null ? null : { camera, encoded };
 }
 
 // The recorder stores VP8 (WebM) or H.264 (MP4): prefer those (and their RTX),
