@@ -205,9 +205,10 @@ export class RecordingLeg {
   }
 
   // This page ends the call or leaves it: the caller tells the server once
-  // the frames the camera gave until now are encoded and sent, so that the
-  // server's file ends where the call ended for this page's doctor, not a
-  // frame or two before. When "end" reached the server, the frames still in
+  // the frames the camera gave until now are encoded, and two more (by then
+  // the pacer has sent the earlier ones' packets), so that the server's file
+  // ends where the call ended for this page's doctor, not a frame or two
+  // before. When "end" reached the server, the frames still in
   // the browser's pipeline (a few on a busy PC) were not the call's any more
   // (media/leg.py Leg.drain keeps only what was sent before). The leg keeps
   // its camera meanwhile: the others see no frozen picture, and the frames
@@ -268,8 +269,8 @@ export class RecordingLeg {
 }
 
 // The leg's camera frames (the video sender's media source) and frames
-// encoded (Chromium's framesSent counts them as they are encoded); null once
-// the connection is closed or has no camera.
+// encoded (libwebrtc's framesSent is the same count); null once the connection
+// is closed or has no camera.
 async function videoCounts(pc) {
   let camera = null;
   let encoded = 0;
