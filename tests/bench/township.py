@@ -1155,9 +1155,12 @@ async def one_call(
                     )
             final = next((s for s in await clinic.evaluate(SENDING) if s["leg"]), None)
             row.path = final["path"] if final else ""
-            await clinic.click("#ctl-end")
+            # The doctor who ends the call: the clinic's, or the specialist
+            # (--ended-by hospital); the clinic's camera is read at the click.
+            ender = clinic if args.ended_by == "clinic" else hospital[0]
+            await ender.click("#ctl-end")
             await clinic.evaluate("window.__readEnd()")
-            await clinic.click('#end-dialog button[value="end"]')
+            await ender.click('#end-dialog button[value="end"]')
             await clinic.locator('#call[data-finished="ended"]').wait_for()
             flush_ms = await clinic.evaluate("window.__flushMs ?? null")
             if args.detail and flush_ms is not None:
@@ -1416,6 +1419,13 @@ async def main() -> None:
         type=lambda kbps: int(kbps) * 1000,
         help="kbit/s the recorder's answers ask the pages to start at (the setting "
         "start_bitrate; default its default, 800)",
+    )
+    parser.add_argument(
+        "--ended-by",
+        choices=("clinic", "hospital"),
+        default="clinic",
+        help='who clicks "end": the clinic\'s doctor, or the first specialist (the '
+        "clinic's file is checked against its camera's frame at that click either way)",
     )
     parser.add_argument(
         "--start-trace",
