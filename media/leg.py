@@ -62,6 +62,11 @@ DRAIN_STEP = 0.02
 # may have been lost, and nothing sent after the end reveals them).
 OPEN_FRAME_QUIET = 0.1
 OPEN_FRAME_ASK = 8
+# A call that another page ended: this leg's page goes on sending until it
+# hears of the end, its last frames on the way; the end is read once its video
+# has been quiet this long (the page stopped), at most SETTLE_SECONDS.
+SETTLE_QUIET = 0.15
+SETTLE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,9 @@ class Leg:
     # False when the leg ends because its page was replaced (a reload): the
     # page that could resend its last packets is gone, so none are asked for.
     ask_at_end: bool = True
+    # True when the call was ended by another page: ``drain`` first waits for
+    # this page to stop (``settle``).
+    settle: bool = False
 
     def keep(self, packet: seam.KeptPacket) -> None:
         """A packet off the wire (``tap.RtpTap``), to this part's file if it has one.
@@ -196,6 +204,8 @@ class Leg:
         tap = self.tap
         if tap is None or self.writer is None or self.pc.connectionState != "connected":
             return
+        if self.settle:
+            await self._settled()
         tap.read_now()  # what arrived before the end, to the last datagram
         self.cut = tap.video_high()
         last = self.last_video
@@ -236,6 +246,30 @@ class Leg:
             time.monotonic() - started,
             "" if self.open_frame is None else "; the last frame did not end",
         )
+
+    async def _settled(self) -> None:
+        """Wait until this leg's page has stopped its video (at most ``SETTLE_SECONDS``).
+
+        Another page ended the call: this page learns it from the server one
+        way later, and what its browser still held of its camera's frames until
+        the end (its encoder, its pacer, a one-way trip) comes after that. The
+        page stops its camera once it hears of the end (``recording.js``
+        ``drain``): its video quiet for ``SETTLE_QUIET`` means the rest is in.
+        """
+        started = time.monotonic()
+        while self.pc.connectionState == "connected":
+            now = time.monotonic()
+            last = self.last_video[0] if self.last_video is not None else float("-inf")
+            if now - last >= SETTLE_QUIET:
+                return
+            if now - started >= SETTLE_SECONDS:
+                log.info(
+                    "recording peer=%s end: the page still sent video after %.1f s",
+                    self.key.participant_id,
+                    SETTLE_SECONDS,
+                )
+                return
+            await asyncio.sleep(DRAIN_STEP)
 
     async def consume(self, track: MediaStreamTrack) -> None:
         # aiortc's queues are unbounded: every accepted track is drained. Frames

@@ -292,16 +292,20 @@ class WorkerPool:
                 sdp_mline_index=sdp_mline_index,
             )
 
-    async def stop(self, key: RecordingKey, *, drain: bool = True) -> LegResult | None:
+    async def stop(
+        self, key: RecordingKey, *, drain: bool = True, settle: bool = False
+    ) -> LegResult | None:
         """End a leg and return what it produced (its repaired file if its worker
-        was lost); ``drain`` as in ``Recorder.stop``."""
+        was lost); ``drain`` and ``settle`` as in ``Recorder.stop``."""
         placed = self.legs.get(key)
         if placed is None:
             return None
         try:
             if placed.lost.done() or not placed.conn.alive:
                 raise WorkerGone(WORKER_GONE)
-            wire = await placed.conn.call("stop", key=rpc.key_to_wire(key), drain=drain)
+            wire = await placed.conn.call(
+                "stop", key=rpc.key_to_wire(key), drain=drain, settle=settle
+            )
             result = None if wire is None else rpc.result_from_wire(wire, self.directory)
         except WorkerGone:
             result = await placed.lost

@@ -253,16 +253,21 @@ class Recorder:
         parsed.sdpMLineIndex = sdp_mline_index
         await leg.pc.addIceCandidate(parsed)
 
-    async def stop(self, key: RecordingKey, *, drain: bool = True) -> LegResult | None:
+    async def stop(
+        self, key: RecordingKey, *, drain: bool = True, settle: bool = False
+    ) -> LegResult | None:
         """End a leg (if it has not ended by itself) and return what it produced.
 
         With ``drain`` false the leg does not first ask its page for the last
         packets still missing (``Leg.drain``): the page was replaced by another
-        and cannot answer, and its new leg waits for this one to end.
+        and cannot answer, and its new leg waits for this one to end. With
+        ``settle`` (another page ended the call) it first waits for its page to
+        stop its video (``Leg._settled``).
         """
         leg = self.legs.get(key)
         if leg is None:
             return None
+        leg.settle = settle
         if not drain:
             leg.ask_at_end = False
         result = await self._finish(leg)

@@ -236,7 +236,9 @@ class Worker:
             return None
         if op == "stop":
             result = await rec.stop(
-                rpc.key_from_wire(msg["key"]), drain=bool(msg.get("drain", True))
+                rpc.key_from_wire(msg["key"]),
+                drain=bool(msg.get("drain", True)),
+                settle=bool(msg.get("settle", False)),
             )
             return None if result is None else rpc.result_to_wire(result, self.directory)
         if op == "relay_offer":

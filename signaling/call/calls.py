@@ -305,7 +305,7 @@ class Calls:
         if self.legs.available:
             # Finished off the message path: the files are finalized (seek
             # index, hash) and stored while the pages move on.
-            self._spawn(self.legs.finish(room.consultation_id))
+            self._spawn(self.legs.finish(room.consultation_id, member.peer_id))
         for other in list(room.members.values()):
             self._forget(other)
         self.rooms.pop(room.consultation_id, None)

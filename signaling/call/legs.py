@@ -184,12 +184,12 @@ class RecordingLegs:
                 exc, "consultation=%s peer=%s recording not stored", room.consultation_id, peer_id
             )
 
-    async def finish(self, consultation_id: str) -> None:
-        """Store every leg of a consultation whose call ended."""
+    async def finish(self, consultation_id: str, ended_by: str | None = None) -> None:
+        """Store every leg of a consultation whose call ended (by ``ended_by``)."""
         if self.recording is None:
             return
         try:
-            await self.recording.stop_all(consultation_id)
+            await self.recording.stop_all(consultation_id, ended_by)
         except Exception as exc:
             log_failure(exc, "consultation=%s recordings not stored at the end", consultation_id)
 

@@ -137,8 +137,8 @@ class CallRecording(Protocol):
         """Stop and finish a participant's leg, if one runs."""
         ...
 
-    async def stop_all(self, consultation_id: str) -> object:
-        """Finish every leg of a consultation (the call ended)."""
+    async def stop_all(self, consultation_id: str, ended_by: str | None = None) -> object:
+        """Finish every leg of a consultation (the call ended, by ``ended_by``'s page)."""
         ...
 
     async def relay_offer(self, consultation_id: str, source_id: str, viewer_id: str) -> str | None:

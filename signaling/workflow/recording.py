@@ -263,15 +263,18 @@ class RecordingService(Service):
             raise NotFound("no recording to add a candidate to", code=ErrorCode.NOT_RECORDING)
         await self.recorder.add_candidate(entry[0], candidate, sdp_mid, sdp_mline_index)
 
-    async def stop(self, consultation_id: str, participant_id: str) -> Recording | None:
-        """Stop and finish a participant's leg, if one runs."""
+    async def stop(
+        self, consultation_id: str, participant_id: str, *, settle: bool = False
+    ) -> Recording | None:
+        """Stop and finish a participant's leg, if one runs (``settle``: another
+        page ended the call, ``Recorder.stop``)."""
         slot = (consultation_id, participant_id)
         self.kept.forget_strikes(slot)
         await self.kept.drop(slot)  # its part is stored already
         entry = self.active.pop(slot, None)
         if entry is None:
             return None
-        result = await self.recorder.stop(entry[0])
+        result = await self.recorder.stop(entry[0], settle=settle)
         if result is None:
             return None
         return await self._store(entry[1], result)
@@ -303,14 +306,17 @@ class RecordingService(Service):
         """Close every relay of the consultation to ``viewer_id``."""
         await self.recorder.relay_close(consultation_id, viewer_id)
 
-    async def stop_all(self, consultation_id: str) -> list[Recording]:
-        """Finish every leg of a consultation (the call ended)."""
+    async def stop_all(self, consultation_id: str, ended_by: str | None = None) -> list[Recording]:
+        """Finish every leg of a consultation (the call ended; ``ended_by``: the
+        participant whose page ended it, which waited for its own last frames
+        before it said so; every other leg waits for its page to stop)."""
         slots = sorted({slot for slot in [*self.active, *self.kept] if slot[0] == consultation_id})
         # Together: each leg first waits for its last frames (``Leg.drain``)
         # while its page holds the connection open; one after the other, the
         # last page waited for every earlier leg's file to be finished too.
         done = await asyncio.gather(
-            *(self.stop(cid, pid) for cid, pid in slots), return_exceptions=True
+            *(self.stop(cid, pid, settle=ended_by not in (None, pid)) for cid, pid in slots),
+            return_exceptions=True,
         )
         failed = [result for result in done if isinstance(result, BaseException)]
         for (cid, pid), result in zip(slots, done, strict=True):

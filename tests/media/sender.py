@@ -476,6 +476,14 @@ async def main() -> None:
         help="at the end, send nothing new and keep the connection until a line on "
         "stdin (as a page does once its call ended: the recorder closes it)",
     )
+    parser.add_argument(
+        "--hears-end-after",
+        type=float,
+        default=0.0,
+        help='with --ended-by-recorder: say "ending" while still sending, and stop '
+        "this many seconds later (a page whose call another page ended: it hears of "
+        "the end a one-way trip after the recorder)",
+    )
     args = parser.parse_args()
     if args.history:
         import aiortc.rtcrtpsender
@@ -541,14 +549,19 @@ async def main() -> None:
     if mid is not None:
         mid.armed = True
         await asyncio.wait_for(mid.holding.wait(), 10)
+    if args.hears_end_after:
+        print(json.dumps({"ending": True}), flush=True)
+        await asyncio.sleep(args.hears_end_after)  # a one-way trip and more
     if last is not None or mid is not None or args.ended_by_recorder:
         video.halted = True
-        await asyncio.wait_for(video.idle.wait(), 10)
+        if pc.connectionState == "connected":  # (the recorder may have closed it)
+            await asyncio.wait_for(video.idle.wait(), 10)
         for sender in pc.getSenders():
             if sender is not vt.sender:
                 sender.replaceTrack(None)
         # The recorder ends the leg now; this side still answers its NACKs.
-        print(json.dumps({"ending": True}), flush=True)
+        if not args.hears_end_after:
+            print(json.dumps({"ending": True}), flush=True)
         if mid is not None:
             await loop.run_in_executor(None, sys.stdin.readline)
             await mid.release(args.lose_frame_end)

@@ -42,6 +42,7 @@ async def send(
     ended_by_recorder: bool = False,
     drain: bool = True,
     mid_frame: bool = False,
+    settle: bool = False,
 ) -> tuple[dict[str, Any], LegResult | None]:
     """Run the sender process through one recording leg; return what it sent.
 
@@ -49,7 +50,7 @@ async def send(
     (the sender sends nothing new and answers NACKs until the recorder has
     closed the leg), and the leg's result comes back too; otherwise the sender
     closes its connection itself and the caller stops the leg. ``drain`` is
-    passed to ``Recorder.stop``. With ``mid_frame`` (the sender's
+    passed to ``Recorder.stop``, and ``settle``. With ``mid_frame`` (the sender's
     ``--end-mid-frame``) the rest of the frame the sender held back goes out
     once the recorder has begun to end the leg.
     """
@@ -83,7 +84,7 @@ async def send(
                     await proc.stdin.drain()
                     result = await stopping
                 else:
-                    result = await recorder.stop(key, drain=drain)
+                    result = await recorder.stop(key, drain=drain, settle=settle)
                 proc.stdin.write(b"close\n")
                 await proc.stdin.drain()
             sent: dict[str, Any] = json.loads(await proc.stdout.readline())["sent"]
@@ -277,6 +278,30 @@ async def test_the_frame_being_sent_when_the_call_ends_is_kept_whole(
     assert result is not None and result.file is not None, result
     info = probe(result.file.path)
     assert info["video_frames"] == sent["frames"], (info, sent)
+
+
+@pytest.mark.slow
+async def test_a_call_another_page_ended_keeps_what_this_page_sent_until_it_heard(
+    recorder: Recorder, no_codecs: list[str]
+) -> None:
+    # The specialist ends the call: the clinic's page hears of it from the
+    # server a one-way trip later and goes on sending until then, the frames
+    # its browser held at the end among them. The end came from another page
+    # (``settle``): the recorder waits for this page's video to stop before it
+    # cuts, and the file holds every frame sent, those 0.3 s too. Cut at once,
+    # as before, the recorder closed the leg and the sender's media stopped at
+    # 1.5 s (the township benchmark's 10 % link had no frame to spare: README,
+    # the end).
+    key = RecordingKey("f" * 32, "g" * 32)
+    sent, result = await send(
+        recorder,
+        key,
+        *("--codec", "vp8", "--seconds", "1.5", "--hears-end-after", "0.3"),
+        ended_by_recorder=True,
+        settle=True,
+    )
+    assert sent["media_seconds"] >= 1.7, sent  # it went on sending past the end
+    every_frame(result, sent)
 
 
 @pytest.mark.both_loops
