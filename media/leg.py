@@ -132,7 +132,7 @@ class Leg:
     # page that could resend its last packets is gone, so none are asked for.
     ask_at_end: bool = True
     # True when the call was ended by another page: ``drain`` first waits for
-    # this page to stop (``settle``).
+    # this page to stop its video (``_settled``).
     settle: bool = False
 
     def keep(self, packet: seam.KeptPacket) -> None:
